@@ -1,0 +1,163 @@
+# libimg top-level Makefile.
+# Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR; quiet unless V=1.
+# Targets: all check install asan ubsan fuzz fuzz-run bench demo clean
+#          test-install check-crash
+
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+prefix   ?= /usr/local
+bindir   ?= $(prefix)/bin
+libdir   ?= $(prefix)/lib
+includedir ?= $(prefix)/include
+mandir   ?= $(prefix)/share/man
+BUILD    ?= build
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wpointer-arith \
+            -Wmissing-prototypes -Wno-unused-parameter -Werror
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fPIC \
+            -fvisibility=hidden -pthread -Ilibimg/include -Ilibimg $(WARN)
+EXTRA_CFLAGS ?=
+ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(CPPFLAGS)
+LIBS     := -pthread
+SOVERSION := 0
+VERSION  := $(shell sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' libimg/include/libimg.h)
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRCS  := $(sort $(wildcard libimg/*.c))
+LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
+STATIC    := $(BUILD)/lib/libimg.a
+SHARED    := $(BUILD)/lib/libimg.so.$(VERSION)
+
+TOOL_SRCS := $(filter-out tools/common.c,$(sort $(wildcard tools/*.c)))
+TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
+TOOL_COMMON := $(BUILD)/obj/tools/common.o
+
+TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
+CRASH_SRCS := $(sort $(wildcard tests/crash/*.c))
+CRASH_BINS := $(patsubst tests/crash/%.c,$(BUILD)/tests/crash/%,$(CRASH_SRCS))
+FUZZ_SRCS := $(sort $(wildcard fuzz/*_fuzzer.c))
+FUZZ_REPLAY := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+.PHONY: all lib tools tests check check-crash install test-install asan ubsan \
+        fuzz fuzz-run bench demo clean deps
+
+all: $(DEPS_STAMP) lib tools tests
+
+deps $(DEPS_STAMP): scripts/deps.sh
+	$(Q)scripts/deps.sh
+	$(Q)mkdir -p $(BUILD) && touch $(DEPS_STAMP)
+
+lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
+tools: $(TOOLS)
+tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
+
+$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(STATIC): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(SHARED): $(LIB_OBJS) libimg/libimg.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libimg.so.$(SOVERSION) \
+		-Wl,--version-script=libimg/libimg.map -Wl,-z,defs -o $@ $(LIB_OBJS) $(LIBS)
+	$(Q)ln -sf libimg.so.$(VERSION) $(BUILD)/lib/libimg.so.$(SOVERSION)
+	$(Q)ln -sf libimg.so.$(SOVERSION) $(BUILD)/lib/libimg.so
+
+$(BUILD)/lib/libimg.pc: libimg/libimg.pc.in libimg/include/libimg.h
+	@mkdir -p $(dir $@)
+	$(Q)sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
+		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS)
+
+$(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
+
+$(BUILD)/tests/crash/%: $(BUILD)/obj/tests/crash/%.o $(TEST_HELPERS) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
+
+# Fuzz harnesses built as standalone corpus replayers (no libFuzzer needed).
+$(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(STATIC) $(LIBS)
+
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
+
+check: all
+	$(Q)BUILD=$(BUILD) tests/run.sh
+
+check-crash: all
+	$(Q)BUILD=$(BUILD) CRASH_FULL=1 tests/run.sh crash
+
+# Sanitizer builds of the library, unit, crash and fuzz-replay tests.
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
+		EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tests
+	$(Q)BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		tests/run.sh unit crash fuzz
+
+ubsan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build-ubsan \
+		EXTRA_CFLAGS="-O1 -fsanitize=undefined -fno-sanitize-recover=all" \
+		LDFLAGS="$(LDFLAGS) -fsanitize=undefined" lib tests
+	$(Q)BUILD=build-ubsan tests/run.sh unit crash fuzz
+
+FUZZ_SECONDS ?= 60
+fuzz:
+	$(Q)fuzz/build.sh
+fuzz-run: fuzz
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
+bench: all
+	$(Q)BUILD=$(BUILD) bench/run.sh
+
+demo: all
+	$(Q)BUILD=$(BUILD) scripts/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
+		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1
+	install -m 755 $(TOOLS) $(DESTDIR)$(bindir)/
+	install -m 644 $(STATIC) $(DESTDIR)$(libdir)/
+	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
+	ln -sf libimg.so.$(VERSION) $(DESTDIR)$(libdir)/libimg.so.$(SOVERSION)
+	ln -sf libimg.so.$(SOVERSION) $(DESTDIR)$(libdir)/libimg.so
+	install -m 644 libimg/include/libimg.h $(DESTDIR)$(includedir)/
+	install -m 644 $(BUILD)/lib/libimg.pc $(DESTDIR)$(libdir)/pkgconfig/
+	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
+
+# Build a tiny program against an installed copy through pkg-config.
+test-install: all
+	$(Q)BUILD=$(BUILD) scripts/test-install.sh
+
+clean:
+	rm -rf build build-asan build-ubsan build-fuzz

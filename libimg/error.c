@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* Error texts: img_strerror() and the per-thread img_last_error(). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+static _Thread_local char last_error[512];
+
+void img_set_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	va_end(ap);
+}
+
+void img_clear_error(void)
+{
+	last_error[0] = 0;
+}
+
+IMG_API const char *img_last_error(void)
+{
+	return last_error;
+}
+
+IMG_API const char *img_strerror(int err)
+{
+	switch (-err) {
+	case 0:          return "success";
+	case EUCLEAN:    return "image is corrupt";
+	case EOPNOTSUPP: return "image uses an unsupported feature";
+	case EROFS:      return "image is read-only";
+	case EBUSY:      return "image is locked by another process";
+	case ENOTEMPTY:  return "clusters past the new end hold data";
+	case ECANCELED:  return "operation cancelled";
+	default:         return strerror(-err);
+	}
+}

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/* Encode, decode and validate the on-disk structures (format-spec/FORMAT.md). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "format.h"
+
+const uint8_t img_header_magic[8] = { 0x89, 'L', 'I', 'B', 'I', 'M', 'G', '\n' };
+
+/* ---- CRC-32C -------------------------------------------------------- */
+
+static uint32_t crc_table[8][256];
+
+static void crc_init_table(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+		crc_table[0][i] = c;
+	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int t = 1; t < 8; t++)
+			crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
+}
+
+static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	while (len && ((uintptr_t)p & 7)) {
+		crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+		len--;
+	}
+	while (len >= 8) {
+		uint64_t v = get_le64(p) ^ crc;
+		crc = crc_table[7][v & 0xff] ^ crc_table[6][(v >> 8) & 0xff] ^
+		      crc_table[5][(v >> 16) & 0xff] ^ crc_table[4][(v >> 24) & 0xff] ^
+		      crc_table[3][(v >> 32) & 0xff] ^ crc_table[2][(v >> 40) & 0xff] ^
+		      crc_table[1][(v >> 48) & 0xff] ^ crc_table[0][v >> 56];
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		crc = crc_table[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2")))
+static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t c = crc;
+	while (len && ((uintptr_t)p & 7)) {
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+		len--;
+	}
+	while (len >= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = __builtin_ia32_crc32di(c, v);
+		p += 8;
+		len -= 8;
+	}
+	while (len--)
+		c = __builtin_ia32_crc32qi((uint32_t)c, *p++);
+	return (uint32_t)c;
+}
+#endif
+
+static uint32_t (*crc_impl)(uint32_t, const uint8_t *, size_t);
+
+static void crc_choose(void)
+{
+	crc_init_table();
+	crc_impl = crc_sw;
+#if defined(__x86_64__)
+	__builtin_cpu_init();
+	if (__builtin_cpu_supports("sse4.2"))
+		crc_impl = crc_hw;
+#endif
+}
+
+#include <pthread.h>
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	pthread_once(&crc_once, crc_choose);
+	return ~crc_impl(~crc, buf, len);
+}
+
+/* ---- helpers -------------------------------------------------------- */
+
+int img_is_zero(const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	size_t i = 0;
+	for (; i + 8 <= len; i += 8) {
+		uint64_t v;
+		memcpy(&v, p + i, 8);
+		if (v)
+			return 0;
+	}
+	for (; i < len; i++)
+		if (p[i])
+			return 0;
+	return 1;
+}
+
+__attribute__((format(printf, 3, 4)))
+static int fail(char *why, size_t whylen, const char *fmt, ...)
+{
+	if (why && whylen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(why, whylen, fmt, ap);
+		va_end(ap);
+	}
+	return -EUCLEAN;
+}
+
+static uint32_t block_crc(const uint8_t *blk, size_t len)
+{
+	static const uint8_t zero4[4];
+	uint32_t c = img_crc32c(0, blk, 4);
+	c = img_crc32c(c, zero4, 4);
+	return img_crc32c(c, blk + 8, len - 8);
+}
+
+/* ---- header --------------------------------------------------------- */
+
+void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT])
+{
+	memset(slot, 0, IMG_HEADER_SLOT);
+	memcpy(slot, img_header_magic, 8);
+	put_le32(slot + 8, h->version);
+	put_le32(slot + 12, h->header_size);
+	put_le32(slot + 20, h->cluster_bits);
+	put_le64(slot + 24, h->seq);
+	put_le64(slot + 32, h->incompat);
+	put_le64(slot + 40, h->ro_compat);
+	put_le64(slot + 48, h->compat);
+	put_le64(slot + 56, h->flags);
+	put_le64(slot + 64, h->virtual_size);
+	put_le64(slot + 72, h->log_offset);
+	put_le64(slot + 80, h->log_size);
+	put_le64(slot + 88, h->log_seq);
+	put_le64(slot + 96, h->bat_offset);
+	put_le64(slot + 104, h->bat_clusters);
+	memcpy(slot + 112, h->uuid, 16);
+	put_le32(slot + 16, block_crc(slot, h->header_size));
+}
+
+int img_geom_compute(const struct img_header *h, struct img_geom *g)
+{
+	uint64_t cs, bat_bytes, t;
+
+	if (h->cluster_bits < IMG_MIN_CLUSTER_BITS || h->cluster_bits > IMG_MAX_CLUSTER_BITS)
+		return -EUCLEAN;
+	cs = 1ull << h->cluster_bits;
+	g->cluster_size = cs;
+	g->cluster_bits = h->cluster_bits;
+	if (__builtin_mul_overflow(h->bat_clusters, cs, &bat_bytes) || bat_bytes > IMG_MAX_BAT_BYTES)
+		return -EUCLEAN;
+	g->bat_blocks = bat_bytes / IMG_BLOCK_SIZE;
+	g->bat_capacity = g->bat_blocks * IMG_ENTRIES_PER_BLOCK;
+	if (h->virtual_size > IMG_MAX_VIRTUAL_SIZE)
+		return -EUCLEAN;
+	g->vclusters = (h->virtual_size + cs - 1) >> h->cluster_bits;
+	g->used_blocks = (g->vclusters + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
+	g->log_blocks = h->log_size / IMG_BLOCK_SIZE;
+	if (__builtin_add_overflow(h->bat_offset, bat_bytes, &t))
+		return -EUCLEAN;
+	g->data_offset = t;
+	g->data_cluster0 = t >> h->cluster_bits;
+	return 0;
+}
+
+int img_header_validate(const struct img_header *h, struct img_geom *g,
+			char *why, size_t whylen)
+{
+	uint64_t cs;
+
+	if (h->version != IMG_FORMAT_VERSION) {
+		fail(why, whylen, "format version %u is not supported (this library reads 1)", h->version);
+		return -EOPNOTSUPP;
+	}
+	if (h->cluster_bits < IMG_MIN_CLUSTER_BITS || h->cluster_bits > IMG_MAX_CLUSTER_BITS)
+		return fail(why, whylen, "cluster size 2^%u out of range (64 KiB..64 MiB)", h->cluster_bits);
+	cs = 1ull << h->cluster_bits;
+	if (h->seq == 0)
+		return fail(why, whylen, "header sequence number is 0");
+	if (h->flags & ~IMG_FLAGS_KNOWN)
+		return fail(why, whylen, "unknown header flags 0x%llx", (unsigned long long)h->flags);
+	if (h->virtual_size < 512 || h->virtual_size % 512 || h->virtual_size > IMG_MAX_VIRTUAL_SIZE)
+		return fail(why, whylen, "virtual size %llu is not a multiple of 512 in range",
+			    (unsigned long long)h->virtual_size);
+	if (h->log_offset != cs)
+		return fail(why, whylen, "log offset %llu is not the second cluster",
+			    (unsigned long long)h->log_offset);
+	if (h->log_size % cs || h->log_size < cs || h->log_size < IMG_MIN_LOG_SIZE ||
+	    h->log_size > IMG_MAX_LOG_SIZE)
+		return fail(why, whylen, "log size %llu invalid", (unsigned long long)h->log_size);
+	if (h->bat_offset != h->log_offset + h->log_size)
+		return fail(why, whylen, "BAT offset %llu does not follow the log",
+			    (unsigned long long)h->bat_offset);
+	if (h->bat_clusters == 0 || h->bat_clusters > IMG_MAX_BAT_BYTES / cs)
+		return fail(why, whylen, "BAT cluster count %llu out of range",
+			    (unsigned long long)h->bat_clusters);
+	if (img_geom_compute(h, g) < 0)
+		return fail(why, whylen, "geometry overflows");
+	if (g->vclusters > IMG_MAX_ENTRIES)
+		return fail(why, whylen, "virtual size needs %llu clusters, more than the cap 2^27",
+			    (unsigned long long)g->vclusters);
+	if (g->vclusters > g->bat_capacity)
+		return fail(why, whylen, "virtual size needs %llu BAT entries but the BAT holds %llu",
+			    (unsigned long long)g->vclusters, (unsigned long long)g->bat_capacity);
+	if (h->incompat & ~IMG_INCOMPAT_KNOWN) {
+		fail(why, whylen, "unknown incompatible features 0x%llx",
+		     (unsigned long long)(h->incompat & ~IMG_INCOMPAT_KNOWN));
+		return -EOPNOTSUPP;
+	}
+	return 0;
+}
+
+int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
+		      char *why, size_t whylen)
+{
+	struct img_geom g;
+
+	if (memcmp(slot, img_header_magic, 8))
+		return fail(why, whylen, "bad magic");
+	memset(h, 0, sizeof(*h));
+	h->version = get_le32(slot + 8);
+	h->header_size = get_le32(slot + 12);
+	if (h->version != IMG_FORMAT_VERSION) {
+		fail(why, whylen, "format version %u is not supported (this library reads 1)", h->version);
+		return -EOPNOTSUPP;
+	}
+	if (h->header_size < IMG_HEADER_SIZE_V1 || h->header_size > IMG_HEADER_SLOT ||
+	    h->header_size % 8)
+		return fail(why, whylen, "header size %u invalid", h->header_size);
+	if (get_le32(slot + 16) != block_crc(slot, h->header_size))
+		return fail(why, whylen, "bad crc32c");
+	if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1))
+		return fail(why, whylen, "reserved bytes are not zero");
+	h->cluster_bits = get_le32(slot + 20);
+	h->seq = get_le64(slot + 24);
+	h->incompat = get_le64(slot + 32);
+	h->ro_compat = get_le64(slot + 40);
+	h->compat = get_le64(slot + 48);
+	h->flags = get_le64(slot + 56);
+	h->virtual_size = get_le64(slot + 64);
+	h->log_offset = get_le64(slot + 72);
+	h->log_size = get_le64(slot + 80);
+	h->log_seq = get_le64(slot + 88);
+	h->bat_offset = get_le64(slot + 96);
+	h->bat_clusters = get_le64(slot + 104);
+	memcpy(h->uuid, slot + 112, 16);
+	return img_header_validate(h, &g, why, whylen);
+}
+
+/* ---- BAT blocks ----------------------------------------------------- */
+
+void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
+			  uint8_t blk[IMG_BLOCK_SIZE])
+{
+	put_le32(blk, IMG_BAT_MAGIC);
+	put_le32(blk + 4, 0);
+	put_le64(blk + 8, index);
+	put_le64(blk + 16, seq);
+	put_le64(blk + 24, 0);
+	for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++)
+		put_le64(blk + IMG_BAT_HDR + 8 * i, entries[i]);
+	put_le32(blk + 4, block_crc(blk, IMG_BLOCK_SIZE));
+}
+
+int img_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
+			 uint64_t *entries, uint64_t *seq, char *why, size_t whylen)
+{
+	if (img_is_zero(blk, IMG_BLOCK_SIZE)) {
+		memset(entries, 0, IMG_ENTRIES_PER_BLOCK * sizeof(*entries));
+		*seq = 0;
+		return 1;
+	}
+	if (get_le32(blk) != IMG_BAT_MAGIC)
+		return fail(why, whylen, "BAT block %llu: bad magic", (unsigned long long)index);
+	if (get_le32(blk + 4) != block_crc(blk, IMG_BLOCK_SIZE))
+		return fail(why, whylen, "BAT block %llu: bad crc32c", (unsigned long long)index);
+	if (get_le64(blk + 8) != index)
+		return fail(why, whylen, "BAT block %llu: claims to be block %llu",
+			    (unsigned long long)index, (unsigned long long)get_le64(blk + 8));
+	if (get_le64(blk + 24))
+		return fail(why, whylen, "BAT block %llu: reserved field not zero", (unsigned long long)index);
+	*seq = get_le64(blk + 16);
+	for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++)
+		entries[i] = get_le64(blk + IMG_BAT_HDR + 8 * i);
+	return 0;
+}
+
+/* ---- log descriptors ------------------------------------------------ */
+
+void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
+			 uint8_t blk[IMG_BLOCK_SIZE])
+{
+	memset(blk, 0, IMG_BLOCK_SIZE);
+	put_le32(blk, IMG_LOG_MAGIC);
+	put_le64(blk + 8, seq);
+	put_le32(blk + 16, count);
+	for (uint32_t i = 0; i < count; i++)
+		put_le64(blk + IMG_LOG_HDR + 8 * i, targets[i]);
+	put_le32(blk + 4, block_crc(blk, IMG_BLOCK_SIZE));
+}
+
+int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
+			uint32_t *count, uint64_t *targets)
+{
+	uint32_t n;
+
+	if (get_le32(blk) != IMG_LOG_MAGIC)
+		return -EUCLEAN;
+	if (get_le32(blk + 4) != block_crc(blk, IMG_BLOCK_SIZE))
+		return -EUCLEAN;
+	n = get_le32(blk + 16);
+	if (n == 0 || n > IMG_LOG_MAX_TARGETS)
+		return -EUCLEAN;
+	if (!img_is_zero(blk + 20, 12))
+		return -EUCLEAN;
+	if (!img_is_zero(blk + IMG_LOG_HDR + 8 * n, IMG_BLOCK_SIZE - IMG_LOG_HDR - 8 * n))
+		return -EUCLEAN;
+	*seq = get_le64(blk + 8);
+	*count = n;
+	for (uint32_t i = 0; i < n; i++)
+		targets[i] = get_le64(blk + IMG_LOG_HDR + 8 * i);
+	return 0;
+}

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * On-disk structures of libimg format version 1: the mirror of
+ * format-spec/FORMAT.md.  Encode/decode are explicit little-endian; every
+ * decoded field is validated with checked arithmetic against the hard caps.
+ * No I/O and no allocation here.
+ */
+#ifndef LIBIMG_FORMAT_H
+#define LIBIMG_FORMAT_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#define IMG_BLOCK_SIZE        4096u          /* metadata block size (B) */
+#define IMG_HEADER_SLOT       4096u          /* header A at 0, B at 4096 */
+#define IMG_HEADER_SIZE_V1    128u
+#define IMG_FORMAT_VERSION    1u
+#define IMG_MIN_CLUSTER_BITS  16u
+#define IMG_MAX_CLUSTER_BITS  26u
+#define IMG_DEFAULT_CLUSTER_BITS 20u
+#define IMG_MAX_VIRTUAL_SIZE  (1ull << 57)
+#define IMG_MAX_ENTRIES       (1ull << 27)   /* virtual clusters */
+#define IMG_MAX_BAT_BYTES     (1ull << 31)   /* BAT region */
+#define IMG_MAX_HOST_CLUSTER  (1ull << 32)   /* host cluster index bound */
+#define IMG_MAX_FILE_SIZE     (1ull << 62)
+#define IMG_MIN_LOG_SIZE      (16u * 1024)
+#define IMG_MAX_LOG_SIZE      (64ull * 1024 * 1024)
+#define IMG_DEFAULT_LOG_SIZE  (1024u * 1024)
+
+#define IMG_BAT_HDR           32u
+#define IMG_ENTRIES_PER_BLOCK 508u           /* (4096 - 32) / 8 */
+#define IMG_LOG_HDR           32u
+#define IMG_LOG_MAX_TARGETS   508u
+
+#define IMG_FLAG_DIRTY        0x1ull
+#define IMG_FLAGS_KNOWN       IMG_FLAG_DIRTY
+#define IMG_INCOMPAT_KNOWN    0ull
+#define IMG_RO_COMPAT_KNOWN   0ull
+
+extern const uint8_t img_header_magic[8];
+#define IMG_BAT_MAGIC 0x31544142u   /* "BAT1" read as little-endian u32 */
+#define IMG_LOG_MAGIC 0x31474f4cu   /* "LOG1" */
+
+/* BAT entry: state in the top 4 bits, payload in the low 60. */
+#define IMG_E_UNALLOC   0u
+#define IMG_E_ZERO      1u
+#define IMG_E_ALLOC     2u
+#define IMG_E_STATE(e)  ((unsigned)((e) >> 60))
+#define IMG_E_PAYLOAD(e) ((e) & ((1ull << 60) - 1))
+#define IMG_E_MAKE(s, p) (((uint64_t)(s) << 60) | (p))
+
+struct img_header {
+	uint32_t version;
+	uint32_t header_size;
+	uint32_t cluster_bits;
+	uint64_t seq;
+	uint64_t incompat, ro_compat, compat;
+	uint64_t flags;
+	uint64_t virtual_size;
+	uint64_t log_offset, log_size, log_seq;
+	uint64_t bat_offset, bat_clusters;
+	uint8_t uuid[16];
+};
+
+/* Derived geometry, computed (and checked) from a header. */
+struct img_geom {
+	uint64_t cluster_size;
+	unsigned cluster_bits;
+	uint64_t vclusters;       /* ceil(virtual_size / cluster_size) */
+	uint64_t bat_blocks;      /* blocks in the BAT region */
+	uint64_t bat_capacity;    /* entries the BAT region holds */
+	uint64_t used_blocks;     /* blocks covering vclusters */
+	uint64_t log_blocks;
+	uint64_t data_offset;
+	uint64_t data_cluster0;   /* first data cluster index */
+};
+
+uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len);
+
+static inline uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static inline uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t get_le64(const uint8_t *p)
+{
+	return (uint64_t)get_le32(p) | (uint64_t)get_le32(p + 4) << 32;
+}
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+	put_le32(p, (uint32_t)v); put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Header.  encode fills a 4096-byte slot (computes the crc).  decode checks
+ * magic, version, size, crc, and every field (img_header_validate); on
+ * failure it returns -EUCLEAN or -EOPNOTSUPP and writes a reason into why. */
+void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]);
+int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
+		      char *why, size_t whylen);
+/* Field rules of §2/§3 and the derived geometry. */
+int img_header_validate(const struct img_header *h, struct img_geom *g,
+			char *why, size_t whylen);
+/* Geometry for a virtual size given the other header fields. */
+int img_geom_compute(const struct img_header *h, struct img_geom *g);
+
+/* BAT blocks.  entries: IMG_ENTRIES_PER_BLOCK values. */
+void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
+			  uint8_t blk[IMG_BLOCK_SIZE]);
+/* Returns 0 (entries filled; *seq set), 1 if the block is all zero (entries
+ * zeroed, *seq 0), or -EUCLEAN with a reason. */
+int img_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
+			 uint64_t *entries, uint64_t *seq, char *why, size_t whylen);
+
+/* Log descriptors. */
+void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
+			 uint8_t blk[IMG_BLOCK_SIZE]);
+/* Validates magic, crc, count (<= max_count), reserved bytes; fills seq,
+ * count and targets (up to IMG_LOG_MAX_TARGETS). 0 or -EUCLEAN. */
+int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
+			uint32_t *count, uint64_t *targets);
+
+/* Is the buffer all zero bytes? */
+int img_is_zero(const void *buf, size_t len);
+
+#endif

@@ -1,0 +1,287 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * libimg: expandable ("thin") disk images.
+ *
+ * The one header users include.  Conventions:
+ *   - every function returns 0 (or a byte count) on success and a negative
+ *     errno value on failure;
+ *   - output pointers come last;
+ *   - option structs are zero-initialised for defaults, their reserved fields
+ *     must stay zero (a non-zero reserved field is -EINVAL);
+ *   - the library never prints and never exits.  After a failure,
+ *     img_last_error() gives a message for the calling thread that names the
+ *     file and what is wrong ("disk.img: BAT block 3: bad crc32c").
+ *
+ * Error values with a fixed meaning:
+ *   -EUCLEAN     the image is corrupt (use IMG_OPEN_CHECK to open it anyway)
+ *   -EOPNOTSUPP  the image uses an incompatible feature this library lacks
+ *   -EROFS       a read-only feature or a read-only open forbids writing
+ *   -EBUSY       the image is locked by another process (img_last_error()
+ *                names the process)
+ *   -EEXIST      img_create() target exists and IMG_CREATE_OVERWRITE not set
+ *   -ENOTEMPTY   a shrink would drop clusters that hold data
+ *   -EINVAL      bad argument (size not a multiple of 512, out of range, ...)
+ *   -ENOSPC/-EIO from the host file system, passed through
+ *
+ * Threads: an open image may be used from many threads at once: img_pread,
+ * img_pwrite, img_discard, img_write_zeroes, img_flush, img_map and img_info
+ * may run concurrently on one handle.  img_resize, img_compact, img_check and
+ * img_close must not run concurrently with anything else on the handle
+ * (img_compact and img_resize take care of the I/O functions themselves: they
+ * may run while other threads do I/O).
+ */
+#ifndef LIBIMG_H
+#define LIBIMG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LIBIMG_VERSION_MAJOR 0
+#define LIBIMG_VERSION_MINOR 1
+#define LIBIMG_VERSION_PATCH 0
+#define LIBIMG_VERSION_STRING "0.1.0"
+
+/* Format limits (see format-spec/FORMAT.md). */
+#define IMG_MIN_CLUSTER_SIZE     (64u * 1024)
+#define IMG_MAX_CLUSTER_SIZE     (64u * 1024 * 1024)
+#define IMG_DEFAULT_CLUSTER_SIZE (1024u * 1024)
+#define IMG_SECTOR_SIZE          512u
+
+struct img;
+
+/* ---------------------------------------------------------------------- */
+/* I/O backends.  Most users never see these: img_open() and img_create()  */
+/* use the posix backend.  Tests and fuzzers pass their own.               */
+/* ---------------------------------------------------------------------- */
+
+struct img_io;
+
+struct img_io_ops {
+	/* Read len bytes at off.  Bytes past the end of the file read as zero.
+	 * Returns 0 or -errno; never a short transfer. */
+	int (*pread)(struct img_io *io, void *buf, size_t len, uint64_t off);
+	/* Write len bytes at off, extending the file if needed.  0 or -errno. */
+	int (*pwrite)(struct img_io *io, const void *buf, size_t len, uint64_t off);
+	/* Make every completed write, punch and truncate durable. */
+	int (*flush)(struct img_io *io);
+	/* Deallocate [off, off+len) so that it reads back as zeros; the file
+	 * size does not change.  -EOPNOTSUPP if the host cannot. */
+	int (*punch)(struct img_io *io, uint64_t off, uint64_t len);
+	int (*truncate)(struct img_io *io, uint64_t size);
+	int (*size)(struct img_io *io, uint64_t *size);
+	/* Host bytes allocated (st_blocks * 512); may be NULL. */
+	int (*usage)(struct img_io *io, uint64_t *bytes);
+	/* Take a whole-file lock: exclusive (1) or shared (0).  On -EBUSY,
+	 * *holder is the holding process id, or 0 when unknown.  May be NULL
+	 * (no locking). */
+	int (*lock)(struct img_io *io, int exclusive, pid_t *holder);
+	void (*close)(struct img_io *io);
+};
+
+struct img_io {
+	const struct img_io_ops *ops;
+	const char *name;        /* used in messages: the file name */
+};
+
+/* O_* style flags for img_io_posix_open. */
+#define IMG_IO_RDONLY  0x1u
+#define IMG_IO_CREATE  0x2u   /* O_CREAT|O_EXCL */
+#define IMG_IO_DIRECT  0x4u   /* O_DIRECT where the host allows it */
+
+int img_io_posix_open(const char *path, unsigned flags, struct img_io **out);
+/* An in-memory file (tests, fuzzing).  init/len: initial contents, may be
+ * NULL/0.  The backend copies them. */
+int img_io_mem_new(const void *init, size_t len, struct img_io **out);
+/* Contents of a memory backend (valid until the next write). */
+const void *img_io_mem_data(struct img_io *io, size_t *len);
+
+/* ---------------------------------------------------------------------- */
+/* Create, open, close                                                     */
+/* ---------------------------------------------------------------------- */
+
+struct img_create_opts {
+	uint64_t virtual_size;     /* bytes, a multiple of 512; required */
+	uint32_t cluster_size;     /* power of two, 64 KiB..64 MiB; 0 = 1 MiB */
+	uint32_t flags;            /* IMG_CREATE_* */
+	uint64_t bat_reserve;      /* virtual size the BAT must hold without any
+	                            * relocation (0 = only what virtual_size needs,
+	                            * rounded up to whole clusters of BAT) */
+	uint64_t reserved[5];
+};
+
+#define IMG_CREATE_OVERWRITE 0x1u   /* replace an existing file */
+
+/* Creates the image atomically: written to a temporary file beside path,
+ * synced, then renamed.  A failure leaves nothing behind. */
+int img_create(const char *path, const struct img_create_opts *opts);
+/* Creates an image on an empty backend (tests, fuzzing). */
+int img_create_io(struct img_io *io, const struct img_create_opts *opts);
+
+#define IMG_OPEN_RDWR    0x01u   /* read-write (default: read-only) */
+#define IMG_OPEN_NOLOCK  0x02u   /* do not lock (like qemu-img -U); read-only only */
+#define IMG_OPEN_CHECK   0x04u   /* open a corrupt image for check/repair/salvage:
+                                  * problems are recorded, not fatal; writes other
+                                  * than img_check repair are refused while the
+                                  * image is corrupt */
+#define IMG_OPEN_DIRECT  0x08u   /* O_DIRECT host I/O where supported */
+
+int img_open(const char *path, unsigned flags, struct img **out);
+/* Takes ownership of io (closed by img_close, or on failure). */
+int img_open_io(struct img_io *io, unsigned flags, struct img **out);
+/* Commits, clears the dirty flag, releases the lock and frees the handle.
+ * Returns the first error met; the handle is freed in any case. */
+int img_close(struct img *img);
+
+/* ---------------------------------------------------------------------- */
+/* Data                                                                    */
+/* ---------------------------------------------------------------------- */
+
+/* Any offset and length inside the virtual size.  Return len or -errno. */
+ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off);
+ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_t off);
+/* Whole clusters in the range become unallocated and their host space is
+ * given back at once; partial clusters read back as zeros and their host
+ * range is punched.  0 or -errno. */
+int img_discard(struct img *img, uint64_t off, uint64_t len);
+/* The range reads back as zeros.  Whole clusters become "zero" clusters
+ * without host space.  0 or -errno. */
+int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
+/* Everything written before the call is durable when it returns. */
+int img_flush(struct img *img);
+
+/* ---------------------------------------------------------------------- */
+/* Information                                                             */
+/* ---------------------------------------------------------------------- */
+
+struct img_info {
+	uint64_t virtual_size;
+	uint64_t bat_capacity;       /* virtual size the BAT holds without growing */
+	uint64_t allocated_clusters;
+	uint64_t zero_clusters;
+	uint64_t metadata_size;      /* bytes before the first data cluster */
+	uint64_t file_size;          /* host st_size */
+	uint64_t disk_usage;         /* host st_blocks * 512 */
+	uint64_t incompat_features;
+	uint64_t ro_compat_features;
+	uint64_t compat_features;
+	uint64_t header_seq;
+	uint32_t cluster_size;
+	uint32_t format_version;
+	uint32_t dirty;              /* the image was dirty when opened */
+	uint32_t read_only;
+	uint32_t corrupt;            /* problems found at open (IMG_OPEN_CHECK) */
+	uint32_t reserved_u32;
+	uint64_t log_replayed;       /* log transactions replayed at open */
+	uint64_t leaked_clusters;    /* host clusters no entry maps (at open) */
+	uint64_t reserved[6];
+};
+
+int img_info(struct img *img, struct img_info *out);
+
+enum img_extent_type {
+	IMG_EXTENT_UNALLOCATED = 0,  /* reads as zeros (no host space) */
+	IMG_EXTENT_ZERO = 1,         /* explicitly zero (no host space) */
+	IMG_EXTENT_DATA = 2,         /* stored at host_offset */
+};
+
+struct img_extent {
+	uint64_t offset;       /* virtual offset */
+	uint64_t length;       /* bytes; 0 only at the end of the disk */
+	uint64_t host_offset;  /* DATA: host offset of the first byte; the run
+	                        * is contiguous on the host.  Else 0. */
+	uint32_t type;         /* enum img_extent_type */
+	uint32_t reserved;
+};
+
+/* The longest run of one type starting at off.  Iterate with
+ * off += ext.length until ext.length == 0. */
+int img_map(struct img *img, uint64_t off, struct img_extent *out);
+
+/* ---------------------------------------------------------------------- */
+/* Operations                                                              */
+/* ---------------------------------------------------------------------- */
+
+/* Called from long operations; a non-zero return cancels with -ECANCELED. */
+typedef int (*img_progress_fn)(void *arg, uint64_t done, uint64_t total);
+
+#define IMG_RESIZE_DISCARD_DATA 0x1u  /* shrink even if dropped clusters hold data */
+
+/* Grow or shrink the virtual size (a multiple of 512).  Growing is O(1)
+ * while the BAT has room and otherwise relocates the data clusters in the
+ * BAT's way.  Shrinking refuses with -ENOTEMPTY if clusters past the new
+ * end hold data, unless IMG_RESIZE_DISCARD_DATA; afterwards live clusters
+ * are moved out of the host file's tail and the file is truncated. */
+int img_resize(struct img *img, uint64_t new_size, unsigned flags);
+
+struct img_compact_opts {
+	uint32_t flags;            /* IMG_COMPACT_* */
+	uint32_t reserved_u32;
+	img_progress_fn progress;
+	void *progress_arg;
+	uint64_t reserved[4];
+};
+
+#define IMG_COMPACT_NO_ZERO_DETECT 0x1u
+
+struct img_compact_stats {
+	uint64_t file_size_before, file_size_after;
+	uint64_t disk_usage_before, disk_usage_after;
+	uint64_t zero_clusters_freed;     /* all-zero clusters made unallocated */
+	uint64_t clusters_moved;
+	uint64_t reserved[4];
+};
+
+/* Zero detection, then relocation of live clusters from the end of the host
+ * file into the lowest free clusters, then truncation.  Crash-safe at every
+ * step.  stats may be NULL. */
+int img_compact(struct img *img, const struct img_compact_opts *opts,
+		struct img_compact_stats *stats);
+
+enum img_check_severity { IMG_CHECK_INFO = 0, IMG_CHECK_LEAK = 1, IMG_CHECK_CORRUPT = 2 };
+
+struct img_check_opts {
+	uint32_t flags;            /* IMG_CHECK_* */
+	uint32_t reserved_u32;
+	/* Each problem found, in words; may be NULL. fixed: repaired. */
+	void (*report)(void *arg, enum img_check_severity sev, int fixed, const char *msg);
+	void *report_arg;
+	uint64_t reserved[4];
+};
+
+#define IMG_CHECK_REPAIR 0x1u      /* needs an IMG_OPEN_RDWR|IMG_OPEN_CHECK handle */
+
+struct img_check_result {
+	uint64_t corruptions;          /* found */
+	uint64_t corruptions_fixed;
+	uint64_t leaks;                /* leaked host clusters found */
+	uint64_t leaks_fixed;
+	uint64_t allocated_clusters;
+	uint64_t tail_bytes;           /* host bytes past the last used cluster */
+	uint64_t reserved[4];
+};
+
+/* Verifies both header copies, every metadata block's crc32c, the log,
+ * BAT bounds, duplicate mappings, entries inside metadata or past the end
+ * of the file, leaks and the file's tail.  Returns 0 when the check ran
+ * (see res), or -errno when it could not. */
+int img_check(struct img *img, const struct img_check_opts *opts,
+	      struct img_check_result *res);
+
+/* ---------------------------------------------------------------------- */
+/* Errors                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* Text for a negative errno value, with libimg's fixed meanings. */
+const char *img_strerror(int err);
+/* Detailed message for the last failure in this thread ("" if none). */
+const char *img_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LIBIMG_H */

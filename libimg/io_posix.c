@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: MIT */
+/* The posix I/O backend: pread/pwrite/fdatasync/fallocate on a host file,
+ * OFD locks for multi-process exclusion. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <linux/falloc.h>
+
+#include "internal.h"
+
+struct posix_io {
+	struct img_io io;
+	int fd;
+	char *path;
+};
+
+static int px_pread(struct img_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	uint8_t *b = buf;
+
+	while (len) {
+		ssize_t n = pread(p->fd, b, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0) {          /* past EOF: zeros */
+			memset(b, 0, len);
+			return 0;
+		}
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int px_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t off)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	const uint8_t *b = buf;
+
+	while (len) {
+		ssize_t n = pwrite(p->fd, b, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int px_flush(struct img_io *io)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	return fdatasync(p->fd) < 0 ? -errno : 0;
+}
+
+static int px_punch(struct img_io *io, uint64_t off, uint64_t len)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	if (fallocate(p->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+		return errno == ENOSYS ? -EOPNOTSUPP : -errno;
+	return 0;
+}
+
+static int px_truncate(struct img_io *io, uint64_t size)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	return ftruncate(p->fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+static int px_size(struct img_io *io, uint64_t *size)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	struct stat st;
+	if (fstat(p->fd, &st) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int px_usage(struct img_io *io, uint64_t *bytes)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	struct stat st;
+	if (fstat(p->fd, &st) < 0)
+		return -errno;
+	*bytes = (uint64_t)st.st_blocks * 512;
+	return 0;
+}
+
+static int px_lock(struct img_io *io, int exclusive, pid_t *holder)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	struct flock fl = { .l_type = (short)(exclusive ? F_WRLCK : F_RDLCK),
+			    .l_whence = SEEK_SET };
+
+	*holder = 0;
+	if (fcntl(p->fd, F_OFD_SETLK, &fl) == 0)
+		return 0;
+	if (errno != EAGAIN && errno != EACCES)
+		return -errno;
+	fl.l_type = (short)(exclusive ? F_WRLCK : F_RDLCK);
+	fl.l_pid = 0;
+	/* Classic locks of the conflicting holder report their pid; OFD locks
+	 * report -1.  /proc/locks names OFD holders too. */
+	if (fcntl(p->fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0)
+		*holder = fl.l_pid;
+	if (!*holder)
+		*holder = img_lock_holder_from_proc(p->fd);
+	return -EBUSY;
+}
+
+static void px_close(struct img_io *io)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	close(p->fd);
+	free(p->path);
+	free(p);
+}
+
+static const struct img_io_ops posix_ops = {
+	.pread = px_pread, .pwrite = px_pwrite, .flush = px_flush, .punch = px_punch,
+	.truncate = px_truncate, .size = px_size, .usage = px_usage, .lock = px_lock,
+	.close = px_close,
+};
+
+IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **out)
+{
+	struct posix_io *p;
+	int oflags = O_CLOEXEC, fd;
+
+	oflags |= (flags & IMG_IO_RDONLY) ? O_RDONLY : O_RDWR;
+	if (flags & IMG_IO_CREATE)
+		oflags |= O_CREAT | O_EXCL;
+	if (flags & IMG_IO_DIRECT)
+		oflags |= O_DIRECT;
+	fd = open(path, oflags, 0644);
+	if (fd < 0 && (flags & IMG_IO_DIRECT) && errno == EINVAL)
+		fd = open(path, oflags & ~O_DIRECT, 0644);
+	if (fd < 0) {
+		int e = -errno;
+		img_set_error("%s: %s", path, strerror(-e));
+		return e;
+	}
+	p = calloc(1, sizeof(*p));
+	if (!p || !(p->path = strdup(path))) {
+		free(p);
+		close(fd);
+		return -ENOMEM;
+	}
+	p->fd = fd;
+	p->io.ops = &posix_ops;
+	p->io.name = p->path;
+	*out = &p->io;
+	return 0;
+}

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs the test suites and ends with one line: "N passed, N failed, N skipped".
+# Usage: tests/run.sh [unit] [crash] [fuzz] [cli] [online]   (default: all)
+# Unit and crash tests are C programs: exit 0 pass, 77 skip, anything else fail.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+TIMEOUT=${TEST_TIMEOUT:-600}
+suites=("$@")
+[ ${#suites[@]} -eq 0 ] && suites=(unit crash fuzz cli online)
+
+pass=0; fail=0; skip=0; failed=()
+log_dir=$BUILD/test-logs; mkdir -p "$log_dir"
+
+run_prog() { # name, command...
+  local name=$1; shift
+  local log="$log_dir/${name//\//_}.log" rc
+  timeout "$TIMEOUT" "$@" >"$log" 2>&1; rc=$?
+  case $rc in
+    0)  pass=$((pass+1)); printf '  PASS  %s\n' "$name" ;;
+    77) skip=$((skip+1)); printf '  SKIP  %s (%s)\n' "$name" "$(tail -n1 "$log")" ;;
+    *)  fail=$((fail+1)); failed+=("$name"); printf '  FAIL  %s (exit %d)\n' "$name" "$rc"
+        tail -n 20 "$log" | sed 's/^/        /' ;;
+  esac
+  grep -h '^SUMMARY:' "$log" | sed 's/^/        /' || true
+}
+
+run_bats() { # dir
+  local dir=$1 f line
+  ls "$dir"/*.bats >/dev/null 2>&1 || return 0
+  local out; out=$(mktemp)
+  BUILD=$BUILD timeout "$TIMEOUT" bats --tap "$dir" >"$out" 2>&1
+  while IFS= read -r line; do
+    case $line in
+      "ok "*"# skip"*) skip=$((skip+1)); printf '  SKIP  %s\n' "${line#ok }" ;;
+      "ok "*)          pass=$((pass+1)); printf '  PASS  %s\n' "${line#ok }" ;;
+      "not ok "*)      fail=$((fail+1)); failed+=("${line#not ok }"); printf '  FAIL  %s\n' "${line#not ok }" ;;
+      "#"*)            printf '        %s\n' "$line" ;;
+    esac
+  done <"$out"
+  if ! grep -q '^1\.\.' "$out"; then
+    fail=$((fail+1)); failed+=("bats $dir"); cat "$out"
+  fi
+  rm -f "$out"
+}
+
+for s in "${suites[@]}"; do
+  echo "== $s"
+  case $s in
+    unit|crash)
+      for t in "$BUILD"/tests/$s/*; do
+        [ -x "$t" ] || continue
+        run_prog "$s/$(basename "$t")" "$t"
+      done ;;
+    fuzz)
+      for t in "$BUILD"/fuzz/*_fuzzer; do
+        [ -x "$t" ] || continue
+        n=$(basename "$t")
+        dirs=()
+        for d in fuzz/corpus/${n%_fuzzer} fuzz/regressions/${n%_fuzzer}; do
+          [ -d "$d" ] && dirs+=("$d")
+        done
+        [ ${#dirs[@]} -gt 0 ] || continue
+        run_prog "fuzz/$n" "$t" "${dirs[@]}"
+      done ;;
+    cli)    run_bats tests/cli ;;
+    online) run_bats tests/online ;;
+    *) echo "unknown suite: $s" >&2; exit 2 ;;
+  esac
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed:"; printf '  %s\n' "${failed[@]}"
+fi
+echo "$pass passed, $fail failed, $skip skipped"
+[ "$fail" -eq 0 ]
