@@ -17,6 +17,8 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wpointer-arith \
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fPIC \
             -fvisibility=hidden -pthread -Ilibimg/include -Ilibimg $(WARN)
 EXTRA_CFLAGS ?=
+FAULT_INJECTION ?= 1
+BASE_CFLAGS += -DIMG_FAULT_INJECTION=$(FAULT_INJECTION)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(CPPFLAGS)
 LIBS     := -pthread
 SOVERSION := 0

@@ -130,6 +130,10 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * image is corrupt */
 #define IMG_OPEN_DIRECT  0x08u   /* O_DIRECT host I/O where supported */
 
+/* 1 if path starts like a libimg image (either header copy has the magic),
+ * 0 if it does not, -errno if it cannot be read.  Cheap: no validation. */
+int img_probe(const char *path);
+
 int img_open(const char *path, unsigned flags, struct img **out);
 /* Takes ownership of io (closed by img_close, or on failure). */
 int img_open_io(struct img_io *io, unsigned flags, struct img **out);
