@@ -35,9 +35,12 @@ LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 STATIC    := $(BUILD)/lib/libimg.a
 SHARED    := $(BUILD)/lib/libimg.so.$(VERSION)
 
-TOOL_SRCS := $(filter-out tools/common.c,$(sort $(wildcard tools/*.c)))
+# tools/common*.c are shared by every tool; each other tools/NAME.c is a
+# program.  A tool needing extra libraries sets LIBS_NAME (see below).
+TOOL_COMMON_SRCS := $(sort $(wildcard tools/common*.c))
+TOOL_SRCS := $(filter-out $(TOOL_COMMON_SRCS),$(sort $(wildcard tools/*.c)))
 TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
-TOOL_COMMON := $(BUILD)/obj/tools/common.o
+TOOL_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_COMMON_SRCS))
 
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
@@ -90,7 +93,7 @@ $(BUILD)/lib/libimg.pc: libimg/libimg.pc.in libimg/include/libimg.h
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS_$*) $(LIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
