@@ -55,7 +55,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
-        fuzz fuzz-run bench demo clean deps
+        fuzz fuzz-run bench demo clean deps tsan
 
 all: $(DEPS_STAMP) lib tools tests
 
@@ -136,6 +136,13 @@ ubsan:
 		LDFLAGS="$(LDFLAGS) -fsanitize=undefined" lib tests
 	$(Q)BUILD=build-ubsan tests/run.sh unit crash fuzz
 
+# ThreadSanitizer run of the multi-threaded test (clang).
+tsan:
+	$(Q)mkdir -p build-tsan
+	$(Q)clang -std=c11 -D_GNU_SOURCE -fsanitize=thread -g -O1 -Ilibimg/include -Ilibimg \
+		$(LIB_SRCS) tests/unit/threads.c -pthread -o build-tsan/threads
+	$(Q)TSAN_OPTIONS=halt_on_error=1 build-tsan/threads && echo "tsan: threads passed"
+
 FUZZ_SECONDS ?= 60
 fuzz:
 	$(Q)fuzz/build.sh
@@ -165,4 +172,4 @@ test-install: all
 	$(Q)BUILD=$(BUILD) scripts/test-install.sh
 
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz
+	rm -rf build build-asan build-ubsan build-fuzz build-tsan

@@ -43,11 +43,11 @@ int img_fail(struct img *img, int err, const char *fmt, ...)
 int img_zero_host(struct img *img, uint64_t off, uint64_t len)
 {
 	static const uint8_t zero[65536];
-	int r = img->can_punch ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
+	int r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
 
 	if (r != -EOPNOTSUPP)
 		return r;
-	img->can_punch = 0;
+	__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
 	for (r = 0; !r && len; ) {
 		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
 		r = img->io->ops->pwrite(img->io, zero, n, off);

@@ -227,7 +227,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 		pos = stop;
 	}
 out:
-	npending = img->npending;
+	npending = IMG_NPENDING(img);
 	pthread_rwlock_unlock(&img->map_lock);
 	/* A discard gives host space back at once: commit, then the commit
 	 * punches the freed clusters.  Write-zeroes lets the next flush do it
