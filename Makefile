@@ -54,6 +54,9 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
+.SECONDARY:
+
+.PHONY: asan-build tsan-build
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
         fuzz fuzz-run bench demo clean deps tsan
 
@@ -116,19 +119,21 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-check: all
-	$(Q)BUILD=$(BUILD) tests/run.sh
+# Everything: the normal build's suites plus the sanitizer builds' unit,
+# crash and fuzz-replay tests, summed in one closing line.
+check: all asan-build tsan-build
+	$(Q)BUILD=$(BUILD) tests/run.sh unit crash fuzz cli online asan tsan
 
 check-crash: all
 	$(Q)BUILD=$(BUILD) CRASH_FULL=1 tests/run.sh crash
 
 # Sanitizer builds of the library, unit, crash and fuzz-replay tests.
-asan:
+asan-build: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tests
-	$(Q)BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		tests/run.sh unit crash fuzz
+asan: asan-build
+	$(Q)tests/run.sh asan
 
 ubsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-ubsan \
@@ -136,12 +141,14 @@ ubsan:
 		LDFLAGS="$(LDFLAGS) -fsanitize=undefined" lib tests
 	$(Q)BUILD=build-ubsan tests/run.sh unit crash fuzz
 
-# ThreadSanitizer run of the multi-threaded test (clang).
-tsan:
+# ThreadSanitizer build of the multi-threaded test (clang).
+tsan-build: build-tsan/threads
+build-tsan/threads: $(LIB_SRCS) tests/unit/threads.c $(wildcard libimg/*.h libimg/include/*.h)
 	$(Q)mkdir -p build-tsan
 	$(Q)clang -std=c11 -D_GNU_SOURCE -fsanitize=thread -g -O1 -Ilibimg/include -Ilibimg \
-		$(LIB_SRCS) tests/unit/threads.c -pthread -o build-tsan/threads
-	$(Q)TSAN_OPTIONS=halt_on_error=1 build-tsan/threads && echo "tsan: threads passed"
+		$(LIB_SRCS) tests/unit/threads.c -pthread -o $@
+tsan: tsan-build
+	$(Q)tests/run.sh tsan
 
 FUZZ_SECONDS ?= 60
 fuzz:

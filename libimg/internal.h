@@ -51,8 +51,9 @@ struct img {
 	unsigned flags;
 	int rdonly;
 
-	struct img_header hdr;      /* the header in force (durable) */
-	struct img_geom g;
+	struct img_header hdr;      /* the header in force (durable); commit_lock */
+	struct img_geom g;          /* changes only under map_lock exclusive */
+	uint64_t vsize;             /* virtual size: as g, for the data path */
 	int hdr_slot;               /* slot holding hdr: 0 (A) or 1 (B) */
 
 	/* BAT: g.vclusters live entries, array sized bat_alloc (whole blocks) */
