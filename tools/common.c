@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared by the command-line tools; see common.h. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,9 @@ const char *human_size_exact(uint64_t bytes, char *buf, size_t len)
 
 void tool_init(int argc, char **argv)
 {
+	/* Past a file size limit, fail the write with EFBIG (and clean up)
+	 * instead of being killed. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (argc > 0 && argv[0] && argv[0][0]) {
 		const char *b = strrchr(argv[0], '/');
 		progname = b ? b + 1 : argv[0];
@@ -254,29 +258,28 @@ int close_image(const char *path, struct img *img)
 
 /* ---- option scanning -------------------------------------------------- */
 
-int tool_getopt(int argc, char **argv, const char *optstring,
+int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts)
 {
-	/* Our own copy of optstring with a leading '-' (return positional
-	 * arguments in order). */
+	/* Our own copy of optstring with a leading '-': getopt returns
+	 * operands in order (as 1) instead of permuting argv. */
 	char os[64];
-	int c;
 
 	if (optind == 0)
 		optind = 1;
-	if (optind < argc && argv[optind][0] == '-' &&
-	    (is_digit(argv[optind][1]) || argv[optind][1] == '.')) {
+	if (!g->operands_only && optind < argc && !strcmp(argv[optind], "--")) {
+		g->operands_only = 1;
+		optind++;
+	}
+	if (optind >= argc)
+		return -1;
+	if (g->operands_only ||
+	    (argv[optind][0] == '-' && (is_digit(argv[optind][1]) || argv[optind][1] == '.'))) {
 		optarg = argv[optind++];
 		return 1;
 	}
 	snprintf(os, sizeof(os), "-%s", optstring);
-	c = getopt_long(argc, argv, os, longopts, NULL);
-	if (c == -1 && optind < argc) {
-		/* after "--": everything left is positional */
-		optarg = argv[optind++];
-		return 1;
-	}
-	return c;
+	return getopt_long(argc, argv, os, longopts, NULL);
 }
 
 /* ---- JSON ------------------------------------------------------------- */

@@ -69,11 +69,15 @@ int close_image(const char *path, struct img *img);
 
 /* ---- option scanning -------------------------------------------------- */
 
-/* getopt_long() that hands back positional arguments in order (returns 1
- * with optarg set, like a leading '-' in optstring) and takes an argument
- * that looks like a negative number ("-5G") as positional, so that
- * "shrinkimg disk.img -5G" works.  Returns -1 at the end. */
-int tool_getopt(int argc, char **argv, const char *optstring,
+/* getopt_long() that hands back operands in order (returns 1 with optarg
+ * set) and takes an argument that looks like a negative number ("-5G") as
+ * an operand, so that "shrinkimg disk.img -5G" works.  Everything after
+ * "--" is an operand.  g starts zeroed.  Returns -1 at the end. */
+struct tool_getopt {
+	int operands_only;   /* "--" seen */
+};
+
+int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts);
 
 /* ---- JSON, printed by hand -------------------------------------------- */

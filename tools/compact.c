@@ -50,9 +50,10 @@ int main(int argc, char **argv)
 	struct img *img;
 	int c, r, want_progress = 0, ret = EXIT_ERROR;
 	char b1[64], b2[64], b3[64];
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(argc, argv, "pjqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "pjqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)

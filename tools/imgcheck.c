@@ -146,7 +146,8 @@ static void print_human(const struct img_check_result *res, int repair)
 	if (!corrupt && !leaks)
 		printf("No errors were found on the image.\n");
 	printf("%llu allocated clusters\n", (unsigned long long)res->allocated_clusters);
-	if (res->tail_bytes)
+	/* (the tail is measured before a repair, which may have trimmed it) */
+	if (res->tail_bytes && !repair)
 		printf("%s past the last used cluster (compact trims them)\n",
 		       human_size_exact(res->tail_bytes, b, sizeof(b)));
 }
@@ -160,9 +161,10 @@ int main(int argc, char **argv)
 	struct img *img;
 	unsigned flags = IMG_OPEN_CHECK;
 	int c, r, repair = 0, ret;
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(argc, argv, "rjqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "rjqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)

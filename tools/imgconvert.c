@@ -485,10 +485,11 @@ int main(int argc, char **argv)
 	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR;
 	int tmp_fd = -1;
 	char b1[64], b2[64];
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
 	d.fmt = FMT_LIBIMG;
-	while ((c = tool_getopt(argc, argv, "O:cpfUqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "O:cpfUqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)

@@ -96,9 +96,10 @@ int main(int argc, char **argv)
 	struct img *img;
 	unsigned flags = 0;
 	int c, r;
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(argc, argv, "jUqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "jUqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)

@@ -56,9 +56,10 @@ int main(int argc, char **argv)
 	uint64_t size, v;
 	int c, r, npos = 0, force = 0;
 	char b1[64], b2[64];
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(argc, argv, "fqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "fqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)

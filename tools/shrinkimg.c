@@ -44,9 +44,10 @@ int main(int argc, char **argv)
 	unsigned rflags = 0;
 	int c, r, npos = 0, ret = EXIT_ERROR;
 	char b1[64], b2[64];
+	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(argc, argv, "jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
