@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared by the command-line tools; see common.h. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -191,19 +192,27 @@ void img_errmsg(const char *file, int err)
 	const char *what = img_strerror(err);
 	const char *detail = img_last_error();
 	size_t fl = file ? strlen(file) : 0;
+	int dlen = INT_MAX;
 
 	if (detail && file && !strncmp(detail, file, fl) && detail[fl] == ':' &&
 	    detail[fl + 1] == ' ')
 		detail += fl + 2;
 	if (!detail || !*detail || !strcmp(detail, what) || strstr(what, detail))
 		detail = NULL;
+	/* "...: Invalid argument" repeats what we print first */
+	if (detail) {
+		size_t dl = strlen(detail), wl = strlen(strerror(-err));
+		if (dl > wl + 2 && !strcmp(detail + dl - wl, strerror(-err)) &&
+		    !strncmp(detail + dl - wl - 2, ": ", 2))
+			dlen = (int)(dl - wl - 2);
+	}
 	fflush(stdout);
 	if (file)
 		fprintf(stderr, "%s: %s: %s", progname, file, what);
 	else
 		fprintf(stderr, "%s: %s", progname, what);
 	if (detail)
-		fprintf(stderr, " (%s)", detail);
+		fprintf(stderr, " (%.*s)", dlen, detail);
 	fputc('\n', stderr);
 }
 

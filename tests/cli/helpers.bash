@@ -105,6 +105,8 @@ PYEOF
 # poke FILE ACTION: change an image behind libimg's back (FORMAT.md layout).
 #   set-incompat    set an unknown incompatible feature bit in both headers,
 #                   with their crc32c fixed: libimg must refuse the image
+#   set-dirty       set the DIRTY flag in both headers (crc32c fixed), as a
+#                   writer that crashed leaves it
 #   corrupt-bat     break BAT block 0 (a byte of its entries)
 poke() {
   [ -n "$PY" ] || skip "python3 is needed to edit an image"
@@ -124,15 +126,15 @@ path, action = sys.argv[1], sys.argv[2]
 with open(path, "r+b") as f:
     hdr = f.read(4096)
     bat_offset = struct.unpack_from("<Q", hdr, 96)[0]
-    if action == "set-incompat":
+    if action in ("set-incompat", "set-dirty"):
+        field, bit = (32, 1 << 62) if action == "set-incompat" else (56, 1)
         for slot in (0, 4096):
             f.seek(slot)
             h = bytearray(f.read(4096))
             if h[:8] != b"\x89LIBIMG\n":
                 continue
             hsize = struct.unpack_from("<I", h, 12)[0]
-            inc = struct.unpack_from("<Q", h, 32)[0] | (1 << 62)
-            struct.pack_into("<Q", h, 32, inc)
+            struct.pack_into("<Q", h, field, struct.unpack_from("<Q", h, field)[0] | bit)
             struct.pack_into("<I", h, 16, 0)
             struct.pack_into("<I", h, 16, crc32c(bytes(h[:hsize])))
             f.seek(slot)

@@ -108,3 +108,10 @@ teardown() { common_teardown; }
   "$BIN/mkimg" -q -- -dash.img 1M
   [ "$("$BIN/imginfo" --json -- -dash.img | jq .virtual_size)" = $M ]
 }
+
+@test "mkimg: the image gets the mode the umask allows" {
+  (umask 022; "$BIN/mkimg" -q a.img 1G)
+  [ "$(stat -c %a a.img)" = 644 ]
+  (umask 077; "$BIN/mkimg" -q b.img 1G)
+  [ "$(stat -c %a b.img)" = 600 ]
+}
