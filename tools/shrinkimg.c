@@ -24,8 +24,8 @@ static void usage(void)
 	       "give the host space past the new end back.  The image must not be in\n"
 	       "use.  Sizes take binary suffixes (5G, -512M), multiples of 512.\n"
 	       "\n"
-	       "  --discard-data  shrink even if clusters past the new end hold data\n"
-	       "                  (that data is lost); without it shrinkimg refuses\n"
+	       "  --discard-data  shrink even if data lies past the new end (that\n"
+	       "                  data is lost); without it shrinkimg refuses\n"
 	       "  -j, --json      print {filename, old_size, new_size} as JSON\n"
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help\n"
@@ -33,6 +33,49 @@ static void usage(void)
 	       "\n"
 	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
 	       "(including a refusal to drop data).  See shrinkimg(1).\n", progname);
+}
+
+/* Whether bytes [from, to) of the image hold anything but zeros: 1, 0, or
+ * -errno.  img_resize refuses to drop clusters past the new end that hold
+ * data, but the part of the new last cluster past the new end is zeroed
+ * without asking; this check covers it. */
+static int range_has_data(struct img *img, uint64_t from, uint64_t to)
+{
+	size_t bufsz = 1u << 20;
+	char *buf = malloc(bufsz);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (from < to && r == 0) {
+		struct img_extent e;
+		uint64_t end;
+
+		memset(&e, 0, sizeof(e));
+		r = img_map(img, from, &e);
+		if (r < 0 || e.length == 0)
+			break;
+		end = e.length < to - from ? from + e.length : to;
+		if (e.type != IMG_EXTENT_DATA) {
+			from = end;
+			continue;
+		}
+		while (from < end) {
+			size_t n = end - from < bufsz ? (size_t)(end - from) : bufsz;
+			ssize_t got = img_pread(img, buf, n, from);
+			if (got < 0) {
+				r = (int)got;
+				break;
+			}
+			if (!buffer_is_zero(buf, n)) {
+				r = 1;
+				break;
+			}
+			from += n;
+		}
+	}
+	free(buf);
+	return r;
 }
 
 int main(int argc, char **argv)
@@ -99,6 +142,22 @@ int main(int argc, char **argv)
 		errmsg("%s: new size %llu must be a multiple of 512 bytes, at least 512",
 		       file, (unsigned long long)new_size);
 		goto out;
+	}
+	if (new_size < in.virtual_size && !(rflags & IMG_RESIZE_DISCARD_DATA) &&
+	    new_size % in.cluster_size) {
+		uint64_t cend = new_size - new_size % in.cluster_size + in.cluster_size;
+		r = range_has_data(img, new_size, cend < in.virtual_size ? cend : in.virtual_size);
+		if (r < 0) {
+			img_errmsg(file, r);
+			goto out;
+		}
+		if (r > 0) {
+			r = -ENOTEMPTY;
+			errmsg("%s: the data past %s would be lost; not shrinking "
+			       "(use --discard-data to drop that data)", file,
+			       human_size_exact(new_size, b1, sizeof(b1)));
+			goto out;
+		}
 	}
 	if (new_size < in.virtual_size) {
 		r = img_resize(img, new_size, rflags);

@@ -134,6 +134,22 @@ contents_are() {
   [ "$(info a.img file_size)" -le $(( $(info a.img metadata_size) + 2 * M )) ]
 }
 
+@test "shrinkimg refuses to drop data inside the new last cluster" {
+  image_with_data
+  # 10.25M is inside cluster 10, whose data runs to 10.5M
+  run_split shrinkimg a.img $((10 * M + M / 4))
+  [ "$status" -eq 1 ]
+  [ "$err" = "shrinkimg: a.img: the data past 10.25 MiB (10747904 bytes) would be lost; not shrinking (use --discard-data to drop that data)" ]
+  [ "$(info a.img virtual_size)" = $((16 * M)) ]
+  # past the data, inside the same cluster: nothing is lost
+  "$BIN/shrinkimg" -q a.img $((10 * M + 3 * M / 4))
+  head -c $((10 * M + 3 * M / 4)) a.raw > expect.raw
+  contents_are a.img expect.raw
+  "$BIN/shrinkimg" -q --discard-data a.img $((10 * M + M / 4))
+  head -c $((10 * M + M / 4)) a.raw > expect.raw
+  contents_are a.img expect.raw
+}
+
 @test "shrinkimg: a new size inside a cluster zeroes the rest of it" {
   image_with_data
   "$BIN/shrinkimg" -q --discard-data a.img 50K
