@@ -571,12 +571,6 @@ int main(int argc, char **argv)
 			img_errmsg(dst, r);
 			goto out;
 		}
-		/* img_create chose its own mode: give the file the usual one */
-		{
-			mode_t um = umask(0);
-			umask(um);
-			chmod(tmp_path, 0666 & ~um);
-		}
 		r = img_open(tmp_path, IMG_OPEN_RDWR, &d.img);
 		if (r < 0) {
 			img_errmsg(dst, r);

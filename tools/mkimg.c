@@ -118,14 +118,6 @@ int main(int argc, char **argv)
 		img_errmsg(file, r);
 		return EXIT_ERROR;
 	}
-	/* img_create leaves its temporary file's mode (0600): give the image
-	 * the mode any new file gets, as qemu-img does. */
-	{
-		mode_t um = umask(0);
-		umask(um);
-		if (chmod(file, 0666 & ~um) < 0)
-			errmsg("%s: warning: cannot set the file mode: %s", file, strerror(errno));
-	}
 	if (!quiet)
 		printf("Created %s: virtual size %s, cluster size %s\n", file,
 		       human_size_exact(size, b1, sizeof(b1)),

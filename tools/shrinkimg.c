@@ -35,49 +35,6 @@ static void usage(void)
 	       "(including a refusal to drop data).  See shrinkimg(1).\n", progname);
 }
 
-/* Whether bytes [from, to) of the image hold anything but zeros: 1, 0, or
- * -errno.  img_resize refuses to drop clusters past the new end that hold
- * data, but the part of the new last cluster past the new end is zeroed
- * without asking; this check covers it. */
-static int range_has_data(struct img *img, uint64_t from, uint64_t to)
-{
-	size_t bufsz = 1u << 20;
-	char *buf = malloc(bufsz);
-	int r = 0;
-
-	if (!buf)
-		return -ENOMEM;
-	while (from < to && r == 0) {
-		struct img_extent e;
-		uint64_t end;
-
-		memset(&e, 0, sizeof(e));
-		r = img_map(img, from, &e);
-		if (r < 0 || e.length == 0)
-			break;
-		end = e.length < to - from ? from + e.length : to;
-		if (e.type != IMG_EXTENT_DATA) {
-			from = end;
-			continue;
-		}
-		while (from < end) {
-			size_t n = end - from < bufsz ? (size_t)(end - from) : bufsz;
-			ssize_t got = img_pread(img, buf, n, from);
-			if (got < 0) {
-				r = (int)got;
-				break;
-			}
-			if (!buffer_is_zero(buf, n)) {
-				r = 1;
-				break;
-			}
-			from += n;
-		}
-	}
-	free(buf);
-	return r;
-}
-
 int main(int argc, char **argv)
 {
 	const char *file = NULL, *size_arg = NULL;
@@ -143,26 +100,10 @@ int main(int argc, char **argv)
 		       file, (unsigned long long)new_size);
 		goto out;
 	}
-	if (new_size < in.virtual_size && !(rflags & IMG_RESIZE_DISCARD_DATA) &&
-	    new_size % in.cluster_size) {
-		uint64_t cend = new_size - new_size % in.cluster_size + in.cluster_size;
-		r = range_has_data(img, new_size, cend < in.virtual_size ? cend : in.virtual_size);
-		if (r < 0) {
-			img_errmsg(file, r);
-			goto out;
-		}
-		if (r > 0) {
-			r = -ENOTEMPTY;
-			errmsg("%s: the data past %s would be lost; not shrinking "
-			       "(use --discard-data to drop that data)", file,
-			       human_size_exact(new_size, b1, sizeof(b1)));
-			goto out;
-		}
-	}
 	if (new_size < in.virtual_size) {
 		r = img_resize(img, new_size, rflags);
 		if (r == -ENOTEMPTY) {
-			errmsg("%s: clusters past %s hold data; not shrinking "
+			errmsg("%s: data past %s would be lost; not shrinking "
 			       "(use --discard-data to drop that data)", file,
 			       human_size_exact(new_size, b1, sizeof(b1)));
 			goto out;

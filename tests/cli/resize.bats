@@ -112,7 +112,7 @@ contents_are() {
   cp a.img a.copy
   run_split shrinkimg a.img 8M
   [ "$status" -eq 1 ]
-  [ "$err" = "shrinkimg: a.img: clusters past 8 MiB (8388608 bytes) hold data; not shrinking (use --discard-data to drop that data)" ]
+  [ "$err" = "shrinkimg: a.img: data past 8 MiB (8388608 bytes) would be lost; not shrinking (use --discard-data to drop that data)" ]
   [ "$(info a.img virtual_size)" = $((16 * M)) ]
   contents_are a.img a.raw
   # shrinking only over unallocated clusters is fine
@@ -139,7 +139,7 @@ contents_are() {
   # 10.25M is inside cluster 10, whose data runs to 10.5M
   run_split shrinkimg a.img $((10 * M + M / 4))
   [ "$status" -eq 1 ]
-  [ "$err" = "shrinkimg: a.img: the data past 10.25 MiB (10747904 bytes) would be lost; not shrinking (use --discard-data to drop that data)" ]
+  [ "$err" = "shrinkimg: a.img: data past 10.25 MiB (10747904 bytes) would be lost; not shrinking (use --discard-data to drop that data)" ]
   [ "$(info a.img virtual_size)" = $((16 * M)) ]
   # past the data, inside the same cluster: nothing is lost
   "$BIN/shrinkimg" -q a.img $((10 * M + 3 * M / 4))
