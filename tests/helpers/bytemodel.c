@@ -9,8 +9,6 @@
 int bm_init(struct bytemodel *m, uint64_t size, uint64_t cap)
 {
 	memset(m, 0, sizeof(*m));
-	if (size > cap)
-		return -EINVAL;
 	m->cap = cap;
 	m->flushed = calloc(1, cap ? cap : 1);
 	m->cur = calloc(1, cap ? cap : 1);
@@ -112,10 +110,9 @@ int bm_resize(struct bytemodel *m, uint64_t size)
 {
 	int r = 0;
 
-	if (size > m->cap)
-		return -EINVAL;
-	if (size < m->size)
-		r = add_op(m, size, NULL, m->size - size);
+	/* Past cap the disk always reads as zeros: nothing to record there. */
+	if (size < m->size && size < m->cap)
+		r = add_op(m, size, NULL, (m->size < m->cap ? m->size : m->cap) - size);
 	if (r)
 		return r;
 	if (m->nsizes == m->capsizes) {

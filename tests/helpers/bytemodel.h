@@ -30,7 +30,9 @@ struct bytemodel {
 	size_t nsizes, capsizes;
 };
 
-/* An all-zero disk of size bytes, all flushed; sizes up to cap bytes. */
+/* An all-zero disk of size bytes, all flushed.  Contents are modelled up
+ * to cap bytes (writes must stay below it); the size may grow past cap, and
+ * bytes there must read as zeros. */
 int bm_init(struct bytemodel *m, uint64_t size, uint64_t cap);
 void bm_free(struct bytemodel *m);
 /* Copies src into dst (dst must not be initialised). */

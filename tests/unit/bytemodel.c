@@ -59,6 +59,11 @@ int main(void)
 	T_ASSERT(bm_size_ok(&c, 4096) && ok_at(&c, 60, 0xa1) && !ok_at(&c, 14, 0));
 	T_ASSERT(!ok_at(&c, 10, 0));
 	bm_free(&c);
+	/* Sizes past the modelled bytes: those bytes are zeros, writes refused. */
+	T_OK(bm_resize(&m, 1 << 20));
+	T_OK(bm_resize(&m, 8000));
+	T_ASSERT(bm_size_ok(&m, 1 << 20) && ok_at(&m, 7999, 0) && !ok_at(&m, 9000, 1));
+	T_ASSERT(bm_write(&m, 8190, a, 4) != 0);
 	bm_free(&m);
 	return 0;
 }
