@@ -59,7 +59,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		(*done)++;
 		if (progress && progress(arg, *done, total))
 			r = img_fail(img, -ECANCELED, "compaction cancelled");
-		if (!r && img->npending >= 4096)
+		if (!r && IMG_NPENDING(img) >= 4096)
 			r = journal_commit(img);
 	}
 	free(buf);
@@ -168,7 +168,7 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 		img->io->ops->usage(img->io, &st.disk_usage_before);
 	else
 		st.disk_usage_before = st.file_size_before;
-	total = img->nalloc;
+	total = IMG_NALLOC(img);
 	if (!(opts && (opts->flags & IMG_COMPACT_NO_ZERO_DETECT)))
 		r = zero_detect(img, progress, arg, total, &done, &st.zero_clusters_freed);
 	if (!r)

@@ -44,11 +44,11 @@ int img_fail(struct img *img, int err, const char *fmt, ...)
 int img_zero_host(struct img *img, uint64_t off, uint64_t len)
 {
 	static const uint8_t zero[65536];
-	int r = img->can_punch ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
+	int r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
 
 	if (r != -EOPNOTSUPP)
 		return r;
-	img->can_punch = 0;
+	__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
 	for (r = 0; !r && len; ) {
 		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
 		r = img->io->ops->pwrite(img->io, zero, n, off);
@@ -522,6 +522,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 		goto fail;
 	}
 	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
+	img->vsize = img->hdr.virtual_size;
 
 	/* The BAT: load the live blocks, then let the log override them. */
 	nblocks = img->g.used_blocks;
@@ -637,25 +638,32 @@ IMG_API int img_close(struct img *img)
 
 IMG_API int img_info(struct img *img, struct img_info *out)
 {
+	struct img_header h;
+
 	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&img->commit_lock);
+	h = img->hdr;
+	pthread_mutex_unlock(&img->commit_lock);
+	pthread_rwlock_rdlock(&img->map_lock);
 	pthread_mutex_lock(&img->meta_lock);
-	out->virtual_size = img->hdr.virtual_size;
+	out->virtual_size = img->vsize;
 	out->bat_capacity = img->g.bat_capacity * img->g.cluster_size;
 	out->allocated_clusters = img->nalloc;
 	out->zero_clusters = img->nzero;
 	out->metadata_size = img->g.data_offset;
-	out->incompat_features = img->hdr.incompat;
-	out->ro_compat_features = img->hdr.ro_compat;
-	out->compat_features = img->hdr.compat;
-	out->header_seq = img->hdr.seq;
+	out->incompat_features = h.incompat;
+	out->ro_compat_features = h.ro_compat;
+	out->compat_features = h.compat;
+	out->header_seq = h.seq;
 	out->cluster_size = (uint32_t)img->g.cluster_size;
-	out->format_version = img->hdr.version;
+	out->format_version = h.version;
 	out->dirty = (uint32_t)img->was_dirty;
 	out->read_only = (uint32_t)img->rdonly;
 	out->corrupt = (uint32_t)img->corrupt;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
 	pthread_mutex_unlock(&img->meta_lock);
+	pthread_rwlock_unlock(&img->map_lock);
 	img->io->ops->size(img->io, &out->file_size);
 	if (img->io->ops->usage)
 		img->io->ops->usage(img->io, &out->disk_usage);

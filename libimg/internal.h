@@ -51,8 +51,9 @@ struct img {
 	unsigned flags;
 	int rdonly;
 
-	struct img_header hdr;      /* the header in force (durable) */
-	struct img_geom g;
+	struct img_header hdr;      /* the header in force (durable); commit_lock */
+	struct img_geom g;          /* changes only under map_lock exclusive */
+	uint64_t vsize;             /* virtual size: as g, for the data path */
 	int hdr_slot;               /* slot holding hdr: 0 (A) or 1 (B) */
 
 	/* BAT: g.vclusters live entries, array sized bat_alloc (whole blocks) */
@@ -113,6 +114,18 @@ static inline uint64_t bat_get(const struct img *img, uint64_t v)
 void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
 int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
+
+/* Read a counter that meta_lock protects. */
+static inline uint64_t img_locked_read(struct img *img, const void *field, int size_t_field)
+{
+	uint64_t v;
+	pthread_mutex_lock(&img->meta_lock);
+	v = size_t_field ? (uint64_t)*(const size_t *)field : *(const uint64_t *)field;
+	pthread_mutex_unlock(&img->meta_lock);
+	return v;
+}
+#define IMG_NPENDING(img) img_locked_read((img), &(img)->npending, 1)
+#define IMG_NALLOC(img)   img_locked_read((img), &(img)->nalloc, 0)
 
 /* alloc.c (meta_lock held) */
 int alloc_init(struct img *img, uint64_t nbits);

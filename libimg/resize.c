@@ -29,8 +29,10 @@ static int set_size_header(struct img *img, uint64_t new_size, uint64_t bat_clus
 	pthread_mutex_lock(&img->commit_lock);
 	r = img_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
-	if (!r)
+	if (!r) {
 		img_geom_compute(&img->hdr, &img->g);
+		img->vsize = new_size;
+	}
 	return r;
 }
 
@@ -125,7 +127,7 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 				(unsigned long long)cs);
 
 	pthread_rwlock_wrlock(&img->map_lock);
-	old_size = img->hdr.virtual_size;
+	old_size = img->vsize;
 	old_vc = img->g.vclusters;
 	if (new_size > old_size) {
 		if (new_vc > img->g.bat_capacity) {

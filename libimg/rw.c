@@ -29,10 +29,10 @@ static int check_range(struct img *img, uint64_t off, uint64_t len, const char *
 {
 	uint64_t end;
 
-	if (__builtin_add_overflow(off, len, &end) || end > img->hdr.virtual_size)
+	if (__builtin_add_overflow(off, len, &end) || end > img->vsize)
 		return img_fail(img, -EINVAL, "%s of %llu bytes at offset %llu goes past the virtual size %llu",
 				what, (unsigned long long)len, (unsigned long long)off,
-				(unsigned long long)img->hdr.virtual_size);
+				(unsigned long long)img->vsize);
 	return 0;
 }
 
@@ -200,7 +200,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 	if ((r = check_range(img, off, len, discard ? "discard" : "write-zeroes")))
 		goto out;
 	end = off + len;
-	vsize = img->hdr.virtual_size;
+	vsize = img->vsize;
 	while (pos < end && !r) {
 		uint64_t v = pos >> img->g.cluster_bits, cstart = v << img->g.cluster_bits;
 		uint64_t cend = cstart + CS(img), stop = min_u64(end, cend);
@@ -227,7 +227,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 		pos = stop;
 	}
 out:
-	npending = img->npending;
+	npending = IMG_NPENDING(img);
 	pthread_rwlock_unlock(&img->map_lock);
 	/* A discard gives host space back at once: commit, then the commit
 	 * punches the freed clusters.  Write-zeroes lets the next flush do it
@@ -260,7 +260,7 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	memset(out, 0, sizeof(*out));
 	out->offset = off;
 	pthread_rwlock_rdlock(&img->map_lock);
-	vsize = img->hdr.virtual_size;
+	vsize = img->vsize;
 	if (off >= vsize) {
 		pthread_rwlock_unlock(&img->map_lock);
 		return off == vsize ? 0 : img_fail(img, -EINVAL, "map offset past the virtual size");
