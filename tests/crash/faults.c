@@ -17,6 +17,9 @@
  *             succeeds without crashing; once the fault is lifted the
  *             image opens read-write, checks clean (no corruption, no leak)
  *             and reads old-or-new contents, flushed data exact.
+ *   crash     as once, then the handle goes on (a write, a flush) and power
+ *             is lost (crash backend under the fault backend): the disk
+ *             must reopen clean with exactly what the handle showed.
  * A fault point is one (operation, error, style, N) whose fault fired.
  */
 #include <errno.h>
@@ -35,7 +38,7 @@
 #define CLUSTER   (64u * 1024)
 #define MIB       (1024u * 1024)
 #define VSIZE     (4 * MIB)
-#define MODEL_CAP (8 * MIB)
+#define MODEL_CAP VSIZE
 
 /* A starting image and what it holds. */
 struct base {
@@ -416,15 +419,57 @@ static int finish_exact(struct fctx *c)
 
 /* ---- driver --------------------------------------------------------------- */
 
-enum style { ONCE, SHORT, STICKY };
-static const char *style_name[] = { "once", "short", "sticky" };
+enum style { ONCE, SHORT, STICKY, CRASH };
+static const char *style_name[] = { "once", "short", "sticky", "crash" };
+
+/* After a failed operation the handle goes on: one more write and a flush,
+ * then power is lost.  Whatever the failed operation left half done (a
+ * header written but not synced, say) must not come back to haunt the
+ * flush: the disk must reopen with exactly what the handle showed. */
+static int crash_after(struct fctx *c, struct img_io *cio)
+{
+	struct img_info info;
+	uint64_t off;
+	int r;
+
+	adopt(c, c->img);
+	T_OK(img_info(c->img, &info));
+	off = (info.virtual_size < MODEL_CAP ? info.virtual_size : MODEL_CAP) - CLUSTER;
+	prng_seed(&c->r, 3);
+	if ((r = do_write(c, off, CLUSTER)) || (r = img_flush(c->img))) {
+		fprintf(stderr, "FAIL %s: write and flush after the failure: %s (%s)\n", where,
+			img_strerror(r), img_last_error());
+		return 1;
+	}
+	bm_flush(&c->m);
+	for (uint64_t seed = 0; seed < 4; seed++) {
+		struct img_io *m;
+		struct img *img;
+		int bad;
+
+		T_OK(img_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
+					      seed, NULL, &m));
+		r = img_open_io(m, IMG_OPEN_RDWR, &img);
+		if (r) {
+			fprintf(stderr, "FAIL %s: open after power loss (seed %" PRIu64 "): %s (%s)\n",
+				where, seed, img_strerror(r), img_last_error());
+			return 1;
+		}
+		bad = check_img(img, 0, "after power loss") ||
+		      check_data(c, img, 1, "after power loss");
+		img_close(img);
+		if (bad)
+			return 1;
+	}
+	return 0;
+}
 
 /* One point.  Returns 0 pass, 1 fail; *fired whether the fault hit. */
 static int run_point(const struct fop *o, int err, unsigned mask, enum style st, uint64_t nth,
 		     int *fired)
 {
 	struct fctx c = { 0 };
-	struct img_io *mem;
+	struct img_io *mem, *cio = NULL;
 	unsigned flags = st == STICKY ? IMG_FAULT_STICKY : st == SHORT ? IMG_FAULT_PARTIAL : 0;
 	int r, fail = 1;
 
@@ -432,7 +477,12 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 		 style_name[st], nth);
 	c.buf = malloc(4 * CLUSTER);
 	T_ASSERT(c.buf);
-	T_OK(img_io_mem_new(o->base ? o->base->bytes : NULL, o->base ? o->base->len : 0, &mem));
+	if (st == CRASH)
+		T_OK(img_io_crash_new(o->base->bytes, o->base->len, &cio));
+	else
+		T_OK(img_io_mem_new(o->base ? o->base->bytes : NULL, o->base ? o->base->len : 0, &mem));
+	if (cio)
+		mem = cio;
 	T_OK(img_io_fault_new(mem, &c.f));
 	T_OK(bm_init(&c.m, VSIZE, MODEL_CAP));
 	if (o->base) {
@@ -510,6 +560,10 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 
 	/* Once: lifted at once; the handle stays usable. */
 	img_io_fault_arm(c.f, 0, 0, 0, 0);
+	if (st == CRASH) {
+		fail = check_data(&c, c.img, 0, "after the failure") || crash_after(&c, cio);
+		goto out;
+	}
 	switch (o->kind) {
 	case K_NORMAL:
 		if (check_data(&c, c.img, 0, "after the failure") ||
@@ -559,6 +613,7 @@ int main(int argc, char **argv)
 		{ EIO, IMG_FAULT_ANY, ONCE }, { EIO, IMG_FAULT_ANY, STICKY },
 		{ ENOSPC, IMG_FAULT_MUTATING, ONCE }, { ENOSPC, IMG_FAULT_MUTATING, SHORT },
 		{ ENOSPC, IMG_FAULT_MUTATING, STICKY },
+		{ EIO, IMG_FAULT_ANY, CRASH }, { ENOSPC, IMG_FAULT_MUTATING, CRASH },
 	};
 	const char *only = argc > 1 ? argv[1] : getenv("FAULT_OP");
 	uint64_t run = 0, passed = 0;
@@ -576,6 +631,8 @@ int main(int argc, char **argv)
 			uint64_t n, ok = 0;
 			int fired = 1;
 
+			if (kinds[k].st == CRASH && o->kind != K_NORMAL)
+				continue;
 			for (n = 1; fired; n++) {
 				int f = run_point(o, kinds[k].err, kinds[k].mask, kinds[k].st, n, &fired);
 				if (!fired && f)
