@@ -467,6 +467,10 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK)) {
+		io->ops->close(io);
+		return -EINVAL;
+	}
 	img = calloc(1, sizeof(*img));
 	if (!img) {
 		io->ops->close(io);
@@ -593,7 +597,7 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_DIRECT))
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK))
 		return -EINVAL;
 	if ((r = img_io_posix_open(path, ioflags, &io)))
 		return r;
