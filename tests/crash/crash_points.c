@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "libimg.h"
+#include "format.h"
 #include "testio.h"
 #include "../helpers/bytemodel.h"
 #include "../helpers/ioborrow.h"
@@ -69,11 +70,13 @@ struct workload {
 	const char *name;
 	uint64_t vsize;
 	wl_fn prep;                 /* builds the starting image; not crash-tested */
-	int prep_crash;             /* the starting image is left by a crash */
+	int prep_kind;              /* PREP_*: how the starting image is left */
 	unsigned open_flags;        /* of the crash-tested run */
 	wl_fn body;                 /* crash-tested, between open and close */
 	uint64_t seed;
 };
+
+enum { PREP_CLEAN, PREP_CRASHED, PREP_CORRUPT };
 
 static int verbose;
 /* Workload length: 1 for the fast run, more for CRASH_FULL. */
@@ -511,6 +514,30 @@ static int wl_mixed(struct run *x)
 	return op_verify(x);
 }
 
+/* check --repair of real corruption (FORMAT.md section 4.1): a duplicate
+ * mapping (the later entry gets its own copy), an entry with an unknown
+ * state and one past the virtual size (both cleared).  Until the repair
+ * is durable a crash leaves the image as corrupt as it was: verify_point
+ * repairs it first (PREP_CORRUPT). */
+static int wl_repair_corrupt(struct run *x)
+{
+	struct img_check_opts o = { .flags = IMG_CHECK_REPAIR };
+	struct img_check_result res;
+	int r;
+
+	TRY(op_observe(x));
+	r = img_check(x->img, &o, &res);
+	TRY(dry_check(x, "check --repair", r));
+	if (x->dry && (res.corruptions != 3 || res.corruptions_fixed != 3))
+		T_FAIL("dry run: repair: %" PRIu64 " corruptions, %" PRIu64 " fixed (expected 3, 3)",
+		       res.corruptions, res.corruptions_fixed);
+	TRY(op_flush(x));
+	/* The two clusters that shared one are independent now. */
+	TRY(op_write(x, 2 * CLUSTER + 100, 1000));
+	TRY(op_write(x, 5 * CLUSTER + 100, 1000));
+	return op_verify(x);
+}
+
 static const struct workload workloads[] = {
 	{ "alloc",     VSIZE, NULL,         0, IMG_OPEN_RDWR, wl_alloc,     101 },
 	{ "overwrite", VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_overwrite, 102 },
@@ -519,9 +546,11 @@ static const struct workload workloads[] = {
 	{ "grow",      VSIZE, prep_grow,    0, IMG_OPEN_RDWR, wl_grow,      105 },
 	{ "shrink",    VSIZE, prep_shrink,  0, IMG_OPEN_RDWR, wl_shrink,    106 },
 	{ "compact",   VSIZE, prep_compact, 0, IMG_OPEN_RDWR, wl_compact,   107 },
-	{ "recover",   VSIZE, prep_crashed, 1, IMG_OPEN_RDWR, wl_recover,   108 },
-	{ "repair",    VSIZE, prep_crashed, 1, IMG_OPEN_RDWR | IMG_OPEN_CHECK, wl_repair, 109 },
+	{ "recover",   VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR, wl_recover, 108 },
+	{ "repair",    VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR | IMG_OPEN_CHECK, wl_repair, 109 },
 	{ "mixed",     VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_mixed,     110 },
+	{ "repair-corrupt", VSIZE, prep_fill, PREP_CORRUPT, IMG_OPEN_RDWR | IMG_OPEN_CHECK,
+	  wl_repair_corrupt, 111 },
 };
 
 /* ---- driver --------------------------------------------------------------- */
@@ -577,6 +606,36 @@ static void take_bytes(struct img_io *cio, struct img_crash_stats *st, enum img_
 	m->ops->close(m);
 }
 
+/* Breaks BAT block 0 of a clean image in place (valid crc, bad entries):
+ * entry 5 maps entry 2's cluster, entry 7 has state 5, entry 70 (past the
+ * 64 clusters of the disk) is a zero entry.  The model follows: cluster 5
+ * reads cluster 2's bytes, cluster 7 reads zeros. */
+static void corrupt_base(struct base *b)
+{
+	struct img_header ha, hb, *h;
+	uint64_t entries[IMG_ENTRIES_PER_BLOCK], seq;
+	char why[160];
+	uint8_t *blk;
+	int ra, rb;
+
+	ra = img_header_decode(b->bytes, &ha, why, sizeof(why));
+	rb = img_header_decode(b->bytes + IMG_HEADER_SLOT, &hb, why, sizeof(why));
+	T_ASSERT(!ra || !rb);
+	h = ra ? &hb : rb ? &ha : ha.seq > hb.seq ? &ha : &hb;
+	T_ASSERT(!(h->flags & IMG_FLAG_DIRTY) && h->bat_offset + IMG_BLOCK_SIZE <= b->len);
+	blk = b->bytes + h->bat_offset;
+	T_EQ(img_bat_block_decode(blk, 0, entries, &seq, why, sizeof(why)), 0);
+	T_ASSERT(IMG_E_STATE(entries[2]) == IMG_E_ALLOC && IMG_E_STATE(entries[5]) == IMG_E_ALLOC);
+	T_ASSERT(VSIZE / CLUSTER < 70);
+	entries[5] = entries[2];
+	entries[7] = IMG_E_MAKE(5, 0);
+	entries[70] = IMG_E_MAKE(IMG_E_ZERO, 0);
+	img_bat_block_encode(0, seq, entries, blk);
+	T_OK(bm_write(&b->m, 5 * CLUSTER, b->m.cur + 2 * CLUSTER, CLUSTER));
+	T_OK(bm_zero(&b->m, 7 * CLUSTER, CLUSTER));
+	bm_flush(&b->m);
+}
+
 /* The image a workload starts from. */
 static void make_base(const struct workload *w, struct run *x, struct base *b)
 {
@@ -595,9 +654,11 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 		return;
 	}
 	run_on(x, cio, &empty, IMG_OPEN_RDWR, w->prep, w->seed ^ 0x5eed, 0);
-	if (!w->prep_crash) {
+	if (w->prep_kind != PREP_CRASHED) {
 		take_bytes(cio, NULL, IMG_CRASH_KEEP_ALL, 0, b);
 		b->m = x->m;
+		if (w->prep_kind == PREP_CORRUPT)
+			corrupt_base(b);
 		bm_free(&empty);
 		cio->ops->close(cio);
 		return;
@@ -686,6 +747,38 @@ static int check_clean(struct img *img, const char *where, const char *when)
 	return 1;
 }
 
+/* An image that was corrupt before the workload may still be (the crash
+ * came before the repair was durable): check --repair must fix all of it. */
+static int repair_first(struct img_io *m, const char *where)
+{
+	struct img_check_opts o = { .flags = IMG_CHECK_REPAIR, .report = report_problem };
+	struct img_check_result res;
+	struct img *img;
+	int r;
+
+	o.report_arg = verbose ? (void *)where : NULL;
+	r = img_open_io(borrow(m), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img);
+	if (r) {
+		fprintf(stderr, "FAIL %s: open for repair: %s (%s)\n", where, img_strerror(r),
+			img_last_error());
+		return 1;
+	}
+	r = img_check(img, &o, &res);
+	if (r || res.corruptions != res.corruptions_fixed || res.leaks != res.leaks_fixed) {
+		fprintf(stderr, "FAIL %s: repair: %s, %" PRIu64 "/%" PRIu64 " corruptions and %"
+			PRIu64 "/%" PRIu64 " leaks fixed (%s)\n", where, img_strerror(r),
+			res.corruptions_fixed, res.corruptions, res.leaks_fixed, res.leaks,
+			img_last_error());
+		img_close(img);
+		return 1;
+	}
+	r = img_close(img);
+	if (r)
+		fprintf(stderr, "FAIL %s: close after repair: %s (%s)\n", where, img_strerror(r),
+			img_last_error());
+	return r != 0;
+}
+
 /* One materialization of a crash: 0 when it passes, else prints why.
  * Reopens read-write (recovery), checks, compares with the model, closes;
  * then reopens read-only: clean, nothing to replay, the same contents. */
@@ -706,6 +799,8 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 	if (verbose)
 		printf("  %s: pending kept %" PRIu64 " dropped %" PRIu64 " torn %" PRIu64 "\n",
 		       where, cst.kept, cst.dropped, cst.torn);
+	if (w->prep_kind == PREP_CORRUPT && repair_first(m, where))
+		goto out;
 	r = img_open_io(borrow(m), IMG_OPEN_RDWR, &img);
 	if (r) {
 		fprintf(stderr, "FAIL %s: reopen: %s (%s)\n", where, img_strerror(r), img_last_error());
