@@ -43,7 +43,7 @@
 #define CLUSTER   (64u * 1024)
 #define MIB       (1024u * 1024)
 #define VSIZE     (4 * MIB)
-#define MODEL_CAP (8 * MIB)
+#define MODEL_CAP (8 * MIB)  /* bytes modelled by grow (past: zeros) */
 #define MAXIO     (320u * 1024)
 
 /* Crash points per workload in the fast run: all of them, except in
@@ -190,7 +190,7 @@ static int op_compact(struct run *x, int want_work)
 /* Reads the whole modelled disk back; outside a crash it must be exact. */
 static int op_verify(struct run *x)
 {
-	uint64_t n = x->m.size < MODEL_CAP ? x->m.size : MODEL_CAP, bad;
+	uint64_t n = x->m.size < x->m.cap ? x->m.size : x->m.cap, bad;
 	uint8_t *b;
 	ssize_t got;
 
@@ -214,7 +214,7 @@ static int op_verify(struct run *x)
  * now one more possible content of each byte (it must be allowed). */
 static int op_observe(struct run *x)
 {
-	uint64_t n = x->m.size < MODEL_CAP ? x->m.size : MODEL_CAP, bad;
+	uint64_t n = x->m.size < x->m.cap ? x->m.size : x->m.cap, bad;
 	uint8_t *b = malloc(n ? n : 1);
 	ssize_t got;
 
@@ -646,7 +646,8 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 
 	T_OK(img_io_crash_new(NULL, 0, &cio));
 	T_OK(img_create_io(cio, &o));
-	T_OK(bm_init(&empty, w->vsize, MODEL_CAP));
+	/* Only grow writes past the starting size: smaller models elsewhere. */
+	T_OK(bm_init(&empty, w->vsize, w->body == wl_grow ? MODEL_CAP : w->vsize));
 	if (!w->prep) {
 		take_bytes(cio, NULL, IMG_CRASH_KEEP_ALL, 0, b);
 		b->m = empty;
@@ -815,7 +816,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 	}
 	if (check_clean(img, where, "after recovery"))
 		goto out;
-	len = info.virtual_size < MODEL_CAP ? info.virtual_size : MODEL_CAP;
+	len = info.virtual_size < x->m.cap ? info.virtual_size : x->m.cap;
 	b = malloc(len ? len : 1);
 	b2 = malloc(len ? len : 1);
 	T_ASSERT(b && b2);
