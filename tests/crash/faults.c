@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -621,6 +622,9 @@ int main(int argc, char **argv)
 
 	T_ASSERT(buf);
 	verbose = getenv("FAULT_VERBOSE") != NULL;
+	/* Keep megabyte buffers in the heap between points (see crash_points). */
+	mallopt(M_MMAP_THRESHOLD, 256 << 20);
+	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	make_base_data(&base_data, buf);
 	make_base_crashed(&base_crashed, buf);
 	for (size_t i = 0; i < sizeof(fops) / sizeof(fops[0]); i++) {
