@@ -130,7 +130,7 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
 				continue;
 			r = img_relocate(img, v, img->g.data_cluster0, h, buf);
-			if (r == -ENOSPC) {   /* nothing free below it any more */
+			if (r == 1) {   /* nothing free below it any more */
 				r = 0;
 				continue;
 			}

@@ -76,10 +76,15 @@ int img_header_commit(struct img *img, struct img_header *nh)
 	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
 	if (!r)
 		r = img->io->ops->flush(img->io);
-	if (r)
+	if (r) {
+		/* The write may sit in the host's cache and become durable with
+		 * any later sync: the next commit rewrites that slot first. */
+		img->hdr_unsure = 1;
 		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+	}
 	img->hdr = *nh;
 	img->hdr_slot = other;
+	img->hdr_unsure = 0;
 	return 0;
 }
 
