@@ -44,7 +44,9 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 CRASH_SRCS := $(sort $(wildcard tests/crash/*.c))
 CRASH_BINS := $(patsubst tests/crash/%.c,$(BUILD)/tests/crash/%,$(CRASH_SRCS))
-FUZZ_SRCS := $(sort $(wildcard fuzz/*_fuzzer.c))
+# tools_fuzzer needs tools/common.c (parse_size): built only once it exists.
+FUZZ_SRCS := $(sort $(filter-out $(if $(wildcard tools/common.c),,fuzz/tools_fuzzer.c),\
+               $(wildcard fuzz/*_fuzzer.c)))
 FUZZ_REPLAY := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
@@ -52,7 +54,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
-        fuzz fuzz-run bench demo clean deps
+        fuzz fuzz-run fuzz-corpus bench demo clean deps
 
 all: $(DEPS_STAMP) lib tools tests
 
@@ -64,7 +66,7 @@ lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
 tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -108,6 +110,11 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(STATIC) $(LIBS)
 
+$(BUILD)/fuzz/tools_fuzzer: $(BUILD)/obj/fuzz/tools_fuzzer.o $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC) $(LIBS)
+
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
@@ -138,6 +145,9 @@ fuzz:
 	$(Q)fuzz/build.sh
 fuzz-run: fuzz
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+# Regenerate the seed corpus (fuzz/gen_corpus.c) into fuzz/corpus/.
+fuzz-corpus: fuzz
+	$(Q)fuzz/gen_corpus.sh
 
 bench: all
 	$(Q)BUILD=$(BUILD) bench/run.sh
