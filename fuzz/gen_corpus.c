@@ -655,26 +655,62 @@ static void ops(void)
 	save("ops", "unaligned-tail", s.b, s.n);
 }
 
-/* ---- size strings for tools_fuzzer ------------------------------------------- */
+/* ---- inputs for tools_fuzzer (first byte: the target) ------------------------ */
 
 static void tools(void)
 {
-	static const char *const str[] = {
+	static const char *const sizes[] = {
 		"0", "512", "1", "4096", "1K", "1k", "64K", "1M", "10G", "1T", "8T", "1P", "1E",
-		"16E", "1.5G", "0x1000", "010", " 1G", "1G ", "1GB", "1GiB", "1 G", "-1", "-1G",
-		"+1G", "+0", "-512", "+", "-", "", "G", "K1", "18446744073709551615",
-		"18446744073709551616", "18446744073709551615K", "17179869184G", "16777216T",
+		"16E", "1.5G", "0.5K", "1.0000000000000000001K", "0x1000", "010", " 1G", "1G ",
+		"1GB", "1GiB", "1gib", "1B", "1 G", "-1", "-1G", "+1G", "+0", "-512", "+", "-", "",
+		"G", "K1", ".5K", "1.", "18446744073709551615", "18446744073709551616",
+		"18446744073709551615K", "17179869184G", "16777216T", "15.999999999999999999E",
 		"99999999999999999999999999", "1e9", "inf", "nan", "+-1", "++1", "--1", "1KK",
 	};
-	for (size_t i = 0; i < sizeof(str) / sizeof(str[0]); i++) {
-		uint8_t buf[64];
+	static const char *const names[] = {
+		"disk.img", "a \"quoted\" name", "back\\slash", "tab\there", "nl\nx", "\x7f\x01",
+		"caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x92\xbe", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
+		"\xf4\x90\x80\x80", "\xe0\x80\xaf", "\xff\xfe",
+	};
+	static const char argvs[][48] = {
+		"disk.img\0-5G", "--size\0" "10G\0disk.img", "-s\0" "1G\0-j\0x", "--\0-r\0-5G",
+		"--cluster-size=64K\0--json\0f", "-jpr\0--help", "--size", "-s", "--bogus\0-Z\0f",
+		"-.5G\0--\0--", "--siz=3\0--js",
+	};
+	uint8_t buf[96];
+	char name[32];
+
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		uint64_t cur = i % 3 == 0 ? 0 : i % 3 == 1 ? (1ull << 30) : UINT64_MAX - 511;
-		size_t n = strlen(str[i]);
-		char name[32];
-		put_le64(buf, cur);
-		memcpy(buf + 8, str[i], n);
+		size_t n = strlen(sizes[i]);
+		buf[0] = 0;
+		put_le64(buf + 1, cur);
+		memcpy(buf + 9, sizes[i], n);
 		snprintf(name, sizeof(name), "size-%02zu", i);
-		save("tools", name, buf, 8 + n);
+		save("tools", name, buf, 9 + n);
+	}
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		size_t n = strlen(names[i]);
+		buf[0] = 1;
+		memcpy(buf + 1, names[i], n);
+		snprintf(name, sizeof(name), "json-%02zu", i);
+		save("tools", name, buf, 1 + n);
+	}
+	for (size_t i = 0; i < sizeof(argvs) / sizeof(argvs[0]); i++) {
+		size_t n = sizeof(argvs[i]);
+		while (n && !argvs[i][n - 1])
+			n--;
+		buf[0] = 2;
+		memcpy(buf + 1, argvs[i], n);
+		snprintf(name, sizeof(name), "argv-%02zu", i);
+		save("tools", name, buf, 1 + n);
+	}
+	for (unsigned i = 0; i < 6; i++) {
+		static const uint64_t v[] = { 0, 1023, 1024, 1536, 1ull << 40, UINT64_MAX };
+		buf[0] = 3;
+		put_le64(buf + 1, v[i]);
+		snprintf(name, sizeof(name), "human-%u", i);
+		save("tools", name, buf, 9);
 	}
 }
 
