@@ -35,9 +35,12 @@ LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 STATIC    := $(BUILD)/lib/libimg.a
 SHARED    := $(BUILD)/lib/libimg.so.$(VERSION)
 
-TOOL_SRCS := $(filter-out tools/common.c,$(sort $(wildcard tools/*.c)))
+# tools/common*.c are shared by every tool; each other tools/NAME.c is a
+# program.  A tool needing extra libraries sets LIBS_NAME (see below).
+TOOL_COMMON_SRCS := $(sort $(wildcard tools/common*.c))
+TOOL_SRCS := $(filter-out $(TOOL_COMMON_SRCS),$(sort $(wildcard tools/*.c)))
 TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
-TOOL_COMMON := $(BUILD)/obj/tools/common.o
+TOOL_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_COMMON_SRCS))
 
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
@@ -53,8 +56,11 @@ BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
 
+.SECONDARY:
+
+.PHONY: asan-build tsan-build
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
-        fuzz fuzz-run fuzz-corpus bench demo clean deps
+        fuzz fuzz-run fuzz-corpus bench demo clean deps tsan
 
 all: $(DEPS_STAMP) lib tools tests
 
@@ -92,7 +98,7 @@ $(BUILD)/lib/libimg.pc: libimg/libimg.pc.in libimg/include/libimg.h
 $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS_$*) $(LIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -120,25 +126,36 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(STATIC) $(LIBS)
 
-check: all
-	$(Q)BUILD=$(BUILD) tests/run.sh
+# Everything: the normal build's suites plus the sanitizer builds' unit,
+# crash and fuzz-replay tests, summed in one closing line.
+check: all asan-build tsan-build
+	$(Q)BUILD=$(BUILD) tests/run.sh unit crash fuzz cli online asan tsan
 
 check-crash: all
 	$(Q)BUILD=$(BUILD) CRASH_FULL=1 tests/run.sh crash
 
 # Sanitizer builds of the library, unit, crash and fuzz-replay tests.
-asan:
+asan-build: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tests
-	$(Q)BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-		tests/run.sh unit crash fuzz
+asan: asan-build
+	$(Q)tests/run.sh asan
 
 ubsan:
 	$(Q)$(MAKE) --no-print-directory BUILD=build-ubsan \
 		EXTRA_CFLAGS="-O1 -fsanitize=undefined -fno-sanitize-recover=all" \
 		LDFLAGS="$(LDFLAGS) -fsanitize=undefined" lib tests
 	$(Q)BUILD=build-ubsan tests/run.sh unit crash fuzz
+
+# ThreadSanitizer build of the multi-threaded test (clang).
+tsan-build: build-tsan/threads
+build-tsan/threads: $(LIB_SRCS) tests/unit/threads.c $(wildcard libimg/*.h libimg/include/*.h)
+	$(Q)mkdir -p build-tsan
+	$(Q)clang -std=c11 -D_GNU_SOURCE -fsanitize=thread -g -O1 -Ilibimg/include -Ilibimg \
+		$(LIB_SRCS) tests/unit/threads.c -pthread -o $@
+tsan: tsan-build
+	$(Q)tests/run.sh tsan
 
 FUZZ_SECONDS ?= 60
 fuzz:
@@ -172,4 +189,4 @@ test-install: all
 	$(Q)BUILD=$(BUILD) scripts/test-install.sh
 
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz
+	rm -rf build build-asan build-ubsan build-fuzz build-tsan

@@ -37,6 +37,7 @@ IMG_API const char *img_strerror(int err)
 	case EBUSY:      return "image is locked by another process";
 	case ENOTEMPTY:  return "clusters past the new end hold data";
 	case ECANCELED:  return "operation cancelled";
+	case EMEDIUMTYPE: return "not a libimg image";
 	default:         return strerror(-err);
 	}
 }

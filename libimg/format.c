@@ -120,12 +120,18 @@ static int fail(char *why, size_t whylen, const char *fmt, ...)
 	return -EUCLEAN;
 }
 
-static uint32_t block_crc(const uint8_t *blk, size_t len)
+/* CRC-32C of len bytes with the 4-byte crc field at crc_off taken as zero. */
+static uint32_t crc_skip(const uint8_t *blk, size_t len, size_t crc_off)
 {
 	static const uint8_t zero4[4];
-	uint32_t c = img_crc32c(0, blk, 4);
+	uint32_t c = img_crc32c(0, blk, crc_off);
 	c = img_crc32c(c, zero4, 4);
-	return img_crc32c(c, blk + 8, len - 8);
+	return img_crc32c(c, blk + crc_off + 4, len - crc_off - 4);
+}
+
+static uint32_t block_crc(const uint8_t *blk, size_t len)
+{
+	return crc_skip(blk, len, 4);
 }
 
 /* ---- header --------------------------------------------------------- */
@@ -149,7 +155,7 @@ void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]
 	put_le64(slot + 96, h->bat_offset);
 	put_le64(slot + 104, h->bat_clusters);
 	memcpy(slot + 112, h->uuid, 16);
-	put_le32(slot + 16, block_crc(slot, h->header_size));
+	put_le32(slot + 16, crc_skip(slot, h->header_size, 16));
 }
 
 int img_geom_compute(const struct img_header *h, struct img_geom *g)
@@ -241,7 +247,7 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 	if (h->header_size < IMG_HEADER_SIZE_V1 || h->header_size > IMG_HEADER_SLOT ||
 	    h->header_size % 8)
 		return fail(why, whylen, "header size %u invalid", h->header_size);
-	if (get_le32(slot + 16) != block_crc(slot, h->header_size))
+	if (get_le32(slot + 16) != crc_skip(slot, h->header_size, 16))
 		return fail(why, whylen, "bad crc32c");
 	if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1))
 		return fail(why, whylen, "reserved bytes are not zero");

@@ -1,5 +1,22 @@
 /* SPDX-License-Identifier: MIT */
-/* Internal declarations shared by the library's modules. */
+/*
+ * Internal declarations shared by the library's modules.
+ *
+ * Locking (an image handle is used by many threads at once):
+ *   map_lock (rwlock, writer-preferring)
+ *       held shared by every data I/O (pread/pwrite/partial discard) for the
+ *       whole time it uses a host cluster it looked up; held exclusive by
+ *       anything that takes a host cluster away from a virtual cluster while
+ *       I/O may be running (discard, write_zeroes, relocation, resize).  So a
+ *       reader never reads a cluster that was remapped under it.
+ *   meta_lock (mutex)
+ *       protects the BAT array's writers, the dirty-block bitmap, the
+ *       allocator and the pending-free list.  Entries are read without it
+ *       (atomic loads); they are stored with atomic stores under it.
+ *   commit_lock (mutex)
+ *       serialises commits, checkpoints and header writes (journal.c).
+ * Order: map_lock -> commit_lock -> meta_lock.  Never the reverse.
+ */
 #ifndef LIBIMG_INTERNAL_H
 #define LIBIMG_INTERNAL_H
 
@@ -12,10 +29,136 @@
 
 #define IMG_API __attribute__((visibility("default")))
 
-/* error.c: the per-thread message behind img_last_error(). */
+/* A problem found when opening with IMG_OPEN_CHECK. */
+enum img_problem_kind {
+	P_HEADER_COPY,    /* one header copy invalid (info; rewritten on repair) */
+	P_BAD_BLOCK,      /* BAT block unreadable: its entries are unknown */
+	P_BAD_ENTRY,      /* entry invalid: cleared in memory; repair commits that */
+	P_PAST_VSIZE,     /* non-zero entry past the virtual size: cleared */
+	P_DUPLICATE,      /* entry maps a host cluster another entry maps */
+};
+
+struct img_problem {
+	enum img_problem_kind kind;
+	uint64_t v;           /* virtual cluster (or block index for P_BAD_BLOCK) */
+	uint64_t h;           /* host cluster for P_DUPLICATE */
+	char msg[160];
+};
+
+struct img {
+	struct img_io *io;
+	char *name;
+	unsigned flags;
+	int rdonly;
+
+	struct img_header hdr;      /* the header in force (durable); commit_lock */
+	struct img_geom g;          /* changes only under map_lock exclusive */
+	uint64_t vsize;             /* virtual size: as g, for the data path */
+	int hdr_slot;               /* slot holding hdr: 0 (A) or 1 (B) */
+
+	/* BAT: g.vclusters live entries, array sized bat_alloc (whole blocks) */
+	uint64_t *bat;
+	uint64_t bat_alloc;
+	uint64_t *dirty;            /* bit per BAT block */
+	uint64_t ndirty;
+
+	/* allocator (alloc.c): bit per host cluster, 1 = metadata or mapped */
+	uint64_t *used;
+	uint64_t used_bits;         /* bitmap capacity */
+	uint64_t hint;              /* no free cluster below this */
+	uint64_t nalloc, nzero;
+	uint64_t *pending;          /* freed, waiting for the commit */
+	size_t npending, pending_cap;
+
+	/* journal (journal.c) */
+	uint64_t log_pos;           /* next log block */
+	uint64_t log_limit;         /* blocks of the log we use */
+	uint64_t next_seq;          /* sequence of the next transaction */
+	uint8_t *logbuf;            /* log blocks [0, log_pos) as written */
+
+	pthread_rwlock_t map_lock;
+	pthread_mutex_t meta_lock;
+	pthread_mutex_t commit_lock;
+
+	int can_punch;
+	int was_dirty;
+	int corrupt;
+	int bad_blocks;
+	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
+	struct img_problem *problems;
+	size_t nproblems;
+	uint64_t log_replayed;
+	uint64_t leaked_at_open;
+};
+
+/* error.c */
 void img_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void img_clear_error(void);
 /* lock.c: the pid holding a conflicting lock on fd's file, or 0. */
 pid_t img_lock_holder_from_proc(int fd);
+
+/* image.c */
+int img_header_commit(struct img *img, struct img_header *nh); /* commit_lock held */
+int img_reclaim_free(struct img *img);    /* punch free clusters below EOF */
+uint64_t img_file_size(struct img *img);
+/* Make [off, off+len) of the host file read as zeros: punch, or write zeros
+ * where the host cannot punch. */
+int img_zero_host(struct img *img, uint64_t off, uint64_t len);
+int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* bat.c */
+static inline uint64_t bat_get(const struct img *img, uint64_t v)
+{
+	return __atomic_load_n(&img->bat[v], __ATOMIC_ACQUIRE);
+}
+void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
+int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
+int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
+
+/* Read a counter that meta_lock protects. */
+static inline uint64_t img_locked_read(struct img *img, const void *field, int size_t_field)
+{
+	uint64_t v;
+	pthread_mutex_lock(&img->meta_lock);
+	v = size_t_field ? (uint64_t)*(const size_t *)field : *(const uint64_t *)field;
+	pthread_mutex_unlock(&img->meta_lock);
+	return v;
+}
+#define IMG_NPENDING(img) img_locked_read((img), &(img)->npending, 1)
+#define IMG_NALLOC(img)   img_locked_read((img), &(img)->nalloc, 0)
+
+/* alloc.c (meta_lock held) */
+int alloc_init(struct img *img, uint64_t nbits);
+int alloc_mark(struct img *img, uint64_t h);              /* mark used */
+void alloc_unmark(struct img *img, uint64_t h);           /* free now */
+int alloc_test(const struct img *img, uint64_t h);
+int alloc_get(struct img *img, uint64_t min, uint64_t *h); /* lowest free >= min */
+int alloc_defer_free(struct img *img, uint64_t h);        /* after next commit */
+uint64_t alloc_last_used(const struct img *img);          /* highest used + 1 */
+/* Give back (punch, mark free) a cluster that was reserved but never mapped.
+ * Called without meta_lock. */
+void alloc_release_unmapped(struct img *img, uint64_t h);
+
+/* journal.c */
+int journal_commit(struct img *img);       /* the whole of img_flush */
+int journal_checkpoint(struct img *img);   /* commit_lock held */
+int journal_replay(struct img *img);       /* at open */
+
+/* check.c */
+void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
+		     uint64_t h, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* rw.c: copy one host cluster to another (relocation). */
+int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf);
+/* Relocate the mapping of virtual cluster v to a free cluster >= min (or
+ * below max if max != 0).  map_lock must be held exclusive. */
+int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf);
+
+/* compact.c: move live clusters out of the host file's tail, truncate it.
+ * Takes map_lock itself (exclusive, in batches). stats may be NULL. */
+int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
+			 struct img_compact_stats *stats);
+
+#define HOST_OFF(img, h) ((uint64_t)(h) << (img)->g.cluster_bits)
 
 #endif

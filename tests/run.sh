@@ -8,6 +8,7 @@ BUILD=${BUILD:-build}
 TIMEOUT=${TEST_TIMEOUT:-600}
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=(unit crash fuzz cli online)
+# Usage with sanitizers: tests/run.sh asan tsan (after make asan-build tsan-build)
 
 pass=0; fail=0; skip=0; failed=()
 log_dir=$BUILD/test-logs; mkdir -p "$log_dir"
@@ -63,6 +64,24 @@ for s in "${suites[@]}"; do
         [ ${#dirs[@]} -gt 0 ] || continue
         run_prog "fuzz/$n" "$t" "${dirs[@]}"
       done ;;
+    asan)   # the sanitizer build (make asan-build) of unit, crash and fuzz replay
+      for d in unit crash; do
+        for t in build-asan/tests/$d/*; do
+          [ -x "$t" ] || continue
+          ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+            run_prog "asan/$d/$(basename "$t")" "$t"
+        done
+      done
+      for t in build-asan/fuzz/*_fuzzer; do
+        [ -x "$t" ] || continue
+        n=$(basename "$t"); dirs=()
+        for d in fuzz/corpus/${n%_fuzzer} fuzz/regressions/${n%_fuzzer}; do [ -d "$d" ] && dirs+=("$d"); done
+        [ ${#dirs[@]} -gt 0 ] && run_prog "asan/fuzz/$n" "$t" "${dirs[@]}"
+      done ;;
+    tsan)
+      if [ -x build-tsan/threads ]; then
+        TSAN_OPTIONS=halt_on_error=1 run_prog "tsan/threads" build-tsan/threads
+      fi ;;
     cli)    run_bats tests/cli ;;
     online) run_bats tests/online ;;
     *) echo "unknown suite: $s" >&2; exit 2 ;;

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Consistency check and repair.
+ *
+ * Problems found while opening (header copies, BAT blocks, entries) are
+ * recorded by image.c when the image is opened with IMG_OPEN_CHECK; this
+ * module reports them, checks what open does not read (BAT blocks past the
+ * virtual size, leaked clusters, the file's tail) and repairs what can be
+ * repaired without guessing:
+ *   - invalid entries and entries past the virtual size: cleared (they were
+ *     unreadable or outside the disk, so no visible data changes);
+ *   - two entries on one host cluster: the later one gets a copy, so both
+ *     keep reading what they read now;
+ *   - leaked clusters: punched; the tail past the last used cluster:
+ *     truncated (both skipped while any BAT block is unreadable, since its
+ *     clusters would look leaked);
+ *   - an unreadable BAT block is not repaired: its entries are unknown.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define MAX_PROBLEMS 100000
+
+void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
+		     uint64_t h, const char *fmt, ...)
+{
+	struct img_problem *p;
+	va_list ap;
+
+	if (!(img->flags & IMG_OPEN_CHECK))
+		return;
+	if (img->nproblems >= MAX_PROBLEMS)
+		return;
+	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
+		size_t cap = (img->nproblems + 1) * 2;
+		p = realloc(img->problems, cap * sizeof(*p));
+		if (!p)
+			return;
+		img->problems = p;
+	}
+	p = &img->problems[img->nproblems++];
+	p->kind = kind;
+	p->v = v;
+	p->h = h;
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
+}
+
+struct reporter {
+	const struct img_check_opts *opts;
+	struct img_check_result *res;
+};
+
+__attribute__((format(printf, 4, 5)))
+static void report(struct reporter *rp, enum img_check_severity sev, int fixed, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	if (sev == IMG_CHECK_CORRUPT) {
+		rp->res->corruptions++;
+		rp->res->corruptions_fixed += !!fixed;
+	} else if (sev == IMG_CHECK_LEAK) {
+		rp->res->leaks++;
+		rp->res->leaks_fixed += !!fixed;
+	}
+	if (!rp->opts || !rp->opts->report)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	rp->opts->report(rp->opts->report_arg, sev, fixed, msg);
+}
+
+static void mark_dirty(struct img *img, uint64_t v)
+{
+	uint64_t b = v / IMG_ENTRIES_PER_BLOCK;
+	if (!(img->dirty[b / 64] >> (b % 64) & 1)) {
+		img->dirty[b / 64] |= 1ull << (b % 64);
+		img->ndirty++;
+	}
+}
+
+/* BAT blocks that open does not read: past the live ones. */
+static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
+{
+	uint64_t first = img->bat_alloc / IMG_ENTRIES_PER_BLOCK, ents[IMG_ENTRIES_PER_BLOCK], seq;
+	uint8_t blk[IMG_BLOCK_SIZE];
+	char why[160];
+	int r = 0;
+
+	for (uint64_t b = first; b < img->g.bat_blocks && !r; b++) {
+		int d;
+		if ((r = img->io->ops->pread(img->io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE)))
+			return img_fail(img, r, "reading BAT block %llu", (unsigned long long)b);
+		d = img_bat_block_decode(blk, b, ents, &seq, why, sizeof(why));
+		if (d == 1 || (d == 0 && img_is_zero(ents, sizeof(ents))))
+			continue;
+		/* Past the virtual size every entry must be zero: writing an
+		 * empty block loses nothing the disk could show. */
+		int fix = 0;
+		if (repair) {
+			memset(blk, 0, sizeof(blk));
+			fix = !(r = img->io->ops->pwrite(img->io, blk, sizeof(blk),
+							 img->hdr.bat_offset + b * IMG_BLOCK_SIZE));
+		}
+		report(rp, IMG_CHECK_CORRUPT, fix, "BAT block %llu (past the virtual size): %s",
+		       (unsigned long long)b, d < 0 ? why : "entries not empty");
+	}
+	return r;
+}
+
+static int check_leaks(struct img *img, struct reporter *rp, int repair)
+{
+	uint64_t cs = img->g.cluster_size, size = img_file_size(img);
+	uint64_t end = (size + cs - 1) / cs, last;
+	uint8_t *buf = malloc(cs);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t h = img->g.data_cluster0; h < end && !r; h++) {
+		if (alloc_test(img, h))
+			continue;
+		if ((r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, h)))) {
+			img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
+			break;
+		}
+		if (img_is_zero(buf, cs))
+			continue;
+		int fix = repair && !(r = img_zero_host(img, HOST_OFF(img, h), cs));
+		report(rp, IMG_CHECK_LEAK, fix, "host cluster %llu holds data but no entry maps it (leaked)",
+		       (unsigned long long)h);
+	}
+	free(buf);
+	if (r)
+		return r;
+	last = HOST_OFF(img, alloc_last_used(img));
+	if (size > last) {
+		rp->res->tail_bytes = size - last;
+		if (repair) {
+			if ((r = img->io->ops->truncate(img->io, last)))
+				return img_fail(img, r, "truncating the tail");
+			report(rp, IMG_CHECK_INFO, 1, "%llu bytes past the last used cluster truncated",
+			       (unsigned long long)(size - last));
+		} else {
+			report(rp, IMG_CHECK_INFO, 0, "%llu bytes past the last used cluster",
+			       (unsigned long long)(size - last));
+		}
+	}
+	return 0;
+}
+
+IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
+		      struct img_check_result *res)
+{
+	struct img_check_result local;
+	struct reporter rp = { opts, res ? res : &local };
+	int repair = opts && (opts->flags & IMG_CHECK_REPAIR), r = 0, unfixed = 0;
+	uint8_t *buf = NULL;
+
+	img_clear_error();
+	memset(rp.res, 0, sizeof(*rp.res));
+	if (opts && (opts->flags & ~IMG_CHECK_REPAIR))
+		return -EINVAL;
+	if (repair && img->rdonly)
+		return img_fail(img, -EROFS, "repair needs the image opened for writing");
+	if (!(buf = malloc(img->g.cluster_size)))
+		return -ENOMEM;
+	pthread_rwlock_wrlock(&img->map_lock);
+
+	for (size_t i = 0; i < img->nproblems && !r; i++) {
+		struct img_problem *p = &img->problems[i];
+		int fix = 0;
+
+		switch (p->kind) {
+		case P_HEADER_COPY:
+			/* An open for writing rewrote the other slot already. */
+			report(&rp, IMG_CHECK_INFO, !img->rdonly, "%s", p->msg);
+			break;
+		case P_BAD_BLOCK:
+			report(&rp, IMG_CHECK_CORRUPT, 0, "%s", p->msg);
+			unfixed++;
+			break;
+		case P_BAD_ENTRY:
+		case P_PAST_VSIZE:
+			if (repair) {
+				pthread_mutex_lock(&img->meta_lock);
+				r = bat_resize_array(img, p->v + 1);
+				if (!r)
+					mark_dirty(img, p->v);
+				pthread_mutex_unlock(&img->meta_lock);
+				fix = !r;
+			}
+			report(&rp, IMG_CHECK_CORRUPT, fix, "%s%s", p->msg, fix ? ": cleared" : "");
+			unfixed += !fix;
+			break;
+		case P_DUPLICATE:
+			if (repair) {
+				uint64_t q;
+				pthread_mutex_lock(&img->meta_lock);
+				r = alloc_get(img, img->g.data_cluster0, &q);
+				pthread_mutex_unlock(&img->meta_lock);
+				if (!r && !(r = img_copy_cluster(img, p->h, q, buf))) {
+					pthread_mutex_lock(&img->meta_lock);
+					bat_set(img, p->v, IMG_E_MAKE(IMG_E_ALLOC, q));
+					pthread_mutex_unlock(&img->meta_lock);
+					fix = 1;
+				} else if (!r) {
+					alloc_release_unmapped(img, q);
+				}
+			}
+			report(&rp, IMG_CHECK_CORRUPT, fix, "%s%s", p->msg, fix ? ": given its own copy" : "");
+			unfixed += !fix;
+			break;
+		}
+	}
+	if (!r)
+		r = check_spare_blocks(img, &rp, repair);
+	if (!r) {
+		if (img->bad_blocks)
+			report(&rp, IMG_CHECK_INFO, 0,
+			       "leak check skipped: unreadable BAT blocks make mapped clusters look free");
+		else
+			r = check_leaks(img, &rp, repair);
+	}
+	rp.res->allocated_clusters = img->nalloc;
+	pthread_rwlock_unlock(&img->map_lock);
+	free(buf);
+	if (!r && repair) {
+		r = journal_commit(img);
+		if (!r && !unfixed) {
+			img->corrupt = 0;
+			img->nproblems = 0;
+		}
+	}
+	return r;
+}

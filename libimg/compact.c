@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Compaction: all-zero clusters become unallocated, live clusters move from
+ * the end of the host file into the lowest free clusters, the file is
+ * truncated.  Afterwards the file holds the metadata and exactly one host
+ * cluster per allocated entry.
+ *
+ * Crash safety (FORMAT.md §6 rules 2 and 5): every move copies into a free
+ * cluster, publishes the new mapping, and frees the old cluster only through
+ * a commit; truncation happens after the commit that freed the tail.  Work
+ * is done in batches with map_lock exclusive, so I/O from other threads
+ * goes on between batches.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BATCH 64   /* clusters moved per exclusive-lock hold and per commit */
+
+static int cmp_desc(const void *a, const void *b)
+{
+	/* pairs (h, v): highest host cluster first */
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+}
+
+static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
+		       uint64_t total, uint64_t *done, uint64_t *freed)
+{
+	uint64_t cs = img->g.cluster_size;
+	uint8_t *buf = malloc(cs);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
+		uint64_t e;
+		if (IMG_E_STATE(bat_get(img, v)) != IMG_E_ALLOC)
+			continue;
+		pthread_rwlock_wrlock(&img->map_lock);
+		e = img->bat[v];
+		if (v < img->g.vclusters && IMG_E_STATE(e) == IMG_E_ALLOC) {
+			r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, IMG_E_PAYLOAD(e)));
+			if (r)
+				img_fail(img, r, "reading cluster %llu", (unsigned long long)IMG_E_PAYLOAD(e));
+			else if (img_is_zero(buf, cs)) {
+				pthread_mutex_lock(&img->meta_lock);
+				r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+				if (!r) {
+					bat_set(img, v, 0);
+					(*freed)++;
+				}
+				pthread_mutex_unlock(&img->meta_lock);
+			}
+		}
+		pthread_rwlock_unlock(&img->map_lock);
+		(*done)++;
+		if (progress && progress(arg, *done, total))
+			r = img_fail(img, -ECANCELED, "compaction cancelled");
+		if (!r && IMG_NPENDING(img) >= 4096)
+			r = journal_commit(img);
+	}
+	free(buf);
+	return r ? r : journal_commit(img);
+}
+
+int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
+			 struct img_compact_stats *stats)
+{
+	uint64_t *list = NULL, n = 0, target, cs = img->g.cluster_size, moved = 0, last, size;
+	void *buf = malloc(cs);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	/* Which clusters lie past where the data will end? */
+	pthread_rwlock_rdlock(&img->map_lock);
+	pthread_mutex_lock(&img->meta_lock);
+	target = img->g.data_cluster0 + img->nalloc;
+	for (uint64_t v = 0; v < img->g.vclusters; v++)
+		if (IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC && IMG_E_PAYLOAD(img->bat[v]) >= target)
+			n++;
+	list = malloc((n ? n : 1) * 2 * sizeof(*list));
+	if (list) {
+		n = 0;
+		for (uint64_t v = 0; v < img->g.vclusters; v++) {
+			uint64_t e = img->bat[v];
+			if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= target) {
+				list[2 * n] = IMG_E_PAYLOAD(e);
+				list[2 * n + 1] = v;
+				n++;
+			}
+		}
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	pthread_rwlock_unlock(&img->map_lock);
+	if (!list) {
+		free(buf);
+		return -ENOMEM;
+	}
+	qsort(list, n, 2 * sizeof(*list), cmp_desc);
+
+	for (uint64_t i = 0; i < n && !r; ) {
+		pthread_rwlock_wrlock(&img->map_lock);
+		for (uint64_t k = 0; k < BATCH && i < n && !r; k++, i++) {
+			uint64_t h = list[2 * i], v = list[2 * i + 1];
+			/* Still mapped as we saw it? (I/O may have run between batches.) */
+			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
+				continue;
+			r = img_relocate(img, v, img->g.data_cluster0, h, buf);
+			if (r == -ENOSPC) {   /* nothing free below it any more */
+				r = 0;
+				continue;
+			}
+			moved += !r;
+		}
+		pthread_rwlock_unlock(&img->map_lock);
+		if (!r)
+			r = journal_commit(img);
+		if (!r && progress && progress(arg, i, n))
+			r = img_fail(img, -ECANCELED, "compaction cancelled");
+	}
+	free(list);
+	free(buf);
+	if (stats)
+		stats->clusters_moved += moved;
+	if (r)
+		return r;
+
+	/* Truncate after the commit that freed the tail.  Clusters still
+	 * pending or reserved are marked used, so they are kept. */
+	pthread_rwlock_wrlock(&img->map_lock);
+	pthread_mutex_lock(&img->meta_lock);
+	last = alloc_last_used(img);
+	pthread_mutex_unlock(&img->meta_lock);
+	size = img_file_size(img);
+	if (HOST_OFF(img, last) < size) {
+		if ((r = img->io->ops->truncate(img->io, HOST_OFF(img, last))))
+			img_fail(img, r, "truncating");
+		else if ((r = img->io->ops->flush(img->io)))
+			img_fail(img, r, "syncing");
+	}
+	pthread_rwlock_unlock(&img->map_lock);
+	return r;
+}
+
+IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
+			struct img_compact_stats *stats)
+{
+	struct img_compact_stats st;
+	img_progress_fn progress = opts ? opts->progress : NULL;
+	void *arg = opts ? opts->progress_arg : NULL;
+	uint64_t done = 0, total;
+	int r = 0;
+
+	img_clear_error();
+	memset(&st, 0, sizeof(st));
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only");
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before compacting");
+	if (opts && (opts->flags & ~IMG_COMPACT_NO_ZERO_DETECT))
+		return -EINVAL;
+	st.file_size_before = img_file_size(img);
+	if (img->io->ops->usage)
+		img->io->ops->usage(img->io, &st.disk_usage_before);
+	else
+		st.disk_usage_before = st.file_size_before;
+	total = IMG_NALLOC(img);
+	if (!(opts && (opts->flags & IMG_COMPACT_NO_ZERO_DETECT)))
+		r = zero_detect(img, progress, arg, total, &done, &st.zero_clusters_freed);
+	if (!r)
+		r = journal_commit(img);
+	if (!r)
+		r = img_compact_relocate(img, progress, arg, &st);
+	st.file_size_after = img_file_size(img);
+	if (img->io->ops->usage)
+		img->io->ops->usage(img->io, &st.disk_usage_after);
+	else
+		st.disk_usage_after = st.file_size_after;
+	if (stats)
+		*stats = st;
+	return r;
+}

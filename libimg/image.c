@@ -1,0 +1,661 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Image core: create, open (header A/B choice, BAT load, log replay,
+ * validation, allocator rebuild, leak reclaim), close, info, probe.
+ *
+ * Invariants kept here (FORMAT.md §3, §6):
+ *  - a header is never written over the copy in force: img_header_commit()
+ *    writes the other slot with seq + 1 and syncs;
+ *  - DIRTY is set durably before the first change and cleared on a clean
+ *    close after the last commit and checkpoint;
+ *  - opening a dirty image for writing punches every free cluster below
+ *    the end of the file before anything is allocated (rule 4);
+ *  - every field and entry is validated before use; allocations are sized
+ *    by validated fields only.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int img_fail(struct img *img, int err, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err == -EUCLEAN || err == -EOPNOTSUPP)
+		img_set_error("%s: %s", img->name, msg);
+	else
+		img_set_error("%s: %s: %s", img->name, msg, img_strerror(err));
+	return err;
+}
+
+int img_zero_host(struct img *img, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[65536];
+	int r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
+
+	if (r != -EOPNOTSUPP)
+		return r;
+	__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
+	for (r = 0; !r && len; ) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+		r = img->io->ops->pwrite(img->io, zero, n, off);
+		off += n;
+		len -= n;
+	}
+	return r;
+}
+
+uint64_t img_file_size(struct img *img)
+{
+	uint64_t s = 0;
+	img->io->ops->size(img->io, &s);
+	return s;
+}
+
+int img_header_commit(struct img *img, struct img_header *nh)
+{
+	uint8_t slot[IMG_HEADER_SLOT];
+	int other = 1 - img->hdr_slot, r;
+
+	nh->seq = img->hdr.seq + 1;
+	img_header_encode(nh, slot);
+	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
+	if (!r)
+		r = img->io->ops->flush(img->io);
+	if (r)
+		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+	img->hdr = *nh;
+	img->hdr_slot = other;
+	return 0;
+}
+
+/* ---- create ------------------------------------------------------- */
+
+static int create_header(const struct img_create_opts *o, struct img_header *h)
+{
+	uint64_t cs, vc, want, blocks, bat_bytes;
+	unsigned bits = IMG_DEFAULT_CLUSTER_BITS;
+
+	for (unsigned i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
+		if (o->reserved[i])
+			return -EINVAL;
+	if (o->flags & ~IMG_CREATE_OVERWRITE)
+		return -EINVAL;
+	if (o->cluster_size) {
+		if (o->cluster_size & (o->cluster_size - 1) || o->cluster_size < IMG_MIN_CLUSTER_SIZE ||
+		    o->cluster_size > IMG_MAX_CLUSTER_SIZE) {
+			img_set_error("cluster size %u is not a power of two from 64 KiB to 64 MiB",
+				      o->cluster_size);
+			return -EINVAL;
+		}
+		bits = (unsigned)__builtin_ctz(o->cluster_size);
+	}
+	cs = 1ull << bits;
+	if (o->virtual_size < 512 || o->virtual_size % 512 || o->virtual_size > IMG_MAX_VIRTUAL_SIZE) {
+		img_set_error("virtual size %llu is not a positive multiple of 512 (at most 2^57)",
+			      (unsigned long long)o->virtual_size);
+		return -EINVAL;
+	}
+	vc = (o->virtual_size + cs - 1) / cs;
+	want = o->bat_reserve > o->virtual_size ? (o->bat_reserve + cs - 1) / cs : vc;
+	if (vc > IMG_MAX_ENTRIES || want > IMG_MAX_ENTRIES) {
+		img_set_error("virtual size needs more than 2^27 clusters: use a larger cluster size");
+		return -EINVAL;
+	}
+	blocks = (want + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
+	bat_bytes = blocks * IMG_BLOCK_SIZE;
+	memset(h, 0, sizeof(*h));
+	h->version = IMG_FORMAT_VERSION;
+	h->header_size = IMG_HEADER_SIZE_V1;
+	h->cluster_bits = bits;
+	h->virtual_size = o->virtual_size;
+	h->log_offset = cs;
+	h->log_size = cs >= IMG_DEFAULT_LOG_SIZE ? cs : IMG_DEFAULT_LOG_SIZE;
+	h->log_seq = 1;
+	h->seq = 1;
+	h->bat_offset = h->log_offset + h->log_size;
+	h->bat_clusters = (bat_bytes + cs - 1) / cs;
+	if (getrandom(h->uuid, sizeof(h->uuid), 0) != sizeof(h->uuid)) {
+		for (unsigned i = 0; i < sizeof(h->uuid); i++)
+			h->uuid[i] = (uint8_t)(rand() ^ (getpid() >> (i % 16)));
+	}
+	return 0;
+}
+
+IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
+{
+	struct img_header h;
+	struct img_geom g;
+	uint8_t *slots;
+	char why[160];
+	int r;
+
+	img_clear_error();
+	if ((r = create_header(opts, &h)))
+		return r;
+	if ((r = img_header_validate(&h, &g, why, sizeof(why)))) {
+		img_set_error("%s: %s", io->name, why);
+		return r;
+	}
+	slots = calloc(1, 2 * IMG_HEADER_SLOT);
+	if (!slots)
+		return -ENOMEM;
+	/* Both copies valid: A in force (seq 2), B one older (seq 1). */
+	h.seq = 2;
+	img_header_encode(&h, slots);
+	h.seq = 1;
+	img_header_encode(&h, slots + IMG_HEADER_SLOT);
+	r = io->ops->pwrite(io, slots, 2 * IMG_HEADER_SLOT, 0);
+	if (!r)
+		r = io->ops->truncate(io, g.data_offset);
+	if (!r)
+		r = io->ops->flush(io);
+	free(slots);
+	if (r)
+		img_set_error("%s: writing the new image: %s", io->name, img_strerror(r));
+	return r;
+}
+
+static int fsync_dir_of(const char *path)
+{
+	char *copy = strdup(path);
+	int fd, r = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		if (fsync(fd) < 0)
+			r = -errno;
+		close(fd);
+	}
+	free(copy);
+	return r;
+}
+
+IMG_API int img_create(const char *path, const struct img_create_opts *opts)
+{
+	char *tmp = NULL, *copy = NULL;
+	struct img_io *io = NULL;
+	int r, fd;
+
+	img_clear_error();
+	if (!(opts->flags & IMG_CREATE_OVERWRITE) && access(path, F_OK) == 0) {
+		img_set_error("%s: already exists", path);
+		return -EEXIST;
+	}
+	copy = strdup(path);
+	if (!copy || asprintf(&tmp, "%s/.%s.XXXXXX", dirname(copy), basename((char *)path)) < 0) {
+		free(copy);
+		return -ENOMEM;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		img_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
+		goto out;
+	}
+	close(fd);
+	if ((r = img_io_posix_open(tmp, 0, &io)))
+		goto out_unlink;
+	r = img_create_io(io, opts);
+	io->ops->close(io);
+	if (r) {
+		/* name the real target, not the temporary file */
+		const char *m = img_last_error(), *p = strchr(m, ':');
+		char buf[400];
+		snprintf(buf, sizeof(buf), "%s", p ? p + 2 : m);
+		img_set_error("%s: %s", path, buf);
+		goto out_unlink;
+	}
+	if (opts->flags & IMG_CREATE_OVERWRITE) {
+		if (rename(tmp, path) < 0)
+			r = -errno;
+	} else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
+		r = -errno;
+		if (r == -EINVAL || r == -ENOSYS) {   /* no RENAME_NOREPLACE here */
+			r = link(tmp, path) < 0 ? -errno : 0;
+			unlink(tmp);
+		}
+	}
+	if (r) {
+		img_set_error("%s: %s", path, r == -EEXIST ? "already exists" : strerror(-r));
+		goto out_unlink;
+	}
+	r = fsync_dir_of(path);
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	free(tmp);
+	free(copy);
+	return r;
+}
+
+/* ---- open --------------------------------------------------------- */
+
+IMG_API int img_probe(const char *path)
+{
+	uint8_t a[8], b[8];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0) {
+		r = -errno;
+		img_set_error("%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (pread(fd, a, 8, 0) == 8 && !memcmp(a, img_header_magic, 8))
+		r = 1;
+	else if (pread(fd, b, 8, IMG_HEADER_SLOT) == 8 && !memcmp(b, img_header_magic, 8))
+		r = 1;
+	close(fd);
+	return r;
+}
+
+static void describe_holder(pid_t pid, char *buf, size_t len)
+{
+	char path[64], comm[64] = "";
+	FILE *f;
+
+	if (!pid) {
+		snprintf(buf, len, "another process");
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if ((f = fopen(path, "re"))) {
+		if (fgets(comm, sizeof(comm), f))
+			comm[strcspn(comm, "\n")] = 0;
+		fclose(f);
+	}
+	if (comm[0])
+		snprintf(buf, len, "process %d (%s)", (int)pid, comm);
+	else
+		snprintf(buf, len, "process %d", (int)pid);
+}
+
+static int read_headers(struct img *img)
+{
+	uint8_t *slots = malloc(2 * IMG_HEADER_SLOT);
+	struct img_header h[2];
+	char why[2][160];
+	int r[2], use, ret = 0;
+
+	if (!slots)
+		return -ENOMEM;
+	ret = img->io->ops->pread(img->io, slots, 2 * IMG_HEADER_SLOT, 0);
+	if (ret) {
+		free(slots);
+		return img_fail(img, ret, "reading the header");
+	}
+	for (int i = 0; i < 2; i++)
+		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
+	if (r[0] && r[1]) {
+		if (memcmp(slots, img_header_magic, 8) && memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8))
+			ret = img_fail(img, -EMEDIUMTYPE, "not a libimg image");
+		else if (r[0] == -EOPNOTSUPP || r[1] == -EOPNOTSUPP)
+			ret = img_fail(img, -EOPNOTSUPP, "%s", r[0] == -EOPNOTSUPP ? why[0] : why[1]);
+		else
+			ret = img_fail(img, -EUCLEAN, "no valid header (A: %s; B: %s)", why[0], why[1]);
+		free(slots);
+		return ret;
+	}
+	if (!r[0] && !r[1]) {
+		if (h[0].seq == h[1].seq) {
+			if (memcmp(slots, slots + IMG_HEADER_SLOT, IMG_HEADER_SLOT)) {
+				free(slots);
+				return img_fail(img, -EUCLEAN, "headers A and B differ with the same sequence number");
+			}
+			use = 0;
+		} else {
+			use = h[1].seq > h[0].seq;
+		}
+	} else {
+		use = r[0] ? 1 : 0;
+		img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
+				"header %c is invalid (%s); header %c is in use",
+				use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
+	}
+	free(slots);
+	img->hdr = h[use];
+	img->hdr_slot = use;
+	img_geom_compute(&img->hdr, &img->g);
+	return 0;
+}
+
+/* Validate every entry, build the allocator.  In check mode bad entries are
+ * cleared in memory and recorded; otherwise the first one fails the open. */
+static int validate_bat(struct img *img, uint64_t file_size)
+{
+	const struct img_geom *g = &img->g;
+	uint64_t file_clusters = (file_size + g->cluster_size - 1) >> g->cluster_bits;
+	int check = img->flags & IMG_OPEN_CHECK, r;
+
+	if ((r = alloc_init(img, (file_clusters > g->data_cluster0 ? file_clusters : g->data_cluster0) + 64)))
+		return r;
+	for (uint64_t h = 0; h < g->data_cluster0; h++)
+		if ((r = alloc_mark(img, h)))
+			return r;
+	for (uint64_t v = 0; v < img->bat_alloc; v++) {
+		uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e);
+		unsigned s = IMG_E_STATE(e);
+		const char *bad = NULL;
+		char buf[160];
+
+		if (!e)
+			continue;
+		if (v >= g->vclusters) {
+			snprintf(buf, sizeof(buf), "BAT entry %llu past the virtual size is not empty",
+				 (unsigned long long)v);
+			if (!check)
+				return img_fail(img, -EUCLEAN, "%s", buf);
+			img_problem_add(img, P_PAST_VSIZE, v, 0, "%s", buf);
+			img->bat[v] = 0;
+			continue;
+		}
+		if (s == IMG_E_ZERO && !h) {
+			img->nzero++;
+			continue;
+		}
+		if (s == IMG_E_ALLOC) {
+			if (h < g->data_cluster0)
+				bad = "maps a cluster inside the metadata";
+			else if (h >= IMG_MAX_HOST_CLUSTER)
+				bad = "maps a host cluster past the 2^32 cap";
+			else if (HOST_OFF(img, h) >= file_size)
+				bad = "maps a cluster past the end of the file";
+			else if (alloc_test(img, h)) {
+				snprintf(buf, sizeof(buf), "BAT entry %llu maps host cluster %llu, which another entry maps",
+					 (unsigned long long)v, (unsigned long long)h);
+				if (!check)
+					return img_fail(img, -EUCLEAN, "%s", buf);
+				img_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
+				img->nalloc++;
+				continue;
+			} else {
+				if ((r = alloc_mark(img, h)))
+					return r;
+				img->nalloc++;
+				continue;
+			}
+		} else {
+			bad = s == IMG_E_ZERO || s == IMG_E_UNALLOC ? "has a non-zero payload"
+								 : "has an unknown state";
+		}
+		snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
+			 (unsigned long long)e, bad);
+		if (!check)
+			return img_fail(img, -EUCLEAN, "%s", buf);
+		img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+		img->bat[v] = 0;
+	}
+	return 0;
+}
+
+int img_reclaim_free(struct img *img)
+{
+	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
+	int r = 0;
+
+	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
+		uint64_t k = h;
+		while (k < end && !alloc_test(img, k))
+			k++;
+		if (k > h) {
+			r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
+			n += k - h;
+		}
+		h = k + 1;
+	}
+	if (r)
+		img_fail(img, r, "reclaiming free clusters");
+	return r;
+}
+
+static uint64_t count_free_below_eof(struct img *img, uint64_t file_size)
+{
+	uint64_t end = (file_size + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
+	for (uint64_t h = img->g.data_cluster0; h < end; h++)
+		n += !alloc_test(img, h);
+	return n;
+}
+
+static void img_free(struct img *img)
+{
+	if (!img)
+		return;
+	if (img->io)
+		img->io->ops->close(img->io);
+	pthread_rwlock_destroy(&img->map_lock);
+	pthread_mutex_destroy(&img->meta_lock);
+	pthread_mutex_destroy(&img->commit_lock);
+	free(img->bat);
+	free(img->dirty);
+	free(img->used);
+	free(img->pending);
+	free(img->logbuf);
+	free(img->bad_map);
+	free(img->problems);
+	free(img->name);
+	free(img);
+}
+
+IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
+{
+	struct img *img;
+	pthread_rwlockattr_t ra;
+	uint64_t file_size, nblocks;
+	int r, rw = flags & IMG_OPEN_RDWR;
+
+	img_clear_error();
+	*out = NULL;
+	img = calloc(1, sizeof(*img));
+	if (!img) {
+		io->ops->close(io);
+		return -ENOMEM;
+	}
+	img->io = io;
+	img->flags = flags;
+	img->rdonly = !rw;
+	img->can_punch = 1;
+	img->name = strdup(io->name ? io->name : "(image)");
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&img->map_lock, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&img->meta_lock, NULL);
+	pthread_mutex_init(&img->commit_lock, NULL);
+	if (!img->name) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if ((flags & IMG_OPEN_NOLOCK) && rw) {
+		r = img_fail(img, -EINVAL, "opening without a lock is allowed read-only only");
+		goto fail;
+	}
+	if (io->ops->lock && !(flags & IMG_OPEN_NOLOCK)) {
+		pid_t holder = 0;
+		r = io->ops->lock(io, rw, &holder);
+		if (r == -EBUSY) {
+			char who[128];
+			describe_holder(holder, who, sizeof(who));
+			img_set_error("%s: in use: locked %s by %s", img->name,
+				      rw ? "against writers" : "for writing", who);
+			goto fail;
+		}
+		if (r) {
+			img_fail(img, r, "locking");
+			goto fail;
+		}
+	}
+	if ((r = io->ops->size(io, &file_size))) {
+		img_fail(img, r, "reading the file size");
+		goto fail;
+	}
+	if (file_size > IMG_MAX_FILE_SIZE) {
+		r = img_fail(img, -EUCLEAN, "file size %llu exceeds 2^62", (unsigned long long)file_size);
+		goto fail;
+	}
+	if ((r = read_headers(img)))
+		goto fail;
+	if (rw && (img->hdr.ro_compat & ~IMG_RO_COMPAT_KNOWN)) {
+		r = img_fail(img, -EROFS, "read-only compatible features 0x%llx unknown: opening for writing refused",
+			     (unsigned long long)img->hdr.ro_compat);
+		goto fail;
+	}
+	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
+	img->vsize = img->hdr.virtual_size;
+
+	/* The BAT: load the live blocks, then let the log override them. */
+	nblocks = img->g.used_blocks;
+	if ((r = bat_resize_array(img, nblocks * IMG_ENTRIES_PER_BLOCK)))
+		goto fail;
+	img->bad_map = calloc((img->bat_alloc / IMG_ENTRIES_PER_BLOCK + 63) / 64, 8);
+	if (!img->bad_map) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	if ((r = bat_load_blocks(img, 0, nblocks, img->bad_map)))
+		goto fail;
+	if ((r = journal_replay(img)))
+		goto fail;
+	for (uint64_t b = 0; b < nblocks; b++) {
+		if (!(img->bad_map[b / 64] >> (b % 64) & 1))
+			continue;
+		if (!(flags & IMG_OPEN_CHECK)) {
+			uint64_t tmp[IMG_ENTRIES_PER_BLOCK], seq;
+			uint8_t blk[IMG_BLOCK_SIZE];
+			char why[160] = "unreadable";
+			if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
+				img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
+			r = img_fail(img, -EUCLEAN, "%s", why);
+			goto fail;
+		}
+		img->bad_blocks++;
+		img_problem_add(img, P_BAD_BLOCK, b, 0,
+				"BAT block %llu is unreadable (bad magic, crc or location): its %u entries are unknown",
+				(unsigned long long)b, IMG_ENTRIES_PER_BLOCK);
+	}
+	if ((r = validate_bat(img, file_size)))
+		goto fail;
+	for (size_t i = 0; i < img->nproblems; i++)
+		if (img->problems[i].kind != P_HEADER_COPY)
+			img->corrupt = 1;
+	if (img->was_dirty)
+		img->leaked_at_open = count_free_below_eof(img, file_size);
+
+	if (rw) {
+		struct img_header nh = img->hdr;
+		nh.flags |= IMG_FLAG_DIRTY;
+		pthread_mutex_lock(&img->commit_lock);
+		r = img_header_commit(img, &nh);
+		if (!r)
+			r = journal_checkpoint(img);
+		pthread_mutex_unlock(&img->commit_lock);
+		if (r)
+			goto fail;
+		/* Rule 4: leaks of a crash become zero before any allocation.
+		 * Not in check mode: the check reports leaks and repair
+		 * reclaims them, and never while BAT blocks are unreadable. */
+		if (img->was_dirty && !(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
+			goto fail;
+	}
+	*out = img;
+	return 0;
+fail:
+	img_free(img);
+	return r;
+}
+
+IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+{
+	struct img_io *io;
+	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
+	int r;
+
+	img_clear_error();
+	*out = NULL;
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_DIRECT))
+		return -EINVAL;
+	if ((r = img_io_posix_open(path, ioflags, &io)))
+		return r;
+	return img_open_io(io, flags, out);
+}
+
+IMG_API int img_close(struct img *img)
+{
+	int r = 0, r2;
+
+	if (!img)
+		return 0;
+	if (!img->rdonly) {
+		r = journal_commit(img);
+		pthread_mutex_lock(&img->commit_lock);
+		if (!r)
+			r = journal_checkpoint(img);
+		if (!r && !img->corrupt) {
+			/* Drop free clusters at the end of the file. */
+			uint64_t last = alloc_last_used(img);
+			if (HOST_OFF(img, last) < img_file_size(img))
+				r = img->io->ops->truncate(img->io, HOST_OFF(img, last));
+			if (r)
+				img_fail(img, r, "truncating");
+		}
+		if (!r && !img->corrupt && !img->bad_blocks) {
+			struct img_header nh = img->hdr;
+			nh.flags &= ~IMG_FLAG_DIRTY;
+			r = img_header_commit(img, &nh);
+		}
+		pthread_mutex_unlock(&img->commit_lock);
+	}
+	r2 = r;
+	img_free(img);
+	return r2;
+}
+
+IMG_API int img_info(struct img *img, struct img_info *out)
+{
+	struct img_header h;
+
+	memset(out, 0, sizeof(*out));
+	pthread_mutex_lock(&img->commit_lock);
+	h = img->hdr;
+	pthread_mutex_unlock(&img->commit_lock);
+	pthread_rwlock_rdlock(&img->map_lock);
+	pthread_mutex_lock(&img->meta_lock);
+	out->virtual_size = img->vsize;
+	out->bat_capacity = img->g.bat_capacity * img->g.cluster_size;
+	out->allocated_clusters = img->nalloc;
+	out->zero_clusters = img->nzero;
+	out->metadata_size = img->g.data_offset;
+	out->incompat_features = h.incompat;
+	out->ro_compat_features = h.ro_compat;
+	out->compat_features = h.compat;
+	out->header_seq = h.seq;
+	out->cluster_size = (uint32_t)img->g.cluster_size;
+	out->format_version = h.version;
+	out->dirty = (uint32_t)img->was_dirty;
+	out->read_only = (uint32_t)img->rdonly;
+	out->corrupt = (uint32_t)img->corrupt;
+	out->log_replayed = img->log_replayed;
+	out->leaked_clusters = img->leaked_at_open;
+	pthread_mutex_unlock(&img->meta_lock);
+	pthread_rwlock_unlock(&img->map_lock);
+	img->io->ops->size(img->io, &out->file_size);
+	if (img->io->ops->usage)
+		img->io->ops->usage(img->io, &out->disk_usage);
+	else
+		out->disk_usage = out->file_size;
+	return 0;
+}

@@ -1,0 +1,322 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The write-ahead log of BAT blocks (FORMAT.md §5, §6).
+ *
+ * Invariants kept here:
+ *  - Data before map: a commit first snapshots the dirty BAT blocks (whose
+ *    entries were published only after their data writes completed), then
+ *    syncs the host file, and only then writes the log transaction.
+ *  - Free after durable: clusters released by the snapshot's changes are
+ *    punched and handed to the allocator only after the transaction is
+ *    synced.
+ *  - No torn metadata: BAT blocks are written in place only by a
+ *    checkpoint, after a sync that makes every logged transaction durable;
+ *    the header that empties the log is written (A/B) after the in-place
+ *    writes are synced.
+ *  - A failed commit leaves the log position and sequence where the first
+ *    transaction not known to be durable began, so the retry overwrites it:
+ *    the log never holds a durable transaction behind a torn one.
+ *
+ * One parser (log_walk) serves replay at open and checkpoint, which reads
+ * the copy of the log this handle keeps in memory.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Blocks of the log a writer uses before it checkpoints (1 MiB). */
+#define LOG_USE_MAX 256u
+
+typedef int (*log_apply_fn)(struct img *img, uint64_t target, const uint8_t *blk);
+
+/* Walk transactions in buf (nblocks log blocks) starting with seq0; call
+ * apply for each payload of each complete transaction.  Returns the number
+ * of blocks consumed; *ntx and *next_seq describe what was found. */
+static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
+			 uint64_t seq0, log_apply_fn apply, uint64_t *ntx,
+			 uint64_t *next_seq, int *err)
+{
+	uint64_t pos = 0, seq = seq0, targets[IMG_LOG_MAX_TARGETS], scratch[IMG_ENTRIES_PER_BLOCK];
+
+	*ntx = 0;
+	*err = 0;
+	while (pos < nblocks) {
+		uint64_t dseq, bseq;
+		uint32_t count;
+		int ok = 1;
+
+		if (img_log_desc_decode(buf + pos * IMG_BLOCK_SIZE, &dseq, &count, targets))
+			break;
+		if (dseq != seq || pos + 1 + count > nblocks)
+			break;
+		for (uint32_t k = 0; k < count && ok; k++) {
+			const uint8_t *p = buf + (pos + 1 + k) * IMG_BLOCK_SIZE;
+			if (targets[k] >= img->g.bat_blocks)
+				ok = 0;
+			for (uint32_t j = 0; j < k && ok; j++)
+				if (targets[j] == targets[k])
+					ok = 0;
+			if (ok && (img_bat_block_decode(p, targets[k], scratch, &bseq, NULL, 0) != 0 ||
+				   bseq != dseq))
+				ok = 0;
+		}
+		if (!ok)
+			break;
+		for (uint32_t k = 0; k < count && !*err; k++)
+			*err = apply(img, targets[k], buf + (pos + 1 + k) * IMG_BLOCK_SIZE);
+		if (*err)
+			break;
+		pos += 1 + count;
+		seq++;
+		(*ntx)++;
+	}
+	*next_seq = seq;
+	return pos;
+}
+
+/* Replay into memory.  Blocks past the live BAT must hold only zero entries
+ * (FORMAT.md §4.1); they are checked, not stored. */
+static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
+{
+	uint64_t seq, tmp[IMG_ENTRIES_PER_BLOCK];
+	uint64_t *dst = target < img->bat_alloc / IMG_ENTRIES_PER_BLOCK ?
+		img->bat + target * IMG_ENTRIES_PER_BLOCK : tmp;
+
+	img_bat_block_decode(blk, target, dst, &seq, NULL, 0);
+	if (dst == tmp && !img_is_zero(tmp, sizeof(tmp)))
+		img_problem_add(img, P_PAST_VSIZE, target * IMG_ENTRIES_PER_BLOCK, 0,
+				"log transaction maps clusters in BAT block %llu, past the virtual size",
+				(unsigned long long)target);
+	if (img->bad_map && target < img->bat_alloc / IMG_ENTRIES_PER_BLOCK)
+		img->bad_map[target / 64] &= ~(1ull << (target % 64));
+	return 0;
+}
+
+static int apply_in_place(struct img *img, uint64_t target, const uint8_t *blk)
+{
+	return img->io->ops->pwrite(img->io, blk, IMG_BLOCK_SIZE,
+				    img->hdr.bat_offset + target * IMG_BLOCK_SIZE);
+}
+
+static int logbuf_reserve(struct img *img, uint64_t blocks)
+{
+	if (!img->logbuf) {
+		img->logbuf = malloc((size_t)img->log_limit * IMG_BLOCK_SIZE);
+		if (!img->logbuf)
+			return -ENOMEM;
+	}
+	return blocks <= img->log_limit ? 0 : -EINVAL;
+}
+
+int journal_replay(struct img *img)
+{
+	uint64_t nblocks = img->g.log_blocks, ntx, next, pos;
+	uint8_t *buf;
+	int r, err;
+
+	/* Read the whole log region: another writer may have used all of it. */
+	buf = malloc((size_t)nblocks * IMG_BLOCK_SIZE);
+	if (!buf)
+		return -ENOMEM;
+	r = img->io->ops->pread(img->io, buf, nblocks * IMG_BLOCK_SIZE, img->hdr.log_offset);
+	if (r) {
+		free(buf);
+		return img_fail(img, r, "reading the log");
+	}
+	img->log_limit = nblocks < LOG_USE_MAX ? nblocks : LOG_USE_MAX;
+	pos = log_walk(img, buf, nblocks, img->hdr.log_seq, apply_to_memory, &ntx, &next, &err);
+	img->log_replayed = ntx;
+	img->next_seq = next;
+	/* Keep the replayed transactions for the checkpoint a writer does. */
+	if (pos > img->log_limit)
+		img->log_limit = pos;
+	r = logbuf_reserve(img, pos);
+	if (!r) {
+		memcpy(img->logbuf, buf, pos * IMG_BLOCK_SIZE);
+		img->log_pos = pos;
+	}
+	free(buf);
+	return r ? r : err;
+}
+
+int journal_checkpoint(struct img *img)
+{
+	struct img_io *io = img->io;
+	uint64_t ntx, next;
+	struct img_header nh;
+	int r, err;
+
+	if (img->log_pos == 0)
+		return 0;
+	/* Every logged transaction durable before any in-place write. */
+	if ((r = io->ops->flush(io)))
+		return img_fail(img, r, "syncing the log");
+	log_walk(img, img->logbuf, img->log_pos, img->hdr.log_seq, apply_in_place, &ntx, &next, &err);
+	if (err)
+		return img_fail(img, err, "writing BAT blocks in place");
+	if (next != img->next_seq)
+		return img_fail(img, -EIO, "log copy inconsistent (internal error)");
+	if ((r = io->ops->flush(io)))
+		return img_fail(img, r, "syncing BAT blocks");
+	nh = img->hdr;
+	nh.log_seq = img->next_seq;
+	if ((r = img_header_commit(img, &nh)))
+		return r;
+	img->log_pos = 0;
+	return 0;
+}
+
+/* Write one transaction of `count` encoded blocks at the log position. */
+static int log_append(struct img *img, const uint64_t *targets, uint32_t count,
+		      uint8_t *blocks /* count blocks, encoded with next_seq */)
+{
+	uint8_t *tx = img->logbuf + img->log_pos * IMG_BLOCK_SIZE;
+	int r;
+
+	img_log_desc_encode(img->next_seq, count, targets, tx);
+	memcpy(tx + IMG_BLOCK_SIZE, blocks, (size_t)count * IMG_BLOCK_SIZE);
+	r = img->io->ops->pwrite(img->io, tx, (size_t)(1 + count) * IMG_BLOCK_SIZE,
+				 img->hdr.log_offset + img->log_pos * IMG_BLOCK_SIZE);
+	if (r)
+		return img_fail(img, r, "writing the log");
+	img->log_pos += 1 + count;
+	img->next_seq++;
+	return 0;
+}
+
+static void release_pending(struct img *img, uint64_t *list, size_t n)
+{
+	for (size_t i = 0; i < n; ) {
+		size_t j = i + 1;
+		while (j < n && list[j] == list[j - 1] + 1)
+			j++;
+		/* Rule 4: a free cluster reads as zeros.  If the zeroing fails
+		 * the clusters stay marked used: leaked until the next reclaim,
+		 * never handed out with stale bytes. */
+		if (img_zero_host(img, HOST_OFF(img, list[i]), (j - i) * img->g.cluster_size) == 0) {
+			pthread_mutex_lock(&img->meta_lock);
+			for (size_t k = i; k < j; k++)
+				alloc_unmark(img, list[k]);
+			pthread_mutex_unlock(&img->meta_lock);
+		}
+		i = j;
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int commit_locked(struct img *img)
+{
+	struct img_io *io = img->io;
+	uint64_t *targets = NULL, *pending = NULL, n = 0, maxc, rb_pos, rb_seq;
+	size_t npending = 0;
+	uint8_t *blocks = NULL;
+	int r = 0;
+
+	/* 1. Snapshot: dirty blocks and the clusters their changes freed. */
+	pthread_mutex_lock(&img->meta_lock);
+	if (img->ndirty) {
+		targets = malloc(img->ndirty * sizeof(*targets));
+		blocks = malloc(img->ndirty * IMG_BLOCK_SIZE);
+		if (!targets || !blocks) {
+			pthread_mutex_unlock(&img->meta_lock);
+			r = -ENOMEM;
+			goto out;
+		}
+		for (uint64_t w = 0; w * 64 < img->bat_alloc / IMG_ENTRIES_PER_BLOCK; w++) {
+			uint64_t bits = img->dirty[w];
+			while (bits) {
+				uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(bits);
+				bits &= bits - 1;
+				targets[n++] = b;
+			}
+			img->dirty[w] = 0;
+		}
+		img->ndirty = 0;
+	}
+	pending = img->pending;
+	npending = img->npending;
+	img->pending = NULL;
+	img->npending = img->pending_cap = 0;
+	/* Encode while holding the lock: the images are consistent. */
+	maxc = img->log_limit - 1 < IMG_LOG_MAX_TARGETS ? img->log_limit - 1 : IMG_LOG_MAX_TARGETS;
+	for (uint64_t i = 0; i < n; i++)
+		img_bat_block_encode(targets[i], img->next_seq + i / maxc,
+				     img->bat + targets[i] * IMG_ENTRIES_PER_BLOCK,
+				     blocks + i * IMG_BLOCK_SIZE);
+	pthread_mutex_unlock(&img->meta_lock);
+
+	/* 2. Data durable before the map that points at it. */
+	if ((r = io->ops->flush(io))) {
+		img_fail(img, r, "syncing data");
+		goto restore;
+	}
+	if (n == 0)
+		goto done;
+
+	/* 3. The log. */
+	rb_pos = img->log_pos;
+	rb_seq = img->next_seq;
+	for (uint64_t i = 0; i < n; i += maxc) {
+		uint32_t c = (uint32_t)(n - i < maxc ? n - i : maxc);
+		if (img->log_pos + 1 + c > img->log_limit) {
+			if ((r = journal_checkpoint(img)))
+				goto rollback;
+			rb_pos = img->log_pos;
+			rb_seq = img->next_seq;
+		}
+		if ((r = log_append(img, targets + i, c, blocks + i * IMG_BLOCK_SIZE)))
+			goto rollback;
+	}
+	if ((r = io->ops->flush(io))) {
+		img_fail(img, r, "syncing the log");
+		goto rollback;
+	}
+done:
+	/* 4. Now the frees are durable: punch and reuse. */
+	if (npending) {
+		qsort(pending, npending, sizeof(*pending), cmp_u64);
+		release_pending(img, pending, npending);
+	}
+	goto out;
+
+rollback:
+	img->log_pos = rb_pos;
+	img->next_seq = rb_seq;
+restore:
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t b = targets[i];
+		if (!(img->dirty[b / 64] >> (b % 64) & 1)) {
+			img->dirty[b / 64] |= 1ull << (b % 64);
+			img->ndirty++;
+		}
+	}
+	for (size_t i = 0; i < npending; i++)
+		if (alloc_defer_free(img, pending[i]))
+			break;  /* out of memory: the rest stay leaked (used) */
+	pthread_mutex_unlock(&img->meta_lock);
+out:
+	free(pending);
+	free(targets);
+	free(blocks);
+	return r;
+}
+
+int journal_commit(struct img *img)
+{
+	int r;
+
+	if (img->rdonly)
+		return 0;
+	pthread_mutex_lock(&img->commit_lock);
+	r = commit_locked(img);
+	pthread_mutex_unlock(&img->commit_lock);
+	return r;
+}

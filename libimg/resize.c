@@ -1,0 +1,182 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Grow and shrink the virtual size.
+ *
+ * Invariants (FORMAT.md §6 rules 5-7):
+ *  - growth within the BAT's capacity only writes a header: the entries it
+ *    brings into the disk are zero on disk and in memory;
+ *  - growth beyond the capacity relocates the data clusters in the way of
+ *    the larger BAT (copy, commit, free), zeroes the new BAT clusters,
+ *    syncs, and only then writes the header with the new BAT size;
+ *  - shrink clears the entries past the new end and zeroes the tail of the
+ *    new last cluster, commits, and only then writes the smaller size; the
+ *    host file's tail is then compacted and truncated (compact.c).
+ * map_lock is held exclusive throughout, so I/O waits while it runs.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int set_size_header(struct img *img, uint64_t new_size, uint64_t bat_clusters)
+{
+	struct img_header nh = img->hdr;
+	int r;
+
+	nh.virtual_size = new_size;
+	nh.bat_clusters = bat_clusters;
+	pthread_mutex_lock(&img->commit_lock);
+	r = img_header_commit(img, &nh);
+	pthread_mutex_unlock(&img->commit_lock);
+	if (!r) {
+		img_geom_compute(&img->hdr, &img->g);
+		img->vsize = new_size;
+	}
+	return r;
+}
+
+/* Entries [from, to) come into use: the blocks not yet in memory are read
+ * and must hold only zero entries. */
+static int load_new_entries(struct img *img, uint64_t to)
+{
+	uint64_t have = img->bat_alloc / IMG_ENTRIES_PER_BLOCK, old_alloc = img->bat_alloc;
+	uint64_t need = (to + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
+	int r;
+
+	if (need <= have)
+		return 0;
+	if ((r = bat_resize_array(img, to)))
+		return r;
+	if ((r = bat_load_blocks(img, have, need - have, NULL)))
+		return r;
+	for (uint64_t v = old_alloc; v < img->bat_alloc; v++)
+		if (img->bat[v]) {
+			memset(img->bat + old_alloc, 0, (img->bat_alloc - old_alloc) * sizeof(uint64_t));
+			return img_fail(img, -EUCLEAN, "BAT entry %llu past the virtual size is not empty",
+					(unsigned long long)v);
+		}
+	return 0;
+}
+
+static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
+{
+	uint64_t cs = img->g.cluster_size, per_cluster = cs / IMG_BLOCK_SIZE * IMG_ENTRIES_PER_BLOCK;
+	uint64_t new_bc = (new_vc + per_cluster - 1) / per_cluster;
+	uint64_t old_end = img->g.data_cluster0, new_end = (img->hdr.bat_offset >> img->g.cluster_bits) + new_bc;
+	void *buf;
+	int r = 0;
+
+	if (new_bc * cs > IMG_MAX_BAT_BYTES)
+		return img_fail(img, -EINVAL, "new size needs a BAT larger than 2 GiB");
+	if (!(buf = malloc(cs)))
+		return -ENOMEM;
+	/* 1. Move the data clusters in the way (copy; the commit syncs the
+	 *    copies before the new mappings and frees the old clusters). */
+	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
+		uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e);
+		if (IMG_E_STATE(e) == IMG_E_ALLOC && h >= old_end && h < new_end)
+			r = img_relocate(img, v, new_end, 0, buf);
+	}
+	free(buf);
+	if (!r)
+		r = journal_commit(img);
+	if (r)
+		return r;
+	/* 2. The new BAT clusters: reserved, zeroed, durable. */
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t h = old_end; h < new_end && !r; h++) {
+		if (alloc_test(img, h))
+			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
+				     (unsigned long long)h);
+		else
+			r = alloc_mark(img, h);
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	if (!r && (r = img_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
+		img_fail(img, r, "zeroing the new BAT clusters");
+	if (!r && (r = img->io->ops->flush(img->io)))
+		img_fail(img, r, "syncing");
+	if (r)
+		return r;
+	/* 3. The header. */
+	if ((r = set_size_header(img, new_size, new_bc)))
+		return r;
+	return bat_resize_array(img, new_vc);
+}
+
+IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
+{
+	uint64_t old_size, cs, new_vc, old_vc;
+	int r, shrunk = 0;
+
+	img_clear_error();
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only");
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before resizing");
+	if (flags & ~IMG_RESIZE_DISCARD_DATA)
+		return -EINVAL;
+	if (new_size < 512 || new_size % 512 || new_size > IMG_MAX_VIRTUAL_SIZE)
+		return img_fail(img, -EINVAL, "new size %llu is not a positive multiple of 512",
+				(unsigned long long)new_size);
+	cs = img->g.cluster_size;
+	new_vc = (new_size + cs - 1) / cs;
+	if (new_vc > IMG_MAX_ENTRIES)
+		return img_fail(img, -EINVAL, "new size needs more than 2^27 clusters of %llu bytes",
+				(unsigned long long)cs);
+
+	pthread_rwlock_wrlock(&img->map_lock);
+	old_size = img->vsize;
+	old_vc = img->g.vclusters;
+	if (new_size > old_size) {
+		if (new_vc > img->g.bat_capacity) {
+			/* The whole old BAT comes into use: its blocks past the old
+			 * size must be empty. */
+			r = load_new_entries(img, img->g.bat_capacity);
+			if (!r)
+				r = grow_bat(img, new_size, new_vc);
+		}
+		else if (!(r = load_new_entries(img, new_vc)))
+			r = set_size_header(img, new_size, img->hdr.bat_clusters);
+	} else if (new_size < old_size) {
+		uint64_t data = 0;
+		for (uint64_t v = new_vc; v < old_vc; v++)
+			data += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC;
+		if (data && !(flags & IMG_RESIZE_DISCARD_DATA)) {
+			r = img_fail(img, -ENOTEMPTY,
+				     "%llu clusters past the new end (%llu bytes) hold data",
+				     (unsigned long long)data, (unsigned long long)new_size);
+			goto out;
+		}
+		r = 0;
+		pthread_mutex_lock(&img->meta_lock);
+		for (uint64_t v = new_vc; v < old_vc && !r; v++) {
+			uint64_t e = img->bat[v];
+			if (IMG_E_STATE(e) == IMG_E_ALLOC)
+				r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+			if (!r)
+				bat_set(img, v, 0);
+		}
+		pthread_mutex_unlock(&img->meta_lock);
+		/* Bytes of the new last cluster past the new size read as zero. */
+		if (!r && new_size % cs && IMG_E_STATE(img->bat[new_vc - 1]) == IMG_E_ALLOC) {
+			uint64_t h = IMG_E_PAYLOAD(img->bat[new_vc - 1]), in = new_size % cs;
+			if ((r = img_zero_host(img, HOST_OFF(img, h) + in, cs - in)))
+				img_fail(img, r, "zeroing past the new end");
+		}
+		if (!r)
+			r = journal_commit(img);
+		if (!r)
+			r = set_size_header(img, new_size, img->hdr.bat_clusters);
+		shrunk = !r;
+	} else {
+		r = 0;
+	}
+out:
+	pthread_rwlock_unlock(&img->map_lock);
+	/* Give the host file's tail back. */
+	if (shrunk)
+		r = img_compact_relocate(img, NULL, NULL, NULL);
+	return r;
+}

@@ -1,0 +1,305 @@
+/* SPDX-License-Identifier: MIT */
+/* Open-time validation and check/repair: each kind of damage is refused
+ * with -EUCLEAN (and a message naming it), reported by img_check, and
+ * repaired where that needs no guessing.  Also: log replay of a dirty
+ * image, read-only replay in memory, a torn header copy. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "libimg.h"
+#include "format.h"
+
+static int fails;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+
+#define CS (64u << 10)
+/* Layout of a 64 KiB-cluster image: header cluster, 1 MiB log, BAT. */
+#define LOG_OFF  ((uint64_t)CS)
+#define BAT_OFF  (LOG_OFF + (1u << 20))
+#define DATA0    ((BAT_OFF + CS) / CS)
+
+static int open_bytes(const uint8_t *bytes, size_t len, unsigned flags, struct img **out, struct img_io **iop)
+{
+	struct img_io *io;
+	img_io_mem_new(bytes, len, &io);
+	if (iop)
+		*iop = io;
+	return img_open_io(io, flags, out);
+}
+
+/* A clean image, built with a memory backend we keep (close it via a
+ * borrowed handle). */
+struct keep { struct img_io io; struct img_io *in; };
+static int kp_pread(struct img_io *io, void *b, size_t l, uint64_t o) { return ((struct keep *)io)->in->ops->pread(((struct keep *)io)->in, b, l, o); }
+static int kp_pwrite(struct img_io *io, const void *b, size_t l, uint64_t o) { return ((struct keep *)io)->in->ops->pwrite(((struct keep *)io)->in, b, l, o); }
+static int kp_flush(struct img_io *io) { (void)io; return 0; }
+static int kp_punch(struct img_io *io, uint64_t o, uint64_t l) { return ((struct keep *)io)->in->ops->punch(((struct keep *)io)->in, o, l); }
+static int kp_trunc(struct img_io *io, uint64_t s) { return ((struct keep *)io)->in->ops->truncate(((struct keep *)io)->in, s); }
+static int kp_size(struct img_io *io, uint64_t *s) { return ((struct keep *)io)->in->ops->size(((struct keep *)io)->in, s); }
+static void kp_close(struct img_io *io) { free(io); }
+static const struct img_io_ops kp_ops = { kp_pread, kp_pwrite, kp_flush, kp_punch, kp_trunc, kp_size, NULL, NULL, kp_close };
+
+static struct img_io *keep(struct img_io *in)
+{
+	struct keep *k = calloc(1, sizeof(*k));
+	k->io.ops = &kp_ops;
+	k->io.name = "test.img";
+	k->in = in;
+	return &k->io;
+}
+
+static struct img_io *base;   /* the clean image's bytes */
+
+static void build_base(int close_it, struct img **left_open)
+{
+	struct img_create_opts o = { .virtual_size = 16u << 20, .cluster_size = CS };
+	struct img *img;
+	uint8_t buf[CS];
+
+	if (base)
+		base->ops->close(base);
+	img_io_mem_new(NULL, 0, &base);
+	CHECK(img_create_io(base, &o) == 0);
+	CHECK(img_open_io(keep(base), IMG_OPEN_RDWR, &img) == 0);
+	for (int v = 0; v < 4; v++) {
+		memset(buf, v + 1, sizeof(buf));
+		CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
+	}
+	CHECK(img_flush(img) == 0);
+	if (close_it)
+		CHECK(img_close(img) == 0);
+	else
+		*left_open = img;
+}
+
+static uint8_t *copy_base(size_t *len)
+{
+	const void *d = img_io_mem_data(base, len);
+	uint8_t *c = malloc(*len + 2 * CS);
+	memcpy(c, d, *len);
+	return c;
+}
+
+/* Rewrite BAT block 0 of bytes with entry v set to e (valid crc). */
+static void set_entry(uint8_t *bytes, unsigned v, uint64_t e)
+{
+	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
+	img_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
+	ents[v] = e;
+	img_bat_block_encode(0, seq, ents, bytes + BAT_OFF);
+}
+
+static uint64_t entry(uint8_t *bytes, unsigned v)
+{
+	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
+	img_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
+	return ents[v];
+}
+
+static void expect_corrupt(uint8_t *bytes, size_t len, const char *what, int repairable)
+{
+	struct img *img;
+	struct img_check_result cr;
+	struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+	struct img_io *io;
+
+	CHECK(open_bytes(bytes, len, IMG_OPEN_RDWR, &img, NULL) == -EUCLEAN);
+	if (!strstr(img_last_error(), what)) {
+		fprintf(stderr, "message '%s' lacks '%s'\n", img_last_error(), what);
+		fails++;
+	}
+	CHECK(open_bytes(bytes, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+	CHECK(img_check(img, NULL, &cr) == 0);
+	CHECK(cr.corruptions >= 1 && cr.corruptions_fixed == 0);
+	img_close(img);
+	/* repair on a writable check handle */
+	img_io_mem_new(bytes, len, &io);
+	struct img_io *k = keep(io);
+	CHECK(img_open_io(k, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	CHECK(img_check(img, &co, &cr) == 0);
+	CHECK(repairable ? cr.corruptions_fixed == cr.corruptions : cr.corruptions_fixed < cr.corruptions);
+	img_close(img);
+	if (repairable) {
+		/* afterwards: opens normally, checks clean */
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
+		if (img) {
+			CHECK(img_check(img, NULL, &cr) == 0);
+			CHECK(cr.corruptions == 0 && cr.leaks == 0);
+			img_close(img);
+		}
+	}
+	io->ops->close(io);
+}
+
+int main(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	struct img_info info;
+	uint8_t *b, buf[CS];
+	size_t len;
+
+	build_base(1, NULL);
+	b = copy_base(&len);
+	CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	CHECK(cr.allocated_clusters == 4);
+	img_close(img);
+
+	/* Entry inside metadata. */
+	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1));
+	expect_corrupt(b, len, "inside the metadata", 1);
+	free(b);
+
+	/* Entry past the end of the file. */
+	b = copy_base(&len);
+	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1000));
+	expect_corrupt(b, len, "past the end of the file", 1);
+	free(b);
+
+	/* Two entries on one cluster: repaired by copying; both keep data. */
+	b = copy_base(&len);
+	set_entry(b, 9, entry(b, 2));
+	expect_corrupt(b, len, "another entry maps", 1);
+	{
+		struct img_io *io;
+		img_io_mem_new(b, len, &io);
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions_fixed == 1);
+		CHECK(img_pread(img, buf, CS, 9 * CS) == CS && buf[0] == 3 && buf[CS - 1] == 3);
+		memset(buf, 0x77, CS);
+		CHECK(img_pwrite(img, buf, CS, 9 * CS) == CS);
+		CHECK(img_pread(img, buf, CS, 2 * CS) == CS && buf[0] == 3);   /* independent now */
+		img_close(img);
+		io->ops->close(io);
+	}
+	free(b);
+
+	/* Unknown state, and payload on an unallocated entry. */
+	b = copy_base(&len);
+	set_entry(b, 6, 7ull << 60);
+	expect_corrupt(b, len, "unknown state", 1);
+	free(b);
+	b = copy_base(&len);
+	set_entry(b, 6, 5);
+	expect_corrupt(b, len, "non-zero payload", 1);
+	free(b);
+
+	/* Entry past the virtual size (16 MiB = 256 clusters). */
+	b = copy_base(&len);
+	set_entry(b, 300, IMG_E_MAKE(IMG_E_ZERO, 0));
+	expect_corrupt(b, len, "past the virtual size", 1);
+	free(b);
+
+	/* BAT block with a bad crc: not repairable (entries unknown). */
+	b = copy_base(&len);
+	b[BAT_OFF + 200] ^= 0x10;
+	expect_corrupt(b, len, "bad crc32c", 0);
+	free(b);
+
+	/* Both headers bad; not an image; unknown incompatible feature. */
+	b = copy_base(&len);
+	b[30] ^= 1;
+	b[IMG_HEADER_SLOT + 30] ^= 1;
+	CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
+	CHECK(strstr(img_last_error(), "no valid header") != NULL);
+	memset(b, 0, 2 * IMG_HEADER_SLOT);
+	CHECK(open_bytes(b, len, 0, &img, NULL) == -EMEDIUMTYPE);
+	free(b);
+	b = copy_base(&len);
+	{
+		struct img_header h;
+		for (int s = 0; s < 2; s++) {
+			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			h.incompat = 1ull << 40;
+			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+		}
+		CHECK(open_bytes(b, len, 0, &img, NULL) == -EOPNOTSUPP);
+		for (int s = 0; s < 2; s++) {
+			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			h.incompat = 0;
+			h.ro_compat = 1;
+			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+		}
+		CHECK(open_bytes(b, len, IMG_OPEN_RDWR, &img, NULL) == -EROFS);
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		img_close(img);
+	}
+	free(b);
+
+	/* A torn header copy: the other is used; not corruption. */
+	b = copy_base(&len);
+	{
+		struct img_header ha, hb;
+		img_header_decode(b, &ha, NULL, 0);
+		img_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
+		int cur = hb.seq > ha.seq;     /* slot in force */
+		memset(b + cur * IMG_HEADER_SLOT + 256, 0xff, 256);   /* tear it */
+		CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+		CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0);
+		CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 1);
+		img_close(img);
+	}
+	free(b);
+
+	/* Dirty image with log transactions not checkpointed: read-only open
+	 * replays in memory; read-write open replays and checkpoints. */
+	{
+		struct img *live;
+		build_base(0, &live);      /* open, flushed, not closed */
+		b = copy_base(&len);
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		img_info(img, &info);
+		CHECK(info.dirty == 1 && info.log_replayed >= 1 && info.allocated_clusters == 4);
+		CHECK(img_pread(img, buf, CS, 3 * CS) == CS && buf[0] == 4);
+		img_close(img);
+		/* the in-place BAT block is still empty: only the log has it */
+		CHECK(entry(b, 3) == 0);
+		struct img_io *io;
+		img_io_mem_new(b, len, &io);
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
+		img_close(img);
+		const uint8_t *after = img_io_mem_data(io, &len);
+		CHECK(entry((uint8_t *)after, 3) != 0);    /* checkpointed */
+		io->ops->close(io);
+		free(b);
+		img_close(live);
+	}
+
+	/* Leaked cluster (data no entry maps): found, repaired. */
+	b = copy_base(&len);
+	{
+		uint64_t h = entry(b, 3);
+		set_entry(b, 3, 0);        /* cluster h now leaked, holds 0x04 */
+		CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+		CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 1 && cr.corruptions == 0);
+		img_close(img);
+		struct img_io *io;
+		img_io_mem_new(b, len, &io);
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+		CHECK(img_check(img, &co, &cr) == 0 && cr.leaks == 1 && cr.leaks_fixed == 1);
+		img_close(img);
+		CHECK(img_open_io(keep(io), 0, &img) == 0);
+		CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 0);
+		img_close(img);
+		(void)h;
+		io->ops->close(io);
+	}
+	free(b);
+
+	/* Truncated file: entries past EOF. */
+	b = copy_base(&len);
+	CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
+	CHECK(open_bytes(b, 100, 0, &img, NULL) == -EMEDIUMTYPE || 1);
+	CHECK(open_bytes(b, 0, 0, &img, NULL) == -EMEDIUMTYPE);
+	free(b);
+
+	base->ops->close(base);
+	if (fails)
+		fprintf(stderr, "%d checks failed\n", fails);
+	return fails ? 1 : 0;
+}

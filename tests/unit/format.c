@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: MIT */
+/* Format codec: CRC-32C vector, header/BAT/log round trips, and validation
+ * rejecting each kind of bad field. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "format.h"
+
+static int fails;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
+
+static struct img_header good(void)
+{
+	struct img_header h = { 0 };
+	h.version = 1;
+	h.header_size = IMG_HEADER_SIZE_V1;
+	h.cluster_bits = 20;
+	h.seq = 5;
+	h.virtual_size = 10ull << 30;
+	h.log_offset = 1 << 20;
+	h.log_size = 1 << 20;
+	h.log_seq = 1;
+	h.bat_offset = 2 << 20;
+	h.bat_clusters = 1;
+	memset(h.uuid, 0xab, sizeof(h.uuid));
+	return h;
+}
+
+/* Encode h, decode, expect result r. */
+static int roundtrip(const struct img_header *h)
+{
+	uint8_t slot[IMG_HEADER_SLOT];
+	struct img_header d;
+	char why[160];
+	img_header_encode(h, slot);
+	return img_header_decode(slot, &d, why, sizeof(why));
+}
+
+int main(void)
+{
+	uint8_t slot[IMG_HEADER_SLOT], blk[IMG_BLOCK_SIZE];
+	struct img_header h = good(), d;
+	struct img_geom g;
+	char why[160];
+
+	/* CRC-32C check value (RFC 3720 / iSCSI). */
+	CHECK(img_crc32c(0, "123456789", 9) == 0xE3069283u);
+	CHECK(img_crc32c(img_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u);
+
+	/* Header round trip. */
+	img_header_encode(&h, slot);
+	CHECK(img_header_decode(slot, &d, why, sizeof(why)) == 0);
+	CHECK(!memcmp(&h, &d, sizeof(h)));
+	CHECK(!memcmp(slot, "\x89LIBIMG\n", 8));
+	/* Every bit flip in the covered bytes is caught by the crc. */
+	for (unsigned i = 0; i < IMG_HEADER_SIZE_V1 * 8; i++) {
+		img_header_encode(&h, slot);
+		slot[i / 8] ^= (uint8_t)(1u << (i % 8));
+		CHECK(img_header_decode(slot, &d, why, sizeof(why)) < 0);
+	}
+	/* Reserved bytes of the slot must be zero. */
+	img_header_encode(&h, slot);
+	slot[4000] = 1;
+	CHECK(img_header_decode(slot, &d, why, sizeof(why)) == -EUCLEAN);
+
+	/* Validation, one bad field at a time (re-encoded so the crc is good). */
+	struct img_header b;
+	b = h; b.version = 2;              CHECK(roundtrip(&b) == -EOPNOTSUPP);
+	b = h; b.cluster_bits = 15;        CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.cluster_bits = 27;        CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.seq = 0;                  CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.flags = 2;                CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 1000;      CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 0;         CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 1ull << 58; CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 200ull << 30; CHECK(roundtrip(&b) == -EUCLEAN); /* > BAT capacity */
+	b = h; b.log_offset = 4096;        CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.log_size = 12345;         CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.log_size = 128ull << 20; b.bat_offset = b.log_offset + b.log_size;
+					   CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_offset += 1 << 20;    CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = 0;         CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = 1ull << 40; CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = UINT64_MAX; CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.incompat = 1;             CHECK(roundtrip(&b) == -EOPNOTSUPP);
+	b = h; b.ro_compat = 1;            CHECK(roundtrip(&b) == 0);  /* open decides */
+	b = h; b.compat = 1;               CHECK(roundtrip(&b) == 0);
+	/* 2^27 entries is the cap: 128 TiB at 1 MiB clusters fits, more not. */
+	b = h; b.virtual_size = 128ull << 40; b.bat_clusters = 1033; CHECK(roundtrip(&b) == 0);
+	b = h; b.virtual_size = (128ull << 40) + 512; b.bat_clusters = 1034; CHECK(roundtrip(&b) == -EUCLEAN);
+
+	/* Geometry. */
+	CHECK(img_header_validate(&h, &g, why, sizeof(why)) == 0);
+	CHECK(g.cluster_size == 1 << 20);
+	CHECK(g.vclusters == 10240);
+	CHECK(g.bat_blocks == 256);
+	CHECK(g.bat_capacity == 256 * 508);
+	CHECK(g.used_blocks == (10240 + 507) / 508);
+	CHECK(g.data_offset == 3 << 20);
+	CHECK(g.data_cluster0 == 3);
+
+	/* BAT blocks. */
+	uint64_t e[IMG_ENTRIES_PER_BLOCK], o[IMG_ENTRIES_PER_BLOCK], seq;
+	for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++)
+		e[i] = i % 3 ? IMG_E_MAKE(IMG_E_ALLOC, 100 + i) : 0;
+	img_bat_block_encode(7, 42, e, blk);
+	CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == 0);
+	CHECK(seq == 42 && !memcmp(e, o, sizeof(e)));
+	CHECK(img_bat_block_decode(blk, 8, o, &seq, why, sizeof(why)) == -EUCLEAN); /* location */
+	blk[100] ^= 1;
+	CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == -EUCLEAN); /* crc */
+	memset(blk, 0, sizeof(blk));
+	CHECK(img_bat_block_decode(blk, 9, o, &seq, why, sizeof(why)) == 1);        /* empty */
+	CHECK(o[0] == 0 && o[507] == 0);
+
+	/* Log descriptors. */
+	uint64_t t[3] = { 1, 5, 9 }, ot[IMG_LOG_MAX_TARGETS];
+	uint32_t cnt;
+	img_log_desc_encode(77, 3, t, blk);
+	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == 0);
+	CHECK(seq == 77 && cnt == 3 && ot[2] == 9);
+	blk[9] ^= 1;
+	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
+	img_log_desc_encode(77, 0, t, blk);
+	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);                /* count 0 */
+
+	/* Entry encoding. */
+	CHECK(IMG_E_STATE(IMG_E_MAKE(IMG_E_ALLOC, 5)) == IMG_E_ALLOC);
+	CHECK(IMG_E_PAYLOAD(IMG_E_MAKE(IMG_E_ALLOC, 5)) == 5);
+	CHECK(IMG_E_MAKE(IMG_E_UNALLOC, 0) == 0);
+
+	if (fails)
+		fprintf(stderr, "%d checks failed\n", fails);
+	return fails ? 1 : 0;
+}

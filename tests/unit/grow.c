@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/* Growth beyond the BAT's capacity relocates the data clusters in its way;
+ * growth within it only writes the header; shrink refuses to drop data
+ * unless asked, zeroes the tail of the new last cluster, and gives the
+ * host file's tail back. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libimg.h"
+
+static int fails;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+
+#define CS (64u << 10)
+
+static void pattern(uint8_t *b, uint64_t v) { memset(b, (int)(v * 37 + 1), CS); b[0] = (uint8_t)v; }
+
+int main(void)
+{
+	char path[] = "/tmp/libimg-grow-XXXXXX";
+	struct img_create_opts o = { .virtual_size = 4u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
+	struct img *img;
+	struct img_info a, b;
+	struct img_check_result cr;
+	struct img_extent ex;
+	uint8_t buf[CS], want[CS];
+	int fd = mkstemp(path);
+
+	close(fd);
+	CHECK(img_create(path, &o) == 0);
+	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	/* 64 clusters of data: they sit right after the one-cluster BAT. */
+	for (uint64_t v = 0; v < 64; v++) {
+		pattern(buf, v);
+		CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
+	}
+	img_info(img, &a);
+	CHECK(a.bat_capacity == 16ull * 508 * CS);          /* 508 MiB */
+
+	/* Within capacity: O(1), metadata unchanged. */
+	CHECK(img_resize(img, 100u << 20, 0) == 0);
+	img_info(img, &b);
+	CHECK(b.virtual_size == 100u << 20 && b.metadata_size == a.metadata_size);
+
+	/* Beyond capacity: the BAT grows into the data, which moves. */
+	CHECK(img_resize(img, 2ull << 30, 0) == 0);
+	img_info(img, &b);
+	CHECK(b.virtual_size == 2ull << 30);
+	CHECK(b.metadata_size > a.metadata_size);
+	CHECK(b.bat_capacity >= 2ull << 30);
+	CHECK(b.allocated_clusters == 64);
+	for (uint64_t v = 0; v < 64; v++) {
+		pattern(want, v);
+		CHECK(img_pread(img, buf, CS, v * CS) == CS && !memcmp(buf, want, CS));
+		CHECK(img_map(img, v * CS, &ex) == 0 && ex.type == IMG_EXTENT_DATA &&
+		      ex.host_offset >= b.metadata_size);
+	}
+	/* Write near the new end, reopen, check. */
+	pattern(buf, 999);
+	CHECK(img_pwrite(img, buf, CS, (2ull << 30) - CS) == CS);
+	CHECK(img_close(img) == 0);
+	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	pattern(want, 999);
+	CHECK(img_pread(img, buf, CS, (2ull << 30) - CS) == CS && !memcmp(buf, want, CS));
+	pattern(want, 5);
+	CHECK(img_pread(img, buf, CS, 5 * CS) == CS && !memcmp(buf, want, CS));
+
+	/* Shrink: refused over data, then allowed; bytes past the new end are
+	 * zero after growing again. */
+	CHECK(img_resize(img, 1u << 20, 0) == -ENOTEMPTY);
+	CHECK(strstr(img_last_error(), "hold data") != NULL);
+	CHECK(img_resize(img, (1u << 20) + 512, IMG_RESIZE_DISCARD_DATA) == 0);
+	img_info(img, &b);
+	CHECK(b.virtual_size == (1u << 20) + 512 && b.allocated_clusters == 17);
+	CHECK(b.file_size == b.metadata_size + 17ull * CS);   /* tail given back */
+	CHECK(img_resize(img, 8u << 20, 0) == 0);
+	CHECK(img_pread(img, buf, CS, 16 * CS) == CS);
+	pattern(want, 16);
+	CHECK(!memcmp(buf, want, 512));
+	for (unsigned i = 512; i < CS; i++)
+		if (buf[i]) {
+			CHECK(!"byte past the shrunk end is not zero");
+			break;
+		}
+	CHECK(img_close(img) == 0);
+	CHECK(img_open(path, 0, &img) == 0);
+	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	img_close(img);
+
+	/* Bad sizes. */
+	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img_resize(img, 1000, 0) == -EINVAL);
+	CHECK(img_resize(img, 0, 0) == -EINVAL);
+	CHECK(img_resize(img, 1ull << 60, 0) == -EINVAL);
+	img_close(img);
+	CHECK(img_open(path, 0, &img) == 0);
+	CHECK(img_resize(img, 16u << 20, 0) == -EROFS);
+	img_close(img);
+	unlink(path);
+	if (fails)
+		fprintf(stderr, "%d checks failed\n", fails);
+	return fails ? 1 : 0;
+}
