@@ -129,7 +129,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 # Everything: the normal build's suites plus the sanitizer builds' unit,
 # crash and fuzz-replay tests, summed in one closing line.
 check: all asan-build tsan-build
-	$(Q)BUILD=$(BUILD) tests/run.sh unit crash fuzz cli online asan tsan
+	$(Q)BUILD=$(BUILD) tests/run.sh unit crash fuzz install cli online asan tsan
 
 check-crash: all
 	$(Q)BUILD=$(BUILD) CRASH_FULL=1 tests/run.sh crash
@@ -175,13 +175,15 @@ demo: all
 install: all
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
 		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1
-	install -m 755 $(TOOLS) $(DESTDIR)$(bindir)/
+	$(if $(TOOLS),install -m 755 $(TOOLS) $(DESTDIR)$(bindir)/)
 	install -m 644 $(STATIC) $(DESTDIR)$(libdir)/
 	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
 	ln -sf libimg.so.$(VERSION) $(DESTDIR)$(libdir)/libimg.so.$(SOVERSION)
 	ln -sf libimg.so.$(SOVERSION) $(DESTDIR)$(libdir)/libimg.so
 	install -m 644 libimg/include/libimg.h $(DESTDIR)$(includedir)/
-	install -m 644 $(BUILD)/lib/libimg.pc $(DESTDIR)$(libdir)/pkgconfig/
+	sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
+		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' \
+		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
 
 # Build a tiny program against an installed copy through pkg-config.

@@ -82,6 +82,7 @@ for s in "${suites[@]}"; do
       if [ -x build-tsan/threads ]; then
         TSAN_OPTIONS=halt_on_error=1 run_prog "tsan/threads" build-tsan/threads
       fi ;;
+    install) run_prog "install/pkg-config" scripts/test-install.sh ;;
     cli)    run_bats tests/cli ;;
     online) run_bats tests/online ;;
     *) echo "unknown suite: $s" >&2; exit 2 ;;

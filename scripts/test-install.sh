@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs into a staging directory and builds a tiny program against the
+# installed library through pkg-config, statically and dynamically.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+make --no-print-directory -s install prefix=/usr DESTDIR="$stage" >/dev/null
+for f in usr/include/libimg.h usr/lib/libimg.so usr/lib/libimg.a usr/lib/pkgconfig/libimg.pc; do
+  [ -e "$stage/$f" ] || { echo "missing $f in the staged install" >&2; exit 1; }
+done
+cat >"$stage/prog.c" <<'C'
+#include <libimg.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+	struct img_create_opts o = { .virtual_size = 1 << 20, .flags = IMG_CREATE_OVERWRITE };
+	struct img *img;
+	char buf[5] = { 0 };
+	if (argc < 2 || img_create(argv[1], &o) || img_open(argv[1], IMG_OPEN_RDWR, &img))
+		return 1;
+	if (img_pwrite(img, "hi!", 4, 1000) != 4 || img_pread(img, buf, 4, 1000) != 4 || strcmp(buf, "hi!"))
+		return 1;
+	printf("libimg %s: ok\n", LIBIMG_VERSION_STRING);
+	return img_close(img) ? 1 : 0;
+}
+C
+export PKG_CONFIG_PATH="$stage/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$stage"
+cc "$stage/prog.c" $(pkg-config --cflags libimg) $(pkg-config --libs libimg) -o "$stage/prog-dyn"
+cc "$stage/prog.c" $(pkg-config --cflags libimg) "$stage/usr/lib/libimg.a" $(pkg-config --libs-only-other --static libimg) -pthread -o "$stage/prog-static"
+LD_LIBRARY_PATH="$stage/usr/lib" "$stage/prog-dyn" "$stage/a.img"
+"$stage/prog-static" "$stage/b.img"
+# only the public symbols are exported
+extra=$(nm -D --defined-only "$stage/usr/lib/libimg.so" | awk '$2 == "T" && $3 !~ /^img_/' | wc -l)
+[ "$extra" -eq 0 ] || { echo "libimg.so exports non-img_ symbols" >&2; exit 1; }
+readelf -d "$stage/usr/lib/libimg.so" | grep -q 'SONAME.*libimg.so.0' || { echo "bad soname" >&2; exit 1; }
+echo "test-install: ok"
