@@ -210,12 +210,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint8_t *copy;
 
-	run_one(data, size);
+	if (!fuzz_too_big(data, size))
+		run_one(data, size);
 	copy = malloc(size ? size : 1);
 	if (!copy)
 		return 0;
 	memcpy(copy, data, size);
-	if (fuzz_fix_crcs(copy, size))
+	if (fuzz_fix_crcs(copy, size) && !fuzz_too_big(copy, size))
 		run_one(copy, size);
 	free(copy);
 	return 0;

@@ -28,6 +28,8 @@
 #define MAX_OPS     128
 #define MAX_IO      (128u << 10)
 #define FILE_CAP    (160ull << 20)
+#define MAX_HEAVY   12     /* reopen, crash, grow, shrink, compact, check per input:
+                            * each costs megabytes of fresh memory under ASan */
 
 struct model {
 	uint64_t vsize;
@@ -602,6 +604,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len;
 	uint8_t *d;
 	int r;
+	unsigned heavy = 0;
 
 	memset(&s, 0, sizeof(s));
 	s.m.cbits = 16 + (b0 & 3) % 3;
@@ -643,6 +646,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	for (s.step = 1; s.step <= MAX_OPS && in.n; s.step++) {
 		s.last_op = fuzz_u8(&in) % OP_NUM;
+		if (s.last_op >= OP_REOPEN && ++heavy > MAX_HEAVY)
+			s.last_op = OP_FLUSH;
 		switch (s.last_op) {
 		case OP_WRITE:
 		case OP_WRITE2:  op_write(&s, &in); break;

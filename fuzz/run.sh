@@ -64,7 +64,7 @@ for n in "${names[@]}"; do
       cp "$a" "fuzz/regressions/$n/"
       echo "  finding: fuzz/regressions/$n/$(basename "$a")"
     done
-    grep -E -A30 '^(==[0-9]+==ERROR|FUZZ BUG|SUMMARY|.*runtime error)' "$work/log" | head -n 45 | sed 's/^/  | /'
+    grep -E -A30 '^(==[0-9]+== ?ERROR|FUZZ BUG|SUMMARY|.*runtime error)' "$work/log" | head -n 45 | sed 's/^/  | /'
     echo "  full log: $work/log (FUZZ_KEEP=1 keeps it)"
   fi
 done
