@@ -21,9 +21,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "testio.h"
 
 int img_fail(struct img *img, int err, const char *fmt, ...)
 {
@@ -111,7 +113,9 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	vc = (o->virtual_size + cs - 1) / cs;
 	want = o->bat_reserve > o->virtual_size ? (o->bat_reserve + cs - 1) / cs : vc;
 	if (vc > IMG_MAX_ENTRIES || want > IMG_MAX_ENTRIES) {
-		img_set_error("virtual size needs more than 2^27 clusters: use a larger cluster size");
+		img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: use a larger cluster size",
+			      (unsigned long long)(o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve),
+			      (unsigned long long)cs);
 		return -EINVAL;
 	}
 	blocks = (want + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
@@ -188,7 +192,7 @@ static int fsync_dir_of(const char *path)
 IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 {
 	char *tmp = NULL, *copy = NULL;
-	struct img_io *io = NULL;
+	struct img_io *io = NULL, *fio;
 	int r, fd;
 
 	img_clear_error();
@@ -207,9 +211,27 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		img_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
 		goto out;
 	}
+	{
+		/* mkostemp makes 0600; a new image gets 0666 & ~umask like any
+		 * file created with open(2). */
+		mode_t um = umask(0);
+		umask(um);
+		if (fchmod(fd, 0666 & ~um) < 0) {
+			r = -errno;
+			close(fd);
+			img_set_error("%s: setting the mode: %s", path, strerror(-r));
+			goto out_unlink;
+		}
+	}
 	close(fd);
 	if ((r = img_io_posix_open(tmp, 0, &io)))
 		goto out_unlink;
+	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
+	if ((r = img_io_fault_from_env(io, &fio))) {
+		io->ops->close(io);
+		goto out_unlink;
+	}
+	io = fio;
 	r = img_create_io(io, opts);
 	io->ops->close(io);
 	if (r) {
@@ -405,17 +427,15 @@ static int validate_bat(struct img *img, uint64_t file_size)
 
 int img_reclaim_free(struct img *img)
 {
-	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
+	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r = 0;
 
 	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
 		uint64_t k = h;
 		while (k < end && !alloc_test(img, k))
 			k++;
-		if (k > h) {
+		if (k > h)
 			r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
-			n += k - h;
-		}
 		h = k + 1;
 	}
 	if (r)
@@ -460,6 +480,10 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK)) {
+		io->ops->close(io);
+		return -EINVAL;
+	}
 	img = calloc(1, sizeof(*img));
 	if (!img) {
 		io->ops->close(io);
@@ -580,17 +604,22 @@ fail:
 
 IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 {
-	struct img_io *io;
+	struct img_io *io, *fio;
 	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
 	int r;
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_DIRECT))
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK))
 		return -EINVAL;
 	if ((r = img_io_posix_open(path, ioflags, &io)))
 		return r;
-	return img_open_io(io, flags, out);
+	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
+	if ((r = img_io_fault_from_env(io, &fio))) {
+		io->ops->close(io);
+		return r;
+	}
+	return img_open_io(fio, flags, out);
 }
 
 IMG_API int img_close(struct img *img)

@@ -145,11 +145,9 @@ IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **
 	oflags |= (flags & IMG_IO_RDONLY) ? O_RDONLY : O_RDWR;
 	if (flags & IMG_IO_CREATE)
 		oflags |= O_CREAT | O_EXCL;
-	if (flags & IMG_IO_DIRECT)
-		oflags |= O_DIRECT;
+	if (flags & ~(IMG_IO_RDONLY | IMG_IO_CREATE))
+		return -EINVAL;
 	fd = open(path, oflags, 0644);
-	if (fd < 0 && (flags & IMG_IO_DIRECT) && errno == EINVAL)
-		fd = open(path, oflags & ~O_DIRECT, 0644);
 	if (fd < 0) {
 		int e = -errno;
 		img_set_error("%s: %s", path, strerror(-e));

@@ -132,8 +132,8 @@ int journal_replay(struct img *img)
 	/* Keep the replayed transactions for the checkpoint a writer does. */
 	if (pos > img->log_limit)
 		img->log_limit = pos;
-	r = logbuf_reserve(img, pos);
-	if (!r) {
+	r = pos ? logbuf_reserve(img, pos) : 0;
+	if (!r && pos) {
 		memcpy(img->logbuf, buf, pos * IMG_BLOCK_SIZE);
 		img->log_pos = pos;
 	}
@@ -172,9 +172,12 @@ int journal_checkpoint(struct img *img)
 static int log_append(struct img *img, const uint64_t *targets, uint32_t count,
 		      uint8_t *blocks /* count blocks, encoded with next_seq */)
 {
-	uint8_t *tx = img->logbuf + img->log_pos * IMG_BLOCK_SIZE;
+	uint8_t *tx;
 	int r;
 
+	if ((r = logbuf_reserve(img, img->log_pos + 1 + count)))
+		return r;
+	tx = img->logbuf + img->log_pos * IMG_BLOCK_SIZE;
 	img_log_desc_encode(img->next_seq, count, targets, tx);
 	memcpy(tx + IMG_BLOCK_SIZE, blocks, (size_t)count * IMG_BLOCK_SIZE);
 	r = img->io->ops->pwrite(img->io, tx, (size_t)(1 + count) * IMG_BLOCK_SIZE,

@@ -91,7 +91,6 @@ struct img_io {
 /* O_* style flags for img_io_posix_open. */
 #define IMG_IO_RDONLY  0x1u
 #define IMG_IO_CREATE  0x2u   /* O_CREAT|O_EXCL */
-#define IMG_IO_DIRECT  0x4u   /* O_DIRECT where the host allows it */
 
 int img_io_posix_open(const char *path, unsigned flags, struct img_io **out);
 /* An in-memory file (tests, fuzzing).  init/len: initial contents, may be
@@ -128,7 +127,6 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * problems are recorded, not fatal; writes other
                                   * than img_check repair are refused while the
                                   * image is corrupt */
-#define IMG_OPEN_DIRECT  0x08u   /* O_DIRECT host I/O where supported */
 
 /* 1 if path starts like a libimg image (either header copy has the magic),
  * 0 if it does not, -errno if it cannot be read.  Cheap: no validation. */
