@@ -3,8 +3,8 @@
 #   build-fuzz/NAME_fuzzer   clang -fsanitize=fuzzer,address,undefined
 #   build-fuzz/gen_corpus    the seed corpus generator (fuzz/gen_corpus.sh)
 # The library is compiled with -fsanitize=fuzzer-no-link,address,undefined.
-# tools_fuzzer also links tools/common.c; it is skipped while that file does
-# not exist.  Environment: FUZZ_CC (clang), FUZZ_BUILD (build-fuzz),
+# tools_fuzzer also links tools/common*.c; it is skipped while tools/common.c
+# does not exist.  Environment: FUZZ_CC (clang), FUZZ_BUILD (build-fuzz),
 # FUZZ_CFLAGS (extra flags), V=1 to echo commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,11 +54,14 @@ ar rcs "$lib" "${objs[@]}"
 
 common=()
 if [ -f tools/common.c ]; then
-  common=("$OUT/obj/tools/common.o")
-  if stale "${common[0]}" tools/common.c; then
-    echo "  CC      tools/common.c"
-    run $CC $CFLAGS -fsanitize=fuzzer-no-link $SAN -c -o "${common[0]}" tools/common.c
-  fi
+  for src in tools/common*.c; do      # what every tool links (see Makefile)
+    o=$OUT/obj/${src%.c}.o
+    common+=("$o")
+    if stale "$o" "$src"; then
+      echo "  CC      $src"
+      run $CC $CFLAGS -fsanitize=fuzzer-no-link $SAN -c -o "$o" "$src"
+    fi
+  done
 fi
 
 built=()

@@ -240,6 +240,15 @@ static void getopts(const uint8_t *data, size_t size)
 	}
 	argv[argc] = NULL;
 	memset(&g, 0, sizeof(g));
+	/* glibc keeps scanning state (a pointer into the last argv) between
+	 * calls and resets it only when getopt itself sees optind == 0;
+	 * tool_getopt turns 0 into 1 first, so reset it here.  (A tool parses
+	 * one argv per process, where this does not matter.) */
+	{
+		static char *none[] = { (char *)"tool", NULL };
+		optind = 0;
+		getopt_long(1, none, "", longopts, NULL);
+	}
 	optind = 0;
 	opterr = 0;
 	while ((c = tool_getopt(&g, argc, argv, "s:c:jprh", longopts)) != -1) {
