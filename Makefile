@@ -138,7 +138,7 @@ check-crash: all
 asan-build: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tests
+		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tools tests
 asan: asan-build
 	$(Q)tests/run.sh asan
 
