@@ -47,7 +47,9 @@ UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 CRASH_SRCS := $(sort $(wildcard tests/crash/*.c))
 CRASH_BINS := $(patsubst tests/crash/%.c,$(BUILD)/tests/crash/%,$(CRASH_SRCS))
-FUZZ_SRCS := $(sort $(wildcard fuzz/*_fuzzer.c))
+# tools_fuzzer needs tools/common.c (parse_size): built only once it exists.
+FUZZ_SRCS := $(sort $(filter-out $(if $(wildcard tools/common.c),,fuzz/tools_fuzzer.c),\
+               $(wildcard fuzz/*_fuzzer.c)))
 FUZZ_REPLAY := $(patsubst fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
@@ -58,7 +60,7 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 
 .PHONY: asan-build tsan-build clang-build
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
-        fuzz fuzz-run bench demo clean deps tsan
+        fuzz fuzz-run fuzz-corpus bench demo clean deps tsan
 
 all: $(DEPS_STAMP) lib tools tests
 
@@ -70,7 +72,7 @@ lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
 tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
@@ -114,6 +116,11 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(STATIC) $(LIBS)
 
+$(BUILD)/fuzz/tools_fuzzer: $(BUILD)/obj/fuzz/tools_fuzzer.o $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC) $(LIBS)
+
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
@@ -131,7 +138,7 @@ check-crash: all
 asan-build: $(DEPS_STAMP)
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan \
 		EXTRA_CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tests
+		LDFLAGS="$(LDFLAGS) -fsanitize=address,undefined" lib tools tests
 asan: asan-build
 	$(Q)tests/run.sh asan
 
@@ -159,6 +166,9 @@ fuzz:
 	$(Q)fuzz/build.sh
 fuzz-run: fuzz
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+# Regenerate the seed corpus (fuzz/gen_corpus.c) into fuzz/corpus/.
+fuzz-corpus: fuzz
+	$(Q)fuzz/gen_corpus.sh
 
 bench: all
 	$(Q)BUILD=$(BUILD) bench/run.sh

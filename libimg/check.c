@@ -97,6 +97,10 @@ static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 
 	for (uint64_t b = first; b < img->g.bat_blocks && !r; b++) {
 		int d;
+		/* The log holds a newer copy of this block (already checked at
+		 * open); the copy in place is stale until the next checkpoint. */
+		if (img->spare_logged && img->spare_logged[b / 64] >> (b % 64) & 1)
+			continue;
 		if ((r = img->io->ops->pread(img->io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE)))
 			return img_fail(img, r, "reading BAT block %llu", (unsigned long long)b);
 		d = img_bat_block_decode(blk, b, ents, &seq, why, sizeof(why));

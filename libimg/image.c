@@ -35,7 +35,7 @@ int img_fail(struct img *img, int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	if (err == -EUCLEAN || err == -EOPNOTSUPP)
+	if (err == -EUCLEAN || err == -EOPNOTSUPP || err == -EMEDIUMTYPE)
 		img_set_error("%s: %s", img->name, msg);
 	else
 		img_set_error("%s: %s: %s", img->name, msg, img_strerror(err));
@@ -471,6 +471,7 @@ static void img_free(struct img *img)
 	free(img->pending);
 	free(img->logbuf);
 	free(img->bad_map);
+	free(img->spare_logged);
 	free(img->problems);
 	free(img->name);
 	free(img);
@@ -597,7 +598,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 		/* Rule 4: leaks of a crash become zero before any allocation.
 		 * Not in check mode: the check reports leaks and repair
 		 * reclaims them, and never while BAT blocks are unreadable. */
-		if (img->was_dirty && !(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
+		if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
 			goto fail;
 	}
 	*out = img;

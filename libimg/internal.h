@@ -89,6 +89,8 @@ struct img {
 	int corrupt;
 	int bad_blocks;
 	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
+	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
+	                             * replayed log rewrote (checked zero there) */
 	struct img_problem *problems;
 	size_t nproblems;
 	uint64_t log_replayed;

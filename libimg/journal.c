@@ -85,6 +85,13 @@ static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 		img->bat + target * IMG_ENTRIES_PER_BLOCK : tmp;
 
 	img_bat_block_decode(blk, target, dst, &seq, NULL, 0);
+	if (dst == tmp && target < img->g.bat_blocks) {
+		if (!img->spare_logged)
+			img->spare_logged = calloc((img->g.bat_blocks + 63) / 64, 8);
+		if (!img->spare_logged)
+			return -ENOMEM;
+		img->spare_logged[target / 64] |= 1ull << (target % 64);
+	}
 	if (dst == tmp && !img_is_zero(tmp, sizeof(tmp)))
 		img_problem_add(img, P_PAST_VSIZE, target * IMG_ENTRIES_PER_BLOCK, 0,
 				"log transaction maps clusters in BAT block %llu, past the virtual size",

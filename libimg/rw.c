@@ -293,7 +293,7 @@ int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf)
 {
 	const uint64_t cs = CS(img), bs = 4096;
 	uint8_t *b = buf;
-	int r = img->io->ops->pread(img->io, b, cs, HOST_OFF(img, from));
+	int r = img->io->ops->pread(img->io, b, cs, HOST_OFF(img, from)), wrote = 0;
 
 	/* The target is free, so it reads as zeros: write only non-zero
 	 * blocks, which keeps holes holes. */
@@ -304,9 +304,18 @@ int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf)
 		uint64_t t = s;
 		while (t < cs && !img_is_zero(b + t, bs))
 			t += bs;
-		if (t > s)
+		if (t > s) {
 			r = img->io->ops->pwrite(img->io, b + s, t - s, HOST_OFF(img, to) + s);
+			wrote = 1;
+		}
 		o = t;
+	}
+	/* An all-zero cluster writes nothing, but a mapped cluster must
+	 * start inside the file (FORMAT.md 4.1): make its first byte exist.
+	 * The target is free, so the byte is zero already where it exists. */
+	if (!r && !wrote && HOST_OFF(img, to) >= img_file_size(img)) {
+		static const uint8_t zero;
+		r = img->io->ops->pwrite(img->io, &zero, 1, HOST_OFF(img, to));
 	}
 	return r;
 }
