@@ -45,10 +45,17 @@ int bat_resize_array(struct img *img, uint64_t entries)
 		blocks = 1, n = IMG_ENTRIES_PER_BLOCK, words = 1;
 	if (n <= img->bat_alloc)
 		return 0;
-	b = realloc(img->bat, n * sizeof(*b));
+	if (!img->bat) {
+		/* calloc: untouched pages of zero entries cost no memory, so a
+		 * huge sparse BAT uses memory only where entries exist. */
+		b = calloc(n, sizeof(*b));
+	} else {
+		b = realloc(img->bat, n * sizeof(*b));
+		if (b)
+			memset(b + img->bat_alloc, 0, (n - img->bat_alloc) * sizeof(*b));
+	}
 	if (!b)
 		return -ENOMEM;
-	memset(b + img->bat_alloc, 0, (n - img->bat_alloc) * sizeof(*b));
 	img->bat = b;
 	d = realloc(img->dirty, words * sizeof(*d));
 	if (!d)
@@ -75,6 +82,14 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 
 	if (!buf)
 		return -ENOMEM;
+	/* Blocks past the end of the file read as zero: nothing to read. */
+	{
+		uint64_t size = img_file_size(img), end_blk;
+		end_blk = size > img->hdr.bat_offset ?
+			(size - img->hdr.bat_offset + IMG_BLOCK_SIZE - 1) / IMG_BLOCK_SIZE : 0;
+		if (first + count > end_blk)
+			count = end_blk > first ? end_blk - first : 0;
+	}
 	for (uint64_t b = first; b < first + count && !r; b += CHUNK) {
 		uint64_t n = first + count - b < CHUNK ? first + count - b : CHUNK;
 		r = img->io->ops->pread(img->io, buf, n * IMG_BLOCK_SIZE,

@@ -123,7 +123,20 @@ int journal_replay(struct img *img)
 	uint8_t *buf;
 	int r, err;
 
-	/* Read the whole log region: another writer may have used all of it. */
+	/* Read the whole log region (another writer may have used all of it),
+	 * but not past the end of the file: that part reads as zeros. */
+	{
+		uint64_t size = img_file_size(img), in_file;
+		in_file = size > img->hdr.log_offset ?
+			(size - img->hdr.log_offset + IMG_BLOCK_SIZE - 1) / IMG_BLOCK_SIZE : 0;
+		if (nblocks > in_file)
+			nblocks = in_file;
+	}
+	img->log_limit = img->g.log_blocks < LOG_USE_MAX ? img->g.log_blocks : LOG_USE_MAX;
+	if (nblocks == 0) {
+		img->next_seq = img->hdr.log_seq;
+		return 0;
+	}
 	buf = malloc((size_t)nblocks * IMG_BLOCK_SIZE);
 	if (!buf)
 		return -ENOMEM;
@@ -132,7 +145,6 @@ int journal_replay(struct img *img)
 		free(buf);
 		return img_fail(img, r, "reading the log");
 	}
-	img->log_limit = nblocks < LOG_USE_MAX ? nblocks : LOG_USE_MAX;
 	pos = log_walk(img, buf, nblocks, img->hdr.log_seq, apply_to_memory, &ntx, &next, &err);
 	img->log_replayed = ntx;
 	img->next_seq = next;
