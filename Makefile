@@ -61,7 +61,7 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 
 .SECONDARY:
 
-.PHONY: asan-build tsan-build
+.PHONY: asan-build tsan-build clang-build
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
         fuzz fuzz-run bench demo clean deps tsan
 
@@ -126,7 +126,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 
 # Everything: the normal build's suites plus the sanitizer builds' unit,
 # crash and fuzz-replay tests, summed in one closing line.
-check: all asan-build tsan-build
+check: all asan-build tsan-build clang-build
 	$(Q)BUILD=$(BUILD) tests/run.sh unit crash fuzz install cli online asan tsan
 
 check-crash: all
@@ -145,6 +145,10 @@ ubsan:
 		EXTRA_CFLAGS="-O1 -fsanitize=undefined -fno-sanitize-recover=all" \
 		LDFLAGS="$(LDFLAGS) -fsanitize=undefined" lib tests
 	$(Q)BUILD=build-ubsan tests/run.sh unit crash fuzz
+
+# The library and tools must also build warning-free with clang.
+clang-build: $(DEPS_STAMP)
+	$(Q)$(MAKE) --no-print-directory BUILD=build-clang CC=clang lib tools
 
 # ThreadSanitizer build of the multi-threaded test (clang).
 tsan-build: build-tsan/threads
@@ -186,4 +190,4 @@ test-install: all
 	$(Q)BUILD=$(BUILD) scripts/test-install.sh
 
 clean:
-	rm -rf build build-asan build-ubsan build-fuzz build-tsan
+	rm -rf build build-asan build-ubsan build-fuzz build-tsan build-clang

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -111,7 +112,9 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	vc = (o->virtual_size + cs - 1) / cs;
 	want = o->bat_reserve > o->virtual_size ? (o->bat_reserve + cs - 1) / cs : vc;
 	if (vc > IMG_MAX_ENTRIES || want > IMG_MAX_ENTRIES) {
-		img_set_error("virtual size needs more than 2^27 clusters: use a larger cluster size");
+		img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: use a larger cluster size",
+			      (unsigned long long)(o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve),
+			      (unsigned long long)cs);
 		return -EINVAL;
 	}
 	blocks = (want + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
@@ -206,6 +209,18 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		r = -errno;
 		img_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
 		goto out;
+	}
+	{
+		/* mkostemp makes 0600; a new image gets 0666 & ~umask like any
+		 * file created with open(2). */
+		mode_t um = umask(0);
+		umask(um);
+		if (fchmod(fd, 0666 & ~um) < 0) {
+			r = -errno;
+			close(fd);
+			img_set_error("%s: setting the mode: %s", path, strerror(-r));
+			goto out_unlink;
+		}
 	}
 	close(fd);
 	if ((r = img_io_posix_open(tmp, 0, &io)))
@@ -405,17 +420,15 @@ static int validate_bat(struct img *img, uint64_t file_size)
 
 int img_reclaim_free(struct img *img)
 {
-	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
+	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r = 0;
 
 	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
 		uint64_t k = h;
 		while (k < end && !alloc_test(img, k))
 			k++;
-		if (k > h) {
+		if (k > h)
 			r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
-			n += k - h;
-		}
 		h = k + 1;
 	}
 	if (r)

@@ -59,6 +59,25 @@ static int load_new_entries(struct img *img, uint64_t to)
 	return 0;
 }
 
+/* 0 if host cluster h holds only zeros from byte `from` on, 1 if not, or
+ * -errno. */
+static int tail_is_zero(struct img *img, uint64_t h, uint64_t from)
+{
+	uint64_t cs = img->g.cluster_size;
+	uint8_t *buf = malloc(cs - from);
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = img->io->ops->pread(img->io, buf, cs - from, HOST_OFF(img, h) + from);
+	if (r)
+		img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
+	else
+		r = !img_is_zero(buf, cs - from);
+	free(buf);
+	return r;
+}
+
 static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 {
 	uint64_t cs = img->g.cluster_size, per_cluster = cs / IMG_BLOCK_SIZE * IMG_ENTRIES_PER_BLOCK;
@@ -147,6 +166,16 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 			r = img_fail(img, -ENOTEMPTY,
 				     "%llu clusters past the new end (%llu bytes) hold data",
 				     (unsigned long long)data, (unsigned long long)new_size);
+			goto out;
+		}
+		/* The part of the new last cluster past the new end is dropped
+		 * too: refuse if it holds data. */
+		if (new_size % cs && !(flags & IMG_RESIZE_DISCARD_DATA) &&
+		    IMG_E_STATE(img->bat[new_vc - 1]) == IMG_E_ALLOC &&
+		    (r = tail_is_zero(img, IMG_E_PAYLOAD(img->bat[new_vc - 1]), new_size % cs)) != 0) {
+			if (r > 0)
+				r = img_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
+					     (unsigned long long)new_size);
 			goto out;
 		}
 		r = 0;

@@ -73,6 +73,10 @@ int main(void)
 	 * zero after growing again. */
 	CHECK(img_resize(img, 1u << 20, 0) == -ENOTEMPTY);
 	CHECK(strstr(img_last_error(), "hold data") != NULL);
+	CHECK(img_resize(img, 17ull * CS, IMG_RESIZE_DISCARD_DATA) == 0);
+	/* Only the tail of the new last cluster would go: still refused. */
+	CHECK(img_resize(img, (1u << 20) + 512, 0) == -ENOTEMPTY);
+	CHECK(strstr(img_last_error(), "past the new end") != NULL);
 	CHECK(img_resize(img, (1u << 20) + 512, IMG_RESIZE_DISCARD_DATA) == 0);
 	img_info(img, &b);
 	CHECK(b.virtual_size == (1u << 20) + 512 && b.allocated_clusters == 17);

@@ -1,0 +1,131 @@
+#!/usr/bin/env bats
+# imgcheck: exit statuses 0 clean, 1 could not check, 2 corrupt, 3 leaks,
+# 63 unsupported; --repair; --json.
+
+load helpers
+
+setup() { common_setup; }
+teardown() { common_teardown; }
+
+image_with_data() {
+  make_raw a.raw
+  "$BIN/imgconvert" -q --cluster-size 64K a.raw a.img
+}
+
+# Appends host clusters that no BAT entry maps: a leak.
+add_leak() {
+  local cs
+  cs=$(info "$1" cluster_size)
+  head -c $((2 * cs)) /dev/urandom >> "$1"
+}
+
+@test "imgcheck: a clean image exits 0" {
+  image_with_data
+  run_split imgcheck a.img
+  [ "$status" -eq 0 ]
+  [[ "$out" == *"No errors were found on the image."* ]]
+  run_split imgcheck --json a.img
+  [ "$status" -eq 0 ]
+  [ "$(jget .status)" = clean ]
+  [ "$(jget .corruptions)" = 0 ]
+  [ "$(jget .leaks)" = 0 ]
+  [ "$(jget .check_errors)" = 0 ]
+  [ "$(jget .allocated_clusters)" = 27 ]
+  [ "$(jget '.problems | type')" = array ]
+  [ "$(jget .filename)" = a.img ]
+  "$BIN/mkimg" -q e.img 1G
+  run_tool imgcheck e.img
+  [ "$status" -eq 0 ]
+}
+
+@test "imgcheck: a broken BAT block is corruption (exit 2)" {
+  image_with_data
+  poke a.img corrupt-bat
+  run_split imgcheck a.img
+  [ "$status" -eq 2 ]
+  [[ "$out" == *"corrupt: "* ]]
+  [[ "$out" == *"errors were found on the image"* ]]
+  run_split imgcheck --json a.img
+  [ "$status" -eq 2 ]
+  [ "$(jget .status)" = corrupt ]
+  [ "$(jget '.corruptions >= 1')" = true ]
+  [ "$(jget '[.problems[] | select(.severity == "corrupt")] | length >= 1')" = true ]
+  [ "$(jget '[.problems[] | .message | type == "string" and length > 0] | all')" = true ]
+  # other tools refuse it
+  run_split imginfo a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imginfo: a.img: image is corrupt"* ]]
+}
+
+@test "imgcheck: a truncated image is corrupt (exit 2)" {
+  image_with_data
+  truncate -s $(( $(info a.img metadata_size) + 65536 )) a.img
+  run_split imgcheck --json a.img
+  [ "$status" -eq 2 ]
+  [ "$(jget .status)" = corrupt ]
+  [ "$(jget '.corruptions >= 1')" = true ]
+}
+
+@test "imgcheck: an image cut inside its headers is corrupt (exit 2)" {
+  "$BIN/mkimg" -q a.img 1G
+  truncate -s 64 a.img
+  run_split imgcheck a.img
+  [ "$status" -eq 2 ]
+  [[ "$err" == "imgcheck: a.img: image is corrupt"* ]] || { echo "$err"; false; }
+}
+
+@test "imgcheck: leaked clusters only exit 3; --repair fixes them" {
+  image_with_data
+  add_leak a.img
+  run_split imgcheck a.img
+  [ "$status" -eq 3 ]
+  [[ "$out" == *"leaked clusters were found on the image"* ]]
+  run_split imgcheck --json a.img
+  [ "$status" -eq 3 ]
+  [ "$(jget .status)" = leaks ]
+  [ "$(jget '.leaks >= 1')" = true ]
+  [ "$(jget .corruptions)" = 0 ]
+  [ "$(jget .leaks_fixed)" = 0 ]
+  run_split imgcheck --repair --json a.img
+  [ "$status" -eq 0 ]
+  [ "$(jget .status)" = clean ]
+  [ "$(jget .repair)" = true ]
+  [ "$(jget '.leaks_fixed == .leaks and .leaks >= 1')" = true ]
+  run_split imgcheck a.img
+  [ "$status" -eq 0 ]
+  to_raw a.img back.raw
+  cmp a.raw back.raw
+}
+
+@test "imgcheck: an unsupported feature exits 63" {
+  "$BIN/mkimg" -q a.img 1G
+  poke a.img set-incompat
+  run_split imgcheck a.img
+  [ "$status" -eq 63 ]
+  [[ "$err" == "imgcheck: a.img: image uses an unsupported feature"* ]] || { echo "$err"; false; }
+}
+
+@test "imgcheck: could not check exits 1" {
+  run_split imgcheck nope.img
+  [ "$status" -eq 1 ]
+  head -c 100K /dev/zero > zero.raw
+  run_split imgcheck zero.raw
+  [ "$status" -eq 1 ]
+  [ "$err" = "imgcheck: zero.raw: not a libimg image" ]
+  "$BIN/mkimg" -q a.img 1G
+  hold_lock a.img
+  run_split imgcheck a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == *"locked"*"$HOLDER_PID"* ]] || { echo "$err"; false; }
+}
+
+@test "imgcheck --repair on a read-only file cannot run (exit 1)" {
+  public_dir
+  "$BIN/mkimg" -q "$PUBDIR/ro.img" 1G
+  chmod 444 "$PUBDIR/ro.img"
+  run_unprivileged imgcheck --repair "$PUBDIR/ro.img"
+  [ "$status" -eq 1 ]
+  [[ "$output" == "imgcheck: $PUBDIR/ro.img: Permission denied"* ]] || { echo "$output"; false; }
+  run_unprivileged imgcheck "$PUBDIR/ro.img"
+  [ "$status" -eq 0 ]
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env bats
+# imgconvert: raw <-> libimg round trips, thinness, atomic output, errors.
+
+load helpers
+
+setup() { common_setup; }
+teardown() { common_teardown; }
+
+@test "raw -> libimg -> raw is identical; holes and zero runs are skipped" {
+  make_raw a.raw
+  run_split imgconvert a.raw a.img
+  [ "$status" -eq 0 ]
+  [ "$out" = "a.raw (raw) -> a.img (libimg): 16 MiB virtual, 4 MiB of data written" ]
+  [ "$(info a.img virtual_size)" = $((16 * M)) ]
+  # data clusters 0, 5, 9, 10; the 3000K run of zeros took no cluster
+  [ "$(info a.img allocated_clusters)" = 4 ]
+  "$BIN/imgcheck" -q a.img
+  run_split imgconvert -O raw a.img back.raw
+  [ "$status" -eq 0 ]
+  cmp a.raw back.raw
+  [ "$(file_size back.raw)" = $((16 * M)) ]
+  # the raw output is sparse: about 1.6 MiB of data, not the zero run
+  [ "$(host_usage back.raw)" -lt $((2 * M)) ]
+}
+
+@test "raw -> libimg with 64K clusters" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q --cluster-size 64K a.raw a.img
+  [ "$(info a.img cluster_size)" = 65536 ]
+  [ "$(info a.img allocated_clusters)" = 27 ]
+  to_raw a.img back.raw
+  cmp a.raw back.raw
+}
+
+@test "libimg -> libimg copies only live data" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  "$BIN/growimg" -q a.img 1T
+  run_split imgconvert --cluster-size 64K a.img b.img
+  [ "$status" -eq 0 ]
+  [ "$out" = "a.img (libimg) -> b.img (libimg): 1 TiB virtual, 1.69 MiB of data written" ]
+  [ "$(info b.img virtual_size)" = $((1024 * G)) ]
+  [ "$(info b.img allocated_clusters)" = 27 ]
+  "$BIN/shrinkimg" -q b.img 16M
+  to_raw b.img back.raw
+  cmp a.raw back.raw
+  # and back to 1 MiB clusters
+  "$BIN/imgconvert" -q b.img c.img
+  [ "$(info c.img allocated_clusters)" = 4 ]
+  to_raw c.img back2.raw
+  cmp a.raw back2.raw
+}
+
+@test "raw -> raw makes a sparse copy" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q -O raw a.raw b.raw
+  cmp a.raw b.raw
+  [ "$(host_usage b.raw)" -lt $((2 * M)) ]
+}
+
+@test "a raw file whose size is not a multiple of 512 is padded" {
+  head -c 1000 /dev/urandom > odd.raw
+  "$BIN/imgconvert" -q odd.raw odd.img
+  [ "$(info odd.img virtual_size)" = 1024 ]
+  to_raw odd.img back.raw
+  [ "$(file_size back.raw)" = 1024 ]
+  cmp -n 1000 odd.raw back.raw
+  [ "$(tail -c 24 back.raw | tr -d '\0' | wc -c)" = 0 ]
+  : > empty.raw
+  run_split imgconvert empty.raw e.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: empty.raw: empty"* ]]
+  [ ! -e e.img ]
+}
+
+@test "imgconvert refuses an existing target without --force" {
+  make_raw a.raw
+  echo precious > out.img
+  run_split imgconvert a.raw out.img
+  [ "$status" -eq 1 ]
+  [ "$err" = "imgconvert: out.img: already exists (use --force to overwrite)" ]
+  [ "$(cat out.img)" = precious ]
+  run_split imgconvert -O raw --force a.raw out.img
+  [ "$status" -eq 0 ]
+  cmp a.raw out.img
+  "$BIN/imgconvert" -q -f a.raw out.img
+  [ "$(info out.img allocated_clusters)" = 4 ]
+  # no temporary files left over
+  [ "$(ls -A | sort | tr '\n' ' ')" = "a.raw out.img " ]
+}
+
+@test "imgconvert refuses to convert a file onto itself" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  run_split imgconvert --force a.img a.img
+  [ "$status" -eq 1 ]
+  [ "$err" = "imgconvert: a.img: is the same file as the source a.img" ]
+  ln a.img hard.img
+  run_split imgconvert -O raw --force a.img hard.img
+  [ "$status" -eq 1 ]
+  "$BIN/imgcheck" -q a.img
+}
+
+@test "imgconvert -c is reserved and refused" {
+  make_raw a.raw
+  run_split imgconvert -c a.raw a.img
+  [ "$status" -eq 1 ]
+  [ "$err" = "imgconvert: compression (-c) is not supported yet" ]
+  run_split imgconvert --compress a.raw a.img
+  [ "$status" -eq 1 ]
+  [ ! -e a.img ]
+}
+
+@test "imgconvert: bad options" {
+  make_raw a.raw
+  run_split imgconvert -O qcow2 a.raw a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: unknown output format 'qcow2' (raw or libimg)"* ]]
+  run_split imgconvert -O raw --cluster-size 64K a.raw a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == *"--cluster-size applies only to -O libimg"* ]]
+  run_split imgconvert --cluster-size 100K a.raw a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: invalid cluster size '100K'"* ]]
+  [ "$(ls -A)" = a.raw ]
+}
+
+@test "imgconvert: a failure midway leaves no output behind" {
+  make_raw a.raw
+  # 1 MiB file size limit: the write of the data at 9M fails with EFBIG
+  run bash -c "ulimit -f 1024; '$BIN/imgconvert' -O raw a.raw out.raw"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"File too large"* ]] || { echo "$output"; false; }
+  # 4 MiB: the metadata (3 MiB) fits, the data clusters do not
+  run bash -c "ulimit -f 4096; '$BIN/imgconvert' a.raw out.img"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"File too large"* ]] || { echo "$output"; false; }
+  [ "$(ls -A)" = a.raw ]
+  # and a failed --force keeps the old target
+  echo precious > keep.img
+  run bash -c "ulimit -f 1024; '$BIN/imgconvert' --force -O raw a.raw keep.img"
+  [ "$status" -eq 1 ]
+  [ "$(cat keep.img)" = precious ]
+  [ "$(ls -A | sort | tr '\n' ' ')" = "a.raw keep.img " ]
+}
+
+@test "imgconvert: an interrupted conversion leaves no output behind" {
+  yes libimg | head -c 512M > big.raw
+  "$BIN/imgconvert" -O raw big.raw out.raw > /dev/null 2>&1 3>&- &
+  pid=$!
+  # wait until the temporary output exists, then interrupt
+  for i in $(seq 200); do
+    ls -A | grep -q '^\.out\.raw\.' && break
+    sleep 0.01
+  done
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || true
+  # either it finished first or it cleaned up: never a partial or temp file
+  [ -z "$(ls -A | grep -v -x -e big.raw -e out.raw)" ]
+  if [ -e out.raw ]; then cmp big.raw out.raw; fi
+}
+
+@test "imgconvert: a corrupt libimg source is not taken for raw" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  truncate -s $(( $(info a.img metadata_size) + 1000 )) a.img
+  run_split imgconvert -O raw a.img out.raw
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: a.img: image is corrupt"* ]]
+  [ ! -e out.raw ]
+}
+
+@test "imgconvert: a locked libimg source names the holder" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  hold_lock a.img
+  run_split imgconvert -O raw a.img out.raw
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: a.img: image is locked by another process"*"$HOLDER_PID"* ]] || { echo "$err"; false; }
+  [ ! -e out.raw ]
+  "$BIN/imgconvert" -q -U -O raw a.img out.raw
+  cmp a.raw out.raw
+}
+
+@test "imgconvert: missing target directory" {
+  make_raw a.raw
+  run_split imgconvert a.raw no/such/dir/a.img
+  [ "$status" -eq 1 ]
+  [[ "$err" == "imgconvert: no/such/dir/a.img: "*"No such file or directory" ]] || { echo "$err"; false; }
+}
+
+@test "imgconvert: the output gets the usual file mode" {
+  make_raw a.raw
+  (umask 027; "$BIN/imgconvert" -q a.raw a.img; "$BIN/imgconvert" -q -O raw a.raw b.raw)
+  [ "$(stat -c %a a.img)" = 640 ]
+  [ "$(stat -c %a b.raw)" = 640 ]
+}
+
+@test "imgconvert -p draws a progress bar on a terminal" {
+  command -v script >/dev/null || skip "script(1) is needed for a terminal"
+  make_raw a.raw
+  script -qec "'$BIN/imgconvert' -p a.raw a.img" /dev/null > tty.out
+  grep -q '100.0%' tty.out
+  to_raw a.img back.raw
+  cmp a.raw back.raw
+  "$BIN/imgconvert" -p -O raw a.img c.raw > out 2> err
+  [ ! -s err ]
+}

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit test of the tools' shared helpers: parse_size, parse_new_size,
+ * human_size, json_escape, buffer_is_zero.  Exit 0 pass, 1 fail. */
+#include "../../tools/common.c"
+
+static int failures;
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
+			failures++;                                          \
+		}                                                            \
+	} while (0)
+
+static void size_ok(const char *s, uint64_t want)
+{
+	uint64_t v = 12345;
+	int r = parse_size(s, &v);
+	if (r != 0 || v != want) {
+		fprintf(stderr, "FAIL: parse_size(\"%s\") = %d, %llu; want %llu\n", s, r,
+			(unsigned long long)v, (unsigned long long)want);
+		failures++;
+	}
+}
+
+static void size_bad(const char *s)
+{
+	uint64_t v = 12345;
+	int r = parse_size(s, &v);
+	if (r != -EINVAL || v != 12345) {
+		fprintf(stderr, "FAIL: parse_size(\"%s\") = %d, %llu; want -EINVAL\n", s, r,
+			(unsigned long long)v);
+		failures++;
+	}
+}
+
+static void new_ok(const char *s, uint64_t cur, uint64_t want)
+{
+	uint64_t v = 0;
+	int r = parse_new_size(s, cur, &v);
+	if (r != 0 || v != want) {
+		fprintf(stderr, "FAIL: parse_new_size(\"%s\", %llu) = %d, %llu; want %llu\n", s,
+			(unsigned long long)cur, r, (unsigned long long)v,
+			(unsigned long long)want);
+		failures++;
+	}
+}
+
+static void new_bad(const char *s, uint64_t cur)
+{
+	uint64_t v = 0;
+	if (parse_new_size(s, cur, &v) != -EINVAL) {
+		fprintf(stderr, "FAIL: parse_new_size(\"%s\", %llu) accepted\n", s,
+			(unsigned long long)cur);
+		failures++;
+	}
+}
+
+static void human_is(uint64_t b, const char *want)
+{
+	char buf[64];
+	human_size(b, buf, sizeof(buf));
+	if (strcmp(buf, want)) {
+		fprintf(stderr, "FAIL: human_size(%llu) = \"%s\"; want \"%s\"\n",
+			(unsigned long long)b, buf, want);
+		failures++;
+	}
+}
+
+static void escape_is(const char *s, const char *want)
+{
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	json_escape(f, s);
+	fclose(f);
+	if (strcmp(out, want)) {
+		fprintf(stderr, "FAIL: json_escape -> %s; want %s\n", out, want);
+		failures++;
+	}
+	free(out);
+}
+
+int main(void)
+{
+	const uint64_t K = 1024, M = K * K, G = M * K, T = G * K, P = T * K, E = P * K;
+	static char zeros[8192];
+
+	size_ok("0", 0);
+	size_ok("512", 512);
+	size_ok("007", 7);
+	size_ok("64K", 64 * K);
+	size_ok("64k", 64 * K);
+	size_ok("64KiB", 64 * K);
+	size_ok("64kib", 64 * K);
+	size_ok("64Ki", 64 * K);
+	size_ok("10G", 10 * G);
+	size_ok("10GiB", 10 * G);
+	size_ok("2T", 2 * T);
+	size_ok("3P", 3 * P);
+	size_ok("15E", 15 * E);
+	size_ok("1M", M);
+	size_ok("100B", 100);
+	size_ok("1.5G", G + G / 2);
+	size_ok("0.5K", 512);
+	size_ok("1.25M", M + M / 4);
+	size_ok("2.0", 2);
+	size_ok("2.000000000000000000000000000000K", 2 * K);
+	size_ok("18446744073709551615", UINT64_MAX);
+	size_ok("15.5E", 15 * E + E / 2);
+
+	size_bad("");
+	size_bad("-1");
+	size_bad("+1");
+	size_bad(" 1");
+	size_bad("1 ");
+	size_bad("1 G");
+	size_bad("G");
+	size_bad("1X");
+	size_bad("1GB");
+	size_bad("1KB");
+	size_bad("1iB");
+	size_bad("1GiBs");
+	size_bad("0x10");
+	size_bad("1.");
+	size_bad(".5K");
+	size_bad("1.3K");        /* 1331.2 bytes */
+	size_bad("1.5");         /* 1.5 bytes */
+	size_bad("1..5G");
+	size_bad("1e3");
+	size_bad("16E");         /* 2^64 */
+	size_bad("18446744073709551616");
+	size_bad("99999999999999999999999999999");
+	size_bad("17179869184G");
+	size_bad("1.00000000000000000001K");
+	size_bad(NULL);
+
+	new_ok("20G", 10 * G, 20 * G);
+	new_ok("5G", 10 * G, 5 * G);
+	new_ok("+5G", 10 * G, 15 * G);
+	new_ok("-5G", 10 * G, 5 * G);
+	new_ok("-10G", 10 * G, 0);
+	new_ok("+0", 10 * G, 10 * G);
+	new_ok("+1.5K", 512, 2048);
+	new_bad("-11G", 10 * G);
+	new_bad("+1", UINT64_MAX);
+	new_bad("+16E", 0);
+	new_bad("--5G", 10 * G);
+	new_bad("+-5G", 10 * G);
+	new_bad("++5G", 10 * G);
+	new_bad("+", 10 * G);
+	new_bad("-", 10 * G);
+	new_bad("", 10 * G);
+	new_bad("-5X", 10 * G);
+	new_bad(NULL, 0);
+
+	human_is(0, "0 bytes");
+	human_is(1, "1 byte");
+	human_is(1023, "1023 bytes");
+	human_is(1024, "1 KiB");
+	human_is(1536, "1.5 KiB");
+	human_is(10 * G, "10 GiB");
+	human_is(G + G / 4, "1.25 GiB");
+	human_is(UINT64_MAX, "16 EiB");
+
+	escape_is("plain", "\"plain\"");
+	escape_is("a\"b\\c", "\"a\\\"b\\\\c\"");
+	escape_is("tab\tnl\n\x01", "\"tab\\tnl\\n\\u0001\"");
+	escape_is("caf\xc3\xa9", "\"caf\xc3\xa9\"");        /* valid UTF-8 kept */
+	escape_is("bad\xff\xc3", "\"bad\\u00ff\\u00c3\"");   /* invalid bytes escaped */
+	escape_is("\xed\xa0\x80", "\"\\u00ed\\u00a0\\u0080\"");  /* surrogate */
+
+	CHECK(buffer_is_zero(zeros, 0));
+	CHECK(buffer_is_zero(zeros, 1));
+	CHECK(buffer_is_zero(zeros, 17));
+	CHECK(buffer_is_zero(zeros, sizeof(zeros)));
+	zeros[8191] = 1;
+	CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
+	CHECK(buffer_is_zero(zeros, 8191));
+	zeros[8191] = 0;
+	zeros[3] = 1;
+	CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
+	CHECK(!buffer_is_zero(zeros, 4));
+	zeros[3] = 0;
+	zeros[20] = 1;
+	CHECK(!buffer_is_zero(zeros, 21));
+	CHECK(buffer_is_zero(zeros, 20));
+
+	if (failures) {
+		fprintf(stderr, "%d failures\n", failures);
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}

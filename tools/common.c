@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared by the command-line tools; see common.h. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common.h"
+
+const char *progname = "libimg";
+int quiet;
+int json;
+
+/* ---- sizes ------------------------------------------------------------ */
+
+static int is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* The multiplier named by a suffix, or 0 for an unknown one. */
+static uint64_t suffix_mult(const char *s)
+{
+	static const char units[] = "KMGTPE";
+	const char *u;
+	char c = *s;
+
+	if (c == 0)
+		return 1;
+	if ((c == 'B' || c == 'b') && s[1] == 0)
+		return 1;
+	if (c >= 'a' && c <= 'z')
+		c = (char)(c - 'a' + 'A');
+	u = strchr(units, c);
+	if (!u || c == 0)
+		return 0;
+	s++;
+	/* "", "i", "iB" (any case) */
+	if (*s == 'i' || *s == 'I') {
+		s++;
+		if (*s == 'B' || *s == 'b')
+			s++;
+	}
+	if (*s)
+		return 0;
+	return (uint64_t)1 << (10 * (u - units + 1));
+}
+
+int parse_size(const char *s, uint64_t *out)
+{
+	unsigned __int128 ipart = 0, frac = 0, pow10 = 1, v;
+	uint64_t mult;
+	const char *p = s;
+	int fdigits = 0;
+
+	if (!s || !is_digit(*p))
+		return -EINVAL;
+	for (; is_digit(*p); p++) {
+		ipart = ipart * 10 + (unsigned)(*p - '0');
+		if (ipart > UINT64_MAX)
+			return -EINVAL;
+	}
+	if (*p == '.') {
+		const char *f = ++p, *end;
+		if (!is_digit(*p))
+			return -EINVAL;
+		while (is_digit(*p))
+			p++;
+		end = p;
+		while (end > f && end[-1] == '0')   /* trailing zeros add nothing */
+			end--;
+		for (; f < end; f++) {
+			if (++fdigits > 19)             /* finer than any whole byte */
+				return -EINVAL;
+			frac = frac * 10 + (unsigned)(*f - '0');
+			pow10 *= 10;
+		}
+	}
+	mult = suffix_mult(p);
+	if (!mult)
+		return -EINVAL;
+	/* ipart < 2^64, mult <= 2^60: the product fits in 128 bits. */
+	v = ipart * mult;
+	if (frac) {
+		unsigned __int128 fb = frac * mult;  /* < 10^19 * 2^60 < 2^124 */
+		if (fb % pow10)
+			return -EINVAL;             /* not a whole number of bytes */
+		v += fb / pow10;
+	}
+	if (v > UINT64_MAX)
+		return -EINVAL;
+	*out = (uint64_t)v;
+	return 0;
+}
+
+int parse_new_size(const char *s, uint64_t current, uint64_t *out)
+{
+	uint64_t d;
+
+	if (!s)
+		return -EINVAL;
+	if (*s == '+' || *s == '-') {
+		if (parse_size(s + 1, &d))
+			return -EINVAL;
+		if (*s == '+') {
+			if (__builtin_add_overflow(current, d, &d))
+				return -EINVAL;
+		} else {
+			if (d > current)
+				return -EINVAL;
+			d = current - d;
+		}
+		*out = d;
+		return 0;
+	}
+	return parse_size(s, out);
+}
+
+const char *human_size(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	int u = -1;
+	uint64_t div = 1;
+
+	while (u < 5 && bytes / div >= 1024) {
+		div <<= 10;
+		u++;
+	}
+	if (u < 0) {
+		snprintf(buf, len, "%llu %s", (unsigned long long)bytes,
+			 bytes == 1 ? "byte" : "bytes");
+	} else if (bytes % div == 0) {
+		snprintf(buf, len, "%llu %s", (unsigned long long)(bytes / div), units[u]);
+	} else {
+		double v = (double)bytes / (double)div;
+		char *e;
+		snprintf(buf, len, v >= 100 ? "%.1f" : "%.2f", v);
+		/* "1.50" -> "1.5"; "2.00" -> "2" is impossible here but harmless */
+		e = buf + strlen(buf);
+		while (e > buf && e[-1] == '0')
+			*--e = 0;
+		if (e > buf && e[-1] == '.')
+			*--e = 0;
+		snprintf(e, len - (size_t)(e - buf), " %s", units[u]);
+	}
+	return buf;
+}
+
+const char *human_size_exact(uint64_t bytes, char *buf, size_t len)
+{
+	char h[32];
+
+	human_size(bytes, h, sizeof(h));
+	if (bytes < 1024)
+		snprintf(buf, len, "%s", h);
+	else
+		snprintf(buf, len, "%s (%llu bytes)", h, (unsigned long long)bytes);
+	return buf;
+}
+
+/* ---- messages --------------------------------------------------------- */
+
+void tool_init(int argc, char **argv)
+{
+	/* Past a file size limit, fail the write with EFBIG (and clean up)
+	 * instead of being killed. */
+	signal(SIGXFSZ, SIG_IGN);
+	if (argc > 0 && argv[0] && argv[0][0]) {
+		const char *b = strrchr(argv[0], '/');
+		progname = b ? b + 1 : argv[0];
+		argv[0] = (char *)progname;
+	}
+}
+
+void errmsg(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void img_errmsg(const char *file, int err)
+{
+	const char *what = img_strerror(err);
+	const char *detail = img_last_error();
+	size_t fl = file ? strlen(file) : 0;
+	int dlen = INT_MAX;
+
+	if (detail && file && !strncmp(detail, file, fl) && detail[fl] == ':' &&
+	    detail[fl + 1] == ' ')
+		detail += fl + 2;
+	if (!detail || !*detail || !strcmp(detail, what) || strstr(what, detail))
+		detail = NULL;
+	/* "...: Invalid argument" repeats what we print first */
+	if (detail) {
+		size_t dl = strlen(detail), wl = strlen(strerror(-err));
+		if (dl > wl + 2 && !strcmp(detail + dl - wl, strerror(-err)) &&
+		    !strncmp(detail + dl - wl - 2, ": ", 2))
+			dlen = (int)(dl - wl - 2);
+	}
+	fflush(stdout);
+	if (file)
+		fprintf(stderr, "%s: %s: %s", progname, file, what);
+	else
+		fprintf(stderr, "%s: %s", progname, what);
+	if (detail)
+		fprintf(stderr, " (%.*s)", dlen, detail);
+	fputc('\n', stderr);
+}
+
+int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fflush(stdout);
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", progname);
+	return EXIT_ERROR;
+}
+
+void print_version(void)
+{
+	printf("%s (libimg) %s\n", progname, LIBIMG_VERSION_STRING);
+}
+
+int open_image(const char *path, unsigned flags, struct img **out)
+{
+	int r = img_probe(path);
+
+	if (r == 0) {
+		errmsg("%s: not a libimg image", path);
+		return -EINVAL;
+	}
+	if (r < 0) {
+		errmsg("%s: %s", path, strerror(-r));
+		return r;
+	}
+	r = img_open(path, flags, out);
+	if (r < 0) {
+		img_errmsg(path, r);
+		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
+			fprintf(stderr, "%s: %s: run 'imgcheck %s' for details\n",
+				progname, path, path);
+	}
+	return r;
+}
+
+int close_image(const char *path, struct img *img)
+{
+	int r = img_close(img);
+
+	if (r < 0)
+		img_errmsg(path, r);
+	return r;
+}
+
+/* ---- option scanning -------------------------------------------------- */
+
+int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
+		const struct option *longopts)
+{
+	/* Our own copy of optstring with a leading '-': getopt returns
+	 * operands in order (as 1) instead of permuting argv. */
+	char os[64];
+
+	if (optind == 0)
+		optind = 1;
+	if (!g->operands_only && optind < argc && !strcmp(argv[optind], "--")) {
+		g->operands_only = 1;
+		optind++;
+	}
+	if (optind >= argc)
+		return -1;
+	if (g->operands_only ||
+	    (argv[optind][0] == '-' && (is_digit(argv[optind][1]) || argv[optind][1] == '.'))) {
+		optarg = argv[optind++];
+		return 1;
+	}
+	snprintf(os, sizeof(os), "-%s", optstring);
+	return getopt_long(argc, argv, os, longopts, NULL);
+}
+
+/* ---- JSON ------------------------------------------------------------- */
+
+void json_escape(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', f);
+	while (*p) {
+		unsigned char c = *p;
+		int n = 0, i;
+
+		switch (c) {
+		case '"':  fputs("\\\"", f); p++; continue;
+		case '\\': fputs("\\\\", f); p++; continue;
+		case '\b': fputs("\\b", f); p++; continue;
+		case '\f': fputs("\\f", f); p++; continue;
+		case '\n': fputs("\\n", f); p++; continue;
+		case '\r': fputs("\\r", f); p++; continue;
+		case '\t': fputs("\\t", f); p++; continue;
+		default: break;
+		}
+		if (c < 0x20 || c == 0x7f) {
+			fprintf(f, "\\u%04x", c);
+			p++;
+			continue;
+		}
+		if (c < 0x80) {
+			fputc(c, f);
+			p++;
+			continue;
+		}
+		/* Pass valid UTF-8 through; show other bytes as U+0080..U+00FF
+		 * so that the output is always valid JSON. */
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 2;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 3;
+		for (i = 1; i <= n; i++)
+			if ((p[i] & 0xc0) != 0x80)
+				break;
+		if (n && i > n &&
+		    !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] >= 0xa0) &&
+		    !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] >= 0x90)) {
+			fwrite(p, 1, (size_t)n + 1, f);
+			p += n + 1;
+		} else {
+			fprintf(f, "\\u%04x", c);
+			p++;
+		}
+	}
+	fputc('"', f);
+}
+
+static void json_item(struct json_out *j, const char *key)
+{
+	int i;
+
+	if (j->depth > 0) {
+		fputs(j->has_items[j->depth] ? ",\n" : "\n", j->f);
+		j->has_items[j->depth] = 1;
+		for (i = 0; i < j->depth; i++)
+			fputs("  ", j->f);
+	}
+	if (key) {
+		json_escape(j->f, key);
+		fputs(": ", j->f);
+	}
+}
+
+void json_start(struct json_out *j, FILE *f)
+{
+	memset(j, 0, sizeof(*j));
+	j->f = f;
+}
+
+static void json_open(struct json_out *j, const char *key, char c)
+{
+	json_item(j, key);
+	fputc(c, j->f);
+	if (j->depth < (int)sizeof(j->has_items) - 1)
+		j->depth++;
+	j->has_items[j->depth] = 0;
+}
+
+static void json_close(struct json_out *j, char c)
+{
+	int i, had = j->has_items[j->depth];
+
+	if (j->depth > 0)
+		j->depth--;
+	if (had) {
+		fputc('\n', j->f);
+		for (i = 0; i < j->depth; i++)
+			fputs("  ", j->f);
+	}
+	fputc(c, j->f);
+}
+
+void json_object_begin(struct json_out *j, const char *key)
+{
+	json_open(j, key, '{');
+}
+
+void json_object_end(struct json_out *j)
+{
+	json_close(j, '}');
+}
+
+void json_array_begin(struct json_out *j, const char *key)
+{
+	json_open(j, key, '[');
+}
+
+void json_array_end(struct json_out *j)
+{
+	json_close(j, ']');
+}
+
+void json_string(struct json_out *j, const char *key, const char *val)
+{
+	json_item(j, key);
+	if (val)
+		json_escape(j->f, val);
+	else
+		fputs("null", j->f);
+}
+
+void json_u64(struct json_out *j, const char *key, uint64_t v)
+{
+	json_item(j, key);
+	fprintf(j->f, "%llu", (unsigned long long)v);
+}
+
+void json_bool(struct json_out *j, const char *key, int v)
+{
+	json_item(j, key);
+	fputs(v ? "true" : "false", j->f);
+}
+
+void json_null(struct json_out *j, const char *key)
+{
+	json_item(j, key);
+	fputs("null", j->f);
+}
+
+void json_finish(struct json_out *j)
+{
+	fputc('\n', j->f);
+	fflush(j->f);
+}
+
+/* ---- progress --------------------------------------------------------- */
+
+void progress_init(struct progress *p, int want)
+{
+	memset(p, 0, sizeof(*p));
+	p->enabled = want && isatty(STDERR_FILENO);
+	p->last_permille = ~0u;
+}
+
+void progress_update(struct progress *p, uint64_t done, uint64_t total)
+{
+	enum { WIDTH = 40 };
+	char bar[WIDTH + 1];
+	unsigned pm;
+	int fill;
+
+	if (!p->enabled)
+		return;
+	if (total == 0 || done >= total)
+		pm = 1000;
+	else
+		pm = (unsigned)((unsigned __int128)done * 1000 / total);
+	if (pm == p->last_permille)
+		return;
+	p->last_permille = pm;
+	fill = (int)(pm * WIDTH / 1000);
+	memset(bar, '#', (size_t)fill);
+	memset(bar + fill, ' ', (size_t)(WIDTH - fill));
+	bar[WIDTH] = 0;
+	fprintf(stderr, "\r    [%s] %5.1f%%", bar, pm / 10.0);
+	fflush(stderr);
+	p->shown = 1;
+}
+
+void progress_finish(struct progress *p, int ok)
+{
+	if (!p->enabled)
+		return;
+	if (ok)
+		progress_update(p, 1, 1);
+	if (p->shown)
+		fputc('\n', stderr);
+	p->shown = 0;
+}
+
+int progress_cb(void *arg, uint64_t done, uint64_t total)
+{
+	progress_update(arg, done, total);
+	return 0;
+}
+
+/* ---- misc ------------------------------------------------------------- */
+
+int buffer_is_zero(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	size_t head;
+
+	if (len == 0)
+		return 1;
+	/* Check a few bytes first (cheap early out for data), then let
+	 * memcmp compare the buffer with itself shifted by 16 bytes. */
+	head = len < 16 ? len : 16;
+	for (size_t i = 0; i < head; i++)
+		if (p[i])
+			return 0;
+	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What every command-line tool shares: size parsing, messages, option
+ * scanning, human sizes, hand-written JSON and the progress bar.
+ *
+ * Nothing here knows the image format; the tools talk to images only
+ * through libimg.h.  The parse_* functions never print and never exit
+ * (the fuzz harness calls them directly).
+ */
+#ifndef TOOLS_COMMON_H
+#define TOOLS_COMMON_H
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "libimg.h"
+
+/* Exit statuses shared by every tool (imgcheck adds 2, 3 and 63). */
+#define EXIT_OK    0
+#define EXIT_ERROR 1
+
+/* The only globals: set by tool_init() and the option loops. */
+extern const char *progname;
+extern int quiet;
+extern int json;
+
+/* ---- sizes ------------------------------------------------------------ */
+
+/* Parses a byte count: plain digits, or digits with a binary suffix
+ * K M G T P E (any case, optionally followed by "i" or "iB"; "B" alone
+ * means bytes), and decimal fractions that resolve to whole bytes
+ * ("1.5G", "0.5K").  Rejects signs, spaces, garbage and overflow.
+ * Returns 0 and sets *out, or -EINVAL (*out untouched). */
+int parse_size(const char *s, uint64_t *out);
+
+/* A new size for a resize: absolute ("20G"), or relative to current
+ * ("+5G", "-512M").  Overflow past 2^64-1 or underflow below 0 is
+ * -EINVAL.  Returns 0 and sets *out, or -EINVAL. */
+int parse_new_size(const char *s, uint64_t current, uint64_t *out);
+
+/* "10 GiB", "1.5 MiB", "512 bytes" into buf (at least 32 bytes). */
+const char *human_size(uint64_t bytes, char *buf, size_t len);
+/* "10 GiB (10737418240 bytes)" into buf (at least 64 bytes). */
+const char *human_size_exact(uint64_t bytes, char *buf, size_t len);
+
+/* ---- messages --------------------------------------------------------- */
+
+/* Sets progname from argv[0] (basename) and points argv[0] at it, so that
+ * getopt's own messages use the short name too. */
+void tool_init(int argc, char **argv);
+
+/* "PROG: message\n" on stderr. */
+void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "PROG: FILE: <img_strerror(err)>[: detail]\n": the detail is
+ * img_last_error() without a leading "FILE: " and only when it adds
+ * something. */
+void img_errmsg(const char *file, int err);
+/* Prints "PROG: message" then the usage hint; returns EXIT_ERROR. */
+int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Prints "PROG (libimg) VERSION". */
+void print_version(void);
+
+/* Opens an image, printing the error.  A file that is not a libimg image
+ * at all gets "not a libimg image" (and -EINVAL).  Returns 0 or -errno. */
+int open_image(const char *path, unsigned flags, struct img **out);
+/* Closes, printing an error if the close failed.  0 or -errno. */
+int close_image(const char *path, struct img *img);
+
+/* ---- option scanning -------------------------------------------------- */
+
+/* getopt_long() that hands back operands in order (returns 1 with optarg
+ * set) and takes an argument that looks like a negative number ("-5G") as
+ * an operand, so that "shrinkimg disk.img -5G" works.  Everything after
+ * "--" is an operand.  g starts zeroed.  Returns -1 at the end. */
+struct tool_getopt {
+	int operands_only;   /* "--" seen */
+};
+
+int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
+		const struct option *longopts);
+
+/* ---- JSON, printed by hand -------------------------------------------- */
+
+struct json_out {
+	FILE *f;
+	int depth;
+	unsigned char has_items[16];   /* per nesting level */
+};
+
+void json_start(struct json_out *j, FILE *f);
+/* key is NULL inside arrays and for the top level value. */
+void json_object_begin(struct json_out *j, const char *key);
+void json_object_end(struct json_out *j);
+void json_array_begin(struct json_out *j, const char *key);
+void json_array_end(struct json_out *j);
+void json_string(struct json_out *j, const char *key, const char *val); /* NULL: null */
+void json_u64(struct json_out *j, const char *key, uint64_t v);
+void json_bool(struct json_out *j, const char *key, int v);
+void json_null(struct json_out *j, const char *key);
+/* Ends the document with a newline. */
+void json_finish(struct json_out *j);
+/* Writes s as a JSON string literal (quotes included). */
+void json_escape(FILE *f, const char *s);
+
+/* ---- progress --------------------------------------------------------- */
+
+struct progress {
+	int enabled;         /* -p given and stderr is a terminal */
+	int shown;
+	unsigned last_permille;
+};
+
+/* enabled only when want (-p) and stderr is a terminal. */
+void progress_init(struct progress *p, int want);
+void progress_update(struct progress *p, uint64_t done, uint64_t total);
+/* Draws 100% and ends the line (if anything was drawn). */
+void progress_finish(struct progress *p, int ok);
+/* An img_progress_fn for library operations; arg is a struct progress. */
+int progress_cb(void *arg, uint64_t done, uint64_t total);
+
+/* ---- misc ------------------------------------------------------------- */
+
+/* 1 if len bytes at buf are all zero. */
+int buffer_is_zero(const void *buf, size_t len);
+
+#endif /* TOOLS_COMMON_H */

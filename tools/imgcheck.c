@@ -1,0 +1,239 @@
+/* SPDX-License-Identifier: MIT */
+/* imgcheck: verify (and with --repair, fix) an image's metadata. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+/* Exit statuses, as qemu-img check. */
+#define EXIT_CLEAN       0
+#define EXIT_CHECK_FAIL  1
+#define EXIT_CORRUPT     2
+#define EXIT_LEAKS       3
+#define EXIT_UNSUPPORTED 63
+
+static const struct option longopts[] = {
+	{ "repair",  no_argument, NULL, 'r' },
+	{ "json",    no_argument, NULL, 'j' },
+	{ "quiet",   no_argument, NULL, 'q' },
+	{ "help",    no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE\n"
+	       "Check a libimg image: both header copies, the checksum of every\n"
+	       "metadata block, the log, BAT bounds, duplicate mappings, entries inside\n"
+	       "metadata or past the end of the file, leaked clusters, the file's tail.\n"
+	       "\n"
+	       "  -r, --repair   fix leaks and whatever else can be fixed without\n"
+	       "                 guessing; report what could not be fixed\n"
+	       "  -j, --json     print the result as a JSON object\n"
+	       "  -q, --quiet    print only errors\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n"
+	       "\n"
+	       "Exit status (after --repair: of what is left):\n"
+	       "  0 clean, 1 the check could not run, 2 corrupt, 3 leaked clusters only,\n"
+	       "  63 the image uses a feature this version does not support.\n"
+	       "See imgcheck(1).\n", progname);
+}
+
+struct problem {
+	enum img_check_severity sev;
+	int fixed;
+	char *msg;
+};
+
+struct problems {
+	struct problem *v;
+	size_t n, cap;
+	int oom;
+};
+
+static const char *sev_name(enum img_check_severity s)
+{
+	switch (s) {
+	case IMG_CHECK_CORRUPT: return "corrupt";
+	case IMG_CHECK_LEAK: return "leak";
+	default: return "info";
+	}
+}
+
+static void report(void *arg, enum img_check_severity sev, int fixed, const char *msg)
+{
+	struct problems *ps = arg;
+
+	if (!json) {
+		if (!quiet || sev == IMG_CHECK_CORRUPT)
+			printf("%s: %s%s\n", sev_name(sev), msg ? msg : "",
+			       fixed ? " (repaired)" : "");
+		return;
+	}
+	if (ps->n == ps->cap) {
+		size_t cap = ps->cap ? ps->cap * 2 : 16;
+		struct problem *v = realloc(ps->v, cap * sizeof(*v));
+		if (!v) {
+			ps->oom = 1;
+			return;
+		}
+		ps->v = v;
+		ps->cap = cap;
+	}
+	ps->v[ps->n].sev = sev;
+	ps->v[ps->n].fixed = fixed;
+	ps->v[ps->n].msg = strdup(msg ? msg : "");
+	if (!ps->v[ps->n].msg) {
+		ps->oom = 1;
+		return;
+	}
+	ps->n++;
+}
+
+static void print_json(const char *file, const struct img_check_result *res, int repair,
+		       const char *status, const struct problems *ps)
+{
+	struct json_out j;
+
+	json_start(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_string(&j, "filename", file);
+	json_string(&j, "format", "libimg");
+	json_string(&j, "status", status);
+	json_u64(&j, "check_errors", 0);
+	json_u64(&j, "corruptions", res->corruptions);
+	json_u64(&j, "corruptions_fixed", res->corruptions_fixed);
+	json_u64(&j, "leaks", res->leaks);
+	json_u64(&j, "leaks_fixed", res->leaks_fixed);
+	json_u64(&j, "allocated_clusters", res->allocated_clusters);
+	json_u64(&j, "tail_bytes", res->tail_bytes);
+	json_bool(&j, "repair", repair);
+	json_array_begin(&j, "problems");
+	for (size_t i = 0; i < ps->n; i++) {
+		json_object_begin(&j, NULL);
+		json_string(&j, "severity", sev_name(ps->v[i].sev));
+		json_bool(&j, "fixed", ps->v[i].fixed);
+		json_string(&j, "message", ps->v[i].msg);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_object_end(&j);
+	json_finish(&j);
+}
+
+static void print_human(const struct img_check_result *res, int repair)
+{
+	uint64_t corrupt = res->corruptions - res->corruptions_fixed;
+	uint64_t leaks = res->leaks - res->leaks_fixed;
+	char b[64];
+
+	if (repair && (res->corruptions_fixed || res->leaks_fixed))
+		printf("The following inconsistencies were found and repaired:\n"
+		       "    %llu leaked clusters\n    %llu corruptions\n\n",
+		       (unsigned long long)res->leaks_fixed,
+		       (unsigned long long)res->corruptions_fixed);
+	if (corrupt)
+		printf("%llu errors were found on the image.\n"
+		       "Data may be corrupted, or further writes to the image may corrupt it.\n",
+		       (unsigned long long)corrupt);
+	if (leaks)
+		printf("%llu leaked clusters were found on the image.\n"
+		       "This means waste of disk space, but no harm to data.\n",
+		       (unsigned long long)leaks);
+	if (!corrupt && !leaks)
+		printf("No errors were found on the image.\n");
+	printf("%llu allocated clusters\n", (unsigned long long)res->allocated_clusters);
+	/* (the tail is measured before a repair, which may have trimmed it) */
+	if (res->tail_bytes && !repair)
+		printf("%s past the last used cluster (compact trims them)\n",
+		       human_size_exact(res->tail_bytes, b, sizeof(b)));
+}
+
+int main(int argc, char **argv)
+{
+	struct img_check_opts opts = { 0 };
+	struct img_check_result res;
+	struct problems ps = { 0 };
+	const char *file = NULL, *status;
+	struct img *img;
+	unsigned flags = IMG_OPEN_CHECK;
+	int c, r, repair = 0, ret;
+	struct tool_getopt g = { 0 };
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "rjqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (file)
+				return usage_error("too many arguments");
+			file = optarg;
+			break;
+		case 'r': repair = 1; break;
+		case 'j': json = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file)
+		return usage_error("expected FILE");
+	if (repair)
+		flags |= IMG_OPEN_RDWR;
+
+	r = open_image(file, flags, &img);
+	if (r == -EOPNOTSUPP)
+		return EXIT_UNSUPPORTED;
+	if (r == -EUCLEAN)
+		return EXIT_CORRUPT;   /* too damaged to open even for checking */
+	if (r < 0)
+		return EXIT_CHECK_FAIL;
+
+	opts.flags = repair ? IMG_CHECK_REPAIR : 0;
+	opts.report = report;
+	opts.report_arg = &ps;
+	memset(&res, 0, sizeof(res));
+	r = img_check(img, &opts, &res);
+	if (r < 0) {
+		img_errmsg(file, r);
+		img_close(img);
+		ret = r == -EOPNOTSUPP ? EXIT_UNSUPPORTED : EXIT_CHECK_FAIL;
+		goto out;
+	}
+	if (close_image(file, img) < 0) {
+		ret = EXIT_CHECK_FAIL;
+		goto out;
+	}
+	if (ps.oom) {
+		errmsg("out of memory");
+		ret = EXIT_CHECK_FAIL;
+		goto out;
+	}
+	if (res.corruptions_fixed > res.corruptions)
+		res.corruptions_fixed = res.corruptions;
+	if (res.leaks_fixed > res.leaks)
+		res.leaks_fixed = res.leaks;
+	if (res.corruptions > res.corruptions_fixed) {
+		ret = EXIT_CORRUPT;
+		status = "corrupt";
+	} else if (res.leaks > res.leaks_fixed) {
+		ret = EXIT_LEAKS;
+		status = "leaks";
+	} else {
+		ret = EXIT_CLEAN;
+		status = "clean";
+	}
+	if (json)
+		print_json(file, &res, repair, status, &ps);
+	else if (!quiet)
+		print_human(&res, repair);
+out:
+	for (size_t i = 0; i < ps.n; i++)
+		free(ps.v[i].msg);
+	free(ps.v);
+	return ret;
+}

@@ -1,0 +1,643 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgconvert: copy a disk between raw files and libimg images.
+ *
+ * The input format is detected by content (img_probe).  Only data is
+ * copied: holes of a raw input (SEEK_DATA/SEEK_HOLE) and unallocated or
+ * zero runs of an image are skipped without reading, and what is read is
+ * scanned for all-zero granules (a cluster of the output image, or 4 KiB
+ * of a raw output) which are not written.  The output starts as a fresh
+ * sparse file or empty image, so whatever is not written reads as zeros.
+ *
+ * The output is built under a temporary name in the target directory and
+ * renamed into place at the end; on failure or on SIGINT/SIGTERM/SIGHUP
+ * the temporary file is removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define CHUNK (4u << 20)            /* bytes read at a time */
+#define RAW_GRANULE 4096u           /* zero-detection unit for a raw output */
+
+enum fmt { FMT_RAW, FMT_LIBIMG };
+enum { OPT_CLUSTER_SIZE = 256, OPT_COMPRESS };
+
+static const struct option longopts[] = {
+	{ "output-format", required_argument, NULL, 'O' },
+	{ "cluster-size",  required_argument, NULL, OPT_CLUSTER_SIZE },
+	{ "compress",      no_argument,       NULL, OPT_COMPRESS },
+	{ "progress",      no_argument,       NULL, 'p' },
+	{ "force",         no_argument,       NULL, 'f' },
+	{ "force-share",   no_argument,       NULL, 'U' },
+	{ "quiet",         no_argument,       NULL, 'q' },
+	{ "help",          no_argument,       NULL, 'h' },
+	{ "version",       no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] SRC DST\n"
+	       "Copy a virtual disk between a raw file and a libimg image (either way,\n"
+	       "or image to image).  SRC's format is detected from its contents.  Holes\n"
+	       "and all-zero runs are not written, so the output is thin or sparse.\n"
+	       "\n"
+	       "  -O, --output-format FMT  raw or libimg (default libimg)\n"
+	       "  --cluster-size SIZE      cluster size of a libimg output (64K..64M)\n"
+	       "  -p, --progress           show a progress bar (on a terminal)\n"
+	       "  -f, --force              replace DST if it exists\n"
+	       "  -U, --force-share        do not lock a libimg SRC\n"
+	       "  -c, --compress           reserved: not supported yet\n"
+	       "  -q, --quiet              print nothing on success\n"
+	       "  -h, --help               show this help\n"
+	       "  -V, --version            show the version\n"
+	       "\n"
+	       "DST is written under a temporary name and renamed at the end; a failed\n"
+	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
+	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
+	       "Exit status: 0 success, 1 error.  See imgconvert(1).\n", progname);
+}
+
+/* ---- cleanup of the temporary output ---------------------------------- */
+
+static char tmp_path[PATH_MAX];
+static volatile sig_atomic_t tmp_live;
+
+static void on_signal(int sig)
+{
+	if (tmp_live)
+		unlink(tmp_path);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void catch_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* ---- source and destination ------------------------------------------- */
+
+struct end {
+	const char *name;
+	enum fmt fmt;
+	int fd;               /* raw */
+	struct img *img;      /* libimg */
+	uint64_t size;        /* virtual size */
+	uint32_t granule;     /* zero-detection unit (destination) */
+	int seek_data;        /* raw source: SEEK_DATA works */
+};
+
+static int raw_read(struct end *s, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len) {
+		ssize_t n = pread(s->fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0) {             /* past the end: the padding reads as zeros */
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int raw_write(struct end *d, const void *buf, size_t len, uint64_t off)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = pwrite(d->fd, p, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO;
+		p += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int src_read(struct end *s, void *buf, size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	if (s->fmt == FMT_RAW)
+		return raw_read(s, buf, len, off);
+	n = img_pread(s->img, buf, len, off);
+	if (n < 0)
+		return (int)n;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+static int dst_write(struct end *d, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t n;
+
+	if (d->fmt == FMT_RAW)
+		return raw_write(d, buf, len, off);
+	n = img_pwrite(d->img, buf, len, off);
+	if (n < 0)
+		return (int)n;
+	return (size_t)n == len ? 0 : -EIO;
+}
+
+/* The next run of data at or after off: [*start, *start + *len).  *len is
+ * 0 when there is no more.  0 or -errno (printed). */
+static int next_data(struct end *s, uint64_t off, uint64_t *start, uint64_t *len)
+{
+	*len = 0;
+	if (off >= s->size)
+		return 0;
+	if (s->fmt == FMT_RAW) {
+		off_t d, h;
+		if (!s->seek_data) {
+			*start = off;
+			*len = s->size - off;
+			return 0;
+		}
+		d = lseek(s->fd, (off_t)off, SEEK_DATA);
+		if (d < 0) {
+			if (errno == ENXIO)
+				return 0;          /* only a hole is left */
+			if (errno == EINVAL || errno == EOPNOTSUPP) {
+				s->seek_data = 0;  /* cannot tell: all of it is data */
+				*start = off;
+				*len = s->size - off;
+				return 0;
+			}
+			errmsg("%s: %s", s->name, strerror(errno));
+			return -errno;
+		}
+		if ((uint64_t)d >= s->size)
+			return 0;
+		h = lseek(s->fd, d, SEEK_HOLE);
+		if (h < 0 || (uint64_t)h > s->size || h <= d)
+			h = (off_t)s->size;
+		*start = (uint64_t)d;
+		*len = (uint64_t)h - (uint64_t)d;
+		return 0;
+	}
+	while (off < s->size) {
+		struct img_extent e;
+		int r;
+
+		memset(&e, 0, sizeof(e));
+		r = img_map(s->img, off, &e);
+		if (r < 0) {
+			img_errmsg(s->name, r);
+			return r;
+		}
+		if (e.length == 0 || e.offset != off || e.length > s->size - off) {
+			errmsg("%s: bad map at offset %llu", s->name, (unsigned long long)off);
+			return -EIO;
+		}
+		if (e.type == IMG_EXTENT_DATA) {
+			*start = off;
+			*len = e.length;
+			return 0;
+		}
+		off += e.length;
+	}
+	return 0;
+}
+
+/* Copies [start, end) in chunks, writing only the granules that are not
+ * all zeros (consecutive ones in one write).  *copied counts the bytes
+ * written. */
+static int copy_range(struct end *s, struct end *d, char *buf, uint64_t start, uint64_t end,
+		      struct progress *pr, uint64_t *copied)
+{
+	const uint64_t g = d->granule;
+
+	while (start < end) {
+		size_t n = (size_t)(end - start < CHUNK ? end - start : CHUNK);
+		size_t i = 0;
+		int r;
+
+		r = src_read(s, buf, n, start);
+		if (r < 0) {
+			img_errmsg(s->name, r);
+			return r;
+		}
+		while (i < n) {
+			size_t run, j;
+			/* skip zero granules (granule boundaries are absolute) */
+			size_t step = (size_t)(g - (start + i) % g);
+			if (step > n - i)
+				step = n - i;
+			if (buffer_is_zero(buf + i, step)) {
+				i += step;
+				continue;
+			}
+			run = step;
+			for (j = i + step; j < n; j += step) {
+				step = n - j < g ? n - j : (size_t)g;
+				if (buffer_is_zero(buf + j, step))
+					break;
+				run += step;
+			}
+			r = dst_write(d, buf + i, run, start + i);
+			if (r < 0) {
+				img_errmsg(d->name, r);
+				return r;
+			}
+			*copied += run;
+			i += run;
+		}
+		start += n;
+		progress_update(pr, start, s->size);
+	}
+	return 0;
+}
+
+static int copy_all(struct end *s, struct end *d, struct progress *pr, uint64_t *copied)
+{
+	uint64_t off = 0, start, len, end, g = d->granule;
+	char *buf;
+	int r = 0;
+
+	if (posix_memalign((void **)&buf, 4096, CHUNK)) {
+		errmsg("out of memory");
+		return -ENOMEM;
+	}
+	for (;;) {
+		r = next_data(s, off, &start, &len);
+		if (r < 0 || len == 0)
+			break;
+		/* widen to whole granules, without going back over what was done */
+		end = start + len;
+		start -= start % g;
+		if (start < off)
+			start = off;
+		end = end % g ? end + (g - end % g) : end;
+		if (end > s->size)
+			end = s->size;
+		progress_update(pr, start, s->size);
+		r = copy_range(s, d, buf, start, end, pr, copied);
+		if (r < 0)
+			break;
+		off = end;
+	}
+	free(buf);
+	return r;
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+static int open_source(struct end *s, int nolock)
+{
+	struct img_info in;
+	struct stat st;
+	int r = img_probe(s->name);
+
+	if (r < 0) {
+		errmsg("%s: %s", s->name, strerror(-r));
+		return r;
+	}
+	if (r == 1) {
+		s->fmt = FMT_LIBIMG;
+		r = open_image(s->name, nolock ? IMG_OPEN_NOLOCK : 0, &s->img);
+		if (r < 0)
+			return r;
+		memset(&in, 0, sizeof(in));
+		r = img_info(s->img, &in);
+		if (r < 0) {
+			img_errmsg(s->name, r);
+			return r;
+		}
+		s->size = in.virtual_size;
+		return 0;
+	}
+	s->fmt = FMT_RAW;
+	s->fd = open(s->name, O_RDONLY | O_CLOEXEC);
+	if (s->fd < 0 || fstat(s->fd, &st) < 0) {
+		r = -errno;
+		errmsg("%s: %s", s->name, strerror(errno));
+		return r;
+	}
+	if (S_ISREG(st.st_mode)) {
+		s->size = (uint64_t)st.st_size;
+		s->seek_data = 1;
+	} else if (S_ISBLK(st.st_mode)) {
+		off_t e = lseek(s->fd, 0, SEEK_END);
+		if (e < 0) {
+			r = -errno;
+			errmsg("%s: %s", s->name, strerror(errno));
+			return r;
+		}
+		s->size = (uint64_t)e;
+	} else {
+		errmsg("%s: not a regular file or block device", s->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Checks DST before any work: refuses an existing one unless force. */
+static int check_target(const char *dst, int force, const struct end *s)
+{
+	struct stat st, ss;
+
+	if (stat(dst, &st) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		errmsg("%s: %s", dst, strerror(errno));
+		return -errno;
+	}
+	if (!force) {
+		errmsg("%s: already exists (use --force to overwrite)", dst);
+		return -EEXIST;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		errmsg("%s: exists and is not a regular file", dst);
+		return -EINVAL;
+	}
+	if (stat(s->name, &ss) == 0 && ss.st_dev == st.st_dev && ss.st_ino == st.st_ino) {
+		errmsg("%s: is the same file as the source %s", dst, s->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Reserves a temporary name beside dst; returns its fd or -errno. */
+static int make_temp(const char *dst)
+{
+	char d[PATH_MAX], b[PATH_MAX];
+	mode_t um;
+	int fd;
+
+	if (strlen(dst) >= sizeof(d)) {
+		errmsg("%s: file name too long", dst);
+		return -ENAMETOOLONG;
+	}
+	strcpy(d, dst);
+	strcpy(b, dst);
+	if (snprintf(tmp_path, sizeof(tmp_path), "%s/.%s.XXXXXX", dirname(d), basename(b)) >=
+	    (int)sizeof(tmp_path)) {
+		errmsg("%s: file name too long", dst);
+		return -ENAMETOOLONG;
+	}
+	fd = mkstemp(tmp_path);
+	if (fd < 0) {
+		int e = errno;
+		errmsg("%s: cannot create a temporary file beside it: %s", dst, strerror(e));
+		return -e;
+	}
+	tmp_live = 1;
+	um = umask(0);
+	umask(um);
+	if (fchmod(fd, 0666 & ~um) < 0) {
+		int e = errno;
+		errmsg("%s: %s", tmp_path, strerror(e));
+		close(fd);
+		return -e;
+	}
+	return fd;
+}
+
+static int sync_dir_of(const char *path)
+{
+	char d[PATH_MAX];
+	int fd, r = 0;
+
+	snprintf(d, sizeof(d), "%s", path);
+	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;   /* best effort */
+	if (fsync(fd) < 0 && errno != EINVAL)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* Moves the finished temporary file to dst. */
+static int publish(const char *dst, int force)
+{
+	int r;
+
+	if (force) {
+		r = rename(tmp_path, dst);
+	} else {
+		r = renameat2(AT_FDCWD, tmp_path, AT_FDCWD, dst, RENAME_NOREPLACE);
+		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			/* the file system cannot: link (fails if dst exists) */
+			r = link(tmp_path, dst);
+			if (r == 0)
+				unlink(tmp_path);
+		}
+	}
+	if (r < 0) {
+		if (errno == EEXIST)
+			errmsg("%s: already exists (use --force to overwrite)", dst);
+		else
+			errmsg("%s: cannot rename %s into place: %s", dst, tmp_path,
+			       strerror(errno));
+		return -1;
+	}
+	tmp_live = 0;
+	r = sync_dir_of(dst);
+	if (r < 0) {
+		errmsg("%s: %s", dst, strerror(-r));
+		return r;
+	}
+	return 0;
+}
+
+static const char *fmt_name(enum fmt f)
+{
+	return f == FMT_RAW ? "raw" : "libimg";
+}
+
+int main(int argc, char **argv)
+{
+	struct end s = { .fd = -1 }, d = { .fd = -1 };
+	struct img_create_opts co = { 0 };
+	const char *src = NULL, *dst = NULL;
+	struct progress pr;
+	uint64_t v, copied = 0;
+	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR;
+	int tmp_fd = -1;
+	char b1[64], b2[64];
+	struct tool_getopt g = { 0 };
+
+	tool_init(argc, argv);
+	d.fmt = FMT_LIBIMG;
+	while ((c = tool_getopt(&g, argc, argv, "O:cpfUqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (npos == 0)
+				src = optarg;
+			else if (npos == 1)
+				dst = optarg;
+			else
+				return usage_error("too many arguments");
+			npos++;
+			break;
+		case 'O':
+			if (!strcmp(optarg, "raw"))
+				d.fmt = FMT_RAW;
+			else if (!strcmp(optarg, "libimg"))
+				d.fmt = FMT_LIBIMG;
+			else
+				return usage_error("unknown output format '%s' (raw or libimg)",
+						   optarg);
+			break;
+		case OPT_CLUSTER_SIZE:
+			if (parse_size(optarg, &v) || v < IMG_MIN_CLUSTER_SIZE ||
+			    v > IMG_MAX_CLUSTER_SIZE || (v & (v - 1))) {
+				errmsg("invalid cluster size '%s' (a power of two from 64K to 64M)",
+				       optarg);
+				return EXIT_ERROR;
+			}
+			co.cluster_size = (uint32_t)v;
+			break;
+		case 'c':
+		case OPT_COMPRESS:
+			errmsg("compression (-c) is not supported yet");
+			return EXIT_ERROR;
+		case 'p': want_progress = 1; break;
+		case 'f': force = 1; break;
+		case 'U': nolock = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!src || !dst)
+		return usage_error("expected SRC and DST");
+	if (co.cluster_size && d.fmt != FMT_LIBIMG)
+		return usage_error("--cluster-size applies only to -O libimg");
+	s.name = src;
+	d.name = dst;
+
+	if (open_source(&s, nolock) < 0)
+		goto out;
+	if (check_target(dst, force, &s) < 0)
+		goto out;
+
+	d.size = s.size;
+	if (d.fmt == FMT_LIBIMG && d.size % IMG_SECTOR_SIZE)
+		d.size += IMG_SECTOR_SIZE - d.size % IMG_SECTOR_SIZE;
+	if (d.fmt == FMT_LIBIMG && d.size == 0) {
+		errmsg("%s: empty: a libimg image needs at least 512 bytes", src);
+		goto out;
+	}
+
+	catch_signals();
+	tmp_fd = make_temp(dst);
+	if (tmp_fd < 0)
+		goto out;
+	if (d.fmt == FMT_RAW) {
+		d.fd = tmp_fd;
+		tmp_fd = -1;
+		d.granule = RAW_GRANULE;
+	} else {
+		struct img_info in;
+		close(tmp_fd);
+		tmp_fd = -1;
+		co.virtual_size = d.size;
+		co.flags = IMG_CREATE_OVERWRITE;   /* replaces our placeholder */
+		r = img_create(tmp_path, &co);
+		if (r < 0) {
+			img_errmsg(dst, r);
+			goto out;
+		}
+		r = img_open(tmp_path, IMG_OPEN_RDWR, &d.img);
+		if (r < 0) {
+			img_errmsg(dst, r);
+			goto out;
+		}
+		memset(&in, 0, sizeof(in));
+		r = img_info(d.img, &in);
+		if (r < 0) {
+			img_errmsg(dst, r);
+			goto out;
+		}
+		d.granule = in.cluster_size ? in.cluster_size : IMG_DEFAULT_CLUSTER_SIZE;
+	}
+
+	progress_init(&pr, want_progress && !quiet);
+	progress_update(&pr, 0, s.size);
+	r = copy_all(&s, &d, &pr, &copied);
+	progress_finish(&pr, r >= 0);
+	if (r < 0)
+		goto out;
+
+	/* finish the output */
+	if (d.fmt == FMT_RAW) {
+		if (ftruncate(d.fd, (off_t)d.size) < 0 || fsync(d.fd) < 0) {
+			errmsg("%s: %s", dst, strerror(errno));
+			goto out;
+		}
+		r = close(d.fd);
+		d.fd = -1;
+		if (r < 0) {
+			errmsg("%s: %s", dst, strerror(errno));
+			goto out;
+		}
+	} else {
+		r = img_flush(d.img);
+		if (r < 0) {
+			img_errmsg(dst, r);
+			goto out;
+		}
+		r = img_close(d.img);
+		d.img = NULL;
+		if (r < 0) {
+			img_errmsg(dst, r);
+			goto out;
+		}
+	}
+	if (publish(dst, force) < 0)
+		goto out;
+	ret = EXIT_OK;
+	if (!quiet)
+		printf("%s (%s) -> %s (%s): %s virtual, %s of data written\n", src,
+		       fmt_name(s.fmt), dst, fmt_name(d.fmt),
+		       human_size(d.size, b1, sizeof(b1)), human_size(copied, b2, sizeof(b2)));
+out:
+	if (d.img)
+		img_close(d.img);
+	if (d.fd >= 0)
+		close(d.fd);
+	if (tmp_fd >= 0)
+		close(tmp_fd);
+	if (tmp_live) {
+		unlink(tmp_path);
+		tmp_live = 0;
+	}
+	if (s.img)
+		img_close(s.img);
+	if (s.fd >= 0)
+		close(s.fd);
+	return ret;
+}

@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: MIT */
+/* imginfo: describe an image. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const struct option longopts[] = {
+	{ "json",        no_argument, NULL, 'j' },
+	{ "force-share", no_argument, NULL, 'U' },
+	{ "quiet",       no_argument, NULL, 'q' },
+	{ "help",        no_argument, NULL, 'h' },
+	{ "version",     no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE\n"
+	       "Show the virtual size, allocation and host usage of a libimg image.\n"
+	       "\n"
+	       "  -j, --json         print a JSON object (sizes in bytes)\n"
+	       "  -U, --force-share  do not lock the image (may show a state that is\n"
+	       "                     being changed by another process)\n"
+	       "  -q, --quiet        print nothing; only the exit status tells\n"
+	       "  -h, --help         show this help\n"
+	       "  -V, --version      show the version\n"
+	       "\n"
+	       "Exit status: 0 success, 1 error.  See imginfo(1).\n", progname);
+}
+
+static void print_json(const char *file, const struct img_info *in)
+{
+	struct json_out j;
+
+	json_start(&j, stdout);
+	json_object_begin(&j, NULL);
+	json_string(&j, "filename", file);
+	json_string(&j, "format", "libimg");
+	json_u64(&j, "format_version", in->format_version);
+	json_u64(&j, "virtual_size", in->virtual_size);
+	json_u64(&j, "cluster_size", in->cluster_size);
+	json_u64(&j, "allocated_clusters", in->allocated_clusters);
+	json_u64(&j, "allocated_bytes", in->allocated_clusters * in->cluster_size);
+	json_u64(&j, "zero_clusters", in->zero_clusters);
+	json_u64(&j, "metadata_size", in->metadata_size);
+	json_u64(&j, "bat_capacity", in->bat_capacity);
+	json_u64(&j, "file_size", in->file_size);
+	json_u64(&j, "disk_usage", in->disk_usage);
+	json_bool(&j, "dirty", in->dirty != 0);
+	json_u64(&j, "header_seq", in->header_seq);
+	json_u64(&j, "incompat_features", in->incompat_features);
+	json_u64(&j, "ro_compat_features", in->ro_compat_features);
+	json_u64(&j, "compat_features", in->compat_features);
+	json_u64(&j, "log_replayed", in->log_replayed);
+	json_u64(&j, "leaked_clusters", in->leaked_clusters);
+	json_null(&j, "backing");
+	json_null(&j, "filesystem");
+	json_object_end(&j);
+	json_finish(&j);
+}
+
+static void print_human(const char *file, const struct img_info *in)
+{
+	char b[64];
+
+	printf("image: %s\n", file);
+	printf("file format: libimg\n");
+	printf("format version: %u\n", in->format_version);
+	printf("virtual size: %s\n", human_size_exact(in->virtual_size, b, sizeof(b)));
+	printf("cluster size: %s\n", human_size_exact(in->cluster_size, b, sizeof(b)));
+	printf("allocated: %llu clusters, %s\n",
+	       (unsigned long long)in->allocated_clusters,
+	       human_size_exact(in->allocated_clusters * in->cluster_size, b, sizeof(b)));
+	printf("zero clusters: %llu\n", (unsigned long long)in->zero_clusters);
+	printf("metadata size: %s\n", human_size_exact(in->metadata_size, b, sizeof(b)));
+	printf("BAT capacity: %s\n", human_size_exact(in->bat_capacity, b, sizeof(b)));
+	printf("file size: %s\n", human_size_exact(in->file_size, b, sizeof(b)));
+	printf("disk usage: %s\n", human_size_exact(in->disk_usage, b, sizeof(b)));
+	printf("dirty: %s\n", in->dirty ? "yes (not closed cleanly)" : "no");
+	if (in->leaked_clusters)
+		printf("leaked clusters: %llu\n", (unsigned long long)in->leaked_clusters);
+	if (in->incompat_features || in->ro_compat_features || in->compat_features)
+		printf("features: incompat 0x%llx, ro_compat 0x%llx, compat 0x%llx\n",
+		       (unsigned long long)in->incompat_features,
+		       (unsigned long long)in->ro_compat_features,
+		       (unsigned long long)in->compat_features);
+	printf("backing file: none\n");
+}
+
+int main(int argc, char **argv)
+{
+	const char *file = NULL;
+	struct img_info in;
+	struct img *img;
+	unsigned flags = 0;
+	int c, r;
+	struct tool_getopt g = { 0 };
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "jUqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (file)
+				return usage_error("too many arguments");
+			file = optarg;
+			break;
+		case 'j': json = 1; break;
+		case 'U': flags |= IMG_OPEN_NOLOCK; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file)
+		return usage_error("expected FILE");
+
+	if (open_image(file, flags, &img) < 0)
+		return EXIT_ERROR;
+	memset(&in, 0, sizeof(in));
+	r = img_info(img, &in);
+	if (r < 0) {
+		img_errmsg(file, r);
+		img_close(img);
+		return EXIT_ERROR;
+	}
+	if (close_image(file, img) < 0)
+		return EXIT_ERROR;
+	if (quiet)
+		return EXIT_OK;
+	if (json)
+		print_json(file, &in);
+	else
+		print_human(file, &in);
+	return EXIT_OK;
+}

@@ -1,0 +1,145 @@
+/* SPDX-License-Identifier: MIT */
+/* imgmap: list the runs of data, zero and unallocated clusters. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+static const struct option longopts[] = {
+	{ "json",        no_argument, NULL, 'j' },
+	{ "force-share", no_argument, NULL, 'U' },
+	{ "quiet",       no_argument, NULL, 'q' },
+	{ "help",        no_argument, NULL, 'h' },
+	{ "version",     no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE\n"
+	       "List the runs of a libimg image's virtual disk: data (with the host\n"
+	       "offset where it is stored), zero, and unallocated.\n"
+	       "\n"
+	       "  -j, --json         print a JSON array of {start, length, type, data,\n"
+	       "                     zero, offset} objects (offset only for data)\n"
+	       "  -U, --force-share  do not lock the image\n"
+	       "  -q, --quiet        print nothing; only the exit status tells\n"
+	       "  -h, --help         show this help\n"
+	       "  -V, --version      show the version\n"
+	       "\n"
+	       "Exit status: 0 success, 1 error.  See imgmap(1).\n", progname);
+}
+
+static const char *type_name(uint32_t t)
+{
+	switch (t) {
+	case IMG_EXTENT_DATA: return "data";
+	case IMG_EXTENT_ZERO: return "zero";
+	case IMG_EXTENT_UNALLOCATED: return "unallocated";
+	default: return "unknown";
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *file = NULL;
+	struct img_info in;
+	struct img *img;
+	struct json_out j;
+	unsigned flags = 0;
+	uint64_t off = 0;
+	int c, r, ret = EXIT_ERROR;
+	struct tool_getopt g = { 0 };
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "jUqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (file)
+				return usage_error("too many arguments");
+			file = optarg;
+			break;
+		case 'j': json = 1; break;
+		case 'U': flags |= IMG_OPEN_NOLOCK; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file)
+		return usage_error("expected FILE");
+
+	if (open_image(file, flags, &img) < 0)
+		return EXIT_ERROR;
+	memset(&in, 0, sizeof(in));
+	r = img_info(img, &in);
+	if (r < 0) {
+		img_errmsg(file, r);
+		goto out;
+	}
+
+	if (quiet) {
+		/* still walk the map: the exit status says whether it is sound */
+	} else if (json) {
+		json_start(&j, stdout);
+		json_array_begin(&j, NULL);
+	} else {
+		printf("%-20s%-20s%-13s%s\n", "Offset", "Length", "Type", "Host offset");
+	}
+	while (off < in.virtual_size) {
+		struct img_extent e;
+
+		memset(&e, 0, sizeof(e));
+		r = img_map(img, off, &e);
+		if (r < 0) {
+			img_errmsg(file, r);
+			break;
+		}
+		if (e.length == 0)
+			break;
+		if (e.offset != off || e.length > in.virtual_size - off) {
+			errmsg("%s: map returned a bad run at offset %llu", file,
+			       (unsigned long long)off);
+			r = -EIO;
+			break;
+		}
+		if (quiet) {
+			/* nothing */
+		} else if (json) {
+			json_object_begin(&j, NULL);
+			json_u64(&j, "start", e.offset);
+			json_u64(&j, "length", e.length);
+			json_string(&j, "type", type_name(e.type));
+			json_bool(&j, "data", e.type == IMG_EXTENT_DATA);
+			json_bool(&j, "zero", e.type != IMG_EXTENT_DATA);
+			if (e.type == IMG_EXTENT_DATA)
+				json_u64(&j, "offset", e.host_offset);
+			json_object_end(&j);
+		} else if (e.type == IMG_EXTENT_DATA) {
+			printf("0x%-18llx0x%-18llx%-13s0x%llx\n", (unsigned long long)e.offset,
+			       (unsigned long long)e.length, type_name(e.type),
+			       (unsigned long long)e.host_offset);
+		} else {
+			printf("0x%-18llx0x%-18llx%s\n", (unsigned long long)e.offset,
+			       (unsigned long long)e.length, type_name(e.type));
+		}
+		off += e.length;
+	}
+	if (!quiet && json) {
+		json_array_end(&j);
+		json_finish(&j);
+	}
+	if (r >= 0 && off < in.virtual_size) {
+		errmsg("%s: map ended early at offset %llu", file, (unsigned long long)off);
+		r = -EIO;
+	}
+	if (r >= 0)
+		ret = EXIT_OK;
+out:
+	if (close_image(file, img) < 0)
+		ret = EXIT_ERROR;
+	return ret;
+}
