@@ -87,6 +87,23 @@ int main(int argc, char **argv)
 	if (!file)
 		return usage_error("expected FILE");
 
+	if (fs_trim) {
+		/* Refuse a filesystem that needs checking before the image is
+		 * opened for writing (which alone rewrites its header): then
+		 * the file is left exactly as it was. */
+		if (open_image(file, 0, &img) < 0)
+			return EXIT_ERROR;
+		r = img_fs_probe(img, &fi);
+		img_close(img);
+		if (r == 0 && fs_is_ext(fi.type) && (fi.flags & IMG_FS_HAVE_STATE) && fi.state) {
+			char fb[512];
+			errmsg("%s: the filesystem in the image needs checking (%s)", file,
+			       fs_describe(&fi, fb, sizeof(fb)));
+			errmsg("%s: nothing was changed; check the filesystem (e2fsck -f) "
+			       "or compact with --no-fs-trim", file);
+			return EXIT_ERROR;
+		}
+	}
 	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
 		return EXIT_ERROR;
 	progress_init(&pr, want_progress && !quiet);

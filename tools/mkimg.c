@@ -34,18 +34,15 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE SIZE\n"
-	       "Create an empty (thin) libimg image of SIZE bytes, or one holding a new\n"
-	       "filesystem (--fs), optionally filled from a directory (--from).\n"
-	       "\n"
-	       "SIZE takes binary suffixes: 512, 64K, 10G, 1.5T (a multiple of 512).\n"
+	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G, 1.5T:\n"
+	       "a multiple of 512), or one holding a new filesystem (--fs).\n"
 	       "\n"
 	       "  --cluster-size SIZE  allocation unit, a power of two from 64K to 64M\n"
 	       "                       (default 1M)\n"
 	       "  --bat-reserve SIZE   make the block table big enough for images of up\n"
 	       "                       to SIZE, so that growing never relocates data\n"
-	       "  --fs TYPE            make a filesystem in the image: ext4, ext3, ext2,\n"
-	       "                       xfs or btrfs (needs mke2fs, mkfs.xfs, mkfs.btrfs;\n"
-	       "                       no root needed)\n"
+	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
+	       "                       ext3, ext2, xfs or btrfs\n"
 	       "  --label LABEL        the filesystem's label\n"
 	       "  --from DIR           copy DIR's tree into the new filesystem (ext*:\n"
 	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
@@ -55,9 +52,8 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "\n"
-	       "The image is written to a temporary file and renamed into place: a\n"
-	       "failed mkimg leaves nothing behind.  With --fs the filesystem is first\n"
-	       "made in a sparse temporary file beside FILE, whose data is then copied.\n"
+	       "The image (and, with --fs, the filesystem in a sparse raw file) is made\n"
+	       "beside FILE and renamed into place: a failure leaves nothing behind.\n"
 	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname);
 }
 
@@ -269,9 +265,10 @@ static int write_protofile(const char *file, const char *dir)
 		r = -1;
 	}
 	if (!r && (ps.hardlinks || ps.xattrs || ps.sticky || ps.sockets) && !quiet)
-		errmsg("warning: --from with xfs (mkfs.xfs protofile): %lu hard-linked files copied "
-		       "as separate files, extended attributes of %lu files, the sticky bit of "
-		       "%lu and %lu sockets not copied", ps.hardlinks, ps.xattrs, ps.sticky, ps.sockets);
+		errmsg("warning: --from with xfs (mkfs.xfs protofile): %lu names of hard-linked "
+		       "files become separate files; not copied: extended attributes of %lu "
+		       "files, the sticky bit of %lu, %lu sockets", ps.hardlinks, ps.xattrs,
+		       ps.sticky, ps.sockets);
 	return r;
 }
 
@@ -345,6 +342,8 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		argv[n++] = (char *)fs;
 		argv[n++] = "-F";
 		argv[n++] = "-q";
+		argv[n++] = "-b";          /* not 1 KiB below 512 MiB: images grow */
+		argv[n++] = "4096";
 		argv[n++] = "-E";
 		argv[n++] = "lazy_itable_init=1,lazy_journal_init=1";
 		if (from) {
