@@ -201,7 +201,9 @@ static errcode_t ic_blocks(io_channel ch, unsigned long long block, unsigned lon
 	return 0;
 }
 
-static errcode_t ic_discard(io_channel ch, unsigned long long block, unsigned long long count)
+/* discard (unmap) or zeroout (write zeroes) count blocks at block. */
+static errcode_t ic_zero(io_channel ch, unsigned long long block, unsigned long long count,
+			 int discard)
 {
 	struct img_chan *c = ch->private_data;
 	uint64_t off, len;
@@ -210,21 +212,18 @@ static errcode_t ic_discard(io_channel ch, unsigned long long block, unsigned lo
 
 	if (e)
 		return e;
-	r = img_discard(c->img, off, len);
+	r = discard ? img_discard(c->img, off, len) : img_write_zeroes(c->img, off, len);
 	return r ? ic_err(r, 0) : 0;
+}
+
+static errcode_t ic_discard(io_channel ch, unsigned long long block, unsigned long long count)
+{
+	return ic_zero(ch, block, count, 1);
 }
 
 static errcode_t ic_zeroout(io_channel ch, unsigned long long block, unsigned long long count)
 {
-	struct img_chan *c = ch->private_data;
-	uint64_t off, len;
-	errcode_t e = ic_blocks(ch, block, count, &off, &len);
-	int r;
-
-	if (e)
-		return e;
-	r = img_write_zeroes(c->img, off, len);
-	return r ? ic_err(r, 0) : 0;
+	return ic_zero(ch, block, count, 0);
 }
 
 static errcode_t ic_set_option(io_channel ch, const char *option, const char *arg)

@@ -204,6 +204,36 @@ static void small_blocks(void)
 	CHECK(fi.block_size == 1024 && fi.size == 16u << 20);
 	CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	CHECK(ext2fs_read_bitmaps(fs) == 0);
+	{
+		/* The channel's block writes, zeroout and discard land in the
+		 * image (on 64 free blocks, given back to zeros after). */
+		blk64_t b;
+		uint8_t pat[64 * 1024], z[64 * 1024] = { 0 };
+		blk64_t start = 4096, u;
+		for (;;) {   /* a run of 64 free blocks */
+			if (ext2fs_find_first_zero_block_bitmap2(fs->block_map, start, 16383, &b)) {
+				b = 0;
+				break;
+			}
+			if (ext2fs_find_first_set_block_bitmap2(fs->block_map, b, 16383, &u))
+				u = 16384;
+			if (u - b >= 64)
+				break;
+			start = u;
+		}
+		CHECK(b != 0 && ext2fs_test_block_bitmap_range2(fs->block_map, b, 64));
+		fill(pat, sizeof(pat), 9);
+		CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
+		CHECK(img_pread(img, got, sizeof(got), b * 1024) == sizeof(got) && !memcmp(got, pat, sizeof(got)));
+		CHECK(io_channel_zeroout(fs->io, b, 64) == 0);
+		CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
+		fill(pat, sizeof(pat), 10);
+		CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
+		CHECK(io_channel_discard(fs->io, b, 64) == 0);
+		CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
+		/* reads and writes past the virtual disk fail cleanly */
+		CHECK(io_channel_read_blk64(fs->io, (16u << 20) / 1024, 1, pat) == EXT2_ET_SHORT_READ);
+	}
 	for (int i = 0; i < NSMALL; i++) {
 		char n[32];
 		snprintf(n, sizeof(n), "s%d", i);
