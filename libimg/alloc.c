@@ -123,11 +123,15 @@ uint64_t alloc_last_used(const struct img *img)
 void alloc_release_unmapped(struct img *img, uint64_t h)
 {
 	/* Never mapped by a durable entry: safe to zero and reuse now.  If the
-	 * zeroing fails the cluster stays marked used (a leak until the next
-	 * reclaim) rather than be handed out with stale bytes (rule 4). */
-	if (img_zero_host(img, HOST_OFF(img, h), img->g.cluster_size) == 0) {
-		pthread_mutex_lock(&img->meta_lock);
+	 * zeroing fails the cluster goes to the pending list, so the next
+	 * commit retries (rule 4: never handed out with stale bytes, never
+	 * left unzeroed in an image closed clean). */
+	int r = img_zero_host(img, HOST_OFF(img, h), img->g.cluster_size);
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (!r)
 		alloc_unmark(img, h);
-		pthread_mutex_unlock(&img->meta_lock);
-	}
+	else
+		(void)alloc_defer_free(img, h);  /* ENOMEM: stays used (leaked) */
+	pthread_mutex_unlock(&img->meta_lock);
 }

@@ -19,35 +19,70 @@
 
 #define BATCH 64   /* clusters moved per exclusive-lock hold and per commit */
 
-static int cmp_desc(const void *a, const void *b)
+static int cmp_asc(const void *a, const void *b)
 {
-	/* pairs (h, v): highest host cluster first */
+	/* pairs (h, v): lowest host cluster first, so the tail is read
+	 * sequentially (readahead) while the holes below fill in order */
 	const uint64_t *x = a, *y = b;
-	return x[0] < y[0] ? 1 : x[0] > y[0] ? -1 : 0;
+	return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0;
 }
 
+/* Live clusters as (host cluster, virtual cluster) pairs with h >= min_h,
+ * in host order.  *out is malloc'd; returns the count or -ENOMEM. */
+static int64_t live_clusters(struct img *img, uint64_t min_h, uint64_t **out)
+{
+	uint64_t n = 0, *list;
+
+	pthread_rwlock_rdlock(&img->map_lock);
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t v = 0; v < img->g.vclusters; v++)
+		n += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC && IMG_E_PAYLOAD(img->bat[v]) >= min_h;
+	list = malloc((n ? n : 1) * 2 * sizeof(*list));
+	n = 0;
+	for (uint64_t v = 0; list && v < img->g.vclusters; v++) {
+		uint64_t e = img->bat[v];
+		if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= min_h) {
+			list[2 * n] = IMG_E_PAYLOAD(e);
+			list[2 * n + 1] = v;
+			n++;
+		}
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	pthread_rwlock_unlock(&img->map_lock);
+	if (!list)
+		return -ENOMEM;
+	qsort(list, n, 2 * sizeof(*list), cmp_asc);
+	*out = list;
+	return (int64_t)n;
+}
+
+/* Read every live cluster in host order (sequential reads) and unmap the
+ * ones that hold only zeros. */
 static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		       uint64_t total, uint64_t *done, uint64_t *freed)
 {
-	uint64_t cs = img->g.cluster_size;
+	uint64_t cs = img->g.cluster_size, *list = NULL;
 	uint8_t *buf = malloc(cs);
+	int64_t n;
 	int r = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
-		uint64_t e;
-		if (IMG_E_STATE(bat_get(img, v)) != IMG_E_ALLOC)
-			continue;
+	if ((n = live_clusters(img, 0, &list)) < 0) {
+		free(buf);
+		return (int)n;
+	}
+	for (int64_t i = 0; i < n && !r; i++) {
+		uint64_t h = list[2 * i], v = list[2 * i + 1];
 		pthread_rwlock_wrlock(&img->map_lock);
-		e = img->bat[v];
-		if (v < img->g.vclusters && IMG_E_STATE(e) == IMG_E_ALLOC) {
-			r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, IMG_E_PAYLOAD(e)));
+		/* Still mapped as listed?  (I/O may run between clusters.) */
+		if (v < img->g.vclusters && img->bat[v] == IMG_E_MAKE(IMG_E_ALLOC, h)) {
+			r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, h));
 			if (r)
-				img_fail(img, r, "reading cluster %llu", (unsigned long long)IMG_E_PAYLOAD(e));
+				img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
 			else if (img_is_zero(buf, cs)) {
 				pthread_mutex_lock(&img->meta_lock);
-				r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+				r = alloc_defer_free(img, h);
 				if (!r) {
 					bat_set(img, v, 0);
 					(*freed)++;
@@ -62,6 +97,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		if (!r && IMG_NPENDING(img) >= 4096)
 			r = journal_commit(img);
 	}
+	free(list);
 	free(buf);
 	return r ? r : journal_commit(img);
 }
@@ -76,31 +112,15 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	if (!buf)
 		return -ENOMEM;
 	/* Which clusters lie past where the data will end? */
-	pthread_rwlock_rdlock(&img->map_lock);
-	pthread_mutex_lock(&img->meta_lock);
-	target = img->g.data_cluster0 + img->nalloc;
-	for (uint64_t v = 0; v < img->g.vclusters; v++)
-		if (IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC && IMG_E_PAYLOAD(img->bat[v]) >= target)
-			n++;
-	list = malloc((n ? n : 1) * 2 * sizeof(*list));
-	if (list) {
-		n = 0;
-		for (uint64_t v = 0; v < img->g.vclusters; v++) {
-			uint64_t e = img->bat[v];
-			if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= target) {
-				list[2 * n] = IMG_E_PAYLOAD(e);
-				list[2 * n + 1] = v;
-				n++;
-			}
+	target = img->g.data_cluster0 + IMG_NALLOC(img);
+	{
+		int64_t k = live_clusters(img, target, &list);
+		if (k < 0) {
+			free(buf);
+			return (int)k;
 		}
+		n = (uint64_t)k;
 	}
-	pthread_mutex_unlock(&img->meta_lock);
-	pthread_rwlock_unlock(&img->map_lock);
-	if (!list) {
-		free(buf);
-		return -ENOMEM;
-	}
-	qsort(list, n, 2 * sizeof(*list), cmp_desc);
 
 	for (uint64_t i = 0; i < n && !r; ) {
 		pthread_rwlock_wrlock(&img->map_lock);
@@ -110,7 +130,7 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
 				continue;
 			r = img_relocate(img, v, img->g.data_cluster0, h, buf);
-			if (r == -ENOSPC) {   /* nothing free below it any more */
+			if (r == 1) {   /* nothing free below it any more */
 				r = 0;
 				continue;
 			}

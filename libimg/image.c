@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "testio.h"
 
 int img_fail(struct img *img, int err, const char *fmt, ...)
 {
@@ -75,10 +76,15 @@ int img_header_commit(struct img *img, struct img_header *nh)
 	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
 	if (!r)
 		r = img->io->ops->flush(img->io);
-	if (r)
+	if (r) {
+		/* The write may sit in the host's cache and become durable with
+		 * any later sync: the next commit rewrites that slot first. */
+		img->hdr_unsure = 1;
 		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+	}
 	img->hdr = *nh;
 	img->hdr_slot = other;
+	img->hdr_unsure = 0;
 	return 0;
 }
 
@@ -191,7 +197,7 @@ static int fsync_dir_of(const char *path)
 IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 {
 	char *tmp = NULL, *copy = NULL;
-	struct img_io *io = NULL;
+	struct img_io *io = NULL, *fio;
 	int r, fd;
 
 	img_clear_error();
@@ -225,6 +231,12 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 	close(fd);
 	if ((r = img_io_posix_open(tmp, 0, &io)))
 		goto out_unlink;
+	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
+	if ((r = img_io_fault_from_env(io, &fio))) {
+		io->ops->close(io);
+		goto out_unlink;
+	}
+	io = fio;
 	r = img_create_io(io, opts);
 	io->ops->close(io);
 	if (r) {
@@ -597,7 +609,7 @@ fail:
 
 IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 {
-	struct img_io *io;
+	struct img_io *io, *fio;
 	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
 	int r;
 
@@ -607,7 +619,12 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 		return -EINVAL;
 	if ((r = img_io_posix_open(path, ioflags, &io)))
 		return r;
-	return img_open_io(io, flags, out);
+	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
+	if ((r = img_io_fault_from_env(io, &fio))) {
+		io->ops->close(io);
+		return r;
+	}
+	return img_open_io(fio, flags, out);
 }
 
 IMG_API int img_close(struct img *img)

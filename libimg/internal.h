@@ -55,6 +55,10 @@ struct img {
 	struct img_geom g;          /* changes only under map_lock exclusive */
 	uint64_t vsize;             /* virtual size: as g, for the data path */
 	int hdr_slot;               /* slot holding hdr: 0 (A) or 1 (B) */
+	int hdr_unsure;             /* a header commit failed after its write: the
+	                             * other slot may hold a header this handle
+	                             * does not use; rewritten before the next
+	                             * flush can make it durable (journal.c) */
 
 	/* BAT: g.vclusters live entries, array sized bat_alloc (whole blocks) */
 	uint64_t *bat;

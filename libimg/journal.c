@@ -189,23 +189,34 @@ static int log_append(struct img *img, const uint64_t *targets, uint32_t count,
 	return 0;
 }
 
-static void release_pending(struct img *img, uint64_t *list, size_t n)
+/* Punches freed clusters and hands them to the allocator.  Rule 4: a free
+ * cluster reads as zeros, so a cluster whose zeroing fails goes back on the
+ * pending list (the next commit, or the reclaim at the next open after an
+ * unclean close, retries) and the error is returned: it is never handed
+ * out with stale bytes and never left behind in an image closed clean. */
+static int release_pending(struct img *img, uint64_t *list, size_t n)
 {
+	int err = 0;
+
 	for (size_t i = 0; i < n; ) {
 		size_t j = i + 1;
+		int r;
 		while (j < n && list[j] == list[j - 1] + 1)
 			j++;
-		/* Rule 4: a free cluster reads as zeros.  If the zeroing fails
-		 * the clusters stay marked used: leaked until the next reclaim,
-		 * never handed out with stale bytes. */
-		if (img_zero_host(img, HOST_OFF(img, list[i]), (j - i) * img->g.cluster_size) == 0) {
-			pthread_mutex_lock(&img->meta_lock);
-			for (size_t k = i; k < j; k++)
+		r = img_zero_host(img, HOST_OFF(img, list[i]), (j - i) * img->g.cluster_size);
+		pthread_mutex_lock(&img->meta_lock);
+		for (size_t k = i; k < j; k++) {
+			if (!r)
 				alloc_unmark(img, list[k]);
-			pthread_mutex_unlock(&img->meta_lock);
+			else if (alloc_defer_free(img, list[k]))
+				break;  /* out of memory: the rest stay leaked (used) */
 		}
+		pthread_mutex_unlock(&img->meta_lock);
+		if (r && !err)
+			err = img_fail(img, r, "punching freed clusters");
 		i = j;
 	}
+	return err;
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -221,6 +232,15 @@ static int commit_locked(struct img *img)
 	size_t npending = 0;
 	uint8_t *blocks = NULL;
 	int r = 0;
+
+	/* 0. A header commit failed after writing its slot: before anything
+	 *    is synced, put this handle's header there (with a higher seq), or
+	 *    the sync could make the other one durable. */
+	if (img->hdr_unsure) {
+		struct img_header nh = img->hdr;
+		if ((r = img_header_commit(img, &nh)))
+			return r;
+	}
 
 	/* 1. Snapshot: dirty blocks and the clusters their changes freed. */
 	pthread_mutex_lock(&img->meta_lock);
@@ -285,7 +305,7 @@ done:
 	/* 4. Now the frees are durable: punch and reuse. */
 	if (npending) {
 		qsort(pending, npending, sizeof(*pending), cmp_u64);
-		release_pending(img, pending, npending);
+		r = release_pending(img, pending, npending);
 	}
 	goto out;
 

@@ -102,15 +102,24 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 		r = journal_commit(img);
 	if (r)
 		return r;
-	/* 2. The new BAT clusters: reserved, zeroed, durable. */
+	/* 2. The new BAT clusters: reserved, zeroed, durable.  Nothing may map
+	 *    them or wait to be freed in them now.  A cluster still marked was
+	 *    reserved by an earlier attempt that failed later on: taking it
+	 *    again is right (its header may yet become durable, so it must not
+	 *    go back to the allocator). */
 	pthread_mutex_lock(&img->meta_lock);
-	for (uint64_t h = old_end; h < new_end && !r; h++) {
-		if (alloc_test(img, h))
+	for (size_t i = 0; i < img->npending && !r; i++)
+		if (img->pending[i] >= old_end && img->pending[i] < new_end)
+			r = img_fail(img, -EIO, "cluster %llu in the new BAT is still waiting to be freed",
+				     (unsigned long long)img->pending[i]);
+	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
+		uint64_t e = img->bat[v];
+		if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= old_end && IMG_E_PAYLOAD(e) < new_end)
 			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
-				     (unsigned long long)h);
-		else
-			r = alloc_mark(img, h);
+				     (unsigned long long)IMG_E_PAYLOAD(e));
 	}
+	for (uint64_t h = old_end; h < new_end && !r; h++)
+		r = alloc_mark(img, h);
 	pthread_mutex_unlock(&img->meta_lock);
 	if (!r && (r = img_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
 		img_fail(img, r, "zeroing the new BAT clusters");

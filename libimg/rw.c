@@ -320,7 +320,7 @@ int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *
 	r = alloc_get(img, min, &q);
 	if (!r && max && q >= max) {
 		alloc_unmark(img, q);
-		r = -ENOSPC;
+		r = 1;
 	}
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r)

@@ -23,6 +23,8 @@ REQS=(
   "libclang-rt-14-dev:file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
   "util-linux:losetup"
   "xxd:xxd"
+  "bc:bc"
+  "qemu-utils:qemu-img"
 )
 
 missing=()

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Fault-injecting I/O backend (tests, and the tools under LIBIMG_FAULT in
+ * debug builds): wraps another backend and fails the nth matching call with
+ * a chosen errno, once or from then on.  A failed call does not reach the
+ * inner backend, except that a partial write (IMG_FAULT_PARTIAL) writes its
+ * first half first, as a file system that runs out of space midway does.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "testio.h"
+
+struct fault_io {
+	struct img_io io;
+	struct img_io_ops ops;       /* per instance: usage/lock follow inner */
+	struct img_io *inner;
+	pthread_mutex_t lock;
+	unsigned mask;
+	unsigned flags;
+	int err;
+	uint64_t nth;
+	uint64_t calls;              /* matching calls since arming */
+	uint64_t fired;
+};
+
+/* 0 to pass the call through, or the -errno to fail it with. */
+static int fault_hit(struct fault_io *f, unsigned op)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&f->lock);
+	if (!f->mask || (f->mask & op)) {
+		f->calls++;
+		if (f->mask && f->nth &&
+		    (f->calls == f->nth || (f->calls > f->nth && (f->flags & IMG_FAULT_STICKY)))) {
+			f->fired++;
+			r = -f->err;
+		}
+	}
+	pthread_mutex_unlock(&f->lock);
+	return r;
+}
+
+static int fault_pread(struct img_io *io, void *buf, size_t len, uint64_t off)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int r = fault_hit(f, IMG_FAULT_READ);
+	return r ? r : f->inner->ops->pread(f->inner, buf, len, off);
+}
+
+static int fault_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t off)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int r = fault_hit(f, IMG_FAULT_WRITE);
+
+	if (!r)
+		return f->inner->ops->pwrite(f->inner, buf, len, off);
+	if (f->flags & IMG_FAULT_PARTIAL) {
+		size_t half = (len / 2) & ~(size_t)(IMG_SECTOR_SIZE - 1);
+		if (half)
+			(void)f->inner->ops->pwrite(f->inner, buf, half, off);
+	}
+	return r;
+}
+
+static int fault_flush(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int r = fault_hit(f, IMG_FAULT_FLUSH);
+	return r ? r : f->inner->ops->flush(f->inner);
+}
+
+static int fault_punch(struct img_io *io, uint64_t off, uint64_t len)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int r = fault_hit(f, IMG_FAULT_PUNCH);
+	return r ? r : f->inner->ops->punch(f->inner, off, len);
+}
+
+static int fault_truncate(struct img_io *io, uint64_t size)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int r = fault_hit(f, IMG_FAULT_TRUNCATE);
+	return r ? r : f->inner->ops->truncate(f->inner, size);
+}
+
+static int fault_size(struct img_io *io, uint64_t *size)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	return f->inner->ops->size(f->inner, size);
+}
+
+static int fault_usage(struct img_io *io, uint64_t *bytes)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	return f->inner->ops->usage(f->inner, bytes);
+}
+
+static int fault_lock(struct img_io *io, int exclusive, pid_t *holder)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	return f->inner->ops->lock(f->inner, exclusive, holder);
+}
+
+static void fault_close(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	f->inner->ops->close(f->inner);
+	pthread_mutex_destroy(&f->lock);
+	free(f);
+}
+
+int img_io_fault_new(struct img_io *inner, struct img_io **out)
+{
+	struct fault_io *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	pthread_mutex_init(&f->lock, NULL);
+	f->inner = inner;
+	f->ops = (struct img_io_ops){
+		.pread = fault_pread, .pwrite = fault_pwrite, .flush = fault_flush,
+		.punch = fault_punch, .truncate = fault_truncate, .size = fault_size,
+		.usage = inner->ops->usage ? fault_usage : NULL,
+		.lock = inner->ops->lock ? fault_lock : NULL,
+		.close = fault_close,
+	};
+	f->io.ops = &f->ops;
+	f->io.name = inner->name;
+	*out = &f->io;
+	return 0;
+}
+
+void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err,
+		      unsigned flags)
+{
+	struct fault_io *f = (struct fault_io *)io;
+
+	pthread_mutex_lock(&f->lock);
+	f->mask = op_mask & IMG_FAULT_ANY;
+	f->nth = nth;
+	f->err = err < 0 ? -err : err;
+	f->flags = flags;
+	f->calls = 0;
+	f->fired = 0;
+	pthread_mutex_unlock(&f->lock);
+}
+
+uint64_t img_io_fault_calls(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->calls;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+uint64_t img_io_fault_fired(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->fired;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+#if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
+static const struct {
+	const char *name;
+	unsigned mask;
+} fault_ops[] = {
+	{ "read", IMG_FAULT_READ }, { "write", IMG_FAULT_WRITE },
+	{ "flush", IMG_FAULT_FLUSH }, { "punch", IMG_FAULT_PUNCH },
+	{ "truncate", IMG_FAULT_TRUNCATE }, { "mutating", IMG_FAULT_MUTATING },
+	{ "any", IMG_FAULT_ANY },
+};
+
+static const struct {
+	const char *name;
+	int err;
+} fault_errnos[] = {
+	{ "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT }, { "EROFS", EROFS },
+	{ "ENOMEM", ENOMEM }, { "EFBIG", EFBIG },
+};
+
+/* Parses "op:N:ERRNO[,sticky][,partial]".  0 or -EINVAL. */
+static int fault_parse(const char *spec, unsigned *mask, uint64_t *nth, int *err,
+		       unsigned *flags)
+{
+	char buf[128], *field[3], *save = NULL, *opt, *end;
+	size_t i, n = 0;
+	unsigned long long v;
+
+	if (strlen(spec) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, spec);
+	opt = strchr(buf, ',');
+	if (opt)
+		*opt++ = 0;
+	for (char *t = strtok_r(buf, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
+		if (n == 3)
+			return -EINVAL;
+		field[n++] = t;
+	}
+	if (n != 3)
+		return -EINVAL;
+
+	*mask = 0;
+	for (i = 0; i < sizeof(fault_ops) / sizeof(fault_ops[0]); i++)
+		if (!strcmp(field[0], fault_ops[i].name))
+			*mask = fault_ops[i].mask;
+	if (!*mask)
+		return -EINVAL;
+
+	errno = 0;
+	v = strtoull(field[1], &end, 10);
+	if (errno || *end || end == field[1] || v == 0 || field[1][0] == '-')
+		return -EINVAL;
+	*nth = v;
+
+	*err = 0;
+	for (i = 0; i < sizeof(fault_errnos) / sizeof(fault_errnos[0]); i++)
+		if (!strcmp(field[2], fault_errnos[i].name))
+			*err = fault_errnos[i].err;
+	if (!*err) {
+		errno = 0;
+		v = strtoull(field[2], &end, 10);
+		if (errno || *end || end == field[2] || v == 0 || v > 4095)
+			return -EINVAL;
+		*err = (int)v;
+	}
+
+	*flags = 0;
+	save = NULL;
+	for (char *t = opt ? strtok_r(opt, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+		if (!strcmp(t, "sticky"))
+			*flags |= IMG_FAULT_STICKY;
+		else if (!strcmp(t, "partial"))
+			*flags |= IMG_FAULT_PARTIAL;
+		else
+			return -EINVAL;
+	}
+	return 0;
+}
+
+int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
+{
+	const char *spec = getenv("LIBIMG_FAULT");
+	unsigned mask, flags;
+	uint64_t nth;
+	int err, r;
+
+	if (!spec || !*spec) {
+		*out = inner;
+		return 0;
+	}
+	if (fault_parse(spec, &mask, &nth, &err, &flags)) {
+		img_set_error("LIBIMG_FAULT=%s: expected op:N:ERRNO[,sticky][,partial] with op "
+			      "read|write|flush|punch|truncate|mutating|any", spec);
+		return -EINVAL;
+	}
+	r = img_io_fault_new(inner, out);
+	if (r)
+		return r;
+	img_io_fault_arm(*out, mask, nth, err, flags);
+	return 0;
+}
+#endif

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * I/O backends for testing (internal: in libimg.a, not exported from the
+ * shared library).  Both follow the libimg I/O table (struct img_io_ops), so
+ * the image core runs on them unchanged, the way SQLite's test VFSes do.
+ *
+ * Fault backend: wraps another backend and fails chosen calls.
+ * Crash backend: an in-memory file that keeps writes that were not flushed
+ * aside, so that a simulated power loss can keep, drop or tear each of them.
+ */
+#ifndef LIBIMG_TESTIO_H
+#define LIBIMG_TESTIO_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#include "libimg.h"
+
+/* ---------------------------------------------------------------------- */
+/* Fault injection                                                          */
+/* ---------------------------------------------------------------------- */
+
+/* Call classes, for op_mask. */
+#define IMG_FAULT_READ     0x01u
+#define IMG_FAULT_WRITE    0x02u
+#define IMG_FAULT_FLUSH    0x04u
+#define IMG_FAULT_PUNCH    0x08u
+#define IMG_FAULT_TRUNCATE 0x10u
+#define IMG_FAULT_MUTATING (IMG_FAULT_WRITE | IMG_FAULT_FLUSH | IMG_FAULT_PUNCH | IMG_FAULT_TRUNCATE)
+#define IMG_FAULT_ANY      (IMG_FAULT_READ | IMG_FAULT_MUTATING)
+
+/* Flags for img_io_fault_arm. */
+#define IMG_FAULT_STICKY   0x1u  /* every later matching call fails too */
+#define IMG_FAULT_PARTIAL  0x2u  /* a failing write first writes its first
+                                  * half (rounded down to 512 bytes), like a
+                                  * short write that ran out of space */
+
+/* Wraps inner and takes ownership of it (closed with the wrapper).  Not
+ * armed: every call passes through.  The wrapper has usage and lock only
+ * where inner has them. */
+int img_io_fault_new(struct img_io *inner, struct img_io **out);
+/* From now on, the nth call (1-based) matching op_mask fails with -err
+ * without reaching inner; with IMG_FAULT_STICKY so does every matching call
+ * after it.  Resets the counters.  op_mask 0 disarms (calls still counted). */
+void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err,
+		      unsigned flags);
+/* Calls matching the armed op_mask since the last arm (all calls when
+ * op_mask is 0). */
+uint64_t img_io_fault_calls(struct img_io *io);
+/* How many calls were failed since the last arm. */
+uint64_t img_io_fault_fired(struct img_io *io);
+
+/*
+ * LIBIMG_FAULT="op:N:ERRNO[,sticky][,partial]" in the environment, where op
+ * is read|write|flush|punch|truncate|mutating|any, N >= 1 and ERRNO a name
+ * (EIO, ENOSPC, EDQUOT, EROFS, ENOMEM, EFBIG) or a number: wraps inner in a
+ * fault backend armed that way (taking ownership of inner) and stores it in
+ * *out.  Unset or empty: *out = inner.  A malformed value: -EINVAL, a
+ * message in img_last_error(), and inner still belongs to the caller.
+ * Only in builds with IMG_FAULT_INJECTION (debug builds); elsewhere the
+ * variable is ignored.
+ */
+#if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
+int img_io_fault_from_env(struct img_io *inner, struct img_io **out);
+#else
+static inline int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
+{
+	*out = inner;
+	return 0;
+}
+#endif
+
+/* ---------------------------------------------------------------------- */
+/* Crash simulation                                                         */
+/* ---------------------------------------------------------------------- */
+
+/* A memory file starting with init/len (copied; durable).  Writes, punches
+ * and truncates are applied at once for reads and also queued as pending;
+ * flush makes every pending operation durable.  .lock and .usage are NULL. */
+int img_io_crash_new(const void *init, size_t len, struct img_io **out);
+/* Power is lost at the nth mutating call (write, flush, punch, truncate;
+ * 1-based, counted from creation): that call is queued as pending when it
+ * is a write, punch or truncate (it may have reached the disk), and it and
+ * every later call, reads included, fail with -EIO.  0 disarms. */
+void img_io_crash_arm(struct img_io *io, uint64_t n);
+/* Mutating calls seen so far (including the one that lost power). */
+uint64_t img_io_crash_events(struct img_io *io);
+/* 1 once power was lost. */
+int img_io_crash_crashed(struct img_io *io);
+/* Operations still pending (not flushed). */
+size_t img_io_crash_pending(struct img_io *io);
+
+/* What happens to each pending operation at materialization. */
+enum img_crash_mode {
+	IMG_CRASH_DROP_ALL = 0,   /* only what was flushed survives */
+	IMG_CRASH_KEEP_ALL = 1,   /* everything survives */
+	IMG_CRASH_RANDOM = 2,     /* each operation independently kept,
+	                           * dropped, or (writes and punches) torn at
+	                           * 512-byte granularity, from seed */
+};
+
+/* A new memory backend (img_io_mem_new) holding the durable contents with
+ * the pending operations applied in order as mode says.  The crash backend
+ * is unchanged, so this may be called many times with different seeds.
+ * stats (may be NULL) counts the choices made. */
+struct img_crash_stats {
+	uint64_t kept, dropped, torn;
+};
+int img_io_crash_materialize(struct img_io *io, enum img_crash_mode mode, uint64_t seed,
+			     struct img_crash_stats *stats, struct img_io **out);
+
+#endif
