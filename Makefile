@@ -20,7 +20,12 @@ EXTRA_CFLAGS ?=
 FAULT_INJECTION ?= 1
 BASE_CFLAGS += -DIMG_FAULT_INJECTION=$(FAULT_INJECTION)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(CPPFLAGS)
-LIBS     := -pthread
+# libblkid and libext2fs for libimg/fs.c (filesystems inside images).
+FS_PKGS  := blkid ext2fs com_err
+FS_CFLAGS := $(shell pkg-config --cflags $(FS_PKGS) 2>/dev/null || echo -I/usr/include/blkid)
+FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err)
+BASE_CFLAGS += $(FS_CFLAGS)
+LIBS     := -pthread $(FS_LIBS)
 SOVERSION := 0
 VERSION  := $(shell sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' libimg/include/libimg.h)
 
@@ -157,7 +162,7 @@ tsan-build: build-tsan/threads
 build-tsan/threads: $(LIB_SRCS) tests/unit/threads.c $(wildcard libimg/*.h libimg/include/*.h)
 	$(Q)mkdir -p build-tsan
 	$(Q)clang -std=c11 -D_GNU_SOURCE -fsanitize=thread -g -O1 -Ilibimg/include -Ilibimg \
-		$(LIB_SRCS) tests/unit/threads.c -pthread -o $@
+		$(FS_CFLAGS) $(LIB_SRCS) tests/unit/threads.c $(LIBS) -o $@
 tsan: tsan-build
 	$(Q)tests/run.sh tsan
 

@@ -38,6 +38,8 @@ IMG_API const char *img_strerror(int err)
 	case ENOTEMPTY:  return "clusters past the new end hold data";
 	case ECANCELED:  return "operation cancelled";
 	case EMEDIUMTYPE: return "not a libimg image";
+	case ENOMEDIUM:  return "no filesystem recognised in the image";
+	case ENOTRECOVERABLE: return "the filesystem in the image needs checking (fsck)";
 	default:         return strerror(-err);
 	}
 }

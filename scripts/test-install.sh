@@ -11,6 +11,7 @@ for f in usr/include/libimg.h usr/lib/libimg.so usr/lib/libimg.a usr/lib/pkgconf
   [ -e "$stage/$f" ] || { echo "missing $f in the staged install" >&2; exit 1; }
 done
 cat >"$stage/prog.c" <<'C'
+#include <errno.h>
 #include <libimg.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,10 +19,14 @@ int main(int argc, char **argv)
 {
 	struct img_create_opts o = { .virtual_size = 1 << 20, .flags = IMG_CREATE_OVERWRITE };
 	struct img *img;
+	struct img_fs_info fi;
 	char buf[5] = { 0 };
 	if (argc < 2 || img_create(argv[1], &o) || img_open(argv[1], IMG_OPEN_RDWR, &img))
 		return 1;
 	if (img_pwrite(img, "hi!", 4, 1000) != 4 || img_pread(img, buf, 4, 1000) != 4 || strcmp(buf, "hi!"))
+		return 1;
+	/* libblkid and libext2fs come in through Requires.private */
+	if (img_fs_probe(img, &fi) != -ENOMEDIUM)
 		return 1;
 	printf("libimg %s: ok\n", LIBIMG_VERSION_STRING);
 	return img_close(img) ? 1 : 0;
@@ -29,7 +34,8 @@ int main(int argc, char **argv)
 C
 export PKG_CONFIG_PATH="$stage/usr/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$stage"
 cc "$stage/prog.c" $(pkg-config --cflags libimg) $(pkg-config --libs libimg) -o "$stage/prog-dyn"
-cc "$stage/prog.c" $(pkg-config --cflags libimg) "$stage/usr/lib/libimg.a" $(pkg-config --libs-only-other --static libimg) -pthread -o "$stage/prog-static"
+static_libs=" $(pkg-config --static --libs libimg) "
+cc "$stage/prog.c" $(pkg-config --cflags libimg) "$stage/usr/lib/libimg.a" ${static_libs/ -limg / } -o "$stage/prog-static"
 LD_LIBRARY_PATH="$stage/usr/lib" "$stage/prog-dyn" "$stage/a.img"
 "$stage/prog-static" "$stage/b.img"
 # only the public symbols are exported

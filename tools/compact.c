@@ -5,12 +5,14 @@
 #include <string.h>
 
 #include "common.h"
+#include "common_fs.h"
 
-enum { OPT_NO_ZERO_DETECT = 256 };
+enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM };
 
 static const struct option longopts[] = {
 	{ "progress",       no_argument, NULL, 'p' },
 	{ "no-zero-detect", no_argument, NULL, OPT_NO_ZERO_DETECT },
+	{ "no-fs-trim",     no_argument, NULL, OPT_NO_FS_TRIM },
 	{ "json",           no_argument, NULL, 'j' },
 	{ "quiet",          no_argument, NULL, 'q' },
 	{ "help",           no_argument, NULL, 'h' },
@@ -21,18 +23,26 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
-	       "Compact a libimg image: clusters that hold only zeros become\n"
-	       "unallocated, live clusters move from the end of the host file into\n"
-	       "free space, and the file is truncated.  Safe against crashes at every\n"
-	       "step.  The image must not be in use.\n"
+	       "Compact a libimg image: first, when it holds an ext2/3/4 filesystem,\n"
+	       "the space of every block the filesystem's bitmaps say is free goes\n"
+	       "back to the host (even if no discard ever reached the image); then\n"
+	       "clusters that hold only zeros become unallocated, live clusters move\n"
+	       "from the end of the host file into free space, and the file is\n"
+	       "truncated.  Safe against crashes at every step.  The image must not\n"
+	       "be in use.\n"
 	       "\n"
 	       "  -p, --progress      show a progress bar (on a terminal)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
+	       "  --no-fs-trim        leave the filesystem's free blocks alone\n"
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
+	       "An ext2/3/4 filesystem that is not clean (needs journal recovery or\n"
+	       "fsck) is refused before anything changes: run e2fsck -f on it, or\n"
+	       "use --no-fs-trim.  xfs and btrfs cannot be read offline: their free\n"
+	       "space is given back only by fstrim while mounted (compact says so).\n"
 	       "Exit status: 0 success, 1 error.  See compact(1).\n", progname);
 }
 
@@ -48,7 +58,10 @@ int main(int argc, char **argv)
 	struct progress pr;
 	const char *file = NULL;
 	struct img *img;
-	int c, r, want_progress = 0, ret = EXIT_ERROR;
+	struct img_fs_trim_stats ts;
+	struct img_fs_info fi;
+	const char *fs_note = NULL;
+	int c, r, want_progress = 0, ret = EXIT_ERROR, fs_trim = 1, have_fs = 0, trimmed = 0;
 	char b1[64], b2[64], b3[64];
 	struct tool_getopt g = { 0 };
 
@@ -62,6 +75,7 @@ int main(int argc, char **argv)
 			break;
 		case 'p': want_progress = 1; break;
 		case OPT_NO_ZERO_DETECT: opts.flags |= IMG_COMPACT_NO_ZERO_DETECT; break;
+		case OPT_NO_FS_TRIM: fs_trim = 0; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -73,6 +87,23 @@ int main(int argc, char **argv)
 	if (!file)
 		return usage_error("expected FILE");
 
+	if (fs_trim) {
+		/* Refuse a filesystem that needs checking before the image is
+		 * opened for writing (which alone rewrites its header): then
+		 * the file is left exactly as it was. */
+		if (open_image(file, 0, &img) < 0)
+			return EXIT_ERROR;
+		r = img_fs_probe(img, &fi);
+		img_close(img);
+		if (r == 0 && fs_is_ext(fi.type) && (fi.flags & IMG_FS_HAVE_STATE) && fi.state) {
+			char fb[512];
+			errmsg("%s: the filesystem in the image needs checking (%s)", file,
+			       fs_describe(&fi, fb, sizeof(fb)));
+			errmsg("%s: nothing was changed; check the filesystem (e2fsck -f) "
+			       "or compact with --no-fs-trim", file);
+			return EXIT_ERROR;
+		}
+	}
 	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
 		return EXIT_ERROR;
 	progress_init(&pr, want_progress && !quiet);
@@ -81,12 +112,35 @@ int main(int argc, char **argv)
 		opts.progress_arg = &pr;
 	}
 	memset(&st, 0, sizeof(st));
-	r = img_compact(img, &opts, &st);
+	memset(&ts, 0, sizeof(ts));
+	memset(&fi, 0, sizeof(fi));
+	r = 0;
+	if (fs_trim) {
+		/* The filesystem's free blocks first: what they free, the
+		 * relocation below then packs. */
+		r = fs_probe(file, img, &fi);
+		have_fs = r == 0;
+		r = r > 0 ? 0 : r;
+		if (have_fs && fs_is_ext(fi.type)) {
+			r = img_fs_trim_free(img, 0, &ts);
+			trimmed = r == 0;
+		} else if (have_fs && (!strcmp(fi.type, "xfs") || !strcmp(fi.type, "btrfs")))
+			fs_note = "free space inside the filesystem was not given back: only "
+				  "ext2/3/4 can be read offline; for this one run fstrim while it "
+				  "is mounted";
+	}
+	if (r >= 0)
+		r = img_compact(img, &opts, &st);
 	progress_finish(&pr, r >= 0);
-	if (r < 0)
+	if (r < 0) {
 		img_errmsg(file, r);
-	else
+		if (r == -ENOTRECOVERABLE || r == -EOPNOTSUPP)
+			errmsg("%s: nothing was changed; check the filesystem (e2fsck -f) "
+			       "or compact with --no-fs-trim", file);
+	} else
 		ret = EXIT_OK;
+	if (trimmed)
+		st.disk_usage_before = ts.disk_usage_before;
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
 	if (ret != EXIT_OK || quiet)
@@ -103,6 +157,17 @@ int main(int argc, char **argv)
 		json_u64(&j, "reclaimed_bytes", gain(st.disk_usage_before, st.disk_usage_after));
 		json_u64(&j, "zero_clusters_freed", st.zero_clusters_freed);
 		json_u64(&j, "clusters_moved", st.clusters_moved);
+		if (have_fs)
+			json_string(&j, "filesystem", fi.type);
+		else
+			json_null(&j, "filesystem");
+		json_bool(&j, "fs_trim", trimmed);
+		json_u64(&j, "fs_trim_bytes", gain(ts.disk_usage_before, ts.disk_usage_after));
+		json_u64(&j, "fs_trim_clusters", ts.clusters_discarded);
+		json_u64(&j, "fs_trim_punched", ts.bytes_punched);
+		json_u64(&j, "fs_free_bytes", ts.fs_free_bytes);
+		if (fs_note)
+			json_string(&j, "fs_note", fs_note);
 		json_object_end(&j);
 		json_finish(&j);
 	} else {
@@ -118,6 +183,14 @@ int main(int argc, char **argv)
 		printf("  %llu all-zero clusters freed, %llu clusters moved\n",
 		       (unsigned long long)st.zero_clusters_freed,
 		       (unsigned long long)st.clusters_moved);
+		if (trimmed)
+			printf("  %s from the filesystem's free blocks (%s: %llu clusters unmapped, "
+			       "%s punched in partly used ones)\n",
+			       human_size(gain(ts.disk_usage_before, ts.disk_usage_after), b2, sizeof(b2)),
+			       fi.type, (unsigned long long)ts.clusters_discarded,
+			       human_size(ts.bytes_punched, b3, sizeof(b3)));
+		else if (fs_note)
+			printf("  %s: %s\n", fi.type, fs_note);
 	}
 	return ret;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "common_fs.h"
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },
@@ -39,6 +40,8 @@ int main(int argc, char **argv)
 	int c, r, npos = 0, ret = EXIT_ERROR;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
+	struct img_fs_info fi;
+	int have_fs = 0;
 
 	tool_init(argc, argv);
 	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
@@ -101,6 +104,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
+	have_fs = !quiet && fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE);
 	ret = EXIT_OK;
 out:
 	if (close_image(file, img) < 0)
@@ -114,6 +118,10 @@ out:
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", in.virtual_size);
 		json_u64(&j, "new_size", new_size);
+		if (have_fs) {
+			json_string(&j, "filesystem", fi.type);
+			json_u64(&j, "filesystem_size", fi.size);
+		}
 		json_object_end(&j);
 		json_finish(&j);
 	} else if (new_size == in.virtual_size) {
@@ -124,5 +132,10 @@ out:
 		       human_size(in.virtual_size, b1, sizeof(b1)),
 		       human_size_exact(new_size, b2, sizeof(b2)));
 	}
+	/* Growing the filesystem offline is not done yet: say so. */
+	if (!json && have_fs && fi.size < new_size)
+		printf("%s: the %s filesystem still spans %s: grow it while mounted from the "
+		       "image (resize2fs, xfs_growfs, btrfs filesystem resize)\n", file, fi.type,
+		       human_size(fi.size, b1, sizeof(b1)));
 	return ret;
 }

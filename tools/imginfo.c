@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "common_fs.h"
 
 static const struct option longopts[] = {
 	{ "json",        no_argument, NULL, 'j' },
@@ -18,7 +19,8 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
-	       "Show the virtual size, allocation and host usage of a libimg image.\n"
+	       "Show the virtual size, allocation and host usage of a libimg image,\n"
+	       "and the filesystem it holds (type, label, UUID, size, used).\n"
 	       "\n"
 	       "  -j, --json         print a JSON object (sizes in bytes)\n"
 	       "  -U, --force-share  do not lock the image (may show a state that is\n"
@@ -30,7 +32,7 @@ static void usage(void)
 	       "Exit status: 0 success, 1 error.  See imginfo(1).\n", progname);
 }
 
-static void print_json(const char *file, const struct img_info *in)
+static void print_json(const char *file, const struct img_info *in, const struct img_fs_info *fi)
 {
 	struct json_out j;
 
@@ -56,14 +58,14 @@ static void print_json(const char *file, const struct img_info *in)
 	json_u64(&j, "log_replayed", in->log_replayed);
 	json_u64(&j, "leaked_clusters", in->leaked_clusters);
 	json_null(&j, "backing");
-	json_null(&j, "filesystem");
+	fs_json(&j, "filesystem", fi);
 	json_object_end(&j);
 	json_finish(&j);
 }
 
-static void print_human(const char *file, const struct img_info *in)
+static void print_human(const char *file, const struct img_info *in, const struct img_fs_info *fi)
 {
-	char b[64];
+	char b[64], fb[512];
 
 	printf("image: %s\n", file);
 	printf("file format: libimg\n");
@@ -87,12 +89,14 @@ static void print_human(const char *file, const struct img_info *in)
 		       (unsigned long long)in->ro_compat_features,
 		       (unsigned long long)in->compat_features);
 	printf("backing file: none\n");
+	printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
 }
 
 int main(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct img_info in;
+	struct img_fs_info fi;
 	struct img *img;
 	unsigned flags = 0;
 	int c, r;
@@ -127,13 +131,16 @@ int main(int argc, char **argv)
 		img_close(img);
 		return EXIT_ERROR;
 	}
+	/* A filesystem that cannot be probed is a warning, not a failure:
+	 * imginfo describes the image first. */
+	r = quiet ? 1 : fs_probe(file, img, &fi);
 	if (close_image(file, img) < 0)
 		return EXIT_ERROR;
 	if (quiet)
 		return EXIT_OK;
 	if (json)
-		print_json(file, &in);
+		print_json(file, &in, r == 0 ? &fi : NULL);
 	else
-		print_human(file, &in);
+		print_human(file, &in, r == 0 ? &fi : NULL);
 	return EXIT_OK;
 }

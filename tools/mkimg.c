@@ -1,17 +1,29 @@
 /* SPDX-License-Identifier: MIT */
-/* mkimg: create an empty image. */
+/* mkimg: create an empty image, or one holding a new filesystem. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include "common.h"
+#include "common_fs.h"
 
-enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE };
+enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE, OPT_FS, OPT_LABEL, OPT_FROM };
 
 static const struct option longopts[] = {
 	{ "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
 	{ "bat-reserve",  required_argument, NULL, OPT_BAT_RESERVE },
+	{ "fs",           required_argument, NULL, OPT_FS },
+	{ "label",        required_argument, NULL, OPT_LABEL },
+	{ "from",         required_argument, NULL, OPT_FROM },
 	{ "force",        no_argument,       NULL, 'f' },
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
@@ -22,21 +34,26 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE SIZE\n"
-	       "Create an empty (thin) libimg image of SIZE bytes.\n"
-	       "\n"
-	       "SIZE takes binary suffixes: 512, 64K, 10G, 1.5T (a multiple of 512).\n"
+	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G, 1.5T:\n"
+	       "a multiple of 512), or one holding a new filesystem (--fs).\n"
 	       "\n"
 	       "  --cluster-size SIZE  allocation unit, a power of two from 64K to 64M\n"
 	       "                       (default 1M)\n"
 	       "  --bat-reserve SIZE   make the block table big enough for images of up\n"
 	       "                       to SIZE, so that growing never relocates data\n"
+	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
+	       "                       ext3, ext2, xfs or btrfs\n"
+	       "  --label LABEL        the filesystem's label\n"
+	       "  --from DIR           copy DIR's tree into the new filesystem (ext*:\n"
+	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
+	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "\n"
-	       "The image is written to a temporary file and renamed into place: a\n"
-	       "failed mkimg leaves nothing behind.\n"
+	       "The image (and, with --fs, the filesystem in a sparse raw file) is made\n"
+	       "beside FILE and renamed into place: a failure leaves nothing behind.\n"
 	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname);
 }
 
@@ -50,11 +67,362 @@ static int get_size(const char *what, const char *s, uint64_t *out)
 	return 0;
 }
 
+/* ---- temporary files, removed on failure and on a signal -------------- */
+
+enum { T_RAW, T_IMG, T_PROTO, T_COUNT };
+static char tmp[T_COUNT][PATH_MAX];
+static volatile sig_atomic_t tmp_live[T_COUNT];
+
+static void drop_temps(void)
+{
+	for (int i = 0; i < T_COUNT; i++)
+		if (tmp_live[i]) {
+			unlink(tmp[i]);
+			tmp_live[i] = 0;
+		}
+}
+
+static void on_signal(int sig)
+{
+	for (int i = 0; i < T_COUNT; i++)
+		if (tmp_live[i])
+			unlink(tmp[i]);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void catch_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE };
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+
+/* A new file ".NAME.TAG.XXXXXX" beside file; returns its fd or -errno. */
+static int temp_beside(const char *file, const char *tag, int which)
+{
+	char d[PATH_MAX], b[PATH_MAX];
+	int fd;
+
+	if (strlen(file) >= sizeof(d) ||
+	    snprintf(tmp[which], sizeof(tmp[which]), "%s/.%s.%s.XXXXXX",
+		     dirname(strcpy(d, file)), basename(strcpy(b, file)), tag) >= (int)sizeof(tmp[which])) {
+		errmsg("%s: file name too long", file);
+		return -ENAMETOOLONG;
+	}
+	fd = mkstemp(tmp[which]);
+	if (fd < 0) {
+		int e = errno;
+		errmsg("%s: cannot create a temporary file beside it: %s", file, strerror(e));
+		return -e;
+	}
+	tmp_live[which] = 1;
+	return fd;
+}
+
+/* ---- xfs: a protofile describing the --from tree ---------------------- */
+
+struct proto_stats {
+	unsigned long hardlinks, xattrs, sticky, sockets;
+};
+
+static int proto_word_ok(const char *what, const char *s)
+{
+	if (!*s || strpbrk(s, " \t\n:") || !strcmp(s, "$")) {
+		errmsg("--from: %s '%s': an xfs protofile cannot hold names with spaces, "
+		       "tabs, newlines or ':' (or the name '$')", what, s);
+		return 0;
+	}
+	return 1;
+}
+
+static void proto_mode(FILE *f, const struct stat *st, char type)
+{
+	fprintf(f, "%c%c%c%03o %u %u", type, st->st_mode & S_ISUID ? 'u' : '-',
+		st->st_mode & S_ISGID ? 'g' : '-', (unsigned)(st->st_mode & 0777),
+		(unsigned)st->st_uid, (unsigned)st->st_gid);
+}
+
+static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int depth)
+{
+	struct dirent **ents = NULL;
+	int n = scandir(path, &ents, NULL, alphasort), r = 0;
+
+	if (n < 0) {
+		errmsg("--from: %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (depth > 1000) {
+		errmsg("--from: %s: too deep", path);
+		r = -1;
+	}
+	for (int i = 0; i < n && !r; i++) {
+		const char *name = ents[i]->d_name;
+		char child[PATH_MAX], target[PATH_MAX];
+		struct stat st;
+		ssize_t tl;
+
+		if (!strcmp(name, ".") || !strcmp(name, ".."))
+			continue;
+		if (snprintf(child, sizeof(child), "%s/%s", path, name) >= (int)sizeof(child)) {
+			errmsg("--from: %s/%s: path too long", path, name);
+			r = -1;
+			break;
+		}
+		if (lstat(child, &st) < 0) {
+			errmsg("--from: %s: %s", child, strerror(errno));
+			r = -1;
+			break;
+		}
+		if (S_ISSOCK(st.st_mode)) {
+			ps->sockets++;
+			continue;
+		}
+		if (!proto_word_ok("name", name)) {
+			r = -1;
+			break;
+		}
+		if (st.st_mode & S_ISVTX)
+			ps->sticky++;
+		if (llistxattr(child, NULL, 0) > 0)
+			ps->xattrs++;
+		fprintf(f, "%s ", name);
+		if (S_ISREG(st.st_mode)) {
+			if (!proto_word_ok("path", child)) {
+				r = -1;
+				break;
+			}
+			if (st.st_nlink > 1)
+				ps->hardlinks++;
+			proto_mode(f, &st, '-');
+			fprintf(f, " %s\n", child);
+		} else if (S_ISDIR(st.st_mode)) {
+			proto_mode(f, &st, 'd');
+			fputc('\n', f);
+			r = proto_dir(f, child, ps, depth + 1);
+			fputs("$\n", f);
+		} else if (S_ISLNK(st.st_mode)) {
+			tl = readlink(child, target, sizeof(target) - 1);
+			if (tl < 0) {
+				errmsg("--from: %s: %s", child, strerror(errno));
+				r = -1;
+				break;
+			}
+			target[tl] = 0;
+			if (!proto_word_ok("symbolic link target", target)) {
+				r = -1;
+				break;
+			}
+			proto_mode(f, &st, 'l');
+			fprintf(f, " %s\n", target);
+		} else if (S_ISBLK(st.st_mode) || S_ISCHR(st.st_mode)) {
+			proto_mode(f, &st, S_ISBLK(st.st_mode) ? 'b' : 'c');
+			fprintf(f, " %u %u\n", major(st.st_rdev), minor(st.st_rdev));
+		} else {
+			proto_mode(f, &st, 'p');
+			fputc('\n', f);
+		}
+	}
+	for (int i = 0; i < n; i++)
+		free(ents[i]);
+	free(ents);
+	return r;
+}
+
+/* Writes the protofile for dir into tmp[T_PROTO]. */
+static int write_protofile(const char *file, const char *dir)
+{
+	struct proto_stats ps = { 0 };
+	char abs[PATH_MAX];
+	struct stat st;
+	FILE *f;
+	int fd, r;
+
+	if (!realpath(dir, abs) || stat(abs, &st) < 0) {
+		errmsg("--from: %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	if (!proto_word_ok("path", abs))
+		return -1;
+	if ((fd = temp_beside(file, "proto", T_PROTO)) < 0)
+		return -1;
+	if (!(f = fdopen(fd, "w"))) {
+		close(fd);
+		return -1;
+	}
+	fputs("/dev/null\n0 0\n", f);
+	proto_mode(f, &st, 'd');
+	fputc('\n', f);
+	r = proto_dir(f, abs, &ps, 0);
+	fputs("$\n", f);
+	if (fclose(f) != 0 && !r) {
+		errmsg("%s: %s", tmp[T_PROTO], strerror(errno));
+		r = -1;
+	}
+	if (!r && (ps.hardlinks || ps.xattrs || ps.sticky || ps.sockets) && !quiet)
+		errmsg("warning: --from with xfs (mkfs.xfs protofile): %lu names of hard-linked "
+		       "files become separate files; not copied: extended attributes of %lu "
+		       "files, the sticky bit of %lu, %lu sockets", ps.hardlinks, ps.xattrs,
+		       ps.sticky, ps.sockets);
+	return r;
+}
+
+/* ---- mkimg --fs ------------------------------------------------------- */
+
+static int publish(const char *file, int force)
+{
+	char d[PATH_MAX];
+	int r, fd;
+
+	if (force)
+		r = rename(tmp[T_IMG], file);
+	else {
+		r = renameat2(AT_FDCWD, tmp[T_IMG], AT_FDCWD, file, RENAME_NOREPLACE);
+		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			r = link(tmp[T_IMG], file);
+			if (r == 0)
+				unlink(tmp[T_IMG]);
+		}
+	}
+	if (r < 0) {
+		if (errno == EEXIST)
+			errmsg("%s: already exists (use --force to overwrite)", file);
+		else
+			errmsg("%s: cannot rename %s into place: %s", file, tmp[T_IMG], strerror(errno));
+		return -1;
+	}
+	tmp_live[T_IMG] = 0;
+	snprintf(d, sizeof(d), "%s", file);
+	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	return 0;
+}
+
+/*
+ * The filesystem is made by its own mkfs in a sparse raw file beside FILE
+ * (mkfs programs write block devices or files, not images), then the raw
+ * file's data is copied into a new image skipping holes and all-zero
+ * blocks.  mke2fs gets lazy_itable_init and lazy_journal_init: on a fresh
+ * sparse file (and in a fresh image) unwritten blocks read as zeros, so
+ * the inode tables and the journal need no zeroing, and an empty 1 TiB
+ * ext4 costs a few MiB.  Returns an exit status.
+ */
+static int make_with_fs(const char *file, struct img_create_opts *o, const char *fs,
+			const char *label, const char *from, int force, uint64_t *copied,
+			struct img_fs_info *fi)
+{
+	char *argv[24];
+	struct img *img = NULL;
+	struct stat st;
+	int n = 0, fd = -1, r, ret = EXIT_ERROR;
+
+	if (!force && lstat(file, &st) == 0) {
+		errmsg("%s: already exists (use --force to overwrite)", file);
+		return EXIT_ERROR;
+	}
+	catch_signals();
+	if ((fd = temp_beside(file, "mkfs", T_RAW)) < 0)
+		goto out;
+	if (ftruncate(fd, (off_t)o->virtual_size) < 0) {
+		errmsg("%s: cannot make a %llu-byte temporary file: %s", tmp[T_RAW],
+		       (unsigned long long)o->virtual_size, strerror(errno));
+		goto out;
+	}
+	if (fs_is_ext(fs)) {
+		argv[n++] = "mke2fs";
+		argv[n++] = "-t";
+		argv[n++] = (char *)fs;
+		argv[n++] = "-F";
+		argv[n++] = "-q";
+		argv[n++] = "-b";          /* not 1 KiB below 512 MiB: images grow */
+		argv[n++] = "4096";
+		argv[n++] = "-E";
+		argv[n++] = "lazy_itable_init=1,lazy_journal_init=1";
+		if (from) {
+			argv[n++] = "-d";
+			argv[n++] = (char *)from;
+		}
+	} else if (!strcmp(fs, "xfs")) {
+		argv[n++] = "mkfs.xfs";
+		argv[n++] = "-f";
+		argv[n++] = "-q";
+		if (from) {
+			if (write_protofile(file, from))
+				goto out;
+			argv[n++] = "-p";
+			argv[n++] = tmp[T_PROTO];
+		}
+	} else {
+		argv[n++] = "mkfs.btrfs";
+		argv[n++] = "-f";
+		argv[n++] = "-q";
+		if (from) {
+			argv[n++] = "--rootdir";
+			argv[n++] = (char *)from;
+		}
+	}
+	if (label) {
+		argv[n++] = "-L";
+		argv[n++] = (char *)label;
+	}
+	argv[n++] = tmp[T_RAW];
+	argv[n] = NULL;
+	if (run_quiet(argv) != 0)
+		goto out;
+
+	if ((r = temp_beside(file, "new", T_IMG)) < 0)
+		goto out;
+	close(r);
+	o->flags |= IMG_CREATE_OVERWRITE;
+	if ((r = img_create(tmp[T_IMG], o)) < 0) {
+		img_errmsg(file, r);
+		goto out;
+	}
+	if ((r = img_open(tmp[T_IMG], IMG_OPEN_RDWR, &img)) < 0) {
+		img_errmsg(file, r);
+		goto out;
+	}
+	if (copy_raw_into_image(file, fd, o->virtual_size, img, copied))
+		goto out;
+	/* What was made is what was asked for (and imginfo will say so). */
+	r = img_fs_probe(img, fi);
+	if (r < 0 || strcmp(fi->type, fs)) {
+		errmsg("%s: the new image does not hold the %s filesystem %s made (%s)", file, fs,
+		       argv[0], r < 0 ? img_last_error() : fi->type);
+		goto out;
+	}
+	r = img_close(img);
+	img = NULL;
+	if (r < 0) {
+		img_errmsg(file, r);
+		goto out;
+	}
+	if (publish(file, force) == 0)
+		ret = EXIT_OK;
+out:
+	if (img)
+		img_close(img);
+	if (fd >= 0)
+		close(fd);
+	drop_temps();
+	return ret;
+}
+
 int main(int argc, char **argv)
 {
 	struct img_create_opts o = { 0 };
-	const char *file = NULL, *size_arg = NULL;
-	uint64_t size, v;
+	const char *file = NULL, *size_arg = NULL, *fs = NULL, *label = NULL, *from = NULL;
+	struct img_fs_info fi;
+	struct stat st;
+	uint64_t size, v, copied = 0;
 	int c, r, npos = 0, force = 0;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
@@ -86,6 +454,15 @@ int main(int argc, char **argv)
 			if (get_size("BAT reserve", optarg, &o.bat_reserve))
 				return EXIT_ERROR;
 			break;
+		case OPT_FS:
+			fs = optarg;
+			if (!fs_is_ext(fs) && strcmp(fs, "xfs") && strcmp(fs, "btrfs")) {
+				errmsg("unknown filesystem type '%s' (ext4, ext3, ext2, xfs or btrfs)", fs);
+				return EXIT_ERROR;
+			}
+			break;
+		case OPT_LABEL: label = optarg; break;
+		case OPT_FROM: from = optarg; break;
 		case 'f': force = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -106,6 +483,30 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	o.virtual_size = size;
+	if ((label || from) && !fs)
+		return usage_error("--label and --from need --fs");
+	if (from && stat(from, &st) < 0) {
+		errmsg("--from %s: %s", from, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (from && !S_ISDIR(st.st_mode)) {
+		errmsg("--from %s: not a directory", from);
+		return EXIT_ERROR;
+	}
+	if (fs) {
+		r = make_with_fs(file, &o, fs, label, from, force, &copied, &fi);
+		if (r == EXIT_OK && !quiet) {
+			char b3[256];
+			printf("Created %s: virtual size %s, cluster size %s\n", file,
+			       human_size_exact(size, b1, sizeof(b1)),
+			       human_size(o.cluster_size ? o.cluster_size : IMG_DEFAULT_CLUSTER_SIZE,
+					  b2, sizeof(b2)));
+			printf("  filesystem: %s\n", fs_describe(&fi, b3, sizeof(b3)));
+			printf("  %s of filesystem data copied%s%s\n", human_size(copied, b1, sizeof(b1)),
+			       from ? " from " : "", from ? from : "");
+		}
+		return r;
+	}
 	if (force)
 		o.flags |= IMG_CREATE_OVERWRITE;
 

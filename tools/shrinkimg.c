@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common.h"
+#include "common_fs.h"
 
 enum { OPT_DISCARD_DATA = 256 };
 
@@ -24,8 +25,9 @@ static void usage(void)
 	       "give the host space past the new end back.  The image must not be in\n"
 	       "use.  Sizes take binary suffixes (5G, -512M), multiples of 512.\n"
 	       "\n"
-	       "  --discard-data  shrink even if data lies past the new end (that\n"
-	       "                  data is lost); without it shrinkimg refuses\n"
+	       "  --discard-data  shrink even if data, or the filesystem the image\n"
+	       "                  holds, lies past the new end (that data is lost);\n"
+	       "                  without it shrinkimg refuses\n"
 	       "  -j, --json      print {filename, old_size, new_size} as JSON\n"
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help\n"
@@ -76,6 +78,32 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 
+	/* A filesystem that would be cut is refused before the image is
+	 * opened for writing: the file stays exactly as it was. */
+	if (!(rflags & IMG_RESIZE_DISCARD_DATA)) {
+		struct img_fs_info fi;
+		if (open_image(file, 0, &img) < 0)
+			return EXIT_ERROR;
+		r = img_info(img, &in);
+		if (r == 0 && fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE) &&
+		    parse_new_size(size_arg, in.virtual_size, &new_size) == 0 &&
+		    new_size < fi.size) {
+			errmsg("%s: the %s filesystem in the image spans %s; shrinking the image "
+			       "to %s would cut it off", file, fi.type,
+			       human_size_exact(fi.size, b1, sizeof(b1)),
+			       human_size_exact(new_size, b2, sizeof(b2)));
+			errmsg("%s: nothing was changed; %s", file,
+			       !strcmp(fi.type, "xfs") ? "xfs filesystems cannot shrink" :
+			       fs_is_ext(fi.type) ? "shrink the filesystem first (resize2fs on the "
+			       "image's export, unmounted)" :
+			       !strcmp(fi.type, "btrfs") ? "shrink the filesystem first (btrfs "
+			       "filesystem resize, mounted from the image's export)" :
+			       "shrink the filesystem first");
+			img_close(img);
+			return EXIT_ERROR;
+		}
+		img_close(img);
+	}
 	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));

@@ -275,6 +275,83 @@ int img_check(struct img *img, const struct img_check_opts *opts,
 	      struct img_check_result *res);
 
 /* ---------------------------------------------------------------------- */
+/* Filesystems inside an image (libimg/fs.c: libblkid and libext2fs)       */
+/* ---------------------------------------------------------------------- */
+
+/* Only a filesystem that starts at offset 0 of the virtual disk is seen
+ * (no partition tables).  Error values of these functions:
+ *   -ENOMEDIUM        no filesystem recognised (img_last_error() says what
+ *                     was found instead: nothing, a partition table, or
+ *                     several conflicting signatures)
+ *   -EOPNOTSUPP       the operation does not support this filesystem type,
+ *                     or the filesystem uses a feature libext2fs lacks
+ *   -ENOTRECOVERABLE  the filesystem needs checking first: its journal
+ *                     needs recovery, it was not cleanly unmounted, it
+ *                     records errors, it is bigger than the virtual disk, or
+ *                     its metadata is damaged (run e2fsck -f)
+ */
+
+#define IMG_FS_HAVE_LABEL      0x01u  /* label[] is set (may be "") */
+#define IMG_FS_HAVE_UUID       0x02u
+#define IMG_FS_HAVE_SIZE       0x04u  /* size */
+#define IMG_FS_HAVE_USED       0x08u  /* used */
+#define IMG_FS_HAVE_BLOCK_SIZE 0x10u
+#define IMG_FS_HAVE_STATE      0x20u  /* state is meaningful */
+
+/* state bits (ext2/3/4 only) */
+#define IMG_FS_STATE_NEEDS_RECOVERY 0x1u  /* journal not replayed (unclean
+                                           * unmount, or mounted now) */
+#define IMG_FS_STATE_NOT_CLEAN      0x2u  /* not marked cleanly unmounted */
+#define IMG_FS_STATE_ERRORS         0x4u  /* the kernel recorded errors */
+
+struct img_fs_info {
+	char type[32];         /* libblkid's TYPE: "ext4", "xfs", "btrfs",
+	                        * "vfat", "swap", "crypto_LUKS", ... */
+	char label[256];       /* as libblkid reports it (UTF-8) */
+	char uuid[64];         /* text form */
+	char version[32];      /* libblkid's VERSION, "" when unknown */
+	uint64_t size;         /* bytes the filesystem spans on the disk */
+	uint64_t used;         /* bytes the filesystem does not count as
+	                        * free (data and metadata, journal included) */
+	uint64_t block_size;   /* the filesystem's block (sector for btrfs) */
+	uint32_t flags;        /* IMG_FS_HAVE_*: which fields are known */
+	uint32_t state;        /* IMG_FS_STATE_* */
+	uint64_t reserved[6];
+};
+
+/* What is at the start of the virtual disk: libblkid for every type it
+ * knows (type, label, uuid), libext2fs for ext2/3/4 (size, used, block
+ * size, state), the superblock for xfs and btrfs (size, used, block size).
+ * Reads a few MiB of the image; needs no privileges.  0, -ENOMEDIUM, or
+ * -errno. */
+int img_fs_probe(struct img *img, struct img_fs_info *out);
+
+#define IMG_FS_TRIM_WHOLE_CLUSTERS 0x1u  /* do not punch free ranges inside
+                                          * partly used clusters */
+
+struct img_fs_trim_stats {
+	uint64_t fs_free_bytes;        /* free per the block bitmaps */
+	uint64_t clusters_discarded;   /* entirely free clusters unmapped */
+	uint64_t bytes_punched;        /* free bytes inside partly used
+	                                * clusters punched out of the host file */
+	uint64_t disk_usage_before;    /* host st_blocks * 512 */
+	uint64_t disk_usage_after;
+	uint64_t reserved[4];
+};
+
+/* ext2/3/4: gives back the space of every block the filesystem's block
+ * bitmaps say is free, whether or not a discard ever reached the image.
+ * Clusters holding only free blocks become unallocated; free ranges of at
+ * least 4 KiB inside partly used clusters are punched out of the host file
+ * (read back as zeros).  Blocks the filesystem uses are never touched and
+ * nothing in the filesystem is written.  Refuses (-ENOTRECOVERABLE) a
+ * filesystem that is not clean: then its bitmaps cannot be trusted.  The
+ * image must be open read-write and not in use by anyone else (mounted
+ * through an export, the filesystem is not clean and this refuses).
+ * flags: IMG_FS_TRIM_*.  stats may be NULL.  0 or -errno. */
+int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim_stats *stats);
+
+/* ---------------------------------------------------------------------- */
 /* Errors                                                                  */
 /* ---------------------------------------------------------------------- */
 

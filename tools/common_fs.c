@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/* Filesystem helpers shared by mkimg, imginfo and compact. */
+#include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common_fs.h"
+
+extern char **environ;
+
+int fs_is_ext(const char *type)
+{
+	return !strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4");
+}
+
+int fs_probe(const char *file, struct img *img, struct img_fs_info *fi)
+{
+	int r = img_fs_probe(img, fi);
+
+	if (r == -ENOMEDIUM)
+		return 1;
+	if (r < 0)
+		errmsg("warning: %s: cannot look for a filesystem: %s", file, img_strerror(r));
+	return r;
+}
+
+void fs_json(struct json_out *j, const char *key, const struct img_fs_info *fi)
+{
+	if (!fi) {
+		json_null(j, key);
+		return;
+	}
+	json_object_begin(j, key);
+	json_string(j, "type", fi->type);
+	if (fi->flags & IMG_FS_HAVE_LABEL)
+		json_string(j, "label", fi->label);
+	if (fi->flags & IMG_FS_HAVE_UUID)
+		json_string(j, "uuid", fi->uuid);
+	if (fi->version[0])
+		json_string(j, "version", fi->version);
+	if (fi->flags & IMG_FS_HAVE_SIZE)
+		json_u64(j, "size", fi->size);
+	if (fi->flags & IMG_FS_HAVE_USED)
+		json_u64(j, "used", fi->used);
+	if (fi->flags & IMG_FS_HAVE_BLOCK_SIZE)
+		json_u64(j, "block_size", fi->block_size);
+	if (fi->flags & IMG_FS_HAVE_STATE) {
+		json_bool(j, "clean", fi->state == 0);
+		json_bool(j, "needs_recovery", !!(fi->state & IMG_FS_STATE_NEEDS_RECOVERY));
+		json_bool(j, "errors", !!(fi->state & IMG_FS_STATE_ERRORS));
+	}
+	json_object_end(j);
+}
+
+const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len)
+{
+	char s1[32], s2[32];
+	size_t n;
+
+	n = (size_t)snprintf(buf, len, "%s", fi->type);
+	if (n < len && (fi->flags & IMG_FS_HAVE_LABEL) && fi->label[0])
+		n += (size_t)snprintf(buf + n, len - n, ", label \"%s\"", fi->label);
+	if (n < len && (fi->flags & IMG_FS_HAVE_UUID))
+		n += (size_t)snprintf(buf + n, len - n, ", UUID %s", fi->uuid);
+	if (n < len && (fi->flags & IMG_FS_HAVE_SIZE))
+		n += (size_t)snprintf(buf + n, len - n, ", %s", human_size(fi->size, s1, sizeof(s1)));
+	if (n < len && (fi->flags & IMG_FS_HAVE_USED) && (fi->flags & IMG_FS_HAVE_SIZE) && fi->size)
+		n += (size_t)snprintf(buf + n, len - n, ", %s used (%llu%%)",
+				      human_size(fi->used, s2, sizeof(s2)),
+				      (unsigned long long)(fi->used * 100 / fi->size));
+	if (n < len && (fi->flags & IMG_FS_HAVE_STATE) && fi->state)
+		snprintf(buf + n, len - n, ", %s",
+			 fi->state & IMG_FS_STATE_NEEDS_RECOVERY ? "needs journal recovery" :
+			 fi->state & IMG_FS_STATE_ERRORS ? "has errors" : "not cleanly unmounted");
+	return buf;
+}
+
+int run_quiet(char *const argv[])
+{
+	posix_spawn_file_actions_t fa;
+	char log[] = "/tmp/libimg-run-XXXXXX";
+	int fd = mkstemp(log), st = 0, r;
+	pid_t pid;
+
+	if (fd < 0) {
+		r = -errno;
+		errmsg("cannot create a temporary file: %s", strerror(-r));
+		return r;
+	}
+	unlink(log);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, fd, 1);
+	posix_spawn_file_actions_adddup2(&fa, fd, 2);
+	fflush(stdout);
+	fflush(stderr);
+	r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r) {
+		errmsg("cannot run %s: %s", argv[0], strerror(r));
+		close(fd);
+		return 127;
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR) {
+			r = -errno;
+			close(fd);
+			return r;
+		}
+	r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+	if (r) {
+		char buf[1024];
+		errmsg("%s failed (exit status %d)%s", argv[0], r, lseek(fd, 0, SEEK_END) > 0 ? ":" : "");
+		FILE *f;
+		int lines = 0;
+		lseek(fd, 0, SEEK_SET);
+		/* what it said, up to 12 lines (not a whole usage text) */
+		if ((f = fdopen(dup(fd), "r"))) {
+			while (fgets(buf, sizeof(buf), f))
+				if (++lines <= 12)
+					fputs(buf, stderr);
+			if (lines > 12)
+				fprintf(stderr, "[%d more lines]\n", lines - 12);
+			fclose(f);
+		}
+	}
+	close(fd);
+	return r;
+}
+
+#define COPY_CHUNK (1u << 20)
+#define COPY_BLOCK 4096u
+
+int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,
+			uint64_t *copied)
+{
+	char *buf = malloc(COPY_CHUNK);
+	uint64_t off = 0;
+	int r = 0;
+
+	*copied = 0;
+	if (!buf) {
+		errmsg("out of memory");
+		return -ENOMEM;
+	}
+	while (off < size && !r) {
+		off_t d = lseek(fd, (off_t)off, SEEK_DATA), h;
+		uint64_t end;
+
+		if (d < 0 && errno == ENXIO)
+			break;                      /* only a hole is left */
+		if (d < 0) {                        /* no SEEK_DATA: all of it */
+			d = (off_t)off;
+			h = (off_t)size;
+		} else {
+			h = lseek(fd, d, SEEK_HOLE);
+			if (h < 0)
+				h = (off_t)size;
+		}
+		end = (uint64_t)h < size ? (uint64_t)h : size;
+		for (uint64_t p = (uint64_t)d; p < end && !r; p += COPY_CHUNK) {
+			size_t n = end - p < COPY_CHUNK ? (size_t)(end - p) : COPY_CHUNK;
+			ssize_t got = pread(fd, buf, n, (off_t)p);
+			if (got != (ssize_t)n) {
+				r = got < 0 ? -errno : -EIO;
+				errmsg("reading the filesystem made for %s: %s", file, strerror(-r));
+				break;
+			}
+			/* Write runs of non-zero 4 KiB blocks. */
+			for (size_t i = 0; i < n && !r; ) {
+				size_t s = i, k;
+				while (s < n && buffer_is_zero(buf + s, n - s < COPY_BLOCK ? n - s : COPY_BLOCK))
+					s += COPY_BLOCK;
+				if (s >= n)
+					break;
+				k = s;
+				while (k < n && !buffer_is_zero(buf + k, n - k < COPY_BLOCK ? n - k : COPY_BLOCK))
+					k += COPY_BLOCK;
+				if (k > n)
+					k = n;
+				ssize_t w = img_pwrite(img, buf + s, k - s, p + s);
+				if (w < 0) {
+					r = (int)w;
+					img_errmsg(file, r);
+				} else
+					*copied += k - s;
+				i = k;
+			}
+		}
+		off = end;
+	}
+	free(buf);
+	return r;
+}

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the tools that deal with a filesystem inside an image share:
+ * printing img_fs_probe()'s answer, running mkfs-like programs quietly,
+ * and copying a sparse raw file into an image.
+ */
+#ifndef TOOLS_COMMON_FS_H
+#define TOOLS_COMMON_FS_H
+
+#include <stdint.h>
+
+#include "common.h"
+
+/* 1 for ext2, ext3, ext4. */
+int fs_is_ext(const char *type);
+
+/* Probes img.  0 with *fi filled, 1 when no filesystem is recognised,
+ * -errno on an error (printed as a warning naming file). */
+int fs_probe(const char *file, struct img *img, struct img_fs_info *fi);
+
+/* The "filesystem" value of --json output: an object with the known
+ * fields, or null when fi is NULL. */
+void fs_json(struct json_out *j, const char *key, const struct img_fs_info *fi);
+
+/* One line for humans: 'ext4, label "data", UUID 1234..., 10 GiB, 1.2 GiB
+ * used (12%)'. */
+const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len);
+
+/* Runs argv (argv[0] looked up in PATH) with stdin from /dev/null and its
+ * output kept aside; when it fails, prints what it said.  Returns its exit
+ * status, 127 when it could not be started, or -errno. */
+int run_quiet(char *const argv[]);
+
+/* Copies the data of the raw file fd (size bytes) into img at the same
+ * offsets: only what SEEK_DATA finds, and within it only the 4 KiB blocks
+ * that are not all zero, so the image stays as thin as the raw file.
+ * *copied: bytes written.  0 or -errno (message printed). */
+int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,
+			uint64_t *copied);
+
+#endif
