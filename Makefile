@@ -167,7 +167,7 @@ tsan: tsan-build
 	$(Q)tests/run.sh tsan
 
 FUZZ_SECONDS ?= 60
-fuzz:
+fuzz: $(DEPS_STAMP)
 	$(Q)fuzz/build.sh
 fuzz-run: fuzz
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh

@@ -17,6 +17,10 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -fno-omit-frame-poi
  ${FUZZ_CFLAGS:-}"
 # -Werror only for the harnesses: gcc gates the library's warnings (make),
 # and a clang-only warning there must not stop the fuzzing.
+# libimg/fs.c needs libblkid and libext2fs (as in the Makefile).
+FS_PKGS="blkid ext2fs com_err"
+CFLAGS="$CFLAGS $(pkg-config --cflags $FS_PKGS 2>/dev/null || echo -I/usr/include/blkid)"
+LIBS="$(pkg-config --libs $FS_PKGS 2>/dev/null || echo -lblkid -lext2fs -lcom_err)"
 HCFLAGS="-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror"
 
 if ! command -v "$CC" >/dev/null 2>&1; then
@@ -77,13 +81,13 @@ for src in fuzz/*_fuzzer.c; do
   fi
   if stale "$OUT/$name" "$src" "$lib" "${extra[@]}"; then
     echo "  LINK    $OUT/$name"
-    run $CC $CFLAGS $HCFLAGS -fsanitize=fuzzer $SAN -o "$OUT/$name" "$src" "${extra[@]}" "$lib"
+    run $CC $CFLAGS $HCFLAGS -fsanitize=fuzzer $SAN -o "$OUT/$name" "$src" "${extra[@]}" "$lib" $LIBS
   fi
   built+=("$name")
 done
 
 if stale "$OUT/gen_corpus" fuzz/gen_corpus.c "$lib"; then
   echo "  LINK    $OUT/gen_corpus"
-  run $CC $CFLAGS $HCFLAGS $SAN -o "$OUT/gen_corpus" fuzz/gen_corpus.c "$lib"
+  run $CC $CFLAGS $HCFLAGS $SAN -o "$OUT/gen_corpus" fuzz/gen_corpus.c "$lib" $LIBS
 fi
 echo "fuzz/build.sh: built ${built[*]} in $OUT/"
