@@ -26,6 +26,9 @@ FS_CFLAGS := $(shell pkg-config --cflags $(FS_PKGS) 2>/dev/null || echo -I/usr/i
 FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err)
 BASE_CFLAGS += $(FS_CFLAGS)
 LIBS     := -pthread $(FS_LIBS)
+# imgserve: libfuse3 (low-level API).
+CFLAGS_imgserve := $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
+LIBS_imgserve   := $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
 SOVERSION := 0
 VERSION  := $(shell sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' libimg/include/libimg.h)
 
@@ -80,7 +83,7 @@ tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
 $(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) -c -o $@ $<
+	$(Q)$(CC) $(ALL_CFLAGS) $(CFLAGS_$(notdir $*)) -c -o $@ $<
 
 $(STATIC): $(LIB_OBJS)
 	@mkdir -p $(dir $@)

@@ -25,6 +25,9 @@ REQS=(
   "xxd:xxd"
   "bc:bc"
   "qemu-utils:qemu-img"
+  "qemu-system-common:qemu-storage-daemon"
+  "fio:fio"
+  "mount:mount"
 )
 
 missing=()

@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "common_fs.h"
+#include "common_online.h"
 
 static const struct option longopts[] = {
 	{ "json",        no_argument, NULL, 'j' },
@@ -32,7 +34,9 @@ static void usage(void)
 	       "Exit status: 0 success, 1 error.  See imginfo(1).\n", progname);
 }
 
-static void print_json(const char *file, const struct img_info *in, const struct img_fs_info *fi)
+/* use: what the run directory records about a served image, or NULL. */
+static void print_json(const char *file, const struct img_info *in, const struct img_fs_info *fi,
+		       const struct online_state *use)
 {
 	struct json_out j;
 
@@ -59,11 +63,24 @@ static void print_json(const char *file, const struct img_info *in, const struct
 	json_u64(&j, "leaked_clusters", in->leaked_clusters);
 	json_null(&j, "backing");
 	fs_json(&j, "filesystem", fi);
+	if (use) {
+		json_object_begin(&j, "in_use");
+		json_u64(&j, "pid", (uint64_t)use->pid);
+		json_bool(&j, "running", use->alive);
+		json_string(&j, "export", use->export_path[0] ? use->export_path : NULL);
+		json_string(&j, "loop_device", use->loop[0] ? use->loop : NULL);
+		json_string(&j, "mountpoint", use->mountpoint[0] ? use->mountpoint : NULL);
+		json_string(&j, "rundir", use->rundir);
+		json_object_end(&j);
+	} else {
+		json_null(&j, "in_use");
+	}
 	json_object_end(&j);
 	json_finish(&j);
 }
 
-static void print_human(const char *file, const struct img_info *in, const struct img_fs_info *fi)
+static void print_human(const char *file, const struct img_info *in, const struct img_fs_info *fi,
+			const struct online_state *use)
 {
 	char b[64], fb[512];
 
@@ -90,6 +107,16 @@ static void print_human(const char *file, const struct img_info *in, const struc
 		       (unsigned long long)in->compat_features);
 	printf("backing file: none\n");
 	printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
+	if (use) {
+		printf("in use: by imgserve (pid %ld)%s\n", (long)use->pid,
+		       use->alive ? "" : ", which is no longer running (run imgumount)");
+		if (use->export_path[0])
+			printf("export: %s\n", use->export_path);
+		if (use->loop[0])
+			printf("loop device: %s\n", use->loop);
+		if (use->mountpoint[0])
+			printf("mounted on: %s\n", use->mountpoint);
+	}
 }
 
 int main(int argc, char **argv)
@@ -98,8 +125,9 @@ int main(int argc, char **argv)
 	struct img_info in;
 	struct img_fs_info fi;
 	struct img *img;
+	struct online_state use;
 	unsigned flags = 0;
-	int c, r;
+	int c, r, in_use;
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
@@ -122,6 +150,11 @@ int main(int argc, char **argv)
 	if (!file)
 		return usage_error("expected FILE");
 
+	/* A served image is locked by its daemon: describe it without the
+	 * lock (the counts may be moving) and say who holds it. */
+	in_use = access(file, F_OK) == 0 && online_state_load(file, &use) > 0;
+	if (in_use && use.alive)
+		flags |= IMG_OPEN_NOLOCK;
 	if (open_image(file, flags, &img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));
@@ -139,8 +172,8 @@ int main(int argc, char **argv)
 	if (quiet)
 		return EXIT_OK;
 	if (json)
-		print_json(file, &in, r == 0 ? &fi : NULL);
+		print_json(file, &in, r == 0 ? &fi : NULL, in_use ? &use : NULL);
 	else
-		print_human(file, &in, r == 0 ? &fi : NULL);
+		print_human(file, &in, r == 0 ? &fi : NULL, in_use ? &use : NULL);
 	return EXIT_OK;
 }

@@ -1,0 +1,710 @@
+/* SPDX-License-Identifier: MIT */
+/* Shared by the online tools; see common_online.h. */
+#include <blkid.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/loop.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common_online.h"
+
+const char *online_rundir_base(void)
+{
+	const char *e = getenv("LIBIMG_RUNDIR");
+
+	return e && *e ? e : ONLINE_RUNDIR_DEFAULT;
+}
+
+__attribute__((noinline)) int online_path(const char *rundir, const char *name, char *buf,
+					  size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s", rundir, name);
+
+	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
+}
+
+static uint64_t fnv1a64(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* Reads rundir/key into buf (trailing newline dropped); "" when absent. */
+static void read_key(const char *rundir, const char *key, char *buf, size_t len)
+{
+	char path[PATH_MAX];
+	ssize_t n;
+	int fd;
+
+	buf[0] = 0;
+	if (online_path(rundir, key, path, sizeof(path)) < 0)
+		return;
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		n = 0;
+	buf[n] = 0;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = 0;
+}
+
+int online_state_set(const char *rundir, const char *key, const char *val)
+{
+	char path[PATH_MAX], tmp[PATH_MAX + 8];
+	size_t len;
+	int fd, r = 0;
+
+	if (online_path(rundir, key, path, sizeof(path)) < 0)
+		return -ENAMETOOLONG;
+	if (!val)
+		return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	len = strlen(val);
+	if (write(fd, val, len) != (ssize_t)len || write(fd, "\n", 1) != 1)
+		r = errno ? -errno : -EIO;
+	if (close(fd) < 0 && !r)
+		r = -errno;
+	if (!r && rename(tmp, path) < 0)
+		r = -errno;
+	if (r)
+		unlink(tmp);
+	return r;
+}
+
+static int pid_ended(pid_t pid);
+
+/* A live imgserve: the process exists and its name says so (a recycled
+ * pid running something else is not the daemon). */
+static int pid_is_imgserve(pid_t pid)
+{
+	char path[64], comm[64] = "";
+	int fd;
+	ssize_t n;
+
+	if (pid <= 0 || pid_ended(pid))
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	comm[n] = 0;
+	return !strncmp(comm, "imgserve", 8);
+}
+
+void online_state_reload(struct online_state *st)
+{
+	char buf[32];
+
+	read_key(st->rundir, "pid", buf, sizeof(buf));
+	st->pid = (pid_t)strtol(buf, NULL, 10);
+	st->alive = pid_is_imgserve(st->pid);
+	read_key(st->rundir, "export", st->export_path, sizeof(st->export_path));
+	read_key(st->rundir, "loop", st->loop, sizeof(st->loop));
+	read_key(st->rundir, "mountpoint", st->mountpoint, sizeof(st->mountpoint));
+}
+
+static int recorded(const struct online_state *st)
+{
+	return st->pid > 0 || st->loop[0] || st->mountpoint[0] || st->export_path[0];
+}
+
+int online_state_load(const char *image, struct online_state *st)
+{
+	int n;
+
+	memset(st, 0, sizeof(*st));
+	if (!realpath(image, st->image)) {
+		int r = -errno;
+		errmsg("%s: %s", image, strerror(-r));
+		return r;
+	}
+	n = snprintf(st->rundir, sizeof(st->rundir), "%s/%016llx", online_rundir_base(),
+		     (unsigned long long)fnv1a64(st->image));
+	if (n < 0 || (size_t)n >= sizeof(st->rundir) - 16) {
+		errmsg("%s: run directory path too long", online_rundir_base());
+		return -ENAMETOOLONG;
+	}
+	online_state_reload(st);
+	return recorded(st);
+}
+
+int online_state_find(const char *dev, const char *dir, struct online_state *st)
+{
+	char want_dir[PATH_MAX] = "";
+	const char *base = online_rundir_base();
+	struct dirent *de;
+	DIR *d;
+	int found = 0;
+
+	if (dir && !realpath(dir, want_dir))
+		snprintf(want_dir, sizeof(want_dir), "%s", dir);
+	d = opendir(base);
+	if (!d)
+		return 0;
+	while (!found && (de = readdir(d))) {
+		if (de->d_name[0] == '.' || strlen(de->d_name) != 16)
+			continue;
+		memset(st, 0, sizeof(*st));
+		snprintf(st->rundir, sizeof(st->rundir), "%s/%s", base, de->d_name);
+		read_key(st->rundir, "image", st->image, sizeof(st->image));
+		online_state_reload(st);
+		if (dev && st->loop[0] && !strcmp(st->loop, dev))
+			found = 1;
+		if (dir && st->mountpoint[0] && !strcmp(st->mountpoint, want_dir))
+			found = 1;
+	}
+	closedir(d);
+	return found;
+}
+
+const char *online_describe(const struct online_state *st, char *buf, size_t len)
+{
+	size_t n = 0;
+
+	buf[0] = 0;
+	if (st->pid > 0)
+		n += (size_t)snprintf(buf + n, len - n, "imgserve (pid %ld%s)", (long)st->pid,
+				      st->alive ? "" : ", not running");
+	if (n < len && st->loop[0])
+		n += (size_t)snprintf(buf + n, len - n, "%sloop device %s", n ? ", " : "",
+				      st->loop);
+	if (n < len && st->mountpoint[0])
+		snprintf(buf + n, len - n, "%smounted on %s", n ? ", " : "", st->mountpoint);
+	return buf;
+}
+
+int online_json_u64(const char *j, const char *key, uint64_t *out)
+{
+	char pat[80];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(j, pat);
+	if (!p)
+		return -ENOENT;
+	p += strlen(pat);
+	while (*p == ' ')
+		p++;
+	if (*p < '0' || *p > '9')
+		return -ENOENT;
+	*out = strtoull(p, NULL, 10);
+	return 0;
+}
+
+int online_request(const struct online_state *st, const char *cmd, char *reply, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t off = 0, cl = strlen(cmd);
+	char path[PATH_MAX];
+	int fd = -1, r = 0;
+	ssize_t n;
+
+	reply[0] = 0;
+	if (online_path(st->rundir, "ctl", path, sizeof(path)) < 0 ||
+	    strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(reply, len, "control socket path too long: %s/ctl", st->rundir);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		r = -errno;
+		snprintf(reply, len, "cannot reach the daemon at %s: %s", path, strerror(-r));
+		goto out;
+	}
+	if (write(fd, cmd, cl) != (ssize_t)cl || write(fd, "\n", 1) != 1) {
+		r = -errno;
+		snprintf(reply, len, "cannot talk to the daemon at %s: %s", path, strerror(-r));
+		goto out;
+	}
+	/* The answer is one line; long operations (compact) take their time. */
+	while (off + 1 < len && (n = read(fd, reply + off, len - 1 - off)) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			snprintf(reply, len, "no answer from the daemon: %s", strerror(-r));
+			goto out;
+		}
+		off += (size_t)n;
+		if (memchr(reply + off - (size_t)n, '\n', (size_t)n))
+			break;
+	}
+	reply[off] = 0;
+	if (off && reply[off - 1] == '\n')
+		reply[--off] = 0;
+	if (!strncmp(reply, "ok", 2) && (reply[2] == 0 || reply[2] == ' ')) {
+		memmove(reply, reply + (reply[2] ? 3 : 2), strlen(reply + (reply[2] ? 3 : 2)) + 1);
+	} else if (!strncmp(reply, "error ", 6)) {
+		char *end;
+		long e = strtol(reply + 6, &end, 10);
+		r = e > 0 && e < 4096 ? (int)-e : -EIO;
+		if (*end == ' ')
+			end++;
+		memmove(reply, end, strlen(end) + 1);
+	} else {
+		r = -EPROTO;
+		snprintf(reply, len, "the daemon gave no answer to '%s'", cmd);
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* ---- loop devices ------------------------------------------------------ */
+
+int loop_attach(const char *file, int direct_io, char *dev, size_t len)
+{
+	struct loop_config cfg;
+	int ctl = -1, bfd = -1, lfd = -1, r = 0, tries;
+
+	bfd = open(file, O_RDWR | O_CLOEXEC);
+	if (bfd < 0) {
+		r = -errno;
+		errmsg("%s: %s", file, strerror(-r));
+		goto out;
+	}
+	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0) {
+		r = -errno;
+		errmsg("/dev/loop-control: %s", strerror(-r));
+		goto out;
+	}
+	for (tries = 0; tries < 16; tries++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0) {
+			r = -errno;
+			errmsg("no free loop device: %s", strerror(-r));
+			goto out;
+		}
+		snprintf(dev, len, "/dev/loop%d", n);
+		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		if (lfd < 0) {
+			r = -errno;
+			errmsg("%s: %s", dev, strerror(-r));
+			goto out;
+		}
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.fd = (unsigned)bfd;
+		cfg.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
+		snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", file);
+		r = ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0 ? -errno : 0;
+		if (r == -EINVAL && direct_io) {
+			cfg.info.lo_flags = 0;
+			r = ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0 ? -errno : 0;
+		}
+		close(lfd);
+		lfd = -1;
+		if (r != -EBUSY)    /* EBUSY: someone took it first; next one */
+			break;
+	}
+	if (r < 0)
+		errmsg("%s: cannot attach %s: %s", dev, file, strerror(-r));
+out:
+	if (lfd >= 0)
+		close(lfd);
+	if (ctl >= 0)
+		close(ctl);
+	if (bfd >= 0)
+		close(bfd);
+	return r;
+}
+
+/* /sys/block/loopN/loop/backing_file of dev into buf ("" if none). */
+static void loop_backing(const char *dev, char *buf, size_t len)
+{
+	const char *name = strrchr(dev, '/');
+	char path[128];
+	ssize_t n;
+	int fd;
+
+	buf[0] = 0;
+	snprintf(path, sizeof(path), "/sys/block/%s/loop/backing_file", name ? name + 1 : dev);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		n = 0;
+	buf[n] = 0;
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[n - 1] = 0;
+}
+
+int loop_detach(const char *dev, const char *file)
+{
+	char backing[PATH_MAX];
+	int fd, r = 0, tries;
+
+	loop_backing(dev, backing, sizeof(backing));
+	if (!backing[0])
+		return -ENXIO;
+	if (file && strcmp(backing, file)) {
+		errmsg("%s: backed by %s, not by %s: not detaching it", dev, backing, file);
+		return -EBUSY;
+	}
+	fd = open(dev, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		errmsg("%s: %s", dev, strerror(-r));
+		return r;
+	}
+	/* Right after an unmount the device may still be held for a moment. */
+	for (tries = 0; tries < 50; tries++) {
+		r = ioctl(fd, LOOP_CLR_FD, 0) < 0 ? -errno : 0;
+		if (r != -EBUSY)
+			break;
+		usleep(100 * 1000);
+	}
+	close(fd);
+	if (r == -ENXIO)
+		return r;
+	if (r < 0) {
+		errmsg("%s: cannot detach: %s", dev, strerror(-r));
+		return r;
+	}
+	/* LOOP_CLR_FD on a device someone still has open only arms autoclear:
+	 * wait until the backing file is really gone. */
+	for (tries = 0; tries < 100; tries++) {
+		loop_backing(dev, backing, sizeof(backing));
+		if (!backing[0])
+			return 0;
+		usleep(50 * 1000);
+	}
+	errmsg("%s: still in use; it is detached when its last user closes it", dev);
+	return -EBUSY;
+}
+
+int loop_set_capacity(const char *dev)
+{
+	int fd = open(dev, O_RDONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ioctl(fd, LOOP_SET_CAPACITY, 0) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+int online_blkid_type(const char *dev, char *type, size_t len)
+{
+	blkid_probe pr;
+	const char *val = NULL;
+	int r;
+
+	type[0] = 0;
+	pr = blkid_new_probe_from_filename(dev);
+	if (!pr)
+		return -errno ? -errno : -EIO;
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_TYPE);
+	r = blkid_do_safeprobe(pr);
+	if (r == 0 && blkid_probe_lookup_value(pr, "TYPE", &val, NULL) == 0 && val)
+		snprintf(type, len, "%s", val);
+	blkid_free_probe(pr);
+	return r < 0 ? -EIO : 0;
+}
+
+/* ---- sequences ----------------------------------------------------------- */
+
+int online_refuse_if_used(const char *file, const struct online_state *st)
+{
+	char d[PATH_MAX * 2 + 128];
+
+	if (!recorded(st))
+		return 0;
+	online_describe(st, d, sizeof(d));
+	if (st->alive)
+		errmsg("%s: in use by %s", file, d);
+	else
+		errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
+		       "clean up", file, d[0] ? d : st->rundir, file);
+	return -EBUSY;
+}
+
+/* The imgserve beside this program, else the one in PATH. */
+static void imgserve_path(char *buf, size_t len)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		char *slash;
+		self[n] = 0;
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = 0;
+			if ((size_t)snprintf(buf, len, "%s/imgserve", self) < len &&
+			    access(buf, X_OK) == 0)
+				return;
+		}
+	}
+	snprintf(buf, len, "imgserve");
+}
+
+static int wait_child(pid_t pid)
+{
+	int st = 0;
+
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static void remove_rundir(const char *rundir)
+{
+	static const char *const keys[] = { "image", "pid", "export", "ctl", "disk", "loop",
+					    "mountpoint", "log" };
+	size_t i;
+
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		online_state_set(rundir, keys[i], NULL);
+	rmdir(rundir);
+}
+
+int online_attach(const char *file, struct online_state *st)
+{
+	char serve[PATH_MAX], disk[PATH_MAX];
+	pid_t pid;
+	int r, fd;
+
+	r = online_state_load(file, st);
+	if (r < 0)
+		return r;
+	if (online_refuse_if_used(file, st) < 0)
+		return -EBUSY;
+	r = img_probe(st->image);
+	if (r <= 0) {
+		errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
+		return r == 0 ? -EINVAL : r;
+	}
+	if (mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) {
+		r = -errno;
+		errmsg("%s: %s", online_rundir_base(), strerror(-r));
+		return r;
+	}
+	if (mkdir(st->rundir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		errmsg("%s: %s", st->rundir, strerror(-r));
+		return r;
+	}
+	online_path(st->rundir, "disk", disk, sizeof(disk));
+	fd = open(disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		errmsg("%s: %s", disk, strerror(-r));
+		goto fail;
+	}
+	close(fd);
+	imgserve_path(serve, sizeof(serve));
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		errmsg("fork: %s", strerror(-r));
+		goto fail;
+	}
+	if (pid == 0) {
+		execlp(serve, "imgserve", "--daemon", "--quiet", st->image, disk, (char *)NULL);
+		errmsg("cannot run %s: %s", serve, strerror(errno));
+		_exit(127);
+	}
+	/* imgserve --daemon returns once the export is up (or has failed and
+	 * said why on our stderr). */
+	r = wait_child(pid);
+	if (r != 0) {
+		/* No daemon of ours runs: take back only the export file (a
+		 * racing imgattach may own the rest of the directory). */
+		unlink(disk);
+		rmdir(st->rundir);
+		return r == 127 ? -ENOENT : -EIO;
+	}
+	online_state_reload(st);
+	if (!st->alive || !st->export_path[0]) {
+		errmsg("%s: imgserve did not record its state in %s", file, st->rundir);
+		r = -EIO;
+		goto fail;
+	}
+	r = loop_attach(st->export_path, 1, st->loop, sizeof(st->loop));
+	if (r < 0) {
+		st->loop[0] = 0;
+		goto fail;
+	}
+	r = online_state_set(st->rundir, "loop", st->loop);
+	if (r < 0) {
+		errmsg("%s: cannot record the loop device: %s", st->rundir, strerror(-r));
+		goto fail;
+	}
+	return 0;
+fail:
+	online_state_reload(st);
+	online_teardown(st);
+	return r;
+}
+
+/* 1 if path is a mount point in this namespace (per /proc/self/mountinfo). */
+static int is_mounted(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], mp[PATH_MAX];
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f)) {
+		/* id parent maj:min root mountpoint ... (octal escapes for spaces) */
+		char raw[PATH_MAX], *o = mp;
+		const char *p;
+		if (sscanf(line, "%*s %*s %*s %*s %4095s", raw) != 1)
+			continue;
+		for (p = raw; *p && o < mp + sizeof(mp) - 1; p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				*o++ = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
+				p += 3;
+			} else {
+				*o++ = *p;
+			}
+		}
+		*o = 0;
+		found = !strcmp(mp, path);
+	}
+	fclose(f);
+	return found;
+}
+
+/* 1 when pid has ended: gone, or a zombie its new parent has not reaped. */
+static int pid_ended(pid_t pid)
+{
+	char path[64], buf[256], *p;
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return 1;
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	p = strrchr(buf, ')');   /* "pid (comm) S ..." */
+	return p && (p[2] == 'Z' || p[2] == 'X');
+}
+
+/* Waits up to ms milliseconds for pid to end. */
+static int wait_gone(pid_t pid, int ms)
+{
+	for (; ms > 0; ms -= 10) {
+		if (pid_ended(pid))
+			return 1;
+		usleep(10 * 1000);
+	}
+	return 0;
+}
+
+int online_teardown(struct online_state *st)
+{
+	char reply[1024];
+	int r;
+
+	if (st->mountpoint[0]) {
+		if (is_mounted(st->mountpoint) && umount(st->mountpoint) < 0) {
+			r = -errno;
+			errmsg("%s: cannot unmount: %s", st->mountpoint, strerror(-r));
+			return r;
+		}
+		online_state_set(st->rundir, "mountpoint", NULL);
+		st->mountpoint[0] = 0;
+	}
+	if (st->loop[0]) {
+		r = loop_detach(st->loop, st->export_path[0] ? st->export_path : NULL);
+		if (r < 0 && r != -ENXIO)
+			return r;
+		online_state_set(st->rundir, "loop", NULL);
+		st->loop[0] = 0;
+	}
+	if (st->alive) {
+		r = online_request(st, "stop", reply, sizeof(reply));
+		if (r < 0 && r != -ECONNREFUSED && r != -ENOENT) {
+			errmsg("%s: %s", st->image, reply);
+			return r;
+		}
+		/* it flushes and closes the image, then exits */
+		if (!wait_gone(st->pid, 60000)) {
+			errmsg("%s: imgserve (pid %ld) did not stop; leaving it", st->image,
+			       (long)st->pid);
+			return -ETIMEDOUT;
+		}
+		st->alive = 0;
+	}
+	/* A daemon that died (SIGKILL) leaves its FUSE mount behind. */
+	if (st->export_path[0] && is_mounted(st->export_path) &&
+	    umount2(st->export_path, MNT_DETACH) < 0) {
+		r = -errno;
+		errmsg("%s: cannot unmount: %s", st->export_path, strerror(-r));
+		return r;
+	}
+	remove_rundir(st->rundir);
+	st->pid = 0;
+	st->export_path[0] = 0;
+	return 0;
+}
+
+int online_refresh_size(const struct online_state *st)
+{
+	struct stat sb;
+	int r;
+
+	/* The daemon invalidated the export's attributes: a stat fetches the
+	 * new size into the kernel's inode, which is what the loop driver
+	 * reads. */
+	if (st->export_path[0] && stat(st->export_path, &sb) < 0) {
+		r = -errno;
+		errmsg("%s: %s", st->export_path, strerror(-r));
+		return r;
+	}
+	if (st->loop[0]) {
+		r = loop_set_capacity(st->loop);
+		if (r < 0) {
+			errmsg("%s: cannot update the capacity: %s", st->loop, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}

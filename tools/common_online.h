@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the online tools share: the run directory that records a served
+ * image, the client side of imgserve's control socket, loop devices, and
+ * the attach / teardown sequences that imgattach, imgmount, imgdetach and
+ * imgumount (and growimg, shrinkimg, compact, imginfo) build on.
+ *
+ * The run directory of an image is $LIBIMG_RUNDIR (default /run/libimg)
+ * followed by "/" and 16 hex digits: the 64-bit FNV-1a hash of the image's
+ * canonical path (realpath).  It holds one small text file per fact:
+ *
+ *   image       the canonical image path
+ *   pid         the imgserve process serving it
+ *   export      the path of the exported file (the FUSE mount point)
+ *   ctl         imgserve's control socket (a Unix stream socket)
+ *   disk        the export file imgattach creates (empty when not served)
+ *   loop        the loop device over the export (imgattach)
+ *   mountpoint  where the filesystem is mounted (imgmount)
+ *
+ * Control protocol: one line per connection, "status", "grow SIZE",
+ * "shrink SIZE [discard-data]", "compact" or "stop"; one line back, "ok"
+ * followed by a space and a JSON object, or "error ERRNO message".
+ */
+#ifndef TOOLS_COMMON_ONLINE_H
+#define TOOLS_COMMON_ONLINE_H
+
+#include <limits.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common.h"
+
+#define ONLINE_RUNDIR_DEFAULT "/run/libimg"
+
+struct online_state {
+	char rundir[PATH_MAX];
+	char image[PATH_MAX];       /* canonical image path */
+	pid_t pid;                  /* 0 when no pid is recorded */
+	int alive;                  /* pid is a live imgserve */
+	char export_path[PATH_MAX]; /* "" when unknown */
+	char loop[64];              /* "" when none */
+	char mountpoint[PATH_MAX];  /* "" when none */
+};
+
+/* Base directory: $LIBIMG_RUNDIR or /run/libimg. */
+const char *online_rundir_base(void);
+
+/* Fills st->rundir and st->image for image (which must exist) and reads
+ * what the run directory records.  Returns 1 when something is recorded
+ * (a pid, a loop device or a mount point), 0 when nothing is, -errno
+ * (message printed) when the path cannot be resolved. */
+int online_state_load(const char *image, struct online_state *st);
+
+/* Finds the state whose loop device is dev (a /dev/loopN path) or whose
+ * mount point is the directory dir (either may be NULL).  1 found, 0 not. */
+int online_state_find(const char *dev, const char *dir, struct online_state *st);
+
+/* Reads the run directory st->rundir again (image path kept). */
+void online_state_reload(struct online_state *st);
+
+/* Writes rundir/key (val NULL: removes it).  0 or -errno. */
+int online_state_set(const char *rundir, const char *key, const char *val);
+
+/* Path of rundir/name into buf.  -ENAMETOOLONG if it does not fit. */
+int online_path(const char *rundir, const char *name, char *buf, size_t len);
+
+/* One-line description of who holds the image ("imgserve (pid 123), loop
+ * device /dev/loop0, mounted on /mnt") into buf. */
+const char *online_describe(const struct online_state *st, char *buf, size_t len);
+
+/* Sends one command to the daemon and reads its answer.  0 with the JSON
+ * object of "ok" in reply, or -errno with the daemon's message in reply
+ * (or a message about the socket).  Nothing is printed. */
+int online_request(const struct online_state *st, const char *cmd, char *reply, size_t len);
+
+/* Extracts an unsigned number "key": N from a JSON text.  0 or -ENOENT. */
+int online_json_u64(const char *json, const char *key, uint64_t *out);
+
+/* ---- loop devices ------------------------------------------------------ */
+
+/* Attaches file to a free loop device (discard follows the file's
+ * fallocate; direct_io asks for LO_FLAGS_DIRECT_IO and falls back to
+ * buffered when the kernel refuses).  dev receives "/dev/loopN".
+ * 0 or -errno (message printed). */
+int loop_attach(const char *file, int direct_io, char *dev, size_t len);
+/* Detaches dev if its backing file is file (file NULL: any).  0, or
+ * -ENXIO when dev is not attached (any more), or -errno (message printed). */
+int loop_detach(const char *dev, const char *file);
+/* Re-reads the backing file's size (LOOP_SET_CAPACITY).  0 or -errno. */
+int loop_set_capacity(const char *dev);
+
+/* ---- sequences ----------------------------------------------------------- */
+
+/* Refuses (message naming the holder, -EBUSY) when st records anything;
+ * a dead daemon's leftovers get "run imgumount FILE" advice. */
+int online_refuse_if_used(const char *file, const struct online_state *st);
+
+/* Starts imgserve --daemon on rundir/disk and attaches a loop device over
+ * it; on failure undoes what it did.  st is loaded again on success. */
+int online_attach(const char *file, struct online_state *st);
+
+/* Undoes whatever st records, in order: unmounts the filesystem, detaches
+ * the loop device, stops the daemon (or, when it is dead, lazily unmounts
+ * its export) and removes the run directory.  Copes with a dead daemon.
+ * 0 or -errno (message printed; what could not be undone stays recorded). */
+int online_teardown(struct online_state *st);
+
+/* After the daemon changed the image's size: refresh the export's size in
+ * the kernel (stat) and the loop device's capacity.  0 or -errno. */
+int online_refresh_size(const struct online_state *st);
+
+/* The filesystem type on a block device (libblkid), "" when none. */
+int online_blkid_type(const char *dev, char *type, size_t len);
+
+#endif

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* imgattach: serve an image (imgserve --daemon) and put a loop device on it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "common_online.h"
+
+static const struct option longopts[] = {
+	{ "json",    no_argument, NULL, 'j' },
+	{ "quiet",   no_argument, NULL, 'q' },
+	{ "help",    no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE\n"
+	       "Serve the libimg image FILE (imgserve --daemon) and attach a loop device\n"
+	       "over its export, with discard passed through to the image.  Prints the\n"
+	       "device.  Undo with imgdetach.\n"
+	       "\n"
+	       "  -j, --json     print {filename, device, export, pid, rundir} as JSON\n"
+	       "  -q, --quiet    print nothing on success\n"
+	       "  -h, --help     show this help\n"
+	       "  -V, --version  show the version\n"
+	       "\n"
+	       "Exit status: 0 success, 1 error (nothing is left behind).  See imgattach(1).\n",
+	       progname);
+}
+
+int main(int argc, char **argv)
+{
+	struct tool_getopt g = { 0 };
+	struct online_state st;
+	const char *file = NULL;
+	int c;
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (file)
+				return usage_error("too many arguments");
+			file = optarg;
+			break;
+		case 'j': json = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file)
+		return usage_error("expected FILE");
+	if (online_attach(file, &st) < 0)
+		return EXIT_ERROR;
+	if (quiet)
+		return EXIT_OK;
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "filename", file);
+		json_string(&j, "device", st.loop);
+		json_string(&j, "export", st.export_path);
+		json_u64(&j, "pid", (uint64_t)st.pid);
+		json_string(&j, "rundir", st.rundir);
+		json_object_end(&j);
+		json_finish(&j);
+	} else {
+		printf("%s\n", st.loop);
+	}
+	return EXIT_OK;
+}

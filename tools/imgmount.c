@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/* imgmount: serve an image, attach a loop device and mount its filesystem. */
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common.h"
+#include "common_fs.h"
+#include "common_online.h"
+
+static const struct option longopts[] = {
+	{ "options", required_argument, NULL, 'o' },
+	{ "json",    no_argument,       NULL, 'j' },
+	{ "quiet",   no_argument,       NULL, 'q' },
+	{ "help",    no_argument,       NULL, 'h' },
+	{ "version", no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE MOUNTPOINT\n"
+	       "Serve the libimg image FILE, attach a loop device over its export and mount\n"
+	       "the filesystem it holds (ext2/3/4, xfs or btrfs, found with libblkid) on\n"
+	       "MOUNTPOINT.  Discard is on by default so that deleted files give their host\n"
+	       "space back at once.  Undo with imgumount.\n"
+	       "\n"
+	       "  -o, --options OPTS  mount options, added after the defaults (ext and xfs:\n"
+	       "                      discard; btrfs: discard=async); 'nodiscard' turns the\n"
+	       "                      default off\n"
+	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
+	       "  -q, --quiet         print nothing on success\n"
+	       "  -h, --help          show this help\n"
+	       "  -V, --version       show the version\n"
+	       "\n"
+	       "Exit status: 0 success, 1 error (nothing is left behind).  See imgmount(1).\n",
+	       progname);
+}
+
+int main(int argc, char **argv)
+{
+	struct tool_getopt g = { 0 };
+	struct online_state st;
+	const char *file = NULL, *mp = NULL, *user_opts = NULL, *def;
+	char mpc[PATH_MAX], type[64], opts[4096];
+	struct stat sb;
+	int c, r;
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "o:jqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (!file)
+				file = optarg;
+			else if (!mp)
+				mp = optarg;
+			else
+				return usage_error("too many arguments");
+			break;
+		case 'o': user_opts = optarg; break;
+		case 'j': json = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file || !mp)
+		return usage_error("expected FILE and MOUNTPOINT");
+	/* everything that can be checked before anything is started */
+	if (stat(mp, &sb) < 0 || !realpath(mp, mpc)) {
+		errmsg("%s: %s", mp, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (!S_ISDIR(sb.st_mode)) {
+		errmsg("%s: not a directory", mp);
+		return EXIT_ERROR;
+	}
+	if (online_state_find(NULL, mpc, &st)) {
+		errmsg("%s: already the mount point of %s", mp, st.image);
+		return EXIT_ERROR;
+	}
+	if (online_attach(file, &st) < 0)
+		return EXIT_ERROR;
+	r = online_blkid_type(st.loop, type, sizeof(type));
+	if (r < 0 || !type[0]) {
+		errmsg("%s: no filesystem recognised on the image", file);
+		goto fail;
+	}
+	if (fs_is_ext(type) || !strcmp(type, "xfs"))
+		def = "discard";
+	else if (!strcmp(type, "btrfs"))
+		def = "discard=async";
+	else {
+		errmsg("%s: holds %s, not ext2/3/4, xfs or btrfs", file, type);
+		goto fail;
+	}
+	if (user_opts && strstr(user_opts, "nodiscard"))
+		def = "";
+	snprintf(opts, sizeof(opts), "%s%s%s", def, *def && user_opts ? "," : "",
+		 user_opts ? user_opts : "");
+	{
+		char *av[] = { "mount", "-t", type, "-o", opts[0] ? opts : "defaults", st.loop, mpc,
+			       NULL };
+		if (run_quiet(av) != 0) {
+			errmsg("%s: cannot mount the %s filesystem on %s", file, type, mp);
+			goto fail;
+		}
+	}
+	r = online_state_set(st.rundir, "mountpoint", mpc);
+	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", mpc);
+	if (r < 0) {
+		errmsg("%s: cannot record the mount point: %s", st.rundir, strerror(-r));
+		goto fail;
+	}
+	if (quiet)
+		return EXIT_OK;
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "filename", file);
+		json_string(&j, "mountpoint", mpc);
+		json_string(&j, "device", st.loop);
+		json_string(&j, "filesystem", type);
+		json_string(&j, "options", opts);
+		json_u64(&j, "pid", (uint64_t)st.pid);
+		json_object_end(&j);
+		json_finish(&j);
+	} else {
+		printf("%s: %s mounted on %s (%s)\n", file, type, mpc, st.loop);
+	}
+	return EXIT_OK;
+fail:
+	online_teardown(&st);
+	return EXIT_ERROR;
+}

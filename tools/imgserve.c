@@ -1,0 +1,895 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * imgserve: export a libimg image as one regular file through FUSE.
+ *
+ * The FUSE filesystem is mounted over EXPORT, an empty regular file, so its
+ * root inode is the disk: a regular file of the image's virtual size.  Only
+ * the public API of libimg is used:
+ *
+ *   read / write                 img_pread / img_pwrite
+ *   fsync, flush (close)         img_flush
+ *   fallocate PUNCH_HOLE         img_discard (partial clusters read back
+ *                                as zeros; whole clusters go back to the host)
+ *   fallocate ZERO_RANGE         img_write_zeroes
+ *   statfs                       f_bsize 4096: the loop driver takes its
+ *                                discard granularity from it (imgserve(1))
+ *
+ * The image stays open read-write (its lock held) for the daemon's life.
+ * A control socket in the run directory (common_online.h) takes status,
+ * grow, shrink, compact and stop, one connection at a time; grow and
+ * shrink invalidate the export's attributes so that the kernel fetches
+ * the new size.  SIGTERM, SIGINT and "stop" end the session loop, then the
+ * export is unmounted and the image flushed and closed (dirty flag
+ * cleared).
+ */
+#define FUSE_USE_VERSION 312
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "common_online.h"
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+#ifndef FALLOC_FL_ZERO_RANGE
+#define FALLOC_FL_ZERO_RANGE 0x10
+#endif
+
+/* The statfs block size: the loop device's discard granularity.  4 KiB is
+ * the host filesystem's block, the unit a punch inside a cluster gives
+ * back; larger values make filesystems skip free runs shorter than that
+ * (see imgserve(1) for the measurement). */
+#define EXPORT_BLOCK_SIZE 4096u
+
+static const struct option longopts[] = {
+	{ "daemon",    no_argument,       NULL, 'd' },
+	{ "threads",   required_argument, NULL, 't' },
+	{ "direct-io", no_argument,       NULL, 'D' },
+	{ "quiet",     no_argument,       NULL, 'q' },
+	{ "help",      no_argument,       NULL, 'h' },
+	{ "version",   no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE EXPORT\n"
+	       "Export the libimg image FILE as the regular file EXPORT (an existing, empty\n"
+	       "regular file that becomes a FUSE mount point) until SIGTERM or 'stop'.\n"
+	       "A loop device over EXPORT gives a block device (imgattach does that).\n"
+	       "\n"
+	       "  -d, --daemon       run in the background once the export is up\n"
+	       "  -t, --threads N    FUSE worker threads (default 16)\n"
+	       "  -D, --direct-io    open the export uncached (FOPEN_DIRECT_IO)\n"
+	       "  -q, --quiet        print nothing on success\n"
+	       "  -h, --help         show this help\n"
+	       "  -V, --version      show the version\n"
+	       "\n"
+	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
+	       "Exit status: 0 stopped cleanly, 1 error.  See imgserve(1).\n", progname);
+}
+
+static struct server {
+	struct img *img;
+	char image[PATH_MAX];        /* canonical */
+	char export_path[PATH_MAX];  /* canonical */
+	char rundir[PATH_MAX];
+	struct fuse_session *se;
+	atomic_uint_fast64_t vsize;
+	uint32_t cluster_size;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	int direct_io;
+	int ctl_fd;
+	pthread_t main_thread;
+	atomic_int stopping;
+	atomic_uint_fast64_t n_read, n_write, n_discard, n_zero, n_flush;
+	atomic_uint_fast64_t bytes_read, bytes_written;
+} S = { .ctl_fd = -1 };
+
+/* ---- per-thread I/O buffer ------------------------------------------- */
+
+static pthread_key_t buf_key;
+
+struct tbuf {
+	void *p;
+	size_t cap;
+};
+
+static void tbuf_free(void *arg)
+{
+	struct tbuf *b = arg;
+
+	free(b->p);
+	free(b);
+}
+
+static void *tbuf_get(size_t len)
+{
+	struct tbuf *b = pthread_getspecific(buf_key);
+
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (!b || pthread_setspecific(buf_key, b)) {
+			free(b);
+			return NULL;
+		}
+	}
+	if (b->cap < len) {
+		void *p = NULL;
+		size_t cap = len < 65536 ? 65536 : len;
+		if (posix_memalign(&p, 4096, cap))
+			return NULL;
+		free(b->p);
+		b->p = p;
+		b->cap = cap;
+	}
+	return b->p;
+}
+
+/* ---- FUSE operations --------------------------------------------------- */
+
+static void fill_attr(struct stat *st)
+{
+	struct img_info in;
+	uint64_t size = atomic_load(&S.vsize);
+
+	memset(st, 0, sizeof(*st));
+	st->st_ino = FUSE_ROOT_ID;
+	st->st_mode = S_IFREG | (S.mode & 07777);
+	st->st_nlink = 1;
+	st->st_uid = S.uid;
+	st->st_gid = S.gid;
+	st->st_size = (off_t)size;
+	st->st_blksize = EXPORT_BLOCK_SIZE;
+	if (img_info(S.img, &in) == 0)
+		st->st_blocks = (blkcnt_t)(in.allocated_clusters * in.cluster_size / 512);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Asynchronous direct I/O from the loop driver arrives as many
+	 * background requests: let enough of them be in flight. */
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO)
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	if (ino != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(&st);
+	fuse_reply_attr(req, &st, 0.0);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+
+	if (ino != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* The size changes only through the control socket (grow, shrink). */
+	if ((to_set & FUSE_SET_ATTR_SIZE) && (uint64_t)attr->st_size != atomic_load(&S.vsize)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_MODE)
+		S.mode = attr->st_mode & 07777;
+	if (to_set & FUSE_SET_ATTR_UID)
+		S.uid = attr->st_uid;
+	if (to_set & FUSE_SET_ATTR_GID)
+		S.gid = attr->st_gid;
+	fill_attr(&st);
+	fuse_reply_attr(req, &st, 0.0);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, ENOTDIR);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if (ino != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if ((fi->flags & O_TRUNC) && atomic_load(&S.vsize) != 0) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	fi->direct_io = S.direct_io ? 1 : 0;
+	fi->keep_cache = 0;
+	fuse_reply_open(req, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	uint64_t vs = atomic_load(&S.vsize);
+	ssize_t n;
+	void *buf;
+
+	if (off < 0 || (uint64_t)off >= vs || size == 0) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > vs - (uint64_t)off)
+		size = (size_t)(vs - (uint64_t)off);
+	buf = tbuf_get(size);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = img_pread(S.img, buf, size, (uint64_t)off);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	atomic_fetch_add(&S.n_read, 1);
+	atomic_fetch_add(&S.bytes_read, (uint64_t)n);
+	fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	uint64_t vs = atomic_load(&S.vsize);
+	ssize_t n;
+
+	if (off < 0 || (uint64_t)off > vs || size > vs - (uint64_t)off) {
+		fuse_reply_err(req, (uint64_t)off >= vs ? ENOSPC : EFBIG);
+		return;
+	}
+	n = img_pwrite(S.img, buf, size, (uint64_t)off);
+	if (n < 0) {
+		fuse_reply_err(req, (int)-n);
+		return;
+	}
+	atomic_fetch_add(&S.n_write, 1);
+	atomic_fetch_add(&S.bytes_written, (uint64_t)n);
+	fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	atomic_fetch_add(&S.n_flush, 1);
+	fuse_reply_err(req, -img_flush(S.img));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	atomic_fetch_add(&S.n_flush, 1);
+	fuse_reply_err(req, -img_flush(S.img));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+			 struct fuse_file_info *fi)
+{
+	uint64_t vs = atomic_load(&S.vsize), end;
+	int r;
+
+	if (off < 0 || len <= 0 || __builtin_add_overflow((uint64_t)off, (uint64_t)len, &end)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+		/* past the end: nothing there to punch */
+		if ((uint64_t)off >= vs) {
+			fuse_reply_err(req, 0);
+			return;
+		}
+		if (end > vs)
+			end = vs;
+		r = img_discard(S.img, (uint64_t)off, end - (uint64_t)off);
+		atomic_fetch_add(&S.n_discard, 1);
+	} else if (mode == FALLOC_FL_ZERO_RANGE ||
+		   mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
+		if (end > vs) {
+			/* the disk cannot grow through the file */
+			fuse_reply_err(req, (mode & FALLOC_FL_KEEP_SIZE) ? EINVAL : EFBIG);
+			return;
+		}
+		r = img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len);
+		atomic_fetch_add(&S.n_zero, 1);
+	} else {
+		r = -EOPNOTSUPP;
+	}
+	fuse_reply_err(req, -r);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+	struct img_info in;
+	uint64_t vs = atomic_load(&S.vsize), used = 0;
+
+	if (img_info(S.img, &in) == 0)
+		used = in.allocated_clusters * in.cluster_size;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = EXPORT_BLOCK_SIZE;
+	sv.f_frsize = EXPORT_BLOCK_SIZE;
+	sv.f_blocks = vs / EXPORT_BLOCK_SIZE;
+	sv.f_bfree = used < vs ? (vs - used) / EXPORT_BLOCK_SIZE : 0;
+	sv.f_bavail = sv.f_bfree;
+	sv.f_files = 1;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.statfs = op_statfs,
+	.fallocate = op_fallocate,
+};
+
+/* ---- control socket ---------------------------------------------------- */
+
+/* Builds the reply text of a JSON object in *out (malloc'd). */
+struct reply {
+	char *text;
+	size_t len;
+	FILE *f;
+	struct json_out j;
+};
+
+static int reply_begin(struct reply *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->f = open_memstream(&r->text, &r->len);
+	if (!r->f)
+		return -ENOMEM;
+	fputs("ok ", r->f);
+	json_start(&r->j, r->f);
+	json_object_begin(&r->j, NULL);
+	return 0;
+}
+
+/* The protocol is one line: the pretty-printed object loses its line
+ * breaks and indentation (strings hold no raw newlines: they are escaped). */
+static void reply_end(struct reply *r)
+{
+	char *in, *out;
+
+	json_object_end(&r->j);
+	json_finish(&r->j);
+	fclose(r->f);
+	for (in = out = r->text; *in; in++) {
+		if (*in == '\n') {
+			while (in[1] == ' ')
+				in++;
+			continue;
+		}
+		*out++ = *in;
+	}
+	*out++ = '\n';
+	*out = 0;
+}
+
+static int progress_stop(void *arg, uint64_t done, uint64_t total)
+{
+	return atomic_load(&S.stopping);
+}
+
+/* Tells the kernel the export's size changed: it fetches attributes again
+ * (and forgets cached pages past a new, smaller end). */
+static void size_changed(uint64_t old, uint64_t now)
+{
+	atomic_store(&S.vsize, now);
+	fuse_lowlevel_notify_inval_inode(S.se, FUSE_ROOT_ID, now < old ? (off_t)now : -1, 0);
+}
+
+static void status_fields(struct json_out *j)
+{
+	struct img_info in;
+
+	memset(&in, 0, sizeof(in));
+	img_info(S.img, &in);
+	json_u64(j, "pid", (uint64_t)getpid());
+	json_string(j, "image", S.image);
+	json_string(j, "export", S.export_path);
+	json_u64(j, "virtual_size", in.virtual_size);
+	json_u64(j, "cluster_size", in.cluster_size);
+	json_u64(j, "allocated_clusters", in.allocated_clusters);
+	json_u64(j, "file_size", in.file_size);
+	json_u64(j, "disk_usage", in.disk_usage);
+	json_u64(j, "statfs_block_size", EXPORT_BLOCK_SIZE);
+	json_u64(j, "reads", atomic_load(&S.n_read));
+	json_u64(j, "writes", atomic_load(&S.n_write));
+	json_u64(j, "bytes_read", atomic_load(&S.bytes_read));
+	json_u64(j, "bytes_written", atomic_load(&S.bytes_written));
+	json_u64(j, "discards", atomic_load(&S.n_discard));
+	json_u64(j, "write_zeroes", atomic_load(&S.n_zero));
+	json_u64(j, "flushes", atomic_load(&S.n_flush));
+}
+
+/* Runs one command; returns the reply line (malloc'd) and sets *stop. */
+static char *run_command(char *line, int *stop)
+{
+	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
+	char *err = NULL;
+	struct reply rp;
+	uint64_t size = 0, old = atomic_load(&S.vsize);
+	int r = 0;
+
+	if (!cmd)
+		cmd = "";
+	if ((!strcmp(cmd, "grow") || !strcmp(cmd, "shrink")) && (!arg || parse_size(arg, &size))) {
+		r = -EINVAL;
+		if (asprintf(&err, "error %d %s needs a size in bytes", EINVAL, cmd) < 0)
+			err = NULL;
+		return err;
+	}
+	if (!strcmp(cmd, "status")) {
+		if ((r = reply_begin(&rp)) < 0)
+			goto fail;
+		status_fields(&rp.j);
+		reply_end(&rp);
+		return rp.text;
+	} else if (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink")) {
+		int grow = cmd[0] == 'g';
+		unsigned flags = 0;
+		if (grow ? size < old : size > old) {
+			r = -EINVAL;
+			if (asprintf(&err, "error %d %llu is %s than the current size %llu (use %s)",
+				     EINVAL, (unsigned long long)size, grow ? "smaller" : "larger",
+				     (unsigned long long)old, grow ? "shrink" : "grow") < 0)
+				err = NULL;
+			return err;
+		}
+		if (!grow && arg2 && !strcmp(arg2, "discard-data"))
+			flags |= IMG_RESIZE_DISCARD_DATA;
+		if (size != old) {
+			r = img_resize(S.img, size, flags);
+			if (r < 0)
+				goto fail;
+			size_changed(old, size);
+		}
+		if ((r = reply_begin(&rp)) < 0)
+			goto fail;
+		json_u64(&rp.j, "old_size", old);
+		json_u64(&rp.j, "new_size", size);
+		reply_end(&rp);
+		return rp.text;
+	} else if (!strcmp(cmd, "compact")) {
+		struct img_compact_opts o = { .progress = progress_stop };
+		struct img_compact_stats cs;
+		memset(&cs, 0, sizeof(cs));
+		r = img_compact(S.img, &o, &cs);
+		if (r < 0)
+			goto fail;
+		if ((r = reply_begin(&rp)) < 0)
+			goto fail;
+		json_u64(&rp.j, "file_size_before", cs.file_size_before);
+		json_u64(&rp.j, "file_size_after", cs.file_size_after);
+		json_u64(&rp.j, "disk_usage_before", cs.disk_usage_before);
+		json_u64(&rp.j, "disk_usage_after", cs.disk_usage_after);
+		json_u64(&rp.j, "zero_clusters_freed", cs.zero_clusters_freed);
+		json_u64(&rp.j, "clusters_moved", cs.clusters_moved);
+		reply_end(&rp);
+		return rp.text;
+	} else if (!strcmp(cmd, "stop")) {
+		*stop = 1;
+		return strdup("ok {}\n");
+	}
+	if (asprintf(&err, "error %d unknown command '%.64s' (status, grow SIZE, shrink SIZE, "
+		     "compact, stop)\n", EINVAL, cmd) < 0)
+		err = NULL;
+	return err;
+fail:
+	{
+		const char *d = img_last_error();
+		if (asprintf(&err, "error %d %s%s%s\n", -r, img_strerror(r), d && *d ? ": " : "",
+			     d ? d : "") < 0)
+			err = NULL;
+	}
+	return err;
+}
+
+static void request_stop(void)
+{
+	atomic_store(&S.stopping, 1);
+	fuse_session_exit(S.se);
+	/* wakes the session loop, which waits in the main thread */
+	pthread_kill(S.main_thread, SIGTERM);
+}
+
+static void *ctl_main(void *arg)
+{
+	while (!atomic_load(&S.stopping)) {
+		struct timeval tv = { .tv_sec = 10 };
+		char line[512];
+		size_t off = 0;
+		ssize_t n;
+		char *reply, *nl;
+		int c, stop = 0;
+
+		c = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			break;   /* shut down */
+		}
+		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		while (off < sizeof(line) - 1 && (n = read(c, line + off, sizeof(line) - 1 - off)) > 0) {
+			off += (size_t)n;
+			if (memchr(line, '\n', off))
+				break;
+		}
+		line[off] = 0;
+		if ((nl = strchr(line, '\n')))
+			*nl = 0;
+		if ((nl = strchr(line, '\r')))
+			*nl = 0;
+		reply = run_command(line, &stop);
+		if (reply) {
+			size_t rl = strlen(reply);
+			if (rl && reply[rl - 1] != '\n') {
+				if (write(c, reply, rl) < 0 || write(c, "\n", 1) < 0) {
+					/* the client went away */
+				}
+			} else if (write(c, reply, rl) < 0) {
+				/* the client went away */
+			}
+			free(reply);
+		}
+		close(c);
+		if (stop)
+			request_stop();
+	}
+	return NULL;
+}
+
+static int ctl_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		errmsg("%s: control socket path too long (set LIBIMG_RUNDIR to a shorter "
+		       "directory)", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	unlink(path);    /* a dead daemon's; we hold the image's lock */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
+		r = -errno;
+		errmsg("%s: cannot listen: %s", path, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+/* fsname=libimg:PATH with libfuse's option escapes (\, and \\). */
+static char *mount_options(void)
+{
+	char *o = NULL, *p;
+	size_t n = strlen(S.image) * 2 + 128;
+
+	o = malloc(n);
+	if (!o)
+		return NULL;
+	p = o + sprintf(o, "fsname=libimg:");
+	for (const char *s = S.image; *s; s++) {
+		if (*s == ',' || *s == '\\')
+			*p++ = '\\';
+		*p++ = *s;
+	}
+	strcpy(p, ",subtype=libimg,allow_other,default_permissions");
+	return o;
+}
+
+/* Forks; the parent waits until the child says it is ready (exit 0) or
+ * ends (its status).  Returns the write end of the pipe in the child. */
+static int daemonize(void)
+{
+	int p[2], st = 0;
+	pid_t pid;
+	char c;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		errmsg("pipe: %s", strerror(errno));
+		exit(EXIT_ERROR);
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0) {
+		errmsg("fork: %s", strerror(errno));
+		exit(EXIT_ERROR);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+			;
+		if (waitpid(pid, &st, WNOHANG) == 0)
+			_exit(EXIT_OK);   /* ready and running */
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_ERROR);
+	}
+	close(p[0]);
+	setsid();
+	return p[1];
+}
+
+static void detach_stdio(const char *rundir)
+{
+	char log[PATH_MAX];
+	int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		close(fd);
+	}
+	/* later messages (a failed flush at shutdown) go to RUNDIR/log */
+	if (online_path(rundir, "log", log, sizeof(log)) == 0 &&
+	    (fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
+		dup2(fd, 2);
+		close(fd);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	const char *file = NULL, *export_arg = NULL;
+	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
+	struct fuse_loop_config *lcfg = NULL;
+	struct online_state st;
+	struct tool_getopt g = { 0 };
+	struct img_info in;
+	struct stat sb;
+	sigset_t block, old;
+	pthread_t ctl_thread;
+	char path[PATH_MAX], pidbuf[32], *mopts = NULL;
+	int c, r, go_daemon = 0, ready_fd = -1, ret = EXIT_ERROR, mounted = 0, ctl_started = 0;
+	int handlers = 0, state_written = 0;
+	unsigned threads = 16;
+	uint64_t tmp;
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "dt:DqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (!file)
+				file = optarg;
+			else if (!export_arg)
+				export_arg = optarg;
+			else
+				return usage_error("too many arguments");
+			break;
+		case 'd': go_daemon = 1; break;
+		case 't':
+			if (parse_size(optarg, &tmp) || tmp < 1 || tmp > 256)
+				return usage_error("invalid thread count '%s' (1..256)", optarg);
+			threads = (unsigned)tmp;
+			break;
+		case 'D': S.direct_io = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!file || !export_arg)
+		return usage_error("expected FILE and EXPORT");
+	if (stat(export_arg, &sb) < 0) {
+		errmsg("%s: %s", export_arg, strerror(errno));
+		return EXIT_ERROR;
+	}
+	if (!S_ISREG(sb.st_mode) || sb.st_size != 0) {
+		errmsg("%s: the export must be an empty regular file", export_arg);
+		return EXIT_ERROR;
+	}
+	if (!realpath(export_arg, S.export_path)) {
+		errmsg("%s: %s", export_arg, strerror(errno));
+		return EXIT_ERROR;
+	}
+	S.mode = sb.st_mode & 07777;
+	S.uid = sb.st_uid;
+	S.gid = sb.st_gid;
+	r = online_state_load(file, &st);
+	if (r < 0)
+		return EXIT_ERROR;
+	snprintf(S.image, sizeof(S.image), "%s", st.image);
+	snprintf(S.rundir, sizeof(S.rundir), "%s", st.rundir);
+
+	if (go_daemon)
+		ready_fd = daemonize();
+	S.main_thread = pthread_self();
+	if (pthread_key_create(&buf_key, tbuf_free)) {
+		errmsg("out of memory");
+		return EXIT_ERROR;
+	}
+	/* The lock decides who serves the image; the run directory is ours
+	 * only once we hold it. */
+	if (open_image(file, IMG_OPEN_RDWR, &S.img) < 0)
+		return EXIT_ERROR;
+	memset(&in, 0, sizeof(in));
+	r = img_info(S.img, &in);
+	if (r < 0) {
+		img_errmsg(file, r);
+		goto out;
+	}
+	atomic_store(&S.vsize, in.virtual_size);
+	S.cluster_size = in.cluster_size;
+	online_state_reload(&st);
+	if (st.loop[0] || st.mountpoint[0]) {
+		online_refuse_if_used(file, &st);
+		goto out;
+	}
+	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(S.rundir, 0700) < 0 && errno != EEXIST)) {
+		errmsg("%s: %s", S.rundir, strerror(errno));
+		goto out;
+	}
+	online_path(S.rundir, "ctl", path, sizeof(path));
+	S.ctl_fd = ctl_listen(path);
+	if (S.ctl_fd < 0)
+		goto out;
+
+	mopts = mount_options();
+	if (!mopts || fuse_opt_add_arg(&fargs, "imgserve") || fuse_opt_add_arg(&fargs, "-o") ||
+	    fuse_opt_add_arg(&fargs, mopts)) {
+		errmsg("out of memory");
+		goto out;
+	}
+	S.se = fuse_session_new(&fargs, &ops, sizeof(ops), NULL);
+	if (!S.se) {
+		errmsg("%s: cannot start a FUSE session", S.export_path);
+		goto out;
+	}
+	if (fuse_set_signal_handlers(S.se) != 0) {
+		errmsg("cannot set signal handlers");
+		goto out;
+	}
+	handlers = 1;
+	if (fuse_session_mount(S.se, S.export_path) != 0) {
+		errmsg("%s: cannot mount the FUSE export (is /dev/fuse there, are we root?)",
+		       S.export_path);
+		goto out;
+	}
+	mounted = 1;
+	snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
+	state_written = 1;
+	if ((r = online_state_set(S.rundir, "image", S.image)) < 0 ||
+	    (r = online_state_set(S.rundir, "export", S.export_path)) < 0 ||
+	    (r = online_state_set(S.rundir, "pid", pidbuf)) < 0) {
+		errmsg("%s: cannot record the state: %s", S.rundir, strerror(-r));
+		goto out;
+	}
+	/* The control thread takes no signals: they go to the session loop. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	r = pthread_create(&ctl_thread, NULL, ctl_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		errmsg("cannot start the control thread: %s", strerror(r));
+		goto out;
+	}
+	ctl_started = 1;
+	signal(SIGPIPE, SIG_IGN);
+
+	if (!quiet && !go_daemon)
+		printf("%s: exported at %s (pid %ld, control socket %s)\n", file, S.export_path,
+		       (long)getpid(), path);
+	if (ready_fd >= 0) {
+		if (!quiet)
+			printf("%s: exported at %s (pid %ld)\n", file, S.export_path, (long)getpid());
+		fflush(stdout);
+		detach_stdio(S.rundir);
+		if (write(ready_fd, "1", 1) != 1) {
+			/* the parent is gone: carry on */
+		}
+		close(ready_fd);
+		ready_fd = -1;
+	}
+	fflush(stdout);
+
+	lcfg = fuse_loop_cfg_create();
+	if (!lcfg) {
+		errmsg("out of memory");
+		goto out;
+	}
+	fuse_loop_cfg_set_max_threads(lcfg, threads);
+	fuse_loop_cfg_set_idle_threads(lcfg, threads);
+	fuse_loop_cfg_set_clone_fd(lcfg, 1);
+	r = fuse_session_loop_mt(S.se, lcfg);
+	ret = r == 0 || atomic_load(&S.stopping) || r == SIGTERM || r == SIGINT || r == SIGHUP ?
+	      EXIT_OK : EXIT_ERROR;
+	if (ret != EXIT_OK)
+		errmsg("%s: FUSE session ended: %s", S.export_path, strerror(r < 0 ? -r : EIO));
+out:
+	atomic_store(&S.stopping, 1);
+	if (ctl_started) {
+		shutdown(S.ctl_fd, SHUT_RDWR);
+		pthread_join(ctl_thread, NULL);
+	}
+	if (S.ctl_fd >= 0) {
+		close(S.ctl_fd);
+		online_path(S.rundir, "ctl", path, sizeof(path));
+		unlink(path);
+	}
+	if (mounted)
+		fuse_session_unmount(S.se);
+	if (handlers)
+		fuse_remove_signal_handlers(S.se);
+	if (S.se)
+		fuse_session_destroy(S.se);
+	fuse_opt_free_args(&fargs);
+	if (lcfg)
+		fuse_loop_cfg_destroy(lcfg);
+	free(mopts);
+	if (S.img) {
+		r = img_flush(S.img);
+		if (r < 0) {
+			img_errmsg(file, r);
+			ret = EXIT_ERROR;
+		}
+		if (close_image(file, S.img) < 0)
+			ret = EXIT_ERROR;
+	}
+	if (state_written) {
+		online_state_set(S.rundir, "pid", NULL);
+		online_state_set(S.rundir, "export", NULL);
+		online_state_set(S.rundir, "image", NULL);
+		if (ret == EXIT_OK)
+			online_state_set(S.rundir, "log", NULL);
+		rmdir(S.rundir);   /* fails while imgattach's files are there */
+	}
+	return ret;
+}
