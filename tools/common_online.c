@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common_fs.h"
 #include "common_online.h"
 
 const char *online_rundir_base(void)
@@ -282,12 +285,13 @@ out:
 
 /* ---- loop devices ------------------------------------------------------ */
 
-int loop_attach(const char *file, int direct_io, char *dev, size_t len)
+int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 {
 	struct loop_config cfg;
-	int ctl = -1, bfd = -1, lfd = -1, r = 0, tries;
+	int ctl = -1, bfd = -1, lfd = -1, r = 0, tries, ro = (flags & LOOP_ATTACH_READ_ONLY) != 0;
+	int direct_io = (flags & LOOP_ATTACH_DIRECT_IO) != 0;
 
-	bfd = open(file, O_RDWR | O_CLOEXEC);
+	bfd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (bfd < 0) {
 		r = -errno;
 		errmsg("%s: %s", file, strerror(-r));
@@ -307,7 +311,7 @@ int loop_attach(const char *file, int direct_io, char *dev, size_t len)
 			goto out;
 		}
 		snprintf(dev, len, "/dev/loop%d", n);
-		lfd = open(dev, O_RDWR | O_CLOEXEC);
+		lfd = open(dev, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (lfd < 0) {
 			r = -errno;
 			errmsg("%s: %s", dev, strerror(-r));
@@ -315,11 +319,12 @@ int loop_attach(const char *file, int direct_io, char *dev, size_t len)
 		}
 		memset(&cfg, 0, sizeof(cfg));
 		cfg.fd = (unsigned)bfd;
-		cfg.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
+		cfg.info.lo_flags = (direct_io ? LO_FLAGS_DIRECT_IO : 0) |
+				    (ro ? LO_FLAGS_READ_ONLY : 0);
 		snprintf((char *)cfg.info.lo_file_name, sizeof(cfg.info.lo_file_name), "%s", file);
 		r = ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0 ? -errno : 0;
 		if (r == -EINVAL && direct_io) {
-			cfg.info.lo_flags = 0;
+			cfg.info.lo_flags &= ~(unsigned)LO_FLAGS_DIRECT_IO;
 			r = ioctl(lfd, LOOP_CONFIGURE, &cfg) < 0 ? -errno : 0;
 		}
 		close(lfd);
@@ -494,7 +499,7 @@ static void remove_rundir(const char *rundir)
 	rmdir(rundir);
 }
 
-int online_attach(const char *file, struct online_state *st)
+int online_attach(const char *file, unsigned flags, struct online_state *st)
 {
 	char serve[PATH_MAX], disk[PATH_MAX];
 	pid_t pid;
@@ -538,7 +543,12 @@ int online_attach(const char *file, struct online_state *st)
 		goto fail;
 	}
 	if (pid == 0) {
-		execlp(serve, "imgserve", "--daemon", "--quiet", st->image, disk, (char *)NULL);
+		if (flags & ONLINE_READ_ONLY)
+			execlp(serve, "imgserve", "--daemon", "--quiet", "--read-only", st->image, disk,
+			       (char *)NULL);
+		else
+			execlp(serve, "imgserve", "--daemon", "--quiet", st->image, disk,
+			       (char *)NULL);
 		errmsg("cannot run %s: %s", serve, strerror(errno));
 		_exit(127);
 	}
@@ -558,7 +568,9 @@ int online_attach(const char *file, struct online_state *st)
 		r = -EIO;
 		goto fail;
 	}
-	r = loop_attach(st->export_path, 1, st->loop, sizeof(st->loop));
+	r = loop_attach(st->export_path, LOOP_ATTACH_DIRECT_IO |
+			((flags & ONLINE_READ_ONLY) ? LOOP_ATTACH_READ_ONLY : 0), st->loop,
+			sizeof(st->loop));
 	if (r < 0) {
 		st->loop[0] = 0;
 		goto fail;
@@ -707,4 +719,189 @@ int online_refresh_size(const struct online_state *st)
 		}
 	}
 	return 0;
+}
+
+int online_virtual_size(const char *file, const struct online_state *st, uint64_t *size)
+{
+	char reply[4096];
+	int r = online_request(st, "status", reply, sizeof(reply));
+
+	if (r == 0 && online_json_u64(reply, "virtual_size", size) < 0) {
+		snprintf(reply, sizeof(reply), "the daemon's status has no virtual_size");
+		r = -EPROTO;
+	}
+	if (r < 0)
+		errmsg("%s: %s", file, reply);
+	return r;
+}
+
+int online_set_size(const char *file, const struct online_state *st, uint64_t size,
+		    int discard_data)
+{
+	char cmd[96], reply[4096];
+	uint64_t cur;
+	int r = online_virtual_size(file, st, &cur);
+
+	if (r < 0)
+		return r;
+	snprintf(cmd, sizeof(cmd), "%s %llu%s", size >= cur ? "grow" : "shrink",
+		 (unsigned long long)size, discard_data ? " discard-data" : "");
+	r = online_request(st, cmd, reply, sizeof(reply));
+	if (r < 0) {
+		errmsg("%s: %s", file, reply);
+		return r;
+	}
+	return online_refresh_size(st);
+}
+
+/* 1 if this process has capability bit cap in its effective set. */
+static int have_cap(int cap)
+{
+	FILE *f = fopen("/proc/self/status", "re");
+	char line[256];
+	unsigned long long eff = 0;
+	int found = 0;
+
+	if (!f)
+		return 1;
+	while (!found && fgets(line, sizeof(line), f))
+		found = sscanf(line, "CapEff: %llx", &eff) == 1;
+	fclose(f);
+	return !found || ((eff >> cap) & 1);
+}
+
+int online_fs_grow(const char *file, const struct online_state *st, char *type, size_t len)
+{
+	int r;
+
+	type[0] = 0;
+	if (!st->loop[0])
+		return -ENODEV;
+	r = online_blkid_type(st->loop, type, len);
+	if (r < 0 || !type[0])
+		return -ENOMEDIUM;
+	if (!st->mountpoint[0])
+		return -ENOTCONN;
+	if (fs_is_ext(type) && !have_cap(24 /* CAP_SYS_RESOURCE */)) {
+		/* the kernel refuses online ext4 resizing without it (EPERM) */
+		errmsg("%s: the image and %s grew, but the mounted %s filesystem cannot: online "
+		       "resizing needs CAP_SYS_RESOURCE, which this process lacks; run "
+		       "'resize2fs %s' where it has it, or after imgumount: imgattach, "
+		       "resize2fs DEVICE, imgdetach", file, st->loop, type, st->loop);
+		return -EPERM;
+	}
+	if (fs_is_ext(type)) {
+		char *av[] = { "resize2fs", (char *)st->loop, NULL };
+		r = run_quiet(av);
+	} else if (!strcmp(type, "xfs")) {
+		char *av[] = { "xfs_growfs", (char *)st->mountpoint, NULL };
+		r = run_quiet(av);
+	} else if (!strcmp(type, "btrfs")) {
+		char *av[] = { "btrfs", "filesystem", "resize", "max", (char *)st->mountpoint, NULL };
+		r = run_quiet(av);
+	} else {
+		return -EOPNOTSUPP;
+	}
+	if (r != 0) {
+		errmsg("%s: the %s filesystem on %s did not grow", file, type, st->mountpoint);
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Discards, on the loop device, every extent FIEMAP reports for fd. */
+static int discard_extents(int fd, const char *dev, uint64_t *discarded)
+{
+	enum { N = 256 };
+	struct fiemap *fm = calloc(1, sizeof(*fm) + N * sizeof(struct fiemap_extent));
+	uint64_t start = 0;
+	int dfd = -1, r = 0, last = 0;
+	unsigned i;
+
+	if (!fm)
+		return -ENOMEM;
+	dfd = open(dev, O_WRONLY | O_CLOEXEC);
+	if (dfd < 0) {
+		r = -errno;
+		goto out;
+	}
+	while (!last) {
+		memset(fm, 0, sizeof(*fm));
+		fm->fm_start = start;
+		fm->fm_length = FIEMAP_MAX_OFFSET - start;
+		fm->fm_flags = FIEMAP_FLAG_SYNC;
+		fm->fm_extent_count = N;
+		if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0) {
+			r = -errno;
+			goto out;
+		}
+		if (fm->fm_mapped_extents == 0)
+			break;
+		for (i = 0; i < fm->fm_mapped_extents; i++) {
+			struct fiemap_extent *e = &fm->fm_extents[i];
+			uint64_t range[2] = { e->fe_physical, e->fe_length };
+			if (e->fe_flags & FIEMAP_EXTENT_LAST)
+				last = 1;
+			start = e->fe_logical + e->fe_length;
+			if (e->fe_flags & (FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_ENCODED |
+					   FIEMAP_EXTENT_DATA_INLINE))
+				continue;
+			if (ioctl(dfd, BLKDISCARD, range) < 0) {
+				r = -errno;
+				goto out;
+			}
+			*discarded += e->fe_length;
+		}
+	}
+out:
+	if (dfd >= 0)
+		close(dfd);
+	free(fm);
+	return r;
+}
+
+int online_balloon_inflate(const char *file, const struct online_state *st, uint64_t bytes,
+			   uint64_t *discarded)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	off_t old = -1;
+	int fd, r;
+
+	*discarded = 0;
+	if (online_path(st->mountpoint, ONLINE_BALLOON, path, sizeof(path)) < 0)
+		return -ENAMETOOLONG;
+	if (stat(path, &sb) == 0)
+		old = sb.st_size;
+	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = -errno;
+		errmsg("%s: %s", path, strerror(-r));
+		return r;
+	}
+	/* Blocks reserved, unwritten: they read as zeros and nothing is
+	 * written to the disk but the extent tree. */
+	if ((off_t)bytes < old && ftruncate(fd, (off_t)bytes) < 0) {
+		r = -errno;
+		errmsg("%s: %s", path, strerror(-r));
+		goto out;
+	}
+	if (bytes && fallocate(fd, 0, 0, (off_t)bytes) < 0) {
+		r = -errno;
+		if (r != -ENOSPC)
+			errmsg("%s: cannot reserve %llu bytes: %s", path, (unsigned long long)bytes,
+			       strerror(-r));
+		if (old < 0)
+			unlink(path);
+		else if (ftruncate(fd, old) < 0)
+			r = -errno;
+		goto out;
+	}
+	r = discard_extents(fd, st->loop, discarded);
+	if (r < 0)
+		errmsg("%s: cannot discard the balloon's blocks on %s: %s", path, st->loop,
+		       strerror(-r));
+out:
+	close(fd);
+	return r;
 }

@@ -79,10 +79,12 @@ int online_json_u64(const char *json, const char *key, uint64_t *out);
 /* ---- loop devices ------------------------------------------------------ */
 
 /* Attaches file to a free loop device (discard follows the file's
- * fallocate; direct_io asks for LO_FLAGS_DIRECT_IO and falls back to
- * buffered when the kernel refuses).  dev receives "/dev/loopN".
+ * fallocate; LOOP_ATTACH_DIRECT_IO asks for LO_FLAGS_DIRECT_IO and falls
+ * back to buffered when the kernel refuses).  dev receives "/dev/loopN".
  * 0 or -errno (message printed). */
-int loop_attach(const char *file, int direct_io, char *dev, size_t len);
+#define LOOP_ATTACH_DIRECT_IO 0x1u
+#define LOOP_ATTACH_READ_ONLY 0x2u
+int loop_attach(const char *file, unsigned flags, char *dev, size_t len);
 /* Detaches dev if its backing file is file (file NULL: any).  0, or
  * -ENXIO when dev is not attached (any more), or -errno (message printed). */
 int loop_detach(const char *dev, const char *file);
@@ -96,8 +98,10 @@ int loop_set_capacity(const char *dev);
 int online_refuse_if_used(const char *file, const struct online_state *st);
 
 /* Starts imgserve --daemon on rundir/disk and attaches a loop device over
- * it; on failure undoes what it did.  st is loaded again on success. */
-int online_attach(const char *file, struct online_state *st);
+ * it; on failure undoes what it did.  st is loaded again on success.
+ * ONLINE_READ_ONLY: imgserve --read-only and a read-only loop device. */
+#define ONLINE_READ_ONLY 0x1u
+int online_attach(const char *file, unsigned flags, struct online_state *st);
 
 /* Undoes whatever st records, in order: unmounts the filesystem, detaches
  * the loop device, stops the daemon (or, when it is dead, lazily unmounts
@@ -108,6 +112,33 @@ int online_teardown(struct online_state *st);
 /* After the daemon changed the image's size: refresh the export's size in
  * the kernel (stat) and the loop device's capacity.  0 or -errno. */
 int online_refresh_size(const struct online_state *st);
+
+/* The daemon's idea of the virtual size ("status").  0 or -errno
+ * (message printed). */
+int online_virtual_size(const char *file, const struct online_state *st, uint64_t *size);
+
+/* Asks the daemon to grow or shrink the image to size (shrink with
+ * discard_data drops what lies past the end), then online_refresh_size.
+ * 0 or -errno (message printed). */
+int online_set_size(const char *file, const struct online_state *st, uint64_t size,
+		    int discard_data);
+
+/* Grows the filesystem mounted at st->mountpoint to fill its device:
+ * resize2fs DEV (ext), xfs_growfs MOUNTPOINT, btrfs filesystem resize max
+ * MOUNTPOINT.  type receives the filesystem type.  0 or -errno (message
+ * printed); -EOPNOTSUPP for another type. */
+int online_fs_grow(const char *file, const struct online_state *st, char *type, size_t len);
+
+/* ext2/3/4 cannot shrink while mounted.  The balloon, a hidden file at the
+ * root of the mounted filesystem (ONLINE_BALLOON), is fallocated (never
+ * written) to bytes so that the filesystem cannot use that much space, and
+ * its blocks are discarded on the loop device so that their host space
+ * goes back.  An existing balloon is resized to bytes.  *discarded: bytes
+ * discarded.  0, -ENOSPC when the filesystem has not that much free space
+ * (the balloon is left as it was), or -errno (message printed). */
+#define ONLINE_BALLOON ".libimg-balloon"
+int online_balloon_inflate(const char *file, const struct online_state *st, uint64_t bytes,
+			   uint64_t *discarded);
 
 /* The filesystem type on a block device (libblkid), "" when none. */
 int online_blkid_type(const char *dev, char *type, size_t len);

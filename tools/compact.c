@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "common_fs.h"
+#include "common_online.h"
 
 enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM };
 
@@ -28,8 +30,9 @@ static void usage(void)
 	       "back to the host (even if no discard ever reached the image); then\n"
 	       "clusters that hold only zeros become unallocated, live clusters move\n"
 	       "from the end of the host file into free space, and the file is\n"
-	       "truncated.  Safe against crashes at every step.  The image must not\n"
-	       "be in use.\n"
+	       "truncated.  Safe against crashes at every step.  On an image served\n"
+	       "by imgserve (imgmount, imgattach) the daemon compacts while I/O goes\n"
+	       "on, after fstrim on the mounted filesystem.\n"
 	       "\n"
 	       "  -p, --progress      show a progress bar (on a terminal)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
@@ -51,6 +54,47 @@ static uint64_t gain(uint64_t before, uint64_t after)
 	return before > after ? before - after : 0;
 }
 
+/* The image is served: fstrim the mounted filesystem (its free blocks go
+ * back through discard), then the daemon compacts.  0 or -errno. */
+static int compact_online(const char *file, struct online_state *os, unsigned flags,
+			  int fs_trim, struct img_compact_stats *st,
+			  struct img_fs_trim_stats *ts, struct img_fs_info *fi, int *trimmed)
+{
+	char reply[4096];
+	int r;
+
+	if (!os->alive)
+		return online_refuse_if_used(file, os);
+	if (os->loop[0] && online_blkid_type(os->loop, fi->type, sizeof(fi->type)) == 0 &&
+	    fi->type[0])
+		fi->flags |= IMG_FS_HAVE_SIZE;
+	if (fs_trim && os->mountpoint[0]) {
+		char *av[] = { "fstrim", os->mountpoint, NULL };
+		if (online_request(os, "status", reply, sizeof(reply)) == 0)
+			online_json_u64(reply, "disk_usage", &ts->disk_usage_before);
+		if (run_quiet(av) != 0) {
+			errmsg("%s: fstrim %s failed", file, os->mountpoint);
+			return -EIO;
+		}
+		if (online_request(os, "status", reply, sizeof(reply)) == 0)
+			online_json_u64(reply, "disk_usage", &ts->disk_usage_after);
+		*trimmed = 1;
+	}
+	r = online_request(os, flags & IMG_COMPACT_NO_ZERO_DETECT ? "compact no-zero-detect" :
+			   "compact", reply, sizeof(reply));
+	if (r < 0) {
+		errmsg("%s: %s", file, reply);
+		return r;
+	}
+	online_json_u64(reply, "file_size_before", &st->file_size_before);
+	online_json_u64(reply, "file_size_after", &st->file_size_after);
+	online_json_u64(reply, "disk_usage_before", &st->disk_usage_before);
+	online_json_u64(reply, "disk_usage_after", &st->disk_usage_after);
+	online_json_u64(reply, "zero_clusters_freed", &st->zero_clusters_freed);
+	online_json_u64(reply, "clusters_moved", &st->clusters_moved);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct img_compact_opts opts = { 0 };
@@ -62,6 +106,8 @@ int main(int argc, char **argv)
 	struct img_fs_info fi;
 	const char *fs_note = NULL;
 	int c, r, want_progress = 0, ret = EXIT_ERROR, fs_trim = 1, have_fs = 0, trimmed = 0;
+	int online = 0;
+	struct online_state os;
 	char b1[64], b2[64], b3[64];
 	struct tool_getopt g = { 0 };
 
@@ -87,6 +133,19 @@ int main(int argc, char **argv)
 	if (!file)
 		return usage_error("expected FILE");
 
+	memset(&st, 0, sizeof(st));
+	memset(&ts, 0, sizeof(ts));
+	memset(&fi, 0, sizeof(fi));
+	if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
+		if (compact_online(file, &os, opts.flags, fs_trim, &st, &ts, &fi, &trimmed) < 0)
+			return EXIT_ERROR;
+		have_fs = (fi.flags & IMG_FS_HAVE_SIZE) != 0;
+		if (trimmed)
+			st.disk_usage_before = ts.disk_usage_before;
+		ret = EXIT_OK;
+		online = 1;
+		goto report;
+	}
 	if (fs_trim) {
 		/* Refuse a filesystem that needs checking before the image is
 		 * opened for writing (which alone rewrites its header): then
@@ -143,6 +202,7 @@ int main(int argc, char **argv)
 		st.disk_usage_before = ts.disk_usage_before;
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
+report:
 	if (ret != EXIT_OK || quiet)
 		return ret;
 	if (json) {
@@ -168,6 +228,7 @@ int main(int argc, char **argv)
 		json_u64(&j, "fs_free_bytes", ts.fs_free_bytes);
 		if (fs_note)
 			json_string(&j, "fs_note", fs_note);
+		json_bool(&j, "online", online);
 		json_object_end(&j);
 		json_finish(&j);
 	} else {
@@ -183,7 +244,11 @@ int main(int argc, char **argv)
 		printf("  %llu all-zero clusters freed, %llu clusters moved\n",
 		       (unsigned long long)st.zero_clusters_freed,
 		       (unsigned long long)st.clusters_moved);
-		if (trimmed)
+		if (trimmed && online)
+			printf("  %s from the filesystem's free blocks (fstrim %s)\n",
+			       human_size(gain(ts.disk_usage_before, ts.disk_usage_after), b2, sizeof(b2)),
+			       os.mountpoint);
+		else if (trimmed)
 			printf("  %s from the filesystem's free blocks (%s: %llu clusters unmapped, "
 			       "%s punched in partly used ones)\n",
 			       human_size(gain(ts.disk_usage_before, ts.disk_usage_after), b2, sizeof(b2)),

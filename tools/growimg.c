@@ -3,9 +3,12 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "common.h"
 #include "common_fs.h"
+#include "common_online.h"
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },
@@ -19,8 +22,10 @@ static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE SIZE|+DELTA\n"
 	       "Grow the virtual size of a libimg image to SIZE, or by DELTA.\n"
-	       "The image must not be in use.  Sizes take binary suffixes (20G, +512M)\n"
-	       "and must be multiples of 512.  The new space reads as zeros.\n"
+	       "Sizes take binary suffixes (20G, +512M) and must be multiples of 512.\n"
+	       "The new space reads as zeros.  On an image served by imgserve (imgattach,\n"
+	       "imgmount) the daemon grows it, the loop device follows, and a mounted\n"
+	       "filesystem is grown online (resize2fs, xfs_growfs, btrfs filesystem resize).\n"
 	       "\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
 	       "  -q, --quiet    print nothing on success\n"
@@ -29,6 +34,75 @@ static void usage(void)
 	       "\n"
 	       "Exit status: 0 success (also when the size is already SIZE), 1 error.\n"
 	       "See growimg(1).\n", progname);
+}
+
+/* The image is served: the daemon grows it, then the loop device and the
+ * mounted filesystem follow. */
+static int grow_online(const char *file, struct online_state *os, const char *size_arg)
+{
+	uint64_t cur, new_size;
+	char b1[64], b2[64], type[64];
+	struct statvfs sv;
+	int r;
+
+	if (!os->alive)
+		return online_refuse_if_used(file, os), EXIT_ERROR;
+	if (online_virtual_size(file, os, &cur) < 0)
+		return EXIT_ERROR;
+	if (parse_new_size(size_arg, cur, &new_size)) {
+		errmsg("%s: invalid size '%s' (out of range for a %s image)", file, size_arg,
+		       human_size(cur, b1, sizeof(b1)));
+		return EXIT_ERROR;
+	}
+	if (new_size < cur) {
+		errmsg("%s: %s is smaller than the current size %s (use shrinkimg to shrink)",
+		       file, human_size_exact(new_size, b1, sizeof(b1)),
+		       human_size_exact(cur, b2, sizeof(b2)));
+		return EXIT_ERROR;
+	}
+	if (new_size % IMG_SECTOR_SIZE) {
+		errmsg("%s: new size %llu is not a multiple of 512 bytes", file,
+		       (unsigned long long)new_size);
+		return EXIT_ERROR;
+	}
+	if (online_set_size(file, os, new_size, 0) < 0)
+		return EXIT_ERROR;
+	r = online_fs_grow(file, os, type, sizeof(type));
+	if (r == -EIO || r == -EOPNOTSUPP || r == -EPERM) {
+		if (r == -EOPNOTSUPP)
+			errmsg("%s: the image grew, but growing a %s filesystem is not supported",
+			       file, type);
+		return EXIT_ERROR;
+	}
+	if (quiet)
+		return EXIT_OK;
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "filename", file);
+		json_u64(&j, "old_size", cur);
+		json_u64(&j, "new_size", new_size);
+		json_bool(&j, "online", 1);
+		json_string(&j, "device", os->loop[0] ? os->loop : NULL);
+		if (r == 0 && statvfs(os->mountpoint, &sv) == 0) {
+			json_string(&j, "filesystem", type);
+			json_u64(&j, "filesystem_size", (uint64_t)sv.f_blocks * sv.f_frsize);
+		}
+		json_object_end(&j);
+		json_finish(&j);
+		return EXIT_OK;
+	}
+	printf("%s: virtual size %s -> %s (online)\n", file, human_size(cur, b1, sizeof(b1)),
+	       human_size_exact(new_size, b2, sizeof(b2)));
+	if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
+		printf("%s: the %s filesystem on %s grew to %s\n", file, type, os->mountpoint,
+		       human_size((uint64_t)sv.f_blocks * sv.f_frsize, b1, sizeof(b1)));
+	else if (r == -ENOTCONN)
+		printf("%s: the %s filesystem on %s is not mounted: grow it yourself (resize2fs "
+		       "%s; xfs and btrfs grow only while mounted)\n", file, type, os->loop,
+		       os->loop);
+	return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -73,6 +147,11 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 
+	{
+		struct online_state os;
+		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
+			return grow_online(file, &os, size_arg);
+	}
 	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));

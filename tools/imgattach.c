@@ -9,6 +9,7 @@
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },
+	{ "read-only", no_argument, NULL, 'r' },
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
@@ -22,6 +23,7 @@ static void usage(void)
 	       "over its export, with discard passed through to the image.  Prints the\n"
 	       "device.  Undo with imgdetach.\n"
 	       "\n"
+	       "  -r, --read-only  serve read-only (the image is not changed)\n"
 	       "  -j, --json     print {filename, device, export, pid, rundir} as JSON\n"
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
@@ -36,10 +38,10 @@ int main(int argc, char **argv)
 	struct tool_getopt g = { 0 };
 	struct online_state st;
 	const char *file = NULL;
-	int c;
+	int c, ro = 0;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "jrqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)
@@ -47,6 +49,7 @@ int main(int argc, char **argv)
 			file = optarg;
 			break;
 		case 'j': json = 1; break;
+		case 'r': ro = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -56,7 +59,7 @@ int main(int argc, char **argv)
 	}
 	if (!file)
 		return usage_error("expected FILE");
-	if (online_attach(file, &st) < 0)
+	if (online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st) < 0)
 		return EXIT_ERROR;
 	if (quiet)
 		return EXIT_OK;

@@ -13,6 +13,7 @@
 static const struct option longopts[] = {
 	{ "options", required_argument, NULL, 'o' },
 	{ "json",    no_argument,       NULL, 'j' },
+	{ "read-only", no_argument, NULL, 'r' },
 	{ "quiet",   no_argument,       NULL, 'q' },
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
@@ -30,6 +31,8 @@ static void usage(void)
 	       "  -o, --options OPTS  mount options, added after the defaults (ext and xfs:\n"
 	       "                      discard; btrfs: discard=async); 'nodiscard' turns the\n"
 	       "                      default off\n"
+	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
+	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
@@ -46,10 +49,10 @@ int main(int argc, char **argv)
 	const char *file = NULL, *mp = NULL, *user_opts = NULL, *def;
 	char mpc[PATH_MAX], type[64], opts[4096];
 	struct stat sb;
-	int c, r;
+	int c, r, ro = 0;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "o:jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "o:jrqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -61,6 +64,7 @@ int main(int argc, char **argv)
 			break;
 		case 'o': user_opts = optarg; break;
 		case 'j': json = 1; break;
+		case 'r': ro = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -83,7 +87,7 @@ int main(int argc, char **argv)
 		errmsg("%s: already the mount point of %s", mp, st.image);
 		return EXIT_ERROR;
 	}
-	if (online_attach(file, &st) < 0)
+	if (online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st) < 0)
 		return EXIT_ERROR;
 	r = online_blkid_type(st.loop, type, sizeof(type));
 	if (r < 0 || !type[0]) {
@@ -100,6 +104,8 @@ int main(int argc, char **argv)
 	}
 	if (user_opts && strstr(user_opts, "nodiscard"))
 		def = "";
+	if (ro)
+		def = fs_is_ext(type) ? "ro,noload" : !strcmp(type, "xfs") ? "ro,norecovery" : "ro";
 	snprintf(opts, sizeof(opts), "%s%s%s", def, *def && user_opts ? "," : "",
 		 user_opts ? user_opts : "");
 	{

@@ -62,6 +62,7 @@ static const struct option longopts[] = {
 	{ "daemon",    no_argument,       NULL, 'd' },
 	{ "threads",   required_argument, NULL, 't' },
 	{ "direct-io", no_argument,       NULL, 'D' },
+	{ "read-only", no_argument,       NULL, 'r' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
@@ -78,6 +79,8 @@ static void usage(void)
 	       "  -d, --daemon       run in the background once the export is up\n"
 	       "  -t, --threads N    FUSE worker threads (default 16)\n"
 	       "  -D, --direct-io    open the export uncached (FOPEN_DIRECT_IO)\n"
+	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
+	       "                     refuses writes and the image is not changed\n"
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
@@ -98,6 +101,7 @@ static struct server {
 	uid_t uid;
 	gid_t gid;
 	int direct_io;
+	int read_only;
 	int ctl_fd;
 	pthread_t main_thread;
 	atomic_int stopping;
@@ -222,6 +226,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	if (S.read_only && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	if ((fi->flags & O_TRUNC) && atomic_load(&S.vsize) != 0) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -265,6 +273,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	uint64_t vs = atomic_load(&S.vsize);
 	ssize_t n;
 
+	if (S.read_only) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	if (off < 0 || (uint64_t)off > vs || size > vs - (uint64_t)off) {
 		fuse_reply_err(req, (uint64_t)off >= vs ? ENOSPC : EFBIG);
 		return;
@@ -282,13 +294,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	atomic_fetch_add(&S.n_flush, 1);
-	fuse_reply_err(req, -img_flush(S.img));
+	fuse_reply_err(req, S.read_only ? 0 : -img_flush(S.img));
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	atomic_fetch_add(&S.n_flush, 1);
-	fuse_reply_err(req, -img_flush(S.img));
+	fuse_reply_err(req, S.read_only ? 0 : -img_flush(S.img));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -302,6 +314,10 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	uint64_t vs = atomic_load(&S.vsize), end;
 	int r;
 
+	if (S.read_only) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	if (off < 0 || len <= 0 || __builtin_add_overflow((uint64_t)off, (uint64_t)len, &end)) {
 		fuse_reply_err(req, EINVAL);
 		return;
@@ -436,6 +452,7 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "file_size", in.file_size);
 	json_u64(j, "disk_usage", in.disk_usage);
 	json_u64(j, "statfs_block_size", EXPORT_BLOCK_SIZE);
+	json_bool(j, "read_only", S.read_only);
 	json_u64(j, "reads", atomic_load(&S.n_read));
 	json_u64(j, "writes", atomic_load(&S.n_write));
 	json_u64(j, "bytes_read", atomic_load(&S.bytes_read));
@@ -456,6 +473,12 @@ static char *run_command(char *line, int *stop)
 
 	if (!cmd)
 		cmd = "";
+	if (S.read_only && (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink") ||
+			    !strcmp(cmd, "compact"))) {
+		if (asprintf(&err, "error %d the image is served read-only", EROFS) < 0)
+			err = NULL;
+		return err;
+	}
 	if ((!strcmp(cmd, "grow") || !strcmp(cmd, "shrink")) && (!arg || parse_size(arg, &size))) {
 		r = -EINVAL;
 		if (asprintf(&err, "error %d %s needs a size in bytes", EINVAL, cmd) < 0)
@@ -495,6 +518,8 @@ static char *run_command(char *line, int *stop)
 		return rp.text;
 	} else if (!strcmp(cmd, "compact")) {
 		struct img_compact_opts o = { .progress = progress_stop };
+		if (arg && !strcmp(arg, "no-zero-detect"))
+			o.flags |= IMG_COMPACT_NO_ZERO_DETECT;
 		struct img_compact_stats cs;
 		memset(&cs, 0, sizeof(cs));
 		r = img_compact(S.img, &o, &cs);
@@ -623,7 +648,8 @@ static char *mount_options(void)
 			*p++ = '\\';
 		*p++ = *s;
 	}
-	strcpy(p, ",subtype=libimg,allow_other,default_permissions");
+	strcpy(p, S.read_only ? ",subtype=libimg,allow_other,default_permissions,ro" :
+	       ",subtype=libimg,allow_other,default_permissions");
 	return o;
 }
 
@@ -697,7 +723,7 @@ int main(int argc, char **argv)
 	uint64_t tmp;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "dt:DqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:DrqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -714,6 +740,7 @@ int main(int argc, char **argv)
 			threads = (unsigned)tmp;
 			break;
 		case 'D': S.direct_io = 1; break;
+		case 'r': S.read_only = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -753,7 +780,7 @@ int main(int argc, char **argv)
 	}
 	/* The lock decides who serves the image; the run directory is ours
 	 * only once we hold it. */
-	if (open_image(file, IMG_OPEN_RDWR, &S.img) < 0)
+	if (open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR, &S.img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));
 	r = img_info(S.img, &in);
@@ -874,7 +901,9 @@ out:
 	if (lcfg)
 		fuse_loop_cfg_destroy(lcfg);
 	free(mopts);
-	if (S.img) {
+	if (S.img && S.read_only) {
+		img_close(S.img);
+	} else if (S.img) {
 		r = img_flush(S.img);
 		if (r < 0) {
 			img_errmsg(file, r);
