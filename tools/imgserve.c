@@ -57,12 +57,14 @@
  * back; larger values make filesystems skip free runs shorter than that
  * (see imgserve(1) for the measurement). */
 #define EXPORT_BLOCK_SIZE 4096u
+static uint32_t block_size = EXPORT_BLOCK_SIZE;
 
 static const struct option longopts[] = {
 	{ "daemon",    no_argument,       NULL, 'd' },
 	{ "threads",   required_argument, NULL, 't' },
 	{ "direct-io", no_argument,       NULL, 'D' },
 	{ "read-only", no_argument,       NULL, 'r' },
+	{ "block-size", required_argument, NULL, 'b' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
@@ -79,6 +81,8 @@ static void usage(void)
 	       "  -d, --daemon       run in the background once the export is up\n"
 	       "  -t, --threads N    FUSE worker threads (default 16)\n"
 	       "  -D, --direct-io    open the export uncached (FOPEN_DIRECT_IO)\n"
+	       "  -b, --block-size N statfs block size: the loop device's discard\n"
+	       "                     granularity (default 4096)\n"
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
 	       "                     refuses writes and the image is not changed\n"
 	       "  -q, --quiet        print nothing on success\n"
@@ -163,7 +167,7 @@ static void fill_attr(struct stat *st)
 	st->st_uid = S.uid;
 	st->st_gid = S.gid;
 	st->st_size = (off_t)size;
-	st->st_blksize = EXPORT_BLOCK_SIZE;
+	st->st_blksize = block_size;
 	if (img_info(S.img, &in) == 0)
 		st->st_blocks = (blkcnt_t)(in.allocated_clusters * in.cluster_size / 512);
 }
@@ -356,10 +360,10 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	if (img_info(S.img, &in) == 0)
 		used = in.allocated_clusters * in.cluster_size;
 	memset(&sv, 0, sizeof(sv));
-	sv.f_bsize = EXPORT_BLOCK_SIZE;
-	sv.f_frsize = EXPORT_BLOCK_SIZE;
-	sv.f_blocks = vs / EXPORT_BLOCK_SIZE;
-	sv.f_bfree = used < vs ? (vs - used) / EXPORT_BLOCK_SIZE : 0;
+	sv.f_bsize = block_size;
+	sv.f_frsize = block_size;
+	sv.f_blocks = vs / block_size;
+	sv.f_bfree = used < vs ? (vs - used) / block_size : 0;
 	sv.f_bavail = sv.f_bfree;
 	sv.f_files = 1;
 	sv.f_namemax = 255;
@@ -451,7 +455,7 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "allocated_clusters", in.allocated_clusters);
 	json_u64(j, "file_size", in.file_size);
 	json_u64(j, "disk_usage", in.disk_usage);
-	json_u64(j, "statfs_block_size", EXPORT_BLOCK_SIZE);
+	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
 	json_u64(j, "reads", atomic_load(&S.n_read));
 	json_u64(j, "writes", atomic_load(&S.n_write));
@@ -723,7 +727,7 @@ int main(int argc, char **argv)
 	uint64_t tmp;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "dt:DrqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:qhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -741,6 +745,13 @@ int main(int argc, char **argv)
 			break;
 		case 'D': S.direct_io = 1; break;
 		case 'r': S.read_only = 1; break;
+		case 'b':
+			if (parse_size(optarg, &tmp) || tmp < 512 || tmp > (64u << 20) ||
+			    (tmp & (tmp - 1)))
+				return usage_error("invalid block size '%s' (a power of two, 512 "
+						   "to 64M)", optarg);
+			block_size = (uint32_t)tmp;
+			break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;

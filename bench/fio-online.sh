@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# fio on a loop device over three FUSE exports, in the same run:
+#   libimg    imgattach (imgserve) of a libimg image
+#   qcow2     qemu-storage-daemon's FUSE export of a qcow2 image
+#   raw       qemu-storage-daemon's FUSE export of a raw file
+# Jobs (direct=1, libaio): 4K randread QD16, 4K randwrite QD16, 4K randwrite
+# QD1, 1M sequential read and write (QD4).  The first SIZE of each disk is
+# written once before the jobs so that reads read data.  Prints IOPS or MiB/s
+# per job and target, the ratios libimg/qcow2 and libimg/raw, and each
+# daemon's peak RSS.  Needs root, /dev/fuse, loop devices, fio, qemu-img and
+# qemu-storage-daemon.
+#
+# Environment: RUNTIME (seconds per job, default 5), SIZE (default 1G),
+# DISK (virtual size, default 4G), DIR (work directory, default a new one
+# under /var/tmp), LOOP_DIO (on|off, default on), THREADS (imgserve worker
+# threads, default: imgserve's), BUILD.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+BIN=$(cd "$BUILD/bin" && pwd)
+RUNTIME=${RUNTIME:-5}
+SIZE=${SIZE:-1G}
+DISK=${DISK:-4G}
+LOOP_DIO=${LOOP_DIO:-on}
+
+for c in fio qemu-img qemu-storage-daemon losetup jq; do
+  command -v $c >/dev/null || { echo "fio-online: $c is missing (scripts/deps.sh)" >&2; echo "fio-online: skipped" >&2; exit 0; }
+done
+[ "$(id -u)" -eq 0 ] && [ -c /dev/fuse ] || { echo "fio-online: needs root and /dev/fuse" >&2; echo "fio-online: skipped" >&2; exit 0; }
+
+W=${DIR:-$(mktemp -d /var/tmp/fio-online.XXXXXX)}
+mkdir -p "$W"
+export LIBIMG_RUNDIR=$W/run
+QSD_PIDS=(); LOOPS=()
+cleanup() {
+  set +e
+  for l in "${LOOPS[@]}"; do losetup -d "$l" 2>/dev/null; done
+  "$BIN/imgdetach" -q "$W/a.img" 2>/dev/null
+  for p in "${QSD_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for m in "$W/q.exp" "$W/r.exp"; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+# --- libimg ---
+"$BIN/mkimg" "$W/a.img" "$DISK" >/dev/null
+if [ -n "${THREADS:-}" ]; then
+  # imgattach runs imgserve with its defaults; for a thread count, serve by hand
+  touch "$W/a.exp"
+  "$BIN/imgserve" --daemon -q -t "$THREADS" "$W/a.img" "$W/a.exp"
+  dev_a=$(losetup --find --show --direct-io=$LOOP_DIO "$W/a.exp"); LOOPS+=("$dev_a")
+  pid_a=$(cat "$LIBIMG_RUNDIR"/*/pid)
+else
+  dev_a=$("$BIN/imgattach" "$W/a.img")
+  pid_a=$(cat "$LIBIMG_RUNDIR"/*/pid)
+  [ "$LOOP_DIO" = on ] || losetup --direct-io=off "$dev_a"
+fi
+
+# --- qemu-storage-daemon: qcow2 and raw ---
+qsd() { # name format file
+  touch "$W/$1.exp"
+  qemu-storage-daemon \
+    --blockdev driver=file,node-name=file0,filename="$3" \
+    --blockdev driver="$2",node-name=fmt0,file=file0 \
+    --export type=fuse,id=exp0,node-name=fmt0,mountpoint="$W/$1.exp",writable=on \
+    >"$W/$1.log" 2>&1 &
+  QSD_PIDS+=("$!")
+  for i in $(seq 100); do grep -q " $W/$1.exp fuse" /proc/mounts && break; sleep 0.1; done
+  grep -q " $W/$1.exp fuse" /proc/mounts || { cat "$W/$1.log" >&2; exit 1; }
+}
+qemu-img create -q -f qcow2 "$W/q.qcow2" "$DISK"
+qsd q qcow2 "$W/q.qcow2"; pid_q=${QSD_PIDS[-1]}
+truncate -s "$DISK" "$W/r.raw"
+qsd r raw "$W/r.raw"; pid_r=${QSD_PIDS[-1]}
+dev_q=$(losetup --find --show --direct-io=$LOOP_DIO "$W/q.exp"); LOOPS+=("$dev_q")
+dev_r=$(losetup --find --show --direct-io=$LOOP_DIO "$W/r.exp"); LOOPS+=("$dev_r")
+
+run_fio() { # dev name rw bs iodepth -> prints "IOPS MiB/s"
+  fio --name="$2" --filename="$1" --rw="$3" --bs="$4" --iodepth="$5" --size="$SIZE" \
+      --direct=1 --ioengine=libaio --runtime="$RUNTIME" --time_based --randrepeat=0 \
+      --output-format=json 2>/dev/null |
+    jq -r '.jobs[0] | [(.read.iops + .write.iops), ((.read.bw + .write.bw) / 1024)] | @tsv'
+}
+
+echo "fio-online: disks of $DISK, jobs over the first $SIZE, ${RUNTIME}s each, loop direct-io=$LOOP_DIO"
+for d in "$dev_a" "$dev_q" "$dev_r"; do      # reads must read data
+  fio --name=fill --filename="$d" --rw=write --bs=1M --size="$SIZE" --direct=1 \
+      --ioengine=libaio --iodepth=4 --output-format=json >/dev/null 2>&1
+done
+
+printf '%-22s %12s %12s %12s %8s %8s\n' job libimg qcow2 raw "/qcow2" "/raw"
+JOBS=("randread-4k-qd16 randread 4k 16 iops"
+      "randwrite-4k-qd16 randwrite 4k 16 iops"
+      "randwrite-4k-qd1 randwrite 4k 1 iops"
+      "read-1m-qd4 read 1M 4 MiB/s"
+      "write-1m-qd4 write 1M 4 MiB/s")
+for j in "${JOBS[@]}"; do
+  set -- $j
+  vals=()
+  for d in "$dev_a" "$dev_q" "$dev_r"; do
+    read -r iops bw < <(run_fio "$d" "$1" "$2" "$3" "$4")
+    if [ "$5" = iops ]; then vals+=("$(printf '%.0f' "$iops")"); else vals+=("$(printf '%.0f' "$bw")"); fi
+  done
+  printf '%-22s %12s %12s %12s %8s %8s   (%s)\n' "$1" "${vals[0]}" "${vals[1]}" "${vals[2]}" \
+    "$(echo "scale=2; ${vals[0]} / ${vals[1]}" | bc)" "$(echo "scale=2; ${vals[0]} / ${vals[2]}" | bc)" "$5"
+done
+rss() { awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
+echo "peak RSS: imgserve $(rss "$pid_a"), qemu-storage-daemon qcow2 $(rss "$pid_q"), raw $(rss "$pid_r")"
+"$BIN/imginfo" -U --json "$W/a.img" | jq -r '"libimg image: BAT capacity \(.bat_capacity), metadata \(.metadata_size) bytes"'
