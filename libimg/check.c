@@ -161,6 +161,27 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 	return 0;
 }
 
+/* A read-only handle gave its allocator bitmap back after open (image.c):
+ * the leak check needs it, so rebuild it from the BAT (validated at open,
+ * so no duplicates or out-of-range entries).  map_lock held exclusive. */
+static int ensure_allocator(struct img *img)
+{
+	uint64_t fc = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
+	int r;
+
+	if (img->used)
+		return 0;
+	pthread_mutex_lock(&img->meta_lock);
+	r = alloc_init(img, (fc > img->g.data_cluster0 ? fc : img->g.data_cluster0) + 64);
+	for (uint64_t h = 0; !r && h < img->g.data_cluster0; h++)
+		r = alloc_mark(img, h);
+	for (uint64_t v = 0; !r && v < img->g.vclusters; v++)
+		if (IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC)
+			r = alloc_mark(img, IMG_E_PAYLOAD(img->bat[v]));
+	pthread_mutex_unlock(&img->meta_lock);
+	return r;
+}
+
 IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		      struct img_check_result *res)
 {
@@ -178,6 +199,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 	if (!(buf = malloc(img->g.cluster_size)))
 		return -ENOMEM;
 	pthread_rwlock_wrlock(&img->map_lock);
+	r = ensure_allocator(img);
 
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct img_problem *p = &img->problems[i];

@@ -89,6 +89,8 @@ struct img {
 	int corrupt;
 	int bad_blocks;
 	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
+	uint64_t *blk_seen;         /* at open: BAT blocks loaded with entries (the
+	                             * rest of the array is untouched zeros) */
 	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
 	                             * replayed log rewrote (checked zero there) */
 	struct img_problem *problems;
@@ -144,6 +146,10 @@ uint64_t alloc_last_used(const struct img *img);          /* highest used + 1 */
 /* Give back (punch, mark free) a cluster that was reserved but never mapped.
  * Called without meta_lock. */
 void alloc_release_unmapped(struct img *img, uint64_t h);
+
+/* io_posix.c: count len written on fd; every 32 MiB start the write-out of
+ * the file's dirty pages without waiting (write-behind, a hint). */
+void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
 
 /* journal.c */
 int journal_commit(struct img *img);       /* the whole of img_flush */
