@@ -106,9 +106,16 @@ static void close_targets(const char *dir, struct target *raw, struct target *im
 	unlink(p);
 }
 
+/* -S: also print summary lines for bench/run.sh's table:
+ * RATIO|section|what|libimg|reference|ratio|target */
+static int summary;
+
 static void row(const char *job, double raw, double img, const char *unit, double target)
 {
 	double ratio = img / raw;
+	if (summary)
+		printf("RATIO|library vs raw file|%s|%.0f %s|%.0f %s|%.2fx|>= %.2fx%s\n", job, img, unit,
+		       raw, unit, ratio, target, ratio + 1e-9 >= target ? "" : " BELOW");
 	printf("%-34s %10.1f %10.1f %-6s %6.2fx  (target >= %.2fx)%s\n", job, raw, img, unit, ratio,
 	       target, ratio + 1e-9 >= target ? "" : "  BELOW");
 }
@@ -285,6 +292,19 @@ static void open_cost_row(const char *dir, uint64_t vsize, uint64_t stride, int 
 		snprintf(label, sizeof(label), "%llu TiB", (unsigned long long)(vsize >> 40));
 	else
 		snprintf(label, sizeof(label), "%llu GiB", (unsigned long long)(vsize >> 30));
+	if (summary) {
+		char what[128];
+		double lim = vsize >= 64ull << 40 ? 1000 : vsize >= 1ull << 40 ? 50 : 0;
+		snprintf(what, sizeof(what), "open %s, %" PRIu64 " of %" PRIu64 " clusters allocated (ro / rw)",
+			 label, nalloc, g.vclusters);
+		printf("RATIO|open and memory|%s|%.1f / %.1f ms|-|-|%s\n", what, ms[0][reps / 2], ms[1][reps / 2],
+		       lim ? (lim <= ms[0][reps / 2] || lim <= ms[1][reps / 2] ? (vsize >= 64ull << 40 ? "< 1 s ABOVE" : "<= 50 ms ABOVE") :
+			      (vsize >= 64ull << 40 ? "< 1 s" : "<= 50 ms")) : "-");
+		snprintf(what, sizeof(what), "memory of that open: heap ro / rw, RSS rw");
+		printf("RATIO|open and memory|%s|%.1f / %.1f MiB, RSS %.1f MiB|BAT %.1f MiB|%.3f B/cluster|<= 8 B/cluster + const\n",
+		       what, c[0].heap / 1048576.0, c[1].heap / 1048576.0, c[1].rss_kib / 1024.0,
+		       g.vclusters * 8 / 1048576.0, (double)c[0].heap / (double)g.vclusters);
+	}
 	printf("%-8s %10" PRIu64 " %10" PRIu64 " %8.1f %8.1f %9.1f %9.1f %7.3f %9.1f\n", label,
 	       g.vclusters, nalloc, ms[0][reps / 2], ms[1][reps / 2],
 	       c[0].heap / 1048576.0, c[1].heap / 1048576.0,
@@ -334,7 +354,7 @@ int main(int argc, char **argv)
 	uint8_t *buf;
 	int c;
 
-	while ((c = getopt(argc, argv, "d:s:n:r:vIO")) != -1) {
+	while ((c = getopt(argc, argv, "d:s:n:r:vIOS")) != -1) {
 		if (c == 'd') dir = optarg;
 		else if (c == 's') size = strtoull(optarg, NULL, 0) << 20;
 		else if (c == 'n') nrand = (unsigned)strtoul(optarg, NULL, 0);
@@ -342,9 +362,11 @@ int main(int argc, char **argv)
 		else if (c == 'v') verbose = 1;
 		else if (c == 'I') do_open = 0;
 		else if (c == 'O') do_io = 0;
+		else if (c == 'S') summary = 1;
 		else {
-			fprintf(stderr, "usage: libimg_bench [-d DIR] [-s MiB] [-n OPS] [-r REPS] [-v] [-I|-O]\n"
-				"  -I: only the I/O jobs, -O: only the open costs; -v: every sample\n");
+			fprintf(stderr, "usage: libimg_bench [-d DIR] [-s MiB] [-n OPS] [-r REPS] [-v] [-S] [-I|-O]\n"
+				"  -I: only the I/O jobs, -O: only the open costs; -v: every sample;\n"
+				"  -S: summary lines for bench/run.sh\n");
 			return 2;
 		}
 	}

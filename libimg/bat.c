@@ -107,7 +107,13 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 			count = end_blk > first ? end_blk - first : 0;
 	}
 	for (uint64_t b = first; b < first + count && !r; b += CHUNK) {
-		uint64_t n = first + count - b < CHUNK ? first + count - b : CHUNK;
+		uint64_t n = first + count - b < CHUNK ? first + count - b : CHUNK, data;
+		/* A hole in the file reads as zeros: skip it without reading
+		 * (reading a hole still fills the page cache with zero pages:
+		 * 512 MiB for an empty 64 TiB image). */
+		if (img_io_seek_data(img->io, img->hdr.bat_offset + b * IMG_BLOCK_SIZE, &data) == 0 &&
+		    data >= img->hdr.bat_offset + (b + n) * IMG_BLOCK_SIZE)
+			continue;
 		r = img->io->ops->pread(img->io, buf, n * IMG_BLOCK_SIZE,
 					img->hdr.bat_offset + b * IMG_BLOCK_SIZE);
 		if (r) {

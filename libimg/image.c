@@ -631,24 +631,50 @@ fail:
 	return r;
 }
 
+/* Does the caller (flag) or the environment (LIBIMG_IO) ask for io_uring? */
+static int want_uring(unsigned flags)
+{
+	const char *e = getenv("LIBIMG_IO");
+
+	if (e && !strcmp(e, "posix"))
+		return 0;
+	return (flags & IMG_OPEN_IO_URING) || (e && !strcmp(e, "uring"));
+}
+
 IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 {
-	struct img_io *io, *fio;
-	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
-	int r;
+	struct img_io *io = NULL, *fio;
+	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY, engine = IMG_IO_ENGINE_POSIX;
+	int r, uring_err = 0;
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK))
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_IO_URING))
 		return -EINVAL;
-	if ((r = img_io_posix_open(path, ioflags, &io)))
+	if (want_uring(flags)) {
+		r = img_io_uring_open(path, ioflags, &io);
+		if (!r)
+			engine = IMG_IO_ENGINE_URING;
+		else if (r == -ENOSYS || r == -EPERM || r == -ENOMEM || r == -EACCES ||
+			 r == -EOPNOTSUPP || r == -EINVAL)
+			uring_err = r;      /* the kernel refused the ring: posix */
+		else
+			return r;           /* the file itself: same error as posix */
+		img_clear_error();
+	}
+	if (!io && (r = img_io_posix_open(path, ioflags, &io)))
 		return r;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
 	if ((r = img_io_fault_from_env(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}
-	return img_open_io(fio, flags, out);
+	r = img_open_io(fio, flags & ~IMG_OPEN_IO_URING, out);
+	if (!r) {
+		(*out)->io_engine = engine;
+		(*out)->io_uring_error = uring_err;
+	}
+	return r;
 }
 
 IMG_API int img_close(struct img *img)
@@ -708,6 +734,8 @@ IMG_API int img_info(struct img *img, struct img_info *out)
 	out->corrupt = (uint32_t)img->corrupt;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
+	out->io_engine = img->io_engine;
+	out->io_uring_error = img->io_uring_error;
 	pthread_mutex_unlock(&img->meta_lock);
 	pthread_rwlock_unlock(&img->map_lock);
 	img->io->ops->size(img->io, &out->file_size);

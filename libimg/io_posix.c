@@ -36,6 +36,8 @@ void img_io_write_behind(int fd, uint64_t *counter, uint64_t len)
 	(void)sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 }
 
+static const struct img_io_ops posix_ops;
+
 static int px_pread(struct img_io *io, void *buf, size_t len, uint64_t off)
 {
 	struct posix_io *p = (struct posix_io *)io;
@@ -158,6 +160,27 @@ static const struct img_io_ops posix_ops = {
 	.close = px_close,
 };
 
+int img_io_posix_fd(struct img_io *io)
+{
+	return ((struct posix_io *)io)->fd;
+}
+
+int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+{
+	struct img_io *inner = img_io_uring_inner(io);
+	off_t d;
+
+	if (inner)
+		io = inner;
+	if (io->ops != &posix_ops)
+		return -EOPNOTSUPP;
+	d = lseek(((struct posix_io *)io)->fd, (off_t)off, SEEK_DATA);
+	if (d < 0)
+		return errno == ENXIO ? (*data = UINT64_MAX, 0) : -errno;
+	*data = (uint64_t)d;
+	return 0;
+}
+
 IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **out)
 {
 	struct posix_io *p;
@@ -166,7 +189,9 @@ IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **
 	oflags |= (flags & IMG_IO_RDONLY) ? O_RDONLY : O_RDWR;
 	if (flags & IMG_IO_CREATE)
 		oflags |= O_CREAT | O_EXCL;
-	if (flags & ~(IMG_IO_RDONLY | IMG_IO_CREATE))
+	if (flags & IMG_IO_DIRECT)
+		oflags |= O_DIRECT;
+	if (flags & ~(IMG_IO_RDONLY | IMG_IO_CREATE | IMG_IO_DIRECT))
 		return -EINVAL;
 	fd = open(path, oflags, 0644);
 	if (fd < 0) {
