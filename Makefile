@@ -20,10 +20,11 @@ EXTRA_CFLAGS ?=
 FAULT_INJECTION ?= 1
 BASE_CFLAGS += -DIMG_FAULT_INJECTION=$(FAULT_INJECTION)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(CPPFLAGS)
-# libblkid and libext2fs for libimg/fs.c (filesystems inside images).
-FS_PKGS  := blkid ext2fs com_err
+# libblkid and libext2fs for libimg/fs.c (filesystems inside images), liburing
+# for libimg/io_uring.c.
+FS_PKGS  := blkid ext2fs com_err liburing
 FS_CFLAGS := $(shell pkg-config --cflags $(FS_PKGS) 2>/dev/null || echo -I/usr/include/blkid)
-FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err)
+FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err -luring)
 BASE_CFLAGS += $(FS_CFLAGS)
 LIBS     := -pthread $(FS_LIBS)
 # imgserve: libfuse3 (low-level API).

@@ -18,6 +18,113 @@
 #include "internal.h"
 
 #define BATCH 64   /* clusters moved per exclusive-lock hold and per commit */
+#define IO_BYTES (16u << 20)   /* bytes of clusters read (or written) in one
+                                * I/O batch (img_io_batch: at once on the
+                                * io_uring backend, in turn on posix) */
+
+/* Clusters per I/O batch: at least one, at most BATCH. */
+static uint64_t group_of(struct img *img)
+{
+	uint64_t n = IO_BYTES >> img->g.cluster_bits;
+	return n < 1 ? 1 : n > BATCH ? BATCH : n;
+}
+
+/* Moves the clusters list[2i] (host) of virtual list[2i+1], i < n, each to
+ * the lowest free cluster below it, with one batch of reads and one of
+ * writes.  A cluster with nothing free below it stays.  map_lock held
+ * exclusive; the mappings were checked by the caller.  buf holds n
+ * clusters.  *moved counts. */
+static int relocate_group(struct img *img, const uint64_t *list, uint64_t n, uint8_t *buf,
+			  uint64_t *moved)
+{
+	const uint64_t cs = img->g.cluster_size, bs = 4096, size = img_file_size(img);
+	uint64_t to[BATCH];
+	struct img_io_req *rq;
+	size_t nr = 0, cap = n * (cs / bs / 2 + 2);
+	int r = 0;
+
+	rq = malloc(cap * sizeof(*rq));
+	if (!rq)
+		return -ENOMEM;
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t k = 0; k < n && !r; k++) {
+		r = alloc_get(img, img->g.data_cluster0, &to[k]);
+		if (!r && to[k] >= list[2 * k]) {     /* nothing free below it */
+			alloc_unmark(img, to[k]);
+			to[k] = UINT64_MAX;
+		}
+		if (r)
+			n = k;   /* release only what was taken */
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	if (r) {
+		img_fail(img, r, "allocating clusters");
+		goto release;
+	}
+	for (uint64_t k = 0; k < n; k++)
+		if (to[k] != UINT64_MAX)
+			rq[nr++] = (struct img_io_req){ .buf = buf + k * cs, .len = cs,
+							.off = HOST_OFF(img, list[2 * k]),
+							.op = IMG_IO_OP_READ };
+	if ((r = img_io_batch(img->io, rq, nr))) {
+		img_fail(img, r, "reading clusters to move");
+		goto release;
+	}
+	/* The targets are free, so they read as zeros: write only non-zero
+	 * blocks, which keeps holes holes.  An all-zero cluster past the end
+	 * of the file gets its first byte written, so that a mapped cluster
+	 * starts inside the file (FORMAT.md 4.1). */
+	nr = 0;
+	for (uint64_t k = 0; k < n; k++) {
+		uint8_t *b = buf + k * cs;
+		int wrote = 0;
+		if (to[k] == UINT64_MAX)
+			continue;
+		for (uint64_t o = 0; o < cs; ) {
+			uint64_t s = o, t;
+			while (s < cs && img_is_zero(b + s, bs))
+				s += bs;
+			t = s;
+			while (t < cs && !img_is_zero(b + t, bs))
+				t += bs;
+			if (t > s) {
+				rq[nr++] = (struct img_io_req){ .buf = b + s, .len = t - s,
+								.off = HOST_OFF(img, to[k]) + s,
+								.op = IMG_IO_OP_WRITE };
+				wrote = 1;
+			}
+			o = t;
+		}
+		if (!wrote && HOST_OFF(img, to[k]) >= size) {
+			static uint8_t zero;
+			rq[nr++] = (struct img_io_req){ .buf = &zero, .len = 1,
+							.off = HOST_OFF(img, to[k]),
+							.op = IMG_IO_OP_WRITE };
+		}
+	}
+	if ((r = img_io_batch(img->io, rq, nr))) {
+		img_fail(img, r, "writing moved clusters");
+		goto release;
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t k = 0; k < n; k++) {
+		if (to[k] == UINT64_MAX)
+			continue;
+		bat_set(img, list[2 * k + 1], IMG_E_MAKE(IMG_E_ALLOC, to[k]));
+		/* On ENOMEM the old cluster stays marked used: a leak, not a loss. */
+		alloc_defer_free(img, list[2 * k]);
+		(*moved)++;
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	free(rq);
+	return 0;
+release:
+	for (uint64_t k = 0; k < n; k++)
+		if (to[k] != UINT64_MAX)
+			alloc_release_unmapped(img, to[k]);
+	free(rq);
+	return r;
+}
 
 static int cmp_asc(const void *a, const void *b)
 {
@@ -61,8 +168,10 @@ static int64_t live_clusters(struct img *img, uint64_t min_h, uint64_t **out)
 static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		       uint64_t total, uint64_t *done, uint64_t *freed)
 {
-	uint64_t cs = img->g.cluster_size, *list = NULL;
-	uint8_t *buf = malloc(cs);
+	uint64_t cs = img->g.cluster_size, *list = NULL, grp = group_of(img);
+	uint8_t *buf = malloc(grp * cs);
+	struct img_io_req rq[BATCH];
+	uint64_t at[BATCH];
 	int64_t n;
 	int r = 0;
 
@@ -72,27 +181,37 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		free(buf);
 		return (int)n;
 	}
-	for (int64_t i = 0; i < n && !r; i++) {
-		uint64_t h = list[2 * i], v = list[2 * i + 1];
+	for (int64_t i = 0; i < n && !r; ) {
+		uint64_t nr = 0;
 		pthread_rwlock_wrlock(&img->map_lock);
-		/* Still mapped as listed?  (I/O may run between clusters.) */
-		if (v < img->g.vclusters && img->bat[v] == IMG_E_MAKE(IMG_E_ALLOC, h)) {
-			r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, h));
-			if (r)
-				img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
-			else if (img_is_zero(buf, cs)) {
-				pthread_mutex_lock(&img->meta_lock);
-				r = alloc_defer_free(img, h);
-				if (!r) {
-					bat_set(img, v, 0);
-					(*freed)++;
-				}
-				pthread_mutex_unlock(&img->meta_lock);
+		/* A group of clusters still mapped as listed (I/O may run
+		 * between groups), read in one batch. */
+		for (; nr < grp && i < n; i++) {
+			uint64_t h = list[2 * i], v = list[2 * i + 1];
+			(*done)++;
+			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
+				continue;
+			rq[nr] = (struct img_io_req){ .buf = buf + nr * cs, .len = cs,
+						      .off = HOST_OFF(img, h), .op = IMG_IO_OP_READ };
+			at[nr++] = (uint64_t)i;
+		}
+		r = img_io_batch(img->io, rq, nr);
+		if (r)
+			img_fail(img, r, "reading clusters");
+		for (uint64_t k = 0; k < nr && !r; k++) {
+			uint64_t h = list[2 * at[k]], v = list[2 * at[k] + 1];
+			if (!img_is_zero(buf + k * cs, cs))
+				continue;
+			pthread_mutex_lock(&img->meta_lock);
+			r = alloc_defer_free(img, h);
+			if (!r) {
+				bat_set(img, v, 0);
+				(*freed)++;
 			}
+			pthread_mutex_unlock(&img->meta_lock);
 		}
 		pthread_rwlock_unlock(&img->map_lock);
-		(*done)++;
-		if (progress && progress(arg, *done, total))
+		if (!r && progress && progress(arg, *done, total))
 			r = img_fail(img, -ECANCELED, "compaction cancelled");
 		if (!r && IMG_NPENDING(img) >= 4096)
 			r = journal_commit(img);
@@ -106,7 +225,8 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			 struct img_compact_stats *stats)
 {
 	uint64_t *list = NULL, n = 0, target, cs = img->g.cluster_size, moved = 0, last, size;
-	void *buf = malloc(cs);
+	uint64_t grp = group_of(img), pick[2 * BATCH];
+	void *buf = malloc(grp * cs);
 	int r = 0;
 
 	if (!buf)
@@ -124,17 +244,20 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 
 	for (uint64_t i = 0; i < n && !r; ) {
 		pthread_rwlock_wrlock(&img->map_lock);
-		for (uint64_t k = 0; k < BATCH && i < n && !r; k++, i++) {
-			uint64_t h = list[2 * i], v = list[2 * i + 1];
-			/* Still mapped as we saw it? (I/O may have run between batches.) */
-			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
-				continue;
-			r = img_relocate(img, v, img->g.data_cluster0, h, buf);
-			if (r == 1) {   /* nothing free below it any more */
-				r = 0;
-				continue;
+		for (uint64_t k = 0; k < BATCH && i < n && !r; ) {
+			uint64_t np = 0;
+			/* the next group of clusters still mapped as we saw them
+			 * (I/O may have run between batches) */
+			for (; np < grp && k < BATCH && i < n; k++, i++) {
+				uint64_t h = list[2 * i], v = list[2 * i + 1];
+				if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
+					continue;
+				pick[2 * np] = h;
+				pick[2 * np + 1] = v;
+				np++;
 			}
-			moved += !r;
+			if (np)
+				r = relocate_group(img, pick, np, buf, &moved);
 		}
 		pthread_rwlock_unlock(&img->map_lock);
 		if (!r)

@@ -375,11 +375,20 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		if ((r = alloc_mark(img, h)))
 			return r;
 	for (uint64_t v = 0; v < img->bat_alloc; v++) {
-		uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e);
-		unsigned s = IMG_E_STATE(e);
+		uint64_t e, h, blk = v / IMG_ENTRIES_PER_BLOCK;
+		unsigned s;
 		const char *bad = NULL;
 		char buf[160];
 
+		/* Blocks nothing was loaded into are zeros nobody touched:
+		 * reading them would cost memory (a sparse 64 TiB BAT). */
+		if (img->blk_seen && !(img->blk_seen[blk / 64] >> (blk % 64) & 1)) {
+			v = (blk + 1) * IMG_ENTRIES_PER_BLOCK - 1;
+			continue;
+		}
+		e = img->bat[v];
+		h = IMG_E_PAYLOAD(e);
+		s = IMG_E_STATE(e);
 		if (!e)
 			continue;
 		if (v >= g->vclusters) {
@@ -471,6 +480,7 @@ static void img_free(struct img *img)
 	free(img->pending);
 	free(img->logbuf);
 	free(img->bad_map);
+	free(img->blk_seen);
 	free(img->spare_logged);
 	free(img->problems);
 	free(img->name);
@@ -552,7 +562,8 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 	if ((r = bat_resize_array(img, nblocks * IMG_ENTRIES_PER_BLOCK)))
 		goto fail;
 	img->bad_map = calloc((img->bat_alloc / IMG_ENTRIES_PER_BLOCK + 63) / 64, 8);
-	if (!img->bad_map) {
+	img->blk_seen = calloc((img->bat_alloc / IMG_ENTRIES_PER_BLOCK + 63) / 64, 8);
+	if (!img->bad_map || !img->blk_seen) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -579,11 +590,23 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 	}
 	if ((r = validate_bat(img, file_size)))
 		goto fail;
+	free(img->blk_seen);
+	img->blk_seen = NULL;
 	for (size_t i = 0; i < img->nproblems; i++)
 		if (img->problems[i].kind != P_HEADER_COPY)
 			img->corrupt = 1;
 	if (img->was_dirty)
 		img->leaked_at_open = count_free_below_eof(img, file_size);
+	/* A read-only handle never allocates and only a check looks at the
+	 * allocator afterwards: give its bitmap back, so the handle holds the
+	 * BAT (8 bytes per cluster) and a constant. */
+	if (!rw && !(flags & IMG_OPEN_CHECK)) {
+		free(img->used);
+		img->used = NULL;
+		img->used_bits = 0;
+		free(img->bad_map);
+		img->bad_map = NULL;
+	}
 
 	if (rw) {
 		struct img_header nh = img->hdr;
@@ -608,24 +631,50 @@ fail:
 	return r;
 }
 
+/* Does the caller (flag) or the environment (LIBIMG_IO) ask for io_uring? */
+static int want_uring(unsigned flags)
+{
+	const char *e = getenv("LIBIMG_IO");
+
+	if (e && !strcmp(e, "posix"))
+		return 0;
+	return (flags & IMG_OPEN_IO_URING) || (e && !strcmp(e, "uring"));
+}
+
 IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 {
-	struct img_io *io, *fio;
-	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
-	int r;
+	struct img_io *io = NULL, *fio;
+	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY, engine = IMG_IO_ENGINE_POSIX;
+	int r, uring_err = 0;
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK))
+	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_IO_URING))
 		return -EINVAL;
-	if ((r = img_io_posix_open(path, ioflags, &io)))
+	if (want_uring(flags)) {
+		r = img_io_uring_open(path, ioflags, &io);
+		if (!r)
+			engine = IMG_IO_ENGINE_URING;
+		else if (r == -ENOSYS || r == -EPERM || r == -ENOMEM || r == -EACCES ||
+			 r == -EOPNOTSUPP || r == -EINVAL)
+			uring_err = r;      /* the kernel refused the ring: posix */
+		else
+			return r;           /* the file itself: same error as posix */
+		img_clear_error();
+	}
+	if (!io && (r = img_io_posix_open(path, ioflags, &io)))
 		return r;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
 	if ((r = img_io_fault_from_env(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}
-	return img_open_io(fio, flags, out);
+	r = img_open_io(fio, flags & ~IMG_OPEN_IO_URING, out);
+	if (!r) {
+		(*out)->io_engine = engine;
+		(*out)->io_uring_error = uring_err;
+	}
+	return r;
 }
 
 IMG_API int img_close(struct img *img)
@@ -685,6 +734,8 @@ IMG_API int img_info(struct img *img, struct img_info *out)
 	out->corrupt = (uint32_t)img->corrupt;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
+	out->io_engine = img->io_engine;
+	out->io_uring_error = img->io_uring_error;
 	pthread_mutex_unlock(&img->meta_lock);
 	pthread_rwlock_unlock(&img->map_lock);
 	img->io->ops->size(img->io, &out->file_size);

@@ -84,11 +84,15 @@ struct img {
 	pthread_mutex_t meta_lock;
 	pthread_mutex_t commit_lock;
 
+	unsigned io_engine;         /* IMG_IO_ENGINE_*, set by img_open */
+	int io_uring_error;         /* why io_uring was refused, or 0 */
 	int can_punch;
 	int was_dirty;
 	int corrupt;
 	int bad_blocks;
 	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
+	uint64_t *blk_seen;         /* at open: BAT blocks loaded with entries (the
+	                             * rest of the array is untouched zeros) */
 	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
 	                             * replayed log rewrote (checked zero there) */
 	struct img_problem *problems;
@@ -144,6 +148,21 @@ uint64_t alloc_last_used(const struct img *img);          /* highest used + 1 */
 /* Give back (punch, mark free) a cluster that was reserved but never mapped.
  * Called without meta_lock. */
 void alloc_release_unmapped(struct img *img, uint64_t h);
+
+/* io_posix.c: count len written on fd; every 32 MiB start the write-out of
+ * the file's dirty pages without waiting (write-behind, a hint). */
+void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
+
+/* io_posix.c: the descriptor of a posix backend. */
+int img_io_posix_fd(struct img_io *io);
+/* io_posix.c: the first byte of data at or after off (SEEK_DATA) in the
+ * file of a posix or io_uring backend (UINT64_MAX: only a hole is left);
+ * -EOPNOTSUPP for other backends. */
+int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
+/* io_uring.c: the posix backend inside an io_uring one, or NULL. */
+struct img_io *img_io_uring_inner(struct img_io *io);
+/* io_uring.c: img_io_batch for backends without a batch op. */
+int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 
 /* journal.c */
 int journal_commit(struct img *img);       /* the whole of img_flush */

@@ -85,6 +85,8 @@ static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 		img->bat + target * IMG_ENTRIES_PER_BLOCK : tmp;
 
 	img_bat_block_decode(blk, target, dst, &seq, NULL, 0);
+	if (dst != tmp && img->blk_seen)
+		img->blk_seen[target / 64] |= 1ull << (target % 64);
 	if (dst == tmp && target < img->g.bat_blocks) {
 		if (!img->spare_logged)
 			img->spare_logged = calloc((img->g.bat_blocks + 63) / 64, 8);
@@ -133,6 +135,19 @@ int journal_replay(struct img *img)
 			nblocks = in_file;
 	}
 	img->log_limit = img->g.log_blocks < LOG_USE_MAX ? img->g.log_blocks : LOG_USE_MAX;
+	/* Usually the log is empty (a clean close checkpoints it): when its
+	 * first block is not the descriptor the header expects, there is
+	 * nothing to replay and no need to read the whole region. */
+	if (nblocks) {
+		uint64_t first[IMG_BLOCK_SIZE / 8], dseq, targets[IMG_LOG_MAX_TARGETS];
+		uint32_t count;
+		r = img->io->ops->pread(img->io, first, IMG_BLOCK_SIZE, img->hdr.log_offset);
+		if (r)
+			return img_fail(img, r, "reading the log");
+		if (img_log_desc_decode((const uint8_t *)first, &dseq, &count, targets) ||
+		    dseq != img->hdr.log_seq)
+			nblocks = 0;
+	}
 	if (nblocks == 0) {
 		img->next_seq = img->hdr.log_seq;
 		return 0;

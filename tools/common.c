@@ -13,6 +13,7 @@
 const char *progname = "libimg";
 int quiet;
 int json;
+int verbose;
 
 /* ---- sizes ------------------------------------------------------------ */
 
@@ -187,6 +188,20 @@ void errmsg(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+void verbose_msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	fflush(stdout);
+	fprintf(stderr, "%s: ", progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
 void img_errmsg(const char *file, int err)
 {
 	const char *what = img_strerror(err);
@@ -252,6 +267,17 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
 			fprintf(stderr, "%s: %s: run 'imgcheck %s' for details\n",
 				progname, path, path);
+	} else if (verbose) {
+		struct img_info in;
+		if (img_info(*out, &in) == 0) {
+			if (in.io_engine == IMG_IO_ENGINE_URING)
+				verbose_msg("%s: I/O engine io_uring", path);
+			else if (in.io_uring_error)
+				verbose_msg("%s: I/O engine posix (io_uring refused by the kernel: %s)",
+					    path, img_strerror(in.io_uring_error));
+			else
+				verbose_msg("%s: I/O engine posix", path);
+		}
 	}
 	return r;
 }

@@ -24,6 +24,7 @@
 extern const char *progname;
 extern int quiet;
 extern int json;
+extern int verbose;    /* -v, --verbose: say how the work is done */
 
 /* ---- sizes ------------------------------------------------------------ */
 
@@ -56,13 +57,17 @@ void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * img_last_error() without a leading "FILE: " and only when it adds
  * something. */
 void img_errmsg(const char *file, int err);
+/* "PROG: message\n" on stderr, only with --verbose. */
+void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "PROG: message" then the usage hint; returns EXIT_ERROR. */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "PROG (libimg) VERSION". */
 void print_version(void);
 
 /* Opens an image, printing the error.  A file that is not a libimg image
- * at all gets "not a libimg image" (and -EINVAL).  Returns 0 or -errno. */
+ * at all gets "not a libimg image" (and -EINVAL).  With --verbose it says
+ * which I/O engine the library uses (and why not io_uring when it was
+ * asked for and refused).  Returns 0 or -errno. */
 int open_image(const char *path, unsigned flags, struct img **out);
 /* Closes, printing an error if the close failed.  0 or -errno. */
 int close_image(const char *path, struct img *img);

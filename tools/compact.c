@@ -16,6 +16,7 @@ static const struct option longopts[] = {
 	{ "no-zero-detect", no_argument, NULL, OPT_NO_ZERO_DETECT },
 	{ "no-fs-trim",     no_argument, NULL, OPT_NO_FS_TRIM },
 	{ "json",           no_argument, NULL, 'j' },
+	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet",          no_argument, NULL, 'q' },
 	{ "help",           no_argument, NULL, 'h' },
 	{ "version",        no_argument, NULL, 'V' },
@@ -38,6 +39,7 @@ static void usage(void)
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
 	       "  --no-fs-trim        leave the filesystem's free blocks alone\n"
 	       "  -j, --json          print the result as a JSON object\n"
+	       "  -v, --verbose       say which I/O engine is used\n"
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
@@ -112,7 +114,7 @@ int main(int argc, char **argv)
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "pjqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "pjqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)
@@ -124,6 +126,7 @@ int main(int argc, char **argv)
 		case OPT_NO_FS_TRIM: fs_trim = 0; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'v': verbose = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
 		default:
@@ -163,7 +166,7 @@ int main(int argc, char **argv)
 			return EXIT_ERROR;
 		}
 	}
-	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
+	if (open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img) < 0)
 		return EXIT_ERROR;
 	progress_init(&pr, want_progress && !quiet);
 	if (pr.enabled) {

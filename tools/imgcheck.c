@@ -17,6 +17,7 @@ static const struct option longopts[] = {
 	{ "repair",  no_argument, NULL, 'r' },
 	{ "json",    no_argument, NULL, 'j' },
 	{ "quiet",   no_argument, NULL, 'q' },
+	{ "verbose", no_argument, NULL, 'v' },
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	{ NULL, 0, NULL, 0 }
@@ -33,6 +34,7 @@ static void usage(void)
 	       "                 guessing; report what could not be fixed\n"
 	       "  -j, --json     print the result as a JSON object\n"
 	       "  -q, --quiet    print only errors\n"
+	       "  -v, --verbose  say which I/O engine is used\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
@@ -164,7 +166,7 @@ int main(int argc, char **argv)
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "rjqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "rjqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (file)
@@ -174,6 +176,7 @@ int main(int argc, char **argv)
 		case 'r': repair = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'v': verbose = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
 		default:
@@ -185,7 +188,7 @@ int main(int argc, char **argv)
 	if (repair)
 		flags |= IMG_OPEN_RDWR;
 
-	r = open_image(file, flags, &img);
+	r = open_image(file, flags | IMG_OPEN_IO_URING, &img);
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)

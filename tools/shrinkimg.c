@@ -17,6 +17,7 @@ enum { OPT_DISCARD_DATA = 256 };
 static const struct option longopts[] = {
 	{ "discard-data", no_argument, NULL, OPT_DISCARD_DATA },
 	{ "json",         no_argument, NULL, 'j' },
+	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet",        no_argument, NULL, 'q' },
 	{ "help",         no_argument, NULL, 'h' },
 	{ "version",      no_argument, NULL, 'V' },
@@ -37,6 +38,7 @@ static void usage(void)
 	       "                  holds, lies past the new end (that data is lost);\n"
 	       "                  without it shrinkimg refuses\n"
 	       "  -j, --json      print {filename, old_size, new_size} as JSON\n"
+	       "  -v, --verbose   say which I/O engine is used\n"
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help\n"
 	       "  -V, --version   show the version\n"
@@ -273,7 +275,7 @@ int main(int argc, char **argv)
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "jqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -287,6 +289,7 @@ int main(int argc, char **argv)
 		case OPT_DISCARD_DATA: rflags |= IMG_RESIZE_DISCARD_DATA; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'v': verbose = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
 		default:
@@ -357,7 +360,7 @@ int main(int argc, char **argv)
 		img_close(img);
 	}
 shrink:
-	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
+	if (open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);

@@ -61,6 +61,17 @@ struct img;
 
 struct img_io;
 
+/* One request of a batch (img_io_batch). */
+#define IMG_IO_OP_READ  0u
+#define IMG_IO_OP_WRITE 1u
+struct img_io_req {
+	void *buf;
+	size_t len;              /* at most 1 GiB */
+	uint64_t off;
+	uint32_t op;             /* IMG_IO_OP_* */
+	int32_t result;          /* set by img_io_batch: 0 or -errno */
+};
+
 struct img_io_ops {
 	/* Read len bytes at off.  Bytes past the end of the file read as zero.
 	 * Returns 0 or -errno; never a short transfer. */
@@ -81,6 +92,10 @@ struct img_io_ops {
 	 * (no locking). */
 	int (*lock)(struct img_io *io, int exclusive, pid_t *holder);
 	void (*close)(struct img_io *io);
+	/* Run n independent reads and writes, possibly at once (see
+	 * img_io_batch).  May be NULL: img_io_batch then calls pread and
+	 * pwrite one after another. */
+	int (*batch)(struct img_io *io, struct img_io_req *reqs, size_t n);
 };
 
 struct img_io {
@@ -91,8 +106,22 @@ struct img_io {
 /* O_* style flags for img_io_posix_open. */
 #define IMG_IO_RDONLY  0x1u
 #define IMG_IO_CREATE  0x2u   /* O_CREAT|O_EXCL */
+#define IMG_IO_DIRECT  0x4u   /* O_DIRECT: the caller aligns buffers, offsets
+                               * and lengths (4096 is always enough) */
 
 int img_io_posix_open(const char *path, unsigned flags, struct img_io **out);
+/* The io_uring backend (liburing): batches (img_io_batch) run with up to 32
+ * requests in flight; single reads and writes are plain system calls.
+ * Same flags and contract as the posix backend.  Fails with -ENOSYS (no
+ * io_uring in the kernel), -EPERM (refused, e.g. by seccomp in a
+ * container) or -ENOMEM (locked-memory limit) without touching the file:
+ * then use the posix backend. */
+int img_io_uring_open(const char *path, unsigned flags, struct img_io **out);
+/* Runs reqs[0..n): every request is done when it returns, in no promised
+ * order (requests must not overlap where one writes).  Reads past the end
+ * of the file give zeros.  Returns 0 if all succeeded, else the first
+ * failure's -errno; each req->result says how that one went. */
+int img_io_batch(struct img_io *io, struct img_io_req *reqs, size_t n);
 /* An in-memory file (tests, fuzzing).  init/len: initial contents, may be
  * NULL/0.  The backend copies them. */
 int img_io_mem_new(const void *init, size_t len, struct img_io **out);
@@ -127,6 +156,11 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * problems are recorded, not fatal; writes other
                                   * than img_check repair are refused while the
                                   * image is corrupt */
+#define IMG_OPEN_IO_URING 0x08u  /* img_open: use the io_uring backend, or the
+                                  * posix one where the kernel refuses io_uring
+                                  * (img_info() says which and why).  Without
+                                  * it, LIBIMG_IO=uring in the environment
+                                  * asks the same; LIBIMG_IO=posix forbids it */
 
 /* 1 if path starts like a libimg image (either header copy has the magic),
  * 0 if it does not, -errno if it cannot be read.  Cheap: no validation. */
@@ -180,8 +214,15 @@ struct img_info {
 	uint32_t reserved_u32;
 	uint64_t log_replayed;       /* log transactions replayed at open */
 	uint64_t leaked_clusters;    /* host clusters no entry maps (at open) */
-	uint64_t reserved[6];
+	uint32_t io_engine;          /* IMG_IO_ENGINE_*: the backend in use */
+	int32_t io_uring_error;      /* io_uring was asked for but refused: the
+	                              * -errno of the refusal (posix used), else 0 */
+	uint64_t reserved[5];
 };
+
+#define IMG_IO_ENGINE_OTHER 0u   /* img_open_io: the caller's backend */
+#define IMG_IO_ENGINE_POSIX 1u
+#define IMG_IO_ENGINE_URING 2u
 
 int img_info(struct img *img, struct img_info *out);
 
