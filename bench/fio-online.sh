@@ -12,8 +12,8 @@
 #
 # Environment: RUNTIME (seconds per job, default 5), SIZE (default 1G),
 # DISK (virtual size, default 4G), DIR (work directory, default a new one
-# under /var/tmp), LOOP_DIO (on|off, default on), THREADS (imgserve worker
-# threads, default: imgserve's), BUILD.
+# under /var/tmp), LOOP_DIO (on|off, default on), IMGSERVE_OPTS (options for
+# imgserve, e.g. "-t 4" or "--host-cache"; default: imgattach's), BUILD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -45,10 +45,11 @@ trap cleanup EXIT
 
 # --- libimg ---
 "$BIN/mkimg" "$W/a.img" "$DISK" >/dev/null
-if [ -n "${THREADS:-}" ]; then
-  # imgattach runs imgserve with its defaults; for a thread count, serve by hand
+if [ -n "${IMGSERVE_OPTS:-}" ]; then
+  # imgattach runs imgserve with its defaults; for other options, serve by hand
   touch "$W/a.exp"
-  "$BIN/imgserve" --daemon -q -t "$THREADS" "$W/a.img" "$W/a.exp"
+  # shellcheck disable=SC2086
+  "$BIN/imgserve" --daemon -q $IMGSERVE_OPTS "$W/a.img" "$W/a.exp"
   dev_a=$(losetup --find --show --direct-io=$LOOP_DIO "$W/a.exp"); LOOPS+=("$dev_a")
   pid_a=$(cat "$LIBIMG_RUNDIR"/*/pid)
 else
@@ -107,4 +108,6 @@ for j in "${JOBS[@]}"; do
 done
 rss() { awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
 echo "peak RSS: imgserve $(rss "$pid_a"), qemu-storage-daemon qcow2 $(rss "$pid_q"), raw $(rss "$pid_r")"
+cached() { fincore -b -n -o RES "$1" 2>/dev/null | awk '{printf "%.0f MiB", $1 / 1048576}'; }
+echo "host page cache of the image files: libimg $(cached "$W/a.img"), qcow2 $(cached "$W/q.qcow2"), raw $(cached "$W/r.raw")"
 "$BIN/imginfo" -U --json "$W/a.img" | jq -r '"libimg image: BAT capacity \(.bat_capacity), metadata \(.metadata_size) bytes"'

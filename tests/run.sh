@@ -26,22 +26,31 @@ run_prog() { # name, command...
   grep -h '^SUMMARY:' "$log" | sed 's/^/        /' || true
 }
 
+# Each .bats file runs under its own timeout; a file that stops before its
+# plan ("1..N") is complete (a timeout, a crash of bats) counts as a failure.
 run_bats() { # dir
-  local dir=$1 f line
+  local dir=$1 f line plan ran
   ls "$dir"/*.bats >/dev/null 2>&1 || return 0
   local out; out=$(mktemp)
-  BUILD=$BUILD timeout "$TIMEOUT" bats --tap "$dir" >"$out" 2>&1
-  while IFS= read -r line; do
-    case $line in
-      "ok "*"# skip"*) skip=$((skip+1)); printf '  SKIP  %s\n' "${line#ok }" ;;
-      "ok "*)          pass=$((pass+1)); printf '  PASS  %s\n' "${line#ok }" ;;
-      "not ok "*)      fail=$((fail+1)); failed+=("${line#not ok }"); printf '  FAIL  %s\n' "${line#not ok }" ;;
-      "#"*)            printf '        %s\n' "$line" ;;
-    esac
-  done <"$out"
-  if ! grep -q '^1\.\.' "$out"; then
-    fail=$((fail+1)); failed+=("bats $dir"); cat "$out"
-  fi
+  for f in "$dir"/*.bats; do
+    BUILD=$BUILD timeout "$TIMEOUT" bats --tap "$f" >"$out" 2>&1
+    ran=0
+    while IFS= read -r line; do
+      case $line in
+        "ok "*"# skip"*) skip=$((skip+1)); ran=$((ran+1)); printf '  SKIP  %s: %s\n' "${f##*/}" "${line#ok }" ;;
+        "ok "*)          pass=$((pass+1)); ran=$((ran+1)); printf '  PASS  %s: %s\n' "${f##*/}" "${line#ok }" ;;
+        "not ok "*)      fail=$((fail+1)); ran=$((ran+1)); failed+=("${f##*/}: ${line#not ok }")
+                         printf '  FAIL  %s: %s\n' "${f##*/}" "${line#not ok }" ;;
+        "#"*)            printf '        %s\n' "$line" ;;
+      esac
+    done <"$out"
+    plan=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' "$out" | head -n1)
+    if [ -z "$plan" ] || [ "$ran" -lt "$plan" ]; then
+      fail=$((fail+1)); failed+=("bats $f: $ran of ${plan:-?} tests ran")
+      printf '  FAIL  %s: %s of %s tests ran (timeout %ss?)\n' "$f" "$ran" "${plan:-?}" "$TIMEOUT"
+      tail -n 5 "$out" | sed 's/^/        /'
+    fi
+  done
   rm -f "$out"
 }
 

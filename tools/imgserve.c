@@ -59,12 +59,20 @@
 #define EXPORT_BLOCK_SIZE 4096u
 static uint32_t block_size = EXPORT_BLOCK_SIZE;
 
+/* The filesystem above the loop device caches what it reads and writes;
+ * the image file's pages in the host page cache would be a second copy.
+ * They are dropped (POSIX_FADV_DONTNEED, clean pages only) after every
+ * flush and whenever this much has gone through since the last drop, so
+ * the host cache the export uses stays bounded (--host-cache keeps it). */
+#define CACHE_DROP_BYTES (64ull << 20)
+
 static const struct option longopts[] = {
 	{ "daemon",    no_argument,       NULL, 'd' },
 	{ "threads",   required_argument, NULL, 't' },
 	{ "direct-io", no_argument,       NULL, 'D' },
 	{ "read-only", no_argument,       NULL, 'r' },
 	{ "block-size", required_argument, NULL, 'b' },
+	{ "host-cache", no_argument,       NULL, 'c' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
@@ -81,6 +89,8 @@ static void usage(void)
 	       "  -d, --daemon       run in the background once the export is up\n"
 	       "  -t, --threads N    FUSE worker threads (default 16)\n"
 	       "  -D, --direct-io    open the export uncached (FOPEN_DIRECT_IO)\n"
+	       "  -c, --host-cache   keep the image file in the host page cache (default:\n"
+	       "                     drop it after flushes and every 64 MiB of I/O)\n"
 	       "  -b, --block-size N statfs block size: the loop device's discard\n"
 	       "                     granularity (default 4096)\n"
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
@@ -106,12 +116,30 @@ static struct server {
 	gid_t gid;
 	int direct_io;
 	int read_only;
+	int host_cache;
+	int cache_fd;               /* the image file, for posix_fadvise */
+	atomic_uint_fast64_t since_drop;
 	int ctl_fd;
 	pthread_t main_thread;
 	atomic_int stopping;
 	atomic_uint_fast64_t n_read, n_write, n_discard, n_zero, n_flush;
 	atomic_uint_fast64_t bytes_read, bytes_written;
-} S = { .ctl_fd = -1 };
+} S = { .ctl_fd = -1, .cache_fd = -1 };
+
+static void drop_cache(void)
+{
+	if (S.cache_fd >= 0) {
+		atomic_store(&S.since_drop, 0);
+		posix_fadvise(S.cache_fd, 0, 0, POSIX_FADV_DONTNEED);
+	}
+}
+
+/* Counts bytes moved; drops the host cache every CACHE_DROP_BYTES. */
+static void cache_account(uint64_t n)
+{
+	if (S.cache_fd >= 0 && atomic_fetch_add(&S.since_drop, n) + n >= CACHE_DROP_BYTES)
+		drop_cache();
+}
 
 /* ---- per-thread I/O buffer ------------------------------------------- */
 
@@ -268,6 +296,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	atomic_fetch_add(&S.n_read, 1);
 	atomic_fetch_add(&S.bytes_read, (uint64_t)n);
+	cache_account((uint64_t)n);
 	fuse_reply_buf(req, buf, (size_t)n);
 }
 
@@ -292,19 +321,28 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	atomic_fetch_add(&S.n_write, 1);
 	atomic_fetch_add(&S.bytes_written, (uint64_t)n);
+	cache_account((uint64_t)n);
 	fuse_reply_write(req, (size_t)n);
+}
+
+static int do_flush(void)
+{
+	int r = S.read_only ? 0 : img_flush(S.img);
+
+	atomic_fetch_add(&S.n_flush, 1);
+	if (r == 0)
+		drop_cache();   /* what was dirty is clean now */
+	return r;
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	atomic_fetch_add(&S.n_flush, 1);
-	fuse_reply_err(req, S.read_only ? 0 : -img_flush(S.img));
+	fuse_reply_err(req, -do_flush());
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	atomic_fetch_add(&S.n_flush, 1);
-	fuse_reply_err(req, S.read_only ? 0 : -img_flush(S.img));
+	fuse_reply_err(req, -do_flush());
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -457,6 +495,7 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "disk_usage", in.disk_usage);
 	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
+	json_bool(j, "host_cache", S.host_cache);
 	json_u64(j, "reads", atomic_load(&S.n_read));
 	json_u64(j, "writes", atomic_load(&S.n_write));
 	json_u64(j, "bytes_read", atomic_load(&S.bytes_read));
@@ -727,7 +766,7 @@ int main(int argc, char **argv)
 	uint64_t tmp;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:qhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -745,6 +784,7 @@ int main(int argc, char **argv)
 			break;
 		case 'D': S.direct_io = 1; break;
 		case 'r': S.read_only = 1; break;
+		case 'c': S.host_cache = 1; break;
 		case 'b':
 			if (parse_size(optarg, &tmp) || tmp < 512 || tmp > (64u << 20) ||
 			    (tmp & (tmp - 1)))
@@ -801,6 +841,8 @@ int main(int argc, char **argv)
 	}
 	atomic_store(&S.vsize, in.virtual_size);
 	S.cluster_size = in.cluster_size;
+	if (!S.host_cache)
+		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
 	online_state_reload(&st);
 	if (st.loop[0] || st.mountpoint[0]) {
 		online_refuse_if_used(file, &st);
@@ -923,6 +965,8 @@ out:
 		if (close_image(file, S.img) < 0)
 			ret = EXIT_ERROR;
 	}
+	if (S.cache_fd >= 0)
+		close(S.cache_fd);
 	if (state_written) {
 		online_state_set(S.rundir, "pid", NULL);
 		online_state_set(S.rundir, "export", NULL);
