@@ -84,7 +84,9 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 				pthread_mutex_lock(&img->meta_lock);
 				r = alloc_defer_free(img, h);
 				if (!r) {
-					bat_set(img, v, 0);
+					/* A delta's zero cluster must keep hiding
+					 * the backing image (FORMAT.md 3.1). */
+					bat_set(img, v, img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
 					(*freed)++;
 				}
 				pthread_mutex_unlock(&img->meta_lock);
@@ -181,6 +183,8 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 		return img_fail(img, -EROFS, "opened read-only");
 	if (img->corrupt)
 		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before compacting");
+	if (img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain cannot be compacted");
 	if (opts && (opts->flags & ~IMG_COMPACT_NO_ZERO_DETECT))
 		return -EINVAL;
 	st.file_size_before = img_file_size(img);

@@ -98,7 +98,7 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	for (unsigned i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
 			return -EINVAL;
-	if (o->flags & ~IMG_CREATE_OVERWRITE)
+	if (o->flags & ~(IMG_CREATE_OVERWRITE | IMG_CREATE_ALLOW_BACKING_PATH))
 		return -EINVAL;
 	if (o->cluster_size) {
 		if (o->cluster_size & (o->cluster_size - 1) || o->cluster_size < IMG_MIN_CLUSTER_SIZE ||
@@ -143,7 +143,9 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	return 0;
 }
 
-IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
+/* backing: the opened backing image of a new delta, or NULL. */
+static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
+			struct img *backing)
 {
 	struct img_header h;
 	struct img_geom g;
@@ -151,9 +153,11 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 	char why[160];
 	int r;
 
-	img_clear_error();
 	if ((r = create_header(opts, &h)))
 		return r;
+	if (backing)
+		img_header_set_backing(&h, backing->hdr.uuid, opts->backing_file,
+				       strlen(opts->backing_file));
 	if ((r = img_header_validate(&h, &g, why, sizeof(why)))) {
 		img_set_error("%s: %s", io->name, why);
 		return r;
@@ -177,6 +181,17 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 	return r;
 }
 
+IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
+{
+	img_clear_error();
+	if (opts->backing_file) {
+		img_set_error("%s: a backing file needs a path to resolve against: use img_create",
+			      io->name);
+		return -EINVAL;
+	}
+	return create_on_io(io, opts, NULL);
+}
+
 static int fsync_dir_of(const char *path)
 {
 	char *copy = strdup(path);
@@ -194,16 +209,114 @@ static int fsync_dir_of(const char *path)
 	return r;
 }
 
+static char *dir_of(const char *path)
+{
+	char *copy = strdup(path), *d;
+
+	if (!copy)
+		return NULL;
+	d = strdup(dirname(copy));
+	free(copy);
+	return d;
+}
+
+/* Resolve ref against dir (ref may be absolute when allowed). */
+static char *resolve_ref(const char *dir, const char *ref)
+{
+	char *full;
+
+	if (ref[0] == '/')
+		return strdup(ref);
+	if (asprintf(&full, "%s/%s", dir, ref) < 0)
+		return NULL;
+	return full;
+}
+
+int img_check_backing_ref(const char *owner, const char *ref, int allow)
+{
+	size_t n = strlen(ref);
+
+	if (n == 0) {
+		img_set_error("%s: the backing file reference is empty", owner);
+		return -EINVAL;
+	}
+	if (n > IMG_MAX_BACKING_LEN) {
+		img_set_error("%s: the backing file reference is %zu bytes long (at most %u)",
+			      owner, n, IMG_MAX_BACKING_LEN);
+		return -ENAMETOOLONG;
+	}
+	if (allow)
+		return 0;
+	if (ref[0] == '/') {
+		img_set_error("%s: backing file '%s' is an absolute path: refused (allow it with "
+			      "--allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
+		return -EPERM;
+	}
+	for (const char *p = ref; *p; ) {
+		size_t k = strcspn(p, "/");
+		if (k == 2 && p[0] == '.' && p[1] == '.') {
+			img_set_error("%s: backing file '%s' climbs out of the image's directory "
+				      "(a '..' component): refused (allow it with --allow-backing-path, "
+				      "IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
+			return -EPERM;
+		}
+		p += k;
+		while (*p == '/')
+			p++;
+	}
+	return 0;
+}
+
+/* The images of a chain being opened, for the loop check. */
+struct chain {
+	unsigned n;
+	dev_t dev[IMG_MAX_BACKING_DEPTH + 2];
+	ino_t ino[IMG_MAX_BACKING_DEPTH + 2];
+};
+
+static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out);
+
 IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 {
 	char *tmp = NULL, *copy = NULL;
 	struct img_io *io = NULL, *fio;
+	struct img *backing = NULL;
+	struct img_create_opts o = *opts;
 	int r, fd;
 
 	img_clear_error();
 	if (!(opts->flags & IMG_CREATE_OVERWRITE) && access(path, F_OK) == 0) {
 		img_set_error("%s: already exists", path);
 		return -EEXIST;
+	}
+	if (opts->backing_file) {
+		char *dir = dir_of(path), *full;
+		struct chain ch = { 0 };
+		if (!dir)
+			return -ENOMEM;
+		r = img_check_backing_ref(path, opts->backing_file,
+					  !!(opts->flags & IMG_CREATE_ALLOW_BACKING_PATH));
+		full = r ? NULL : resolve_ref(dir, opts->backing_file);
+		free(dir);
+		if (r)
+			return r;
+		if (!full)
+			return -ENOMEM;
+		/* The new image will be one more level above the chain. */
+		ch.n = 1;
+		r = open_path(full, opts->flags & IMG_CREATE_ALLOW_BACKING_PATH ?
+			      IMG_OPEN_ALLOW_BACKING_PATH : 0, &ch, &backing);
+		if (r) {
+			char m[512];
+			snprintf(m, sizeof(m), "%s", img_last_error());
+			img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
+			free(full);
+			return r;
+		}
+		free(full);
+		if (!o.virtual_size)
+			o.virtual_size = backing->vsize;
+		opts = &o;
 	}
 	copy = strdup(path);
 	if (!copy || asprintf(&tmp, "%s/.%s.XXXXXX", dirname(copy), basename((char *)path)) < 0) {
@@ -237,7 +350,7 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		goto out_unlink;
 	}
 	io = fio;
-	r = img_create_io(io, opts);
+	r = create_on_io(io, opts, backing);
 	io->ops->close(io);
 	if (r) {
 		/* name the real target, not the temporary file */
@@ -268,6 +381,8 @@ out_unlink:
 out:
 	free(tmp);
 	free(copy);
+	if (backing)
+		img_close(backing);
 	return r;
 }
 
@@ -462,6 +577,9 @@ static void img_free(struct img *img)
 		return;
 	if (img->io)
 		img->io->ops->close(img->io);
+	if (img->backing)
+		img_close(img->backing);
+	free(img->dir);
 	pthread_rwlock_destroy(&img->map_lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->commit_lock);
@@ -477,7 +595,10 @@ static void img_free(struct img *img)
 	free(img);
 }
 
-IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
+#define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
+		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING)
+
+static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
 	struct img *img;
 	pthread_rwlockattr_t ra;
@@ -486,7 +607,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK)) {
+	if (flags & ~OPEN_FLAGS) {
 		io->ops->close(io);
 		return -EINVAL;
 	}
@@ -546,6 +667,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 	}
 	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
 	img->vsize = img->hdr.virtual_size;
+	img->delta = !!(img->hdr.incompat & IMG_INCOMPAT_BACKING);
 
 	/* The BAT: load the live blocks, then let the log override them. */
 	nblocks = img->g.used_blocks;
@@ -608,16 +730,94 @@ fail:
 	return r;
 }
 
-IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
+{
+	int r = open_io(io, flags, out);
+
+	if (!r && (*out)->delta && !(flags & IMG_OPEN_NO_BACKING)) {
+		r = img_fail(*out, -EOPNOTSUPP, "is a delta over '%s': opening its backing file "
+			     "needs img_open (or IMG_OPEN_NO_BACKING)", (*out)->hdr.backing_path);
+		img_close(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+/* Open the image ref names (relative to img's directory) read-only. */
+static int open_ref(struct img *img, const char *ref, unsigned flags, struct chain *ch,
+		    struct img **out)
+{
+	char *full;
+	int r = img_check_backing_ref(img->name, ref, !!(flags & IMG_OPEN_ALLOW_BACKING_PATH));
+
+	if (r)
+		return r;
+	if (!img->dir)
+		return img_fail(img, -EINVAL, "opened without a path: cannot resolve '%s'", ref);
+	if (!(full = resolve_ref(img->dir, ref)))
+		return -ENOMEM;
+	r = open_path(full, flags & (IMG_OPEN_NOLOCK | IMG_OPEN_ALLOW_BACKING_PATH), ch, out);
+	free(full);
+	return r;
+}
+
+/* Open the backing chain of img (a delta whose dir is set) below it. */
+static int attach_backing(struct img *img, unsigned flags, struct chain *ch)
+{
+	struct img *b = NULL;
+	int r = open_ref(img, img->hdr.backing_path, flags, ch, &b);
+
+	if (r)
+		return r;
+	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
+		img_close(b);
+		return img_fail(img, -EUCLEAN, "backing file '%s' is not the image this delta "
+				"was made over (its uuid differs): refused", img->hdr.backing_path);
+	}
+	img->backing = b;
+	img->depth = b->depth + 1;
+	return 0;
+}
+
+int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out)
+{
+	struct chain ch = { 0 };
+	struct stat st;
+
+	if (stat(img->name, &st) == 0) {
+		ch.dev[0] = st.st_dev;
+		ch.ino[0] = st.st_ino;
+	}
+	ch.n = 1;
+	return open_ref(img, ref, flags, &ch, out);
+}
+
+static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out)
 {
 	struct img_io *io, *fio;
 	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY;
+	struct img *img = NULL;
+	struct stat st;
+	unsigned level = ch->n;
 	int r;
 
-	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK))
-		return -EINVAL;
+	if (ch->n > IMG_MAX_BACKING_DEPTH) {
+		img_set_error("%s: the backing chain is deeper than %u images: refused",
+			      path, IMG_MAX_BACKING_DEPTH);
+		return -ELOOP;
+	}
+	if (stat(path, &st) == 0) {
+		for (unsigned i = 0; i < ch->n; i++)
+			if (ch->dev[i] == st.st_dev && ch->ino[i] == st.st_ino) {
+				img_set_error("%s: the backing chain loops back to this image: refused",
+					      path);
+				return -ELOOP;
+			}
+		ch->dev[ch->n] = st.st_dev;
+		ch->ino[ch->n] = st.st_ino;
+	}
+	ch->n++;
 	if ((r = img_io_posix_open(path, ioflags, &io)))
 		return r;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
@@ -625,7 +825,65 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 		io->ops->close(io);
 		return r;
 	}
-	return img_open_io(fio, flags, out);
+	if ((r = open_io(fio, flags, &img)))
+		return r;
+	if (!(img->dir = dir_of(path))) {
+		img_close(img);
+		return -ENOMEM;
+	}
+	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
+		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
+			/* The failure is further down: say whose chain it is. */
+			char m[512];
+			snprintf(m, sizeof(m), "%s", img_last_error());
+			img_set_error("%s: backing chain: %s", img->name, m);
+		}
+		goto fail;
+	}
+	*out = img;
+	return 0;
+fail:
+	/* Nothing was written by this open but the dirty flag, which
+	 * img_close clears again. */
+	img_close(img);
+	return r;
+}
+
+IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+{
+	struct chain ch = { 0 };
+
+	img_clear_error();
+	*out = NULL;
+	if (flags & ~OPEN_FLAGS)
+		return -EINVAL;
+	return open_path(path, flags, &ch, out);
+}
+
+IMG_API struct img *img_backing(struct img *img)
+{
+	return img->backing;
+}
+
+IMG_API ssize_t img_backing_ref(struct img *img, char *buf, size_t len)
+{
+	size_t n;
+
+	pthread_mutex_lock(&img->commit_lock);
+	n = img->hdr.incompat & IMG_INCOMPAT_BACKING ? img->hdr.backing_len : 0;
+	if (n + 1 > len) {
+		pthread_mutex_unlock(&img->commit_lock);
+		return -ERANGE;
+	}
+	memcpy(buf, img->hdr.backing_path, n);
+	buf[n] = 0;
+	pthread_mutex_unlock(&img->commit_lock);
+	return (ssize_t)n;
+}
+
+IMG_API const char *img_name(struct img *img)
+{
+	return img->name;
 }
 
 IMG_API int img_close(struct img *img)
@@ -683,6 +941,7 @@ IMG_API int img_info(struct img *img, struct img_info *out)
 	out->dirty = (uint32_t)img->was_dirty;
 	out->read_only = (uint32_t)img->rdonly;
 	out->corrupt = (uint32_t)img->corrupt;
+	out->backing_depth = img->depth;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
 	pthread_mutex_unlock(&img->meta_lock);

@@ -95,7 +95,16 @@ struct img {
 	size_t nproblems;
 	uint64_t log_replayed;
 	uint64_t leaked_at_open;
+
+	/* backing chain (FORMAT.md 3.1) */
+	struct img *backing;        /* read-only, or NULL */
+	char *dir;                  /* directory backing references resolve in */
+	unsigned depth;             /* images below this one */
+	int delta;                  /* the header has IMG_INCOMPAT_BACKING */
 };
+
+/* A delta whose backing is open: its unallocated clusters read from it. */
+#define IMG_SHOWS_BACKING(img) ((img)->backing != NULL)
 
 /* error.c */
 void img_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -111,6 +120,23 @@ uint64_t img_file_size(struct img *img);
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Open (read-only, shared lock, with its chain) the image that backing
+ * reference ref names, resolved in img's directory; the loop check counts
+ * img.  For img_set_backing. */
+int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
+/* Check a backing reference against the rules of FORMAT.md 3.1 (absolute,
+ * "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a message. */
+int img_check_backing_ref(const char *owner, const char *ref, int allow);
+/* Write len bytes of buf into a free host area at host_off, skipping
+ * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
+ * made to exist in the file. */
+int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
+
+/* rw.c: allocate unallocated cluster v of a delta with the backing
+ * image's bytes up to the virtual size (the rest reads zero).  map_lock
+ * held. */
+int img_copy_up(struct img *img, uint64_t v);
 
 /* bat.c */
 static inline uint64_t bat_get(const struct img *img, uint64_t v)

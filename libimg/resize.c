@@ -133,6 +133,26 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 	return bat_resize_array(img, new_vc);
 }
 
+/* A delta grown from old to new: what it did not show before must read as
+ * zeros, not as the backing image's bytes.  The old last cluster's tail is
+ * copied up with zeros (it is inside the old size, so before the header),
+ * the clusters wholly past the old size become "zero" right after the
+ * header (entries past the virtual size must be empty until then; a crash
+ * in between may show the backing's bytes there, never another image's). */
+static int hide_backing(struct img *img, uint64_t old_size, uint64_t new_size)
+{
+	uint64_t cs = img->g.cluster_size, bsize = img->backing->vsize;
+	uint64_t first = (old_size + cs - 1) / cs, last = (new_size + cs - 1) / cs;
+	int r = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t v = first; v < last && v * cs < bsize; v++)
+		if (!img->bat[v])
+			bat_set(img, v, IMG_E_MAKE(IMG_E_ZERO, 0));
+	pthread_mutex_unlock(&img->meta_lock);
+	return r ? r : journal_commit(img);
+}
+
 IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 {
 	uint64_t old_size, cs, new_vc, old_vc;
@@ -157,6 +177,13 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 	pthread_rwlock_wrlock(&img->map_lock);
 	old_size = img->vsize;
 	old_vc = img->g.vclusters;
+	if (new_size > old_size && img->backing && old_size % cs && old_size < img->backing->vsize &&
+	    !img->bat[old_vc - 1]) {
+		/* The old last cluster's tail past the old size would show the
+		 * backing image: copy the cluster up (its tail zero). */
+		if ((r = img_copy_up(img, old_vc - 1)))
+			goto out;
+	}
 	if (new_size > old_size) {
 		if (new_vc > img->g.bat_capacity) {
 			/* The whole old BAT comes into use: its blocks past the old
@@ -167,6 +194,8 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 		}
 		else if (!(r = load_new_entries(img, new_vc)))
 			r = set_size_header(img, new_size, img->hdr.bat_clusters);
+		if (!r && img->backing)
+			r = hide_backing(img, old_size, new_size);
 	} else if (new_size < old_size) {
 		uint64_t data = 0;
 		for (uint64_t v = new_vc; v < old_vc; v++)

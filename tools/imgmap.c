@@ -117,6 +117,7 @@ int main(int argc, char **argv)
 			json_bool(&j, "zero", e.type != IMG_EXTENT_DATA);
 			if (e.type == IMG_EXTENT_DATA)
 				json_u64(&j, "offset", e.host_offset);
+			json_u64(&j, "depth", e.depth);   /* as qemu-img map */
 			json_object_end(&j);
 		} else if (e.type == IMG_EXTENT_DATA) {
 			printf("0x%-18llx0x%-18llx%-13s0x%llx\n", (unsigned long long)e.offset,
