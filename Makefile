@@ -25,7 +25,10 @@ FS_PKGS  := blkid ext2fs com_err
 FS_CFLAGS := $(shell pkg-config --cflags $(FS_PKGS) 2>/dev/null || echo -I/usr/include/blkid)
 FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err)
 BASE_CFLAGS += $(FS_CFLAGS)
-LIBS     := -pthread $(FS_LIBS)
+LZ4_LIBS := $(shell pkg-config --libs liblz4 2>/dev/null || echo -llz4)
+LZ4_CFLAGS := $(shell pkg-config --cflags liblz4 2>/dev/null)
+BASE_CFLAGS += $(LZ4_CFLAGS)
+LIBS     := -pthread $(FS_LIBS) $(LZ4_LIBS)
 SOVERSION := 0
 VERSION  := $(shell sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' libimg/include/libimg.h)
 

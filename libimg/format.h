@@ -37,7 +37,8 @@
 #define IMG_FLAG_DIRTY        0x1ull
 #define IMG_FLAGS_KNOWN       IMG_FLAG_DIRTY
 #define IMG_INCOMPAT_BACKING  0x1ull   /* §3.1: a delta over a backing image */
-#define IMG_INCOMPAT_KNOWN    IMG_INCOMPAT_BACKING
+#define IMG_INCOMPAT_COMPRESSED 0x2ull /* §4.2: lz4-compressed clusters (state 3) */
+#define IMG_INCOMPAT_KNOWN    (IMG_INCOMPAT_BACKING | IMG_INCOMPAT_COMPRESSED)
 #define IMG_RO_COMPAT_KNOWN   0ull
 
 extern const uint8_t img_header_magic[8];
@@ -48,6 +49,13 @@ extern const uint8_t img_header_magic[8];
 #define IMG_E_UNALLOC   0u
 #define IMG_E_ZERO      1u
 #define IMG_E_ALLOC     2u
+#define IMG_E_COMP      3u
+/* state 3 payload: first sector (43 bits), sector count - 1 (17 bits) */
+#define IMG_C_SECTOR(e)  ((e) & ((1ull << 43) - 1))
+#define IMG_C_COUNT(e)   ((((e) >> 43) & ((1ull << 17) - 1)) + 1)
+#define IMG_C_MAKE(s, n) (((uint64_t)IMG_E_COMP << 60) | ((uint64_t)((n) - 1) << 43) | (s))
+#define IMG_C_MAX_SECTOR ((1ull << 43) - 1)
+#define IMG_C_HDR        8u               /* clen, crc */
 #define IMG_E_STATE(e)  ((unsigned)((e) >> 60))
 #define IMG_E_PAYLOAD(e) ((e) & ((1ull << 60) - 1))
 #define IMG_E_MAKE(s, p) (((uint64_t)(s) << 60) | (p))

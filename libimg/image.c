@@ -278,11 +278,9 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 
 IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 {
-	char *tmp = NULL, *copy = NULL;
-	struct img_io *io = NULL, *fio;
 	struct img *backing = NULL;
 	struct img_create_opts o = *opts;
-	int r, fd;
+	int r;
 
 	img_clear_error();
 	if (!(opts->flags & IMG_CREATE_OVERWRITE) && access(path, F_OK) == 0) {
@@ -314,10 +312,23 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 			return r;
 		}
 		free(full);
-		if (!o.virtual_size)
-			o.virtual_size = backing->vsize;
-		opts = &o;
 	}
+	r = img_create_over(path, &o, backing);
+	if (backing)
+		img_close(backing);
+	return r;
+}
+
+int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing)
+{
+	char *tmp = NULL, *copy = NULL;
+	struct img_io *io = NULL, *fio;
+	struct img_create_opts o = *opts;
+	int r, fd;
+
+	if (backing && !o.virtual_size)
+		o.virtual_size = backing->vsize;
+	opts = &o;
 	copy = strdup(path);
 	if (!copy || asprintf(&tmp, "%s/.%s.XXXXXX", dirname(copy), basename((char *)path)) < 0) {
 		free(copy);
@@ -381,12 +392,15 @@ out_unlink:
 out:
 	free(tmp);
 	free(copy);
-	if (backing)
-		img_close(backing);
 	return r;
 }
 
 /* ---- open --------------------------------------------------------- */
+
+char *img_resolve_ref(struct img *img, const char *ref)
+{
+	return img->dir ? resolve_ref(img->dir, ref) : NULL;
+}
 
 IMG_API int img_probe(const char *path)
 {
@@ -476,6 +490,93 @@ static int read_headers(struct img *img)
 	return 0;
 }
 
+struct centry { uint64_t s, n, v; };
+
+static int cmp_centry(const void *a, const void *b)
+{
+	const struct centry *x = a, *y = b;
+	return x->s < y->s ? -1 : x->s > y->s ? 1 : x->v < y->v ? -1 : x->v > y->v;
+}
+
+/* Compressed entries (FORMAT.md 4.2), after the allocated ones are known:
+ * bounds, no host cluster shared with an allocated entry, no shared
+ * sectors.  Counts them into cref. */
+static int validate_compressed(struct img *img, uint64_t file_size, uint64_t count)
+{
+	const struct img_geom *g = &img->g;
+	int check = img->flags & IMG_OPEN_CHECK, r = 0;
+	struct centry *c = count ? malloc(count * sizeof(*c)) : NULL;
+	uint64_t k = 0, end = 0;
+	char buf[200];
+
+	if (count && !c)
+		return -ENOMEM;
+	for (uint64_t v = 0; v < g->vclusters && k < count; v++) {
+		uint64_t e = img->bat[v], sct, n, h, hl;
+		const char *bad = NULL;
+		if (IMG_E_STATE(e) != IMG_E_COMP)
+			continue;
+		sct = IMG_C_SECTOR(e);
+		n = IMG_C_COUNT(e);
+		h = (sct * 512) >> g->cluster_bits;
+		hl = ((sct + n) * 512 - 1) >> g->cluster_bits;
+		if (!(img->hdr.incompat & IMG_INCOMPAT_COMPRESSED))
+			bad = "is compressed but the image lacks the compressed feature";
+		else if (n * 512 >= g->cluster_size)
+			bad = "is a compressed payload no smaller than a cluster";
+		else if (h != hl)
+			bad = "is a compressed payload crossing a host cluster boundary";
+		else if (h < g->data_cluster0)
+			bad = "is a compressed payload inside the metadata";
+		else if (h >= IMG_MAX_HOST_CLUSTER)
+			bad = "is a compressed payload past the 2^32 cluster cap";
+		else if (sct * 512 >= file_size)
+			bad = "is a compressed payload past the end of the file";
+		if (bad) {
+			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
+				 (unsigned long long)e, bad);
+			if (!check) {
+				r = img_fail(img, -EUCLEAN, "%s", buf);
+				goto out;
+			}
+			img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+			img->bat[v] = 0;
+			img->ncomp--;
+			continue;
+		}
+		c[k].s = sct;
+		c[k].n = n;
+		c[k].v = v;
+		k++;
+	}
+	if (k)
+		qsort(c, k, sizeof(*c), cmp_centry);
+	for (uint64_t i = 0; i < k; i++) {
+		uint64_t e = img->bat[c[i].v], h = COMP_HOST(img, e);
+		int shared = c[i].s < end;
+		if (!shared && alloc_test(img, h) && (h >= img->cref_len || !img->cref[h]))
+			shared = 2;
+		if (shared) {
+			snprintf(buf, sizeof(buf), "BAT entry %llu: compressed payload at sector %llu %s",
+				 (unsigned long long)c[i].v, (unsigned long long)c[i].s,
+				 shared == 2 ? "lies in a host cluster an allocated entry maps"
+					     : "overlaps another compressed payload");
+			if (!check) {
+				r = img_fail(img, -EUCLEAN, "%s", buf);
+				goto out;
+			}
+			img_problem_add(img, P_DUPLICATE, c[i].v, h, "%s", buf);
+			continue;
+		}
+		if ((r = comp_ref(img, e)))
+			goto out;
+		end = c[i].s + c[i].n;
+	}
+out:
+	free(c);
+	return r;
+}
+
 /* Validate every entry, build the allocator.  In check mode bad entries are
  * cleared in memory and recorded; otherwise the first one fails the open. */
 static int validate_bat(struct img *img, uint64_t file_size)
@@ -510,6 +611,10 @@ static int validate_bat(struct img *img, uint64_t file_size)
 			img->nzero++;
 			continue;
 		}
+		if (s == IMG_E_COMP) {   /* checked below, once the rest is known */
+			img->ncomp++;
+			continue;
+		}
 		if (s == IMG_E_ALLOC) {
 			if (h < g->data_cluster0)
 				bad = "maps a cluster inside the metadata";
@@ -542,7 +647,7 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
 		img->bat[v] = 0;
 	}
-	return 0;
+	return validate_compressed(img, file_size, img->ncomp);
 }
 
 int img_reclaim_free(struct img *img)
@@ -580,6 +685,7 @@ static void img_free(struct img *img)
 	if (img->backing)
 		img_close(img->backing);
 	free(img->dir);
+	free(img->cref);
 	pthread_rwlock_destroy(&img->map_lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->commit_lock);
@@ -899,15 +1005,19 @@ IMG_API int img_close(struct img *img)
 			r = journal_checkpoint(img);
 		if (!r && !img->corrupt) {
 			/* Drop free clusters at the end of the file. */
-			uint64_t last = alloc_last_used(img);
-			if (HOST_OFF(img, last) < img_file_size(img))
-				r = img->io->ops->truncate(img->io, HOST_OFF(img, last));
+			uint64_t last = img_used_end(img);
+			if (last < img_file_size(img))
+				r = img->io->ops->truncate(img->io, last);
 			if (r)
 				img_fail(img, r, "truncating");
 		}
 		if (!r && !img->corrupt && !img->bad_blocks) {
 			struct img_header nh = img->hdr;
 			nh.flags &= ~IMG_FLAG_DIRTY;
+			/* Every entry is durable: no compressed one left, no
+			 * feature needed (older readers can open it again). */
+			if (!img->ncomp)
+				nh.incompat &= ~IMG_INCOMPAT_COMPRESSED;
 			r = img_header_commit(img, &nh);
 		}
 		pthread_mutex_unlock(&img->commit_lock);
@@ -942,6 +1052,7 @@ IMG_API int img_info(struct img *img, struct img_info *out)
 	out->read_only = (uint32_t)img->rdonly;
 	out->corrupt = (uint32_t)img->corrupt;
 	out->backing_depth = img->depth;
+	out->compressed_clusters = img->ncomp;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
 	pthread_mutex_unlock(&img->meta_lock);

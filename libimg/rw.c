@@ -48,12 +48,13 @@ static int check_writable(struct img *img)
 }
 
 /* What an entry reads as. */
-enum { K_DATA, K_ZERO, K_BACKING };
+enum { K_DATA, K_ZERO, K_BACKING, K_COMP };
 
 static int kind(const struct img *img, uint64_t e)
 {
 	unsigned s = IMG_E_STATE(e);
-	return s == IMG_E_ALLOC ? K_DATA : s == IMG_E_UNALLOC && IMG_SHOWS_BACKING(img) ? K_BACKING : K_ZERO;
+	return s == IMG_E_ALLOC ? K_DATA : s == IMG_E_COMP ? K_COMP :
+	       s == IMG_E_UNALLOC && IMG_SHOWS_BACKING(img) ? K_BACKING : K_ZERO;
 }
 
 /* Bytes of the run of clusters starting at pos that are mapped to
@@ -112,21 +113,24 @@ int img_write_sparse(struct img *img, const uint8_t *b, uint64_t len, uint64_t h
 	return r;
 }
 
-/* Copy-on-write (FORMAT.md 3.1): [pos, pos+len) inside unallocated
- * cluster v of a delta gets src (NULL: zeros); the rest of the cluster is
- * copied from the backing image.  The whole new cluster is written before
- * its entry is published (data before map).  map_lock held (shared or
- * exclusive). */
+/* Copy-on-write: [pos, pos+len) inside cluster v, unallocated in a delta
+ * (FORMAT.md 3.1) or compressed (4.2), gets src (NULL: zeros); the rest of
+ * the cluster comes from the backing image or the decompressed payload.
+ * The whole new cluster is written before its entry is published (data
+ * before map); a compressed payload is released after.  map_lock held
+ * (exclusive for a compressed cluster: its host cluster may be freed). */
 static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, const uint8_t *src)
 {
 	unsigned bits = img->g.cluster_bits;
 	uint64_t cstart = v << bits, clen = min_u64(CS(img), img->vsize - cstart), h, e;
+	uint64_t e0 = bat_get(img, v);
 	uint8_t *buf = malloc(CS(img));
 	int r, lost = 0;
 
 	if (!buf)
 		return -ENOMEM;
-	if ((r = read_backing(img, buf, clen, cstart))) {
+	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf) : read_backing(img, buf, clen, cstart);
+	if (r) {
 		free(buf);
 		return r;
 	}
@@ -148,10 +152,13 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 	}
 	pthread_mutex_lock(&img->meta_lock);
 	e = img->bat[v];
-	if (IMG_E_STATE(e) == IMG_E_UNALLOC)
+	if (e == e0) {
+		/* ENOMEM: the old cluster stays marked used (a leak, not a loss) */
+		(void)img_release_entry(img, e0);
 		bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, h));
-	else
+	} else {
 		lost = 1;
+	}
 	pthread_mutex_unlock(&img->meta_lock);
 	if (lost) {
 		/* Another writer copied the cluster up first (it can only have
@@ -174,7 +181,7 @@ int img_copy_up(struct img *img, uint64_t v)
 
 IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *b = buf;
+	uint8_t *b = buf, *cbuf = NULL;
 	uint64_t pos = off, end;
 	int r;
 
@@ -198,6 +205,16 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			run = run_length(img, pos, end, K_BACKING, 0);
 			if ((r = read_backing(img, b + (pos - off), run, pos)))
 				goto out;
+		} else if (kind(img, e) == K_COMP) {
+			uint64_t v = pos >> img->g.cluster_bits;
+			run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
+			if (!cbuf && !(cbuf = malloc(CS(img)))) {
+				r = -ENOMEM;
+				goto out;
+			}
+			if ((r = comp_read(img, v, e, cbuf)))
+				goto out;
+			memcpy(b + (pos - off), cbuf + (pos & MASK(img)), run);
 		} else {
 			run = run_length(img, pos, end, K_ZERO, 0);
 			memset(b + (pos - off), 0, run);
@@ -206,6 +223,7 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 	}
 out:
 	pthread_rwlock_unlock(&img->map_lock);
+	free(cbuf);
 	return r ? r : (ssize_t)len;
 }
 
@@ -227,7 +245,8 @@ static int write_new(struct img *img, uint64_t pos, uint64_t end, const uint8_t 
 		if (kind(img, ne) == K_BACKING && end - (pos + run) < CS(img) &&
 		    end < img->vsize)
 			break;
-		if (IMG_E_STATE(ne) == IMG_E_ALLOC || alloc_test(img, h0 + n) ||
+		if (IMG_E_STATE(ne) == IMG_E_ALLOC || IMG_E_STATE(ne) == IMG_E_COMP ||
+		    alloc_test(img, h0 + n) ||
 		    h0 + n >= IMG_MAX_HOST_CLUSTER || alloc_mark(img, h0 + n))
 			break;
 		run += min_u64(end - (pos + run), CS(img));
@@ -283,6 +302,19 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 	if ((r = check_range(img, off, len, "write")))
 		goto out;
 	end = off + len;
+	if (__atomic_load_n(&img->ncomp, __ATOMIC_RELAXED)) {
+		/* Rewriting a compressed cluster may free its host cluster: that
+		 * needs map_lock exclusive (no reader may be using it). */
+		int any = 0;
+		for (uint64_t v = off >> img->g.cluster_bits; v <= (end - 1) >> img->g.cluster_bits && len; v++)
+			any |= IMG_E_STATE(bat_get(img, v)) == IMG_E_COMP;
+		if (any) {
+			pthread_rwlock_unlock(&img->map_lock);
+			pthread_rwlock_wrlock(&img->map_lock);
+			if ((r = check_range(img, off, len, "write")))
+				goto out;
+		}
+	}
 	while (pos < end) {
 		uint64_t e = bat_get(img, pos >> img->g.cluster_bits), run = 0;
 		if (IMG_E_STATE(e) == IMG_E_ALLOC) {
@@ -294,8 +326,9 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 				img_fail(img, r, "writing");
 				goto out;
 			}
-		} else if (kind(img, e) == K_BACKING &&
-			   ((pos & MASK(img)) || (end - pos < CS(img) && end < img->vsize))) {
+		} else if (kind(img, e) == K_COMP ||
+			   (kind(img, e) == K_BACKING &&
+			    ((pos & MASK(img)) || (end - pos < CS(img) && end < img->vsize)))) {
 			uint64_t v = pos >> img->g.cluster_bits;
 			run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
 			if ((r = cow_write(img, v, pos, run, b + (pos - off))))
@@ -338,10 +371,11 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 			/* In a delta, "zero" hides the backing image; unallocated
 			 * would let it show through again (FORMAT.md 3.1). */
 			uint64_t ne = discard && !img->delta ? 0 : IMG_E_MAKE(IMG_E_ZERO, 0);
-			if (e != ne && (discard || img->delta || IMG_E_STATE(e) == IMG_E_ALLOC)) {
+			if (e != ne && (discard || img->delta || IMG_E_STATE(e) == IMG_E_ALLOC ||
+					IMG_E_STATE(e) == IMG_E_COMP)) {
 				pthread_mutex_lock(&img->meta_lock);
-				if (IMG_E_STATE(e) == IMG_E_ALLOC) {
-					r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+				if (IMG_E_STATE(e) == IMG_E_ALLOC || IMG_E_STATE(e) == IMG_E_COMP) {
+					r = img_release_entry(img, e);
 					freed++;
 				}
 				if (!r)
@@ -352,7 +386,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 			r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart), stop - pos);
 			if (r)
 				img_fail(img, r, "zeroing part of a cluster");
-		} else if (kind(img, e) == K_BACKING) {
+		} else if (kind(img, e) == K_BACKING || kind(img, e) == K_COMP) {
 			r = cow_write(img, v, pos, stop - pos, NULL);
 		}
 		pos = stop;
@@ -386,6 +420,7 @@ IMG_API int img_flush(struct img *img)
 static unsigned ext_type(const struct img *img, uint64_t e)
 {
 	return IMG_E_STATE(e) == IMG_E_ALLOC ? IMG_EXTENT_DATA :
+	       IMG_E_STATE(e) == IMG_E_COMP ? IMG_EXTENT_COMPRESSED :
 	       IMG_E_STATE(e) == IMG_E_ZERO ? IMG_EXTENT_ZERO : IMG_EXTENT_UNALLOCATED;
 }
 
@@ -411,7 +446,7 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	pos = min_u64(vsize, (nv + 1) << bits);
 	for (uint64_t k2 = 1; pos < vsize; k2++) {
 		uint64_t e2 = bat_get(img, nv + k2);
-		if (ext_type(img, e2) != type || kind(img, e2) != k ||
+		if (ext_type(img, e2) != type || kind(img, e2) != k || type == IMG_EXTENT_COMPRESSED ||
 		    (type == IMG_EXTENT_DATA && IMG_E_PAYLOAD(e2) != h + k2))
 			break;
 		pos = min_u64(vsize, pos + CS(img));
@@ -420,6 +455,8 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	out->type = type;
 	if (type == IMG_EXTENT_DATA)
 		out->host_offset = HOST_OFF(img, h) + (off & MASK(img));
+	if (type == IMG_EXTENT_COMPRESSED)
+		out->host_offset = IMG_C_SECTOR(e) * 512;
 	if (k == K_BACKING) {
 		/* Where the bytes come from: the backing image's map. */
 		struct img_extent be;

@@ -51,6 +51,7 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 	json_u64(&j, "allocated_clusters", in->allocated_clusters);
 	json_u64(&j, "allocated_bytes", in->allocated_clusters * in->cluster_size);
 	json_u64(&j, "zero_clusters", in->zero_clusters);
+	json_u64(&j, "compressed_clusters", in->compressed_clusters);
 	json_u64(&j, "metadata_size", in->metadata_size);
 	json_u64(&j, "bat_capacity", in->bat_capacity);
 	json_u64(&j, "file_size", in->file_size);
@@ -83,6 +84,8 @@ static void print_human(const char *file, const struct img_info *in, const char 
 	       (unsigned long long)in->allocated_clusters,
 	       human_size_exact(in->allocated_clusters * in->cluster_size, b, sizeof(b)));
 	printf("zero clusters: %llu\n", (unsigned long long)in->zero_clusters);
+	if (in->compressed_clusters)
+		printf("compressed clusters: %llu\n", (unsigned long long)in->compressed_clusters);
 	printf("metadata size: %s\n", human_size_exact(in->metadata_size, b, sizeof(b)));
 	printf("BAT capacity: %s\n", human_size_exact(in->bat_capacity, b, sizeof(b)));
 	printf("file size: %s\n", human_size_exact(in->file_size, b, sizeof(b)));

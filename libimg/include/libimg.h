@@ -186,6 +186,14 @@ int img_discard(struct img *img, uint64_t off, uint64_t len);
 int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
 /* Everything written before the call is durable when it returns. */
 int img_flush(struct img *img);
+/* Writes one whole cluster (off a multiple of the cluster size, len the
+ * cluster size, or what is left of the disk for the last one) stored
+ * lz4-compressed (FORMAT.md 4.2) when that saves at least one 512-byte
+ * sector, else stored as a normal cluster.  Returns 1 (compressed), 0
+ * (stored normally) or -errno.  Sets the image's COMPRESSED feature: older
+ * readers cannot open it until no compressed cluster is left.  Reads
+ * decompress; a later write into the cluster stores it uncompressed. */
+int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off);
 
 /* ---------------------------------------------------------------------- */
 /* Information                                                             */
@@ -211,7 +219,8 @@ struct img_info {
 	uint32_t backing_depth;      /* backing images open below this one */
 	uint64_t log_replayed;       /* log transactions replayed at open */
 	uint64_t leaked_clusters;    /* host clusters no entry maps (at open) */
-	uint64_t reserved[6];
+	uint64_t compressed_clusters; /* virtual clusters stored lz4-compressed */
+	uint64_t reserved[5];
 };
 
 int img_info(struct img *img, struct img_info *out);
@@ -220,6 +229,8 @@ enum img_extent_type {
 	IMG_EXTENT_UNALLOCATED = 0,  /* reads as zeros (no host space) */
 	IMG_EXTENT_ZERO = 1,         /* explicitly zero (no host space) */
 	IMG_EXTENT_DATA = 2,         /* stored at host_offset */
+	IMG_EXTENT_COMPRESSED = 3,   /* data stored lz4-compressed (one cluster
+	                              * per extent; host_offset: the payload) */
 };
 
 struct img_extent {
@@ -276,13 +287,19 @@ struct img_compact_opts {
 };
 
 #define IMG_COMPACT_NO_ZERO_DETECT 0x1u
+#define IMG_COMPACT_COMPRESS       0x2u   /* store every allocated cluster
+                                          * compressed where that saves a
+                                          * sector (FORMAT.md 4.2) */
 
 struct img_compact_stats {
 	uint64_t file_size_before, file_size_after;
 	uint64_t disk_usage_before, disk_usage_after;
 	uint64_t zero_clusters_freed;     /* all-zero clusters made unallocated */
 	uint64_t clusters_moved;
-	uint64_t reserved[4];
+	uint64_t clusters_compressed;     /* IMG_COMPACT_COMPRESS */
+	uint64_t payloads_repacked;       /* compressed payloads copied out of
+	                                   * host clusters with freed sectors */
+	uint64_t reserved[2];
 };
 
 /* Zero detection, then relocation of live clusters from the end of the host
@@ -338,6 +355,23 @@ int img_check(struct img *img, const struct img_check_opts *opts,
  * directory and replaces the old one on the handle.  0 or -errno. */
 int img_set_backing(struct img *img, const char *ref, unsigned flags,
 		    img_progress_fn progress, void *progress_arg);
+
+/* Snapshot (offline): the image at path becomes a read-only snapshot under a
+ * second name in its directory (name, or "FILE.snapN" with the lowest free
+ * N when NULL), and path becomes a new empty delta over it: the user keeps
+ * using path.  Crash-safe (link, new top in a temporary file, synced,
+ * renamed over path).  out (may be NULL) gets the snapshot's file name.
+ * flags: IMG_BACKING_ALLOW_PATH.  -EBUSY if the image is in use. */
+int img_snapshot(const char *path, const char *name, unsigned flags, char *out, size_t outlen);
+/* Merge (offline): commits the delta at path into its backing image, which
+ * then replaces it under path's name (the delta's file is gone).  Clusters
+ * the delta holds overwrite the backing's, zero clusters make the
+ * backing's clusters zero, the backing grows or shrinks to the delta's
+ * size.  Crash-safe (the delta's view never changes; the backing is synced
+ * before it is renamed over path); rerun after a crash.  Other images over
+ * the same backing image would see its new contents: the backing is locked
+ * for writing, so this fails with -EBUSY while any of them is open. */
+int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *progress_arg);
 
 /* ---------------------------------------------------------------------- */
 /* Filesystems inside an image (libimg/fs.c: libblkid and libext2fs)       */

@@ -6,7 +6,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/bin
-TOOLS="mkimg imginfo imgmap imgcheck growimg shrinkimg compact imgconvert"
+TOOLS="mkimg imginfo imgmap imgcheck growimg shrinkimg compact imgconvert imgsnap"
 PY=$(command -v python3 || true)
 K=1024; M=$((1024 * K)); G=$((1024 * M))
 
