@@ -181,6 +181,30 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 	return r;
 }
 
+static int open_io(struct img_io *io, unsigned flags, struct img **out);
+
+int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, struct img *backing)
+{
+	img_clear_error();
+	if (!opts->backing_file)
+		return -EINVAL;
+	return create_on_io(io, opts, backing);
+}
+
+int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out)
+{
+	int r = open_io(io, flags | IMG_OPEN_NO_BACKING, out);
+
+	if (r) {
+		img_close(backing);
+		return r;
+	}
+	(*out)->flags = flags;
+	(*out)->backing = backing;
+	(*out)->depth = backing->depth + 1;
+	return 0;
+}
+
 IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 {
 	img_clear_error();
