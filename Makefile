@@ -26,7 +26,10 @@ FS_PKGS  := blkid ext2fs com_err liburing
 FS_CFLAGS := $(shell pkg-config --cflags $(FS_PKGS) 2>/dev/null || echo -I/usr/include/blkid)
 FS_LIBS  := $(shell pkg-config --libs $(FS_PKGS) 2>/dev/null || echo -lblkid -lext2fs -lcom_err -luring)
 BASE_CFLAGS += $(FS_CFLAGS)
-LIBS     := -pthread $(FS_LIBS)
+LZ4_LIBS := $(shell pkg-config --libs liblz4 2>/dev/null || echo -llz4)
+LZ4_CFLAGS := $(shell pkg-config --cflags liblz4 2>/dev/null)
+BASE_CFLAGS += $(LZ4_CFLAGS)
+LIBS     := -pthread $(FS_LIBS) $(LZ4_LIBS)
 # imgserve: libfuse3 (low-level API).
 CFLAGS_imgserve := $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
 LIBS_imgserve   := $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)

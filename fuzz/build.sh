@@ -18,9 +18,9 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -fno-omit-frame-poi
 # -Werror only for the harnesses: gcc gates the library's warnings (make),
 # and a clang-only warning there must not stop the fuzzing.
 # libimg/fs.c needs libblkid and libext2fs (as in the Makefile).
-FS_PKGS="blkid ext2fs com_err liburing"
+FS_PKGS="blkid ext2fs com_err liburing liblz4"
 CFLAGS="$CFLAGS $(pkg-config --cflags $FS_PKGS 2>/dev/null || echo -I/usr/include/blkid)"
-LIBS="$(pkg-config --libs $FS_PKGS 2>/dev/null || echo -lblkid -lext2fs -lcom_err -luring)"
+LIBS="$(pkg-config --libs $FS_PKGS 2>/dev/null || echo -lblkid -lext2fs -lcom_err -luring -llz4)"
 HCFLAGS="-Wshadow -Wstrict-prototypes -Wmissing-prototypes -Werror"
 
 if ! command -v "$CC" >/dev/null 2>&1; then

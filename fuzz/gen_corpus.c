@@ -275,7 +275,7 @@ static void header_variants(struct blob base)
 		{ "bad-hdr-cbits-27",         H_CBITS,    32, 27 },
 		{ "bad-hdr-cbits-huge",       H_CBITS,    32, 0x80000010u },
 		{ "bad-hdr-seq-0",            H_SEQ,      64, 0 },
-		{ "bad-hdr-incompat",         H_INCOMPAT, 64, 1 },
+		{ "bad-hdr-incompat",         H_INCOMPAT, 64, 1ull << 40 },
 		{ "ok-hdr-rocompat",          H_ROCOMPAT, 64, 1ull << 63 },
 		{ "ok-hdr-compat",            H_COMPAT,   64, 5 },
 		{ "bad-hdr-flags",            H_FLAGS,    64, 2 },
@@ -454,6 +454,81 @@ static void bat_variants(struct blob d)
 	free(b.p);
 }
 
+/* Compressed clusters (FORMAT.md 4.2): four payloads packed in one host
+ * cluster, one cluster stored normally, one compressed cluster rewritten. */
+static struct blob comp_image(void)
+{
+	struct fuzz_io f;
+	struct blob b = hand(16, 1 << 20, 1 << 16, 1), r;
+	struct img *img = open_rw(&f, b);
+	uint8_t *buf = malloc(1 << 16);
+
+	free(b.p);
+	if (!buf)
+		die("out of memory");
+	for (unsigned c = 0; c < 6; c++) {
+		for (unsigned i = 0; i < 1u << 16; i++)
+			buf[i] = (uint8_t)("libimg lz4 "[(i / (c + 3)) % 11] + (i % 1000 == 0 ? c : 0));
+		if (img_write_compressed(img, buf, 1 << 16, (uint64_t)c << 16) != 1)
+			die("img_write_compressed");
+	}
+	wr(img, 9 << 16, 1 << 16, 9);          /* incompressible enough: normal */
+	wr(img, (5 << 16) + 100, 300, 3);     /* a compressed cluster rewritten */
+	free(buf);
+	r = close_rw(&f, img);
+	trim(&r, 0);
+	if (IMG_E_STATE(get_entry(&r, 1)) != IMG_E_COMP)
+		die("the compressed image has no compressed entry in place");
+	return r;
+}
+
+static void comp_variants(struct blob d)
+{
+	struct blob b;
+	uint64_t e1 = get_entry(&d, 1), e2 = get_entry(&d, 2), s1 = IMG_C_SECTOR(e1);
+	uint64_t p = s1 * 512;
+
+	emit("valid-c64k-compressed", d);
+
+	b = blob_dup(d, d.len);                 /* payloads share sectors */
+	set_entry(&b, 2, IMG_C_MAKE(s1 + IMG_C_COUNT(e1) - 1, IMG_C_COUNT(e2)));
+	emit("bad-comp-overlap", fixed(b));
+	free(b.p);
+	b = blob_dup(d, d.len);                 /* crossing a host cluster */
+	set_entry(&b, 2, IMG_C_MAKE(s1 | 127, 2));
+	emit("bad-comp-cross", fixed(b));
+	free(b.p);
+	b = blob_dup(d, d.len);                 /* as long as a cluster */
+	set_entry(&b, 2, IMG_C_MAKE(s1 & ~127ull, 128));
+	emit("bad-comp-long", fixed(b));
+	free(b.p);
+	b = blob_dup(d, d.len);                 /* inside the log */
+	set_entry(&b, 2, IMG_C_MAKE(200, 1));
+	emit("bad-comp-metadata", fixed(b));
+	free(b.p);
+	b = blob_dup(d, d.len);                 /* the feature bit cleared */
+	set64(&b, H_INCOMPAT, get_le64(b.p + H_INCOMPAT) & ~IMG_INCOMPAT_COMPRESSED);
+	emit("bad-comp-nofeature", fixed(b));
+	free(b.p);
+	/* Payload damage: the image opens, reads of that cluster fail. */
+	b = blob_dup(d, d.len);
+	b.p[p + 20] ^= 0x40;
+	emit("ok-comp-bad-crc", b);
+	free(b.p);
+	b = blob_dup(d, d.len);
+	{
+		uint32_t clen = get_le32(b.p + p);
+		memset(b.p + p + 8, 0xF0, clen > 32 ? 32 : clen);
+		put_le32(b.p + p + 4, img_crc32c(0, b.p + p + 8, clen));
+	}
+	emit("ok-comp-bad-lz4", b);
+	free(b.p);
+	b = blob_dup(d, d.len);
+	put_le32(b.p + p, 0xFFFFFFF0u);
+	emit("ok-comp-bad-clen", b);
+	free(b.p);
+}
+
 /* Grown BAT: 64 KiB clusters hold 8128 entries (508 MiB) per BAT cluster. */
 static struct blob grown_image(void)
 {
@@ -550,6 +625,8 @@ static void images(void)
 
 	d = data_image();
 	bat_variants(d);
+	free(d.p);
+	comp_variants(d = comp_image());
 	free(d.p);
 	emit("valid-c64k-grown", d = grown_image());
 	free(d.p);
@@ -653,6 +730,27 @@ static void ops(void)
 	put8(&s, OP_CRASH);
 	put8(&s, OP_REOPEN);
 	save("ops", "unaligned-tail", s.b, s.n);
+
+	/* Compressed clusters: written, rewritten, discarded, compacted
+	 * (with and without compression), across a crash and a shrink. */
+	memset(&s, 0, sizeof(s));
+	put8(&s, 0); put16(&s, 9); put8(&s, 0);
+	for (unsigned c = 0; c < 8; c++) {
+		put8(&s, OP_WRITE); range(&s, 0x26, c, 0); put8(&s, 0x80 | (c % 3));
+	}
+	put8(&s, OP_READ);    range(&s, 0x0c, 0, 65535);
+	put8(&s, OP_WRITE);   range(&s, 0x1c, 70000, 3000); put8(&s, 1);
+	put8(&s, OP_DISCARD); range(&s, 0x26, 4, 0);
+	put8(&s, OP_ZEROES);  range(&s, 0x10, 3 * 65536 + 100, 900);
+	put8(&s, OP_FLUSH);
+	put8(&s, OP_CRASH);
+	put8(&s, OP_COMPACT); put8(&s, 0);
+	put8(&s, OP_WRITE);   range(&s, 0x26, 9, 0); put8(&s, 2);
+	put8(&s, OP_COMPACT); put8(&s, 2);
+	put8(&s, OP_SHRINK);  put8(&s, 0); put32(&s, 200);
+	put8(&s, OP_REOPEN);
+	put8(&s, OP_CHECK);
+	save("ops", "compressed", s.b, s.n);
 }
 
 /* ---- inputs for tools_fuzzer (first byte: the target) ------------------------ */

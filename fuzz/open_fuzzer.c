@@ -86,12 +86,16 @@ static void walk_map(struct img *img, uint64_t vsize, struct map *m)
 		if (e.offset != off)
 			FUZZ_BUG("img_map(%llu) starts at %llu", (unsigned long long)off,
 				 (unsigned long long)e.offset);
-		if (e.type > IMG_EXTENT_DATA)
+		if (e.type > IMG_EXTENT_COMPRESSED)
 			FUZZ_BUG("img_map: type %u", e.type);
+		if (e.depth)
+			FUZZ_BUG("img_map: depth %u without a backing image", e.depth);
+		if (e.type == IMG_EXTENT_COMPRESSED && e.length > (1ull << 26))
+			FUZZ_BUG("img_map: compressed extent longer than a cluster");
 		if (e.length > vsize - off)
 			FUZZ_BUG("img_map: extent %llu+%llu past the end %llu", (unsigned long long)off,
 				 (unsigned long long)e.length, (unsigned long long)vsize);
-		if (e.type != IMG_EXTENT_DATA && e.host_offset)
+		if (e.type != IMG_EXTENT_DATA && e.type != IMG_EXTENT_COMPRESSED && e.host_offset)
 			FUZZ_BUG("img_map: host offset on a non-data extent");
 		if (e.type == IMG_EXTENT_DATA && e.host_offset + e.length < e.host_offset)
 			FUZZ_BUG("img_map: host range wraps");
@@ -129,6 +133,8 @@ static int expected(const struct map *m, const uint8_t *file, size_t flen,
 		const struct img_extent *e = &m->e[i];
 		uint64_t pos = off + done, in = pos - e->offset;
 		uint64_t n = e->length - in < len - done ? e->length - in : len - done;
+		if (e->type == IMG_EXTENT_COMPRESSED)
+			return -1;   /* what it decompresses to is not in the map */
 		if (e->type == IMG_EXTENT_DATA) {
 			uint64_t h = e->host_offset + in, inside = 0;
 			if (h < flen)

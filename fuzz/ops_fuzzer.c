@@ -176,7 +176,7 @@ static void verify_range(struct state *s, uint64_t off, uint64_t len)
 static void verify_info_map(struct state *s)
 {
 	struct img_info info;
-	uint64_t off = 0, alloc = 0, zero = 0;
+	uint64_t off = 0, alloc = 0, zero = 0, comp = 0;
 	int r = img_info(s->img, &info);
 
 	if (r)
@@ -212,11 +212,12 @@ static void verify_info_map(struct state *s)
 					 (unsigned long long)off, (unsigned long long)s->m.vsize);
 			break;
 		}
-		if (e.offset != off || e.length > s->m.vsize - off || e.type > IMG_EXTENT_DATA)
+		if (e.offset != off || e.length > s->m.vsize - off || e.type > IMG_EXTENT_COMPRESSED)
 			FUZZ_BUG("step %u (op %u): img_map(%llu) gives %llu+%llu type %u", s->step,
 				 s->last_op, (unsigned long long)off, (unsigned long long)e.offset,
 				 (unsigned long long)e.length, e.type);
-		if (e.type != IMG_EXTENT_DATA && !m_is_zero(&s->m, off, e.length))
+		if (e.type != IMG_EXTENT_DATA && e.type != IMG_EXTENT_COMPRESSED &&
+		    !m_is_zero(&s->m, off, e.length))
 			FUZZ_BUG("step %u (op %u): img_map says %llu+%llu is %s but the model has data",
 				 s->step, s->last_op, (unsigned long long)off,
 				 (unsigned long long)e.length, e.type ? "zero" : "unallocated");
@@ -226,10 +227,16 @@ static void verify_info_map(struct state *s)
 		ncl = (e.length + s->m.cs - 1) >> s->m.cbits;
 		if (e.type == IMG_EXTENT_DATA)
 			alloc += ncl;
+		else if (e.type == IMG_EXTENT_COMPRESSED)
+			comp += ncl;
 		else if (e.type == IMG_EXTENT_ZERO)
 			zero += ncl;
 		off += e.length;
 	}
+	if (comp != info.compressed_clusters)
+		FUZZ_BUG("step %u (op %u): img_map shows %llu compressed clusters, img_info %llu",
+			 s->step, s->last_op, (unsigned long long)comp,
+			 (unsigned long long)info.compressed_clusters);
 	if (alloc != info.allocated_clusters || zero != info.zero_clusters)
 		FUZZ_BUG("step %u (op %u): img_map shows %llu data and %llu zero clusters, img_info %llu and %llu",
 			 s->step, s->last_op, (unsigned long long)alloc, (unsigned long long)zero,
@@ -401,16 +408,28 @@ static void decode_range(struct fuzz_in *in, const struct model *m, uint64_t *of
 static void op_write(struct state *s, struct fuzz_in *in)
 {
 	uint64_t off, len;
-	int al;
+	int al, comp;
 	unsigned kind;
 	ssize_t r;
 
 	decode_range(in, &s->m, &off, &len, &al);
-	kind = fuzz_u8(in) % 3;
+	kind = fuzz_u8(in);
+	/* bit 7 on a whole cluster: stored compressed (FORMAT.md 4.2) */
+	comp = (kind & 0x80) && !(off & (s->m.cs - 1)) &&
+	       len == (s->m.vsize - off < s->m.cs ? s->m.vsize - off : s->m.cs);
+	kind %= 3;
 	fill(s->buf, off, len, kind, s->step + 1);
-	trace("%u: write %llu+%llu kind %u\n", s->step, (unsigned long long)off,
-	      (unsigned long long)len, kind);
-	r = img_pwrite(s->img, s->buf, len, off);
+	trace("%u: write%s %llu+%llu kind %u\n", s->step, comp ? " compressed" : "",
+	      (unsigned long long)off, (unsigned long long)len, kind);
+	if (comp) {
+		int c = img_write_compressed(s->img, s->buf, len, off);
+		if (c < 0)
+			FUZZ_BUG("step %u: img_write_compressed(%llu, %llu) = %d", s->step,
+				 (unsigned long long)off, (unsigned long long)len, c);
+		r = (ssize_t)len;
+	} else {
+		r = img_pwrite(s->img, s->buf, len, off);
+	}
 	if (r != (ssize_t)len)
 		FUZZ_BUG("step %u: img_pwrite(%llu, %llu) = %zd", s->step,
 			 (unsigned long long)off, (unsigned long long)len, r);
@@ -510,7 +529,7 @@ static int map_has_data(struct img *img, uint64_t off, uint64_t end)
 		struct img_extent e;
 		if (img_map(img, off, &e) || e.length == 0)
 			return 1;
-		if (e.type == IMG_EXTENT_DATA)
+		if (e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED)
 			return 1;
 		off += e.length;
 	}
@@ -562,7 +581,10 @@ static void op_compact(struct state *s, struct fuzz_in *in)
 	int r;
 
 	memset(&o, 0, sizeof(o));
-	o.flags = fuzz_u8(in) & 1 ? IMG_COMPACT_NO_ZERO_DETECT : 0;
+	{
+		unsigned f = fuzz_u8(in);
+		o.flags = (f & 1 ? IMG_COMPACT_NO_ZERO_DETECT : 0) | (f & 2 ? IMG_COMPACT_COMPRESS : 0);
+	}
 	trace("%u: compact flags %u\n", s->step, o.flags);
 	r = img_compact(s->img, &o, &st);
 	if (r)

@@ -22,10 +22,14 @@ void bat_set(struct img *img, uint64_t v, uint64_t e)
 		img->nalloc--;
 	else if (IMG_E_STATE(old) == IMG_E_ZERO)
 		img->nzero--;
+	else if (IMG_E_STATE(old) == IMG_E_COMP)
+		img->ncomp--;
 	if (IMG_E_STATE(e) == IMG_E_ALLOC)
 		img->nalloc++;
 	else if (IMG_E_STATE(e) == IMG_E_ZERO)
 		img->nzero++;
+	else if (IMG_E_STATE(e) == IMG_E_COMP)
+		img->ncomp++;
 	__atomic_store_n(&img->bat[v], e, __ATOMIC_RELEASE);
 	if (!(img->dirty[blk / 64] >> (blk % 64) & 1)) {
 		img->dirty[blk / 64] |= 1ull << (blk % 64);

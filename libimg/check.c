@@ -194,6 +194,8 @@ static int ensure_allocator(struct img *img)
 	for (uint64_t v = 0; !r && v < img->g.vclusters; v++)
 		if (IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC)
 			r = alloc_mark(img, IMG_E_PAYLOAD(img->bat[v]));
+		else if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP)   /* its host cluster */
+			r = alloc_mark(img, COMP_HOST(img, img->bat[v]));
 	pthread_mutex_unlock(&img->meta_lock);
 	return r;
 }
@@ -244,6 +246,28 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			unfixed += !fix;
 			break;
 		case P_DUPLICATE:
+			if (repair && IMG_E_STATE(img->bat[p->v]) == IMG_E_COMP) {
+				/* Its payload shares sectors or a cluster: give it
+				 * its own uncompressed copy when it decompresses,
+				 * else it is unreadable anyway: clear it. */
+				uint64_t q, e = img->bat[p->v];
+				int d = comp_read(img, p->v, e, buf);
+				pthread_mutex_lock(&img->meta_lock);
+				r = d ? 0 : alloc_get(img, img->g.data_cluster0, &q);
+				pthread_mutex_unlock(&img->meta_lock);
+				if (!r && !d && (r = img_write_sparse(img, buf, img->g.cluster_size, HOST_OFF(img, q))))
+					alloc_release_unmapped(img, q);
+				if (!r) {
+					pthread_mutex_lock(&img->meta_lock);
+					bat_set(img, p->v, d ? 0 : IMG_E_MAKE(IMG_E_ALLOC, q));
+					pthread_mutex_unlock(&img->meta_lock);
+					fix = 1;
+				}
+				report(&rp, IMG_CHECK_CORRUPT, fix, "%s%s", p->msg,
+				       !fix ? "" : d ? ": cleared (it does not decompress)" : ": given its own copy");
+				unfixed += !fix;
+				break;
+			}
 			if (repair) {
 				uint64_t q;
 				pthread_mutex_lock(&img->meta_lock);

@@ -136,20 +136,25 @@ static int cmp_asc(const void *a, const void *b)
 
 /* Live clusters as (host cluster, virtual cluster) pairs with h >= min_h,
  * in host order.  *out is malloc'd; returns the count or -ENOMEM. */
-static int64_t live_clusters(struct img *img, uint64_t min_h, uint64_t **out)
+static int64_t live_clusters(struct img *img, uint64_t min_h, int with_comp, uint64_t **out)
 {
 	uint64_t n = 0, *list;
 
 	pthread_rwlock_rdlock(&img->map_lock);
 	pthread_mutex_lock(&img->meta_lock);
 	for (uint64_t v = 0; v < img->g.vclusters; v++)
-		n += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC && IMG_E_PAYLOAD(img->bat[v]) >= min_h;
+		n += (IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC && IMG_E_PAYLOAD(img->bat[v]) >= min_h) ||
+		     (with_comp && IMG_E_STATE(img->bat[v]) == IMG_E_COMP && COMP_HOST(img, img->bat[v]) >= min_h);
 	list = malloc((n ? n : 1) * 2 * sizeof(*list));
 	n = 0;
 	for (uint64_t v = 0; list && v < img->g.vclusters; v++) {
 		uint64_t e = img->bat[v];
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= min_h) {
 			list[2 * n] = IMG_E_PAYLOAD(e);
+			list[2 * n + 1] = v;
+			n++;
+		} else if (with_comp && IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= min_h) {
+			list[2 * n] = COMP_HOST(img, e);
 			list[2 * n + 1] = v;
 			n++;
 		}
@@ -177,7 +182,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 
 	if (!buf)
 		return -ENOMEM;
-	if ((n = live_clusters(img, 0, &list)) < 0) {
+	if ((n = live_clusters(img, 0, 0, &list)) < 0) {
 		free(buf);
 		return (int)n;
 	}
@@ -205,7 +210,9 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 			pthread_mutex_lock(&img->meta_lock);
 			r = alloc_defer_free(img, h);
 			if (!r) {
-				bat_set(img, v, 0);
+				/* A delta's zero cluster must keep hiding
+				 * the backing image (FORMAT.md 3.1). */
+				bat_set(img, v, img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
 				(*freed)++;
 			}
 			pthread_mutex_unlock(&img->meta_lock);
@@ -221,6 +228,97 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 	return r ? r : journal_commit(img);
 }
 
+/* Host clusters holding compressed payloads. */
+static uint64_t comp_hosts(struct img *img)
+{
+	uint64_t n = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t h = 0; h < img->cref_len; h++)
+		n += img->cref[h] != 0;
+	pthread_mutex_unlock(&img->meta_lock);
+	return n;
+}
+
+/* Compressed payloads left in host clusters with freed sectors: when the
+ * payloads would fit in fewer clusters, copy them all, in host order, into
+ * newly packed clusters (copy, commit, then the old clusters are freed). */
+static int repack(struct img *img, struct img_compact_stats *stats)
+{
+	uint64_t live = 0, hosts = comp_hosts(img), spc = img->g.cluster_size / 512, *list = NULL;
+	int64_t n;
+	int r = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t v = 0; v < img->g.vclusters; v++)
+		if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP)
+			live += IMG_C_COUNT(img->bat[v]);
+	img->pack_valid = 0;
+	pthread_mutex_unlock(&img->meta_lock);
+	if (hosts <= (live + spc - 1) / spc + 1)
+		return 0;
+	if ((n = live_clusters(img, 0, 1, &list)) < 0)
+		return (int)n;
+	for (int64_t i = 0; i < n && !r; ) {
+		pthread_rwlock_wrlock(&img->map_lock);
+		for (int k = 0; k < BATCH && i < n && !r; k++, i++) {
+			uint64_t v = list[2 * i + 1], e = img->bat[v];
+			if (IMG_E_STATE(e) != IMG_E_COMP || COMP_HOST(img, e) != list[2 * i])
+				continue;
+			if (!(r = comp_move(img, v, img->g.data_cluster0, 0)) && stats)
+				stats->payloads_repacked++;
+		}
+		pthread_rwlock_unlock(&img->map_lock);
+		if (!r)
+			r = journal_commit(img);
+	}
+	free(list);
+	return r;
+}
+
+/* IMG_COMPACT_COMPRESS: every allocated cluster stored compressed where
+ * that saves a sector (read, compress, write, remap; the old cluster is
+ * freed after the commit). */
+static int compress_all(struct img *img, img_progress_fn progress, void *arg,
+			struct img_compact_stats *stats)
+{
+	uint64_t cs = img->g.cluster_size, *list = NULL;
+	uint8_t *buf = malloc(cs);
+	int64_t n;
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	if ((n = live_clusters(img, 0, 0, &list)) < 0) {
+		free(buf);
+		return (int)n;
+	}
+	for (int64_t i = 0; i < n && !r; ) {
+		pthread_rwlock_wrlock(&img->map_lock);
+		for (int k = 0; k < BATCH && i < n && !r; k++, i++) {
+			uint64_t h = list[2 * i], v = list[2 * i + 1];
+			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
+				continue;
+			if ((r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, h)))) {
+				img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
+				break;
+			}
+			r = comp_store(img, v, buf);
+			if (r == 1 && stats)
+				stats->clusters_compressed++;
+			r = r < 0 ? r : 0;
+		}
+		pthread_rwlock_unlock(&img->map_lock);
+		if (!r)
+			r = journal_commit(img);
+		if (!r && progress && progress(arg, (uint64_t)i, (uint64_t)n))
+			r = img_fail(img, -ECANCELED, "compaction cancelled");
+	}
+	free(list);
+	free(buf);
+	return r;
+}
+
 int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			 struct img_compact_stats *stats)
 {
@@ -232,9 +330,12 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	if (!buf)
 		return -ENOMEM;
 	/* Which clusters lie past where the data will end? */
-	target = img->g.data_cluster0 + IMG_NALLOC(img);
+	target = img->g.data_cluster0 + IMG_NALLOC(img) + comp_hosts(img);
+	pthread_mutex_lock(&img->meta_lock);
+	img->pack_valid = 0;   /* pack what moves into the lowest free clusters */
+	pthread_mutex_unlock(&img->meta_lock);
 	{
-		int64_t k = live_clusters(img, target, &list);
+		int64_t k = live_clusters(img, target, 1, &list);
 		if (k < 0) {
 			free(buf);
 			return (int)k;
@@ -250,13 +351,25 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			 * (I/O may have run between batches) */
 			for (; np < grp && k < BATCH && i < n; k++, i++) {
 				uint64_t h = list[2 * i], v = list[2 * i + 1];
-				if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
+				uint64_t e = v < img->g.vclusters ? img->bat[v] : 0;
+				if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) == h) {
+					/* a compressed payload moves on its own */
+					r = comp_move(img, v, img->g.data_cluster0, h);
+					if (r == 1)     /* nothing free below it any more */
+						r = 0;
+					else if (!r)
+						moved++;
+					if (r)
+						break;
+					continue;
+				}
+				if (e != IMG_E_MAKE(IMG_E_ALLOC, h))
 					continue;
 				pick[2 * np] = h;
 				pick[2 * np + 1] = v;
 				np++;
 			}
-			if (np)
+			if (np && !r)
 				r = relocate_group(img, pick, np, buf, &moved);
 		}
 		pthread_rwlock_unlock(&img->map_lock);
@@ -276,11 +389,11 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	 * pending or reserved are marked used, so they are kept. */
 	pthread_rwlock_wrlock(&img->map_lock);
 	pthread_mutex_lock(&img->meta_lock);
-	last = alloc_last_used(img);
+	last = img_used_end(img);
 	pthread_mutex_unlock(&img->meta_lock);
 	size = img_file_size(img);
-	if (HOST_OFF(img, last) < size) {
-		if ((r = img->io->ops->truncate(img->io, HOST_OFF(img, last))))
+	if (last < size) {
+		if ((r = img->io->ops->truncate(img->io, last)))
 			img_fail(img, r, "truncating");
 		else if ((r = img->io->ops->flush(img->io)))
 			img_fail(img, r, "syncing");
@@ -304,7 +417,9 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 		return img_fail(img, -EROFS, "opened read-only");
 	if (img->corrupt)
 		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before compacting");
-	if (opts && (opts->flags & ~IMG_COMPACT_NO_ZERO_DETECT))
+	if (img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain cannot be compacted");
+	if (opts && (opts->flags & ~(IMG_COMPACT_NO_ZERO_DETECT | IMG_COMPACT_COMPRESS)))
 		return -EINVAL;
 	st.file_size_before = img_file_size(img);
 	if (img->io->ops->usage)
@@ -316,6 +431,10 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 		r = zero_detect(img, progress, arg, total, &done, &st.zero_clusters_freed);
 	if (!r)
 		r = journal_commit(img);
+	if (!r && opts && (opts->flags & IMG_COMPACT_COMPRESS))
+		r = compress_all(img, progress, arg, &st);
+	if (!r)
+		r = repack(img, &st);
 	if (!r)
 		r = img_compact_relocate(img, progress, arg, &st);
 	st.file_size_after = img_file_size(img);

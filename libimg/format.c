@@ -155,7 +155,30 @@ void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]
 	put_le64(slot + 96, h->bat_offset);
 	put_le64(slot + 104, h->bat_clusters);
 	memcpy(slot + 112, h->uuid, 16);
+	if (h->incompat & IMG_INCOMPAT_BACKING) {
+		memcpy(slot + 128, h->backing_uuid, 16);
+		put_le32(slot + 144, h->backing_len);
+		memcpy(slot + IMG_BACKING_OFF, h->backing_path, h->backing_len);
+	}
 	put_le32(slot + 16, crc_skip(slot, h->header_size, 16));
+}
+
+void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
+			    const char *path, size_t len)
+{
+	memset(h->backing_uuid, 0, sizeof(h->backing_uuid));
+	memset(h->backing_path, 0, sizeof(h->backing_path));
+	h->backing_len = 0;
+	h->incompat &= ~IMG_INCOMPAT_BACKING;
+	h->header_size = IMG_HEADER_SIZE_V1;
+	if (!path)
+		return;
+	h->incompat |= IMG_INCOMPAT_BACKING;
+	if (uuid)
+		memcpy(h->backing_uuid, uuid, 16);
+	memcpy(h->backing_path, path, len);
+	h->backing_len = (uint32_t)len;
+	h->header_size = (uint32_t)((IMG_BACKING_OFF + len + 7) & ~7ul);
 }
 
 int img_geom_compute(const struct img_header *h, struct img_geom *g)
@@ -249,11 +272,30 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 		return fail(why, whylen, "header size %u invalid", h->header_size);
 	if (get_le32(slot + 16) != crc_skip(slot, h->header_size, 16))
 		return fail(why, whylen, "bad crc32c");
-	if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1))
+	h->incompat = get_le64(slot + 32);
+	if (h->incompat & IMG_INCOMPAT_BACKING) {
+		uint32_t n = get_le32(slot + 144);
+		if (n == 0 || n > IMG_MAX_BACKING_LEN)
+			return fail(why, whylen, "backing path length %u out of range (1..%u)",
+				    n, IMG_MAX_BACKING_LEN);
+		if (h->header_size < IMG_BACKING_OFF + n)
+			return fail(why, whylen, "backing path of %u bytes runs past the header size %u",
+				    n, h->header_size);
+		if (get_le32(slot + 148))
+			return fail(why, whylen, "reserved bytes are not zero");
+		if (memchr(slot + IMG_BACKING_OFF, 0, n))
+			return fail(why, whylen, "backing path contains a NUL byte");
+		if (!img_is_zero(slot + IMG_BACKING_OFF + n, IMG_HEADER_SLOT - IMG_BACKING_OFF - n))
+			return fail(why, whylen, "reserved bytes are not zero");
+		memcpy(h->backing_uuid, slot + 128, 16);
+		h->backing_len = n;
+		memcpy(h->backing_path, slot + IMG_BACKING_OFF, n);
+		h->backing_path[n] = 0;
+	} else if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1)) {
 		return fail(why, whylen, "reserved bytes are not zero");
+	}
 	h->cluster_bits = get_le32(slot + 20);
 	h->seq = get_le64(slot + 24);
-	h->incompat = get_le64(slot + 32);
 	h->ro_compat = get_le64(slot + 40);
 	h->compat = get_le64(slot + 48);
 	h->flags = get_le64(slot + 56);

@@ -30,11 +30,15 @@
 #define IMG_BAT_HDR           32u
 #define IMG_ENTRIES_PER_BLOCK 508u           /* (4096 - 32) / 8 */
 #define IMG_LOG_HDR           32u
+#define IMG_BACKING_OFF       152u           /* backing_path in the header */
+#define IMG_MAX_BACKING_LEN   (IMG_HEADER_SLOT - IMG_BACKING_OFF)   /* 3944 */
 #define IMG_LOG_MAX_TARGETS   508u
 
 #define IMG_FLAG_DIRTY        0x1ull
 #define IMG_FLAGS_KNOWN       IMG_FLAG_DIRTY
-#define IMG_INCOMPAT_KNOWN    0ull
+#define IMG_INCOMPAT_BACKING  0x1ull   /* §3.1: a delta over a backing image */
+#define IMG_INCOMPAT_COMPRESSED 0x2ull /* §4.2: lz4-compressed clusters (state 3) */
+#define IMG_INCOMPAT_KNOWN    (IMG_INCOMPAT_BACKING | IMG_INCOMPAT_COMPRESSED)
 #define IMG_RO_COMPAT_KNOWN   0ull
 
 extern const uint8_t img_header_magic[8];
@@ -45,6 +49,13 @@ extern const uint8_t img_header_magic[8];
 #define IMG_E_UNALLOC   0u
 #define IMG_E_ZERO      1u
 #define IMG_E_ALLOC     2u
+#define IMG_E_COMP      3u
+/* state 3 payload: first sector (43 bits), sector count - 1 (17 bits) */
+#define IMG_C_SECTOR(e)  ((e) & ((1ull << 43) - 1))
+#define IMG_C_COUNT(e)   ((((e) >> 43) & ((1ull << 17) - 1)) + 1)
+#define IMG_C_MAKE(s, n) (((uint64_t)IMG_E_COMP << 60) | ((uint64_t)((n) - 1) << 43) | (s))
+#define IMG_C_MAX_SECTOR ((1ull << 43) - 1)
+#define IMG_C_HDR        8u               /* clen, crc */
 #define IMG_E_STATE(e)  ((unsigned)((e) >> 60))
 #define IMG_E_PAYLOAD(e) ((e) & ((1ull << 60) - 1))
 #define IMG_E_MAKE(s, p) (((uint64_t)(s) << 60) | (p))
@@ -60,7 +71,17 @@ struct img_header {
 	uint64_t log_offset, log_size, log_seq;
 	uint64_t bat_offset, bat_clusters;
 	uint8_t uuid[16];
+	/* §3.1, with IMG_INCOMPAT_BACKING */
+	uint8_t backing_uuid[16];
+	uint32_t backing_len;
+	char backing_path[IMG_MAX_BACKING_LEN + 1];   /* NUL-terminated copy */
 };
+
+/* Sets (path != NULL) or clears the backing reference: incompat bit,
+ * header_size, fields.  len must be 1..IMG_MAX_BACKING_LEN (checked by the
+ * caller). */
+void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
+			    const char *path, size_t len);
 
 /* Derived geometry, computed (and checked) from a header. */
 struct img_geom {

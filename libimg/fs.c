@@ -336,7 +336,8 @@ static int copy_view(struct img *img, int fd, uint64_t off, uint64_t end, uint8_
 		if (ex.length == 0)
 			break;
 		n = min_u64(ex.length, end - off);
-		for (uint64_t p = off; ex.type == IMG_EXTENT_DATA && p < off + n; ) {
+		for (uint64_t p = off; (ex.type == IMG_EXTENT_DATA || ex.type == IMG_EXTENT_COMPRESSED) &&
+				       p < off + n; ) {
 			size_t k = (size_t)min_u64(COPY_BUF, off + n - p);
 			ssize_t rr = img_pread(img, buf, k, p);
 			if (rr < 0)
@@ -591,10 +592,11 @@ static int unmap_clusters(struct img *img, const uint64_t *v, size_t n, uint64_t
 			continue;
 		pthread_mutex_lock(&img->meta_lock);
 		e = img->bat[v[i]];
-		if (IMG_E_STATE(e) == IMG_E_ALLOC) {
-			r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+		if (IMG_E_STATE(e) == IMG_E_ALLOC || IMG_E_STATE(e) == IMG_E_COMP) {
+			r = img_release_entry(img, e);
 			if (!r) {
-				bat_set(img, v[i], 0);
+				/* a delta's zero cluster hides its backing */
+				bat_set(img, v[i], img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
 				(*done)++;
 			}
 		}
@@ -701,7 +703,8 @@ IMG_API int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim
 			break;
 		if (ex.length == 0)
 			break;
-		if (ex.type != IMG_EXTENT_DATA) {
+		/* Only this image's own clusters (depth 0) hold its space. */
+		if ((ex.type != IMG_EXTENT_DATA && ex.type != IMG_EXTENT_COMPRESSED) || ex.depth) {
 			off += ex.length;
 			continue;
 		}
@@ -721,8 +724,9 @@ IMG_API int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim
 				}
 				continue;
 			}
-			/* Free runs inside a partly used cluster. */
-			while (punch && blk < lim && !r) {
+			/* Free runs inside a partly used cluster (not a compressed
+			 * one: punching it would mean rewriting it whole). */
+			while (punch && ex.type == IMG_EXTENT_DATA && blk < lim && !r) {
 				if (ext2fs_find_first_zero_block_bitmap2(fs->block_map, blk, lim - 1, &z))
 					break;
 				if (ext2fs_find_first_set_block_bitmap2(fs->block_map, z, lim - 1, &u))

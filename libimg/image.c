@@ -98,7 +98,7 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	for (unsigned i = 0; i < sizeof(o->reserved) / sizeof(o->reserved[0]); i++)
 		if (o->reserved[i])
 			return -EINVAL;
-	if (o->flags & ~IMG_CREATE_OVERWRITE)
+	if (o->flags & ~(IMG_CREATE_OVERWRITE | IMG_CREATE_ALLOW_BACKING_PATH))
 		return -EINVAL;
 	if (o->cluster_size) {
 		if (o->cluster_size & (o->cluster_size - 1) || o->cluster_size < IMG_MIN_CLUSTER_SIZE ||
@@ -143,7 +143,9 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	return 0;
 }
 
-IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
+/* backing: the opened backing image of a new delta, or NULL. */
+static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
+			struct img *backing)
 {
 	struct img_header h;
 	struct img_geom g;
@@ -151,9 +153,11 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 	char why[160];
 	int r;
 
-	img_clear_error();
 	if ((r = create_header(opts, &h)))
 		return r;
+	if (backing)
+		img_header_set_backing(&h, backing->hdr.uuid, opts->backing_file,
+				       strlen(opts->backing_file));
 	if ((r = img_header_validate(&h, &g, why, sizeof(why)))) {
 		img_set_error("%s: %s", io->name, why);
 		return r;
@@ -177,6 +181,41 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 	return r;
 }
 
+static int open_io(struct img_io *io, unsigned flags, struct img **out);
+
+int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, struct img *backing)
+{
+	img_clear_error();
+	if (!opts->backing_file)
+		return -EINVAL;
+	return create_on_io(io, opts, backing);
+}
+
+int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out)
+{
+	int r = open_io(io, flags | IMG_OPEN_NO_BACKING, out);
+
+	if (r) {
+		img_close(backing);
+		return r;
+	}
+	(*out)->flags = flags;
+	(*out)->backing = backing;
+	(*out)->depth = backing->depth + 1;
+	return 0;
+}
+
+IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
+{
+	img_clear_error();
+	if (opts->backing_file) {
+		img_set_error("%s: a backing file needs a path to resolve against: use img_create",
+			      io->name);
+		return -EINVAL;
+	}
+	return create_on_io(io, opts, NULL);
+}
+
 static int fsync_dir_of(const char *path)
 {
 	char *copy = strdup(path);
@@ -194,17 +233,126 @@ static int fsync_dir_of(const char *path)
 	return r;
 }
 
+static char *dir_of(const char *path)
+{
+	char *copy = strdup(path), *d;
+
+	if (!copy)
+		return NULL;
+	d = strdup(dirname(copy));
+	free(copy);
+	return d;
+}
+
+/* Resolve ref against dir (ref may be absolute when allowed). */
+static char *resolve_ref(const char *dir, const char *ref)
+{
+	char *full;
+
+	if (ref[0] == '/')
+		return strdup(ref);
+	if (asprintf(&full, "%s/%s", dir, ref) < 0)
+		return NULL;
+	return full;
+}
+
+int img_check_backing_ref(const char *owner, const char *ref, int allow)
+{
+	size_t n = strlen(ref);
+
+	if (n == 0) {
+		img_set_error("%s: the backing file reference is empty", owner);
+		return -EINVAL;
+	}
+	if (n > IMG_MAX_BACKING_LEN) {
+		img_set_error("%s: the backing file reference is %zu bytes long (at most %u)",
+			      owner, n, IMG_MAX_BACKING_LEN);
+		return -ENAMETOOLONG;
+	}
+	if (allow)
+		return 0;
+	if (ref[0] == '/') {
+		img_set_error("%s: backing file '%s' is an absolute path: refused (allow it with "
+			      "--allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
+		return -EPERM;
+	}
+	for (const char *p = ref; *p; ) {
+		size_t k = strcspn(p, "/");
+		if (k == 2 && p[0] == '.' && p[1] == '.') {
+			img_set_error("%s: backing file '%s' climbs out of the image's directory "
+				      "(a '..' component): refused (allow it with --allow-backing-path, "
+				      "IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
+			return -EPERM;
+		}
+		p += k;
+		while (*p == '/')
+			p++;
+	}
+	return 0;
+}
+
+/* The images of a chain being opened, for the loop check. */
+struct chain {
+	unsigned n;
+	dev_t dev[IMG_MAX_BACKING_DEPTH + 2];
+	ino_t ino[IMG_MAX_BACKING_DEPTH + 2];
+};
+
+static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out);
+
 IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 {
-	char *tmp = NULL, *copy = NULL;
-	struct img_io *io = NULL, *fio;
-	int r, fd;
+	struct img *backing = NULL;
+	struct img_create_opts o = *opts;
+	int r;
 
 	img_clear_error();
 	if (!(opts->flags & IMG_CREATE_OVERWRITE) && access(path, F_OK) == 0) {
 		img_set_error("%s: already exists", path);
 		return -EEXIST;
 	}
+	if (opts->backing_file) {
+		char *dir = dir_of(path), *full;
+		struct chain ch = { 0 };
+		if (!dir)
+			return -ENOMEM;
+		r = img_check_backing_ref(path, opts->backing_file,
+					  !!(opts->flags & IMG_CREATE_ALLOW_BACKING_PATH));
+		full = r ? NULL : resolve_ref(dir, opts->backing_file);
+		free(dir);
+		if (r)
+			return r;
+		if (!full)
+			return -ENOMEM;
+		/* The new image will be one more level above the chain. */
+		ch.n = 1;
+		r = open_path(full, opts->flags & IMG_CREATE_ALLOW_BACKING_PATH ?
+			      IMG_OPEN_ALLOW_BACKING_PATH : 0, &ch, &backing);
+		if (r) {
+			char m[512];
+			snprintf(m, sizeof(m), "%s", img_last_error());
+			img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
+			free(full);
+			return r;
+		}
+		free(full);
+	}
+	r = img_create_over(path, &o, backing);
+	if (backing)
+		img_close(backing);
+	return r;
+}
+
+int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing)
+{
+	char *tmp = NULL, *copy = NULL;
+	struct img_io *io = NULL, *fio;
+	struct img_create_opts o = *opts;
+	int r, fd;
+
+	if (backing && !o.virtual_size)
+		o.virtual_size = backing->vsize;
+	opts = &o;
 	copy = strdup(path);
 	if (!copy || asprintf(&tmp, "%s/.%s.XXXXXX", dirname(copy), basename((char *)path)) < 0) {
 		free(copy);
@@ -237,7 +385,7 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		goto out_unlink;
 	}
 	io = fio;
-	r = img_create_io(io, opts);
+	r = create_on_io(io, opts, backing);
 	io->ops->close(io);
 	if (r) {
 		/* name the real target, not the temporary file */
@@ -272,6 +420,11 @@ out:
 }
 
 /* ---- open --------------------------------------------------------- */
+
+char *img_resolve_ref(struct img *img, const char *ref)
+{
+	return img->dir ? resolve_ref(img->dir, ref) : NULL;
+}
 
 IMG_API int img_probe(const char *path)
 {
@@ -361,6 +514,93 @@ static int read_headers(struct img *img)
 	return 0;
 }
 
+struct centry { uint64_t s, n, v; };
+
+static int cmp_centry(const void *a, const void *b)
+{
+	const struct centry *x = a, *y = b;
+	return x->s < y->s ? -1 : x->s > y->s ? 1 : x->v < y->v ? -1 : x->v > y->v;
+}
+
+/* Compressed entries (FORMAT.md 4.2), after the allocated ones are known:
+ * bounds, no host cluster shared with an allocated entry, no shared
+ * sectors.  Counts them into cref. */
+static int validate_compressed(struct img *img, uint64_t file_size, uint64_t count)
+{
+	const struct img_geom *g = &img->g;
+	int check = img->flags & IMG_OPEN_CHECK, r = 0;
+	struct centry *c = count ? malloc(count * sizeof(*c)) : NULL;
+	uint64_t k = 0, end = 0;
+	char buf[200];
+
+	if (count && !c)
+		return -ENOMEM;
+	for (uint64_t v = 0; v < g->vclusters && k < count; v++) {
+		uint64_t e = img->bat[v], sct, n, h, hl;
+		const char *bad = NULL;
+		if (IMG_E_STATE(e) != IMG_E_COMP)
+			continue;
+		sct = IMG_C_SECTOR(e);
+		n = IMG_C_COUNT(e);
+		h = (sct * 512) >> g->cluster_bits;
+		hl = ((sct + n) * 512 - 1) >> g->cluster_bits;
+		if (!(img->hdr.incompat & IMG_INCOMPAT_COMPRESSED))
+			bad = "is compressed but the image lacks the compressed feature";
+		else if (n * 512 >= g->cluster_size)
+			bad = "is a compressed payload no smaller than a cluster";
+		else if (h != hl)
+			bad = "is a compressed payload crossing a host cluster boundary";
+		else if (h < g->data_cluster0)
+			bad = "is a compressed payload inside the metadata";
+		else if (h >= IMG_MAX_HOST_CLUSTER)
+			bad = "is a compressed payload past the 2^32 cluster cap";
+		else if (sct * 512 >= file_size)
+			bad = "is a compressed payload past the end of the file";
+		if (bad) {
+			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
+				 (unsigned long long)e, bad);
+			if (!check) {
+				r = img_fail(img, -EUCLEAN, "%s", buf);
+				goto out;
+			}
+			img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+			img->bat[v] = 0;
+			img->ncomp--;
+			continue;
+		}
+		c[k].s = sct;
+		c[k].n = n;
+		c[k].v = v;
+		k++;
+	}
+	if (k)
+		qsort(c, k, sizeof(*c), cmp_centry);
+	for (uint64_t i = 0; i < k; i++) {
+		uint64_t e = img->bat[c[i].v], h = COMP_HOST(img, e);
+		int shared = c[i].s < end;
+		if (!shared && alloc_test(img, h) && (h >= img->cref_len || !img->cref[h]))
+			shared = 2;
+		if (shared) {
+			snprintf(buf, sizeof(buf), "BAT entry %llu: compressed payload at sector %llu %s",
+				 (unsigned long long)c[i].v, (unsigned long long)c[i].s,
+				 shared == 2 ? "lies in a host cluster an allocated entry maps"
+					     : "overlaps another compressed payload");
+			if (!check) {
+				r = img_fail(img, -EUCLEAN, "%s", buf);
+				goto out;
+			}
+			img_problem_add(img, P_DUPLICATE, c[i].v, h, "%s", buf);
+			continue;
+		}
+		if ((r = comp_ref(img, e)))
+			goto out;
+		end = c[i].s + c[i].n;
+	}
+out:
+	free(c);
+	return r;
+}
+
 /* Validate every entry, build the allocator.  In check mode bad entries are
  * cleared in memory and recorded; otherwise the first one fails the open. */
 static int validate_bat(struct img *img, uint64_t file_size)
@@ -404,6 +644,10 @@ static int validate_bat(struct img *img, uint64_t file_size)
 			img->nzero++;
 			continue;
 		}
+		if (s == IMG_E_COMP) {   /* checked below, once the rest is known */
+			img->ncomp++;
+			continue;
+		}
 		if (s == IMG_E_ALLOC) {
 			if (h < g->data_cluster0)
 				bad = "maps a cluster inside the metadata";
@@ -436,7 +680,7 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
 		img->bat[v] = 0;
 	}
-	return 0;
+	return validate_compressed(img, file_size, img->ncomp);
 }
 
 int img_reclaim_free(struct img *img)
@@ -471,6 +715,10 @@ static void img_free(struct img *img)
 		return;
 	if (img->io)
 		img->io->ops->close(img->io);
+	if (img->backing)
+		img_close(img->backing);
+	free(img->dir);
+	free(img->cref);
 	pthread_rwlock_destroy(&img->map_lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->commit_lock);
@@ -487,7 +735,10 @@ static void img_free(struct img *img)
 	free(img);
 }
 
-IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
+#define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
+		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING)
+
+static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
 	struct img *img;
 	pthread_rwlockattr_t ra;
@@ -496,7 +747,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK)) {
+	if (flags & ~OPEN_FLAGS) {
 		io->ops->close(io);
 		return -EINVAL;
 	}
@@ -556,6 +807,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 	}
 	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
 	img->vsize = img->hdr.virtual_size;
+	img->delta = !!(img->hdr.incompat & IMG_INCOMPAT_BACKING);
 
 	/* The BAT: load the live blocks, then let the log override them. */
 	nblocks = img->g.used_blocks;
@@ -641,16 +893,94 @@ static int want_uring(unsigned flags)
 	return (flags & IMG_OPEN_IO_URING) || (e && !strcmp(e, "uring"));
 }
 
-IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
+{
+	int r = open_io(io, flags, out);
+
+	if (!r && (*out)->delta && !(flags & IMG_OPEN_NO_BACKING)) {
+		r = img_fail(*out, -EOPNOTSUPP, "is a delta over '%s': opening its backing file "
+			     "needs img_open (or IMG_OPEN_NO_BACKING)", (*out)->hdr.backing_path);
+		img_close(*out);
+		*out = NULL;
+	}
+	return r;
+}
+
+/* Open the image ref names (relative to img's directory) read-only. */
+static int open_ref(struct img *img, const char *ref, unsigned flags, struct chain *ch,
+		    struct img **out)
+{
+	char *full;
+	int r = img_check_backing_ref(img->name, ref, !!(flags & IMG_OPEN_ALLOW_BACKING_PATH));
+
+	if (r)
+		return r;
+	if (!img->dir)
+		return img_fail(img, -EINVAL, "opened without a path: cannot resolve '%s'", ref);
+	if (!(full = resolve_ref(img->dir, ref)))
+		return -ENOMEM;
+	r = open_path(full, flags & (IMG_OPEN_NOLOCK | IMG_OPEN_ALLOW_BACKING_PATH), ch, out);
+	free(full);
+	return r;
+}
+
+/* Open the backing chain of img (a delta whose dir is set) below it. */
+static int attach_backing(struct img *img, unsigned flags, struct chain *ch)
+{
+	struct img *b = NULL;
+	int r = open_ref(img, img->hdr.backing_path, flags, ch, &b);
+
+	if (r)
+		return r;
+	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
+		img_close(b);
+		return img_fail(img, -EUCLEAN, "backing file '%s' is not the image this delta "
+				"was made over (its uuid differs): refused", img->hdr.backing_path);
+	}
+	img->backing = b;
+	img->depth = b->depth + 1;
+	return 0;
+}
+
+int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out)
+{
+	struct chain ch = { 0 };
+	struct stat st;
+
+	if (stat(img->name, &st) == 0) {
+		ch.dev[0] = st.st_dev;
+		ch.ino[0] = st.st_ino;
+	}
+	ch.n = 1;
+	return open_ref(img, ref, flags, &ch, out);
+}
+
+static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out)
 {
 	struct img_io *io = NULL, *fio;
 	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY, engine = IMG_IO_ENGINE_POSIX;
+	struct img *img = NULL;
+	struct stat st;
+	unsigned level = ch->n;
 	int r, uring_err = 0;
 
-	img_clear_error();
 	*out = NULL;
-	if (flags & ~(IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | IMG_OPEN_IO_URING))
-		return -EINVAL;
+	if (ch->n > IMG_MAX_BACKING_DEPTH) {
+		img_set_error("%s: the backing chain is deeper than %u images: refused",
+			      path, IMG_MAX_BACKING_DEPTH);
+		return -ELOOP;
+	}
+	if (stat(path, &st) == 0) {
+		for (unsigned i = 0; i < ch->n; i++)
+			if (ch->dev[i] == st.st_dev && ch->ino[i] == st.st_ino) {
+				img_set_error("%s: the backing chain loops back to this image: refused",
+					      path);
+				return -ELOOP;
+			}
+		ch->dev[ch->n] = st.st_dev;
+		ch->ino[ch->n] = st.st_ino;
+	}
+	ch->n++;
 	if (want_uring(flags)) {
 		r = img_io_uring_open(path, ioflags, &io);
 		if (!r)
@@ -669,12 +999,67 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 		io->ops->close(io);
 		return r;
 	}
-	r = img_open_io(fio, flags & ~IMG_OPEN_IO_URING, out);
-	if (!r) {
-		(*out)->io_engine = engine;
-		(*out)->io_uring_error = uring_err;
+	if ((r = open_io(fio, flags & ~IMG_OPEN_IO_URING, &img)))
+		return r;
+	img->io_engine = engine;
+	img->io_uring_error = uring_err;
+	if (!(img->dir = dir_of(path))) {
+		img_close(img);
+		return -ENOMEM;
 	}
+	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
+		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
+			/* The failure is further down: say whose chain it is. */
+			char m[512];
+			snprintf(m, sizeof(m), "%s", img_last_error());
+			img_set_error("%s: backing chain: %s", img->name, m);
+		}
+		goto fail;
+	}
+	*out = img;
+	return 0;
+fail:
+	/* Nothing was written by this open but the dirty flag, which
+	 * img_close clears again. */
+	img_close(img);
 	return r;
+}
+
+IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+{
+	struct chain ch = { 0 };
+
+	img_clear_error();
+	*out = NULL;
+	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING))
+		return -EINVAL;
+	return open_path(path, flags, &ch, out);
+}
+
+IMG_API struct img *img_backing(struct img *img)
+{
+	return img->backing;
+}
+
+IMG_API ssize_t img_backing_ref(struct img *img, char *buf, size_t len)
+{
+	size_t n;
+
+	pthread_mutex_lock(&img->commit_lock);
+	n = img->hdr.incompat & IMG_INCOMPAT_BACKING ? img->hdr.backing_len : 0;
+	if (n + 1 > len) {
+		pthread_mutex_unlock(&img->commit_lock);
+		return -ERANGE;
+	}
+	memcpy(buf, img->hdr.backing_path, n);
+	buf[n] = 0;
+	pthread_mutex_unlock(&img->commit_lock);
+	return (ssize_t)n;
+}
+
+IMG_API const char *img_name(struct img *img)
+{
+	return img->name;
 }
 
 IMG_API int img_close(struct img *img)
@@ -690,15 +1075,19 @@ IMG_API int img_close(struct img *img)
 			r = journal_checkpoint(img);
 		if (!r && !img->corrupt) {
 			/* Drop free clusters at the end of the file. */
-			uint64_t last = alloc_last_used(img);
-			if (HOST_OFF(img, last) < img_file_size(img))
-				r = img->io->ops->truncate(img->io, HOST_OFF(img, last));
+			uint64_t last = img_used_end(img);
+			if (last < img_file_size(img))
+				r = img->io->ops->truncate(img->io, last);
 			if (r)
 				img_fail(img, r, "truncating");
 		}
 		if (!r && !img->corrupt && !img->bad_blocks) {
 			struct img_header nh = img->hdr;
 			nh.flags &= ~IMG_FLAG_DIRTY;
+			/* Every entry is durable: no compressed one left, no
+			 * feature needed (older readers can open it again). */
+			if (!img->ncomp)
+				nh.incompat &= ~IMG_INCOMPAT_COMPRESSED;
 			r = img_header_commit(img, &nh);
 		}
 		pthread_mutex_unlock(&img->commit_lock);
@@ -732,6 +1121,8 @@ IMG_API int img_info(struct img *img, struct img_info *out)
 	out->dirty = (uint32_t)img->was_dirty;
 	out->read_only = (uint32_t)img->rdonly;
 	out->corrupt = (uint32_t)img->corrupt;
+	out->backing_depth = img->depth;
+	out->compressed_clusters = img->ncomp;
 	out->log_replayed = img->log_replayed;
 	out->leaked_clusters = img->leaked_at_open;
 	out->io_engine = img->io_engine;

@@ -99,7 +99,24 @@ struct img {
 	size_t nproblems;
 	uint64_t log_replayed;
 	uint64_t leaked_at_open;
+
+	/* compressed clusters (FORMAT.md 4.2, compress.c); meta_lock */
+	uint32_t *cref;             /* per host cluster: compressed entries in it */
+	uint64_t cref_len;
+	uint64_t ncomp;             /* entries in state 3 */
+	uint64_t pack_h;            /* host cluster being filled with payloads */
+	uint64_t pack_next;         /* its next free sector (within the cluster) */
+	int pack_valid;
+
+	/* backing chain (FORMAT.md 3.1) */
+	struct img *backing;        /* read-only, or NULL */
+	char *dir;                  /* directory backing references resolve in */
+	unsigned depth;             /* images below this one */
+	int delta;                  /* the header has IMG_INCOMPAT_BACKING */
 };
+
+/* A delta whose backing is open: its unallocated clusters read from it. */
+#define IMG_SHOWS_BACKING(img) ((img)->backing != NULL)
 
 /* error.c */
 void img_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -115,6 +132,56 @@ uint64_t img_file_size(struct img *img);
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Open (read-only, shared lock, with its chain) the image that backing
+ * reference ref names, resolved in img's directory; the loop check counts
+ * img.  For img_set_backing. */
+int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
+/* Check a backing reference against the rules of FORMAT.md 3.1 (absolute,
+ * "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a message. */
+int img_check_backing_ref(const char *owner, const char *ref, int allow);
+/* Write len bytes of buf into a free host area at host_off, skipping
+ * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
+ * made to exist in the file. */
+int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
+
+/* image.c: create path (atomically, as img_create) as a delta over the
+ * image backing, already open (opts->backing_file is its reference), or a
+ * standalone image when backing is NULL. */
+int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing);
+/* ref resolved in img's directory (malloc'd), NULL without a directory. */
+char *img_resolve_ref(struct img *img, const char *ref);
+
+/* rw.c: allocate unallocated cluster v of a delta with the backing
+ * image's bytes up to the virtual size (the rest reads zero).  map_lock
+ * held. */
+int img_copy_up(struct img *img, uint64_t v);
+
+/* compress.c */
+/* Read and decompress compressed entry e (of virtual cluster v) into out
+ * (cluster_size bytes).  -EUCLEAN with a message on a bad payload. */
+int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out);
+/* Count a compressed entry pointing into its host cluster (meta_lock). */
+int comp_ref(struct img *img, uint64_t e);
+/* Release what entry e holds (meta_lock held): an allocated cluster goes
+ * to the pending list; a compressed payload drops its host cluster's count,
+ * and the cluster goes to the pending list when nothing points into it. */
+int img_release_entry(struct img *img, uint64_t e);
+/* Store data (cluster_size bytes) as compressed cluster v when that saves
+ * a sector: 1 stored, 0 not worth it (nothing changed), -errno.  The old
+ * entry is released.  map_lock held exclusive. */
+int comp_store(struct img *img, uint64_t v, const uint8_t *data);
+/* Copy compressed cluster v's payload (bytes as they are) into the
+ * packing cluster, or a new one at or above host cluster min_h (and below
+ * max_h unless 0: else returns 1, nothing done), then remap and release the
+ * old sectors (relocation, FORMAT.md 6 rule 5: the commit syncs the copy
+ * before the entry).  map_lock exclusive. */
+int comp_move(struct img *img, uint64_t v, uint64_t min_h, uint64_t max_h);
+/* Where the host file may end: past the last used cluster, or past the
+ * last payload when that cluster holds compressed payloads. */
+uint64_t img_used_end(struct img *img);
+/* Host cluster of a compressed entry. */
+#define COMP_HOST(img, e) ((IMG_C_SECTOR(e) * 512) >> (img)->g.cluster_bits)
 
 /* bat.c */
 static inline uint64_t bat_get(const struct img *img, uint64_t v)

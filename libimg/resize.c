@@ -78,6 +78,22 @@ static int tail_is_zero(struct img *img, uint64_t h, uint64_t from)
 	return r;
 }
 
+/* 0 if compressed cluster v holds only zeros from byte `from` on, 1 if
+ * not, or -errno. */
+static int comp_tail_is_zero(struct img *img, uint64_t v, uint64_t from)
+{
+	uint8_t *buf = malloc(img->g.cluster_size);
+	int r;
+
+	if (!buf)
+		return -ENOMEM;
+	r = comp_read(img, v, img->bat[v], buf);
+	if (!r)
+		r = !img_is_zero(buf + from, img->g.cluster_size - from);
+	free(buf);
+	return r;
+}
+
 static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 {
 	uint64_t cs = img->g.cluster_size, per_cluster = cs / IMG_BLOCK_SIZE * IMG_ENTRIES_PER_BLOCK;
@@ -96,6 +112,9 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 		uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e);
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && h >= old_end && h < new_end)
 			r = img_relocate(img, v, new_end, 0, buf);
+		else if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= old_end &&
+			 COMP_HOST(img, e) < new_end)
+			r = comp_move(img, v, new_end, 0);
 	}
 	free(buf);
 	if (!r)
@@ -117,7 +136,13 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= old_end && IMG_E_PAYLOAD(e) < new_end)
 			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
 				     (unsigned long long)IMG_E_PAYLOAD(e));
+		if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= old_end && COMP_HOST(img, e) < new_end)
+			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
+				     (unsigned long long)COMP_HOST(img, e));
 	}
+	/* the packing cluster must not be one of the new BAT's */
+	if (img->pack_valid && img->pack_h >= old_end && img->pack_h < new_end)
+		img->pack_valid = 0;
 	for (uint64_t h = old_end; h < new_end && !r; h++)
 		r = alloc_mark(img, h);
 	pthread_mutex_unlock(&img->meta_lock);
@@ -131,6 +156,26 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 	if ((r = set_size_header(img, new_size, new_bc)))
 		return r;
 	return bat_resize_array(img, new_vc);
+}
+
+/* A delta grown from old to new: what it did not show before must read as
+ * zeros, not as the backing image's bytes.  The old last cluster's tail is
+ * copied up with zeros (it is inside the old size, so before the header),
+ * the clusters wholly past the old size become "zero" right after the
+ * header (entries past the virtual size must be empty until then; a crash
+ * in between may show the backing's bytes there, never another image's). */
+static int hide_backing(struct img *img, uint64_t old_size, uint64_t new_size)
+{
+	uint64_t cs = img->g.cluster_size, bsize = img->backing->vsize;
+	uint64_t first = (old_size + cs - 1) / cs, last = (new_size + cs - 1) / cs;
+	int r = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	for (uint64_t v = first; v < last && v * cs < bsize; v++)
+		if (!img->bat[v])
+			bat_set(img, v, IMG_E_MAKE(IMG_E_ZERO, 0));
+	pthread_mutex_unlock(&img->meta_lock);
+	return r ? r : journal_commit(img);
 }
 
 IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
@@ -157,6 +202,13 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 	pthread_rwlock_wrlock(&img->map_lock);
 	old_size = img->vsize;
 	old_vc = img->g.vclusters;
+	if (new_size > old_size && img->backing && old_size % cs && old_size < img->backing->vsize &&
+	    !img->bat[old_vc - 1]) {
+		/* The old last cluster's tail past the old size would show the
+		 * backing image: copy the cluster up (its tail zero). */
+		if ((r = img_copy_up(img, old_vc - 1)))
+			goto out;
+	}
 	if (new_size > old_size) {
 		if (new_vc > img->g.bat_capacity) {
 			/* The whole old BAT comes into use: its blocks past the old
@@ -167,10 +219,12 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 		}
 		else if (!(r = load_new_entries(img, new_vc)))
 			r = set_size_header(img, new_size, img->hdr.bat_clusters);
+		if (!r && img->backing)
+			r = hide_backing(img, old_size, new_size);
 	} else if (new_size < old_size) {
 		uint64_t data = 0;
 		for (uint64_t v = new_vc; v < old_vc; v++)
-			data += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC;
+			data += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC || IMG_E_STATE(img->bat[v]) == IMG_E_COMP;
 		if (data && !(flags & IMG_RESIZE_DISCARD_DATA)) {
 			r = img_fail(img, -ENOTEMPTY,
 				     "%llu clusters past the new end (%llu bytes) hold data",
@@ -188,11 +242,23 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 			goto out;
 		}
 		r = 0;
+		/* A compressed new last cluster cannot be zeroed in place:
+		 * store it uncompressed first (its tail is zeroed below). */
+		if (new_size % cs && IMG_E_STATE(img->bat[new_vc - 1]) == IMG_E_COMP) {
+			if (!(flags & IMG_RESIZE_DISCARD_DATA) &&
+			    (r = comp_tail_is_zero(img, new_vc - 1, new_size % cs)) != 0) {
+				if (r > 0)
+					r = img_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
+						     (unsigned long long)new_size);
+				goto out;
+			}
+			if ((r = img_copy_up(img, new_vc - 1)))
+				goto out;
+		}
 		pthread_mutex_lock(&img->meta_lock);
 		for (uint64_t v = new_vc; v < old_vc && !r; v++) {
 			uint64_t e = img->bat[v];
-			if (IMG_E_STATE(e) == IMG_E_ALLOC)
-				r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+			r = img_release_entry(img, e);
 			if (!r)
 				bat_set(img, v, 0);
 		}

@@ -42,29 +42,146 @@ static int check_writable(struct img *img)
 		return img_fail(img, -EROFS, "opened read-only");
 	if (img->corrupt)
 		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before writing");
+	if (img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain: data writes refused");
 	return 0;
 }
 
+/* What an entry reads as. */
+enum { K_DATA, K_ZERO, K_BACKING, K_COMP };
+
+static int kind(const struct img *img, uint64_t e)
+{
+	unsigned s = IMG_E_STATE(e);
+	return s == IMG_E_ALLOC ? K_DATA : s == IMG_E_COMP ? K_COMP :
+	       s == IMG_E_UNALLOC && IMG_SHOWS_BACKING(img) ? K_BACKING : K_ZERO;
+}
+
 /* Bytes of the run of clusters starting at pos that are mapped to
- * consecutive host clusters (alloc != 0) or are all unmapped (alloc == 0). */
-static uint64_t run_length(struct img *img, uint64_t pos, uint64_t end, int alloc, uint64_t h)
+ * consecutive host clusters (k == K_DATA) or all read as k. */
+static uint64_t run_length(struct img *img, uint64_t pos, uint64_t end, int k, uint64_t h)
 {
 	uint64_t v = pos >> img->g.cluster_bits;
 	uint64_t run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
 
 	for (uint64_t nv = v + 1; pos + run < end; nv++) {
 		uint64_t e = bat_get(img, nv);
-		if (alloc ? (IMG_E_STATE(e) != IMG_E_ALLOC || IMG_E_PAYLOAD(e) != h + (nv - v))
-			  : IMG_E_STATE(e) == IMG_E_ALLOC)
+		if (kind(img, e) != k || (k == K_DATA && IMG_E_PAYLOAD(e) != h + (nv - v)))
 			break;
 		run += min_u64(end - (pos + run), CS(img));
 	}
 	return run;
 }
 
+/* Read [off, off+len) of the virtual disk from the backing image: bytes at
+ * or past its virtual size read as zeros. */
+static int read_backing(struct img *img, uint8_t *buf, uint64_t len, uint64_t off)
+{
+	uint64_t bsize = img->backing->vsize, n = off < bsize ? min_u64(len, bsize - off) : 0;
+	ssize_t got = n ? img_pread(img->backing, buf, n, off) : 0;
+
+	if (got < 0)
+		return (int)got;
+	memset(buf + n, 0, len - n);
+	return 0;
+}
+
+int img_write_sparse(struct img *img, const uint8_t *b, uint64_t len, uint64_t host_off)
+{
+	const uint64_t bs = 4096;
+	int r = 0, wrote = 0;
+
+	for (uint64_t o = 0; !r && o < len; ) {
+		uint64_t s = o;
+		while (s < len && img_is_zero(b + s, min_u64(bs, len - s)))
+			s += min_u64(bs, len - s);
+		uint64_t t = s;
+		while (t < len && !img_is_zero(b + t, min_u64(bs, len - t)))
+			t += min_u64(bs, len - t);
+		if (t > s) {
+			r = img->io->ops->pwrite(img->io, b + s, t - s, host_off + s);
+			wrote = 1;
+		}
+		o = t;
+	}
+	/* Nothing written, but a mapped cluster must start inside the file
+	 * (FORMAT.md 4.1).  The area is free, so it reads as zero already. */
+	if (!r && !wrote && host_off >= img_file_size(img)) {
+		static const uint8_t zero;
+		r = img->io->ops->pwrite(img->io, &zero, 1, host_off);
+	}
+	return r;
+}
+
+/* Copy-on-write: [pos, pos+len) inside cluster v, unallocated in a delta
+ * (FORMAT.md 3.1) or compressed (4.2), gets src (NULL: zeros); the rest of
+ * the cluster comes from the backing image or the decompressed payload.
+ * The whole new cluster is written before its entry is published (data
+ * before map); a compressed payload is released after.  map_lock held
+ * (exclusive for a compressed cluster: its host cluster may be freed). */
+static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, const uint8_t *src)
+{
+	unsigned bits = img->g.cluster_bits;
+	uint64_t cstart = v << bits, clen = min_u64(CS(img), img->vsize - cstart), h, e;
+	uint64_t e0 = bat_get(img, v);
+	uint8_t *buf = malloc(CS(img));
+	int r, lost = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf) : read_backing(img, buf, clen, cstart);
+	if (r) {
+		free(buf);
+		return r;
+	}
+	if (src)
+		memcpy(buf + (pos - cstart), src, len);
+	else
+		memset(buf + (pos - cstart), 0, len);
+	pthread_mutex_lock(&img->meta_lock);
+	r = alloc_get(img, img->g.data_cluster0, &h);
+	pthread_mutex_unlock(&img->meta_lock);
+	if (r) {
+		free(buf);
+		return img_fail(img, r, "allocating a cluster");
+	}
+	if ((r = img_write_sparse(img, buf, clen, HOST_OFF(img, h)))) {
+		free(buf);
+		alloc_release_unmapped(img, h);
+		return img_fail(img, r, "writing");
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	e = img->bat[v];
+	if (e == e0) {
+		/* ENOMEM: the old cluster stays marked used (a leak, not a loss) */
+		(void)img_release_entry(img, e0);
+		bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, h));
+	} else {
+		lost = 1;
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	if (lost) {
+		/* Another writer copied the cluster up first (it can only have
+		 * allocated it: zeroing takes map_lock exclusive).  Put only
+		 * our bytes into its cluster. */
+		r = img->io->ops->pwrite(img->io, buf + (pos - cstart), len,
+					 HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart));
+		alloc_release_unmapped(img, h);
+		if (r)
+			img_fail(img, r, "writing");
+	}
+	free(buf);
+	return r;
+}
+
+int img_copy_up(struct img *img, uint64_t v)
+{
+	return cow_write(img, v, v << img->g.cluster_bits, 0, NULL);
+}
+
 IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *b = buf;
+	uint8_t *b = buf, *cbuf = NULL;
 	uint64_t pos = off, end;
 	int r;
 
@@ -78,20 +195,35 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 		uint64_t e = bat_get(img, pos >> img->g.cluster_bits), run = 0;
 		if (IMG_E_STATE(e) == IMG_E_ALLOC) {
 			uint64_t h = IMG_E_PAYLOAD(e);
-			run = run_length(img, pos, end, 1, h);
+			run = run_length(img, pos, end, K_DATA, h);
 			r = img->io->ops->pread(img->io, b + (pos - off), run, HOST_OFF(img, h) + (pos & MASK(img)));
 			if (r) {
 				img_fail(img, r, "reading");
 				goto out;
 			}
+		} else if (kind(img, e) == K_BACKING) {
+			run = run_length(img, pos, end, K_BACKING, 0);
+			if ((r = read_backing(img, b + (pos - off), run, pos)))
+				goto out;
+		} else if (kind(img, e) == K_COMP) {
+			uint64_t v = pos >> img->g.cluster_bits;
+			run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
+			if (!cbuf && !(cbuf = malloc(CS(img)))) {
+				r = -ENOMEM;
+				goto out;
+			}
+			if ((r = comp_read(img, v, e, cbuf)))
+				goto out;
+			memcpy(b + (pos - off), cbuf + (pos & MASK(img)), run);
 		} else {
-			run = run_length(img, pos, end, 0, 0);
+			run = run_length(img, pos, end, K_ZERO, 0);
 			memset(b + (pos - off), 0, run);
 		}
 		pos += run;
 	}
 out:
 	pthread_rwlock_unlock(&img->map_lock);
+	free(cbuf);
 	return r ? r : (ssize_t)len;
 }
 
@@ -107,7 +239,14 @@ static int write_new(struct img *img, uint64_t pos, uint64_t end, const uint8_t 
 	pthread_mutex_lock(&img->meta_lock);
 	r = alloc_get(img, img->g.data_cluster0, &h0);
 	while (!r && pos + run < end) {
-		if (IMG_E_STATE(bat_get(img, v + n)) == IMG_E_ALLOC || alloc_test(img, h0 + n) ||
+		uint64_t ne = bat_get(img, v + n);
+		/* A partial cluster of a delta that shows its backing needs a
+		 * copy-on-write of its own. */
+		if (kind(img, ne) == K_BACKING && end - (pos + run) < CS(img) &&
+		    end < img->vsize)
+			break;
+		if (IMG_E_STATE(ne) == IMG_E_ALLOC || IMG_E_STATE(ne) == IMG_E_COMP ||
+		    alloc_test(img, h0 + n) ||
 		    h0 + n >= IMG_MAX_HOST_CLUSTER || alloc_mark(img, h0 + n))
 			break;
 		run += min_u64(end - (pos + run), CS(img));
@@ -163,17 +302,37 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 	if ((r = check_range(img, off, len, "write")))
 		goto out;
 	end = off + len;
+	if (__atomic_load_n(&img->ncomp, __ATOMIC_RELAXED)) {
+		/* Rewriting a compressed cluster may free its host cluster: that
+		 * needs map_lock exclusive (no reader may be using it). */
+		int any = 0;
+		for (uint64_t v = off >> img->g.cluster_bits; v <= (end - 1) >> img->g.cluster_bits && len; v++)
+			any |= IMG_E_STATE(bat_get(img, v)) == IMG_E_COMP;
+		if (any) {
+			pthread_rwlock_unlock(&img->map_lock);
+			pthread_rwlock_wrlock(&img->map_lock);
+			if ((r = check_range(img, off, len, "write")))
+				goto out;
+		}
+	}
 	while (pos < end) {
 		uint64_t e = bat_get(img, pos >> img->g.cluster_bits), run = 0;
 		if (IMG_E_STATE(e) == IMG_E_ALLOC) {
 			uint64_t h = IMG_E_PAYLOAD(e);
-			run = run_length(img, pos, end, 1, h);
+			run = run_length(img, pos, end, K_DATA, h);
 			r = img->io->ops->pwrite(img->io, b + (pos - off), run,
 						 HOST_OFF(img, h) + (pos & MASK(img)));
 			if (r) {
 				img_fail(img, r, "writing");
 				goto out;
 			}
+		} else if (kind(img, e) == K_COMP ||
+			   (kind(img, e) == K_BACKING &&
+			    ((pos & MASK(img)) || (end - pos < CS(img) && end < img->vsize)))) {
+			uint64_t v = pos >> img->g.cluster_bits;
+			run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
+			if ((r = cow_write(img, v, pos, run, b + (pos - off))))
+				goto out;
 		} else if ((r = write_new(img, pos, end, b + (pos - off), &run))) {
 			goto out;
 		}
@@ -186,8 +345,9 @@ out:
 
 /* Discard (whole clusters become unallocated) or write-zeroes (whole
  * allocated clusters become "zero").  Partial clusters are zeroed on the
- * host.  Unallocated clusters already read as zeros and stay as they are
- * (there is no backing image in format version 1). */
+ * host.  Unallocated clusters already read as zeros and stay as they are,
+ * except in a delta: there whole clusters become "zero" and partial ones
+ * are copied up with zeros in the range. */
 static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 {
 	uint64_t pos = off, end, vsize, freed = 0;
@@ -208,11 +368,14 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 		int whole = pos == cstart && (stop == cend || stop == vsize);
 
 		if (whole) {
-			uint64_t ne = discard ? 0 : IMG_E_MAKE(IMG_E_ZERO, 0);
-			if (e != ne && (discard || IMG_E_STATE(e) == IMG_E_ALLOC)) {
+			/* In a delta, "zero" hides the backing image; unallocated
+			 * would let it show through again (FORMAT.md 3.1). */
+			uint64_t ne = discard && !img->delta ? 0 : IMG_E_MAKE(IMG_E_ZERO, 0);
+			if (e != ne && (discard || img->delta || IMG_E_STATE(e) == IMG_E_ALLOC ||
+					IMG_E_STATE(e) == IMG_E_COMP)) {
 				pthread_mutex_lock(&img->meta_lock);
-				if (IMG_E_STATE(e) == IMG_E_ALLOC) {
-					r = alloc_defer_free(img, IMG_E_PAYLOAD(e));
+				if (IMG_E_STATE(e) == IMG_E_ALLOC || IMG_E_STATE(e) == IMG_E_COMP) {
+					r = img_release_entry(img, e);
 					freed++;
 				}
 				if (!r)
@@ -223,6 +386,8 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 			r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart), stop - pos);
 			if (r)
 				img_fail(img, r, "zeroing part of a cluster");
+		} else if (kind(img, e) == K_BACKING || kind(img, e) == K_COMP) {
+			r = cow_write(img, v, pos, stop - pos, NULL);
 		}
 		pos = stop;
 	}
@@ -252,10 +417,18 @@ IMG_API int img_flush(struct img *img)
 	return journal_commit(img);
 }
 
+static unsigned ext_type(const struct img *img, uint64_t e)
+{
+	return IMG_E_STATE(e) == IMG_E_ALLOC ? IMG_EXTENT_DATA :
+	       IMG_E_STATE(e) == IMG_E_COMP ? IMG_EXTENT_COMPRESSED :
+	       IMG_E_STATE(e) == IMG_E_ZERO ? IMG_EXTENT_ZERO : IMG_EXTENT_UNALLOCATED;
+}
+
 IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 {
 	uint64_t vsize, e, h, nv, pos;
 	unsigned type, bits = img->g.cluster_bits;
+	int k, r = 0;
 
 	memset(out, 0, sizeof(*out));
 	out->offset = off;
@@ -267,15 +440,14 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	}
 	nv = off >> bits;
 	e = bat_get(img, nv);
-	type = IMG_E_STATE(e) == IMG_E_ALLOC ? IMG_EXTENT_DATA :
-	       IMG_E_STATE(e) == IMG_E_ZERO ? IMG_EXTENT_ZERO : IMG_EXTENT_UNALLOCATED;
+	type = ext_type(img, e);
+	k = kind(img, e);
 	h = IMG_E_PAYLOAD(e);
 	pos = min_u64(vsize, (nv + 1) << bits);
-	for (uint64_t k = 1; pos < vsize; k++) {
-		uint64_t e2 = bat_get(img, nv + k);
-		unsigned t2 = IMG_E_STATE(e2) == IMG_E_ALLOC ? IMG_EXTENT_DATA :
-			      IMG_E_STATE(e2) == IMG_E_ZERO ? IMG_EXTENT_ZERO : IMG_EXTENT_UNALLOCATED;
-		if (t2 != type || (type == IMG_EXTENT_DATA && IMG_E_PAYLOAD(e2) != h + k))
+	for (uint64_t k2 = 1; pos < vsize; k2++) {
+		uint64_t e2 = bat_get(img, nv + k2);
+		if (ext_type(img, e2) != type || kind(img, e2) != k || type == IMG_EXTENT_COMPRESSED ||
+		    (type == IMG_EXTENT_DATA && IMG_E_PAYLOAD(e2) != h + k2))
 			break;
 		pos = min_u64(vsize, pos + CS(img));
 	}
@@ -283,41 +455,37 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	out->type = type;
 	if (type == IMG_EXTENT_DATA)
 		out->host_offset = HOST_OFF(img, h) + (off & MASK(img));
+	if (type == IMG_EXTENT_COMPRESSED)
+		out->host_offset = IMG_C_SECTOR(e) * 512;
+	if (k == K_BACKING) {
+		/* Where the bytes come from: the backing image's map. */
+		struct img_extent be;
+		out->depth = 1;
+		if (off < img->backing->vsize && !(r = img_map(img->backing, off, &be))) {
+			if (be.length < out->length)
+				out->length = be.length;
+			out->type = be.type;
+			out->host_offset = be.host_offset;
+			out->depth = be.depth + 1;
+		} else if (off < img->backing->vsize) {
+			out->length = 0;
+		} else {
+			out->length = pos - off;
+		}
+	}
 	pthread_rwlock_unlock(&img->map_lock);
-	return 0;
+	return r;
 }
 
 /* ---- relocation ----------------------------------------------------- */
 
 int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf)
 {
-	const uint64_t cs = CS(img), bs = 4096;
-	uint8_t *b = buf;
-	int r = img->io->ops->pread(img->io, b, cs, HOST_OFF(img, from)), wrote = 0;
+	int r = img->io->ops->pread(img->io, buf, CS(img), HOST_OFF(img, from));
 
 	/* The target is free, so it reads as zeros: write only non-zero
 	 * blocks, which keeps holes holes. */
-	for (uint64_t o = 0; !r && o < cs; ) {
-		uint64_t s = o;
-		while (s < cs && img_is_zero(b + s, bs))
-			s += bs;
-		uint64_t t = s;
-		while (t < cs && !img_is_zero(b + t, bs))
-			t += bs;
-		if (t > s) {
-			r = img->io->ops->pwrite(img->io, b + s, t - s, HOST_OFF(img, to) + s);
-			wrote = 1;
-		}
-		o = t;
-	}
-	/* An all-zero cluster writes nothing, but a mapped cluster must
-	 * start inside the file (FORMAT.md 4.1): make its first byte exist.
-	 * The target is free, so the byte is zero already where it exists. */
-	if (!r && !wrote && HOST_OFF(img, to) >= img_file_size(img)) {
-		static const uint8_t zero;
-		r = img->io->ops->pwrite(img->io, &zero, 1, HOST_OFF(img, to));
-	}
-	return r;
+	return r ? r : img_write_sparse(img, buf, CS(img), HOST_OFF(img, to));
 }
 
 int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf)

@@ -109,4 +109,17 @@ struct img_crash_stats {
 int img_io_crash_materialize(struct img_io *io, enum img_crash_mode mode, uint64_t seed,
 			     struct img_crash_stats *stats, struct img_io **out);
 
+/* ---------------------------------------------------------------------- */
+/* Backing chains on I/O backends (tests: the crash test's deltas)         */
+/* ---------------------------------------------------------------------- */
+
+/* img_create_io of a delta over the open image backing (opts->backing_file
+ * is the reference written; nothing is resolved).  backing stays the
+ * caller's. */
+int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, struct img *backing);
+/* img_open_io of a delta with backing (open, read-only) as its backing
+ * image: takes ownership of backing (closed with the delta, or on
+ * failure). */
+int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out);
+
 #endif

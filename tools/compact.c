@@ -9,11 +9,12 @@
 #include "common_fs.h"
 #include "common_online.h"
 
-enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM };
+enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM, OPT_COMPRESS };
 
 static const struct option longopts[] = {
 	{ "progress",       no_argument, NULL, 'p' },
 	{ "no-zero-detect", no_argument, NULL, OPT_NO_ZERO_DETECT },
+	{ "compress",       no_argument, NULL, OPT_COMPRESS },
 	{ "no-fs-trim",     no_argument, NULL, OPT_NO_FS_TRIM },
 	{ "json",           no_argument, NULL, 'j' },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -38,6 +39,7 @@ static void usage(void)
 	       "  -p, --progress      show a progress bar (on a terminal)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
 	       "  --no-fs-trim        leave the filesystem's free blocks alone\n"
+	       "  --compress          store clusters lz4-compressed where it saves space\n"
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -v, --verbose       say which I/O engine is used\n"
 	       "  -q, --quiet         print nothing on success\n"
@@ -123,6 +125,7 @@ int main(int argc, char **argv)
 			break;
 		case 'p': want_progress = 1; break;
 		case OPT_NO_ZERO_DETECT: opts.flags |= IMG_COMPACT_NO_ZERO_DETECT; break;
+		case OPT_COMPRESS: opts.flags |= IMG_COMPACT_COMPRESS; break;
 		case OPT_NO_FS_TRIM: fs_trim = 0; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
@@ -220,6 +223,8 @@ report:
 		json_u64(&j, "reclaimed_bytes", gain(st.disk_usage_before, st.disk_usage_after));
 		json_u64(&j, "zero_clusters_freed", st.zero_clusters_freed);
 		json_u64(&j, "clusters_moved", st.clusters_moved);
+		json_u64(&j, "clusters_compressed", st.clusters_compressed);
+		json_u64(&j, "payloads_repacked", st.payloads_repacked);
 		if (have_fs)
 			json_string(&j, "filesystem", fi.type);
 		else

@@ -58,7 +58,7 @@ static void usage(void)
 	       "  -p, --progress           show a progress bar (on a terminal)\n"
 	       "  -f, --force              replace DST if it exists\n"
 	       "  -U, --force-share        do not lock a libimg SRC\n"
-	       "  -c, --compress           reserved: not supported yet\n"
+	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
 	       "  -h, --help               show this help\n"
@@ -107,6 +107,8 @@ struct end {
 	int seek_data;        /* raw source: SEEK_DATA works */
 	struct img_io *dio;   /* raw source: direct I/O backend, or NULL */
 	const char *engine;   /* its engine, for --verbose */
+	int compress;         /* libimg destination: -c */
+	uint64_t ncompressed; /* clusters stored compressed */
 };
 
 static int raw_read(struct end *s, void *buf, size_t len, uint64_t off)
@@ -197,6 +199,25 @@ static int dst_write(struct end *d, const void *buf, size_t len, uint64_t off)
 
 	if (d->fmt == FMT_RAW)
 		return raw_write(d, buf, len, off);
+	if (d->compress) {
+		/* whole clusters (the granule): compressed where it saves a
+		 * sector */
+		const char *p = buf;
+		uint64_t g = d->granule;
+		while (len && off % g == 0 && (len >= g || off + len == d->size)) {
+			size_t k = len < g ? len : (size_t)g;
+			int r = img_write_compressed(d->img, p, k, off);
+			if (r < 0)
+				return r;
+			d->ncompressed += (uint64_t)r;
+			p += k;
+			off += k;
+			len -= k;
+		}
+		buf = p;
+		if (!len)
+			return 0;
+	}
 	n = img_pwrite(d->img, buf, len, off);
 	if (n < 0)
 		return (int)n;
@@ -253,7 +274,7 @@ static int next_data(struct end *s, uint64_t off, uint64_t *start, uint64_t *len
 			errmsg("%s: bad map at offset %llu", s->name, (unsigned long long)off);
 			return -EIO;
 		}
-		if (e.type == IMG_EXTENT_DATA) {
+		if (e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED) {
 			*start = off;
 			*len = e.length;
 			return 0;
@@ -651,7 +672,7 @@ int main(int argc, char **argv)
 	const char *src = NULL, *dst = NULL;
 	struct progress pr;
 	uint64_t v, copied = 0;
-	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR;
+	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR, compress = 0;
 	int tmp_fd = -1;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
@@ -689,8 +710,8 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 		case OPT_COMPRESS:
-			errmsg("compression (-c) is not supported yet");
-			return EXIT_ERROR;
+			compress = 1;
+			break;
 		case 'p': want_progress = 1; break;
 		case 'f': force = 1; break;
 		case 'U': nolock = 1; break;
@@ -706,6 +727,8 @@ int main(int argc, char **argv)
 		return usage_error("expected SRC and DST");
 	if (co.cluster_size && d.fmt != FMT_LIBIMG)
 		return usage_error("--cluster-size applies only to -O libimg");
+	if (compress && d.fmt != FMT_LIBIMG)
+		return usage_error("-c applies only to -O libimg");
 	s.name = src;
 	d.name = dst;
 
@@ -756,6 +779,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		d.granule = in.cluster_size ? in.cluster_size : IMG_DEFAULT_CLUSTER_SIZE;
+		d.compress = compress;
 	}
 
 	progress_init(&pr, want_progress && !quiet);

@@ -12,6 +12,8 @@
 static const struct option longopts[] = {
 	{ "json",        no_argument, NULL, 'j' },
 	{ "force-share", no_argument, NULL, 'U' },
+	{ "backing-chain", no_argument, NULL, 'B' },
+	{ "allow-backing-path", no_argument, NULL, 'A' },
 	{ "quiet",       no_argument, NULL, 'q' },
 	{ "help",        no_argument, NULL, 'h' },
 	{ "version",     no_argument, NULL, 'V' },
@@ -27,6 +29,9 @@ static void usage(void)
 	       "  -j, --json         print a JSON object (sizes in bytes)\n"
 	       "  -U, --force-share  do not lock the image (may show a state that is\n"
 	       "                     being changed by another process)\n"
+	       "      --backing-chain  describe every image of the backing chain, top\n"
+	       "                     first (with --json: an array)\n"
+	       "      --allow-backing-path  follow absolute or '..' backing references\n"
 	       "  -q, --quiet        print nothing; only the exit status tells\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
@@ -34,13 +39,12 @@ static void usage(void)
 	       "Exit status: 0 success, 1 error.  See imginfo(1).\n", progname);
 }
 
-/* use: what the run directory records about a served image, or NULL. */
-static void print_json(const char *file, const struct img_info *in, const struct img_fs_info *fi,
+static void print_json(struct json_out *jp, const char *file, const struct img_info *in,
+		       const char *backing, const struct img_fs_info *fi,
 		       const struct online_state *use)
 {
-	struct json_out j;
+	struct json_out j = *jp;
 
-	json_start(&j, stdout);
 	json_object_begin(&j, NULL);
 	json_string(&j, "filename", file);
 	json_string(&j, "format", "libimg");
@@ -50,6 +54,7 @@ static void print_json(const char *file, const struct img_info *in, const struct
 	json_u64(&j, "allocated_clusters", in->allocated_clusters);
 	json_u64(&j, "allocated_bytes", in->allocated_clusters * in->cluster_size);
 	json_u64(&j, "zero_clusters", in->zero_clusters);
+	json_u64(&j, "compressed_clusters", in->compressed_clusters);
 	json_u64(&j, "metadata_size", in->metadata_size);
 	json_u64(&j, "bat_capacity", in->bat_capacity);
 	json_u64(&j, "file_size", in->file_size);
@@ -61,7 +66,8 @@ static void print_json(const char *file, const struct img_info *in, const struct
 	json_u64(&j, "compat_features", in->compat_features);
 	json_u64(&j, "log_replayed", in->log_replayed);
 	json_u64(&j, "leaked_clusters", in->leaked_clusters);
-	json_null(&j, "backing");
+	json_string(&j, "backing", backing);
+	json_u64(&j, "backing_depth", in->backing_depth);
 	fs_json(&j, "filesystem", fi);
 	if (use) {
 		json_object_begin(&j, "in_use");
@@ -76,11 +82,11 @@ static void print_json(const char *file, const struct img_info *in, const struct
 		json_null(&j, "in_use");
 	}
 	json_object_end(&j);
-	json_finish(&j);
+	*jp = j;
 }
 
-static void print_human(const char *file, const struct img_info *in, const struct img_fs_info *fi,
-			const struct online_state *use)
+static void print_human(const char *file, const struct img_info *in, const char *backing,
+			const struct img_fs_info *fi, const struct online_state *use)
 {
 	char b[64], fb[512];
 
@@ -93,6 +99,8 @@ static void print_human(const char *file, const struct img_info *in, const struc
 	       (unsigned long long)in->allocated_clusters,
 	       human_size_exact(in->allocated_clusters * in->cluster_size, b, sizeof(b)));
 	printf("zero clusters: %llu\n", (unsigned long long)in->zero_clusters);
+	if (in->compressed_clusters)
+		printf("compressed clusters: %llu\n", (unsigned long long)in->compressed_clusters);
 	printf("metadata size: %s\n", human_size_exact(in->metadata_size, b, sizeof(b)));
 	printf("BAT capacity: %s\n", human_size_exact(in->bat_capacity, b, sizeof(b)));
 	printf("file size: %s\n", human_size_exact(in->file_size, b, sizeof(b)));
@@ -105,7 +113,10 @@ static void print_human(const char *file, const struct img_info *in, const struc
 		       (unsigned long long)in->incompat_features,
 		       (unsigned long long)in->ro_compat_features,
 		       (unsigned long long)in->compat_features);
-	printf("backing file: none\n");
+	if (backing)
+		printf("backing file: %s (chain depth %u)\n", backing, in->backing_depth);
+	else
+		printf("backing file: none\n");
 	printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
 	if (use) {
 		printf("in use: by imgserve (pid %ld)%s\n", (long)use->pid,
@@ -119,15 +130,41 @@ static void print_human(const char *file, const struct img_info *in, const struc
 	}
 }
 
+/* One image of the chain: its info and backing reference. */
+static int describe(struct img *img, const char *name, struct json_out *j, int with_fs,
+		    const struct online_state *use)
+{
+	struct img_info in;
+	struct img_fs_info fi;
+	char ref[4096];
+	ssize_t n;
+	int r;
+
+	memset(&in, 0, sizeof(in));
+	if ((r = img_info(img, &in)) < 0 || (n = img_backing_ref(img, ref, sizeof(ref))) < 0) {
+		img_errmsg(name, r < 0 ? r : -ERANGE);
+		return -1;
+	}
+	/* A filesystem that cannot be probed is a warning, not a failure:
+	 * imginfo describes the image first. */
+	r = with_fs && !quiet ? fs_probe(name, img, &fi) : 1;
+	if (quiet)
+		return 0;
+	if (json)
+		print_json(j, name, &in, n ? ref : NULL, r == 0 ? &fi : NULL, use);
+	else
+		print_human(name, &in, n ? ref : NULL, r == 0 ? &fi : NULL, use);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *file = NULL;
-	struct img_info in;
-	struct img_fs_info fi;
+	struct json_out j;
 	struct img *img;
 	struct online_state use;
 	unsigned flags = 0;
-	int c, r, in_use;
+	int c, r = 0, chain = 0, in_use;
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
@@ -140,6 +177,8 @@ int main(int argc, char **argv)
 			break;
 		case 'j': json = 1; break;
 		case 'U': flags |= IMG_OPEN_NOLOCK; break;
+		case 'B': chain = 1; break;
+		case 'A': flags |= IMG_OPEN_ALLOW_BACKING_PATH; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -157,23 +196,20 @@ int main(int argc, char **argv)
 		flags |= IMG_OPEN_NOLOCK;
 	if (open_image(file, flags, &img) < 0)
 		return EXIT_ERROR;
-	memset(&in, 0, sizeof(in));
-	r = img_info(img, &in);
-	if (r < 0) {
-		img_errmsg(file, r);
-		img_close(img);
-		return EXIT_ERROR;
+	json_start(&j, stdout);
+	if (chain && json)
+		json_array_begin(&j, NULL);
+	r = describe(img, file, &j, 1, in_use ? &use : NULL);
+	for (struct img *b = img_backing(img); chain && b && !r; b = img_backing(b)) {
+		if (!json && !quiet)
+			printf("\n");
+		r = describe(b, img_name(b), &j, 1, NULL);
 	}
-	/* A filesystem that cannot be probed is a warning, not a failure:
-	 * imginfo describes the image first. */
-	r = quiet ? 1 : fs_probe(file, img, &fi);
-	if (close_image(file, img) < 0)
+	if (chain && json)
+		json_array_end(&j);
+	if (json && !quiet && !r)
+		json_finish(&j);
+	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
-	if (quiet)
-		return EXIT_OK;
-	if (json)
-		print_json(file, &in, r == 0 ? &fi : NULL, in_use ? &use : NULL);
-	else
-		print_human(file, &in, r == 0 ? &fi : NULL, in_use ? &use : NULL);
 	return EXIT_OK;
 }

@@ -35,6 +35,7 @@ static const char *type_name(uint32_t t)
 {
 	switch (t) {
 	case IMG_EXTENT_DATA: return "data";
+	case IMG_EXTENT_COMPRESSED: return "compressed";
 	case IMG_EXTENT_ZERO: return "zero";
 	case IMG_EXTENT_UNALLOCATED: return "unallocated";
 	default: return "unknown";
@@ -113,12 +114,14 @@ int main(int argc, char **argv)
 			json_u64(&j, "start", e.offset);
 			json_u64(&j, "length", e.length);
 			json_string(&j, "type", type_name(e.type));
-			json_bool(&j, "data", e.type == IMG_EXTENT_DATA);
-			json_bool(&j, "zero", e.type != IMG_EXTENT_DATA);
-			if (e.type == IMG_EXTENT_DATA)
+			json_bool(&j, "data", e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED);
+			json_bool(&j, "zero", e.type != IMG_EXTENT_DATA && e.type != IMG_EXTENT_COMPRESSED);
+			json_bool(&j, "compressed", e.type == IMG_EXTENT_COMPRESSED);
+			if (e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED)
 				json_u64(&j, "offset", e.host_offset);
+			json_u64(&j, "depth", e.depth);   /* as qemu-img map */
 			json_object_end(&j);
-		} else if (e.type == IMG_EXTENT_DATA) {
+		} else if (e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED) {
 			printf("0x%-18llx0x%-18llx%-13s0x%llx\n", (unsigned long long)e.offset,
 			       (unsigned long long)e.length, type_name(e.type),
 			       (unsigned long long)e.host_offset);

@@ -16,7 +16,8 @@
 #include "common.h"
 #include "common_fs.h"
 
-enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE, OPT_FS, OPT_LABEL, OPT_FROM };
+enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE, OPT_FS, OPT_LABEL, OPT_FROM, OPT_BACKING,
+       OPT_ALLOW_BACKING_PATH };
 
 static const struct option longopts[] = {
 	{ "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
@@ -24,6 +25,8 @@ static const struct option longopts[] = {
 	{ "fs",           required_argument, NULL, OPT_FS },
 	{ "label",        required_argument, NULL, OPT_LABEL },
 	{ "from",         required_argument, NULL, OPT_FROM },
+	{ "backing",      required_argument, NULL, OPT_BACKING },
+	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
 	{ "force",        no_argument,       NULL, 'f' },
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
@@ -34,13 +37,17 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE SIZE\n"
-	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G, 1.5T:\n"
-	       "a multiple of 512), or one holding a new filesystem (--fs).\n"
+	       "       %s --backing BASE [OPTIONS] FILE [SIZE]\n"
+	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G: a\n"
+	       "multiple of 512), one holding a new filesystem (--fs), or a thin clone.\n"
 	       "\n"
+	       "  --backing BASE       a clone reading what it did not write from BASE\n"
+	       "                       (named relative to FILE's directory; SIZE\n"
+	       "                       defaults to BASE's; --allow-backing-path: BASE\n"
+	       "                       may be absolute or contain '..')\n"
 	       "  --cluster-size SIZE  allocation unit, a power of two from 64K to 64M\n"
 	       "                       (default 1M)\n"
-	       "  --bat-reserve SIZE   make the block table big enough for images of up\n"
-	       "                       to SIZE, so that growing never relocates data\n"
+	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
 	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
 	       "                       ext3, ext2, xfs or btrfs\n"
 	       "  --label LABEL        the filesystem's label\n"
@@ -51,10 +58,8 @@ static void usage(void)
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
-	       "\n"
-	       "The image (and, with --fs, the filesystem in a sparse raw file) is made\n"
-	       "beside FILE and renamed into place: a failure leaves nothing behind.\n"
-	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname);
+	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
+	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)
@@ -463,6 +468,8 @@ int main(int argc, char **argv)
 			break;
 		case OPT_LABEL: label = optarg; break;
 		case OPT_FROM: from = optarg; break;
+		case OPT_BACKING: o.backing_file = optarg; break;
+		case OPT_ALLOW_BACKING_PATH: o.flags |= IMG_CREATE_ALLOW_BACKING_PATH; break;
 		case 'f': force = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -471,13 +478,16 @@ int main(int argc, char **argv)
 			return usage_error("bad usage");
 		}
 	}
-	if (!file || !size_arg)
+	if (!file || (!size_arg && !o.backing_file))
 		return usage_error("expected FILE and SIZE");
 	if (!*file)
 		return usage_error("empty file name");
-	if (get_size("size", size_arg, &size))
+	if (o.backing_file && fs)
+		return usage_error("--backing and --fs cannot be combined");
+	size = 0;
+	if (size_arg && get_size("size", size_arg, &size))
 		return EXIT_ERROR;
-	if (size < IMG_SECTOR_SIZE || size % IMG_SECTOR_SIZE) {
+	if (size_arg && (size < IMG_SECTOR_SIZE || size % IMG_SECTOR_SIZE)) {
 		errmsg("invalid size '%s': must be a multiple of 512 bytes, at least 512",
 		       size_arg);
 		return EXIT_ERROR;
@@ -519,10 +529,23 @@ int main(int argc, char **argv)
 		img_errmsg(file, r);
 		return EXIT_ERROR;
 	}
-	if (!quiet)
+	if (!size) {   /* the backing image's size */
+		struct img *img;
+		struct img_info in;
+		if (img_open(file, IMG_OPEN_NOLOCK | (o.flags & IMG_CREATE_ALLOW_BACKING_PATH ?
+						       IMG_OPEN_ALLOW_BACKING_PATH : 0), &img) == 0) {
+			img_info(img, &in);
+			size = in.virtual_size;
+			img_close(img);
+		}
+	}
+	if (!quiet) {
 		printf("Created %s: virtual size %s, cluster size %s\n", file,
 		       human_size_exact(size, b1, sizeof(b1)),
 		       human_size(o.cluster_size ? o.cluster_size : IMG_DEFAULT_CLUSTER_SIZE,
 				  b2, sizeof(b2)));
+		if (o.backing_file)
+			printf("  backing file: %s\n", o.backing_file);
+	}
 	return EXIT_OK;
 }

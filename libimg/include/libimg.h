@@ -139,10 +139,22 @@ struct img_create_opts {
 	uint64_t bat_reserve;      /* virtual size the BAT must hold without any
 	                            * relocation (0 = only what virtual_size needs,
 	                            * rounded up to whole clusters of BAT) */
-	uint64_t reserved[5];
+	/* A delta over this backing image (FORMAT.md 3.1): the path is stored
+	 * as given and resolved relative to the new image's directory; it must
+	 * be relative without ".." components unless
+	 * IMG_CREATE_ALLOW_BACKING_PATH.  The backing chain is opened (read-
+	 * only) and checked; virtual_size 0 means the backing's size.  NULL:
+	 * a standalone image.  img_create() only (img_create_io: -EINVAL). */
+	union {
+		const char *backing_file;
+		uint64_t backing_file_pad_;   /* same layout on 32-bit hosts */
+	};
+	uint64_t reserved[4];
 };
 
-#define IMG_CREATE_OVERWRITE 0x1u   /* replace an existing file */
+#define IMG_CREATE_OVERWRITE          0x1u   /* replace an existing file */
+#define IMG_CREATE_ALLOW_BACKING_PATH 0x2u   /* backing_file may be absolute or
+                                              * contain ".." */
 
 /* Creates the image atomically: written to a temporary file beside path,
  * synced, then renamed.  A failure leaves nothing behind. */
@@ -156,11 +168,30 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * problems are recorded, not fatal; writes other
                                   * than img_check repair are refused while the
                                   * image is corrupt */
-#define IMG_OPEN_IO_URING 0x08u  /* img_open: use the io_uring backend, or the
+#define IMG_OPEN_IO_URING 0x20u  /* img_open: use the io_uring backend, or the
                                   * posix one where the kernel refuses io_uring
                                   * (img_info() says which and why).  Without
                                   * it, LIBIMG_IO=uring in the environment
                                   * asks the same; LIBIMG_IO=posix forbids it */
+#define IMG_OPEN_ALLOW_BACKING_PATH 0x08u  /* follow backing references that are
+                                  * absolute or contain ".." (refused otherwise,
+                                  * with -EPERM) */
+#define IMG_OPEN_NO_BACKING 0x10u /* do not open the backing chain: unallocated
+                                  * clusters of a delta read as zeros; data
+                                  * writes are refused (-EROFS), header changes
+                                  * (img_set_backing) and img_check work */
+
+/*
+ * Backing chains (FORMAT.md 3.1).  img_open() opens the backing images of a
+ * delta read-only with a shared lock, each relative to the directory of the
+ * image that names it.  Refused: an absolute path or a ".." component
+ * without IMG_OPEN_ALLOW_BACKING_PATH (-EPERM), a chain deeper than
+ * IMG_MAX_BACKING_DEPTH (-ELOOP), a loop (-ELOOP), a missing backing file
+ * (-ENOENT), a backing image whose uuid is not the one recorded
+ * (-EUCLEAN).  img_open_io() cannot resolve a reference: it refuses a delta
+ * (-EOPNOTSUPP) unless IMG_OPEN_NO_BACKING.
+ */
+#define IMG_MAX_BACKING_DEPTH 64
 
 /* 1 if path starts like a libimg image (either header copy has the magic),
  * 0 if it does not, -errno if it cannot be read.  Cheap: no validation. */
@@ -189,6 +220,14 @@ int img_discard(struct img *img, uint64_t off, uint64_t len);
 int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
 /* Everything written before the call is durable when it returns. */
 int img_flush(struct img *img);
+/* Writes one whole cluster (off a multiple of the cluster size, len the
+ * cluster size, or what is left of the disk for the last one) stored
+ * lz4-compressed (FORMAT.md 4.2) when that saves at least one 512-byte
+ * sector, else stored as a normal cluster.  Returns 1 (compressed), 0
+ * (stored normally) or -errno.  Sets the image's COMPRESSED feature: older
+ * readers cannot open it until no compressed cluster is left.  Reads
+ * decompress; a later write into the cluster stores it uncompressed. */
+int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off);
 
 /* ---------------------------------------------------------------------- */
 /* Information                                                             */
@@ -211,13 +250,14 @@ struct img_info {
 	uint32_t dirty;              /* the image was dirty when opened */
 	uint32_t read_only;
 	uint32_t corrupt;            /* problems found at open (IMG_OPEN_CHECK) */
-	uint32_t reserved_u32;
+	uint32_t backing_depth;      /* backing images open below this one */
 	uint64_t log_replayed;       /* log transactions replayed at open */
 	uint64_t leaked_clusters;    /* host clusters no entry maps (at open) */
 	uint32_t io_engine;          /* IMG_IO_ENGINE_*: the backend in use */
 	int32_t io_uring_error;      /* io_uring was asked for but refused: the
 	                              * -errno of the refusal (posix used), else 0 */
-	uint64_t reserved[5];
+	uint64_t compressed_clusters; /* virtual clusters stored lz4-compressed */
+	uint64_t reserved[4];
 };
 
 #define IMG_IO_ENGINE_OTHER 0u   /* img_open_io: the caller's backend */
@@ -230,6 +270,8 @@ enum img_extent_type {
 	IMG_EXTENT_UNALLOCATED = 0,  /* reads as zeros (no host space) */
 	IMG_EXTENT_ZERO = 1,         /* explicitly zero (no host space) */
 	IMG_EXTENT_DATA = 2,         /* stored at host_offset */
+	IMG_EXTENT_COMPRESSED = 3,   /* data stored lz4-compressed (one cluster
+	                              * per extent; host_offset: the payload) */
 };
 
 struct img_extent {
@@ -238,12 +280,28 @@ struct img_extent {
 	uint64_t host_offset;  /* DATA: host offset of the first byte; the run
 	                        * is contiguous on the host.  Else 0. */
 	uint32_t type;         /* enum img_extent_type */
-	uint32_t reserved;
+	uint32_t depth;        /* which image of the chain the run comes from:
+	                        * 0 this one, 1 its backing image, ...  For
+	                        * DATA, host_offset is in that image's file */
 };
 
-/* The longest run of one type starting at off.  Iterate with
- * off += ext.length until ext.length == 0. */
+/* The longest run of one type (and depth) starting at off.  Unallocated
+ * runs of a delta are mapped through its backing chain (the type and depth
+ * where the bytes really come from; past a backing image's virtual size,
+ * UNALLOCATED at that depth).  Iterate with off += ext.length until
+ * ext.length == 0. */
 int img_map(struct img *img, uint64_t off, struct img_extent *out);
+
+/* The backing image a delta was opened over, or NULL (none, or opened with
+ * IMG_OPEN_NO_BACKING).  Owned by img: valid until img_close(img).  May be
+ * passed to img_info, img_map, img_pread and the other read functions. */
+struct img *img_backing(struct img *img);
+/* The backing reference as stored in the header (NUL-terminated) into buf.
+ * Returns its length, 0 if the image has none, -ERANGE if len is too
+ * small. */
+ssize_t img_backing_ref(struct img *img, char *buf, size_t len);
+/* The name the image was opened by (the path for img_open). */
+const char *img_name(struct img *img);
 
 /* ---------------------------------------------------------------------- */
 /* Operations                                                              */
@@ -270,13 +328,19 @@ struct img_compact_opts {
 };
 
 #define IMG_COMPACT_NO_ZERO_DETECT 0x1u
+#define IMG_COMPACT_COMPRESS       0x2u   /* store every allocated cluster
+                                          * compressed where that saves a
+                                          * sector (FORMAT.md 4.2) */
 
 struct img_compact_stats {
 	uint64_t file_size_before, file_size_after;
 	uint64_t disk_usage_before, disk_usage_after;
 	uint64_t zero_clusters_freed;     /* all-zero clusters made unallocated */
 	uint64_t clusters_moved;
-	uint64_t reserved[4];
+	uint64_t clusters_compressed;     /* IMG_COMPACT_COMPRESS */
+	uint64_t payloads_repacked;       /* compressed payloads copied out of
+	                                   * host clusters with freed sectors */
+	uint64_t reserved[2];
 };
 
 /* Zero detection, then relocation of live clusters from the end of the host
@@ -314,6 +378,41 @@ struct img_check_result {
  * (see res), or -errno when it could not. */
 int img_check(struct img *img, const struct img_check_opts *opts,
 	      struct img_check_result *res);
+
+/* ---------------------------------------------------------------------- */
+/* Snapshots and chains (offline)                                          */
+/* ---------------------------------------------------------------------- */
+
+#define IMG_BACKING_UNSAFE 0x1u            /* only rewrite the reference */
+#define IMG_BACKING_ALLOW_PATH 0x2u        /* as IMG_OPEN_ALLOW_BACKING_PATH */
+
+/* Changes the backing reference of an image opened read-write (with or
+ * without IMG_OPEN_NO_BACKING).  ref NULL: the image becomes standalone.
+ * Safe (flags 0, like qemu-img rebase): every cluster that reads through
+ * the old chain and would read differently through the new one is first
+ * copied into the image, committed, and only then is the header changed;
+ * the visible disk does not change.  IMG_BACKING_UNSAFE: only the header
+ * changes.  The new backing image is opened relative to the image's
+ * directory and replaces the old one on the handle.  0 or -errno. */
+int img_set_backing(struct img *img, const char *ref, unsigned flags,
+		    img_progress_fn progress, void *progress_arg);
+
+/* Snapshot (offline): the image at path becomes a read-only snapshot under a
+ * second name in its directory (name, or "FILE.snapN" with the lowest free
+ * N when NULL), and path becomes a new empty delta over it: the user keeps
+ * using path.  Crash-safe (link, new top in a temporary file, synced,
+ * renamed over path).  out (may be NULL) gets the snapshot's file name.
+ * flags: IMG_BACKING_ALLOW_PATH.  -EBUSY if the image is in use. */
+int img_snapshot(const char *path, const char *name, unsigned flags, char *out, size_t outlen);
+/* Merge (offline): commits the delta at path into its backing image, which
+ * then replaces it under path's name (the delta's file is gone).  Clusters
+ * the delta holds overwrite the backing's, zero clusters make the
+ * backing's clusters zero, the backing grows or shrinks to the delta's
+ * size.  Crash-safe (the delta's view never changes; the backing is synced
+ * before it is renamed over path); rerun after a crash.  Other images over
+ * the same backing image would see its new contents: the backing is locked
+ * for writing, so this fails with -EBUSY while any of them is open. */
+int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *progress_arg);
 
 /* ---------------------------------------------------------------------- */
 /* Filesystems inside an image (libimg/fs.c: libblkid and libext2fs)       */

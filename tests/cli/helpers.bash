@@ -6,7 +6,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/bin
-TOOLS="mkimg imginfo imgmap imgcheck growimg shrinkimg compact imgconvert
+TOOLS="mkimg imginfo imgmap imgcheck growimg shrinkimg compact imgconvert imgsnap
        imgserve imgattach imgdetach imgmount imgumount"
 PY=$(command -v python3 || true)
 K=1024; M=$((1024 * K)); G=$((1024 * M))
@@ -171,3 +171,26 @@ run_unprivileged() {
 
 # to_raw IMG RAW: the image's contents as a raw file (through imgconvert).
 to_raw() { "$BIN/imgconvert" -q -O raw "$1" "$2"; }
+
+# write_at IMG DATAFILE OFFSET: write a file's bytes into an image at a
+# virtual offset through libimg (ctypes on the built shared library); no
+# tool writes at an offset (the online export does).
+write_at() {
+  [ -n "$PY" ] || skip "python3 is needed to write through libimg"
+  "$PY" - "$BUILD/lib/libimg.so" "$@" <<'PYEOF'
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+lib.img_last_error.restype = ctypes.c_char_p
+lib.img_pwrite.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint64]
+lib.img_pwrite.restype = ctypes.c_ssize_t
+lib.img_close.argtypes = [ctypes.c_void_p]
+h = ctypes.c_void_p()
+if lib.img_open(sys.argv[2].encode(), 1, ctypes.byref(h)):
+    sys.exit("open: " + lib.img_last_error().decode())
+data = open(sys.argv[3], "rb").read()
+if lib.img_pwrite(h, data, len(data), int(sys.argv[4])) != len(data):
+    sys.exit("write: " + lib.img_last_error().decode())
+if lib.img_close(h):
+    sys.exit("close: " + lib.img_last_error().decode())
+PYEOF
+}

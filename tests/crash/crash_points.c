@@ -75,6 +75,7 @@ struct workload {
 	unsigned open_flags;        /* of the crash-tested run */
 	wl_fn body;                 /* crash-tested, between open and close */
 	uint64_t seed;
+	int backing;                /* a delta over an image with data (COW) */
 };
 
 enum { PREP_CLEAN, PREP_CRASHED, PREP_CORRUPT };
@@ -92,12 +93,33 @@ static struct img_io *borrow(struct img_io *io)
 
 #define TRY(expr) do { int r_ = (expr); if (r_) return r_; } while (0)
 
+/* The backing image of the current workload's deltas (NULL: none): an
+ * image in memory, opened read-only under each open of the delta. */
+static uint8_t *bk_bytes;
+static size_t bk_len;
+
+static int open_chain(struct img_io *io, unsigned flags, struct img **out)
+{
+	struct img_io *bio;
+	struct img *b;
+	int r;
+
+	if (!bk_bytes)
+		return img_open_io(io, flags, out);
+	T_OK(img_io_mem_new(bk_bytes, bk_len, &bio));
+	if ((r = img_open_io(bio, 0, &b))) {
+		io->ops->close(io);
+		return r;
+	}
+	return img_open_io_over(io, flags, b, out);
+}
+
 /* ---- operations: the model first (the call may reach the disk even if it
  * fails at a crash), then the library call -------------------------------- */
 
 static int op_open(struct run *x)
 {
-	int r = img_open_io(borrow(x->cio), x->open_flags, &x->img);
+	int r = open_chain(borrow(x->cio), x->open_flags, &x->img);
 
 	if (r)
 		x->img = NULL;
@@ -431,6 +453,67 @@ static int wl_compact(struct run *x)
 	return op_verify(x);
 }
 
+/* A delta over an image with data: partial writes copy clusters up from
+ * the backing image (data before map covers the copy), discards and zeroes
+ * hide it, whole writes and flushes in between. */
+static int wl_cow(struct run *x)
+{
+	for (int i = 0; i < 30 * scale; i++) {
+		uint64_t k = prng_below(&x->r, 8), off = rnd_off(x, 0, VSIZE, 4096);
+		if (k == 0)
+			TRY(op_discard(x, off, 1 + prng_below(&x->r, 2 * CLUSTER) % (VSIZE - off)));
+		else if (k == 1)
+			TRY(op_zeroes(x, off, 1 + prng_below(&x->r, 2 * CLUSTER) % (VSIZE - off)));
+		else
+			TRY(rnd_write(x, 0, VSIZE));
+		TRY(maybe_flush(x, 4));
+	}
+	TRY(op_verify(x));
+	return op_flush(x);
+}
+
+/* Whole clusters stored compressed: random bytes over part of the cluster,
+ * zeros after (so it compresses, several payloads per host cluster). */
+static int op_write_comp(struct run *x, uint64_t c)
+{
+	uint64_t n = 512 * (1 + prng_below(&x->r, 40));
+	int r;
+
+	prng_fill(&x->r, x->buf, n);
+	memset(x->buf + n, 0, CLUSTER - n);
+	T_OK(bm_write(&x->m, c * CLUSTER, x->buf, CLUSTER));
+	r = img_write_compressed(x->img, x->buf, CLUSTER, c * CLUSTER);
+	return dry_check(x, "write_compressed", r < 0 ? r : 0);
+}
+
+static int prep_comp(struct run *x)
+{
+	for (uint64_t c = 0; c < VSIZE / CLUSTER; c++)
+		TRY(op_write_comp(x, c));
+	return op_verify(x);
+}
+
+/* Writes into compressed clusters (rewritten uncompressed, the payload's
+ * sectors freed after the commit), discards, new compressed clusters, and
+ * compaction repacking the payloads. */
+static int wl_comp(struct run *x)
+{
+	for (int i = 0; i < 30 * scale; i++) {
+		uint64_t k = prng_below(&x->r, 6);
+		if (k == 0)
+			TRY(op_write_comp(x, prng_below(&x->r, VSIZE / CLUSTER)));
+		else if (k == 1)
+			TRY(op_discard(x, prng_below(&x->r, VSIZE / CLUSTER) * CLUSTER, CLUSTER));
+		else
+			TRY(rnd_write(x, 0, VSIZE));
+		TRY(maybe_flush(x, 4));
+		if (i == 15 * scale)
+			TRY(op_compact(x, 0));
+	}
+	TRY(op_compact(x, 0));
+	return op_verify(x);
+}
+
 /* The starting image of recover and repair: writes, discards and rewrites
  * left in the middle by a crash (make_base picks a crash that leaves a log
  * to replay and leaked clusters). */
@@ -540,18 +623,20 @@ static int wl_repair_corrupt(struct run *x)
 }
 
 static const struct workload workloads[] = {
-	{ "alloc",     VSIZE, NULL,         0, IMG_OPEN_RDWR, wl_alloc,     101 },
-	{ "overwrite", VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_overwrite, 102 },
-	{ "discard",   VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_discard,   103 },
-	{ "zeroes",    VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_zeroes,    104 },
-	{ "grow",      VSIZE, prep_grow,    0, IMG_OPEN_RDWR, wl_grow,      105 },
-	{ "shrink",    VSIZE, prep_shrink,  0, IMG_OPEN_RDWR, wl_shrink,    106 },
-	{ "compact",   VSIZE, prep_compact, 0, IMG_OPEN_RDWR, wl_compact,   107 },
-	{ "recover",   VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR, wl_recover, 108 },
-	{ "repair",    VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR | IMG_OPEN_CHECK, wl_repair, 109 },
-	{ "mixed",     VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_mixed,     110 },
+	{ "alloc",     VSIZE, NULL,         0, IMG_OPEN_RDWR, wl_alloc,     101, 0 },
+	{ "overwrite", VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_overwrite, 102, 0 },
+	{ "discard",   VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_discard,   103, 0 },
+	{ "zeroes",    VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_zeroes,    104, 0 },
+	{ "grow",      VSIZE, prep_grow,    0, IMG_OPEN_RDWR, wl_grow,      105, 0 },
+	{ "shrink",    VSIZE, prep_shrink,  0, IMG_OPEN_RDWR, wl_shrink,    106, 0 },
+	{ "compact",   VSIZE, prep_compact, 0, IMG_OPEN_RDWR, wl_compact,   107, 0 },
+	{ "recover",   VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR, wl_recover, 108, 0 },
+	{ "repair",    VSIZE, prep_crashed, PREP_CRASHED, IMG_OPEN_RDWR | IMG_OPEN_CHECK, wl_repair, 109, 0 },
+	{ "mixed",     VSIZE, prep_fill,    0, IMG_OPEN_RDWR, wl_mixed,     110, 0 },
+	{ "cow",       VSIZE, NULL,         0, IMG_OPEN_RDWR, wl_cow,       112, 1 },
+	{ "compressed", VSIZE, prep_comp,   0, IMG_OPEN_RDWR, wl_comp,      113, 0 },
 	{ "repair-corrupt", VSIZE, prep_fill, PREP_CORRUPT, IMG_OPEN_RDWR | IMG_OPEN_CHECK,
-	  wl_repair_corrupt, 111 },
+	  wl_repair_corrupt, 111, 0 },
 };
 
 /* ---- driver --------------------------------------------------------------- */
@@ -646,9 +731,45 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 	uint64_t events;
 
 	T_OK(img_io_crash_new(NULL, 0, &cio));
-	T_OK(img_create_io(cio, &o));
 	/* Only grow writes past the starting size: smaller models elsewhere. */
 	T_OK(bm_init(&empty, w->vsize, w->body == wl_grow ? MODEL_CAP : w->vsize));
+	free(bk_bytes);
+	bk_bytes = NULL;
+	if (w->backing) {
+		/* The backing image: data in most clusters, some zero, some
+		 * never written; the delta starts out reading all of it. */
+		struct img_io *bio;
+		struct img *bi;
+		const void *d;
+		struct prng pr;
+		T_OK(img_io_mem_new(NULL, 0, &bio));
+		T_OK(img_create_io(bio, &o));
+		T_OK(img_open_io(borrow(bio), IMG_OPEN_RDWR, &bi));
+		prng_seed(&pr, w->seed ^ 0xbacc);
+		for (uint64_t c = 0; c < w->vsize / CLUSTER; c++) {
+			if (c % 5 == 4)
+				continue;
+			prng_fill(&pr, x->buf, CLUSTER);
+			if (c % 7 == 3)
+				memset(x->buf, 0, CLUSTER);
+			T_EQ(img_pwrite(bi, x->buf, CLUSTER, c * CLUSTER), CLUSTER);
+			T_OK(bm_write(&empty, c * CLUSTER, x->buf, CLUSTER));
+		}
+		bm_flush(&empty);
+		T_OK(img_close(bi));
+		d = img_io_mem_data(bio, &bk_len);
+		bk_bytes = malloc(bk_len);
+		T_ASSERT(bk_bytes);
+		memcpy(bk_bytes, d, bk_len);
+		bio->ops->close(bio);
+		T_OK(img_io_mem_new(bk_bytes, bk_len, &bio));
+		T_OK(img_open_io(bio, 0, &bi));
+		o.backing_file = "base.img";
+		T_OK(img_create_io_over(cio, &o, bi));
+		img_close(bi);
+	} else {
+		T_OK(img_create_io(cio, &o));
+	}
 	if (!w->prep) {
 		take_bytes(cio, NULL, IMG_CRASH_KEEP_ALL, 0, b);
 		b->m = empty;
@@ -687,7 +808,7 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 			T_ASSERT(b->bytes);
 			memcpy(b->bytes, d, len);
 			b->len = len;
-			if (img_open_io(m, IMG_OPEN_NOLOCK, &img) == 0) {
+			if (open_chain(m, IMG_OPEN_NOLOCK, &img) == 0) {
 				img_info(img, &info);
 				img_close(img);
 				if (info.log_replayed && info.leaked_clusters) {
@@ -759,7 +880,7 @@ static int repair_first(struct img_io *m, const char *where)
 	int r;
 
 	o.report_arg = verbose ? (void *)where : NULL;
-	r = img_open_io(borrow(m), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img);
+	r = open_chain(borrow(m), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img);
 	if (r) {
 		fprintf(stderr, "FAIL %s: open for repair: %s (%s)\n", where, img_strerror(r),
 			img_last_error());
@@ -803,7 +924,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 		       where, cst.kept, cst.dropped, cst.torn);
 	if (w->prep_kind == PREP_CORRUPT && repair_first(m, where))
 		goto out;
-	r = img_open_io(borrow(m), IMG_OPEN_RDWR, &img);
+	r = open_chain(borrow(m), IMG_OPEN_RDWR, &img);
 	if (r) {
 		fprintf(stderr, "FAIL %s: reopen: %s (%s)\n", where, img_strerror(r), img_last_error());
 		img = NULL;
@@ -851,7 +972,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 			img_last_error());
 		goto out;
 	}
-	r = img_open_io(borrow(m), 0, &img);
+	r = open_chain(borrow(m), 0, &img);
 	if (r) {
 		fprintf(stderr, "FAIL %s: second open: %s (%s)\n", where, img_strerror(r),
 			img_last_error());

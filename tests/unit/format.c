@@ -83,7 +83,12 @@ int main(void)
 	b = h; b.bat_clusters = 0;         CHECK(roundtrip(&b) == -EUCLEAN);
 	b = h; b.bat_clusters = 1ull << 40; CHECK(roundtrip(&b) == -EUCLEAN);
 	b = h; b.bat_clusters = UINT64_MAX; CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.incompat = 1;             CHECK(roundtrip(&b) == -EOPNOTSUPP);
+	b = h; b.incompat = 1ull << 40;    CHECK(roundtrip(&b) == -EOPNOTSUPP);
+	/* BACKING (FORMAT.md 3.1): the reference round-trips; bad ones fail. */
+	b = h; img_header_set_backing(&b, h.uuid, "base.img", 8);
+	CHECK(roundtrip(&b) == 0);
+	b = h; b.incompat = IMG_INCOMPAT_BACKING;   /* no path: length 0 */
+	CHECK(roundtrip(&b) == -EUCLEAN);
 	b = h; b.ro_compat = 1;            CHECK(roundtrip(&b) == 0);  /* open decides */
 	b = h; b.compat = 1;               CHECK(roundtrip(&b) == 0);
 	/* 2^27 entries is the cap: 128 TiB at 1 MiB clusters fits, more not. */

@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * lz4-compressed clusters (FORMAT.md 4.2).
+ *
+ * Invariants kept here:
+ *  - a payload is written into sectors that are free (the tail of the host
+ *    cluster being packed, never a sector a durable entry may point into:
+ *    the packing cluster is dropped as soon as its count falls to zero),
+ *    and only then is the entry published (data before map);
+ *  - a host cluster holding payloads stays marked used while any entry
+ *    points into it (cref); when the last one leaves, the cluster goes to
+ *    the pending list and is freed only after the commit (free after
+ *    durable);
+ *  - hostile payloads: every length is checked before use, the crc32c is
+ *    checked before lz4 sees the bytes, LZ4_decompress_safe writes at most
+ *    cluster_size bytes, and anything but exactly cluster_size bytes out is
+ *    -EUCLEAN.
+ */
+#include <errno.h>
+#include <lz4.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out)
+{
+	uint64_t cs = img->g.cluster_size, n = IMG_C_COUNT(e), clen;
+	uint8_t *p;
+	int r, got;
+
+	if (n * 512 >= cs)   /* validated at open; never trust twice */
+		return img_fail(img, -EUCLEAN, "compressed cluster %llu: payload too long",
+				(unsigned long long)v);
+	if (!(p = malloc(n * 512)))
+		return -ENOMEM;
+	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(e) * 512))) {
+		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
+		goto out;
+	}
+	clen = get_le32(p);
+	if (clen == 0 || clen > n * 512 - IMG_C_HDR) {
+		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: length %llu does not fit its %llu sectors",
+			     (unsigned long long)v, (unsigned long long)clen, (unsigned long long)n);
+		goto out;
+	}
+	if (img_crc32c(0, p + IMG_C_HDR, clen) != get_le32(p + 4)) {
+		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: bad crc32c", (unsigned long long)v);
+		goto out;
+	}
+	got = LZ4_decompress_safe((const char *)p + IMG_C_HDR, (char *)out, (int)clen, (int)cs);
+	if (got != (int)cs)
+		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: lz4 data %s",
+			     (unsigned long long)v, got < 0 ? "is malformed" : "has the wrong size");
+out:
+	free(p);
+	return r;
+}
+
+static int cref_grow(struct img *img, uint64_t h)
+{
+	uint64_t n = img->cref_len ? img->cref_len : 64;
+	uint32_t *c;
+
+	while (n <= h)
+		n *= 2;
+	if (!(c = realloc(img->cref, n * sizeof(*c))))
+		return -ENOMEM;
+	memset(c + img->cref_len, 0, (n - img->cref_len) * sizeof(*c));
+	img->cref = c;
+	img->cref_len = n;
+	return 0;
+}
+
+int comp_ref(struct img *img, uint64_t e)
+{
+	uint64_t h = COMP_HOST(img, e);
+	int r;
+
+	if (h >= img->cref_len && (r = cref_grow(img, h)))
+		return r;
+	if (!img->cref[h]++)
+		return alloc_mark(img, h);
+	return 0;
+}
+
+int img_release_entry(struct img *img, uint64_t e)
+{
+	if (IMG_E_STATE(e) == IMG_E_ALLOC)
+		return alloc_defer_free(img, IMG_E_PAYLOAD(e));
+	if (IMG_E_STATE(e) == IMG_E_COMP) {
+		uint64_t h = COMP_HOST(img, e);
+		if (h >= img->cref_len || !img->cref[h])
+			return 0;   /* not counted (a duplicate found by check) */
+		if (--img->cref[h])
+			return 0;
+		if (img->pack_valid && img->pack_h == h)
+			img->pack_valid = 0;
+		return alloc_defer_free(img, h);
+	}
+	return 0;
+}
+
+/* Turn the COMPRESSED feature on (durably) before the first entry that
+ * needs it can be committed. */
+static int enable_feature(struct img *img)
+{
+	struct img_header nh;
+	int r = 0;
+
+	pthread_mutex_lock(&img->commit_lock);
+	if (!(img->hdr.incompat & IMG_INCOMPAT_COMPRESSED)) {
+		nh = img->hdr;
+		nh.incompat |= IMG_INCOMPAT_COMPRESSED;
+		r = img_header_commit(img, &nh);
+	}
+	pthread_mutex_unlock(&img->commit_lock);
+	return r;
+}
+
+/* Reserve n sectors for a payload: after the last payload of the packing
+ * cluster, or at the start of a new cluster >= min_h.  *e gets the entry
+ * (counted in cref).  0, 1 (no addressable room: store uncompressed), or
+ * -errno. */
+static int comp_place(struct img *img, uint64_t n, uint64_t min_h, uint64_t max_h, uint64_t *e)
+{
+	uint64_t spc = img->g.cluster_size / 512, h;
+	int r = 0;
+
+	pthread_mutex_lock(&img->meta_lock);
+	if (!img->pack_valid || img->pack_h < min_h || (max_h && img->pack_h >= max_h) ||
+	    img->pack_next + n > spc) {
+		r = alloc_get(img, min_h, &h);
+		if (!r && (HOST_OFF(img, h) / 512 + spc - 1 > IMG_C_MAX_SECTOR || (max_h && h >= max_h))) {
+			alloc_unmark(img, h);   /* beyond what an entry can address,
+			                         * or no lower than asked */
+			r = 1;
+		}
+		if (!r) {
+			/* a fresh cluster is free: its sectors read as zeros */
+			img->pack_valid = 1;
+			img->pack_h = h;
+			img->pack_next = 0;
+		}
+	}
+	if (!r) {
+		*e = IMG_C_MAKE(HOST_OFF(img, img->pack_h) / 512 + img->pack_next, n);
+		/* The cluster is marked used already: the count cannot fail
+		 * to mark it, only to grow (ENOMEM). */
+		if (!(r = comp_ref(img, *e)))
+			img->pack_next += n;
+	}
+	pthread_mutex_unlock(&img->meta_lock);
+	return r;
+}
+
+int comp_move(struct img *img, uint64_t v, uint64_t min_h, uint64_t max_h)
+{
+	uint64_t old = img->bat[v], n = IMG_C_COUNT(old), e;
+	uint8_t *p = malloc(n * 512);
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(old) * 512))) {
+		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
+		goto out;
+	}
+	if ((r = comp_place(img, n, min_h, max_h, &e))) {
+		if (r == 1 && !max_h)
+			r = img_fail(img, -ENOSPC, "no room to move compressed cluster %llu",
+				     (unsigned long long)v);
+		goto out;
+	}
+	if ((r = img->io->ops->pwrite(img->io, p, n * 512, IMG_C_SECTOR(e) * 512))) {
+		img_fail(img, r, "writing compressed cluster %llu", (unsigned long long)v);
+		pthread_mutex_lock(&img->meta_lock);
+		img_release_entry(img, e);
+		pthread_mutex_unlock(&img->meta_lock);
+		goto out;
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	if (!(r = img_release_entry(img, old)))
+		bat_set(img, v, e);
+	pthread_mutex_unlock(&img->meta_lock);
+out:
+	free(p);
+	return r;
+}
+
+int comp_store(struct img *img, uint64_t v, const uint8_t *data)
+{
+	uint64_t cs = img->g.cluster_size, spc = cs / 512, n, s, e, old;
+	int bound = LZ4_compressBound((int)cs), clen, r;
+	uint8_t *p = malloc((size_t)bound + IMG_C_HDR + 512);
+
+	if (!p)
+		return -ENOMEM;
+	clen = LZ4_compress_default((const char *)data, (char *)p + IMG_C_HDR, (int)cs, bound);
+	n = clen > 0 ? ((uint64_t)clen + IMG_C_HDR + 511) / 512 : spc;
+	if (n >= spc) {       /* saves no sector: store it normally */
+		free(p);
+		return 0;
+	}
+	put_le32(p, (uint32_t)clen);
+	put_le32(p + 4, img_crc32c(0, p + IMG_C_HDR, (size_t)clen));
+	memset(p + IMG_C_HDR + clen, 0, n * 512 - IMG_C_HDR - (uint64_t)clen);
+	if ((r = enable_feature(img)))
+		goto out;
+
+	if ((r = comp_place(img, n, img->g.data_cluster0, 0, &e)) == 1) {
+		r = 0;
+		goto out;
+	}
+	if (r) {
+		img_fail(img, r, "allocating space for a compressed cluster");
+		goto out;
+	}
+	s = IMG_C_SECTOR(e);
+	if ((r = img->io->ops->pwrite(img->io, p, n * 512, s * 512))) {
+		img_fail(img, r, "writing a compressed cluster");
+		pthread_mutex_lock(&img->meta_lock);
+		img_release_entry(img, e);   /* the sectors are never reused */
+		pthread_mutex_unlock(&img->meta_lock);
+		goto out;
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	old = img->bat[v];
+	r = img_release_entry(img, old);
+	if (!r)
+		bat_set(img, v, e);
+	pthread_mutex_unlock(&img->meta_lock);
+	if (!r)
+		r = 1;
+out:
+	free(p);
+	return r;
+}
+
+IMG_API int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off)
+{
+	uint64_t cs = img->g.cluster_size, v = off >> img->g.cluster_bits;
+	uint8_t *tmp = NULL;
+	const uint8_t *data = buf;
+	int r;
+
+	img_clear_error();
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only");
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before writing");
+	if (img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain: data writes refused");
+	pthread_rwlock_wrlock(&img->map_lock);
+	if (off % cs || off >= img->vsize || len != (img->vsize - off < cs ? img->vsize - off : cs)) {
+		r = img_fail(img, -EINVAL, "a compressed write covers one whole cluster");
+		goto out;
+	}
+	if (len < cs) {   /* the last cluster: past the disk is zeros */
+		if (!(tmp = calloc(1, cs))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(tmp, buf, len);
+		data = tmp;
+	}
+	r = comp_store(img, v, data);
+out:
+	pthread_rwlock_unlock(&img->map_lock);
+	free(tmp);
+	if (r == 0) {
+		ssize_t w = img_pwrite(img, buf, len, off);
+		r = w < 0 ? (int)w : 0;
+	}
+	return r;
+}
+
+uint64_t img_used_end(struct img *img)
+{
+	uint64_t last = alloc_last_used(img), end = HOST_OFF(img, last), pend = 0;
+
+	/* A host cluster of payloads needs only its sectors up to the last
+	 * payload (meta_lock held by the caller, or no I/O running). */
+	if (last && last - 1 < img->cref_len && img->cref[last - 1]) {
+		for (uint64_t v = 0; v < img->g.vclusters; v++) {
+			uint64_t e = img->bat[v];
+			if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) == last - 1 &&
+			    (IMG_C_SECTOR(e) + IMG_C_COUNT(e)) * 512 > pend)
+				pend = (IMG_C_SECTOR(e) + IMG_C_COUNT(e)) * 512;
+		}
+		if (pend)
+			end = pend;
+	}
+	return end;
+}

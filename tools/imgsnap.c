@@ -1,0 +1,218 @@
+/* SPDX-License-Identifier: MIT */
+/* imgsnap: snapshots of an image as a chain of deltas (offline). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+
+enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH };
+
+static const struct option longopts[] = {
+	{ "name",     required_argument, NULL, OPT_NAME },
+	{ "unsafe",   no_argument,       NULL, 'u' },
+	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
+	{ "progress", no_argument,       NULL, 'p' },
+	{ "json",     no_argument,       NULL, 'j' },
+	{ "quiet",    no_argument,       NULL, 'q' },
+	{ "help",     no_argument,       NULL, 'h' },
+	{ "version",  no_argument,       NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
+static void usage(void)
+{
+	printf("Usage: %s create [--name NAME] FILE\n"
+	       "       %s list FILE\n"
+	       "       %s merge FILE\n"
+	       "       %s rebase [-u] FILE NEWBASE|\"\"\n"
+	       "Snapshots as a chain of thin deltas (offline: the image must not be in use).\n"
+	       "create: FILE's contents become a read-only snapshot FILE.snapN (or NAME)\n"
+	       "        in FILE's directory; FILE becomes an empty delta over it.\n"
+	       "list:   FILE and the images below it, top first.\n"
+	       "merge:  commit FILE into the image below it, which then replaces FILE.\n"
+	       "rebase: put FILE over NEWBASE (\"\": standalone) without changing what it\n"
+	       "        reads (-u: only rewrite the reference).\n"
+	       "\n"
+	       "  --name NAME          the snapshot's file name (create)\n"
+	       "  -u, --unsafe         rebase: change the reference only\n"
+	       "  --allow-backing-path follow absolute or '..' backing references\n"
+	       "  -p, --progress       show a progress bar (on a terminal)\n"
+	       "  -j, --json           print JSON\n"
+	       "  -q, --quiet          print nothing on success\n"
+	       "  -h, --help           show this help\n"
+	       "  -V, --version        show the version\n"
+	       "\n"
+	       "Exit status: 0 success, 1 error.  See imgsnap(1).\n",
+	       progname, progname, progname, progname);
+}
+
+static int do_list(const char *file, unsigned oflags)
+{
+	struct img *img;
+	struct json_out j;
+	int r = 0;
+
+	if (open_image(file, oflags, &img) < 0)
+		return EXIT_ERROR;
+	json_start(&j, stdout);
+	if (json && !quiet)
+		json_array_begin(&j, NULL);
+	for (struct img *p = img; p && !r; p = img_backing(p)) {
+		struct img_info in;
+		char ref[4096], b1[64], b2[64];
+		ssize_t n;
+		memset(&in, 0, sizeof(in));
+		if ((r = img_info(p, &in)) < 0 || (n = img_backing_ref(p, ref, sizeof(ref))) < 0) {
+			img_errmsg(img_name(p), r < 0 ? r : -ERANGE);
+			r = -1;
+			break;
+		}
+		if (quiet)
+			continue;
+		if (json) {
+			json_object_begin(&j, NULL);
+			json_string(&j, "filename", p == img ? file : img_name(p));
+			json_u64(&j, "depth", in.backing_depth);
+			json_string(&j, "backing", n ? ref : NULL);
+			json_u64(&j, "virtual_size", in.virtual_size);
+			json_u64(&j, "allocated_clusters", in.allocated_clusters);
+			json_u64(&j, "compressed_clusters", in.compressed_clusters);
+			json_u64(&j, "zero_clusters", in.zero_clusters);
+			json_u64(&j, "cluster_size", in.cluster_size);
+			json_u64(&j, "disk_usage", in.disk_usage);
+			json_object_end(&j);
+		} else {
+			printf("%s%s: %s virtual, %s used on the host%s%s\n", p == img ? "" : "  ",
+			       p == img ? file : img_name(p),
+			       human_size(in.virtual_size, b1, sizeof(b1)),
+			       human_size(in.disk_usage, b2, sizeof(b2)),
+			       n ? ", over " : " (base)", n ? ref : "");
+		}
+	}
+	if (json && !quiet && !r) {
+		json_array_end(&j);
+		json_finish(&j);
+	}
+	if (close_image(file, img) < 0 || r)
+		return EXIT_ERROR;
+	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = NULL, *file = NULL, *arg2 = NULL, *name = NULL;
+	unsigned bflags = 0, oflags = 0;
+	int c, r, npos = 0, unsafe = 0, want_progress = 0;
+	struct tool_getopt g = { 0 };
+	struct progress pr;
+
+	tool_init(argc, argv);
+	while ((c = tool_getopt(&g, argc, argv, "upjqhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (npos == 0)
+				cmd = optarg;
+			else if (npos == 1)
+				file = optarg;
+			else if (npos == 2)
+				arg2 = optarg;
+			else
+				return usage_error("too many arguments");
+			npos++;
+			break;
+		case OPT_NAME: name = optarg; break;
+		case OPT_ALLOW_BACKING_PATH:
+			bflags |= IMG_BACKING_ALLOW_PATH;
+			oflags |= IMG_OPEN_ALLOW_BACKING_PATH;
+			break;
+		case 'u': unsafe = 1; break;
+		case 'p': want_progress = 1; break;
+		case 'j': json = 1; break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); return EXIT_OK;
+		case 'V': print_version(); return EXIT_OK;
+		default:
+			return usage_error("bad usage");
+		}
+	}
+	if (!cmd)
+		return usage_error("expected a command: create, list, merge or rebase");
+	if (!file)
+		return usage_error("expected FILE");
+	if (strcmp(cmd, "rebase") && arg2)
+		return usage_error("too many arguments");
+	if (name && strcmp(cmd, "create"))
+		return usage_error("--name applies to create only");
+	if (unsafe && strcmp(cmd, "rebase"))
+		return usage_error("--unsafe applies to rebase only");
+	progress_init(&pr, want_progress && !quiet);
+
+	if (!strcmp(cmd, "list"))
+		return do_list(file, oflags);
+	if (!strcmp(cmd, "create")) {
+		char snap[4096];
+		if ((r = img_probe(file)) <= 0) {
+			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
+			return EXIT_ERROR;
+		}
+		if ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) < 0) {
+			img_errmsg(file, r);
+			return EXIT_ERROR;
+		}
+		if (json && !quiet) {
+			struct json_out j;
+			json_start(&j, stdout);
+			json_object_begin(&j, NULL);
+			json_string(&j, "filename", file);
+			json_string(&j, "snapshot", snap);
+			json_object_end(&j);
+			json_finish(&j);
+		} else if (!quiet) {
+			printf("%s: snapshot %s taken; %s is now a delta over it\n", file, snap, file);
+		}
+		return EXIT_OK;
+	}
+	if (!strcmp(cmd, "merge")) {
+		char ref[4096] = "";
+		struct img *img;
+		if (open_image(file, IMG_OPEN_NO_BACKING | IMG_OPEN_NOLOCK | oflags, &img) < 0)
+			return EXIT_ERROR;
+		if (img_backing_ref(img, ref, sizeof(ref)) <= 0) {
+			img_close(img);
+			errmsg("%s: has no backing image to merge into", file);
+			return EXIT_ERROR;
+		}
+		img_close(img);
+		r = img_merge(file, bflags, pr.enabled ? progress_cb : NULL, &pr);
+		progress_finish(&pr, r == 0);
+		if (r < 0) {
+			img_errmsg(file, r);
+			return EXIT_ERROR;
+		}
+		if (!quiet)
+			printf("%s: merged into %s, which is now %s\n", file, ref, file);
+		return EXIT_OK;
+	}
+	if (!strcmp(cmd, "rebase")) {
+		struct img *img;
+		if (!arg2)
+			return usage_error("expected FILE and NEWBASE (\"\" for none)");
+		if (open_image(file, IMG_OPEN_RDWR | oflags | (unsafe ? IMG_OPEN_NO_BACKING : 0), &img) < 0)
+			return EXIT_ERROR;
+		r = img_set_backing(img, *arg2 ? arg2 : NULL, bflags | (unsafe ? IMG_BACKING_UNSAFE : 0),
+				    pr.enabled ? progress_cb : NULL, &pr);
+		progress_finish(&pr, r == 0);
+		if (r < 0) {
+			img_errmsg(file, r);
+			img_close(img);
+			return EXIT_ERROR;
+		}
+		if (close_image(file, img) < 0)
+			return EXIT_ERROR;
+		if (!quiet)
+			printf("%s: now %s%s\n", file, *arg2 ? "over " : "standalone", arg2);
+		return EXIT_OK;
+	}
+	return usage_error("unknown command '%s' (create, list, merge or rebase)", cmd);
+}
