@@ -74,6 +74,7 @@ for s in "${suites[@]}"; do
         run_prog "fuzz/$n" "$t" "${dirs[@]}"
       done ;;
     asan)   # the sanitizer build (make asan-build) of unit, crash and fuzz replay
+      save_timeout=$TIMEOUT; TIMEOUT=$((TIMEOUT * 2))   # sanitizers: slower
       for d in unit crash; do
         for t in build-asan/tests/$d/*; do
           [ -x "$t" ] || continue
@@ -82,6 +83,7 @@ for s in "${suites[@]}"; do
             run_prog "asan/$d/$(basename "$t")" "$t"
         done
       done
+      TIMEOUT=$save_timeout
       for t in build-asan/fuzz/*_fuzzer; do
         [ -x "$t" ] || continue
         n=$(basename "$t"); dirs=()

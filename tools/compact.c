@@ -46,10 +46,9 @@ static void usage(void)
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "An ext2/3/4 filesystem that is not clean (needs journal recovery or\n"
-	       "fsck) is refused before anything changes: run e2fsck -f on it, or\n"
-	       "use --no-fs-trim.  xfs and btrfs cannot be read offline: their free\n"
-	       "space is given back only by fstrim while mounted (compact says so).\n"
+	       "An ext2/3/4 filesystem that needs fsck is refused before anything\n"
+	       "changes (e2fsck -f it, or --no-fs-trim).  Offline, xfs and btrfs free\n"
+	       "space goes back only through fstrim while mounted (compact says so).\n"
 	       "Exit status: 0 success, 1 error.  See compact(1).\n", progname);
 }
 
