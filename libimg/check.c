@@ -132,6 +132,13 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 	int r = 0;
 
 	grp = grp < 1 ? 1 : grp > 256 ? 256 : grp;
+	{
+		uint64_t nfree = 0;   /* small images: small buffers */
+		for (uint64_t h = img->g.data_cluster0; h < end && nfree < grp; h++)
+			nfree += !alloc_test(img, h);
+		if (nfree < grp)
+			grp = nfree ? nfree : 1;
+	}
 	if (!(buf = malloc(grp * cs)))
 		return -ENOMEM;
 	/* Every cluster no entry maps is read (a batch at a time: at once on

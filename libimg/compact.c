@@ -174,17 +174,19 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		       uint64_t total, uint64_t *done, uint64_t *freed)
 {
 	uint64_t cs = img->g.cluster_size, *list = NULL, grp = group_of(img);
-	uint8_t *buf = malloc(grp * cs);
+	uint8_t *buf;
 	struct img_io_req rq[BATCH];
 	uint64_t at[BATCH];
 	int64_t n;
 	int r = 0;
 
-	if (!buf)
-		return -ENOMEM;
-	if ((n = live_clusters(img, 0, 0, &list)) < 0) {
-		free(buf);
+	if ((n = live_clusters(img, 0, 0, &list)) < 0)
 		return (int)n;
+	if ((uint64_t)n < grp)
+		grp = n ? (uint64_t)n : 1;   /* small images: small buffers */
+	if (!(buf = malloc(grp * cs))) {
+		free(list);
+		return -ENOMEM;
 	}
 	for (int64_t i = 0; i < n && !r; ) {
 		uint64_t nr = 0;
@@ -324,11 +326,9 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 {
 	uint64_t *list = NULL, n = 0, target, cs = img->g.cluster_size, moved = 0, last, size;
 	uint64_t grp = group_of(img), pick[2 * BATCH];
-	void *buf = malloc(grp * cs);
+	void *buf;
 	int r = 0;
 
-	if (!buf)
-		return -ENOMEM;
 	/* Which clusters lie past where the data will end? */
 	target = img->g.data_cluster0 + IMG_NALLOC(img) + comp_hosts(img);
 	pthread_mutex_lock(&img->meta_lock);
@@ -336,11 +336,15 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	pthread_mutex_unlock(&img->meta_lock);
 	{
 		int64_t k = live_clusters(img, target, 1, &list);
-		if (k < 0) {
-			free(buf);
+		if (k < 0)
 			return (int)k;
-		}
 		n = (uint64_t)k;
+	}
+	if (n < grp)
+		grp = n ? n : 1;
+	if (!(buf = malloc(grp * cs))) {
+		free(list);
+		return -ENOMEM;
 	}
 
 	for (uint64_t i = 0; i < n && !r; ) {

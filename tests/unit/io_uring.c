@@ -140,10 +140,13 @@ static void contract(open_fn op, const char *what)
 		free(w);
 		free(r);
 	}
-	/* direct I/O: aligned requests work */
+	/* direct I/O: aligned requests work (where the file system has it) */
 	io->ops->close(io);
-	T_OK(op(p, IMG_IO_DIRECT, &io));
-	{
+	io = NULL;
+	if (op(p, IMG_IO_DIRECT, &io) == -EINVAL)
+		printf("%s: no direct I/O on this file system: not checked\n", what);
+	else {
+		T_ASSERT(io != NULL);
 		uint8_t *al;
 		T_OK(posix_memalign((void **)&al, 4096, 65536));
 		fill(al, 65536, 9);
@@ -153,8 +156,8 @@ static void contract(open_fn op, const char *what)
 		fill(a, 65536, 9);
 		T_OK(memcmp(a, al, 65536));
 		free(al);
+		io->ops->close(io);
 	}
-	io->ops->close(io);
 	unlink(p);
 	free(a);
 	free(b);
