@@ -102,24 +102,29 @@ static int pid_ended(pid_t pid);
 
 /* A live imgserve: the process exists and its name says so (a recycled
  * pid running something else is not the daemon). */
+/* The start of /proc/PID/NAME as a string: its length, or <= 0. */
+static ssize_t read_proc(pid_t pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%ld/%s", (long)pid, name);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return n;
+}
+
 static int pid_is_imgserve(pid_t pid)
 {
-	char path[64], comm[64] = "";
-	int fd;
-	ssize_t n;
+	char comm[64];
 
 	if (pid <= 0 || pid_ended(pid))
 		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, comm, sizeof(comm) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	comm[n] = 0;
-	return !strncmp(comm, "imgserve", 8);
+	return read_proc(pid, "comm", comm, sizeof(comm)) > 0 && !strncmp(comm, "imgserve", 8);
 }
 
 void online_state_reload(struct online_state *st)
@@ -620,21 +625,12 @@ static int is_mounted(const char *path)
 /* 1 when pid has ended: gone, or a zombie its new parent has not reaped. */
 static int pid_ended(pid_t pid)
 {
-	char path[64], buf[256], *p;
-	ssize_t n;
-	int fd;
+	char buf[256], *p;
 
 	if (kill(pid, 0) < 0 && errno == ESRCH)
 		return 1;
-	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (read_proc(pid, "stat", buf, sizeof(buf)) <= 0)
 		return 1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 1;
-	buf[n] = 0;
 	p = strrchr(buf, ')');   /* "pid (comm) S ..." */
 	return p && (p[2] == 'Z' || p[2] == 'X');
 }
