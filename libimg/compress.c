@@ -196,6 +196,11 @@ int comp_store(struct img *img, uint64_t v, const uint8_t *data)
 
 	if (!p)
 		return -ENOMEM;
+	/* The last cluster of a disk whose size is not a multiple of the
+	 * cluster holds only the sectors up to the end of the disk: compressed,
+	 * it must save sectors against those. */
+	if ((v + 1) * cs > img->vsize)
+		spc = (img->vsize - v * cs + 511) / 512;
 	clen = LZ4_compress_default((const char *)data, (char *)p + IMG_C_HDR, (int)cs, bound);
 	n = clen > 0 ? ((uint64_t)clen + IMG_C_HDR + 511) / 512 : spc;
 	if (n >= spc) {       /* saves no sector: store it normally */
