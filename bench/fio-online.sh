@@ -13,7 +13,8 @@
 # Environment: RUNTIME (seconds per job, default 5), SIZE (default 1G),
 # DISK (virtual size, default 4G), DIR (work directory, default a new one
 # under /var/tmp), LOOP_DIO (on|off, default on), IMGSERVE_OPTS (options for
-# imgserve, e.g. "-t 4" or "--host-cache"; default: imgattach's), BUILD.
+# imgserve, e.g. "-t 4" or "--host-cache"; default: imgattach's), ONLY (a
+# regular expression: run only the jobs whose name matches), BUILD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -98,6 +99,7 @@ JOBS=("randread-4k-qd16 randread 4k 16 iops"
       "write-1m-qd4 write 1M 4 MiB/s")
 for j in "${JOBS[@]}"; do
   set -- $j
+  [[ "$1" =~ ${ONLY:-.} ]] || continue
   vals=()
   for d in "$dev_a" "$dev_q" "$dev_r"; do
     read -r iops bw < <(run_fio "$d" "$1" "$2" "$3" "$4")

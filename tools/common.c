@@ -317,6 +317,41 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 	return getopt_long(argc, argv, os, longopts, NULL);
 }
 
+const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const char *what,
+			     int *status)
+{
+	static const struct option longopts[] = {
+		{ "quiet",   no_argument, NULL, 'q' },
+		{ "help",    no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct tool_getopt g = { 0 };
+	const char *arg = NULL;
+	int c;
+
+	while ((c = tool_getopt(&g, argc, argv, "qhV", longopts)) != -1) {
+		switch (c) {
+		case 1:
+			if (arg) {
+				*status = usage_error("too many arguments");
+				return NULL;
+			}
+			arg = optarg;
+			break;
+		case 'q': quiet = 1; break;
+		case 'h': usage(); *status = EXIT_OK; return NULL;
+		case 'V': print_version(); *status = EXIT_OK; return NULL;
+		default:
+			*status = usage_error("bad usage");
+			return NULL;
+		}
+	}
+	if (!arg)
+		*status = usage_error("expected %s", what);
+	return arg;
+}
+
 /* ---- JSON ------------------------------------------------------------- */
 
 void json_escape(FILE *f, const char *s)

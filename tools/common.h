@@ -85,6 +85,13 @@ struct tool_getopt {
 int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts);
 
+/* The whole command line of a tool that takes -q, -h, -V and exactly one
+ * operand (what names it in the usage error).  Returns the operand, or
+ * NULL with *status set: EXIT_OK after --help or --version, the usage
+ * error's status otherwise. */
+const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const char *what,
+			     int *status);
+
 /* ---- JSON, printed by hand -------------------------------------------- */
 
 struct json_out {

@@ -127,6 +127,30 @@ static int pid_is_imgserve(pid_t pid)
 	return read_proc(pid, "comm", comm, sizeof(comm)) > 0 && !strncmp(comm, "imgserve", 8);
 }
 
+int online_state_of(const char *arg, struct online_state *st)
+{
+	struct stat sb;
+	int r;
+
+	if (stat(arg, &sb) < 0) {
+		errmsg("%s: %s", arg, strerror(errno));
+		return -1;
+	}
+	if (S_ISBLK(sb.st_mode) || S_ISDIR(sb.st_mode)) {
+		int dev = S_ISBLK(sb.st_mode);
+		if (online_state_find(dev ? arg : NULL, dev ? NULL : arg, st))
+			return 0;
+		errmsg("%s: %s (no state under %s)", arg,
+		       dev ? "not the loop device of an attached libimg image" : "not mounted by imgmount",
+		       online_rundir_base());
+		return -1;
+	}
+	r = online_state_load(arg, st);
+	if (r == 0)
+		errmsg("%s: not mounted or attached (no state in %s)", arg, st->rundir);
+	return r > 0 ? 0 : -1;
+}
+
 void online_state_reload(struct online_state *st)
 {
 	char buf[32];

@@ -55,6 +55,11 @@ int online_state_load(const char *image, struct online_state *st);
  * mount point is the directory dir (either may be NULL).  1 found, 0 not. */
 int online_state_find(const char *dev, const char *dir, struct online_state *st);
 
+/* The state of what arg names: a loop device, a mount point (directory) or
+ * an image file.  0 found; -1 (message naming arg printed) when arg does
+ * not exist or nothing is attached or mounted there. */
+int online_state_of(const char *arg, struct online_state *st);
+
 /* Reads the run directory st->rundir again (image path kept). */
 void online_state_reload(struct online_state *st);
 
