@@ -317,10 +317,11 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 	return getopt_long(argc, argv, os, longopts, NULL);
 }
 
-const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const char *what,
-			     int *status)
+const char *tool_one_operand(int argc, char **argv, const char *optstring,
+			     const struct option *longopts, int (*option)(int c, void *ctx),
+			     void *ctx, void (*usage)(void), const char *what, int *status)
 {
-	static const struct option longopts[] = {
+	static const struct option basic[] = {
 		{ "quiet",   no_argument, NULL, 'q' },
 		{ "help",    no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -330,7 +331,7 @@ const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const c
 	const char *arg = NULL;
 	int c;
 
-	while ((c = tool_getopt(&g, argc, argv, "qhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, optstring, longopts ? longopts : basic)) != -1) {
 		switch (c) {
 		case 1:
 			if (arg) {
@@ -340,11 +341,15 @@ const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const c
 			arg = optarg;
 			break;
 		case 'q': quiet = 1; break;
+		case 'j': json = 1; break;
+		case 'v': verbose = 1; break;
 		case 'h': usage(); *status = EXIT_OK; return NULL;
 		case 'V': print_version(); *status = EXIT_OK; return NULL;
 		default:
-			*status = usage_error("bad usage");
-			return NULL;
+			if (c == '?' || c == ':' || !option || option(c, ctx)) {
+				*status = usage_error("bad usage");
+				return NULL;
+			}
 		}
 	}
 	if (!arg)

@@ -85,12 +85,16 @@ struct tool_getopt {
 int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts);
 
-/* The whole command line of a tool that takes -q, -h, -V and exactly one
- * operand (what names it in the usage error).  Returns the operand, or
+/* The whole command line of a tool that takes exactly one operand (what
+ * names it in the usage error).  optstring and longopts as for tool_getopt
+ * (NULL longopts: --quiet, --help, --version only).  -q, -j (--json), -v
+ * (--verbose), -h and -V are handled here; any other option goes to
+ * option(c, ctx), which returns 0 when it took it.  Returns the operand, or
  * NULL with *status set: EXIT_OK after --help or --version, the usage
  * error's status otherwise. */
-const char *tool_one_operand(int argc, char **argv, void (*usage)(void), const char *what,
-			     int *status);
+const char *tool_one_operand(int argc, char **argv, const char *optstring,
+			     const struct option *longopts, int (*option)(int c, void *ctx),
+			     void *ctx, void (*usage)(void), const char *what, int *status);
 
 /* ---- JSON, printed by hand -------------------------------------------- */
 

@@ -98,6 +98,25 @@ static int compact_online(const char *file, struct online_state *os, unsigned fl
 	return 0;
 }
 
+struct compact_cmdline {
+	unsigned flags;      /* IMG_COMPACT_* */
+	int progress;
+	int fs_trim;
+};
+
+static int compact_option(int c, void *arg)
+{
+	struct compact_cmdline *co = arg;
+
+	switch (c) {
+	case 'p': co->progress = 1; return 0;
+	case OPT_NO_ZERO_DETECT: co->flags |= IMG_COMPACT_NO_ZERO_DETECT; return 0;
+	case OPT_COMPRESS: co->flags |= IMG_COMPACT_COMPRESS; return 0;
+	case OPT_NO_FS_TRIM: co->fs_trim = 0; return 0;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	struct img_compact_opts opts = { 0 };
@@ -108,35 +127,20 @@ int main(int argc, char **argv)
 	struct img_fs_trim_stats ts;
 	struct img_fs_info fi;
 	const char *fs_note = NULL;
-	int c, r, want_progress = 0, ret = EXIT_ERROR, fs_trim = 1, have_fs = 0, trimmed = 0;
+	struct compact_cmdline co = { 0, 0, 1 };
+	int r, want_progress, ret, fs_trim, have_fs = 0, trimmed = 0;
 	int online = 0;
 	struct online_state os;
 	char b1[64], b2[64], b3[64];
-	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "pjqhVv", longopts)) != -1) {
-		switch (c) {
-		case 1:
-			if (file)
-				return usage_error("too many arguments");
-			file = optarg;
-			break;
-		case 'p': want_progress = 1; break;
-		case OPT_NO_ZERO_DETECT: opts.flags |= IMG_COMPACT_NO_ZERO_DETECT; break;
-		case OPT_COMPRESS: opts.flags |= IMG_COMPACT_COMPRESS; break;
-		case OPT_NO_FS_TRIM: fs_trim = 0; break;
-		case 'j': json = 1; break;
-		case 'q': quiet = 1; break;
-		case 'v': verbose = 1; break;
-		case 'h': usage(); return EXIT_OK;
-		case 'V': print_version(); return EXIT_OK;
-		default:
-			return usage_error("bad usage");
-		}
-	}
-	if (!file)
-		return usage_error("expected FILE");
+	if (!(file = tool_one_operand(argc, argv, "pjqhVv", longopts, compact_option, &co, usage,
+				      "FILE", &ret)))
+		return ret;
+	ret = EXIT_ERROR;
+	opts.flags = co.flags;
+	want_progress = co.progress;
+	fs_trim = co.fs_trim;
 
 	memset(&st, 0, sizeof(st));
 	memset(&ts, 0, sizeof(ts));

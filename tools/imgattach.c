@@ -33,32 +33,24 @@ static void usage(void)
 	       progname);
 }
 
+static int attach_option(int c, void *ro)
+{
+	if (c != 'r')
+		return -1;
+	*(int *)ro = 1;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
-	struct tool_getopt g = { 0 };
 	struct online_state st;
 	const char *file = NULL;
 	int c, ro = 0;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jrqhV", longopts)) != -1) {
-		switch (c) {
-		case 1:
-			if (file)
-				return usage_error("too many arguments");
-			file = optarg;
-			break;
-		case 'j': json = 1; break;
-		case 'r': ro = 1; break;
-		case 'q': quiet = 1; break;
-		case 'h': usage(); return EXIT_OK;
-		case 'V': print_version(); return EXIT_OK;
-		default:
-			return usage_error("bad usage");
-		}
-	}
-	if (!file)
-		return usage_error("expected FILE");
+	if (!(file = tool_one_operand(argc, argv, "jrqhV", longopts, attach_option, &ro, usage,
+				      "FILE", &c)))
+		return c;
 	if (online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st) < 0)
 		return EXIT_ERROR;
 	if (quiet)

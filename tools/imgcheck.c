@@ -154,6 +154,14 @@ static void print_human(const struct img_check_result *res, int repair)
 		       human_size_exact(res->tail_bytes, b, sizeof(b)));
 }
 
+static int check_option(int c, void *repair)
+{
+	if (c != 'r')
+		return -1;
+	*(int *)repair = 1;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct img_check_opts opts = { 0 };
@@ -162,29 +170,12 @@ int main(int argc, char **argv)
 	const char *file = NULL, *status;
 	struct img *img;
 	unsigned flags = IMG_OPEN_CHECK;
-	int c, r, repair = 0, ret;
-	struct tool_getopt g = { 0 };
+	int r, repair = 0, ret;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "rjqhVv", longopts)) != -1) {
-		switch (c) {
-		case 1:
-			if (file)
-				return usage_error("too many arguments");
-			file = optarg;
-			break;
-		case 'r': repair = 1; break;
-		case 'j': json = 1; break;
-		case 'q': quiet = 1; break;
-		case 'v': verbose = 1; break;
-		case 'h': usage(); return EXIT_OK;
-		case 'V': print_version(); return EXIT_OK;
-		default:
-			return usage_error("bad usage");
-		}
-	}
-	if (!file)
-		return usage_error("expected FILE");
+	if (!(file = tool_one_operand(argc, argv, "rjqhVv", longopts, check_option, &repair, usage,
+				      "FILE", &ret)))
+		return ret;
 	if (repair)
 		flags |= IMG_OPEN_RDWR;
 

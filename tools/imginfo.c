@@ -157,37 +157,39 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 	return 0;
 }
 
+struct info_opts {
+	unsigned flags;
+	int chain;
+};
+
+static int info_option(int c, void *arg)
+{
+	struct info_opts *o = arg;
+
+	switch (c) {
+	case 'U': o->flags |= IMG_OPEN_NOLOCK; return 0;
+	case 'B': o->chain = 1; return 0;
+	case 'A': o->flags |= IMG_OPEN_ALLOW_BACKING_PATH; return 0;
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct json_out j;
 	struct img *img;
 	struct online_state use;
-	unsigned flags = 0;
-	int c, r = 0, chain = 0, in_use;
-	struct tool_getopt g = { 0 };
+	struct info_opts o = { 0, 0 };
+	unsigned flags;
+	int r = 0, chain, in_use;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jUqhV", longopts)) != -1) {
-		switch (c) {
-		case 1:
-			if (file)
-				return usage_error("too many arguments");
-			file = optarg;
-			break;
-		case 'j': json = 1; break;
-		case 'U': flags |= IMG_OPEN_NOLOCK; break;
-		case 'B': chain = 1; break;
-		case 'A': flags |= IMG_OPEN_ALLOW_BACKING_PATH; break;
-		case 'q': quiet = 1; break;
-		case 'h': usage(); return EXIT_OK;
-		case 'V': print_version(); return EXIT_OK;
-		default:
-			return usage_error("bad usage");
-		}
-	}
-	if (!file)
-		return usage_error("expected FILE");
+	if (!(file = tool_one_operand(argc, argv, "jUqhV", longopts, info_option, &o, usage,
+				      "FILE", &r)))
+		return r;
+	flags = o.flags;
+	chain = o.chain;
 
 	/* A served image is locked by its daemon: describe it without the
 	 * lock (the counts may be moving) and say who holds it. */

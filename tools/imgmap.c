@@ -42,6 +42,14 @@ static const char *type_name(uint32_t t)
 	}
 }
 
+static int map_option(int c, void *flags)
+{
+	if (c != 'U')
+		return -1;
+	*(unsigned *)flags |= IMG_OPEN_NOLOCK;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *file = NULL;
@@ -50,28 +58,13 @@ int main(int argc, char **argv)
 	struct json_out j;
 	unsigned flags = 0;
 	uint64_t off = 0;
-	int c, r, ret = EXIT_ERROR;
-	struct tool_getopt g = { 0 };
+	int r, ret;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jUqhV", longopts)) != -1) {
-		switch (c) {
-		case 1:
-			if (file)
-				return usage_error("too many arguments");
-			file = optarg;
-			break;
-		case 'j': json = 1; break;
-		case 'U': flags |= IMG_OPEN_NOLOCK; break;
-		case 'q': quiet = 1; break;
-		case 'h': usage(); return EXIT_OK;
-		case 'V': print_version(); return EXIT_OK;
-		default:
-			return usage_error("bad usage");
-		}
-	}
-	if (!file)
-		return usage_error("expected FILE");
+	if (!(file = tool_one_operand(argc, argv, "jUqhV", longopts, map_option, &flags, usage,
+				      "FILE", &ret)))
+		return ret;
+	ret = EXIT_ERROR;
 
 	if (open_image(file, flags, &img) < 0)
 		return EXIT_ERROR;

@@ -30,7 +30,8 @@ int main(int argc, char **argv)
 	int status;
 
 	tool_init(argc, argv);
-	if (!(arg = tool_one_operand(argc, argv, usage, "MOUNTPOINT or FILE", &status)))
+	if (!(arg = tool_one_operand(argc, argv, "qhV", NULL, NULL, NULL, usage,
+				     "MOUNTPOINT or FILE", &status)))
 		return status;
 	if (online_state_of(arg, &st) < 0)
 		return EXIT_ERROR;
