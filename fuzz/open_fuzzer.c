@@ -274,15 +274,24 @@ static void run_one(const uint8_t *data, size_t size)
 	int r, ro_rc, ro_ok = 0;
 	uint64_t vsize = 0, woff = 0, wlen = 0;
 
+	/* Buffers of megabytes, allocated once: a fresh mapping per input
+	 * (ASan maps large blocks) cost more than the work it was for. */
+	static struct img_extent *map_e;
+	static uint8_t *bufs;
+
+	if (!bufs) {
+		map_e = malloc(MAP_STEPS * sizeof(*map_e));
+		bufs = malloc(3 * (size_t)READ_CAP);
+		if (!map_e || !bufs)
+			FUZZ_BUG("out of memory");
+	}
 	memset(&ro, 0, sizeof(ro));
 	memset(&rw, 0, sizeof(rw));
 	memset(&after, 0, sizeof(after));
-	map.e = malloc(MAP_STEPS * sizeof(*map.e));
-	ro.buf = malloc(READ_CAP);
-	rw.buf = malloc(READ_CAP);
-	after.buf = malloc(READ_CAP);
-	if (!map.e || !ro.buf || !rw.buf || !after.buf)
-		FUZZ_BUG("out of memory");
+	map.e = map_e;
+	ro.buf = bufs;
+	rw.buf = bufs + READ_CAP;
+	after.buf = bufs + 2 * (size_t)READ_CAP;
 
 	/* 1. Read-only.  The file must not change. */
 	fuzz_io_init(&f, data, size, 0);    /* cap 0: any write fails */
@@ -369,10 +378,6 @@ static void run_one(const uint8_t *data, size_t size)
 	}
 	fuzz_io_release(&f);
 
-	free(ro.buf);
-	free(rw.buf);
-	free(after.buf);
-	free(map.e);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
