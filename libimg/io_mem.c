@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* In-memory I/O backend for tests and fuzzing.  Thread-safe (one mutex).
  * Files are capped at IMG_MEM_MAX bytes: writes past it fail with -EFBIG,
- * which keeps hostile inputs from allocating without bound. */
+ * which keeps hostile inputs from allocating without bound.
+ *
+ * Bytes past len are undefined (the capacity is not cleared, so a big
+ * reservation costs no page faults); whatever makes len grow clears the gap
+ * it opens first, so [0, len) always reads as the file. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -33,7 +37,6 @@ static int mem_reserve(struct mem_io *m, uint64_t end)
 	n = realloc(m->data, ncap);
 	if (!n)
 		return -ENOMEM;
-	memset(n + m->cap, 0, ncap - m->cap);
 	m->data = n;
 	m->cap = ncap;
 	return 0;
@@ -65,6 +68,8 @@ static int mem_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t o
 	pthread_mutex_lock(&m->lock);
 	r = mem_reserve(m, end);
 	if (!r) {
+		if (off > m->len)
+			memset(m->data + m->len, 0, off - m->len);
 		memcpy(m->data + off, buf, len);
 		if (end > m->len)
 			m->len = end;
@@ -96,11 +101,8 @@ static int mem_truncate(struct img_io *io, uint64_t size)
 	struct mem_io *m = (struct mem_io *)io;
 	int r = 0;
 	pthread_mutex_lock(&m->lock);
-	if (size > m->len) {
-		r = mem_reserve(m, size);
-	} else if (m->len) {
-		memset(m->data + size, 0, m->len - size);
-	}
+	if (size > m->len && !(r = mem_reserve(m, size)))
+		memset(m->data + m->len, 0, size - m->len);
 	if (!r)
 		m->len = size;
 	pthread_mutex_unlock(&m->lock);
