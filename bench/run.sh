@@ -7,6 +7,7 @@
 # closing table.  Parts run in the order of BENCH_PARTS:
 #   lib      bench/libimg_bench.c -I   library vs a raw file (same disk)
 #   open     bench/libimg_bench.c -O   open time and memory, 1 GiB..64 TiB
+#   scale    bench/scale.sh            open, check, compact at 1 GiB..1 TiB
 #   convert  bench/convert.sh          imgconvert vs qemu-img, cp, the limit
 #   compact  bench/compact_bench.c     compact vs the data copy (posix, io_uring)
 #   fs       bench/fs_compact.sh       compact of ext4 after deletions vs qemu
@@ -26,7 +27,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 export BUILD
 export BENCH_DIR=${BENCH_DIR:-/var/tmp}
-PARTS=${BENCH_PARTS:-lib open convert compact fs mkfs online}
+PARTS=${BENCH_PARTS:-lib open scale convert compact fs mkfs online}
 REPS=${BENCH_REPS:-3}
 export BENCH_MIB=${BENCH_MIB:-128} BENCH_OPS=${BENCH_OPS:-5000}
 export RUNS=${RUNS:-3}
@@ -68,6 +69,7 @@ for p in $PARTS; do
     lib)     part lib "$BUILD/bench/libimg_bench" -I -S -d "$BENCH_DIR" -r "$REPS" \
                -s "$BENCH_MIB" -n "$BENCH_OPS" ;;
     open)    part open "$BUILD/bench/libimg_bench" -O -S -d "$BENCH_DIR" -r "$REPS" ;;
+    scale)   part scale bash bench/scale.sh ;;
     convert) part convert bash bench/convert.sh ;;
     compact) part compact env COPY_LIMIT="$BUILD/bench/copy_limit" "$BUILD/bench/compact_bench" \
                -d "$BENCH_DIR" -m "${BENCH_COMPACT_MIB:-512}" -r "$RUNS"

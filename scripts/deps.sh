@@ -28,6 +28,7 @@ REQS=(
   "qemu-system-common:qemu-storage-daemon"
   "fio:fio"
   "mount:mount"
+  "time:/usr/bin/time"
 )
 
 missing=()
