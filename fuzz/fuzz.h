@@ -133,16 +133,11 @@ static inline int fio_size(struct img_io *io, uint64_t *size)
 static inline void fio_close(struct img_io *io)
 {
 	struct fuzz_io *f = (struct fuzz_io *)io;
-	if (f->save_on_close) {
-		size_t len;
-		const void *d = img_io_mem_data(f->mem, &len);
+	if (f->save_on_close) {   /* the contents move out: no copy */
 		free(f->saved);
-		f->saved = malloc(len ? len : 1);
-		if (!f->saved)
-			FUZZ_BUG("out of memory saving %zu bytes", len);
-		if (len)
-			memcpy(f->saved, d, len);
-		f->saved_len = len;
+		f->saved = img_io_mem_take(f->mem, &f->saved_len);
+		if (!f->saved && !(f->saved = malloc(1)))
+			FUZZ_BUG("out of memory");
 	}
 	f->mem->ops->close(f->mem);
 	f->mem = NULL;
@@ -163,6 +158,17 @@ static inline void fuzz_io_init(struct fuzz_io *f, const void *data, size_t len,
 	memset(f, 0, sizeof(*f));
 	if (img_io_mem_new(data, len, &f->mem))
 		FUZZ_BUG("img_io_mem_new(%zu) failed", len);
+	f->io.ops = &fuzz_io_ops;
+	f->io.name = "fuzz.img";
+	f->cap = cap;
+}
+
+/* As fuzz_io_init, taking data (from malloc) instead of copying it. */
+static inline void fuzz_io_adopt(struct fuzz_io *f, uint8_t *data, size_t len, uint64_t cap)
+{
+	memset(f, 0, sizeof(*f));
+	if (img_io_mem_adopt(data, len, &f->mem))
+		FUZZ_BUG("img_io_mem_adopt(%zu) failed", len);
 	f->io.ops = &fuzz_io_ops;
 	f->io.name = "fuzz.img";
 	f->cap = cap;

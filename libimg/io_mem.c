@@ -152,6 +152,39 @@ IMG_API int img_io_mem_new(const void *init, size_t len, struct img_io **out)
 	return 0;
 }
 
+IMG_API int img_io_mem_adopt(void *data, size_t len, struct img_io **out)
+{
+	struct mem_io *m;
+	int r;
+
+	if (len > IMG_MEM_MAX) {
+		free(data);
+		return -EFBIG;
+	}
+	if ((r = img_io_mem_new(NULL, 0, out))) {
+		free(data);
+		return r;
+	}
+	m = (struct mem_io *)*out;
+	m->data = data;
+	m->len = m->cap = data ? len : 0;
+	return 0;
+}
+
+IMG_API void *img_io_mem_take(struct img_io *io, size_t *len)
+{
+	struct mem_io *m = (struct mem_io *)io;
+	void *d;
+
+	pthread_mutex_lock(&m->lock);
+	d = m->data;
+	*len = m->len;
+	m->data = NULL;
+	m->len = m->cap = 0;
+	pthread_mutex_unlock(&m->lock);
+	return d;
+}
+
 IMG_API const void *img_io_mem_data(struct img_io *io, size_t *len)
 {
 	struct mem_io *m = (struct mem_io *)io;

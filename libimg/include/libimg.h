@@ -125,8 +125,14 @@ int img_io_batch(struct img_io *io, struct img_io_req *reqs, size_t n);
 /* An in-memory file (tests, fuzzing).  init/len: initial contents, may be
  * NULL/0.  The backend copies them. */
 int img_io_mem_new(const void *init, size_t len, struct img_io **out);
+/* Like img_io_mem_new, but the backend takes data (from malloc, len bytes)
+ * instead of copying it, and frees it.  On failure data is freed too. */
+int img_io_mem_adopt(void *data, size_t len, struct img_io **out);
 /* Contents of a memory backend (valid until the next write). */
 const void *img_io_mem_data(struct img_io *io, size_t *len);
+/* Takes the contents out of a memory backend (malloc'ed, the caller frees
+ * them; NULL when empty): the backend is left an empty file. */
+void *img_io_mem_take(struct img_io *io, size_t *len);
 
 /* ---------------------------------------------------------------------- */
 /* Create, open, close                                                     */
