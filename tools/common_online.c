@@ -1024,7 +1024,8 @@ static int btrfs_min_size(const char *file, const char *dir, uint64_t *min)
 		       "min-dev-size: %s", file, out);
 		return -EPROTO;
 	}
-	*min = n;
+	/* the kernel refuses to resize a btrfs device below 256 MiB */
+	*min = n > (256ull << 20) ? n : 256ull << 20;
 	return 0;
 }
 
@@ -1036,8 +1037,16 @@ int fs_offline_grow(const char *file, const char *type)
 	if (fs_attach(file, 0, &s) < 0)
 		return -EIO;
 	if (fs_is_ext(type)) {
+		/* resize2fs wants a check since the last mount */
+		char *fsck[] = { "e2fsck", "-f", "-p", s.os.loop, NULL };
 		char *av[] = { "resize2fs", s.os.loop, NULL };
-		r = run_quiet(av) ? -EIO : 0;
+		r = run_quiet(fsck);
+		if (r != 0 && r != 1) {     /* 1: errors corrected */
+			errmsg("%s: e2fsck -f -p could not check the %s filesystem", file, type);
+			r = -EUCLEAN;
+		} else {
+			r = run_quiet(av) ? -EIO : 0;
+		}
 	} else if (!strcmp(type, "xfs") || !strcmp(type, "btrfs")) {
 		r = fs_mount(file, &s, type, 0, NULL);
 		if (r == 0 && !strcmp(type, "xfs")) {

@@ -161,8 +161,9 @@ int fs_offline_possible(const char **why);
 uint64_t fs_min_with_margin(uint64_t min, uint64_t fs_size);
 
 /* Grows the filesystem (type: ext2/3/4, xfs, btrfs) to fill the virtual
- * disk: resize2fs DEVICE; xfs_growfs or btrfs filesystem resize max on a
- * private mount.  0 or -errno (message printed). */
+ * disk: e2fsck -f -p (resize2fs wants a check since the last mount) and
+ * resize2fs DEVICE; xfs_growfs or btrfs filesystem resize max on a private
+ * mount.  0 or -errno (message printed). */
 int fs_offline_grow(const char *file, const char *type);
 
 struct fs_offline_facts {

@@ -58,6 +58,7 @@ struct fs_report {
 	const char *type;      /* NULL: no filesystem step */
 	uint64_t old_size, new_size, min_size;
 	uint64_t trimmed;      /* host bytes its free blocks gave back */
+	int balloon_removed;   /* an online shrink's balloon was removed */
 };
 
 static void print_result(const char *file, uint64_t old, uint64_t now, int online,
@@ -82,12 +83,15 @@ static void print_result(const char *file, uint64_t old, uint64_t now, int onlin
 			if (fr->min_size)
 				json_u64(&j, "filesystem_min_size", fr->min_size);
 			json_u64(&j, "fs_trim_bytes", fr->trimmed);
+			json_bool(&j, "balloon_removed", fr->balloon_removed);
 		}
 		json_object_end(&j);
 		json_finish(&j);
 		return;
 	}
 	if (fr && fr->type) {
+		if (fr->balloon_removed)
+			printf("%s: removed the balloon an online shrink left\n", file);
 		printf("%s: the %s filesystem shrank from %s to %s", file, fr->type,
 		       human_size(fr->old_size, b1, sizeof(b1)),
 		       human_size(fr->new_size, b2, sizeof(b2)));
@@ -270,11 +274,10 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 			errmsg("%s: nothing was changed; %s", file, fs_advice(fi->type));
 			return -1;
 		}
-	} else if (!have_fs) {
+	} else if (r != 0) {
 		errmsg("%s: --min needs a filesystem whose minimum size can be found (ext2/3/4 "
-		       "or btrfs), and %s; nothing was changed", file, r == 0 ?
-		       "the size of the one in the image is unknown" :
-		       "none is recognised in the image");
+		       "or btrfs), and none is recognised in the image; nothing was changed",
+		       file);
 		return -1;
 	}
 	if (!strcmp(fi->type, "xfs")) {
@@ -287,6 +290,11 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 		errmsg("%s: shrinkimg cannot shrink a %s filesystem (only ext2/3/4 and btrfs)%s; "
 		       "nothing was changed", file, fi->type, to_min ? "" :
 		       " and the image's new end would cut it off");
+		return -1;
+	}
+	if (!have_fs) {
+		errmsg("%s: the size of the %s filesystem in the image is unknown; nothing was "
+		       "changed", file, fi->type);
 		return -1;
 	}
 	if ((fi->flags & IMG_FS_HAVE_STATE) && fi->state) {
@@ -411,6 +419,7 @@ int main(int argc, char **argv)
 		fs_step = 1;
 		fr.type = fi.type;
 		fr.new_size = new_size;
+		fr.balloon_removed = facts.has_balloon;
 		if (to_min)
 			fr.min_size = facts.has_balloon ? 0 : facts.min_size;
 	}
