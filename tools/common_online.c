@@ -782,8 +782,8 @@ int online_fs_grow(const char *file, const struct online_state *st, char *type, 
 		/* the kernel refuses online ext4 resizing without it (EPERM) */
 		errmsg("%s: the image and %s grew, but the mounted %s filesystem cannot: online "
 		       "resizing needs CAP_SYS_RESOURCE, which this process lacks; run "
-		       "'resize2fs %s' where it has it, or after imgumount: imgattach, "
-		       "resize2fs DEVICE, imgdetach", file, st->loop, type, st->loop);
+		       "'resize2fs %s' where it has it, or 'growimg' again after imgumount "
+		       "(offline it grows the filesystem)", file, st->loop, type, st->loop);
 		return -EPERM;
 	}
 	if (fs_is_ext(type)) {
