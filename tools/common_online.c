@@ -1125,18 +1125,20 @@ int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned f
 		char *rs[] = { "resize2fs", s.os.loop, arg, NULL };
 		struct stat sb;
 
-		r = fs_mount(file, &s, fi->type, 0, NULL);
-		if (r < 0)
-			goto out;
-		online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
-		if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) < 0) {
-			r = -errno;
-			errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
-			goto out;
+		if (flags & FS_SHRINK_BALLOON) {
+			r = fs_mount(file, &s, fi->type, 0, NULL);
+			if (r < 0)
+				goto out;
+			online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
+			if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) < 0) {
+				r = -errno;
+				errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
+				goto out;
+			}
+			r = fs_umount(&s);
+			if (r < 0)
+				goto out;
 		}
-		r = fs_umount(&s);
-		if (r < 0)
-			goto out;
 		r = run_quiet(fsck);
 		if (r != 0 && r != 1) {     /* 1: errors corrected */
 			errmsg("%s: e2fsck -f -p could not check the %s filesystem; it was not "

@@ -181,13 +181,15 @@ struct fs_offline_facts {
 int fs_offline_inspect(const char *file, const struct img_fs_info *fi,
 		       struct fs_offline_facts *facts);
 
-/* Shrinks the filesystem to at most *size bytes.  ext2/3/4: the balloon
- * is removed (private mount), e2fsck -f -p, resize2fs DEVICE SIZE;
- * btrfs: btrfs filesystem resize SIZE on a private mount, then fstrim
- * there.  FS_SHRINK_TO_MIN: *size is fs_min_with_margin() of the minimum
- * measured once the balloon is gone.  *size receives the size the
- * filesystem now spans.  0 or -errno (message printed). */
-#define FS_SHRINK_TO_MIN 0x1u
+/* Shrinks the filesystem to at most *size bytes.  ext2/3/4: with
+ * FS_SHRINK_BALLOON the balloon is removed (private mount); e2fsck -f -p,
+ * resize2fs DEVICE SIZE.  btrfs: btrfs filesystem resize SIZE on a
+ * private mount, then fstrim there.  FS_SHRINK_TO_MIN: *size is
+ * fs_min_with_margin() of the minimum measured once the balloon is gone.
+ * *size receives the size the filesystem now spans.  0 or -errno (message
+ * printed). */
+#define FS_SHRINK_TO_MIN  0x1u
+#define FS_SHRINK_BALLOON 0x2u
 int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned flags,
 		      uint64_t *size);
 

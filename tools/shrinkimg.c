@@ -408,7 +408,8 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	if (r == 1) {
 		fr.old_size = fi.size;
-		if (fs_offline_shrink(file, &fi, to_min ? FS_SHRINK_TO_MIN : 0, &new_size) < 0) {
+		if (fs_offline_shrink(file, &fi, (to_min ? FS_SHRINK_TO_MIN : 0) |
+				      (facts.has_balloon ? FS_SHRINK_BALLOON : 0), &new_size) < 0) {
 			errmsg("%s: the image keeps its size: the %s filesystem in it was not "
 			       "shrunk (it still spans %s)", file, fi.type,
 			       human_size_exact(fi.size, b1, sizeof(b1)));
@@ -472,6 +473,12 @@ int main(int argc, char **argv)
 			img_errmsg(file, r);
 			goto out;
 		}
+	}
+	if (fs_step) {
+		/* what the filesystem spans now, as its superblock says */
+		struct img_fs_info now;
+		if (fs_probe(file, img, &now) == 0 && (now.flags & IMG_FS_HAVE_SIZE))
+			fr.new_size = now.size;
 	}
 	ret = EXIT_OK;
 out:
