@@ -80,13 +80,18 @@ const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len)
 	return buf;
 }
 
-int run_quiet(char *const argv[])
+/* Runs argv with its output kept in a temporary file; copies up to len - 1
+ * bytes of it into out (when out).  When it fails and !silent, prints what
+ * it said. */
+static int run_logged(char *const argv[], char *out, size_t len, int silent)
 {
 	posix_spawn_file_actions_t fa;
 	char log[] = "/tmp/libimg-run-XXXXXX";
 	int fd = mkstemp(log), st = 0, r;
 	pid_t pid;
 
+	if (out && len)
+		out[0] = 0;
 	if (fd < 0) {
 		r = -errno;
 		errmsg("cannot create a temporary file: %s", strerror(-r));
@@ -113,7 +118,11 @@ int run_quiet(char *const argv[])
 			return r;
 		}
 	r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-	if (r) {
+	if (out && len > 1) {
+		ssize_t n = pread(fd, out, len - 1, 0);
+		out[n > 0 ? n : 0] = 0;
+	}
+	if (r && !silent) {
 		char buf[1024];
 		errmsg("%s failed (exit status %d)%s", argv[0], r, lseek(fd, 0, SEEK_END) > 0 ? ":" : "");
 		FILE *f;
@@ -131,6 +140,21 @@ int run_quiet(char *const argv[])
 	}
 	close(fd);
 	return r;
+}
+
+int run_quiet(char *const argv[])
+{
+	return run_logged(argv, NULL, 0, 0);
+}
+
+int run_capture(char *const argv[], char *out, size_t len)
+{
+	return run_logged(argv, out, len, 0);
+}
+
+int run_silent(char *const argv[])
+{
+	return run_logged(argv, NULL, 0, 1);
 }
 
 #define COPY_CHUNK (1u << 20)

@@ -30,6 +30,11 @@ const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len);
  * output kept aside; when it fails, prints what it said.  Returns its exit
  * status, 127 when it could not be started, or -errno. */
 int run_quiet(char *const argv[]);
+/* run_quiet that also copies up to len - 1 bytes of what it printed
+ * (stdout and stderr) into out, NUL-terminated. */
+int run_capture(char *const argv[], char *out, size_t len);
+/* run_quiet that prints nothing, even on failure. */
+int run_silent(char *const argv[]);
 
 /* Copies the data of the raw file fd (size bytes) into img at the same
  * offsets: only what SEEK_DATA finds, and within it only the 4 KiB blocks

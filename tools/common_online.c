@@ -806,8 +806,8 @@ int online_fs_grow(const char *file, const struct online_state *st, char *type, 
 		/* the kernel refuses online ext4 resizing without it (EPERM) */
 		errmsg("%s: the image and %s grew, but the mounted %s filesystem cannot: online "
 		       "resizing needs CAP_SYS_RESOURCE, which this process lacks; run "
-		       "'resize2fs %s' where it has it, or after imgumount: imgattach, "
-		       "resize2fs DEVICE, imgdetach", file, st->loop, type, st->loop);
+		       "'resize2fs %s' where it has it, or 'growimg' again after imgumount "
+		       "(offline it grows the filesystem)", file, st->loop, type, st->loop);
 		return -EPERM;
 	}
 	if (fs_is_ext(type)) {
@@ -923,5 +923,294 @@ int online_balloon_inflate(const char *file, const struct online_state *st, uint
 		       strerror(-r));
 out:
 	close(fd);
+	return r;
+}
+
+/* ---- the filesystem of an image nobody serves ---------------------------- */
+
+struct fs_offline {
+	struct online_state os;
+	char dir[64];               /* the private mount point, "" when none */
+};
+
+int fs_offline_possible(const char **why)
+{
+	*why = NULL;
+	if (geteuid() != 0)
+		*why = "root";
+	else if (access("/dev/fuse", R_OK | W_OK) < 0)
+		*why = "/dev/fuse";
+	else if (access("/dev/loop-control", R_OK | W_OK) < 0)
+		*why = "loop devices (/dev/loop-control)";
+	return *why == NULL;
+}
+
+uint64_t fs_min_with_margin(uint64_t min, uint64_t fs_size)
+{
+	const uint64_t mib = 1ull << 20;
+	uint64_t margin = min / 20 > 16 * mib ? min / 20 : 16 * mib, t;
+
+	if (__builtin_add_overflow(min, margin + mib - 1, &t))
+		return fs_size;
+	t -= t % mib;
+	return t < fs_size ? t : fs_size;
+}
+
+static int fs_attach(const char *file, unsigned flags, struct fs_offline *s)
+{
+	memset(s, 0, sizeof(*s));
+	return online_attach(file, flags, &s->os) < 0 ? -EIO : 0;
+}
+
+/* Mounts the attached filesystem on a fresh private directory. */
+static int fs_mount(const char *file, struct fs_offline *s, const char *type,
+		    unsigned long mflags, const char *data)
+{
+	int r;
+
+	snprintf(s->dir, sizeof(s->dir), "/tmp/libimg-fs-XXXXXX");
+	if (!mkdtemp(s->dir)) {
+		r = -errno;
+		errmsg("%s: cannot create a mount point: %s", file, strerror(-r));
+		s->dir[0] = 0;
+		return r;
+	}
+	if (mount(s->os.loop, s->dir, type, mflags, data) < 0) {
+		r = -errno;
+		errmsg("%s: cannot mount the %s filesystem (%s on %s): %s", file, type,
+		       s->os.loop, s->dir, strerror(-r));
+		rmdir(s->dir);
+		s->dir[0] = 0;
+		return r;
+	}
+	return 0;
+}
+
+static int fs_umount(struct fs_offline *s)
+{
+	int r = 0, i;
+
+	if (!s->dir[0])
+		return 0;
+	/* a program that just exited may still pin it for a moment */
+	for (i = 0; umount(s->dir) < 0; i++) {
+		if (errno != EBUSY || i == 50) {
+			r = -errno;
+			errmsg("%s: cannot unmount: %s", s->dir, strerror(-r));
+			return r;
+		}
+		usleep(100 * 1000);
+	}
+	rmdir(s->dir);
+	s->dir[0] = 0;
+	return r;
+}
+
+/* Unmounts, detaches, stops the daemon.  0 or -errno (message printed). */
+static int fs_end(struct fs_offline *s)
+{
+	int r = fs_umount(s);
+
+	if (online_teardown(&s->os) < 0 && !r)
+		r = -EIO;
+	return r;
+}
+
+/* "Estimated minimum size of the filesystem: N" (blocks) of resize2fs -P. */
+static int ext_min_size(const char *file, const char *dev, uint64_t block, uint64_t *min)
+{
+	char out[4096], *p;
+	char *av[] = { "resize2fs", "-P", (char *)dev, NULL };
+	unsigned long long n;
+
+	if (run_capture(av, out, sizeof(out)) != 0)
+		return -EIO;
+	p = strstr(out, "minimum size of the filesystem:");
+	if (!p || sscanf(p + strlen("minimum size of the filesystem:"), "%llu", &n) != 1 ||
+	    __builtin_mul_overflow((uint64_t)n, block, min)) {
+		errmsg("%s: cannot read the minimum size from resize2fs -P: %s", file, out);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* "N bytes (...)" of btrfs inspect-internal min-dev-size. */
+static int btrfs_min_size(const char *file, const char *dir, uint64_t *min)
+{
+	char out[4096];
+	char *av[] = { "btrfs", "inspect-internal", "min-dev-size", (char *)dir, NULL };
+	unsigned long long n;
+
+	if (run_capture(av, out, sizeof(out)) != 0)
+		return -EIO;
+	if (sscanf(out, "%llu bytes", &n) != 1) {
+		errmsg("%s: cannot read the minimum size from btrfs inspect-internal "
+		       "min-dev-size: %s", file, out);
+		return -EPROTO;
+	}
+	/* the kernel refuses to resize a btrfs device below 256 MiB */
+	*min = n > (256ull << 20) ? n : 256ull << 20;
+	return 0;
+}
+
+int fs_offline_grow(const char *file, const char *type)
+{
+	struct fs_offline s;
+	int r;
+
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	if (fs_is_ext(type)) {
+		/* resize2fs wants a check since the last mount */
+		char *fsck[] = { "e2fsck", "-f", "-p", s.os.loop, NULL };
+		char *av[] = { "resize2fs", s.os.loop, NULL };
+		r = run_quiet(fsck);
+		if (r != 0 && r != 1) {     /* 1: errors corrected */
+			errmsg("%s: e2fsck -f -p could not check the %s filesystem", file, type);
+			r = -EUCLEAN;
+		} else {
+			r = run_quiet(av) ? -EIO : 0;
+		}
+	} else if (!strcmp(type, "xfs") || !strcmp(type, "btrfs")) {
+		r = fs_mount(file, &s, type, 0, NULL);
+		if (r == 0 && !strcmp(type, "xfs")) {
+			char *av[] = { "xfs_growfs", s.dir, NULL };
+			r = run_quiet(av) ? -EIO : 0;
+		} else if (r == 0) {
+			char *av[] = { "btrfs", "filesystem", "resize", "max", s.dir, NULL };
+			r = run_quiet(av) ? -EIO : 0;
+		}
+	} else {
+		r = -EOPNOTSUPP;
+	}
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}
+
+int fs_offline_inspect(const char *file, const struct img_fs_info *fi,
+		       struct fs_offline_facts *facts)
+{
+	struct fs_offline s;
+	char path[PATH_MAX];
+	struct stat sb;
+	int r;
+
+	memset(facts, 0, sizeof(*facts));
+	if (fs_attach(file, ONLINE_READ_ONLY, &s) < 0)
+		return -EIO;
+	if (fs_is_ext(fi->type)) {
+		char *fsck[] = { "e2fsck", "-f", "-n", s.os.loop, NULL };
+		r = run_quiet(fsck);
+		if (r != 0) {
+			errmsg("%s: e2fsck -f -n finds the %s filesystem in the image damaged "
+			       "(exit status %d): it needs checking", file, fi->type, r);
+			r = -EUCLEAN;
+			goto out;
+		}
+		r = ext_min_size(file, s.os.loop, fi->block_size, &facts->min_size);
+		if (r < 0)
+			goto out;
+		/* read-only and without journal replay: nothing is written */
+		r = fs_mount(file, &s, fi->type, MS_RDONLY, "noload");
+		if (r < 0)
+			goto out;
+		online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
+		if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+			facts->has_balloon = 1;
+			facts->balloon = (uint64_t)sb.st_blocks * 512;
+		}
+	} else if (!strcmp(fi->type, "btrfs")) {
+		r = fs_mount(file, &s, fi->type, MS_RDONLY, NULL);
+		if (r < 0)
+			goto out;
+		r = btrfs_min_size(file, s.dir, &facts->min_size);
+	} else {
+		r = -EOPNOTSUPP;
+	}
+out:
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}
+
+int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned flags,
+		      uint64_t *size)
+{
+	struct fs_offline s;
+	char arg[32], path[PATH_MAX];
+	uint64_t min;
+	int r;
+
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	if (fs_is_ext(fi->type)) {
+		char *fsck[] = { "e2fsck", "-f", "-p", s.os.loop, NULL };
+		char *rs[] = { "resize2fs", s.os.loop, arg, NULL };
+		struct stat sb;
+
+		if (flags & FS_SHRINK_BALLOON) {
+			r = fs_mount(file, &s, fi->type, 0, NULL);
+			if (r < 0)
+				goto out;
+			online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
+			if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) < 0) {
+				r = -errno;
+				errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
+				goto out;
+			}
+			r = fs_umount(&s);
+			if (r < 0)
+				goto out;
+		}
+		r = run_quiet(fsck);
+		if (r != 0 && r != 1) {     /* 1: errors corrected */
+			errmsg("%s: e2fsck -f -p could not check the %s filesystem; it was not "
+			       "shrunk", file, fi->type);
+			r = -EUCLEAN;
+			goto out;
+		}
+		if (flags & FS_SHRINK_TO_MIN) {
+			r = ext_min_size(file, s.os.loop, fi->block_size, &min);
+			if (r < 0)
+				goto out;
+			*size = fs_min_with_margin(min, fi->size);
+		}
+		snprintf(arg, sizeof(arg), "%lluK", (unsigned long long)(*size / 1024));
+		if (run_quiet(rs) != 0) {
+			errmsg("%s: resize2fs could not shrink the %s filesystem to %s", file,
+			       fi->type, arg);
+			r = -EIO;
+			goto out;
+		}
+		r = 0;
+	} else if (!strcmp(fi->type, "btrfs")) {
+		char *rs[] = { "btrfs", "filesystem", "resize", arg, s.dir, NULL };
+		char *trim[] = { "fstrim", s.dir, NULL };
+
+		r = fs_mount(file, &s, fi->type, 0, NULL);
+		if (r < 0)
+			goto out;
+		if (flags & FS_SHRINK_TO_MIN) {
+			r = btrfs_min_size(file, s.dir, &min);
+			if (r < 0)
+				goto out;
+			*size = fs_min_with_margin(min, fi->size);
+		}
+		snprintf(arg, sizeof(arg), "%llu", (unsigned long long)*size);
+		if (run_quiet(rs) != 0) {
+			errmsg("%s: the btrfs filesystem did not shrink to %s bytes", file, arg);
+			r = -EIO;
+			goto out;
+		}
+		/* its free space goes back to the host: the image packs tighter */
+		run_silent(trim);
+		r = 0;
+	} else {
+		r = -EOPNOTSUPP;
+	}
+out:
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
 	return r;
 }

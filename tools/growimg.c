@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* growimg: grow an image's virtual size (offline). */
+/* growimg: grow an image's virtual size and the filesystem in it. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +10,10 @@
 #include "common_fs.h"
 #include "common_online.h"
 
+enum { OPT_NO_FS = 256 };
+
 static const struct option longopts[] = {
+	{ "no-fs",   no_argument, NULL, OPT_NO_FS },
 	{ "json",    no_argument, NULL, 'j' },
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
@@ -23,17 +26,21 @@ static void usage(void)
 	printf("Usage: %s [OPTIONS] FILE SIZE|+DELTA\n"
 	       "Grow the virtual size of a libimg image to SIZE, or by DELTA.\n"
 	       "Sizes take binary suffixes (20G, +512M) and must be multiples of 512.\n"
-	       "The new space reads as zeros.  On an image served by imgserve (imgattach,\n"
-	       "imgmount) the daemon grows it, the loop device follows, and a mounted\n"
-	       "filesystem is grown online (resize2fs, xfs_growfs, btrfs filesystem resize).\n"
+	       "The new space reads as zeros.  A filesystem in the image (ext2/3/4, xfs,\n"
+	       "btrfs) grows to fill it: offline through a private attach of the image\n"
+	       "(resize2fs; xfs_growfs, btrfs filesystem resize on a private mount: needs\n"
+	       "root, /dev/fuse, loop devices).  On an image served by imgserve (imgmount)\n"
+	       "the daemon grows it and a mounted filesystem is grown online.\n"
 	       "\n"
+	       "  --no-fs        grow only the image, not the filesystem in it\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success (also when the size is already SIZE), 1 error.\n"
-	       "See growimg(1).\n", progname);
+	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
+	       "(if only the filesystem step failed, a rerun completes it).  growimg(1)\n",
+	       progname);
 }
 
 /* The image is served: the daemon grows it, then the loop device and the
@@ -105,14 +112,20 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 	return EXIT_OK;
 }
 
+/* The filesystem is grown offline when it is one of these. */
+static int fs_growable(const char *type)
+{
+	return fs_is_ext(type) || !strcmp(type, "xfs") || !strcmp(type, "btrfs");
+}
+
 int main(int argc, char **argv)
 {
-	const char *file = NULL, *size_arg = NULL;
+	const char *file = NULL, *size_arg = NULL, *why;
 	struct img_info in;
 	struct img *img;
 	uint64_t new_size = 0, tmp;
-	int c, r, npos = 0, ret = EXIT_ERROR;
-	char b1[64], b2[64];
+	int c, r, npos = 0, ret = EXIT_ERROR, no_fs = 0, grow_fs = 0, fs_grew = 0;
+	char b1[64], b2[64], fb[512];
 	struct tool_getopt g = { 0 };
 	struct img_fs_info fi;
 	int have_fs = 0;
@@ -129,6 +142,7 @@ int main(int argc, char **argv)
 				return usage_error("too many arguments");
 			npos++;
 			break;
+		case OPT_NO_FS: no_fs = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -152,9 +166,12 @@ int main(int argc, char **argv)
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
 			return grow_online(file, &os, size_arg);
 	}
-	if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
+	/* Everything is checked read-only first: a refusal changes nothing
+	 * (opening for writing alone rewrites the header). */
+	if (open_image(file, 0, &img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));
+	memset(&fi, 0, sizeof(fi));
 	r = img_info(img, &in);
 	if (r < 0) {
 		img_errmsg(file, r);
@@ -176,19 +193,61 @@ int main(int argc, char **argv)
 		       (unsigned long long)new_size);
 		goto out;
 	}
+	have_fs = fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE);
+	/* the filesystem grows when it is smaller than the new size, also
+	 * when the image already has it (a rerun after a failed fs step) */
+	grow_fs = !no_fs && have_fs && fi.size < new_size && fs_growable(fi.type);
+	if (grow_fs && (fi.flags & IMG_FS_HAVE_STATE) && fi.state) {
+		errmsg("%s: the filesystem in the image needs checking (%s)", file,
+		       fs_describe(&fi, fb, sizeof(fb)));
+		errmsg("%s: nothing was changed; check it (e2fsck -f on the image's export), "
+		       "or grow only the image with --no-fs", file);
+		goto out;
+	}
+	if (grow_fs && !fs_offline_possible(&why)) {
+		errmsg("%s: growing the %s filesystem in the image needs %s (it attaches the "
+		       "image to run %s); nothing was changed; --no-fs grows only the image",
+		       file, fi.type, why, fs_is_ext(fi.type) ? "resize2fs" :
+		       !strcmp(fi.type, "xfs") ? "xfs_growfs" : "btrfs filesystem resize");
+		goto out;
+	}
 	if (new_size > in.virtual_size) {
+		img_close(img);
+		if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
+			return EXIT_ERROR;
 		r = img_resize(img, new_size, 0);
 		if (r < 0) {
 			img_errmsg(file, r);
 			goto out;
 		}
 	}
-	have_fs = !quiet && fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE);
 	ret = EXIT_OK;
 out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
-	if (ret != EXIT_OK || quiet)
+	if (ret != EXIT_OK)
+		return ret;
+	if (grow_fs) {
+		/* The image has its new size (durable): if this step fails, a
+		 * rerun of the same command does only what is left. */
+		r = fs_offline_grow(file, fi.type);
+		if (r < 0) {
+			errmsg("%s: the image has grown to %s but the %s filesystem in it has not "
+			       "(it still spans %s); run 'growimg %s %llu' again to grow it, or "
+			       "see the messages above", file,
+			       human_size_exact(new_size, b1, sizeof(b1)), fi.type,
+			       human_size(fi.size, b2, sizeof(b2)), file,
+			       (unsigned long long)new_size);
+			return EXIT_ERROR;
+		}
+		fs_grew = 1;
+		if (open_image(file, 0, &img) == 0) {
+			if (fs_probe(file, img, &fi) != 0)
+				have_fs = 0;
+			img_close(img);
+		}
+	}
+	if (quiet)
 		return ret;
 	if (json) {
 		struct json_out j;
@@ -200,21 +259,25 @@ out:
 		if (have_fs) {
 			json_string(&j, "filesystem", fi.type);
 			json_u64(&j, "filesystem_size", fi.size);
+			json_bool(&j, "filesystem_grown", fs_grew);
 		}
 		json_object_end(&j);
 		json_finish(&j);
-	} else if (new_size == in.virtual_size) {
+		return ret;
+	}
+	if (new_size == in.virtual_size && !fs_grew)
 		printf("%s: virtual size is already %s; nothing to do\n", file,
 		       human_size_exact(new_size, b1, sizeof(b1)));
-	} else {
+	else if (new_size != in.virtual_size)
 		printf("%s: virtual size %s -> %s\n", file,
 		       human_size(in.virtual_size, b1, sizeof(b1)),
 		       human_size_exact(new_size, b2, sizeof(b2)));
-	}
-	/* Growing the filesystem offline is not done yet: say so. */
-	if (!json && have_fs && fi.size < new_size)
-		printf("%s: the %s filesystem still spans %s: grow it while mounted from the "
-		       "image (resize2fs, xfs_growfs, btrfs filesystem resize)\n", file, fi.type,
+	if (fs_grew)
+		printf("%s: the %s filesystem grew to %s\n", file, fi.type,
 		       human_size(fi.size, b1, sizeof(b1)));
+	else if (have_fs && fi.size < new_size)
+		printf("%s: the %s filesystem still spans %s (%s)\n", file, fi.type,
+		       human_size(fi.size, b1, sizeof(b1)),
+		       no_fs ? "--no-fs" : "growimg cannot grow this type");
 	return ret;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* shrinkimg: shrink an image's virtual size (offline). */
+/* shrinkimg: shrink an image's virtual size and the filesystem in it. */
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -12,12 +12,17 @@
 #include "common_fs.h"
 #include "common_online.h"
 
-enum { OPT_DISCARD_DATA = 256 };
+enum { OPT_DISCARD_DATA = 256, OPT_MIN, OPT_NO_FS };
+
+/* beside IMG_RESIZE_* in rflags: --no-fs */
+#define SHRINK_NO_FS 0x80000000u
 
 static const struct option longopts[] = {
 	{ "discard-data", no_argument, NULL, OPT_DISCARD_DATA },
+	{ "min",          no_argument, NULL, OPT_MIN },
+	{ "no-fs",        no_argument, NULL, OPT_NO_FS },
 	{ "json",         no_argument, NULL, 'j' },
-	{ "verbose", no_argument, NULL, 'v' },
+	{ "verbose",      no_argument, NULL, 'v' },
 	{ "quiet",        no_argument, NULL, 'q' },
 	{ "help",         no_argument, NULL, 'h' },
 	{ "version",      no_argument, NULL, 'V' },
@@ -26,31 +31,40 @@ static const struct option longopts[] = {
 
 static void usage(void)
 {
-	printf("Usage: %s [OPTIONS] FILE SIZE|-DELTA\n"
-	       "Shrink the virtual size of a libimg image to SIZE, or by DELTA, and\n"
-	       "give the host space past the new end back.  Sizes take binary suffixes\n"
-	       "(5G, -512M), multiples of 512.  On an image mounted with imgmount: btrfs\n"
-	       "shrinks online (filesystem, then image); ext2/3/4 cannot, so a hidden\n"
-	       "balloon file reserves the space and gives it back to the host, and the\n"
-	       "next shrinkimg while unmounted completes the shrink (shrinkimg(1)).\n"
+	printf("Usage: %s [OPTIONS] FILE SIZE|-DELTA|--min\n"
+	       "Shrink a libimg image (and the filesystem in it) to SIZE, by DELTA, or\n"
+	       "to the filesystem's minimum plus max(5%%, 16 MiB) (--min), and give the\n"
+	       "host space past the new end back.  Offline, ext2/3/4 shrinks with e2fsck\n"
+	       "-f and resize2fs, btrfs with btrfs filesystem resize, on a private attach\n"
+	       "(root, /dev/fuse, loop devices); xfs cannot.  Mounted with imgmount:\n"
+	       "btrfs shrinks online; ext2/3/4 gets a balloon the next offline shrinkimg\n"
+	       "completes (shrinkimg(1)).\n"
 	       "\n"
-	       "  --discard-data  shrink even if data, or the filesystem the image\n"
-	       "                  holds, lies past the new end (that data is lost);\n"
-	       "                  without it shrinkimg refuses\n"
-	       "  -j, --json      print {filename, old_size, new_size} as JSON\n"
+	       "  --min           shrink to the filesystem's minimum plus the margin\n"
+	       "  --no-fs         shrink only the image: refuse to cut a filesystem\n"
+	       "  --discard-data  shrink even if data or the filesystem lies past the\n"
+	       "                  new end (that data is lost)\n"
+	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       "  -q, --quiet     print nothing on success\n"
-	       "  -h, --help      show this help\n"
-	       "  -V, --version   show the version\n"
+	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
-	       "(including a refusal to drop data).  See shrinkimg(1).\n", progname);
+	       "Exit status: 0 success, 1 error; nothing changed when refused (below the\n"
+	       "used space, fs needs fsck, unknown fs, xfs).  See shrinkimg(1).\n", progname);
 }
 
+/* What the filesystem step did, for the report. */
+struct fs_report {
+	const char *type;      /* NULL: no filesystem step */
+	uint64_t old_size, new_size, min_size;
+	uint64_t trimmed;      /* host bytes its free blocks gave back */
+	int balloon_removed;   /* an online shrink's balloon was removed */
+};
+
 static void print_result(const char *file, uint64_t old, uint64_t now, int online,
-			 uint64_t balloon)
+			 uint64_t balloon, const struct fs_report *fr)
 {
-	char b1[64], b2[64];
+	char b1[64], b2[64], b3[64];
 
 	if (json) {
 		struct json_out j;
@@ -62,9 +76,31 @@ static void print_result(const char *file, uint64_t old, uint64_t now, int onlin
 		json_bool(&j, "online", online);
 		if (balloon)
 			json_u64(&j, "balloon", balloon);
+		if (fr && fr->type) {
+			json_string(&j, "filesystem", fr->type);
+			json_u64(&j, "filesystem_old_size", fr->old_size);
+			json_u64(&j, "filesystem_size", fr->new_size);
+			if (fr->min_size)
+				json_u64(&j, "filesystem_min_size", fr->min_size);
+			json_u64(&j, "fs_trim_bytes", fr->trimmed);
+			json_bool(&j, "balloon_removed", fr->balloon_removed);
+		}
 		json_object_end(&j);
 		json_finish(&j);
-	} else if (now == old && !balloon) {
+		return;
+	}
+	if (fr && fr->type) {
+		if (fr->balloon_removed)
+			printf("%s: removed the balloon an online shrink left\n", file);
+		printf("%s: the %s filesystem shrank from %s to %s", file, fr->type,
+		       human_size(fr->old_size, b1, sizeof(b1)),
+		       human_size(fr->new_size, b2, sizeof(b2)));
+		if (fr->min_size)
+			printf(" (its minimum %s plus the margin)",
+			       human_size(fr->min_size, b3, sizeof(b3)));
+		printf("\n");
+	}
+	if (now == old && !balloon) {
 		printf("%s: virtual size is already %s; nothing to do\n", file,
 		       human_size_exact(now, b1, sizeof(b1)));
 	} else if (now != old) {
@@ -85,82 +121,6 @@ static int probe_served(const char *file, struct img_fs_info *fi)
 		return -EIO;
 	r = fs_probe(file, img, fi);
 	img_close(img);
-	return r;
-}
-
-/* Mounts the attached filesystem on a private directory, looks for the
- * balloon and (remove) removes it, unmounts.  1 found, 0 not, -errno. */
-static int balloon_visit(const char *file, const struct online_state *os, int remove)
-{
-	char dir[] = "/tmp/libimg-shrink-XXXXXX", type[64], path[PATH_MAX];
-	struct stat sb;
-	int r = 0, found;
-
-	if (online_blkid_type(os->loop, type, sizeof(type)) < 0 || !type[0] || !mkdtemp(dir))
-		return -EIO;
-	{
-		/* read-only and without journal replay: nothing is written */
-		char *av[] = { "mount", "-t", type, "-o", remove ? "rw" : "ro,noload",
-			       (char *)os->loop, dir, NULL };
-		if (run_quiet(av) != 0) {
-			rmdir(dir);
-			return -EIO;
-		}
-	}
-	snprintf(path, sizeof(path), "%s/%s", dir, ONLINE_BALLOON);
-	found = lstat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-	if (found && remove && unlink(path) < 0) {
-		r = -errno;
-		errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
-	}
-	if (umount(dir) < 0 && !r) {
-		r = -errno;
-		errmsg("%s: cannot unmount: %s", dir, strerror(-r));
-	}
-	rmdir(dir);
-	return r < 0 ? r : found;
-}
-
-/* Completes what an online shrink of ext2/3/4 started.  The image is
- * first attached read-only to look for the balloon (nothing changes when
- * there is none); then read-write: the balloon is removed, the filesystem
- * checked (e2fsck -f -p) and shrunk (resize2fs), and the image detached.
- * 0 done, 1 no balloon (the image is untouched), -errno. */
-static int complete_balloon(const char *file, uint64_t new_size)
-{
-	struct online_state os;
-	char kb[32];
-	int r;
-
-	if (online_attach(file, ONLINE_READ_ONLY, &os) < 0)
-		return -EIO;
-	r = balloon_visit(file, &os, 0);
-	if (online_teardown(&os) < 0 && r >= 0)
-		r = -EIO;
-	if (r <= 0)
-		return r < 0 ? r : 1;
-	if (online_attach(file, 0, &os) < 0)
-		return -EIO;
-	r = balloon_visit(file, &os, 1);
-	if (r == 1) {
-		char *fsck[] = { "e2fsck", "-f", "-p", os.loop, NULL };
-		char *rs[] = { "resize2fs", os.loop, kb, NULL };
-		snprintf(kb, sizeof(kb), "%lluK", (unsigned long long)(new_size / 1024));
-		r = run_quiet(fsck);
-		if (r != 0 && r != 1) {     /* 1: errors corrected */
-			errmsg("%s: the filesystem needs a manual e2fsck; nothing was shrunk", file);
-			r = -EIO;
-		} else if (run_quiet(rs) != 0) {
-			errmsg("%s: resize2fs could not shrink the filesystem to %s", file, kb);
-			r = -EIO;
-		} else {
-			r = 0;
-		}
-	} else if (r == 0) {
-		r = 1;
-	}
-	if (online_teardown(&os) < 0 && r >= 0)
-		r = -EIO;
 	return r;
 }
 
@@ -195,14 +155,15 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 	}
 	if (new_size == cur) {
 		if (!quiet)
-			print_result(file, cur, cur, 1, 0);
+			print_result(file, cur, cur, 1, 0, NULL);
 		return EXIT_OK;
 	}
 	memset(&fi, 0, sizeof(fi));
 	r = probe_served(file, &fi);
 	if (r < 0)
 		return EXIT_ERROR;
-	have_fs = r == 0 && (fi.flags & IMG_FS_HAVE_SIZE) && !(rflags & IMG_RESIZE_DISCARD_DATA);
+	have_fs = r == 0 && (fi.flags & IMG_FS_HAVE_SIZE) &&
+		  !(rflags & (IMG_RESIZE_DISCARD_DATA | SHRINK_NO_FS));
 	if (have_fs && new_size < fi.size) {
 		if (os->loop[0])
 			online_blkid_type(os->loop, type, sizeof(type));
@@ -236,7 +197,7 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 			if (r < 0)
 				return EXIT_ERROR;
 			if (json) {
-				print_result(file, cur, cur, 1, fi.size - new_size);
+				print_result(file, cur, cur, 1, fi.size - new_size, NULL);
 			} else if (!quiet) {
 				printf("%s: %s cannot shrink while mounted: %s/%s now reserves %s "
 				       "(fallocated, never written; %s of host space given back)\n",
@@ -259,8 +220,119 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 	if (online_set_size(file, os, new_size, (rflags & IMG_RESIZE_DISCARD_DATA) != 0) < 0)
 		return EXIT_ERROR;
 	if (!quiet)
-		print_result(file, cur, new_size, 1, 0);
+		print_result(file, cur, new_size, 1, 0, NULL);
 	return EXIT_OK;
+}
+
+/* What a refusal to cut the filesystem should advise. */
+static const char *fs_advice(const char *type)
+{
+	return !strcmp(type, "xfs") ? "xfs filesystems cannot shrink" :
+	       fs_is_ext(type) || !strcmp(type, "btrfs") ? "without --no-fs shrinkimg "
+	       "shrinks the filesystem first" : "shrink the filesystem first";
+}
+
+/* Offline, before anything changes: decides whether the filesystem must
+ * shrink, checks that it can (read-only), and sets *new_size (for --min:
+ * its minimum plus the margin).  Returns 1 when the filesystem step is to
+ * run (*fi, *facts filled), 0 when the image alone shrinks, -1 after a
+ * refusal (message printed, nothing changed). */
+static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned rflags,
+		   uint64_t *new_size, struct img_fs_info *fi, struct fs_offline_facts *facts)
+{
+	struct img_info in;
+	struct img *img;
+	const char *why;
+	char b1[64], b2[64], b3[64], fb[512];
+	int r, have_fs;
+
+	memset(fi, 0, sizeof(*fi));
+	memset(facts, 0, sizeof(*facts));
+	if (open_image(file, 0, &img) < 0)
+		return -1;
+	r = img_info(img, &in);
+	if (r < 0) {
+		img_errmsg(file, r);
+		img_close(img);
+		return -1;
+	}
+	r = fs_probe(file, img, fi);
+	img_close(img);
+	have_fs = r == 0 && (fi->flags & IMG_FS_HAVE_SIZE);
+	if (!to_min) {
+		/* a bad size is reported by the caller */
+		if (parse_new_size(size_arg, in.virtual_size, new_size) || !have_fs ||
+		    *new_size >= fi->size || *new_size > in.virtual_size)
+			return 0;
+		if (rflags & (IMG_RESIZE_DISCARD_DATA | SHRINK_NO_FS)) {
+			if (rflags & IMG_RESIZE_DISCARD_DATA)
+				return 0;
+			errmsg("%s: the %s filesystem in the image spans %s; shrinking the image "
+			       "to %s would cut it off", file, fi->type,
+			       human_size_exact(fi->size, b1, sizeof(b1)),
+			       human_size_exact(*new_size, b2, sizeof(b2)));
+			errmsg("%s: nothing was changed; %s", file, fs_advice(fi->type));
+			return -1;
+		}
+	} else if (r != 0) {
+		errmsg("%s: --min needs a filesystem whose minimum size can be found (ext2/3/4 "
+		       "or btrfs), and none is recognised in the image; nothing was changed",
+		       file);
+		return -1;
+	}
+	if (!strcmp(fi->type, "xfs")) {
+		errmsg("%s: the xfs filesystem in the image spans %s and xfs filesystems cannot "
+		       "shrink; nothing was changed", file,
+		       human_size_exact(fi->size, b1, sizeof(b1)));
+		return -1;
+	}
+	if (!fs_is_ext(fi->type) && strcmp(fi->type, "btrfs")) {
+		errmsg("%s: shrinkimg cannot shrink a %s filesystem (only ext2/3/4 and btrfs)%s; "
+		       "nothing was changed", file, fi->type, to_min ? "" :
+		       " and the image's new end would cut it off");
+		return -1;
+	}
+	if (!have_fs) {
+		errmsg("%s: the size of the %s filesystem in the image is unknown; nothing was "
+		       "changed", file, fi->type);
+		return -1;
+	}
+	if ((fi->flags & IMG_FS_HAVE_STATE) && fi->state) {
+		errmsg("%s: the filesystem in the image needs checking (%s)", file,
+		       fs_describe(fi, fb, sizeof(fb)));
+		errmsg("%s: nothing was changed; check it first (imgattach %s; e2fsck -f "
+		       "DEVICE; imgdetach %s)", file, file, file);
+		return -1;
+	}
+	if (!fs_offline_possible(&why)) {
+		errmsg("%s: shrinking the %s filesystem in the image needs %s (it attaches the "
+		       "image to run %s); nothing was changed", file, fi->type, why,
+		       fs_is_ext(fi->type) ? "e2fsck and resize2fs" : "btrfs filesystem resize");
+		return -1;
+	}
+	if (fs_offline_inspect(file, fi, facts) < 0) {
+		errmsg("%s: nothing was changed", file);
+		return -1;
+	}
+	if (to_min) {
+		if (facts->has_balloon)
+			return 1;   /* measured again once the balloon is gone */
+		*new_size = fs_min_with_margin(facts->min_size, fi->size);
+		if (*new_size >= fi->size) {
+			*new_size = fi->size < in.virtual_size ? fi->size : in.virtual_size;
+			return 0;
+		}
+		return 1;
+	}
+	if (!facts->has_balloon && *new_size < facts->min_size) {
+		errmsg("%s: %s is below the smallest the %s filesystem can shrink to, %s "
+		       "(%s of it used); nothing was changed", file,
+		       human_size_exact(*new_size, b1, sizeof(b1)), fi->type,
+		       human_size(facts->min_size, b2, sizeof(b2)),
+		       human_size(fi->used, b3, sizeof(b3)));
+		return -1;
+	}
+	return 1;
 }
 
 int main(int argc, char **argv)
@@ -268,9 +340,13 @@ int main(int argc, char **argv)
 	const char *file = NULL, *size_arg = NULL;
 	struct img_info in;
 	struct img *img;
+	struct img_fs_info fi;
+	struct fs_offline_facts facts;
+	struct img_fs_trim_stats ts;
+	struct fs_report fr = { 0 };
 	uint64_t new_size = 0, tmp;
 	unsigned rflags = 0;
-	int c, r, npos = 0, ret = EXIT_ERROR;
+	int c, r, npos = 0, ret = EXIT_ERROR, to_min = 0, fs_step = 0;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
 
@@ -287,6 +363,8 @@ int main(int argc, char **argv)
 			npos++;
 			break;
 		case OPT_DISCARD_DATA: rflags |= IMG_RESIZE_DISCARD_DATA; break;
+		case OPT_MIN: to_min = 1; break;
+		case OPT_NO_FS: rflags |= SHRINK_NO_FS; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': verbose = 1; break;
@@ -296,9 +374,15 @@ int main(int argc, char **argv)
 			return usage_error("bad usage");
 		}
 	}
-	if (!file || !size_arg)
-		return usage_error("expected FILE and SIZE");
-	if (parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
+	if (!file || (!size_arg && !to_min))
+		return usage_error("expected FILE and SIZE, or FILE --min");
+	if (to_min && size_arg)
+		return usage_error("give SIZE or --min, not both");
+	if (to_min && (rflags & (IMG_RESIZE_DISCARD_DATA | SHRINK_NO_FS)))
+		return usage_error("--min shrinks the filesystem: it excludes --no-fs and "
+				   "--discard-data");
+	if (size_arg &&
+	    parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
 		       &tmp)) {
 		errmsg("invalid size '%s' (expected SIZE or -DELTA with an optional K, M, "
 		       "G, T, P or E suffix)", size_arg);
@@ -307,68 +391,49 @@ int main(int argc, char **argv)
 
 	{
 		struct online_state os;
-		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
-			return shrink_online(file, &os, size_arg, rflags);
-	}
-	/* A filesystem that would be cut is refused before the image is
-	 * opened for writing: the file stays exactly as it was. */
-	if (!(rflags & IMG_RESIZE_DISCARD_DATA)) {
-		struct img_fs_info fi;
-		if (open_image(file, 0, &img) < 0)
-			return EXIT_ERROR;
-		r = img_info(img, &in);
-		if (r == 0 && fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE) &&
-		    parse_new_size(size_arg, in.virtual_size, &new_size) == 0 &&
-		    new_size < fi.size && fs_is_ext(fi.type) && new_size >= IMG_SECTOR_SIZE &&
-		    new_size % IMG_SECTOR_SIZE == 0 && access("/dev/fuse", R_OK | W_OK) == 0 &&
-		    access("/dev/loop-control", R_OK | W_OK) == 0) {
-			/* an online shrink left a balloon: finish it */
-			img_close(img);
-			img = NULL;
-			r = complete_balloon(file, new_size);
-			if (r < 0)
+		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
+			if (to_min) {
+				errmsg("%s: --min works on an image that is not served; nothing was "
+				       "changed (imgumount it first)", file);
 				return EXIT_ERROR;
-			if (r == 0) {
-				rflags |= IMG_RESIZE_DISCARD_DATA;
-				if (!quiet && !json)
-					printf("%s: removed the balloon and shrank the %s filesystem to "
-					       "%s\n", file, fi.type, human_size_exact(new_size, b1,
-					       sizeof(b1)));
-				goto shrink;
 			}
-			if (open_image(file, 0, &img) < 0)
-				return EXIT_ERROR;
-			r = img_info(img, &in);
+			return shrink_online(file, &os, size_arg, rflags);
 		}
-		if (r == 0 && fs_probe(file, img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_SIZE) &&
-		    parse_new_size(size_arg, in.virtual_size, &new_size) == 0 &&
-		    new_size < fi.size) {
-			errmsg("%s: the %s filesystem in the image spans %s; shrinking the image "
-			       "to %s would cut it off", file, fi.type,
-			       human_size_exact(fi.size, b1, sizeof(b1)),
-			       human_size_exact(new_size, b2, sizeof(b2)));
-			errmsg("%s: nothing was changed; %s", file,
-			       !strcmp(fi.type, "xfs") ? "xfs filesystems cannot shrink" :
-			       fs_is_ext(fi.type) ? "shrink the filesystem first (resize2fs on the "
-			       "image's export, unmounted)" :
-			       !strcmp(fi.type, "btrfs") ? "shrink the filesystem first (btrfs "
-			       "filesystem resize, mounted from the image's export)" :
-			       "shrink the filesystem first");
-			img_close(img);
+	}
+	/* Everything that can refuse does so before the image is opened for
+	 * writing (which alone rewrites its header): the file stays exactly as
+	 * it was. */
+	r = plan_fs(file, size_arg, to_min, rflags, &new_size, &fi, &facts);
+	if (r < 0)
+		return EXIT_ERROR;
+	if (r == 1) {
+		fr.old_size = fi.size;
+		if (fs_offline_shrink(file, &fi, (to_min ? FS_SHRINK_TO_MIN : 0) |
+				      (facts.has_balloon ? FS_SHRINK_BALLOON : 0), &new_size) < 0) {
+			errmsg("%s: the image keeps its size: the %s filesystem in it was not "
+			       "shrunk (it still spans %s)", file, fi.type,
+			       human_size_exact(fi.size, b1, sizeof(b1)));
 			return EXIT_ERROR;
 		}
-		img_close(img);
+		/* what lies past the filesystem's new end is not its data */
+		rflags |= IMG_RESIZE_DISCARD_DATA;
+		fs_step = 1;
+		fr.type = fi.type;
+		fr.new_size = new_size;
+		fr.balloon_removed = facts.has_balloon;
+		if (to_min)
+			fr.min_size = facts.has_balloon ? 0 : facts.min_size;
 	}
-shrink:
 	if (open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img) < 0)
-		return EXIT_ERROR;
+		goto fs_done;
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {
 		img_errmsg(file, r);
 		goto out;
 	}
-	if (parse_new_size(size_arg, in.virtual_size, &new_size)) {
+	if (!fs_step && !to_min &&
+	    parse_new_size(size_arg, in.virtual_size, &new_size)) {
 		errmsg("%s: invalid size '%s' (out of range for a %s image)", file, size_arg,
 		       human_size(in.virtual_size, b1, sizeof(b1)));
 		goto out;
@@ -384,8 +449,20 @@ shrink:
 		       file, (unsigned long long)new_size);
 		goto out;
 	}
+	if (fs_step && fs_is_ext(fi.type)) {
+		/* The filesystem was just checked: the clusters its free blocks
+		 * hold go back, and the relocation below packs only live ones. */
+		memset(&ts, 0, sizeof(ts));
+		r = img_fs_trim_free(img, 0, &ts);
+		if (r < 0) {
+			img_errmsg(file, r);
+			goto out;
+		}
+		fr.trimmed = ts.disk_usage_before > ts.disk_usage_after ?
+			     ts.disk_usage_before - ts.disk_usage_after : 0;
+	}
 	if (new_size < in.virtual_size) {
-		r = img_resize(img, new_size, rflags);
+		r = img_resize(img, new_size, rflags & IMG_RESIZE_DISCARD_DATA);
 		if (r == -ENOTEMPTY) {
 			errmsg("%s: data past %s would be lost; not shrinking "
 			       "(use --discard-data to drop that data)", file,
@@ -397,12 +474,24 @@ shrink:
 			goto out;
 		}
 	}
+	if (fs_step) {
+		/* what the filesystem spans now, as its superblock says */
+		struct img_fs_info now;
+		if (fs_probe(file, img, &now) == 0 && (now.flags & IMG_FS_HAVE_SIZE))
+			fr.new_size = now.size;
+	}
 	ret = EXIT_OK;
 out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
+fs_done:
+	if (ret != EXIT_OK && fs_step)
+		errmsg("%s: the %s filesystem in the image now spans %s but the image was not "
+		       "shrunk: 'shrinkimg %s %llu' completes it", file, fi.type,
+		       human_size_exact(new_size, b1, sizeof(b1)), file,
+		       (unsigned long long)new_size);
 	if (ret != EXIT_OK || quiet)
 		return ret;
-	print_result(file, in.virtual_size, new_size, 0, 0);
+	print_result(file, in.virtual_size, new_size, 0, 0, &fr);
 	return ret;
 }
