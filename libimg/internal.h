@@ -182,6 +182,21 @@ int img_copy_up(struct img *img, uint64_t v);
 /* Read and decompress compressed entry e (of virtual cluster v) into out
  * (cluster_size bytes).  -EUCLEAN with a message on a bad payload. */
 int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out);
+/* Buffers comp_read_run keeps between calls (all-zero to start). */
+struct comp_scratch {
+	uint8_t *payload;
+	uint64_t payload_cap;
+	uint8_t *cluster;
+};
+void comp_scratch_free(struct comp_scratch *s);
+/* Reads [pos, end) (pos in a compressed cluster, end <= the virtual size)
+ * into out from that cluster and the compressed ones after it whose
+ * payloads follow it on the host, with one read of the payloads (up to
+ * 1 MiB); whole clusters are decompressed straight into out.  *done: the
+ * bytes produced (at least up to the end of pos's cluster or end).
+ * map_lock held. */
+int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uint64_t *done,
+		  struct comp_scratch *s);
 /* Count a compressed entry pointing into its host cluster (meta_lock). */
 int comp_ref(struct img *img, uint64_t e);
 /* Release what entry e holds (meta_lock held): an allocated cluster goes
