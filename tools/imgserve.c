@@ -613,7 +613,7 @@ static int do_snapshot(const char *name, char *snap, size_t snaplen, char *err, 
 	r2 = fs_thaw(fd);
 	if (!r && r2) {
 		r = r2;
-		snprintf(err, errlen, "snapshot %s taken, but the filesystem could not be thawed "
+		snprintf(err, errlen, "snapshot %.900s taken, but the filesystem could not be thawed "
 			 "(FITHAW): %s", snap, strerror(-r2));
 	}
 	return r;
