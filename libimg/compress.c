@@ -23,38 +23,111 @@
 
 #include "internal.h"
 
-int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out)
+/* Checks and decompresses the payload p (the n sectors entry e of virtual
+ * cluster v holds) into out (cluster_size bytes). */
+static int comp_decode(struct img *img, uint64_t v, uint64_t e, const uint8_t *p, uint8_t *out)
 {
-	uint64_t cs = img->g.cluster_size, n = IMG_C_COUNT(e), clen;
-	uint8_t *p;
-	int r, got;
+	uint64_t cs = img->g.cluster_size, n = IMG_C_COUNT(e), clen = get_le32(p);
+	int got;
 
-	if (n * 512 >= cs)   /* validated at open; never trust twice */
-		return img_fail(img, -EUCLEAN, "compressed cluster %llu: payload too long",
-				(unsigned long long)v);
-	if (!(p = malloc(n * 512)))
-		return -ENOMEM;
-	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(e) * 512))) {
-		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
-		goto out;
-	}
-	clen = get_le32(p);
-	if (clen == 0 || clen > n * 512 - IMG_C_HDR) {
-		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: length %llu does not fit its %llu sectors",
-			     (unsigned long long)v, (unsigned long long)clen, (unsigned long long)n);
-		goto out;
-	}
-	if (img_crc32c(0, p + IMG_C_HDR, clen) != get_le32(p + 4)) {
-		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: bad crc32c", (unsigned long long)v);
-		goto out;
-	}
+	if (clen == 0 || clen > n * 512 - IMG_C_HDR)
+		return img_fail(img, -EUCLEAN, "compressed cluster %llu: length %llu does not fit its %llu sectors",
+				(unsigned long long)v, (unsigned long long)clen, (unsigned long long)n);
+	if (img_crc32c(0, p + IMG_C_HDR, clen) != get_le32(p + 4))
+		return img_fail(img, -EUCLEAN, "compressed cluster %llu: bad crc32c", (unsigned long long)v);
 	got = LZ4_decompress_safe((const char *)p + IMG_C_HDR, (char *)out, (int)clen, (int)cs);
 	if (got != (int)cs)
-		r = img_fail(img, -EUCLEAN, "compressed cluster %llu: lz4 data %s",
-			     (unsigned long long)v, got < 0 ? "is malformed" : "has the wrong size");
-out:
+		return img_fail(img, -EUCLEAN, "compressed cluster %llu: lz4 data %s",
+				(unsigned long long)v, got < 0 ? "is malformed" : "has the wrong size");
+	return 0;
+}
+
+static int comp_count_ok(struct img *img, uint64_t v, uint64_t e)
+{
+	if (IMG_C_COUNT(e) * 512 >= img->g.cluster_size)   /* validated at open; never trust twice */
+		return img_fail(img, -EUCLEAN, "compressed cluster %llu: payload too long",
+				(unsigned long long)v);
+	return 0;
+}
+
+int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out)
+{
+	uint64_t n = IMG_C_COUNT(e);
+	uint8_t *p;
+	int r;
+
+	if ((r = comp_count_ok(img, v, e)))
+		return r;
+	if (!(p = malloc(n * 512)))
+		return -ENOMEM;
+	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(e) * 512)))
+		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
+	else
+		r = comp_decode(img, v, e, p, out);
 	free(p);
 	return r;
+}
+
+/* Payload bytes read at a time by comp_read_run. */
+#define COMP_BATCH (1u << 20)
+
+void comp_scratch_free(struct comp_scratch *s)
+{
+	free(s->payload);
+	free(s->cluster);
+	memset(s, 0, sizeof(*s));
+}
+
+int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uint64_t *done,
+		  struct comp_scratch *s)
+{
+	unsigned bits = img->g.cluster_bits;
+	uint64_t cs = img->g.cluster_size, v0 = pos >> bits, e0 = bat_get(img, v0), k = 1;
+	uint64_t sec0 = IMG_C_SECTOR(e0), bytes = IMG_C_COUNT(e0) * 512, at = 0, to = pos;
+	int r;
+
+	if ((r = comp_count_ok(img, v0, e0)))
+		return r;
+	/* The clusters after it in [pos, end) whose payloads follow on the
+	 * host (imgconvert -c and compact pack them that way): one read. */
+	while (((v0 + k) << bits) < end) {
+		uint64_t e = bat_get(img, v0 + k), n = IMG_C_COUNT(e) * 512;
+		if (IMG_E_STATE(e) != IMG_E_COMP || n >= cs || IMG_C_SECTOR(e) != sec0 + bytes / 512 ||
+		    bytes + n > COMP_BATCH)
+			break;
+		bytes += n;
+		k++;
+	}
+	if (s->payload_cap < bytes) {
+		uint64_t cap = bytes;
+		free(s->payload);
+		s->payload_cap = 0;
+		if (!(s->payload = malloc(cap)))
+			return -ENOMEM;
+		s->payload_cap = cap;
+	}
+	if ((r = img->io->ops->pread(img->io, s->payload, bytes, sec0 * 512)))
+		return img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v0);
+	for (uint64_t i = 0; i < k; i++) {
+		uint64_t v = v0 + i, e = bat_get(img, v), cstart = v << bits;
+		uint64_t from = pos > cstart ? pos : cstart;
+		to = end < cstart + cs ? end : cstart + cs;
+		if (from == cstart && to == cstart + cs) {
+			/* a whole cluster: straight into the caller's buffer */
+			r = comp_decode(img, v, e, s->payload + at, out + (from - pos));
+		} else {
+			if (!s->cluster && !(s->cluster = malloc(cs)))
+				return -ENOMEM;
+			r = comp_decode(img, v, e, s->payload + at, s->cluster);
+			if (!r)
+				memcpy(out + (from - pos), s->cluster + (from - cstart), to - from);
+		}
+		if (r)
+			return r;
+		at += IMG_C_COUNT(e) * 512;
+	}
+	*done = to - pos;
+	return 0;
 }
 
 static int cref_grow(struct img *img, uint64_t h)

@@ -219,16 +219,11 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 static int fsync_dir_of(const char *path)
 {
 	char *copy = strdup(path);
-	int fd, r = 0;
+	int r;
 
 	if (!copy)
 		return -ENOMEM;
-	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		if (fsync(fd) < 0)
-			r = -errno;
-		close(fd);
-	}
+	r = img_vfs->sync_dir(dirname(copy));
 	free(copy);
 	return r;
 }
@@ -307,7 +302,9 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 	int r;
 
 	img_clear_error();
-	if (!(opts->flags & IMG_CREATE_OVERWRITE) && access(path, F_OK) == 0) {
+	struct stat st;
+
+	if (!(opts->flags & IMG_CREATE_OVERWRITE) && img_vfs->stat(path, &st) == 0) {
 		img_set_error("%s: already exists", path);
 		return -EEXIST;
 	}
@@ -345,10 +342,16 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 
 int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing)
 {
+	return img_create_over_mode(path, opts, backing, 0);
+}
+
+int img_create_over_mode(const char *path, const struct img_create_opts *opts,
+			 struct img *backing, mode_t mode)
+{
 	char *tmp = NULL, *copy = NULL;
 	struct img_io *io = NULL, *fio;
 	struct img_create_opts o = *opts;
-	int r, fd;
+	int r;
 
 	if (backing && !o.virtual_size)
 		o.virtual_size = backing->vsize;
@@ -358,26 +361,18 @@ int img_create_over(const char *path, const struct img_create_opts *opts, struct
 		free(copy);
 		return -ENOMEM;
 	}
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		r = -errno;
+	if (!mode) {
+		/* a new image gets 0666 & ~umask like any file created with
+		 * open(2) */
+		mode_t um = umask(0);
+		umask(um);
+		mode = 0666 & ~um;
+	}
+	if ((r = img_vfs->mktemp(tmp, mode))) {
 		img_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
 		goto out;
 	}
-	{
-		/* mkostemp makes 0600; a new image gets 0666 & ~umask like any
-		 * file created with open(2). */
-		mode_t um = umask(0);
-		umask(um);
-		if (fchmod(fd, 0666 & ~um) < 0) {
-			r = -errno;
-			close(fd);
-			img_set_error("%s: setting the mode: %s", path, strerror(-r));
-			goto out_unlink;
-		}
-	}
-	close(fd);
-	if ((r = img_io_posix_open(tmp, 0, &io)))
+	if ((r = img_vfs->open(tmp, 0, &io)))
 		goto out_unlink;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
 	if ((r = img_io_fault_from_env(io, &fio))) {
@@ -395,16 +390,7 @@ int img_create_over(const char *path, const struct img_create_opts *opts, struct
 		img_set_error("%s: %s", path, buf);
 		goto out_unlink;
 	}
-	if (opts->flags & IMG_CREATE_OVERWRITE) {
-		if (rename(tmp, path) < 0)
-			r = -errno;
-	} else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, path, RENAME_NOREPLACE) < 0) {
-		r = -errno;
-		if (r == -EINVAL || r == -ENOSYS) {   /* no RENAME_NOREPLACE here */
-			r = link(tmp, path) < 0 ? -errno : 0;
-			unlink(tmp);
-		}
-	}
+	r = img_vfs->rename(tmp, path, !(opts->flags & IMG_CREATE_OVERWRITE));
 	if (r) {
 		img_set_error("%s: %s", path, r == -EEXIST ? "already exists" : strerror(-r));
 		goto out_unlink;
@@ -412,7 +398,7 @@ int img_create_over(const char *path, const struct img_create_opts *opts, struct
 	r = fsync_dir_of(path);
 	goto out;
 out_unlink:
-	unlink(tmp);
+	img_vfs->unlink(tmp);
 out:
 	free(tmp);
 	free(copy);
@@ -947,7 +933,7 @@ int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **
 	struct chain ch = { 0 };
 	struct stat st;
 
-	if (stat(img->name, &st) == 0) {
+	if (img_vfs->stat(img->name, &st) == 0) {
 		ch.dev[0] = st.st_dev;
 		ch.ino[0] = st.st_ino;
 	}
@@ -970,7 +956,7 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 			      path, IMG_MAX_BACKING_DEPTH);
 		return -ELOOP;
 	}
-	if (stat(path, &st) == 0) {
+	if (img_vfs->stat(path, &st) == 0) {
 		for (unsigned i = 0; i < ch->n; i++)
 			if (ch->dev[i] == st.st_dev && ch->ino[i] == st.st_ino) {
 				img_set_error("%s: the backing chain loops back to this image: refused",
@@ -981,7 +967,7 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 		ch->ino[ch->n] = st.st_ino;
 	}
 	ch->n++;
-	if (want_uring(flags)) {
+	if (img_vfs == &img_vfs_posix && want_uring(flags)) {
 		r = img_io_uring_open(path, ioflags, &io);
 		if (!r)
 			engine = IMG_IO_ENGINE_URING;
@@ -992,7 +978,7 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 			return r;           /* the file itself: same error as posix */
 		img_clear_error();
 	}
-	if (!io && (r = img_io_posix_open(path, ioflags, &io)))
+	if (!io && (r = img_vfs->open(path, ioflags, &io)))
 		return r;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
 	if ((r = img_io_fault_from_env(io, &fio))) {

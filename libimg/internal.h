@@ -149,8 +149,29 @@ int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t
  * image backing, already open (opts->backing_file is its reference), or a
  * standalone image when backing is NULL. */
 int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing);
+/* img_create_over with the new file's mode (0: 0666 & ~umask). */
+int img_create_over_mode(const char *path, const struct img_create_opts *opts,
+			 struct img *backing, mode_t mode);
 /* ref resolved in img's directory (malloc'd), NULL without a directory. */
 char *img_resolve_ref(struct img *img, const char *ref);
+
+/* vfs.c: the file and directory operations of path-based calls; 0 or
+ * -errno each.  POSIX unless a test installed another (img_vfs_set). */
+struct stat;
+struct img_vfs {
+	int (*stat)(const char *path, struct stat *st);
+	/* an existing file (IMG_IO_RDONLY or 0) */
+	int (*open)(const char *path, unsigned ioflags, struct img_io **out);
+	/* a new empty file from a template ending in XXXXXX (filled in) */
+	int (*mktemp)(char *tmpl, mode_t mode);
+	int (*link)(const char *from, const char *to);
+	int (*rename)(const char *from, const char *to, int noreplace);
+	int (*unlink)(const char *path);
+	int (*chmod)(const char *path, mode_t mode);
+	int (*sync_dir)(const char *dir);   /* names in dir made durable */
+};
+extern const struct img_vfs *img_vfs;
+extern const struct img_vfs img_vfs_posix;
 
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock
@@ -161,6 +182,21 @@ int img_copy_up(struct img *img, uint64_t v);
 /* Read and decompress compressed entry e (of virtual cluster v) into out
  * (cluster_size bytes).  -EUCLEAN with a message on a bad payload. */
 int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out);
+/* Buffers comp_read_run keeps between calls (all-zero to start). */
+struct comp_scratch {
+	uint8_t *payload;
+	uint64_t payload_cap;
+	uint8_t *cluster;
+};
+void comp_scratch_free(struct comp_scratch *s);
+/* Reads [pos, end) (pos in a compressed cluster, end <= the virtual size)
+ * into out from that cluster and the compressed ones after it whose
+ * payloads follow it on the host, with one read of the payloads (up to
+ * 1 MiB); whole clusters are decompressed straight into out.  *done: the
+ * bytes produced (at least up to the end of pos's cluster or end).
+ * map_lock held. */
+int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uint64_t *done,
+		  struct comp_scratch *s);
 /* Count a compressed entry pointing into its host cluster (meta_lock). */
 int comp_ref(struct img *img, uint64_t e);
 /* Release what entry e holds (meta_lock held): an allocated cluster goes

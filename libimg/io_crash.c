@@ -33,8 +33,7 @@ struct crash_io {
 	struct img_io *cur, *durable;
 	struct pending *q;
 	size_t nq, capq;
-	uint64_t events, arm_at;
-	int crashed;
+	struct img_crash_clock own, *clk;   /* clk: &own, or shared */
 };
 
 static int crash_queue(struct crash_io *c, int type, const void *buf, uint64_t off, uint64_t len)
@@ -62,18 +61,28 @@ static int crash_queue(struct crash_io *c, int type, const void *buf, uint64_t o
 }
 
 /* Counts a mutating call; -EIO when power is (or was already) lost. */
-static int crash_event(struct crash_io *c, int type, const void *buf, uint64_t off, uint64_t len)
+int img_crash_clock_tick(struct img_crash_clock *k)
 {
-	if (c->crashed)
+	if (k->crashed)
 		return -EIO;
-	c->events++;
-	if (c->arm_at && c->events == c->arm_at) {
-		c->crashed = 1;
-		if (type >= 0)
-			(void)crash_queue(c, type, buf, off, len);
-		return -EIO;
+	k->events++;
+	if (k->arm_at && k->events == k->arm_at) {
+		k->crashed = 1;
+		return -ECANCELED;
 	}
 	return 0;
+}
+
+static int crash_event(struct crash_io *c, int type, const void *buf, uint64_t off, uint64_t len)
+{
+	int r = img_crash_clock_tick(c->clk);
+
+	if (r == -ECANCELED) {
+		if (type >= 0)
+			(void)crash_queue(c, type, buf, off, len);
+		r = -EIO;
+	}
+	return r;
 }
 
 static int apply(struct img_io *m, const struct pending *p)
@@ -101,7 +110,7 @@ static int crash_pread(struct img_io *io, void *buf, size_t len, uint64_t off)
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	r = c->crashed ? -EIO : c->cur->ops->pread(c->cur, buf, len, off);
+	r = c->clk->crashed ? -EIO : c->cur->ops->pread(c->cur, buf, len, off);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -158,7 +167,7 @@ static int crash_size(struct img_io *io, uint64_t *size)
 	int r;
 
 	pthread_mutex_lock(&c->lock);
-	r = c->crashed ? -EIO : c->cur->ops->size(c->cur, size);
+	r = c->clk->crashed ? -EIO : c->cur->ops->size(c->cur, size);
 	pthread_mutex_unlock(&c->lock);
 	return r;
 }
@@ -183,11 +192,18 @@ static const struct img_io_ops crash_ops = {
 
 int img_io_crash_new(const void *init, size_t len, struct img_io **out)
 {
+	return img_io_crash_new_clocked(init, len, NULL, out);
+}
+
+int img_io_crash_new_clocked(const void *init, size_t len, struct img_crash_clock *clk,
+			     struct img_io **out)
+{
 	struct crash_io *c = calloc(1, sizeof(*c));
 	int r;
 
 	if (!c)
 		return -ENOMEM;
+	c->clk = clk ? clk : &c->own;
 	r = img_io_mem_new(init, len, &c->cur);
 	if (r)
 		goto fail;
@@ -211,7 +227,7 @@ void img_io_crash_arm(struct img_io *io, uint64_t n)
 	struct crash_io *c = (struct crash_io *)io;
 
 	pthread_mutex_lock(&c->lock);
-	c->arm_at = n;
+	c->clk->arm_at = n;
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -221,7 +237,7 @@ uint64_t img_io_crash_events(struct img_io *io)
 	uint64_t n;
 
 	pthread_mutex_lock(&c->lock);
-	n = c->events;
+	n = c->clk->events;
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }
@@ -232,7 +248,7 @@ int img_io_crash_crashed(struct img_io *io)
 	int n;
 
 	pthread_mutex_lock(&c->lock);
-	n = c->crashed;
+	n = c->clk->crashed;
 	pthread_mutex_unlock(&c->lock);
 	return n;
 }

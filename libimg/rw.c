@@ -181,7 +181,8 @@ int img_copy_up(struct img *img, uint64_t v)
 
 IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *b = buf, *cbuf = NULL;
+	struct comp_scratch cs = { 0 };
+	uint8_t *b = buf;
 	uint64_t pos = off, end;
 	int r;
 
@@ -206,15 +207,8 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			if ((r = read_backing(img, b + (pos - off), run, pos)))
 				goto out;
 		} else if (kind(img, e) == K_COMP) {
-			uint64_t v = pos >> img->g.cluster_bits;
-			run = min_u64(end, (v + 1) << img->g.cluster_bits) - pos;
-			if (!cbuf && !(cbuf = malloc(CS(img)))) {
-				r = -ENOMEM;
+			if ((r = comp_read_run(img, pos, end, b + (pos - off), &run, &cs)))
 				goto out;
-			}
-			if ((r = comp_read(img, v, e, cbuf)))
-				goto out;
-			memcpy(b + (pos - off), cbuf + (pos & MASK(img)), run);
 		} else {
 			run = run_length(img, pos, end, K_ZERO, 0);
 			memset(b + (pos - off), 0, run);
@@ -223,7 +217,7 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 	}
 out:
 	pthread_rwlock_unlock(&img->map_lock);
-	free(cbuf);
+	comp_scratch_free(&cs);
 	return r ? r : (ssize_t)len;
 }
 

@@ -1,22 +1,31 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Backing chains, offline: change the backing reference of a delta (safe
- * and unsafe rebase), snapshot (the image becomes the read-only base of a
- * new empty top under the same name) and merge (the top committed into its
- * base, which then takes the top's name).
+ * Backing chains: change the backing reference of a delta (safe and unsafe
+ * rebase), snapshot (the image becomes the read-only base of a new empty
+ * top under the same name) and merge (the top committed into its base,
+ * which then takes the top's name); the last two offline (by path) and on
+ * an open handle (img_snapshot_live, img_merge_live: the export daemon).
+ * Files and names go through img_vfs (vfs.c), so the crash test runs these
+ * on a directory in memory that loses unsynced names and writes.
  *
  * Invariant (snapshot): the name the user keeps using always names a
- * complete image.  The image gets a second name (link), the new top is
- * created in a temporary file and synced, then renamed over the name: before
- * the rename the name is the old image, after it the new top over the old
- * image; a crash leaves at most the extra link and a temporary file.
+ * complete, clean image, and every image a header references exists.  The
+ * image is flushed, gets a second name (link, directory synced), the new
+ * top is created over it under a temporary name (synced, directory
+ * synced), the image is closed clean, then one rename puts the new top
+ * under the name (directory synced).  Before the rename the name is the
+ * old image; after it the new top over the old image, whose contents are
+ * the same.  A crash leaves at most the extra link (a rerun with that name
+ * takes it over, as it links the same file) and the temporary file (a
+ * rerun overwrites it).
  *
  * Invariant (merge): the top's view never changes.  Only clusters the top
  * holds (data or zero) are written in the base, so the top over the base
- * reads the same at every moment; the base is synced, then renamed over the
- * top's name.  A crash before the rename leaves the top over a partly
- * merged base (reads unchanged: the merge can be run again); after it, the
- * merged image.
+ * reads the same at every moment; the base is flushed and closed clean, the
+ * top closed clean, then the base is renamed over the top's name
+ * (directory synced).  A crash before the rename leaves the top over a
+ * partly merged base (reads unchanged: run the merge again; the base may
+ * be dirty, its log replays); after it, the merged image.
  *
  * Invariant (safe rebase): the visible disk never changes.  Every
  * unallocated cluster that would read differently through the new chain is
@@ -142,19 +151,7 @@ fail:
 	return r;
 }
 
-/* ---- snapshots: ploop-style stacking, offline ---------------------------- */
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) < 0)
-		r = -errno;
-	close(fd);
-	return r;
-}
+/* ---- snapshots and merges: ploop-style stacking ------------------------- */
 
 /* dir/name as a new string. */
 static char *join(const char *dir, const char *name)
@@ -163,186 +160,216 @@ static char *join(const char *dir, const char *name)
 	return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
 }
 
-IMG_API int img_snapshot(const char *path, const char *name, unsigned flags,
-			 char *out, size_t outlen)
+/* The flags a handle is opened again with after a switch. */
+static unsigned reopen_flags(struct img *img)
 {
-	struct img *img = NULL;
-	struct img_create_opts o;
-	struct img_info in;
+	return (img->flags & (IMG_OPEN_RDWR | IMG_OPEN_ALLOW_BACKING_PATH)) |
+	       (img->io_engine == IMG_IO_ENGINE_URING ? IMG_OPEN_IO_URING : 0);
+}
+
+/* After a failure that closed the handle: the image at path again. */
+static void reopen(const char *path, unsigned flags, struct img **imgp)
+{
+	char m[1024];
+
+	snprintf(m, sizeof(m), "%s", img_last_error());
+	if (img_open(path, flags, imgp))
+		*imgp = NULL;
+	img_set_error("%s", m);
+}
+
+/* Checks shared by the live operations. */
+static int live_usable(struct img *img)
+{
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only");
+	if (!img->dir)
+		return img_fail(img, -EINVAL, "opened without a path");
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
+	if (img->flags & IMG_OPEN_NO_BACKING)
+		return img_fail(img, -EINVAL, "opened without its backing chain");
+	return 0;
+}
+
+/* Links path to a snapshot name in dir (name, or base.snapN): 0 and the
+ * full name in *out.  A name that already links to path's file is a
+ * leftover of an interrupted snapshot of this image: taken over. */
+static int link_snapshot(struct img *img, const char *path, const char *dir,
+			 const char *name, const struct stat *pst, char **out)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	char gen[4096], *snap = NULL;
 	struct stat st;
-	char *dir = NULL, *snap = NULL, *tmp = NULL, gen[4096];
+	int r = -EEXIST;
+
+	for (unsigned n = 1; r == -EEXIST && n <= 100000; n++) {
+		if (!name)
+			snprintf(gen, sizeof(gen), "%s.snap%u", base, n);
+		free(snap);
+		if (!(snap = join(dir, name ? name : gen)))
+			return -ENOMEM;
+		r = img_vfs->link(path, snap);
+		if (r == -EEXIST && img_vfs->stat(snap, &st) == 0 && st.st_dev == pst->st_dev &&
+		    st.st_ino == pst->st_ino)
+			r = 0;
+		if (r == -EEXIST && name)
+			break;
+	}
+	if (r) {
+		img_fail(img, r, "linking %s", snap);
+		free(snap);
+		return r;
+	}
+	*out = snap;
+	return 0;
+}
+
+/*
+ * Snapshot of an open image (see the invariant at the top):
+ *   1. flush; a second name (link) for the image: the snapshot; dir synced.
+ *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over:
+ *      synced, renamed into that name, dir synced).
+ *   3. the image is closed (clean): the snapshot is never dirty.
+ *   4. rename .NAME.snapnew over path; dir synced: the switch.
+ *   5. the snapshot made read-only; path opened again: the new top.
+ * A crash before 4 leaves path the old image (and perhaps the extra link,
+ * taken over by the next snapshot with that name, and the temporary
+ * file, overwritten by it); after 4 the new top over the snapshot.
+ */
+IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flags,
+			      char *out, size_t outlen)
+{
+	struct img *img = *imgp;
+	struct img_create_opts o;
+	struct stat st;
+	char *path = NULL, *dir = NULL, *snap = NULL, *tmp = NULL;
 	const char *base;
-	int r, fd, linked = 0;
+	unsigned of;
+	int r, linked = 0;
 
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	/* The image is opened for writing (exclusive lock) and stays open
-	 * until the new top is in place: nobody writes to it meanwhile. */
-	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
-						 IMG_OPEN_ALLOW_BACKING_PATH : 0), &img)))
+	if ((r = live_usable(img)))
 		return r;
-	if (img->corrupt) {
-		r = img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
-		goto out;
-	}
-	if ((r = img_flush(img)))
-		goto out;
-	img_info(img, &in);
-	if (stat(path, &st) < 0) {
-		r = img_fail(img, -errno, "stat");
-		goto out;
-	}
-	if (!(dir = strdup(img->dir))) {
+	of = reopen_flags(img) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
+	if (!(path = strdup(img->name)) || !(dir = strdup(img->dir))) {
 		r = -ENOMEM;
 		goto out;
 	}
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-	if (name && (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))) {
-		r = img_fail(img, -EINVAL, "snapshot name '%s' must be a file name in the image's directory", name);
+	if (name && (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
+		     !strcmp(name, base))) {
+		r = img_fail(img, -EINVAL, "snapshot name '%s' must be another file name in the "
+			     "image's directory", name);
 		goto out;
 	}
-	/* 1. A second name for the current image: it becomes the snapshot. */
-	for (unsigned n = 1; !linked; n++) {
-		if (!name)
-			snprintf(gen, sizeof(gen), "%s.snap%u", base, n);
-		free(snap);
-		if (!(snap = join(dir, name ? name : gen))) {
-			r = -ENOMEM;
-			goto out;
-		}
-		if (link(path, snap) == 0)
-			linked = 1;
-		else if (errno != EEXIST || name || n > 100000) {
-			r = img_fail(img, -errno, "linking %s", snap);
-			goto out;
-		}
+	if ((r = img_flush(img)))
+		goto out;
+	if ((r = img_vfs->stat(path, &st))) {
+		img_fail(img, r, "stat");
+		goto out;
 	}
-	if ((r = fsync_dir(dir))) {
+	/* 1. */
+	if ((r = link_snapshot(img, path, dir, name, &st, &snap)))
+		goto out;
+	linked = 1;
+	if ((r = img_vfs->sync_dir(dir))) {
 		img_fail(img, r, "syncing the directory");
 		goto out;
 	}
-	/* 2. The new, empty top over it, in a temporary file. */
-	if (asprintf(&tmp, "%s/.%s.snapnew.XXXXXX", dir, base) < 0) {
+	/* 2. */
+	if (asprintf(&tmp, "%s/.%s.snapnew", dir, base) < 0) {
 		tmp = NULL;
 		r = -ENOMEM;
 		goto out;
 	}
-	if ((fd = mkstemp(tmp)) < 0) {
-		r = img_fail(img, -errno, "creating a temporary file");
-		free(tmp);
-		tmp = NULL;
-		goto out;
-	}
-	close(fd);
 	memset(&o, 0, sizeof(o));
-	o.virtual_size = in.virtual_size;
-	o.cluster_size = in.cluster_size;
+	o.virtual_size = img->vsize;
+	o.cluster_size = img->g.cluster_size;
 	o.flags = IMG_CREATE_OVERWRITE;
 	o.backing_file = strrchr(snap, '/') + 1;
-	if ((r = img_create_over(tmp, &o, img)) || chmod(tmp, st.st_mode & 07777) < 0) {
-		if (!r)
-			r = img_fail(img, -errno, "setting the mode");
+	if ((r = img_create_over_mode(tmp, &o, img, st.st_mode & 07777)))
+		goto out;
+	/* 3. */
+	r = img_close(img);
+	*imgp = img = NULL;
+	if (r) {
+		img_set_error("%s: closing: %s", path, img_strerror(r));
 		goto out;
 	}
-	/* 3. The switch: one rename makes path the new top. */
-	if (rename(tmp, path) < 0) {
-		r = img_fail(img, -errno, "renaming the new top into place");
+	/* 4. */
+	if ((r = img_vfs->rename(tmp, path, 0))) {
+		img_set_error("%s: renaming the new top into place: %s", path, img_strerror(r));
 		goto out;
 	}
 	free(tmp);
 	tmp = NULL;
-	if ((r = fsync_dir(dir))) {
-		img_fail(img, r, "syncing the directory");
-		linked = 0;
+	linked = 0;   /* the snapshot is in use from here on: kept */
+	if ((r = img_vfs->sync_dir(dir))) {
+		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
 		goto out;
 	}
-	linked = 0;   /* the snapshot is in use now: keep it */
-	r = img_close(img);
-	img = NULL;
-	/* 4. The snapshot is never written again. */
-	if (!r && chmod(snap, st.st_mode & 07555) < 0)
-		r = -errno;
-	if (!r && out && snprintf(out, outlen, "%s", strrchr(snap, '/') + 1) >= (int)outlen)
+	/* 5. */
+	if ((r = img_vfs->chmod(snap, st.st_mode & 07555))) {
+		img_set_error("%s: making it read-only: %s", snap, img_strerror(r));
+		goto out;
+	}
+	if ((r = img_open(path, of, imgp)))
+		goto out;
+	if (out && snprintf(out, outlen, "%s", strrchr(snap, '/') + 1) >= (int)outlen)
 		r = -ERANGE;
 out:
 	if (tmp)
-		unlink(tmp);
+		img_vfs->unlink(tmp);
 	if (linked)
-		unlink(snap);
-	if (img)
-		img_close(img);
+		img_vfs->unlink(snap);
+	if (!*imgp && path)
+		reopen(path, of, imgp);
 	free(tmp);
 	free(snap);
+	free(path);
 	free(dir);
 	return r;
 }
 
-IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *arg)
+IMG_API int img_snapshot(const char *path, const char *name, unsigned flags,
+			 char *out, size_t outlen)
 {
-	struct img *top = NULL, *base = NULL;
-	char *bpath = NULL, *dir = NULL;
-	uint8_t *buf = NULL;
-	struct stat st;
-	uint64_t tsize, bsize, off = 0;
-	unsigned oflags = flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0;
-	int r;
+	struct img *img = NULL;
+	int r, r2;
 
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	/* The top: locked against everyone, its backing not opened (the base
-	 * is opened for writing below). */
-	if ((r = img_open(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | oflags, &top)))
+	/* Opened for writing (exclusive lock) until the new top is in
+	 * place: nobody writes to it meanwhile. */
+	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
+						 IMG_OPEN_ALLOW_BACKING_PATH : 0), &img)))
 		return r;
-	if (!top->delta) {
-		r = img_fail(top, -EINVAL, "has no backing image to merge into");
-		goto out;
-	}
-	if (top->corrupt) {
-		r = img_fail(top, -EUCLEAN, "image is corrupt: repair it first");
-		goto out;
-	}
-	if ((r = img_check_backing_ref(top->name, top->hdr.backing_path, !!oflags)))
-		goto out;
-	if (!(bpath = img_resolve_ref(top, top->hdr.backing_path)) || !(dir = strdup(top->dir))) {
-		r = -ENOMEM;
-		goto out;
-	}
-	if (stat(path, &st) < 0) {
-		r = img_fail(top, -errno, "stat");
-		goto out;
-	}
-	/* The base becomes the image under path's name: its mode too (a
-	 * snapshot was made read-only). */
-	if (chmod(bpath, st.st_mode & 07777) < 0) {
-		r = img_fail(top, -errno, "making %s writable", bpath);
-		goto out;
-	}
-	if ((r = img_open(bpath, IMG_OPEN_RDWR | oflags, &base)))
-		goto out;
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
-		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
-			     "(its uuid differs): refused", top->hdr.backing_path);
-		goto out;
-	}
-	if (base->corrupt) {
-		r = img_fail(base, -EUCLEAN, "image is corrupt: repair it first");
-		goto out;
-	}
-	tsize = top->vsize;
-	bsize = base->vsize;
-	if (!(buf = malloc(top->g.cluster_size))) {
-		r = -ENOMEM;
-		goto out;
-	}
-	/* 1. A larger top: the base grows, and what the top read as zeros past
-	 *    the base's old end stays zeros. */
+	r = img_snapshot_live(&img, name, flags, out, outlen);
+	r2 = img_close(img);
+	return r ? r : r2;
+}
+
+/* Copies what top holds (data, zero clusters) into base, growing or
+ * shrinking base to top's size; top reads only its own clusters. */
+static int copy_down(struct img *top, struct img *base, img_progress_fn progress, void *arg)
+{
+	uint64_t tsize = top->vsize, bsize = base->vsize, off = 0;
+	uint8_t *buf = malloc(top->g.cluster_size);
+	int r = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	/* A larger top: the base grows, and what the top read as zeros past
+	 * the base's old end stays zeros. */
 	if (tsize > bsize && ((r = img_resize(base, tsize, 0)) ||
 			      (r = img_write_zeroes(base, bsize, tsize - bsize))))
 		goto out;
-	/* 2. Every cluster the top holds goes to the base: data, and zeros
-	 *    (the base's own data there becomes zero). */
+	/* Every cluster the top holds goes to the base: data, and zeros
+	 * (the base's own data there becomes zero). */
 	while (off < tsize && !r) {
 		struct img_extent e;
 		if ((r = img_map(top, off, &e)) || !e.length)
@@ -364,32 +391,135 @@ IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress
 		if (!r && progress && progress(arg, off, tsize))
 			r = img_fail(top, -ECANCELED, "merge cancelled");
 	}
-	/* 3. A smaller top: the base shrinks to it. */
+	/* A smaller top: the base shrinks to it. */
 	if (!r && tsize < bsize)
 		r = img_resize(base, tsize, IMG_RESIZE_DISCARD_DATA);
 	if (!r)
 		r = img_flush(base);
-	if (!r) {
-		r = img_close(base);
-		base = NULL;
-	}
-	if (r)
-		goto out;
-	/* 4. The base, now holding the top's view, takes the top's name: one
-	 *    rename drops the top. */
-	if (rename(bpath, path) < 0) {
-		r = img_fail(top, -errno, "renaming %s over %s", bpath, path);
-		goto out;
-	}
-	if ((r = fsync_dir(dir)))
-		img_fail(top, r, "syncing the directory");
 out:
+	free(buf);
+	return r;
+}
+
+/*
+ * Merge of an open delta into its backing image (see the invariant at the
+ * top):
+ *   1. flush the top; close its backing chain; the base opened for writing
+ *      (same uuid as recorded), given the top's mode.
+ *   2. the top's clusters copied down; the base flushed and closed (clean).
+ *   3. the top closed (clean); the base renamed over path; dir synced.
+ *   4. path opened again: the merged base.
+ * A crash before 3's rename leaves the top over a partly merged base that
+ * reads the same (run the merge again); after it, the merged base.
+ */
+IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress, void *arg)
+{
+	struct img *top = *imgp, *base = NULL, *b;
+	char *path = NULL, *dir = NULL, *bpath = NULL;
+	struct stat st;
+	unsigned of, bof;
+	int r;
+
+	img_clear_error();
+	if (flags & ~IMG_BACKING_ALLOW_PATH)
+		return -EINVAL;
+	if ((r = live_usable(top)))
+		return r;
+	if (!top->delta || !top->backing)
+		return img_fail(top, -EINVAL, "has no backing image to merge into");
+	of = reopen_flags(top) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
+	bof = IMG_OPEN_RDWR | (of & IMG_OPEN_ALLOW_BACKING_PATH);
+	if (!(path = strdup(top->name)) || !(dir = strdup(top->dir)) ||
+	    !(bpath = img_resolve_ref(top, top->hdr.backing_path))) {
+		r = -ENOMEM;
+		goto out;
+	}
+	if ((r = img_flush(top)))
+		goto out;
+	if ((r = img_vfs->stat(path, &st))) {
+		img_fail(top, r, "stat");
+		goto out;
+	}
+	/* 1.  The caller keeps every other user of the handle out: reads of
+	 * the top would not see the backing meanwhile. */
+	pthread_rwlock_wrlock(&top->map_lock);
+	b = top->backing;
+	top->backing = NULL;
+	pthread_rwlock_unlock(&top->map_lock);
+	img_close(b);
+	/* The base becomes the image under path's name: its mode too (a
+	 * snapshot was made read-only). */
+	if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
+		img_fail(top, r, "making %s writable", bpath);
+		goto fail_top;
+	}
+	if ((r = img_open(bpath, bof, &base)))
+		goto fail_top;
+	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
+		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
+			     "(its uuid differs): refused", top->hdr.backing_path);
+		goto fail_top;
+	}
+	if (base->corrupt) {
+		r = img_fail(base, -EUCLEAN, "image is corrupt: repair it first");
+		goto fail_top;
+	}
+	/* 2. */
+	if ((r = copy_down(top, base, progress, arg)))
+		goto fail_top;
+	r = img_close(base);
+	base = NULL;
+	if (r)
+		goto fail_top;
+	/* 3. */
+	r = img_close(top);
+	*imgp = top = NULL;
+	if (r) {
+		img_set_error("%s: closing: %s", path, img_strerror(r));
+		goto out;
+	}
+	if ((r = img_vfs->rename(bpath, path, 0))) {
+		img_set_error("%s: renaming %s over it: %s", path, bpath, img_strerror(r));
+		goto out;
+	}
+	if ((r = img_vfs->sync_dir(dir))) {
+		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
+		goto out;
+	}
+	/* 4. */
+	r = img_open(path, of, imgp);
+	goto out;
+fail_top:
 	if (base)
 		img_close(base);
-	if (top)
-		img_close(top);   /* after the rename: an unlinked file */
-	free(buf);
-	free(bpath);
+	{
+		char m[1024];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		img_close(top);
+		*imgp = NULL;
+		img_set_error("%s", m);
+	}
+out:
+	if (!*imgp && path)
+		reopen(path, of, imgp);
+	free(path);
 	free(dir);
+	free(bpath);
 	return r;
+}
+
+IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *arg)
+{
+	struct img *top = NULL;
+	int r, r2;
+
+	img_clear_error();
+	if (flags & ~IMG_BACKING_ALLOW_PATH)
+		return -EINVAL;
+	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
+						 IMG_OPEN_ALLOW_BACKING_PATH : 0), &top)))
+		return r;
+	r = img_merge_live(&top, flags, progress, arg);
+	r2 = img_close(top);
+	return r ? r : r2;
 }

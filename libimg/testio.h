@@ -68,6 +68,16 @@ static inline int img_io_fault_from_env(struct img_io *inner, struct img_io **ou
 	*out = inner;
 	return 0;
 }
+/* ---------------------------------------------------------------------- */
+/* Path operations (tests: a directory in memory)                          */
+/* ---------------------------------------------------------------------- */
+
+/* Routes the file and directory operations of every path-based call
+ * (struct img_vfs, internal.h) through vfs; NULL restores POSIX.  Not
+ * thread-safe: set it before opening anything. */
+struct img_vfs;
+void img_vfs_set(const struct img_vfs *vfs);
+
 #endif
 
 /* ---------------------------------------------------------------------- */
@@ -78,6 +88,19 @@ static inline int img_io_fault_from_env(struct img_io *inner, struct img_io **ou
  * and truncates are applied at once for reads and also queued as pending;
  * flush makes every pending operation durable.  .lock and .usage are NULL. */
 int img_io_crash_new(const void *init, size_t len, struct img_io **out);
+/* A clock shared by several crash backends (and whatever else counts as a
+ * mutating call, like a test's directory operations): power is lost for
+ * all of them at once.  Single-threaded use only. */
+struct img_crash_clock {
+	uint64_t events, arm_at;
+	int crashed;
+};
+/* img_io_crash_new counting its calls on clk (NULL: its own clock). */
+int img_io_crash_new_clocked(const void *init, size_t len, struct img_crash_clock *clk,
+			     struct img_io **out);
+/* Counts one mutating call on clk: 0; -ECANCELED when it is the armed one
+ * (power is lost during it: it may or may not have happened); -EIO after. */
+int img_crash_clock_tick(struct img_crash_clock *clk);
 /* Power is lost at the nth mutating call (write, flush, punch, truncate;
  * 1-based, counted from creation): that call is queued as pending when it
  * is a write, punch or truncate (it may have reached the disk), and it and
@@ -121,5 +144,15 @@ int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, st
  * image: takes ownership of backing (closed with the delta, or on
  * failure). */
 int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out);
+
+/* ---------------------------------------------------------------------- */
+/* Path operations (tests: a directory in memory)                          */
+/* ---------------------------------------------------------------------- */
+
+/* Routes the file and directory operations of every path-based call
+ * (struct img_vfs, internal.h) through vfs; NULL restores POSIX.  Not
+ * thread-safe: set it before opening anything. */
+struct img_vfs;
+void img_vfs_set(const struct img_vfs *vfs);
 
 #endif

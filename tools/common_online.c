@@ -676,6 +676,15 @@ int online_teardown(struct online_state *st)
 	int r;
 
 	if (st->mountpoint[0]) {
+		/* A daemon that died in the middle of a snapshot may have left
+		 * the filesystem frozen: thaw it first (EINVAL: it was not). */
+		if (is_mounted(st->mountpoint)) {
+			int fd = open(st->mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			if (fd >= 0) {
+				(void)ioctl(fd, FITHAW, 0);
+				close(fd);
+			}
+		}
 		if (is_mounted(st->mountpoint) && umount(st->mountpoint) < 0) {
 			r = -errno;
 			errmsg("%s: cannot unmount: %s", st->mountpoint, strerror(-r));

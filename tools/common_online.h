@@ -18,7 +18,8 @@
  *   mountpoint  where the filesystem is mounted (imgmount)
  *
  * Control protocol: one line per connection, "status", "grow SIZE",
- * "shrink SIZE [discard-data]", "compact" or "stop"; one line back, "ok"
+ * "shrink SIZE [discard-data]", "compact", "snapshot [NAME]", "merge" or
+ * "stop"; one line back, "ok"
  * followed by a space and a JSON object, or "error ERRNO message".
  */
 #ifndef TOOLS_COMMON_ONLINE_H

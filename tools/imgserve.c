@@ -16,9 +16,19 @@
  *
  * The image stays open read-write (its lock held) for the daemon's life.
  * A control socket in the run directory (common_online.h) takes status,
- * grow, shrink, compact and stop, one connection at a time; grow and
- * shrink invalidate the export's attributes so that the kernel fetches
- * the new size.  SIGTERM, SIGINT and "stop" end the session loop, then the
+ * grow, shrink, compact, snapshot, merge and stop, one connection at a
+ * time; grow and shrink invalidate the export's attributes so that the
+ * kernel fetches the new size.
+ *
+ * Quiescing: every FUSE request that uses the image handle holds io_lock
+ * for reading; snapshot and merge take it for writing (writer-preferring,
+ * so a steady stream of requests cannot starve them): no request is in
+ * flight while the handle is switched to the new top (snapshot) or to the
+ * merged base (merge), and requests arriving meanwhile wait.  A snapshot
+ * first freezes the filesystem mounted from the loop device (FIFREEZE,
+ * before taking the lock: the freeze's own writes come through here) and
+ * thaws it (FITHAW) on every path out.  A merge holds the lock for the
+ * whole copy.  SIGTERM, SIGINT and "stop" end the session loop, then the
  * export is unmounted and the image flushed and closed (dirty flag
  * cleared).
  */
@@ -32,6 +42,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -104,7 +116,8 @@ static void usage(void)
 }
 
 static struct server {
-	struct img *img;
+	struct img *img;            /* NULL after a failed switch: I/O fails */
+	pthread_rwlock_t io_lock;   /* requests: read; switching img: write */
 	char image[PATH_MAX];        /* canonical */
 	char export_path[PATH_MAX];  /* canonical */
 	char rundir[PATH_MAX];
@@ -183,6 +196,18 @@ static void *tbuf_get(size_t len)
 
 /* ---- FUSE operations --------------------------------------------------- */
 
+/* Every use of S.img from a request: between these two. */
+static struct img *img_get(void)
+{
+	pthread_rwlock_rdlock(&S.io_lock);
+	return S.img;
+}
+
+static void img_put(void)
+{
+	pthread_rwlock_unlock(&S.io_lock);
+}
+
 static void fill_attr(struct stat *st)
 {
 	struct img_info in;
@@ -196,8 +221,9 @@ static void fill_attr(struct stat *st)
 	st->st_gid = S.gid;
 	st->st_size = (off_t)size;
 	st->st_blksize = block_size;
-	if (img_info(S.img, &in) == 0)
+	if (img_get() && img_info(S.img, &in) == 0)
 		st->st_blocks = (blkcnt_t)(in.allocated_clusters * in.cluster_size / 512);
+	img_put();
 }
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -289,7 +315,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = img_pread(S.img, buf, size, (uint64_t)off);
+	n = img_get() ? img_pread(S.img, buf, size, (uint64_t)off) : -EIO;
+	img_put();
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
@@ -314,7 +341,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, (uint64_t)off >= vs ? ENOSPC : EFBIG);
 		return;
 	}
-	n = img_pwrite(S.img, buf, size, (uint64_t)off);
+	n = img_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
+	img_put();
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
@@ -327,8 +355,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static int do_flush(void)
 {
-	int r = S.read_only ? 0 : img_flush(S.img);
+	int r = S.read_only ? 0 : img_get() ? img_flush(S.img) : -EIO;
 
+	if (!S.read_only)
+		img_put();
 	atomic_fetch_add(&S.n_flush, 1);
 	if (r == 0)
 		drop_cache();   /* what was dirty is clean now */
@@ -372,7 +402,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		}
 		if (end > vs)
 			end = vs;
-		r = img_discard(S.img, (uint64_t)off, end - (uint64_t)off);
+		r = img_get() ? img_discard(S.img, (uint64_t)off, end - (uint64_t)off) : -EIO;
+		img_put();
 		atomic_fetch_add(&S.n_discard, 1);
 	} else if (mode == FALLOC_FL_ZERO_RANGE ||
 		   mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
@@ -381,7 +412,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			fuse_reply_err(req, (mode & FALLOC_FL_KEEP_SIZE) ? EINVAL : EFBIG);
 			return;
 		}
-		r = img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len);
+		r = img_get() ? img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len) : -EIO;
+		img_put();
 		atomic_fetch_add(&S.n_zero, 1);
 	} else {
 		r = -EOPNOTSUPP;
@@ -395,8 +427,9 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct img_info in;
 	uint64_t vs = atomic_load(&S.vsize), used = 0;
 
-	if (img_info(S.img, &in) == 0)
+	if (img_get() && img_info(S.img, &in) == 0)
 		used = in.allocated_clusters * in.cluster_size;
+	img_put();
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = block_size;
 	sv.f_frsize = block_size;
@@ -484,12 +517,15 @@ static void status_fields(struct json_out *j)
 	struct img_info in;
 
 	memset(&in, 0, sizeof(in));
-	img_info(S.img, &in);
+	if (S.img)
+		img_info(S.img, &in);
 	json_u64(j, "pid", (uint64_t)getpid());
 	json_string(j, "image", S.image);
 	json_string(j, "export", S.export_path);
+	json_bool(j, "open", S.img != NULL);
 	json_u64(j, "virtual_size", in.virtual_size);
 	json_u64(j, "cluster_size", in.cluster_size);
+	json_u64(j, "backing_depth", in.backing_depth);
 	json_u64(j, "allocated_clusters", in.allocated_clusters);
 	json_u64(j, "file_size", in.file_size);
 	json_u64(j, "disk_usage", in.disk_usage);
@@ -505,6 +541,104 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "flushes", atomic_load(&S.n_flush));
 }
 
+/* After the handle was switched: the host cache descriptor follows the
+ * file the image's name now names. */
+static void switched(void)
+{
+	if (S.cache_fd >= 0) {
+		close(S.cache_fd);
+		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
+	}
+}
+
+/* The filesystem mounted from our loop device, frozen (FIFREEZE): its
+ * descriptor in *fd (-1 when nothing is mounted).  0 or -errno with a
+ * message in err. */
+static int fs_freeze(int *fd, char *err, size_t len)
+{
+	struct online_state os;
+	int r;
+
+	*fd = -1;
+	memset(&os, 0, sizeof(os));
+	snprintf(os.rundir, sizeof(os.rundir), "%s", S.rundir);
+	snprintf(os.image, sizeof(os.image), "%s", S.image);
+	online_state_reload(&os);
+	if (!os.mountpoint[0])
+		return 0;
+	*fd = open(os.mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*fd < 0) {
+		r = -errno;
+		snprintf(err, len, "%.900s: %s", os.mountpoint, strerror(-r));
+		return r;
+	}
+	if (ioctl(*fd, FIFREEZE, 0) < 0) {
+		r = -errno;
+		snprintf(err, len, "%.900s: cannot freeze the filesystem (FIFREEZE): %s",
+			 os.mountpoint, strerror(-r));
+		close(*fd);
+		*fd = -1;
+		return r;
+	}
+	return 0;
+}
+
+static int fs_thaw(int fd)
+{
+	int r = 0;
+
+	if (fd < 0)
+		return 0;
+	if (ioctl(fd, FITHAW, 0) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+/* snapshot [NAME]: freeze, quiesce, flush, new top, switch, thaw.  0 and
+ * the snapshot's file name in snap, or -errno with err filled. */
+static int do_snapshot(const char *name, char *snap, size_t snaplen, char *err, size_t errlen)
+{
+	int fd, r, r2;
+
+	if ((r = fs_freeze(&fd, err, errlen)))
+		return r;
+	pthread_rwlock_wrlock(&S.io_lock);
+	r = img_snapshot_live(&S.img, name, 0, snap, snaplen);
+	if (r)
+		snprintf(err, errlen, "%s%s", img_last_error(),
+			 S.img ? "" : " (the image could not be opened again: I/O fails until stop)");
+	switched();
+	pthread_rwlock_unlock(&S.io_lock);
+	r2 = fs_thaw(fd);
+	if (!r && r2) {
+		r = r2;
+		snprintf(err, errlen, "snapshot %.900s taken, but the filesystem could not be thawed "
+			 "(FITHAW): %s", snap, strerror(-r2));
+	}
+	return r;
+}
+
+/* merge: quiesce for the whole copy, switch to the merged base. */
+static int do_merge(char *ref, size_t reflen, char *err, size_t errlen)
+{
+	int r;
+
+	pthread_rwlock_wrlock(&S.io_lock);
+	if (img_backing_ref(S.img, ref, reflen) <= 0) {
+		pthread_rwlock_unlock(&S.io_lock);
+		snprintf(err, errlen, "%.900s: has no backing image to merge into", S.image);
+		return -EINVAL;
+	}
+	r = img_merge_live(&S.img, 0, progress_stop, NULL);
+	if (r)
+		snprintf(err, errlen, "%s%s", img_last_error(),
+			 S.img ? "" : " (the image could not be opened again: I/O fails until stop)");
+	switched();
+	pthread_rwlock_unlock(&S.io_lock);
+	return r;
+}
+
 /* Runs one command; returns the reply line (malloc'd) and sets *stop. */
 static char *run_command(char *line, int *stop)
 {
@@ -517,8 +651,15 @@ static char *run_command(char *line, int *stop)
 	if (!cmd)
 		cmd = "";
 	if (S.read_only && (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink") ||
-			    !strcmp(cmd, "compact"))) {
+			    !strcmp(cmd, "compact") || !strcmp(cmd, "snapshot") ||
+			    !strcmp(cmd, "merge"))) {
 		if (asprintf(&err, "error %d the image is served read-only", EROFS) < 0)
+			err = NULL;
+		return err;
+	}
+	if (!S.img && strcmp(cmd, "status") && strcmp(cmd, "stop")) {
+		if (asprintf(&err, "error %d the image could not be opened again after a failed "
+			     "switch: only status and stop work", EIO) < 0)
 			err = NULL;
 		return err;
 	}
@@ -578,12 +719,34 @@ static char *run_command(char *line, int *stop)
 		json_u64(&rp.j, "clusters_moved", cs.clusters_moved);
 		reply_end(&rp);
 		return rp.text;
+	} else if (!strcmp(cmd, "snapshot") || !strcmp(cmd, "merge")) {
+		char name[PATH_MAX] = "", msg[1024] = "";
+		int snapshot = cmd[0] == 's';
+		if (snapshot ? arg2 != NULL : arg != NULL) {
+			if (asprintf(&err, "error %d usage: %s", EINVAL,
+				     snapshot ? "snapshot [NAME]" : "merge") < 0)
+				err = NULL;
+			return err;
+		}
+		r = snapshot ? do_snapshot(arg, name, sizeof(name), msg, sizeof(msg))
+			     : do_merge(name, sizeof(name), msg, sizeof(msg));
+		if (r < 0) {
+			if (asprintf(&err, "error %d %s: %s\n", -r, img_strerror(r), msg) < 0)
+				err = NULL;
+			return err;
+		}
+		if ((r = reply_begin(&rp)) < 0)
+			goto fail;
+		json_string(&rp.j, snapshot ? "snapshot" : "merged_into", name);
+		status_fields(&rp.j);
+		reply_end(&rp);
+		return rp.text;
 	} else if (!strcmp(cmd, "stop")) {
 		*stop = 1;
 		return strdup("ok {}\n");
 	}
 	if (asprintf(&err, "error %d unknown command '%.64s' (status, grow SIZE, shrink SIZE, "
-		     "compact, stop)\n", EINVAL, cmd) < 0)
+		     "compact, snapshot [NAME], merge, stop)\n", EINVAL, cmd) < 0)
 		err = NULL;
 	return err;
 fail:
@@ -825,6 +988,13 @@ int main(int argc, char **argv)
 	if (go_daemon)
 		ready_fd = daemonize();
 	S.main_thread = pthread_self();
+	{
+		pthread_rwlockattr_t ra;
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&S.io_lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	if (pthread_key_create(&buf_key, tbuf_free)) {
 		errmsg("out of memory");
 		return EXIT_ERROR;

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
-/* imgsnap: snapshots of an image as a chain of deltas (offline). */
+/* imgsnap: snapshots of an image as a chain of deltas (offline, or through
+ * imgserve's control socket while the image is served). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common.h"
+#include "common_online.h"
 
 enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH };
 
@@ -26,7 +29,9 @@ static void usage(void)
 	       "       %s list FILE\n"
 	       "       %s merge FILE\n"
 	       "       %s rebase [-u] FILE NEWBASE|\"\"\n"
-	       "Snapshots as a chain of thin deltas (offline: the image must not be in use).\n"
+	       "Snapshots as a chain of thin deltas.  While FILE is served (imgserve,\n"
+	       "imgmount) create and merge go through the daemon: create freezes the\n"
+	       "mounted filesystem (FIFREEZE) around the switch, merge pauses I/O.\n"
 	       "create: FILE's contents become a read-only snapshot FILE.snapN (or NAME)\n"
 	       "        in FILE's directory; FILE becomes an empty delta over it.\n"
 	       "list:   FILE and the images below it, top first.\n"
@@ -53,6 +58,12 @@ static int do_list(const char *file, unsigned oflags)
 	struct json_out j;
 	int r = 0;
 
+	{
+		/* served: read without the lock the daemon holds */
+		struct online_state os;
+		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
+			oflags |= IMG_OPEN_NOLOCK;
+	}
 	if (open_image(file, oflags, &img) < 0)
 		return EXIT_ERROR;
 	json_start(&j, stdout);
@@ -96,6 +107,64 @@ static int do_list(const char *file, unsigned oflags)
 	}
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
+	return EXIT_OK;
+}
+
+/* The JSON string "key": "..." of a reply (no escapes expected in file
+ * names we made) into buf. */
+static void reply_string(const char *text, const char *key, char *buf, size_t len)
+{
+	char pat[64];
+	const char *p, *e;
+
+	snprintf(pat, sizeof(pat), "\"%s\": \"", key);
+	buf[0] = 0;
+	if (!(p = strstr(text, pat)))
+		return;
+	p += strlen(pat);
+	e = strchr(p, '"');
+	if (e && (size_t)(e - p) < len) {
+		memcpy(buf, p, (size_t)(e - p));
+		buf[e - p] = 0;
+	}
+}
+
+/* create or merge while FILE is served: the daemon does it. */
+static int online_op(const char *file, struct online_state *os, const char *cmd,
+		     const char *name)
+{
+	char req[4096], reply[8192], out[4096];
+	int r;
+
+	if (!os->alive)
+		return online_refuse_if_used(file, os), EXIT_ERROR;
+	if (name && (strchr(name, ' ') || strchr(name, '\t') || strchr(name, '\n'))) {
+		errmsg("%s: a snapshot name with blanks cannot be sent to the daemon", file);
+		return EXIT_ERROR;
+	}
+	snprintf(req, sizeof(req), "%s%s%s", cmd, name ? " " : "", name ? name : "");
+	r = online_request(os, req, reply, sizeof(reply));
+	if (r < 0) {
+		errmsg("%s: %s online: %s", file, cmd, reply);
+		return EXIT_ERROR;
+	}
+	reply_string(reply, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out, sizeof(out));
+	if (quiet)
+		return EXIT_OK;
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_string(&j, "filename", file);
+		json_string(&j, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out);
+		json_bool(&j, "online", 1);
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!strcmp(cmd, "snapshot")) {
+		printf("%s: snapshot %s taken online; %s is now a delta over it\n", file, out, file);
+	} else {
+		printf("%s: merged into %s online, which is now %s\n", file, out, file);
+	}
 	return EXIT_OK;
 }
 
@@ -150,6 +219,16 @@ int main(int argc, char **argv)
 
 	if (!strcmp(cmd, "list"))
 		return do_list(file, oflags);
+	if (!strcmp(cmd, "create") || !strcmp(cmd, "merge") || !strcmp(cmd, "rebase")) {
+		struct online_state os;
+		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
+			if (!strcmp(cmd, "rebase"))
+				return online_refuse_if_used(file, &os), EXIT_ERROR;
+			if (bflags)
+				return usage_error("--allow-backing-path: not while the image is served");
+			return online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge", name);
+		}
+	}
 	if (!strcmp(cmd, "create")) {
 		char snap[4096];
 		if ((r = img_probe(file)) <= 0) {

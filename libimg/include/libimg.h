@@ -386,7 +386,7 @@ int img_check(struct img *img, const struct img_check_opts *opts,
 	      struct img_check_result *res);
 
 /* ---------------------------------------------------------------------- */
-/* Snapshots and chains (offline)                                          */
+/* Snapshots and chains                                                    */
 /* ---------------------------------------------------------------------- */
 
 #define IMG_BACKING_UNSAFE 0x1u            /* only rewrite the reference */
@@ -419,6 +419,24 @@ int img_snapshot(const char *path, const char *name, unsigned flags, char *out, 
  * the same backing image would see its new contents: the backing is locked
  * for writing, so this fails with -EBUSY while any of them is open. */
 int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *progress_arg);
+
+/* Snapshot of an image the caller has open read-write by path (its whole
+ * chain), for a daemon that serves it: as img_snapshot, then *imgp is
+ * replaced by a handle on the new top (opened with the same flags); the
+ * old handle is closed.  The caller keeps every other user of *imgp out
+ * for the duration (no I/O, no other call on it).  The image is unlocked
+ * for a moment between the close and the reopen.  On failure *imgp is a
+ * handle on whatever path names (the old image, or the new top when only
+ * a later step failed), or NULL if it could not be opened again. */
+int img_snapshot_live(struct img **imgp, const char *name, unsigned flags,
+		      char *out, size_t outlen);
+/* Merge of a delta the caller has open read-write by path with its chain:
+ * as img_merge, then *imgp is replaced by a handle on the merged image
+ * (the old backing file, now under path's name).  Same rules as
+ * img_snapshot_live: exclusive use of the handle for the whole merge, and
+ * on failure *imgp names what path holds or is NULL. */
+int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress,
+		   void *progress_arg);
 
 /* ---------------------------------------------------------------------- */
 /* Filesystems inside an image (libimg/fs.c: libblkid and libext2fs)       */

@@ -114,6 +114,18 @@ int main(void)
 	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	/* Ranges starting and ending anywhere: runs of compressed clusters
+	 * read with one read of their payloads, whole ones decompressed in
+	 * place, partial ones through a bounce buffer. */
+	for (unsigned i = 0; i < 300; i++) {
+		uint64_t off = (uint64_t)rand() % VS, len = 1 + (uint64_t)rand() % (VS - off);
+		if (i % 3 == 0)
+			off -= off % CS;
+		if (i % 5 == 0)
+			len = (VS - off) < 7 * CS ? VS - off : 7 * CS;
+		memset(got, 0xee, len);
+		CHECK(img_pread(img, got, len, off) == (ssize_t)len && !memcmp(got, want + off, len));
+	}
 
 	/* A write into a compressed cluster stores it uncompressed. */
 	memset(want + 3 * CS + 1000, 0x5A, 3000);

@@ -1,0 +1,649 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The crash-point test of snapshot and merge (FORMAT.md §3.1, §6): the
+ * operations that span several files and renames, run on a directory in
+ * memory (tests/helpers/memfs.c) whose files are crash backends on one
+ * clock and whose names survive a power loss only once synced (or as a
+ * prefix of the unsynced name operations, in order, as a journaling
+ * filesystem commits them).
+ *
+ * Workloads (fixed seeds), on /mem/disk.img opened read-write with its
+ * chain, writes between the steps:
+ *   snapshot  img_snapshot_live twice (a generated name, then a given one):
+ *             link, new top in a temporary file, close, rename, reopen;
+ *   merge     img_snapshot_live's reverse: img_merge_live of a delta (with
+ *             data, zero, discarded and compressed clusters, larger than
+ *             its base) into its base: copy down, flush, close, rename.
+ * A dry run counts the mutating calls E (writes, flushes, punches,
+ * truncates, links, renames, unlinks, new files, chmods, directory syncs).
+ * For each crash point N in 1..E (all, or a sample under ASan) the disk is
+ * materialized several ways (every unsynced thing dropped, every one kept,
+ * random choices).  Each result must:
+ *   - open /mem/disk.img read-write with its chain and read every byte
+ *     flushed before the crash exactly, every other one as an old or new
+ *     value (the operations themselves change no byte: pre- and
+ *     post-operation contents are the same);
+ *   - let the operation run again to completion (snapshot: another one;
+ *     merge: when disk.img is still the delta) with the same contents;
+ *   - leave every image in the directory clean for img_check (opened
+ *     read-write without its chain: a log replays first).
+ * CRASH_FULL=1: three variants of each workload, eight materializations per
+ * point.  CRASH_ONLY=W#V:N:MODE:SEED one point, verbose.  CRASH_WORKLOAD=W.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "libimg.h"
+#include "testio.h"
+#include "../helpers/bytemodel.h"
+#include "../helpers/memfs.h"
+#include "../helpers/prng.h"
+#include "../helpers/tassert.h"
+
+#define CLUSTER (64u * 1024)
+#define MIB     (1024u * 1024)
+#define VSIZE   (1 * MIB)
+#define DISK    "/mem/disk.img"
+#define BASE    "/mem/base.img"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define FAST_BUDGET 24
+#else
+#define FAST_BUDGET 1000
+#endif
+
+struct run {
+	struct img_crash_clock clk;
+	struct memfs *fs;
+	struct img *img;
+	struct bytemodel m;
+	struct prng r;
+	uint8_t *buf;
+	int dry;
+	int in_op;              /* the crash came during the snapshot or merge */
+	const char *op_name;    /* the snapshot name it was given */
+};
+
+typedef int (*wl_fn)(struct run *x);
+
+struct workload {
+	const char *name;
+	wl_fn prep, body;
+	int merge;            /* the operation a rerun completes */
+	uint64_t seed;
+};
+
+/* The directory a workload starts from. */
+struct base {
+	size_t n;
+	char **names;
+	uint8_t **bytes;
+	size_t *lens;
+	struct bytemodel m;
+};
+
+static int verbose, scale = 1;
+
+#define TRY(expr) do { int r_ = (expr); if (r_) return r_; } while (0)
+
+static int dry_check(struct run *x, const char *what, int r)
+{
+	if (r && x->dry)
+		T_FAIL("dry run: %s: %s (%s)", what, img_strerror(r), img_last_error());
+	return r;
+}
+
+static int op_write(struct run *x, uint64_t off, uint64_t len)
+{
+	ssize_t n;
+
+	prng_fill(&x->r, x->buf, len);
+	T_OK(bm_write(&x->m, off, x->buf, len));
+	n = img_pwrite(x->img, x->buf, len, off);
+	return dry_check(x, "pwrite", n == (ssize_t)len ? 0 : n < 0 ? (int)n : -EIO);
+}
+
+static int rnd_write(struct run *x)
+{
+	uint64_t size = x->m.size, len = prng_range(&x->r, 1, 2 * CLUSTER);
+	return op_write(x, prng_below(&x->r, size - len + 1), len);
+}
+
+static int op_flush(struct run *x)
+{
+	int r = img_flush(x->img);
+
+	if (!r)
+		bm_flush(&x->m);
+	return dry_check(x, "flush", r);
+}
+
+static unsigned depth(struct img *img)
+{
+	struct img_info in;
+	T_OK(img_info(img, &in));
+	return in.backing_depth;
+}
+
+static int op_verify(struct run *x)
+{
+	uint64_t bad;
+	uint8_t *b;
+
+	if (!x->dry)
+		return 0;
+	b = malloc(x->m.size);
+	T_ASSERT(b);
+	if (img_pread(x->img, b, x->m.size, 0) != (ssize_t)x->m.size)
+		T_FAIL("dry run: pread: %s", img_last_error());
+	if (bm_check_exact(&x->m, 0, b, x->m.size, &bad)) {
+		char d[512];
+		bm_describe(&x->m, bad, d, sizeof(d));
+		T_FAIL("dry run: byte %#" PRIx64 " reads %#x; %s", bad, b[bad], d);
+	}
+	free(b);
+	return 0;
+}
+
+static int op_snapshot(struct run *x, const char *name)
+{
+	unsigned d0 = x->dry ? depth(x->img) : 0;
+	int r;
+
+	x->in_op = 1;
+	x->op_name = name;
+	r = img_snapshot_live(&x->img, name, 0, NULL, 0);
+	if (!r) {
+		bm_flush(&x->m);    /* it flushed */
+		x->in_op = 0;
+	}
+	TRY(dry_check(x, "snapshot", r));
+	if (x->dry && depth(x->img) != d0 + 1)
+		T_FAIL("dry run: the chain is %u deep after a snapshot (was %u)", depth(x->img), d0);
+	return op_verify(x);
+}
+
+static int op_merge(struct run *x)
+{
+	unsigned d0 = x->dry ? depth(x->img) : 0;
+	int r;
+
+	x->in_op = 1;
+	r = img_merge_live(&x->img, 0, NULL, NULL);
+	if (!r) {
+		bm_flush(&x->m);
+		x->in_op = 0;
+	}
+	TRY(dry_check(x, "merge", r));
+	if (x->dry && depth(x->img) + 1 != d0)
+		T_FAIL("dry run: the chain is %u deep after a merge (was %u)", depth(x->img), d0);
+	return op_verify(x);
+}
+
+/* ---- workloads ------------------------------------------------------------ */
+
+static void fill(struct run *x, struct img *img, uint64_t end, struct bytemodel *m)
+{
+	for (uint64_t c = 0; c < end / CLUSTER; c++) {
+		if (c % 5 == 4)
+			continue;             /* never written */
+		prng_fill(&x->r, x->buf, CLUSTER);
+		if (c % 7 == 3)
+			memset(x->buf, 0, CLUSTER);
+		T_EQ(img_pwrite(img, x->buf, CLUSTER, c * CLUSTER), CLUSTER);
+		T_OK(bm_write(m, c * CLUSTER, x->buf, CLUSTER));
+	}
+}
+
+static int prep_snap(struct run *x)
+{
+	struct img_create_opts o = { .virtual_size = VSIZE, .cluster_size = CLUSTER };
+	struct img *img;
+
+	T_OK(img_create(DISK, &o));
+	T_OK(img_open(DISK, IMG_OPEN_RDWR, &img));
+	T_OK(bm_init(&x->m, VSIZE, VSIZE));
+	fill(x, img, VSIZE, &x->m);
+	T_OK(img_close(img));
+	return 0;
+}
+
+/* Snapshot, writes into the new top (copy-up from the snapshot), another
+ * snapshot under a given name. */
+static int wl_snap(struct run *x)
+{
+	for (int i = 0; i < 4 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_snapshot(x, NULL));
+	for (int i = 0; i < 4 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_flush(x));
+	TRY(rnd_write(x));
+	TRY(op_snapshot(x, "disk-named.img"));
+	for (int i = 0; i < 3 * scale; i++)
+		TRY(rnd_write(x));
+	return op_verify(x);
+}
+
+/* A base with data, a delta over it one MiB larger with data, zero,
+ * discarded, partly written and compressed clusters. */
+static int prep_merge(struct run *x)
+{
+	struct img_create_opts o = { .virtual_size = VSIZE, .cluster_size = CLUSTER };
+	struct img *img;
+
+	T_OK(img_create(BASE, &o));
+	T_OK(img_open(BASE, IMG_OPEN_RDWR, &img));
+	T_OK(bm_init(&x->m, VSIZE + MIB, VSIZE + MIB));
+	fill(x, img, VSIZE, &x->m);
+	T_OK(img_close(img));
+	o.virtual_size = VSIZE + MIB;
+	o.backing_file = "base.img";
+	T_OK(img_create(DISK, &o));
+	T_OK(img_open(DISK, IMG_OPEN_RDWR, &img));
+	for (int i = 0; i < 24; i++) {
+		uint64_t c = prng_below(&x->r, (VSIZE + MIB) / CLUSTER - 1), len;
+		switch (i % 4) {
+		case 0:
+			T_OK(img_discard(img, c * CLUSTER, CLUSTER));
+			T_OK(bm_zero(&x->m, c * CLUSTER, CLUSTER));
+			break;
+		case 1:
+			T_OK(img_write_zeroes(img, c * CLUSTER + 512, CLUSTER));
+			T_OK(bm_zero(&x->m, c * CLUSTER + 512, CLUSTER));
+			break;
+		case 2:
+			len = 512 * (1 + prng_below(&x->r, 40));
+			prng_fill(&x->r, x->buf, len);
+			memset(x->buf + len, 0, CLUSTER - len);
+			T_ASSERT(img_write_compressed(img, x->buf, CLUSTER, c * CLUSTER) >= 0);
+			T_OK(bm_write(&x->m, c * CLUSTER, x->buf, CLUSTER));
+			break;
+		default:
+			len = prng_range(&x->r, 1, 2 * CLUSTER);
+			prng_fill(&x->r, x->buf, len);
+			T_EQ(img_pwrite(img, x->buf, len, c * CLUSTER + 100), (ssize_t)len);
+			T_OK(bm_write(&x->m, c * CLUSTER + 100, x->buf, len));
+		}
+	}
+	T_OK(img_close(img));
+	return 0;
+}
+
+static int wl_merge(struct run *x)
+{
+	for (int i = 0; i < 4 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_merge(x));
+	for (int i = 0; i < 4 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_flush(x));
+	TRY(rnd_write(x));
+	return op_verify(x);
+}
+
+static const struct workload workloads[] = {
+	{ "snapshot", prep_snap,  wl_snap,  0, 201 },
+	{ "merge",    prep_merge, wl_merge, 1, 202 },
+};
+
+/* ---- driver --------------------------------------------------------------- */
+
+static void make_base(const struct workload *w, struct run *x, struct base *b)
+{
+	struct memfs *fs = memfs_new(NULL);
+	const char *const *names;
+
+	memfs_install(fs);
+	prng_seed(&x->r, w->seed ^ 0x5eed);
+	w->prep(x);
+	bm_flush(&x->m);
+	names = memfs_names(fs, &b->n);
+	b->names = calloc(b->n, sizeof(char *));
+	b->bytes = calloc(b->n, sizeof(uint8_t *));
+	b->lens = calloc(b->n, sizeof(size_t));
+	T_ASSERT(b->names && b->bytes && b->lens);
+	for (size_t i = 0; i < b->n; i++) {
+		b->names[i] = strdup(names[i]);
+		b->bytes[i] = memfs_read(fs, names[i], &b->lens[i]);
+		T_ASSERT(b->names[i] && b->bytes[i]);
+	}
+	b->m = x->m;
+	memset(&x->m, 0, sizeof(x->m));
+	memfs_free(fs);
+}
+
+static void base_free(struct base *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->names[i]);
+		free(b->bytes[i]);
+	}
+	free(b->names);
+	free(b->bytes);
+	free(b->lens);
+	bm_free(&b->m);
+}
+
+/* Runs open, fn, close with power lost at mutating call arm (0: never). */
+static void run_on(struct run *x, const struct base *b, wl_fn fn, uint64_t seed, uint64_t arm)
+{
+	int r;
+
+	memset(&x->clk, 0, sizeof(x->clk));
+	x->clk.arm_at = arm;
+	x->fs = memfs_new(&x->clk);
+	for (size_t i = 0; i < b->n; i++)
+		T_OK(memfs_add(x->fs, b->names[i], b->bytes[i], b->lens[i]));
+	memfs_install(x->fs);
+	x->dry = !arm;
+	x->in_op = 0;
+	x->op_name = NULL;
+	prng_seed(&x->r, seed);
+	T_OK(bm_copy(&x->m, &b->m));
+	r = img_open(DISK, IMG_OPEN_RDWR, &x->img);
+	if (r)
+		x->img = NULL;
+	dry_check(x, "open", r);
+	if (!r)
+		r = fn(x);
+	if (x->img) {
+		int r2 = img_close(x->img);
+		if (!r2 && !x->clk.crashed)
+			bm_flush(&x->m);
+		if (!r)
+			r = r2;
+		x->img = NULL;
+	}
+	if (x->dry && r)
+		T_FAIL("dry run failed: %s", img_strerror(r));
+	if (arm && !x->clk.crashed)
+		T_FAIL("crash point %" PRIu64 " not reached (%" PRIu64 " calls): the workload is "
+		       "not deterministic", arm, x->clk.events);
+	if (arm && !r)
+		T_FAIL("crash point %" PRIu64 ": the workload reported success after power loss", arm);
+}
+
+static const char *mode_name(enum img_crash_mode m)
+{
+	return m == IMG_CRASH_DROP_ALL ? "drop" : m == IMG_CRASH_KEEP_ALL ? "keep" : "random";
+}
+
+static void report_problem(void *arg, enum img_check_severity sev, int fixed, const char *msg)
+{
+	(void)fixed;
+	fprintf(stderr, "      %s: %s: %s\n", (const char *)arg,
+		sev == IMG_CHECK_CORRUPT ? "CORRUPT" : sev == IMG_CHECK_LEAK ? "leak" : "info", msg);
+}
+
+/* Every image in the directory (temporary files aside) opens read-write
+ * without its chain and checks clean. */
+static int check_all(struct memfs *fs, const char *where)
+{
+	const char *const *names;
+	char **copy;
+	size_t n;
+	int bad = 0;
+
+	names = memfs_names(fs, &n);
+	copy = calloc(n + 1, sizeof(*copy));
+	T_ASSERT(copy);
+	for (size_t i = 0; i < n; i++)
+		T_ASSERT((copy[i] = strdup(names[i])));
+	for (size_t i = 0; i < n && !bad; i++) {
+		struct img_check_opts co = { .report = report_problem, .report_arg = copy[i] };
+		struct img_check_result res;
+		struct img *img;
+		int r;
+		if (strstr(copy[i], "/."))
+			continue;
+		r = img_open(copy[i], IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img);
+		if (r) {
+			fprintf(stderr, "FAIL %s: %s: open: %s (%s)\n", where, copy[i], img_strerror(r),
+				img_last_error());
+			bad = 1;
+			break;
+		}
+		r = img_check(img, &co, &res);
+		if (r || res.corruptions || res.leaks) {
+			fprintf(stderr, "FAIL %s: %s: check: %s, %" PRIu64 " corruptions, %" PRIu64
+				" leaks\n", where, copy[i], img_strerror(r), res.corruptions, res.leaks);
+			bad = 1;
+		}
+		if ((r = img_close(img)) && !bad) {
+			fprintf(stderr, "FAIL %s: %s: close: %s\n", where, copy[i], img_strerror(r));
+			bad = 1;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(copy[i]);
+	free(copy);
+	return bad;
+}
+
+static int verify_point(const struct workload *w, struct run *x, uint64_t n,
+			enum img_crash_mode mode, uint64_t seed)
+{
+	struct memfs *fs = memfs_materialize(x->fs, mode, seed);
+	struct img *img = NULL;
+	struct img_info in;
+	uint64_t len = 0, bad;
+	uint8_t *b = NULL, *b2 = NULL;
+	char where[160];
+	int r, ok = 0;
+
+	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n, mode_name(mode), seed);
+	memfs_install(fs);
+	if ((r = img_open(DISK, IMG_OPEN_RDWR, &img))) {
+		fprintf(stderr, "FAIL %s: reopen: %s (%s)\n", where, img_strerror(r), img_last_error());
+		img = NULL;
+		goto out;
+	}
+	T_OK(img_info(img, &in));
+	if (!bm_size_ok(&x->m, in.virtual_size)) {
+		fprintf(stderr, "FAIL %s: virtual size %" PRIu64 "\n", where, in.virtual_size);
+		goto out;
+	}
+	len = in.virtual_size;
+	b = malloc(len);
+	b2 = malloc(len);
+	T_ASSERT(b && b2);
+	if (img_pread(img, b, len, 0) != (ssize_t)len) {
+		fprintf(stderr, "FAIL %s: pread: %s\n", where, img_last_error());
+		goto out;
+	}
+	if (bm_check(&x->m, 0, b, len, &bad)) {
+		char d[512];
+		bm_describe(&x->m, bad, d, sizeof(d));
+		fprintf(stderr, "FAIL %s: byte %#" PRIx64 " reads %#x; %s\n", where, bad, b[bad], d);
+		goto out;
+	}
+	/* The operation again, to completion (with the name it had, when
+	 * the crash came in the middle of it: a leftover link is taken
+	 * over). */
+	if (!w->merge) {
+		unsigned d0 = in.backing_depth;
+		char ref[256] = "";
+		const char *name = x->in_op ? x->op_name : NULL;
+		/* done already when the top is over it */
+		if (name && img_backing_ref(img, ref, sizeof(ref)) > 0 && !strcmp(ref, name))
+			name = NULL;
+		r = img_snapshot_live(&img, name, 0, NULL, 0);
+		if (r || !img || depth(img) != d0 + 1) {
+			fprintf(stderr, "FAIL %s: snapshot again: %s (%s)\n", where, img_strerror(r),
+				img_last_error());
+			goto out;
+		}
+	} else if (in.backing_depth) {
+		r = img_merge_live(&img, 0, NULL, NULL);
+		if (r || !img || depth(img) != 0) {
+			fprintf(stderr, "FAIL %s: merge again: %s (%s)\n", where, img_strerror(r),
+				img_last_error());
+			goto out;
+		}
+	}
+	if (img_pread(img, b2, len, 0) != (ssize_t)len || memcmp(b, b2, len)) {
+		fprintf(stderr, "FAIL %s: contents changed by the rerun\n", where);
+		goto out;
+	}
+	r = img_close(img);
+	img = NULL;
+	if (r) {
+		fprintf(stderr, "FAIL %s: close: %s (%s)\n", where, img_strerror(r), img_last_error());
+		goto out;
+	}
+	if (w->merge) {
+		struct img *gone;
+		if (img_open(BASE, 0, &gone) == 0) {
+			img_close(gone);
+			fprintf(stderr, "FAIL %s: %s still there after the merge\n", where, BASE);
+			goto out;
+		}
+	}
+	if (check_all(fs, where))
+		goto out;
+	/* And once more, read-only: the same disk. */
+	if ((r = img_open(DISK, 0, &img)) || img_pread(img, b2, len, 0) != (ssize_t)len ||
+	    memcmp(b, b2, len)) {
+		fprintf(stderr, "FAIL %s: read-only reopen: %s\n", where, r ? img_strerror(r) :
+			"contents changed");
+		goto out;
+	}
+	ok = 1;
+out:
+	if (img)
+		img_close(img);
+	free(b);
+	free(b2);
+	memfs_free(fs);
+	return !ok;
+}
+
+static uint64_t pick_points(uint64_t events, uint64_t budget, uint64_t *pts)
+{
+	uint64_t k = 0;
+
+	if (events <= budget) {
+		for (uint64_t n = 1; n <= events; n++)
+			pts[k++] = n;
+		return k;
+	}
+	for (uint64_t i = 0; i < budget; i++) {
+		uint64_t n = 1 + i * (events - 1) / (budget - 1);
+		if (!k || pts[k - 1] != n)
+			pts[k++] = n;
+	}
+	return k;
+}
+
+static void run_workload(const struct workload *w0, unsigned variant, int full, uint64_t *trun,
+			 uint64_t *tpassed, uint64_t only_n, int only_mode, uint64_t only_seed)
+{
+	struct workload wv = *w0, *w = &wv;
+	struct run x = { 0 };
+	struct base b = { 0 };
+	char name[64];
+	uint64_t events, npts, *pts, run = 0, passed = 0, budget = full ? 3000 : FAST_BUDGET;
+	unsigned nrandom = full ? 6 : 1;
+	time_t t0 = time(NULL);
+
+	wv.seed += 1000 * variant;
+	snprintf(name, sizeof(name), "%s#%u", w0->name, variant);
+	wv.name = name;
+	x.buf = malloc(2 * CLUSTER);
+	T_ASSERT(x.buf);
+	make_base(w, &x, &b);
+
+	run_on(&x, &b, w->body, w->seed, 0);
+	events = x.clk.events;
+	bm_free(&x.m);
+	memfs_free(x.fs);
+
+	pts = calloc(events + 1, sizeof(*pts));
+	T_ASSERT(pts);
+	if (only_n) {
+		pts[0] = only_n;
+		npts = 1;
+	} else {
+		npts = pick_points(events, budget, pts);
+	}
+	for (uint64_t i = 0; i < npts; i++) {
+		run_on(&x, &b, w->body, w->seed, pts[i]);
+		for (unsigned c = 0; c < (only_n ? 1 : 2 + nrandom); c++) {
+			enum img_crash_mode mode = c == 0 ? IMG_CRASH_DROP_ALL
+						 : c == 1 ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
+			uint64_t seed = c < 2 ? 0 : pts[i] * 1000 + c;
+			if (only_n) {
+				mode = (enum img_crash_mode)only_mode;
+				seed = only_seed;
+			}
+			run++;
+			passed += !verify_point(w, &x, pts[i], mode, seed);
+		}
+		bm_free(&x.m);
+		memfs_free(x.fs);
+	}
+	printf("%-12s %5" PRIu64 " calls, crashed at %4" PRIu64 " of them, %6" PRIu64
+	       " crash points, %6" PRIu64 " passed (%lds)\n", w->name, events, npts, run, passed,
+	       (long)(time(NULL) - t0));
+	fflush(stdout);
+	*trun += run;
+	*tpassed += passed;
+	free(pts);
+	base_free(&b);
+	free(x.buf);
+}
+
+int main(void)
+{
+	const char *full_env = getenv("CRASH_FULL"), *only = getenv("CRASH_ONLY");
+	const char *wl = getenv("CRASH_WORKLOAD");
+	int full = full_env && *full_env && strcmp(full_env, "0");
+	char oname[64] = "", omode[16] = "";
+	uint64_t on = 0, oseed = 0, run = 0, passed = 0;
+	unsigned ovariant = 0, nvariants;
+	int omode_i = -1;
+	time_t t0 = time(NULL);
+
+	/* file-sized buffers come and go at every point: reuse heap */
+	mallopt(M_MMAP_THRESHOLD, 256 << 20);
+	mallopt(M_TRIM_THRESHOLD, 512 << 20);
+	if (only) {
+		unsigned long long nn, s = 0;
+		char *hash;
+		if (sscanf(only, "%63[^:]:%llu:%15[^:]:%llu", oname, &nn, omode, &s) < 3)
+			T_FAIL("CRASH_ONLY=workload#variant:N:drop|keep|random[:seed]");
+		if ((hash = strchr(oname, '#'))) {
+			*hash = 0;
+			ovariant = (unsigned)atoi(hash + 1);
+		}
+		on = nn;
+		oseed = s;
+		omode_i = !strcmp(omode, "drop") ? IMG_CRASH_DROP_ALL
+			: !strcmp(omode, "keep") ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
+		wl = oname;
+		verbose = 1;
+	}
+	if (getenv("CRASH_VERBOSE"))
+		verbose = 1;
+	if (full)
+		scale = 3;
+	nvariants = full ? 3 : 1;
+	printf("chain crash points: %s run (CRASH_FULL=1 for the full one)\n", full ? "full" : "fast");
+	for (unsigned v = 0; v < nvariants; v++)
+		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
+			if ((wl && strcmp(wl, workloads[i].name)) || (only && v != ovariant))
+				continue;
+			run_workload(&workloads[i], v, full, &run, &passed, on, omode_i, oseed);
+		}
+	printf("SUMMARY: chain crash points run %" PRIu64 ", passed %" PRIu64 " (%lds)\n", run,
+	       passed, (long)(time(NULL) - t0));
+	if (!run)
+		T_FAIL("no crash point run");
+	return passed == run ? 0 : 1;
+}
