@@ -26,7 +26,7 @@
 
 #include "common.h"
 
-#define CHUNK (4u << 20)            /* bytes read at a time (a piece) */
+#define CHUNK (16u << 20)           /* bytes read at a time (a piece) */
 #define RAW_GRANULE 4096u           /* zero-detection unit for a raw output */
 
 enum fmt { FMT_RAW, FMT_LIBIMG };
@@ -156,7 +156,9 @@ static int raw_write(struct end *d, const void *buf, size_t len, uint64_t off)
  * through the page cache, the cache is not filled with a source read once,
  * and on the io_uring backend the requests are in flight together (the
  * disk sees a queue depth, as qemu-img's parallel requests give it).  Falls
- * back to buffered reads when the file system refuses direct I/O. */
+ * back to buffered reads when the file system refuses direct I/O.
+ * 16 requests (16 MiB pieces) against 4: 3.1-3.3 s against 3.9 s for the
+ * 2 GiB benchmark source (bench/convert.sh), same rotation. */
 #define SUBREAD (1u << 20)
 
 static int direct_read(struct end *s, void *buf, size_t len, uint64_t off)
