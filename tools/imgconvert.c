@@ -132,12 +132,17 @@ static int raw_read(struct end *s, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
+/* At most 1 MiB per call, as the library's posix backend writes (see
+ * libimg/io_posix.c: larger writes into the page cache cost far more on
+ * some hosts). */
+#define RAW_WRITE_MAX ((size_t)1 << 20)
+
 static int raw_write(struct end *d, const void *buf, size_t len, uint64_t off)
 {
 	const char *p = buf;
 
 	while (len) {
-		ssize_t n = pwrite(d->fd, p, len, (off_t)off);
+		ssize_t n = pwrite(d->fd, p, len < RAW_WRITE_MAX ? len : RAW_WRITE_MAX, (off_t)off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
