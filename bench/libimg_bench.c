@@ -169,28 +169,37 @@ static double median(const double *v, int n)
 	return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 
-static long rss_kib(void)
+static long status_kib(const char *key)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	char line[256];
+	size_t k = strlen(key);
 	long v = 0;
 	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			v = strtol(line + 6, NULL, 10);
+		if (!strncmp(line, key, k))
+			v = strtol(line + k, NULL, 10);
 	if (f)
 		fclose(f);
 	return v;
 }
 
+static long rss_kib(void)
+{
+	return status_kib("VmRSS:");
+}
+
+/* Private memory the process holds, touched or not: what malloc holds
+ * (heap and its own mappings) plus mappings made directly (the library
+ * maps large BAT arrays itself, aligned for huge pages).  VmData counts
+ * both; malloc's own count alone would miss the second. */
 static uint64_t heap_bytes(void)
 {
-	struct mallinfo2 mi = mallinfo2();
-	return mi.uordblks + mi.hblkhd;
+	return (uint64_t)status_kib("VmData:") * 1024;
 }
 
 struct open_cost {
 	double ms;
-	uint64_t heap;     /* bytes malloc holds for the open handle */
+	uint64_t heap;     /* private memory (VmData) the open handle holds */
 	long rss_kib;      /* RSS growth of a fresh process */
 };
 

@@ -135,6 +135,15 @@ void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
  * zeroed, *seq 0), or -EUCLEAN with a reason. */
 int img_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
 			 uint64_t *entries, uint64_t *seq, char *why, size_t whylen);
+/* The same with the block's crc32c already computed (img_block_crcs). */
+int img_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, uint32_t crc,
+			     uint64_t *entries, uint64_t *seq, char *why, size_t whylen);
+/* The crc32c of each of n consecutive metadata blocks (IMG_BLOCK_SIZE bytes
+ * each, the crc field at bytes 4..7 taken as zero): what the block's crc
+ * field must hold.  Uses the CPU's crc32 instruction on three blocks at a
+ * time where it exists (checked at run time; LIBIMG_NO_HW_CRC=1 forces the
+ * portable slicing-by-8 code, for tests), else the table code. */
+void img_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs);
 
 /* Log descriptors. */
 void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,

@@ -594,12 +594,23 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	const struct img_geom *g = &img->g;
 	uint64_t file_clusters = (file_size + g->cluster_size - 1) >> g->cluster_bits;
 	int check = img->flags & IMG_OPEN_CHECK, r;
+	uint64_t fast_lo, fast_hi;
 
 	if ((r = alloc_init(img, (file_clusters > g->data_cluster0 ? file_clusters : g->data_cluster0) + 64)))
 		return r;
 	for (uint64_t h = 0; h < g->data_cluster0; h++)
 		if ((r = alloc_mark(img, h)))
 			return r;
+	/* The common entry, allocated and mapping a host cluster inside the
+	 * file and outside the metadata, is checked in a tight loop: it is
+	 * most of the open time of a large full image.  Every other entry
+	 * (and a duplicate) goes through the full checks below. */
+	fast_lo = g->data_cluster0;
+	fast_hi = file_clusters;     /* HOST_OFF(h) < file_size */
+	if (fast_hi > IMG_MAX_HOST_CLUSTER)
+		fast_hi = IMG_MAX_HOST_CLUSTER;
+	if (fast_hi > img->used_bits)
+		fast_hi = img->used_bits;
 	for (uint64_t v = 0; v < img->bat_alloc; v++) {
 		uint64_t e, h, blk = v / IMG_ENTRIES_PER_BLOCK;
 		unsigned s;
@@ -611,6 +622,28 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		if (img->blk_seen && !(img->blk_seen[blk / 64] >> (blk % 64) & 1)) {
 			v = (blk + 1) * IMG_ENTRIES_PER_BLOCK - 1;
 			continue;
+		}
+		if (v < g->vclusters) {
+			/* to the end of this block or of the live entries */
+			uint64_t end = (blk + 1) * IMG_ENTRIES_PER_BLOCK, *used = img->used, n = 0;
+			const uint64_t *bat = img->bat;
+			if (end > g->vclusters)
+				end = g->vclusters;
+			for (; v < end; v++) {
+				uint64_t x = bat[v], hh = IMG_E_PAYLOAD(x), bit = 1ull << (hh % 64);
+				if (!x)
+					continue;
+				if (IMG_E_STATE(x) != IMG_E_ALLOC || hh < fast_lo || hh >= fast_hi ||
+				    (used[hh / 64] & bit))
+					break;
+				used[hh / 64] |= bit;
+				n++;
+			}
+			img->nalloc += n;
+			if (v == end) {
+				v--;
+				continue;
+			}
 		}
 		e = img->bat[v];
 		h = IMG_E_PAYLOAD(e);
@@ -708,7 +741,7 @@ static void img_free(struct img *img)
 	pthread_rwlock_destroy(&img->map_lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->commit_lock);
-	free(img->bat);
+	bat_free_array(img);
 	free(img->dirty);
 	free(img->used);
 	free(img->pending);

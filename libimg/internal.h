@@ -227,6 +227,10 @@ static inline uint64_t bat_get(const struct img *img, uint64_t v)
 void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
 int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
+void bat_free_array(struct img *img);
+/* Zeroed memory; large areas are mapped, aligned for huge pages (bat.c). */
+void *img_big_alloc(size_t len);
+void img_big_free(void *p);
 
 /* Read a counter that meta_lock protects. */
 static inline uint64_t img_locked_read(struct img *img, const void *field, int size_t_field)

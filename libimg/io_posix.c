@@ -6,7 +6,15 @@
  * kernel to start writing the file's dirty pages (sync_file_range with
  * SYNC_FILE_RANGE_WRITE: no waiting, no durability promise), so a large
  * copy reaches the disk while it runs instead of all at the next flush.
- * Like RocksDB's bytes_per_sync.  Durability still comes from flush. */
+ * Like RocksDB's bytes_per_sync.  Durability still comes from flush.
+ *
+ * Writes go to the kernel at most WRITE_MAX bytes per call.  Measured on
+ * the development machine (a paravirtual guest, kernel 6.18, ext4): 1 GiB
+ * written into the page cache of a new file in 4 MiB calls took 1.8-4.6 s,
+ * in 2 MiB calls 0.5-1.0 s, in 1 MiB calls 0.25-0.37 s (same run,
+ * alternating; the writes of 2 MiB and more get 2 MiB page-cache folios,
+ * whose allocation and first touch cost far more there).  imgconvert's
+ * 4 MiB runs went from 5.0-6.6 s to 3.5-3.9 s with this. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -18,6 +26,7 @@
 #include "internal.h"
 
 #define WRITEBACK_BYTES (32ull << 20)
+#define WRITE_MAX       ((size_t)1 << 20)
 
 struct posix_io {
 	struct img_io io;
@@ -68,7 +77,7 @@ static int px_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t of
 	size_t total = len;
 
 	while (len) {
-		ssize_t n = pwrite(p->fd, b, len, (off_t)off);
+		ssize_t n = pwrite(p->fd, b, len < WRITE_MAX ? len : WRITE_MAX, (off_t)off);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

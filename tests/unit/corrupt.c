@@ -159,6 +159,27 @@ int main(void)
 	expect_corrupt(b, len, "past the end of the file", 1);
 	free(b);
 
+	/* The first cluster past the end of the file (the bound itself). */
+	b = copy_base(&len);
+	CHECK(len == (DATA0 + 4) * CS);
+	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, DATA0 + 4));
+	expect_corrupt(b, len, "past the end of the file", 1);
+	free(b);
+
+	/* A file ending inside its last mapped cluster still maps it. */
+	b = copy_base(&len);
+	CHECK(open_bytes(b, len - 1, 0, &img, NULL) == 0);
+	img_close(img);
+	free(b);
+
+	/* A duplicate after entries that leave the fast path (a zero entry,
+	 * an unallocated gap) is still found. */
+	b = copy_base(&len);
+	set_entry(b, 6, IMG_E_MAKE(IMG_E_ZERO, 0));
+	set_entry(b, 200, entry(b, 0));
+	expect_corrupt(b, len, "another entry maps", 1);
+	free(b);
+
 	/* Two entries on one cluster: repaired by copying; both keep data. */
 	b = copy_base(&len);
 	set_entry(b, 9, entry(b, 2));

@@ -95,6 +95,33 @@ int main(void)
 	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	img_close(img);
 
+	/* The in-memory BAT grows from a small array (calloc) to a mapped one
+	 * (8 MiB at 64 GiB), then to a larger mapping (the pages move): the
+	 * entries come along, the new ones read as unallocated. */
+	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img_resize(img, 1ull << 30, IMG_RESIZE_DISCARD_DATA) == 0);
+	pattern(buf, 7);
+	CHECK(img_pwrite(img, buf, CS, (1ull << 30) - CS) == CS);
+	CHECK(img_resize(img, 64ull << 30, 0) == 0);
+	pattern(buf, 8);
+	CHECK(img_pwrite(img, buf, CS, (64ull << 30) - CS) == CS);
+	CHECK(img_resize(img, 256ull << 30, 0) == 0);
+	pattern(buf, 9);
+	CHECK(img_pwrite(img, buf, CS, (256ull << 30) - CS) == CS);
+	for (int pass = 0; pass < 2; pass++) {
+		const uint64_t at[3] = { (1ull << 30) - CS, (64ull << 30) - CS, (256ull << 30) - CS };
+		for (int k = 0; k < 3; k++) {
+			pattern(want, (uint64_t)(7 + k));
+			CHECK(img_pread(img, buf, CS, at[k]) == CS && !memcmp(buf, want, CS));
+		}
+		CHECK(img_map(img, 128ull << 30, &ex) == 0 && ex.type == IMG_EXTENT_UNALLOCATED);
+		CHECK(img_pread(img, buf, CS, 2ull << 30) == CS && buf[0] == 0 && buf[CS - 1] == 0);
+		CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		CHECK(img_close(img) == 0);
+		CHECK(img_open(path, 0, &img) == 0);
+	}
+	img_close(img);
+
 	/* Bad sizes. */
 	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	CHECK(img_resize(img, 1000, 0) == -EINVAL);
