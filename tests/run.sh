@@ -5,7 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-TIMEOUT=${TEST_TIMEOUT:-600}
+TIMEOUT=${TEST_TIMEOUT:-900}   # per program or .bats file: a hang, not a slow machine
 suites=("$@")
 [ ${#suites[@]} -eq 0 ] && suites=(unit crash fuzz cli online)
 # Usage with sanitizers: tests/run.sh asan tsan (after make asan-build tsan-build)
