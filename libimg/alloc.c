@@ -52,6 +52,27 @@ static int alloc_grow(struct img *img, uint64_t need_bits)
 	return 0;
 }
 
+size_t alloc_mark_entries(struct img *img, const uint64_t *e, size_t n, uint64_t lo,
+			  uint64_t hi, uint64_t *marked)
+{
+	uint64_t *used = img->used, count = 0;
+	size_t i = 0;
+
+	if (hi > img->used_bits)
+		hi = img->used_bits;
+	for (; i < n; i++) {
+		uint64_t x = e[i], h = IMG_E_PAYLOAD(x), bit = 1ull << (h % 64);
+		if (!x)
+			continue;
+		if (IMG_E_STATE(x) != IMG_E_ALLOC || h < lo || h >= hi || (used[h / 64] & bit))
+			break;
+		used[h / 64] |= bit;
+		count++;
+	}
+	*marked = count;
+	return i;
+}
+
 int alloc_test(const struct img *img, uint64_t h)
 {
 	return h < img->used_bits && (img->used[h / 64] >> (h % 64) & 1);

@@ -108,7 +108,9 @@ static void block_crcs_hw(const uint8_t *blks, size_t n, uint32_t *crcs)
 #endif
 
 static uint32_t (*crc_impl)(uint32_t, const uint8_t *, size_t);
+#if defined(__x86_64__)
 static int crc_have_hw;
+#endif
 
 static void crc_choose(void)
 {

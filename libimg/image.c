@@ -609,8 +609,6 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	fast_hi = file_clusters;     /* HOST_OFF(h) < file_size */
 	if (fast_hi > IMG_MAX_HOST_CLUSTER)
 		fast_hi = IMG_MAX_HOST_CLUSTER;
-	if (fast_hi > img->used_bits)
-		fast_hi = img->used_bits;
 	for (uint64_t v = 0; v < img->bat_alloc; v++) {
 		uint64_t e, h, blk = v / IMG_ENTRIES_PER_BLOCK;
 		unsigned s;
@@ -625,20 +623,10 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		}
 		if (v < g->vclusters) {
 			/* to the end of this block or of the live entries */
-			uint64_t end = (blk + 1) * IMG_ENTRIES_PER_BLOCK, *used = img->used, n = 0;
-			const uint64_t *bat = img->bat;
+			uint64_t end = (blk + 1) * IMG_ENTRIES_PER_BLOCK, n;
 			if (end > g->vclusters)
 				end = g->vclusters;
-			for (; v < end; v++) {
-				uint64_t x = bat[v], hh = IMG_E_PAYLOAD(x), bit = 1ull << (hh % 64);
-				if (!x)
-					continue;
-				if (IMG_E_STATE(x) != IMG_E_ALLOC || hh < fast_lo || hh >= fast_hi ||
-				    (used[hh / 64] & bit))
-					break;
-				used[hh / 64] |= bit;
-				n++;
-			}
+			v += alloc_mark_entries(img, img->bat + v, end - v, fast_lo, fast_hi, &n);
 			img->nalloc += n;
 			if (v == end) {
 				v--;

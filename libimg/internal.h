@@ -252,6 +252,13 @@ int alloc_test(const struct img *img, uint64_t h);
 int alloc_get(struct img *img, uint64_t min, uint64_t *h); /* lowest free >= min */
 int alloc_defer_free(struct img *img, uint64_t h);        /* after next commit */
 uint64_t alloc_last_used(const struct img *img);          /* highest used + 1 */
+/* Open's fast path: walk entries e[0..n), skipping zero ones and marking
+ * the host cluster of each allocated entry that maps one in [lo, hi) not
+ * marked yet; stop at the first other entry (any other state, out of
+ * range, or a cluster already marked: a duplicate), which the caller
+ * checks in full.  Returns the entries walked; *marked: clusters marked. */
+size_t alloc_mark_entries(struct img *img, const uint64_t *e, size_t n, uint64_t lo,
+			  uint64_t hi, uint64_t *marked);
 /* Give back (punch, mark free) a cluster that was reserved but never mapped.
  * Called without meta_lock. */
 void alloc_release_unmapped(struct img *img, uint64_t h);
