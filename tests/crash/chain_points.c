@@ -41,6 +41,7 @@
 #include "libimg.h"
 #include "testio.h"
 #include "../helpers/bytemodel.h"
+#include "../helpers/crashrun.h"
 #include "../helpers/memfs.h"
 #include "../helpers/prng.h"
 #include "../helpers/tassert.h"
@@ -371,11 +372,6 @@ static void run_on(struct run *x, const struct base *b, wl_fn fn, uint64_t seed,
 		T_FAIL("crash point %" PRIu64 ": the workload reported success after power loss", arm);
 }
 
-static const char *mode_name(enum img_crash_mode m)
-{
-	return m == IMG_CRASH_DROP_ALL ? "drop" : m == IMG_CRASH_KEEP_ALL ? "keep" : "random";
-}
-
 static void report_problem(void *arg, enum img_check_severity sev, int fixed, const char *msg)
 {
 	(void)fixed;
@@ -439,7 +435,8 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 	char where[160];
 	int r, ok = 0;
 
-	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n, mode_name(mode), seed);
+	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n,
+		 crash_mode_name(mode), seed);
 	memfs_install(fs);
 	if ((r = img_open(DISK, IMG_OPEN_RDWR, &img))) {
 		fprintf(stderr, "FAIL %s: reopen: %s (%s)\n", where, img_strerror(r), img_last_error());
@@ -526,23 +523,6 @@ out:
 	return !ok;
 }
 
-static uint64_t pick_points(uint64_t events, uint64_t budget, uint64_t *pts)
-{
-	uint64_t k = 0;
-
-	if (events <= budget) {
-		for (uint64_t n = 1; n <= events; n++)
-			pts[k++] = n;
-		return k;
-	}
-	for (uint64_t i = 0; i < budget; i++) {
-		uint64_t n = 1 + i * (events - 1) / (budget - 1);
-		if (!k || pts[k - 1] != n)
-			pts[k++] = n;
-	}
-	return k;
-}
-
 static void run_workload(const struct workload *w0, unsigned variant, int full, uint64_t *trun,
 			 uint64_t *tpassed, uint64_t only_n, int only_mode, uint64_t only_seed)
 {
@@ -572,7 +552,7 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 		pts[0] = only_n;
 		npts = 1;
 	} else {
-		npts = pick_points(events, budget, pts);
+		npts = crash_pick_points(events, budget, pts);
 	}
 	for (uint64_t i = 0; i < npts; i++) {
 		run_on(&x, &b, w->body, w->seed, pts[i]);
@@ -603,45 +583,28 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 
 int main(void)
 {
-	const char *full_env = getenv("CRASH_FULL"), *only = getenv("CRASH_ONLY");
-	const char *wl = getenv("CRASH_WORKLOAD");
-	int full = full_env && *full_env && strcmp(full_env, "0");
-	char oname[64] = "", omode[16] = "";
-	uint64_t on = 0, oseed = 0, run = 0, passed = 0;
-	unsigned ovariant = 0, nvariants;
-	int omode_i = -1;
+	struct crash_settings cs;
+	uint64_t run = 0, passed = 0;
+	unsigned nvariants;
+	int full;
 	time_t t0 = time(NULL);
 
 	/* file-sized buffers come and go at every point: reuse heap */
 	mallopt(M_MMAP_THRESHOLD, 256 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
-	if (only) {
-		unsigned long long nn, s = 0;
-		char *hash;
-		if (sscanf(only, "%63[^:]:%llu:%15[^:]:%llu", oname, &nn, omode, &s) < 3)
-			T_FAIL("CRASH_ONLY=workload#variant:N:drop|keep|random[:seed]");
-		if ((hash = strchr(oname, '#'))) {
-			*hash = 0;
-			ovariant = (unsigned)atoi(hash + 1);
-		}
-		on = nn;
-		oseed = s;
-		omode_i = !strcmp(omode, "drop") ? IMG_CRASH_DROP_ALL
-			: !strcmp(omode, "keep") ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
-		wl = oname;
-		verbose = 1;
-	}
-	if (getenv("CRASH_VERBOSE"))
-		verbose = 1;
+	crash_settings_read(&cs);
+	full = cs.full;
+	verbose = cs.verbose;
 	if (full)
 		scale = 3;
 	nvariants = full ? 3 : 1;
 	printf("chain crash points: %s run (CRASH_FULL=1 for the full one)\n", full ? "full" : "fast");
 	for (unsigned v = 0; v < nvariants; v++)
 		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
-			if ((wl && strcmp(wl, workloads[i].name)) || (only && v != ovariant))
+			if ((cs.workload && strcmp(cs.workload, workloads[i].name)) ||
+			    (cs.only && v != cs.variant))
 				continue;
-			run_workload(&workloads[i], v, full, &run, &passed, on, omode_i, oseed);
+			run_workload(&workloads[i], v, full, &run, &passed, cs.n, cs.mode, cs.seed);
 		}
 	printf("SUMMARY: chain crash points run %" PRIu64 ", passed %" PRIu64 " (%lds)\n", run,
 	       passed, (long)(time(NULL) - t0));

@@ -37,6 +37,7 @@
 #include "format.h"
 #include "testio.h"
 #include "../helpers/bytemodel.h"
+#include "../helpers/crashrun.h"
 #include "../helpers/ioborrow.h"
 #include "../helpers/prng.h"
 #include "../helpers/tassert.h"
@@ -836,11 +837,6 @@ struct stats {
 	uint64_t run, passed;
 };
 
-static const char *mode_name(enum img_crash_mode m)
-{
-	return m == IMG_CRASH_DROP_ALL ? "drop" : m == IMG_CRASH_KEEP_ALL ? "keep" : "random";
-}
-
 static void report_problem(void *arg, enum img_check_severity sev, int fixed, const char *msg)
 {
 	(void)fixed;
@@ -917,7 +913,8 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 	uint8_t *b = NULL, *b2 = NULL;
 	int r, ok = 0;
 
-	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n, mode_name(mode), seed);
+	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n,
+		 crash_mode_name(mode), seed);
 	T_OK(img_io_crash_materialize(x->cio, mode, seed, &cst, &m));
 	if (verbose)
 		printf("  %s: pending kept %" PRIu64 " dropped %" PRIu64 " torn %" PRIu64 "\n",
@@ -1002,25 +999,6 @@ out:
 	return !ok;
 }
 
-/* The N to crash at: all of 1..events when they fit in budget, else the
- * first and last few and an even spread between. */
-static uint64_t pick_points(uint64_t events, uint64_t budget, uint64_t *pts)
-{
-	uint64_t k = 0;
-
-	if (events <= budget) {
-		for (uint64_t n = 1; n <= events; n++)
-			pts[k++] = n;
-		return k;
-	}
-	for (uint64_t i = 0; i < budget; i++) {
-		uint64_t n = 1 + i * (events - 1) / (budget - 1);
-		if (!k || pts[k - 1] != n)
-			pts[k++] = n;
-	}
-	return k;
-}
-
 static void run_workload(const struct workload *w0, unsigned variant, int full,
 			 struct stats *tot, uint64_t only_n, int only_mode, uint64_t only_seed)
 {
@@ -1054,7 +1032,7 @@ static void run_workload(const struct workload *w0, unsigned variant, int full,
 		pts[0] = only_n;
 		npts = 1;
 	} else {
-		npts = pick_points(events, budget, pts);
+		npts = crash_pick_points(events, budget, pts);
 	}
 	for (uint64_t i = 0; i < npts; i++) {
 		T_OK(img_io_crash_new(b.bytes, b.len, &cio));
@@ -1087,13 +1065,9 @@ static void run_workload(const struct workload *w0, unsigned variant, int full,
 
 int main(void)
 {
-	const char *full_env = getenv("CRASH_FULL"), *only = getenv("CRASH_ONLY");
-	const char *wl = getenv("CRASH_WORKLOAD");
-	int full = full_env && *full_env && strcmp(full_env, "0");
-	char oname[64] = "", omode[16] = "";
-	uint64_t on = 0, oseed = 0;
-	unsigned ovariant = 0, nvariants;
-	int omode_i = -1;
+	struct crash_settings cs;
+	unsigned nvariants;
+	int full;
 	struct stats tot = { 0 };
 	time_t t0 = time(NULL);
 
@@ -1101,37 +1075,20 @@ int main(void)
 	 * heap (reused) rather than fresh mmaps (a page fault per 4 KiB). */
 	mallopt(M_MMAP_THRESHOLD, 256 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
-
-	if (only) {
-		unsigned long long n, s = 0;
-		char *hash;
-		if (sscanf(only, "%63[^:]:%llu:%15[^:]:%llu", oname, &n, omode, &s) < 3)
-			T_FAIL("CRASH_ONLY=workload#variant:N:drop|keep|random[:seed]");
-		hash = strchr(oname, '#');
-		if (hash) {
-			*hash = 0;
-			ovariant = (unsigned)atoi(hash + 1);
-		}
-		on = n;
-		oseed = s;
-		omode_i = !strcmp(omode, "drop") ? IMG_CRASH_DROP_ALL
-			: !strcmp(omode, "keep") ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
-		wl = oname;
-		verbose = 1;
-	}
-	if (getenv("CRASH_VERBOSE"))
-		verbose = 1;
+	crash_settings_read(&cs);
+	full = cs.full;
+	verbose = cs.verbose;
 	if (full)
 		scale = 3;
 	nvariants = full ? 3 : 1;
 	printf("crash points: %s run (CRASH_FULL=1 for the full one)\n", full ? "full" : "fast");
 	for (unsigned v = 0; v < nvariants; v++) {
 		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
-			if (wl && strcmp(wl, workloads[i].name))
+			if (cs.workload && strcmp(cs.workload, workloads[i].name))
 				continue;
-			if (only && v != ovariant)
+			if (cs.only && v != cs.variant)
 				continue;
-			run_workload(&workloads[i], v, full, &tot, on, omode_i, oseed);
+			run_workload(&workloads[i], v, full, &tot, cs.n, cs.mode, cs.seed);
 		}
 	}
 	printf("SUMMARY: crash points run %" PRIu64 ", passed %" PRIu64 " (%lds)\n", tot.run,
