@@ -47,7 +47,7 @@ int main(void)
 {
 	struct img_fs_info fi;
 	struct img_create_opts o = { .virtual_size = 1ull << 30, .flags = IMG_CREATE_OVERWRITE };
-	struct img *img;
+	struct img *img = NULL;
 
 	snprintf(raw, sizeof(raw), "%s/p.raw", fsu_tmpdir());
 	snprintf(imgp, sizeof(imgp), "%s/p.img", fsu_tmpdir());
