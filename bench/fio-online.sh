@@ -4,14 +4,16 @@
 #   qcow2     qemu-storage-daemon's FUSE export of a qcow2 image
 #   raw       qemu-storage-daemon's FUSE export of a raw file
 # Jobs (direct=1, libaio): 4K randread QD16, 4K randwrite QD16, 4K randwrite
-# QD1, 1M sequential read and write (QD4).  The first SIZE of each disk is
+# QD1, 4K randwrite QD16 into never-written space (allocating writes), 1M
+# sequential read and write (QD4).  The first SIZE of each disk is
 # written once before the jobs so that reads read data.  Prints IOPS or MiB/s
 # per job and target, the ratios libimg/qcow2 and libimg/raw, and each
 # daemon's peak RSS.  Needs root, /dev/fuse, loop devices, fio, qemu-img and
 # qemu-storage-daemon.
 #
-# Environment: RUNTIME (seconds per job, default 5), SIZE (default 1G),
-# DISK (virtual size, default 4G), DIR (work directory, default a new one
+# Environment: RUNTIME (seconds per job, default 4), REPEAT (rounds per job,
+# the median is printed; default 3, at most DISK / SIZE - 1 for the fresh
+# job), SIZE (default 1G), DISK (virtual size, default 8G), DIR (work directory, default a new one
 # under /var/tmp), LOOP_DIO (on|off, default on), IMGSERVE_OPTS (options for
 # imgserve, e.g. "-t 4" or "--host-cache"; default: imgattach's), ONLY (a
 # regular expression: run only the jobs whose name matches), BUILD.
@@ -19,9 +21,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 BIN=$(cd "$BUILD/bin" && pwd)
-RUNTIME=${RUNTIME:-5}
+RUNTIME=${RUNTIME:-4}
 SIZE=${SIZE:-1G}
-DISK=${DISK:-4G}
+DISK=${DISK:-8G}
+REPEAT=${REPEAT:-3}
 LOOP_DIO=${LOOP_DIO:-on}
 
 for c in fio qemu-img qemu-storage-daemon losetup jq; do
@@ -78,33 +81,57 @@ qsd r raw "$W/r.raw"; pid_r=${QSD_PIDS[-1]}
 dev_q=$(losetup --find --show --direct-io=$LOOP_DIO "$W/q.exp"); LOOPS+=("$dev_q")
 dev_r=$(losetup --find --show --direct-io=$LOOP_DIO "$W/r.exp"); LOOPS+=("$dev_r")
 
-run_fio() { # dev name rw bs iodepth -> prints "IOPS MiB/s"
-  fio --name="$2" --filename="$1" --rw="$3" --bs="$4" --iodepth="$5" --size="$SIZE" \
+run_fio() { # dev name rw bs iodepth [fio options] -> prints "IOPS MiB/s"
+  local dev=$1 name=$2 rw=$3 bs=$4 qd=$5
+  shift 5
+  fio --name="$name" --filename="$dev" --rw="$rw" --bs="$bs" --iodepth="$qd" --size="$SIZE" \
       --direct=1 --ioengine=libaio --runtime="$RUNTIME" --time_based --randrepeat=0 \
-      --output-format=json 2>/dev/null |
+      --output-format=json "$@" 2>/dev/null |
     jq -r '.jobs[0] | [(.read.iops + .write.iops), ((.read.bw + .write.bw) / 1024)] | @tsv'
 }
+median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-echo "fio-online: disks of $DISK, jobs over the first $SIZE, ${RUNTIME}s each, loop direct-io=$LOOP_DIO"
+echo "fio-online: disks of $DISK, jobs over the first $SIZE, ${RUNTIME}s each, loop direct-io=$LOOP_DIO,"
+echo "  medians of $REPEAT rounds, the three exports in turn (the order rotates every round)"
 for d in "$dev_a" "$dev_q" "$dev_r"; do      # reads must read data
   fio --name=fill --filename="$d" --rw=write --bs=1M --size="$SIZE" --direct=1 \
       --ioengine=libaio --iodepth=4 --output-format=json >/dev/null 2>&1
 done
 
 printf '%-22s %12s %12s %12s %8s %8s\n' job libimg qcow2 raw "/qcow2" "/raw"
+# name rw bs iodepth unit; "fresh": each round writes a region never
+# written before (past the filled SIZE): allocating writes into a fresh
+# image, where qcow2 allocates a cluster for every new 64 KiB
 JOBS=("randread-4k-qd16 randread 4k 16 iops"
       "randwrite-4k-qd16 randwrite 4k 16 iops"
       "randwrite-4k-qd1 randwrite 4k 1 iops"
+      "randwrite-4k-qd16-fresh randwrite 4k 16 iops fresh"
       "read-1m-qd4 read 1M 4 MiB/s"
       "write-1m-qd4 write 1M 4 MiB/s")
+size_bytes=$(numfmt --from=iec "$SIZE")
+fresh_round=0
+devs=("$dev_a" "$dev_q" "$dev_r")
 for j in "${JOBS[@]}"; do
   set -- $j
   [[ "$1" =~ ${ONLY:-.} ]] || continue
-  vals=()
-  for d in "$dev_a" "$dev_q" "$dev_r"; do
-    read -r iops bw < <(run_fio "$d" "$1" "$2" "$3" "$4")
-    if [ "$5" = iops ]; then vals+=("$(printf '%.0f' "$iops")"); else vals+=("$(printf '%.0f' "$bw")"); fi
+  declare -A got=()
+  for r in $(seq "$REPEAT"); do
+    extra=()
+    if [ "${6:-}" = fresh ]; then
+      fresh_round=$((fresh_round + 1))
+      extra=(--offset=$((size_bytes * fresh_round)))
+    fi
+    for k in 0 1 2; do
+      i=$(((k + r) % 3))
+      read -r iops bw < <(run_fio "${devs[$i]}" "$1" "$2" "$3" "$4" "${extra[@]}")
+      if [ "$5" = iops ]; then v=$(printf '%.0f' "$iops"); else v=$(printf '%.0f' "$bw"); fi
+      got[$i]+="$v "
+    done
   done
+  vals=()
+  for i in 0 1 2; do vals+=("$(echo "${got[$i]}" | median)"); done
+  [ -z "${VERBOSE:-}" ] || echo "  rounds: libimg ${got[0]}| qcow2 ${got[1]}| raw ${got[2]}"
+  unset got
   printf '%-22s %12s %12s %12s %8s %8s   (%s)\n' "$1" "${vals[0]}" "${vals[1]}" "${vals[2]}" \
     "$(echo "scale=2; ${vals[0]} / ${vals[1]}" | bc)" "$(echo "scale=2; ${vals[0]} / ${vals[2]}" | bc)" "$5"
 done
