@@ -988,6 +988,8 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 		ch->ino[ch->n] = st.st_ino;
 	}
 	ch->n++;
+	if ((flags & IMG_OPEN_NO_WRITE_BEHIND) && (flags & IMG_OPEN_RDWR))
+		ioflags |= IMG_IO_NO_WRITE_BEHIND;
 	if (img_vfs == &img_vfs_posix && want_uring(flags)) {
 		r = img_io_uring_open(path, ioflags, &io);
 		if (!r)
@@ -1006,9 +1008,10 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 		io->ops->close(io);
 		return r;
 	}
-	if ((r = open_io(fio, flags & ~IMG_OPEN_IO_URING, &img)))
+	if ((r = open_io(fio, flags & ~(IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND), &img)))
 		return r;
 	img->io_engine = engine;
+	img->io_open_flags = flags & IMG_OPEN_NO_WRITE_BEHIND;
 	img->io_uring_error = uring_err;
 	if (!(img->dir = dir_of(path))) {
 		img_close(img);
@@ -1038,7 +1041,7 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING))
+	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND))
 		return -EINVAL;
 	return open_path(path, flags, &ch, out);
 }

@@ -85,6 +85,7 @@ struct img {
 	pthread_mutex_t commit_lock;
 
 	unsigned io_engine;         /* IMG_IO_ENGINE_*, set by img_open */
+	unsigned io_open_flags;     /* IMG_OPEN_NO_WRITE_BEHIND as img_open got it */
 	int io_uring_error;         /* why io_uring was refused, or 0 */
 	int can_punch;
 	int was_dirty;

@@ -37,6 +37,7 @@ struct uring_io {
 	int direct;                 /* opened with IMG_IO_DIRECT */
 	struct io_uring ring;
 	uint64_t unkicked;          /* write-behind counter (io_posix.c) */
+	int write_behind;           /* not IMG_IO_NO_WRITE_BEHIND */
 };
 
 static struct uring_io *U(struct img_io *io) { return (struct uring_io *)io; }
@@ -192,7 +193,7 @@ static int ur_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 	}
 	r = ring_run(u, ring_reqs, nring);
 	pthread_mutex_unlock(&u->lock);
-	if (rw) {
+	if (rw && u->write_behind) {
 		uint64_t wrote = 0;
 		for (size_t i = 0; i < n; i++)
 			if (reqs[i].op == IMG_IO_OP_WRITE)
@@ -275,6 +276,7 @@ IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **
 	}
 	u->fd = img_io_posix_fd(u->px);
 	u->direct = !!(flags & IMG_IO_DIRECT);
+	u->write_behind = !(flags & IMG_IO_NO_WRITE_BEHIND);
 	pthread_mutex_init(&u->lock, NULL);
 	u->io.ops = &uring_ops;
 	u->io.name = u->px->name;

@@ -163,7 +163,7 @@ static char *join(const char *dir, const char *name)
 /* The flags a handle is opened again with after a switch. */
 static unsigned reopen_flags(struct img *img)
 {
-	return (img->flags & (IMG_OPEN_RDWR | IMG_OPEN_ALLOW_BACKING_PATH)) |
+	return (img->flags & (IMG_OPEN_RDWR | IMG_OPEN_ALLOW_BACKING_PATH)) | img->io_open_flags |
 	       (img->io_engine == IMG_IO_ENGINE_URING ? IMG_OPEN_IO_URING : 0);
 }
 

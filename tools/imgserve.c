@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "common_cache.h"
 #include "common_online.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
@@ -71,12 +72,14 @@
 #define EXPORT_BLOCK_SIZE 4096u
 static uint32_t block_size = EXPORT_BLOCK_SIZE;
 
-/* The filesystem above the loop device caches what it reads and writes;
- * the image file's pages in the host page cache would be a second copy.
- * They are dropped (POSIX_FADV_DONTNEED, clean pages only) after every
- * flush and whenever this much has gone through since the last drop, so
- * the host cache the export uses stays bounded (--host-cache keeps it). */
-#define CACHE_DROP_BYTES (64ull << 20)
+/* The host page cache the export keeps of the image file: at most this
+ * much, least recently used given back first (common_cache.h).  Enough
+ * for a hot working set of random reads to be served from memory, as
+ * qemu-storage-daemon serves them (it keeps everything), without letting
+ * one export fill the host with a second copy of what the filesystem
+ * above the loop device caches anyway.  --cache-size changes it,
+ * --host-cache lifts it (the kernel alone decides). */
+#define CACHE_LIMIT_DEFAULT (1ull << 30)
 
 static const struct option longopts[] = {
 	{ "daemon",    no_argument,       NULL, 'd' },
@@ -85,6 +88,7 @@ static const struct option longopts[] = {
 	{ "read-only", no_argument,       NULL, 'r' },
 	{ "block-size", required_argument, NULL, 'b' },
 	{ "host-cache", no_argument,       NULL, 'c' },
+	{ "cache-size", required_argument, NULL, 'C' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
@@ -101,8 +105,9 @@ static void usage(void)
 	       "  -d, --daemon       run in the background once the export is up\n"
 	       "  -t, --threads N    FUSE worker threads (default 16)\n"
 	       "  -D, --direct-io    open the export uncached (FOPEN_DIRECT_IO)\n"
-	       "  -c, --host-cache   keep the image file in the host page cache (default:\n"
-	       "                     drop it after flushes and every 64 MiB of I/O)\n"
+	       "  -C, --cache-size SIZE  host page cache kept of the image file, least\n"
+	       "                     recently used given back first (default 1G; 0: none)\n"
+	       "  -c, --host-cache   no limit: the kernel alone decides what stays cached\n"
 	       "  -b, --block-size N statfs block size: the loop device's discard\n"
 	       "                     granularity (default 4096)\n"
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
@@ -129,29 +134,55 @@ static struct server {
 	gid_t gid;
 	int direct_io;
 	int read_only;
-	int host_cache;
-	int cache_fd;               /* the image file, for posix_fadvise */
-	atomic_uint_fast64_t since_drop;
+	int host_cache;             /* no limit (--host-cache) */
+	uint64_t cache_limit;
+	int cache_fd;               /* the image file, for posix_fadvise; -1: no limit */
+	struct hcache cache;
 	int ctl_fd;
 	pthread_t main_thread;
 	atomic_int stopping;
 	atomic_uint_fast64_t n_read, n_write, n_discard, n_zero, n_flush;
 	atomic_uint_fast64_t bytes_read, bytes_written;
-} S = { .ctl_fd = -1, .cache_fd = -1 };
+} S = { .ctl_fd = -1, .cache_fd = -1, .cache_limit = CACHE_LIMIT_DEFAULT };
 
-static void drop_cache(void)
+/* hcache's drop callback (S.img held): gives back the host pages of the
+ * data the virtual range [off, off + len) maps to in the image file.
+ * Data of a backing image is in another file and stays (see imgserve(1)). */
+#define DROP_ALIGN (2ull << 20)
+
+static void drop_range(void *ctx, uint64_t off, uint64_t len)
 {
-	if (S.cache_fd >= 0) {
-		atomic_store(&S.since_drop, 0);
-		posix_fadvise(S.cache_fd, 0, 0, POSIX_FADV_DONTNEED);
+	uint64_t end = off + len, vs = atomic_load(&S.vsize);
+
+	(void)ctx;
+	if (end > vs)
+		end = vs;
+	while (off < end) {
+		struct img_extent e;
+		uint64_t n;
+		memset(&e, 0, sizeof(e));
+		if (img_map(S.img, off, &e) < 0 || e.length == 0)
+			break;
+		n = e.length < end - off ? e.length : end - off;
+		if (e.type == IMG_EXTENT_DATA && e.depth == 0) {
+			/* The kernel gives back only the folios wholly inside
+			 * the range, and caches files in folios of up to 2 MiB
+			 * (naturally aligned): so the range is widened to 2 MiB
+			 * boundaries, or the pages of data 1 MiB off them would
+			 * never go (measured: 94 of 128 MiB stayed cached). */
+			uint64_t a = e.host_offset & ~(DROP_ALIGN - 1);
+			uint64_t z = (e.host_offset + n + DROP_ALIGN - 1) & ~(DROP_ALIGN - 1);
+			(void)posix_fadvise(S.cache_fd, (off_t)a, (off_t)(z - a), POSIX_FADV_DONTNEED);
+		}
+		off += n;
 	}
 }
 
-/* Counts bytes moved; drops the host cache every CACHE_DROP_BYTES. */
-static void cache_account(uint64_t n)
+/* A request moved [off, off + n) (S.img held). */
+static void cache_touch(uint64_t off, uint64_t n)
 {
-	if (S.cache_fd >= 0 && atomic_fetch_add(&S.since_drop, n) + n >= CACHE_DROP_BYTES)
-		drop_cache();
+	if (S.cache_fd >= 0 && S.img)
+		hcache_touch(&S.cache, off, n);
 }
 
 /* ---- per-thread I/O buffer ------------------------------------------- */
@@ -316,6 +347,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	n = img_get() ? img_pread(S.img, buf, size, (uint64_t)off) : -EIO;
+	if (n > 0)
+		cache_touch((uint64_t)off, (uint64_t)n);
 	img_put();
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
@@ -323,7 +356,6 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	atomic_fetch_add(&S.n_read, 1);
 	atomic_fetch_add(&S.bytes_read, (uint64_t)n);
-	cache_account((uint64_t)n);
 	fuse_reply_buf(req, buf, (size_t)n);
 }
 
@@ -342,6 +374,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	n = img_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
+	if (n > 0)
+		cache_touch((uint64_t)off, (uint64_t)n);
 	img_put();
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
@@ -349,7 +383,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	atomic_fetch_add(&S.n_write, 1);
 	atomic_fetch_add(&S.bytes_written, (uint64_t)n);
-	cache_account((uint64_t)n);
 	fuse_reply_write(req, (size_t)n);
 }
 
@@ -360,8 +393,6 @@ static int do_flush(void)
 	if (!S.read_only)
 		img_put();
 	atomic_fetch_add(&S.n_flush, 1);
-	if (r == 0)
-		drop_cache();   /* what was dirty is clean now */
 	return r;
 }
 
@@ -508,6 +539,16 @@ static int progress_stop(void *arg, uint64_t done, uint64_t total)
  * (and forgets cached pages past a new, smaller end). */
 static void size_changed(uint64_t old, uint64_t now)
 {
+	if (S.cache_fd >= 0) {
+		pthread_rwlock_wrlock(&S.io_lock);
+		if (hcache_resize(&S.cache, now)) {
+			/* no memory for the bigger table: no limit from now on */
+			close(S.cache_fd);
+			S.cache_fd = -1;
+			S.host_cache = 1;
+		}
+		pthread_rwlock_unlock(&S.io_lock);
+	}
 	atomic_store(&S.vsize, now);
 	fuse_lowlevel_notify_inval_inode(S.se, FUSE_ROOT_ID, now < old ? (off_t)now : -1, 0);
 }
@@ -532,6 +573,10 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
 	json_bool(j, "host_cache", S.host_cache);
+	if (S.cache_fd >= 0) {
+		json_u64(j, "cache_limit", S.cache_limit);
+		json_u64(j, "cache_bytes", hcache_bytes(&S.cache));
+	}
 	json_u64(j, "reads", atomic_load(&S.n_read));
 	json_u64(j, "writes", atomic_load(&S.n_write));
 	json_u64(j, "bytes_read", atomic_load(&S.bytes_read));
@@ -546,8 +591,13 @@ static void status_fields(struct json_out *j)
 static void switched(void)
 {
 	if (S.cache_fd >= 0) {
+		/* the old file's pages go; the new file starts uncached */
+		(void)posix_fadvise(S.cache_fd, 0, 0, POSIX_FADV_DONTNEED);
 		close(S.cache_fd);
 		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
+		hcache_reset(&S.cache);
+		if (S.cache_fd < 0)
+			S.host_cache = 1;   /* cannot advise: no limit from now on */
 	}
 }
 
@@ -924,12 +974,12 @@ int main(int argc, char **argv)
 	pthread_t ctl_thread;
 	char path[PATH_MAX], pidbuf[32], *mopts = NULL;
 	int c, r, go_daemon = 0, ready_fd = -1, ret = EXIT_ERROR, mounted = 0, ctl_started = 0;
-	int handlers = 0, state_written = 0;
+	int handlers = 0, state_written = 0, cache_inited = 0;
 	unsigned threads = 16;
 	uint64_t tmp;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:qhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -948,6 +998,10 @@ int main(int argc, char **argv)
 		case 'D': S.direct_io = 1; break;
 		case 'r': S.read_only = 1; break;
 		case 'c': S.host_cache = 1; break;
+		case 'C':
+			if (parse_size(optarg, &S.cache_limit))
+				return usage_error("invalid cache size '%s'", optarg);
+			break;
 		case 'b':
 			if (parse_size(optarg, &tmp) || tmp < 512 || tmp > (64u << 20) ||
 			    (tmp & (tmp - 1)))
@@ -1001,7 +1055,7 @@ int main(int argc, char **argv)
 	}
 	/* The lock decides who serves the image; the run directory is ours
 	 * only once we hold it. */
-	if (open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR, &S.img) < 0)
+	if (open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR | IMG_OPEN_NO_WRITE_BEHIND, &S.img) < 0)
 		return EXIT_ERROR;
 	memset(&in, 0, sizeof(in));
 	r = img_info(S.img, &in);
@@ -1011,8 +1065,17 @@ int main(int argc, char **argv)
 	}
 	atomic_store(&S.vsize, in.virtual_size);
 	S.cluster_size = in.cluster_size;
-	if (!S.host_cache)
+	if (!S.host_cache) {
+		if (hcache_init(&S.cache, S.cache_limit, in.virtual_size, in.cluster_size,
+				drop_range, NULL)) {
+			errmsg("out of memory");
+			goto out;
+		}
+		cache_inited = 1;
 		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
+		if (S.cache_fd < 0)
+			S.host_cache = 1;   /* cannot advise: no limit */
+	}
 	online_state_reload(&st);
 	if (st.loop[0] || st.mountpoint[0]) {
 		online_refuse_if_used(file, &st);
@@ -1137,6 +1200,8 @@ out:
 	}
 	if (S.cache_fd >= 0)
 		close(S.cache_fd);
+	if (cache_inited)
+		hcache_free(&S.cache);
 	if (state_written) {
 		online_state_set(S.rundir, "pid", NULL);
 		online_state_set(S.rundir, "export", NULL);

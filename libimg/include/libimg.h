@@ -108,6 +108,9 @@ struct img_io {
 #define IMG_IO_CREATE  0x2u   /* O_CREAT|O_EXCL */
 #define IMG_IO_DIRECT  0x4u   /* O_DIRECT: the caller aligns buffers, offsets
                                * and lengths (4096 is always enough) */
+#define IMG_IO_NO_WRITE_BEHIND 0x8u /* no write-behind: the backend does not
+                               * start the write-out of the file's dirty pages
+                               * every 32 MiB written (see io_posix.c) */
 
 int img_io_posix_open(const char *path, unsigned flags, struct img_io **out);
 /* The io_uring backend (liburing): batches (img_io_batch) run with up to 32
@@ -179,6 +182,15 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * (img_info() says which and why).  Without
                                   * it, LIBIMG_IO=uring in the environment
                                   * asks the same; LIBIMG_IO=posix forbids it */
+#define IMG_OPEN_NO_WRITE_BEHIND 0x40u /* the backend leaves the write-out of
+                                  * dirty pages to the kernel (and img_flush)
+                                  * instead of starting it every 32 MiB
+                                  * written.  For servers (imgserve) whose
+                                  * clients overwrite the same blocks and
+                                  * flush when they need to: there the write-
+                                  * out costs the request threads CPU and
+                                  * writes blocks that are written again.
+                                  * Bulk copies want write-behind (default) */
 #define IMG_OPEN_ALLOW_BACKING_PATH 0x08u  /* follow backing references that are
                                   * absolute or contain ".." (refused otherwise,
                                   * with -EPERM) */

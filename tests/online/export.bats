@@ -65,6 +65,38 @@ teardown() { online_teardown; }
   assert_nothing_left
 }
 
+@test "imgserve: the host page cache of the image stays within --cache-size" {
+  command -v fincore >/dev/null || skip "needs fincore (util-linux)"
+  mkimg a.img 256M >/dev/null
+  touch exp
+  imgserve --daemon -q --cache-size 16M a.img exp
+  ctl status | grep -q '"cache_limit": *16777216'
+  head -c $((128 * M)) /dev/urandom > data
+  # written and flushed through the export, then read back: 128 MiB went
+  # through, the image file keeps 16 MiB of it (and its metadata)
+  dd if=data of=exp bs=1M oflag=direct conv=notrunc,fsync status=none
+  cmp <(dd if=exp bs=1M count=128 iflag=direct status=none) data
+  used=$(ctl status | sed 's/.*"cache_bytes": *\([0-9]*\).*/\1/')
+  [ "$used" -le $((16 * M)) ]
+  cached=$(fincore -b -n -o RES a.img)
+  echo "image file cached: $cached bytes"
+  [ "$cached" -le $((20 * M)) ]
+  # without a limit, the same reads leave it all cached (the check above
+  # could fail)
+  kill -TERM "$(daemon_pid)"
+  for i in $(seq 100); do grep -q " $T/exp " /proc/mounts || break; sleep 0.1; done
+  imgserve --daemon -q --host-cache a.img exp
+  cmp <(dd if=exp bs=1M count=128 iflag=direct status=none) data
+  [ "$(fincore -b -n -o RES a.img)" -ge $((100 * M)) ]
+  ! ctl status | grep -q cache_limit
+  kill -TERM "$(daemon_pid)"
+  for i in $(seq 100); do grep -q " $T/exp " /proc/mounts || break; sleep 0.1; done
+  run_split imgserve --cache-size 12x a.img exp
+  [ "$status" -eq 1 ]
+  [[ "$err" == *"invalid cache size '12x'"* ]]
+  assert_nothing_left
+}
+
 @test "imgserve: bad input" {
   mkimg a.img 16M >/dev/null
   head -c 1M /dev/urandom > notimg

@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/* Unit test of the export's bounded host cache (tools/common_cache.c):
+ * a model of the pages the kernel holds, fed by the drop callback, checks
+ * that what is cached stays within the limit, that chunks used again
+ * survive a one-pass stream (the second chance), that dirty chunks given
+ * back are given back again later, that a limit of 0 keeps nothing, and
+ * that resizing keeps what is inside the new size.  Exit 0 pass, 1 fail. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../tools/common_cache.c"
+
+static int failures;
+
+#define CHECK(cond)                                                          \
+	do {                                                                 \
+		if (!(cond)) {                                               \
+			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
+			failures++;                                          \
+		}                                                            \
+	} while (0)
+
+#define MIB (1ull << 20)
+#define NCH 4096u                    /* chunks of the model disk */
+
+/* The model page cache: which 2 MiB chunks hold pages, and how often each
+ * was given back. */
+static unsigned char held[NCH];
+static unsigned drops[NCH];
+
+static void drop(void *ctx, uint64_t off, uint64_t len)
+{
+	(void)ctx;
+	if (len != 2 * MIB || off % (2 * MIB)) {
+		fprintf(stderr, "FAIL: drop of %llu+%llu is not one chunk\n",
+			(unsigned long long)off, (unsigned long long)len);
+		failures++;
+		return;
+	}
+	held[off / (2 * MIB)] = 0;
+	drops[off / (2 * MIB)]++;
+}
+
+static void use(struct hcache *c, uint64_t chunk)
+{
+	held[chunk] = 1;            /* read first, as imgserve does */
+	hcache_touch(c, chunk * 2 * MIB + 4096, 4096);
+}
+
+static unsigned nheld(void)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < NCH; i++)
+		n += held[i];
+	return n;
+}
+
+static void reset_model(void)
+{
+	memset(held, 0, sizeof(held));
+	memset(drops, 0, sizeof(drops));
+}
+
+int main(void)
+{
+	struct hcache c;
+
+	/* the limit holds whatever the pattern: 32 MiB = 16 chunks */
+	reset_model();
+	CHECK(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	CHECK(hcache_chunk_size(&c) == 2 * MIB);
+	srand(7);
+	for (int i = 0; i < 20000; i++) {
+		use(&c, (uint64_t)rand() % NCH);
+		if (nheld() > 16) {
+			fprintf(stderr, "FAIL: %u chunks held after %d uses (limit 16)\n", nheld(), i);
+			failures++;
+			break;
+		}
+	}
+	CHECK(hcache_bytes(&c) <= 32 * MIB);
+
+	/* a hot set used again and again survives a one-pass stream */
+	hcache_reset(&c);
+	reset_model();
+	for (int round = 0; round < 3; round++)
+		for (uint64_t k = 0; k < 8; k++)
+			use(&c, k);
+	for (uint64_t k = 100; k < 1100; k++) {
+		use(&c, k);
+		if (k % 4 == 0)          /* the hot set stays in use */
+			for (uint64_t h = 0; h < 8; h++)
+				use(&c, h);
+	}
+	for (uint64_t h = 0; h < 8; h++)
+		CHECK(held[h] && drops[h] == 0);
+	CHECK(nheld() <= 16);
+
+	/* a chunk given back is given back once more HC_LATE evictions
+	 * later (its dirty pages were written out meanwhile)... */
+	hcache_reset(&c);
+	reset_model();
+	for (uint64_t k = 0; k < 16 + 1 + HC_LATE; k++)
+		use(&c, 2000 + k);
+	CHECK(drops[2000] == 2);
+	CHECK(drops[2001] == 1);
+	/* ...unless it came back into use */
+	hcache_reset(&c);
+	reset_model();
+	for (uint64_t k = 0; k < 17; k++)
+		use(&c, 3000 + k);           /* 3000 given back once */
+	CHECK(drops[3000] == 1);
+	use(&c, 3000);                       /* in use again */
+	for (uint64_t k = 17; k < 17 + HC_LATE + 4; k++)
+		use(&c, 3000 + k);
+	CHECK(drops[3000] == 1 || !held[3000]);
+	CHECK(nheld() <= 16);
+
+	/* resizing: a smaller disk forgets chunks past its end, a larger
+	 * one starts them uncached; the limit still holds */
+	CHECK(hcache_resize(&c, 1000 * 2 * MIB) == 0);
+	CHECK(c.nchunks == 1000);
+	for (uint64_t k = 0; k < 200; k++)
+		use(&c, k);
+	CHECK(nheld() <= 16 + 20);           /* chunks past the end were not counted */
+	CHECK(hcache_resize(&c, NCH * 2 * MIB) == 0);
+	for (uint64_t k = 0; k < 500; k++)
+		use(&c, (k * 37) % NCH);
+	CHECK(hcache_bytes(&c) <= 32 * MIB);
+	hcache_free(&c);
+
+	/* a range across chunks counts every chunk it touches */
+	reset_model();
+	CHECK(hcache_init(&c, 64 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	hcache_touch(&c, 2 * MIB - 512, 1024);
+	CHECK(hcache_bytes(&c) == 4 * MIB);
+	hcache_touch(&c, (uint64_t)NCH * 2 * MIB - 4096, 1 << 20);   /* clamped at the end */
+	CHECK(hcache_bytes(&c) == 6 * MIB);
+	hcache_free(&c);
+
+	/* limit 0: nothing is kept, each use is given back at once */
+	reset_model();
+	CHECK(hcache_init(&c, 0, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	for (uint64_t k = 0; k < 50; k++)
+		use(&c, k);
+	CHECK(nheld() == 0);
+	CHECK(hcache_bytes(&c) == 0);
+	hcache_free(&c);
+
+	/* clusters larger than 2 MiB: chunks of a cluster */
+	CHECK(hcache_init(&c, 64 * MIB, 1ull << 40, 8u << 20, drop, NULL) == 0);
+	CHECK(hcache_chunk_size(&c) == 8 * MIB);
+	CHECK(c.cap == 8);
+	hcache_free(&c);
+
+	if (failures)
+		fprintf(stderr, "hcache: %d failures\n", failures);
+	else
+		printf("hcache: ok\n");
+	return failures ? 1 : 0;
+}
