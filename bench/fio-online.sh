@@ -134,6 +134,17 @@ for j in "${JOBS[@]}"; do
   unset got
   printf '%-22s %12s %12s %12s %8s %8s   (%s)\n' "$1" "${vals[0]}" "${vals[1]}" "${vals[2]}" \
     "$(echo "scale=2; ${vals[0]} / ${vals[1]}" | bc)" "$(echo "scale=2; ${vals[0]} / ${vals[2]}" | bc)" "$5"
+  if [ -n "${BENCH_SUMMARY:-}" ]; then
+    # the targets: >= 1.2x qcow2 (2x for allocating writes), >= 0.9x raw
+    tq=1.2; [ "${6:-}" = fresh ] && tq=2
+    for ref in 1 2; do
+      name=$([ $ref = 1 ] && echo qcow2 || echo raw); t=$([ $ref = 1 ] && echo "$tq" || echo 0.9)
+      ratio=$(echo "${vals[0]} ${vals[$ref]}" | awk '{printf "%.2f", $1 / $2}')
+      below=$(awk -v r="$ratio" -v t="$t" 'BEGIN { if (r + 1e-9 < t) printf " BELOW" }')
+      printf 'RATIO|online (fio on the loop device)|%s vs %s over qemu-storage-daemon|%s %s|%s %s|%sx|>= %sx%s\n' \
+        "$1" "$name" "${vals[0]}" "$5" "${vals[$ref]}" "$5" "$ratio" "$t" "$below"
+    done
+  fi
 done
 rss() { awk '/^VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$1/status"; }
 echo "peak RSS: imgserve $(rss "$pid_a"), qemu-storage-daemon qcow2 $(rss "$pid_q"), raw $(rss "$pid_r")"
