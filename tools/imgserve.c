@@ -257,6 +257,15 @@ static void fill_attr(struct stat *st)
 	img_put();
 }
 
+/* How long the kernel may trust the attributes it got.  The size changes
+ * only through this daemon, which tells the kernel at once (size_changed:
+ * fuse_lowlevel_notify_inval_inode), so they are trusted for long.  With
+ * 0, every read was preceded by a GETATTR round trip (the kernel checks
+ * the size before a read): 4 KiB random reads at depth 16 served from the
+ * host cache went from 18-21k to 50k requests a second (bench/fio-online.sh).
+ * Without auto_inval_data the GETATTR is not asked for either. */
+#define ATTR_TIMEOUT 3600.0
+
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	/* Asynchronous direct I/O from the loop driver arrives as many
@@ -266,6 +275,9 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ASYNC_DIO)
 		conn->want |= FUSE_CAP_ASYNC_DIO;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* The data changes only through this daemon: no revalidation of the
+	 * page cache by mtime (with it, every read first asked GETATTR). */
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -277,7 +289,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		return;
 	}
 	fill_attr(&st);
-	fuse_reply_attr(req, &st, 0.0);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
@@ -301,7 +313,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	if (to_set & FUSE_SET_ATTR_GID)
 		S.gid = attr->st_gid;
 	fill_attr(&st);
-	fuse_reply_attr(req, &st, 0.0);
+	fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

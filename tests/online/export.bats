@@ -31,6 +31,13 @@ teardown() { online_teardown; }
   ctl status | grep -q '^ok {.*"virtual_size": *67108864'
   ctl bogus | grep -q "^error 22 unknown command"
   ctl "grow 12x" | grep -q "^error 22"
+  # the kernel keeps the attributes for long (ATTR_TIMEOUT): a resize
+  # through the daemon must still show at once
+  [ "$(file_size exp)" -eq $((64 * M)) ]
+  ctl "grow $((96 * M))" | grep -q '^ok'
+  [ "$(file_size exp)" -eq $((96 * M)) ]
+  ctl "shrink $((64 * M))" | grep -q '^ok'
+  [ "$(file_size exp)" -eq $((64 * M)) ]
   pid=$(daemon_pid)
   ctl stop | grep -q '^ok'
   for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
