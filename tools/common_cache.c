@@ -9,7 +9,6 @@
 #define HC_CACHED 0x1u
 #define HC_REF    0x2u
 #define HC_MIN_SHIFT 21u            /* 2 MiB */
-#define HC_LATE 32u                 /* the size of struct hcache's late ring */
 
 int hcache_init(struct hcache *c, uint64_t limit, uint64_t vsize, uint32_t cluster_size,
 		hcache_drop_fn drop, void *ctx)

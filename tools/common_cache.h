@@ -46,6 +46,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#define HC_LATE 32u   /* chunks given back a second time this many evictions later */
+
 /* Gives back the host pages of the virtual range [off, off + len). */
 typedef void (*hcache_drop_fn)(void *ctx, uint64_t off, uint64_t len);
 
@@ -56,7 +58,7 @@ struct hcache {
 	unsigned shift;             /* a chunk is 1 << shift bytes */
 	uint64_t *fifo;             /* cached chunks, a ring of cap entries */
 	uint64_t cap, head, n;
-	uint64_t late[32];          /* given back once, again later (HC_LATE) */
+	uint64_t late[HC_LATE];     /* given back once, again later */
 	unsigned nlate, late_head;
 	hcache_drop_fn drop;
 	void *ctx;

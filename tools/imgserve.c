@@ -134,7 +134,7 @@ static struct server {
 	gid_t gid;
 	int direct_io;
 	int read_only;
-	int host_cache;             /* no limit (--host-cache) */
+	int host_cache;             /* --host-cache: no limit asked for */
 	uint64_t cache_limit;
 	int cache_fd;               /* the image file, for posix_fadvise; -1: no limit */
 	struct hcache cache;
@@ -557,7 +557,6 @@ static void size_changed(uint64_t old, uint64_t now)
 			/* no memory for the bigger table: no limit from now on */
 			close(S.cache_fd);
 			S.cache_fd = -1;
-			S.host_cache = 1;
 		}
 		pthread_rwlock_unlock(&S.io_lock);
 	}
@@ -584,7 +583,7 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "disk_usage", in.disk_usage);
 	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
-	json_bool(j, "host_cache", S.host_cache);
+	json_bool(j, "host_cache", S.cache_fd < 0);   /* no limit in force */
 	if (S.cache_fd >= 0) {
 		json_u64(j, "cache_limit", S.cache_limit);
 		json_u64(j, "cache_bytes", hcache_bytes(&S.cache));
@@ -607,9 +606,7 @@ static void switched(void)
 		(void)posix_fadvise(S.cache_fd, 0, 0, POSIX_FADV_DONTNEED);
 		close(S.cache_fd);
 		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
-		hcache_reset(&S.cache);
-		if (S.cache_fd < 0)
-			S.host_cache = 1;   /* cannot advise: no limit from now on */
+		hcache_reset(&S.cache);   /* cache_fd -1: no limit from now on */
 	}
 }
 
@@ -1084,9 +1081,8 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		cache_inited = 1;
+		/* -1 (cannot advise): no limit */
 		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
-		if (S.cache_fd < 0)
-			S.host_cache = 1;   /* cannot advise: no limit */
 	}
 	online_state_reload(&st);
 	if (st.loop[0] || st.mountpoint[0]) {

@@ -10,16 +10,7 @@
 #include <string.h>
 
 #include "../../tools/common_cache.c"
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
+#include "../helpers/tassert.h"
 
 #define MIB (1ull << 20)
 #define NCH 4096u                    /* chunks of the model disk */
@@ -32,12 +23,9 @@ static unsigned drops[NCH];
 static void drop(void *ctx, uint64_t off, uint64_t len)
 {
 	(void)ctx;
-	if (len != 2 * MIB || off % (2 * MIB)) {
-		fprintf(stderr, "FAIL: drop of %llu+%llu is not one chunk\n",
-			(unsigned long long)off, (unsigned long long)len);
-		failures++;
-		return;
-	}
+	if (len != 2 * MIB || off % (2 * MIB))
+		T_FAIL("drop of %llu+%llu is not one chunk", (unsigned long long)off,
+		       (unsigned long long)len);
 	held[off / (2 * MIB)] = 0;
 	drops[off / (2 * MIB)]++;
 }
@@ -68,18 +56,15 @@ int main(void)
 
 	/* the limit holds whatever the pattern: 32 MiB = 16 chunks */
 	reset_model();
-	CHECK(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
-	CHECK(hcache_chunk_size(&c) == 2 * MIB);
+	T_ASSERT(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	T_ASSERT(hcache_chunk_size(&c) == 2 * MIB);
 	srand(7);
 	for (int i = 0; i < 20000; i++) {
 		use(&c, (uint64_t)rand() % NCH);
-		if (nheld() > 16) {
-			fprintf(stderr, "FAIL: %u chunks held after %d uses (limit 16)\n", nheld(), i);
-			failures++;
-			break;
-		}
+		if (nheld() > 16)
+			T_FAIL("%u chunks held after %d uses (limit 16)", nheld(), i);
 	}
-	CHECK(hcache_bytes(&c) <= 32 * MIB);
+	T_ASSERT(hcache_bytes(&c) <= 32 * MIB);
 
 	/* a hot set used again and again survives a one-pass stream */
 	hcache_reset(&c);
@@ -94,8 +79,8 @@ int main(void)
 				use(&c, h);
 	}
 	for (uint64_t h = 0; h < 8; h++)
-		CHECK(held[h] && drops[h] == 0);
-	CHECK(nheld() <= 16);
+		T_ASSERT(held[h] && drops[h] == 0);
+	T_ASSERT(nheld() <= 16);
 
 	/* a chunk given back is given back once more HC_LATE evictions
 	 * later (its dirty pages were written out meanwhile)... */
@@ -103,60 +88,57 @@ int main(void)
 	reset_model();
 	for (uint64_t k = 0; k < 16 + 1 + HC_LATE; k++)
 		use(&c, 2000 + k);
-	CHECK(drops[2000] == 2);
-	CHECK(drops[2001] == 1);
+	T_ASSERT(drops[2000] == 2);
+	T_ASSERT(drops[2001] == 1);
 	/* ...unless it came back into use */
 	hcache_reset(&c);
 	reset_model();
 	for (uint64_t k = 0; k < 17; k++)
 		use(&c, 3000 + k);           /* 3000 given back once */
-	CHECK(drops[3000] == 1);
+	T_ASSERT(drops[3000] == 1);
 	use(&c, 3000);                       /* in use again */
 	for (uint64_t k = 17; k < 17 + HC_LATE + 4; k++)
 		use(&c, 3000 + k);
-	CHECK(drops[3000] == 1 || !held[3000]);
-	CHECK(nheld() <= 16);
+	T_ASSERT(drops[3000] == 1 || !held[3000]);
+	T_ASSERT(nheld() <= 16);
 
 	/* resizing: a smaller disk forgets chunks past its end, a larger
 	 * one starts them uncached; the limit still holds */
-	CHECK(hcache_resize(&c, 1000 * 2 * MIB) == 0);
-	CHECK(c.nchunks == 1000);
+	T_ASSERT(hcache_resize(&c, 1000 * 2 * MIB) == 0);
+	T_ASSERT(c.nchunks == 1000);
 	for (uint64_t k = 0; k < 200; k++)
 		use(&c, k);
-	CHECK(nheld() <= 16 + 20);           /* chunks past the end were not counted */
-	CHECK(hcache_resize(&c, NCH * 2 * MIB) == 0);
+	T_ASSERT(nheld() <= 16 + 20);           /* chunks past the end were not counted */
+	T_ASSERT(hcache_resize(&c, NCH * 2 * MIB) == 0);
 	for (uint64_t k = 0; k < 500; k++)
 		use(&c, (k * 37) % NCH);
-	CHECK(hcache_bytes(&c) <= 32 * MIB);
+	T_ASSERT(hcache_bytes(&c) <= 32 * MIB);
 	hcache_free(&c);
 
 	/* a range across chunks counts every chunk it touches */
 	reset_model();
-	CHECK(hcache_init(&c, 64 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	T_ASSERT(hcache_init(&c, 64 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	hcache_touch(&c, 2 * MIB - 512, 1024);
-	CHECK(hcache_bytes(&c) == 4 * MIB);
+	T_ASSERT(hcache_bytes(&c) == 4 * MIB);
 	hcache_touch(&c, (uint64_t)NCH * 2 * MIB - 4096, 1 << 20);   /* clamped at the end */
-	CHECK(hcache_bytes(&c) == 6 * MIB);
+	T_ASSERT(hcache_bytes(&c) == 6 * MIB);
 	hcache_free(&c);
 
 	/* limit 0: nothing is kept, each use is given back at once */
 	reset_model();
-	CHECK(hcache_init(&c, 0, NCH * 2 * MIB, 65536, drop, NULL) == 0);
+	T_ASSERT(hcache_init(&c, 0, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	for (uint64_t k = 0; k < 50; k++)
 		use(&c, k);
-	CHECK(nheld() == 0);
-	CHECK(hcache_bytes(&c) == 0);
+	T_ASSERT(nheld() == 0);
+	T_ASSERT(hcache_bytes(&c) == 0);
 	hcache_free(&c);
 
 	/* clusters larger than 2 MiB: chunks of a cluster */
-	CHECK(hcache_init(&c, 64 * MIB, 1ull << 40, 8u << 20, drop, NULL) == 0);
-	CHECK(hcache_chunk_size(&c) == 8 * MIB);
-	CHECK(c.cap == 8);
+	T_ASSERT(hcache_init(&c, 64 * MIB, 1ull << 40, 8u << 20, drop, NULL) == 0);
+	T_ASSERT(hcache_chunk_size(&c) == 8 * MIB);
+	T_ASSERT(c.cap == 8);
 	hcache_free(&c);
 
-	if (failures)
-		fprintf(stderr, "hcache: %d failures\n", failures);
-	else
-		printf("hcache: ok\n");
-	return failures ? 1 : 0;
+	printf("hcache: ok\n");
+	return 0;
 }
