@@ -743,7 +743,7 @@ static void img_free(struct img *img)
 }
 
 #define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
-		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING)
+		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING | IMG_OPEN_SCRATCH)
 
 static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
@@ -776,6 +776,10 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	pthread_mutex_init(&img->commit_lock, NULL);
 	if (!img->name) {
 		r = -ENOMEM;
+		goto fail;
+	}
+	if ((flags & IMG_OPEN_SCRATCH) && !rw) {
+		r = img_fail(img, -EINVAL, "a scratch open must be read-write");
 		goto fail;
 	}
 	if ((flags & IMG_OPEN_NOLOCK) && rw) {

@@ -309,6 +309,23 @@ static int commit_locked(struct img *img)
 				     blocks + i * IMG_BLOCK_SIZE);
 	pthread_mutex_unlock(&img->meta_lock);
 
+	/* Scratch (IMG_OPEN_SCRATCH, FORMAT.md 6 "Unpublished files"): no
+	 * log.  The blocks go in place, then one sync makes data and map
+	 * durable together.  The log is empty: a writer's open checkpoints
+	 * it, and scratch commits never append, so no later checkpoint can
+	 * replay older blocks over these. */
+	if (img->flags & IMG_OPEN_SCRATCH) {
+		for (uint64_t i = 0; i < n && !r; i++)
+			r = apply_in_place(img, targets[i], blocks + i * IMG_BLOCK_SIZE);
+		if (!r)
+			r = io->ops->flush(io);
+		if (r) {
+			img_fail(img, r, "writing BAT blocks in place");
+			goto restore;
+		}
+		goto done;
+	}
+
 	/* 2. Data durable before the map that points at it. */
 	if ((r = io->ops->flush(io))) {
 		img_fail(img, r, "syncing data");

@@ -774,7 +774,7 @@ int main(int argc, char **argv)
 			img_errmsg(dst, r);
 			goto out;
 		}
-		r = img_open(tmp_path, IMG_OPEN_RDWR, &d.img);
+		r = img_open(tmp_path, IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &d.img);
 		if (r < 0) {
 			img_errmsg(dst, r);
 			goto out;

@@ -391,7 +391,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		img_errmsg(file, r);
 		goto out;
 	}
-	if ((r = img_open(tmp[T_IMG], IMG_OPEN_RDWR, &img)) < 0) {
+	if ((r = img_open(tmp[T_IMG], IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &img)) < 0) {
 		img_errmsg(file, r);
 		goto out;
 	}

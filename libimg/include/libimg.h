@@ -191,6 +191,16 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * out costs the request threads CPU and
                                   * writes blocks that are written again.
                                   * Bulk copies want write-behind (default) */
+#define IMG_OPEN_SCRATCH 0x80u  /* with IMG_OPEN_RDWR, for a file nobody uses
+                                  * until img_close returns (a new image built
+                                  * under a temporary name and renamed into
+                                  * place after, as imgconvert and mkimg do):
+                                  * commits write BAT blocks in place, without
+                                  * the log, and sync once (FORMAT.md 6,
+                                  * "Unpublished files").  img_flush and
+                                  * img_close still make everything durable,
+                                  * but a crash before img_close returns may
+                                  * leave the file inconsistent: throw it away */
 #define IMG_OPEN_ALLOW_BACKING_PATH 0x08u  /* follow backing references that are
                                   * absolute or contain ".." (refused otherwise,
                                   * with -EPERM) */
