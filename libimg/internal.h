@@ -264,8 +264,9 @@ size_t alloc_mark_entries(struct img *img, const uint64_t *e, size_t n, uint64_t
  * Called without meta_lock. */
 void alloc_release_unmapped(struct img *img, uint64_t h);
 
-/* io_posix.c: count len written on fd; every 32 MiB start the write-out of
- * the file's dirty pages without waiting (write-behind, a hint). */
+/* io_posix.c: count one write of len bytes on fd (writes under 64 KiB do
+ * not count); every 32 MiB counted, start the write-out of the file's
+ * dirty pages without waiting (write-behind, a hint). */
 void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
 
 /* io_posix.c: the descriptor of a posix backend. */

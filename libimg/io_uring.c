@@ -193,13 +193,10 @@ static int ur_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 	}
 	r = ring_run(u, ring_reqs, nring);
 	pthread_mutex_unlock(&u->lock);
-	if (rw && u->write_behind) {
-		uint64_t wrote = 0;
+	if (rw && u->write_behind)
 		for (size_t i = 0; i < n; i++)
 			if (reqs[i].op == IMG_IO_OP_WRITE)
-				wrote += reqs[i].len;
-		img_io_write_behind(u->fd, &u->unkicked, wrote);
-	}
+				img_io_write_behind(u->fd, &u->unkicked, reqs[i].len);
 	return r;
 }
 
