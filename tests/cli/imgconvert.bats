@@ -253,3 +253,28 @@ teardown() { common_teardown; }
   "$BIN/imgconvert" -p -O raw a.img c.raw > out 2> err
   [ ! -s err ]
 }
+
+@test "imgconvert: a libimg source's clusters are read at their host offsets (direct I/O), a delta's own and its backing's" {
+  "$BIN/mkimg" -q a.img 8M
+  truncate -s 8M want.raw
+  # clusters written last to first: on the host they lie in reverse order
+  for i in 7 6 5 4 3 2 1 0; do
+    head -c $((M - 4096)) /dev/urandom > d$i
+    write_at a.img d$i $((i * M + 4096))
+    dd if=d$i of=want.raw bs=4096 seek=$((i * 256 + 1)) conv=notrunc status=none
+  done
+  run_split imgconvert -v -O raw a.img back.raw
+  [ "$status" -eq 0 ]
+  [[ "$err" == *"data clusters of the image itself read with"*"direct I/O"* ]]
+  cmp want.raw back.raw
+  "$BIN/imgconvert" -q a.img b.img
+  to_raw b.img back2.raw
+  cmp want.raw back2.raw
+  # a delta: its own clusters from its file, the rest from the backing image
+  "$BIN/mkimg" -q --backing a.img top.img
+  head -c $((2 * M)) /dev/urandom > own
+  write_at top.img own $((3 * M))
+  dd if=own of=want.raw bs=1M seek=3 conv=notrunc status=none
+  "$BIN/imgconvert" -q -O raw top.img back3.raw
+  cmp want.raw back3.raw
+}
