@@ -763,7 +763,8 @@ int main(int argc, char **argv)
 	if (open_source(&s, nolock) < 0)
 		goto out;
 	verbose_msg("%s: %s read with %s, %u MiB pieces in %u requests", src,
-		    s.fmt == FMT_RAW ? "data" : "data clusters of the image itself", s.engine,
+		    s.fmt == FMT_RAW ? "data" : "data clusters of the image itself",
+		    s.engine ? s.engine : "buffered reads",
 		    CHUNK >> 20, CHUNK / SUBREAD);
 	if (check_target(dst, force, &s) < 0)
 		goto out;
