@@ -200,14 +200,12 @@ static int src_read(struct end *s, void *buf, size_t len, uint64_t off)
 	ssize_t n;
 	int r;
 
-	if (s->dio && aligned && s->fmt == FMT_RAW) {
-		r = direct_read(s, buf, len, off);
+	if (s->dio && aligned &&
+	    (s->fmt == FMT_RAW || (off >= s->run_start && off + len <= s->run_end))) {
+		r = direct_read(s, buf, len,
+				s->fmt == FMT_RAW ? off : s->run_host + (off - s->run_start));
 		if (r != -EINVAL)
-			return r;
-	} else if (s->dio && aligned && off >= s->run_start && off + len <= s->run_end) {
-		r = direct_read(s, buf, len, s->run_host + (off - s->run_start));
-		if (r != -EINVAL)
-			return r;
+			return r;       /* -EINVAL: direct I/O refused, dio closed */
 	}
 	if (s->fmt == FMT_RAW)
 		return raw_read(s, buf, len, off);

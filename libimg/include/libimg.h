@@ -196,7 +196,7 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * under a temporary name and renamed into
                                   * place after, as imgconvert and mkimg do):
                                   * commits write BAT blocks in place, without
-                                  * the log, and sync once (FORMAT.md 6,
+                                  * the log, one sync each (FORMAT.md 6,
                                   * "Unpublished files").  img_flush and
                                   * img_close still make everything durable,
                                   * but a crash before img_close returns may

@@ -59,7 +59,7 @@ static uint64_t dirty_after(size_t len)
 		T_EQ(img_pwrite(img, buf, len, off), len);
 	fd = open(path, O_RDONLY);
 	T_ASSERT(fd >= 0);
-	d = dirty_pages(fd) * 4;
+	d = dirty_pages(fd) * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 	close(fd);
 	T_OK(img_close(img));
 	unlink(path);
