@@ -76,7 +76,11 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 
 all: $(DEPS_STAMP) lib tools tests
 
-deps $(DEPS_STAMP): scripts/deps.sh
+# Every compile waits for the dependency step (an order-only prerequisite:
+# a fresh machine installs the headers before the first object is built).
+deps:
+	$(Q)scripts/deps.sh
+$(DEPS_STAMP): scripts/deps.sh
 	$(Q)scripts/deps.sh
 	$(Q)mkdir -p $(BUILD) && touch $(DEPS_STAMP)
 
@@ -84,7 +88,7 @@ lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
 tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)
+$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(ALL_CFLAGS) $(CFLAGS_$(notdir $*)) -c -o $@ $<
@@ -166,7 +170,7 @@ clang-build: $(DEPS_STAMP)
 
 # ThreadSanitizer build of the multi-threaded test (clang).
 tsan-build: build-tsan/threads
-build-tsan/threads: $(LIB_SRCS) tests/unit/threads.c $(wildcard libimg/*.h libimg/include/*.h)
+build-tsan/threads: $(LIB_SRCS) tests/unit/threads.c $(wildcard libimg/*.h libimg/include/*.h) | $(DEPS_STAMP)
 	$(Q)mkdir -p build-tsan
 	$(Q)clang -std=c11 -D_GNU_SOURCE -fsanitize=thread -g -O1 -Ilibimg/include -Ilibimg \
 		$(FS_CFLAGS) $(LIB_SRCS) tests/unit/threads.c $(LIBS) -o $@

@@ -249,6 +249,11 @@ void print_version(void)
 	printf("%s (libimg) %s\n", progname, LIBIMG_VERSION_STRING);
 }
 
+int exit_status(int err)
+{
+	return err == -EBUSY ? EXIT_BUSY : EXIT_ERROR;
+}
+
 int open_image(const char *path, unsigned flags, struct img **out)
 {
 	int r = img_probe(path);

@@ -16,9 +16,18 @@
 
 #include "libimg.h"
 
-/* Exit statuses shared by every tool (imgcheck adds 2, 3 and 63). */
+/* Exit statuses shared by every tool (imgcheck adds 2, 3 and 63, as
+ * qemu-img check).  Documented in every man page's EXIT STATUS. */
 #define EXIT_OK    0
 #define EXIT_ERROR 1
+#define EXIT_CHAIN 4    /* the image itself is intact, but its backing chain
+                         * is missing or not the one it was made over */
+#define EXIT_BUSY  75   /* in use: locked by another process (sysexits'
+                         * EX_TEMPFAIL: retrying later may succeed) */
+
+/* The exit status for a libimg error: EXIT_BUSY for -EBUSY, else
+ * EXIT_ERROR. */
+int exit_status(int err);
 
 /* The only globals: set by tool_init() and the option loops. */
 extern const char *progname;
