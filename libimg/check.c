@@ -221,6 +221,8 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		return -EINVAL;
 	if (repair && img->rdonly)
 		return img_fail(img, -EROFS, "repair needs the image opened for writing");
+	if (repair && (r = img_check_failed(img)))   /* a sync failed: reopen first */
+		return r;
 	if (!(buf = malloc(img->g.cluster_size)))
 		return -ENOMEM;
 	pthread_rwlock_wrlock(&img->map_lock);

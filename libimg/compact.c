@@ -399,8 +399,8 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	if (last < size) {
 		if ((r = img->io->ops->truncate(img->io, last)))
 			img_fail(img, r, "truncating");
-		else if ((r = img->io->ops->flush(img->io)))
-			img_fail(img, r, "syncing");
+		else
+			r = img_sync(img, "syncing the truncated file");
 	}
 	pthread_rwlock_unlock(&img->map_lock);
 	return r;
@@ -417,12 +417,8 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 
 	img_clear_error();
 	memset(&st, 0, sizeof(st));
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before compacting");
-	if (img->delta && !img->backing)
-		return img_fail(img, -EROFS, "a delta opened without its backing chain cannot be compacted");
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "compacting")))
+		return r;
 	if (opts && (opts->flags & ~(IMG_COMPACT_NO_ZERO_DETECT | IMG_COMPACT_COMPRESS)))
 		return -EINVAL;
 	st.file_size_before = img_file_size(img);

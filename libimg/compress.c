@@ -323,12 +323,8 @@ IMG_API int img_write_compressed(struct img *img, const void *buf, size_t len, u
 	int r;
 
 	img_clear_error();
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before writing");
-	if (img->delta && !img->backing)
-		return img_fail(img, -EROFS, "a delta opened without its backing chain: data writes refused");
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
+		return r;
 	pthread_rwlock_wrlock(&img->map_lock);
 	if (off % cs || off >= img->vsize || len != (img->vsize - off < cs ? img->vsize - off : cs)) {
 		r = img_fail(img, -EINVAL, "a compressed write covers one whole cluster");

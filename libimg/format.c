@@ -307,16 +307,36 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 	memset(h, 0, sizeof(*h));
 	h->version = get_le32(slot + 8);
 	h->header_size = get_le32(slot + 12);
-	if (h->version != IMG_FORMAT_VERSION) {
-		fail(why, whylen, "format version %u is not supported (this library reads 1)", h->version);
-		return -EOPNOTSUPP;
-	}
+	/* Magic, header_size, crc and seq keep their places in every version
+	 * (FORMAT.md 8): a copy that fails these is torn. */
 	if (h->header_size < IMG_HEADER_SIZE_V1 || h->header_size > IMG_HEADER_SLOT ||
 	    h->header_size % 8)
 		return fail(why, whylen, "header size %u invalid", h->header_size);
 	if (get_le32(slot + 16) != crc_skip(slot, h->header_size, 16))
 		return fail(why, whylen, "bad crc32c");
 	h->incompat = get_le64(slot + 32);
+	h->cluster_bits = get_le32(slot + 20);
+	h->seq = get_le64(slot + 24);
+	h->ro_compat = get_le64(slot + 40);
+	h->compat = get_le64(slot + 48);
+	h->flags = get_le64(slot + 56);
+	h->virtual_size = get_le64(slot + 64);
+	h->log_offset = get_le64(slot + 72);
+	h->log_size = get_le64(slot + 80);
+	h->log_seq = get_le64(slot + 88);
+	h->bat_offset = get_le64(slot + 96);
+	h->bat_clusters = get_le64(slot + 104);
+	memcpy(h->uuid, slot + 112, 16);
+	if (h->version != IMG_FORMAT_VERSION) {
+		fail(why, whylen, "format version %u is not supported (this library reads 1): "
+		     "the image needs a newer libimg", h->version);
+		return -EOPNOTSUPP;
+	}
+	if (h->incompat & ~IMG_INCOMPAT_KNOWN) {
+		fail(why, whylen, "unknown incompatible features 0x%llx: the image needs a newer libimg",
+		     (unsigned long long)(h->incompat & ~IMG_INCOMPAT_KNOWN));
+		return -EOPNOTSUPP;
+	}
 	if (h->incompat & IMG_INCOMPAT_BACKING) {
 		uint32_t n = get_le32(slot + 144);
 		if (n == 0 || n > IMG_MAX_BACKING_LEN)
@@ -338,18 +358,6 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 	} else if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1)) {
 		return fail(why, whylen, "reserved bytes are not zero");
 	}
-	h->cluster_bits = get_le32(slot + 20);
-	h->seq = get_le64(slot + 24);
-	h->ro_compat = get_le64(slot + 40);
-	h->compat = get_le64(slot + 48);
-	h->flags = get_le64(slot + 56);
-	h->virtual_size = get_le64(slot + 64);
-	h->log_offset = get_le64(slot + 72);
-	h->log_size = get_le64(slot + 80);
-	h->log_seq = get_le64(slot + 88);
-	h->bat_offset = get_le64(slot + 96);
-	h->bat_clusters = get_le64(slot + 104);
-	memcpy(h->uuid, slot + 112, 16);
 	return img_header_validate(h, &g, why, whylen);
 }
 

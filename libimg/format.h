@@ -15,6 +15,10 @@
 #define IMG_HEADER_SLOT       4096u          /* header A at 0, B at 4096 */
 #define IMG_HEADER_SIZE_V1    128u
 #define IMG_FORMAT_VERSION    1u
+/* A writer opens for writing only an image whose header in force has a
+ * seq below this (FORMAT.md 3, "Sequence numbers"): no session can run seq
+ * past 2^64 - 1 into 0. */
+#define IMG_SEQ_WRITE_LIMIT   (1ull << 63)
 #define IMG_MIN_CLUSTER_BITS  16u
 #define IMG_MAX_CLUSTER_BITS  26u
 #define IMG_DEFAULT_CLUSTER_BITS 20u
@@ -117,8 +121,13 @@ static inline void put_le64(uint8_t *p, uint64_t v)
 }
 
 /* Header.  encode fills a 4096-byte slot (computes the crc).  decode checks
- * magic, version, size, crc, and every field (img_header_validate); on
- * failure it returns -EUCLEAN or -EOPNOTSUPP and writes a reason into why. */
+ * magic, size and crc (a copy failing these is torn or not a header:
+ * -EUCLEAN), then version and incompatible features: a well-formed copy
+ * from a newer writer (another version, an unknown incompat bit) gives
+ * -EOPNOTSUPP with h->seq, h->version and h->incompat filled in, so the
+ * caller can tell whether it is the newest copy (FORMAT.md 3, "Choosing a
+ * copy"); then every field (img_header_validate, -EUCLEAN).  A reason goes
+ * into why. */
 void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]);
 int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 		      char *why, size_t whylen);

@@ -50,8 +50,11 @@ static errcode_t ic_open(const char *name, int flags, io_channel *out)
 
 	if (!img)
 		return EXT2_ET_BAD_DEVICE_NAME;
-	if ((flags & IO_FLAG_RW) && img->rdonly)
-		return EROFS;
+	if (flags & IO_FLAG_RW) {
+		int r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing the filesystem");
+		if (r)
+			return -r;
+	}
 	ch = calloc(1, sizeof(*ch));
 	c = calloc(1, sizeof(*c));
 	if (!ch || !c || !(ch->name = strdup(name ? name : img->name))) {
@@ -647,9 +650,8 @@ IMG_API int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim
 		img_set_error("%s: unknown trim flags 0x%x", img->name, flags);
 		return -EINVAL;
 	}
-	if (img->rdonly || img->corrupt)
-		return img_fail(img, img->rdonly ? -EROFS : -EUCLEAN,
-				img->rdonly ? "opened read-only" : "image is corrupt: repair it before writing");
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "giving back free blocks")))
+		return r;
 	if ((r = img_fs_probe(img, &fi)))
 		return r;
 	if (!is_ext(fi.type)) {

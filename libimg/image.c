@@ -42,6 +42,49 @@ int img_fail(struct img *img, int err, const char *fmt, ...)
 	return err;
 }
 
+int img_check_failed(struct img *img)
+{
+	int f = __atomic_load_n(&img->failed, __ATOMIC_ACQUIRE);
+
+	if (!f)
+		return 0;
+	img_set_error("%s: an earlier sync failed (%s): data written since the last successful "
+		      "flush may be lost; the handle refuses writes and flushes until the image "
+		      "is closed and reopened: %s", img->name, img_strerror(f), img_strerror(-EIO));
+	return -EIO;
+}
+
+int img_check_writable(struct img *img, enum img_change what, const char *doing)
+{
+	int r;
+
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
+	if ((r = img_check_failed(img)))
+		return r;
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before %s", doing);
+	if (what == IMG_CHANGE_CONTENT && img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain: %s refused "
+				"(what the disk shows depends on its backing image)", doing);
+	return 0;
+}
+
+int img_sync(struct img *img, const char *what)
+{
+	int r = img_check_failed(img);
+
+	if (r)
+		return r;
+	if ((r = img->io->ops->flush(img->io))) {
+		int zero = 0;
+		__atomic_compare_exchange_n(&img->failed, &zero, r, 0, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+		return img_fail(img, r, "%s", what);
+	}
+	return 0;
+}
+
 int img_zero_host(struct img *img, uint64_t off, uint64_t len)
 {
 	static const uint8_t zero[65536];
@@ -71,16 +114,25 @@ int img_header_commit(struct img *img, struct img_header *nh)
 	uint8_t slot[IMG_HEADER_SLOT];
 	int other = 1 - img->hdr_slot, r;
 
+	if ((r = img_check_failed(img)))
+		return r;
+	/* Never wraps to 0 (an invalid seq): a write open needs seq < 2^63. */
+	if (img->hdr.seq == UINT64_MAX)
+		return img_fail(img, -EOVERFLOW, "header sequence number at its maximum");
 	nh->seq = img->hdr.seq + 1;
 	img_header_encode(nh, slot);
 	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
-	if (!r)
-		r = img->io->ops->flush(img->io);
 	if (r) {
 		/* The write may sit in the host's cache and become durable with
 		 * any later sync: the next commit rewrites that slot first. */
 		img->hdr_unsure = 1;
 		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+	}
+	if ((r = img_sync(img, other ? "syncing header B" : "syncing header A"))) {
+		/* Failed sync: the handle is failed (img_sync) and writes no
+		 * more; the slot holds this header or the one before it. */
+		img->hdr_unsure = 1;
+		return r;
 	}
 	img->hdr = *nh;
 	img->hdr_slot = other;
@@ -467,31 +519,39 @@ static int read_headers(struct img *img)
 	}
 	for (int i = 0; i < 2; i++)
 		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
-	if (r[0] && r[1]) {
-		if (memcmp(slots, img_header_magic, 8) && memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8))
-			ret = img_fail(img, -EMEDIUMTYPE, "not a libimg image");
-		else if (r[0] == -EOPNOTSUPP || r[1] == -EOPNOTSUPP)
-			ret = img_fail(img, -EOPNOTSUPP, "%s", r[0] == -EOPNOTSUPP ? why[0] : why[1]);
-		else
-			ret = img_fail(img, -EUCLEAN, "no valid header (A: %s; B: %s)", why[0], why[1]);
-		free(slots);
-		return ret;
-	}
-	if (!r[0] && !r[1]) {
-		if (h[0].seq == h[1].seq) {
+	/* FORMAT.md 3, "Choosing a copy": the well-formed copy (magic, size,
+	 * crc) with the highest seq is in force, also when it comes from a
+	 * newer writer (r == -EOPNOTSUPP): then the image is refused, never
+	 * read (or overwritten) through the older copy. */
+	{
+		int ok0 = !r[0] || r[0] == -EOPNOTSUPP, ok1 = !r[1] || r[1] == -EOPNOTSUPP;
+		if (!ok0 && !ok1) {
+			if (memcmp(slots, img_header_magic, 8) && memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8))
+				ret = img_fail(img, -EMEDIUMTYPE, "not a libimg image");
+			else
+				ret = img_fail(img, -EUCLEAN, "no valid header (A: %s; B: %s)", why[0], why[1]);
+			free(slots);
+			return ret;
+		}
+		if (ok0 && ok1 && h[0].seq == h[1].seq) {
 			if (memcmp(slots, slots + IMG_HEADER_SLOT, IMG_HEADER_SLOT)) {
 				free(slots);
 				return img_fail(img, -EUCLEAN, "headers A and B differ with the same sequence number");
 			}
 			use = 0;
 		} else {
-			use = h[1].seq > h[0].seq;
+			use = !ok0 || (ok1 && h[1].seq > h[0].seq);
 		}
-	} else {
-		use = r[0] ? 1 : 0;
-		img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
-				"header %c is invalid (%s); header %c is in use",
-				use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
+		if (r[use]) {
+			ret = img_fail(img, -EOPNOTSUPP, "header %c (sequence number %llu, the newest): %s",
+				       use ? 'B' : 'A', (unsigned long long)h[use].seq, why[use]);
+			free(slots);
+			return ret;
+		}
+		if (r[1 - use])
+			img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
+					"header %c is invalid (%s); header %c is in use",
+					use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
 	}
 	free(slots);
 	img->hdr = h[use];
@@ -816,6 +876,13 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 			     (unsigned long long)img->hdr.ro_compat);
 		goto fail;
 	}
+	if (rw && img->hdr.seq >= IMG_SEQ_WRITE_LIMIT) {
+		r = img_fail(img, -EROFS, "header sequence number %llu is at the end of its range "
+			     "(2^63 or more): opening for writing refused; the image can be read "
+			     "(copy it to a new image with imgconvert)",
+			     (unsigned long long)img->hdr.seq);
+		goto fail;
+	}
 	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
 	img->vsize = img->hdr.virtual_size;
 	img->delta = !!(img->hdr.incompat & IMG_INCOMPAT_BACKING);
@@ -1082,6 +1149,12 @@ IMG_API int img_close(struct img *img)
 
 	if (!img)
 		return 0;
+	/* A failed handle (img_sync) writes nothing more: the image stays
+	 * dirty and the next open recovers it. */
+	if (!img->rdonly && (r = img_check_failed(img))) {
+		img_free(img);
+		return r;
+	}
 	if (!img->rdonly) {
 		r = journal_commit(img);
 		pthread_mutex_lock(&img->commit_lock);

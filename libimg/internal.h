@@ -89,6 +89,10 @@ struct img {
 	int io_uring_error;         /* why io_uring was refused, or 0 */
 	int can_punch;
 	int was_dirty;
+	int failed;                 /* a sync failed: the -errno it returned;
+	                             * the handle refuses every later change
+	                             * and flush with -EIO (img_check_writable,
+	                             * img_sync); atomic */
 	int corrupt;
 	int bad_blocks;
 	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
@@ -133,6 +137,37 @@ uint64_t img_file_size(struct img *img);
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* The one rule for "may this handle change the image" (image.c).  0, or
+ * -errno with a message naming doing ("writing", "resizing", ...):
+ *   -EROFS    opened read-only;
+ *   -EIO      an earlier sync failed (the handle is failed until reopened,
+ *             see img_sync);
+ *   -EUCLEAN  the image is corrupt (repair first);
+ *   -EROFS    IMG_CHANGE_CONTENT on a delta whose backing chain is not open
+ *             (IMG_OPEN_NO_BACKING): what the disk shows depends on the
+ *             backing image, which this handle cannot read.
+ * IMG_CHANGE_CONTENT: the change alters or moves what the virtual disk
+ * shows (data writes, discard, write-zeroes, compressed writes, compact,
+ * resize, filesystem trim, live snapshot/merge, a safe rebase).
+ * IMG_CHANGE_HEADER: a header-only change that keeps the delta's own
+ * clusters as they are (an unsafe rebase, img_set_backing with
+ * IMG_BACKING_UNSAFE): allowed without the backing chain.  Check repair
+ * works on corrupt images and does not use this. */
+enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER };
+int img_check_writable(struct img *img, enum img_change what, const char *doing);
+/* Sync the host file (what: "syncing data", ...).  A failed sync is
+ * sticky (FORMAT.md 6, rule 10): the kernel may have dropped the pages it
+ * could not write, so nothing written since the last successful sync is
+ * known to be on the disk, and a later sync that succeeds proves nothing.
+ * The handle records the failure (img->failed) and every later sync,
+ * commit, header write and change fails with -EIO; img_close returns -EIO
+ * without committing; reads still work.  Reopening recovers (replay and
+ * leak reclaim).  Returns 0, the sync's -errno, or -EIO when already
+ * failed. */
+int img_sync(struct img *img, const char *what);
+/* -EIO with a message if a sync of img failed earlier, else 0. */
+int img_check_failed(struct img *img);
 
 /* Open (read-only, shared lock, with its chain) the image that backing
  * reference ref names, resolved in img's directory; the loop check counts

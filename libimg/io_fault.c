@@ -5,6 +5,14 @@
  * a chosen errno, once or from then on.  A failed call does not reach the
  * inner backend, except that a partial write (IMG_FAULT_PARTIAL) writes its
  * first half first, as a file system that runs out of space midway does.
+ *
+ * IMG_FAULT_DROP models what Linux does when writeback fails: the pages that
+ * could not be written are dropped (or marked clean) and the error is
+ * reported once by fsync.  While the flag is set, the backend keeps the old
+ * bytes under every write, punch and truncate since the last successful
+ * flush; a flush that the fault fails puts them back (newest first) and
+ * truncates the file to its size at that flush, so the inner file holds
+ * exactly what the last successful flush made durable.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,7 +33,85 @@ struct fault_io {
 	uint64_t nth;
 	uint64_t calls;              /* matching calls since arming */
 	uint64_t fired;
+	unsigned fired_ops;          /* classes of the calls failed since arming */
+	/* IMG_FAULT_DROP: the old bytes under each change since the last
+	 * successful flush (dlock; held across each change and flush) */
+	pthread_mutex_t dlock;
+	struct undo { uint64_t off, len; uint8_t *old; } *undo;
+	size_t nundo, undo_cap;
+	uint64_t base_size;          /* file size at the last successful flush */
+	int have_base;
+	uint64_t dropped;            /* changes dropped by failed flushes */
 };
+
+static int dropping(struct fault_io *f)
+{
+	int d;
+
+	pthread_mutex_lock(&f->lock);
+	d = !!(f->flags & IMG_FAULT_DROP);
+	pthread_mutex_unlock(&f->lock);
+	return d;
+}
+
+static void undo_clear(struct fault_io *f)
+{
+	for (size_t i = 0; i < f->nundo; i++)
+		free(f->undo[i].old);
+	f->nundo = 0;
+	f->have_base = 0;
+}
+
+/* Keep the bytes of [off, off+len) as they are now (dlock held). */
+static int undo_record(struct fault_io *f, uint64_t off, uint64_t len)
+{
+	struct img_io *in = f->inner;
+	uint64_t size = 0, n;
+	uint8_t *old;
+	int r;
+
+	if ((r = in->ops->size(in, &size)))
+		return r;
+	if (!f->have_base) {
+		f->base_size = size;
+		f->have_base = 1;
+	}
+	if (!len || off >= size)
+		return 0;       /* past the end: the truncate back removes it */
+	n = size - off < len ? size - off : len;
+	if (f->nundo == f->undo_cap) {
+		size_t cap = f->undo_cap ? 2 * f->undo_cap : 64;
+		struct undo *u = realloc(f->undo, cap * sizeof(*u));
+		if (!u)
+			return -ENOMEM;
+		f->undo = u;
+		f->undo_cap = cap;
+	}
+	if (!(old = malloc(n)))
+		return -ENOMEM;
+	if ((r = in->ops->pread(in, old, n, off))) {
+		free(old);
+		return r;
+	}
+	f->undo[f->nundo++] = (struct undo){ off, n, old };
+	return 0;
+}
+
+/* A failed flush: the changes since the last successful one are lost
+ * (dlock held). */
+static void undo_apply(struct fault_io *f)
+{
+	struct img_io *in = f->inner;
+
+	for (size_t i = f->nundo; i-- > 0; )
+		(void)in->ops->pwrite(in, f->undo[i].old, f->undo[i].len, f->undo[i].off);
+	if (f->have_base)
+		(void)in->ops->truncate(in, f->base_size);
+	pthread_mutex_lock(&f->lock);
+	f->dropped += f->nundo + f->have_base;
+	pthread_mutex_unlock(&f->lock);
+	undo_clear(f);
+}
 
 /* 0 to pass the call through, or the -errno to fail it with. */
 static int fault_hit(struct fault_io *f, unsigned op)
@@ -38,6 +124,7 @@ static int fault_hit(struct fault_io *f, unsigned op)
 		if (f->mask && f->nth &&
 		    (f->calls == f->nth || (f->calls > f->nth && (f->flags & IMG_FAULT_STICKY)))) {
 			f->fired++;
+			f->fired_ops |= op;
 			r = -f->err;
 		}
 	}
@@ -55,37 +142,85 @@ static int fault_pread(struct img_io *io, void *buf, size_t len, uint64_t off)
 static int fault_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t off)
 {
 	struct fault_io *f = (struct fault_io *)io;
-	int r = fault_hit(f, IMG_FAULT_WRITE);
+	int d = dropping(f), r = fault_hit(f, IMG_FAULT_WRITE);
 
-	if (!r)
-		return f->inner->ops->pwrite(f->inner, buf, len, off);
-	if (f->flags & IMG_FAULT_PARTIAL) {
+	if (d)
+		pthread_mutex_lock(&f->dlock);
+	if (d && (!r || (f->flags & IMG_FAULT_PARTIAL))) {
+		int u = undo_record(f, off, len);
+		if (u) {
+			pthread_mutex_unlock(&f->dlock);
+			return u;
+		}
+	}
+	if (!r) {
+		r = f->inner->ops->pwrite(f->inner, buf, len, off);
+	} else if (f->flags & IMG_FAULT_PARTIAL) {
 		size_t half = (len / 2) & ~(size_t)(IMG_SECTOR_SIZE - 1);
 		if (half)
 			(void)f->inner->ops->pwrite(f->inner, buf, half, off);
 	}
+	if (d)
+		pthread_mutex_unlock(&f->dlock);
 	return r;
 }
 
 static int fault_flush(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
-	int r = fault_hit(f, IMG_FAULT_FLUSH);
-	return r ? r : f->inner->ops->flush(f->inner);
+	int d = dropping(f), r = fault_hit(f, IMG_FAULT_FLUSH);
+
+	if (d)
+		pthread_mutex_lock(&f->dlock);
+	if (!r) {
+		r = f->inner->ops->flush(f->inner);
+		if (!r && d)
+			undo_clear(f);
+	} else if (d) {
+		undo_apply(f);
+	}
+	if (d)
+		pthread_mutex_unlock(&f->dlock);
+	return r;
 }
 
 static int fault_punch(struct img_io *io, uint64_t off, uint64_t len)
 {
 	struct fault_io *f = (struct fault_io *)io;
-	int r = fault_hit(f, IMG_FAULT_PUNCH);
-	return r ? r : f->inner->ops->punch(f->inner, off, len);
+	int d = dropping(f), r = fault_hit(f, IMG_FAULT_PUNCH);
+
+	if (r)
+		return r;
+	if (d) {
+		pthread_mutex_lock(&f->dlock);
+		r = undo_record(f, off, len);
+	}
+	if (!r)
+		r = f->inner->ops->punch(f->inner, off, len);
+	if (d)
+		pthread_mutex_unlock(&f->dlock);
+	return r;
 }
 
 static int fault_truncate(struct img_io *io, uint64_t size)
 {
 	struct fault_io *f = (struct fault_io *)io;
-	int r = fault_hit(f, IMG_FAULT_TRUNCATE);
-	return r ? r : f->inner->ops->truncate(f->inner, size);
+	int d = dropping(f), r = fault_hit(f, IMG_FAULT_TRUNCATE);
+	uint64_t cur = 0;
+
+	if (r)
+		return r;
+	if (d) {
+		pthread_mutex_lock(&f->dlock);
+		r = f->inner->ops->size(f->inner, &cur);
+		if (!r)
+			r = undo_record(f, size, cur > size ? cur - size : 0);
+	}
+	if (!r)
+		r = f->inner->ops->truncate(f->inner, size);
+	if (d)
+		pthread_mutex_unlock(&f->dlock);
+	return r;
 }
 
 static int fault_size(struct img_io *io, uint64_t *size)
@@ -110,7 +245,10 @@ static void fault_close(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
 	f->inner->ops->close(f->inner);
+	undo_clear(f);
+	free(f->undo);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->dlock);
 	free(f);
 }
 
@@ -121,6 +259,7 @@ int img_io_fault_new(struct img_io *inner, struct img_io **out)
 	if (!f)
 		return -ENOMEM;
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->dlock, NULL);
 	f->inner = inner;
 	f->ops = (struct img_io_ops){
 		.pread = fault_pread, .pwrite = fault_pwrite, .flush = fault_flush,
@@ -140,6 +279,7 @@ void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err
 {
 	struct fault_io *f = (struct fault_io *)io;
 
+	pthread_mutex_lock(&f->dlock);
 	pthread_mutex_lock(&f->lock);
 	f->mask = op_mask & IMG_FAULT_ANY;
 	f->nth = nth;
@@ -147,7 +287,14 @@ void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err
 	f->flags = flags;
 	f->calls = 0;
 	f->fired = 0;
+	f->fired_ops = 0;
+	f->dropped = 0;
 	pthread_mutex_unlock(&f->lock);
+	/* Without DROP nothing is kept; with it, what was kept since the last
+	 * successful flush stays (it is still unflushed). */
+	if (!(flags & IMG_FAULT_DROP))
+		undo_clear(f);
+	pthread_mutex_unlock(&f->dlock);
 }
 
 uint64_t img_io_fault_calls(struct img_io *io)
@@ -157,6 +304,28 @@ uint64_t img_io_fault_calls(struct img_io *io)
 
 	pthread_mutex_lock(&f->lock);
 	n = f->calls;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+unsigned img_io_fault_fired_ops(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	unsigned m;
+
+	pthread_mutex_lock(&f->lock);
+	m = f->fired_ops;
+	pthread_mutex_unlock(&f->lock);
+	return m;
+}
+
+uint64_t img_io_fault_dropped(struct img_io *io)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->dropped;
 	pthread_mutex_unlock(&f->lock);
 	return n;
 }
@@ -191,7 +360,7 @@ static const struct {
 	{ "ENOMEM", ENOMEM }, { "EFBIG", EFBIG },
 };
 
-/* Parses "op:N:ERRNO[,sticky][,partial]".  0 or -EINVAL. */
+/* Parses "op:N:ERRNO[,sticky][,partial][,drop]".  0 or -EINVAL. */
 static int fault_parse(const char *spec, unsigned *mask, uint64_t *nth, int *err,
 		       unsigned *flags)
 {
@@ -245,6 +414,8 @@ static int fault_parse(const char *spec, unsigned *mask, uint64_t *nth, int *err
 			*flags |= IMG_FAULT_STICKY;
 		else if (!strcmp(t, "partial"))
 			*flags |= IMG_FAULT_PARTIAL;
+		else if (!strcmp(t, "drop"))
+			*flags |= IMG_FAULT_DROP;
 		else
 			return -EINVAL;
 	}
@@ -263,7 +434,7 @@ int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
 		return 0;
 	}
 	if (fault_parse(spec, &mask, &nth, &err, &flags)) {
-		img_set_error("LIBIMG_FAULT=%s: expected op:N:ERRNO[,sticky][,partial] with op "
+		img_set_error("LIBIMG_FAULT=%s: expected op:N:ERRNO[,sticky][,partial][,drop] with op "
 			      "read|write|flush|punch|truncate|mutating|any", spec);
 		return -EINVAL;
 	}

@@ -16,6 +16,12 @@
  *  - A failed commit leaves the log position and sequence where the first
  *    transaction not known to be durable began, so the retry overwrites it:
  *    the log never holds a durable transaction behind a torn one.
+ *  - A failed sync is never retried (FORMAT.md 6, rule 10): the host may
+ *    have dropped the pages it could not write and reported them clean, so
+ *    a later sync that succeeds proves nothing about them.  Every sync goes
+ *    through img_sync(), which marks the handle failed: later commits,
+ *    checkpoints and header writes refuse with -EIO, and only a reopen
+ *    (replay, leak reclaim) goes on from what the disk really holds.
  *
  * One parser (log_walk) serves replay at open and checkpoint, which reads
  * the copy of the log this handle keeps in memory.
@@ -177,7 +183,6 @@ int journal_replay(struct img *img)
 
 int journal_checkpoint(struct img *img)
 {
-	struct img_io *io = img->io;
 	uint64_t ntx, next;
 	struct img_header nh;
 	int r, err;
@@ -185,15 +190,15 @@ int journal_checkpoint(struct img *img)
 	if (img->log_pos == 0)
 		return 0;
 	/* Every logged transaction durable before any in-place write. */
-	if ((r = io->ops->flush(io)))
-		return img_fail(img, r, "syncing the log");
+	if ((r = img_sync(img, "syncing the log")))
+		return r;
 	log_walk(img, img->logbuf, img->log_pos, img->hdr.log_seq, apply_in_place, &ntx, &next, &err);
 	if (err)
 		return img_fail(img, err, "writing BAT blocks in place");
 	if (next != img->next_seq)
 		return img_fail(img, -EIO, "log copy inconsistent (internal error)");
-	if ((r = io->ops->flush(io)))
-		return img_fail(img, r, "syncing BAT blocks");
+	if ((r = img_sync(img, "syncing BAT blocks")))
+		return r;
 	nh = img->hdr;
 	nh.log_seq = img->next_seq;
 	if ((r = img_header_commit(img, &nh)))
@@ -261,7 +266,6 @@ static int cmp_u64(const void *a, const void *b)
 
 static int commit_locked(struct img *img)
 {
-	struct img_io *io = img->io;
 	uint64_t *targets = NULL, *pending = NULL, n = 0, maxc, rb_pos, rb_seq;
 	size_t npending = 0;
 	uint8_t *blocks = NULL;
@@ -317,20 +321,18 @@ static int commit_locked(struct img *img)
 	if (img->flags & IMG_OPEN_SCRATCH) {
 		for (uint64_t i = 0; i < n && !r; i++)
 			r = apply_in_place(img, targets[i], blocks + i * IMG_BLOCK_SIZE);
-		if (!r)
-			r = io->ops->flush(io);
-		if (r) {
+		if (r)
 			img_fail(img, r, "writing BAT blocks in place");
+		else
+			r = img_sync(img, "syncing BAT blocks written in place");
+		if (r)
 			goto restore;
-		}
 		goto done;
 	}
 
 	/* 2. Data durable before the map that points at it. */
-	if ((r = io->ops->flush(io))) {
-		img_fail(img, r, "syncing data");
+	if ((r = img_sync(img, "syncing data")))
 		goto restore;
-	}
 	if (n == 0)
 		goto done;
 
@@ -348,10 +350,8 @@ static int commit_locked(struct img *img)
 		if ((r = log_append(img, targets + i, c, blocks + i * IMG_BLOCK_SIZE)))
 			goto rollback;
 	}
-	if ((r = io->ops->flush(io))) {
-		img_fail(img, r, "syncing the log");
+	if ((r = img_sync(img, "syncing the log")))
 		goto rollback;
-	}
 done:
 	/* 4. Now the frees are durable: punch and reuse. */
 	if (npending) {
@@ -389,6 +389,8 @@ int journal_commit(struct img *img)
 
 	if (img->rdonly)
 		return 0;
+	if ((r = img_check_failed(img)))
+		return r;
 	pthread_mutex_lock(&img->commit_lock);
 	r = commit_locked(img);
 	pthread_mutex_unlock(&img->commit_lock);

@@ -148,8 +148,8 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 	pthread_mutex_unlock(&img->meta_lock);
 	if (!r && (r = img_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
 		img_fail(img, r, "zeroing the new BAT clusters");
-	if (!r && (r = img->io->ops->flush(img->io)))
-		img_fail(img, r, "syncing");
+	if (!r)
+		r = img_sync(img, "syncing the new BAT clusters");
 	if (r)
 		return r;
 	/* 3. The header. */
@@ -184,10 +184,8 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 	int r, shrunk = 0;
 
 	img_clear_error();
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before resizing");
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "resizing")))
+		return r;
 	if (flags & ~IMG_RESIZE_DISCARD_DATA)
 		return -EINVAL;
 	if (new_size < 512 || new_size % 512 || new_size > IMG_MAX_VIRTUAL_SIZE)

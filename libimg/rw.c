@@ -36,17 +36,6 @@ static int check_range(struct img *img, uint64_t off, uint64_t len, const char *
 	return 0;
 }
 
-static int check_writable(struct img *img)
-{
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before writing");
-	if (img->delta && !img->backing)
-		return img_fail(img, -EROFS, "a delta opened without its backing chain: data writes refused");
-	return 0;
-}
-
 /* What an entry reads as. */
 enum { K_DATA, K_ZERO, K_BACKING, K_COMP };
 
@@ -290,7 +279,7 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 
 	if (len > SSIZE_MAX)
 		return -EINVAL;
-	if ((r = check_writable(img)))
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
 		return r;
 	pthread_rwlock_rdlock(&img->map_lock);
 	if ((r = check_range(img, off, len, "write")))
@@ -348,7 +337,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 	size_t npending;
 	int r;
 
-	if ((r = check_writable(img)))
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, discard ? "discard" : "write-zeroes")))
 		return r;
 	pthread_rwlock_wrlock(&img->map_lock);
 	if ((r = check_range(img, off, len, discard ? "discard" : "write-zeroes")))

@@ -111,13 +111,13 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 	img_clear_error();
 	if (flags & ~(IMG_BACKING_UNSAFE | IMG_BACKING_ALLOW_PATH))
 		return -EINVAL;
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
-	if (!(flags & IMG_BACKING_UNSAFE) && img->delta && !img->backing)
-		return img_fail(img, -EINVAL, "a safe rebase reads the old backing chain: open the "
-				"image with it (or rebase unsafely)");
+	/* A safe rebase reads the old chain and copies what differs; an
+	 * unsafe one changes the header only, so it is allowed on a delta
+	 * opened without its chain (imgsnap rebase -u). */
+	if ((r = img_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
+				    IMG_CHANGE_CONTENT, flags & IMG_BACKING_UNSAFE ? "rebasing" :
+				    "a safe rebase (it reads the old chain; or rebase unsafely)")))
+		return r;
 	if (ref && (r = img_open_ref(img, ref, flags & IMG_BACKING_ALLOW_PATH ?
 				     IMG_OPEN_ALLOW_BACKING_PATH : 0, &newb))) {
 		if (strncmp(img_last_error(), img->name, strlen(img->name))) {
@@ -181,12 +181,12 @@ static void reopen(const char *path, unsigned flags, struct img **imgp)
 /* Checks shared by the live operations. */
 static int live_usable(struct img *img)
 {
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only");
+	int r = img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge");
+
+	if (r)
+		return r;
 	if (!img->dir)
 		return img_fail(img, -EINVAL, "opened without a path");
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
 	if (img->flags & IMG_OPEN_NO_BACKING)
 		return img_fail(img, -EINVAL, "opened without its backing chain");
 	return 0;

@@ -34,6 +34,15 @@
 #define IMG_FAULT_PARTIAL  0x2u  /* a failing write first writes its first
                                   * half (rounded down to 512 bytes), like a
                                   * short write that ran out of space */
+#define IMG_FAULT_DROP     0x4u  /* a failed flush loses every write, punch
+                                  * and truncate since the last successful
+                                  * flush, as Linux drops the pages whose
+                                  * writeback failed: the inner file goes
+                                  * back to what that flush made durable.
+                                  * Changes are kept from the first arm with
+                                  * this flag (arm with op_mask 0 to start
+                                  * keeping them before the fault is armed);
+                                  * arming without it forgets them */
 
 /* Wraps inner and takes ownership of it (closed with the wrapper).  Not
  * armed: every call passes through.  The wrapper has usage and lock only
@@ -49,9 +58,13 @@ void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err
 uint64_t img_io_fault_calls(struct img_io *io);
 /* How many calls were failed since the last arm. */
 uint64_t img_io_fault_fired(struct img_io *io);
+/* The classes (IMG_FAULT_READ, ...) of the calls failed since the last arm. */
+unsigned img_io_fault_fired_ops(struct img_io *io);
+/* IMG_FAULT_DROP: changes dropped by failed flushes since the last arm. */
+uint64_t img_io_fault_dropped(struct img_io *io);
 
 /*
- * LIBIMG_FAULT="op:N:ERRNO[,sticky][,partial]" in the environment, where op
+ * LIBIMG_FAULT="op:N:ERRNO[,sticky][,partial][,drop]" in the environment, where op
  * is read|write|flush|punch|truncate|mutating|any, N >= 1 and ERRNO a name
  * (EIO, ENOSPC, EDQUOT, EROFS, ENOMEM, EFBIG) or a number: wraps inner in a
  * fault backend armed that way (taking ownership of inner) and stores it in

@@ -15,13 +15,30 @@
  * Error values with a fixed meaning:
  *   -EUCLEAN     the image is corrupt (use IMG_OPEN_CHECK to open it anyway)
  *   -EOPNOTSUPP  the image uses an incompatible feature this library lacks
- *   -EROFS       a read-only feature or a read-only open forbids writing
+ *                (the newest header copy has an unknown incompatible feature
+ *                bit or a format version other than 1: the image needs a
+ *                newer libimg; no open, not even a check, writes to it)
+ *   -EROFS       a read-only feature or a read-only open forbids writing; a
+ *                delta opened with IMG_OPEN_NO_BACKING refuses changes to what
+ *                it shows; an image whose header sequence number reached
+ *                2^63 opens read-only only (FORMAT.md 3)
  *   -EBUSY       the image is locked by another process (img_last_error()
  *                names the process)
  *   -EEXIST      img_create() target exists and IMG_CREATE_OVERWRITE not set
  *   -ENOTEMPTY   a shrink would drop clusters that hold data
  *   -EINVAL      bad argument (size not a multiple of 512, out of range, ...)
  *   -ENOSPC/-EIO from the host file system, passed through
+ *   -EIO         also: the handle is failed.  When a sync of the host file
+ *                fails (in img_flush, a commit inside any operation, a
+ *                header write), what was written since the last successful
+ *                sync may be lost (the kernel may have dropped those pages),
+ *                so the failure is sticky (FORMAT.md 6, rule 10): the sync
+ *                that failed returns its error, and every later write,
+ *                discard, write-zeroes, flush, resize, compact, repair and
+ *                header change on the handle returns -EIO; reads still
+ *                work; img_close returns -EIO and leaves the image dirty.
+ *                Close and reopen: the open recovers a consistent image in
+ *                which each cluster reads its old or its new contents.
  *
  * Threads: an open image may be used from many threads at once: img_pread,
  * img_pwrite, img_discard, img_write_zeroes, img_flush, img_map and img_info
@@ -205,9 +222,14 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
                                   * absolute or contain ".." (refused otherwise,
                                   * with -EPERM) */
 #define IMG_OPEN_NO_BACKING 0x10u /* do not open the backing chain: unallocated
-                                  * clusters of a delta read as zeros; data
-                                  * writes are refused (-EROFS), header changes
-                                  * (img_set_backing) and img_check work */
+                                  * clusters of a delta read as zeros; every
+                                  * change to what the delta shows is refused
+                                  * (-EROFS): writes, discard, write-zeroes,
+                                  * compressed writes, img_resize, img_compact,
+                                  * filesystem trim, snapshot, merge and a safe
+                                  * rebase.  Header-only changes (img_set_backing
+                                  * with IMG_BACKING_UNSAFE) and img_check
+                                  * (with repair) work */
 
 /*
  * Backing chains (FORMAT.md 3.1).  img_open() opens the backing images of a
@@ -229,7 +251,9 @@ int img_open(const char *path, unsigned flags, struct img **out);
 /* Takes ownership of io (closed by img_close, or on failure). */
 int img_open_io(struct img_io *io, unsigned flags, struct img **out);
 /* Commits, clears the dirty flag, releases the lock and frees the handle.
- * Returns the first error met; the handle is freed in any case. */
+ * Returns the first error met; the handle is freed in any case.  On a
+ * failed handle (a sync failed, see -EIO above) it writes nothing and
+ * returns -EIO. */
 int img_close(struct img *img);
 
 /* ---------------------------------------------------------------------- */
@@ -246,7 +270,9 @@ int img_discard(struct img *img, uint64_t off, uint64_t len);
 /* The range reads back as zeros.  Whole clusters become "zero" clusters
  * without host space.  0 or -errno. */
 int img_write_zeroes(struct img *img, uint64_t off, uint64_t len);
-/* Everything written before the call is durable when it returns. */
+/* Everything written before the call is durable when it returns.  A
+ * failure means some of it may be lost, and the handle is failed from then
+ * on (-EIO above): reopen the image. */
 int img_flush(struct img *img);
 /* Writes one whole cluster (off a multiple of the cluster size, len the
  * cluster size, or what is left of the disk for the last one) stored
