@@ -21,6 +21,15 @@
  *             is lost (crash backend under the fault backend): the disk
  *             must reopen clean with exactly what the handle showed.
  * A fault point is one (operation, error, style, N) whose fault fired.
+ *
+ * Every fault backend drops unflushed changes on a failed flush
+ * (IMG_FAULT_DROP), as Linux drops pages whose writeback failed.  A failed
+ * sync ends the handle's writing (FORMAT.md 6, rule 10): when the fault
+ * hit a flush of an open handle, once/short/crash do not retry on the
+ * handle but check that every later write and flush and the close fail
+ * with EIO; then the image reopens clean with old-or-new contents (after
+ * power loss too, for crash), and the operation succeeds on the new
+ * handle.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -69,6 +78,7 @@ struct fop {
 
 static struct base base_data, base_crashed;
 static int verbose;
+static uint64_t sync_points, drop_points;   /* failed syncs; ones that dropped writes */
 
 static struct img_io *borrow(struct img_io *io)
 {
@@ -465,6 +475,56 @@ static int crash_after(struct fctx *c, struct img_io *cio)
 	return 0;
 }
 
+/* After a failed sync: every later write, flush and the close fail with
+ * EIO (the handle is closed here); reads still work. */
+static int handle_failed(struct fctx *c)
+{
+	uint8_t b[512];
+	ssize_t n;
+	int r1, r2, r3;
+
+	n = img_pread(c->img, b, sizeof(b), 0);
+	memset(b, 0x5a, sizeof(b));
+	r1 = (int)img_pwrite(c->img, b, sizeof(b), 0);
+	r2 = img_flush(c->img);
+	r3 = img_close(c->img);
+	c->img = NULL;
+	if (n != (ssize_t)sizeof(b) || r1 != -EIO || r2 != -EIO || r3 != -EIO) {
+		fprintf(stderr, "FAIL %s: after the failed sync: read %zd, write %s, flush %s, "
+			"close %s (expected a read, then EIO each)\n", where, n,
+			r1 ? img_strerror(r1) : "success", r2 ? img_strerror(r2) : "success",
+			r3 ? img_strerror(r3) : "success");
+		return 1;
+	}
+	return 0;
+}
+
+/* After a failed sync and the failed handle's close, power is lost: each
+ * disk it may leave opens clean, with old-or-new contents. */
+static int recover_after_power_loss(struct fctx *c, struct img_io *cio)
+{
+	for (uint64_t seed = 0; seed < 4; seed++) {
+		struct img_io *m;
+		struct img *img;
+		int bad, r;
+
+		T_OK(img_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
+					      seed, NULL, &m));
+		r = img_open_io(m, IMG_OPEN_RDWR, &img);
+		if (r) {
+			fprintf(stderr, "FAIL %s: open after the failed sync and power loss (seed %"
+				PRIu64 "): %s (%s)\n", where, seed, img_strerror(r), img_last_error());
+			return 1;
+		}
+		bad = check_img(img, 0, "after the failed sync and power loss") ||
+		      check_data(c, img, 0, "after the failed sync and power loss");
+		img_close(img);
+		if (bad)
+			return 1;
+	}
+	return 0;
+}
+
 /* One point.  Returns 0 pass, 1 fail; *fired whether the fault hit. */
 static int run_point(const struct fop *o, int err, unsigned mask, enum style st, uint64_t nth,
 		     int *fired)
@@ -472,7 +532,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 	struct fctx c = { 0 };
 	struct img_io *mem, *cio = NULL;
 	unsigned flags = st == STICKY ? IMG_FAULT_STICKY : st == SHORT ? IMG_FAULT_PARTIAL : 0;
-	int r, fail = 1;
+	int r, fail = 1, sync_failed;
 
 	snprintf(where, sizeof(where), "%s %s %s N=%" PRIu64, o->name, err == EIO ? "EIO" : "ENOSPC",
 		 style_name[st], nth);
@@ -485,6 +545,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 	if (cio)
 		mem = cio;
 	T_OK(img_io_fault_new(mem, &c.f));
+	img_io_fault_arm(c.f, 0, 0, 0, IMG_FAULT_DROP);   /* keep what a failed flush drops */
 	T_OK(bm_init(&c.m, VSIZE, MODEL_CAP));
 	if (o->base) {
 		T_OK(bm_write(&c.m, 0, o->base->content, VSIZE));
@@ -496,9 +557,14 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 			T_OK(o->pre(&c));
 	}
 
-	img_io_fault_arm(c.f, mask, nth, err, flags);
+	img_io_fault_arm(c.f, mask, nth, err, flags | IMG_FAULT_DROP);
 	r = o->op(&c);
 	*fired = img_io_fault_fired(c.f) != 0;
+	sync_failed = c.img && (img_io_fault_fired_ops(c.f) & IMG_FAULT_FLUSH);
+	if (sync_failed) {
+		sync_points++;
+		drop_points += img_io_fault_dropped(c.f) != 0;
+	}
 	if (!*fired) {
 		img_io_fault_arm(c.f, 0, 0, 0, 0);
 		if (r) {
@@ -524,7 +590,17 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 	if (verbose)
 		printf("  %s: %s\n", where, img_last_error());
 
-	if (st == STICKY) {
+	if (sync_failed && st != STICKY) {
+		/* The sync failed: the handle is done writing (rule 10). */
+		img_io_fault_arm(c.f, 0, 0, 0, 0);
+		if (handle_failed(&c))
+			goto out;
+		if (st == CRASH) {
+			fail = recover_after_power_loss(&c, cio);
+			goto out;
+		}
+	}
+	if (st == STICKY || sync_failed) {
 		/* The disk stays full (or broken) while the image is closed. */
 		if (c.img) {
 			img_close(c.img);
@@ -654,7 +730,11 @@ int main(int argc, char **argv)
 			       style_name[kinds[k].st], n - 2, n - 2, ok);
 		}
 	}
+	printf("failed syncs on an open handle: %" PRIu64 " points, %" PRIu64
+	       " of them dropped unflushed writes\n", sync_points, drop_points);
 	printf("SUMMARY: fault points run %" PRIu64 ", passed %" PRIu64 "\n", run, passed);
+	if (!only && !drop_points)
+		T_FAIL("no failed sync dropped a write: the DROP mode is not exercised");
 	free(buf);
 	free(base_data.bytes);
 	free(base_data.content);
