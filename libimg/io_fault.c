@@ -41,6 +41,7 @@ struct fault_io {
 	size_t nundo, undo_cap;
 	uint64_t base_size;          /* file size at the last successful flush */
 	int have_base;
+	uint64_t nchanged;           /* changes since then */
 	uint64_t dropped;            /* changes dropped by failed flushes */
 };
 
@@ -60,6 +61,7 @@ static void undo_clear(struct fault_io *f)
 		free(f->undo[i].old);
 	f->nundo = 0;
 	f->have_base = 0;
+	f->nchanged = 0;
 }
 
 /* Keep the bytes of [off, off+len) as they are now (dlock held). */
@@ -76,6 +78,7 @@ static int undo_record(struct fault_io *f, uint64_t off, uint64_t len)
 		f->base_size = size;
 		f->have_base = 1;
 	}
+	f->nchanged++;
 	if (!len || off >= size)
 		return 0;       /* past the end: the truncate back removes it */
 	n = size - off < len ? size - off : len;
@@ -108,7 +111,7 @@ static void undo_apply(struct fault_io *f)
 	if (f->have_base)
 		(void)in->ops->truncate(in, f->base_size);
 	pthread_mutex_lock(&f->lock);
-	f->dropped += f->nundo + f->have_base;
+	f->dropped += f->nchanged;
 	pthread_mutex_unlock(&f->lock);
 	undo_clear(f);
 }
