@@ -480,12 +480,13 @@ static int crash_after(struct fctx *c, struct img_io *cio)
 static int handle_failed(struct fctx *c)
 {
 	uint8_t b[512];
-	ssize_t n;
+	ssize_t n, w;
 	int r1, r2, r3;
 
 	n = img_pread(c->img, b, sizeof(b), 0);
 	memset(b, 0x5a, sizeof(b));
-	r1 = (int)img_pwrite(c->img, b, sizeof(b), 0);
+	w = img_pwrite(c->img, b, sizeof(b), 0);
+	r1 = w < 0 ? (int)w : 0;
 	r2 = img_flush(c->img);
 	r3 = img_close(c->img);
 	c->img = NULL;
