@@ -11,7 +11,13 @@
  *  - opening a dirty image for writing punches every free cluster below
  *    the end of the file before anything is allocated (rule 4);
  *  - every field and entry is validated before use; allocations are sized
- *    by validated fields only.
+ *    by validated fields only;
+ *  - the header copy in force is the newest well-formed one; one from a
+ *    newer writer refuses the image, never falls back (read_headers);
+ *  - seq never wraps: no write open at seq >= 2^63 (IMG_SEQ_WRITE_LIMIT);
+ *  - one rule for "may this handle change the image"
+ *    (img_check_writable), and a failed sync is final for the handle
+ *    (img_sync: later changes, flushes and the close return -EIO).
  */
 #include <errno.h>
 #include <fcntl.h>
