@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The tools under I/O faults: LIBIMG_FAULT=op:N:ERRNO[,sticky] (debug builds,
+# The tools under I/O faults: LIBIMG_FAULT=op:N:ERRNO[,sticky][,drop] (debug builds,
 # libimg/testio.h) at every call N of mkimg, growimg, shrinkimg, compact,
 # imgconvert and imgcheck --repair, and a real full disk (a small tmpfs, as
 # root).  Every failure must be clean (exit 1, one message naming the error,
@@ -15,8 +15,10 @@ K=1024; M=$((1024 * K))
 # Each spec is tried at N = 1, 2, ... until the command passes without
 # hitting it.  EIO on any call (reads too), ENOSPC on writes and
 # truncates, failures that stay (sticky) and ones that go away.
+# flush:...,drop: a failed flush also loses what was written since the last
+# successful one (as Linux drops pages whose writeback failed).
 SPECS="write:%d:ENOSPC write:%d:ENOSPC,partial write:%d:EIO,sticky flush:%d:EIO
-flush:%d:ENOSPC,sticky punch:%d:EIO truncate:%d:ENOSPC any:%d:EIO"
+flush:%d:EIO,drop flush:%d:ENOSPC,sticky punch:%d:EIO truncate:%d:ENOSPC any:%d:EIO"
 MAX_N=400
 
 setup() {
