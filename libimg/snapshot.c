@@ -116,7 +116,7 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 	 * opened without its chain (imgsnap rebase -u). */
 	if ((r = img_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
 				    IMG_CHANGE_CONTENT, flags & IMG_BACKING_UNSAFE ? "rebasing" :
-				    "a safe rebase (it reads the old chain; or rebase unsafely)")))
+				    "a safe rebase (open the image with its chain, or rebase unsafely)")))
 		return r;
 	if (ref && (r = img_open_ref(img, ref, flags & IMG_BACKING_ALLOW_PATH ?
 				     IMG_OPEN_ALLOW_BACKING_PATH : 0, &newb))) {
