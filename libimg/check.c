@@ -10,7 +10,11 @@
  *   - invalid entries and entries past the virtual size: cleared (they were
  *     unreadable or outside the disk, so no visible data changes);
  *   - two entries on one host cluster: the later one gets a copy, so both
- *     keep reading what they read now;
+ *     keep reading what they read now.  The copy goes into a cluster that
+ *     is zeroed first (in check mode free clusters were not reclaimed and
+ *     may hold leaked bytes, which a sparse copy would let through), and
+ *     while any BAT block is unreadable into a cluster past the end of the
+ *     file (the unknown entries may map any cluster below it);
  *   - leaked clusters: punched; the tail past the last used cluster:
  *     truncated (both skipped while any BAT block is unreadable, since its
  *     clusters would look leaked);
@@ -85,6 +89,37 @@ static void mark_dirty(struct img *img, uint64_t v)
 		img->dirty[b / 64] |= 1ull << (b % 64);
 		img->ndirty++;
 	}
+}
+
+/* A host cluster for a repair to write a whole cluster into, reading as
+ * zeros.  No entry that could exist maps it: while a BAT block is
+ * unreadable its entries may map any cluster below the end of the file that
+ * looks free, so the cluster is taken past the end of the file (an entry
+ * can map nothing there).  A free cluster below the end of the file may hold
+ * leaked bytes (check mode does not reclaim them): it is zeroed.  map_lock
+ * held exclusive. */
+static int repair_cluster_get(struct img *img, uint64_t *q)
+{
+	uint64_t min = img->g.data_cluster0, cs = img->g.cluster_size;
+	int r;
+
+	if (img->bad_blocks) {
+		uint64_t fc = (img_file_size(img) + cs - 1) >> img->g.cluster_bits;
+		if (fc > min)
+			min = fc;
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	r = alloc_get(img, min, q);
+	pthread_mutex_unlock(&img->meta_lock);
+	if (r)
+		return img_fail(img, r, "allocating a cluster for the repair");
+	if (HOST_OFF(img, *q) < img_file_size(img) && (r = img_zero_host(img, HOST_OFF(img, *q), cs))) {
+		pthread_mutex_lock(&img->meta_lock);
+		(void)alloc_defer_free(img, *q);    /* never reused unzeroed */
+		pthread_mutex_unlock(&img->meta_lock);
+		return img_fail(img, r, "zeroing host cluster %llu", (unsigned long long)*q);
+	}
+	return 0;
 }
 
 /* BAT blocks that open does not read: past the live ones. */
@@ -259,9 +294,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				 * else it is unreadable anyway: clear it. */
 				uint64_t q, e = img->bat[p->v];
 				int d = comp_read(img, p->v, e, buf);
-				pthread_mutex_lock(&img->meta_lock);
-				r = d ? 0 : alloc_get(img, img->g.data_cluster0, &q);
-				pthread_mutex_unlock(&img->meta_lock);
+				r = d ? 0 : repair_cluster_get(img, &q);
 				if (!r && !d && (r = img_write_sparse(img, buf, img->g.cluster_size, HOST_OFF(img, q))))
 					alloc_release_unmapped(img, q);
 				if (!r) {
@@ -277,9 +310,9 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			}
 			if (repair) {
 				uint64_t q;
-				pthread_mutex_lock(&img->meta_lock);
-				r = alloc_get(img, img->g.data_cluster0, &q);
-				pthread_mutex_unlock(&img->meta_lock);
+				/* q reads as zeros: the sparse copy leaves nothing
+				 * but p->h's bytes in it */
+				r = repair_cluster_get(img, &q);
 				if (!r && !(r = img_copy_cluster(img, p->h, q, buf))) {
 					pthread_mutex_lock(&img->meta_lock);
 					bat_set(img, p->v, IMG_E_MAKE(IMG_E_ALLOC, q));
