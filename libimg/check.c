@@ -19,6 +19,12 @@
  *     truncated (both skipped while any BAT block is unreadable, since its
  *     clusters would look leaked);
  *   - an unreadable BAT block is not repaired: its entries are unknown.
+ *
+ * The open records at most MAX_PROBLEMS problems (their messages cost
+ * memory); past that it counts them.  Such a check is incomplete: it says
+ * so (a corruption, res->incomplete) and repairs nothing, since repairing
+ * the recorded problems only would report a clean image with the others
+ * left in place.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -38,13 +44,17 @@ void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
 
 	if (!(img->flags & IMG_OPEN_CHECK))
 		return;
-	if (img->nproblems >= MAX_PROBLEMS)
+	if (img->nproblems >= MAX_PROBLEMS) {
+		img->problems_dropped++;      /* never silently: img_check says so */
 		return;
+	}
 	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
 		size_t cap = (img->nproblems + 1) * 2;
 		p = realloc(img->problems, cap * sizeof(*p));
-		if (!p)
+		if (!p) {
+			img->problems_dropped++;
 			return;
+		}
 		img->problems = p;
 	}
 	p = &img->problems[img->nproblems++];
@@ -260,6 +270,15 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		return -ENOMEM;
 	pthread_rwlock_wrlock(&img->map_lock);
 	r = ensure_allocator(img);
+	if (img->problems_dropped) {
+		rp.res->incomplete = img->problems_dropped;
+		report(&rp, IMG_CHECK_CORRUPT, 0,
+		       "the check is incomplete: %llu more problems found at open were not recorded "
+		       "(at most %u are)%s", (unsigned long long)img->problems_dropped, MAX_PROBLEMS,
+		       repair ? ": nothing repaired" : "");
+		unfixed++;
+		repair = 0;
+	}
 
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct img_problem *p = &img->problems[i];

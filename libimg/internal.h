@@ -98,6 +98,9 @@ struct img {
 	                             * replayed log rewrote (checked zero there) */
 	struct img_problem *problems;
 	size_t nproblems;
+	uint64_t problems_dropped;  /* found at open past the cap (or without
+	                             * memory) and not recorded: the check is
+	                             * incomplete and repair is refused */
 	uint64_t log_replayed;
 	uint64_t leaked_at_open;
 
