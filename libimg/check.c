@@ -18,6 +18,8 @@
  *   - leaked clusters: punched; the tail past the last used cluster:
  *     truncated (both skipped while any BAT block is unreadable, since its
  *     clusters would look leaked);
+ *   - bytes of the last cluster past the virtual size that are not zero
+ *     (growing would show them): zeroed;
  *   - an unreadable BAT block is not repaired: its entries are unknown.
  *
  * The open records at most MAX_PROBLEMS problems (their messages cost
@@ -162,6 +164,53 @@ static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 		report(rp, IMG_CHECK_CORRUPT, fix, "BAT block %llu (past the virtual size): %s",
 		       (unsigned long long)b, d < 0 ? why : "entries not empty");
 	}
+	return r;
+}
+
+/* The bytes of the last cluster past the virtual size must read as zeros
+ * (FORMAT.md 4.1): growing the disk would show them.  Repair zeroes them
+ * in place (allocated), or stores the cluster allocated with its tail
+ * zeroed (compressed; the payload is left to the commit).  map_lock held
+ * exclusive; buf holds a cluster. */
+static int check_vsize_tail(struct img *img, struct reporter *rp, int repair, uint8_t *buf,
+			    int *unfixed)
+{
+	uint64_t cs = img->g.cluster_size, in = img->vsize % cs, v = img->vsize / cs, e, q;
+	int r = 0, fix = 0;
+
+	if (!in || v >= img->bat_alloc)
+		return 0;
+	e = img->bat[v];
+	if (IMG_E_STATE(e) == IMG_E_ALLOC) {
+		if ((r = img->io->ops->pread(img->io, buf, cs - in, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in)))
+			return img_fail(img, r, "reading host cluster %llu",
+					(unsigned long long)IMG_E_PAYLOAD(e));
+		if (img_is_zero(buf, cs - in))
+			return 0;
+		if (repair && !(r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
+			fix = 1;
+	} else if (IMG_E_STATE(e) == IMG_E_COMP) {
+		if (comp_read(img, v, e, buf) || img_is_zero(buf + in, cs - in))
+			return 0;     /* unreadable: reads fail, nothing shows */
+		if (repair && !(r = repair_cluster_get(img, &q))) {
+			memset(buf + in, 0, cs - in);
+			if ((r = img_write_sparse(img, buf, cs, HOST_OFF(img, q)))) {
+				alloc_release_unmapped(img, q);
+			} else {
+				pthread_mutex_lock(&img->meta_lock);
+				if (!(r = img_release_entry(img, e)))
+					bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, q));
+				pthread_mutex_unlock(&img->meta_lock);
+				fix = !r;
+			}
+		}
+	} else {
+		return 0;
+	}
+	report(rp, IMG_CHECK_CORRUPT, fix, "BAT entry %llu: the %llu bytes of the last cluster past the "
+	       "virtual size are not zero%s", (unsigned long long)v, (unsigned long long)(cs - in),
+	       fix ? ": zeroed" : "");
+	*unfixed += !fix;
 	return r;
 }
 
@@ -346,6 +395,8 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			break;
 		}
 	}
+	if (!r)
+		r = check_vsize_tail(img, &rp, repair, buf, &unfixed);
 	if (!r)
 		r = check_spare_blocks(img, &rp, repair);
 	if (!r) {

@@ -271,11 +271,77 @@ static void too_many_problems(void)
 	mio->ops->close(mio);
 }
 
+/* Both header copies of bytes get virtual size vs (crc fixed). */
+static void set_vsize(uint8_t *bytes, uint64_t vs)
+{
+	struct img_header h;
+	for (int s = 0; s < 2; s++) {
+		CHECK(img_header_decode(bytes + s * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+		h.virtual_size = vs;
+		img_header_encode(&h, bytes + s * IMG_HEADER_SLOT);
+	}
+}
+
+/* #9: bytes of the last cluster past the virtual size that are not zero
+ * are reported (corruption) and zeroed by repair, and growing the disk
+ * shows zeros there whatever the file holds: for an allocated and for a
+ * compressed last cluster. */
+static void tail_past_vsize(int compressed)
+{
+	uint64_t vs = 16u << 20, small = vs - CS / 2, last = vs / CS - 1;
+	struct img_io *io, *mio;
+	struct img_check_result cr;
+	uint8_t buf[CS];
+	uint8_t *b;
+	size_t len;
+	struct img *img = create_mem(vs, &io);
+
+	memset(buf, 0x55, CS / 2);
+	memset(buf + CS / 2, 0xee, CS / 2);
+	if (compressed)
+		CHECK(img_write_compressed(img, buf, CS, last * CS) == 1);
+	else
+		CHECK(img_pwrite(img, buf, CS, last * CS) == CS);
+	CHECK(img_close(img) == 0);
+	b = bytes_of(io, &len);
+	io->ops->close(io);
+	CHECK(IMG_E_STATE(get_entry(b, last)) == (compressed ? IMG_E_COMP : IMG_E_ALLOC));
+	set_vsize(b, small);            /* the 0xee half is past the disk now */
+	img_io_mem_new(b, len, &mio);
+
+	/* the check sees it */
+	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 0);
+	/* growing shows zeros there */
+	CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img_resize(img, vs, 0) == 0);
+	CHECK(img_pread(img, buf, CS, last * CS) == CS);
+	CHECK(buf[0] == 0x55 && buf[CS / 2 - 1] == 0x55);
+	CHECK(img_is_zero(buf + CS / 2, CS / 2));
+	CHECK(img_close(img) == 0);
+	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	mio->ops->close(mio);
+
+	/* repair zeroes them; the data before them stays */
+	img_io_mem_new(b, len, &mio);
+	CHECK(repair(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
+	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	CHECK(reads_as(mio, last, CS / 2, 0x55));
+	CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img_resize(img, vs, 0) == 0);
+	CHECK(img_pread(img, buf, CS, last * CS) == CS);
+	CHECK(buf[0] == 0x55 && img_is_zero(buf + CS / 2, CS / 2));
+	CHECK(img_close(img) == 0);
+	mio->ops->close(mio);
+	free(b);
+}
+
 int main(void)
 {
 	dup_copy_not_stale();
 	bad_block_clusters_not_reused();
 	too_many_problems();
+	tail_past_vsize(0);
+	tail_past_vsize(1);
 	if (fails)
 		fprintf(stderr, "%d checks failed\n", fails);
 	return fails ? 1 : 0;
