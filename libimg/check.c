@@ -216,6 +216,27 @@ static int check_vsize_tail(struct img *img, struct reporter *rp, int repair, ui
 
 #define LEAK_GROUP_BYTES (16u << 20)   /* free clusters read in one batch */
 
+/* The next free cluster at or after h (below end) that may hold data: free
+ * clusters are found a bitmap word at a time, and holes of the file are
+ * skipped with SEEK_DATA where the backend has it, so a sparse tail of
+ * any length costs one call. */
+static uint64_t next_free_data(struct img *img, uint64_t h, uint64_t end)
+{
+	uint64_t d;
+
+	for (;;) {
+		if ((h = alloc_next_free(img, h, end)) >= end)
+			return end;
+		if (img_io_seek_data(img->io, HOST_OFF(img, h), &d))
+			return h;                 /* no SEEK_DATA: read it */
+		if (d == UINT64_MAX)
+			return end;
+		if (d >> img->g.cluster_bits == h)
+			return h;
+		h = d >> img->g.cluster_bits;     /* the hole before d is free */
+	}
+}
+
 static int check_leaks(struct img *img, struct reporter *rp, int repair)
 {
 	uint64_t cs = img->g.cluster_size, size = img_file_size(img);
@@ -228,20 +249,20 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 	grp = grp < 1 ? 1 : grp > 256 ? 256 : grp;
 	{
 		uint64_t nfree = 0;   /* small images: small buffers */
-		for (uint64_t h = img->g.data_cluster0; h < end && nfree < grp; h++)
-			nfree += !alloc_test(img, h);
+		for (uint64_t h = next_free_data(img, img->g.data_cluster0, end); h < end && nfree < grp;
+		     h = next_free_data(img, h + 1, end))
+			nfree++;
 		if (nfree < grp)
 			grp = nfree ? nfree : 1;
 	}
 	if (!(buf = malloc(grp * cs)))
 		return -ENOMEM;
-	/* Every cluster no entry maps is read (a batch at a time: at once on
-	 * the io_uring backend): one holding data is a leak. */
-	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
+	/* Every cluster no entry maps that holds data in the file is read (a
+	 * batch at a time: at once on the io_uring backend): one holding
+	 * non-zero bytes is a leak. */
+	for (uint64_t h = next_free_data(img, img->g.data_cluster0, end); h < end && !r; ) {
 		uint64_t n = 0;
-		for (; h < end && n < grp; h++) {
-			if (alloc_test(img, h))
-				continue;
+		for (; h < end && n < grp; h = next_free_data(img, h + 1, end)) {
 			rq[n] = (struct img_io_req){ .buf = buf + n * cs, .len = cs,
 						     .off = HOST_OFF(img, h), .op = IMG_IO_OP_READ };
 			at[n++] = h;
@@ -289,7 +310,7 @@ static int ensure_allocator(struct img *img)
 	if (img->used)
 		return 0;
 	pthread_mutex_lock(&img->meta_lock);
-	r = alloc_init(img, (fc > img->g.data_cluster0 ? fc : img->g.data_cluster0) + 64);
+	r = alloc_init(img, alloc_initial_bits(img, fc));
 	for (uint64_t h = 0; !r && h < img->g.data_cluster0; h++)
 		r = alloc_mark(img, h);
 	for (uint64_t v = 0; !r && v < img->g.vclusters; v++)

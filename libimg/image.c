@@ -596,7 +596,9 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	int check = img->flags & IMG_OPEN_CHECK, r;
 	uint64_t fast_lo, fast_hi;
 
-	if ((r = alloc_init(img, (file_clusters > g->data_cluster0 ? file_clusters : g->data_cluster0) + 64)))
+	/* Sized by the entries, not the file (alloc.c): a mapping past it
+	 * grows it. */
+	if ((r = alloc_init(img, alloc_initial_bits(img, file_clusters))))
 		return r;
 	for (uint64_t h = 0; h < g->data_cluster0; h++)
 		if ((r = alloc_mark(img, h)))
@@ -690,18 +692,18 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	return validate_compressed(img, file_size, img->ncomp);
 }
 
+/* One punch per run of free clusters (the run past the last mapped
+ * cluster, however long, is one): the cost follows the mappings, not the
+ * file's length. */
 int img_reclaim_free(struct img *img)
 {
 	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r = 0;
 
-	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
-		uint64_t k = h;
-		while (k < end && !alloc_test(img, k))
-			k++;
-		if (k > h)
-			r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
-		h = k + 1;
+	for (uint64_t h = alloc_next_free(img, img->g.data_cluster0, end); h < end && !r; ) {
+		uint64_t k = alloc_next_used(img, h, end);
+		r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
+		h = alloc_next_free(img, k, end);
 	}
 	if (r)
 		img_fail(img, r, "reclaiming free clusters");
@@ -710,10 +712,8 @@ int img_reclaim_free(struct img *img)
 
 static uint64_t count_free_below_eof(struct img *img, uint64_t file_size)
 {
-	uint64_t end = (file_size + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
-	for (uint64_t h = img->g.data_cluster0; h < end; h++)
-		n += !alloc_test(img, h);
-	return n;
+	uint64_t end = (file_size + img->g.cluster_size - 1) >> img->g.cluster_bits;
+	return alloc_count_free(img, img->g.data_cluster0, end);
 }
 
 static void img_free(struct img *img)
