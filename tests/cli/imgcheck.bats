@@ -187,3 +187,18 @@ PYEOF
   run_split imgcheck --repair a.img
   [ "$status" -eq 5 ]
 }
+
+@test "issue 15 #13: imgcheck and imginfo on an image with a 1 TiB sparse tail take no time" {
+  image_with_data
+  truncate -s 1T a.img
+  status=0; output=$(timeout 20 "$BIN/imgcheck" --json a.img) || status=$?
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ "$(jget .status)" = clean ]
+  [ "$(jget '.tail_bytes > 1000000000000')" = true ]
+  poke a.img set-dirty
+  timeout 20 "$BIN/imginfo" a.img
+  timeout 20 "$BIN/imgcheck" --repair a.img
+  [ "$(stat -c %s a.img)" -lt 100000000 ]
+  to_raw a.img back.raw
+  cmp a.raw back.raw
+}
