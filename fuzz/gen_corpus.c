@@ -448,6 +448,23 @@ static void bat_variants(struct blob d)
 	emit("bad-entries-mixed", fixed(b));
 	free(b.p);
 
+	/* Repair that must not make data worse (issue 15 #5): a duplicate of
+	 * a cluster whose last 60 KiB are zeros, where the lowest free cluster
+	 * holds leaked bytes that a sparse copy would let through. */
+	b = blob_dup(d, (h0 + 2) << 16);
+	memset(b.p + ((h0 + 1) << 16), 0xa5, 1 << 16);
+	set_entry(&b, 3, e0);
+	emit("bad-dup-over-leak", fixed(b));
+	free(b.p);
+	/* Bytes of the last cluster past the virtual size (#9): the disk is
+	 * 32 KiB short of its last cluster, which is all 0x77. */
+	b = blob_dup(d, (h0 + 2) << 16);
+	memset(b.p + ((h0 + 1) << 16), 0x77, 1 << 16);
+	set_entry(&b, 15, IMG_E_MAKE(IMG_E_ALLOC, h0 + 1));
+	set64(&b, H_VSIZE, (1 << 20) - (32 << 10));
+	emit("ok-tail-past-vsize", fixed(b));
+	free(b.p);
+
 	/* A leak: a host cluster with data that nothing maps (clean image). */
 	b = blob_dup(d, (h0 + 2) << 16);
 	memset(b.p + ((h0 + 1) << 16), 0x5a, 512);
@@ -529,6 +546,37 @@ static void comp_variants(struct blob d)
 	put_le32(b.p + p, 0xFFFFFFF0u);
 	emit("ok-comp-bad-clen", b);
 	free(b.p);
+	/* A compressed last cluster whose bytes past the virtual size are not
+	 * zero (issue 15 #9): the disk ends in the middle of cluster 4. */
+	b = blob_dup(d, d.len);
+	set_entry(&b, 5, 0);
+	set_entry(&b, 9, 0);
+	set64(&b, H_VSIZE, (4 << 16) + (32 << 10));
+	emit("ok-comp-tail-past-vsize", fixed(b));
+	free(b.p);
+}
+
+/* A duplicate while a BAT block is unreadable (issue 15 #5): the repair's
+ * copy must not go into the cluster that block maps (cluster 600's), the
+ * lowest that looks free. */
+static void bad_block_dup_image(void)
+{
+	struct fuzz_io f;
+	struct blob b = hand(16, 64 << 20, 1 << 16, 1), r;
+	struct img *img = open_rw(&f, b);
+
+	free(b.p);
+	wr(img, 0, 4096, 1);
+	wr(img, 1 << 16, 4096, 2);
+	wr(img, 2 << 16, 4096, 3);
+	wr(img, 600ull << 16, 4096, 4);
+	r = close_rw(&f, img);
+	trim(&r, 0);
+	set_entry(&r, 9, get_entry(&r, 2));
+	fuzz_fix_crcs(r.p, r.len);
+	r.p[bat_entry_off(&r, 1000)] ^= 1;          /* block 1: bad crc */
+	emit("bad-dup-bad-block", r);
+	free(r.p);
 }
 
 /* Grown BAT: 64 KiB clusters hold 8128 entries (508 MiB) per BAT cluster. */
@@ -630,6 +678,7 @@ static void images(void)
 	free(d.p);
 	comp_variants(d = comp_image());
 	free(d.p);
+	bad_block_dup_image();
 	emit("valid-c64k-grown", d = grown_image());
 	free(d.p);
 	log_variants(d = dirty_image());
