@@ -765,7 +765,20 @@ int img_reclaim_free(struct img *img)
 
 	for (uint64_t h = alloc_next_free(img, img->g.data_cluster0, end); h < end && !r; ) {
 		uint64_t k = alloc_next_used(img, h, end);
-		r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
+		uint64_t len = (k - h) * img->g.cluster_size;
+		if (k < end) {
+			r = img_zero_host(img, HOST_OFF(img, h), len);
+		} else {
+			/* The tail: on a host that cannot punch, writing zeros
+			 * would cost its length (a sparse terabyte); nothing maps
+			 * it, so it is cut instead. */
+			r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ?
+				img->io->ops->punch(img->io, HOST_OFF(img, h), len) : -EOPNOTSUPP;
+			if (r == -EOPNOTSUPP) {
+				__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
+				r = img->io->ops->truncate(img->io, HOST_OFF(img, h));
+			}
+		}
 		h = alloc_next_free(img, k, end);
 	}
 	if (r)

@@ -336,6 +336,70 @@ static void tail_past_vsize(int compressed)
 	free(b);
 }
 
+/* A view of a memory backend on a host that cannot punch holes. */
+struct nopunch { struct img_io io; struct img_io_ops ops; struct img_io *in; };
+static int np_pread(struct img_io *io, void *b, size_t l, uint64_t o) { struct img_io *in = ((struct nopunch *)io)->in; return in->ops->pread(in, b, l, o); }
+static int np_pwrite(struct img_io *io, const void *b, size_t l, uint64_t o) { struct img_io *in = ((struct nopunch *)io)->in; return in->ops->pwrite(in, b, l, o); }
+static int np_flush(struct img_io *io) { (void)io; return 0; }
+static int np_punch(struct img_io *io, uint64_t o, uint64_t l) { (void)io; (void)o; (void)l; return -EOPNOTSUPP; }
+static int np_trunc(struct img_io *io, uint64_t s) { struct img_io *in = ((struct nopunch *)io)->in; return in->ops->truncate(in, s); }
+static int np_size(struct img_io *io, uint64_t *s) { struct img_io *in = ((struct nopunch *)io)->in; return in->ops->size(in, s); }
+static void np_close(struct img_io *io) { free(io); }
+
+static struct img_io *nopunch(struct img_io *in)
+{
+	struct nopunch *n = calloc(1, sizeof(*n));
+	n->ops = (struct img_io_ops){ .pread = np_pread, .pwrite = np_pwrite, .flush = np_flush,
+				      .punch = np_punch, .truncate = np_trunc, .size = np_size,
+				      .close = np_close };
+	n->io.ops = &n->ops;
+	n->io.name = "nopunch.img";
+	n->in = in;
+	return &n->io;
+}
+
+/* #13: a dirty image with a long tail on a host that cannot punch: the
+ * open for writing cuts the tail (nothing maps it) instead of writing
+ * zeros over all of it, and leaks below it still become zeros. */
+static void dirty_tail_no_punch(void)
+{
+	uint64_t vs = 16u << 20, d0 = data0(vs), size;
+	struct img_io *io, *mio;
+	uint8_t buf[CS];
+	uint8_t *b;
+	size_t len;
+	struct img *img = create_mem(vs, &io);
+
+	memset(buf, 0x31, sizeof(buf));
+	CHECK(img_pwrite(img, buf, CS, 0) == CS && img_pwrite(img, buf, CS, 2 * CS) == CS);
+	CHECK(img_pwrite(img, buf, CS, 4 * CS) == CS);
+	CHECK(img_close(img) == 0);
+	b = bytes_of(io, &len);
+	io->ops->close(io);
+	CHECK(len == (d0 + 3) * CS);
+	set_entry(b, 2, 0);              /* d0+1 leaked, below the last used */
+	set_entry(b, 4, 0);              /* d0+2 leaked: the tail from here */
+	{
+		struct img_header h;
+		for (int s = 0; s < 2; s++) {
+			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			h.flags |= IMG_FLAG_DIRTY;
+			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+		}
+	}
+	img_io_mem_new(b, len, &mio);
+	free(b);
+	CHECK(mio->ops->truncate(mio, 64u << 20) == 0);        /* a long tail */
+	CHECK(img_open_io(nopunch(mio), IMG_OPEN_RDWR, &img) == 0);
+	CHECK(mio->ops->size(mio, &size) == 0 && size <= (d0 + 1) * CS);
+	CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 0x31 && buf[CS - 1] == 0x31);
+	memset(buf, 0x32, 100);
+	CHECK(img_pwrite(img, buf, 100, 7 * CS) == 100);       /* a partial write: new cluster */
+	CHECK(img_pread(img, buf, CS, 7 * CS) == CS && buf[99] == 0x32 && img_is_zero(buf + 100, CS - 100));
+	CHECK(img_close(img) == 0);
+	mio->ops->close(mio);
+}
+
 static double now(void)
 {
 	struct timespec t;
@@ -518,6 +582,7 @@ int main(void)
 	too_many_problems();
 	tail_past_vsize(0);
 	tail_past_vsize(1);
+	dirty_tail_no_punch();
 	{
 		char d1[4096], d2[] = "/dev/shm/libimg-repair.XXXXXX";
 		const char *tmp = getenv("TMPDIR");
