@@ -7,6 +7,7 @@
 # closing table.  Parts run in the order of BENCH_PARTS:
 #   lib      bench/libimg_bench.c -I   library vs a raw file (same disk)
 #   open     bench/libimg_bench.c -O   open time and memory, 1 GiB..64 TiB
+#   compmem  bench/comp_mem.c          memory of opening 2^24 compressed entries
 #   scale    bench/scale.sh            open, check, compact at 1 GiB..1 TiB
 #   convert  bench/convert.sh          imgconvert vs qemu-img, cp, the limit
 #   compact  bench/compact_bench.c     compact vs the data copy (posix, io_uring)
@@ -27,7 +28,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 export BUILD
 export BENCH_DIR=${BENCH_DIR:-/var/tmp}
-PARTS=${BENCH_PARTS:-lib open scale convert compact fs mkfs online}
+PARTS=${BENCH_PARTS:-lib open compmem scale convert compact fs mkfs online}
 REPS=${BENCH_REPS:-3}
 export BENCH_MIB=${BENCH_MIB:-128} BENCH_OPS=${BENCH_OPS:-5000}
 export RUNS=${RUNS:-3}
@@ -69,6 +70,7 @@ for p in $PARTS; do
     lib)     part lib "$BUILD/bench/libimg_bench" -I -S -d "$BENCH_DIR" -r "$REPS" \
                -s "$BENCH_MIB" -n "$BENCH_OPS" ;;
     open)    part open "$BUILD/bench/libimg_bench" -O -S -d "$BENCH_DIR" -r "$REPS" ;;
+    compmem) part compmem "$BUILD/bench/comp_mem" -d "$BENCH_DIR" ;;
     scale)   part scale bash bench/scale.sh ;;
     convert) part convert bash bench/convert.sh ;;
     compact) part compact env COPY_LIMIT="$BUILD/bench/copy_limit" "$BUILD/bench/compact_bench" \

@@ -8,7 +8,11 @@
  *     fails, or not every problem was fixed), the repaired image must open
  *     without IMG_OPEN_CHECK and check clean: no corruption, no leak;
  *  4. repairing it again finds nothing, and leaves the same virtual disk
- *     (first READ_CAP bytes and the last sector), size and counts.
+ *     (first READ_CAP bytes and the last sector), size and counts;
+ *  5. whether or not the repair fixed everything, it never makes data
+ *     worse: every cluster of the first READ_CAP bytes that read without
+ *     error before the repair (on the check handle of step 1: invalid
+ *     entries read as unallocated there) reads the same bytes after it.
  *
  * Each input runs as given and, if different, with its checksums recomputed.
  */
@@ -99,9 +103,66 @@ static void same_snapshot(const struct snapshot *a, const struct snapshot *b)
 		FUZZ_BUG("a second repair changed the last sector");
 }
 
+/* The clusters of the first READ_CAP bytes of a disk as a check handle
+ * reads them: intact[c] when cluster c read without error. */
+struct intact {
+	uint8_t *buf;            /* READ_CAP bytes */
+	uint8_t ok[READ_CAP / IMG_MIN_CLUSTER_SIZE];
+	uint64_t len, cs;
+};
+
+static void read_intact(struct img *img, struct intact *in)
+{
+	struct img_info info;
+
+	memset(in->ok, 0, sizeof(in->ok));
+	in->len = 0;
+	if (img_info(img, &info))
+		FUZZ_BUG("img_info failed on an open image");
+	in->cs = info.cluster_size;
+	in->len = info.virtual_size < READ_CAP ? info.virtual_size : READ_CAP;
+	for (uint64_t c = 0; c * in->cs < in->len; c++) {
+		uint64_t n = in->len - c * in->cs < in->cs ? in->len - c * in->cs : in->cs;
+		in->ok[c] = img_pread(img, in->buf + c * in->cs, n, c * in->cs) == (ssize_t)n;
+	}
+}
+
+/* Step 5: the repaired contents (data) keep every intact cluster of *in. */
+static void same_intact(const uint8_t *data, size_t size, const struct intact *in)
+{
+	static uint8_t *after;
+	struct intact a;
+	struct fuzz_io f;
+	struct img *img;
+
+	if (!after && !(after = malloc(READ_CAP)))
+		FUZZ_BUG("out of memory");
+	a.buf = after;
+	fuzz_io_init(&f, data, size, 0);
+	if (img_open_io(&f.io, IMG_OPEN_CHECK, &img))
+		FUZZ_BUG("a repaired image does not open for checking");
+	read_intact(img, &a);
+	img_close(img);
+	fuzz_io_release(&f);
+	if (a.len != in->len || a.cs != in->cs)
+		FUZZ_BUG("the repair changed the disk's size or cluster size");
+	for (uint64_t c = 0; c * in->cs < in->len; c++) {
+		uint64_t n = in->len - c * in->cs < in->cs ? in->len - c * in->cs : in->cs;
+		if (!in->ok[c])
+			continue;
+		if (!a.ok[c])
+			FUZZ_BUG("cluster %llu read before the repair and fails after it",
+				 (unsigned long long)c);
+		if (memcmp(in->buf + c * in->cs, a.buf + c * in->cs, n))
+			FUZZ_BUG("the repair changed the data of intact cluster %llu",
+				 (unsigned long long)c);
+	}
+}
+
 /* Opens data read-write for repair, repairs, closes.  Returns 0 and the
  * contents left by img_close in *out and *outlen when the repair fixed everything
- * it found; -1 when the image was refused as unrepairable. */
+ * it found; 1 (contents too) when it left problems, -1 when the image was
+ * refused as unrepairable (it could not be opened, repaired or closed). */
 static int repair(const uint8_t *data, size_t size, struct img_check_result *res,
 		  uint8_t **out, size_t *outlen)
 {
@@ -118,12 +179,11 @@ static int repair(const uint8_t *data, size_t size, struct img_check_result *res
 		goto out;
 	}
 	r = do_check(img, IMG_CHECK_REPAIR, res);
-	if (img_close(img) == 0 && r == 0 && res->corruptions_fixed == res->corruptions &&
-	    res->leaks_fixed == res->leaks) {
+	if (img_close(img) == 0 && r == 0) {
 		*out = f.saved;
 		*outlen = f.saved_len;
 		f.saved = NULL;
-		rc = 0;
+		rc = res->corruptions_fixed == res->corruptions && res->leaks_fixed == res->leaks ? 0 : 1;
 	}
 out:
 	fuzz_io_release(&f);
@@ -166,11 +226,20 @@ static void run_one(const uint8_t *data, size_t size)
 	size_t r1len = 0, r2len = 0;
 	int r;
 
-	/* 1. Check only, read-only. */
+	static uint8_t *before;
+	struct intact in;
+	int have_intact = 0;
+
+	if (!before && !(before = malloc(READ_CAP)))
+		FUZZ_BUG("out of memory");
+	in.buf = before;
+	/* 1. Check only, read-only; what reads before any repair. */
 	fuzz_io_init(&f, data, size, 0);
 	f.save_on_close = 1;
 	r = img_open_io(&f.io, IMG_OPEN_CHECK, &img);
 	if (r == 0) {
+		read_intact(img, &in);
+		have_intact = 1;
 		do_check(img, 0, &res);
 		img_close(img);
 	} else if (r > 0) {
@@ -180,9 +249,14 @@ static void run_one(const uint8_t *data, size_t size)
 		FUZZ_BUG("a read-only check changed the file");
 	fuzz_io_release(&f);
 
-	/* 2. Repair. */
-	if (repair(data, size, &res, &r1, &r1len))
-		return;    /* refused as unrepairable */
+	/* 2. Repair; 5. it keeps every intact cluster, fixed or not. */
+	r = repair(data, size, &res, &r1, &r1len);
+	if (r >= 0 && have_intact)
+		same_intact(r1, r1len, &in);
+	if (r) {
+		free(r1);
+		return;    /* refused as unrepairable, or problems left */
+	}
 
 	/* 3. Then the image is clean. */
 	{       /* allocated once (see open_fuzzer.c) */
@@ -196,7 +270,7 @@ static void run_one(const uint8_t *data, size_t size)
 
 	/* 4. Repair twice is repair once. */
 	if (repair(r1, r1len, &res, &r2, &r2len))
-		FUZZ_BUG("a repaired image is refused by a second repair");
+		FUZZ_BUG("a repaired image is refused by a second repair, or it finds something");
 	if (res.corruptions || res.leaks)
 		FUZZ_BUG("a second repair finds %llu corruptions and %llu leaks",
 			 (unsigned long long)res.corruptions, (unsigned long long)res.leaks);

@@ -192,8 +192,9 @@ static inline void fuzz_io_release(struct fuzz_io *f)
 /*
  * A mutated byte almost always breaks a crc32c, and the fuzzer cannot guess
  * checksums, so harnesses also try a copy of the input whose checksums are
- * recomputed: both header slots, and every 4 KiB block that starts with the
- * BAT1 or LOG1 magic.  Returns 1 if the copy differs from the input.
+ * recomputed: both header slots, every compressed payload the BAT blocks
+ * in the file point to, and every 4 KiB block that starts with the BAT1 or
+ * LOG1 magic.  Returns 1 if the copy differs from the input.
  */
 static inline uint32_t fuzz_crc_zeroed(const uint8_t *p, size_t len)
 {
@@ -201,6 +202,54 @@ static inline uint32_t fuzz_crc_zeroed(const uint8_t *p, size_t len)
 	uint32_t c = img_crc32c(0, p, 4);
 	c = img_crc32c(c, zero4, 4);
 	return img_crc32c(c, p + 8, len - 8);
+}
+
+/* The crc32c of every compressed payload (FORMAT.md 4.2) whose entry sits
+ * in a BAT block of the file and whose clen fits its sectors, so that a
+ * mutated lz4 block reaches the decompressor instead of failing its crc.
+ * Uses the header copy with the higher valid seq.  Returns 1 if anything
+ * changed. */
+static inline int fuzz_fix_payload_crcs(uint8_t *p, size_t len)
+{
+	struct img_header h, best;
+	struct img_geom g;
+	int have = 0, changed = 0;
+
+	for (size_t slot = 0; slot < 2; slot++)
+		if (len >= (slot + 1) * IMG_HEADER_SLOT &&
+		    !img_header_decode(p + slot * IMG_HEADER_SLOT, &h, NULL, 0) &&
+		    (!have || h.seq > best.seq)) {
+			best = h;
+			have = 1;
+		}
+	if (!have || img_geom_compute(&best, &g))
+		return 0;
+	for (uint64_t b = 0; b < g.bat_blocks; b++) {
+		uint64_t off = best.bat_offset + b * IMG_BLOCK_SIZE;
+		if (off + IMG_BLOCK_SIZE > len)
+			break;
+		if (get_le32(p + off) != IMG_BAT_MAGIC)
+			continue;
+		for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++) {
+			uint64_t e = get_le64(p + off + 32 + 8 * i), at, n, clen;
+			uint32_t crc;
+			if (IMG_E_STATE(e) != IMG_E_COMP)
+				continue;
+			at = IMG_C_SECTOR(e) * 512;
+			n = IMG_C_COUNT(e) * 512;
+			if (n >= g.cluster_size || at < g.data_offset || at > len || n > len - at)
+				continue;
+			clen = get_le32(p + at);
+			if (!clen || clen > n - IMG_C_HDR)
+				continue;
+			crc = img_crc32c(0, p + at + IMG_C_HDR, (size_t)clen);
+			if (get_le32(p + at + 4) != crc) {
+				put_le32(p + at + 4, crc);
+				changed = 1;
+			}
+		}
+	}
+	return changed;
 }
 
 static inline int fuzz_fix_crcs(uint8_t *p, size_t len)
@@ -228,6 +277,7 @@ static inline int fuzz_fix_crcs(uint8_t *p, size_t len)
 			changed = 1;
 		}
 	}
+	changed |= fuzz_fix_payload_crcs(p, len);
 	for (size_t off = 2 * IMG_HEADER_SLOT; off + IMG_BLOCK_SIZE <= len; off += IMG_BLOCK_SIZE) {
 		uint8_t *b = p + off;
 		uint32_t m = get_le32(b), crc;

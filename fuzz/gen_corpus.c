@@ -19,7 +19,8 @@
  * (fuzz_fix_crcs), so that each reaches the check it is meant for.
  *
  * ops/ holds operation sequences in the layout ops_fuzzer.c decodes; tools/
- * holds size strings for tools_fuzzer.c.
+ * holds size strings for tools_fuzzer.c; chain/ holds backing chains of two
+ * or three images in the layout chain_fuzzer.c decodes.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -28,6 +29,7 @@
 #include <sys/stat.h>
 
 #include "fuzz.h"
+#include "testio.h"
 
 /* Not a harness: the prototype in fuzz.h has no definition here. */
 
@@ -446,6 +448,23 @@ static void bat_variants(struct blob d)
 	emit("bad-entries-mixed", fixed(b));
 	free(b.p);
 
+	/* Repair that must not make data worse (issue 15 #5): a duplicate of
+	 * a cluster whose last 60 KiB are zeros, where the lowest free cluster
+	 * holds leaked bytes that a sparse copy would let through. */
+	b = blob_dup(d, (h0 + 2) << 16);
+	memset(b.p + ((h0 + 1) << 16), 0xa5, 1 << 16);
+	set_entry(&b, 3, e0);
+	emit("bad-dup-over-leak", fixed(b));
+	free(b.p);
+	/* Bytes of the last cluster past the virtual size (#9): the disk is
+	 * 32 KiB short of its last cluster, which is all 0x77. */
+	b = blob_dup(d, (h0 + 2) << 16);
+	memset(b.p + ((h0 + 1) << 16), 0x77, 1 << 16);
+	set_entry(&b, 15, IMG_E_MAKE(IMG_E_ALLOC, h0 + 1));
+	set64(&b, H_VSIZE, (1 << 20) - (32 << 10));
+	emit("ok-tail-past-vsize", fixed(b));
+	free(b.p);
+
 	/* A leak: a host cluster with data that nothing maps (clean image). */
 	b = blob_dup(d, (h0 + 2) << 16);
 	memset(b.p + ((h0 + 1) << 16), 0x5a, 512);
@@ -527,6 +546,37 @@ static void comp_variants(struct blob d)
 	put_le32(b.p + p, 0xFFFFFFF0u);
 	emit("ok-comp-bad-clen", b);
 	free(b.p);
+	/* A compressed last cluster whose bytes past the virtual size are not
+	 * zero (issue 15 #9): the disk ends in the middle of cluster 4. */
+	b = blob_dup(d, d.len);
+	set_entry(&b, 5, 0);
+	set_entry(&b, 9, 0);
+	set64(&b, H_VSIZE, (4 << 16) + (32 << 10));
+	emit("ok-comp-tail-past-vsize", fixed(b));
+	free(b.p);
+}
+
+/* A duplicate while a BAT block is unreadable (issue 15 #5): the repair's
+ * copy must not go into the cluster that block maps (cluster 600's), the
+ * lowest that looks free. */
+static void bad_block_dup_image(void)
+{
+	struct fuzz_io f;
+	struct blob b = hand(16, 64 << 20, 1 << 16, 1), r;
+	struct img *img = open_rw(&f, b);
+
+	free(b.p);
+	wr(img, 0, 4096, 1);
+	wr(img, 1 << 16, 4096, 2);
+	wr(img, 2 << 16, 4096, 3);
+	wr(img, 600ull << 16, 4096, 4);
+	r = close_rw(&f, img);
+	trim(&r, 0);
+	set_entry(&r, 9, get_entry(&r, 2));
+	fuzz_fix_crcs(r.p, r.len);
+	r.p[bat_entry_off(&r, 1000)] ^= 1;          /* block 1: bad crc */
+	emit("bad-dup-bad-block", r);
+	free(r.p);
 }
 
 /* Grown BAT: 64 KiB clusters hold 8128 entries (508 MiB) per BAT cluster. */
@@ -628,6 +678,7 @@ static void images(void)
 	free(d.p);
 	comp_variants(d = comp_image());
 	free(d.p);
+	bad_block_dup_image();
 	emit("valid-c64k-grown", d = grown_image());
 	free(d.p);
 	log_variants(d = dirty_image());
@@ -812,6 +863,149 @@ static void tools(void)
 	}
 }
 
+/* ---- chains (chain_fuzzer.c) ------------------------------------------- */
+
+/* The image of b with an open handle over it: the backing for a delta.
+ * The handle owns a fresh backend (the blob is copied). */
+static struct img *open_ro(struct blob b)
+{
+	struct img_io *io;
+	struct img *img = NULL;
+	if (img_io_mem_new(b.p, b.len, &io) || img_open_io(io, IMG_OPEN_NO_BACKING, &img))
+		die("cannot open a generated image");
+	return img;
+}
+
+/* A new delta of vsize (0: the backing's) over the image in blob below
+ * (itself opened over below2 when that is not empty), with writes w of
+ * len bytes at off[i] (seed i + base), the file left clean. */
+static struct blob delta_image(struct blob below, struct blob below2, uint64_t vsize,
+			       const uint64_t *off, const size_t *len, unsigned nw, uint8_t base,
+			       int compress_first)
+{
+	struct fuzz_io f;
+	struct img *back, *img;
+	struct img_io *io;
+	struct img_header h;
+	struct blob r, d;
+
+	back = open_ro(below);
+	if (below2.len) {
+		struct img *b2 = open_ro(below2);
+		img_close(back);
+		if (img_io_mem_new(below.p, below.len, &io) || img_open_io_over(io, 0, b2, &back))
+			die("cannot open a generated delta");
+	}
+	/* by hand, with a one-cluster log as the other seeds (small inputs) */
+	if (!vsize) {
+		struct img_info info;
+		img_info(back, &info);
+		vsize = info.virtual_size;
+	}
+	d = hand(16, vsize, 1 << 16, 1);
+	for (unsigned sl = 0; sl < 2; sl++) {
+		if (img_header_decode(d.p + sl * IMG_HEADER_SLOT, &h, NULL, 0))
+			die("a hand-made header does not decode");
+		img_header_set_backing(&h, fixed_uuid, "base.img", 8);
+		img_header_encode(&h, d.p + sl * IMG_HEADER_SLOT);
+	}
+	fuzz_io_init(&f, d.p, d.len, 1ull << 30);
+	free(d.p);
+	f.save_on_close = 1;
+	if (img_open_io_over(&f.io, IMG_OPEN_RDWR, back, &img))
+		die("cannot open a new delta");
+	for (unsigned i = 0; i < nw; i++) {
+		if (i == 0 && compress_first) {
+			uint8_t *buf = malloc(1 << 16);
+			if (!buf)
+				die("out of memory");
+			for (unsigned k = 0; k < 1u << 16; k++)
+				buf[k] = (uint8_t)("chain lz4 "[(k / 5) % 10]);
+			if (img_write_compressed(img, buf, 1 << 16, off[0] & ~0xFFFFull) != 1)
+				die("img_write_compressed");
+			free(buf);
+			continue;
+		}
+		wr(img, off[i], len[i], (uint8_t)(base + i));
+	}
+	r = close_rw(&f, img);
+	trim(&r, 2 * IMG_HEADER_SLOT);
+	return r;
+}
+
+/* A chain input: depth, lengths, images top first. */
+static void emit_chain(const char *name, const struct blob *imgs, unsigned n)
+{
+	size_t total = 1 + 4 * (n - 1), at = 0;
+	uint8_t *p;
+
+	for (unsigned i = 0; i < n; i++)
+		total += imgs[i].len;
+	if (!(p = malloc(total)))
+		die("out of memory");
+	p[at++] = (uint8_t)(n - 2);
+	for (unsigned i = 0; i + 1 < n; i++) {
+		put_le32(p + at, (uint32_t)imgs[i].len);
+		at += 4;
+	}
+	for (unsigned i = 0; i < n; i++) {
+		memcpy(p + at, imgs[i].p, imgs[i].len);
+		at += imgs[i].len;
+	}
+	save("chain", name, p, total);
+	free(p);
+}
+
+static void chains(void)
+{
+	static const uint64_t off1[] = { 0, 3 << 16, (5 << 16) + 1000, 15 << 16 };
+	static const size_t len1[] = { 1 << 16, 4096, 20000, 1 << 16 };
+	static const uint64_t off2[] = { 1 << 16, 100, (7 << 16) + 512 };
+	static const size_t len2[] = { 1 << 16, 3000, 512 };
+	static const uint64_t off3[] = { 2 << 16, 0 };
+	static const size_t len3[] = { 1 << 16, 700 };
+	struct blob none = { NULL, 0 }, base, mid, top, big, imgs[3];
+	struct fuzz_io f;
+	struct img *img;
+
+	base = hand(16, 1 << 20, 1 << 16, 1);
+	img = open_rw(&f, base);
+	free(base.p);
+	wr(img, 0, 1 << 16, 1);
+	wr(img, 2 << 16, 5000, 2);
+	wr(img, 5 << 16, 1 << 16, 3);
+	wr(img, 15 << 16, 1 << 16, 4);
+	base = close_rw(&f, img);
+	trim(&base, 0);
+
+	/* two images: a delta over a plain image */
+	mid = delta_image(base, none, 0, off1, len1, 4, 10, 0);
+	imgs[0] = mid;
+	imgs[1] = base;
+	emit_chain("valid-2-delta", imgs, 2);
+	/* three: a delta (its first cluster compressed) over a delta */
+	top = delta_image(mid, base, 0, off2, len2, 3, 20, 1);
+	imgs[0] = top;
+	imgs[1] = mid;
+	imgs[2] = base;
+	emit_chain("valid-3-compressed-top", imgs, 3);
+	/* a delta larger than its backing */
+	big = delta_image(base, none, 2 << 20, off3, len3, 2, 30, 0);
+	imgs[0] = big;
+	imgs[1] = base;
+	emit_chain("valid-2-larger-delta", imgs, 2);
+	/* the backing's uuid does not match (img_open_io_over does not look) */
+	imgs[0] = blob_dup(mid, mid.len);
+	imgs[0].p[128] ^= 0xff;
+	imgs[1] = base;
+	emit_chain("odd-2-uuid", (struct blob[]){ fixed(imgs[0]), base }, 2);
+	free(imgs[0].p);
+	free(top.p);
+	free(mid.p);
+	free(big.p);
+	free(base.p);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -824,6 +1018,7 @@ int main(int argc, char **argv)
 	images();
 	ops();
 	tools();
+	chains();
 	if (mismatches) {
 		fprintf(stderr, "gen_corpus: %d images do not behave as their names say\n", mismatches);
 		return 1;

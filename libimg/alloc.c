@@ -12,6 +12,13 @@
  * durable.  Allocation is first-fit from the lowest free cluster, which
  * keeps the host file compact.
  *
+ * The bitmap is sized by what the metadata maps, not by the file: at open
+ * it covers the metadata and one cluster per BAT entry (a compact image),
+ * and grows when an entry maps a cluster past it.  Clusters past it are
+ * free, so a file much longer than its mappings (a sparse tail of any
+ * length, up to the 2^62 bytes of FORMAT.md 2) costs no memory, and the
+ * walks below go run by run (a word at a time), not cluster by cluster.
+ *
  * Every function here runs with meta_lock held, except
  * alloc_release_unmapped(), which does I/O and takes it itself.
  */
@@ -71,6 +78,55 @@ size_t alloc_mark_entries(struct img *img, const uint64_t *e, size_t n, uint64_t
 	}
 	*marked = count;
 	return i;
+}
+
+uint64_t alloc_initial_bits(const struct img *img, uint64_t file_clusters)
+{
+	uint64_t n = img->g.data_cluster0 + img->bat_alloc;
+
+	if (file_clusters < n)
+		n = file_clusters;
+	if (n < img->g.data_cluster0)
+		n = img->g.data_cluster0;
+	return n + 64;
+}
+
+uint64_t alloc_next_free(const struct img *img, uint64_t h, uint64_t end)
+{
+	while (h < end && h < img->used_bits) {
+		uint64_t w = ~img->used[h / 64] & (~0ull << (h % 64));
+		if (w) {
+			h = (h & ~63ull) + (uint64_t)__builtin_ctzll(w);
+			break;
+		}
+		h = (h & ~63ull) + 64;
+	}
+	return h < end ? h : end;
+}
+
+uint64_t alloc_next_used(const struct img *img, uint64_t h, uint64_t end)
+{
+	while (h < end && h < img->used_bits) {
+		uint64_t w = img->used[h / 64] & (~0ull << (h % 64));
+		if (w) {
+			h = (h & ~63ull) + (uint64_t)__builtin_ctzll(w);
+			return h < end ? h : end;
+		}
+		h = (h & ~63ull) + 64;
+	}
+	return end;
+}
+
+uint64_t alloc_count_free(const struct img *img, uint64_t lo, uint64_t hi)
+{
+	uint64_t n = 0;
+
+	for (uint64_t h = alloc_next_free(img, lo, hi); h < hi; ) {
+		uint64_t u = alloc_next_used(img, h, hi);
+		n += u - h;
+		h = alloc_next_free(img, u, hi);
+	}
+	return n;
 }
 
 int alloc_test(const struct img *img, uint64_t h)

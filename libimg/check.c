@@ -10,11 +10,23 @@
  *   - invalid entries and entries past the virtual size: cleared (they were
  *     unreadable or outside the disk, so no visible data changes);
  *   - two entries on one host cluster: the later one gets a copy, so both
- *     keep reading what they read now;
+ *     keep reading what they read now.  The copy goes into a cluster that
+ *     is zeroed first (in check mode free clusters were not reclaimed and
+ *     may hold leaked bytes, which a sparse copy would let through), and
+ *     while any BAT block is unreadable into a cluster past the end of the
+ *     file (the unknown entries may map any cluster below it);
  *   - leaked clusters: punched; the tail past the last used cluster:
  *     truncated (both skipped while any BAT block is unreadable, since its
  *     clusters would look leaked);
+ *   - bytes of the last cluster past the virtual size that are not zero
+ *     (growing would show them): zeroed;
  *   - an unreadable BAT block is not repaired: its entries are unknown.
+ *
+ * The open records at most MAX_PROBLEMS problems (their messages cost
+ * memory); past that it counts them.  Such a check is incomplete: it says
+ * so (a corruption, res->incomplete) and repairs nothing, since repairing
+ * the recorded problems only would report a clean image with the others
+ * left in place.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -34,13 +46,17 @@ void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
 
 	if (!(img->flags & IMG_OPEN_CHECK))
 		return;
-	if (img->nproblems >= MAX_PROBLEMS)
+	if (img->nproblems >= MAX_PROBLEMS) {
+		img->problems_dropped++;      /* never silently: img_check says so */
 		return;
+	}
 	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
 		size_t cap = (img->nproblems + 1) * 2;
 		p = realloc(img->problems, cap * sizeof(*p));
-		if (!p)
+		if (!p) {
+			img->problems_dropped++;
 			return;
+		}
 		img->problems = p;
 	}
 	p = &img->problems[img->nproblems++];
@@ -87,6 +103,37 @@ static void mark_dirty(struct img *img, uint64_t v)
 	}
 }
 
+/* A host cluster for a repair to write a whole cluster into, reading as
+ * zeros.  No entry that could exist maps it: while a BAT block is
+ * unreadable its entries may map any cluster below the end of the file that
+ * looks free, so the cluster is taken past the end of the file (an entry
+ * can map nothing there).  A free cluster below the end of the file may hold
+ * leaked bytes (check mode does not reclaim them): it is zeroed.  map_lock
+ * held exclusive. */
+static int repair_cluster_get(struct img *img, uint64_t *q)
+{
+	uint64_t min = img->g.data_cluster0, cs = img->g.cluster_size;
+	int r;
+
+	if (img->bad_blocks) {
+		uint64_t fc = (img_file_size(img) + cs - 1) >> img->g.cluster_bits;
+		if (fc > min)
+			min = fc;
+	}
+	pthread_mutex_lock(&img->meta_lock);
+	r = alloc_get(img, min, q);
+	pthread_mutex_unlock(&img->meta_lock);
+	if (r)
+		return img_fail(img, r, "allocating a cluster for the repair");
+	if (HOST_OFF(img, *q) < img_file_size(img) && (r = img_zero_host(img, HOST_OFF(img, *q), cs))) {
+		pthread_mutex_lock(&img->meta_lock);
+		(void)alloc_defer_free(img, *q);    /* never reused unzeroed */
+		pthread_mutex_unlock(&img->meta_lock);
+		return img_fail(img, r, "zeroing host cluster %llu", (unsigned long long)*q);
+	}
+	return 0;
+}
+
 /* BAT blocks that open does not read: past the live ones. */
 static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 {
@@ -120,7 +167,75 @@ static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 	return r;
 }
 
+/* The bytes of the last cluster past the virtual size must read as zeros
+ * (FORMAT.md 4.1): growing the disk would show them.  Repair zeroes them
+ * in place (allocated), or stores the cluster allocated with its tail
+ * zeroed (compressed; the payload is left to the commit).  map_lock held
+ * exclusive; buf holds a cluster. */
+static int check_vsize_tail(struct img *img, struct reporter *rp, int repair, uint8_t *buf,
+			    int *unfixed)
+{
+	uint64_t cs = img->g.cluster_size, in = img->vsize % cs, v = img->vsize / cs, e, q;
+	int r = 0, fix = 0;
+
+	if (!in || v >= img->bat_alloc)
+		return 0;
+	e = img->bat[v];
+	if (IMG_E_STATE(e) == IMG_E_ALLOC) {
+		if ((r = img->io->ops->pread(img->io, buf, cs - in, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in)))
+			return img_fail(img, r, "reading host cluster %llu",
+					(unsigned long long)IMG_E_PAYLOAD(e));
+		if (img_is_zero(buf, cs - in))
+			return 0;
+		if (repair && !(r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
+			fix = 1;
+	} else if (IMG_E_STATE(e) == IMG_E_COMP) {
+		if (comp_read(img, v, e, buf) || img_is_zero(buf + in, cs - in))
+			return 0;     /* unreadable: reads fail, nothing shows */
+		if (repair && !(r = repair_cluster_get(img, &q))) {
+			memset(buf + in, 0, cs - in);
+			if ((r = img_write_sparse(img, buf, cs, HOST_OFF(img, q)))) {
+				alloc_release_unmapped(img, q);
+			} else {
+				pthread_mutex_lock(&img->meta_lock);
+				if (!(r = img_release_entry(img, e)))
+					bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, q));
+				pthread_mutex_unlock(&img->meta_lock);
+				fix = !r;
+			}
+		}
+	} else {
+		return 0;
+	}
+	report(rp, IMG_CHECK_CORRUPT, fix, "BAT entry %llu: the %llu bytes of the last cluster past the "
+	       "virtual size are not zero%s", (unsigned long long)v, (unsigned long long)(cs - in),
+	       fix ? ": zeroed" : "");
+	*unfixed += !fix;
+	return r;
+}
+
 #define LEAK_GROUP_BYTES (16u << 20)   /* free clusters read in one batch */
+
+/* The next free cluster at or after h (below end) that may hold data: free
+ * clusters are found a bitmap word at a time, and holes of the file are
+ * skipped with SEEK_DATA where the backend has it, so a sparse tail of
+ * any length costs one call. */
+static uint64_t next_free_data(struct img *img, uint64_t h, uint64_t end)
+{
+	uint64_t d;
+
+	for (;;) {
+		if ((h = alloc_next_free(img, h, end)) >= end)
+			return end;
+		if (img_io_seek_data(img->io, HOST_OFF(img, h), &d))
+			return h;                 /* no SEEK_DATA: read it */
+		if (d == UINT64_MAX)
+			return end;
+		if (d >> img->g.cluster_bits == h)
+			return h;
+		h = d >> img->g.cluster_bits;     /* the hole before d is free */
+	}
+}
 
 static int check_leaks(struct img *img, struct reporter *rp, int repair)
 {
@@ -134,20 +249,20 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 	grp = grp < 1 ? 1 : grp > 256 ? 256 : grp;
 	{
 		uint64_t nfree = 0;   /* small images: small buffers */
-		for (uint64_t h = img->g.data_cluster0; h < end && nfree < grp; h++)
-			nfree += !alloc_test(img, h);
+		for (uint64_t h = next_free_data(img, img->g.data_cluster0, end); h < end && nfree < grp;
+		     h = next_free_data(img, h + 1, end))
+			nfree++;
 		if (nfree < grp)
 			grp = nfree ? nfree : 1;
 	}
 	if (!(buf = malloc(grp * cs)))
 		return -ENOMEM;
-	/* Every cluster no entry maps is read (a batch at a time: at once on
-	 * the io_uring backend): one holding data is a leak. */
-	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
+	/* Every cluster no entry maps that holds data in the file is read (a
+	 * batch at a time: at once on the io_uring backend): one holding
+	 * non-zero bytes is a leak. */
+	for (uint64_t h = next_free_data(img, img->g.data_cluster0, end); h < end && !r; ) {
 		uint64_t n = 0;
-		for (; h < end && n < grp; h++) {
-			if (alloc_test(img, h))
-				continue;
+		for (; h < end && n < grp; h = next_free_data(img, h + 1, end)) {
 			rq[n] = (struct img_io_req){ .buf = buf + n * cs, .len = cs,
 						     .off = HOST_OFF(img, h), .op = IMG_IO_OP_READ };
 			at[n++] = h;
@@ -195,7 +310,7 @@ static int ensure_allocator(struct img *img)
 	if (img->used)
 		return 0;
 	pthread_mutex_lock(&img->meta_lock);
-	r = alloc_init(img, (fc > img->g.data_cluster0 ? fc : img->g.data_cluster0) + 64);
+	r = alloc_init(img, alloc_initial_bits(img, fc));
 	for (uint64_t h = 0; !r && h < img->g.data_cluster0; h++)
 		r = alloc_mark(img, h);
 	for (uint64_t v = 0; !r && v < img->g.vclusters; v++)
@@ -227,6 +342,15 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		return -ENOMEM;
 	pthread_rwlock_wrlock(&img->map_lock);
 	r = ensure_allocator(img);
+	if (img->problems_dropped) {
+		rp.res->incomplete = img->problems_dropped;
+		report(&rp, IMG_CHECK_CORRUPT, 0,
+		       "the check is incomplete: %llu more problems found at open were not recorded "
+		       "(at most %u are)%s", (unsigned long long)img->problems_dropped, MAX_PROBLEMS,
+		       repair ? ": nothing repaired" : "");
+		unfixed++;
+		repair = 0;
+	}
 
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct img_problem *p = &img->problems[i];
@@ -261,9 +385,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				 * else it is unreadable anyway: clear it. */
 				uint64_t q, e = img->bat[p->v];
 				int d = comp_read(img, p->v, e, buf);
-				pthread_mutex_lock(&img->meta_lock);
-				r = d ? 0 : alloc_get(img, img->g.data_cluster0, &q);
-				pthread_mutex_unlock(&img->meta_lock);
+				r = d ? 0 : repair_cluster_get(img, &q);
 				if (!r && !d && (r = img_write_sparse(img, buf, img->g.cluster_size, HOST_OFF(img, q))))
 					alloc_release_unmapped(img, q);
 				if (!r) {
@@ -279,9 +401,9 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			}
 			if (repair) {
 				uint64_t q;
-				pthread_mutex_lock(&img->meta_lock);
-				r = alloc_get(img, img->g.data_cluster0, &q);
-				pthread_mutex_unlock(&img->meta_lock);
+				/* q reads as zeros: the sparse copy leaves nothing
+				 * but p->h's bytes in it */
+				r = repair_cluster_get(img, &q);
 				if (!r && !(r = img_copy_cluster(img, p->h, q, buf))) {
 					pthread_mutex_lock(&img->meta_lock);
 					bat_set(img, p->v, IMG_E_MAKE(IMG_E_ALLOC, q));
@@ -296,6 +418,8 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			break;
 		}
 	}
+	if (!r)
+		r = check_vsize_tail(img, &rp, repair, buf, &unfixed);
 	if (!r)
 		r = check_spare_blocks(img, &rp, repair);
 	if (!r) {

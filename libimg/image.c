@@ -566,32 +566,67 @@ static int read_headers(struct img *img)
 	return 0;
 }
 
-struct centry { uint64_t s, n, v; };
-
-static int cmp_centry(const void *a, const void *b)
+/* Compressed entry of virtual cluster a sorts before b's: by first
+ * sector, then by virtual cluster. */
+static int centry_less(const struct img *img, uint32_t a, uint32_t b)
 {
-	const struct centry *x = a, *y = b;
-	return x->s < y->s ? -1 : x->s > y->s ? 1 : x->v < y->v ? -1 : x->v > y->v;
+	uint64_t sa = IMG_C_SECTOR(img->bat[a]), sb = IMG_C_SECTOR(img->bat[b]);
+	return sa < sb || (sa == sb && a < b);
 }
+
+/* Heapsort of n virtual cluster numbers by centry_less: in place, no
+ * memory (qsort may allocate a copy of the array). */
+static void centry_sort(const struct img *img, uint32_t *x, uint64_t n)
+{
+	for (uint64_t i = n / 2; i-- > 0; ) {              /* build the heap */
+		for (uint64_t r = i, c; (c = 2 * r + 1) < n; r = c) {
+			if (c + 1 < n && centry_less(img, x[c], x[c + 1]))
+				c++;
+			if (!centry_less(img, x[r], x[c]))
+				break;
+			uint32_t t = x[r]; x[r] = x[c]; x[c] = t;
+		}
+	}
+	for (uint64_t end = n; end > 1; ) {              /* pop the largest */
+		uint32_t t = x[0]; x[0] = x[--end]; x[end] = t;
+		for (uint64_t r = 0, c; (c = 2 * r + 1) < end; r = c) {
+			if (c + 1 < end && centry_less(img, x[c], x[c + 1]))
+				c++;
+			if (!centry_less(img, x[r], x[c]))
+				break;
+			t = x[r]; x[r] = x[c]; x[c] = t;
+		}
+	}
+}
+
+#define CENTRY_DUP 0x80000000u    /* in idx: a duplicate, not counted */
 
 /* Compressed entries (FORMAT.md 4.2), after the allocated ones are known:
  * bounds, no host cluster shared with an allocated entry, no shared
- * sectors.  Counts them into cref. */
+ * sectors.  Counts them into cref.
+ *
+ * Memory (FORMAT.md 2): cref is sized once, 4 bytes per host cluster up to
+ * the last that holds a payload; while this runs, 4 bytes per compressed
+ * entry more.  The entries are bucketed by host cluster with cref as the
+ * counter (a payload never crosses a host cluster, so only payloads of one
+ * cluster can share a sector), each bucket sorted by sector in place. */
 static int validate_compressed(struct img *img, uint64_t file_size, uint64_t count)
 {
 	const struct img_geom *g = &img->g;
 	int check = img->flags & IMG_OPEN_CHECK, r = 0;
-	struct centry *c = count ? malloc(count * sizeof(*c)) : NULL;
-	uint64_t k = 0, end = 0;
+	uint64_t k = 0, max_h = 0, pos = 0;
+	uint32_t *idx = NULL;
 	char buf[200];
 
-	if (count && !c)
-		return -ENOMEM;
+	if (!count)
+		return 0;
+	/* 1. bounds; the last host cluster that holds a payload */
 	for (uint64_t v = 0; v < g->vclusters && k < count; v++) {
 		uint64_t e = img->bat[v], sct, n, h, hl;
 		const char *bad = NULL;
 		if (IMG_E_STATE(e) != IMG_E_COMP)
 			continue;
+		k++;
 		sct = IMG_C_SECTOR(e);
 		n = IMG_C_COUNT(e);
 		h = (sct * 512) >> g->cluster_bits;
@@ -611,45 +646,73 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 		if (bad) {
 			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
 				 (unsigned long long)e, bad);
-			if (!check) {
-				r = img_fail(img, -EUCLEAN, "%s", buf);
-				goto out;
-			}
+			if (!check)
+				return img_fail(img, -EUCLEAN, "%s", buf);
 			img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
 			img->bat[v] = 0;
 			img->ncomp--;
 			continue;
 		}
-		c[k].s = sct;
-		c[k].n = n;
-		c[k].v = v;
-		k++;
+		if (h > max_h)
+			max_h = h;
 	}
-	if (k)
-		qsort(c, k, sizeof(*c), cmp_centry);
-	for (uint64_t i = 0; i < k; i++) {
-		uint64_t e = img->bat[c[i].v], h = COMP_HOST(img, e);
-		int shared = c[i].s < end;
-		if (!shared && alloc_test(img, h) && (h >= img->cref_len || !img->cref[h]))
-			shared = 2;
-		if (shared) {
+	if (!img->ncomp)
+		return 0;
+	count = img->ncomp;
+	/* 2. count per host cluster, then turn the counts into bucket ends */
+	free(img->cref);
+	img->cref_len = 0;
+	if (!(img->cref = calloc(max_h + 1, sizeof(*img->cref))))
+		return -ENOMEM;
+	img->cref_len = max_h + 1;
+	for (uint64_t v = 0, n = 0; v < g->vclusters && n < count; v++)
+		if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
+			img->cref[COMP_HOST(img, img->bat[v])]++;
+			n++;
+		}
+	for (uint64_t h = 0; h <= max_h; h++) {
+		pos += img->cref[h];
+		img->cref[h] = (uint32_t)pos;      /* end of bucket h */
+	}
+	if (!(idx = malloc(count * sizeof(*idx))))
+		return -ENOMEM;
+	for (uint64_t v = g->vclusters, n = 0; v-- > 0 && n < count; )
+		if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
+			idx[--img->cref[COMP_HOST(img, img->bat[v])]] = (uint32_t)v;
+			n++;
+		}
+	/* now cref[h] is the start of bucket h, cref[h + 1] its end */
+	/* 3. per host cluster: sorted by sector, overlaps and clusters an
+	 *    allocated entry maps are duplicates */
+	for (uint64_t h = 0; h <= max_h; h++) {
+		uint64_t b0 = img->cref[h], b1 = h < max_h ? img->cref[h + 1] : count, end = 0;
+		int in_alloc = b1 > b0 && alloc_test(img, h);
+		centry_sort(img, idx + b0, b1 - b0);
+		for (uint64_t i = b0; i < b1; i++) {
+			uint64_t v = idx[i], e = img->bat[v], sct = IMG_C_SECTOR(e);
+			if (!in_alloc && sct >= end) {
+				end = sct + IMG_C_COUNT(e);
+				continue;
+			}
 			snprintf(buf, sizeof(buf), "BAT entry %llu: compressed payload at sector %llu %s",
-				 (unsigned long long)c[i].v, (unsigned long long)c[i].s,
-				 shared == 2 ? "lies in a host cluster an allocated entry maps"
-					     : "overlaps another compressed payload");
+				 (unsigned long long)v, (unsigned long long)sct,
+				 in_alloc ? "lies in a host cluster an allocated entry maps"
+					  : "overlaps another compressed payload");
 			if (!check) {
 				r = img_fail(img, -EUCLEAN, "%s", buf);
 				goto out;
 			}
-			img_problem_add(img, P_DUPLICATE, c[i].v, h, "%s", buf);
-			continue;
+			img_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
+			idx[i] |= CENTRY_DUP;
 		}
-		if ((r = comp_ref(img, e)))
-			goto out;
-		end = c[i].s + c[i].n;
 	}
+	/* 4. the counts of the entries kept; their clusters are used */
+	memset(img->cref, 0, img->cref_len * sizeof(*img->cref));
+	for (uint64_t i = 0; i < count && !r; i++)
+		if (!(idx[i] & CENTRY_DUP))
+			r = comp_ref(img, img->bat[idx[i]]);
 out:
-	free(c);
+	free(idx);
 	return r;
 }
 
@@ -662,7 +725,9 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	int check = img->flags & IMG_OPEN_CHECK, r;
 	uint64_t fast_lo, fast_hi;
 
-	if ((r = alloc_init(img, (file_clusters > g->data_cluster0 ? file_clusters : g->data_cluster0) + 64)))
+	/* Sized by the entries, not the file (alloc.c): a mapping past it
+	 * grows it. */
+	if ((r = alloc_init(img, alloc_initial_bits(img, file_clusters))))
 		return r;
 	for (uint64_t h = 0; h < g->data_cluster0; h++)
 		if ((r = alloc_mark(img, h)))
@@ -756,18 +821,31 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	return validate_compressed(img, file_size, img->ncomp);
 }
 
+/* One punch per run of free clusters (the run past the last mapped
+ * cluster, however long, is one): the cost follows the mappings, not the
+ * file's length. */
 int img_reclaim_free(struct img *img)
 {
 	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r = 0;
 
-	for (uint64_t h = img->g.data_cluster0; h < end && !r; ) {
-		uint64_t k = h;
-		while (k < end && !alloc_test(img, k))
-			k++;
-		if (k > h)
-			r = img_zero_host(img, HOST_OFF(img, h), (k - h) * img->g.cluster_size);
-		h = k + 1;
+	for (uint64_t h = alloc_next_free(img, img->g.data_cluster0, end); h < end && !r; ) {
+		uint64_t k = alloc_next_used(img, h, end);
+		uint64_t len = (k - h) * img->g.cluster_size;
+		if (k < end) {
+			r = img_zero_host(img, HOST_OFF(img, h), len);
+		} else {
+			/* The tail: on a host that cannot punch, writing zeros
+			 * would cost its length (a sparse terabyte); nothing maps
+			 * it, so it is cut instead. */
+			r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ?
+				img->io->ops->punch(img->io, HOST_OFF(img, h), len) : -EOPNOTSUPP;
+			if (r == -EOPNOTSUPP) {
+				__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
+				r = img->io->ops->truncate(img->io, HOST_OFF(img, h));
+			}
+		}
+		h = alloc_next_free(img, k, end);
 	}
 	if (r)
 		img_fail(img, r, "reclaiming free clusters");
@@ -776,10 +854,8 @@ int img_reclaim_free(struct img *img)
 
 static uint64_t count_free_below_eof(struct img *img, uint64_t file_size)
 {
-	uint64_t end = (file_size + img->g.cluster_size - 1) >> img->g.cluster_bits, n = 0;
-	for (uint64_t h = img->g.data_cluster0; h < end; h++)
-		n += !alloc_test(img, h);
-	return n;
+	uint64_t end = (file_size + img->g.cluster_size - 1) >> img->g.cluster_bits;
+	return alloc_count_free(img, img->g.data_cluster0, end);
 }
 
 static void img_free(struct img *img)

@@ -102,6 +102,9 @@ struct img {
 	                             * replayed log rewrote (checked zero there) */
 	struct img_problem *problems;
 	size_t nproblems;
+	uint64_t problems_dropped;  /* found at open past the cap (or without
+	                             * memory) and not recorded: the check is
+	                             * incomplete and repair is refused */
 	uint64_t log_replayed;
 	uint64_t leaked_at_open;
 
@@ -288,6 +291,15 @@ int alloc_test(const struct img *img, uint64_t h);
 int alloc_get(struct img *img, uint64_t min, uint64_t *h); /* lowest free >= min */
 int alloc_defer_free(struct img *img, uint64_t h);        /* after next commit */
 uint64_t alloc_last_used(const struct img *img);          /* highest used + 1 */
+/* Bits to size the bitmap with at open for a file of file_clusters
+ * clusters: the metadata and one per BAT entry, at most the file. */
+uint64_t alloc_initial_bits(const struct img *img, uint64_t file_clusters);
+/* The first free (used) cluster in [h, end), or end; a word at a time.
+ * Clusters past the bitmap are free. */
+uint64_t alloc_next_free(const struct img *img, uint64_t h, uint64_t end);
+uint64_t alloc_next_used(const struct img *img, uint64_t h, uint64_t end);
+/* Free clusters in [lo, hi), run by run. */
+uint64_t alloc_count_free(const struct img *img, uint64_t lo, uint64_t hi);
 /* Open's fast path: walk entries e[0..n), skipping zero ones and marking
  * the host cluster of each allocated entry that maps one in [lo, hi) not
  * marked yet; stop at the first other entry (any other state, out of

@@ -4,7 +4,9 @@
  *
  * Invariants (FORMAT.md §6 rules 5-7):
  *  - growth within the BAT's capacity only writes a header: the entries it
- *    brings into the disk are zero on disk and in memory;
+ *    brings into the disk are zero on disk and in memory; before any
+ *    growth the old last cluster's bytes past the old size are made zero
+ *    (durably), so growing never shows what the file held there;
  *  - growth beyond the capacity relocates the data clusters in the way of
  *    the larger BAT (copy, commit, free), zeroes the new BAT clusters,
  *    syncs, and only then writes the header with the new BAT size;
@@ -92,6 +94,37 @@ static int comp_tail_is_zero(struct img *img, uint64_t v, uint64_t from)
 		r = !img_is_zero(buf + from, img->g.cluster_size - from);
 	free(buf);
 	return r;
+}
+
+/* Growing from old_size brings the bytes of the old last cluster past
+ * old_size into the disk, where they must read as zeros (FORMAT.md 4.1)
+ * whatever the file holds there (a crafted or damaged file may hold
+ * anything).  A compressed cluster whose tail does not decompress to zeros
+ * is stored allocated first (committed); an allocated one gets its host
+ * bytes past old_size zeroed.  Durable before the header that grows the
+ * size.  map_lock held exclusive. */
+static int zero_old_tail(struct img *img, uint64_t old_size)
+{
+	uint64_t cs = img->g.cluster_size, in = old_size % cs, v = old_size / cs, e;
+	int r;
+
+	if (!in)
+		return 0;
+	e = img->bat[v];
+	if (IMG_E_STATE(e) == IMG_E_COMP) {
+		if ((r = comp_tail_is_zero(img, v, in)) <= 0)
+			return r;
+		if ((r = img_copy_up(img, v)) || (r = journal_commit(img)))
+			return r;
+		e = img->bat[v];
+	}
+	if (IMG_E_STATE(e) != IMG_E_ALLOC)
+		return 0;
+	if ((r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
+		return img_fail(img, r, "zeroing past the old end");
+	if ((r = img->io->ops->flush(img->io)))
+		return img_fail(img, r, "syncing");
+	return 0;
 }
 
 static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
@@ -207,6 +240,8 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 		if ((r = img_copy_up(img, old_vc - 1)))
 			goto out;
 	}
+	if (new_size > old_size && (r = zero_old_tail(img, old_size)))
+		goto out;
 	if (new_size > old_size) {
 		if (new_vc > img->g.bat_capacity) {
 			/* The whole old BAT comes into use: its blocks past the old

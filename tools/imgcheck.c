@@ -11,6 +11,9 @@
 #define EXIT_CHECK_FAIL  1
 #define EXIT_CORRUPT     2
 #define EXIT_LEAKS       3
+#define EXIT_INCOMPLETE  5   /* more problems than the check records: the
+                              * result is partial and nothing was repaired
+                              * (not a qemu-img status) */
 #define EXIT_UNSUPPORTED 63
 
 static const struct option longopts[] = {
@@ -28,7 +31,8 @@ static void usage(void)
 	printf("Usage: %s [OPTIONS] FILE\n"
 	       "Check a libimg image: both header copies, the checksum of every\n"
 	       "metadata block, the log, BAT bounds, duplicate mappings, entries inside\n"
-	       "metadata or past the end of the file, leaked clusters, the file's tail.\n"
+	       "metadata or past the end of the file, bytes past the virtual size,\n"
+	       "leaked clusters, the file's tail.\n"
 	       "\n"
 	       "  -r, --repair   fix leaks and whatever else can be fixed without\n"
 	       "                 guessing; report what could not be fixed\n"
@@ -40,6 +44,7 @@ static void usage(void)
 	       "\n"
 	       "Exit status (after --repair: of what is left):\n"
 	       "  0 clean, 1 the check could not run, 2 corrupt, 3 leaked clusters only,\n"
+	       "  5 the check is incomplete (too many problems to record; nothing repaired),\n"
 	       "  63 the image uses a feature this version does not support.\n"
 	       "See imgcheck(1).\n", progname);
 }
@@ -112,6 +117,7 @@ static void print_json(const char *file, const struct img_check_result *res, int
 	json_u64(&j, "leaks_fixed", res->leaks_fixed);
 	json_u64(&j, "allocated_clusters", res->allocated_clusters);
 	json_u64(&j, "tail_bytes", res->tail_bytes);
+	json_u64(&j, "incomplete", res->incomplete);
 	json_bool(&j, "repair", repair);
 	json_array_begin(&j, "problems");
 	for (size_t i = 0; i < ps->n; i++) {
@@ -145,7 +151,11 @@ static void print_human(const struct img_check_result *res, int repair)
 		printf("%llu leaked clusters were found on the image.\n"
 		       "This means waste of disk space, but no harm to data.\n",
 		       (unsigned long long)leaks);
-	if (!corrupt && !leaks)
+	if (res->incomplete)
+		printf("The check is incomplete: %llu more problems were found than it records.\n"
+		       "%s", (unsigned long long)res->incomplete,
+		       repair ? "Nothing was repaired.\n" : "");
+	else if (!corrupt && !leaks)
 		printf("No errors were found on the image.\n");
 	printf("%llu allocated clusters\n", (unsigned long long)res->allocated_clusters);
 	/* (the tail is measured before a repair, which may have trimmed it) */
@@ -211,7 +221,10 @@ int main(int argc, char **argv)
 		res.corruptions_fixed = res.corruptions;
 	if (res.leaks_fixed > res.leaks)
 		res.leaks_fixed = res.leaks;
-	if (res.corruptions > res.corruptions_fixed) {
+	if (res.incomplete) {
+		ret = EXIT_INCOMPLETE;
+		status = "incomplete";
+	} else if (res.corruptions > res.corruptions_fixed) {
 		ret = EXIT_CORRUPT;
 		status = "corrupt";
 	} else if (res.leaks > res.leaks_fixed) {

@@ -423,13 +423,20 @@ struct img_check_result {
 	uint64_t leaks_fixed;
 	uint64_t allocated_clusters;
 	uint64_t tail_bytes;           /* host bytes past the last used cluster */
-	uint64_t reserved[4];
+	uint64_t incomplete;           /* problems found at open that were not
+	                                * recorded (more than the check keeps: a
+	                                * corruption, nothing repaired); 0 when
+	                                * the check is complete */
+	uint64_t reserved[3];
 };
 
 /* Verifies both header copies, every metadata block's crc32c, the log,
  * BAT bounds, duplicate mappings, entries inside metadata or past the end
- * of the file, leaks and the file's tail.  Returns 0 when the check ran
- * (see res), or -errno when it could not. */
+ * of the file, bytes past the virtual size, leaks and the file's tail.
+ * Returns 0 when the check ran (see res), or -errno when it could not.
+ * The open records at most 100,000 problems; past that res->incomplete
+ * counts the rest, they count as one more corruption, and IMG_CHECK_REPAIR
+ * changes nothing (a partial repair could report a clean image). */
 int img_check(struct img *img, const struct img_check_opts *opts,
 	      struct img_check_result *res);
 
