@@ -199,10 +199,12 @@ static void reopen(const char *path, unsigned flags, struct img **imgp)
 	img_set_error("%s", m);
 }
 
-/* Checks shared by the live operations. */
-static int live_usable(struct img *img)
+/* Checks shared by the live operations (rw 0: the check an offline
+ * operation runs on a read-only handle before it opens for writing, so
+ * that a refusal does not even touch the header). */
+static int usable(struct img *img, int rw)
 {
-	if (img->rdonly)
+	if (rw && img->rdonly)
 		return img_fail(img, -EROFS, "opened read-only");
 	if (!img->dir)
 		return img_fail(img, -EINVAL, "opened without a path");
@@ -315,7 +317,7 @@ static int space_for_top(struct img *img, const char *dir)
 	return 0;
 }
 
-IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags)
+static int snapshot_check(struct img *img, const char *name, unsigned flags, int rw)
 {
 	const char *path, *base;
 	struct stat st, nst;
@@ -323,10 +325,9 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
 	char *snap;
 	int r;
 
-	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	if ((r = live_usable(img)))
+	if ((r = usable(img, rw)))
 		return r;
 	of = reopen_flags(img) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
 	path = img->name;
@@ -355,6 +356,12 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
 	if ((r = dir_writable(img, img->dir)) || (r = space_for_top(img, img->dir)))
 		return r;
 	return chain_reopens(img, of);
+}
+
+IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags)
+{
+	img_clear_error();
+	return snapshot_check(img, name, flags, 1);
 }
 
 IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flags,
@@ -467,6 +474,16 @@ IMG_API int img_snapshot(const char *path, const char *name, unsigned flags,
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
+	/* Checked on a read-only handle first: a refusal leaves even the
+	 * header untouched. */
+	if ((r = img_open(path, flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0,
+			  &img)))
+		return r;
+	r = snapshot_check(img, name, flags, 0);
+	img_close(img);
+	img = NULL;
+	if (r)
+		return r;
 	/* Opened for writing (exclusive lock) until the new top is in
 	 * place: nobody writes to it meanwhile. */
 	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
@@ -614,8 +631,8 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
  * top over a partly merged base that reads the same (run the merge again);
  * after it, the merged base.
  */
-IMG_API int img_merge_live_into(struct img **imgp, const char *named, unsigned flags,
-				img_progress_fn progress, void *arg)
+static int merge_run(struct img **imgp, const char *named, unsigned flags,
+		     img_progress_fn progress, void *arg, int rw)
 {
 	struct img *top = *imgp, *base = NULL, *b;
 	char *path = NULL, *dir = NULL, *bpath = NULL;
@@ -623,10 +640,9 @@ IMG_API int img_merge_live_into(struct img **imgp, const char *named, unsigned f
 	unsigned of, bof;
 	int r, moded = 0;
 
-	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	if ((r = live_usable(top)))
+	if ((r = usable(top, rw)))
 		return r;
 	if (!top->delta || !top->backing)
 		return img_fail(top, -EINVAL, "has no backing image to merge into");
@@ -727,6 +743,13 @@ out:
 	return r;
 }
 
+IMG_API int img_merge_live_into(struct img **imgp, const char *named, unsigned flags,
+				img_progress_fn progress, void *arg)
+{
+	img_clear_error();
+	return merge_run(imgp, named, flags, progress, arg, 1);
+}
+
 IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress, void *arg)
 {
 	return img_merge_live_into(imgp, NULL, flags, progress, arg);
@@ -741,10 +764,13 @@ IMG_API int img_merge_into(const char *path, const char *base, unsigned flags,
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
-						 IMG_OPEN_ALLOW_BACKING_PATH : 0), &top)))
+	/* The top is only read, then replaced by the rename: opened
+	 * read-only, its shared lock keeps writers out, and a refusal or a
+	 * failure leaves even its header untouched. */
+	if ((r = img_open(path, flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0,
+			  &top)))
 		return r;
-	r = img_merge_live_into(&top, base, flags, progress, arg);
+	r = merge_run(&top, base, flags, progress, arg, 0);
 	r2 = img_close(top);
 	return r ? r : r2;
 }

@@ -449,9 +449,10 @@ int img_snapshot(const char *path, const char *name, unsigned flags, char *out, 
  * img_set_backing) is refused with -EPERM unless named (img_merge_into).
  * A template is refused (-EROFS), and so is a base whose file mode has no
  * write bit unless it is the delta's own snapshot.  The backing is locked
- * for writing: -EBUSY while any other image over it is open.  Everything
- * is checked before anything changes; a refusal or failure changes no
- * file's bytes, name or mode. */
+ * for writing: -EBUSY while any other image over it is open.  The delta is
+ * only read (opened read-only: no writer meanwhile).  Everything is
+ * checked before anything changes; a refusal or failure changes no file's
+ * bytes, name or mode. */
 int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *progress_arg);
 /* img_merge into a base the caller names explicitly: base must name the
  * file the delta's backing reference resolves to (same device and inode,
