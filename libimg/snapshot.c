@@ -786,9 +786,22 @@ IMG_API int img_set_template(const char *path, int on)
 {
 	struct img *img = NULL;
 	struct img_header nh;
+	struct stat st;
 	int r, r2;
 
 	img_clear_error();
+	/* A file whose mode has no write bit is written by no tool, root
+	 * included (the same answer a user without root gets). */
+	if ((r = img_vfs->stat(path, &st))) {
+		img_set_error("%s: %s", path, img_strerror(r));
+		return r;
+	}
+	if (mode_readonly(&st)) {
+		img_set_error("%s: is read-only (mode %04o): not written (make it writable to "
+			      "change the mark, then read-only again if you like)", path,
+			      (unsigned)(st.st_mode & 07777));
+		return -EROFS;
+	}
 	/* Only the header changes: the chain is not needed.  The exclusive
 	 * lock refuses while any delta over it (or anyone else) has it open. */
 	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,

@@ -469,7 +469,8 @@ int img_merge_into(const char *path, const char *base, unsigned flags,
  * with IMG_OPEN_RDWR refuses a template with -EROFS, so no tool writes it,
  * merges into it, snapshots, grows, compacts or repairs it.  on 1 marks the
  * image at path, 0 clears the mark; only the header changes.  -EBUSY while
- * the image is open anywhere (a delta over it included). */
+ * the image is open anywhere (a delta over it included), -EROFS when the
+ * file's mode has no write bit. */
 int img_set_template(const char *path, int on);
 #define IMG_FEATURE_RO_COMPAT_TEMPLATE 0x1ull  /* img_info.ro_compat_features */
 #define IMG_FEATURE_COMPAT_OWN_SNAPSHOT 0x1ull /* img_info.compat_features */

@@ -115,6 +115,14 @@ mode() { stat -c %a "$1"; }
 
 @test "issue 14 #3: a template is never written by any tool; template --clear undoes the mark" {
   make_clones
+  # a read-only file is not written, not even to mark it
+  chmod 0444 base.img
+  b0=$(sum base.img)
+  run_tool imgsnap template base.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"read-only (mode 0444)"* ]]
+  [ "$(sum base.img)" = "$b0" ]
+  chmod 0644 base.img
   "$BIN/imgsnap" -q template base.img
   run_split imgsnap list --json ct1.img
   [ "$(jget '.[1].template')" = true ]
