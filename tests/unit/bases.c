@@ -13,7 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "internal.h"   /* struct img_vfs: a wrapper that fails one open */
 #include "libimg.h"
+#include "testio.h"
 
 static int fails;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
@@ -96,6 +98,27 @@ static uint64_t compat_of(const char *name, int ro)
 		v = ro ? in.ro_compat_features : in.compat_features;
 	img_close(img);
 	return v;
+}
+
+/* The POSIX directory operations, except that once the snapshot's switch
+ * renamed the new top into place, the next open of fail_name fails: the
+ * new top cannot be opened after the switch. */
+static int armed;
+static const char *fail_name;
+static int w_rename(const char *from, const char *to, int noreplace)
+{
+	int r = img_vfs_posix.rename(from, to, noreplace);
+	if (!r && strstr(from, ".snapnew"))
+		armed = 1;
+	return r;
+}
+static int w_open(const char *path, unsigned ioflags, struct img_io **out)
+{
+	if (armed && strstr(path, fail_name)) {
+		armed = 0;
+		return -EIO;
+	}
+	return img_vfs_posix.open(path, ioflags, out);
 }
 
 static char byte_at(struct img *img, uint64_t off)
@@ -240,6 +263,32 @@ int main(void)
 	CHECK(!strcmp(snap, "ct1.img.snap2") && img != NULL);
 	if (img)
 		CHECK(byte_at(img, 8192) == 'y' && byte_at(img, 131072) == 'x');
+
+	/* A late failure: the new top does not open after the switch.  The
+	 * old image is renamed back and opened again; the snapshot name is
+	 * gone, nothing is left in the directory. */
+	{
+		static struct img_vfs w;
+		char ref[256] = "";
+		unsigned m0 = mode_of("ct1.img");
+		w = img_vfs_posix;
+		w.open = w_open;
+		w.rename = w_rename;
+		fail_name = "ct1.img.snap3";
+		img_vfs_set(&w);
+		CHECK(img_snapshot_live(&img, NULL, 0, NULL, 0) == -EIO);
+		img_vfs_set(NULL);
+		CHECK(img != NULL);
+		CHECK(strstr(img_last_error(), "put back") != NULL);
+		CHECK(access(P("ct1.img.snap3"), F_OK) != 0);
+		CHECK(access(P(".ct1.img.snapnew"), F_OK) != 0);
+		CHECK(mode_of("ct1.img") == m0 && mode_of("ct1.img.snap2") == 0444);
+		if (img) {
+			CHECK(img_backing_ref(img, ref, sizeof(ref)) > 0 && !strcmp(ref, "ct1.img.snap2"));
+			CHECK(byte_at(img, 8192) == 'y' && byte_at(img, 131072) == 'x');
+			CHECK(img_pwrite(img, "z", 1, 9000) == 1);
+		}
+	}
 	CHECK(img_close(img) == 0);
 
 	free(b0);
