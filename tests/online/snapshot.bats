@@ -167,6 +167,13 @@ container_untouched() {
   [[ $err == *"not its own snapshot"* ]] || { echo "$err"; false; }
   [ "$(sha256sum base.img | cut -d' ' -f1)" = "$b0" ]
   container_untouched
+  # named, it is (the daemon gets the full path)
+  run_split imgsnap merge --into base.img ct.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ ! -e base.img ]
+  [ "$(imgsnap list --json ct.img | jq length)" -eq 1 ]
+  ls -a > ../before
+  container_untouched
   imgumount -q mnt
   "$BIN/imgcheck" ct.img
   assert_nothing_left
