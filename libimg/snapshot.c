@@ -289,18 +289,6 @@ static int link_snapshot(struct img *img, const char *path, const char *dir,
 	return 0;
 }
 
-/*
- * Snapshot of an open image (see the invariant at the top):
- *   1. flush; a second name (link) for the image: the snapshot; dir synced.
- *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over:
- *      synced, renamed into that name, dir synced).
- *   3. the image is closed (clean): the snapshot is never dirty.
- *   4. rename .NAME.snapnew over path; dir synced: the switch.
- *   5. the snapshot made read-only; path opened again: the new top.
- * A crash before 4 leaves path the old image (and perhaps the extra link,
- * taken over by the next snapshot with that name, and the temporary
- * file, overwritten by it); after 4 the new top over the snapshot.
- */
 /* Space the new top needs at least: its metadata written (headers) and
  * a cluster's worth for the first writes after the switch. */
 static int space_for_top(struct img *img, const char *dir)
@@ -364,6 +352,21 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
 	return snapshot_check(img, name, flags, 1);
 }
 
+/*
+ * Snapshot of an open image (see the invariants at the top):
+ *   0. snapshot_check: nothing changes unless everything can be done.
+ *   1. flush; a second name (link) for the image: the snapshot; dir synced.
+ *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over_ext:
+ *      OWN_SNAPSHOT set; synced, renamed into that name, dir synced).
+ *   3. the image is closed (clean): the snapshot is never dirty.
+ *   4. rename .NAME.snapnew over path; dir synced: the switch.
+ *   5. path opened again: the new top (if it does not open, the snapshot
+ *      name is renamed back over path and the old image opened again);
+ *      the snapshot made read-only.
+ * A crash before 4 leaves path the old image (and perhaps the extra link,
+ * taken over by the next snapshot with that name, and the temporary
+ * file, overwritten by it); after 4 the new top over the snapshot.
+ */
 IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flags,
 			      char *out, size_t outlen)
 {
@@ -451,10 +454,12 @@ out:
 		/* The new top could not be opened (nothing wrote to it): the
 		 * old image goes back under the name, the snapshot name goes. */
 		char m[1024];
+		int back;
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		if (!img_vfs->rename(snap, path, 0))
+		back = img_vfs->rename(snap, path, 0) == 0;
+		if (back)
 			img_vfs->sync_dir(dir);
-		img_set_error("%s (the image was put back as it was)", m);
+		img_set_error("%s%s", m, back ? " (the image was put back as it was)" : "");
 	}
 	if (!*imgp && path)
 		reopen(path, of, imgp);
