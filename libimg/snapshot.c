@@ -626,10 +626,12 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
  * Merge of an open delta into its backing image (see the invariants at the
  * top):
  *   0. merge_check: nothing changes unless everything can be done.
- *   1. flush the top; close its backing chain; the base given the top's
- *      mode and opened for writing (same uuid as recorded).
+ *   1. flush the top; close its backing chain; the base opened for
+ *      writing (same uuid as recorded; given the top's mode first only
+ *      when its own mode keeps us out).
  *   2. the top's clusters copied down; the base flushed and closed (clean).
- *   3. the top closed (clean); the base renamed over path; dir synced.
+ *   3. the top closed (clean); the base given the top's mode and renamed
+ *      over path; dir synced.
  *   4. path opened again: the merged base.
  * A failure before 3's rename gives the base its mode back and the top its
  * chain (the handle the caller had).  A crash before 3's rename leaves the
@@ -674,16 +676,19 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	top->backing = NULL;
 	pthread_rwlock_unlock(&top->map_lock);
 	img_close(b);
-	/* The base becomes the image under path's name: its mode too (a
-	 * snapshot was made read-only); given back on a failure below. */
-	if ((bst.st_mode & 07777) != (st.st_mode & 07777)) {
+	/* The base (the image's own snapshot: merge_check) may be read-only
+	 * to its owner: then it gets the image's mode first, as it will
+	 * under path's name, and its own back on a failure below. */
+	r = img_open(bpath, bof, &base);
+	if (r == -EACCES && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
 		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
 			img_fail(top, r, "giving %s the mode of the image", bpath);
 			goto fail_top;
 		}
 		moded = 1;
+		r = img_open(bpath, bof, &base);
 	}
-	if ((r = img_open(bpath, bof, &base)))
+	if (r)
 		goto fail_top;
 	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
@@ -707,6 +712,15 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	if (r) {
 		img_set_error("%s: closing: %s", path, img_strerror(r));
 		goto fail_mode;
+	}
+	/* The base becomes the image under path's name: its mode too. */
+	if (!moded && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
+		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
+			img_set_error("%s: giving %s the mode of the image: %s", path, bpath,
+				      img_strerror(r));
+			goto out;
+		}
+		moded = 1;
 	}
 	if ((r = img_vfs->rename(bpath, path, 0))) {
 		img_set_error("%s: renaming %s over it: %s", path, bpath, img_strerror(r));

@@ -217,3 +217,27 @@ mode() { stat -c %a "$1"; }
   [ "$(sum d.img.snap1)" = "$r0" ]
   [ "$(sum d.img)" = "$d0" ]
 }
+
+@test "issue 15 #11: an unprivileged owner merges into the read-only snapshot; refused, it stays read-only" {
+  public_dir
+  cd "$PUBDIR"
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+  to_raw d.img d.raw
+  m0=$(mode d.img)
+  chown -R 65534:65534 "$PUBDIR"
+  hold_shared_lock d.img.snap1
+  run_unprivileged imgsnap merge d.img
+  [ "$status" -ne 0 ]
+  [ "$(mode d.img.snap1)" = 444 ]
+  [ "$status" -eq 75 ]
+  kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
+  run_unprivileged imgsnap merge d.img
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ ! -e d.img.snap1 ]
+  [ "$(mode d.img)" = "$m0" ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+}
