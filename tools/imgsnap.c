@@ -28,28 +28,19 @@ static const struct option longopts[] = {
 
 static void usage(void)
 {
-	printf("Usage: %s create [--name NAME] FILE\n"
-	       "       %s list FILE\n"
-	       "       %s merge [--into BASE] FILE\n"
-	       "       %s rebase [-u] FILE NEWBASE|\"\"\n"
-	       "       %s flatten FILE\n"
+	printf("Usage: %s create [--name NAME] FILE | list FILE | merge [--into BASE] FILE\n"
+	       "       %s rebase [-u] FILE NEWBASE|\"\" | flatten FILE\n"
 	       "       %s template [--clear] FILE\n"
-	       "Snapshots as a chain of thin deltas.  While FILE is served (imgserve,\n"
-	       "imgmount) create and merge go through the daemon: create freezes the\n"
-	       "mounted filesystem (FIFREEZE) around the switch, merge pauses I/O.\n"
-	       "create:   FILE's contents become a read-only snapshot FILE.snapN (or\n"
-	       "          NAME) in FILE's directory; FILE becomes an empty delta over it.\n"
+	       "Snapshots as a chain of thin deltas (served: create and merge go through\n"
+	       "the daemon; create freezes the mounted filesystem, merge pauses I/O).\n"
+	       "create:   FILE's contents become a read-only snapshot FILE.snapN (or NAME);\n"
+	       "          FILE becomes an empty delta over it.\n"
 	       "list:     FILE and the images below it, top first.\n"
-	       "merge:    commit FILE into its own snapshot below it, which then replaces\n"
-	       "          FILE.  A clone's base (mkimg --backing) is merged into only when\n"
-	       "          named with --into; a template or read-only base never.\n"
-	       "rebase:   put FILE over NEWBASE (\"\": standalone) without changing what\n"
-	       "          it reads (-u: only rewrite the reference).\n"
-	       "flatten:  make FILE standalone: it takes what it reads through its base\n"
-	       "          (the base is not touched).\n"
-	       "template: mark FILE as a template, a shared base never written by any\n"
-	       "          tool (--clear: remove the mark).\n"
-	       "\n"
+	       "merge:    commit FILE into its own snapshot, which then replaces FILE; a\n"
+	       "          clone's base only when named (--into), a template never.\n"
+	       "rebase:   put FILE over NEWBASE (\"\": none), same contents (-u: reference).\n"
+	       "flatten:  make the clone FILE standalone; its base is not touched.\n"
+	       "template: mark FILE as a shared base no tool writes (--clear: unmark).\n"
 	       "  --name NAME          the snapshot's file name (create)\n"
 	       "  --into BASE          merge: the base FILE's chain resolves to, named\n"
 	       "  --clear              template: remove the mark\n"
@@ -58,11 +49,9 @@ static void usage(void)
 	       "  -p, --progress       show a progress bar (on a terminal)\n"
 	       "  -j, --json           print JSON\n"
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
-	       "\n"
+	       "  -h, --help / -V, --version\n"
 	       "Exit status: 0 success, 1 error, 75 in use.  See imgsnap(1).\n",
-	       progname, progname, progname, progname, progname, progname);
+	       progname, progname, progname);
 }
 
 static int do_list(const char *file, unsigned oflags)
