@@ -214,6 +214,9 @@ void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 	memset(h->backing_path, 0, sizeof(h->backing_path));
 	h->backing_len = 0;
 	h->incompat &= ~IMG_INCOMPAT_BACKING;
+	/* A new reference is not the image's own snapshot (§3.1): only the
+	 * snapshot path sets the bit again, after this. */
+	h->compat &= ~IMG_COMPAT_OWN_SNAPSHOT;
 	h->header_size = IMG_HEADER_SIZE_V1;
 	if (!path)
 		return;

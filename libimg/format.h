@@ -43,7 +43,10 @@
 #define IMG_INCOMPAT_BACKING  0x1ull   /* §3.1: a delta over a backing image */
 #define IMG_INCOMPAT_COMPRESSED 0x2ull /* §4.2: lz4-compressed clusters (state 3) */
 #define IMG_INCOMPAT_KNOWN    (IMG_INCOMPAT_BACKING | IMG_INCOMPAT_COMPRESSED)
-#define IMG_RO_COMPAT_KNOWN   0ull
+#define IMG_RO_COMPAT_TEMPLATE 0x1ull  /* §3.2: a template (shared base): never opened for writing */
+#define IMG_RO_COMPAT_KNOWN   IMG_RO_COMPAT_TEMPLATE
+#define IMG_COMPAT_OWN_SNAPSHOT 0x1ull /* §3.1: the backing image is this image's own snapshot */
+#define IMG_COMPAT_KNOWN      IMG_COMPAT_OWN_SNAPSHOT
 
 extern const uint8_t img_header_magic[8];
 #define IMG_BAT_MAGIC 0x31544142u   /* "BAT1" read as little-endian u32 */
@@ -82,7 +85,8 @@ struct img_header {
 };
 
 /* Sets (path != NULL) or clears the backing reference: incompat bit,
- * header_size, fields.  len must be 1..IMG_MAX_BACKING_LEN (checked by the
+ * header_size, fields; clears IMG_COMPAT_OWN_SNAPSHOT (a new reference is
+ * not the image's own snapshot).  len must be 1..IMG_MAX_BACKING_LEN (checked by the
  * caller). */
 void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 			    const char *path, size_t len);

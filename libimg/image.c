@@ -203,7 +203,7 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 
 /* backing: the opened backing image of a new delta, or NULL. */
 static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
-			struct img *backing)
+			struct img *backing, uint64_t compat)
 {
 	struct img_header h;
 	struct img_geom g;
@@ -216,6 +216,7 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 	if (backing)
 		img_header_set_backing(&h, backing->hdr.uuid, opts->backing_file,
 				       strlen(opts->backing_file));
+	h.compat |= compat;
 	if ((r = img_header_validate(&h, &g, why, sizeof(why)))) {
 		img_set_error("%s: %s", io->name, why);
 		return r;
@@ -246,7 +247,7 @@ int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, st
 	img_clear_error();
 	if (!opts->backing_file)
 		return -EINVAL;
-	return create_on_io(io, opts, backing);
+	return create_on_io(io, opts, backing, 0);
 }
 
 int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out)
@@ -271,7 +272,7 @@ IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 			      io->name);
 		return -EINVAL;
 	}
-	return create_on_io(io, opts, NULL);
+	return create_on_io(io, opts, NULL, 0);
 }
 
 static int fsync_dir_of(const char *path)
@@ -406,6 +407,12 @@ int img_create_over(const char *path, const struct img_create_opts *opts, struct
 int img_create_over_mode(const char *path, const struct img_create_opts *opts,
 			 struct img *backing, mode_t mode)
 {
+	return img_create_over_ext(path, opts, backing, mode, 0);
+}
+
+int img_create_over_ext(const char *path, const struct img_create_opts *opts,
+			struct img *backing, mode_t mode, uint64_t compat)
+{
 	char *tmp = NULL, *copy = NULL;
 	struct img_io *io = NULL, *fio;
 	struct img_create_opts o = *opts;
@@ -438,7 +445,7 @@ int img_create_over_mode(const char *path, const struct img_create_opts *opts,
 		goto out_unlink;
 	}
 	io = fio;
-	r = create_on_io(io, opts, backing);
+	r = create_on_io(io, opts, backing, compat);
 	io->ops->close(io);
 	if (r) {
 		/* name the real target, not the temporary file */
@@ -885,7 +892,8 @@ static void img_free(struct img *img)
 }
 
 #define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
-		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING | IMG_OPEN_SCRATCH)
+		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING | IMG_OPEN_SCRATCH | \
+		    IMG_OPEN_TEMPLATE_)
 
 static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
@@ -965,6 +973,13 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 			     (unsigned long long)img->hdr.seq);
 		goto fail;
 	}
+	/* A template (FORMAT.md 3.2) is never opened for writing, but by
+	 * img_set_template to set or clear the flag itself. */
+	if (rw && (img->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE) && !(flags & IMG_OPEN_TEMPLATE_)) {
+		r = img_fail(img, -EROFS, "is a template (a shared base of clones): opening for "
+			     "writing refused (imgsnap template --clear undoes the mark)");
+		goto fail;
+	}
 	img->was_dirty = !!(img->hdr.flags & IMG_FLAG_DIRTY);
 	img->vsize = img->hdr.virtual_size;
 	img->delta = !!(img->hdr.incompat & IMG_INCOMPAT_BACKING);
@@ -1023,6 +1038,7 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	if (rw) {
 		struct img_header nh = img->hdr;
 		nh.flags |= IMG_FLAG_DIRTY;
+		nh.compat &= IMG_COMPAT_KNOWN;   /* §3: a writer clears what it does not know */
 		pthread_mutex_lock(&img->commit_lock);
 		r = img_header_commit(img, &nh);
 		if (!r)
@@ -1055,7 +1071,14 @@ static int want_uring(unsigned flags)
 
 IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 {
-	int r = open_io(io, flags, out);
+	int r;
+
+	if (flags & IMG_OPEN_TEMPLATE_) {   /* internal only */
+		*out = NULL;
+		io->ops->close(io);
+		return -EINVAL;
+	}
+	r = open_io(io, flags, out);
 
 	if (!r && (*out)->delta && !(flags & IMG_OPEN_NO_BACKING)) {
 		r = img_fail(*out, -EOPNOTSUPP, "is a delta over '%s': opening its backing file "
@@ -1189,6 +1212,18 @@ fail:
 }
 
 IMG_API int img_open(const char *path, unsigned flags, struct img **out)
+{
+	struct chain ch = { 0 };
+
+	img_clear_error();
+	*out = NULL;
+	if ((flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) ||
+	    (flags & IMG_OPEN_TEMPLATE_))
+		return -EINVAL;
+	return open_path(path, flags, &ch, out);
+}
+
+int img_open_internal(const char *path, unsigned flags, struct img **out)
 {
 	struct chain ch = { 0 };
 

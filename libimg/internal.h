@@ -191,6 +191,16 @@ int img_create_over(const char *path, const struct img_create_opts *opts, struct
 /* img_create_over with the new file's mode (0: 0666 & ~umask). */
 int img_create_over_mode(const char *path, const struct img_create_opts *opts,
 			 struct img *backing, mode_t mode);
+/* img_create_over_mode with compat feature bits set in the new header
+ * (IMG_COMPAT_OWN_SNAPSHOT: the snapshot's new top). */
+int img_create_over_ext(const char *path, const struct img_create_opts *opts,
+			struct img *backing, mode_t mode, uint64_t compat);
+/* Internal open flag: with IMG_OPEN_RDWR, open a template (FORMAT.md 3.2)
+ * for writing, to set or clear the mark (img_set_template only).  The
+ * public img_open refuses it. */
+#define IMG_OPEN_TEMPLATE_ 0x40000000u
+/* img_open that also takes the internal flags above. */
+int img_open_internal(const char *path, unsigned flags, struct img **out);
 /* ref resolved in img's directory (malloc'd), NULL without a directory. */
 char *img_resolve_ref(struct img *img, const char *ref);
 

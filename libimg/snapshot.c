@@ -27,6 +27,26 @@
  * partly merged base (reads unchanged: run the merge again; the base may
  * be dirty, its log replays); after it, the merged image.
  *
+ * Invariant (bases are protected, FORMAT.md 3.1, 3.2): an operation on a
+ * delta never writes its backing image unless that image is the delta's
+ * own snapshot (IMG_COMPAT_OWN_SNAPSHOT on the delta, set only by the
+ * snapshot path on its new top and cleared by every other change of the
+ * reference) or the caller named the base explicitly (img_merge_into).
+ * A base that is a template (IMG_RO_COMPAT_TEMPLATE) is never written;
+ * one whose file mode has no write bit only when it is the delta's own
+ * snapshot (the snapshot path made it read-only itself).  Merge and
+ * snapshot check all of this, and that the chain they leave can be
+ * opened again (every file present, right uuid, lockable), before they
+ * change anything: a refusal changes no byte, name or mode.  Merge gives
+ * the base the top's mode only once every check passed, and gives it its
+ * own mode back when a later step fails before the rename.
+ *
+ * Invariant (live switch): a failure before the switch leaves the handle
+ * the caller had (merge: its backing chain attached again); a failure to
+ * open the new top after the switch's rename renames the old image back
+ * under the name (the new top was never opened, nothing was written to
+ * it) and opens it again.
+ *
  * Invariant (safe rebase): the visible disk never changes.  Every
  * unallocated cluster that would read differently through the new chain is
  * first given its own copy of what the old chain shows (or becomes "zero"),
@@ -40,6 +60,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -178,18 +199,63 @@ static void reopen(const char *path, unsigned flags, struct img **imgp)
 	img_set_error("%s", m);
 }
 
-/* Checks shared by the live operations. */
-static int live_usable(struct img *img)
+/* Checks shared by the live operations (rw 0: the check an offline
+ * operation runs on a read-only handle before it opens for writing, so
+ * that a refusal does not even touch the header). */
+static int usable(struct img *img, int rw)
 {
-	int r = img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge");
+	int r;
 
-	if (r)
+	if (rw && (r = img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
 		return r;
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
 	if (!img->dir)
 		return img_fail(img, -EINVAL, "opened without a path");
 	if (img->flags & IMG_OPEN_NO_BACKING)
 		return img_fail(img, -EINVAL, "opened without its backing chain");
 	return 0;
+}
+
+/* A file whose mode has no write bit: protected from writing (root
+ * included) unless it is the image's own snapshot. */
+static int mode_readonly(const struct stat *st)
+{
+	return !(st->st_mode & 0222);
+}
+
+/* The directory can take a new name (posix only: the crash test's memfs
+ * has no permissions). */
+static int dir_writable(struct img *img, const char *dir)
+{
+	if (img_vfs == &img_vfs_posix && access(dir, W_OK) < 0)
+		return img_fail(img, -errno, "cannot create files in %s", dir);
+	return 0;
+}
+
+/* The chain below img (its backing reference) opens again by path, with
+ * the uuid recorded: what a reopen after a switch needs. */
+static int chain_reopens(struct img *img, unsigned of)
+{
+	struct img *b = NULL;
+	int r;
+
+	if (!img->delta)
+		return 0;
+	r = img_open_ref(img, img->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
+	if (r) {
+		char m[512];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		img_set_error("%s: its backing chain cannot be opened again (%s): refused before "
+			      "changing anything", img->name, m);
+		return r;
+	}
+	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16))
+		r = img_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
+			     "made over (its uuid differs): refused before changing anything",
+			     img->hdr.backing_path);
+	img_close(b);
+	return r;
 }
 
 /* Links path to a snapshot name in dir (name, or base.snapN): 0 and the
@@ -225,14 +291,80 @@ static int link_snapshot(struct img *img, const char *path, const char *dir,
 	return 0;
 }
 
+/* Space the new top needs at least: its metadata written (headers) and
+ * a cluster's worth for the first writes after the switch. */
+static int space_for_top(struct img *img, const char *dir)
+{
+	struct statvfs sv;
+	uint64_t need = 2 * img->g.cluster_size, have;
+
+	if (img_vfs != &img_vfs_posix || statvfs(dir, &sv) < 0)
+		return 0;
+	have = (uint64_t)sv.f_bavail * sv.f_frsize;
+	if (have < need)
+		return img_fail(img, -ENOSPC, "%s has %llu bytes free, a new top needs %llu: refused",
+				dir, (unsigned long long)have, (unsigned long long)need);
+	return 0;
+}
+
+static int snapshot_check(struct img *img, const char *name, unsigned flags, int rw)
+{
+	const char *path, *base;
+	struct stat st, nst;
+	unsigned of;
+	char *snap;
+	int r;
+
+	if (flags & ~IMG_BACKING_ALLOW_PATH)
+		return -EINVAL;
+	if ((r = usable(img, rw)))
+		return r;
+	of = reopen_flags(img) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
+	path = img->name;
+	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	if (name && (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
+		     !strcmp(name, base)))
+		return img_fail(img, -EINVAL, "snapshot name '%s' must be another file name in the "
+				"image's directory", name);
+	if ((r = img_vfs->stat(path, &st)))
+		return img_fail(img, r, "stat");
+	if (!S_ISREG(st.st_mode))
+		return img_fail(img, -EINVAL, "not a regular file");
+	if (mode_readonly(&st))
+		return img_fail(img, -EROFS, "is read-only (mode %04o): a snapshot would put a new "
+				"image under its name: refused", (unsigned)(st.st_mode & 07777));
+	if (name) {
+		if (!(snap = join(img->dir, name)))
+			return -ENOMEM;
+		r = img_vfs->stat(snap, &nst);
+		free(snap);
+		/* a link to this very file: a leftover of an interrupted
+		 * snapshot, taken over */
+		if (r == 0 && (nst.st_dev != st.st_dev || nst.st_ino != st.st_ino))
+			return img_fail(img, -EEXIST, "snapshot name '%s' is taken", name);
+	}
+	if ((r = dir_writable(img, img->dir)) || (r = space_for_top(img, img->dir)))
+		return r;
+	return chain_reopens(img, of);
+}
+
+IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags)
+{
+	img_clear_error();
+	return snapshot_check(img, name, flags, 1);
+}
+
 /*
- * Snapshot of an open image (see the invariant at the top):
+ * Snapshot of an open image (see the invariants at the top):
+ *   0. snapshot_check: nothing changes unless everything can be done.
  *   1. flush; a second name (link) for the image: the snapshot; dir synced.
- *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over:
- *      synced, renamed into that name, dir synced).
+ *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over_ext:
+ *      OWN_SNAPSHOT set; synced, renamed into that name, dir synced).
  *   3. the image is closed (clean): the snapshot is never dirty.
  *   4. rename .NAME.snapnew over path; dir synced: the switch.
- *   5. the snapshot made read-only; path opened again: the new top.
+ *   5. path opened again: the new top (if it does not open, the snapshot
+ *      name is renamed back over path and the old image opened again);
+ *      the snapshot made read-only.
  * A crash before 4 leaves path the old image (and perhaps the extra link,
  * taken over by the next snapshot with that name, and the temporary
  * file, overwritten by it); after 4 the new top over the snapshot.
@@ -246,12 +378,10 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	char *path = NULL, *dir = NULL, *snap = NULL, *tmp = NULL;
 	const char *base;
 	unsigned of;
-	int r, linked = 0;
+	int r, linked = 0, switched = 0;
 
 	img_clear_error();
-	if (flags & ~IMG_BACKING_ALLOW_PATH)
-		return -EINVAL;
-	if ((r = live_usable(img)))
+	if ((r = img_snapshot_check(img, name, flags)))
 		return r;
 	of = reopen_flags(img) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
 	if (!(path = strdup(img->name)) || !(dir = strdup(img->dir))) {
@@ -259,12 +389,6 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 		goto out;
 	}
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-	if (name && (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
-		     !strcmp(name, base))) {
-		r = img_fail(img, -EINVAL, "snapshot name '%s' must be another file name in the "
-			     "image's directory", name);
-		goto out;
-	}
 	if ((r = img_flush(img)))
 		goto out;
 	if ((r = img_vfs->stat(path, &st))) {
@@ -290,7 +414,8 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	o.cluster_size = img->g.cluster_size;
 	o.flags = IMG_CREATE_OVERWRITE;
 	o.backing_file = strrchr(snap, '/') + 1;
-	if ((r = img_create_over_mode(tmp, &o, img, st.st_mode & 07777)))
+	/* The new top's backing is its own snapshot: merge may consume it. */
+	if ((r = img_create_over_ext(tmp, &o, img, st.st_mode & 07777, IMG_COMPAT_OWN_SNAPSHOT)))
 		goto out;
 	/* 3. */
 	r = img_close(img);
@@ -307,17 +432,19 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	free(tmp);
 	tmp = NULL;
 	linked = 0;   /* the snapshot is in use from here on: kept */
+	switched = 1;
 	if ((r = img_vfs->sync_dir(dir))) {
 		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
 		goto out;
 	}
 	/* 5. */
+	if ((r = img_open(path, of, imgp)))
+		goto out;
+	switched = 0;
 	if ((r = img_vfs->chmod(snap, st.st_mode & 07555))) {
 		img_set_error("%s: making it read-only: %s", snap, img_strerror(r));
 		goto out;
 	}
-	if ((r = img_open(path, of, imgp)))
-		goto out;
 	if (out && snprintf(out, outlen, "%s", strrchr(snap, '/') + 1) >= (int)outlen)
 		r = -ERANGE;
 out:
@@ -325,6 +452,17 @@ out:
 		img_vfs->unlink(tmp);
 	if (linked)
 		img_vfs->unlink(snap);
+	if (switched && !*imgp) {
+		/* The new top could not be opened (nothing wrote to it): the
+		 * old image goes back under the name, the snapshot name goes. */
+		char m[1024];
+		int back;
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		back = img_vfs->rename(snap, path, 0) == 0;
+		if (back)
+			img_vfs->sync_dir(dir);
+		img_set_error("%s%s", m, back ? " (the image was put back as it was)" : "");
+	}
 	if (!*imgp && path)
 		reopen(path, of, imgp);
 	free(tmp);
@@ -343,6 +481,16 @@ IMG_API int img_snapshot(const char *path, const char *name, unsigned flags,
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
+	/* Checked on a read-only handle first: a refusal leaves even the
+	 * header untouched. */
+	if ((r = img_open(path, flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0,
+			  &img)))
+		return r;
+	r = snapshot_check(img, name, flags, 0);
+	img_close(img);
+	img = NULL;
+	if (r)
+		return r;
 	/* Opened for writing (exclusive lock) until the new top is in
 	 * place: nobody writes to it meanwhile. */
 	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
@@ -401,29 +549,109 @@ out:
 	return r;
 }
 
+/* The backing chain of top attached again after a refusal or a failure
+ * before the rename: the handle the caller had.  0, or -errno (the caller
+ * then closes top and opens path again). */
+static int reattach(struct img *top, unsigned of)
+{
+	struct img *b = NULL;
+	int r = img_open_ref(top, top->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
+
+	if (r)
+		return r;
+	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
+		img_close(b);
+		return -EUCLEAN;
+	}
+	pthread_rwlock_wrlock(&top->map_lock);
+	top->backing = b;
+	top->depth = b->depth + 1;
+	pthread_rwlock_unlock(&top->map_lock);
+	return 0;
+}
+
+/* Everything a merge of top into the file bpath needs, checked before
+ * anything changes (the invariant at the top): the base is top's own
+ * snapshot or the one the caller named, no template, not read-only unless
+ * top's own snapshot, the same uuid as recorded, not corrupt, its own
+ * chain opens again, top's directory takes the rename. */
+static int merge_check(struct img *top, const char *named, const char *bpath, unsigned of,
+		       struct stat *bst)
+{
+	struct img *b = NULL;
+	struct stat nst;
+	int r, own = !!(top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT);
+
+	if ((r = img_vfs->stat(bpath, bst)))
+		return img_fail(top, r, "backing file %s", bpath);
+	if (!S_ISREG(bst->st_mode))
+		return img_fail(top, -EINVAL, "backing file %s is not a regular file", bpath);
+	if (named) {
+		if ((r = img_vfs->stat(named, &nst)))
+			return img_fail(top, r, "the base named, %s", named);
+		if (nst.st_dev != bst->st_dev || nst.st_ino != bst->st_ino)
+			return img_fail(top, -EINVAL, "the base named, %s, is not its backing file "
+					"(%s): refused", named, bpath);
+	} else if (!own) {
+		return img_fail(top, -EPERM, "its backing file %s is a base it was made over, not "
+				"its own snapshot: merging would change it under every other image "
+				"made over it (refused; flatten the image instead, or name the base "
+				"to merge into it)", bpath);
+	}
+	if (!own && mode_readonly(bst))
+		return img_fail(top, -EROFS, "backing file %s is read-only (mode %04o): not written "
+				"(make it writable first if you mean to change it)", bpath,
+				(unsigned)(bst->st_mode & 07777));
+	/* The base with its own chain, as path will open after the rename;
+	 * a shared lock, as top holds one. */
+	if ((r = img_open_internal(bpath, of & IMG_OPEN_ALLOW_BACKING_PATH, &b))) {
+		char m[512];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
+		return r;
+	}
+	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16))
+		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
+			     "over (its uuid differs): refused", top->hdr.backing_path);
+	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
+		r = img_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
+			     "written (refused)", bpath);
+	else if (b->corrupt)
+		r = img_fail(b, -EUCLEAN, "image is corrupt: repair it first");
+	img_close(b);
+	if (!r)
+		r = dir_writable(top, top->dir);
+	return r;
+}
+
 /*
- * Merge of an open delta into its backing image (see the invariant at the
+ * Merge of an open delta into its backing image (see the invariants at the
  * top):
- *   1. flush the top; close its backing chain; the base opened for writing
- *      (same uuid as recorded), given the top's mode.
+ *   0. merge_check: nothing changes unless everything can be done.
+ *   1. flush the top; close its backing chain; the base opened for
+ *      writing (same uuid as recorded; given the top's mode first only
+ *      when its own mode keeps us out).
  *   2. the top's clusters copied down; the base flushed and closed (clean).
- *   3. the top closed (clean); the base renamed over path; dir synced.
+ *   3. the top closed (clean); the base given the top's mode and renamed
+ *      over path; dir synced.
  *   4. path opened again: the merged base.
- * A crash before 3's rename leaves the top over a partly merged base that
- * reads the same (run the merge again); after it, the merged base.
+ * A failure before 3's rename gives the base its mode back and the top its
+ * chain (the handle the caller had).  A crash before 3's rename leaves the
+ * top over a partly merged base that reads the same (run the merge again);
+ * after it, the merged base.
  */
-IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress, void *arg)
+static int merge_run(struct img **imgp, const char *named, unsigned flags,
+		     img_progress_fn progress, void *arg, int rw)
 {
 	struct img *top = *imgp, *base = NULL, *b;
 	char *path = NULL, *dir = NULL, *bpath = NULL;
-	struct stat st;
+	struct stat st, bst;
 	unsigned of, bof;
-	int r;
+	int r, moded = 0;
 
-	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	if ((r = live_usable(top)))
+	if ((r = usable(top, rw)))
 		return r;
 	if (!top->delta || !top->backing)
 		return img_fail(top, -EINVAL, "has no backing image to merge into");
@@ -434,6 +662,9 @@ IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn pr
 		r = -ENOMEM;
 		goto out;
 	}
+	/* 0. */
+	if ((r = merge_check(top, named, bpath, of, &bst)))
+		goto out;
 	if ((r = img_flush(top)))
 		goto out;
 	if ((r = img_vfs->stat(path, &st))) {
@@ -447,13 +678,19 @@ IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn pr
 	top->backing = NULL;
 	pthread_rwlock_unlock(&top->map_lock);
 	img_close(b);
-	/* The base becomes the image under path's name: its mode too (a
-	 * snapshot was made read-only). */
-	if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
-		img_fail(top, r, "making %s writable", bpath);
-		goto fail_top;
+	/* The base (the image's own snapshot: merge_check) may be read-only
+	 * to its owner: then it gets the image's mode first, as it will
+	 * under path's name, and its own back on a failure below. */
+	r = img_open(bpath, bof, &base);
+	if (r == -EACCES && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
+		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
+			img_fail(top, r, "giving %s the mode of the image", bpath);
+			goto fail_top;
+		}
+		moded = 1;
+		r = img_open(bpath, bof, &base);
 	}
-	if ((r = img_open(bpath, bof, &base)))
+	if (r)
 		goto fail_top;
 	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
@@ -476,12 +713,22 @@ IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn pr
 	*imgp = top = NULL;
 	if (r) {
 		img_set_error("%s: closing: %s", path, img_strerror(r));
-		goto out;
+		goto fail_mode;
+	}
+	/* The base becomes the image under path's name: its mode too. */
+	if (!moded && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
+		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
+			img_set_error("%s: giving %s the mode of the image: %s", path, bpath,
+				      img_strerror(r));
+			goto out;
+		}
+		moded = 1;
 	}
 	if ((r = img_vfs->rename(bpath, path, 0))) {
 		img_set_error("%s: renaming %s over it: %s", path, bpath, img_strerror(r));
-		goto out;
+		goto fail_mode;
 	}
+	moded = 0;
 	if ((r = img_vfs->sync_dir(dir))) {
 		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
 		goto out;
@@ -490,15 +737,24 @@ IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn pr
 	r = img_open(path, of, imgp);
 	goto out;
 fail_top:
-	if (base)
-		img_close(base);
 	{
 		char m[1024];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		img_close(top);
-		*imgp = NULL;
+		if (base)
+			img_close(base);
+		base = NULL;
+		if (moded && !img_vfs->chmod(bpath, bst.st_mode & 07777))
+			moded = 0;
+		/* The handle the caller had, with its chain again. */
+		if (reattach(top, of)) {
+			img_close(top);
+			*imgp = NULL;
+		}
 		img_set_error("%s", m);
 	}
+fail_mode:
+	if (moded)
+		img_vfs->chmod(bpath, bst.st_mode & 07777);
 out:
 	if (!*imgp && path)
 		reopen(path, of, imgp);
@@ -508,7 +764,20 @@ out:
 	return r;
 }
 
-IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *arg)
+IMG_API int img_merge_live_into(struct img **imgp, const char *named, unsigned flags,
+				img_progress_fn progress, void *arg)
+{
+	img_clear_error();
+	return merge_run(imgp, named, flags, progress, arg, 1);
+}
+
+IMG_API int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress, void *arg)
+{
+	return img_merge_live_into(imgp, NULL, flags, progress, arg);
+}
+
+IMG_API int img_merge_into(const char *path, const char *base, unsigned flags,
+			   img_progress_fn progress, void *arg)
 {
 	struct img *top = NULL;
 	int r, r2;
@@ -516,10 +785,62 @@ IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress
 	img_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
-	if ((r = img_open(path, IMG_OPEN_RDWR | (flags & IMG_BACKING_ALLOW_PATH ?
-						 IMG_OPEN_ALLOW_BACKING_PATH : 0), &top)))
+	/* The top is only read, then replaced by the rename: opened
+	 * read-only, its shared lock keeps writers out, and a refusal or a
+	 * failure leaves even its header untouched. */
+	if ((r = img_open(path, flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0,
+			  &top)))
 		return r;
-	r = img_merge_live(&top, flags, progress, arg);
+	r = merge_run(&top, base, flags, progress, arg, 0);
 	r2 = img_close(top);
+	return r ? r : r2;
+}
+
+IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *arg)
+{
+	return img_merge_into(path, NULL, flags, progress, arg);
+}
+
+/* ---- templates (FORMAT.md 3.2) ----------------------------------------- */
+
+IMG_API int img_set_template(const char *path, int on)
+{
+	struct img *img = NULL;
+	struct img_header nh;
+	struct stat st;
+	int r, r2;
+
+	img_clear_error();
+	/* A file whose mode has no write bit is written by no tool, root
+	 * included (the same answer a user without root gets). */
+	if ((r = img_vfs->stat(path, &st))) {
+		img_set_error("%s: %s", path, img_strerror(r));
+		return r;
+	}
+	if (mode_readonly(&st)) {
+		img_set_error("%s: is read-only (mode %04o): not written (make it writable to "
+			      "change the mark, then read-only again if you like)", path,
+			      (unsigned)(st.st_mode & 07777));
+		return -EROFS;
+	}
+	/* Only the header changes: the chain is not needed.  The exclusive
+	 * lock refuses while any delta over it (or anyone else) has it open. */
+	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,
+				   &img)))
+		return r;
+	if (img->corrupt) {
+		r = img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
+		goto out;
+	}
+	pthread_mutex_lock(&img->commit_lock);
+	nh = img->hdr;
+	if (on)
+		nh.ro_compat |= IMG_RO_COMPAT_TEMPLATE;
+	else
+		nh.ro_compat &= ~IMG_RO_COMPAT_TEMPLATE;
+	r = nh.ro_compat == img->hdr.ro_compat ? 0 : img_header_commit(img, &nh);
+	pthread_mutex_unlock(&img->commit_lock);
+out:
+	r2 = img_close(img);
 	return r ? r : r2;
 }

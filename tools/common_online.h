@@ -18,7 +18,7 @@
  *   mountpoint  where the filesystem is mounted (imgmount)
  *
  * Control protocol: one line per connection, "status", "grow SIZE",
- * "shrink SIZE [discard-data]", "compact", "snapshot [NAME]", "merge" or
+ * "shrink SIZE [discard-data]", "compact", "snapshot [NAME]", "merge [BASE]" or
  * "stop"; one line back, "ok"
  * followed by a space and a JSON object, or "error ERRNO message".
  */

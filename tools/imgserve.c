@@ -654,12 +654,21 @@ static int fs_thaw(int fd)
 	return r;
 }
 
-/* snapshot [NAME]: freeze, quiesce, flush, new top, switch, thaw.  0 and
- * the snapshot's file name in snap, or -errno with err filled. */
+/* snapshot [NAME]: check, freeze, quiesce, flush, new top, switch, thaw.
+ * 0 and the snapshot's file name in snap, or -errno with err filled.
+ * Everything that can be checked is checked before the freeze
+ * (img_snapshot_check): a refusal leaves the container untouched. */
 static int do_snapshot(const char *name, char *snap, size_t snaplen, char *err, size_t errlen)
 {
 	int fd, r, r2;
 
+	pthread_rwlock_rdlock(&S.io_lock);
+	r = img_snapshot_check(S.img, name, 0);
+	if (r)
+		snprintf(err, errlen, "%s (nothing was changed)", img_last_error());
+	pthread_rwlock_unlock(&S.io_lock);
+	if (r)
+		return r;
 	if ((r = fs_freeze(&fd, err, errlen)))
 		return r;
 	pthread_rwlock_wrlock(&S.io_lock);
@@ -678,8 +687,10 @@ static int do_snapshot(const char *name, char *snap, size_t snaplen, char *err, 
 	return r;
 }
 
-/* merge: quiesce for the whole copy, switch to the merged base. */
-static int do_merge(char *ref, size_t reflen, char *err, size_t errlen)
+/* merge [BASE]: quiesce for the whole copy, switch to the merged base.
+ * BASE: the base named explicitly (a full path), for a clone's base.  A
+ * refusal leaves the handle as it was (img_merge_live_into). */
+static int do_merge(const char *named, char *ref, size_t reflen, char *err, size_t errlen)
 {
 	int r;
 
@@ -689,7 +700,7 @@ static int do_merge(char *ref, size_t reflen, char *err, size_t errlen)
 		snprintf(err, errlen, "%.900s: has no backing image to merge into", S.image);
 		return -EINVAL;
 	}
-	r = img_merge_live(&S.img, 0, progress_stop, NULL);
+	r = img_merge_live_into(&S.img, named, 0, progress_stop, NULL);
 	if (r)
 		snprintf(err, errlen, "%s%s", img_last_error(),
 			 S.img ? "" : " (the image could not be opened again: I/O fails until stop)");
@@ -781,14 +792,14 @@ static char *run_command(char *line, int *stop)
 	} else if (!strcmp(cmd, "snapshot") || !strcmp(cmd, "merge")) {
 		char name[PATH_MAX] = "", msg[1024] = "";
 		int snapshot = cmd[0] == 's';
-		if (snapshot ? arg2 != NULL : arg != NULL) {
+		if (arg2 != NULL) {
 			if (asprintf(&err, "error %d usage: %s", EINVAL,
-				     snapshot ? "snapshot [NAME]" : "merge") < 0)
+				     snapshot ? "snapshot [NAME]" : "merge [BASE]") < 0)
 				err = NULL;
 			return err;
 		}
 		r = snapshot ? do_snapshot(arg, name, sizeof(name), msg, sizeof(msg))
-			     : do_merge(name, sizeof(name), msg, sizeof(msg));
+			     : do_merge(arg, name, sizeof(name), msg, sizeof(msg));
 		if (r < 0) {
 			if (asprintf(&err, "error %d %s: %s\n", -r, img_strerror(r), msg) < 0)
 				err = NULL;
@@ -805,7 +816,7 @@ static char *run_command(char *line, int *stop)
 		return strdup("ok {}\n");
 	}
 	if (asprintf(&err, "error %d unknown command '%.64s' (status, grow SIZE, shrink SIZE, "
-		     "compact, snapshot [NAME], merge, stop)\n", EINVAL, cmd) < 0)
+		     "compact, snapshot [NAME], merge [BASE], stop)\n", EINVAL, cmd) < 0)
 		err = NULL;
 	return err;
 fail:
@@ -830,7 +841,7 @@ static void *ctl_main(void *arg)
 {
 	while (!atomic_load(&S.stopping)) {
 		struct timeval tv = { .tv_sec = 10 };
-		char line[512];
+		char line[PATH_MAX + 64];   /* merge BASE: a full path */
 		size_t off = 0;
 		ssize_t n;
 		char *reply, *nl;

@@ -2,6 +2,7 @@
 /* imgsnap: snapshots of an image as a chain of deltas (offline, or through
  * imgserve's control socket while the image is served). */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -9,10 +10,12 @@
 #include "common.h"
 #include "common_online.h"
 
-enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH };
+enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH, OPT_INTO, OPT_CLEAR };
 
 static const struct option longopts[] = {
 	{ "name",     required_argument, NULL, OPT_NAME },
+	{ "into",     required_argument, NULL, OPT_INTO },
+	{ "clear",    no_argument,       NULL, OPT_CLEAR },
 	{ "unsafe",   no_argument,       NULL, 'u' },
 	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
 	{ "progress", no_argument,       NULL, 'p' },
@@ -25,31 +28,30 @@ static const struct option longopts[] = {
 
 static void usage(void)
 {
-	printf("Usage: %s create [--name NAME] FILE\n"
-	       "       %s list FILE\n"
-	       "       %s merge FILE\n"
-	       "       %s rebase [-u] FILE NEWBASE|\"\"\n"
-	       "Snapshots as a chain of thin deltas.  While FILE is served (imgserve,\n"
-	       "imgmount) create and merge go through the daemon: create freezes the\n"
-	       "mounted filesystem (FIFREEZE) around the switch, merge pauses I/O.\n"
-	       "create: FILE's contents become a read-only snapshot FILE.snapN (or NAME)\n"
-	       "        in FILE's directory; FILE becomes an empty delta over it.\n"
-	       "list:   FILE and the images below it, top first.\n"
-	       "merge:  commit FILE into the image below it, which then replaces FILE.\n"
-	       "rebase: put FILE over NEWBASE (\"\": standalone) without changing what it\n"
-	       "        reads (-u: only rewrite the reference).\n"
-	       "\n"
+	printf("Usage: %s create [--name NAME] FILE | list FILE | merge [--into BASE] FILE\n"
+	       "       %s rebase [-u] FILE NEWBASE|\"\" | flatten FILE\n"
+	       "       %s template [--clear] FILE\n"
+	       "Snapshots as a chain of thin deltas (served: create and merge go through\n"
+	       "the daemon; create freezes the mounted filesystem, merge pauses I/O).\n"
+	       "create:   FILE's contents become a read-only snapshot FILE.snapN (or NAME);\n"
+	       "          FILE becomes an empty delta over it.\n"
+	       "list:     FILE and the images below it, top first.\n"
+	       "merge:    commit FILE into its own snapshot, which then replaces FILE; a\n"
+	       "          clone's base only when named (--into), a template never.\n"
+	       "rebase:   put FILE over NEWBASE (\"\": none), same contents (-u: reference).\n"
+	       "flatten:  make the clone FILE standalone; its base is not touched.\n"
+	       "template: mark FILE as a shared base no tool writes (--clear: unmark).\n"
 	       "  --name NAME          the snapshot's file name (create)\n"
+	       "  --into BASE          merge: the base FILE's chain resolves to, named\n"
+	       "  --clear              template: remove the mark\n"
 	       "  -u, --unsafe         rebase: change the reference only\n"
 	       "  --allow-backing-path follow absolute or '..' backing references\n"
 	       "  -p, --progress       show a progress bar (on a terminal)\n"
 	       "  -j, --json           print JSON\n"
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
-	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgsnap(1).\n",
-	       progname, progname, progname, progname);
+	       "  -h, --help / -V, --version\n"
+	       "Exit status: 0 success, 1 error, 75 in use.  See imgsnap(1).\n",
+	       progname, progname, progname);
 }
 
 static int do_list(const char *file, unsigned oflags)
@@ -92,13 +94,15 @@ static int do_list(const char *file, unsigned oflags)
 			json_u64(&j, "zero_clusters", in.zero_clusters);
 			json_u64(&j, "cluster_size", in.cluster_size);
 			json_u64(&j, "disk_usage", in.disk_usage);
+			json_bool(&j, "template", !!(in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE));
 			json_object_end(&j);
 		} else {
-			printf("%s%s: %s virtual, %s used on the host%s%s\n", p == img ? "" : "  ",
+			printf("%s%s: %s virtual, %s used on the host%s%s%s\n", p == img ? "" : "  ",
 			       p == img ? file : img_name(p),
 			       human_size(in.virtual_size, b1, sizeof(b1)),
 			       human_size(in.disk_usage, b2, sizeof(b2)),
-			       n ? ", over " : " (base)", n ? ref : "");
+			       n ? ", over " : " (base)", n ? ref : "",
+			       in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE ? " (template)" : "");
 		}
 	}
 	if (json && !quiet && !r) {
@@ -133,20 +137,20 @@ static void reply_string(const char *text, const char *key, char *buf, size_t le
 static int online_op(const char *file, struct online_state *os, const char *cmd,
 		     const char *name)
 {
-	char req[4096], reply[8192], out[4096];
+	char req[PATH_MAX + 64], reply[8192], out[4096];
 	int r;
 
 	if (!os->alive)
 		return online_refuse_if_used(file, os), EXIT_ERROR;
 	if (name && (strchr(name, ' ') || strchr(name, '\t') || strchr(name, '\n'))) {
-		errmsg("%s: a snapshot name with blanks cannot be sent to the daemon", file);
+		errmsg("%s: a name with blanks cannot be sent to the daemon", file);
 		return EXIT_ERROR;
 	}
 	snprintf(req, sizeof(req), "%s%s%s", cmd, name ? " " : "", name ? name : "");
 	r = online_request(os, req, reply, sizeof(reply));
 	if (r < 0) {
 		errmsg("%s: %s online: %s", file, cmd, reply);
-		return EXIT_ERROR;
+		return exit_status(r);
 	}
 	reply_string(reply, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out, sizeof(out));
 	if (quiet)
@@ -170,9 +174,9 @@ static int online_op(const char *file, struct online_state *os, const char *cmd,
 
 int main(int argc, char **argv)
 {
-	const char *cmd = NULL, *file = NULL, *arg2 = NULL, *name = NULL;
+	const char *cmd = NULL, *file = NULL, *arg2 = NULL, *name = NULL, *into = NULL;
 	unsigned bflags = 0, oflags = 0;
-	int c, r, npos = 0, unsafe = 0, want_progress = 0;
+	int c, r, npos = 0, unsafe = 0, want_progress = 0, clear = 0;
 	struct tool_getopt g = { 0 };
 	struct progress pr;
 
@@ -191,6 +195,8 @@ int main(int argc, char **argv)
 			npos++;
 			break;
 		case OPT_NAME: name = optarg; break;
+		case OPT_INTO: into = optarg; break;
+		case OPT_CLEAR: clear = 1; break;
 		case OPT_ALLOW_BACKING_PATH:
 			bflags |= IMG_BACKING_ALLOW_PATH;
 			oflags |= IMG_OPEN_ALLOW_BACKING_PATH;
@@ -206,7 +212,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!cmd)
-		return usage_error("expected a command: create, list, merge or rebase");
+		return usage_error("expected a command: create, list, merge, rebase, flatten or template");
 	if (!file)
 		return usage_error("expected FILE");
 	if (strcmp(cmd, "rebase") && arg2)
@@ -215,19 +221,70 @@ int main(int argc, char **argv)
 		return usage_error("--name applies to create only");
 	if (unsafe && strcmp(cmd, "rebase"))
 		return usage_error("--unsafe applies to rebase only");
+	if (into && strcmp(cmd, "merge"))
+		return usage_error("--into applies to merge only");
+	if (clear && strcmp(cmd, "template"))
+		return usage_error("--clear applies to template only");
 	progress_init(&pr, want_progress && !quiet);
 
 	if (!strcmp(cmd, "list"))
 		return do_list(file, oflags);
-	if (!strcmp(cmd, "create") || !strcmp(cmd, "merge") || !strcmp(cmd, "rebase")) {
+	if (!strcmp(cmd, "create") || !strcmp(cmd, "merge") || !strcmp(cmd, "rebase") ||
+	    !strcmp(cmd, "flatten") || !strcmp(cmd, "template")) {
 		struct online_state os;
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
-			if (!strcmp(cmd, "rebase"))
+			char full[PATH_MAX];
+			if (!strcmp(cmd, "rebase") || !strcmp(cmd, "flatten") || !strcmp(cmd, "template"))
 				return online_refuse_if_used(file, &os), EXIT_ERROR;
 			if (bflags)
 				return usage_error("--allow-backing-path: not while the image is served");
-			return online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge", name);
+			if (into && !realpath(into, full)) {
+				errmsg("%s: %s", into, strerror(errno));
+				return EXIT_ERROR;
+			}
+			/* the daemon has another working directory: the base
+			 * goes by its full path */
+			return online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
+					 !strcmp(cmd, "create") ? name : into ? full : NULL);
 		}
+	}
+	if (!strcmp(cmd, "template")) {
+		if ((r = img_probe(file)) <= 0) {
+			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
+			return EXIT_ERROR;
+		}
+		if ((r = img_set_template(file, !clear)) < 0) {
+			img_errmsg(file, r);
+			return exit_status(r);
+		}
+		if (!quiet)
+			printf("%s: %s\n", file, clear ? "no longer a template" :
+			       "marked as a template: no tool writes it (imgsnap template --clear undoes it)");
+		return EXIT_OK;
+	}
+	if (!strcmp(cmd, "flatten")) {
+		struct img *img;
+		/* the safe rebase to none: what FILE reads through its base
+		 * is copied into it first; the base is only read */
+		if (open_image(file, IMG_OPEN_RDWR | oflags, &img) < 0)
+			return EXIT_ERROR;
+		if (!img_backing(img)) {
+			img_close(img);
+			errmsg("%s: has no backing image: already standalone", file);
+			return EXIT_ERROR;
+		}
+		r = img_set_backing(img, NULL, bflags, pr.enabled ? progress_cb : NULL, &pr);
+		progress_finish(&pr, r == 0);
+		if (r < 0) {
+			img_errmsg(file, r);
+			img_close(img);
+			return exit_status(r);
+		}
+		if (close_image(file, img) < 0)
+			return EXIT_ERROR;
+		if (!quiet)
+			printf("%s: now standalone (its base is unchanged)\n", file);
+		return EXIT_OK;
 	}
 	if (!strcmp(cmd, "create")) {
 		char snap[4096];
@@ -237,7 +294,7 @@ int main(int argc, char **argv)
 		}
 		if ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) < 0) {
 			img_errmsg(file, r);
-			return EXIT_ERROR;
+			return exit_status(r);
 		}
 		if (json && !quiet) {
 			struct json_out j;
@@ -263,11 +320,11 @@ int main(int argc, char **argv)
 			return EXIT_ERROR;
 		}
 		img_close(img);
-		r = img_merge(file, bflags, pr.enabled ? progress_cb : NULL, &pr);
+		r = img_merge_into(file, into, bflags, pr.enabled ? progress_cb : NULL, &pr);
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
 			img_errmsg(file, r);
-			return EXIT_ERROR;
+			return exit_status(r);
 		}
 		if (!quiet)
 			printf("%s: merged into %s, which is now %s\n", file, ref, file);
@@ -293,5 +350,6 @@ int main(int argc, char **argv)
 			printf("%s: now %s%s\n", file, *arg2 ? "over " : "standalone", arg2);
 		return EXIT_OK;
 	}
-	return usage_error("unknown command '%s' (create, list, merge or rebase)", cmd);
+	return usage_error("unknown command '%s' (create, list, merge, rebase, flatten or template)",
+			   cmd);
 }

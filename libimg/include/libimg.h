@@ -461,37 +461,85 @@ int img_set_backing(struct img *img, const char *ref, unsigned flags,
 /* Snapshot (offline): the image at path becomes a read-only snapshot under a
  * second name in its directory (name, or "FILE.snapN" with the lowest free
  * N when NULL), and path becomes a new empty delta over it: the user keeps
- * using path.  Crash-safe (link, new top in a temporary file, synced,
- * renamed over path).  out (may be NULL) gets the snapshot's file name.
- * flags: IMG_BACKING_ALLOW_PATH.  -EBUSY if the image is in use. */
+ * using path.  The new delta records that its backing image is its own
+ * snapshot (FORMAT.md 3.1, IMG_FEATURE_COMPAT_OWN_SNAPSHOT), so that a
+ * merge may consume it.  Crash-safe (link, new top in a temporary file,
+ * synced, renamed over path).  out (may be NULL) gets the snapshot's file
+ * name.  flags: IMG_BACKING_ALLOW_PATH.  -EBUSY if the image is in use,
+ * -EROFS if it is a template or its file mode has no write bit, -EEXIST if
+ * name is taken; a refusal changes nothing. */
 int img_snapshot(const char *path, const char *name, unsigned flags, char *out, size_t outlen);
 /* Merge (offline): commits the delta at path into its backing image, which
- * then replaces it under path's name (the delta's file is gone).  Clusters
- * the delta holds overwrite the backing's, zero clusters make the
- * backing's clusters zero, the backing grows or shrinks to the delta's
- * size.  Crash-safe (the delta's view never changes; the backing is synced
- * before it is renamed over path); rerun after a crash.  Other images over
- * the same backing image would see its new contents: the backing is locked
- * for writing, so this fails with -EBUSY while any of them is open. */
+ * then replaces it under path's name (the delta's file is gone; the
+ * backing file takes the delta's mode).  Clusters the delta holds
+ * overwrite the backing's, zero clusters make the backing's clusters zero,
+ * the backing grows or shrinks to the delta's size.  Crash-safe (the
+ * delta's view never changes; the backing is synced before it is renamed
+ * over path); rerun after a crash.
+ * Bases are protected: only the delta's own snapshot (made by img_snapshot
+ * or img_snapshot_live) is merged into; any other backing image (a clone's
+ * base, made by img_create with backing_file, or one set by
+ * img_set_backing) is refused with -EPERM unless named (img_merge_into).
+ * A template is refused (-EROFS), and so is a base whose file mode has no
+ * write bit unless it is the delta's own snapshot.  The backing is locked
+ * for writing: -EBUSY while any other image over it is open.  The delta is
+ * only read (opened read-only: no writer meanwhile).  Everything is
+ * checked before anything changes; a refusal or failure changes no file's
+ * bytes, name or mode. */
 int img_merge(const char *path, unsigned flags, img_progress_fn progress, void *progress_arg);
+/* img_merge into a base the caller names explicitly: base must name the
+ * file the delta's backing reference resolves to (same device and inode,
+ * else -EINVAL).  It is merged into even if it is not the delta's own
+ * snapshot; a template or a read-only file mode is still refused.  Other
+ * images over that base see its new contents and lose it under its name
+ * (it takes path's name).  base NULL: img_merge. */
+int img_merge_into(const char *path, const char *base, unsigned flags,
+		   img_progress_fn progress, void *progress_arg);
+
+/* Templates (FORMAT.md 3.2): a template is a shared base of clones, marked
+ * in its header (IMG_FEATURE_RO_COMPAT_TEMPLATE, a read-only compatible
+ * feature: libimg and older readers open it read-only only).  img_open
+ * with IMG_OPEN_RDWR refuses a template with -EROFS, so no tool writes it,
+ * merges into it, snapshots, grows, compacts or repairs it.  on 1 marks the
+ * image at path, 0 clears the mark; only the header changes.  -EBUSY while
+ * the image is open anywhere (a delta over it included), -EROFS when the
+ * file's mode has no write bit. */
+int img_set_template(const char *path, int on);
+#define IMG_FEATURE_RO_COMPAT_TEMPLATE 0x1ull  /* img_info.ro_compat_features */
+#define IMG_FEATURE_COMPAT_OWN_SNAPSHOT 0x1ull /* img_info.compat_features */
 
 /* Snapshot of an image the caller has open read-write by path (its whole
  * chain), for a daemon that serves it: as img_snapshot, then *imgp is
  * replaced by a handle on the new top (opened with the same flags); the
  * old handle is closed.  The caller keeps every other user of *imgp out
  * for the duration (no I/O, no other call on it).  The image is unlocked
- * for a moment between the close and the reopen.  On failure *imgp is a
- * handle on whatever path names (the old image, or the new top when only
- * a later step failed), or NULL if it could not be opened again. */
+ * for a moment between the close and the reopen.  Everything
+ * img_snapshot_check checks is checked first: a refusal leaves *imgp as it
+ * was.  On a later failure *imgp is a handle on what path names: the old
+ * image (when the new top cannot be opened after the switch, the old image
+ * is renamed back under path first), or the new top when only making the
+ * snapshot read-only failed; NULL only if it could not be opened again. */
 int img_snapshot_live(struct img **imgp, const char *name, unsigned flags,
 		      char *out, size_t outlen);
+/* What img_snapshot_live checks before it changes anything, for a daemon
+ * to call before it freezes the filesystem: the handle usable, the image
+ * a writable regular file and no template, name valid and free, the
+ * directory writable with room for the new top, and the backing chain
+ * (every file present, the uuid recorded, lockable) opens again by path.
+ * 0 or -errno with img_last_error(); changes nothing. */
+int img_snapshot_check(struct img *img, const char *name, unsigned flags);
 /* Merge of a delta the caller has open read-write by path with its chain:
  * as img_merge, then *imgp is replaced by a handle on the merged image
  * (the old backing file, now under path's name).  Same rules as
- * img_snapshot_live: exclusive use of the handle for the whole merge, and
- * on failure *imgp names what path holds or is NULL. */
+ * img_snapshot_live: exclusive use of the handle for the whole merge.  A
+ * refusal, or a failure before the rename, leaves *imgp the caller's
+ * handle (its backing chain attached again); after it, *imgp names what
+ * path holds, or is NULL if that could not be opened. */
 int img_merge_live(struct img **imgp, unsigned flags, img_progress_fn progress,
 		   void *progress_arg);
+/* img_merge_live into a base the caller names (img_merge_into). */
+int img_merge_live_into(struct img **imgp, const char *base, unsigned flags,
+			img_progress_fn progress, void *progress_arg);
 
 /* ---------------------------------------------------------------------- */
 /* Filesystems inside an image (libimg/fs.c: libblkid and libext2fs)       */

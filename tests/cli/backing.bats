@@ -224,13 +224,15 @@ PYEOF
   "$BIN/mkimg" -q d.img 1M
   hold_lock d.img
   run_tool imgsnap create d.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$output" == *"in use"* ]]
   [ ! -e d.img.snap1 ]
   run_tool imgsnap
   [ "$status" -eq 1 ]
   run_tool imgsnap frobnicate d.img
   [ "$status" -eq 1 ]
+  kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
   run_tool imgsnap create --name a/b d.img
   [ "$status" -eq 1 ]
+  [[ "$output" == *"must be another file name"* ]]
 }

@@ -11,9 +11,10 @@
  * chain, writes between the steps:
  *   snapshot  img_snapshot_live twice (a generated name, then a given one):
  *             link, new top in a temporary file, close, rename, reopen;
- *   merge     img_snapshot_live's reverse: img_merge_live of a delta (with
- *             data, zero, discarded and compressed clusters, larger than
- *             its base) into its base: copy down, flush, close, rename.
+ *   merge     img_snapshot_live's reverse: img_merge_live_into of a clone
+ *             (its base named; data, zero, discarded and compressed
+ *             clusters, larger than its base) into its base: copy down,
+ *             flush, close, rename.
  * A dry run counts the mutating calls E (writes, flushes, punches,
  * truncates, links, renames, unlinks, new files, chmods, directory syncs).
  * For each crash point N in 1..E (all, or a sample under ASan) the disk is
@@ -177,7 +178,7 @@ static int op_merge(struct run *x)
 	int r;
 
 	x->in_op = 1;
-	r = img_merge_live(&x->img, 0, NULL, NULL);
+	r = img_merge_live_into(&x->img, BASE, 0, NULL, NULL);
 	if (!r) {
 		bm_flush(&x->m);
 		x->in_op = 0;
@@ -479,7 +480,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 			goto out;
 		}
 	} else if (in.backing_depth) {
-		r = img_merge_live(&img, 0, NULL, NULL);
+		r = img_merge_live_into(&img, BASE, 0, NULL, NULL);
 		if (r || !img || depth(img) != 0) {
 			fprintf(stderr, "FAIL %s: merge again: %s (%s)\n", where, img_strerror(r),
 				img_last_error());

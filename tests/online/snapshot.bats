@@ -94,3 +94,87 @@ teardown() { online_teardown; }
   [ "$("$BIN/imgsnap" list --json a.img | jq -r '.[0].backing')" = a.img.snap1 ]
   assert_nothing_left
 }
+
+# A mounted clone of base.img with a file of its own; base.img then moved
+# out of the directory (as deleted: the chain no longer opens by path).
+mounted_clone_without_base() {
+  mkimg --fs ext4 base.img 64M >/dev/null
+  mkimg -q --backing base.img ct.img
+  mkdir mnt away
+  imgmount -q ct.img mnt
+  echo data > mnt/f
+  sync mnt/f
+  mv base.img away/
+  ls -a > ../before
+}
+
+# The container still reads and writes, the daemon still has its image
+# open, and nothing new appeared in the directory.
+container_untouched() {
+  { cat mnt/f; echo more; } > ../f.expect
+  timeout 10 sh -c 'echo more >> mnt/f && sync mnt/f'
+  cmp mnt/f ../f.expect
+  timeout 10 sh -c 'head -c 1M /dev/urandom > mnt/g && sync mnt/g && cmp mnt/g mnt/g'
+  [[ "$(ctl status)" == *'"open": true'* ]]
+  ls -a > ../after
+  diff ../before ../after
+}
+
+@test "issue 14 #4: online snapshot of a clone whose base is gone is refused before the freeze; the container keeps working" {
+  mounted_clone_without_base
+  run_split imgsnap create ct.img
+  [ "$status" -ne 0 ]
+  container_untouched
+  [[ $err == *"ct.img"*"base.img"*"refused before changing anything"* ]] || { echo "$err"; false; }
+  # with the base back, the snapshot works and the chain reopens
+  mv away/base.img .
+  run_split imgsnap create ct.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  timeout 10 sh -c 'echo again >> mnt/f && sync mnt/f'
+  [ "$(cat mnt/f)" = "$(printf 'data\nmore\nagain')" ]
+  imgumount -q mnt
+  "$BIN/imgcheck" ct.img
+  assert_nothing_left
+}
+
+@test "issue 14 #4: online merge into a snapshot whose own base is gone is refused; the container keeps working" {
+  mkimg --fs ext4 base.img 64M >/dev/null
+  mkimg -q --backing base.img ct.img
+  mkdir mnt away
+  imgmount -q ct.img mnt
+  echo data > mnt/f
+  sync mnt/f
+  run_split imgsnap create ct.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  mv base.img away/
+  ls -a > ../before
+  s0=$(sha256sum ct.img.snap1 | cut -d' ' -f1)
+  run_split imgsnap merge ct.img
+  [ "$status" -ne 0 ]
+  [[ $err == *"base.img"* ]] || { echo "$err"; false; }
+  [ "$(stat -c %a ct.img.snap1)" = 444 ]
+  [ "$(sha256sum ct.img.snap1 | cut -d' ' -f1)" = "$s0" ]
+  container_untouched
+  # a clone's base is not merged into online either, unless named
+  mv away/base.img .
+  ls -a > ../before
+  run_split imgsnap merge ct.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  ls -a > ../before
+  b0=$(sha256sum base.img | cut -d' ' -f1)
+  run_split imgsnap merge ct.img
+  [ "$status" -ne 0 ]
+  [[ $err == *"not its own snapshot"* ]] || { echo "$err"; false; }
+  [ "$(sha256sum base.img | cut -d' ' -f1)" = "$b0" ]
+  container_untouched
+  # named, it is (the daemon gets the full path)
+  run_split imgsnap merge --into base.img ct.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ ! -e base.img ]
+  [ "$(imgsnap list --json ct.img | jq length)" -eq 1 ]
+  ls -a > ../before
+  container_untouched
+  imgumount -q mnt
+  "$BIN/imgcheck" ct.img
+  assert_nothing_left
+}

@@ -1,0 +1,243 @@
+#!/usr/bin/env bats
+# Shared bases are protected (issue 14 #3, issue 15 #11): a merge consumes
+# only the image's own snapshot unless the base is named, templates and
+# read-only bases are never written, flatten leaves the base alone, and a
+# refusal changes no byte, name or mode.
+
+load helpers
+
+setup() { common_setup; }
+teardown() { common_teardown; }
+
+# base.img (8 MiB of random data) and two clones, ct1 with its own bytes.
+make_clones() {
+  head -c $((8 * M)) /dev/urandom > base.raw
+  "$BIN/imgconvert" -q base.raw base.img
+  "$BIN/mkimg" -q --backing base.img ct1.img
+  "$BIN/mkimg" -q --backing base.img ct2.img
+  printf 'clone one' > own1
+  write_at ct1.img own1 70000
+}
+
+# hold_shared_lock FILE: a process holds a shared OFD lock on FILE, as a
+# clone opened over it does ($HOLDER_PID; common_teardown kills it).
+hold_shared_lock() {
+  local f=$1 ready=$BATS_TEST_TMPDIR/.shared i
+  [ -n "$PY" ] || skip "python3 is needed to hold an OFD lock"
+  rm -f "$ready"
+  "$PY" - "$f" "$ready" >/dev/null 2>&1 3>&- <<'PYEOF' &
+import fcntl, os, struct, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fl = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+fcntl.fcntl(fd, 37, fl)   # F_OFD_SETLK
+with open(sys.argv[2] + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+time.sleep(600)
+PYEOF
+  HOLDER_PID=$!
+  for i in $(seq 200); do
+    [ -s "$ready" ] && break
+    sleep 0.05
+  done
+  [ -s "$ready" ] || { echo "lock holder did not start" >&2; return 1; }
+  HOLDER_PID=$(cat "$ready")
+}
+
+sum() { sha256sum "$1" | cut -d' ' -f1; }
+mode() { stat -c %a "$1"; }
+
+@test "issue 14 #3: imgsnap merge of a clone refuses to consume its shared read-only base" {
+  make_clones
+  chmod 0444 base.img
+  b0=$(sum base.img); c0=$(sum ct1.img)
+  ls -a > ../before
+  run_tool imgsnap merge ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"ct1.img"*"base.img"*"not its own snapshot"* ]]
+  # nothing changed: bytes, modes, names
+  [ "$(sum base.img)" = "$b0" ]
+  [ "$(sum ct1.img)" = "$c0" ]
+  [ "$(mode base.img)" = 444 ]
+  ls -a > ../after; diff ../before ../after
+  # the other clone still reads the base
+  to_raw ct2.img ct2.raw
+  cmp ct2.raw base.raw
+  # naming the base does not write a read-only one either
+  run_tool imgsnap merge --into base.img ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"read-only (mode 0444)"* ]]
+  [ "$(sum base.img)" = "$b0" ]
+  [ "$(mode base.img)" = 444 ]
+  # a name that is not the clone's base is refused
+  "$BIN/mkimg" -q other.img 8M
+  run_tool imgsnap merge --into other.img ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"is not its backing file"* ]]
+  [ "$(sum ct1.img)" = "$c0" ]
+  run_tool imgsnap merge --into base.img ct1.img --name x
+  [ "$status" -eq 1 ]
+}
+
+@test "issue 14 #3: merge --into BASE merges a clone into the base it names" {
+  make_clones
+  to_raw ct1.img ct1.raw
+  "$BIN/imgsnap" -q merge --into ./base.img ct1.img
+  [ ! -e base.img ]
+  [ "$(info ct1.img backing)" = null ]
+  to_raw ct1.img out.raw
+  cmp out.raw ct1.raw
+  run_tool imgcheck -q ct1.img
+  [ "$status" -eq 0 ]
+}
+
+@test "issue 14 #3: imgsnap flatten makes a clone standalone and leaves its base alone" {
+  make_clones
+  chmod 0444 base.img
+  b0=$(sum base.img)
+  to_raw ct1.img ct1.raw
+  run_tool imgsnap flatten ct1.img
+  [ "$status" -eq 0 ]
+  [ "$(info ct1.img backing)" = null ]
+  to_raw ct1.img out.raw
+  cmp out.raw ct1.raw
+  [ "$(sum base.img)" = "$b0" ]
+  [ "$(mode base.img)" = 444 ]
+  # it reads the same without its base
+  mv base.img gone.img
+  to_raw ct1.img out2.raw
+  cmp out2.raw ct1.raw
+  mv gone.img base.img
+  run_tool imgsnap flatten ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"already standalone"* ]]
+}
+
+@test "issue 14 #3: a template is never written by any tool; template --clear undoes the mark" {
+  make_clones
+  # a read-only file is not written, not even to mark it
+  chmod 0444 base.img
+  b0=$(sum base.img)
+  run_tool imgsnap template base.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"read-only (mode 0444)"* ]]
+  [ "$(sum base.img)" = "$b0" ]
+  chmod 0644 base.img
+  "$BIN/imgsnap" -q template base.img
+  run_split imgsnap list --json ct1.img
+  [ "$(jget '.[1].template')" = true ]
+  b0=$(sum base.img)
+  # clones still read and write over it
+  to_raw ct2.img ct2.raw
+  cmp ct2.raw base.raw
+  write_at ct2.img own1 4096
+  # every writer refuses it, even when named
+  run_tool imgsnap merge --into base.img ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"template"* ]]
+  run_tool growimg base.img 16M
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"template"* ]]
+  run_tool compact base.img
+  [ "$status" -ne 0 ]
+  run_tool imgsnap create base.img
+  [ "$status" -ne 0 ]
+  [ ! -e base.img.snap1 ]
+  run_tool imgsnap rebase base.img ""
+  [ "$status" -ne 0 ]
+  run_tool imgcheck -r all base.img
+  [ "$status" -ne 0 ]
+  [ "$(sum base.img)" = "$b0" ]
+  # the mark is in the header: a refused clear (in use) changes nothing
+  hold_lock base.img
+  run_tool imgsnap template --clear base.img
+  [ "$status" -eq 75 ]
+  kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
+  [ "$(sum base.img)" = "$b0" ]
+  "$BIN/imgsnap" -q template --clear base.img
+  run_split imgsnap list --json ct1.img
+  [ "$(jget '.[1].template')" = false ]
+  "$BIN/growimg" -q base.img 16M
+  [ "$(info base.img virtual_size)" = $((16 * M)) ]
+}
+
+@test "issue 14 #3: merge still consumes the image's own snapshot; a rebase makes it a base like any other" {
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+  to_raw d.img d.raw
+  # after an unsafe rebase onto the same file the mark is gone: refused
+  "$BIN/imgsnap" -q rebase -u d.img d.img.snap1
+  run_tool imgsnap merge d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"not its own snapshot"* ]]
+  [ "$(mode d.img.snap1)" = 444 ]
+  # named, it is merged (its own snapshot's read-only mode is expected)
+  chmod 0644 d.img.snap1
+  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  # a fresh snapshot is merged without naming it
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out2.raw
+  cmp out2.raw d.raw
+}
+
+@test "issue 15 #11: a refused merge leaves the read-only snapshot's mode and bytes unchanged" {
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+  [ "$(mode d.img.snap1)" = 444 ]
+  s0=$(sum d.img.snap1); d0=$(sum d.img)
+  # refused: another image over the snapshot is open (a shared lock: the
+  # top still opens, the snapshot cannot be opened for writing)
+  hold_shared_lock d.img.snap1
+  run_tool imgsnap merge d.img
+  [ "$status" -ne 0 ]
+  [[ "$output" == *"in use"* ]]
+  kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
+  [ "$(mode d.img.snap1)" = 444 ]
+  [ "$(sum d.img.snap1)" = "$s0" ]
+  [ "$(sum d.img)" = "$d0" ]
+  [ "$status" -eq 75 ]
+  # refused: the snapshot was replaced by another image (uuid differs)
+  mv d.img.snap1 keep.img
+  "$BIN/mkimg" -q d.img.snap1 4M
+  chmod 0444 d.img.snap1
+  r0=$(sum d.img.snap1)
+  run_tool imgsnap merge d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"uuid differs"* ]]
+  [ "$(mode d.img.snap1)" = 444 ]
+  [ "$(sum d.img.snap1)" = "$r0" ]
+  [ "$(sum d.img)" = "$d0" ]
+}
+
+@test "issue 15 #11: an unprivileged owner merges into the read-only snapshot; refused, it stays read-only" {
+  public_dir
+  cd "$PUBDIR"
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+  to_raw d.img d.raw
+  m0=$(mode d.img)
+  chown -R 65534:65534 "$PUBDIR"
+  hold_shared_lock d.img.snap1
+  run_unprivileged imgsnap merge d.img
+  [ "$status" -ne 0 ]
+  [ "$(mode d.img.snap1)" = 444 ]
+  [ "$status" -eq 75 ]
+  kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
+  run_unprivileged imgsnap merge d.img
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [ ! -e d.img.snap1 ]
+  [ "$(mode d.img)" = "$m0" ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+}

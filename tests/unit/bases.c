@@ -1,0 +1,307 @@
+/* SPDX-License-Identifier: MIT */
+/* Bases are protected (FORMAT.md 3.1, 3.2; issue 14 #3 #4, issue 15 #11):
+ * a merge consumes only the delta's own snapshot (OWN_SNAPSHOT, set by the
+ * snapshot, cleared by a rebase) unless the base is named; a template is
+ * never opened for writing; a refusal changes no byte, name or mode; the
+ * live operations refuse a chain that does not open again and leave the
+ * caller's handle as it was. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"   /* struct img_vfs: a wrapper that fails one open */
+#include "libimg.h"
+#include "testio.h"
+
+static int fails;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+
+#define CS (64u << 10)
+#define VS (2u << 20)
+static char dir[] = "/tmp/libimg-bases-XXXXXX";
+
+static char *P(const char *name)
+{
+	static char buf[8][512];
+	static int i;
+	i = (i + 1) % 8;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", dir, name);
+	return buf[i];
+}
+
+static int mk(const char *name, const char *backing)
+{
+	struct img_create_opts o = { .virtual_size = VS, .cluster_size = CS,
+				     .flags = IMG_CREATE_OVERWRITE };
+	o.backing_file = backing;
+	return img_create(P(name), &o);
+}
+
+static void put(const char *name, uint64_t off, char c)
+{
+	struct img *img = NULL;
+	char buf[4096];
+
+	memset(buf, c, sizeof(buf));
+	CHECK(img_open(P(name), IMG_OPEN_RDWR, &img) == 0);
+	if (img) {
+		CHECK(img_pwrite(img, buf, sizeof(buf), off) == (ssize_t)sizeof(buf));
+		CHECK(img_close(img) == 0);
+	}
+}
+
+/* The whole file, malloc'd, into *len. */
+static uint8_t *slurp(const char *name, size_t *len)
+{
+	int fd = open(P(name), O_RDONLY);
+	struct stat st;
+	uint8_t *b = NULL;
+
+	*len = 0;
+	if (fd < 0 || fstat(fd, &st) || !(b = malloc((size_t)st.st_size + 1)) ||
+	    pread(fd, b, (size_t)st.st_size, 0) != st.st_size) {
+		CHECK(!"slurp");
+	} else {
+		*len = (size_t)st.st_size;
+	}
+	if (fd >= 0)
+		close(fd);
+	return b;
+}
+
+static int same(const char *name, const uint8_t *b, size_t len)
+{
+	size_t n;
+	uint8_t *c = slurp(name, &n);
+	int r = c && n == len && !memcmp(b, c, len);
+	free(c);
+	return r;
+}
+
+static unsigned mode_of(const char *name)
+{
+	struct stat st;
+	return stat(P(name), &st) ? 0 : (unsigned)(st.st_mode & 07777);
+}
+
+static uint64_t compat_of(const char *name, int ro)
+{
+	struct img *img = NULL;
+	struct img_info in;
+	uint64_t v = ~0ull;
+
+	if (img_open(P(name), IMG_OPEN_NO_BACKING, &img) == 0 && img_info(img, &in) == 0)
+		v = ro ? in.ro_compat_features : in.compat_features;
+	img_close(img);
+	return v;
+}
+
+/* The POSIX directory operations, except that once the snapshot's switch
+ * renamed the new top into place, the next open of fail_name fails: the
+ * new top cannot be opened after the switch. */
+static int armed;
+static const char *fail_name;
+static int w_rename(const char *from, const char *to, int noreplace)
+{
+	int r = img_vfs_posix.rename(from, to, noreplace);
+	if (!r && strstr(from, ".snapnew"))
+		armed = 1;
+	return r;
+}
+static int w_open(const char *path, unsigned ioflags, struct img_io **out)
+{
+	if (armed && strstr(path, fail_name)) {
+		armed = 0;
+		return -EIO;
+	}
+	return img_vfs_posix.open(path, ioflags, out);
+}
+
+static char byte_at(struct img *img, uint64_t off)
+{
+	char c = 0;
+	CHECK(img_pread(img, &c, 1, off) == 1);
+	return c;
+}
+
+int main(void)
+{
+	struct img *img = NULL, *keep, *other = NULL;
+	uint8_t *b0, *c0;
+	size_t bl, cl;
+	char snap[256];
+
+	if (!mkdtemp(dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+
+	/* A clone's base: refused unless named; bytes and modes unchanged. */
+	CHECK(mk("base.img", NULL) == 0);
+	put("base.img", 0, 'b');
+	CHECK(mk("ct1.img", "base.img") == 0);
+	CHECK(mk("ct2.img", "base.img") == 0);
+	put("ct1.img", 65536, '1');
+	CHECK(compat_of("ct1.img", 0) == 0);
+	CHECK(chmod(P("base.img"), 0444) == 0);
+	b0 = slurp("base.img", &bl);
+	c0 = slurp("ct1.img", &cl);
+	CHECK(img_merge(P("ct1.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(strstr(img_last_error(), "not its own snapshot") != NULL);
+	CHECK(img_merge_into(P("ct1.img"), P("base.img"), 0, NULL, NULL) == -EROFS);
+	CHECK(img_merge_into(P("ct1.img"), P("ct2.img"), 0, NULL, NULL) == -EINVAL);
+	CHECK(same("base.img", b0, bl) && same("ct1.img", c0, cl));
+	CHECK(mode_of("base.img") == 0444);
+	CHECK(chmod(P("base.img"), 0644) == 0);
+
+	/* A template: never opened for writing (the internal flag is not
+	 * public), clones still read and write over it. */
+	CHECK(img_set_template(P("base.img"), 1) == 0);
+	CHECK(compat_of("base.img", 1) == IMG_FEATURE_RO_COMPAT_TEMPLATE);
+	free(b0);
+	b0 = slurp("base.img", &bl);
+	CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &img) == -EROFS && !img);
+	CHECK(img_open(P("base.img"), IMG_OPEN_RDWR | 0x40000000u, &img) == -EINVAL && !img);
+	CHECK(img_snapshot(P("base.img"), NULL, 0, NULL, 0) == -EROFS);
+	CHECK(img_merge_into(P("ct1.img"), P("base.img"), 0, NULL, NULL) == -EROFS);
+	put("ct2.img", 0, '2');
+	CHECK(img_open(P("base.img"), 0, &img) == 0);
+	if (img)
+		CHECK(byte_at(img, 0) == 'b');
+	img_close(img);
+	img = NULL;
+	/* in use by a clone: the mark cannot change */
+	CHECK(img_open(P("ct2.img"), 0, &other) == 0);
+	CHECK(img_set_template(P("base.img"), 0) == -EBUSY);
+	img_close(other);
+	other = NULL;
+	CHECK(same("base.img", b0, bl));
+	CHECK(img_set_template(P("base.img"), 0) == 0);
+	CHECK(compat_of("base.img", 1) == 0);
+
+	/* Named, a writable base is merged into and takes the clone's name. */
+	CHECK(img_merge_into(P("ct1.img"), P("base.img"), 0, NULL, NULL) == 0);
+	CHECK(access(P("base.img"), F_OK) != 0);
+	CHECK(img_open(P("ct1.img"), 0, &img) == 0);
+	if (img) {
+		CHECK(img_backing(img) == NULL);
+		CHECK(byte_at(img, 0) == 'b' && byte_at(img, 65536) == '1');
+	}
+	img_close(img);
+	img = NULL;
+
+	/* Own snapshot: marked, merged without naming it; a rebase clears
+	 * the mark. */
+	CHECK(img_snapshot(P("ct1.img"), NULL, 0, snap, sizeof(snap)) == 0);
+	CHECK(!strcmp(snap, "ct1.img.snap1"));
+	CHECK(compat_of("ct1.img", 0) == IMG_FEATURE_COMPAT_OWN_SNAPSHOT);
+	CHECK(mode_of("ct1.img.snap1") == 0444);
+	put("ct1.img", 131072, 'x');
+	CHECK(img_open(P("ct1.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
+	if (img)
+		CHECK(img_set_backing(img, "ct1.img.snap1", IMG_BACKING_UNSAFE, NULL, NULL) == 0);
+	CHECK(img_close(img) == 0);
+	img = NULL;
+	CHECK(compat_of("ct1.img", 0) == 0);
+	CHECK(img_merge(P("ct1.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(mode_of("ct1.img.snap1") == 0444);
+	/* named, a read-only base is still refused; writable, merged */
+	CHECK(img_merge_into(P("ct1.img"), P("ct1.img.snap1"), 0, NULL, NULL) == -EROFS);
+	CHECK(chmod(P("ct1.img.snap1"), 0644) == 0);
+	CHECK(img_merge_into(P("ct1.img"), P("ct1.img.snap1"), 0, NULL, NULL) == 0);
+	CHECK(img_snapshot(P("ct1.img"), NULL, 0, NULL, 0) == 0);
+
+	/* Issue 15 #11: a merge refused late (the snapshot in use by another
+	 * image over it) keeps the snapshot's mode and every file's bytes. */
+	CHECK(mk("other.img", "ct1.img.snap1") == 0);
+	free(b0);
+	free(c0);
+	b0 = slurp("ct1.img.snap1", &bl);
+	c0 = slurp("ct1.img", &cl);
+	CHECK(img_open(P("other.img"), 0, &other) == 0);
+	CHECK(img_merge(P("ct1.img"), 0, NULL, NULL) == -EBUSY);
+	CHECK(mode_of("ct1.img.snap1") == 0444);
+	CHECK(same("ct1.img.snap1", b0, bl) && same("ct1.img", c0, cl));
+	/* live: the caller's handle stays, its chain attached again */
+	CHECK(img_open(P("ct1.img"), IMG_OPEN_RDWR, &img) == 0);
+	keep = img;
+	CHECK(img_merge_live(&img, 0, NULL, NULL) == -EBUSY);
+	CHECK(img == keep && img_backing(img) != NULL);
+	CHECK(mode_of("ct1.img.snap1") == 0444);
+	if (img)
+		CHECK(byte_at(img, 0) == 'b' && byte_at(img, 131072) == 'x');
+	img_close(other);
+	other = NULL;
+
+	/* Issue 14 #4: the chain no longer opens by path (a base renamed
+	 * away): live snapshot and merge refuse, the handle is the same and
+	 * works, nothing new in the directory. */
+	CHECK(rename(P("ct1.img.snap1"), P("away.img")) == 0);
+	CHECK(img_snapshot_check(img, NULL, 0) == -ENOENT);
+	CHECK(img_snapshot_live(&img, NULL, 0, NULL, 0) == -ENOENT);
+	CHECK(img == keep);
+	CHECK(access(P("ct1.img.snap1"), F_OK) != 0 && access(P("ct1.img.snap2"), F_OK) != 0);
+	CHECK(img_merge_live(&img, 0, NULL, NULL) == -ENOENT);
+	CHECK(img == keep);
+	if (img) {
+		char buf[4096];
+		memset(buf, 'y', sizeof(buf));
+		CHECK(img_pwrite(img, buf, sizeof(buf), 8192) == (ssize_t)sizeof(buf));
+		CHECK(byte_at(img, 0) == 'b' && byte_at(img, 8192) == 'y');
+		CHECK(img_flush(img) == 0);
+	}
+	CHECK(rename(P("away.img"), P("ct1.img.snap1")) == 0);
+	/* a taken name is refused before anything changes */
+	CHECK(mk("taken.img", NULL) == 0);
+	CHECK(img_snapshot_live(&img, "taken.img", 0, NULL, 0) == -EEXIST);
+	CHECK(img == keep);
+	CHECK(img_snapshot_live(&img, NULL, 0, snap, sizeof(snap)) == 0);
+	CHECK(!strcmp(snap, "ct1.img.snap2") && img != NULL);
+	if (img)
+		CHECK(byte_at(img, 8192) == 'y' && byte_at(img, 131072) == 'x');
+
+	/* A late failure: the new top does not open after the switch.  The
+	 * old image is renamed back and opened again; the snapshot name is
+	 * gone, nothing is left in the directory. */
+	{
+		static struct img_vfs w;
+		char ref[256] = "";
+		unsigned m0 = mode_of("ct1.img");
+		w = img_vfs_posix;
+		w.open = w_open;
+		w.rename = w_rename;
+		fail_name = "ct1.img.snap3";
+		img_vfs_set(&w);
+		CHECK(img_snapshot_live(&img, NULL, 0, NULL, 0) == -EIO);
+		img_vfs_set(NULL);
+		CHECK(img != NULL);
+		CHECK(strstr(img_last_error(), "put back") != NULL);
+		CHECK(access(P("ct1.img.snap3"), F_OK) != 0);
+		CHECK(access(P(".ct1.img.snapnew"), F_OK) != 0);
+		CHECK(mode_of("ct1.img") == m0 && mode_of("ct1.img.snap2") == 0444);
+		if (img) {
+			CHECK(img_backing_ref(img, ref, sizeof(ref)) > 0 && !strcmp(ref, "ct1.img.snap2"));
+			CHECK(byte_at(img, 8192) == 'y' && byte_at(img, 131072) == 'x');
+			CHECK(img_pwrite(img, "z", 1, 9000) == 1);
+		}
+	}
+	CHECK(img_close(img) == 0);
+
+	free(b0);
+	free(c0);
+	{
+		char cmd[600];
+		snprintf(cmd, sizeof(cmd), "chmod -R u+w '%s'; rm -rf '%s'", dir, dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cleanup of %s failed\n", dir);
+	}
+	if (fails)
+		return 1;
+	printf("SUMMARY: bases: clone refused unless named, templates never written, "
+	       "refusals change nothing, live refusals keep the handle: ok\n");
+	return 0;
+}
