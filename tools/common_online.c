@@ -479,12 +479,13 @@ int online_refuse_if_used(const char *file, const struct online_state *st)
 	if (!recorded(st))
 		return 0;
 	online_describe(st, d, sizeof(d));
-	if (st->alive)
+	if (st->alive) {
 		errmsg("%s: in use by %s", file, d);
-	else
-		errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
-		       "clean up", file, d[0] ? d : st->rundir, file);
-	return -EBUSY;
+		return -EBUSY;
+	}
+	errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
+	       "clean up", file, d[0] ? d : st->rundir, file);
+	return -ESTALE;
 }
 
 /* The imgserve beside this program, else the one in PATH. */
@@ -597,8 +598,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	r = online_state_load(file, st);
 	if (r < 0)
 		return r;
-	if (online_refuse_if_used(file, st) < 0)
-		return -EBUSY;
+	if ((r = online_refuse_if_used(file, st)) < 0)
+		return r;
 	r = img_probe(st->image);
 	if (r <= 0) {
 		errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));

@@ -102,8 +102,9 @@ int loop_set_capacity(const char *dev);
 
 /* ---- sequences ----------------------------------------------------------- */
 
-/* Refuses (message naming the holder, -EBUSY) when st records anything;
- * a dead daemon's leftovers get "run imgumount FILE" advice. */
+/* Refuses when st records anything: -EBUSY (message naming the holder)
+ * when its daemon runs; -ESTALE, with "run imgumount FILE" advice, for a
+ * dead daemon's leftovers. */
 int online_refuse_if_used(const char *file, const struct online_state *st);
 
 /* Starts imgserve --daemon on a new export file rundir/disk.XXXXXX and
