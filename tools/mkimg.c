@@ -59,7 +59,7 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname, progname);
+	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)

@@ -86,3 +86,39 @@ mounted_count() {
   for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   assert_nothing_left
 }
+
+@test "issue 14 #2: mkimg -f and imgconvert -f refuse a mounted image and the base of a mounted clone (exit 75), the container keeps its data" {
+  mkimg -q --fs ext4 base.img 64M
+  mkimg -q --backing base.img ct.img
+  mkimg -q --fs ext4 b.img 64M
+  head -c 1M /dev/urandom > src.raw
+  mkdir m1 m2
+  imgmount -q ct.img m1
+  imgmount -q b.img m2
+  echo hello > m1/f
+  echo world > m2/f
+  sync
+  sum() { sha256sum base.img b.img ct.img; ls -A | sort; }
+  before=$(sum)
+  for t in b.img base.img; do
+    run_split mkimg -f "$t" 64M
+    [ "$status" -eq 75 ] || { echo "mkimg $t: $status $err"; false; }
+    [[ "$err" == *"$t"*"in use"*"imgserve"* ]] || { echo "$err"; false; }
+    run_split imgconvert -f src.raw "$t"
+    [ "$status" -eq 75 ] || { echo "imgconvert $t: $status $err"; false; }
+    run_split imgconvert -f -O raw src.raw "$t"
+    [ "$status" -eq 75 ] || { echo "imgconvert -O raw $t: $status $err"; false; }
+  done
+  imgumount -q m1
+  imgumount -q m2
+  assert_nothing_left
+  [ "$(sha256sum base.img)" = "$(echo "$before" | grep ' base.img$')" ]
+  "$BIN/imgcheck" ct.img
+  imgmount -q ct.img m1
+  [ "$(cat m1/f)" = hello ]
+  imgmount -q b.img m2
+  [ "$(cat m2/f)" = world ]
+  imgumount -q m1
+  imgumount -q m2
+  assert_nothing_left
+}
