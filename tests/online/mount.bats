@@ -104,7 +104,7 @@ write_files() {
   [ "$status" -ne 0 ]
   [[ "$err" == *"locked"*"$pid"* ]]
   run_split imgdetach a.img
-  [ "$status" -eq 75 ]
+  [ "$status" -eq 1 ]
   [[ "$err" == *"mounted on $T/mnt; use imgumount"* ]]
   imgumount -q mnt
   assert_nothing_left
