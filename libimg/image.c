@@ -354,33 +354,186 @@ struct chain {
 
 static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out);
 
-IMG_API int img_create(const char *path, const struct img_create_opts *opts)
+/* ---- replacing a file (img_target_*, libimg.h) ------------------------
+ * Every path that puts a new file under a name (img_create, the create
+ * under a snapshot, and tools that rename a temporary file of their own
+ * into place) claims the name first: an existing file there must be a
+ * regular file (never followed if a symlink, never waited for if a FIFO)
+ * and is locked exclusively, like a writer locks an image, from before
+ * anything is written until after the rename.  A served image (exclusive
+ * lock) and the base of an open delta (shared lock) are refused: -EBUSY,
+ * naming the holder, nothing changed. */
+
+struct img_target {
+	char *path;
+	int fd;          /* the file there, locked (posix vfs); -1 */
+	int existed;     /* a file was there when claimed */
+	dev_t dev;       /* ... this one */
+	ino_t ino;
+};
+
+static void describe_holder(pid_t pid, char *buf, size_t len);
+
+static const char *file_kind(mode_t m)
 {
-	struct img *backing = NULL;
-	struct img_create_opts o = *opts;
+	return S_ISLNK(m) ? "a symbolic link" : S_ISDIR(m) ? "a directory" :
+	       S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device" :
+	       S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "of an unknown type";
+}
+
+IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target **out)
+{
+	struct img_target *t = NULL;
+	struct stat st;
+	pid_t holder = 0;
+	int fd = -1, r;
+
+	img_clear_error();
+	*out = NULL;
+	if (flags & ~IMG_CREATE_OVERWRITE) {
+		img_set_error("%s: unknown flags 0x%x", path, flags & ~IMG_CREATE_OVERWRITE);
+		return -EINVAL;
+	}
+	r = img_vfs->claim ? img_vfs->claim(path, &st, &fd, &holder) : img_vfs->stat(path, &st);
+	if (r == -EBUSY) {
+		char who[128];
+		describe_holder(holder, who, sizeof(who));
+		img_set_error("%s: in use: locked by %s: not replaced", path, who);
+		return r;
+	}
+	if (r && r != -ENOENT) {
+		img_set_error("%s: %s", path, strerror(-r));
+		return r;
+	}
+	if (!r && !(flags & IMG_CREATE_OVERWRITE)) {
+		img_set_error("%s: already exists", path);
+		r = -EEXIST;
+	} else if (!r && !S_ISREG(st.st_mode)) {
+		img_set_error("%s: exists and is %s, not a regular file: refused", path,
+			      file_kind(st.st_mode));
+		r = -EINVAL;
+	} else if (!(t = calloc(1, sizeof(*t))) || !(t->path = strdup(path))) {
+		r = -ENOMEM;
+	} else {
+		t->existed = !r;
+		t->fd = fd;
+		t->dev = t->existed ? st.st_dev : 0;
+		t->ino = t->existed ? st.st_ino : 0;
+		fd = -1;
+		*out = t;
+		t = NULL;
+		r = 0;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (t)
+		free(t->path);
+	free(t);
+	return r;
+}
+
+IMG_API int img_target_publish(struct img_target *t, const char *tmp)
+{
+	struct stat st;
 	int r;
 
 	img_clear_error();
-	struct stat st;
-
-	if (!(opts->flags & IMG_CREATE_OVERWRITE) && img_vfs->stat(path, &st) == 0) {
-		img_set_error("%s: already exists", path);
-		return -EEXIST;
+	/* the name still holds the file we locked (a rename by another
+	 * process in between would put an unlocked one there) */
+	if (t->fd >= 0 && (lstat(t->path, &st) < 0 || st.st_dev != t->dev || st.st_ino != t->ino)) {
+		img_set_error("%s: replaced or removed by another process since it was locked: "
+			      "not replaced", t->path);
+		return -EBUSY;
 	}
+	/* nothing was there: nothing may be replaced */
+	r = img_vfs->rename(tmp, t->path, !t->existed);
+	if (r) {
+		img_set_error("%s: %s", t->path, r == -EEXIST ?
+			      "already exists (made by another process meanwhile)" : strerror(-r));
+		return r;
+	}
+	if ((r = fsync_dir_of(t->path)))
+		img_set_error("%s: syncing its directory: %s", t->path, strerror(-r));
+	return r;
+}
+
+IMG_API void img_target_release(struct img_target *t)
+{
+	if (!t)
+		return;
+	if (t->fd >= 0)
+		close(t->fd);
+	free(t->path);
+	free(t);
+}
+
+/* 1 when a and b name the same directory entry (the same directory once
+ * resolved, the same last component). */
+static int same_entry(const char *a, const char *b)
+{
+	char *da, *db, *ra = NULL, *rb = NULL, *ca = strdup(a), *cb = strdup(b);
+	int same = !strcmp(a, b);
+
+	da = dir_of(a);
+	db = dir_of(b);
+	if (!same && da && db && ca && cb && (ra = realpath(da, NULL)) && (rb = realpath(db, NULL)))
+		same = !strcmp(ra, rb) && !strcmp(basename(ca), basename(cb));
+	free(da);
+	free(db);
+	free(ra);
+	free(rb);
+	free(ca);
+	free(cb);
+	return same;
+}
+
+static int create_claimed(const struct img_create_opts *opts, struct img *backing, mode_t mode,
+			  uint64_t compat, struct img_target *t);
+
+IMG_API int img_create(const char *path, const struct img_create_opts *opts)
+{
+	struct img *backing = NULL;
+	struct img_target *t = NULL;
+	struct img_create_opts o = *opts;
+	char *full = NULL;
+	int r;
+
+	img_clear_error();
+	if ((r = img_target_claim(path, opts->flags & IMG_CREATE_OVERWRITE, &t)))
+		return r;
 	if (opts->backing_file) {
-		char *dir = dir_of(path), *full;
+		char *dir = dir_of(path);
 		struct chain ch = { 0 };
-		if (!dir)
-			return -ENOMEM;
+		struct stat bst;
+		if (!dir) {
+			r = -ENOMEM;
+			goto out;
+		}
 		r = img_check_backing_ref(path, opts->backing_file,
 					  !!(opts->flags & IMG_CREATE_ALLOW_BACKING_PATH));
 		full = r ? NULL : resolve_ref(dir, opts->backing_file);
 		free(dir);
 		if (r)
-			return r;
-		if (!full)
-			return -ENOMEM;
-		/* The new image will be one more level above the chain. */
+			goto out;
+		if (!full) {
+			r = -ENOMEM;
+			goto out;
+		}
+		/* a delta over itself: the file would be gone once replaced */
+		if (same_entry(full, path) ||
+		    (t->existed && img_vfs->stat(full, &bst) == 0 && bst.st_dev == t->dev &&
+		     bst.st_ino == t->ino)) {
+			img_set_error("%s: the backing file '%s' is this file itself: refused", path,
+				      opts->backing_file);
+			r = -EINVAL;
+			goto out;
+		}
+		/* The new image will be one more level above the chain, and
+		 * the file it replaces may not be anywhere in it. */
+		if (t->existed) {
+			ch.dev[0] = t->dev;
+			ch.ino[0] = t->ino;
+		}
 		ch.n = 1;
 		r = open_path(full, opts->flags & IMG_CREATE_ALLOW_BACKING_PATH ?
 			      IMG_OPEN_ALLOW_BACKING_PATH : 0, &ch, &backing);
@@ -388,14 +541,15 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 			char m[512];
 			snprintf(m, sizeof(m), "%s", img_last_error());
 			img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
-			free(full);
-			return r;
+			goto out;
 		}
-		free(full);
 	}
-	r = img_create_over(path, &o, backing);
+	r = create_claimed(&o, backing, 0, 0, t);
+out:
 	if (backing)
 		img_close(backing);
+	img_target_release(t);
+	free(full);
 	return r;
 }
 
@@ -413,6 +567,21 @@ int img_create_over_mode(const char *path, const struct img_create_opts *opts,
 int img_create_over_ext(const char *path, const struct img_create_opts *opts,
 			struct img *backing, mode_t mode, uint64_t compat)
 {
+	struct img_target *t;
+	int r = img_target_claim(path, opts->flags & IMG_CREATE_OVERWRITE, &t);
+
+	if (r)
+		return r;
+	r = create_claimed(opts, backing, mode, compat, t);
+	img_target_release(t);
+	return r;
+}
+
+/* Writes the new image beside t's path and renames it into place. */
+static int create_claimed(const struct img_create_opts *opts, struct img *backing, mode_t mode,
+			  uint64_t compat, struct img_target *t)
+{
+	const char *path = t->path;
 	char *tmp = NULL, *copy = NULL;
 	struct img_io *io = NULL, *fio;
 	struct img_create_opts o = *opts;
@@ -455,12 +624,9 @@ int img_create_over_ext(const char *path, const struct img_create_opts *opts,
 		img_set_error("%s: %s", path, buf);
 		goto out_unlink;
 	}
-	r = img_vfs->rename(tmp, path, !(opts->flags & IMG_CREATE_OVERWRITE));
-	if (r) {
-		img_set_error("%s: %s", path, r == -EEXIST ? "already exists" : strerror(-r));
+	/* (after a rename whose directory sync failed, tmp is gone) */
+	if ((r = img_target_publish(t, tmp)))
 		goto out_unlink;
-	}
-	r = fsync_dir_of(path);
 	goto out;
 out_unlink:
 	img_vfs->unlink(tmp);

@@ -218,6 +218,15 @@ struct img_vfs {
 	int (*unlink)(const char *path);
 	int (*chmod)(const char *path, mode_t mode);
 	int (*sync_dir)(const char *dir);   /* names in dir made durable */
+	/* path, an existing file about to be replaced (img_target_claim):
+	 * *st receives what it is, without following a symlink.  A regular
+	 * file is opened without blocking and locked exclusively (when it
+	 * cannot be opened for writing, with a shared lock and only when no
+	 * other process holds any): *fd, released by close(); -EBUSY with
+	 * *holder (0: unknown) when another process holds a lock.  Anything
+	 * else is not opened (*fd -1).  -ENOENT: nothing there.  NULL (a vfs
+	 * without locks): the create path uses stat and locks nothing. */
+	int (*claim)(const char *path, struct stat *st, int *fd, pid_t *holder);
 };
 extern const struct img_vfs *img_vfs;
 extern const struct img_vfs img_vfs_posix;

@@ -86,9 +86,57 @@ static int p_sync_dir(const char *dir)
 	return r;
 }
 
+static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+	const int how = O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
+	int f, r = 0;
+
+	*fd = -1;
+	*holder = 0;
+	if (lstat(path, st) < 0)
+		return -errno;
+	if (!S_ISREG(st->st_mode))
+		return 0;
+	/* O_NOFOLLOW and O_NONBLOCK: a symlink or FIFO put there since the
+	 * lstat is not followed nor waited for (fstat below tells) */
+	f = open(path, O_RDWR | how);
+	if (f < 0 && (errno == EACCES || errno == EPERM || errno == EROFS)) {
+		/* a file we may not write (mode 0444): a shared lock keeps
+		 * writers out; F_OFD_GETLK below tells whether readers hold it */
+		f = open(path, O_RDONLY | how);
+		fl.l_type = F_RDLCK;
+	}
+	if (f < 0)
+		return errno == ELOOP ? (lstat(path, st) < 0 ? -errno : 0) : -errno;
+	if (fstat(f, st) < 0)
+		r = -errno;
+	if (r || !S_ISREG(st->st_mode)) {
+		close(f);
+		return r;
+	}
+	if (fcntl(f, F_OFD_SETLK, &fl) < 0) {
+		r = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+	} else if (fl.l_type == F_RDLCK) {
+		struct flock w = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
+		if (fcntl(f, F_OFD_GETLK, &w) < 0)
+			r = -errno;
+		else if (w.l_type != F_UNLCK)
+			r = -EBUSY;
+	}
+	if (r == -EBUSY)
+		*holder = img_lock_holder_from_proc(f);
+	if (r)
+		close(f);
+	else
+		*fd = f;
+	return r;
+}
+
 const struct img_vfs img_vfs_posix = {
 	.stat = p_stat, .open = p_open, .mktemp = p_mktemp, .link = p_link,
 	.rename = p_rename, .unlink = p_unlink, .chmod = p_chmod, .sync_dir = p_sync_dir,
+	.claim = p_claim,
 };
 
 const struct img_vfs *img_vfs = &img_vfs_posix;

@@ -479,12 +479,13 @@ int online_refuse_if_used(const char *file, const struct online_state *st)
 	if (!recorded(st))
 		return 0;
 	online_describe(st, d, sizeof(d));
-	if (st->alive)
+	if (st->alive) {
 		errmsg("%s: in use by %s", file, d);
-	else
-		errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
-		       "clean up", file, d[0] ? d : st->rundir, file);
-	return -EBUSY;
+		return -EBUSY;
+	}
+	errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
+	       "clean up", file, d[0] ? d : st->rundir, file);
+	return -ESTALE;
 }
 
 /* The imgserve beside this program, else the one in PATH. */
@@ -517,51 +518,95 @@ static int wait_child(pid_t pid)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
-static void remove_rundir(const char *rundir)
+static int is_mounted(const char *path);
+
+/* Removes what st records in its run directory, the export file (the
+ * "disk.XXXXXX" its imgattach made, or "disk" of older versions) and the
+ * directory itself (which stays while another attach's file is there). */
+static void remove_rundir(const struct online_state *st)
 {
 	static const char *const keys[] = { "image", "pid", "export", "ctl", "disk", "loop",
 					    "mountpoint", "log" };
+	char dir[PATH_MAX];
+	const char *slash = strrchr(st->export_path, '/');
 	size_t i;
 
+	/* the recorded export, when it is a file of this run directory */
+	if (slash && !strncmp(slash + 1, "disk.", 5) && realpath(st->rundir, dir) &&
+	    (size_t)(slash - st->export_path) == strlen(dir) &&
+	    !strncmp(st->export_path, dir, strlen(dir)) && !is_mounted(st->export_path))
+		unlink(st->export_path);
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-		online_state_set(rundir, keys[i], NULL);
-	rmdir(rundir);
+		online_state_set(st->rundir, keys[i], NULL);
+	rmdir(st->rundir);
+}
+
+/* Makes st->rundir (and its base) and a new empty export file in it,
+ * "disk.XXXXXX", unique to this attach: two attaches racing for one image
+ * never share (nor remove) each other's export.  A loser of the race that
+ * takes back its export may remove the run directory between our mkdir
+ * and our file: then make both again.  disk receives the file's canonical
+ * path (as imgserve records it).  0 or -errno (message printed). */
+static int make_export_file(struct online_state *st, char *disk, size_t len)
+{
+	char dir[PATH_MAX];
+	int r = 0, fd = -1, tries;
+
+	for (tries = 0; tries < 100 && fd < 0; tries++) {
+		if (mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) {
+			r = -errno;
+			errmsg("%s: %s", online_rundir_base(), strerror(-r));
+			return r;
+		}
+		if (mkdir(st->rundir, 0700) < 0 && errno != EEXIST) {
+			r = -errno;
+			errmsg("%s: %s", st->rundir, strerror(-r));
+			return r;
+		}
+		if (!realpath(st->rundir, dir)) {
+			if (errno == ENOENT)
+				continue;
+			r = -errno;
+			errmsg("%s: %s", st->rundir, strerror(-r));
+			return r;
+		}
+		if (online_path(dir, "disk.XXXXXX", disk, len) < 0) {
+			errmsg("%s: run directory path too long", dir);
+			return -ENAMETOOLONG;
+		}
+		fd = mkostemp(disk, O_CLOEXEC);
+		if (fd < 0 && errno != ENOENT) {
+			r = -errno;
+			errmsg("%s: %s", disk, strerror(-r));
+			return r;
+		}
+	}
+	if (fd < 0) {
+		errmsg("%s: the run directory keeps disappearing", st->rundir);
+		return -EAGAIN;
+	}
+	close(fd);
+	return 0;
 }
 
 int online_attach(const char *file, unsigned flags, struct online_state *st)
 {
 	char serve[PATH_MAX], disk[PATH_MAX];
 	pid_t pid;
-	int r, fd;
+	int r;
 
 	r = online_state_load(file, st);
 	if (r < 0)
 		return r;
-	if (online_refuse_if_used(file, st) < 0)
-		return -EBUSY;
+	if ((r = online_refuse_if_used(file, st)) < 0)
+		return r;
 	r = img_probe(st->image);
 	if (r <= 0) {
 		errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
 		return r == 0 ? -EINVAL : r;
 	}
-	if (mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) {
-		r = -errno;
-		errmsg("%s: %s", online_rundir_base(), strerror(-r));
+	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
 		return r;
-	}
-	if (mkdir(st->rundir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		errmsg("%s: %s", st->rundir, strerror(-r));
-		return r;
-	}
-	online_path(st->rundir, "disk", disk, sizeof(disk));
-	fd = open(disk, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = -errno;
-		errmsg("%s: %s", disk, strerror(-r));
-		goto fail;
-	}
-	close(fd);
 	imgserve_path(serve, sizeof(serve));
 	fflush(stdout);
 	fflush(stderr);
@@ -569,7 +614,9 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	if (pid < 0) {
 		r = -errno;
 		errmsg("fork: %s", strerror(-r));
-		goto fail;
+		unlink(disk);
+		rmdir(st->rundir);
+		return r;
 	}
 	if (pid == 0) {
 		if (flags & ONLINE_READ_ONLY)
@@ -581,21 +628,28 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		errmsg("cannot run %s: %s", serve, strerror(errno));
 		_exit(127);
 	}
-	/* imgserve --daemon returns once the export is up (or has failed and
-	 * said why on our stderr). */
+	/* imgserve --daemon returns 0 only once its daemon said it is ready
+	 * (else it has failed and said why on our stderr; EXIT_BUSY: the
+	 * image is locked by another process). */
 	r = wait_child(pid);
 	if (r != 0) {
-		/* No daemon of ours runs: take back only the export file (a
-		 * racing imgattach may own the rest of the directory). */
+		/* No daemon of ours runs: take back only our export file (the
+		 * rest of the directory may be a racing imgattach's). */
 		unlink(disk);
 		rmdir(st->rundir);
-		return r == 127 ? -ENOENT : -EIO;
+		return r == 127 ? -ENOENT : r == EXIT_BUSY ? -EBUSY : -EIO;
 	}
+	/* Ours is the daemon that recorded our export file, whatever else the
+	 * run directory holds: never adopt another daemon's export. */
 	online_state_reload(st);
-	if (!st->alive || !st->export_path[0]) {
-		errmsg("%s: imgserve did not record its state in %s", file, st->rundir);
-		r = -EIO;
-		goto fail;
+	if (!st->alive || strcmp(st->export_path, disk)) {
+		errmsg("%s: the daemon started on %s did not record itself in %s (%s recorded): "
+		       "not adopting it", file, disk, st->rundir,
+		       st->export_path[0] ? st->export_path : "no export");
+		/* leave whatever is recorded alone: it is not ours */
+		if (!is_mounted(disk))
+			unlink(disk);
+		return -EIO;
 	}
 	r = loop_attach(st->export_path, LOOP_ATTACH_DIRECT_IO |
 			((flags & ONLINE_READ_ONLY) ? LOOP_ATTACH_READ_ONLY : 0), st->loop,
@@ -721,7 +775,7 @@ int online_teardown(struct online_state *st)
 		errmsg("%s: cannot unmount: %s", st->export_path, strerror(-r));
 		return r;
 	}
-	remove_rundir(st->rundir);
+	remove_rundir(st);
 	st->pid = 0;
 	st->export_path[0] = 0;
 	return 0;

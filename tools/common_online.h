@@ -13,7 +13,10 @@
  *   pid         the imgserve process serving it
  *   export      the path of the exported file (the FUSE mount point)
  *   ctl         imgserve's control socket (a Unix stream socket)
- *   disk        the export file imgattach creates (empty when not served)
+ *   disk.XXXXXX the export file an attach creates (empty when not
+ *               served): one per attach, so that two racing attaches never
+ *               share one; the daemon that wins the image's lock records
+ *               its own as "export"
  *   loop        the loop device over the export (imgattach)
  *   mountpoint  where the filesystem is mounted (imgmount)
  *
@@ -99,12 +102,17 @@ int loop_set_capacity(const char *dev);
 
 /* ---- sequences ----------------------------------------------------------- */
 
-/* Refuses (message naming the holder, -EBUSY) when st records anything;
- * a dead daemon's leftovers get "run imgumount FILE" advice. */
+/* Refuses when st records anything: -EBUSY (message naming the holder)
+ * when its daemon runs; -ESTALE, with "run imgumount FILE" advice, for a
+ * dead daemon's leftovers. */
 int online_refuse_if_used(const char *file, const struct online_state *st);
 
-/* Starts imgserve --daemon on rundir/disk and attaches a loop device over
- * it; on failure undoes what it did.  st is loaded again on success.
+/* Starts imgserve --daemon on a new export file rundir/disk.XXXXXX and
+ * attaches a loop device over it; on failure undoes what it did.  st is
+ * loaded again on success.  Only the daemon this call started, the one
+ * that recorded this export file, is used: whatever else the run
+ * directory records is never adopted.  -EBUSY (message naming the image
+ * and the holder) when the image is served or locked by another process.
  * ONLINE_READ_ONLY: imgserve --read-only and a read-only loop device. */
 #define ONLINE_READ_ONLY 0x1u
 int online_attach(const char *file, unsigned flags, struct online_state *st);

@@ -29,7 +29,8 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error (nothing is left behind).  See imgattach(1).\n",
+	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
+	       "1 other error; nothing is left behind.  See imgattach(1).\n",
 	       progname);
 }
 
@@ -51,8 +52,8 @@ int main(int argc, char **argv)
 	if (!(file = tool_one_operand(argc, argv, "jrqhV", longopts, attach_option, &ro, usage,
 				      "FILE", &c)))
 		return c;
-	if (online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st) < 0)
-		return EXIT_ERROR;
+	if ((c = online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
+		return exit_status(c);   /* EXIT_BUSY: served or locked elsewhere */
 	if (quiet)
 		return EXIT_OK;
 	if (json) {

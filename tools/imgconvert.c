@@ -67,7 +67,8 @@ static void usage(void)
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
 	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error.  See imgconvert(1).\n", progname);
+	       "Exit status: 0 success, 75 DST in use (locked by another process),\n"
+	       "1 other error.  See imgconvert(1).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */
@@ -577,29 +578,28 @@ static int open_source(struct end *s, int nolock)
 }
 
 /* Checks DST before any work: refuses an existing one unless force. */
-static int check_target(const char *dst, int force, const struct end *s)
+/* Claims dst (img_target_claim) until the rename: a file there is
+ * replaced only with --force, only when it is a regular file and not the
+ * source, and only when nobody holds a lock on it.  0 or -errno (message
+ * printed). */
+static int check_target(const char *dst, int force, const struct end *s,
+			struct img_target **target)
 {
 	struct stat st, ss;
+	int r;
 
-	if (stat(dst, &st) < 0) {
-		if (errno == ENOENT)
-			return 0;
-		errmsg("%s: %s", dst, strerror(errno));
-		return -errno;
-	}
-	if (!force) {
-		errmsg("%s: already exists (use --force to overwrite)", dst);
-		return -EEXIST;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		errmsg("%s: exists and is not a regular file", dst);
-		return -EINVAL;
-	}
-	if (stat(s->name, &ss) == 0 && ss.st_dev == st.st_dev && ss.st_ino == st.st_ino) {
+	/* first, as the source's own lock would make the claim say "in use" */
+	if (force && stat(dst, &st) == 0 && stat(s->name, &ss) == 0 &&
+	    ss.st_dev == st.st_dev && ss.st_ino == st.st_ino) {
 		errmsg("%s: is the same file as the source %s", dst, s->name);
 		return -EINVAL;
 	}
-	return 0;
+	r = img_target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
+	if (r == -EEXIST)
+		errmsg("%s: already exists (use --force to overwrite)", dst);
+	else if (r < 0)
+		img_errmsg(dst, r);
+	return r;
 }
 
 /* Reserves a temporary name beside dst; returns its fd or -errno. */
@@ -638,52 +638,19 @@ static int make_temp(const char *dst)
 	return fd;
 }
 
-static int sync_dir_of(const char *path)
+/* Moves the finished temporary file to dst (claimed by target). */
+static int publish(const char *dst, struct img_target *target)
 {
-	char d[PATH_MAX];
-	int fd, r = 0;
+	int r = img_target_publish(target, tmp_path);
 
-	snprintf(d, sizeof(d), "%s", path);
-	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;   /* best effort */
-	if (fsync(fd) < 0 && errno != EINVAL)
-		r = -errno;
-	close(fd);
-	return r;
-}
-
-/* Moves the finished temporary file to dst. */
-static int publish(const char *dst, int force)
-{
-	int r;
-
-	if (force) {
-		r = rename(tmp_path, dst);
-	} else {
-		r = renameat2(AT_FDCWD, tmp_path, AT_FDCWD, dst, RENAME_NOREPLACE);
-		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
-			/* the file system cannot: link (fails if dst exists) */
-			r = link(tmp_path, dst);
-			if (r == 0)
-				unlink(tmp_path);
-		}
-	}
-	if (r < 0) {
-		if (errno == EEXIST)
-			errmsg("%s: already exists (use --force to overwrite)", dst);
-		else
-			errmsg("%s: cannot rename %s into place: %s", dst, tmp_path,
-			       strerror(errno));
-		return -1;
-	}
-	tmp_live = 0;
-	r = sync_dir_of(dst);
-	if (r < 0) {
-		errmsg("%s: %s", dst, strerror(-r));
+	if (r == -EEXIST)
+		errmsg("%s: already exists (use --force to overwrite)", dst);
+	else if (r < 0)
+		img_errmsg(dst, r);
+	if (r < 0 && !access(tmp_path, F_OK))
 		return r;
-	}
-	return 0;
+	tmp_live = 0;   /* renamed (a failed directory sync after) */
+	return r;
 }
 
 static const char *fmt_name(enum fmt f)
@@ -700,6 +667,7 @@ int main(int argc, char **argv)
 	uint64_t v, copied = 0;
 	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR, compress = 0;
 	int tmp_fd = -1;
+	struct img_target *target = NULL;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
 
@@ -764,8 +732,10 @@ int main(int argc, char **argv)
 		    s.fmt == FMT_RAW ? "data" : "data clusters of the image itself",
 		    s.engine ? s.engine : "buffered reads",
 		    CHUNK >> 20, CHUNK / SUBREAD);
-	if (check_target(dst, force, &s) < 0)
+	if ((r = check_target(dst, force, &s, &target)) < 0) {
+		ret = exit_status(r);   /* EXIT_BUSY: dst is in use */
 		goto out;
+	}
 
 	d.size = s.size;
 	if (d.fmt == FMT_LIBIMG && d.size % IMG_SECTOR_SIZE)
@@ -841,8 +811,10 @@ int main(int argc, char **argv)
 			goto out;
 		}
 	}
-	if (publish(dst, force) < 0)
+	if ((r = publish(dst, target)) < 0) {
+		ret = exit_status(r);
 		goto out;
+	}
 	ret = EXIT_OK;
 	if (!quiet)
 		printf("%s (%s) -> %s (%s): %s virtual, %s of data written\n", src,
@@ -859,6 +831,7 @@ out:
 		unlink(tmp_path);
 		tmp_live = 0;
 	}
+	img_target_release(target);
 	if (s.img)
 		img_close(s.img);
 	if (s.fd >= 0)

@@ -38,7 +38,8 @@ static void usage(void)
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error (nothing is left behind).  See imgmount(1).\n",
+	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
+	       "1 other error; nothing is left behind.  See imgmount(1).\n",
 	       progname);
 }
 
@@ -87,8 +88,8 @@ int main(int argc, char **argv)
 		errmsg("%s: already the mount point of %s", mp, st.image);
 		return EXIT_ERROR;
 	}
-	if (online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st) < 0)
-		return EXIT_ERROR;
+	if ((r = online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
+		return exit_status(r);   /* EXIT_BUSY: served or locked elsewhere */
 	r = online_blkid_type(st.loop, type, sizeof(type));
 	if (r < 0 || !type[0]) {
 		errmsg("%s: no filesystem recognised on the image", file);

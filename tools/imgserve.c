@@ -117,7 +117,8 @@ static void usage(void)
 	       "  -V, --version      show the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
-	       "Exit status: 0 stopped cleanly, 1 error.  See imgserve(1).\n", progname);
+	       "Exit status: 0 stopped cleanly (-d: the export is up), 75 image in use,\n"
+	       "1 other error.  See imgserve(1).\n", progname);
 }
 
 static struct server {
@@ -929,13 +930,22 @@ static char *mount_options(void)
 	return o;
 }
 
-/* Forks; the parent waits until the child says it is ready (exit 0) or
- * ends (its status).  Returns the write end of the pipe in the child. */
+/* The daemon's readiness message on the pipe daemonize() made: one byte,
+ * written once the export is mounted and the state recorded.  Anything
+ * else, end of file included, is not readiness: the parent then waits for
+ * the child and exits with its status.  (End of file and a WNOHANG wait
+ * cannot tell "ready" from "failed but not reaped yet".) */
+#define READY_MSG 'R'
+
+/* Forks; the parent exits 0 once the child says it is ready (READY_MSG),
+ * or with the child's exit status when it ends without saying so.
+ * Returns the write end of the pipe in the child. */
 static int daemonize(void)
 {
 	int p[2], st = 0;
 	pid_t pid;
-	char c;
+	ssize_t n;
+	char c = 0;
 
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		errmsg("pipe: %s", strerror(errno));
@@ -950,13 +960,15 @@ static int daemonize(void)
 	}
 	if (pid > 0) {
 		close(p[1]);
-		while (read(p[0], &c, 1) < 0 && errno == EINTR)
+		while ((n = read(p[0], &c, 1)) < 0 && errno == EINTR)
 			;
-		if (waitpid(pid, &st, WNOHANG) == 0)
+		if (n == 1 && c == READY_MSG)
 			_exit(EXIT_OK);   /* ready and running */
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 			;
-		_exit(WIFEXITED(st) ? WEXITSTATUS(st) : EXIT_ERROR);
+		/* a child that ended with 0 without saying it was ready
+		 * serves nothing */
+		_exit(WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : EXIT_ERROR);
 	}
 	close(p[0]);
 	setsid();
@@ -1075,8 +1087,9 @@ int main(int argc, char **argv)
 	}
 	/* The lock decides who serves the image; the run directory is ours
 	 * only once we hold it. */
-	if (open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR | IMG_OPEN_NO_WRITE_BEHIND, &S.img) < 0)
-		return EXIT_ERROR;
+	r = open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR | IMG_OPEN_NO_WRITE_BEHIND, &S.img);
+	if (r < 0)
+		return exit_status(r);   /* EXIT_BUSY: another process holds it */
 	memset(&in, 0, sizeof(in));
 	r = img_info(S.img, &in);
 	if (r < 0) {
@@ -1097,7 +1110,7 @@ int main(int argc, char **argv)
 	}
 	online_state_reload(&st);
 	if (st.loop[0] || st.mountpoint[0]) {
-		online_refuse_if_used(file, &st);
+		ret = exit_status(online_refuse_if_used(file, &st));
 		goto out;
 	}
 	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
@@ -1164,7 +1177,8 @@ int main(int argc, char **argv)
 			printf("%s: exported at %s (pid %ld)\n", file, S.export_path, (long)getpid());
 		fflush(stdout);
 		detach_stdio(S.rundir);
-		if (write(ready_fd, "1", 1) != 1) {
+		static const char ready = READY_MSG;
+		if (write(ready_fd, &ready, 1) != 1) {
 			/* the parent is gone: carry on */
 		}
 		close(ready_fd);

@@ -59,7 +59,7 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error.  See mkimg(1).\n", progname, progname);
+	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)
@@ -279,36 +279,19 @@ static int write_protofile(const char *file, const char *dir)
 
 /* ---- mkimg --fs ------------------------------------------------------- */
 
-static int publish(const char *file, int force)
+/* Renames the finished image over file (claimed by target). */
+static int publish(const char *file, struct img_target *target)
 {
-	char d[PATH_MAX];
-	int r, fd;
+	int r = img_target_publish(target, tmp[T_IMG]);
 
-	if (force)
-		r = rename(tmp[T_IMG], file);
-	else {
-		r = renameat2(AT_FDCWD, tmp[T_IMG], AT_FDCWD, file, RENAME_NOREPLACE);
-		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
-			r = link(tmp[T_IMG], file);
-			if (r == 0)
-				unlink(tmp[T_IMG]);
-		}
-	}
-	if (r < 0) {
-		if (errno == EEXIST)
-			errmsg("%s: already exists (use --force to overwrite)", file);
-		else
-			errmsg("%s: cannot rename %s into place: %s", file, tmp[T_IMG], strerror(errno));
-		return -1;
-	}
-	tmp_live[T_IMG] = 0;
-	snprintf(d, sizeof(d), "%s", file);
-	fd = open(dirname(d), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
-	return 0;
+	if (r == -EEXIST)
+		errmsg("%s: already exists (use --force to overwrite)", file);
+	else if (r < 0)
+		img_errmsg(file, r);
+	if (r < 0 && !access(tmp[T_IMG], F_OK))
+		return r;
+	tmp_live[T_IMG] = 0;   /* renamed (a failed directory sync after) */
+	return r;
 }
 
 /*
@@ -326,12 +309,17 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 {
 	char *argv[24];
 	struct img *img = NULL;
-	struct stat st;
+	struct img_target *target = NULL;
 	int n = 0, fd = -1, r, ret = EXIT_ERROR;
 
-	if (!force && lstat(file, &st) == 0) {
-		errmsg("%s: already exists (use --force to overwrite)", file);
-		return EXIT_ERROR;
+	/* FILE stays locked from here to the rename (a served image, the base
+	 * of an open clone, anything but a regular file: refused) */
+	if ((r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
+		if (r == -EEXIST)
+			errmsg("%s: already exists (use --force to overwrite)", file);
+		else
+			img_errmsg(file, r);
+		return exit_status(r);
 	}
 	catch_signals();
 	if ((fd = temp_beside(file, "mkfs", T_RAW)) < 0)
@@ -410,9 +398,12 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		img_errmsg(file, r);
 		goto out;
 	}
-	if (publish(file, force) == 0)
+	if ((r = publish(file, target)) == 0)
 		ret = EXIT_OK;
+	else
+		ret = exit_status(r);
 out:
+	img_target_release(target);
 	if (img)
 		img_close(img);
 	if (fd >= 0)
@@ -527,7 +518,7 @@ int main(int argc, char **argv)
 	}
 	if (r < 0) {
 		img_errmsg(file, r);
-		return EXIT_ERROR;
+		return exit_status(r);   /* EXIT_BUSY: FILE is in use */
 	}
 	if (!size) {   /* the backing image's size */
 		struct img *img;

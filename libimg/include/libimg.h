@@ -178,15 +178,52 @@ struct img_create_opts {
 	uint64_t reserved[4];
 };
 
-#define IMG_CREATE_OVERWRITE          0x1u   /* replace an existing file */
+#define IMG_CREATE_OVERWRITE          0x1u   /* replace an existing file (only
+                                              * a regular file nobody has
+                                              * locked: img_target_claim) */
 #define IMG_CREATE_ALLOW_BACKING_PATH 0x2u   /* backing_file may be absolute or
                                               * contain ".." */
 
 /* Creates the image atomically: written to a temporary file beside path,
- * synced, then renamed.  A failure leaves nothing behind. */
+ * synced, then renamed.  A failure leaves nothing behind, and a refusal
+ * leaves an existing file at path byte for byte as it was.  path is
+ * claimed first (img_target_claim): -EEXIST when something is there
+ * without IMG_CREATE_OVERWRITE; with it, -EINVAL when that is not a
+ * regular file (a symlink, FIFO, device, directory), -EBUSY (naming the
+ * holder) when it is locked: an image open for writing (served, mounted)
+ * or the base of an open delta.  -EINVAL when the backing file is path
+ * itself (the same file, or the same name once resolved), -ELOOP when
+ * path is anywhere further down the backing chain. */
 int img_create(const char *path, const struct img_create_opts *opts);
 /* Creates an image on an empty backend (tests, fuzzing). */
 int img_create_io(struct img_io *io, const struct img_create_opts *opts);
+
+/* Replacing a file safely.  img_create does this itself; a program that
+ * writes a new file under a temporary name in path's directory and renames
+ * it over path (as imgconvert and mkimg --fs do) claims path before it
+ * starts, publishes, then releases:
+ *
+ *   img_target_claim(path, flags, &t)  flags 0 or IMG_CREATE_OVERWRITE.
+ *       Nothing at path: 0.  Something there: -EEXIST without
+ *       IMG_CREATE_OVERWRITE; -EINVAL unless it is a regular file (a
+ *       symlink is not followed, a FIFO or device is not opened); else it
+ *       is opened and locked exclusively, as a writer locks an image (a
+ *       file that cannot be opened for writing, mode 0444: a shared lock,
+ *       refused while anyone else holds one), and stays locked until
+ *       img_target_release: -EBUSY when it is locked (open for writing,
+ *       served, or the base of an open delta), img_last_error() naming
+ *       the holder.  A refusal changes nothing.
+ *   img_target_publish(t, tmp)  renames tmp over path and syncs the
+ *       directory; -EBUSY when the name no longer holds the file claimed
+ *       (changed by another process), -EEXIST when nothing was there at
+ *       the claim and something is now (nothing is replaced then).
+ *   img_target_release(t)  unlocks; t may be NULL.
+ *
+ * Messages name path.  The lock is an OFD lock (FORMAT.md section 7). */
+struct img_target;
+int img_target_claim(const char *path, unsigned flags, struct img_target **out);
+int img_target_publish(struct img_target *t, const char *tmp);
+void img_target_release(struct img_target *t);
 
 #define IMG_OPEN_RDWR    0x01u   /* read-write (default: read-only) */
 #define IMG_OPEN_NOLOCK  0x02u   /* do not lock (like qemu-img -U); read-only only */

@@ -56,7 +56,7 @@ teardown() { online_teardown; }
   pid=$(daemon_pid)
   printf 'hello' | dd of=exp bs=1 seek=1000 conv=notrunc status=none
   run_split imgserve a.img exp2
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == *"a.img"*"locked"*"$pid"* ]]
   kill -TERM "$pid"
   for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -90,8 +90,11 @@ teardown() { online_teardown; }
   [ "$cached" -le $((20 * M)) ]
   # without a limit, the same reads leave it all cached (the check above
   # could fail)
-  kill -TERM "$(daemon_pid)"
-  for i in $(seq 100); do grep -q " $T/exp " /proc/mounts || break; sleep 0.1; done
+  # (the daemon unmounts the export, then closes the image: wait for
+  # the process, whose lock the next daemon needs)
+  pid=$(daemon_pid)
+  kill -TERM "$pid"
+  for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   imgserve --daemon -q --host-cache a.img exp
   cmp <(dd if=exp bs=1M count=128 iflag=direct status=none) data
   [ "$(fincore -b -n -o RES a.img)" -ge $((100 * M)) ]
@@ -152,7 +155,7 @@ teardown() { online_teardown; }
   [[ "$out" == *"loop device: $dev"* ]]
   # a second attach is refused, naming the holder
   run_split imgattach a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == *"a.img: in use by imgserve (pid $(daemon_pid)), loop device $dev"* ]]
   run_split imgdetach "$dev"
   [ "$status" -eq 0 ]

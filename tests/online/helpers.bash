@@ -38,7 +38,7 @@ online_teardown() {
       [ -f "$d/loop" ] && losetup -d "$(cat "$d/loop")" 2>/dev/null || true
       [ -f "$d/pid" ] && kill -9 "$(cat "$d/pid")" 2>/dev/null || true
       [ -f "$d/export" ] && umount -l "$(cat "$d/export")" 2>/dev/null || true
-      umount -l "$d/disk" 2>/dev/null || true
+      for p in "$d"/disk "$d"/disk.*; do umount -l "$p" 2>/dev/null || true; done
     done
   fi
   # mounts of this test that the run directory does not know about

@@ -89,11 +89,11 @@ write_files() {
   pid=$(daemon_pid)
   dev=$(cat "$(rundir)/loop")
   run_split imgmount a.img mnt2
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == *"a.img: in use by imgserve (pid $pid), loop device $dev, mounted on $T/mnt"* ]]
   ! grep -q " $T/mnt2 " /proc/mounts
   run_split imgattach a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == *"in use by imgserve (pid $pid)"* ]]
   run_split imginfo --json a.img
   [ "$status" -eq 0 ]

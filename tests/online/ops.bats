@@ -22,7 +22,7 @@ fs_bytes() { df -B1 --output=size "$1" | tail -n1 | tr -d ' '; }
     [[ "$out" == *"virtual size 1 GiB -> 3 GiB"*"(online)"* ]]
     [[ "$out" == *"the $fs filesystem on $T/m$fs grew"* ]]
     [ "$(blockdev --getsize64 "$dev")" -eq $((3 * G)) ]
-    [ "$(stat -c %s "$(rundir)/disk")" -eq $((3 * G)) ]
+    [ "$(stat -c %s "$(cat "$(rundir)/export")")" -eq $((3 * G)) ]
     after=$(fs_bytes m$fs)
     [ "$after" -gt $((before + G + G / 2)) ]
     [ "$(cat m$fs/file)" = data ]

@@ -1,11 +1,18 @@
 /* SPDX-License-Identifier: MIT */
 /* Locking between processes: one writer or many readers; a refused open is
- * -EBUSY and names the holding process. */
+ * -EBUSY and names the holding process.  Replacing a file (img_create with
+ * IMG_CREATE_OVERWRITE, img_target_*) takes its lock too (issue 14 #2) and
+ * refuses anything but a regular file, or a delta over itself (issue 15
+ * #8), changing nothing. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +53,164 @@ static void stop(pid_t pid)
 {
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+}
+
+/* The whole contents of path (malloc'd), *len its size; NULL if none or
+ * not a regular file. */
+static char *slurp(const char *path, size_t *len)
+{
+	struct stat st;
+	char *buf = NULL;
+	FILE *f;
+	long n;
+
+	*len = 0;
+	/* (a FIFO would block the open: only regular files have contents) */
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode) || !(f = fopen(path, "rb")))
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n)
+		*len = (size_t)n;
+	fclose(f);
+	return buf;
+}
+
+/* Entries of dir, . and .. aside. */
+static int entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	while (d && (de = readdir(d)))
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* img_create over dir/name is refused with err (message containing
+ * want), and nothing in dir changes: name byte for byte, no new file. */
+static void refused(const char *dir, const char *name, const struct img_create_opts *o, int err,
+		    const char *want)
+{
+	char path[512];
+	size_t l0, l1;
+	char *before, *after;
+	int n = entries(dir), r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	before = slurp(path, &l0);
+	r = img_create(path, o);
+	CHECK(r == err);
+	if (r != err)
+		fprintf(stderr, "  %s: %d, want %d\n", name, r, err);
+	CHECK(strstr(img_last_error(), want) != NULL);
+	after = slurp(path, &l1);
+	CHECK(l0 == l1 && (!before || !memcmp(before, after, l0)));
+	CHECK(entries(dir) == n);
+	free(before);
+	free(after);
+}
+
+static void replace_tests(void)
+{
+	char dir[] = "/tmp/libimg-replace-XXXXXX", a[300], b[300], c[300], pidstr[32], tmp[320];
+	struct img_create_opts o = { .virtual_size = 1u << 20, .flags = IMG_CREATE_OVERWRITE };
+	struct img_target *t;
+	pid_t pid;
+	int fd;
+
+	if (!mkdtemp(dir))
+		exit(2);
+	snprintf(a, sizeof(a), "%s/a.img", dir);
+	snprintf(b, sizeof(b), "%s/b.img", dir);
+	snprintf(c, sizeof(c), "%s/c.img", dir);
+	CHECK(img_create(a, &o) == 0);
+
+	/* an image open for writing (served, mounted) is not replaced */
+	pid = holder(a, IMG_OPEN_RDWR);
+	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
+	refused(dir, "a.img", &o, -EBUSY, pidstr);
+	CHECK(img_target_claim(a, IMG_CREATE_OVERWRITE, &t) == -EBUSY);
+	stop(pid);
+
+	/* nor the base of an open clone (its shared lock) */
+	o.backing_file = "a.img";
+	o.flags = 0;
+	CHECK(img_create(b, &o) == 0);
+	o.backing_file = NULL;
+	o.flags = IMG_CREATE_OVERWRITE;
+	pid = holder(b, 0);
+	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
+	refused(dir, "a.img", &o, -EBUSY, pidstr);
+	stop(pid);
+	pid = holder(b, IMG_OPEN_RDWR);
+	refused(dir, "a.img", &o, -EBUSY, "in use");
+	stop(pid);
+	/* free again: replaced */
+	CHECK(img_create(c, &o) == 0);
+	CHECK(img_create(c, &o) == 0);
+
+	/* a delta over itself, by name or through another name */
+	o.backing_file = "a.img";
+	refused(dir, "a.img", &o, -EINVAL, "is this file itself");
+	o.backing_file = "./a.img";
+	refused(dir, "a.img", &o, -EINVAL, "is this file itself");
+	snprintf(tmp, sizeof(tmp), "%s/hard.img", dir);
+	CHECK(link(a, tmp) == 0);
+	o.backing_file = "hard.img";
+	refused(dir, "a.img", &o, -EINVAL, "is this file itself");
+	unlink(tmp);
+	/* ... or anywhere down its chain: b.img is a clone of a.img */
+	o.backing_file = "b.img";
+	refused(dir, "a.img", &o, -ELOOP, "loops back");
+	o.backing_file = NULL;
+
+	/* only regular files are replaced: no symlink followed, no FIFO
+	 * opened (that would block), no device */
+	snprintf(tmp, sizeof(tmp), "%s/link.img", dir);
+	CHECK(symlink("a.img", tmp) == 0);
+	refused(dir, "link.img", &o, -EINVAL, "a symbolic link, not a regular file");
+	snprintf(tmp, sizeof(tmp), "%s/fifo", dir);
+	CHECK(mkfifo(tmp, 0600) == 0);
+	refused(dir, "fifo", &o, -EINVAL, "a FIFO, not a regular file");
+	snprintf(tmp, sizeof(tmp), "%s/sub", dir);
+	CHECK(mkdir(tmp, 0700) == 0);
+	refused(dir, "sub", &o, -EINVAL, "a directory, not a regular file");
+	snprintf(tmp, sizeof(tmp), "%s/null", dir);
+	if (mknod(tmp, S_IFCHR | 0600, makedev(1, 3)) == 0)   /* as root only */
+		refused(dir, "null", &o, -EINVAL, "a character device, not a regular file");
+
+	/* img_target_*: a name claimed while empty is not replaced if a file
+	 * appears there meanwhile; a claimed file is replaced */
+	CHECK(img_target_claim(c, 0, &t) == -EEXIST);
+	snprintf(tmp, sizeof(tmp), "%s/new", dir);
+	CHECK(img_target_claim(tmp, 0, &t) == 0);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);   /* someone else's */
+	CHECK(fd >= 0);
+	close(fd);
+	CHECK(img_target_publish(t, c) == -EEXIST);
+	img_target_release(t);
+	CHECK(access(c, F_OK) == 0);
+	CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
+	CHECK(img_target_publish(t, c) == 0);
+	img_target_release(t);
+	CHECK(access(c, F_OK) != 0 && img_probe(tmp) == 1);
+	/* the claimed file replaced by another process: not replaced */
+	CHECK(img_create(c, &o) == 0);
+	CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
+	CHECK(rename(a, tmp) == 0);
+	CHECK(img_target_publish(t, c) == -EBUSY);
+	img_target_release(t);
+	CHECK(access(c, F_OK) == 0);
+
+	{
+		char cmd[400];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot remove %s\n", dir);
+	}
 }
 
 int main(void)
@@ -89,6 +254,7 @@ int main(void)
 	img_close(img);
 
 	unlink(path);
+	replace_tests();
 	if (fails)
 		fprintf(stderr, "%d checks failed\n", fails);
 	return fails ? 1 : 0;
