@@ -21,6 +21,7 @@ static const struct option longopts[] = {
 	{ "quiet",          no_argument, NULL, 'q' },
 	{ "help",           no_argument, NULL, 'h' },
 	{ "version",        no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -42,6 +43,7 @@ static void usage(void)
 	       "  --compress          store clusters lz4-compressed where it saves space\n"
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -v, --verbose       say which I/O engine is used\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
