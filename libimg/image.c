@@ -888,6 +888,12 @@ static void img_free(struct img *img)
 
 #define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
 		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING | IMG_OPEN_SCRATCH)
+/* open_path to open_io: a delta opened read-write with its chain is made
+ * writable (open_writable) only once its chain is open, so that a refused
+ * chain leaves the file unchanged. */
+#define OPEN_DEFER_WRITABLE 0x80000000u
+
+static int open_writable(struct img *img, unsigned flags);
 
 static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
@@ -898,7 +904,7 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~OPEN_FLAGS) {
+	if (flags & ~(OPEN_FLAGS | OPEN_DEFER_WRITABLE)) {
 		io->ops->close(io);
 		return -EINVAL;
 	}
@@ -1015,27 +1021,36 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 		img->bad_map = NULL;
 	}
 
-	if (rw) {
-		struct img_header nh = img->hdr;
-		nh.flags |= IMG_FLAG_DIRTY;
-		pthread_mutex_lock(&img->commit_lock);
-		r = img_header_commit(img, &nh);
-		if (!r)
-			r = journal_checkpoint(img);
-		pthread_mutex_unlock(&img->commit_lock);
-		if (r)
-			goto fail;
-		/* Rule 4: leaks of a crash become zero before any allocation.
-		 * Not in check mode: the check reports leaks and repair
-		 * reclaims them, and never while BAT blocks are unreadable. */
-		if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
-			goto fail;
-	}
+	if (rw && !(img->delta && (flags & OPEN_DEFER_WRITABLE) && !(flags & IMG_OPEN_NO_BACKING)) &&
+	    (r = open_writable(img, flags)))
+		goto fail;
 	*out = img;
 	return 0;
 fail:
 	img_free(img);
 	return r;
+}
+
+/* The dirty flag set durably before anything else is written. */
+static int open_writable(struct img *img, unsigned flags)
+{
+	struct img_header nh = img->hdr;
+	int r;
+
+	nh.flags |= IMG_FLAG_DIRTY;
+	pthread_mutex_lock(&img->commit_lock);
+	r = img_header_commit(img, &nh);
+	if (!r)
+		r = journal_checkpoint(img);
+	pthread_mutex_unlock(&img->commit_lock);
+	if (r)
+		return r;
+	/* Rule 4: leaks of a crash become zero before any allocation.
+	 * Not in check mode: the check reports leaks and repair
+	 * reclaims them, and never while BAT blocks are unreadable. */
+	if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
+		return r;
+	return 0;
 }
 
 /* Does the caller (flag) or the environment (LIBIMG_IO) ask for io_uring? */
@@ -1117,7 +1132,7 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	struct img *img = NULL;
 	struct stat st;
 	unsigned level = ch->n;
-	int r, uring_err = 0;
+	int r, uring_err = 0, deferred;
 
 	*out = NULL;
 	if (ch->n > IMG_MAX_BACKING_DEPTH) {
@@ -1158,14 +1173,17 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 		io->ops->close(io);
 		return r;
 	}
-	if ((r = open_io(fio, flags & ~(IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND), &img)))
+	if ((r = open_io(fio, (flags & ~(IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) |
+			 OPEN_DEFER_WRITABLE, &img)))
 		return r;
 	img->io_engine = engine;
 	img->io_open_flags = flags & IMG_OPEN_NO_WRITE_BEHIND;
 	img->io_uring_error = uring_err;
+	/* a delta opened read-write with its chain: nothing written yet */
+	deferred = img->delta && (flags & IMG_OPEN_RDWR) && !(flags & IMG_OPEN_NO_BACKING);
 	if (!(img->dir = dir_of(path))) {
-		img_close(img);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto fail;
 	}
 	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
 		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
@@ -1176,12 +1194,17 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 		}
 		goto fail;
 	}
+	if (deferred && (r = open_writable(img, flags)))
+		goto fail;
 	*out = img;
 	return 0;
 fail:
-	/* Nothing was written by this open but the dirty flag, which
-	 * img_close clears again. */
-	img_close(img);
+	/* A delta whose chain was refused is left as it was; any other
+	 * image had only its dirty flag set, which img_close clears. */
+	if (deferred)
+		img_free(img);
+	else
+		img_close(img);
 	return r;
 }
 
