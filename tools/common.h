@@ -115,7 +115,7 @@ const char *tool_one_operand(int argc, char **argv, const char *optstring,
 #define OPT_BACKING_ANY 0x4241
 #define BACKING_PATH_OPTION { "allow-backing-path", no_argument, NULL, OPT_BACKING_ANY }
 #define BACKING_PATH_HELP \
-	"      --allow-backing-path  follow backing files anywhere (see libimg-backing(7))\n"
+	"      --allow-backing-path  follow backing files anywhere (unsafe)\n"
 #define BACKING_DIRS_FILE "/etc/libimg/backing-dirs"
 
 /* --allow-backing-path was given. */
