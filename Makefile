@@ -194,7 +194,7 @@ demo: all
 
 install: all
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
-		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1
+		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man7
 	$(if $(TOOLS),install -m 755 $(TOOLS) $(DESTDIR)$(bindir)/)
 	install -m 644 $(STATIC) $(DESTDIR)$(libdir)/
 	install -m 755 $(SHARED) $(DESTDIR)$(libdir)/
@@ -205,6 +205,7 @@ install: all
 		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' \
 		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
+	$(if $(wildcard man/*.7),install -m 644 $(wildcard man/*.7) $(DESTDIR)$(mandir)/man7/)
 
 # Build a tiny program against an installed copy through pkg-config.
 test-install: all

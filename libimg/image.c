@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,6 +311,23 @@ static char *resolve_ref(const char *dir, const char *ref)
 	return full;
 }
 
+/* Does ref leave the directory it is resolved in (absolute, or a ".."
+ * component)? */
+static int ref_leaves_dir(const char *ref)
+{
+	if (ref[0] == '/')
+		return 1;
+	for (const char *p = ref; *p; ) {
+		size_t k = strcspn(p, "/");
+		if (k == 2 && p[0] == '.' && p[1] == '.')
+			return 1;
+		p += k;
+		while (*p == '/')
+			p++;
+	}
+	return 0;
+}
+
 int img_check_backing_ref(const char *owner, const char *ref, int allow)
 {
 	size_t n = strlen(ref);
@@ -323,26 +341,113 @@ int img_check_backing_ref(const char *owner, const char *ref, int allow)
 			      owner, n, IMG_MAX_BACKING_LEN);
 		return -ENAMETOOLONG;
 	}
-	if (allow)
+	if (allow || !ref_leaves_dir(ref))
 		return 0;
-	if (ref[0] == '/') {
-		img_set_error("%s: backing file '%s' is an absolute path: refused (allow it with "
+	if (ref[0] == '/')
+		img_set_error("%s: backing file '%s' is an absolute path: refused (allow its "
+			      "directory in LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any "
+			      "path with --allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
+	else
+		img_set_error("%s: backing file '%s' climbs out of the image's directory "
+			      "(a '..' component): refused (allow its directory in "
+			      "LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any path with "
 			      "--allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
-		return -EPERM;
-	}
-	for (const char *p = ref; *p; ) {
-		size_t k = strcspn(p, "/");
-		if (k == 2 && p[0] == '.' && p[1] == '.') {
-			img_set_error("%s: backing file '%s' climbs out of the image's directory "
-				      "(a '..' component): refused (allow it with --allow-backing-path, "
-				      "IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
-			return -EPERM;
+	return -EPERM;
+}
+
+/* ---- the backing-path policy (FORMAT.md 3.1) ------------------------- */
+
+static pthread_mutex_t policy_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **policy_dirs;       /* absolute, as given */
+static size_t policy_ndirs;
+static unsigned policy_flags;    /* IMG_BACKING_POLICY_* */
+
+IMG_API int img_set_backing_policy(const char *const *dirs, size_t ndirs, unsigned flags)
+{
+	char **copy = NULL, **old;
+	size_t i, oldn;
+
+	img_clear_error();
+	if (flags & ~IMG_BACKING_POLICY_ANY || (ndirs && !dirs))
+		return -EINVAL;
+	for (i = 0; i < ndirs; i++)
+		if (!dirs[i] || dirs[i][0] != '/') {
+			img_set_error("%s: an allowed backing directory must be an absolute path",
+				      dirs[i] ? dirs[i] : "(null)");
+			return -EINVAL;
 		}
-		p += k;
-		while (*p == '/')
-			p++;
-	}
+	if (ndirs && !(copy = calloc(ndirs, sizeof(*copy))))
+		return -ENOMEM;
+	for (i = 0; i < ndirs; i++)
+		if (!(copy[i] = strdup(dirs[i]))) {
+			while (i--)
+				free(copy[i]);
+			free(copy);
+			return -ENOMEM;
+		}
+	pthread_mutex_lock(&policy_lock);
+	old = policy_dirs;
+	oldn = policy_ndirs;
+	policy_dirs = copy;
+	policy_ndirs = ndirs;
+	policy_flags = flags;
+	pthread_mutex_unlock(&policy_lock);
+	for (i = 0; i < oldn; i++)
+		free(old[i]);
+	free(old);
 	return 0;
+}
+
+/* Is the canonical path real beneath (or) the canonical directory root? */
+static const char *beneath(const char *real, const char *root)
+{
+	size_t n = strlen(root);
+
+	if (n == 1)                         /* "/" */
+		return real[1] ? real + 1 : ".";
+	if (strncmp(real, root, n) || (real[n] && real[n] != '/'))
+		return NULL;
+	return real[n] ? real + n + 1 : ".";
+}
+
+/* The directory (canonical, malloc'd) beneath which the backing file full
+ * (ref as resolved) lies: dir (the referencing image's directory) unless
+ * NULL, else an allowed directory.  *real: full without symbolic links.
+ * -EPERM with a message when there is none. */
+static int backing_root(const char *owner, const char *ref, const char *full, const char *dir,
+			char **real, char **root)
+{
+	int r = -EPERM;
+
+	*root = NULL;
+	if (!(*real = realpath(full, NULL))) {
+		r = -errno;
+		img_set_error("%s: %s", full, strerror(-r));
+		return r;
+	}
+	if (dir && (*root = realpath(dir, NULL)) && beneath(*real, *root))
+		return 0;
+	free(*root);
+	*root = NULL;
+	pthread_mutex_lock(&policy_lock);
+	for (size_t i = 0; i < policy_ndirs && !*root; i++) {
+		char *c = realpath(policy_dirs[i], NULL);
+		if (c && beneath(*real, c))
+			*root = c;
+		else
+			free(c);
+	}
+	pthread_mutex_unlock(&policy_lock);
+	if (*root)
+		return 0;
+	img_set_error("%s: backing file '%s' is %s, outside %s%s: refused (allow its "
+		      "directory in LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any path "
+		      "with --allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref, *real,
+		      dir ? "the image's directory" : "",
+		      dir ? " and the allowed backing directories" : "the allowed backing directories");
+	free(*real);
+	*real = NULL;
+	return r;
 }
 
 /* The images of a chain being opened, for the loop check. */
@@ -352,7 +457,42 @@ struct chain {
 	ino_t ino[IMG_MAX_BACKING_DEPTH + 2];
 };
 
-static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out);
+static int open_path(const char *path, unsigned flags, const char *root, const char *rel,
+		     struct chain *ch, struct img **out);
+
+/* Opens the backing image that ref names for the image owner, whose
+ * directory is dir (FORMAT.md 3.1, "Resolving a reference"): without
+ * IMG_OPEN_ALLOW_BACKING_PATH or IMG_BACKING_POLICY_ANY, the file must be
+ * a regular file beneath dir (a reference that stays in it) or beneath an
+ * allowed directory (img_set_backing_policy), and is opened without
+ * leaving that directory through any symbolic link. */
+static int open_backing(const char *owner, const char *dir, const char *ref, unsigned flags,
+			struct chain *ch, struct img **out)
+{
+	char *full = NULL, *real = NULL, *root = NULL;
+	unsigned any;
+	size_t ndirs;
+	int r;
+
+	*out = NULL;
+	pthread_mutex_lock(&policy_lock);
+	any = (policy_flags & IMG_BACKING_POLICY_ANY) || (flags & IMG_OPEN_ALLOW_BACKING_PATH);
+	ndirs = policy_ndirs;
+	pthread_mutex_unlock(&policy_lock);
+	if ((r = img_check_backing_ref(owner, ref, any || ndirs)))
+		return r;
+	if (!(full = resolve_ref(dir, ref)))
+		return -ENOMEM;
+	if (any || !img_vfs->open_beneath)
+		r = open_path(full, flags, NULL, NULL, ch, out);
+	else if (!(r = backing_root(owner, ref, full, ref_leaves_dir(ref) ? NULL : dir,
+				    &real, &root)))
+		r = open_path(full, flags, root, beneath(real, root), ch, out);
+	free(full);
+	free(real);
+	free(root);
+	return r;
+}
 
 /* ---- replacing a file (img_target_*, libimg.h) ------------------------
  * Every path that puts a new file under a name (img_create, the create
@@ -373,13 +513,6 @@ struct img_target {
 };
 
 static void describe_holder(pid_t pid, char *buf, size_t len);
-
-static const char *file_kind(mode_t m)
-{
-	return S_ISLNK(m) ? "a symbolic link" : S_ISDIR(m) ? "a directory" :
-	       S_ISFIFO(m) ? "a FIFO" : S_ISCHR(m) ? "a character device" :
-	       S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "of an unknown type";
-}
 
 IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target **out)
 {
@@ -410,7 +543,7 @@ IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target
 		r = -EEXIST;
 	} else if (!r && !S_ISREG(st.st_mode)) {
 		img_set_error("%s: exists and is %s, not a regular file: refused", path,
-			      file_kind(st.st_mode));
+			      img_file_kind(st.st_mode));
 		r = -EINVAL;
 	} else if (!(t = calloc(1, sizeof(*t))) || !(t->path = strdup(path))) {
 		r = -ENOMEM;
@@ -505,17 +638,8 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		char *dir = dir_of(path);
 		struct chain ch = { 0 };
 		struct stat bst;
-		if (!dir) {
-			r = -ENOMEM;
-			goto out;
-		}
-		r = img_check_backing_ref(path, opts->backing_file,
-					  !!(opts->flags & IMG_CREATE_ALLOW_BACKING_PATH));
-		full = r ? NULL : resolve_ref(dir, opts->backing_file);
-		free(dir);
-		if (r)
-			goto out;
-		if (!full) {
+		if (!dir || !(full = resolve_ref(dir, opts->backing_file))) {
+			free(dir);
 			r = -ENOMEM;
 			goto out;
 		}
@@ -525,6 +649,7 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		     bst.st_ino == t->ino)) {
 			img_set_error("%s: the backing file '%s' is this file itself: refused", path,
 				      opts->backing_file);
+			free(dir);
 			r = -EINVAL;
 			goto out;
 		}
@@ -535,12 +660,15 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 			ch.ino[0] = t->ino;
 		}
 		ch.n = 1;
-		r = open_path(full, opts->flags & IMG_CREATE_ALLOW_BACKING_PATH ?
-			      IMG_OPEN_ALLOW_BACKING_PATH : 0, &ch, &backing);
+		r = open_backing(path, dir, opts->backing_file,
+				 opts->flags & IMG_CREATE_ALLOW_BACKING_PATH ?
+				 IMG_OPEN_ALLOW_BACKING_PATH : 0, &ch, &backing);
+		free(dir);
 		if (r) {
 			char m[512];
 			snprintf(m, sizeof(m), "%s", img_last_error());
-			img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
+			if (strncmp(m, path, strlen(path)))
+				img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
 			goto out;
 		}
 	}
@@ -646,12 +774,23 @@ char *img_resolve_ref(struct img *img, const char *ref)
 IMG_API int img_probe(const char *path)
 {
 	uint8_t a[8], b[8];
-	int fd = open(path, O_RDONLY | O_CLOEXEC), r = 0;
+	/* O_NONBLOCK: a FIFO must not block the open */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY), r = 0;
+	struct stat st;
 
-	if (fd < 0) {
+	if (fd < 0 || fstat(fd, &st) < 0) {
 		r = -errno;
 		img_set_error("%s: %s", path, strerror(-r));
+		if (fd >= 0)
+			close(fd);
 		return r;
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		/* a block device is read (a raw source for imgconvert);
+		 * img_open refuses it */
+		img_set_error("%s: not a regular file: %s", path, img_file_kind(st.st_mode));
+		close(fd);
+		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	}
 	if (pread(fd, a, 8, 0) == 8 && !memcmp(a, img_header_magic, 8))
 		r = 1;
@@ -1060,6 +1199,12 @@ static void img_free(struct img *img)
 #define OPEN_FLAGS (IMG_OPEN_RDWR | IMG_OPEN_NOLOCK | IMG_OPEN_CHECK | \
 		    IMG_OPEN_ALLOW_BACKING_PATH | IMG_OPEN_NO_BACKING | IMG_OPEN_SCRATCH | \
 		    IMG_OPEN_TEMPLATE_)
+/* open_path to open_io: a delta opened read-write with its chain is made
+ * writable (open_writable) only once its chain is open, so that a refused
+ * chain leaves the file unchanged. */
+#define OPEN_DEFER_WRITABLE 0x80000000u
+
+static int open_writable(struct img *img, unsigned flags);
 
 static int open_io(struct img_io *io, unsigned flags, struct img **out)
 {
@@ -1070,7 +1215,7 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 
 	img_clear_error();
 	*out = NULL;
-	if (flags & ~OPEN_FLAGS) {
+	if (flags & ~(OPEN_FLAGS | OPEN_DEFER_WRITABLE)) {
 		io->ops->close(io);
 		return -EINVAL;
 	}
@@ -1201,28 +1346,37 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 		img->bad_map = NULL;
 	}
 
-	if (rw) {
-		struct img_header nh = img->hdr;
-		nh.flags |= IMG_FLAG_DIRTY;
-		nh.compat &= IMG_COMPAT_KNOWN;   /* §3: a writer clears what it does not know */
-		pthread_mutex_lock(&img->commit_lock);
-		r = img_header_commit(img, &nh);
-		if (!r)
-			r = journal_checkpoint(img);
-		pthread_mutex_unlock(&img->commit_lock);
-		if (r)
-			goto fail;
-		/* Rule 4: leaks of a crash become zero before any allocation.
-		 * Not in check mode: the check reports leaks and repair
-		 * reclaims them, and never while BAT blocks are unreadable. */
-		if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
-			goto fail;
-	}
+	if (rw && !(img->delta && (flags & OPEN_DEFER_WRITABLE) && !(flags & IMG_OPEN_NO_BACKING)) &&
+	    (r = open_writable(img, flags)))
+		goto fail;
 	*out = img;
 	return 0;
 fail:
 	img_free(img);
 	return r;
+}
+
+/* The dirty flag set durably before anything else is written. */
+static int open_writable(struct img *img, unsigned flags)
+{
+	struct img_header nh = img->hdr;
+	int r;
+
+	nh.flags |= IMG_FLAG_DIRTY;
+	nh.compat &= IMG_COMPAT_KNOWN;   /* §3: a writer clears what it does not know */
+	pthread_mutex_lock(&img->commit_lock);
+	r = img_header_commit(img, &nh);
+	if (!r)
+		r = journal_checkpoint(img);
+	pthread_mutex_unlock(&img->commit_lock);
+	if (r)
+		return r;
+	/* Rule 4: leaks of a crash become zero before any allocation.
+	 * Not in check mode: the check reports leaks and repair
+	 * reclaims them, and never while BAT blocks are unreadable. */
+	if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
+		return r;
+	return 0;
 }
 
 /* Does the caller (flag) or the environment (LIBIMG_IO) ask for io_uring? */
@@ -1259,18 +1413,15 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 static int open_ref(struct img *img, const char *ref, unsigned flags, struct chain *ch,
 		    struct img **out)
 {
-	char *full;
-	int r = img_check_backing_ref(img->name, ref, !!(flags & IMG_OPEN_ALLOW_BACKING_PATH));
+	int r;
 
-	if (r)
-		return r;
-	if (!img->dir)
+	if (!img->dir) {
+		if ((r = img_check_backing_ref(img->name, ref, 1)))
+			return r;
 		return img_fail(img, -EINVAL, "opened without a path: cannot resolve '%s'", ref);
-	if (!(full = resolve_ref(img->dir, ref)))
-		return -ENOMEM;
-	r = open_path(full, flags & (IMG_OPEN_NOLOCK | IMG_OPEN_ALLOW_BACKING_PATH), ch, out);
-	free(full);
-	return r;
+	}
+	return open_backing(img->name, img->dir, ref,
+			    flags & (IMG_OPEN_NOLOCK | IMG_OPEN_ALLOW_BACKING_PATH), ch, out);
 }
 
 /* Open the backing chain of img (a delta whose dir is set) below it. */
@@ -1304,14 +1455,17 @@ int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **
 	return open_ref(img, ref, flags, &ch, out);
 }
 
-static int open_path(const char *path, unsigned flags, struct chain *ch, struct img **out)
+/* root NULL: path as given; else the file rel beneath the directory root
+ * (open_backing), path naming it in messages. */
+static int open_path(const char *path, unsigned flags, const char *root, const char *rel,
+		     struct chain *ch, struct img **out)
 {
 	struct img_io *io = NULL, *fio;
 	unsigned ioflags = (flags & IMG_OPEN_RDWR) ? 0 : IMG_IO_RDONLY, engine = IMG_IO_ENGINE_POSIX;
 	struct img *img = NULL;
 	struct stat st;
 	unsigned level = ch->n;
-	int r, uring_err = 0;
+	int r, uring_err = 0, deferred;
 
 	*out = NULL;
 	if (ch->n > IMG_MAX_BACKING_DEPTH) {
@@ -1333,7 +1487,8 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 	if ((flags & IMG_OPEN_NO_WRITE_BEHIND) && (flags & IMG_OPEN_RDWR))
 		ioflags |= IMG_IO_NO_WRITE_BEHIND;
 	if (img_vfs == &img_vfs_posix && want_uring(flags)) {
-		r = img_io_uring_open(path, ioflags, &io);
+		r = root ? img_io_uring_open_beneath(root, rel, path, ioflags, &io) :
+			   img_io_uring_open(path, ioflags, &io);
 		if (!r)
 			engine = IMG_IO_ENGINE_URING;
 		else if (r == -ENOSYS || r == -EPERM || r == -ENOMEM || r == -EACCES ||
@@ -1343,21 +1498,25 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 			return r;           /* the file itself: same error as posix */
 		img_clear_error();
 	}
-	if (!io && (r = img_vfs->open(path, ioflags, &io)))
+	if (!io && (r = root ? img_vfs->open_beneath(root, rel, path, ioflags, &io) :
+			 img_vfs->open(path, ioflags, &io)))
 		return r;
 	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
 	if ((r = img_io_fault_from_env(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}
-	if ((r = open_io(fio, flags & ~(IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND), &img)))
+	if ((r = open_io(fio, (flags & ~(IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) |
+			 OPEN_DEFER_WRITABLE, &img)))
 		return r;
 	img->io_engine = engine;
 	img->io_open_flags = flags & IMG_OPEN_NO_WRITE_BEHIND;
 	img->io_uring_error = uring_err;
+	/* a delta opened read-write with its chain: nothing written yet */
+	deferred = img->delta && (flags & IMG_OPEN_RDWR) && !(flags & IMG_OPEN_NO_BACKING);
 	if (!(img->dir = dir_of(path))) {
-		img_close(img);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto fail;
 	}
 	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
 		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
@@ -1368,12 +1527,17 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 		}
 		goto fail;
 	}
+	if (deferred && (r = open_writable(img, flags)))
+		goto fail;
 	*out = img;
 	return 0;
 fail:
-	/* Nothing was written by this open but the dirty flag, which
-	 * img_close clears again. */
-	img_close(img);
+	/* A delta whose chain was refused is left as it was; any other
+	 * image had only its dirty flag set, which img_close clears. */
+	if (deferred)
+		img_free(img);
+	else
+		img_close(img);
 	return r;
 }
 
@@ -1386,7 +1550,7 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 	if ((flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) ||
 	    (flags & IMG_OPEN_TEMPLATE_))
 		return -EINVAL;
-	return open_path(path, flags, &ch, out);
+	return open_path(path, flags, NULL, NULL, &ch, out);
 }
 
 int img_open_internal(const char *path, unsigned flags, struct img **out)
@@ -1397,7 +1561,7 @@ int img_open_internal(const char *path, unsigned flags, struct img **out)
 	*out = NULL;
 	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND))
 		return -EINVAL;
-	return open_path(path, flags, &ch, out);
+	return open_path(path, flags, NULL, NULL, &ch, out);
 }
 
 IMG_API struct img *img_backing(struct img *img)

@@ -211,6 +211,11 @@ struct img_vfs {
 	int (*stat)(const char *path, struct stat *st);
 	/* an existing file (IMG_IO_RDONLY or 0) */
 	int (*open)(const char *path, unsigned ioflags, struct img_io **out);
+	/* an existing file rel beneath the directory root, never leaving it
+	 * (img_io_posix_open_beneath); name for messages.  NULL: backing
+	 * references are checked by their text only (FORMAT.md 3.1) */
+	int (*open_beneath)(const char *root, const char *rel, const char *name,
+			    unsigned ioflags, struct img_io **out);
 	/* a new empty file from a template ending in XXXXXX (filled in) */
 	int (*mktemp)(char *tmpl, mode_t mode);
 	int (*link)(const char *from, const char *to);
@@ -334,6 +339,21 @@ void alloc_release_unmapped(struct img *img, uint64_t h);
  * not count); every 32 MiB counted, start the write-out of the file's
  * dirty pages without waiting (write-behind, a hint). */
 void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
+
+/* io_posix.c: a posix backend on the existing file rel beneath the
+ * directory root (a canonical path), opened without leaving root, even
+ * through a symbolic link (openat2 RESOLVE_BENEATH; without openat2, the
+ * file found is checked to be beneath root): -EPERM with a message
+ * otherwise.  name is what messages and io->name call the file.  Regular
+ * files only, as img_io_posix_open.  io_uring.c: the same for io_uring. */
+int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
+			      unsigned flags, struct img_io **out);
+int img_io_uring_open_beneath(const char *root, const char *rel, const char *name,
+			      unsigned flags, struct img_io **out);
+
+/* io_posix.c: what a file of type m (st_mode) is, for messages ("a FIFO",
+ * "a block device", ...). */
+const char *img_file_kind(mode_t m);
 
 /* io_posix.c: the descriptor of a posix backend. */
 int img_io_posix_fd(struct img_io *io);

@@ -31,9 +31,12 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/falloc.h>
+#include <linux/openat2.h>
 
 #include "internal.h"
 
@@ -206,29 +209,55 @@ int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
 	return 0;
 }
 
-IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **out)
+const char *img_file_kind(mode_t m)
+{
+	if (S_ISDIR(m))
+		return "a directory";
+	if (S_ISBLK(m))
+		return "a block device";
+	if (S_ISCHR(m))
+		return "a character device";
+	if (S_ISFIFO(m))
+		return "a FIFO";
+	if (S_ISSOCK(m))
+		return "a socket";
+	if (S_ISLNK(m))
+		return "a symbolic link";
+	return "not a file";
+}
+
+/* Every open of a host file by the library ends here (img_open of a top
+ * image and of each backing image, img_create, the io_uring backend): fd
+ * was opened with O_NONBLOCK, so that a FIFO or a device cannot block the
+ * open; only a regular file is kept (an image's size is its st_size: on a
+ * block device it would read as empty), and O_NONBLOCK is cleared. */
+static int px_adopt(int fd, const char *name, unsigned flags, struct img_io **out)
 {
 	struct posix_io *p;
-	int oflags = O_CLOEXEC, fd;
+	struct stat st;
+	int fl, r;
 
-	oflags |= (flags & IMG_IO_RDONLY) ? O_RDONLY : O_RDWR;
-	if (flags & IMG_IO_CREATE)
-		oflags |= O_CREAT | O_EXCL;
-	if (flags & IMG_IO_DIRECT)
-		oflags |= O_DIRECT;
-	if (flags & ~(IMG_IO_RDONLY | IMG_IO_CREATE | IMG_IO_DIRECT | IMG_IO_NO_WRITE_BEHIND))
-		return -EINVAL;
-	fd = open(path, oflags, 0644);
-	if (fd < 0) {
-		int e = -errno;
-		img_set_error("%s: %s", path, strerror(-e));
-		return e;
+	if (fstat(fd, &st) < 0 || (fl = fcntl(fd, F_GETFL)) < 0) {
+		r = -errno;
+		img_set_error("%s: %s", name, strerror(-r));
+		goto fail;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
+		img_set_error("%s: not a regular file: %s (an image must be a regular file)",
+			      name, img_file_kind(st.st_mode));
+		goto fail;
+	}
+	if (fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		r = -errno;
+		img_set_error("%s: %s", name, strerror(-r));
+		goto fail;
 	}
 	p = calloc(1, sizeof(*p));
-	if (!p || !(p->path = strdup(path))) {
+	if (!p || !(p->path = strdup(name))) {
 		free(p);
-		close(fd);
-		return -ENOMEM;
+		r = -ENOMEM;
+		goto fail;
 	}
 	p->fd = fd;
 	p->write_behind = !(flags & IMG_IO_NO_WRITE_BEHIND);
@@ -236,4 +265,103 @@ IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **
 	p->io.name = p->path;
 	*out = &p->io;
 	return 0;
+fail:
+	close(fd);
+	return r;
+}
+
+static int open_flags(unsigned flags)
+{
+	int oflags = O_CLOEXEC | O_NONBLOCK | O_NOCTTY;
+
+	oflags |= (flags & IMG_IO_RDONLY) ? O_RDONLY : O_RDWR;
+	if (flags & IMG_IO_CREATE)
+		oflags |= O_CREAT | O_EXCL;
+	if (flags & IMG_IO_DIRECT)
+		oflags |= O_DIRECT;
+	return oflags;
+}
+
+#define IO_FLAGS (IMG_IO_RDONLY | IMG_IO_CREATE | IMG_IO_DIRECT | IMG_IO_NO_WRITE_BEHIND)
+
+IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **out)
+{
+	int fd;
+
+	if (flags & ~IO_FLAGS)
+		return -EINVAL;
+	fd = open(path, open_flags(flags), 0644);
+	if (fd < 0) {
+		int e = -errno;
+		img_set_error("%s: %s", path, strerror(-e));
+		return e;
+	}
+	return px_adopt(fd, path, flags, out);
+}
+
+/* Is the file open on fd beneath the directory root (a canonical path)?
+ * Asked of /proc; 1 when /proc cannot say (the path was resolved without
+ * symbolic links just before). */
+static int fd_beneath(int fd, const char *root)
+{
+	char link[64], *real;
+	size_t n = strlen(root);
+	int in;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	if (!(real = realpath(link, NULL)))
+		return 1;
+	in = n == 1 || (!strncmp(real, root, n) && real[n] == '/');
+	free(real);
+	return in;
+}
+
+int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
+			      unsigned flags, struct img_io **out)
+{
+	struct open_how how = { .flags = (uint64_t)open_flags(flags),
+				.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+	int dfd, fd, r;
+
+	if (flags & ~(IO_FLAGS & ~IMG_IO_CREATE))
+		return -EINVAL;
+	dfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		r = -errno;
+		img_set_error("%s: %s", root, strerror(-r));
+		return r;
+	}
+	/* LIBIMG_NO_OPENAT2 (tests): take the path of kernels without
+	 * openat2, which checks as much. */
+	if (getenv("LIBIMG_NO_OPENAT2")) {
+		fd = -1;
+		errno = ENOSYS;
+	} else {
+		fd = (int)syscall(SYS_openat2, dfd, rel, &how, sizeof(how));
+	}
+	if (fd < 0 && (errno == ENOSYS || errno == EPERM)) {
+		/* No openat2 (before Linux 5.6, or refused by seccomp): no
+		 * symbolic link as the last component, and the file found
+		 * must be beneath root. */
+		fd = openat(dfd, rel, (int)how.flags | O_NOFOLLOW);
+		if (fd < 0 && errno == ELOOP)
+			errno = EXDEV;    /* rel has no link: it changed */
+		if (fd >= 0 && !fd_beneath(fd, root)) {
+			close(fd);
+			fd = -1;
+			errno = EXDEV;
+		}
+	}
+	r = fd < 0 ? -errno : 0;
+	close(dfd);
+	if (r == -EXDEV) {
+		img_set_error("%s: leads out of %s (a symbolic link changed while it was "
+			      "opened?): refused", name, root);
+		return -EPERM;
+	}
+	if (r) {
+		img_set_error("%s: %s", name, strerror(-r));
+		return r;
+	}
+	return px_adopt(fd, name, flags, out);
 }

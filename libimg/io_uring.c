@@ -250,7 +250,9 @@ static const struct img_io_ops uring_ops = {
 	.close = ur_close, .batch = ur_batch,
 };
 
-IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **out)
+/* root NULL: path as given; else path beneath root (io_posix.c). */
+static int uring_open(const char *root, const char *path, const char *name, unsigned flags,
+		      struct img_io **out)
 {
 	struct uring_io *u;
 	int r;
@@ -263,10 +265,12 @@ IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **
 	r = io_uring_queue_init(DEPTH, &u->ring, 0);
 	if (r < 0) {
 		free(u);
-		img_set_error("%s: io_uring unavailable: %s", path, img_strerror(r));
+		img_set_error("%s: io_uring unavailable: %s", name, img_strerror(r));
 		return r;
 	}
-	if ((r = img_io_posix_open(path, flags, &u->px))) {
+	r = root ? img_io_posix_open_beneath(root, path, name, flags, &u->px) :
+		   img_io_posix_open(path, flags, &u->px);
+	if (r) {
 		io_uring_queue_exit(&u->ring);
 		free(u);
 		return r;
@@ -279,6 +283,17 @@ IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **
 	u->io.name = u->px->name;
 	*out = &u->io;
 	return 0;
+}
+
+IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **out)
+{
+	return uring_open(NULL, path, path, flags, out);
+}
+
+int img_io_uring_open_beneath(const char *root, const char *rel, const char *name,
+			      unsigned flags, struct img_io **out)
+{
+	return uring_open(root, rel, name, flags, out);
 }
 
 /* The posix backend under an io_uring one, or NULL (io_posix.c). */

@@ -27,6 +27,12 @@ static int p_open(const char *path, unsigned ioflags, struct img_io **out)
 	return img_io_posix_open(path, ioflags, out);
 }
 
+static int p_open_beneath(const char *root, const char *rel, const char *name, unsigned ioflags,
+			  struct img_io **out)
+{
+	return img_io_posix_open_beneath(root, rel, name, ioflags, out);
+}
+
 static int p_mktemp(char *tmpl, mode_t mode)
 {
 	int fd = mkostemp(tmpl, O_CLOEXEC), r = 0;
@@ -134,7 +140,7 @@ static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
 }
 
 const struct img_vfs img_vfs_posix = {
-	.stat = p_stat, .open = p_open, .mktemp = p_mktemp, .link = p_link,
+	.stat = p_stat, .open = p_open, .open_beneath = p_open_beneath, .mktemp = p_mktemp, .link = p_link,
 	.rename = p_rename, .unlink = p_unlink, .chmod = p_chmod, .sync_dir = p_sync_dir,
 	.claim = p_claim,
 };

@@ -14,6 +14,7 @@ const char *progname = "libimg";
 int quiet;
 int json;
 int verbose;
+int backing_any;
 
 /* ---- sizes ------------------------------------------------------------ */
 
@@ -162,6 +163,102 @@ const char *human_size_exact(uint64_t bytes, char *buf, size_t len)
 	return buf;
 }
 
+/* ---- backing-path policy ---------------------------------------------- */
+
+static struct backing_dirs policy_dirs;
+
+int backing_dirs_parse(struct backing_dirs *d, const char *text, char sep, unsigned *first_bad)
+{
+	unsigned no = 0;
+	int bad = 0;
+
+	*first_bad = 0;
+	while (*text) {
+		const char *end = strchr(text, sep), *a = text, *b;
+		char **nd;
+
+		if (!end)
+			end = text + strlen(text);
+		b = end;
+		text = *end ? end + 1 : end;
+		no++;
+		if (sep == '\n') {
+			while (a < b && (*a == ' ' || *a == '\t'))
+				a++;
+			while (b > a && (b[-1] == ' ' || b[-1] == '\t' || b[-1] == '\r'))
+				b--;
+			if (a < b && *a == '#')
+				continue;
+		}
+		if (a == b)
+			continue;
+		if (*a != '/') {
+			if (!bad++)
+				*first_bad = no;
+			continue;
+		}
+		nd = realloc(d->dir, (d->n + 1) * sizeof(*nd));
+		if (!nd)
+			return -ENOMEM;
+		d->dir = nd;
+		if (!(d->dir[d->n] = strndup(a, (size_t)(b - a))))
+			return -ENOMEM;
+		d->n++;
+	}
+	return bad;
+}
+
+void backing_dirs_free(struct backing_dirs *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		free(d->dir[i]);
+	free(d->dir);
+	d->dir = NULL;
+	d->n = 0;
+}
+
+static void backing_policy_set(void)
+{
+	int r = img_set_backing_policy((const char *const *)policy_dirs.dir, policy_dirs.n,
+				       backing_any ? IMG_BACKING_POLICY_ANY : 0);
+
+	if (r)
+		errmsg("backing-path policy: %s", img_strerror(r));
+}
+
+/* The allowed backing directories: BACKING_DIRS_FILE (or
+ * $LIBIMG_BACKING_DIRS_FILE), then $LIBIMG_BACKING_DIRS.  A bad entry is
+ * reported and skipped; a missing file allows nothing. */
+static void backing_policy_load(void)
+{
+	const char *file = getenv("LIBIMG_BACKING_DIRS_FILE");
+	const char *env = getenv("LIBIMG_BACKING_DIRS");
+	unsigned first;
+	FILE *f;
+	int r;
+
+	if (!file || !*file)
+		file = BACKING_DIRS_FILE;
+	if ((f = fopen(file, "re"))) {
+		char *text = NULL;
+		size_t cap = 0;
+		ssize_t n = getdelim(&text, &cap, '\0', f);
+		if (n < 0 && ferror(f))
+			errmsg("%s: %s", file, strerror(errno));
+		else if (n > 0 && (r = backing_dirs_parse(&policy_dirs, text, '\n', &first)) > 0)
+			errmsg("%s:%u: not an absolute directory: ignored%s", file, first,
+			       r > 1 ? " (and more lines)" : "");
+		free(text);
+		fclose(f);
+	} else if (errno != ENOENT) {
+		errmsg("%s: %s", file, strerror(errno));
+	}
+	if (env && (r = backing_dirs_parse(&policy_dirs, env, ':', &first)) > 0)
+		errmsg("LIBIMG_BACKING_DIRS: entry %u is not an absolute directory: ignored", first);
+	if (policy_dirs.n)
+		backing_policy_set();
+}
+
 /* ---- messages --------------------------------------------------------- */
 
 void tool_init(int argc, char **argv)
@@ -174,6 +271,7 @@ void tool_init(int argc, char **argv)
 		progname = b ? b + 1 : argv[0];
 		argv[0] = (char *)progname;
 	}
+	backing_policy_load();
 }
 
 void errmsg(const char *fmt, ...)
@@ -263,7 +361,7 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		return -EINVAL;
 	}
 	if (r < 0) {
-		errmsg("%s: %s", path, strerror(-r));
+		img_errmsg(path, r);
 		return r;
 	}
 	r = img_open(path, flags, out);
@@ -304,6 +402,7 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 	/* Our own copy of optstring with a leading '-': getopt returns
 	 * operands in order (as 1) instead of permuting argv. */
 	char os[64];
+	int r;
 
 	if (optind == 0)
 		optind = 1;
@@ -319,7 +418,13 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 		return 1;
 	}
 	snprintf(os, sizeof(os), "-%s", optstring);
-	return getopt_long(argc, argv, os, longopts, NULL);
+	r = getopt_long(argc, argv, os, longopts, NULL);
+	if (r == OPT_BACKING_ANY) {
+		backing_any = 1;
+		backing_policy_set();
+		return tool_getopt(g, argc, argv, optstring, longopts);
+	}
+	return r;
 }
 
 const char *tool_one_operand(int argc, char **argv, const char *optstring,

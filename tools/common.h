@@ -105,6 +105,36 @@ const char *tool_one_operand(int argc, char **argv, const char *optstring,
 			     const struct option *longopts, int (*option)(int c, void *ctx),
 			     void *ctx, void (*usage)(void), const char *what, int *status);
 
+/* ---- backing-path policy (libimg.h img_set_backing_policy) ------------- */
+
+/* Every tool that opens images lists BACKING_PATH_OPTION in its long
+ * options; tool_getopt() takes it itself ("any backing path", the policy
+ * flag IMG_BACKING_POLICY_ANY) and never returns it.  tool_init() loads
+ * the allowed directories: the file BACKING_DIRS_FILE (or the one
+ * LIBIMG_BACKING_DIRS_FILE names) and LIBIMG_BACKING_DIRS. */
+#define OPT_BACKING_ANY 0x4241
+#define BACKING_PATH_OPTION { "allow-backing-path", no_argument, NULL, OPT_BACKING_ANY }
+#define BACKING_PATH_HELP \
+	"      --allow-backing-path  follow backing files anywhere (unsafe)\n"
+#define BACKING_DIRS_FILE "/etc/libimg/backing-dirs"
+
+/* --allow-backing-path was given. */
+extern int backing_any;
+
+struct backing_dirs {
+	char **dir;
+	size_t n;
+};
+
+/* Appends the directories listed in text to d.  sep ':' (the value of
+ * LIBIMG_BACKING_DIRS: empty fields ignored) or '\n' (the file: one per
+ * line, blanks around it, empty lines and lines starting with '#'
+ * ignored).  Entries that are not absolute paths are skipped; the number
+ * of the first one (field or line, from 1) goes to *first_bad (0: none).
+ * Returns the number skipped, or -ENOMEM.  Never prints. */
+int backing_dirs_parse(struct backing_dirs *d, const char *text, char sep, unsigned *first_bad);
+void backing_dirs_free(struct backing_dirs *d);
+
 /* ---- JSON, printed by hand -------------------------------------------- */
 
 struct json_out {

@@ -619,12 +619,22 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		return r;
 	}
 	if (pid == 0) {
+		/* The daemon loads the allowed backing directories itself (same
+		 * environment); --allow-backing-path is passed on. */
+		const char *av[8];
+		int n = 0;
+
+		av[n++] = "imgserve";
+		av[n++] = "--daemon";
+		av[n++] = "--quiet";
 		if (flags & ONLINE_READ_ONLY)
-			execlp(serve, "imgserve", "--daemon", "--quiet", "--read-only", st->image, disk,
-			       (char *)NULL);
-		else
-			execlp(serve, "imgserve", "--daemon", "--quiet", st->image, disk,
-			       (char *)NULL);
+			av[n++] = "--read-only";
+		if (backing_any)
+			av[n++] = "--allow-backing-path";
+		av[n++] = st->image;
+		av[n++] = disk;
+		av[n] = NULL;
+		execvp(serve, (char *const *)av);
 		errmsg("cannot run %s: %s", serve, strerror(errno));
 		_exit(127);
 	}

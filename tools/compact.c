@@ -21,6 +21,7 @@ static const struct option longopts[] = {
 	{ "quiet",          no_argument, NULL, 'q' },
 	{ "help",           no_argument, NULL, 'h' },
 	{ "version",        no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -28,13 +29,12 @@ static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
 	       "Compact a libimg image: first, when it holds an ext2/3/4 filesystem,\n"
-	       "the space of every block the filesystem's bitmaps say is free goes\n"
-	       "back to the host (even if no discard ever reached the image); then\n"
-	       "clusters that hold only zeros become unallocated, live clusters move\n"
-	       "from the end of the host file into free space, and the file is\n"
-	       "truncated.  Safe against crashes at every step.  On an image served\n"
-	       "by imgserve (imgmount, imgattach) the daemon compacts while I/O goes\n"
-	       "on, after fstrim on the mounted filesystem.\n"
+	       "the space of every block its bitmaps say is free goes back to the host\n"
+	       "(even if no discard ever reached the image); then all-zero clusters\n"
+	       "become unallocated, live clusters move from the end of the host file\n"
+	       "into free space, and the file is truncated.  Crash-safe at every step.\n"
+	       "Served by imgserve (imgmount, imgattach), the daemon compacts while\n"
+	       "I/O goes on, after fstrim on the mounted filesystem.\n"
 	       "\n"
 	       "  -p, --progress      show a progress bar (on a terminal)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
@@ -42,6 +42,7 @@ static void usage(void)
 	       "  --compress          store clusters lz4-compressed where it saves space\n"
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -v, --verbose       say which I/O engine is used\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"

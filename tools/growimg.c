@@ -18,6 +18,7 @@ static const struct option longopts[] = {
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -34,6 +35,7 @@ static void usage(void)
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"

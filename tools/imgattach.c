@@ -13,6 +13,7 @@ static const struct option longopts[] = {
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -25,6 +26,7 @@ static void usage(void)
 	       "\n"
 	       "  -r, --read-only  serve read-only (the image is not changed)\n"
 	       "  -j, --json     print {filename, device, export, pid, rundir} as JSON\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"

@@ -23,6 +23,7 @@ static const struct option longopts[] = {
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -37,6 +38,7 @@ static void usage(void)
 	       "  -r, --repair   fix leaks and whatever else can be fixed without\n"
 	       "                 guessing; report what could not be fixed\n"
 	       "  -j, --json     print the result as a JSON object\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet    print only errors\n"
 	       "  -v, --verbose  say which I/O engine is used\n"
 	       "  -h, --help     show this help\n"

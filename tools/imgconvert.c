@@ -43,6 +43,7 @@ static const struct option longopts[] = {
 	{ "verbose",       no_argument,       NULL, 'v' },
 	{ "help",          no_argument,       NULL, 'h' },
 	{ "version",       no_argument,       NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -59,6 +60,7 @@ static void usage(void)
 	       "  -f, --force              replace DST if it exists\n"
 	       "  -U, --force-share        do not lock a libimg SRC\n"
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
 	       "  -h, --help               show this help\n"

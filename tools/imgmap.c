@@ -12,6 +12,7 @@ static const struct option longopts[] = {
 	{ "quiet",       no_argument, NULL, 'q' },
 	{ "help",        no_argument, NULL, 'h' },
 	{ "version",     no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -24,6 +25,7 @@ static void usage(void)
 	       "  -j, --json         print a JSON array of {start, length, type, data,\n"
 	       "                     zero, offset} objects (offset only for data)\n"
 	       "  -U, --force-share  do not lock the image\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet        print nothing; only the exit status tells\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"

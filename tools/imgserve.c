@@ -92,6 +92,7 @@ static const struct option longopts[] = {
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -112,6 +113,7 @@ static void usage(void)
 	       "                     granularity (default 4096)\n"
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
 	       "                     refuses writes and the image is not changed\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"

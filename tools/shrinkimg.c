@@ -26,6 +26,7 @@ static const struct option longopts[] = {
 	{ "quiet",        no_argument, NULL, 'q' },
 	{ "help",         no_argument, NULL, 'h' },
 	{ "version",      no_argument, NULL, 'V' },
+	BACKING_PATH_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -46,6 +47,7 @@ static void usage(void)
 	       "                  new end (that data is lost)\n"
 	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
+	       BACKING_PATH_HELP
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"

@@ -129,6 +129,9 @@ struct img_io {
                                * start the write-out of the file's dirty pages
                                * every 32 MiB written (see io_posix.c) */
 
+/* Opens path (following symbolic links).  Only a regular file: a FIFO,
+ * device or socket gives -EINVAL, a directory -EISDIR, without blocking
+ * (the open is non-blocking until the type is checked). */
 int img_io_posix_open(const char *path, unsigned flags, struct img_io **out);
 /* The io_uring backend (liburing): batches (img_io_batch) run with up to 32
  * requests in flight; single reads and writes are plain system calls.
@@ -271,8 +274,14 @@ void img_target_release(struct img_target *t);
 /*
  * Backing chains (FORMAT.md 3.1).  img_open() opens the backing images of a
  * delta read-only with a shared lock, each relative to the directory of the
- * image that names it.  Refused: an absolute path or a ".." component
- * without IMG_OPEN_ALLOW_BACKING_PATH (-EPERM), a chain deeper than
+ * image that names it.  A backing file must be a regular file beneath that
+ * directory, or beneath a directory the backing-path policy allows
+ * (img_set_backing_policy), and is opened without leaving that directory
+ * through a symbolic link (openat2 RESOLVE_BENEATH).  Refused: an absolute
+ * path or a ".." component when no directory is allowed, a file (after
+ * symbolic links) outside the image's directory and the allowed ones, both
+ * unless IMG_OPEN_ALLOW_BACKING_PATH or IMG_BACKING_POLICY_ANY (-EPERM); a
+ * FIFO, device or socket (-EINVAL), a directory (-EISDIR); a chain deeper than
  * IMG_MAX_BACKING_DEPTH (-ELOOP), a loop (-ELOOP), a missing backing file
  * (-ENOENT), a backing image whose uuid is not the one recorded
  * (-EUCLEAN).  img_open_io() cannot resolve a reference: it refuses a delta
@@ -280,8 +289,26 @@ void img_target_release(struct img_target *t);
  */
 #define IMG_MAX_BACKING_DEPTH 64
 
+/* The backing-path policy of the process (FORMAT.md 3.1): besides the
+ * directory of the image that names it, a backing file may lie beneath
+ * any of dirs[0..ndirs) (absolute paths; symbolic links in them are
+ * resolved at each open; a directory that does not exist allows nothing),
+ * and references that are absolute or contain ".." are followed when they
+ * lead there.  IMG_BACKING_POLICY_ANY: any path, as if every call had
+ * IMG_OPEN_ALLOW_BACKING_PATH (IMG_CREATE_, IMG_BACKING_ALLOW_PATH).
+ * Replaces the policy in force (default: no directory, no flag) for every
+ * later img_open, img_create, img_set_backing, img_snapshot and img_merge
+ * of any thread.  Returns 0, or -EINVAL (a relative directory, an unknown
+ * flag) with nothing changed.  The tools set it from the
+ * --allow-backing-path option, LIBIMG_BACKING_DIRS and
+ * /etc/libimg/backing-dirs (libimg-backing(7)). */
+#define IMG_BACKING_POLICY_ANY 0x1u
+int img_set_backing_policy(const char *const *dirs, size_t ndirs, unsigned flags);
+
 /* 1 if path starts like a libimg image (either header copy has the magic),
- * 0 if it does not, -errno if it cannot be read.  Cheap: no validation. */
+ * 0 if it does not, -errno if it cannot be read.  Cheap: no validation.
+ * Regular files and block devices are read (img_open refuses a block
+ * device); anything else is -EINVAL (-EISDIR), without blocking. */
 int img_probe(const char *path);
 
 int img_open(const char *path, unsigned flags, struct img **out);

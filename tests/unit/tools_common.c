@@ -187,6 +187,24 @@ int main(void)
 	CHECK(!buffer_is_zero(zeros, 21));
 	CHECK(buffer_is_zero(zeros, 20));
 
+	/* The allowed backing directories (libimg-backing(7)). */
+	{
+		struct backing_dirs d = { 0 };
+		unsigned bad;
+
+		CHECK(backing_dirs_parse(&d, "/a::/b c:rel:/d/:", ':', &bad) == 1 && bad == 4);
+		CHECK(d.n == 3 && !strcmp(d.dir[0], "/a") && !strcmp(d.dir[1], "/b c") &&
+		      !strcmp(d.dir[2], "/d/"));
+		backing_dirs_free(&d);
+		CHECK(d.n == 0 && !d.dir);
+		CHECK(backing_dirs_parse(&d, "# comment\n  /t/x  \r\n\n\t#/no\nrel\nrel2\n/y", '\n',
+					 &bad) == 2 && bad == 5);
+		CHECK(d.n == 2 && !strcmp(d.dir[0], "/t/x") && !strcmp(d.dir[1], "/y"));
+		backing_dirs_free(&d);
+		CHECK(backing_dirs_parse(&d, "", ':', &bad) == 0 && bad == 0 && d.n == 0);
+		backing_dirs_free(&d);
+	}
+
 	if (failures) {
 		fprintf(stderr, "%d failures\n", failures);
 		return 1;
