@@ -118,9 +118,21 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	vc = (o->virtual_size + cs - 1) / cs;
 	want = o->bat_reserve > o->virtual_size ? (o->bat_reserve + cs - 1) / cs : vc;
 	if (vc > IMG_MAX_ENTRIES || want > IMG_MAX_ENTRIES) {
-		img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: use a larger cluster size",
-			      (unsigned long long)(o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve),
-			      (unsigned long long)cs);
+		uint64_t size = o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve;
+		uint64_t need = cs;
+
+		/* Suggest a larger cluster only where one would do. */
+		while (need < IMG_MAX_CLUSTER_SIZE && (size + need - 1) / need > IMG_MAX_ENTRIES)
+			need <<= 1;
+		if ((size + need - 1) / need > IMG_MAX_ENTRIES)
+			img_set_error("virtual size %llu needs more than 2^27 clusters even of the "
+				      "largest cluster size (64 MiB): at most %llu bytes",
+				      (unsigned long long)size,
+				      (unsigned long long)(IMG_MAX_ENTRIES * IMG_MAX_CLUSTER_SIZE));
+		else
+			img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: "
+				      "use a cluster size of at least %llu", (unsigned long long)size,
+				      (unsigned long long)cs, (unsigned long long)need);
 		return -EINVAL;
 	}
 	blocks = (want + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
@@ -384,9 +396,12 @@ int img_create_over_mode(const char *path, const struct img_create_opts *opts,
 	io->ops->close(io);
 	if (r) {
 		/* name the real target, not the temporary file */
-		const char *m = img_last_error(), *p = strchr(m, ':');
+		const char *m = img_last_error();
+		size_t tl = strlen(tmp);
 		char buf[400];
-		snprintf(buf, sizeof(buf), "%s", p ? p + 2 : m);
+		if (!strncmp(m, tmp, tl) && m[tl] == ':' && m[tl + 1] == ' ')
+			m += tl + 2;
+		snprintf(buf, sizeof(buf), "%s", m);
 		img_set_error("%s: %s", path, buf);
 		goto out_unlink;
 	}
