@@ -60,11 +60,23 @@ const char *human_size_exact(uint64_t bytes, char *buf, size_t len);
  * getopt's own messages use the short name too. */
 void tool_init(int argc, char **argv);
 
+/* A string read from an image (a backing reference, the name of a backing
+ * file, a filesystem label, a library message that quotes them) made safe
+ * for a terminal: control bytes (C0, DEL and the C1 range U+0080..U+009F)
+ * and bytes that are not valid UTF-8 become \xNN, a backslash becomes \\;
+ * other valid UTF-8 is kept.  Into buf (len >= 8 bytes; TEXT_ESCAPE_LEN(n)
+ * holds any string of n bytes); what does not fit is cut at a whole
+ * character and marked "...".  Returns buf.  JSON output is escaped by
+ * json_escape instead. */
+#define TEXT_ESCAPE_LEN(n) (4 * (size_t)(n) + 1)
+const char *text_escape(const char *s, char *buf, size_t len);
+
 /* "PROG: message\n" on stderr. */
 void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "PROG: FILE: <img_strerror(err)>[: detail]\n": the detail is
  * img_last_error() without a leading "FILE: " and only when it adds
- * something. */
+ * something.  FILE and the detail go through text_escape (the library's
+ * messages quote backing references read from images). */
 void img_errmsg(const char *file, int err);
 /* "PROG: message\n" on stderr, only with --verbose. */
 void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

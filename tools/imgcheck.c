@@ -70,8 +70,10 @@ static void report(void *arg, enum img_check_severity sev, int fixed, const char
 	struct problems *ps = arg;
 
 	if (!json) {
+		char e[TEXT_ESCAPE_LEN(1024)];
+		/* the library's messages may quote the backing reference */
 		if (!quiet || sev == IMG_CHECK_CORRUPT)
-			printf("%s: %s%s\n", sev_name(sev), msg ? msg : "",
+			printf("%s: %s%s\n", sev_name(sev), text_escape(msg, e, sizeof(e)),
 			       fixed ? " (repaired)" : "");
 		return;
 	}

@@ -88,9 +88,10 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 static void print_human(const char *file, const struct img_info *in, const char *backing,
 			const struct img_fs_info *fi, const struct online_state *use)
 {
-	char b[64], fb[512];
+	char b[64], fb[1024], e[TEXT_ESCAPE_LEN(4096)];
 
-	printf("image: %s\n", file);
+	/* file: a backing image's name comes from a reference in the image */
+	printf("image: %s\n", text_escape(file, e, sizeof(e)));
 	printf("file format: libimg\n");
 	printf("format version: %u\n", in->format_version);
 	printf("virtual size: %s\n", human_size_exact(in->virtual_size, b, sizeof(b)));
@@ -114,7 +115,8 @@ static void print_human(const char *file, const struct img_info *in, const char 
 		       (unsigned long long)in->ro_compat_features,
 		       (unsigned long long)in->compat_features);
 	if (backing)
-		printf("backing file: %s (chain depth %u)\n", backing, in->backing_depth);
+		printf("backing file: %s (chain depth %u)\n", text_escape(backing, e, sizeof(e)),
+		       in->backing_depth);
 	else
 		printf("backing file: none\n");
 	printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");

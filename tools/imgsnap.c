@@ -71,7 +71,7 @@ static int do_list(const char *file, unsigned oflags)
 		json_array_begin(&j, NULL);
 	for (struct img *p = img; p && !r; p = img_backing(p)) {
 		struct img_info in;
-		char ref[4096], b1[64], b2[64];
+		char ref[4096], b1[64], b2[64], e1[TEXT_ESCAPE_LEN(4096)], e2[TEXT_ESCAPE_LEN(4096)];
 		ssize_t n;
 		memset(&in, 0, sizeof(in));
 		if ((r = img_info(p, &in)) < 0 || (n = img_backing_ref(p, ref, sizeof(ref))) < 0) {
@@ -95,10 +95,10 @@ static int do_list(const char *file, unsigned oflags)
 			json_object_end(&j);
 		} else {
 			printf("%s%s: %s virtual, %s used on the host%s%s\n", p == img ? "" : "  ",
-			       p == img ? file : img_name(p),
+			       text_escape(p == img ? file : img_name(p), e1, sizeof(e1)),
 			       human_size(in.virtual_size, b1, sizeof(b1)),
 			       human_size(in.disk_usage, b2, sizeof(b2)),
-			       n ? ", over " : " (base)", n ? ref : "");
+			       n ? ", over " : " (base)", text_escape(n ? ref : "", e2, sizeof(e2)));
 		}
 	}
 	if (json && !quiet && !r) {

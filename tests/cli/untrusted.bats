@@ -29,3 +29,67 @@ teardown() { common_teardown; }
   run_split mkimg --cluster-size 64M x.img 8P
   [ "$status" -eq 0 ]
 }
+
+# A backing file whose name holds an escape sequence, a newline, a byte
+# that is not UTF-8 and a C1 control (CSI, U+009B).
+EVIL=$'b\e[31mx\ny\xff\xc2\x9b.img'
+EVIL_SHOWN='b\x1b[31mx\x0ay\xff\xc2\x9b.img'
+
+# no_raw_bytes TEXT: TEXT holds no ESC, BEL, CSI (U+009B) nor byte 0xff.
+no_raw_bytes() {
+  if printf '%s' "$1" | LC_ALL=C grep -q -e $'\e' -e $'\xff' -e $'\xc2\x9b' -e $'\a'; then
+    echo "raw control bytes in: $1" >&2
+    return 1
+  fi
+}
+
+@test "issue 15 #4: a backing reference with control bytes is escaped by imginfo, imgsnap list and error messages" {
+  "$BIN/mkimg" -q base.img 16M
+  cp base.img "$EVIL"
+  "$BIN/mkimg" -q --backing "$EVIL" top.img
+
+  run_split imginfo top.img
+  [ "$status" -eq 0 ]
+  no_raw_bytes "$out"
+  [[ $out == *"backing file: $EVIL_SHOWN (chain depth 1)"* ]]
+
+  run_split imginfo --backing-chain top.img
+  [ "$status" -eq 0 ]
+  no_raw_bytes "$out"
+  [[ $out == *"image: ./$EVIL_SHOWN"* ]]
+
+  run_split imgsnap list top.img
+  [ "$status" -eq 0 ]
+  no_raw_bytes "$out"
+  [ "$(printf '%s\n' "$out" | wc -l)" -eq 2 ]   # no line broken by the newline
+  [[ $out == *"over $EVIL_SHOWN"* ]]
+
+  # JSON: escaped too, and the reference comes back byte for byte
+  run_split imginfo --json top.img
+  [ "$status" -eq 0 ]
+  no_raw_bytes "$out"
+  [[ $out == *'"backing": "b\u001b[31mx\ny\u00ff\u009b.img"'* ]]
+
+  # the library's messages quote the reference: escaped on stderr
+  mv "$EVIL" gone.img
+  run_split imginfo top.img
+  no_raw_bytes "$err"
+  [[ $err == *"$EVIL_SHOWN"* ]]
+  run_split imgmap top.img
+  no_raw_bytes "$err"
+  [[ $err == *"$EVIL_SHOWN"* ]]
+  # a replaced base: imgcheck's message names it, escaped
+  "$BIN/mkimg" -q "$EVIL" 16M
+  run_split imgcheck top.img
+  no_raw_bytes "$out$err"
+  [[ "$out$err" == *"$EVIL_SHOWN"* ]]
+}
+
+@test "issue 15 #4: a filesystem label with control bytes is escaped by imginfo" {
+  command -v mke2fs >/dev/null || skip "mke2fs is needed"
+  "$BIN/mkimg" -q --fs ext4 --label $'a\e]0;x\ab' fs.img 64M
+  run_split imginfo fs.img
+  [ "$status" -eq 0 ]
+  no_raw_bytes "$out"
+  [[ $out == *'label "a\x1b]0;x\x07b"'* ]]
+}
