@@ -1037,6 +1037,8 @@ static int open_path(const char *path, unsigned flags, struct chain *ch, struct 
 		return -ENOMEM;
 	}
 	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
+		if (level == 0)
+			img_set_chain_error(r);   /* the image itself opened */
 		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
 			/* The failure is further down: say whose chain it is. */
 			char m[512];
@@ -1059,6 +1061,7 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 	struct chain ch = { 0 };
 
 	img_clear_error();
+	img_set_chain_error(0);
 	*out = NULL;
 	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND))
 		return -EINVAL;
