@@ -341,10 +341,37 @@ int exit_status(int err)
 	return err == -EBUSY ? EXIT_BUSY : EXIT_ERROR;
 }
 
-int open_image(const char *path, unsigned flags, struct img **out)
+/* The chain error of the last open_image (see open_status). */
+static int open_chain_err;
+
+/* img_last_error() without a leading "FILE: " nor "backing chain: ". */
+static const char *chain_detail(const char *file)
+{
+	const char *d = img_last_error();
+	size_t fl = strlen(file);
+
+	if (!strncmp(d, file, fl) && d[fl] == ':' && d[fl + 1] == ' ')
+		d += fl + 2;
+	if (!strncmp(d, "backing chain: ", 15))
+		d += 15;
+	return d;
+}
+
+int open_status(int err)
+{
+	return open_chain_err && err != -EBUSY ? EXIT_CHAIN : EXIT_ERROR;
+}
+
+/* open_image and open_image_degraded: img_open with the messages.  degraded:
+ * a chain failure opens the image alone, *chain_err and msg say why. */
+static int open_with_messages(const char *path, unsigned flags, struct img **out, int degraded,
+			      int *chain_err, char *msg, size_t len)
 {
 	int r = img_probe(path);
 
+	open_chain_err = 0;
+	if (chain_err)
+		*chain_err = 0;
 	if (r == 0) {
 		errmsg("%s: not a libimg image", path);
 		return -EINVAL;
@@ -354,7 +381,22 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		return r;
 	}
 	r = img_open(path, flags, out);
-	if (r < 0) {
+	if (r < 0 && r != -EBUSY && img_last_chain_error() && degraded) {
+		/* Describe the image alone; the caller reports the chain. */
+		*chain_err = img_last_chain_error();
+		if (msg)
+			snprintf(msg, len, "%s", chain_detail(path));
+		r = open_with_messages(path, flags | IMG_OPEN_NO_BACKING, out, 0, NULL, NULL, 0);
+		if (r < 0)
+			*chain_err = 0;
+		return r;
+	}
+	if (r < 0 && r != -EBUSY && (open_chain_err = img_last_chain_error())) {
+		/* The image is intact; what is under it is not usable. */
+		char ef[TEXT_ESCAPE_LEN(1024)], ed[TEXT_ESCAPE_LEN(512)];
+		errmsg("%s: its backing chain cannot be opened: %s", text_escape(path, ef, sizeof(ef)),
+		       text_escape(chain_detail(path), ed, sizeof(ed)));
+	} else if (r < 0) {
 		img_errmsg(path, r);
 		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
 			fprintf(stderr, "%s: %s: run 'imgcheck %s' for details\n",
@@ -372,6 +414,17 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		}
 	}
 	return r;
+}
+
+int open_image(const char *path, unsigned flags, struct img **out)
+{
+	return open_with_messages(path, flags, out, 0, NULL, NULL, 0);
+}
+
+int open_image_degraded(const char *path, unsigned flags, struct img **out, int *chain_err,
+			char *msg, size_t len)
+{
+	return open_with_messages(path, flags, out, 1, chain_err, msg, len);
 }
 
 int close_image(const char *path, struct img *img)

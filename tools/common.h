@@ -90,6 +90,20 @@ void print_version(void);
  * which I/O engine the library uses (and why not io_uring when it was
  * asked for and refused).  Returns 0 or -errno. */
 int open_image(const char *path, unsigned flags, struct img **out);
+/* The exit status after open_image failed with err: EXIT_CHAIN when the
+ * image itself opened but its backing chain did not (a base missing,
+ * replaced, refused; img_last_chain_error), else EXIT_ERROR (a tool that
+ * reports EXIT_BUSY tests err == -EBUSY first).  open_image says which in
+ * its message ("its backing chain cannot be opened: ..."). */
+int open_status(int err);
+/* open_image for the tools that describe an image without its chain
+ * (imginfo, imgcheck, imgsnap list): when only the backing chain fails
+ * (not with -EBUSY), the image is opened alone (IMG_OPEN_NO_BACKING), 0 is
+ * returned, *chain_err gets the chain's -errno and msg (len bytes, may be
+ * NULL) the library's message without the leading "FILE: "; nothing is
+ * printed about the chain.  Otherwise as open_image, *chain_err 0. */
+int open_image_degraded(const char *path, unsigned flags, struct img **out, int *chain_err,
+			char *msg, size_t len);
 /* Closes, printing an error if the close failed.  0 or -errno. */
 int close_image(const char *path, struct img *img);
 
