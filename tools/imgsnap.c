@@ -48,7 +48,8 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgsnap(1).\n",
+	       "Exit status: 0 success, 1 error, 4 FILE's backing chain cannot be\n"
+	       "opened (list: what opens is listed).  See imgsnap(1).\n",
 	       progname, progname, progname, progname);
 }
 
@@ -56,7 +57,8 @@ static int do_list(const char *file, unsigned oflags)
 {
 	struct img *img;
 	struct json_out j;
-	int r = 0;
+	char chain_msg[512];
+	int r = 0, chain_err;
 
 	{
 		/* served: read without the lock the daemon holds */
@@ -64,8 +66,11 @@ static int do_list(const char *file, unsigned oflags)
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
 			oflags |= IMG_OPEN_NOLOCK;
 	}
-	if (open_image(file, oflags, &img) < 0)
-		return EXIT_ERROR;
+	/* A broken chain: list what opens (the image alone), then say why
+	 * the rest cannot be listed, and exit 4. */
+	if ((r = open_image_degraded(file, oflags, &img, &chain_err, chain_msg,
+				     sizeof(chain_msg))) < 0)
+		return open_status(r);
 	json_start(&j, stdout);
 	if (json && !quiet)
 		json_array_begin(&j, NULL);
@@ -92,6 +97,8 @@ static int do_list(const char *file, unsigned oflags)
 			json_u64(&j, "zero_clusters", in.zero_clusters);
 			json_u64(&j, "cluster_size", in.cluster_size);
 			json_u64(&j, "disk_usage", in.disk_usage);
+			if (p == img && chain_err)
+				json_string(&j, "backing_chain_error", chain_msg);
 			json_object_end(&j);
 		} else {
 			printf("%s%s: %s virtual, %s used on the host%s%s\n", p == img ? "" : "  ",
@@ -107,6 +114,12 @@ static int do_list(const char *file, unsigned oflags)
 	}
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
+	if (chain_err) {
+		char e1[TEXT_ESCAPE_LEN(1024)], e2[TEXT_ESCAPE_LEN(sizeof(chain_msg))];
+		errmsg("%s: its backing chain cannot be opened: %s", text_escape(file, e1, sizeof(e1)),
+		       text_escape(chain_msg, e2, sizeof(e2)));
+		return EXIT_CHAIN;
+	}
 	return EXIT_OK;
 }
 

@@ -93,3 +93,63 @@ no_raw_bytes() {
   no_raw_bytes "$out"
   [[ $out == *'label "a\x1b]0;x\x07b"'* ]]
 }
+
+@test "issue 15 #2: a raw disk that starts with a libimg delta header is not converted as a delta without -F" {
+  # a neighbouring image, and a guest's raw disk whose sector 0 holds the
+  # header of a delta over it (a guest can write any bytes there)
+  "$BIN/mkimg" -q neighbour.img 16M
+  head -c $((8 * M)) /dev/urandom > secret
+  write_at neighbour.img secret 0
+  "$BIN/mkimg" -q --backing neighbour.img hdr.img
+  head -c $((32 * M)) /dev/urandom > guest.raw
+  dd if=hdr.img of=guest.raw bs=1M count=3 conv=notrunc status=none
+  sum=$(sha256sum guest.raw | cut -d' ' -f1)
+
+  # probed: refused, with both ways out, and nothing written
+  run_split imgconvert -O raw guest.raw out.raw
+  [ "$status" -eq 1 ]
+  [[ $err == *"guest.raw"*"delta over 'neighbour.img'"* ]]
+  [[ $err == *"-F libimg"* && $err == *"-F raw"* ]]
+  [ ! -e out.raw ]
+  run_split imgconvert guest.raw out.img
+  [ "$status" -eq 1 ]
+  [ ! -e out.img ]
+
+  # -F raw: the guest's disk, byte for byte
+  run_split imgconvert -q -F raw -O raw guest.raw out.raw
+  [ "$status" -eq 0 ]
+  cmp guest.raw out.raw
+  run_split imgconvert -q --source-format raw guest.raw out.img
+  [ "$status" -eq 0 ]
+  to_raw out.img back.raw
+  cmp guest.raw back.raw
+
+  # -F libimg: the user says it is a delta; it reads through the neighbour
+  run_split imgconvert -q -F libimg -O raw guest.raw delta.raw
+  [ "$status" -eq 0 ]
+  cmp -n $((8 * M)) secret delta.raw
+  [ "$(sha256sum guest.raw | cut -d' ' -f1)" = "$sum" ]
+}
+
+@test "issue 15 #2: a probed standalone image is converted with a warning naming -F raw; -F libimg refuses a raw file" {
+  make_raw a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  run_split imgconvert -O raw a.img b.raw
+  [ "$status" -eq 0 ]
+  [[ $err == *"warning: a.img: read as a libimg image"*"-F raw"* ]]
+  cmp a.raw b.raw
+  run_split imgconvert -F libimg -O raw a.img c.raw
+  [ "$status" -eq 0 ]
+  [ -z "$err" ]
+  cmp a.raw c.raw
+  run_split imgconvert -F raw -O raw a.img d.raw
+  [ "$status" -eq 0 ]
+  cmp a.img d.raw
+  run_split imgconvert -F libimg a.raw x.img
+  [ "$status" -eq 1 ]
+  [[ $err == *"a.raw: not a libimg image"* ]]
+  [ ! -e x.img ]
+  run_split imgconvert -F qcow2 a.raw x.img
+  [ "$status" -eq 1 ]
+  [[ $err == *"unknown source format 'qcow2'"* ]]
+}
