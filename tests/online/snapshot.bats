@@ -88,7 +88,7 @@ teardown() { online_teardown; }
   [ "$status" -eq 0 ] || { echo "$err"; false; }
   cmp -n $((1 * M)) blob "$dev"
   imgdetach -q a.img
-  "$BIN/imgconvert" -q -O raw a.img flat.raw
+  "$BIN/imgconvert" -q -F libimg -O raw a.img flat.raw
   cmp -n $((1 * M)) blob flat.raw
   "$BIN/imgcheck" a.img
   [ "$("$BIN/imgsnap" list --json a.img | jq -r '.[0].backing')" = a.img.snap1 ]
