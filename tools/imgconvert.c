@@ -59,9 +59,8 @@ static void usage(void)
 	       "or image to image).  Holes and all-zero runs are not written, so the\n"
 	       "output is thin or sparse.\n"
 	       "\n"
-	       "  -F, --source-format FMT  SRC is raw or libimg (default: detected from\n"
-	       "                           its contents, and a delta over a backing file\n"
-	       "                           is refused unless -F libimg says so)\n"
+	       "  -F, --source-format FMT  SRC is raw or libimg (default: detected; a\n"
+	       "                           delta then needs -F libimg)\n"
 	       "  -O, --output-format FMT  raw or libimg (default libimg)\n"
 	       "  --cluster-size SIZE      cluster size of a libimg output (64K..64M)\n"
 	       "  -p, --progress           show a progress bar (on a terminal)\n"
@@ -76,8 +75,8 @@ static void usage(void)
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
 	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error, 4 SRC's backing chain cannot be opened,\n"
-	       "75 in use.  See imgconvert(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken.  See imgconvert(1).\n",
+	       progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */

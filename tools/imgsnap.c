@@ -48,8 +48,7 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error, 4 FILE's backing chain cannot be\n"
-	       "opened (list: what opens is listed).  See imgsnap(1).\n",
+	       "Exit status: 0 success, 1 error, 4 list: broken chain.  See imgsnap(1).\n",
 	       progname, progname, progname, progname);
 }
 
