@@ -170,7 +170,7 @@ static void text_check(const char *s, size_t slen)
 {
 	static const size_t lens[] = { 8, 9, 10, 13, 64 };
 	size_t full = TEXT_ESCAPE_LEN(slen);
-	char *buf = malloc(full), *u = malloc(slen + 1), *whole = NULL;
+	char *buf = malloc(full), *u = malloc(full + 4), *whole = NULL;
 
 	if (!buf || !u)
 		goto out;
