@@ -94,3 +94,17 @@ teardown() { online_teardown; }
   [ "$("$BIN/imgsnap" list --json a.img | jq -r '.[0].backing')" = a.img.snap1 ]
   assert_nothing_left
 }
+
+@test "issue 15 #4: the daemon's error messages are printed escaped" {
+  mkimg --fs ext4 a.img 64M >/dev/null
+  mkdir mnt
+  imgmount -q a.img mnt
+  # a name with an escape sequence comes back in the daemon's refusal
+  : > $'t\e[31m.img'
+  run_split imgsnap create --name $'t\e[31m.img' a.img
+  [ "$status" -eq 1 ]
+  [[ $err == *'t\x1b[31m.img'*"File exists"* ]] || { echo "$err"; false; }
+  ! printf '%s' "$err" | grep -q $'\e' || { echo "raw ESC: $err"; false; }
+  imgumount -q mnt
+  assert_nothing_left
+}
