@@ -820,6 +820,8 @@ static void tools(void)
 		"disk.img", "a \"quoted\" name", "back\\slash", "tab\there", "nl\nx", "\x7f\x01",
 		"caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x92\xbe", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
 		"\xf4\x90\x80\x80", "\xe0\x80\xaf", "\xff\xfe",
+		/* backing references a hostile image may hold (issue 15 #4) */
+		"b\x1b[31mx\ny.img", "csi \xc2\x9b 2J", "\x1b]0;title\x07", "0123456789abc\xc3\xa9\xc3\xa9",
 	};
 	static const char argvs[][48] = {
 		"disk.img\0-5G", "--size\0" "10G\0disk.img", "-s\0" "1G\0-j\0x", "--\0-r\0-5G",

@@ -12,7 +12,9 @@
  *     value; parse_new_size agrees with parse_size for absolute sizes, and
  *     "+N"/"-N" give current + N / current - N without wrapping.
  *  1  json_escape (file names in --json output): the output is one valid
- *     JSON string literal in valid UTF-8.
+ *     JSON string literal in valid UTF-8 without C1 controls.  text_escape
+ *     (strings from images on a terminal): no control byte (C0, DEL, C1),
+ *     valid UTF-8, within the buffer, and undone it gives the input back.
  *  2  tool_getopt over an argv made of the NUL-separated rest: terminates,
  *     operands come back as pointers into argv.
  *  3  human_size / human_size_exact of 8 bytes: terminated, in the buffer,
@@ -163,6 +165,75 @@ static int xdigit(unsigned char c)
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
+/* text_escape of s (slen bytes) into buffers of several sizes. */
+static void text_check(const char *s, size_t slen)
+{
+	static const size_t lens[] = { 8, 9, 10, 13, 64 };
+	size_t full = TEXT_ESCAPE_LEN(slen);
+	char *buf = malloc(full), *u = malloc(full + 4), *whole = NULL;
+
+	if (!buf || !u)
+		goto out;
+	for (size_t k = 0; k <= sizeof(lens) / sizeof(lens[0]); k++) {
+		size_t len = k < sizeof(lens) / sizeof(lens[0]) ? lens[k] : full, ol, ul = 0;
+		const unsigned char *p, *end;
+
+		if (len > full)
+			continue;
+		memset(buf, 0x55, len);
+		if (text_escape(s, buf, len) != buf)
+			FUZZ_BUG("text_escape: does not return buf");
+		ol = strnlen(buf, len);
+		if (ol >= len)
+			FUZZ_BUG("text_escape: not terminated within %zu bytes", len);
+		p = (const unsigned char *)buf;
+		end = p + ol;
+		while (p < end) {
+			size_t n;
+			if (*p < 0x20 || *p == 0x7f)
+				FUZZ_BUG("text_escape: raw control byte 0x%02x", *p);
+			if (*p == '\\') {
+				if (p + 1 < end && p[1] == '\\') {
+					u[ul++] = '\\';
+					p += 2;
+					continue;
+				}
+				if (p + 4 > end || p[1] != 'x' || !xdigit(p[2]) || !xdigit(p[3]))
+					FUZZ_BUG("text_escape: bad escape at %td", p - (const unsigned char *)buf);
+				u[ul++] = (char)strtoul((const char[]){ (char)p[2], (char)p[3], 0 }, NULL, 16);
+				p += 4;
+				continue;
+			}
+			n = utf8_len(p, (size_t)(end - p));
+			if (!n || (n == 2 && p[0] == 0xc2 && p[1] < 0xa0))
+				FUZZ_BUG("text_escape: invalid UTF-8 or C1 at %td", p - (const unsigned char *)buf);
+			memcpy(u + ul, p, n);
+			ul += n;
+			p += n;
+		}
+		u[ul] = 0;
+		if (len == full && (ul != slen || memcmp(u, s, slen)))
+			FUZZ_BUG("text_escape: does not give the input back");
+		if (len == full) {
+			free(whole);
+			whole = strdup(buf);
+		}
+	}
+	/* a smaller buffer holds all of it, or a prefix of it and "..." */
+	for (size_t k = 0; whole && k < sizeof(lens) / sizeof(lens[0]) && lens[k] <= full; k++) {
+		size_t ol;
+		text_escape(s, buf, lens[k]);
+		ol = strlen(buf);
+		if (strcmp(buf, whole) && (ol < 3 || strcmp(buf + ol - 3, "...") ||
+					   strncmp(buf, whole, ol - 3)))
+			FUZZ_BUG("text_escape: a cut output is not a prefix of the whole and \"...\"");
+	}
+out:
+	free(whole);
+	free(buf);
+	free(u);
+}
+
 static void escape(const uint8_t *data, size_t size)
 {
 	size_t slen = strnlen((const char *)data, size), olen = 0;
@@ -207,9 +278,12 @@ static void escape(const uint8_t *data, size_t size)
 		n = utf8_len(p, (size_t)(end - p));
 		if (!n)
 			FUZZ_BUG("json_escape: invalid UTF-8 at %td", p - (const unsigned char *)o);
+		if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0)
+			FUZZ_BUG("json_escape: raw C1 control at %td", p - (const unsigned char *)o);
 		p += n;
 	}
 	free(o);
+	text_check(s, slen);
 	free(s);
 }
 

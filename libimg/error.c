@@ -8,6 +8,7 @@
 #include "internal.h"
 
 static _Thread_local char last_error[512];
+static _Thread_local int last_chain_error;
 
 void img_set_error(const char *fmt, ...)
 {
@@ -25,6 +26,16 @@ void img_clear_error(void)
 IMG_API const char *img_last_error(void)
 {
 	return last_error;
+}
+
+void img_set_chain_error(int err)
+{
+	last_chain_error = err;
+}
+
+IMG_API int img_last_chain_error(void)
+{
+	return last_chain_error;
 }
 
 IMG_API const char *img_strerror(int err)

@@ -177,9 +177,21 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	vc = (o->virtual_size + cs - 1) / cs;
 	want = o->bat_reserve > o->virtual_size ? (o->bat_reserve + cs - 1) / cs : vc;
 	if (vc > IMG_MAX_ENTRIES || want > IMG_MAX_ENTRIES) {
-		img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: use a larger cluster size",
-			      (unsigned long long)(o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve),
-			      (unsigned long long)cs);
+		uint64_t size = o->virtual_size > o->bat_reserve ? o->virtual_size : o->bat_reserve;
+		uint64_t need = cs;
+
+		/* Suggest a larger cluster only where one would do. */
+		while (need < IMG_MAX_CLUSTER_SIZE && (size + need - 1) / need > IMG_MAX_ENTRIES)
+			need <<= 1;
+		if ((size + need - 1) / need > IMG_MAX_ENTRIES)
+			img_set_error("virtual size %llu needs more than 2^27 clusters even of the "
+				      "largest cluster size (64 MiB): at most %llu bytes",
+				      (unsigned long long)size,
+				      (unsigned long long)(IMG_MAX_ENTRIES * IMG_MAX_CLUSTER_SIZE));
+		else
+			img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: "
+				      "use a cluster size of at least %llu", (unsigned long long)size,
+				      (unsigned long long)cs, (unsigned long long)need);
 		return -EINVAL;
 	}
 	blocks = (want + IMG_ENTRIES_PER_BLOCK - 1) / IMG_ENTRIES_PER_BLOCK;
@@ -746,9 +758,12 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 	io->ops->close(io);
 	if (r) {
 		/* name the real target, not the temporary file */
-		const char *m = img_last_error(), *p = strchr(m, ':');
+		const char *m = img_last_error();
+		size_t tl = strlen(tmp);
 		char buf[400];
-		snprintf(buf, sizeof(buf), "%s", p ? p + 2 : m);
+		if (!strncmp(m, tmp, tl) && m[tl] == ':' && m[tl + 1] == ' ')
+			m += tl + 2;
+		snprintf(buf, sizeof(buf), "%s", m);
 		img_set_error("%s: %s", path, buf);
 		goto out_unlink;
 	}
@@ -1519,6 +1534,8 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 		goto fail;
 	}
 	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
+		if (level == 0)
+			img_set_chain_error(r);   /* the image itself opened */
 		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
 			/* The failure is further down: say whose chain it is. */
 			char m[512];
@@ -1546,6 +1563,7 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 	struct chain ch = { 0 };
 
 	img_clear_error();
+	img_set_chain_error(0);
 	*out = NULL;
 	if ((flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) ||
 	    (flags & IMG_OPEN_TEMPLATE_))

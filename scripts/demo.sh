@@ -49,7 +49,7 @@ sizes "after grow"
 
 step "New data at the end, the first 32 MiB zeroed (edited through a raw copy)"
 dd if=/dev/urandom of="$dir/chunk" bs=1M count=32 status=none
-"$BIN/imgconvert" -O raw "$img" "$dir/tmp.raw"
+"$BIN/imgconvert" -F libimg -O raw "$img" "$dir/tmp.raw"
 dd if="$dir/chunk" of="$dir/tmp.raw" bs=1M seek=$((1024 - 32)) conv=notrunc status=none
 dd if=/dev/zero of="$dir/tmp.raw" bs=1M count=32 conv=notrunc status=none
 rm -f "$img"
@@ -70,7 +70,7 @@ step "imgcheck"
 "$BIN/imgcheck" "$img"
 
 step "Round trip: libimg -> raw equals the source's first 512 MiB"
-"$BIN/imgconvert" -O raw "$img" "$dir/back.raw"
+"$BIN/imgconvert" -F libimg -O raw "$img" "$dir/back.raw"
 head -c 512M "$dir/tmp.raw" > "$dir/expect.raw"
 cmp "$dir/back.raw" "$dir/expect.raw" && echo "  identical"
 
@@ -157,7 +157,7 @@ fi
 
 step "imgcheck, and e2fsck -fn on the disk read back with imgconvert"
 "$BIN/imgcheck" "$fimg" | sed 's/^/  /'
-"$BIN/imgconvert" -q -O raw "$fimg" "$dir/fs.raw"
+"$BIN/imgconvert" -q -F libimg -O raw "$fimg" "$dir/fs.raw"
 e2fsck -fn "$dir/fs.raw" 2>&1 | tail -n1 | sed 's/^/  /'
 mkdir "$dir/back"
 debugfs -R "rdump / $dir/back" "$dir/fs.raw" 2>/dev/null

@@ -261,6 +261,88 @@ static void backing_policy_load(void)
 
 /* ---- messages --------------------------------------------------------- */
 
+/* The length (1..4) of the valid UTF-8 sequence at p that is not a C0 or C1
+ * control or DEL, with its code point in *cp; 0 for a byte that starts no
+ * such sequence.  Shared by text_escape and json_escape. */
+static int utf8_char(const unsigned char *p, uint32_t *cp)
+{
+	unsigned char c = p[0];
+	int n, i;
+	uint32_t v;
+
+	if (c < 0x20 || c == 0x7f)
+		return 0;
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 1, v = c & 0x1fu;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 2, v = c & 0x0fu;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 3, v = c & 0x07u;
+	else
+		return 0;
+	for (i = 1; i <= n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		v = v << 6 | (p[i] & 0x3fu);
+	}
+	/* overlong forms, surrogates, past U+10FFFF, C1 controls */
+	if ((n == 2 && v < 0x800) || (n == 3 && v < 0x10000) || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff) || v < 0xa0)
+		return 0;
+	*cp = v;
+	return n + 1;
+}
+
+/* The escaped form of the character at p into e (8 bytes): its length,
+ * and in *n the bytes of p it stands for. */
+static size_t escape_char(const unsigned char *p, char *e, int *n)
+{
+	uint32_t cp;
+
+	*n = utf8_char(p, &cp);
+	if (*n == 1 && *p == '\\') {
+		memcpy(e, "\\\\", 2);
+		return 2;
+	}
+	if (*n) {
+		memcpy(e, p, (size_t)*n);
+		return (size_t)*n;
+	}
+	*n = 1;
+	snprintf(e, 8, "\\x%02x", *p);
+	return 4;
+}
+
+const char *text_escape(const char *s, char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	size_t o = 0, need = 1;
+	char e[8];
+	int n;
+
+	for (const unsigned char *q = p; *q; q += n)
+		need += escape_char(q, e, &n);
+	/* all of it, or what fits before "..." */
+	while (*p) {
+		size_t el = escape_char(p, e, &n);
+		if (o + el + (need <= len ? 1 : 4) > len)
+			break;
+		memcpy(buf + o, e, el);
+		o += el;
+		p += n;
+	}
+	if (*p) {
+		memcpy(buf + o, "...", 3);
+		o += 3;
+	}
+	buf[o] = 0;
+	return buf;
+}
+
 void tool_init(int argc, char **argv)
 {
 	/* Past a file size limit, fail the write with EFBIG (and clean up)
@@ -320,12 +402,17 @@ void img_errmsg(const char *file, int err)
 			dlen = (int)(dl - wl - 2);
 	}
 	fflush(stdout);
-	if (file)
-		fprintf(stderr, "%s: %s: %s", progname, file, what);
-	else
+	if (file) {
+		char ef[TEXT_ESCAPE_LEN(1024)];
+		fprintf(stderr, "%s: %s: %s", progname, text_escape(file, ef, sizeof(ef)), what);
+	} else {
 		fprintf(stderr, "%s: %s", progname, what);
-	if (detail)
-		fprintf(stderr, " (%.*s)", dlen, detail);
+	}
+	if (detail) {
+		char d[1024], ed[TEXT_ESCAPE_LEN(sizeof(d))];
+		snprintf(d, sizeof(d), "%.*s", dlen, detail);
+		fprintf(stderr, " (%s)", text_escape(d, ed, sizeof(ed)));
+	}
 	fputc('\n', stderr);
 }
 
@@ -352,10 +439,37 @@ int exit_status(int err)
 	return err == -EBUSY ? EXIT_BUSY : EXIT_ERROR;
 }
 
-int open_image(const char *path, unsigned flags, struct img **out)
+/* The chain error of the last open_image (see open_status). */
+static int open_chain_err;
+
+/* img_last_error() without a leading "FILE: " nor "backing chain: ". */
+static const char *chain_detail(const char *file)
+{
+	const char *d = img_last_error();
+	size_t fl = strlen(file);
+
+	if (!strncmp(d, file, fl) && d[fl] == ':' && d[fl + 1] == ' ')
+		d += fl + 2;
+	if (!strncmp(d, "backing chain: ", 15))
+		d += 15;
+	return d;
+}
+
+int open_status(int err)
+{
+	return open_chain_err && err != -EBUSY ? EXIT_CHAIN : EXIT_ERROR;
+}
+
+/* open_image and open_image_degraded: img_open with the messages.  degraded:
+ * a chain failure opens the image alone, *chain_err and msg say why. */
+static int open_with_messages(const char *path, unsigned flags, struct img **out, int degraded,
+			      int *chain_err, char *msg, size_t len)
 {
 	int r = img_probe(path);
 
+	open_chain_err = 0;
+	if (chain_err)
+		*chain_err = 0;
 	if (r == 0) {
 		errmsg("%s: not a libimg image", path);
 		return -EINVAL;
@@ -365,7 +479,22 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		return r;
 	}
 	r = img_open(path, flags, out);
-	if (r < 0) {
+	if (r < 0 && r != -EBUSY && img_last_chain_error() && degraded) {
+		/* Describe the image alone; the caller reports the chain. */
+		*chain_err = img_last_chain_error();
+		if (msg)
+			snprintf(msg, len, "%s", chain_detail(path));
+		r = open_with_messages(path, flags | IMG_OPEN_NO_BACKING, out, 0, NULL, NULL, 0);
+		if (r < 0)
+			*chain_err = 0;
+		return r;
+	}
+	if (r < 0 && r != -EBUSY && (open_chain_err = img_last_chain_error())) {
+		/* The image is intact; what is under it is not usable. */
+		char ef[TEXT_ESCAPE_LEN(1024)], ed[TEXT_ESCAPE_LEN(512)];
+		errmsg("%s: its backing chain cannot be opened: %s", text_escape(path, ef, sizeof(ef)),
+		       text_escape(chain_detail(path), ed, sizeof(ed)));
+	} else if (r < 0) {
 		img_errmsg(path, r);
 		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
 			fprintf(stderr, "%s: %s: run 'imgcheck %s' for details\n",
@@ -383,6 +512,17 @@ int open_image(const char *path, unsigned flags, struct img **out)
 		}
 	}
 	return r;
+}
+
+int open_image(const char *path, unsigned flags, struct img **out)
+{
+	return open_with_messages(path, flags, out, 0, NULL, NULL, 0);
+}
+
+int open_image_degraded(const char *path, unsigned flags, struct img **out, int *chain_err,
+			char *msg, size_t len)
+{
+	return open_with_messages(path, flags, out, 1, chain_err, msg, len);
 }
 
 int close_image(const char *path, struct img *img)
@@ -476,7 +616,8 @@ void json_escape(FILE *f, const char *s)
 	fputc('"', f);
 	while (*p) {
 		unsigned char c = *p;
-		int n = 0, i;
+		uint32_t cp;
+		int n;
 
 		switch (c) {
 		case '"':  fputs("\\\"", f); p++; continue;
@@ -493,27 +634,17 @@ void json_escape(FILE *f, const char *s)
 			p++;
 			continue;
 		}
-		if (c < 0x80) {
-			fputc(c, f);
-			p++;
+		if (c == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			/* a C1 control, valid UTF-8: escaped like C0 */
+			fprintf(f, "\\u%04x", p[1]);
+			p += 2;
 			continue;
 		}
 		/* Pass valid UTF-8 through; show other bytes as U+0080..U+00FF
 		 * so that the output is always valid JSON. */
-		if (c >= 0xc2 && c <= 0xdf)
-			n = 1;
-		else if (c >= 0xe0 && c <= 0xef)
-			n = 2;
-		else if (c >= 0xf0 && c <= 0xf4)
-			n = 3;
-		for (i = 1; i <= n; i++)
-			if ((p[i] & 0xc0) != 0x80)
-				break;
-		if (n && i > n &&
-		    !(c == 0xe0 && p[1] < 0xa0) && !(c == 0xed && p[1] >= 0xa0) &&
-		    !(c == 0xf0 && p[1] < 0x90) && !(c == 0xf4 && p[1] >= 0x90)) {
-			fwrite(p, 1, (size_t)n + 1, f);
-			p += n + 1;
+		if ((n = utf8_char(p, &cp)) > 0) {
+			fwrite(p, 1, (size_t)n, f);
+			p += n;
 		} else {
 			fprintf(f, "\\u%04x", c);
 			p++;

@@ -60,11 +60,23 @@ const char *human_size_exact(uint64_t bytes, char *buf, size_t len);
  * getopt's own messages use the short name too. */
 void tool_init(int argc, char **argv);
 
+/* A string read from an image (a backing reference, the name of a backing
+ * file, a filesystem label, a library message that quotes them) made safe
+ * for a terminal: control bytes (C0, DEL and the C1 range U+0080..U+009F)
+ * and bytes that are not valid UTF-8 become \xNN, a backslash becomes \\;
+ * other valid UTF-8 is kept.  Into buf (len >= 8 bytes; TEXT_ESCAPE_LEN(n)
+ * holds any string of n bytes); what does not fit is cut at a whole
+ * character and marked "...".  Returns buf.  JSON output is escaped by
+ * json_escape instead. */
+#define TEXT_ESCAPE_LEN(n) (4 * (size_t)(n) + 1)
+const char *text_escape(const char *s, char *buf, size_t len);
+
 /* "PROG: message\n" on stderr. */
 void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* "PROG: FILE: <img_strerror(err)>[: detail]\n": the detail is
  * img_last_error() without a leading "FILE: " and only when it adds
- * something. */
+ * something.  FILE and the detail go through text_escape (the library's
+ * messages quote backing references read from images). */
 void img_errmsg(const char *file, int err);
 /* "PROG: message\n" on stderr, only with --verbose. */
 void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -78,6 +90,20 @@ void print_version(void);
  * which I/O engine the library uses (and why not io_uring when it was
  * asked for and refused).  Returns 0 or -errno. */
 int open_image(const char *path, unsigned flags, struct img **out);
+/* The exit status after open_image failed with err: EXIT_CHAIN when the
+ * image itself opened but its backing chain did not (a base missing,
+ * replaced, refused; img_last_chain_error), else EXIT_ERROR (a tool that
+ * reports EXIT_BUSY tests err == -EBUSY first).  open_image says which in
+ * its message ("its backing chain cannot be opened: ..."). */
+int open_status(int err);
+/* open_image for the tools that describe an image without its chain
+ * (imginfo, imgcheck, imgsnap list): when only the backing chain fails
+ * (not with -EBUSY), the image is opened alone (IMG_OPEN_NO_BACKING), 0 is
+ * returned, *chain_err gets the chain's -errno and msg (len bytes, may be
+ * NULL) the library's message without the leading "FILE: "; nothing is
+ * printed about the chain.  Otherwise as open_image, *chain_err 0. */
+int open_image_degraded(const char *path, unsigned flags, struct img **out, int *chain_err,
+			char *msg, size_t len);
 /* Closes, printing an error if the close failed.  0 or -errno. */
 int close_image(const char *path, struct img *img);
 

@@ -59,14 +59,17 @@ void fs_json(struct json_out *j, const char *key, const struct img_fs_info *fi)
 
 const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len)
 {
-	char s1[32], s2[32];
+	char s1[32], s2[32], e[TEXT_ESCAPE_LEN(sizeof(fi->label))];
 	size_t n;
 
-	n = (size_t)snprintf(buf, len, "%s", fi->type);
+	/* type, label and UUID are read from the image: escaped */
+	n = (size_t)snprintf(buf, len, "%s", text_escape(fi->type, e, sizeof(e)));
 	if (n < len && (fi->flags & IMG_FS_HAVE_LABEL) && fi->label[0])
-		n += (size_t)snprintf(buf + n, len - n, ", label \"%s\"", fi->label);
+		n += (size_t)snprintf(buf + n, len - n, ", label \"%s\"",
+				      text_escape(fi->label, e, sizeof(e)));
 	if (n < len && (fi->flags & IMG_FS_HAVE_UUID))
-		n += (size_t)snprintf(buf + n, len - n, ", UUID %s", fi->uuid);
+		n += (size_t)snprintf(buf + n, len - n, ", UUID %s",
+				      text_escape(fi->uuid, e, sizeof(e)));
 	if (n < len && (fi->flags & IMG_FS_HAVE_SIZE))
 		n += (size_t)snprintf(buf + n, len - n, ", %s", human_size(fi->size, s1, sizeof(s1)));
 	if (n < len && (fi->flags & IMG_FS_HAVE_USED) && (fi->flags & IMG_FS_HAVE_SIZE) && fi->size)

@@ -302,6 +302,13 @@ int online_request(const struct online_state *st, const char *cmd, char *reply, 
 		if (*end == ' ')
 			end++;
 		memmove(reply, end, strlen(end) + 1);
+		/* the daemon's message may quote a backing reference: escaped
+		 * for the terminal (text_escape) */
+		char *m = strdup(reply);
+		if (m) {
+			text_escape(m, reply, len);
+			free(m);
+		}
 	} else {
 		r = -EPROTO;
 		snprintf(reply, len, "the daemon gave no answer to '%s'", cmd);

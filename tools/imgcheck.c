@@ -15,6 +15,9 @@
                               * result is partial and nothing was repaired
                               * (not a qemu-img status) */
 #define EXIT_UNSUPPORTED 63
+/* and EXIT_CHAIN (4, common.h): the image checked alone, its backing chain
+ * cannot be opened; corruption of the image itself (2) wins over it, and it
+ * wins over leaks (3) */
 
 static const struct option longopts[] = {
 	{ "repair",  no_argument, NULL, 'r' },
@@ -46,8 +49,9 @@ static void usage(void)
 	       "\n"
 	       "Exit status (after --repair: of what is left):\n"
 	       "  0 clean, 1 the check could not run, 2 corrupt, 3 leaked clusters only,\n"
-	       "  5 the check is incomplete (too many problems to record; nothing repaired),\n"
-	       "  63 the image uses a feature this version does not support.\n"
+	       "  4 checked alone: its backing chain cannot be opened, 5 the check is\n"
+	       "  incomplete (too many problems to record; nothing repaired), 63 the\n"
+	       "  image uses a feature this version does not support.\n"
 	       "See imgcheck(1).\n", progname);
 }
 
@@ -77,8 +81,10 @@ static void report(void *arg, enum img_check_severity sev, int fixed, const char
 	struct problems *ps = arg;
 
 	if (!json) {
+		char e[TEXT_ESCAPE_LEN(1024)];
+		/* the library's messages may quote the backing reference */
 		if (!quiet || sev == IMG_CHECK_CORRUPT)
-			printf("%s: %s%s\n", sev_name(sev), msg ? msg : "",
+			printf("%s: %s%s\n", sev_name(sev), text_escape(msg, e, sizeof(e)),
 			       fixed ? " (repaired)" : "");
 		return;
 	}
@@ -103,7 +109,7 @@ static void report(void *arg, enum img_check_severity sev, int fixed, const char
 }
 
 static void print_json(const char *file, const struct img_check_result *res, int repair,
-		       const char *status, const struct problems *ps)
+		       const char *status, const struct problems *ps, const char *chain_error)
 {
 	struct json_out j;
 
@@ -121,6 +127,7 @@ static void print_json(const char *file, const struct img_check_result *res, int
 	json_u64(&j, "tail_bytes", res->tail_bytes);
 	json_u64(&j, "incomplete", res->incomplete);
 	json_bool(&j, "repair", repair);
+	json_string(&j, "backing_chain_error", chain_error);
 	json_array_begin(&j, "problems");
 	for (size_t i = 0; i < ps->n; i++) {
 		json_object_begin(&j, NULL);
@@ -129,12 +136,19 @@ static void print_json(const char *file, const struct img_check_result *res, int
 		json_string(&j, "message", ps->v[i].msg);
 		json_object_end(&j);
 	}
+	if (chain_error) {
+		json_object_begin(&j, NULL);
+		json_string(&j, "severity", "backing-chain");
+		json_bool(&j, "fixed", 0);
+		json_string(&j, "message", chain_error);
+		json_object_end(&j);
+	}
 	json_array_end(&j);
 	json_object_end(&j);
 	json_finish(&j);
 }
 
-static void print_human(const struct img_check_result *res, int repair)
+static void print_human(const struct img_check_result *res, int repair, const char *chain_error)
 {
 	uint64_t corrupt = res->corruptions - res->corruptions_fixed;
 	uint64_t leaks = res->leaks - res->leaks_fixed;
@@ -159,6 +173,12 @@ static void print_human(const struct img_check_result *res, int repair)
 		       repair ? "Nothing was repaired.\n" : "");
 	else if (!corrupt && !leaks)
 		printf("No errors were found on the image.\n");
+	if (chain_error) {
+		char e[TEXT_ESCAPE_LEN(512)];
+		printf("Its backing chain cannot be opened: %s\n"
+		       "The image itself was checked without it; what it reads from the\n"
+		       "chain was not.\n", text_escape(chain_error, e, sizeof(e)));
+	}
 	printf("%llu allocated clusters\n", (unsigned long long)res->allocated_clusters);
 	/* (the tail is measured before a repair, which may have trimmed it) */
 	if (res->tail_bytes && !repair)
@@ -182,7 +202,8 @@ int main(int argc, char **argv)
 	const char *file = NULL, *status;
 	struct img *img;
 	unsigned flags = IMG_OPEN_CHECK;
-	int r, repair = 0, ret;
+	char chain_msg[512];
+	int r, repair = 0, ret, chain_err;
 
 	tool_init(argc, argv);
 	if (!(file = tool_one_operand(argc, argv, "rjqhVv", longopts, check_option, &repair, usage,
@@ -191,7 +212,10 @@ int main(int argc, char **argv)
 	if (repair)
 		flags |= IMG_OPEN_RDWR;
 
-	r = open_image(file, flags | IMG_OPEN_IO_URING, &img);
+	/* A base missing or replaced is not corruption: the image is checked
+	 * alone and the chain reported (exit 4). */
+	r = open_image_degraded(file, flags | IMG_OPEN_IO_URING, &img, &chain_err, chain_msg,
+				sizeof(chain_msg));
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)
@@ -229,6 +253,9 @@ int main(int argc, char **argv)
 	} else if (res.corruptions > res.corruptions_fixed) {
 		ret = EXIT_CORRUPT;
 		status = "corrupt";
+	} else if (chain_err) {
+		ret = EXIT_CHAIN;
+		status = "backing-chain";
 	} else if (res.leaks > res.leaks_fixed) {
 		ret = EXIT_LEAKS;
 		status = "leaks";
@@ -237,9 +264,14 @@ int main(int argc, char **argv)
 		status = "clean";
 	}
 	if (json)
-		print_json(file, &res, repair, status, &ps);
+		print_json(file, &res, repair, status, &ps, chain_err ? chain_msg : NULL);
 	else if (!quiet)
-		print_human(&res, repair);
+		print_human(&res, repair, chain_err ? chain_msg : NULL);
+	else if (chain_err) {   /* -q prints errors */
+		char e[TEXT_ESCAPE_LEN(512)];
+		errmsg("%s: its backing chain cannot be opened: %s", file,
+		       text_escape(chain_msg, e, sizeof(e)));
+	}
 out:
 	for (size_t i = 0; i < ps.n; i++)
 		free(ps.v[i].msg);

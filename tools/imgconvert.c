@@ -2,7 +2,11 @@
 /*
  * imgconvert: copy a disk between raw files and libimg images.
  *
- * The input format is detected by content (img_probe).  Only data is
+ * The input format is given (-F raw|libimg) or detected by content
+ * (img_probe).  A probed libimg delta is refused: a raw disk whose guest
+ * wrote a libimg header at sector 0 must not become a delta over a file the
+ * header names (issue 15 #2); a probed standalone image gets a warning.
+ * Only data is
  * copied: holes of a raw input (SEEK_DATA/SEEK_HOLE) and unallocated or
  * zero runs of an image are skipped without reading, and what is read is
  * scanned for all-zero granules (a cluster of the output image, or 4 KiB
@@ -31,9 +35,11 @@
 
 enum fmt { FMT_RAW, FMT_LIBIMG };
 enum { OPT_CLUSTER_SIZE = 256, OPT_COMPRESS };
+#define FMT_PROBE (-1)              /* no -F: detected by content */
 
 static const struct option longopts[] = {
 	{ "output-format", required_argument, NULL, 'O' },
+	{ "source-format", required_argument, NULL, 'F' },
 	{ "cluster-size",  required_argument, NULL, OPT_CLUSTER_SIZE },
 	{ "compress",      no_argument,       NULL, OPT_COMPRESS },
 	{ "progress",      no_argument,       NULL, 'p' },
@@ -51,9 +57,11 @@ static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] SRC DST\n"
 	       "Copy a virtual disk between a raw file and a libimg image (either way,\n"
-	       "or image to image).  SRC's format is detected from its contents.  Holes\n"
-	       "and all-zero runs are not written, so the output is thin or sparse.\n"
+	       "or image to image).  Holes and all-zero runs are not written, so the\n"
+	       "output is thin or sparse.\n"
 	       "\n"
+	       "  -F, --source-format FMT  SRC is raw or libimg (default: detected; a\n"
+	       "                           delta then needs -F libimg)\n"
 	       "  -O, --output-format FMT  raw or libimg (default libimg)\n"
 	       "  --cluster-size SIZE      cluster size of a libimg output (64K..64M)\n"
 	       "  -p, --progress           show a progress bar (on a terminal)\n"
@@ -69,8 +77,8 @@ static void usage(void)
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
 	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 75 DST in use (locked by another process),\n"
-	       "1 other error.  See imgconvert(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken, 75 DST in use\n"
+	       "(locked by another process).  See imgconvert(1).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */
@@ -115,6 +123,7 @@ struct end {
 	const char *engine;   /* its engine, for --verbose */
 	int compress;         /* libimg destination: -c */
 	uint64_t ncompressed; /* clusters stored compressed */
+	int probed;           /* libimg source detected by content (no -F) */
 };
 
 static int raw_read(struct end *s, void *buf, size_t len, uint64_t off)
@@ -528,20 +537,51 @@ static void open_direct(struct end *s)
 	}
 }
 
-static int open_source(struct end *s, int nolock)
+/* A probed source that is a delta: refused, without opening what it names.
+ * A probed standalone image: read as an image, with a warning (printed by
+ * main once DST is known to be fine: s->probed).  0 or -errno (the
+ * message printed). */
+static int probed_image(struct end *s)
+{
+	char ref[4096], e1[TEXT_ESCAPE_LEN(1024)], e2[TEXT_ESCAPE_LEN(sizeof(ref))];
+	ssize_t n = img_backing_ref(s->img, ref, sizeof(ref));
+
+	text_escape(s->name, e1, sizeof(e1));
+	if (n != 0) {
+		errmsg("%s: starts with the header of a libimg delta over '%s': refused without "
+		       "-F (give -F libimg to convert the delta with its backing chain, or "
+		       "-F raw to copy the file's bytes as they are)", e1,
+		       n > 0 ? text_escape(ref, e2, sizeof(e2)) : "?");
+		return -EINVAL;
+	}
+	s->probed = 1;
+	return 0;
+}
+
+static int open_source(struct end *s, int nolock, int srcfmt)
 {
 	struct img_info in;
 	struct stat st;
 	int r = img_probe(s->name);
 
-	if (r < 0) {
+	if (r < 0 && srcfmt != FMT_RAW) {
 		errmsg("%s: %s", s->name, strerror(-r));
 		return r;
 	}
-	if (r == 1) {
+	if (srcfmt == FMT_LIBIMG && r == 0) {
+		errmsg("%s: not a libimg image (-F libimg)", s->name);
+		return -EINVAL;
+	}
+	if (srcfmt == FMT_RAW && r == 1)
+		verbose_msg("%s: starts like a libimg image; read as raw (-F raw)", s->name);
+	if (r == 1 && srcfmt != FMT_RAW) {
 		s->fmt = FMT_LIBIMG;
-		r = open_image(s->name, nolock ? IMG_OPEN_NOLOCK : 0, &s->img);
+		/* probed: look at the image alone before following anything */
+		r = open_image(s->name, (nolock ? IMG_OPEN_NOLOCK : 0) |
+			       (srcfmt == FMT_PROBE ? IMG_OPEN_NO_BACKING : 0), &s->img);
 		if (r < 0)
+			return r;
+		if (srcfmt == FMT_PROBE && (r = probed_image(s)) < 0)
 			return r;
 		memset(&in, 0, sizeof(in));
 		r = img_info(s->img, &in);
@@ -668,14 +708,14 @@ int main(int argc, char **argv)
 	struct progress pr;
 	uint64_t v, copied = 0;
 	int c, r, npos = 0, force = 0, nolock = 0, want_progress = 0, ret = EXIT_ERROR, compress = 0;
-	int tmp_fd = -1;
+	int tmp_fd = -1, srcfmt = FMT_PROBE;
 	struct img_target *target = NULL;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
 	d.fmt = FMT_LIBIMG;
-	while ((c = tool_getopt(&g, argc, argv, "O:cpfUqhVv", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "O:F:cpfUqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -693,6 +733,15 @@ int main(int argc, char **argv)
 				d.fmt = FMT_LIBIMG;
 			else
 				return usage_error("unknown output format '%s' (raw or libimg)",
+						   optarg);
+			break;
+		case 'F':
+			if (!strcmp(optarg, "raw"))
+				srcfmt = FMT_RAW;
+			else if (!strcmp(optarg, "libimg"))
+				srcfmt = FMT_LIBIMG;
+			else
+				return usage_error("unknown source format '%s' (raw or libimg)",
 						   optarg);
 			break;
 		case OPT_CLUSTER_SIZE:
@@ -728,8 +777,11 @@ int main(int argc, char **argv)
 	s.name = src;
 	d.name = dst;
 
-	if (open_source(&s, nolock) < 0)
+	if ((r = open_source(&s, nolock, srcfmt)) < 0) {
+		if (s.fmt == FMT_LIBIMG && !s.img)
+			ret = open_status(r);   /* 4: its chain cannot be opened */
 		goto out;
+	}
 	verbose_msg("%s: %s read with %s, %u MiB pieces in %u requests", src,
 		    s.fmt == FMT_RAW ? "data" : "data clusters of the image itself",
 		    s.engine ? s.engine : "buffered reads",
@@ -737,6 +789,12 @@ int main(int argc, char **argv)
 	if ((r = check_target(dst, force, &s, &target)) < 0) {
 		ret = exit_status(r);   /* EXIT_BUSY: dst is in use */
 		goto out;
+	}
+	if (s.probed && !quiet) {
+		char e[TEXT_ESCAPE_LEN(1024)];
+		errmsg("warning: %s: read as a libimg image (detected from its contents); "
+		       "give -F raw to copy the file's bytes as they are, -F libimg to "
+		       "silence this", text_escape(src, e, sizeof(e)));
 	}
 
 	d.size = s.size;

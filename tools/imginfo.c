@@ -36,12 +36,14 @@ static void usage(void)
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imginfo(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 the image is described but its\n"
+	       "backing chain cannot be opened (a base missing or replaced).\n"
+	       "See imginfo(1).\n", progname);
 }
 
 static void print_json(struct json_out *jp, const char *file, const struct img_info *in,
-		       const char *backing, const struct img_fs_info *fi,
-		       const struct online_state *use)
+		       const char *backing, const char *chain_error,
+		       const struct img_fs_info *fi, const struct online_state *use)
 {
 	struct json_out j = *jp;
 
@@ -68,6 +70,7 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 	json_u64(&j, "leaked_clusters", in->leaked_clusters);
 	json_string(&j, "backing", backing);
 	json_u64(&j, "backing_depth", in->backing_depth);
+	json_string(&j, "backing_chain_error", chain_error);
 	fs_json(&j, "filesystem", fi);
 	if (use) {
 		json_object_begin(&j, "in_use");
@@ -86,11 +89,13 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 }
 
 static void print_human(const char *file, const struct img_info *in, const char *backing,
-			const struct img_fs_info *fi, const struct online_state *use)
+			const char *chain_error, const struct img_fs_info *fi,
+			const struct online_state *use)
 {
-	char b[64], fb[512];
+	char b[64], fb[1024], e[TEXT_ESCAPE_LEN(4096)];
 
-	printf("image: %s\n", file);
+	/* file: a backing image's name comes from a reference in the image */
+	printf("image: %s\n", text_escape(file, e, sizeof(e)));
 	printf("file format: libimg\n");
 	printf("format version: %u\n", in->format_version);
 	printf("virtual size: %s\n", human_size_exact(in->virtual_size, b, sizeof(b)));
@@ -113,11 +118,19 @@ static void print_human(const char *file, const struct img_info *in, const char 
 		       (unsigned long long)in->incompat_features,
 		       (unsigned long long)in->ro_compat_features,
 		       (unsigned long long)in->compat_features);
-	if (backing)
-		printf("backing file: %s (chain depth %u)\n", backing, in->backing_depth);
+	if (backing && chain_error)
+		printf("backing file: %s (cannot be opened)\n", text_escape(backing, e, sizeof(e)));
+	else if (backing)
+		printf("backing file: %s (chain depth %u)\n", text_escape(backing, e, sizeof(e)),
+		       in->backing_depth);
 	else
 		printf("backing file: none\n");
-	printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
+	if (chain_error)
+		printf("backing chain error: %s\n", text_escape(chain_error, e, sizeof(e)));
+	if (chain_error)   /* what the disk holds depends on the chain */
+		printf("filesystem: unknown (the backing chain cannot be opened)\n");
+	else
+		printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
 	if (use) {
 		printf("in use: by imgserve (pid %ld)%s\n", (long)use->pid,
 		       use->alive ? "" : ", which is no longer running (run imgumount)");
@@ -132,7 +145,7 @@ static void print_human(const char *file, const struct img_info *in, const char 
 
 /* One image of the chain: its info and backing reference. */
 static int describe(struct img *img, const char *name, struct json_out *j, int with_fs,
-		    const struct online_state *use)
+		    const char *chain_error, const struct online_state *use)
 {
 	struct img_info in;
 	struct img_fs_info fi;
@@ -151,9 +164,9 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 	if (quiet)
 		return 0;
 	if (json)
-		print_json(j, name, &in, n ? ref : NULL, r == 0 ? &fi : NULL, use);
+		print_json(j, name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL, use);
 	else
-		print_human(name, &in, n ? ref : NULL, r == 0 ? &fi : NULL, use);
+		print_human(name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL, use);
 	return 0;
 }
 
@@ -182,7 +195,8 @@ int main(int argc, char **argv)
 	struct online_state use;
 	struct info_opts o = { 0, 0 };
 	unsigned flags;
-	int r = 0, chain, in_use;
+	char chain_msg[512];
+	int r = 0, chain, in_use, chain_err;
 
 	tool_init(argc, argv);
 	if (!(file = tool_one_operand(argc, argv, "jUqhV", longopts, info_option, &o, usage,
@@ -196,16 +210,20 @@ int main(int argc, char **argv)
 	in_use = access(file, F_OK) == 0 && online_state_load(file, &use) > 0;
 	if (in_use && use.alive)
 		flags |= IMG_OPEN_NOLOCK;
-	if (open_image(file, flags, &img) < 0)
-		return EXIT_ERROR;
+	/* A delta whose base is missing or replaced is described alone (its
+	 * own header and BAT), with the chain's problem, and exits 4. */
+	if ((r = open_image_degraded(file, flags, &img, &chain_err, chain_msg, sizeof(chain_msg))) < 0)
+		return open_status(r);
 	json_start(&j, stdout);
 	if (chain && json)
 		json_array_begin(&j, NULL);
-	r = describe(img, file, &j, 1, in_use ? &use : NULL);
+	/* without its chain, the filesystem is not probed: what the disk
+	 * holds reads partly from the base */
+	r = describe(img, file, &j, !chain_err, chain_err ? chain_msg : NULL, in_use ? &use : NULL);
 	for (struct img *b = img_backing(img); chain && b && !r; b = img_backing(b)) {
 		if (!json && !quiet)
 			printf("\n");
-		r = describe(b, img_name(b), &j, 1, NULL);
+		r = describe(b, img_name(b), &j, 1, NULL, NULL);
 	}
 	if (chain && json)
 		json_array_end(&j);
@@ -213,5 +231,12 @@ int main(int argc, char **argv)
 		json_finish(&j);
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
+	if (chain_err) {
+		char e[TEXT_ESCAPE_LEN(512)];
+		if (!quiet)
+			errmsg("%s: its backing chain cannot be opened: %s", file,
+			       text_escape(chain_msg, e, sizeof(e)));
+		return EXIT_CHAIN;
+	}
 	return EXIT_OK;
 }

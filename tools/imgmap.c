@@ -30,7 +30,8 @@ static void usage(void)
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgmap(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 FILE's backing chain cannot be opened\n"
+	       "(a base missing or replaced).  See imgmap(1).\n", progname);
 }
 
 static const char *type_name(uint32_t t)
@@ -68,8 +69,8 @@ int main(int argc, char **argv)
 		return ret;
 	ret = EXIT_ERROR;
 
-	if (open_image(file, flags, &img) < 0)
-		return EXIT_ERROR;
+	if ((r = open_image(file, flags, &img)) < 0)
+		return open_status(r);   /* 4: its backing chain cannot be opened */
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {

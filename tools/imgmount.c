@@ -10,8 +10,11 @@
 #include "common_fs.h"
 #include "common_online.h"
 
+enum { OPT_ALLOW_SUID_DEV = 256 };
+
 static const struct option longopts[] = {
 	{ "options", required_argument, NULL, 'o' },
+	{ "allow-suid-dev", no_argument, NULL, OPT_ALLOW_SUID_DEV },
 	{ "json",    no_argument,       NULL, 'j' },
 	{ "read-only", no_argument, NULL, 'r' },
 	{ "quiet",   no_argument,       NULL, 'q' },
@@ -29,9 +32,13 @@ static void usage(void)
 	       "MOUNTPOINT.  Discard is on by default so that deleted files give their host\n"
 	       "space back at once.  Undo with imgumount.\n"
 	       "\n"
-	       "  -o, --options OPTS  mount options, added after the defaults (ext and xfs:\n"
-	       "                      discard; btrfs: discard=async); 'nodiscard' turns the\n"
-	       "                      default off\n"
+	       "  -o, --options OPTS  mount options, added after the defaults (nosuid,nodev;\n"
+	       "                      ext and xfs: discard; btrfs: discard=async);\n"
+	       "                      'nodiscard' turns the discard default off\n"
+	       "      --allow-suid-dev  mount without nosuid,nodev: setuid programs and\n"
+	       "                      device nodes in the image work.  Unsafe for an image\n"
+	       "                      you do not trust (it can give root to whoever runs\n"
+	       "                      its programs)\n"
 	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
 	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
@@ -40,9 +47,21 @@ static void usage(void)
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
+	       "Mounted nosuid,nodev unless --allow-suid-dev.\n"
 	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
 	       "1 other error; nothing is left behind.  See imgmount(1).\n",
 	       progname);
+}
+
+/* 1 if the comma-separated mount options opts name option o. */
+static int has_option(const char *opts, const char *o)
+{
+	size_t n = strlen(o);
+
+	for (const char *p = opts; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (!strncmp(p, o, n) && (p[n] == ',' || p[n] == 0))
+			return 1;
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -52,7 +71,7 @@ int main(int argc, char **argv)
 	const char *file = NULL, *mp = NULL, *user_opts = NULL, *def;
 	char mpc[PATH_MAX], type[64], opts[4096];
 	struct stat sb;
-	int c, r, ro = 0;
+	int c, r, ro = 0, allow_suid_dev = 0;
 
 	tool_init(argc, argv);
 	while ((c = tool_getopt(&g, argc, argv, "o:jrqhV", longopts)) != -1) {
@@ -68,6 +87,7 @@ int main(int argc, char **argv)
 		case 'o': user_opts = optarg; break;
 		case 'j': json = 1; break;
 		case 'r': ro = 1; break;
+		case OPT_ALLOW_SUID_DEV: allow_suid_dev = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -77,6 +97,12 @@ int main(int argc, char **argv)
 	}
 	if (!file || !mp)
 		return usage_error("expected FILE and MOUNTPOINT");
+	/* an image is untrusted input: its setuid programs and device nodes
+	 * work only when asked for by name (issue 15 #3) */
+	if (!allow_suid_dev && user_opts && (has_option(user_opts, "suid") ||
+					      has_option(user_opts, "dev")))
+		return usage_error("-o suid/dev: give --allow-suid-dev (unsafe for an image you "
+				   "do not trust)");
 	/* everything that can be checked before anything is started */
 	if (stat(mp, &sb) < 0 || !realpath(mp, mpc)) {
 		errmsg("%s: %s", mp, strerror(errno));
@@ -109,8 +135,9 @@ int main(int argc, char **argv)
 		def = "";
 	if (ro)
 		def = fs_is_ext(type) ? "ro,noload" : !strcmp(type, "xfs") ? "ro,norecovery" : "ro";
-	snprintf(opts, sizeof(opts), "%s%s%s", def, *def && user_opts ? "," : "",
-		 user_opts ? user_opts : "");
+	snprintf(opts, sizeof(opts), "%s%s%s%s%s", allow_suid_dev ? "" : "nosuid,nodev",
+		 !allow_suid_dev && *def ? "," : "", def,
+		 (!allow_suid_dev || *def) && user_opts ? "," : "", user_opts ? user_opts : "");
 	{
 		char *av[] = { "mount", "-t", type, "-o", opts[0] ? opts : "defaults", st.loop, mpc,
 			       NULL };

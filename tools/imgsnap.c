@@ -50,7 +50,8 @@ static void usage(void)
 	       "  -j, --json           print JSON\n"
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version\n"
-	       "Exit status: 0 success, 1 error, 75 in use.  See imgsnap(1).\n",
+	       "Exit status: 0 success, 1 error, 4 list: broken chain, 75 in use.\n"
+	       "See imgsnap(1).\n",
 	       progname, progname, progname);
 }
 
@@ -58,7 +59,8 @@ static int do_list(const char *file, unsigned oflags)
 {
 	struct img *img;
 	struct json_out j;
-	int r = 0;
+	char chain_msg[512];
+	int r = 0, chain_err;
 
 	{
 		/* served: read without the lock the daemon holds */
@@ -66,14 +68,17 @@ static int do_list(const char *file, unsigned oflags)
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
 			oflags |= IMG_OPEN_NOLOCK;
 	}
-	if (open_image(file, oflags, &img) < 0)
-		return EXIT_ERROR;
+	/* A broken chain: list what opens (the image alone), then say why
+	 * the rest cannot be listed, and exit 4. */
+	if ((r = open_image_degraded(file, oflags, &img, &chain_err, chain_msg,
+				     sizeof(chain_msg))) < 0)
+		return open_status(r);
 	json_start(&j, stdout);
 	if (json && !quiet)
 		json_array_begin(&j, NULL);
 	for (struct img *p = img; p && !r; p = img_backing(p)) {
 		struct img_info in;
-		char ref[4096], b1[64], b2[64];
+		char ref[4096], b1[64], b2[64], e1[TEXT_ESCAPE_LEN(4096)], e2[TEXT_ESCAPE_LEN(4096)];
 		ssize_t n;
 		memset(&in, 0, sizeof(in));
 		if ((r = img_info(p, &in)) < 0 || (n = img_backing_ref(p, ref, sizeof(ref))) < 0) {
@@ -95,13 +100,15 @@ static int do_list(const char *file, unsigned oflags)
 			json_u64(&j, "cluster_size", in.cluster_size);
 			json_u64(&j, "disk_usage", in.disk_usage);
 			json_bool(&j, "template", !!(in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE));
+			if (p == img && chain_err)
+				json_string(&j, "backing_chain_error", chain_msg);
 			json_object_end(&j);
 		} else {
 			printf("%s%s: %s virtual, %s used on the host%s%s%s\n", p == img ? "" : "  ",
-			       p == img ? file : img_name(p),
+			       text_escape(p == img ? file : img_name(p), e1, sizeof(e1)),
 			       human_size(in.virtual_size, b1, sizeof(b1)),
 			       human_size(in.disk_usage, b2, sizeof(b2)),
-			       n ? ", over " : " (base)", n ? ref : "",
+			       n ? ", over " : " (base)", text_escape(n ? ref : "", e2, sizeof(e2)),
 			       in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE ? " (template)" : "");
 		}
 	}
@@ -111,6 +118,12 @@ static int do_list(const char *file, unsigned oflags)
 	}
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
+	if (chain_err) {
+		char e1[TEXT_ESCAPE_LEN(1024)], e2[TEXT_ESCAPE_LEN(sizeof(chain_msg))];
+		errmsg("%s: its backing chain cannot be opened: %s", text_escape(file, e1, sizeof(e1)),
+		       text_escape(chain_msg, e2, sizeof(e2)));
+		return EXIT_CHAIN;
+	}
 	return EXIT_OK;
 }
 

@@ -535,8 +535,11 @@ int main(int argc, char **argv)
 		       human_size_exact(size, b1, sizeof(b1)),
 		       human_size(o.cluster_size ? o.cluster_size : IMG_DEFAULT_CLUSTER_SIZE,
 				  b2, sizeof(b2)));
-		if (o.backing_file)
-			printf("  backing file: %s\n", o.backing_file);
+		if (o.backing_file) {
+			/* the reference as stored: shown as imginfo shows it */
+			char e[TEXT_ESCAPE_LEN(4096)];
+			printf("  backing file: %s\n", text_escape(o.backing_file, e, sizeof(e)));
+		}
 	}
 	return EXIT_OK;
 }

@@ -690,6 +690,15 @@ int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim_stats *
 const char *img_strerror(int err);
 /* Detailed message for the last failure in this thread ("" if none). */
 const char *img_last_error(void);
+/* After img_open() failed: the -errno of the failure when it was in the
+ * backing chain, the image itself having opened (a backing file missing
+ * -ENOENT, not the image the delta was made over -EUCLEAN, a reference
+ * refused -EPERM, a loop or too deep -ELOOP, locked -EBUSY, or any failure
+ * to open a backing image); 0 when the image itself failed, and after an
+ * img_open() that succeeded.  Per thread, like img_last_error().  Such an
+ * image can still be opened alone with IMG_OPEN_NO_BACKING (imginfo and
+ * imgcheck do, to describe it). */
+int img_last_chain_error(void);
 
 #ifdef __cplusplus
 }

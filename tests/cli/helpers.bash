@@ -170,7 +170,7 @@ run_unprivileged() {
 }
 
 # to_raw IMG RAW: the image's contents as a raw file (through imgconvert).
-to_raw() { "$BIN/imgconvert" -q -O raw "$1" "$2"; }
+to_raw() { "$BIN/imgconvert" -q -F libimg -O raw "$1" "$2"; }
 
 # write_at IMG DATAFILE OFFSET: write a file's bytes into an image at a
 # virtual offset through libimg (ctypes on the built shared library); no

@@ -250,7 +250,7 @@ teardown() { common_teardown; }
   grep -q '100.0%' tty.out
   to_raw a.img back.raw
   cmp a.raw back.raw
-  "$BIN/imgconvert" -p -O raw a.img c.raw > out 2> err
+  "$BIN/imgconvert" -p -F libimg -O raw a.img c.raw > out 2> err
   [ ! -s err ]
 }
 
@@ -275,6 +275,6 @@ teardown() { common_teardown; }
   head -c $((2 * M)) /dev/urandom > own
   write_at top.img own $((3 * M))
   dd if=own of=want.raw bs=1M seek=3 conv=notrunc status=none
-  "$BIN/imgconvert" -q -O raw top.img back3.raw
+  "$BIN/imgconvert" -q -F libimg -O raw top.img back3.raw
   cmp want.raw back3.raw
 }

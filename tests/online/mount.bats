@@ -5,7 +5,11 @@
 load helpers
 
 setup() { online_setup; }
-teardown() { online_teardown; }
+teardown() {
+  online_teardown
+  # the public mount point of the issue 15 #3 test (empty once unmounted)
+  if [ -n "${PUB:-}" ]; then rmdir "$PUB/mnt" "$PUB" 2>/dev/null || true; fi
+}
 
 # write_files DIR N SIZE_MiB: N files of random data, checksums in sums.
 write_files() {
@@ -139,5 +143,46 @@ write_files() {
   run_split imgumount "$T"
   [ "$status" -eq 1 ]; [[ "$err" == *"not mounted by imgmount"* ]]
   imgumount -q mnt
+  assert_nothing_left
+}
+
+# mount_opts MOUNTPOINT: the per-mount options of MOUNTPOINT (mountinfo's
+# sixth field, "rw,nosuid,nodev,relatime").
+mount_opts() { awk -v mp="$1" '$5 == mp { print $6 }' /proc/self/mountinfo; }
+
+@test "issue 15 #3: imgmount mounts nosuid,nodev; --allow-suid-dev does not; -o suid/dev needs it" {
+  command -v setpriv >/dev/null || skip "setpriv is needed to run as nobody"
+  mkimg --fs ext4 a.img 64M >/dev/null
+  # a mount point an unprivileged user can reach (the test directory is private)
+  PUB=$(mktemp -d /tmp/libimg-mount.XXXXXX)
+  pub=$PUB
+  chmod 755 "$pub"
+  mkdir "$pub/mnt"
+  imgmount -q a.img "$pub/mnt"
+  opts=$(mount_opts "$pub/mnt")
+  [[ ",$opts," == *,nosuid,* && ",$opts," == *,nodev,* ]]
+  # a setuid-root program and a device node put in the image by its author
+  cp "$(command -v id)" "$pub/mnt/id"
+  chmod 4755 "$pub/mnt/id"
+  mknod "$pub/mnt/null" c 1 3
+  [ "$(setpriv --reuid=65534 --regid=65534 --clear-groups -- "$pub/mnt/id" -u)" = 65534 ]
+  ! (echo x > "$pub/mnt/null") 2>/dev/null
+  imgumount -q "$pub/mnt"
+
+  # asked for by name: both work (the image is trusted)
+  imgmount -q --allow-suid-dev a.img "$pub/mnt"
+  opts=$(mount_opts "$pub/mnt")
+  [ -n "$opts" ]
+  [[ ",$opts," != *,nosuid,* && ",$opts," != *,nodev,* ]]
+  [ "$(setpriv --reuid=65534 --regid=65534 --clear-groups -- "$pub/mnt/id" -u)" = 0 ]
+  echo x > "$pub/mnt/null"
+  imgumount -q "$pub/mnt"
+
+  # -o suid or -o dev alone is refused before anything starts
+  run_split imgmount -o suid a.img "$pub/mnt"
+  [ "$status" -eq 1 ]
+  [[ $err == *"--allow-suid-dev"* ]]
+  run_split imgmount -o discard,dev a.img "$pub/mnt"
+  [ "$status" -eq 1 ]
   assert_nothing_left
 }

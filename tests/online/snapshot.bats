@@ -88,7 +88,7 @@ teardown() { online_teardown; }
   [ "$status" -eq 0 ] || { echo "$err"; false; }
   cmp -n $((1 * M)) blob "$dev"
   imgdetach -q a.img
-  "$BIN/imgconvert" -q -O raw a.img flat.raw
+  "$BIN/imgconvert" -q -F libimg -O raw a.img flat.raw
   cmp -n $((1 * M)) blob flat.raw
   "$BIN/imgcheck" a.img
   [ "$("$BIN/imgsnap" list --json a.img | jq -r '.[0].backing')" = a.img.snap1 ]
@@ -176,5 +176,19 @@ container_untouched() {
   container_untouched
   imgumount -q mnt
   "$BIN/imgcheck" ct.img
+  assert_nothing_left
+}
+
+@test "issue 15 #4: the daemon's error messages are printed escaped" {
+  mkimg --fs ext4 a.img 64M >/dev/null
+  mkdir mnt
+  imgmount -q a.img mnt
+  # a name with an escape sequence comes back in the daemon's refusal
+  : > $'t\e[31m.img'
+  run_split imgsnap create --name $'t\e[31m.img' a.img
+  [ "$status" -eq 1 ]
+  [[ $err == *'t\x1b[31m.img'*"File exists"* ]] || { echo "$err"; false; }
+  ! printf '%s' "$err" | grep -q $'\e' || { echo "raw ESC: $err"; false; }
+  imgumount -q mnt
   assert_nothing_left
 }

@@ -216,12 +216,19 @@ int main(void)
 	set_ref("dots.img", "missing.img");
 	CHECK(img_open(P("dots.img"), 0, &img) == -ENOENT);
 	CHECK(strstr(img_last_error(), "missing.img") != NULL);
+	/* issue 14 #7: a chain failure is told from one of the image itself */
+	CHECK(img_last_chain_error() == -ENOENT);
+	CHECK(img_open(P("dots.img"), IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
+	CHECK(img_last_chain_error() == 0);
+	CHECK(img_open(P("abs.img"), 0, &img) == -EPERM && img_last_chain_error() == -EPERM);
+	CHECK(img_open(P("no-such.img"), 0, &img) == -ENOENT && img_last_chain_error() == 0);
 	/* A loop: a -> b -> a. */
 	CHECK(mk("la.img", VS, NULL, 0) == 0 && mk("lb.img", VS, NULL, 0) == 0);
 	set_ref("la.img", "lb.img");
 	set_ref("lb.img", "la.img");
 	CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
 	CHECK(strstr(img_last_error(), "loop") != NULL);
+	CHECK(img_last_chain_error() == -ELOOP);
 	set_ref("la.img", "la.img");
 	CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
 	/* Depth 1000: refused past 64. */
@@ -246,6 +253,7 @@ int main(void)
 	CHECK(mk("b2.img", VS, NULL, 0) == 0);
 	CHECK(img_open(P("t2.img"), 0, &img) == -EUCLEAN);
 	CHECK(strstr(img_last_error(), "uuid") != NULL);
+	CHECK(img_last_chain_error() == -EUCLEAN);
 	/* img_create_io and img_open_io do not follow references. */
 	{
 		struct img_io *io;

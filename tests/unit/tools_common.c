@@ -82,6 +82,16 @@ static void escape_is(const char *s, const char *want)
 	free(out);
 }
 
+static void text_is(const char *s, size_t len, const char *want)
+{
+	char buf[256];
+	text_escape(s, buf, len);
+	if (strcmp(buf, want)) {
+		fprintf(stderr, "FAIL: text_escape(len %zu) -> %s; want %s\n", len, buf, want);
+		failures++;
+	}
+}
+
 int main(void)
 {
 	const uint64_t K = 1024, M = K * K, G = M * K, T = G * K, P = T * K, E = P * K;
@@ -165,6 +175,18 @@ int main(void)
 	human_is(UINT64_MAX, "16 EiB");
 
 	escape_is("plain", "\"plain\"");
+	/* issue 15 #4: strings from images on a terminal */
+	text_is("plain.img", 64, "plain.img");
+	text_is("a\x1b[31mb\nc", 64, "a\\x1b[31mb\\x0ac");
+	text_is("bad\xff\xc3", 64, "bad\\xff\\xc3");
+	text_is("c1 \xc2\x9b ok \xc3\xa9", 64, "c1 \\xc2\\x9b ok \xc3\xa9");
+	text_is("back\\slash\x7f", 64, "back\\\\slash\\x7f");
+	text_is("overlong \xc0\xaf \xe0\x80\xaf", 64, "overlong \\xc0\\xaf \\xe0\\x80\\xaf");
+	text_is("0123456789", 11, "0123456789");
+	text_is("0123456789", 10, "012345...");
+	text_is("\x01\x02\x03", 12, "\\x01\\x02...");
+	text_is("\xc3\xa9\xc3\xa9\xc3\xa9", 6, "\xc3\xa9...");
+	escape_is("c1 \xc2\x9b", "\"c1 \\u009b\"");
 	escape_is("a\"b\\c", "\"a\\\"b\\\\c\"");
 	escape_is("tab\tnl\n\x01", "\"tab\\tnl\\n\\u0001\"");
 	escape_is("caf\xc3\xa9", "\"caf\xc3\xa9\"");        /* valid UTF-8 kept */
