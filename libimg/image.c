@@ -526,6 +526,33 @@ struct img_target {
 
 static void describe_holder(pid_t pid, char *buf, size_t len);
 
+/* A file no tool replaces (FORMAT.md 3.2): one whose mode has no write bit
+ * (a snapshot, a base made read-only) or an image marked as a template.
+ * Returns -EROFS with the message set, or 0. */
+static int target_protected(const char *path, const struct stat *st)
+{
+	struct img *img;
+	int tmpl;
+
+	if (!(st->st_mode & 0222)) {
+		img_set_error("%s: read-only (mode %04o): a protected image is not replaced (make "
+			      "it writable first if you mean to replace it)", path,
+			      (unsigned)(st->st_mode & 07777));
+		return -EROFS;
+	}
+	if (img_open(path, IMG_OPEN_NOLOCK | IMG_OPEN_NO_BACKING, &img)) {
+		img_clear_error();   /* not an image we can read: nothing to protect */
+		return 0;
+	}
+	tmpl = !!(img->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE);
+	img_close(img);
+	if (!tmpl)
+		return 0;
+	img_set_error("%s: a template (a shared base of clones): not replaced (imgsnap template "
+		      "--clear %s first if you mean to replace it)", path, path);
+	return -EROFS;
+}
+
 IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target **out)
 {
 	struct img_target *t = NULL;
@@ -557,6 +584,8 @@ IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target
 		img_set_error("%s: exists and is %s, not a regular file: refused", path,
 			      img_file_kind(st.st_mode));
 		r = -EINVAL;
+	} else if (!r && (r = target_protected(path, &st))) {
+		;
 	} else if (!(t = calloc(1, sizeof(*t))) || !(t->path = strdup(path))) {
 		r = -ENOMEM;
 	} else {

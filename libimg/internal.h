@@ -234,6 +234,9 @@ struct img_vfs {
 	 * else is not opened (*fd -1).  -ENOENT: nothing there.  NULL (a vfs
 	 * without locks): the create path uses stat and locks nothing. */
 	int (*claim)(const char *path, struct stat *st, int *fd, pid_t *holder);
+	/* what path is, without following a symlink.  NULL: a vfs without
+	 * symlinks */
+	int (*lstat)(const char *path, struct stat *st);
 };
 extern const struct img_vfs *img_vfs;
 extern const struct img_vfs img_vfs_posix;

@@ -586,6 +586,12 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		return img_fail(top, r, "backing file %s", bpath);
 	if (!S_ISREG(bst->st_mode))
 		return img_fail(top, -EINVAL, "backing file %s is not a regular file", bpath);
+	/* the base's name is renamed over the top's: a link would be
+	 * renamed, and the image it points to changed under another name */
+	if (img_vfs->lstat && !img_vfs->lstat(bpath, &nst) && S_ISLNK(nst.st_mode))
+		return img_fail(top, -EINVAL, "backing file %s is a symbolic link: a merge would "
+				"put the link, not the image, under the image's name (refused; "
+				"point the image at the file itself with imgsnap rebase -u)", bpath);
 	if (named) {
 		if ((r = img_vfs->stat(named, &nst)))
 			return img_fail(top, r, "the base named, %s", named);

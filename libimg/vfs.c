@@ -22,6 +22,11 @@ static int p_stat(const char *path, struct stat *st)
 	return stat(path, st) < 0 ? -errno : 0;
 }
 
+static int p_lstat(const char *path, struct stat *st)
+{
+	return lstat(path, st) < 0 ? -errno : 0;
+}
+
 static int p_open(const char *path, unsigned ioflags, struct img_io **out)
 {
 	return img_io_posix_open(path, ioflags, out);
@@ -140,7 +145,7 @@ static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
 }
 
 const struct img_vfs img_vfs_posix = {
-	.stat = p_stat, .open = p_open, .open_beneath = p_open_beneath, .mktemp = p_mktemp, .link = p_link,
+	.stat = p_stat, .lstat = p_lstat, .open = p_open, .open_beneath = p_open_beneath, .mktemp = p_mktemp, .link = p_link,
 	.rename = p_rename, .unlink = p_unlink, .chmod = p_chmod, .sync_dir = p_sync_dir,
 	.claim = p_claim,
 };

@@ -192,8 +192,9 @@ struct img_create_opts {
  * leaves an existing file at path byte for byte as it was.  path is
  * claimed first (img_target_claim): -EEXIST when something is there
  * without IMG_CREATE_OVERWRITE; with it, -EINVAL when that is not a
- * regular file (a symlink, FIFO, device, directory), -EBUSY (naming the
- * holder) when it is locked: an image open for writing (served, mounted)
+ * regular file (a symlink, FIFO, device, directory), -EROFS when it is
+ * protected (its mode has no write bit, or it is an image marked as a
+ * template: FORMAT.md 3.2), -EBUSY (naming the holder) when it is locked: an image open for writing (served, mounted)
  * or the base of an open delta.  -EINVAL when the backing file is path
  * itself (the same file, or the same name once resolved), -ELOOP when
  * path is anywhere further down the backing chain. */
@@ -209,7 +210,8 @@ int img_create_io(struct img_io *io, const struct img_create_opts *opts);
  *   img_target_claim(path, flags, &t)  flags 0 or IMG_CREATE_OVERWRITE.
  *       Nothing at path: 0.  Something there: -EEXIST without
  *       IMG_CREATE_OVERWRITE; -EINVAL unless it is a regular file (a
- *       symlink is not followed, a FIFO or device is not opened); else it
+ *       symlink is not followed, a FIFO or device is not opened); -EROFS
+ *       when it is protected (mode without a write bit, a template); else it
  *       is opened and locked exclusively, as a writer locks an image (a
  *       file that cannot be opened for writing, mode 0444: a shared lock,
  *       refused while anyone else holds one), and stays locked until

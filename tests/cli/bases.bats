@@ -241,3 +241,52 @@ mode() { stat -c %a "$1"; }
   to_raw d.img out.raw
   cmp out.raw d.raw
 }
+
+@test "issue 14 #3: mkimg -f and imgconvert -f never replace a template or a read-only base" {
+  make_clones
+  head -c $M /dev/urandom > other.raw
+  "$BIN/imgsnap" -q template base.img
+  b0=$(sum base.img)
+  ls -a > ../before
+  run_tool mkimg -f base.img 16M
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"base.img"*"template"*"not replaced"* ]] || { echo "$output"; false; }
+  run_tool imgconvert -f other.raw base.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"base.img"*"template"* ]] || { echo "$output"; false; }
+  [ "$(sum base.img)" = "$b0" ]
+  ls -a > ../after
+  diff ../before ../after
+  # a base made read-only by its mode, image or not
+  "$BIN/imgsnap" -q template --clear base.img
+  chmod 0444 base.img
+  b0=$(sum base.img)
+  run_tool mkimg -f base.img 16M
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"base.img"*"read-only (mode 0444)"* ]] || { echo "$output"; false; }
+  run_tool imgconvert -f other.raw base.img
+  [ "$status" -eq 1 ]
+  [ "$(sum base.img)" = "$b0" ]
+  [ "$(mode base.img)" = 444 ]
+  "$BIN/imgcheck" -q ct2.img
+  # writable again: replacing it is the user's explicit choice
+  chmod 0644 base.img
+  "$BIN/mkimg" -q -f base.img 16M
+}
+
+@test "issue 15 #1: imgsnap merge refuses a base whose name is a symbolic link in the same directory" {
+  "$BIN/mkimg" -q real.img 8M
+  ln -s real.img base.img
+  "$BIN/mkimg" -q --backing base.img ct.img
+  r0=$(sum real.img); c0=$(sum ct.img); m0=$(mode real.img)
+  ls -la > ../before
+  run_tool imgsnap merge --into base.img ct.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"base.img"*"symbolic link"* ]] || { echo "$output"; false; }
+  [ "$(sum real.img)" = "$r0" ]
+  [ "$(sum ct.img)" = "$c0" ]
+  [ "$(mode real.img)" = "$m0" ]
+  [ -L base.img ]
+  ls -la > ../after
+  diff ../before ../after
+}

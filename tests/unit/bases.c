@@ -120,6 +120,16 @@ static int w_open(const char *path, unsigned ioflags, struct img_io **out)
 	}
 	return img_vfs_posix.open(path, ioflags, out);
 }
+/* (backing files are opened beneath their directory) */
+static int w_open_beneath(const char *root, const char *rel, const char *name,
+			  unsigned ioflags, struct img_io **out)
+{
+	if (armed && strstr(rel, fail_name)) {
+		armed = 0;
+		return -EIO;
+	}
+	return img_vfs_posix.open_beneath(root, rel, name, ioflags, out);
+}
 
 static char byte_at(struct img *img, uint64_t off)
 {
@@ -273,6 +283,7 @@ int main(void)
 		unsigned m0 = mode_of("ct1.img");
 		w = img_vfs_posix;
 		w.open = w_open;
+		w.open_beneath = w_open_beneath;
 		w.rename = w_rename;
 		fail_name = "ct1.img.snap3";
 		img_vfs_set(&w);
