@@ -434,12 +434,8 @@ void print_version(void)
 	printf("%s (libimg) %s\n", progname, LIBIMG_VERSION_STRING);
 }
 
-int exit_status(int err)
-{
-	return err == -EBUSY ? EXIT_BUSY : EXIT_ERROR;
-}
 
-/* The chain error of the last open_image (see open_status). */
+/* The chain error of the last open_image (see exit_status). */
 static int open_chain_err;
 
 /* img_last_error() without a leading "FILE: " nor "backing chain: ". */
@@ -455,9 +451,11 @@ static const char *chain_detail(const char *file)
 	return d;
 }
 
-int open_status(int err)
+int exit_status(int err)
 {
-	return open_chain_err && err != -EBUSY ? EXIT_CHAIN : EXIT_ERROR;
+	if (err == -EBUSY)
+		return EXIT_BUSY;
+	return open_chain_err ? EXIT_CHAIN : EXIT_ERROR;
 }
 
 /* open_image and open_image_degraded: img_open with the messages.  degraded:

@@ -25,8 +25,10 @@
 #define EXIT_BUSY  75   /* in use: locked by another process (sysexits'
                          * EX_TEMPFAIL: retrying later may succeed) */
 
-/* The exit status for a libimg error: EXIT_BUSY for -EBUSY, else
- * EXIT_ERROR. */
+/* The exit status for a libimg error: EXIT_BUSY for -EBUSY; EXIT_CHAIN
+ * when the last open_image failed only because the image's backing chain
+ * did not open (a base missing, replaced, refused: img_last_chain_error;
+ * open_image says so in its message); else EXIT_ERROR. */
 int exit_status(int err);
 
 /* The only globals: set by tool_init() and the option loops. */
@@ -90,12 +92,6 @@ void print_version(void);
  * which I/O engine the library uses (and why not io_uring when it was
  * asked for and refused).  Returns 0 or -errno. */
 int open_image(const char *path, unsigned flags, struct img **out);
-/* The exit status after open_image failed with err: EXIT_CHAIN when the
- * image itself opened but its backing chain did not (a base missing,
- * replaced, refused; img_last_chain_error), else EXIT_ERROR (a tool that
- * reports EXIT_BUSY tests err == -EBUSY first).  open_image says which in
- * its message ("its backing chain cannot be opened: ..."). */
-int open_status(int err);
 /* open_image for the tools that describe an image without its chain
  * (imginfo, imgcheck, imgsnap list): when only the backing chain fails
  * (not with -EBUSY), the image is opened alone (IMG_OPEN_NO_BACKING), 0 is

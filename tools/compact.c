@@ -50,7 +50,7 @@ static void usage(void)
 	       "An ext2/3/4 filesystem that needs fsck is refused before anything\n"
 	       "changes (e2fsck -f it, or --no-fs-trim).  Offline, xfs and btrfs free\n"
 	       "space goes back only through fstrim while mounted (compact says so).\n"
-	       "Exit status: 0 success, 1 error.  See compact(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 broken chain, 75 in use.  compact(1)\n", progname);
 }
 
 static uint64_t gain(uint64_t before, uint64_t after)
@@ -160,8 +160,8 @@ int main(int argc, char **argv)
 		/* Refuse a filesystem that needs checking before the image is
 		 * opened for writing (which alone rewrites its header): then
 		 * the file is left exactly as it was. */
-		if (open_image(file, 0, &img) < 0)
-			return EXIT_ERROR;
+		if ((r = open_image(file, 0, &img)) < 0)
+			return exit_status(r);
 		r = img_fs_probe(img, &fi);
 		img_close(img);
 		if (r == 0 && fs_is_ext(fi.type) && (fi.flags & IMG_FS_HAVE_STATE) && fi.state) {
@@ -173,8 +173,8 @@ int main(int argc, char **argv)
 			return EXIT_ERROR;
 		}
 	}
-	if (open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img) < 0)
-		return EXIT_ERROR;
+	if ((r = open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img)) < 0)
+		return exit_status(r);
 	progress_init(&pr, want_progress && !quiet);
 	if (pr.enabled) {
 		opts.progress = progress_cb;

@@ -41,7 +41,8 @@ static void usage(void)
 	       "  -V, --version  show the version\n"
 	       "\n"
 	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
-	       "(if only the filesystem step failed, a rerun completes it).  growimg(1)\n",
+	       "(if only the filesystem step failed, a rerun completes it), 4 broken\n"
+	       "chain, 75 in use (nothing changed).  See growimg(1).\n",
 	       progname);
 }
 
@@ -170,8 +171,8 @@ int main(int argc, char **argv)
 	}
 	/* Everything is checked read-only first: a refusal changes nothing
 	 * (opening for writing alone rewrites the header). */
-	if (open_image(file, 0, &img) < 0)
-		return EXIT_ERROR;
+	if ((r = open_image(file, 0, &img)) < 0)
+		return exit_status(r);
 	memset(&in, 0, sizeof(in));
 	memset(&fi, 0, sizeof(fi));
 	r = img_info(img, &in);
@@ -215,8 +216,8 @@ int main(int argc, char **argv)
 	}
 	if (new_size > in.virtual_size) {
 		img_close(img);
-		if (open_image(file, IMG_OPEN_RDWR, &img) < 0)
-			return EXIT_ERROR;
+		if ((r = open_image(file, IMG_OPEN_RDWR, &img)) < 0)
+			return exit_status(r);
 		r = img_resize(img, new_size, 0);
 		if (r < 0) {
 			img_errmsg(file, r);

@@ -779,7 +779,7 @@ int main(int argc, char **argv)
 
 	if ((r = open_source(&s, nolock, srcfmt)) < 0) {
 		if (s.fmt == FMT_LIBIMG && !s.img)
-			ret = open_status(r);   /* 4: its chain cannot be opened */
+			ret = exit_status(r);   /* 4: its chain cannot be opened */
 		goto out;
 	}
 	verbose_msg("%s: %s read with %s, %u MiB pieces in %u requests", src,

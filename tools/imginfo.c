@@ -37,7 +37,7 @@ static void usage(void)
 	       "  -V, --version      show the version\n"
 	       "\n"
 	       "Exit status: 0 success, 1 error, 4 the image is described but its\n"
-	       "backing chain cannot be opened (a base missing or replaced).\n"
+	       "backing chain cannot be opened (a base missing or replaced), 75 in use.\n"
 	       "See imginfo(1).\n", progname);
 }
 
@@ -213,7 +213,7 @@ int main(int argc, char **argv)
 	/* A delta whose base is missing or replaced is described alone (its
 	 * own header and BAT), with the chain's problem, and exits 4. */
 	if ((r = open_image_degraded(file, flags, &img, &chain_err, chain_msg, sizeof(chain_msg))) < 0)
-		return open_status(r);
+		return exit_status(r);
 	json_start(&j, stdout);
 	if (chain && json)
 		json_array_begin(&j, NULL);

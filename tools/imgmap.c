@@ -31,7 +31,7 @@ static void usage(void)
 	       "  -V, --version      show the version\n"
 	       "\n"
 	       "Exit status: 0 success, 1 error, 4 FILE's backing chain cannot be opened\n"
-	       "(a base missing or replaced).  See imgmap(1).\n", progname);
+	       "(a base missing or replaced), 75 in use.  See imgmap(1).\n", progname);
 }
 
 static const char *type_name(uint32_t t)
@@ -70,7 +70,7 @@ int main(int argc, char **argv)
 	ret = EXIT_ERROR;
 
 	if ((r = open_image(file, flags, &img)) < 0)
-		return open_status(r);   /* 4: its backing chain cannot be opened */
+		return exit_status(r);   /* 4: its backing chain cannot be opened */
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {

@@ -72,7 +72,7 @@ static int do_list(const char *file, unsigned oflags)
 	 * the rest cannot be listed, and exit 4. */
 	if ((r = open_image_degraded(file, oflags, &img, &chain_err, chain_msg,
 				     sizeof(chain_msg))) < 0)
-		return open_status(r);
+		return exit_status(r);
 	json_start(&j, stdout);
 	if (json && !quiet)
 		json_array_begin(&j, NULL);
@@ -279,8 +279,8 @@ int main(int argc, char **argv)
 		struct img *img;
 		/* the safe rebase to none: what FILE reads through its base
 		 * is copied into it first; the base is only read */
-		if (open_image(file, IMG_OPEN_RDWR | oflags, &img) < 0)
-			return EXIT_ERROR;
+		if ((r = open_image(file, IMG_OPEN_RDWR | oflags, &img)) < 0)
+			return exit_status(r);
 		if (!img_backing(img)) {
 			img_close(img);
 			errmsg("%s: has no backing image: already standalone", file);
@@ -325,8 +325,8 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "merge")) {
 		char ref[4096] = "";
 		struct img *img;
-		if (open_image(file, IMG_OPEN_NO_BACKING | IMG_OPEN_NOLOCK | oflags, &img) < 0)
-			return EXIT_ERROR;
+		if ((r = open_image(file, IMG_OPEN_NO_BACKING | IMG_OPEN_NOLOCK | oflags, &img)) < 0)
+			return exit_status(r);
 		if (img_backing_ref(img, ref, sizeof(ref)) <= 0) {
 			img_close(img);
 			errmsg("%s: has no backing image to merge into", file);
@@ -347,8 +347,8 @@ int main(int argc, char **argv)
 		struct img *img;
 		if (!arg2)
 			return usage_error("expected FILE and NEWBASE (\"\" for none)");
-		if (open_image(file, IMG_OPEN_RDWR | oflags | (unsafe ? IMG_OPEN_NO_BACKING : 0), &img) < 0)
-			return EXIT_ERROR;
+		if ((r = open_image(file, IMG_OPEN_RDWR | oflags | (unsafe ? IMG_OPEN_NO_BACKING : 0), &img)) < 0)
+			return exit_status(r);
 		r = img_set_backing(img, *arg2 ? arg2 : NULL, bflags | (unsafe ? IMG_BACKING_UNSAFE : 0),
 				    pr.enabled ? progress_cb : NULL, &pr);
 		progress_finish(&pr, r == 0);

@@ -52,7 +52,8 @@ static void usage(void)
 	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"
 	       "Exit status: 0 success, 1 error; nothing changed when refused (below the\n"
-	       "used space, fs needs fsck, unknown fs, xfs).  See shrinkimg(1).\n", progname);
+	       "used space, fs needs fsck, unknown fs, xfs), 4 broken chain, 75 in use.\n"
+	       "See shrinkimg(1).\n", progname);
 }
 
 /* What the filesystem step did, for the report. */
@@ -237,8 +238,9 @@ static const char *fs_advice(const char *type)
 /* Offline, before anything changes: decides whether the filesystem must
  * shrink, checks that it can (read-only), and sets *new_size (for --min:
  * its minimum plus the margin).  Returns 1 when the filesystem step is to
- * run (*fi, *facts filled), 0 when the image alone shrinks, -1 after a
- * refusal (message printed, nothing changed). */
+ * run (*fi, *facts filled), 0 when the image alone shrinks, -errno (-1
+ * for a refusal of its own) after a refusal (message printed, nothing
+ * changed). */
 static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned rflags,
 		   uint64_t *new_size, struct img_fs_info *fi, struct fs_offline_facts *facts)
 {
@@ -250,8 +252,8 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 
 	memset(fi, 0, sizeof(*fi));
 	memset(facts, 0, sizeof(*facts));
-	if (open_image(file, 0, &img) < 0)
-		return -1;
+	if ((r = open_image(file, 0, &img)) < 0)
+		return r;
 	r = img_info(img, &in);
 	if (r < 0) {
 		img_errmsg(file, r);
@@ -407,7 +409,7 @@ int main(int argc, char **argv)
 	 * it was. */
 	r = plan_fs(file, size_arg, to_min, rflags, &new_size, &fi, &facts);
 	if (r < 0)
-		return EXIT_ERROR;
+		return exit_status(r);   /* 4: chain, 75: in use */
 	if (r == 1) {
 		fr.old_size = fi.size;
 		if (fs_offline_shrink(file, &fi, (to_min ? FS_SHRINK_TO_MIN : 0) |
@@ -426,8 +428,10 @@ int main(int argc, char **argv)
 		if (to_min)
 			fr.min_size = facts.has_balloon ? 0 : facts.min_size;
 	}
-	if (open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img) < 0)
+	if ((r = open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img)) < 0) {
+		ret = exit_status(r);
 		goto fs_done;
+	}
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {

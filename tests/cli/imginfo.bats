@@ -84,7 +84,7 @@ teardown() { common_teardown; }
   "$BIN/mkimg" -q a.img 1G
   hold_lock a.img
   run_split imginfo a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == "imginfo: a.img: image is locked by another process"* ]] || { echo "$err"; false; }
   [[ "$err" == *"$HOLDER_PID"* ]] || { echo "holder $HOLDER_PID not in: $err"; false; }
   run_split imginfo -U --json a.img

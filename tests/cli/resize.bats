@@ -195,14 +195,14 @@ contents_are() {
   "$BIN/mkimg" -q a.img 1G
   hold_lock a.img
   run_split growimg a.img 2G
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == "growimg: a.img: image is locked by another process"* ]] || { echo "$err"; false; }
   [[ "$err" == *"$HOLDER_PID"* ]] || { echo "$err"; false; }
   run_split shrinkimg a.img 512M
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == *"$HOLDER_PID"* ]]
   run_split compact a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == "compact: a.img: image is locked by another process"*"$HOLDER_PID"* ]]
   [ "$("$BIN/imginfo" -U --json a.img | jq .virtual_size)" = $G ]
 }
