@@ -267,7 +267,7 @@ int main(int argc, char **argv)
 		print_json(file, &res, repair, status, &ps, chain_err ? chain_msg : NULL);
 	else if (!quiet)
 		print_human(&res, repair, chain_err ? chain_msg : NULL);
-	else if (chain_err) {   /* -q prints errors */
+	if (chain_err) {   /* an error: on standard error too, even with -q */
 		char e[TEXT_ESCAPE_LEN(512)];
 		errmsg("%s: its backing chain cannot be opened: %s", file,
 		       text_escape(chain_msg, e, sizeof(e)));

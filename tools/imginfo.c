@@ -233,9 +233,8 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	if (chain_err) {
 		char e[TEXT_ESCAPE_LEN(512)];
-		if (!quiet)
-			errmsg("%s: its backing chain cannot be opened: %s", file,
-			       text_escape(chain_msg, e, sizeof(e)));
+		errmsg("%s: its backing chain cannot be opened: %s", file,
+		       text_escape(chain_msg, e, sizeof(e)));
 		return EXIT_CHAIN;
 	}
 	return EXIT_OK;

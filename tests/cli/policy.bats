@@ -40,7 +40,7 @@ first_byte() { od -An -tu1 -N1 "$1" | tr -d ' '; }
   # by every tool that follows it
   "$BIN/mkimg" -q --allow-backing-path --backing base.img ct/c.img
   chmod 0666 ct/c.img
-  run_split imgconvert -O raw ct/c.img out.raw
+  run_split imgconvert -F libimg -O raw ct/c.img out.raw
   [ "$status" -ne 0 ]
   [[ "$err" == *"outside the image's directory"* ]]
   [ ! -e out.raw ]
@@ -54,13 +54,13 @@ first_byte() { od -An -tu1 -N1 "$1" | tr -d ' '; }
   [ -L ct/base.img ]
   [ "$(readlink ct/base.img)" = ../other/secret.img ]
   # the user's explicit "anything" still follows it
-  "$BIN/imgconvert" -q -O raw --allow-backing-path ct/c.img out.raw
+  "$BIN/imgconvert" -q -F libimg -O raw --allow-backing-path ct/c.img out.raw
   [ "$(first_byte out.raw)" = 94 ]
   # a link that stays in the directory is fine
   img_with 17 ct/real.img
   ln -s real.img ct/alias.img
   "$BIN/mkimg" -q --backing alias.img ct/d.img
-  "$BIN/imgconvert" -q -O raw ct/d.img d.raw
+  "$BIN/imgconvert" -q -F libimg -O raw ct/d.img d.raw
   [ "$(first_byte d.raw)" = 17 ]
 }
 
@@ -70,7 +70,7 @@ first_byte() { od -An -tu1 -N1 "$1" | tr -d ' '; }
   rm base.img
   mkfifo base.img
   sum=$(sha256sum < d.img)
-  for cmd in "imginfo d.img" "imgcheck d.img" "imgmap d.img" "imgconvert -O raw d.img out.raw" \
+  for cmd in "imginfo d.img" "imgcheck d.img" "imgmap d.img" "imgconvert -F libimg -O raw d.img out.raw" \
              "compact d.img" "growimg d.img +1M" "shrinkimg d.img -1M" "imgsnap merge d.img" \
              "imgsnap create d.img" "mkimg --backing base.img e.img"; do
     run timeout 10 $BIN/$cmd
@@ -129,10 +129,10 @@ every_tool() {
   "$BIN/imginfo" "$@" "$c" >/dev/null
   "$BIN/imgcheck" -q "$@" "$c"
   "$BIN/imgmap" "$@" "$c" >/dev/null
-  "$BIN/imgconvert" -q -O raw "$@" "$c" "$T/flat.raw"
+  "$BIN/imgconvert" -q -F libimg -O raw "$@" "$c" "$T/flat.raw"
   [ "$(first_byte "$T/flat.raw")" = 42 ]
   rm "$T/flat.raw"
-  "$BIN/imgconvert" -q "$@" "$c" "$T/flat.img"
+  "$BIN/imgconvert" -q -F libimg "$@" "$c" "$T/flat.img"
   rm "$T/flat.img"
   "$BIN/compact" -q "$@" "$c"
   "$BIN/growimg" -q "$@" "$c" +1M
@@ -151,7 +151,7 @@ every_tool() {
     "$BIN/$t" --help | grep -q -- --allow-backing-path
   done
   # without it: refused, naming the reference and how to allow it
-  for cmd in "imginfo @" "imgcheck @" "imgmap @" "compact @" "imgconvert -O raw @ out.raw" \
+  for cmd in "imginfo @" "imgcheck @" "imgmap @" "compact @" "imgconvert -F libimg -O raw @ out.raw" \
              "imgsnap list @"; do
     run_split ${cmd//@/containers/ct1.img}
     echo "$cmd: $status: $err"

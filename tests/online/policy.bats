@@ -36,7 +36,7 @@ teardown() { online_teardown; }
     compact -q "containers/$c.img"
     growimg -q "containers/$c.img" +64M
     imgcheck -q "containers/$c.img"
-    imgconvert -q "containers/$c.img" "$c-flat.img"
+    imgconvert -q -F libimg "containers/$c.img" "$c-flat.img"
     [ "$(imginfo --json "$c-flat.img" | jq -r '.backing // empty')" = "" ]
     imgmount -q "$c-flat.img" mnt
     [ "$(cat mnt/from-template)" = template ]
