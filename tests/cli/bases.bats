@@ -19,31 +19,6 @@ make_clones() {
   write_at ct1.img own1 70000
 }
 
-# hold_shared_lock FILE: a process holds a shared OFD lock on FILE, as a
-# clone opened over it does ($HOLDER_PID; common_teardown kills it).
-hold_shared_lock() {
-  local f=$1 ready=$BATS_TEST_TMPDIR/.shared i
-  [ -n "$PY" ] || skip "python3 is needed to hold an OFD lock"
-  rm -f "$ready"
-  "$PY" - "$f" "$ready" >/dev/null 2>&1 3>&- <<'PYEOF' &
-import fcntl, os, struct, sys, time
-fd = os.open(sys.argv[1], os.O_RDONLY)
-fl = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
-fcntl.fcntl(fd, 37, fl)   # F_OFD_SETLK
-with open(sys.argv[2] + ".tmp", "w") as f:
-    f.write(str(os.getpid()))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-time.sleep(600)
-PYEOF
-  HOLDER_PID=$!
-  for i in $(seq 200); do
-    [ -s "$ready" ] && break
-    sleep 0.05
-  done
-  [ -s "$ready" ] || { echo "lock holder did not start" >&2; return 1; }
-  HOLDER_PID=$(cat "$ready")
-}
-
 sum() { sha256sum "$1" | cut -d' ' -f1; }
 mode() { stat -c %a "$1"; }
 
@@ -196,7 +171,7 @@ mode() { stat -c %a "$1"; }
   s0=$(sum d.img.snap1); d0=$(sum d.img)
   # refused: another image over the snapshot is open (a shared lock: the
   # top still opens, the snapshot cannot be opened for writing)
-  hold_shared_lock d.img.snap1
+  hold_lock d.img.snap1 shared
   run_tool imgsnap merge d.img
   [ "$status" -ne 0 ]
   [[ "$output" == *"in use"* ]]
@@ -228,7 +203,7 @@ mode() { stat -c %a "$1"; }
   to_raw d.img d.raw
   m0=$(mode d.img)
   chown -R 65534:65534 "$PUBDIR"
-  hold_shared_lock d.img.snap1
+  hold_lock d.img.snap1 shared
   run_unprivileged imgsnap merge d.img
   [ "$status" -ne 0 ]
   [ "$(mode d.img.snap1)" = 444 ]

@@ -75,19 +75,21 @@ make_raw() {
 host_usage() { echo $(( $(stat -c %b "$1") * 512 )); }
 file_size() { stat -c %s "$1"; }
 
-# hold_lock FILE: another process takes an exclusive OFD lock on the whole
-# file, as a libimg writer does (FORMAT.md section 7), and keeps it until the
-# test ends.  Sets HOLDER_PID to that process.
+# hold_lock FILE [shared]: another process takes an exclusive OFD lock on
+# the whole file, as a libimg writer does (FORMAT.md section 7), or with
+# "shared" a shared one, as every delta opened over a base holds on it, and
+# keeps it until the test ends.  Sets HOLDER_PID to that process.
 hold_lock() {
   local f=$1 ready=$BATS_TEST_TMPDIR/.locked i
   [ -n "$PY" ] || skip "python3 is needed to hold an OFD lock"
   rm -f "$ready"
-  "$PY" - "$f" "$ready" >/dev/null 2>&1 3>&- <<'PYEOF' &
+  "$PY" - "$f" "$ready" "${2:-exclusive}" >/dev/null 2>&1 3>&- <<'PYEOF' &
 import fcntl, os, struct, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR)
+shared = sys.argv[3] == "shared"
+fd = os.open(sys.argv[1], os.O_RDONLY if shared else os.O_RDWR)
 # struct flock on Linux x86_64/aarch64: l_type, l_whence (short), l_start,
 # l_len (off_t), l_pid (pid_t, must be 0 for OFD locks), padding.
-fl = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+fl = struct.pack("hhqqi4x", fcntl.F_RDLCK if shared else fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
 fcntl.fcntl(fd, 37, fl)   # F_OFD_SETLK
 with open(sys.argv[2] + ".tmp", "w") as f:
     f.write(str(os.getpid()))

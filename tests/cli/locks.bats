@@ -8,30 +8,6 @@ load helpers
 setup() { common_setup; }
 teardown() { common_teardown; }
 
-# hold_shared FILE: another process holds a shared OFD lock on FILE, as
-# every delta opened over a base does (FORMAT.md section 7).
-hold_shared() {
-  local f=$1 ready=$BATS_TEST_TMPDIR/.shared i
-  [ -n "$PY" ] || skip "python3 is needed to hold an OFD lock"
-  "$PY" - "$f" "$ready" >/dev/null 2>&1 3>&- <<'PYEOF' &
-import fcntl, os, struct, sys, time
-fd = os.open(sys.argv[1], os.O_RDONLY)
-fl = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
-fcntl.fcntl(fd, 37, fl)   # F_OFD_SETLK
-with open(sys.argv[2] + ".tmp", "w") as f:
-    f.write(str(os.getpid()))
-os.rename(sys.argv[2] + ".tmp", sys.argv[2])
-time.sleep(600)
-PYEOF
-  HOLDER_PID=$!
-  for i in $(seq 200); do
-    [ -s "$ready" ] && break
-    sleep 0.05
-  done
-  [ -s "$ready" ] || { echo "lock holder did not start" >&2; return 1; }
-  HOLDER_PID=$(cat "$ready")
-}
-
 # snapshot_dir: the names, types and checksums of what is in the directory
 snapshot_dir() {
   local f
@@ -86,7 +62,7 @@ snapshot_dir() {
   make_raw src.raw
   "$BIN/mkimg" -q base.img 16M
   "$BIN/mkimg" -q --backing base.img ct.img
-  hold_shared base.img
+  hold_lock base.img shared
   before=$(snapshot_dir)
   run_split mkimg -f base.img 16M
   [ "$status" -eq 75 ] || { echo "$status: $err"; false; }
