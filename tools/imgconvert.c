@@ -77,8 +77,8 @@ static void usage(void)
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
 	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken, 75 DST in use\n"
-	       "(locked by another process).  See imgconvert(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken, 75 SRC or DST\n"
+	       "in use (locked by another process).  See imgconvert(1).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */

@@ -222,7 +222,7 @@ teardown() { common_teardown; }
   "$BIN/imgconvert" -q a.raw a.img
   hold_lock a.img
   run_split imgconvert -O raw a.img out.raw
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ "$err" == "imgconvert: a.img: image is locked by another process"*"$HOLDER_PID"* ]] || { echo "$err"; false; }
   [ ! -e out.raw ]
   "$BIN/imgconvert" -q -U -O raw a.img out.raw
