@@ -43,7 +43,7 @@ static void fill(uint8_t *b, uint64_t v, unsigned gen)
 	}
 }
 
-static long status_kib(const char *key)
+static __attribute__((unused)) long status_kib(const char *key)
 {
 	FILE *f = fopen("/proc/self/status", "r");
 	char line[256];
