@@ -136,6 +136,7 @@ int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uin
  * it holds at most CREF_SPREAD counts per host cluster holding payloads
  * (or CREF_MIN counts in all), else an open-addressing table (linear
  * probing, at most 3/4 full, deletion by backward shift) of 8 bytes a slot.
+ * A table that fills up becomes a window again when the rule allows.
  * Either way memory follows the host clusters that hold payloads: at most
  * 16 bytes each in a window, 21.4 in a table (plus 4 KiB), whatever the
  * length of the file or where in it the payloads lie.
@@ -180,6 +181,26 @@ static int cref_rehash(struct cref *c, uint64_t cap)
 	free(c->cnt);
 	free(c->slot);
 	*c = n;
+	return 0;
+}
+
+/* The table as a window of counts over [lo, hi]. */
+static int cref_to_window(struct cref *c, uint64_t lo, uint64_t hi)
+{
+	uint32_t *n = calloc(hi - lo + 1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < c->cap; i++)
+		if (c->slot[i])
+			n[(c->slot[i] >> 32) - lo] = (uint32_t)c->slot[i];
+	free(c->slot);
+	c->slot = NULL;
+	c->cap = 0;
+	free(c->cnt);
+	c->cnt = n;
+	c->base = lo;
+	c->len = hi - lo + 1;
 	return 0;
 }
 
@@ -277,6 +298,20 @@ static int cref_add(struct img *img, uint64_t h)
 		c->cap = 0;
 		c->base = h;
 	}
+	if (c->cap && c->hosts + 1 > c->cap / 4 * 3) {
+		/* the table is full: a window if they now lie densely, else
+		 * twice the slots */
+		uint64_t lo = h, hi = h;
+		for (uint64_t i = 0; i < c->cap; i++)
+			if (c->slot[i]) {
+				uint64_t k = c->slot[i] >> 32;
+				lo = k < lo ? k : lo;
+				hi = k > hi ? k : hi;
+			}
+		if ((r = cref_dense_fits(hi - lo + 1, c->hosts + 1) ? cref_to_window(c, lo, hi)
+								   : cref_rehash(c, c->cap * 2)))
+			return r;
+	}
 	if (!c->cap && (h < c->base || h - c->base >= c->len)) {
 		if ((r = cref_widen(c, h)) < 0)
 			return r;
@@ -291,11 +326,6 @@ static int cref_add(struct img *img, uint64_t h)
 		if (c->slot[i]) {
 			c->slot[i]++;
 			return 0;
-		}
-		if ((c->hosts + 1) > c->cap / 4 * 3) {
-			if ((r = cref_rehash(c, c->cap * 2)))
-				return r;
-			i = cref_find(c, h);
 		}
 		c->slot[i] = h << 32 | 1;
 	}

@@ -19,6 +19,7 @@
 
 #include "libimg.h"
 #include "format.h"
+#include "internal.h"
 
 static int fails;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
@@ -94,6 +95,78 @@ static void check_data(struct img *img, const unsigned *gen)
 	free(got);
 }
 
+/* The counts against a model: a pool of host clusters, half close
+ * together (a dense window) and half scattered over 2^26 clusters (a
+ * table), counted and dropped at random through comp_ref and
+ * img_release_entry on a read-only handle of a memory image (nothing is
+ * written); every count and the number of host clusters counted checked. */
+#define POOL 4096u
+static void counts_model(void)
+{
+	struct img_create_opts o = { .virtual_size = (uint64_t)NV * CS, .cluster_size = CS };
+	struct img_io *io = NULL;
+	struct img *img = NULL;
+	static uint64_t key[POOL];
+	static uint32_t model[POOL];
+	uint64_t x = 88172645463325252ull, d0;
+
+#define RND() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
+	CHECK(img_io_mem_new(NULL, 0, &io) == 0 && img_create_io(io, &o) == 0);
+	CHECK(img_open_io(io, 0, &img) == 0);
+	if (!img)
+		return;
+	d0 = img->g.data_cluster0 + 64;
+	for (unsigned i = 0; i < POOL; i++)
+		key[i] = i < POOL / 2 ? d0 + i : d0 + (1u << 20) + RND() % (1u << 26);
+	for (unsigned i = POOL / 2; i < POOL; i++)      /* distinct keys */
+		for (unsigned j = POOL / 2; j < i; j++)
+			if (key[j] == key[i]) {
+				key[i] = d0 + (1u << 20) + RND() % (1u << 26);
+				j = POOL / 2 - 1;
+			}
+	for (unsigned phase = 0; phase < 4; phase++) {
+		/* 0: the dense half only; 1, 2: everything; 3: drop all */
+		unsigned span = phase == 0 ? POOL / 2 : POOL, ops = phase == 3 ? 0 : 200000;
+		for (unsigned op = 0; op < ops; op++) {
+			unsigned i = (unsigned)(RND() % span);
+			uint64_t e = IMG_C_MAKE(key[i] * (CS / 512), 1);
+			if (model[i] && RND() % 100 < (phase == 2 ? 70u : 40u)) {
+				CHECK(img_release_entry(img, e) == 0);
+				model[i]--;
+			} else {
+				CHECK(comp_ref(img, e) == 0);
+				model[i]++;
+			}
+		}
+		if (phase == 3)
+			for (unsigned i = 0; i < POOL; i++)
+				for (; model[i]; model[i]--)
+					CHECK(img_release_entry(img, IMG_C_MAKE(key[i] * (CS / 512), 1)) == 0);
+		{
+			uint64_t hosts = 0;
+			for (unsigned i = 0; i < POOL; i++) {
+				hosts += model[i] != 0;
+				if (cref_get(img, key[i]) != model[i]) {
+					fprintf(stderr, "phase %u: host cluster %llu counted %u, not %u\n", phase,
+						(unsigned long long)key[i], cref_get(img, key[i]), model[i]);
+					fails++;
+					break;
+				}
+			}
+			CHECK(cref_hosts(img) == hosts);
+			CHECK(cref_get(img, d0 - 1) == 0 && cref_get(img, d0 + (1u << 27)) == 0);
+			/* a window while they lie densely, a table once scattered */
+			CHECK(phase == 0 ? img->cref.cap == 0 : phase == 3 || img->cref.cap > 0);
+		}
+	}
+	/* all dropped: the next count starts a window again */
+	CHECK(comp_ref(img, IMG_C_MAKE(d0 * (CS / 512), 1)) == 0);
+	CHECK(img->cref.cap == 0 && cref_get(img, d0) == 1 && cref_hosts(img) == 1);
+	img->npending = 0;
+	img_close(img);
+#undef RND
+}
+
 int main(void)
 {
 	char dir[4096], path[4200];
@@ -115,6 +188,7 @@ int main(void)
 		return 1;
 	}
 	snprintf(path, sizeof(path), "%s/far.img", dir);
+	counts_model();
 
 	/* every cluster compressed (1 sector each: one host cluster) */
 	CHECK(img_create(path, &o) == 0);
