@@ -70,7 +70,8 @@ for p in $PARTS; do
     lib)     part lib "$BUILD/bench/libimg_bench" -I -S -d "$BENCH_DIR" -r "$REPS" \
                -s "$BENCH_MIB" -n "$BENCH_OPS" ;;
     open)    part open "$BUILD/bench/libimg_bench" -O -S -d "$BENCH_DIR" -r "$REPS" ;;
-    compmem) part compmem "$BUILD/bench/comp_mem" -d "$BENCH_DIR" ;;
+    compmem) part compmem "$BUILD/bench/comp_mem" -d "$BENCH_DIR"
+             part compmem-far "$BUILD/bench/comp_mem" -d "$BENCH_DIR" -f ;;
     scale)   part scale bash bench/scale.sh ;;
     convert) part convert bash bench/convert.sh ;;
     compact) part compact env COPY_LIMIT="$BUILD/bench/copy_limit" "$BUILD/bench/compact_bench" \

@@ -236,8 +236,7 @@ static uint64_t comp_hosts(struct img *img)
 	uint64_t n = 0;
 
 	pthread_mutex_lock(&img->meta_lock);
-	for (uint64_t h = 0; h < img->cref_len; h++)
-		n += img->cref[h] != 0;
+	n = cref_hosts(img);
 	pthread_mutex_unlock(&img->meta_lock);
 	return n;
 }

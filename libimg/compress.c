@@ -130,31 +130,246 @@ int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uin
 	return 0;
 }
 
-static int cref_grow(struct img *img, uint64_t h)
-{
-	uint64_t n = img->cref_len ? img->cref_len : 64;
-	uint32_t *c;
+/*
+ * The count of compressed entries per host cluster (struct cref).  One
+ * rule decides the form, cref_dense_fits: a dense window of counts while
+ * it holds at most CREF_SPREAD counts per host cluster holding payloads
+ * (or CREF_MIN counts in all), else an open-addressing table (linear
+ * probing, at most 3/4 full, deletion by backward shift) of 8 bytes a slot.
+ * A table that fills up becomes a window again when the rule allows.
+ * Either way memory follows the host clusters that hold payloads: at most
+ * 16 bytes each in a window, 21.4 in a table (plus 4 KiB), whatever the
+ * length of the file or where in it the payloads lie.
+ */
+#define CREF_MIN 1024u
+#define CREF_SPREAD 4u
 
-	while (n <= h)
-		n *= 2;
-	if (!(c = realloc(img->cref, n * sizeof(*c))))
+static int cref_dense_fits(uint64_t len, uint64_t hosts)
+{
+	return len <= CREF_MIN || len / CREF_SPREAD <= hosts;
+}
+
+static uint64_t cref_home(const struct cref *c, uint64_t h)
+{
+	uint64_t x = h * 0x9e3779b97f4a7c15ull;
+	return (x ^ (x >> 29)) & (c->cap - 1);
+}
+
+/* Table: the slot holding h, or the empty slot where h goes. */
+static uint64_t cref_find(const struct cref *c, uint64_t h)
+{
+	uint64_t i = cref_home(c, h);
+
+	while (c->slot[i] && c->slot[i] >> 32 != h)
+		i = (i + 1) & (c->cap - 1);
+	return i;
+}
+
+/* Table of cap slots holding every non-zero count (window or table). */
+static int cref_rehash(struct cref *c, uint64_t cap)
+{
+	struct cref n = { .cap = cap, .hosts = c->hosts };
+
+	if (!(n.slot = calloc(cap, sizeof(*n.slot))))
 		return -ENOMEM;
-	memset(c + img->cref_len, 0, (n - img->cref_len) * sizeof(*c));
-	img->cref = c;
-	img->cref_len = n;
+	for (uint64_t i = 0; i < c->len; i++)
+		if (c->cnt[i])
+			n.slot[cref_find(&n, c->base + i)] = (c->base + i) << 32 | c->cnt[i];
+	for (uint64_t i = 0; i < c->cap; i++)
+		if (c->slot[i])
+			n.slot[cref_find(&n, c->slot[i] >> 32)] = c->slot[i];
+	free(c->cnt);
+	free(c->slot);
+	*c = n;
+	return 0;
+}
+
+/* The table as a window of counts over [lo, hi]. */
+static int cref_to_window(struct cref *c, uint64_t lo, uint64_t hi)
+{
+	uint32_t *n = calloc(hi - lo + 1, sizeof(*n));
+
+	if (!n)
+		return -ENOMEM;
+	for (uint64_t i = 0; i < c->cap; i++)
+		if (c->slot[i])
+			n[(c->slot[i] >> 32) - lo] = (uint32_t)c->slot[i];
+	free(c->slot);
+	c->slot = NULL;
+	c->cap = 0;
+	free(c->cnt);
+	c->cnt = n;
+	c->base = lo;
+	c->len = hi - lo + 1;
+	return 0;
+}
+
+/* Slots for n host clusters at most 3/4 full. */
+static uint64_t cref_cap(uint64_t n)
+{
+	uint64_t cap = 16;
+
+	while (cap / 4 * 3 < n)
+		cap *= 2;
+	return cap;
+}
+
+void cref_free(struct img *img)
+{
+	free(img->cref.cnt);
+	free(img->cref.slot);
+	memset(&img->cref, 0, sizeof(img->cref));
+}
+
+int cref_init(struct img *img, uint64_t lo, uint64_t hi, uint64_t hosts)
+{
+	struct cref *c = &img->cref;
+
+	cref_free(img);
+	if (!hosts)
+		return 0;
+	if (cref_dense_fits(hi - lo + 1, hosts)) {
+		if (!(c->cnt = calloc(hi - lo + 1, sizeof(*c->cnt))))
+			return -ENOMEM;
+		c->base = lo;
+		c->len = hi - lo + 1;
+		return 0;
+	}
+	return cref_rehash(c, cref_cap(hosts));
+}
+
+uint64_t cref_hosts(const struct img *img)
+{
+	return img->cref.hosts;
+}
+
+uint32_t cref_get(const struct img *img, uint64_t h)
+{
+	const struct cref *c = &img->cref;
+
+	if (c->cap)
+		return (uint32_t)c->slot[cref_find(c, h)];
+	return h >= c->base && h - c->base < c->len ? c->cnt[h - c->base] : 0;
+}
+
+/* A window of counts covering h, grown geometrically within the rule;
+ * 1: the rule wants a table instead. */
+static int cref_widen(struct cref *c, uint64_t h)
+{
+	uint64_t lo = h < c->base ? h : c->base, end = c->base + c->len;
+	uint64_t hi = h >= end ? h + 1 : end, need = hi - lo, len, nbase;
+	uint64_t room = (c->hosts + 1) * CREF_SPREAD > CREF_MIN ? (c->hosts + 1) * CREF_SPREAD : CREF_MIN;
+	uint32_t *n;
+
+	if (!cref_dense_fits(need, c->hosts + 1))
+		return 1;
+	len = 2 * c->len > 64 ? 2 * c->len : 64;
+	if (len > room)
+		len = room;
+	if (len < need)
+		len = need;
+	/* grow toward h: upward from base, or downward from the end */
+	nbase = h < c->base ? (hi > len ? hi - len : 0) : lo;
+	if (nbase + len < hi)
+		len = hi - nbase;
+	if (!(n = calloc(len, sizeof(*n))))
+		return -ENOMEM;
+	if (c->len)
+		memcpy(n + (c->base - nbase), c->cnt, c->len * sizeof(*n));
+	free(c->cnt);
+	c->cnt = n;
+	c->base = nbase;
+	c->len = len;
+	return 0;
+}
+
+/* Count one more entry in host cluster h: 1 if it is the first, 0 if not,
+ * or -ENOMEM (nothing changed). */
+static int cref_add(struct img *img, uint64_t h)
+{
+	struct cref *c = &img->cref;
+	int r;
+
+	if (h >= IMG_MAX_HOST_CLUSTER)
+		return -EOVERFLOW;
+	if (!c->hosts) {        /* nothing counted: start over where h is */
+		free(c->slot);
+		c->slot = NULL;
+		c->cap = 0;
+		c->base = h;
+	}
+	if (c->cap && c->hosts + 1 > c->cap / 4 * 3) {
+		/* the table is full: a window if they now lie densely, else
+		 * twice the slots */
+		uint64_t lo = h, hi = h;
+		for (uint64_t i = 0; i < c->cap; i++)
+			if (c->slot[i]) {
+				uint64_t k = c->slot[i] >> 32;
+				lo = k < lo ? k : lo;
+				hi = k > hi ? k : hi;
+			}
+		if ((r = cref_dense_fits(hi - lo + 1, c->hosts + 1) ? cref_to_window(c, lo, hi)
+								   : cref_rehash(c, c->cap * 2)))
+			return r;
+	}
+	if (!c->cap && (h < c->base || h - c->base >= c->len)) {
+		if ((r = cref_widen(c, h)) < 0)
+			return r;
+		if (r && (r = cref_rehash(c, cref_cap(c->hosts + 1))))
+			return r;
+	}
+	if (!c->cap) {
+		if (c->cnt[h - c->base]++)
+			return 0;
+	} else {
+		uint64_t i = cref_find(c, h);
+		if (c->slot[i]) {
+			c->slot[i]++;
+			return 0;
+		}
+		c->slot[i] = h << 32 | 1;
+	}
+	c->hosts++;
+	return 1;
+}
+
+/* One entry fewer in host cluster h, which has a count: the count left. */
+static uint32_t cref_drop(struct img *img, uint64_t h)
+{
+	struct cref *c = &img->cref;
+	uint64_t i, j, k, m = c->cap - 1;
+
+	if (!c->cap) {
+		if (--c->cnt[h - c->base])
+			return c->cnt[h - c->base];
+		c->hosts--;
+		return 0;
+	}
+	i = cref_find(c, h);
+	if ((uint32_t)--c->slot[i])
+		return (uint32_t)c->slot[i];
+	c->hosts--;
+	/* backward shift: a later slot of the run moves into the hole unless
+	 * its home lies cyclically in (i, j] */
+	for (j = i; c->slot[j = (j + 1) & m]; ) {
+		k = cref_home(c, c->slot[j] >> 32);
+		if (i <= j ? (k > i && k <= j) : (k > i || k <= j))
+			continue;
+		c->slot[i] = c->slot[j];
+		i = j;
+	}
+	c->slot[i] = 0;
 	return 0;
 }
 
 int comp_ref(struct img *img, uint64_t e)
 {
 	uint64_t h = COMP_HOST(img, e);
-	int r;
+	int r = cref_add(img, h);
 
-	if (h >= img->cref_len && (r = cref_grow(img, h)))
-		return r;
-	if (!img->cref[h]++)
-		return alloc_mark(img, h);
-	return 0;
+	if (r == 1 && (r = alloc_mark(img, h)))
+		cref_drop(img, h);
+	return r;
 }
 
 int img_release_entry(struct img *img, uint64_t e)
@@ -163,9 +378,9 @@ int img_release_entry(struct img *img, uint64_t e)
 		return alloc_defer_free(img, IMG_E_PAYLOAD(e));
 	if (IMG_E_STATE(e) == IMG_E_COMP) {
 		uint64_t h = COMP_HOST(img, e);
-		if (h >= img->cref_len || !img->cref[h])
+		if (!cref_get(img, h))
 			return 0;   /* not counted (a duplicate found by check) */
-		if (--img->cref[h])
+		if (cref_drop(img, h))
 			return 0;
 		if (img->pack_valid && img->pack_h == h)
 			img->pack_valid = 0;
@@ -355,7 +570,7 @@ uint64_t img_used_end(struct img *img)
 
 	/* A host cluster of payloads needs only its sectors up to the last
 	 * payload (meta_lock held by the caller, or no I/O running). */
-	if (last && last - 1 < img->cref_len && img->cref[last - 1]) {
+	if (last && cref_get(img, last - 1)) {
 		for (uint64_t v = 0; v < img->g.vclusters; v++) {
 			uint64_t e = img->bat[v];
 			if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) == last - 1 &&

@@ -961,17 +961,21 @@ static void centry_sort(const struct img *img, uint32_t *x, uint64_t n)
  * bounds, no host cluster shared with an allocated entry, no shared
  * sectors.  Counts them into cref.
  *
- * Memory (FORMAT.md 2): cref is sized once, 4 bytes per host cluster up to
- * the last that holds a payload; while this runs, 4 bytes per compressed
- * entry more.  The entries are bucketed by host cluster with cref as the
- * counter (a payload never crosses a host cluster, so only payloads of one
- * cluster can share a sector), each bucket sorted by sector in place. */
+ * Memory (FORMAT.md 2): the counts (cref_init) follow the host clusters
+ * that hold payloads; while this runs, 4 bytes per compressed entry more
+ * (idx), and either 4 per host cluster between the first and the last
+ * holding a payload when they are no more than the entries (a counting
+ * sort), or 4 per entry (a radix sort by host cluster, 16 bits a pass, and
+ * 256 KiB).  Either way the entries end
+ * up grouped by host cluster in host order (a payload never crosses a host
+ * cluster, so only payloads of one cluster can share a sector), each group
+ * sorted by sector. */
 static int validate_compressed(struct img *img, uint64_t file_size, uint64_t count)
 {
 	const struct img_geom *g = &img->g;
 	int check = img->flags & IMG_OPEN_CHECK, r = 0;
-	uint64_t k = 0, max_h = 0, pos = 0;
-	uint32_t *idx = NULL;
+	uint64_t k = 0, min_h = UINT64_MAX, max_h = 0, pos = 0, span, hosts = 0, lo = 0, hi = 0;
+	uint32_t *idx = NULL, *bk;
 	char buf[200];
 
 	if (!count)
@@ -1011,43 +1015,78 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 		}
 		if (h > max_h)
 			max_h = h;
+		if (h < min_h)
+			min_h = h;
 	}
 	if (!img->ncomp)
 		return 0;
 	count = img->ncomp;
-	/* 2. count per host cluster, then turn the counts into bucket ends */
-	free(img->cref);
-	img->cref_len = 0;
-	if (!(img->cref = calloc(max_h + 1, sizeof(*img->cref))))
-		return -ENOMEM;
-	img->cref_len = max_h + 1;
-	for (uint64_t v = 0, n = 0; v < g->vclusters && n < count; v++)
-		if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
-			img->cref[COMP_HOST(img, img->bat[v])]++;
-			n++;
-		}
-	for (uint64_t h = 0; h <= max_h; h++) {
-		pos += img->cref[h];
-		img->cref[h] = (uint32_t)pos;      /* end of bucket h */
-	}
+	/* 2. group by host cluster */
 	if (!(idx = malloc(count * sizeof(*idx))))
 		return -ENOMEM;
-	for (uint64_t v = g->vclusters, n = 0; v-- > 0 && n < count; )
-		if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
-			idx[--img->cref[COMP_HOST(img, img->bat[v])]] = (uint32_t)v;
-			n++;
+	span = max_h - min_h + 1;
+	if (span <= count) {
+		/* counting sort: counts, then bucket ends, then fill backwards */
+		if (!(bk = calloc(span, sizeof(*bk)))) {
+			r = -ENOMEM;
+			goto out;
 		}
-	/* now cref[h] is the start of bucket h, cref[h + 1] its end */
+		for (uint64_t v = 0, n = 0; v < g->vclusters && n < count; v++)
+			if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
+				bk[COMP_HOST(img, img->bat[v]) - min_h]++;
+				n++;
+			}
+		for (uint64_t h = 0; h < span; h++) {
+			pos += bk[h];
+			bk[h] = (uint32_t)pos;
+		}
+		for (uint64_t v = g->vclusters, n = 0; v-- > 0 && n < count; )
+			if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP) {
+				idx[--bk[COMP_HOST(img, img->bat[v]) - min_h]] = (uint32_t)v;
+				n++;
+			}
+		free(bk);
+	} else {
+		/* radix sort by host cluster, 16 bits a pass (stable) */
+		uint32_t *b, *t;
+		if (!(b = malloc(count * sizeof(*b))) || !(bk = malloc((1u << 16) * sizeof(*bk)))) {
+			free(b);
+			r = -ENOMEM;
+			goto out;
+		}
+		for (uint64_t v = 0, n = 0; v < g->vclusters && n < count; v++)
+			if (IMG_E_STATE(img->bat[v]) == IMG_E_COMP)
+				idx[n++] = (uint32_t)v;
+		for (unsigned sh = 0; sh < 32 && (span - 1) >> sh; sh += 16) {
+			memset(bk, 0, (1u << 16) * sizeof(*bk));
+			for (uint64_t i = 0; i < count; i++)
+				bk[((COMP_HOST(img, img->bat[idx[i]]) - min_h) >> sh) & 0xffff]++;
+			pos = 0;
+			for (unsigned d = 0; d < (1u << 16); d++) {
+				uint64_t c = bk[d];
+				bk[d] = (uint32_t)pos;   /* start of digit d */
+				pos += c;
+			}
+			for (uint64_t i = 0; i < count; i++)
+				b[bk[((COMP_HOST(img, img->bat[idx[i]]) - min_h) >> sh) & 0xffff]++] = idx[i];
+			t = idx; idx = b; b = t;
+		}
+		free(b);
+		free(bk);
+	}
 	/* 3. per host cluster: sorted by sector, overlaps and clusters an
 	 *    allocated entry maps are duplicates */
-	for (uint64_t h = 0; h <= max_h; h++) {
-		uint64_t b0 = img->cref[h], b1 = h < max_h ? img->cref[h + 1] : count, end = 0;
-		int in_alloc = b1 > b0 && alloc_test(img, h);
+	for (uint64_t b0 = 0, b1; b0 < count; b0 = b1) {
+		uint64_t h = COMP_HOST(img, img->bat[idx[b0]]), end = 0;
+		int in_alloc = alloc_test(img, h), kept = 0;
+		for (b1 = b0 + 1; b1 < count && COMP_HOST(img, img->bat[idx[b1]]) == h; b1++)
+			;
 		centry_sort(img, idx + b0, b1 - b0);
 		for (uint64_t i = b0; i < b1; i++) {
 			uint64_t v = idx[i], e = img->bat[v], sct = IMG_C_SECTOR(e);
 			if (!in_alloc && sct >= end) {
 				end = sct + IMG_C_COUNT(e);
+				kept = 1;
 				continue;
 			}
 			snprintf(buf, sizeof(buf), "BAT entry %llu: compressed payload at sector %llu %s",
@@ -1061,9 +1100,14 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 			img_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
 			idx[i] |= CENTRY_DUP;
 		}
+		if (kept) {
+			if (!hosts++)
+				lo = h;
+			hi = h;
+		}
 	}
 	/* 4. the counts of the entries kept; their clusters are used */
-	memset(img->cref, 0, img->cref_len * sizeof(*img->cref));
+	r = cref_init(img, lo, hi, hosts);
 	for (uint64_t i = 0; i < count && !r; i++)
 		if (!(idx[i] & CENTRY_DUP))
 			r = comp_ref(img, img->bat[idx[i]]);
@@ -1223,7 +1267,7 @@ static void img_free(struct img *img)
 	if (img->backing)
 		img_close(img->backing);
 	free(img->dir);
-	free(img->cref);
+	cref_free(img);
 	pthread_rwlock_destroy(&img->map_lock);
 	pthread_mutex_destroy(&img->meta_lock);
 	pthread_mutex_destroy(&img->commit_lock);

@@ -45,6 +45,19 @@ struct img_problem {
 	char msg[160];
 };
 
+/* Compressed entries per host cluster (compress.c, only through cref_*):
+ * a window of counts while the host clusters holding payloads fill it
+ * densely, else an open-addressing table of those clusters alone; memory
+ * follows the host clusters that hold payloads, never the file's length
+ * (FORMAT.md 2). */
+struct cref {
+	uint32_t *cnt;              /* dense: counts of host clusters [base, base + len) */
+	uint64_t base, len;
+	uint64_t *slot;             /* table: h << 32 | count; 0 is an empty slot */
+	uint64_t cap;               /* slots (a power of two); 0 while dense */
+	uint64_t hosts;             /* host clusters with a non-zero count */
+};
+
 struct img {
 	struct img_io *io;
 	char *name;
@@ -109,8 +122,7 @@ struct img {
 	uint64_t leaked_at_open;
 
 	/* compressed clusters (FORMAT.md 4.2, compress.c); meta_lock */
-	uint32_t *cref;             /* per host cluster: compressed entries in it */
-	uint64_t cref_len;
+	struct cref cref;           /* per host cluster: compressed entries in it */
 	uint64_t ncomp;             /* entries in state 3 */
 	uint64_t pack_h;            /* host cluster being filled with payloads */
 	uint64_t pack_next;         /* its next free sector (within the cluster) */
@@ -267,6 +279,14 @@ int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uin
 		  struct comp_scratch *s);
 /* Count a compressed entry pointing into its host cluster (meta_lock). */
 int comp_ref(struct img *img, uint64_t e);
+/* The counts (meta_lock held, or no I/O running): cref_get is 0 for a host
+ * cluster holding no counted payload; cref_init empties the counts and
+ * sizes them for `hosts` host clusters within [lo, hi] (open; a hint);
+ * cref_hosts is the number of host clusters with a count. */
+uint32_t cref_get(const struct img *img, uint64_t h);
+int cref_init(struct img *img, uint64_t lo, uint64_t hi, uint64_t hosts);
+uint64_t cref_hosts(const struct img *img);
+void cref_free(struct img *img);
 /* Release what entry e holds (meta_lock held): an allocated cluster goes
  * to the pending list; a compressed payload drops its host cluster's count,
  * and the cluster goes to the pending list when nothing points into it. */
