@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -458,6 +459,23 @@ int exit_status(int err)
 	return open_chain_err ? EXIT_CHAIN : EXIT_ERROR;
 }
 
+/* A file whose mode has no write bit is a protected image (a snapshot, a
+ * base made read-only: FORMAT.md 3.2): no tool opens it for writing, root
+ * included (whose open(2) would ignore the mode).  -EROFS with the message
+ * printed, or 0. */
+static int refuse_protected(const char *path, unsigned flags)
+{
+	struct stat st;
+	char e[TEXT_ESCAPE_LEN(1024)];
+
+	if (!(flags & IMG_OPEN_RDWR) || stat(path, &st) || (st.st_mode & 0222))
+		return 0;
+	errmsg("%s: read-only (mode %04o): a protected image is not opened for writing (make "
+	       "it writable first if you mean to change it)", text_escape(path, e, sizeof(e)),
+	       (unsigned)(st.st_mode & 07777));
+	return -EROFS;
+}
+
 /* open_image and open_image_degraded: img_open with the messages.  degraded:
  * a chain failure opens the image alone, *chain_err and msg say why. */
 static int open_with_messages(const char *path, unsigned flags, struct img **out, int degraded,
@@ -476,6 +494,8 @@ static int open_with_messages(const char *path, unsigned flags, struct img **out
 		img_errmsg(path, r);
 		return r;
 	}
+	if ((r = refuse_protected(path, flags)))
+		return r;
 	r = img_open(path, flags, out);
 	if (r < 0 && r != -EBUSY && img_last_chain_error() && degraded) {
 		/* Describe the image alone; the caller reports the chain. */

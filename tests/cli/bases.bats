@@ -265,3 +265,28 @@ mode() { stat -c %a "$1"; }
   ls -la > ../after
   diff ../before ../after
 }
+
+@test "issue 14 #3: as root, no tool writes a snapshot or base whose mode has no write bit" {
+  head -c $((8 * M)) /dev/urandom > d.raw
+  "$BIN/imgconvert" -q d.raw d.img
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/mkimg" -q other.img 8M
+  [ "$(mode d.img.snap1)" = 444 ]
+  s0=$(sum d.img.snap1)
+  for cmd in "shrinkimg --discard-data d.img.snap1 4M" "growimg d.img.snap1 16M" \
+             "compact d.img.snap1" "imgcheck -r d.img.snap1" \
+             "imgsnap rebase -u d.img.snap1 other.img" "imgsnap rebase d.img.snap1 other.img" \
+             "imgsnap flatten d.img.snap1" "imgsnap template d.img.snap1"; do
+    run_tool $cmd
+    echo "$cmd: $status: $output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"d.img.snap1"*"read-only"* ]]
+    [ "$(sum d.img.snap1)" = "$s0" ]
+  done
+  "$BIN/imgconvert" -q -F libimg -O raw d.img back.raw
+  cmp d.raw back.raw
+  # the image's own merge still consumes it (and gives it the image's mode)
+  "$BIN/imgsnap" -q merge d.img
+  "$BIN/imgconvert" -q -f -O raw d.img back.raw
+  cmp d.raw back.raw
+}
