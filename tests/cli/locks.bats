@@ -125,3 +125,18 @@ snapshot_dir() {
   [ "$(snapshot_dir)" = "$before" ]
   [ -p fifo ] && [ -L link.img ] && [ -d dir ]
 }
+
+@test "issue 15 #8: imgconvert -f (even with -U) never replaces an image of the source's own backing chain" {
+  "$BIN/mkimg" -q base.img 8M
+  "$BIN/mkimg" -q --backing base.img ct1.img
+  "$BIN/mkimg" -q --backing base.img ct2.img
+  b0=$(sha256sum < base.img)
+  for u in "" -U; do
+    run "$BIN/imgconvert" $u -F libimg -f ct1.img base.img
+    echo "$u: $status: $output"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"base.img"*"backing chain of the source ct1.img"* ]]
+    [ "$(sha256sum < base.img)" = "$b0" ]
+  done
+  "$BIN/imgcheck" -q ct2.img
+}
