@@ -248,7 +248,7 @@ int main(int argc, char **argv)
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
 			char full[PATH_MAX];
 			if (!strcmp(cmd, "rebase") || !strcmp(cmd, "flatten") || !strcmp(cmd, "template"))
-				return online_refuse_if_used(file, &os), EXIT_ERROR;
+				return exit_status(online_refuse_if_used(file, &os));   /* 75 */
 			if (bflags)
 				return usage_error("--allow-backing-path: not while the image is served");
 			if (into && !realpath(into, full)) {

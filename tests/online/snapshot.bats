@@ -79,8 +79,12 @@ teardown() { online_teardown; }
   [ "$status" -eq 1 ]
   [[ $err == *"no backing image"* ]] || { echo "$err"; false; }
   run_split imgsnap rebase a.img ""
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 75 ]
   [[ $err == *"in use by imgserve"* ]] || { echo "$err"; false; }
+  for c in "flatten" "template"; do
+    run_split imgsnap $c a.img
+    [ "$status" -eq 75 ] || { echo "$c: $status $err"; false; }
+  done
   dev=$(cat "$(rundir)/loop")
   head -c $((1 * M)) /dev/urandom > blob
   dd if=blob of="$dev" bs=1M oflag=direct status=none
