@@ -20,6 +20,7 @@
 #include "libimg.h"
 #include "format.h"
 #include "internal.h"
+#include "../helpers/procstat.h"
 
 static int fails;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
@@ -42,20 +43,6 @@ static void fill(uint8_t *b, uint64_t v, unsigned gen)
 			b[i] = (uint8_t)x;
 		}
 	}
-}
-
-static __attribute__((unused)) long status_kib(const char *key)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	size_t k = strlen(key);
-	long v = 0;
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, k))
-			v = strtol(line + k, NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
 }
 
 /* Far host cluster of the j-th moved payload: scattered, distinct, the
@@ -233,10 +220,10 @@ int main(void)
 		if (cf < 0 || write(cf, "5", 1) != 1)
 			_exit(77);
 		close(cf);
-		r0 = status_kib("VmRSS:");
+		r0 = proc_status_kib("VmRSS:");
 		if (img_open(path, 0, &c))
 			_exit(2);
-		peak = status_kib("VmHWM:") - r0;
+		peak = proc_status_kib("VmHWM:") - r0;
 		img_close(c);
 		fprintf(stderr, "comp_sparse: open of a %llu-byte file, payloads in %u far host clusters: "
 			"peak growth %ld KiB\n", (unsigned long long)FAR_END, NFAR, peak);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "libimg.h"
+#include "../helpers/procstat.h"
 #include "format.h"
 #include "../helpers/ioborrow.h"
 
@@ -489,20 +490,6 @@ static void sparse_tail(const char *dir, uint64_t tail, int dirty)
 	unlink(path);
 }
 
-static long status_kib(const char *key)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	size_t k = strlen(key);
-	long v = -1;
-	while (f && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, k))
-			v = strtol(line + k, NULL, 10);
-	if (f)
-		fclose(f);
-	return v;
-}
-
 /* #14: opening an image of n compressed entries (16 sectors each, 8 per
  * host cluster) costs at most what FORMAT.md 2 states: 8 bytes per entry,
  * 4 per host cluster of payloads, and 4 per entry more at the peak of
@@ -555,11 +542,11 @@ static void compressed_open_memory(const char *dir)
 		if (cf < 0 || write(cf, "5", 1) != 1)
 			_exit(77);         /* cannot reset the high-water mark */
 		close(cf);
-		r0 = status_kib("VmRSS:");
+		r0 = proc_status_kib("VmRSS:");
 		if (img_open(path, 0, &img))
 			_exit(2);
-		peak = status_kib("VmHWM:") - r0;
-		held = status_kib("VmRSS:") - r0;
+		peak = proc_status_kib("VmHWM:") - r0;
+		held = proc_status_kib("VmRSS:") - r0;
 		img_close(img);
 		fprintf(stderr, "open of %llu compressed entries: peak %.2f, held %.2f bytes per entry\n",
 			(unsigned long long)n, peak * 1024.0 / (double)n, held * 1024.0 / (double)n);
