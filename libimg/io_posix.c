@@ -159,8 +159,20 @@ static int px_lock(struct img_io *io, int exclusive, pid_t *holder)
 			    .l_whence = SEEK_SET };
 
 	*holder = 0;
-	if (fcntl(p->fd, F_OFD_SETLK, &fl) == 0)
+	if (fcntl(p->fd, F_OFD_SETLK, &fl) == 0) {
+		/* The name must still hold the file just locked: another
+		 * process may have renamed a new file over it (mkimg -f, a
+		 * merge) between our open and this lock, and what we wrote
+		 * would go to an unlinked file.  Then unlock: -EBUSY, retry. */
+		struct stat a, b;
+		if (fstat(p->fd, &a) == 0 && (stat(p->path, &b) < 0 || a.st_dev != b.st_dev ||
+					      a.st_ino != b.st_ino)) {
+			fl.l_type = F_UNLCK;
+			(void)fcntl(p->fd, F_OFD_SETLK, &fl);
+			return -EBUSY;
+		}
 		return 0;
+	}
 	if (errno != EAGAIN && errno != EACCES)
 		return -errno;
 	fl.l_type = (short)(exclusive ? F_WRLCK : F_RDLCK);

@@ -253,6 +253,25 @@ int main(void)
 	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	img_close(img);
 
+	/* A file renamed over the name between the open and the lock (a
+	 * mkimg -f of another process): the lock is refused, not taken on a
+	 * file no name leads to any more (issue 14, red team). */
+	{
+		struct img_io *io;
+		char other[sizeof(path) + 8];
+		pid_t h = 0;
+		snprintf(other, sizeof(other), "%s.new", path);
+		CHECK(img_io_posix_open(path, 0, &io) == 0);
+		CHECK(img_create(other, &o) == 0);
+		CHECK(rename(other, path) == 0);
+		CHECK(io->ops->lock(io, 1, &h) == -EBUSY);
+		io->ops->close(io);
+		/* the name's own file locks as before */
+		CHECK(img_io_posix_open(path, 0, &io) == 0);
+		CHECK(io->ops->lock(io, 1, &h) == 0);
+		io->ops->close(io);
+	}
+
 	unlink(path);
 	replace_tests();
 	if (fails)
