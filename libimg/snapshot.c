@@ -130,12 +130,13 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 	int r;
 
 	img_clear_error();
-	if (flags & ~(IMG_BACKING_UNSAFE | IMG_BACKING_ALLOW_PATH))
+	if (flags & ~(IMG_BACKING_UNSAFE | IMG_BACKING_ALLOW_PATH | IMG_BACKING_CHECK_ONLY))
 		return -EINVAL;
 	/* A safe rebase reads the old chain and copies what differs; an
 	 * unsafe one changes the header only, so it is allowed on a delta
 	 * opened without its chain (imgsnap rebase -u). */
-	if ((r = img_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
+	if (!(flags & IMG_BACKING_CHECK_ONLY) &&
+	    (r = img_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
 				    IMG_CHANGE_CONTENT, flags & IMG_BACKING_UNSAFE ? "rebasing" :
 				    "a safe rebase (open the image with its chain, or rebase unsafely)")))
 		return r;
@@ -147,6 +148,11 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 			img_set_error("%s: new backing file %s: %s", img->name, ref, m);
 		}
 		return r;
+	}
+	if (flags & IMG_BACKING_CHECK_ONLY) {
+		if (newb)
+			img_close(newb);
+		return 0;
 	}
 	if (!(flags & IMG_BACKING_UNSAFE) &&
 	    (r = copy_differing(img, img->backing, newb, progress, progress_arg)))

@@ -278,14 +278,21 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "flatten")) {
 		struct img *img;
 		/* the safe rebase to none: what FILE reads through its base
-		 * is copied into it first; the base is only read */
-		if ((r = open_image(file, IMG_OPEN_RDWR | oflags, &img)) < 0)
+		 * is copied into it first; the base is only read.  A refusal
+		 * comes before the open for writing, which marks the file. */
+		if ((r = open_image(file, oflags | IMG_OPEN_NO_BACKING, &img)) < 0)
 			return exit_status(r);
-		if (!img_backing(img)) {
-			img_close(img);
+		{
+			char ref[4096];
+			r = (int)img_backing_ref(img, ref, sizeof(ref));
+		}
+		img_close(img);
+		if (r == 0) {
 			errmsg("%s: has no backing image: already standalone", file);
 			return EXIT_ERROR;
 		}
+		if ((r = open_image(file, IMG_OPEN_RDWR | oflags, &img)) < 0)
+			return exit_status(r);
 		r = img_set_backing(img, NULL, bflags, pr.enabled ? progress_cb : NULL, &pr);
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
@@ -347,6 +354,17 @@ int main(int argc, char **argv)
 		struct img *img;
 		if (!arg2)
 			return usage_error("expected FILE and NEWBASE (\"\" for none)");
+		/* the new base checked on a read-only handle first: a refusal
+		 * leaves the file as it was (the open for writing marks it) */
+		if ((r = open_image(file, oflags | IMG_OPEN_NO_BACKING, &img)) < 0)
+			return exit_status(r);
+		r = img_set_backing(img, *arg2 ? arg2 : NULL, bflags | IMG_BACKING_CHECK_ONLY, NULL, NULL);
+		if (r < 0) {
+			img_errmsg(file, r);
+			img_close(img);
+			return exit_status(r);
+		}
+		img_close(img);
 		if ((r = open_image(file, IMG_OPEN_RDWR | oflags | (unsafe ? IMG_OPEN_NO_BACKING : 0), &img)) < 0)
 			return exit_status(r);
 		r = img_set_backing(img, *arg2 ? arg2 : NULL, bflags | (unsafe ? IMG_BACKING_UNSAFE : 0),

@@ -512,6 +512,14 @@ int img_check(struct img *img, const struct img_check_opts *opts,
 
 #define IMG_BACKING_UNSAFE 0x1u            /* only rewrite the reference */
 #define IMG_BACKING_ALLOW_PATH 0x2u        /* as IMG_OPEN_ALLOW_BACKING_PATH */
+#define IMG_BACKING_CHECK_ONLY 0x4u        /* only check that ref may be the new
+                                            * backing image (reference allowed,
+                                            * file opens, no loop): changes
+                                            * nothing; any handle, read-only
+                                            * included.  For a caller that opens
+                                            * for writing only once this passes,
+                                            * so that a refusal leaves the file
+                                            * as it was */
 
 /* Changes the backing reference of an image opened read-write (with or
  * without IMG_OPEN_NO_BACKING).  ref NULL: the image becomes standalone.
