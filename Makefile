@@ -1,5 +1,5 @@
 # libimg top-level Makefile.
-# Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR; quiet unless V=1.
+# Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR bashcompdir; quiet unless V=1.
 # Targets: all check install asan ubsan fuzz fuzz-run bench demo clean
 #          test-install check-crash
 
@@ -10,6 +10,11 @@ bindir   ?= $(prefix)/bin
 libdir   ?= $(prefix)/lib
 includedir ?= $(prefix)/include
 mandir   ?= $(prefix)/share/man
+datadir  ?= $(prefix)/share
+# bash-completion's directory under $(datadir) (its pkg-config file names it
+# relative to datadir), else the usual place there.
+bashcompdir ?= $(or $(shell pkg-config --define-variable=datadir=$(datadir) \
+                 --variable=completionsdir bash-completion 2>/dev/null),$(datadir)/bash-completion/completions)
 BUILD    ?= build
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wpointer-arith \
@@ -192,6 +197,9 @@ bench: all
 demo: all
 	$(Q)BUILD=$(BUILD) scripts/demo.sh
 
+# The bash completion (completion/libimg.bash) serves every tool: it is
+# installed once and linked under each tool's name, the name bash-completion
+# loads it by.
 install: all
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
 		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man7
@@ -206,6 +214,9 @@ install: all
 		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
 	$(if $(wildcard man/*.7),install -m 644 $(wildcard man/*.7) $(DESTDIR)$(mandir)/man7/)
+	install -d $(DESTDIR)$(bashcompdir)
+	install -m 644 completion/libimg.bash $(DESTDIR)$(bashcompdir)/mkimg
+	$(foreach t,$(filter-out mkimg,$(notdir $(TOOLS))),ln -sf mkimg $(DESTDIR)$(bashcompdir)/$(t) &&) true
 
 # Build a tiny program against an installed copy through pkg-config.
 test-install: all

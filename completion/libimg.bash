@@ -1,0 +1,220 @@
+# Bash completion for the libimg tools (installed by `make install` as
+# COMPLETIONSDIR/mkimg, with a symlink per other tool name, so that
+# bash-completion's lazy loading finds it under any of them).
+#
+# The options are not listed here: they are read from the tool's own --help
+# when TAB is pressed, so they stay true as options are added.  An option
+# line of --help is one that starts with spaces and a dash; its option column
+# ("-j, --json", "-t, --threads N", "--wait[=SECONDS]", "-h, --help / -V,
+# --version") gives the options, and the placeholder after an option (SIZE,
+# DIR, FMT, ...) says that it takes an argument and what to complete for it.
+# The positional arguments come from the first "Usage:" line the same way
+# (FILE, SIZE, MOUNTPOINT, ...).  Hard-coded: what a placeholder completes,
+# the subcommands of imgsnap and imgctl, and the values of a few arguments.
+
+# _libimg_help_opts TOOL: one line per option of TOOL --help:
+# "OPTION<TAB>PLACEHOLDER" (the placeholder is empty when the option takes
+# no argument; "[SECONDS]" when the argument is optional, --opt[=SECONDS]).
+_libimg_help_opts()
+{
+    local line col w opt ph
+    local -a cols words names
+    while IFS= read -r line; do
+        [[ $line =~ ^[[:space:]]+- ]] || continue
+        # Columns are separated by two or more spaces; an option column
+        # starts with a dash ("-h, --help      show this help;  -V, ...").
+        line=${line//$'\t'/  }
+        cols=()
+        while [[ $line =~ ^[[:space:]]*([^[:space:]]+([[:space:]][^[:space:]]+)*)(.*)$ ]]; do
+            cols+=("${BASH_REMATCH[1]}")
+            line=${BASH_REMATCH[3]}
+        done
+        for col in "${cols[@]}"; do
+            [[ $col == -* ]] || continue
+            read -ra words <<<"$col"
+            names=() ph=
+            for w in "${words[@]}" /; do
+                w=${w%[,;]}
+                if [[ $w =~ ^(--?[A-Za-z0-9][A-Za-z0-9-]*)(\[?=([^]]*)\]?)?$ ]]; then
+                    names+=("${BASH_REMATCH[1]}")
+                    if [ -n "${BASH_REMATCH[3]}" ]; then
+                        ph=${BASH_REMATCH[3]}
+                        [[ ${BASH_REMATCH[2]} == \[* ]] && ph="[$ph]"
+                    fi
+                    continue
+                fi
+                # "-t, --threads N": the placeholder is every name's
+                [[ -z $ph && ${#names[@]} -gt 0 && $w =~ ^[A-Z][A-Z0-9_|]*$ ]] && ph=$w
+                for opt in "${names[@]}"; do printf '%s\t%s\n' "$opt" "$ph"; done
+                names=() ph=
+                # "-h, --help / -V, --version": a slash starts another option
+                [ "$w" = / ] || break
+            done
+        done
+    done < <(LC_ALL=C "$1" --help 2>&1 </dev/null)
+}
+
+# _libimg_usage TOOL: the placeholders of the first Usage line, one a line,
+# options ([OPTIONS], --backing BASE) left out, "[SIZE]" as SIZE.
+_libimg_usage()
+{
+    local line w skip=0
+    local -a words
+    line=$(LC_ALL=C "$1" --help 2>&1 </dev/null | sed -n 's/^Usage: *//p' | head -n 1)
+    read -ra words <<<"$line"
+    for w in "${words[@]:1}"; do
+        if ((skip)); then skip=0; continue; fi
+        case $w in
+        "[OPTIONS]" | "[OPTION]...") ;;
+        -*) skip=1 ;;
+        *) w=${w#[}; w=${w%]}; printf '%s\n' "$w" ;;
+        esac
+    done
+}
+
+# _libimg_files KIND: COMPREPLY for the current word $cur.
+#   image  libimg images: *.img and snapshots (*.snapN), directories; all
+#          files when nothing of that name matches
+#   dir    directories
+#   file   any file
+#   target an image, a directory (mount point) or a device under /dev
+_libimg_files()
+{
+    local -a r
+    compopt -o filenames 2>/dev/null
+    case $1 in
+    dir)
+        mapfile -t r < <(compgen -d -- "$cur") ;;
+    file)
+        mapfile -t r < <(compgen -f -- "$cur") ;;
+    image | target)
+        if [[ $1 == target && $cur == /dev/* ]]; then
+            mapfile -t r < <(compgen -f -- "$cur")
+        else
+            mapfile -t r < <(compgen -d -- "$cur"
+                compgen -f -X '!*.img' -- "$cur"
+                compgen -f -X '!*.snap[0-9]*' -- "$cur")
+            ((${#r[@]})) || mapfile -t r < <(compgen -f -- "$cur")
+        fi ;;
+    esac
+    COMPREPLY=("${r[@]}")
+}
+
+# _libimg_complete_placeholder TOOL PLACEHOLDER [OPTION]: COMPREPLY for an
+# argument named PLACEHOLDER in TOOL's --help.
+_libimg_complete_placeholder()
+{
+    local tool=$1 ph=${2#[} opt=${3:-}
+    ph=${ph%]}
+    case $ph in
+    *MOUNTPOINT* | *DEVICE*) [[ $ph == *\|* ]] && ph=TARGET ;;
+    esac
+    ph=${ph%%|*}
+    case $opt in
+    --fs)
+        mapfile -t COMPREPLY < <(compgen -W "ext4 ext3 ext2 xfs btrfs" -- "$cur")
+        return ;;
+    -O | --output-format | -F | --source-format)
+        mapfile -t COMPREPLY < <(compgen -W "raw libimg" -- "$cur")
+        return ;;
+    esac
+    case $ph in
+    FILE | BASE | NEWBASE | IMAGE) _libimg_files image ;;
+    SRC | DST | EXPORT | PATH) _libimg_files file ;;
+    DIR | MOUNTPOINT) _libimg_files dir ;;
+    DEVICE | TARGET) _libimg_files target ;;
+    FMT | FORMAT)
+        mapfile -t COMPREPLY < <(compgen -W "raw libimg" -- "$cur") ;;
+    TYPE | FS)
+        mapfile -t COMPREPLY < <(compgen -W "ext4 ext3 ext2 xfs btrfs" -- "$cur") ;;
+    *) COMPREPLY=() ;; # SIZE, DELTA, N, SECONDS, NAME, LABEL, OPTS, ...
+    esac
+}
+
+_libimg()
+{
+    local cur prev words cword split=false
+    if declare -F _init_completion >/dev/null 2>&1; then
+        _init_completion -s || return
+    else
+        words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
+        cur=${words[cword]} prev=${words[cword - 1]:-}
+    fi
+    local tool=${words[0]} name=${words[0]##*/}
+    COMPREPLY=()
+
+    local -A takes=()
+    local o a
+    while IFS=$'\t' read -r o a; do
+        takes[$o]=$a
+    done < <(_libimg_help_opts "$tool")
+
+    # The argument of an option: "--opt=VALUE" (split by _init_completion)
+    # or "--opt VALUE".
+    if [[ $split == true || (-n $prev && -n ${takes[$prev]:-} && ${takes[$prev]} != \[*) ]]; then
+        _libimg_complete_placeholder "$name" "${takes[$prev]:-}" "$prev"
+        return
+    fi
+    if [[ $cur == -* ]]; then
+        local -a opts=()
+        for o in "${!takes[@]}"; do
+            case ${takes[$o]} in
+            \[*) opts+=("$o" "$o=") ;;
+            *) opts+=("$o") ;;
+            esac
+        done
+        mapfile -t COMPREPLY < <(compgen -W "${opts[*]}" -- "$cur" | LC_ALL=C sort -u)
+        [[ ${COMPREPLY[0]:-} == *= ]] && compopt -o nospace 2>/dev/null
+        return
+    fi
+
+    # The positional arguments before the current word.
+    local -a pos=()
+    local i w endopts=false
+    for ((i = 1; i < cword; i++)); do
+        w=${words[i]}
+        if ! $endopts && [[ $w == -- ]]; then endopts=true; continue; fi
+        if ! $endopts && [[ $w == -?* ]]; then
+            [[ $w != *=* && -n ${takes[$w]:-} && ${takes[$w]} != \[* ]] && ((i++))
+            continue
+        fi
+        pos+=("$w")
+    done
+    local n=${#pos[@]}
+
+    case $name in
+    imgsnap)
+        if ((n == 0)); then
+            mapfile -t COMPREPLY < <(compgen -W "create list merge rebase flatten template" -- "$cur")
+        else
+            # rebase FILE NEWBASE, every other FILE: images
+            _libimg_files image
+        fi
+        return ;;
+    imgctl)
+        if ((n == 0)); then
+            mapfile -t COMPREPLY < <(compgen -W "list status send" -- "$cur")
+        elif [[ ${pos[0]} == list ]]; then
+            COMPREPLY=()
+        elif ((n == 1)); then
+            _libimg_files target
+        elif [[ ${pos[0]} == send && $n -eq 2 ]]; then
+            # the control socket's commands (imgserve(1))
+            mapfile -t COMPREPLY < <(compgen -W "status grow shrink compact snapshot merge stop" -- "$cur")
+        elif [[ ${pos[0]} == send && ${pos[2]} == shrink && $n -eq 4 ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "discard-data" -- "$cur")
+        elif [[ ${pos[0]} == send && ${pos[2]} == compact && $n -eq 3 ]]; then
+            mapfile -t COMPREPLY < <(compgen -W "no-zero-detect" -- "$cur")
+        fi
+        return ;;
+    esac
+
+    local -a ph
+    mapfile -t ph < <(_libimg_usage "$tool")
+    if ((n < ${#ph[@]})); then
+        _libimg_complete_placeholder "$name" "${ph[n]}"
+    fi
+}
+
+complete -F _libimg mkimg growimg shrinkimg compact imginfo imgmap imgcheck \
+    imgconvert imgsnap imgserve imgattach imgdetach imgmount imgumount imgctl
