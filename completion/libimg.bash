@@ -6,7 +6,8 @@
 # when TAB is pressed, so they stay true as options are added.  An option
 # line of --help is one that starts with spaces and a dash; its option column
 # ("-j, --json", "-t, --threads N", "--wait[=SECONDS]", "-h, --help / -V,
-# --version") gives the options, and the placeholder after an option (SIZE,
+# --version") and a parenthesis of nothing but options ("(-h, --help; -V,
+# --version)") give the options, and the placeholder after an option (SIZE,
 # DIR, FMT, ...) says that it takes an argument and what to complete for it.
 # The positional arguments come from the first "Usage:" line the same way
 # (FILE, SIZE, MOUNTPOINT, ...).  Hard-coded: what a placeholder completes,
@@ -17,13 +18,25 @@
 # no argument; "[SECONDS]" when the argument is optional, --opt[=SECONDS]).
 _libimg_help_opts()
 {
-    local line col w opt ph
+    local line col w opt ph rest
     local -a cols words names
     while IFS= read -r line; do
         [[ $line =~ ^[[:space:]]+- ]] || continue
         # Columns are separated by two or more spaces; an option column
         # starts with a dash ("-h, --help      show this help;  -V, ...").
         line=${line//$'\t'/  }
+        # "-q, --quiet  print nothing (-h, --help; -V, --version)": a
+        # parenthesis holding nothing but options names more options
+        rest=$line
+        while [[ $rest =~ \(([^\(\)]*)\)(.*)$ ]]; do
+            rest=${BASH_REMATCH[2]}
+            read -ra words <<<"${BASH_REMATCH[1]//[,;]/ }"
+            ph=${#words[@]}
+            for w in "${words[@]}"; do
+                [[ $w =~ ^--?[A-Za-z0-9][A-Za-z0-9-]*$ ]] || ph=0
+            done
+            ((ph)) && printf '%s\t\n' "${words[@]}"
+        done
         cols=()
         while [[ $line =~ ^[[:space:]]*([^[:space:]]+([[:space:]][^[:space:]]+)*)(.*)$ ]]; do
             cols+=("${BASH_REMATCH[1]}")

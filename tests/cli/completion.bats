@@ -91,7 +91,8 @@ help_opts() {
 @test "issue 16: completion follows --help: an option added to a tool is offered without touching the completion" {
   # A stand-in mkimg whose --help lists options the real one may not have
   # yet, in the forms --help uses (short and long, optional argument,
-  # placeholder, two options on one line).
+  # placeholder, options in a parenthesis, two options on one line) and
+  # what is not an option ("-d" and "--rootdir" in a description).
   mkdir fake
   cat >fake/mkimg <<'EOF'
 #!/bin/sh
@@ -104,7 +105,9 @@ Create an image.
       --wait[=SECONDS] wait for the lock
   -C, --cache-size SIZE  a size
   --from DIR           copy DIR (mke2fs -d; btrfs: --rootdir)
-  -h, --help           show this help;  -V, --version  show the version
+  -q, --quiet          print nothing (-h, --help; -V, --version)
+  -f, --force          overwrite (default: no; see -q)
+  -v, --verbose        say more;  -n, --dry-run  change nothing
 Exit status: 0 ok.
 H
 EOF
@@ -112,7 +115,8 @@ EOF
   run comp "$T/fake/mkimg" -
   [ "$status" -eq 0 ]
   [ "$(printf '%s\n' "$output" | LC_ALL=C sort -u)" = \
-    "$(sorted --cache-size --from --help --json --progress --version --wait --wait= -C -V -h -j -p)" ]
+    "$(sorted --cache-size --dry-run --force --from --help --json --progress --quiet --verbose --version \
+            --wait --wait= -C -V -f -h -j -n -p -q -v)" ]
   # an option with an argument: its argument is not a positional argument
   mkdir d1; touch x.img
   [ "$(comp "$T/fake/mkimg" -C 1G "" | LC_ALL=C sort)" = "$(sorted d1 fake x.img)" ]
