@@ -10,8 +10,10 @@
 # --version)") give the options, and the placeholder after an option (SIZE,
 # DIR, FMT, ...) says that it takes an argument and what to complete for it.
 # The positional arguments come from the first "Usage:" line the same way
-# (FILE, SIZE, MOUNTPOINT, ...).  Hard-coded: what a placeholder completes,
-# the subcommands of imgsnap and imgctl, and the values of a few arguments.
+# (FILE, SIZE, MOUNTPOINT, ...), and so do the subcommands of imgsnap and
+# imgctl ("imgctl [OPTIONS] grow|shrink IMAGE SIZE").  Hard-coded: what a
+# placeholder completes, the values of a few arguments, and the commands of
+# imgctl send (the control socket's, imgserve(1)).
 
 # _libimg_help_opts TOOL: one line per option of TOOL --help:
 # "OPTION<TAB>PLACEHOLDER" (the placeholder is empty when the option takes
@@ -67,22 +69,57 @@ _libimg_help_opts()
     done < <(LC_ALL=C "$1" --help 2>&1 </dev/null)
 }
 
-# _libimg_usage TOOL: the placeholders of the first Usage line, one a line,
-# options ([OPTIONS], --backing BASE) left out, "[SIZE]" as SIZE.
+# _libimg_usage TOOL: the forms of TOOL's Usage lines (the "Usage:" line and
+# the lines under it that start with the tool's name), one a line:
+# "SUBCOMMAND<TAB>ARG ARG..." with the subcommand empty for a tool that has
+# none.  Options ([OPTIONS], [--name NAME], --backing BASE) are left out,
+# "[SIZE]" is SIZE; alternatives on one line ("create FILE | list FILE")
+# and in one word ("grow|shrink IMAGE SIZE") are forms of their own.
 _libimg_usage()
 {
-    local line w skip=0
-    local -a words
-    line=$(LC_ALL=C "$1" --help 2>&1 </dev/null | sed -n 's/^Usage: *//p' | head -n 1)
-    read -ra words <<<"$line"
-    for w in "${words[@]:1}"; do
-        if ((skip)); then skip=0; continue; fi
-        case $w in
-        "[OPTIONS]" | "[OPTION]...") ;;
-        -*) skip=1 ;;
-        *) w=${w#[}; w=${w%]}; printf '%s\n' "$w" ;;
-        esac
-    done
+    local tool=${1##*/} line alt w sub skip
+    local -a words alts args
+    while IFS= read -r line; do
+        line=${line#Usage:}
+        read -ra words <<<"$line"
+        [[ ${words[0]:-} == */"$tool" ]] && words[0]=$tool
+        [[ ${words[0]:-} == "$tool" ]] || continue
+        line=${words[*]:1}
+        alts=()
+        while [[ $line == *" | "* ]]; do
+            alts+=("${line%% | *}")
+            line=${line#* | }
+        done
+        alts+=("$line")
+        for alt in "${alts[@]}"; do
+            read -ra words <<<"$alt"
+            args=() sub='' skip=0
+            for w in "${words[@]}"; do
+                if ((skip)); then
+                    [[ $skip == 2 && $w != *"]" ]] && continue
+                    skip=0
+                    continue
+                fi
+                case $w in
+                "[OPTIONS]" | "[OPTION]..." | "[OPTIONS]...") ;;
+                \[-*\]) ;;
+                \[-*) skip=2 ;;   # "[--name NAME]"
+                -*) skip=1 ;;      # "--backing BASE"
+                *)
+                    if [[ ${#args[@]} -eq 0 && -z $sub && $w =~ ^[a-z][a-z|-]*$ ]]; then
+                        sub=$w
+                    else
+                        w=${w#[}; w=${w%]}; w=${w%...}
+                        args+=("$w")
+                    fi ;;
+                esac
+            done
+            # "grow|shrink IMAGE SIZE": one form per subcommand
+            for w in ${sub//|/ }; do printf '%s\t%s\n' "$w" "${args[*]}"; done
+            [ -n "$sub" ] || printf '\t%s\n' "${args[*]}"
+        done
+    done < <(LC_ALL=C "$1" --help 2>&1 </dev/null |
+        sed -n -e '/^Usage:/{p;:u' -e 'n;/^[[:space:]]/p;/^[[:space:]]/bu' -e 'q;}')
 }
 
 # _libimg_files KIND: COMPREPLY for the current word $cur.
@@ -132,10 +169,10 @@ _libimg_complete_placeholder()
         return ;;
     esac
     case $ph in
-    FILE | BASE | NEWBASE | IMAGE) _libimg_files image ;;
+    FILE | BASE | NEWBASE) _libimg_files image ;;
     SRC | DST | EXPORT | PATH) _libimg_files file ;;
     DIR | MOUNTPOINT) _libimg_files dir ;;
-    DEVICE | TARGET) _libimg_files target ;;
+    DEVICE | TARGET | IMAGE) _libimg_files target ;;
     FMT | FORMAT)
         mapfile -t COMPREPLY < <(compgen -W "raw libimg" -- "$cur") ;;
     TYPE | FS)
@@ -171,8 +208,10 @@ _libimg()
     if [[ $cur == -* ]]; then
         local -a opts=()
         for o in "${!takes[@]}"; do
-            case ${takes[$o]} in
-            \[*) opts+=("$o" "$o=") ;;
+            # --wait[=SECONDS]: also "--wait=" (a short option's optional
+            # argument is written attached, -w5)
+            case $o:${takes[$o]} in
+            --*:\[*) opts+=("$o" "$o=") ;;
             *) opts+=("$o") ;;
             esac
         done
@@ -195,37 +234,45 @@ _libimg()
     done
     local n=${#pos[@]}
 
-    case $name in
-    imgsnap)
+    local -a forms subs ph
+    local f
+    mapfile -t forms < <(_libimg_usage "$tool")
+    for f in "${forms[@]}"; do
+        [ -n "${f%%$'\t'*}" ] && subs+=("${f%%$'\t'*}")
+    done
+    if ((${#subs[@]})); then
+        # imgsnap create|list|..., imgctl list|status|send|...
         if ((n == 0)); then
-            mapfile -t COMPREPLY < <(compgen -W "create list merge rebase flatten template" -- "$cur")
-        else
-            # rebase FILE NEWBASE, every other FILE: images
-            _libimg_files image
+            mapfile -t COMPREPLY < <(compgen -W "${subs[*]}" -- "$cur")
+            return
         fi
-        return ;;
-    imgctl)
-        if ((n == 0)); then
-            mapfile -t COMPREPLY < <(compgen -W "list status send" -- "$cur")
-        elif [[ ${pos[0]} == list ]]; then
-            COMPREPLY=()
-        elif ((n == 1)); then
-            _libimg_files target
-        elif [[ ${pos[0]} == send && $n -eq 2 ]]; then
-            # the control socket's commands (imgserve(1))
-            mapfile -t COMPREPLY < <(compgen -W "status grow shrink compact snapshot merge stop" -- "$cur")
-        elif [[ ${pos[0]} == send && ${pos[2]} == shrink && $n -eq 4 ]]; then
-            mapfile -t COMPREPLY < <(compgen -W "discard-data" -- "$cur")
-        elif [[ ${pos[0]} == send && ${pos[2]} == compact && $n -eq 3 ]]; then
-            mapfile -t COMPREPLY < <(compgen -W "no-zero-detect" -- "$cur")
-        fi
-        return ;;
-    esac
-
-    local -a ph
-    mapfile -t ph < <(_libimg_usage "$tool")
+        for f in "${forms[@]}"; do
+            [[ ${f%%$'\t'*} == "${pos[0]}" ]] || continue
+            read -ra ph <<<"${f#*$'\t'}"
+            break
+        done
+        ((n--))
+        pos=("${pos[@]:1}")
+    else
+        read -ra ph <<<"${forms[0]#*$'\t'}"
+    fi
+    if [[ $name == imgctl && ${ph[1]:-} == COMMAND ]] && ((n >= 1)); then
+        # imgctl send IMAGE COMMAND [ARGS...]: the control socket's commands
+        # (imgserve(1)) and their words
+        case $n:${pos[1]:-} in
+        1:*) mapfile -t COMPREPLY < <(compgen -W "status grow shrink compact snapshot merge stop" -- "$cur") ;;
+        3:shrink) mapfile -t COMPREPLY < <(compgen -W "discard-data" -- "$cur") ;;
+        2:compact) mapfile -t COMPREPLY < <(compgen -W "no-zero-detect" -- "$cur") ;;
+        esac
+        return
+    fi
     if ((n < ${#ph[@]})); then
-        _libimg_complete_placeholder "$name" "${ph[n]}"
+        if [[ ${ph[n]} =~ ^[a-z][a-z-]*$ ]]; then
+            # a word to type as it is ("grow IMAGE SIZE [discard-data]")
+            mapfile -t COMPREPLY < <(compgen -W "${ph[n]}" -- "$cur")
+        else
+            _libimg_complete_placeholder "$name" "${ph[n]}"
+        fi
     fi
 }
 

@@ -168,6 +168,27 @@ EOF
 
 @test "issue 16: completion of the imgsnap and imgctl subcommands" {
   touch a.img
+  if [ ! -x "$BIN/imgctl" ]; then
+    # until imgctl is built here: a stand-in with its --help's usage lines
+    mkdir -p "$BATS_TEST_TMPDIR/stand-in"
+    cat >"$BATS_TEST_TMPDIR/stand-in/imgctl" <<'EOF'
+#!/bin/sh
+cat <<'H'
+Usage: imgctl [OPTIONS] list
+       imgctl [OPTIONS] status IMAGE
+       imgctl [OPTIONS] send IMAGE COMMAND [ARGS...]
+       imgctl [OPTIONS] grow|shrink IMAGE SIZE [discard-data]
+       imgctl [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]
+List the libimg images served.
+
+  -j, --json            print JSON (see imgctl(1))
+  -w, --wait[=SECONDS]  list, status: wait for a busy daemon
+  -h, --help            show this help
+H
+EOF
+    chmod +x "$BATS_TEST_TMPDIR/stand-in/imgctl"
+    PATH=$BATS_TEST_TMPDIR/stand-in:$PATH
+  fi
   [ "$(comp imgsnap "" | LC_ALL=C sort)" = "$(sorted create flatten list merge rebase template)" ]
   [ "$(comp imgsnap "cr")" = create ]
   [ "$(comp imgsnap -j "m")" = merge ]
@@ -175,11 +196,19 @@ EOF
   [ "$(comp imgsnap --name s1 create "")" = a.img ]
   [ "$(comp imgsnap rebase a.img "")" = a.img ]
   [[ "$(comp imgsnap merge --in)" == --into ]]
-  [ "$(comp imgctl "" | LC_ALL=C sort)" = "$(sorted list send status)" ]
-  [ "$(comp imgctl "s" | LC_ALL=C sort)" = "$(sorted send status)" ]
+  [ "$(comp imgctl "" | LC_ALL=C sort)" = \
+    "$(sorted compact grow list merge send shrink snapshot status stop)" ]
+  [ "$(comp imgctl "s" | LC_ALL=C sort)" = "$(sorted send shrink snapshot status stop)" ]
+  [ "$(comp imgctl -j --wait=3 "sta")" = status ]
   [ "$(comp imgctl status "")" = a.img ]
+  [ "$(comp imgctl status /dev/loop-contr)" = /dev/loop-control ]
+  [ "$(comp imgctl -w5 stop "")" = a.img ]
+  [ "$(comp imgctl --w)" = "$(printf -- '--wait\n--wait=')" ]
   run comp imgctl list ""
   [ -z "$output" ]
+  run comp imgctl grow a.img ""
+  [ -z "$output" ]
+  [ "$(comp imgctl shrink a.img 1G "")" = discard-data ]
   [ "$(comp imgctl send a.img "" | LC_ALL=C sort)" = \
     "$(sorted compact grow merge shrink snapshot status stop)" ]
   [ "$(comp imgctl send a.img gr)" = grow ]
