@@ -191,6 +191,8 @@ _libimg()
         cur=${words[cword]} prev=${words[cword - 1]:-}
     fi
     local tool=${words[0]} name=${words[0]##*/}
+    # shellcheck disable=SC2088 # a literal "~/" typed on the command line
+    [[ $tool == "~/"* ]] && tool=$HOME/${tool#"~/"}
     COMPREPLY=()
 
     local -A takes=()
