@@ -227,10 +227,16 @@ int main(int argc, char **argv)
 	if (repair)
 		flags |= IMG_OPEN_RDWR;
 
+	/* -p: the open reads and verifies all the metadata (not measured: a
+	 * step), then the check's own walk is measured */
+	progress_init(&pr, cl.progress && !quiet);
+	progress_phase(&pr, 0, 50, "reading and verifying the metadata");
 	/* A base missing or replaced is not corruption: the image is checked
 	 * alone and the chain reported (exit 4). */
 	r = open_image_degraded(file, flags | IMG_OPEN_IO_URING, &img, &chain_err, chain_msg,
 				sizeof(chain_msg));
+	if (r < 0)
+		progress_finish(&pr, 0);
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)
@@ -241,7 +247,7 @@ int main(int argc, char **argv)
 	opts.flags = repair ? IMG_CHECK_REPAIR : 0;
 	opts.report = report;
 	opts.report_arg = &ps;
-	progress_init(&pr, cl.progress && !quiet);
+	progress_phase(&pr, 50, 100, "checking the block table, leaks and the file's tail");
 	if (pr.enabled) {
 		opts.progress = progress_cb;
 		opts.progress_arg = &pr;
