@@ -385,6 +385,8 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	free(buf);
 	if (stats)
 		stats->clusters_moved += moved;
+	if (!r && !n && progress)
+		(void)progress(arg, 0, 0);   /* nothing to move: done */
 	if (r)
 		return r;
 
