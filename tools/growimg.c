@@ -36,9 +36,7 @@ static void usage(void)
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
-	       "  -p, --progress show progress on standard error: the relocation of data\n"
-	       "                 clusters, then the filesystem step (a bar on a terminal,\n"
-	       "                 else lines \"    (12.00/100%%)\"; online: steps only)\n"
+	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"

@@ -42,8 +42,7 @@ static void usage(void)
 	       "  -r, --repair   fix leaks and whatever else can be fixed without\n"
 	       "                 guessing; report what could not be fixed\n"
 	       "  -j, --json     print the result as a JSON object\n"
-	       "  -p, --progress show progress on standard error (a bar on a terminal,\n"
-	       "                 else lines \"    (12.00/100%%)\"; not with -q)\n"
+	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print only errors\n"
 	       "  -v, --verbose  say which I/O engine is used\n"

@@ -56,13 +56,9 @@ static void usage(void)
 	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
 	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
-	       "  -p, --progress       --fs: show progress on standard error (making the\n"
-	       "                       filesystem and copying DIR: a step; copying it into\n"
-	       "                       the image: measured; a bar on a terminal, else\n"
-	       "                       lines \"    (12.00/100%%)\")\n"
+	       "  -p, --progress       show progress on standard error\n"
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
 	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
 }

@@ -47,9 +47,7 @@ static void usage(void)
 	       "  --discard-data  shrink even if data or the filesystem lies past the\n"
 	       "                  new end (that data is lost)\n"
 	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
-	       "  -p, --progress  show progress on standard error: filesystem steps by\n"
-	       "                  name, the relocation of data clusters measured (a bar\n"
-	       "                  on a terminal, else lines \"    (12.00/100%%)\")\n"
+	       "  -p, --progress  show progress on standard error\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet     print nothing on success\n"
