@@ -14,6 +14,9 @@
  *    new last cluster, commits, and only then writes the smaller size; the
  *    host file's tail is then compacted and truncated (compact.c).
  * map_lock is held exclusive throughout, so I/O waits while it runs.
+ * Progress (img_resize_progress): a growth's relocation and a shrink's
+ * packing report; a cancel during the relocation commits what moved (each
+ * move is complete on its own) and leaves the size as it was.
  */
 #include <errno.h>
 #include <stdlib.h>
