@@ -774,43 +774,110 @@ void json_finish(struct json_out *j)
 void progress_init(struct progress *p, int want)
 {
 	memset(p, 0, sizeof(*p));
-	p->enabled = want && isatty(STDERR_FILENO);
-	p->last_permille = ~0u;
+	p->enabled = want != 0;
+	p->tty = p->enabled && isatty(STDERR_FILENO);
+	p->last = PROGRESS_NONE;
+	p->lo = 0;
+	p->hi = 10000;
+}
+
+unsigned progress_value(unsigned lo, unsigned hi, uint64_t done, uint64_t total)
+{
+	if (hi < lo)
+		hi = lo;
+	if (total == 0 || done >= total)
+		return hi;
+	return lo + (unsigned)((unsigned __int128)done * (hi - lo) / total);
+}
+
+int progress_pipe_due(unsigned last, unsigned value)
+{
+	if (last == PROGRESS_NONE)
+		return 1;
+	if (value <= last)
+		return 0;
+	return value / 100 > last / 100;
+}
+
+int progress_line(char *buf, size_t len, unsigned value)
+{
+	return snprintf(buf, len, "    (%u.%02u/100%%)\n", value / 100, value % 100);
+}
+
+/* Shows value (hundredths): monotone, see common.h. */
+static void progress_show(struct progress *p, unsigned value)
+{
+	enum { WIDTH = 40 };
+	char line[64];
+
+	if (value > 10000)
+		value = 10000;
+	if (p->last != PROGRESS_NONE && value < p->last)
+		value = p->last;
+	if (!p->tty) {
+		if (!progress_pipe_due(p->last, value))
+			return;
+		p->last = value;
+		progress_line(line, sizeof(line), value);
+		fputs(line, stderr);
+		fflush(stderr);
+		return;
+	}
+	/* a terminal: redrawn when the tenth of a percent changes */
+	if (p->shown && p->last != PROGRESS_NONE && value / 10 == p->last / 10)
+		return;
+	p->last = value;
+	{
+		char bar[WIDTH + 1];
+		int fill = (int)(value * WIDTH / 10000);
+		memset(bar, '#', (size_t)fill);
+		memset(bar + fill, ' ', (size_t)(WIDTH - fill));
+		bar[WIDTH] = 0;
+		fprintf(stderr, "\r    [%s] %5.1f%%", bar, value / 100.0);
+	}
+	fflush(stderr);
+	p->shown = 1;
 }
 
 void progress_update(struct progress *p, uint64_t done, uint64_t total)
 {
-	enum { WIDTH = 40 };
-	char bar[WIDTH + 1];
-	unsigned pm;
-	int fill;
-
 	if (!p->enabled)
 		return;
-	if (total == 0 || done >= total)
-		pm = 1000;
-	else
-		pm = (unsigned)((unsigned __int128)done * 1000 / total);
-	if (pm == p->last_permille)
+	progress_show(p, progress_value(p->lo, p->hi, done, total));
+}
+
+void progress_phase(struct progress *p, unsigned lo_pct, unsigned hi_pct, const char *step)
+{
+	if (!p->enabled)
 		return;
-	p->last_permille = pm;
-	fill = (int)(pm * WIDTH / 1000);
-	memset(bar, '#', (size_t)fill);
-	memset(bar + fill, ' ', (size_t)(WIDTH - fill));
-	bar[WIDTH] = 0;
-	fprintf(stderr, "\r    [%s] %5.1f%%", bar, pm / 10.0);
-	fflush(stderr);
-	p->shown = 1;
+	if (p->last != PROGRESS_NONE)
+		progress_show(p, p->hi);   /* the phase before is done */
+	p->lo = lo_pct > 100 ? 10000 : lo_pct * 100;
+	p->hi = hi_pct > 100 ? 10000 : hi_pct * 100;
+	if (p->hi < p->lo)
+		p->hi = p->lo;
+	if (step) {
+		if (p->shown)
+			fputc('\n', stderr);
+		p->shown = 0;
+		fprintf(stderr, "    %s...\n", step);
+		fflush(stderr);
+	}
+	progress_show(p, p->lo);
 }
 
 void progress_finish(struct progress *p, int ok)
 {
 	if (!p->enabled)
 		return;
-	if (ok)
-		progress_update(p, 1, 1);
+	if (ok && p->last != 10000) {
+		if (p->tty)
+			p->shown = 1;   /* draw 100% even on a fresh line */
+		progress_show(p, 10000);
+	}
 	if (p->shown)
 		fputc('\n', stderr);
+	fflush(stderr);
 	p->shown = 0;
 }
 

@@ -36,7 +36,7 @@ static void usage(void)
 	       "Served by imgserve (imgmount, imgattach), the daemon compacts while\n"
 	       "I/O goes on, after fstrim on the mounted filesystem.\n"
 	       "\n"
-	       "  -p, --progress      show a progress bar (on a terminal)\n"
+	       "  -p, --progress      progress on stderr (a bar, or lines on a pipe)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
 	       "  --no-fs-trim        leave the filesystem's free blocks alone\n"
 	       "  --compress          store clusters lz4-compressed where it saves space\n"
@@ -146,8 +146,12 @@ int main(int argc, char **argv)
 	memset(&st, 0, sizeof(st));
 	memset(&ts, 0, sizeof(ts));
 	memset(&fi, 0, sizeof(fi));
+	progress_init(&pr, want_progress && !quiet);
 	if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
-		if (compact_online(file, &os, opts.flags, fs_trim, &st, &ts, &fi, &trimmed) < 0)
+		/* the daemon compacts and reports no progress: the end only */
+		r = compact_online(file, &os, opts.flags, fs_trim, &st, &ts, &fi, &trimmed);
+		progress_finish(&pr, r >= 0);
+		if (r < 0)
 			return EXIT_ERROR;
 		have_fs = (fi.flags & IMG_FS_HAVE_SIZE) != 0;
 		if (trimmed)
@@ -175,7 +179,6 @@ int main(int argc, char **argv)
 	}
 	if ((r = open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img)) < 0)
 		return exit_status(r);
-	progress_init(&pr, want_progress && !quiet);
 	if (pr.enabled) {
 		opts.progress = progress_cb;
 		opts.progress_arg = &pr;
@@ -191,8 +194,11 @@ int main(int argc, char **argv)
 		have_fs = r == 0;
 		r = r > 0 ? 0 : r;
 		if (have_fs && fs_is_ext(fi.type)) {
+			/* not measured: a step of its own, then the compaction */
+			progress_phase(&pr, 0, 10, "giving back the filesystem's free blocks");
 			r = img_fs_trim_free(img, 0, &ts);
 			trimmed = r == 0;
+			progress_phase(&pr, 10, 100, "compacting");
 		} else if (have_fs && (!strcmp(fi.type, "xfs") || !strcmp(fi.type, "btrfs")))
 			fs_note = "free space inside the filesystem was not given back: only "
 				  "ext2/3/4 can be read offline; for this one run fstrim while it "

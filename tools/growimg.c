@@ -14,6 +14,7 @@ enum { OPT_NO_FS = 256 };
 
 static const struct option longopts[] = {
 	{ "no-fs",   no_argument, NULL, OPT_NO_FS },
+	{ "progress", no_argument, NULL, 'p' },
 	{ "json",    no_argument, NULL, 'j' },
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
@@ -35,6 +36,7 @@ static void usage(void)
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
+	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
@@ -44,6 +46,18 @@ static void usage(void)
 	       "(if only the filesystem step failed, a rerun completes it), 4 broken\n"
 	       "chain, 75 in use (nothing changed).  See growimg(1).\n",
 	       progname);
+}
+
+/* -p */
+static struct progress pr;
+
+/* The name of the filesystem step, for -p. */
+static const char *fs_step_name(const char *type, char *buf, size_t len)
+{
+	snprintf(buf, len, "growing the %s filesystem (%s)", type,
+		 fs_is_ext(type) ? "resize2fs" : !strcmp(type, "xfs") ? "xfs_growfs" :
+		 "btrfs filesystem resize");
+	return buf;
 }
 
 /* The image is served: the daemon grows it, then the loop device and the
@@ -75,9 +89,15 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		       (unsigned long long)new_size);
 		return EXIT_ERROR;
 	}
-	if (online_set_size(file, os, new_size, 0) < 0)
+	/* the daemon reports no progress: steps only */
+	progress_phase(&pr, 0, 50, "growing the image (imgserve)");
+	if (online_set_size(file, os, new_size, 0) < 0) {
+		progress_finish(&pr, 0);
 		return EXIT_ERROR;
+	}
+	progress_phase(&pr, 50, 100, "growing the mounted filesystem");
 	r = online_fs_grow(file, os, type, sizeof(type));
+	progress_finish(&pr, !(r == -EIO || r == -EOPNOTSUPP || r == -EPERM));
 	if (r == -EIO || r == -EOPNOTSUPP || r == -EPERM) {
 		if (r == -EOPNOTSUPP)
 			errmsg("%s: the image grew, but growing a %s filesystem is not supported",
@@ -127,14 +147,14 @@ int main(int argc, char **argv)
 	struct img_info in;
 	struct img *img;
 	uint64_t new_size = 0, tmp;
-	int c, r, npos = 0, ret = EXIT_ERROR, no_fs = 0, grow_fs = 0, fs_grew = 0;
-	char b1[64], b2[64], fb[512];
+	int c, r, npos = 0, ret = EXIT_ERROR, no_fs = 0, grow_fs = 0, fs_grew = 0, want_progress = 0;
+	char b1[64], b2[64], fb[512], step[128];
 	struct tool_getopt g = { 0 };
 	struct img_fs_info fi;
 	int have_fs = 0;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "pjqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -146,6 +166,7 @@ int main(int argc, char **argv)
 			npos++;
 			break;
 		case OPT_NO_FS: no_fs = 1; break;
+		case 'p': want_progress = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -164,6 +185,7 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 
+	progress_init(&pr, want_progress && !quiet);
 	{
 		struct online_state os;
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
@@ -218,7 +240,9 @@ int main(int argc, char **argv)
 		img_close(img);
 		if ((r = open_image(file, IMG_OPEN_RDWR, &img)) < 0)
 			return exit_status(r);
-		r = img_resize(img, new_size, 0);
+		/* data clusters in the way of a larger BAT move: measured */
+		progress_phase(&pr, 0, grow_fs ? 50 : 100, grow_fs ? "growing the image" : NULL);
+		r = img_resize_progress(img, new_size, 0, pr.enabled ? progress_cb : NULL, &pr);
 		if (r < 0) {
 			img_errmsg(file, r);
 			goto out;
@@ -228,12 +252,17 @@ int main(int argc, char **argv)
 out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
-	if (ret != EXIT_OK)
+	if (ret != EXIT_OK) {
+		progress_finish(&pr, 0);
 		return ret;
+	}
 	if (grow_fs) {
 		/* The image has its new size (durable): if this step fails, a
-		 * rerun of the same command does only what is left. */
+		 * rerun of the same command does only what is left.  An
+		 * external program: a step. */
+		progress_phase(&pr, 50, 100, fs_step_name(fi.type, step, sizeof(step)));
 		r = fs_offline_grow(file, fi.type);
+		progress_finish(&pr, r >= 0);
 		if (r < 0) {
 			errmsg("%s: the image has grown to %s but the %s filesystem in it has not "
 			       "(it still spans %s); run 'growimg %s %llu' again to grow it, or "
@@ -250,6 +279,7 @@ out:
 			img_close(img);
 		}
 	}
+	progress_finish(&pr, 1);
 	if (quiet)
 		return ret;
 	if (json) {

@@ -64,7 +64,7 @@ static void usage(void)
 	       "                           delta then needs -F libimg)\n"
 	       "  -O, --output-format FMT  raw or libimg (default libimg)\n"
 	       "  --cluster-size SIZE      cluster size of a libimg output (64K..64M)\n"
-	       "  -p, --progress           show a progress bar (on a terminal)\n"
+	       "  -p, --progress           progress on stderr (a bar, or lines on a pipe)\n"
 	       "  -f, --force              replace DST if it exists\n"
 	       "  -U, --force-share        do not lock a libimg SRC\n"
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"

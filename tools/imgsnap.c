@@ -46,7 +46,7 @@ static void usage(void)
 	       "  --clear              template: remove the mark\n"
 	       "  -u, --unsafe         rebase: change the reference only\n"
 	       "  --allow-backing-path follow absolute or '..' backing references\n"
-	       "  -p, --progress       show a progress bar (on a terminal)\n"
+	       "  -p, --progress       merge, rebase, flatten: progress on stderr\n"
 	       "  -j, --json           print JSON\n"
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version\n"
@@ -257,8 +257,12 @@ int main(int argc, char **argv)
 			}
 			/* the daemon has another working directory: the base
 			 * goes by its full path */
-			return online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
-					 !strcmp(cmd, "create") ? name : into ? full : NULL);
+			r = online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
+				      !strcmp(cmd, "create") ? name : into ? full : NULL);
+			/* the daemon merges and reports no progress: the end only */
+			if (strcmp(cmd, "create"))
+				progress_finish(&pr, r == EXIT_OK);
+			return r;
 		}
 	}
 	if (!strcmp(cmd, "template")) {

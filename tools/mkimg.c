@@ -28,6 +28,7 @@ static const struct option longopts[] = {
 	{ "backing",      required_argument, NULL, OPT_BACKING },
 	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
 	{ "force",        no_argument,       NULL, 'f' },
+	{ "progress",     no_argument,       NULL, 'p' },
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
 	{ "version",      no_argument,       NULL, 'V' },
@@ -55,9 +56,9 @@ static void usage(void)
 	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
 	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
+	       "  -p, --progress       show progress on standard error\n"
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
 	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
 }
@@ -279,6 +280,9 @@ static int write_protofile(const char *file, const char *dir)
 
 /* ---- mkimg --fs ------------------------------------------------------- */
 
+/* -p */
+static struct progress pr;
+
 /* Renames the finished image over file (claimed by target). */
 static int publish(const char *file, struct img_target *target)
 {
@@ -368,6 +372,13 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	}
 	argv[n++] = tmp[T_RAW];
 	argv[n] = NULL;
+	{
+		/* an external program (it copies --from's tree): a step */
+		char step[PATH_MAX + 64];
+		snprintf(step, sizeof(step), "making the %s filesystem (%s%s%s)", fs, argv[0],
+			 from ? ", copying " : "", from ? from : "");
+		progress_phase(&pr, 0, 50, step);
+	}
 	if (run_quiet(argv) != 0)
 		goto out;
 
@@ -383,7 +394,8 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		img_errmsg(file, r);
 		goto out;
 	}
-	if (copy_raw_into_image(file, fd, o->virtual_size, img, copied))
+	progress_phase(&pr, 50, 100, "copying the filesystem into the image");
+	if (copy_raw_into_image(file, fd, o->virtual_size, img, copied, &pr))
 		goto out;
 	/* What was made is what was asked for (and imginfo will say so). */
 	r = img_fs_probe(img, fi);
@@ -419,12 +431,12 @@ int main(int argc, char **argv)
 	struct img_fs_info fi;
 	struct stat st;
 	uint64_t size, v, copied = 0;
-	int c, r, npos = 0, force = 0;
+	int c, r, npos = 0, force = 0, want_progress = 0;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "fqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "fpqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -462,6 +474,7 @@ int main(int argc, char **argv)
 		case OPT_BACKING: o.backing_file = optarg; break;
 		case OPT_ALLOW_BACKING_PATH: o.flags |= IMG_CREATE_ALLOW_BACKING_PATH; break;
 		case 'f': force = 1; break;
+		case 'p': want_progress = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -494,8 +507,10 @@ int main(int argc, char **argv)
 		errmsg("--from %s: not a directory", from);
 		return EXIT_ERROR;
 	}
+	progress_init(&pr, want_progress && !quiet);
 	if (fs) {
 		r = make_with_fs(file, &o, fs, label, from, force, &copied, &fi);
+		progress_finish(&pr, r == EXIT_OK);
 		if (r == EXIT_OK && !quiet) {
 			char b3[256];
 			printf("Created %s: virtual size %s, cluster size %s\n", file,
@@ -512,6 +527,7 @@ int main(int argc, char **argv)
 		o.flags |= IMG_CREATE_OVERWRITE;
 
 	r = img_create(file, &o);
+	progress_finish(&pr, r == 0);   /* nothing long to measure */
 	if (r == -EEXIST) {
 		errmsg("%s: already exists (use --force to overwrite)", file);
 		return EXIT_ERROR;

@@ -438,6 +438,15 @@ typedef int (*img_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * end hold data, unless IMG_RESIZE_DISCARD_DATA; afterwards live clusters
  * are moved out of the host file's tail and the file is truncated. */
 int img_resize(struct img *img, uint64_t new_size, unsigned flags);
+/* img_resize reporting progress (may be NULL) while data clusters move: a
+ * growth that relocates the clusters in the BAT's way, and a shrink's
+ * packing of the host file before it is truncated.  A non-zero return
+ * cancels with -ECANCELED: during a growth's relocation nothing has
+ * changed the disk (the size is the old one); during a shrink's packing
+ * the image already has its new size, only its file is not yet truncated
+ * (img_compact finishes that). */
+int img_resize_progress(struct img *img, uint64_t new_size, unsigned flags,
+			img_progress_fn progress, void *progress_arg);
 
 struct img_compact_opts {
 	uint32_t flags;            /* IMG_COMPACT_* */
@@ -465,7 +474,8 @@ struct img_compact_stats {
 
 /* Zero detection, then relocation of live clusters from the end of the host
  * file into the lowest free clusters, then truncation.  Crash-safe at every
- * step.  stats may be NULL. */
+ * step.  stats may be NULL.  opts->progress sees the steps as one count
+ * that only goes forward, ending at done == total. */
 int img_compact(struct img *img, const struct img_compact_opts *opts,
 		struct img_compact_stats *stats);
 
@@ -477,7 +487,13 @@ struct img_check_opts {
 	/* Each problem found, in words; may be NULL. fixed: repaired. */
 	void (*report)(void *arg, enum img_check_severity sev, int fixed, const char *msg);
 	void *report_arg;
-	uint64_t reserved[4];
+	/* May be NULL: called as the check goes through the problems found
+	 * at open, the BAT blocks past the virtual size and the host file's
+	 * clusters (done of total, in steps of these); non-zero cancels with
+	 * -ECANCELED (a repair keeps what it committed). */
+	img_progress_fn progress;
+	void *progress_arg;
+	uint64_t reserved[2];
 };
 
 #define IMG_CHECK_REPAIR 0x1u      /* needs an IMG_OPEN_RDWR|IMG_OPEN_CHECK handle */
