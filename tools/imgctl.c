@@ -239,8 +239,9 @@ static void json_reply(struct json_out *j, const char *key, const struct online_
 /* The keys of one image (inside an open object). */
 static void json_entry(struct json_out *j, const struct entry *e)
 {
-	json_string(j, "image", or_null(e->st.image));
-	json_string(j, "rundir", e->st.rundir);
+	char ctl[PATH_MAX];
+
+	json_string(j, "filename", or_null(e->st.image));
 	if (e->st.pid > 0)
 		json_u64(j, "pid", (uint64_t)e->st.pid);
 	else
@@ -248,8 +249,11 @@ static void json_entry(struct json_out *j, const struct entry *e)
 	json_bool(j, "running", e->st.alive);
 	json_string(j, "state", e->state);
 	json_string(j, "export", or_null(e->st.export_path));
-	json_string(j, "loop", or_null(e->st.loop));
+	json_string(j, "device", or_null(e->st.loop));
 	json_string(j, "mountpoint", or_null(e->st.mountpoint));
+	json_string(j, "rundir", e->st.rundir);
+	json_string(j, "control_socket", e->st.alive &&
+		    online_path(e->st.rundir, "ctl", ctl, sizeof(ctl)) == 0 ? ctl : NULL);
 	json_string(j, "message", or_null(e->msg));
 	if (e->have_status)
 		json_reply(j, "status", &e->status);
@@ -551,7 +555,7 @@ static int cmd_send(const char *arg, const char *cmd, char **args, int n)
 		json_start(&j, stdout);
 		json_object_begin(&j, NULL);
 		json_u64(&j, "schema", 1);
-		json_string(&j, "image", e.st.image);
+		json_string(&j, "filename", e.st.image);
 		json_u64(&j, "pid", (uint64_t)pid);
 		json_string(&j, "command", cmd);
 		json_array_begin(&j, "arguments");

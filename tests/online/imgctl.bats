@@ -29,16 +29,26 @@ three_images() {
   imgserve -q --daemon c.img exp
 }
 
+# valid: $output is a document of tools/schema/imgctl.json (tests/run.sh
+# checks every logged document too; this names the failing one here).
+valid() {
+  printf '%s\n' "$output" | python3 -c '
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator(schema).validate(json.load(sys.stdin))' "$ROOT/tools/schema/imgctl.json"
+}
+
 # jget FILTER: jq on $output (stdout, after run_split).
 jget() { printf '%s\n' "$output" | jq -r "$1"; }
 
 # jimg IMAGE FILTER: FILTER on the list entry of IMAGE in $output.
-jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.image == \$i) | $2"; }
+jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.filename == \$i) | $2"; }
 
 @test "issue 16 #5: imgctl list -j shows every served, attached and mounted image with its pid, loop device, mount point, state and counters" {
   three_images
   run_split imgctl list -j
   [ "$status" -eq 0 ]
+  valid
   [ -z "$err" ]
   [ "$(jget .schema)" = 1 ]
   [ "$(printf '%s\n' "$output" | jq -r 'keys_unsorted[0]')" = schema ]
@@ -55,14 +65,14 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
     [ "$(jimg $i.img '.status.reads | type')" = number ]
   done
   [ "$(jimg a.img .mountpoint)" = "$T/mnt" ]
-  loop=$(jimg a.img .loop)
+  loop=$(jimg a.img .device)
   [[ "$loop" == /dev/loop* ]]
   grep -q "^$loop $T/mnt ext4 " /proc/mounts
-  loop=$(jimg b.img .loop)
+  loop=$(jimg b.img .device)
   [[ "$loop" == /dev/loop* ]]
   [ "$(losetup -n -O BACK-FILE "$loop")" = "$(jimg b.img .export)" ]
   [ "$(jimg b.img .mountpoint)" = null ]
-  [ "$(jimg c.img .loop)" = null ]
+  [ "$(jimg c.img .device)" = null ]
   [ "$(jimg c.img .export)" = "$T/exp" ]
   [ "$(jimg c.img .status.virtual_size)" = $((32 * M)) ]
   cpid=$(jimg c.img .pid)
@@ -85,21 +95,24 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   three_images
   run_split imgctl status -j a.img
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .schema)" = 1 ]
   [ "$(jget .state)" = serving ]
   w0=$(jget .status.writes)
   b0=$(jget .status.bytes_written)
-  loop=$(jget .loop)
+  loop=$(jget .device)
   head -c $((4 * M)) /dev/urandom > mnt/f
   sync
   run_split imgctl status -j mnt
   [ "$status" -eq 0 ]
-  [ "$(jget .image)" = "$T/a.img" ]
+  valid
+  [ "$(jget .filename)" = "$T/a.img" ]
   [ "$(jget .status.writes)" -gt "$w0" ]
   [ "$(jget .status.bytes_written)" -ge $((b0 + 4 * M)) ]
   run_split imgctl status -j "$loop"
   [ "$status" -eq 0 ]
-  [ "$(jget .image)" = "$T/a.img" ]
+  valid
+  [ "$(jget .filename)" = "$T/a.img" ]
   run_split imgctl status b.img
   [ "$status" -eq 0 ]
   [[ "$out" == *"state:"*"serving"* ]]
@@ -115,20 +128,23 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   pid=$(cat "$LIBIMG_RUNDIR"/*/pid | head -n1)
   run_split imgctl send -j a.img status
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .command)" = status ]
   [ "$(jget .reply.image)" = "$T/a.img" ]
   [ "$(jget .reply.open)" = true ]
   run_split imgctl compact -j mnt
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .command)" = compact ]
   [ "$(jget '.reply.file_size_after | type')" = number ]
   run_split imgctl send b.img compact no-zero-detect
   [ "$status" -eq 0 ]
   [[ "$out" == *"clusters_moved:"* ]]
   # grow: the loop device follows
-  loop=$("$BIN/imgctl" status -j b.img | jq -r .loop)
+  loop=$("$BIN/imgctl" status -j b.img | jq -r .device)
   run_split imgctl grow -j b.img 96M
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .reply.old_size)" = $((64 * M)) ]
   [ "$(jget .reply.new_size)" = $((96 * M)) ]
   [ "$(blockdev --getsize64 "$loop")" = $((96 * M)) ]
@@ -190,6 +206,7 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   imgdetach -q b.img
   run_split imgctl list -j
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget '.images | length')" = 0 ]
   run_split imgctl list
   [ "$status" -eq 0 ]
@@ -228,6 +245,7 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   [ "$(jget .error.status)" = 2 ]
   run_split imgctl list -j
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget '.images | length')" = 0 ]
 }
 
@@ -246,6 +264,7 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   [[ "$err" == *"--wait"* ]]
   run_split imgctl list -j -w0.3
   [ "$status" -eq 0 ]
+  valid
   [ "$(jimg a.img .state)" = busy ]
   [ "$(jimg a.img .status)" = null ]
   [ "$(jimg b.img .state)" = serving ]
@@ -253,21 +272,24 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.im
   STOPPED=
   run_split imgctl status -j a.img
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .state)" = serving ]
   # a daemon killed: its leftovers are listed as stale, commands get 6
   kill -9 "$pb"
   while kill -0 "$pb" 2>/dev/null; do sleep 0.05; done
   run_split imgctl list -j
   [ "$status" -eq 0 ]
+  valid
   [ "$(jimg b.img .state)" = stale ]
   [ "$(jimg b.img .running)" = false ]
   [ "$(jimg b.img .pid)" = "$pb" ]
-  [[ "$(jimg b.img .loop)" == /dev/loop* ]]
+  [[ "$(jimg b.img .device)" == /dev/loop* ]]
   run_split imgctl send b.img status
   [ "$status" -eq 6 ]
   [[ "$err" == *"imgumount"* ]]
   run_split imgctl status -j b.img
   [ "$status" -eq 0 ]
+  valid
   [ "$(jget .state)" = stale ]
   imgumount -q b.img
   imgdetach -q a.img
