@@ -45,6 +45,7 @@ static const struct option longopts[] = {
 };
 
 static int wait_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
+static int wait_given;                    /* --wait was given */
 
 static void usage(void)
 {
@@ -458,7 +459,7 @@ static int reply_status(int r)
 /* Waits for the stopped daemon to exit (its run directory files go). */
 static int wait_stopped(struct online_state *st)
 {
-	int ms = wait_ms < 0 || wait_ms > STOP_WAIT_MS ? wait_ms : STOP_WAIT_MS;
+	int ms = wait_given ? wait_ms : STOP_WAIT_MS;
 
 	for (;;) {
 		online_state_reload(st);
@@ -631,6 +632,7 @@ int main(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'w':
+			wait_given = 1;
 			if (!optarg) {
 				wait_ms = -1;
 			} else {
