@@ -214,41 +214,6 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   assert_nothing_left
 }
 
-@test "issue 16 #5: imgctl: not served 6, missing 5, bad usage 2" {
-  mkimg -q a.img 64M
-  run_split imgctl status a.img
-  [ "$status" -eq 6 ]
-  [[ "$err" == "imgctl: a.img: not served"* ]]
-  run_split imgctl send a.img status
-  [ "$status" -eq 6 ]
-  run_split imgctl compact a.img
-  [ "$status" -eq 6 ]
-  mkdir d
-  run_split imgctl status d
-  [ "$status" -eq 6 ]
-  run_split imgctl status nope.img
-  [ "$status" -eq 5 ]
-  run_split imgctl status -j nope.img
-  [ "$status" -eq 5 ]
-  [ "$(jget .error.errno_name)" = ENOENT ]
-  [ "$(jget .error.file)" = nope.img ]
-  for args in "" "frobnicate a.img" "status" "status a.img b.img" "list x" "send a.img" \
-              "grow a.img" "grow a.img 1Q" "shrink a.img 1G maybe" "compact a.img zero" \
-              "stop a.img now" "--wait=x list" "--no-such-option list"; do
-    run_split imgctl $args
-    [ "$status" -eq 2 ] || { echo "imgctl $args: $status"; false; }
-    [[ "$err" == *"Try 'imgctl --help'"* ]]
-    [ -z "$out" ]
-  done
-  run_split imgctl -j grow a.img
-  [ "$status" -eq 2 ]
-  [ "$(jget .error.status)" = 2 ]
-  run_split imgctl list -j
-  [ "$status" -eq 0 ]
-  valid
-  [ "$(jget '.images | length')" = 0 ]
-}
-
 @test "issue 16 #5: imgctl: a daemon that does not answer is busy (75, state busy), a dead one stale (send: 6)" {
   mkimg -q a.img 64M
   mkimg -q b.img 64M
