@@ -588,6 +588,11 @@ int online_state_list(struct online_state **out, size_t *n)
 		memset(&st, 0, sizeof(st));
 		if (online_path(base, de->d_name, st.rundir, sizeof(st.rundir)) < 0)
 			continue;
+		if (access(st.rundir, R_OK | X_OK) < 0 && errno == EACCES) {
+			closedir(d);
+			free(v);
+			return -EACCES;   /* mode 0700: root's */
+		}
 		read_key(st.rundir, "image", st.image, sizeof(st.image));
 		online_state_reload(&st);
 		if (!recorded(&st))

@@ -130,7 +130,8 @@ const struct online_kv *online_reply_get(const struct online_reply *r, const cha
 /* Every run directory under online_rundir_base() that records something
  * (a pid, an export, a loop device or a mount point), sorted by image
  * path; st->image is "" when the run directory no longer names it.
- * *out is malloc'd (free it).  0, or -ENOMEM; a missing base is no
+ * *out is malloc'd (free it).  0, -ENOMEM, or -EACCES when a run
+ * directory cannot be read (they are root's); a missing base is no
  * image. */
 int online_state_list(struct online_state **out, size_t *n);
 

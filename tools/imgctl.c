@@ -209,6 +209,9 @@ static int resolve(const char *arg, struct entry *e)
 	r = online_state_load(arg, &e->st);
 	if (r < 0)
 		return fail(EXIT_ERROR, -r, arg, 0, "%s: %s", arg, strerror(-r));
+	if (r == 0 && access(e->st.rundir, R_OK | X_OK) < 0 && errno == EACCES)
+		return fail(EXIT_ERROR, EACCES, e->st.rundir, 0, "%s: %s (the run directories are "
+			    "root's)", e->st.rundir, strerror(EACCES));
 	if (r == 0)
 		return fail(EXIT_NOTMOUNTED, ENXIO, arg, 0, "%s: not served, attached or mounted "
 			    "(nothing recorded in %s)", arg, e->st.rundir);
@@ -328,7 +331,8 @@ static int cmd_list(void)
 
 	r = online_state_list(&sts, &n);
 	if (r < 0)
-		return fail(EXIT_ERROR, -r, NULL, 0, "%s: %s", online_rundir_base(), strerror(-r));
+		return fail(EXIT_ERROR, -r, online_rundir_base(), 0, "%s: %s%s", online_rundir_base(),
+			    strerror(-r), r == -EACCES ? " (the run directories are root's)" : "");
 	if (n && !(es = calloc(n, sizeof(*es)))) {
 		free(sts);
 		return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
