@@ -644,8 +644,10 @@ int main(int argc, char **argv)
 				double s;
 				errno = 0;
 				s = strtod(optarg, &end);
-				if (errno || end == optarg || *end || !(s >= 0) || s > 86400.0 * 365)
+				if (errno || end == optarg || *end || !(s >= 0) || s > 86400.0 * 365) {
+					free(ops);
 					return bad_usage("invalid --wait '%s' (seconds)", optarg);
+				}
 				wait_ms = (int)(s * 1000);
 			}
 			break;
