@@ -132,7 +132,7 @@ static int bad_usage(const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	usage_error("%s", msg);
-	json_error(EXIT_USAGE, EINVAL, NULL, 0, msg);
+	json_error(EXIT_USAGE, 0, NULL, 0, msg);   /* no errno: error.json */
 	return EXIT_USAGE;
 }
 

@@ -19,6 +19,20 @@ schema = json.load(open(sys.argv[1]))
 jsonschema.Draft202012Validator(schema).validate(json.load(sys.stdin))' "$ROOT/tools/schema/imgctl.json"
 }
 
+# valid_error: $output is the error object (tools/schema/error.json once
+# it exists; until then its keys).
+valid_error() {
+  if [ -f "$ROOT/tools/schema/error.json" ]; then
+    printf '%s\n' "$output" | python3 -c '
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator(schema).validate(json.load(sys.stdin))' "$ROOT/tools/schema/error.json"
+  else
+    [ "$(jget '[keys_unsorted[]] | join(" ")')" = "schema error" ]
+    [ "$(jget '.error | keys_unsorted | join(" ")')" = "status errno errno_name message file holder_pid" ]
+  fi
+}
+
 # jget FILTER: jq on $output (stdout, after run_split).
 jget() { printf '%s\n' "$output" | jq -r "$1"; }
 
@@ -39,6 +53,7 @@ jget() { printf '%s\n' "$output" | jq -r "$1"; }
   run_split imgctl status -j nope.img
   [ "$status" -eq 5 ]
   [ "$(jget .error.errno_name)" = ENOENT ]
+  valid_error
   [ "$(jget .error.file)" = nope.img ]
   for args in "" "frobnicate a.img" "status" "status a.img b.img" "list x" "send a.img" \
               "grow a.img" "grow a.img 1Q" "shrink a.img 1G maybe" "compact a.img zero" \
@@ -51,6 +66,13 @@ jget() { printf '%s\n' "$output" | jq -r "$1"; }
   run_split imgctl -j grow a.img
   [ "$status" -eq 2 ]
   [ "$(jget .error.status)" = 2 ]
+  [ "$(jget .error.errno)" = null ]
+  valid_error
+  run_split imgctl -j status a.img
+  [ "$status" -eq 6 ]
+  [ "$(jget .error.status)" = 6 ]
+  [ "$(jget .error.file)" = a.img ]
+  valid_error
   run_split imgctl list -j
   [ "$status" -eq 0 ]
   valid
