@@ -21,9 +21,11 @@
  *   mountpoint  where the filesystem is mounted (imgmount)
  *
  * Control protocol: one line per connection, "status", "grow SIZE",
- * "shrink SIZE [discard-data]", "compact", "snapshot [NAME]", "merge [BASE]" or
- * "stop"; one line back, "ok"
- * followed by a space and a JSON object, or "error ERRNO message".
+ * "shrink SIZE [discard-data]", "compact [no-zero-detect]", "snapshot
+ * [NAME]", "merge [BASE]" or "stop" (online_commands below: imgserve
+ * takes from it which commands a read-only daemon refuses, clients such
+ * as imgctl what to check); one line back, "ok" followed by a space and a
+ * JSON object (online_reply_parse), or "error ERRNO message".
  */
 #ifndef TOOLS_COMMON_ONLINE_H
 #define TOOLS_COMMON_ONLINE_H

@@ -260,3 +260,24 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   imgdetach -q a.img
   assert_nothing_left
 }
+
+@test "issue 16 #5: imgctl on a read-only daemon: status answers, every command that changes the image is refused (1), the file unchanged" {
+  mkimg -q r.img 64M
+  touch exp
+  imgserve -q --daemon --read-only r.img exp
+  sum=$(sha256sum < r.img)
+  run_split imgctl status -j r.img
+  [ "$status" -eq 0 ]
+  valid
+  [ "$(jget .status.read_only)" = true ]
+  for cmd in "grow 128M" "shrink 32M" compact snapshot "merge"; do
+    run_split imgctl send r.img $cmd
+    [ "$status" -eq 1 ] || { echo "$cmd: $status"; false; }
+    [[ "$err" == *"served read-only"* ]] || { echo "$cmd: $err"; false; }
+  done
+  [ "$(sha256sum < r.img)" = "$sum" ]
+  [ ! -e r.img.snap1 ]
+  run_split imgctl stop r.img
+  [ "$status" -eq 0 ]
+  assert_nothing_left
+}
