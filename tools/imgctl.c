@@ -44,7 +44,7 @@ static const struct option longopts[] = {
 	{ NULL, 0, NULL, 0 }
 };
 
-static int wait_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
+static int answer_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
 static int wait_given;                    /* --wait was given */
 
 static void usage(void)
@@ -165,7 +165,7 @@ static void probe(struct entry *e)
 			snprintf(e->msg, sizeof(e->msg), "no imgserve runs: imgumount cleans up");
 		return;
 	}
-	r = online_request_timeout(&e->st, "status", reply, sizeof(reply), wait_ms);
+	r = online_request_timeout(&e->st, "status", reply, sizeof(reply), answer_ms);
 	if (r == 0 && (r = online_reply_parse(reply, &e->status)) < 0)
 		snprintf(reply, sizeof(reply), "the daemon's answer to status is not a JSON "
 			 "object");
@@ -463,7 +463,7 @@ static int reply_status(int r)
 /* Waits for the stopped daemon to exit (its run directory files go). */
 static int wait_stopped(struct online_state *st)
 {
-	int ms = wait_given ? wait_ms : STOP_WAIT_MS;
+	int ms = wait_given ? answer_ms : STOP_WAIT_MS;
 
 	for (;;) {
 		online_state_reload(st);
@@ -531,7 +531,7 @@ static int cmd_send(const char *arg, const char *cmd, char **args, int n)
 		goto out;
 	}
 	r = online_request_timeout(&e.st, line, reply, sizeof(reply),
-				   !strcmp(cmd, "status") ? wait_ms : -1);
+				   !strcmp(cmd, "status") ? answer_ms : -1);
 	if (r < 0) {
 		status = fail(reply_status(r), -r, e.st.image, e.st.pid, "%s: %s: %s%s", e.st.image,
 			      cmd, reply, r == -ETIMEDOUT ? " (retry, or --wait)" : "");
@@ -638,7 +638,7 @@ int main(int argc, char **argv)
 		case 'w':
 			wait_given = 1;
 			if (!optarg) {
-				wait_ms = -1;
+				answer_ms = -1;
 			} else {
 				char *end;
 				double s;
@@ -648,7 +648,7 @@ int main(int argc, char **argv)
 					free(ops);
 					return bad_usage("invalid --wait '%s' (seconds)", optarg);
 				}
-				wait_ms = (int)(s * 1000);
+				answer_ms = (int)(s * 1000);
 			}
 			break;
 		case 'h': usage(); free(ops); return EXIT_OK;
