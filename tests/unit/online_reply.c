@@ -2,10 +2,15 @@
 /* Unit test of the client side of imgserve's control protocol
  * (tools/common_online.c): online_reply_parse, the reader of the daemon's
  * "ok" objects that imgctl prints again, and the command table.
- * Exit 0 pass, 1 fail. */
-#include "../../tools/common.c"
-#include "../../tools/common_fs.c"
-#include "../../tools/common_online.c"
+ * Linked with tools/common*.o (Makefile).  Exit 0 pass, 1 fail. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../tools/common.h"
+#include "../../tools/common_online.h"
 
 static int failures;
 
