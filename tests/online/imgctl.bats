@@ -154,6 +154,15 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   [[ "$err" == *"shrinkimg"* ]]
   [ "$(blockdev --getsize64 "$loop")" = $((96 * M)) ]
   [ "$("$BIN/imgctl" status -j b.img | jq -r .status.virtual_size)" = $((96 * M)) ]
+  # served only: the export's size follows; a size smaller than now is the
+  # daemon's refusal (1), nothing changes
+  run_split imgctl -q grow c.img 48M
+  [ "$status" -eq 0 ] && [ -z "$out" ]
+  [ "$(stat -c %s exp)" = $((48 * M)) ]
+  run_split imgctl grow c.img 40M
+  [ "$status" -eq 1 ]
+  [[ "$err" == *"smaller than the current size"* ]]
+  [ "$(stat -c %s exp)" = $((48 * M)) ]
   # the daemon refuses an unknown command: its message, status 1
   run_split imgctl send c.img no-such-command
   [ "$status" -eq 1 ]
