@@ -126,6 +126,12 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
 
+# Unit tests of the tools' shared code link it (tools/common*.c).
+$(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC) $(LIBS)
+
 $(BUILD)/tests/crash/%: $(BUILD)/obj/tests/crash/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")

@@ -20,6 +20,11 @@
  * qemu-img check).  Documented in every man page's EXIT STATUS. */
 #define EXIT_OK    0
 #define EXIT_ERROR 1
+#define EXIT_USAGE 2        /* bad command line */
+#define EXIT_NOTFOUND 5     /* a named file, image, device or mount does not exist */
+#define EXIT_NOTMOUNTED 6   /* the image is not mounted, attached or served */
+#define EXIT_PARTIAL 7      /* partial completion: some steps done, the rest not */
+#define EXIT_NOSPACE 8      /* the host is out of space (ENOSPC, EDQUOT) */
 #define EXIT_CHAIN 4    /* the image itself is intact, but its backing chain
                          * is missing or not the one it was made over */
 #define EXIT_BUSY  75   /* in use: locked by another process (sysexits'

@@ -716,16 +716,17 @@ static int do_merge(const char *named, char *ref, size_t reflen, char *err, size
 static char *run_command(char *line, int *stop)
 {
 	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
-	char *err = NULL;
+	const struct online_command *oc;
+	char *err = NULL, names[256];
 	struct reply rp;
 	uint64_t size = 0, old = atomic_load(&S.vsize);
+	size_t off = 0;
 	int r = 0;
 
 	if (!cmd)
 		cmd = "";
-	if (S.read_only && (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink") ||
-			    !strcmp(cmd, "compact") || !strcmp(cmd, "snapshot") ||
-			    !strcmp(cmd, "merge"))) {
+	oc = online_command_find(cmd);
+	if (S.read_only && oc && (oc->flags & ONLINE_CMD_WRITES)) {
 		if (asprintf(&err, "error %d the image is served read-only", EROFS) < 0)
 			err = NULL;
 		return err;
@@ -818,8 +819,12 @@ static char *run_command(char *line, int *stop)
 		*stop = 1;
 		return strdup("ok {}\n");
 	}
-	if (asprintf(&err, "error %d unknown command '%.64s' (status, grow SIZE, shrink SIZE, "
-		     "compact, snapshot [NAME], merge [BASE], stop)\n", EINVAL, cmd) < 0)
+	/* the names come from the protocol's table (common_online.h) */
+	names[0] = 0;
+	for (oc = online_commands; oc->name && off < sizeof(names); oc++)
+		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s%s%s",
+					off ? ", " : "", oc->name, oc->args[0] ? " " : "", oc->args);
+	if (asprintf(&err, "error %d unknown command '%.64s' (%s)\n", EINVAL, cmd, names) < 0)
 		err = NULL;
 	return err;
 fail:
