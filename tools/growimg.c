@@ -34,7 +34,7 @@ static void usage(void)
 	       "the daemon grows it and a mounted filesystem is grown online.\n"
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
-	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"

@@ -25,7 +25,7 @@ static void usage(void)
 	       "device.  Undo with imgdetach.\n"
 	       "\n"
 	       "  -r, --read-only  serve read-only (the image is not changed)\n"
-	       "  -j, --json     print {filename, device, export, pid, rundir} as JSON\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"

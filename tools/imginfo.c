@@ -26,7 +26,7 @@ static void usage(void)
 	       "Show the virtual size, allocation and host usage of a libimg image,\n"
 	       "and the filesystem it holds (type, label, UUID, size, used).\n"
 	       "\n"
-	       "  -j, --json         print a JSON object (sizes in bytes)\n"
+	       "  -j, --json         print a JSON object, sizes in bytes (also with -q)\n"
 	       "  -U, --force-share  do not lock the image (may show a state that is\n"
 	       "                     being changed by another process)\n"
 	       "      --backing-chain  describe every image of the backing chain, top\n"

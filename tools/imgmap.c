@@ -22,8 +22,9 @@ static void usage(void)
 	       "List the runs of a libimg image's virtual disk: data (with the host\n"
 	       "offset where it is stored), zero, and unallocated.\n"
 	       "\n"
-	       "  -j, --json         print a JSON array of {start, length, type, data,\n"
-	       "                     zero, offset} objects (offset only for data)\n"
+	       "  -j, --json         print a JSON array of {schema, start, length, type,\n"
+	       "                     data, zero, compressed, offset, depth} objects\n"
+	       "                     (offset only for data; also with -q)\n"
 	       "  -U, --force-share  do not lock the image\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet        print nothing; only the exit status tells\n"

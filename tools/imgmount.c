@@ -41,7 +41,7 @@ static void usage(void)
 	       "                      its programs)\n"
 	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
 	       "                      ext filesystems are mounted with noload)\n"
-	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
+	       "  -j, --json          print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"

@@ -45,7 +45,7 @@ static void usage(void)
 	       "  --no-fs         shrink only the image: refuse to cut a filesystem\n"
 	       "  --discard-data  shrink even if data or the filesystem lies past the\n"
 	       "                  new end (that data is lost)\n"
-	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
+	       "  -j, --json      print the result as a JSON object (also with -q)\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet     print nothing on success\n"
