@@ -121,8 +121,7 @@ static int do_list(const char *file, unsigned oflags)
 			json_u64(&j, "cluster_size", in.cluster_size);
 			json_u64(&j, "disk_usage", in.disk_usage);
 			json_bool(&j, "template", !!(in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE));
-			if (p == img && chain_err)
-				json_string(&j, "backing_chain_error", chain_msg);
+			json_string(&j, "backing_chain_error", p == img && chain_err ? chain_msg : NULL);
 			json_object_end(&j);
 		} else if (!quiet) {
 			printf("%s%s: %s virtual, %s used on the host%s%s%s\n", p == img ? "" : "  ",
