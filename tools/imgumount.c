@@ -36,6 +36,7 @@ int main(int argc, char **argv)
 {
 	struct online_state st;
 	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
+	pid_t pid;
 	const char *arg;
 	int status;
 
@@ -48,6 +49,7 @@ int main(int argc, char **argv)
 	/* what was torn down, for -j (online_teardown may clear st) */
 	snprintf(mnt, sizeof(mnt), "%s", st.mountpoint);
 	snprintf(dev, sizeof(dev), "%s", st.loop);
+	pid = st.pid;
 	if (online_teardown(&st) < 0)
 		return EXIT_ERROR;
 	if (json) {
@@ -57,8 +59,8 @@ int main(int argc, char **argv)
 		json_string(&j, "filename", st.image);
 		json_string(&j, "mountpoint", mnt[0] ? mnt : NULL);
 		json_string(&j, "device", dev[0] ? dev : NULL);
-		if (st.pid)
-			json_u64(&j, "pid", (uint64_t)st.pid);
+		if (pid)
+			json_u64(&j, "pid", (uint64_t)pid);
 		else
 			json_null(&j, "pid");
 		json_object_end(&j);
