@@ -58,8 +58,7 @@ static void usage(void)
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -j, --json           print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
 	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
 }
