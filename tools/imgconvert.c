@@ -73,7 +73,7 @@ static void usage(void)
 	       "  -j, --json               print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
-	       "  -h, --help / -V, --version      show this help / the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
