@@ -12,7 +12,7 @@
   json_check.py --schemas SCHEMADIR MANDIR
       Checks the schemas themselves: valid draft 2020-12 schemas, every
       property has a "description", every object with "properties" has
-      "additionalProperties": false and lists "required", and every key is
+      "additionalProperties": false, and every key is
       named in the JSON OUTPUT section of MANDIR/TOOL.1 (error.json: in the
       JSON OUTPUT section of every tool's page).
 
@@ -95,8 +95,6 @@ def walk_props(schema, where, out):
         if isinstance(props, dict):
             if schema.get("additionalProperties") is not False:
                 out.append(("%s: an object without \"additionalProperties\": false" % where))
-            if "required" not in schema:
-                out.append("%s: an object without \"required\"" % where)
         for k, v in schema.items():
             if k == "properties" and isinstance(v, dict):
                 for name, sub in v.items():
