@@ -117,8 +117,7 @@ static void usage(void)
 	       BACKING_PATH_HELP
 	       "  -j, --json         once the export is up, print it as a JSON object\n"
 	       "  -q, --quiet        print nothing on success\n"
-	       "  -h, --help         show this help\n"
-	       "  -V, --version      show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
 	       "Exit status: 0 stopped cleanly (-d: the export is up), 75 image in use,\n"
