@@ -164,15 +164,28 @@ void backing_dirs_free(struct backing_dirs *d);
 
 /* ---- JSON, printed by hand -------------------------------------------- */
 
+/* The version of the JSON documents the tools print on stdout: the value
+ * of the "schema" key every top-level object starts with (bumped when a
+ * key changes meaning or disappears; tools/schema/TOOL.json describe it). */
+#define JSON_SCHEMA_VERSION 1
+
 struct json_out {
-	FILE *f;
+	FILE *f;             /* where the items go: a memory buffer, or out */
+	FILE *out;           /* where json_finish prints the document */
+	char *buf;           /* the memory buffer (open_memstream) */
+	size_t len;
 	int depth;
 	unsigned char has_items[16];   /* per nesting level */
 };
 
+/* The document is built in memory and printed whole by json_finish: a tool
+ * that fails half way prints no half document (json_discard drops it). */
 void json_start(struct json_out *j, FILE *f);
 /* key is NULL inside arrays and for the top level value. */
 void json_object_begin(struct json_out *j, const char *key);
+/* A top-level object (or one in a top-level array): opens it and writes
+ * its first key, "schema": JSON_SCHEMA_VERSION. */
+void json_doc_begin(struct json_out *j);
 void json_object_end(struct json_out *j);
 void json_array_begin(struct json_out *j, const char *key);
 void json_array_end(struct json_out *j);
@@ -180,8 +193,16 @@ void json_string(struct json_out *j, const char *key, const char *val); /* NULL:
 void json_u64(struct json_out *j, const char *key, uint64_t v);
 void json_bool(struct json_out *j, const char *key, int v);
 void json_null(struct json_out *j, const char *key);
-/* Ends the document with a newline. */
+/* Ends the document with a newline and prints it.  When it goes to stdout
+ * and the environment variable LIBIMG_TEST_JSON_LOG names a file, the
+ * document is also appended to that file as one line, "PROG\tDOCUMENT"
+ * (the tests validate every such line against tools/schema/PROG.json). */
 void json_finish(struct json_out *j);
+/* Drops a document json_finish will not print. */
+void json_discard(struct json_out *j);
+/* Appends "PROG\t" and the JSON text doc (its line breaks and indentation
+ * removed) to the file LIBIMG_TEST_JSON_LOG names, if any. */
+void json_test_log(const char *doc, size_t len);
 /* Writes s as a JSON string literal (quotes included). */
 void json_escape(FILE *f, const char *s);
 

@@ -219,12 +219,12 @@ int main(int argc, char **argv)
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
 report:
-	if (ret != EXIT_OK || quiet)
+	if (ret != EXIT_OK || (quiet && !json))
 		return ret;
 	if (json) {
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "file_size_before", st.file_size_before);
 		json_u64(&j, "file_size_after", st.file_size_after);
@@ -244,8 +244,7 @@ report:
 		json_u64(&j, "fs_trim_clusters", ts.clusters_discarded);
 		json_u64(&j, "fs_trim_punched", ts.bytes_punched);
 		json_u64(&j, "fs_free_bytes", ts.fs_free_bytes);
-		if (fs_note)
-			json_string(&j, "fs_note", fs_note);
+		json_string(&j, "fs_note", fs_note);   /* NULL: null */
 		json_bool(&j, "online", online);
 		json_object_end(&j);
 		json_finish(&j);

@@ -35,7 +35,7 @@ static void usage(void)
 	       "the daemon grows it and a mounted filesystem is grown online.\n"
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
-	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       "  -q, --quiet    print nothing on success\n"
@@ -104,25 +104,27 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 			       file, type);
 		return EXIT_ERROR;
 	}
-	if (quiet)
-		return EXIT_OK;
-	if (json) {
+	if (json) {   /* the keys of the offline grow, in the same order */
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", cur);
 		json_u64(&j, "new_size", new_size);
 		json_bool(&j, "online", 1);
 		json_string(&j, "device", os->loop[0] ? os->loop : NULL);
-		if (r == 0 && statvfs(os->mountpoint, &sv) == 0) {
-			json_string(&j, "filesystem", type);
+		json_string(&j, "filesystem", type[0] ? type : NULL);
+		if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
 			json_u64(&j, "filesystem_size", (uint64_t)sv.f_blocks * sv.f_frsize);
-		}
+		else
+			json_null(&j, "filesystem_size");
+		json_bool(&j, "filesystem_grown", r == 0);
 		json_object_end(&j);
 		json_finish(&j);
 		return EXIT_OK;
 	}
+	if (quiet)
+		return EXIT_OK;
 	printf("%s: virtual size %s -> %s (online)\n", file, human_size(cur, b1, sizeof(b1)),
 	       human_size_exact(new_size, b2, sizeof(b2)));
 	if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
@@ -280,24 +282,27 @@ out:
 		}
 	}
 	progress_finish(&pr, 1);
-	if (quiet)
-		return ret;
-	if (json) {
+	if (json) {   /* the keys of the online grow, in the same order */
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", in.virtual_size);
 		json_u64(&j, "new_size", new_size);
-		if (have_fs) {
-			json_string(&j, "filesystem", fi.type);
+		json_bool(&j, "online", 0);
+		json_null(&j, "device");
+		json_string(&j, "filesystem", have_fs ? fi.type : NULL);
+		if (have_fs)
 			json_u64(&j, "filesystem_size", fi.size);
-			json_bool(&j, "filesystem_grown", fs_grew);
-		}
+		else
+			json_null(&j, "filesystem_size");
+		json_bool(&j, "filesystem_grown", fs_grew);
 		json_object_end(&j);
 		json_finish(&j);
 		return ret;
 	}
+	if (quiet)
+		return ret;
 	if (new_size == in.virtual_size && !fs_grew)
 		printf("%s: virtual size is already %s; nothing to do\n", file,
 		       human_size_exact(new_size, b1, sizeof(b1)));

@@ -116,7 +116,7 @@ static void print_json(const char *file, const struct img_check_result *res, int
 	struct json_out j;
 
 	json_start(&j, stdout);
-	json_object_begin(&j, NULL);
+	json_doc_begin(&j);
 	json_string(&j, "filename", file);
 	json_string(&j, "format", "libimg");
 	json_string(&j, "status", status);

@@ -45,6 +45,7 @@ static const struct option longopts[] = {
 	{ "progress",      no_argument,       NULL, 'p' },
 	{ "force",         no_argument,       NULL, 'f' },
 	{ "force-share",   no_argument,       NULL, 'U' },
+	{ "json",          no_argument,       NULL, 'j' },
 	{ "quiet",         no_argument,       NULL, 'q' },
 	{ "verbose",       no_argument,       NULL, 'v' },
 	{ "help",          no_argument,       NULL, 'h' },
@@ -69,10 +70,10 @@ static void usage(void)
 	       "  -U, --force-share        do not lock a libimg SRC\n"
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
 	       BACKING_PATH_HELP
+	       "  -j, --json               print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
-	       "  -h, --help               show this help\n"
-	       "  -V, --version            show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
@@ -727,7 +728,7 @@ int main(int argc, char **argv)
 
 	tool_init(argc, argv);
 	d.fmt = FMT_LIBIMG;
-	while ((c = tool_getopt(&g, argc, argv, "O:F:cpfUqhVv", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "O:F:cpfUjqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -772,6 +773,7 @@ int main(int argc, char **argv)
 		case 'p': want_progress = 1; break;
 		case 'f': force = 1; break;
 		case 'U': nolock = 1; break;
+		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -888,7 +890,24 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	ret = EXIT_OK;
-	if (!quiet)
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "source", src);
+		json_string(&j, "source_format", fmt_name(s.fmt));
+		json_string(&j, "destination", dst);
+		json_string(&j, "destination_format", fmt_name(d.fmt));
+		json_u64(&j, "virtual_size", d.size);
+		json_u64(&j, "copied_bytes", copied);
+		if (d.fmt == FMT_LIBIMG)
+			json_u64(&j, "cluster_size", d.granule);
+		else
+			json_null(&j, "cluster_size");
+		json_bool(&j, "compressed", d.compress);
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet)
 		printf("%s (%s) -> %s (%s): %s virtual, %s of data written\n", src,
 		       fmt_name(s.fmt), dst, fmt_name(d.fmt),
 		       human_size(d.size, b1, sizeof(b1)), human_size(copied, b2, sizeof(b2)));

@@ -29,6 +29,7 @@ static const struct option longopts[] = {
 	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
 	{ "force",        no_argument,       NULL, 'f' },
 	{ "progress",     no_argument,       NULL, 'p' },
+	{ "json",         no_argument,       NULL, 'j' },
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
 	{ "version",      no_argument,       NULL, 'V' },
@@ -57,6 +58,7 @@ static void usage(void)
 	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -p, --progress       show progress on standard error\n"
+	       "  -j, --json           print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
@@ -307,6 +309,29 @@ static int publish(const char *file, struct img_target *target)
  * the inode tables and the journal need no zeroing, and an empty 1 TiB
  * ext4 costs a few MiB.  Returns an exit status.
  */
+/* mkimg -j: what was made.  fi is NULL without --fs. */
+static void print_json(const char *file, uint64_t size, uint32_t cluster_size,
+		       const char *backing, const struct img_fs_info *fi, const char *from,
+		       uint64_t copied)
+{
+	struct json_out j;
+
+	json_start(&j, stdout);
+	json_doc_begin(&j);
+	json_string(&j, "filename", file);
+	json_u64(&j, "virtual_size", size);
+	json_u64(&j, "cluster_size", cluster_size ? cluster_size : IMG_DEFAULT_CLUSTER_SIZE);
+	json_string(&j, "backing", backing);
+	fs_json(&j, "filesystem", fi);
+	json_string(&j, "from", from);
+	if (fi)
+		json_u64(&j, "copied_bytes", copied);
+	else
+		json_null(&j, "copied_bytes");
+	json_object_end(&j);
+	json_finish(&j);
+}
+
 static int make_with_fs(const char *file, struct img_create_opts *o, const char *fs,
 			const char *label, const char *from, int force, uint64_t *copied,
 			struct img_fs_info *fi)
@@ -436,7 +461,7 @@ int main(int argc, char **argv)
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "fpqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "fjpqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -475,6 +500,7 @@ int main(int argc, char **argv)
 		case OPT_ALLOW_BACKING_PATH: o.flags |= IMG_CREATE_ALLOW_BACKING_PATH; break;
 		case 'f': force = 1; break;
 		case 'p': want_progress = 1; break;
+		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -511,7 +537,9 @@ int main(int argc, char **argv)
 	if (fs) {
 		r = make_with_fs(file, &o, fs, label, from, force, &copied, &fi);
 		progress_finish(&pr, r == EXIT_OK);
-		if (r == EXIT_OK && !quiet) {
+		if (r == EXIT_OK && json) {
+			print_json(file, size, o.cluster_size, NULL, &fi, from, copied);
+		} else if (r == EXIT_OK && !quiet) {
 			char b3[256];
 			printf("Created %s: virtual size %s, cluster size %s\n", file,
 			       human_size_exact(size, b1, sizeof(b1)),
@@ -546,7 +574,9 @@ int main(int argc, char **argv)
 			img_close(img);
 		}
 	}
-	if (!quiet) {
+	if (json) {
+		print_json(file, size, o.cluster_size, o.backing_file, NULL, NULL, 0);
+	} else if (!quiet) {
 		printf("Created %s: virtual size %s, cluster size %s\n", file,
 		       human_size_exact(size, b1, sizeof(b1)),
 		       human_size(o.cluster_size ? o.cluster_size : IMG_DEFAULT_CLUSTER_SIZE,

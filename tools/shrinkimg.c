@@ -46,7 +46,7 @@ static void usage(void)
 	       "  --no-fs         shrink only the image: refuse to cut a filesystem\n"
 	       "  --discard-data  shrink even if data or the filesystem lies past the\n"
 	       "                  new end (that data is lost)\n"
-	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
+	       "  -j, --json      print the result as a JSON object (also with -q)\n"
 	       "  -p, --progress  show progress on standard error\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
@@ -76,23 +76,36 @@ static void print_result(const char *file, uint64_t old, uint64_t now, int onlin
 
 	if (json) {
 		struct json_out j;
+		int fs = fr && fr->type;
+
+		/* the same keys online and offline: null where one does not apply */
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", old);
 		json_u64(&j, "new_size", now);
 		json_bool(&j, "online", online);
 		if (balloon)
 			json_u64(&j, "balloon", balloon);
-		if (fr && fr->type) {
-			json_string(&j, "filesystem", fr->type);
+		else
+			json_null(&j, "balloon");
+		json_string(&j, "filesystem", fs ? fr->type : NULL);
+		if (fs) {
 			json_u64(&j, "filesystem_old_size", fr->old_size);
 			json_u64(&j, "filesystem_size", fr->new_size);
-			if (fr->min_size)
-				json_u64(&j, "filesystem_min_size", fr->min_size);
-			json_u64(&j, "fs_trim_bytes", fr->trimmed);
-			json_bool(&j, "balloon_removed", fr->balloon_removed);
+		} else {
+			json_null(&j, "filesystem_old_size");
+			json_null(&j, "filesystem_size");
 		}
+		if (fs && fr->min_size)
+			json_u64(&j, "filesystem_min_size", fr->min_size);
+		else
+			json_null(&j, "filesystem_min_size");
+		if (fs)
+			json_u64(&j, "fs_trim_bytes", fr->trimmed);
+		else
+			json_null(&j, "fs_trim_bytes");
+		json_bool(&j, "balloon_removed", fr && fr->balloon_removed);
 		json_object_end(&j);
 		json_finish(&j);
 		return;
@@ -163,7 +176,7 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 	}
 	if (new_size == cur) {
 		progress_finish(&pr, 1);
-		if (!quiet)
+		if (!quiet || json)
 			print_result(file, cur, cur, 1, 0, NULL);
 		return EXIT_OK;
 	}
@@ -238,7 +251,7 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 	progress_finish(&pr, r >= 0);
 	if (r < 0)
 		return EXIT_ERROR;
-	if (!quiet)
+	if (!quiet || json)
 		print_result(file, cur, new_size, 1, 0, NULL);
 	return EXIT_OK;
 }
@@ -529,7 +542,7 @@ fs_done:
 		       "shrunk: 'shrinkimg %s %llu' completes it", file, fi.type,
 		       human_size_exact(new_size, b1, sizeof(b1)), file,
 		       (unsigned long long)new_size);
-	if (ret != EXIT_OK || quiet)
+	if (ret != EXIT_OK || (quiet && !json))
 		return ret;
 	print_result(file, in.virtual_size, new_size, 0, 0, &fr);
 	return ret;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit test of the tools' shared helpers: parse_size, parse_new_size,
- * human_size, json_escape, buffer_is_zero, the progress printer.  Exit 0
- * pass, 1 fail. */
+ * human_size, json_escape, the JSON document and its test log, buffer_is_zero,
+ * the progress printer.  Exit 0 pass, 1 fail. */
 #include "../../tools/common.c"
 
 static int failures;
@@ -338,6 +338,58 @@ int main(void)
 	}
 
 	test_progress();
+
+	/* A JSON document: built in memory, printed whole by json_finish
+	 * ("schema" first), nothing at all after json_discard; the test log
+	 * gets one line "PROG\tDOC" without the layout (issue 16). */
+	{
+		char text[512], logname[] = "/tmp/tools_common_XXXXXX";
+		struct json_out j;
+		FILE *f = tmpfile();
+		size_t n;
+		int fd;
+
+		CHECK(f != NULL);
+		json_start(&j, f);
+		json_doc_begin(&j);
+		json_string(&j, "name", "a \"b\"\n c");
+		json_array_begin(&j, "list");
+		json_u64(&j, NULL, 7);
+		json_array_end(&j);
+		json_object_end(&j);
+		CHECK(ftell(f) == 0);           /* nothing out before json_finish */
+		json_finish(&j);
+		json_start(&j, f);              /* dropped: nothing of it printed */
+		json_doc_begin(&j);
+		json_string(&j, "half", "x");
+		json_discard(&j);
+		rewind(f);
+		n = fread(text, 1, sizeof(text) - 1, f);
+		text[n] = 0;
+		CHECK(!strcmp(text, "{\n  \"schema\": 1,\n  \"name\": \"a \\\"b\\\"\\n c\",\n"
+				    "  \"list\": [\n    7\n  ]\n}\n"));
+		fclose(f);
+
+		fd = mkstemp(logname);
+		CHECK(fd >= 0);
+		close(fd);
+		progname = "tooltest";
+		setenv("LIBIMG_TEST_JSON_LOG", logname, 1);
+		json_test_log(text, strlen(text));
+		json_test_log("[\n  1\n]\n", 8);
+		unsetenv("LIBIMG_TEST_JSON_LOG");
+		json_test_log("{}\n", 3);      /* not set: not logged */
+		f = fopen(logname, "r");
+		CHECK(f != NULL);
+		n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		text[n] = 0;
+		CHECK(!strcmp(text, "tooltest\t{\"schema\": 1,\"name\": \"a \\\"b\\\"\\n c\","
+				    "\"list\": [7]}\ntooltest\t[1]\n"));
+		if (f)
+			fclose(f);
+		unlink(logname);
+	}
+
 	if (failures) {
 		fprintf(stderr, "%d failures\n", failures);
 		return 1;
