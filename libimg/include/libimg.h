@@ -313,6 +313,12 @@ int img_set_backing_policy(const char *const *dirs, size_t ndirs, unsigned flags
  * device); anything else is -EINVAL (-EISDIR), without blocking. */
 int img_probe(const char *path);
 
+/* 1 if the file at path is protected by its mode (no write bit: a
+ * snapshot, a base made read-only; FORMAT.md 3.2): no libimg tool opens it
+ * for writing or replaces it, root included.  0 if it has a write bit,
+ * -errno if it cannot be stat'ed. */
+int img_file_readonly(const char *path);
+
 int img_open(const char *path, unsigned flags, struct img **out);
 /* Takes ownership of io (closed by img_close, or on failure). */
 int img_open_io(struct img_io *io, unsigned flags, struct img **out);
