@@ -659,7 +659,8 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 				"libimg recorded owners, or a base the image was made over with its "
 				"mark set by hand): not its own snapshot, refused.  If it is this "
 				"image's own snapshot and no other image uses it, name it to merge "
-				"into it (make it writable first: it is read-only)", bpath);
+				"into it%s", bpath, img_mode_protected(bst->st_mode) ?
+				" (make it writable first: it is read-only)" : "");
 	} else if (!own) {
 		return img_fail(top, -EPERM, "its backing file %s is the own snapshot of another "
 				"image (the owner it records is not this image): not its own "
