@@ -20,6 +20,30 @@ make_clones() {
   write_at ct1.img own1 70000
 }
 
+# d.img (4 MiB) with 'before' at 0, snapshot d.img.snap1 of it, then
+# 'after' at 100000 in the new top.
+make_snapshot() {
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+}
+
+# d.img.snap1 made writable and merged into by name, then a fresh snapshot
+# merged without naming it: d.img reads d.raw all along.
+merge_named_then_own() {
+  chmod 0644 d.img.snap1
+  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out2.raw
+  cmp out2.raw d.raw
+}
+
 sum() { sha256sum "$1" | cut -d' ' -f1; }
 mode() { stat -c %a "$1"; }
 
@@ -138,10 +162,7 @@ mode() { stat -c %a "$1"; }
 }
 
 @test "issue 14 #3: merge still consumes the image's own snapshot; a rebase makes it a base like any other" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   # after an unsafe rebase onto the same file the mark is gone: refused
   "$BIN/imgsnap" -q rebase -u d.img d.img.snap1
@@ -149,25 +170,13 @@ mode() { stat -c %a "$1"; }
   [ "$status" -eq 1 ]
   [[ "$output" == *"not its own snapshot"* ]]
   [ "$(mode d.img.snap1)" = 444 ]
-  # named, it is merged (its own snapshot's read-only mode is expected)
-  chmod 0644 d.img.snap1
-  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out.raw
-  cmp out.raw d.raw
+  # named, it is merged (its own snapshot's read-only mode is expected);
   # a fresh snapshot is merged without naming it
-  "$BIN/imgsnap" -q create d.img
-  "$BIN/imgsnap" -q merge d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out2.raw
-  cmp out2.raw d.raw
+  merge_named_then_own
 }
 
 @test "issue 15 #11: a refused merge leaves the read-only snapshot's mode and bytes unchanged" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   [ "$(mode d.img.snap1)" = 444 ]
   s0=$(sum d.img.snap1); d0=$(sum d.img)
   # refused: another image over the snapshot is open (a shared lock: the
@@ -197,10 +206,7 @@ mode() { stat -c %a "$1"; }
 @test "issue 15 #11: an unprivileged owner merges into the read-only snapshot; refused, it stays read-only" {
   public_dir
   cd "$PUBDIR"
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   m0=$(mode d.img)
   chown -R 65534:65534 "$PUBDIR"
@@ -394,10 +400,7 @@ PYEOF
 }
 
 @test "issue 14 #3b: a clone made with mkimg --backing X.snap1, its bit forged: merge refused; X's own merge still works" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   "$BIN/mkimg" -q --backing d.img.snap1 x.img
   printf 'clone' > x2; write_at x.img x2 200000
@@ -420,10 +423,7 @@ PYEOF
 }
 
 @test "issue 14 #3b: a snapshot from before owners were recorded: merge refused until named (and made writable)" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   chmod u+w d.img.snap1; hdr_edit d.img.snap1 drop-owner; chmod 0444 d.img.snap1
   run_tool imgcheck -q d.img.snap1
@@ -438,15 +438,6 @@ PYEOF
   [ "$(sum d.img.snap1)" = "$s0" ]
   [ "$(sum d.img)" = "$d0" ]
   [ "$(mode d.img.snap1)" = 444 ]
-  chmod 0644 d.img.snap1
-  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out.raw
-  cmp out.raw d.raw
-  # a new snapshot records its owner again
-  "$BIN/imgsnap" -q create d.img
-  "$BIN/imgsnap" -q merge d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out2.raw
-  cmp out2.raw d.raw
+  # named (and writable), merged; a new snapshot records its owner again
+  merge_named_then_own
 }
