@@ -47,7 +47,9 @@
  * snapshot from before it existed) is not an own snapshot: named only.
  * A base that is a template (IMG_RO_COMPAT_TEMPLATE) is never written;
  * one whose file mode has no write bit only when it is the delta's own
- * snapshot (the snapshot path made it read-only itself).  Merge and
+ * snapshot (the snapshot path made it read-only itself).  A delta whose
+ * file mode has no write bit (a snapshot, with a top over it that recorded
+ * its uuid) is not merged: its name would get the base.  Merge and
  * snapshot check all of this, and that the chain they leave can be
  * opened again (every file present, right uuid, lockable), before they
  * change anything: a refusal changes no byte, name or mode.  Merge gives
@@ -622,6 +624,13 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 	struct stat nst;
 	int r, own;
 
+	/* the top's name gets the base: a protected top (a snapshot, with
+	 * an image over it that recorded its uuid) is not replaced */
+	if (img_vfs->stat(top->name, &nst) == 0 && img_mode_protected(nst.st_mode))
+		return img_fail(top, -EROFS, "is read-only (mode %04o): a merge would put its base "
+				"under its name, and an image over it (a snapshot's top) would lose "
+				"it: refused (merge the image at the top of the chain)",
+				(unsigned)(nst.st_mode & 07777));
 	if ((r = img_vfs->stat(bpath, bst)))
 		return img_fail(top, r, "backing file %s", bpath);
 	if (!S_ISREG(bst->st_mode))

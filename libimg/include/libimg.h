@@ -566,7 +566,8 @@ int img_snapshot(const char *path, const char *name, unsigned flags, char *out, 
  * from before libimg recorded owners) is refused with -EPERM unless named
  * (img_merge_into).
  * A template is refused (-EROFS), and so is a base whose file mode has no
- * write bit unless it is the delta's own snapshot.  The backing is locked
+ * write bit unless it is the delta's own snapshot, and a delta whose file
+ * mode has no write bit (a snapshot: the image over it would lose it).  The backing is locked
  * for writing: -EBUSY while any other image over it is open.  The delta is
  * only read (opened read-only: no writer meanwhile).  Everything is
  * checked before anything changes; a refusal or failure changes no file's

@@ -441,3 +441,21 @@ PYEOF
   # named (and writable), merged; a new snapshot records its owner again
   merge_named_then_own
 }
+
+@test "issue 14 #3b: imgsnap merge of a snapshot that has a top over it is refused; the chain keeps opening" {
+  make_snapshot
+  "$BIN/imgsnap" -q create d.img
+  to_raw d.img d.raw
+  s1=$(sum d.img.snap1); s2=$(sum d.img.snap2); d0=$(sum d.img)
+  # d.img.snap2 records its top as owner and has the mark itself: only
+  # its read-only mode says that d.img lies over it
+  run_tool imgsnap merge d.img.snap2
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"d.img.snap2"*"read-only (mode 0444)"*"refused"* ]]
+  [ "$(sum d.img.snap1)" = "$s1" ] && [ "$(sum d.img.snap2)" = "$s2" ] && [ "$(sum d.img)" = "$d0" ]
+  [ "$(mode d.img.snap1)" = 444 ] && [ "$(mode d.img.snap2)" = 444 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  run_tool imgcheck -q d.img
+  [ "$status" -eq 0 ]
+}

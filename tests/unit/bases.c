@@ -282,6 +282,20 @@ static void owner_cases(void)
 	CHECK(img_merge_into(P("y.img"), P("d.img.snap1"), 0, NULL, NULL) == 0);
 	CHECK(incompat_of("y.img") == 0);
 
+	/* a snapshot with a top over it (read-only) is not merged: the top's
+	 * chain would lose it */
+	CHECK(img_snapshot(P("y.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_snapshot(P("y.img"), NULL, 0, NULL, 0) == 0);
+	s0 = slurp("y.img.snap2", &sl);
+	CHECK(img_merge(P("y.img.snap2"), 0, NULL, NULL) == -EROFS);
+	CHECK(same("y.img.snap2", s0, sl) && access(P("y.img.snap1"), F_OK) == 0);
+	free(s0);
+	{
+		struct img *img = NULL;
+		CHECK(img_open(P("y.img"), 0, &img) == 0);
+		img_close(img);
+	}
+
 	/* the rule of the mode, one predicate */
 	CHECK(img_file_readonly(P("sh.img")) == 1 && img_file_readonly(P("y.img")) == 0);
 	CHECK(img_file_readonly(P("nothing.img")) == -ENOENT);
