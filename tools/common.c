@@ -469,7 +469,8 @@ static int refuse_protected(const char *path, unsigned flags)
 	struct stat st;
 	char e[TEXT_ESCAPE_LEN(1024)];
 
-	if (!(flags & IMG_OPEN_RDWR) || stat(path, &st) || (st.st_mode & 0222))
+	/* the library's rule (img_file_readonly); the mode for the message */
+	if (!(flags & IMG_OPEN_RDWR) || img_file_readonly(path) != 1 || stat(path, &st))
 		return 0;
 	errmsg("%s: read-only (mode %04o): a protected image is not opened for writing (make "
 	       "it writable first if you mean to change it)", text_escape(path, e, sizeof(e)),
