@@ -1294,3 +1294,51 @@ out:
 		r = -EIO;
 	return r;
 }
+
+int fs_offline_set_identity(const char *file, const char *type, const char *uuid,
+			    const char *label)
+{
+	struct fs_offline s;
+	int r = 0;
+
+	if (strcmp(type, "xfs") && strcmp(type, "btrfs"))
+		return -EOPNOTSUPP;
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	if (!strcmp(type, "xfs")) {
+		char *av[8];
+		int n = 0;
+
+		av[n++] = "xfs_admin";
+		if (uuid) {
+			av[n++] = "-U";
+			av[n++] = (char *)uuid;
+		}
+		if (label) {
+			av[n++] = "-L";
+			av[n++] = label[0] ? (char *)label : "--";
+		}
+		av[n++] = s.os.loop;
+		av[n] = NULL;
+		if (run_quiet(av) != 0) {
+			errmsg("%s: xfs_admin could not set the xfs filesystem's %s", file,
+			       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
+			r = -EIO;
+		}
+	} else {
+		char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s.os.loop, NULL };
+		char *lab[] = { "btrfs", "filesystem", "label", s.os.loop, (char *)label, NULL };
+
+		if (uuid && run_quiet(tune) != 0) {
+			errmsg("%s: btrfstune -M could not set the btrfs filesystem's UUID", file);
+			r = -EIO;
+		}
+		if (!r && label && run_quiet(lab) != 0) {
+			errmsg("%s: btrfs filesystem label could not set the label", file);
+			r = -EIO;
+		}
+	}
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}
