@@ -1,0 +1,155 @@
+#!/usr/bin/env bats
+# Clone identity (issue 16): mkimg --backing gives the clone's filesystem
+# its own UUID (and label), written in the clone only, so that clones of
+# one base mount side by side (xfs without -o nouuid) and by UUID.
+
+load helpers
+
+setup() { online_setup; }
+teardown() { online_teardown; }
+
+fs_uuid() { imginfo -j "$1" | jq -r '.filesystem.uuid'; }
+fs_label() { imginfo -j "$1" | jq -r '.filesystem.label'; }
+# the loop device imgattach recorded for image $1
+loop_of() {
+  local d
+  for d in "$LIBIMG_RUNDIR"/*/; do
+    [ "$(cat "$d/image")" = "$T/$1" ] && { cat "$d/loop"; return; }
+  done
+  return 1
+}
+
+need() {
+  local t
+  for t in "$@"; do command -v "$t" >/dev/null || skip "$t is not installed"; done
+}
+
+fsck_clean() {   # TYPE DEV
+  case $1 in
+    ext*) e2fsck -f -n "$2" ;;
+    xfs) xfs_repair -n "$2" ;;
+    btrfs) btrfs check "$2" ;;
+  esac
+}
+
+# TYPE SIZE: a base with a label, two clones with the default (one with
+# --label), one with --keep-fs-uuid; UUIDs differ, both new clones check
+# clean and mount side by side with no option, labels are what was asked,
+# the base's bytes are unchanged.
+clone_case() {
+  local type=$1 size=$2 sum b u1 u2 l1 l2
+  mkimg -q --fs "$type" --label base base.img "$size"
+  chmod a-w base.img   # a protected base, as bases are
+  sum=$(sha256sum < base.img)
+  b=$(fs_uuid base.img)
+  [ -n "$b" ] && [ "$b" != null ]
+  run mkimg --backing base.img c1.img
+  [ "$status" -eq 0 ]
+  u1=$(fs_uuid c1.img)
+  [[ "$output" == *"UUID $u1"* ]]
+  mkimg -q --backing base.img --label web2 c2.img
+  mkimg -q --backing base.img --keep-fs-uuid c3.img
+  u2=$(fs_uuid c2.img)
+  echo "base $b c1 $u1 c2 $u2"
+  [ "$u1" != "$b" ] && [ "$u2" != "$b" ] && [ "$u1" != "$u2" ]
+  [ "$(fs_uuid c3.img)" = "$b" ]
+  [ "$(fs_label c1.img)" = base ]
+  [ "$(fs_label c2.img)" = web2 ]
+  [ "$(fs_label c3.img)" = base ]
+  [ "$(fs_label base.img)" = base ]
+  # what the kernel side sees: blkid on the attached clones
+  imgattach -q c1.img
+  imgattach -q c2.img
+  l1=$(loop_of c1.img)
+  l2=$(loop_of c2.img)
+  [ "$(blkid -p -s UUID -o value "$l1")" = "$u1" ]
+  [ "$(blkid -p -s UUID -o value "$l2")" = "$u2" ]
+  [ "$(blkid -p -s LABEL -o value "$l2")" = web2 ]
+  fsck_clean "$type" "$l1"
+  fsck_clean "$type" "$l2"
+  mkdir m1 m2
+  mount "$l1" m1
+  mount "$l2" m2
+  echo one > m1/f
+  echo two > m2/f
+  umount m1
+  umount m2
+  fsck_clean "$type" "$l1"
+  imgdetach -q c1.img
+  imgdetach -q c2.img
+  [ "$(sha256sum < base.img)" = "$sum" ]
+  assert_nothing_left
+}
+
+@test "issue 16 clone identity: ext4 clones of one base get their own UUIDs and labels; base unchanged" {
+  clone_case ext4 256M
+}
+
+@test "issue 16 clone identity: xfs clones of one base mount side by side without nouuid" {
+  need mkfs.xfs xfs_admin xfs_repair
+  clone_case xfs 320M
+}
+
+@test "issue 16 clone identity: btrfs clones of one base get their own fsid (btrfstune -M)" {
+  need mkfs.btrfs btrfstune
+  clone_case btrfs 256M
+}
+
+@test "issue 16 clone identity: ext4 without metadata_csum (uninit_bg) and --fs-uuid" {
+  truncate -s 128M raw
+  mke2fs -q -t ext4 -O ^metadata_csum,uninit_bg raw
+  imgconvert -q raw base.img
+  sum=$(sha256sum < base.img)
+  mkimg -q --backing base.img --fs-uuid 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9 c.img
+  [ "$(fs_uuid c.img)" = 0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9 ]
+  imgattach -q c.img
+  # group descriptor checksums (crc16 over the UUID) were recomputed
+  e2fsck -f -n "$(loop_of c.img)"
+  imgdetach -q c.img
+  [ "$(sha256sum < base.img)" = "$sum" ]
+  run mkimg --backing base.img --fs-uuid not-a-uuid d.img
+  [ "$status" -ne 0 ]
+  [ ! -e d.img ]
+}
+
+@test "issue 16 clone identity: a base without a filesystem: the clone is made, the step skipped with a note" {
+  mkimg -q base.img 64M
+  run mkimg --backing base.img c.img
+  [ "$status" -eq 0 ]
+  [[ "$output" == *"filesystem: none found"* ]]
+  [ -f c.img ]
+  # asked for explicitly: refused, nothing made
+  run mkimg --backing base.img --label x d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"need an ext2/3/4, xfs or btrfs filesystem"* ]]
+  [ ! -e d.img ]
+  [ -z "$(ls -A | grep '^\.')" ]
+}
+
+@test "issue 16 clone identity: a failed UUID step leaves no clone, nothing attached, the replaced file and base as they were" {
+  need mkfs.xfs
+  mkimg -q --fs xfs base.img 320M
+  sum=$(sha256sum < base.img)
+  mkdir fakebin
+  printf '#!/bin/sh\necho "xfs_admin: simulated failure" >&2\nexit 1\n' > fakebin/xfs_admin
+  chmod +x fakebin/xfs_admin
+  run env PATH="$T/fakebin:$PATH" mkimg --backing base.img c.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"giving the clone's xfs filesystem a new UUID failed; no clone was made"* ]]
+  [[ "$output" == *"simulated failure"* ]]
+  [ ! -e c.img ]
+  [ -z "$(ls -A | grep '^\.')" ]
+  # --force over an existing file: that file stays as it was
+  echo keep > c.img
+  run env PATH="$T/fakebin:$PATH" mkimg -f --backing base.img c.img
+  [ "$status" -eq 1 ]
+  [ "$(cat c.img)" = keep ]
+  [ -z "$(ls -A | grep '^\.')" ]
+  # a label too long for xfs (12 bytes) is refused before anything is done
+  run mkimg --backing base.img --label thirteen-char d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"at most 12 bytes"* ]]
+  [ ! -e d.img ]
+  [ "$(sha256sum < base.img)" = "$sum" ]
+  assert_nothing_left
+}
