@@ -94,8 +94,17 @@ static void drop_temps(void)
 		}
 }
 
+/* While an image is attached (the xfs and btrfs identity step), a signal
+ * is only noted: the daemon and loop device are undone first, then the
+ * signal acts (end_deferring). */
+static volatile sig_atomic_t deferring, deferred_sig;
+
 static void on_signal(int sig)
 {
+	if (deferring) {
+		deferred_sig = sig;
+		return;
+	}
 	for (int i = 0; i < T_COUNT; i++)
 		if (tmp_live[i])
 			unlink(tmp[i]);
@@ -113,6 +122,18 @@ static void catch_signals(void)
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		sigaction(sigs[i], &sa, NULL);
+}
+
+static void end_deferring(void)
+{
+	int sig = deferred_sig;
+
+	deferring = 0;
+	if (sig) {
+		drop_temps();
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
 }
 
 /* A new file ".NAME.TAG.XXXXXX" beside file; returns its fd or -errno. */
@@ -480,8 +501,10 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 		 * follows the same backing reference */
 		if (create_flags & IMG_CREATE_ALLOW_BACKING_PATH)
 			backing_any = 1;
-		if (fs_offline_set_identity(tmp[T_IMG], fi->type, uuid[0] ? uuid : NULL,
-					    id->label) < 0)
+		deferring = 1;
+		r = fs_offline_set_identity(tmp[T_IMG], fi->type, uuid[0] ? uuid : NULL, id->label);
+		end_deferring();
+		if (r < 0)
 			goto fail;
 	}
 	if ((r = open_new(file, create_flags, IMG_OPEN_NOLOCK, &img)) < 0)

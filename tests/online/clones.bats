@@ -158,3 +158,26 @@ clone_case() {
   [ "$(sha256sum < base.img)" = "$sum" ]
   assert_nothing_left
 }
+
+@test "issue 16 clone identity: SIGTERM during the xfs step: everything attached is undone, then no clone is left" {
+  need mkfs.xfs
+  mkimg -q --fs xfs base.img 320M
+  mkdir slowbin
+  printf '#!/bin/sh\nsleep 2\nexit 0\n' > slowbin/xfs_admin
+  chmod +x slowbin/xfs_admin
+  PATH="$T/slowbin:$PATH" mkimg --backing base.img c.img &
+  pid=$!
+  BG_PIDS+=("$pid")
+  for i in $(seq 100); do
+    ls "$LIBIMG_RUNDIR"/*/loop >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ls "$LIBIMG_RUNDIR"/*/loop
+  kill -TERM "$pid"
+  st=0
+  wait "$pid" || st=$?
+  [ "$st" -eq 143 ]
+  [ ! -e c.img ]
+  [ -z "$(ls -A | grep '^\.')" ]
+  assert_nothing_left
+}
