@@ -525,11 +525,51 @@ fail:
 	return -1;
 }
 
+static int claim(const char *file, int force, struct img_target **target)
+{
+	int r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
+
+	if (r == -EEXIST)
+		errmsg("%s: already exists (use --force to overwrite)", file);
+	else if (r < 0)
+		img_errmsg(file, r);
+	return r;
+}
+
+/* The clone made under its temporary name will replace FILE: FILE must
+ * not be its base nor anywhere down its chain (the rename would take the
+ * chain's file away), as img_create refuses for a clone made in place.
+ * 0, or -1 with a message. */
+static int chain_has(const char *file, const struct img_create_opts *o)
+{
+	struct stat fst, bst;
+	struct img *img, *b;
+	int depth = 0, found = 0;
+
+	if (stat(file, &fst) < 0)
+		return 0;                   /* nothing to replace */
+	if (open_new(file, o->flags, IMG_OPEN_NOLOCK, &img) < 0)
+		return -1;
+	for (b = img_backing(img); b && !found; b = img_backing(b)) {
+		depth++;
+		found = stat(img_name(b), &bst) == 0 && bst.st_dev == fst.st_dev &&
+			bst.st_ino == fst.st_ino;
+	}
+	img_close(img);
+	if (found && depth == 1)
+		errmsg("%s: the backing file '%s' is this file itself: refused", file,
+		       o->backing_file);
+	else if (found)
+		errmsg("%s: the backing chain loops back to this image: refused", file);
+	return found ? -1 : 0;
+}
+
 /*
- * A clone is made under a temporary name beside FILE (FILE claimed, so
- * locked, from the start), its filesystem gets its own identity, and it is
- * renamed into place: a failure at any step leaves nothing, and with
- * --force the file it would replace stays as it was.  Only the clone is
+ * A clone is made under a temporary name beside FILE, its filesystem gets
+ * its own identity, and it is renamed into place (FILE claimed, so locked,
+ * before the rename and checked at the start): a failure at any step
+ * leaves nothing, and with --force the file it would replace stays as it
+ * was.  Only the clone is
  * written: its base is opened read-only (a protected base, FORMAT.md 3.1).
  * fi->type is "" when no filesystem was found.  Returns an exit status.
  */
@@ -543,13 +583,13 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 	size_t max;
 
 	memset(fi, 0, sizeof(*fi));
-	if ((r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
-		if (r == -EEXIST)
-			errmsg("%s: already exists (use --force to overwrite)", file);
-		else
-			img_errmsg(file, r);
+	/* Refused at once what the claim at the end would refuse (FILE
+	 * exists, is protected, in use); released while the clone is made,
+	 * which opens its chain with shared locks (FILE may be in it). */
+	if ((r = claim(file, force, &target)) < 0)
 		return exit_status(r);
-	}
+	img_target_release(target);
+	target = NULL;
 	catch_signals();
 	if ((r = temp_beside(file, "new", T_IMG)) < 0)
 		goto out;
@@ -560,6 +600,8 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 		ret = exit_status(r);
 		goto out;
 	}
+	if (chain_has(file, o) < 0)
+		goto out;
 	if ((r = open_new(file, o->flags, IMG_OPEN_NOLOCK, &img)) < 0)
 		goto out;
 	img_info(img, &in);
@@ -587,6 +629,13 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 		if (max && set_clone_identity(file, o->flags, id, fi) < 0)
 			goto out;
 	}
+	/* FILE locked from here to the rename; it may have changed since */
+	if ((r = claim(file, force, &target)) < 0) {
+		ret = exit_status(r);
+		goto out;
+	}
+	if (chain_has(file, o) < 0)
+		goto out;
 	if ((r = publish(file, target)) == 0)
 		ret = EXIT_OK;
 	else
