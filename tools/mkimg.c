@@ -449,13 +449,43 @@ struct clone_id {
 	int changed;           /* out: the identity was set */
 };
 
+/* img_last_error() without the temporary clone's name in front: messages
+ * name FILE. */
+static const char *detail(void)
+{
+	const char *d = img_last_error();
+	size_t tl = strlen(tmp[T_IMG]);
+
+	if (tl && !strncmp(d, tmp[T_IMG], tl) && d[tl] == ':' && d[tl + 1] == ' ')
+		d += tl + 2;
+	return d;
+}
+
+/* img_errmsg for the temporary clone: "FILE: what (detail)". */
+static void new_errmsg(const char *file, int r)
+{
+	char e[TEXT_ESCAPE_LEN(1024)], d[1024];
+
+	size_t dl, wl = strlen(strerror(-r));
+
+	snprintf(d, sizeof(d), "%s", detail());
+	dl = strlen(d);
+	/* "...: No such file or directory" repeats what is printed first */
+	if (dl > wl + 2 && !strcmp(d + dl - wl, strerror(-r)) && !strncmp(d + dl - wl - 2, ": ", 2))
+		d[dl - wl - 2] = 0;
+	if (d[0] && strcmp(d, img_strerror(r)))
+		errmsg("%s: %s (%s)", file, img_strerror(r), text_escape(d, e, sizeof(e)));
+	else
+		errmsg("%s: %s", file, img_strerror(r));
+}
+
 /* Opens the clone being made (read-only, unlocked: nobody else knows it). */
 static int open_new(const char *file, unsigned create_flags, unsigned mode, struct img **img)
 {
 	int r = img_open(tmp[T_IMG], mode | (create_flags & IMG_CREATE_ALLOW_BACKING_PATH ?
 					     IMG_OPEN_ALLOW_BACKING_PATH : 0), img);
 	if (r < 0)
-		img_errmsg(file, r);
+		new_errmsg(file, r);
 	return r;
 }
 
@@ -487,7 +517,7 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 			goto fail;
 		r = img_fs_set_identity(img, uuid[0] ? uuid : NULL, id->label, 0);
 		if (r < 0)
-			errmsg("%s: %s", file, img_last_error());
+			errmsg("%s: %s", file, detail());
 		r = img_close(img) < 0 && !r ? -EIO : r;
 		if (r < 0)
 			goto fail;
@@ -596,7 +626,7 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 	close(r);
 	o->flags |= IMG_CREATE_OVERWRITE;
 	if ((r = img_create(tmp[T_IMG], o)) < 0) {
-		img_errmsg(file, r);
+		new_errmsg(file, r);
 		ret = exit_status(r);
 		goto out;
 	}
@@ -609,7 +639,7 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 	r = img_fs_probe(img, fi);
 	img_close(img);
 	if (r < 0 && r != -ENOMEDIUM) {
-		errmsg("%s: cannot look for a filesystem in the base: %s", file, img_last_error());
+		errmsg("%s: cannot look for a filesystem in the base: %s", file, detail());
 		goto out;
 	}
 	if (r < 0)
