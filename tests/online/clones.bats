@@ -73,8 +73,13 @@ clone_case() {
   fsck_clean "$type" "$l1"
   fsck_clean "$type" "$l2"
   mkdir m1 m2
-  mount "$l1" m1
-  mount "$l2" m2
+  # by UUID (libblkid finds the one device that has it)
+  [ "$(blkid -c /dev/null -U "$u1")" = "$l1" ]
+  [ "$(blkid -c /dev/null -U "$u2")" = "$l2" ]
+  mount UUID="$u1" m1
+  mount UUID="$u2" m2
+  [ "$(findmnt -n -o SOURCE m1)" = "$l1" ]
+  [ "$(findmnt -n -o SOURCE m2)" = "$l2" ]
   echo one > m1/f
   echo two > m2/f
   umount m1
