@@ -465,7 +465,6 @@ static const char *detail(void)
 static void new_errmsg(const char *file, int r)
 {
 	char e[TEXT_ESCAPE_LEN(1024)], d[1024];
-
 	size_t dl, wl = strlen(strerror(-r));
 
 	snprintf(d, sizeof(d), "%s", detail());
@@ -479,7 +478,8 @@ static void new_errmsg(const char *file, int r)
 		errmsg("%s: %s", file, img_strerror(r));
 }
 
-/* Opens the clone being made (read-only, unlocked: nobody else knows it). */
+/* Opens the clone being made under its temporary name (mode: IMG_OPEN_*;
+ * nobody else knows the file, so IMG_OPEN_NOLOCK for reading). */
 static int open_new(const char *file, unsigned create_flags, unsigned mode, struct img **img)
 {
 	int r = img_open(tmp[T_IMG], mode | (create_flags & IMG_CREATE_ALLOW_BACKING_PATH ?
@@ -599,8 +599,8 @@ static int chain_has(const char *file, const struct img_create_opts *o)
  * its own identity, and it is renamed into place (FILE claimed, so locked,
  * before the rename and checked at the start): a failure at any step
  * leaves nothing, and with --force the file it would replace stays as it
- * was.  Only the clone is
- * written: its base is opened read-only (a protected base, FORMAT.md 3.1).
+ * was.  Only the clone is written: its base is opened read-only (a
+ * protected base, FORMAT.md 3.1).
  * fi->type is "" when no filesystem was found.  Returns an exit status.
  */
 static int make_clone(const char *file, struct img_create_opts *o, int force,
