@@ -1309,6 +1309,14 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 		char *av[8];
 		int n = 0;
 
+		/* xfs_admin refuses a dirty log (a snapshot of a mounted
+		 * filesystem): a mount replays it, in the clone (nouuid: the
+		 * base's UUID may be mounted elsewhere) */
+		r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
+		if (r == 0)
+			r = fs_umount(&s);
+		if (r < 0)
+			goto out;
 		av[n++] = "xfs_admin";
 		if (uuid) {
 			av[n++] = "-U";
@@ -1337,6 +1345,30 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 			errmsg("%s: btrfs filesystem label could not set the label", file);
 			r = -EIO;
 		}
+	}
+out:
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}
+
+int fs_offline_replay_journal(const char *file, const char *type)
+{
+	struct fs_offline s;
+	char *av[] = { "e2fsck", "-E", "journal_only", "-p", NULL, NULL };
+	int r;
+
+	if (!fs_is_ext(type))
+		return -EOPNOTSUPP;
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	av[4] = s.os.loop;
+	r = run_quiet(av);
+	if (r != 0 && r != 1) {     /* 1: the journal was replayed */
+		errmsg("%s: e2fsck -E journal_only could not replay the %s journal", file, type);
+		r = -EUCLEAN;
+	} else {
+		r = 0;
 	}
 	if (fs_end(&s) < 0 && !r)
 		r = -EIO;

@@ -512,7 +512,19 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 		errmsg("%s: %s: no random UUID: %s", file, step, strerror(-r));
 		return -1;
 	}
+	if (create_flags & IMG_CREATE_ALLOW_BACKING_PATH)
+		backing_any = 1;   /* for the daemon that serves the clone */
 	if (fs_is_ext(fi->type)) {
+		/* a snapshot of a mounted filesystem: as root, its journal is
+		 * replayed first, in the clone (without root: refused below) */
+		if ((fi->flags & IMG_FS_HAVE_STATE) && (fi->state & IMG_FS_STATE_NEEDS_RECOVERY) &&
+		    fs_offline_possible(&why)) {
+			deferring = 1;
+			r = fs_offline_replay_journal(tmp[T_IMG], fi->type);
+			end_deferring();
+			if (r < 0)
+				goto fail;
+		}
 		if ((r = open_new(file, create_flags, IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &img)) < 0)
 			goto fail;
 		r = img_fs_set_identity(img, uuid[0] ? uuid : NULL, id->label, 0);
@@ -527,10 +539,6 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 			       "--keep-fs-uuid makes the clone with the base's UUID", file, step, why);
 			goto fail;
 		}
-		/* the daemon that serves the clone for xfs_admin/btrfstune
-		 * follows the same backing reference */
-		if (create_flags & IMG_CREATE_ALLOW_BACKING_PATH)
-			backing_any = 1;
 		deferring = 1;
 		r = fs_offline_set_identity(tmp[T_IMG], fi->type, uuid[0] ? uuid : NULL, id->label);
 		end_deferring();
@@ -551,7 +559,8 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 	id->changed = 1;
 	return 0;
 fail:
-	errmsg("%s: %s failed; no clone was made", file, step);
+	errmsg("%s: %s failed; no clone was made (--keep-fs-uuid makes it with the base's "
+	       "filesystem identity)", file, step);
 	return -1;
 }
 

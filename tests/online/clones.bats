@@ -186,3 +186,46 @@ clone_case() {
   [ -z "$(ls -A | grep '^\.')" ]
   assert_nothing_left
 }
+
+@test "issue 16 clone identity: a base taken from a mounted filesystem (ext4 journal to replay, xfs dirty log): replayed in the clone" {
+  need mkfs.xfs
+  # ext4: a copy of the raw disk while mounted, after sync: crash-consistent
+  truncate -s 128M e.raw
+  mke2fs -q -t ext4 e.raw
+  mkdir m
+  mount -o loop e.raw m
+  echo data > m/f
+  sync
+  cp --sparse=always e.raw esnap.raw
+  umount m
+  imgconvert -q esnap.raw ebase.img
+  [ "$(imginfo -j ebase.img | jq .filesystem.needs_recovery)" = true ]
+  sum=$(sha256sum < ebase.img)
+  mkimg -q --backing ebase.img ec.img
+  [ "$(fs_uuid ec.img)" != "$(fs_uuid ebase.img)" ]
+  [ "$(imginfo -j ec.img | jq .filesystem.needs_recovery)" = false ]
+  imgattach -q ec.img
+  e2fsck -f -n "$(loop_of ec.img)"
+  mount "$(loop_of ec.img)" m
+  [ "$(cat m/f)" = data ]
+  umount m
+  imgdetach -q ec.img
+  [ "$(sha256sum < ebase.img)" = "$sum" ]
+  # xfs: a snapshot of the mounted image (frozen: the log stays dirty)
+  mkimg -q --fs xfs x.img 320M
+  imgmount -q x.img m
+  echo data > m/f
+  imgsnap create --name xsnap.img x.img >/dev/null
+  imgumount -q x.img
+  sum=$(sha256sum < xsnap.img)
+  mkimg -q --backing xsnap.img xc.img
+  [ "$(fs_uuid xc.img)" != "$(fs_uuid xsnap.img)" ]
+  imgattach -q xc.img
+  xfs_repair -n "$(loop_of xc.img)"
+  mount "$(loop_of xc.img)" m
+  [ "$(cat m/f)" = data ]
+  umount m
+  imgdetach -q xc.img
+  [ "$(sha256sum < xsnap.img)" = "$sum" ]
+  assert_nothing_left
+}
