@@ -1295,6 +1295,27 @@ out:
 	return r;
 }
 
+/* The "log_root" of btrfs inspect-internal dump-super: 0 when the
+ * filesystem has no log tree to replay. */
+static int btrfs_log_root(const char *file, const char *dev, uint64_t *root)
+{
+	char out[16384], *p;
+	char *av[] = { "btrfs", "inspect-internal", "dump-super", (char *)dev, NULL };
+	unsigned long long n;
+
+	if (run_capture(av, out, sizeof(out)) != 0)
+		return -EIO;
+	for (p = out; (p = strstr(p, "log_root")); p++)
+		if ((p == out || p[-1] == '\n') && (p[8] == ' ' || p[8] == '\t'))
+			break;
+	if (!p || sscanf(p + 8, "%llu", &n) != 1) {
+		errmsg("%s: no log_root in btrfs inspect-internal dump-super", file);
+		return -EPROTO;
+	}
+	*root = n;
+	return 0;
+}
+
 int fs_offline_set_identity(const char *file, const char *type, const char *uuid,
 			    const char *label)
 {
@@ -1336,7 +1357,28 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 	} else {
 		char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s.os.loop, NULL };
 		char *lab[] = { "btrfs", "filesystem", "label", s.os.loop, (char *)label, NULL };
+		uint64_t log = 0;
 
+		/* btrfstune on a filesystem with a log tree (a copy of a mounted
+		 * one after fsync) leaves it unmountable: a mount replays it
+		 * first, in the clone */
+		if ((r = btrfs_log_root(file, s.os.loop, &log)) < 0)
+			goto out;
+		if (log) {
+			r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+			if (r == 0)
+				r = fs_umount(&s);
+			if (r == 0)
+				r = btrfs_log_root(file, s.os.loop, &log);
+			if (r < 0)
+				goto out;
+			if (log) {
+				errmsg("%s: mounting the btrfs filesystem did not replay its log tree "
+				       "(is one with the same fsid mounted?)", file);
+				r = -EBUSY;
+				goto out;
+			}
+		}
 		if (uuid && run_quiet(tune) != 0) {
 			errmsg("%s: btrfstune -M could not set the btrfs filesystem's UUID", file);
 			r = -EIO;

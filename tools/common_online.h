@@ -210,8 +210,9 @@ int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned f
 /* xfs and btrfs: gives the filesystem the UUID uuid (NULL: kept) and the
  * label label (NULL: kept) with xfs_admin -U/-L (v5: the meta_uuid
  * feature keeps metadata checksums; a private nouuid mount first replays
- * a dirty log) or btrfstune -M (the metadata_uuid
- * feature: only the superblocks are written) and btrfs filesystem label,
+ * a dirty log) or btrfstune -M (the metadata_uuid feature: only the
+ * superblocks are written; a private mount first replays a log tree) and
+ * btrfs filesystem label,
  * on the attached image.  Only blocks of the image are written (of a
  * clone: the clone, never its base).  0 or -errno (message printed);
  * -EOPNOTSUPP for another type. */

@@ -229,3 +229,28 @@ clone_case() {
   [ "$(sha256sum < xsnap.img)" = "$sum" ]
   assert_nothing_left
 }
+
+@test "issue 16 clone identity: a btrfs base copied from a mounted filesystem after fsync (a log tree): replayed in the clone" {
+  need mkfs.btrfs btrfstune
+  truncate -s 256M b.raw
+  mkfs.btrfs -q b.raw >/dev/null
+  mkdir m
+  mount -o loop b.raw m
+  head -c 40960 /dev/urandom > data
+  dd if=data of=m/f bs=4k conv=fsync status=none
+  cp --sparse=always b.raw snap.raw
+  umount m
+  [ "$(btrfs inspect-internal dump-super snap.raw | awk '$1 == "log_root" { print $2 }')" != 0 ]
+  imgconvert -q snap.raw base.img
+  sum=$(sha256sum < base.img)
+  mkimg -q --backing base.img c.img
+  [ "$(fs_uuid c.img)" != "$(fs_uuid base.img)" ]
+  imgattach -q c.img
+  btrfs check "$(loop_of c.img)"
+  mount "$(loop_of c.img)" m
+  cmp m/f data
+  umount m
+  imgdetach -q c.img
+  [ "$(sha256sum < base.img)" = "$sum" ]
+  assert_nothing_left
+}
