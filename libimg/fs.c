@@ -872,6 +872,9 @@ IMG_API int img_fs_set_identity(struct img *img, const char *uuid, const char *l
 		memset(fs->super->s_volume_name, 0, sizeof(fs->super->s_volume_name));
 		memcpy(fs->super->s_volume_name, label, strlen(label));
 	}
+	/* the backup superblocks too (e2fsck -b must not bring the old
+	 * identity back) */
+	fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
 	ext2fs_mark_super_dirty(fs);
 	e = ext2fs_close_free(&fs);
 	if (e) {

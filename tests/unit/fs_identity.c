@@ -118,6 +118,22 @@ static int has_feature(struct img *img, const char *feature)
 	return r == 0;
 }
 
+/* The first backup superblock holds uuid too. */
+static int backup_has_uuid(struct img *img, const char *uuid)
+{
+	char raw[512];
+	int r;
+
+	snprintf(raw, sizeof(raw), "%s/backup.raw", fsu_tmpdir());
+	CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
+	r = fsu_run("r=%s; b=$(dumpe2fs $r 2>/dev/null | sed -n 's/.*Backup superblock at \\([0-9]*\\).*/\\1/p' | head -n1); "
+		    "bs=$(dumpe2fs -h $r 2>/dev/null | awk '/^Block size:/ { print $3 }'); "
+		    "[ -n \"$b\" ] && dumpe2fs -o superblock=$b -o blocksize=$bs -h $r 2>/dev/null | "
+		    "grep -q '^Filesystem UUID: *%s$'", raw, uuid);
+	unlink(raw);
+	return r == 0;
+}
+
 static void set_state(struct img *img, int recover, uint16_t state_or, uint16_t state_and)
 {
 	ext2_filsys fs;
@@ -160,6 +176,7 @@ static void one_kind(const char *kind, const char *mkfs_opts, const char *seed_f
 	CHECK(!strcmp(fi.uuid, u1));
 	CHECK(!strcmp(fi.label, "clone-one"));
 	CHECK(fsck_clean(img, kind));
+	CHECK(backup_has_uuid(img, u1));
 	if (seed_feature)
 		CHECK(has_feature(img, seed_feature));
 	/* only the UUID, then only the label */
