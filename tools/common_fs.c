@@ -68,6 +68,22 @@ size_t fs_label_max(const char *type)
 	return 0;
 }
 
+int fs_label_valid(const char *type, const char *label)
+{
+	size_t n = strlen(label);
+
+	if (n > fs_label_max(type))
+		return 0;
+	if (!strcmp(type, "xfs")) {
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)label[i] <= ' ' || label[i] == 0x7f)
+				return 0;
+		if (!strcmp(label, "--"))
+			return 0;
+	}
+	return 1;
+}
+
 int fs_probe(const char *file, struct img *img, struct img_fs_info *fi)
 {
 	int r = img_fs_probe(img, fi);

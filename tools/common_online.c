@@ -1327,10 +1327,22 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 	if (fs_attach(file, 0, &s) < 0)
 		return -EIO;
 	if (!strcmp(type, "xfs")) {
-		char *av[8];
+		char *av[12], ucmd[64], lcmd[300];
 		int n = 0;
 
-		/* xfs_admin refuses a dirty log (a snapshot of a mounted
+		/* xfs_db, not xfs_admin: xfs_admin passes the label through
+		 * eval (a shell), xfs_db splits its commands at white space
+		 * (fs_label_valid refuses it) */
+		if (label && (!fs_label_valid(type, label) ||
+			      snprintf(lcmd, sizeof(lcmd), "label %s", label[0] ? label : "--") >=
+			      (int)sizeof(lcmd))) {
+			errmsg("%s: invalid xfs label", file);
+			r = -EINVAL;
+			goto out;
+		}
+		if (uuid)
+			snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
+		/* xfs_db refuses a dirty log a dirty log (a snapshot of a mounted
 		 * filesystem): a mount replays it, in the clone (nouuid: the
 		 * base's UUID may be mounted elsewhere) */
 		r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
@@ -1338,19 +1350,23 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 			r = fs_umount(&s);
 		if (r < 0)
 			goto out;
+		av[n++] = "xfs_db";
+		av[n++] = "-x";
+		av[n++] = "-p";
 		av[n++] = "xfs_admin";
 		if (uuid) {
-			av[n++] = "-U";
-			av[n++] = (char *)uuid;
+			av[n++] = "-c";
+			av[n++] = ucmd;
 		}
 		if (label) {
-			av[n++] = "-L";
-			av[n++] = label[0] ? (char *)label : "--";
+			av[n++] = "-c";
+			av[n++] = lcmd;
 		}
 		av[n++] = s.os.loop;
 		av[n] = NULL;
+		/* it exits 0 on a refusal too: the caller reads the result back */
 		if (run_quiet(av) != 0) {
-			errmsg("%s: xfs_admin could not set the xfs filesystem's %s", file,
+			errmsg("%s: xfs_db could not set the xfs filesystem's %s", file,
 			       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
 			r = -EIO;
 		}

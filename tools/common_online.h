@@ -208,7 +208,8 @@ int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned f
 		      uint64_t *size);
 
 /* xfs and btrfs: gives the filesystem the UUID uuid (NULL: kept) and the
- * label label (NULL: kept) with xfs_admin -U/-L (v5: the meta_uuid
+ * label label (NULL: kept) with xfs_db's uuid and label commands, as
+ * xfs_admin -U/-L (v5: the meta_uuid
  * feature keeps metadata checksums; a private nouuid mount first replays
  * a dirty log) or btrfstune -M (the metadata_uuid feature: only the
  * superblocks are written; a private mount first replays a log tree) and

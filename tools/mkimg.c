@@ -661,6 +661,11 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 			       file, id->label, fi->type, max);
 			goto out;
 		}
+		if (max && id->label && !fs_label_valid(fi->type, id->label)) {
+			errmsg("%s: label '%s': an xfs label set here holds no white space "
+			       "and is not '--'", file, id->label);
+			goto out;
+		}
 		if (max && set_clone_identity(file, o->flags, id, fi) < 0)
 			goto out;
 	}

@@ -141,8 +141,8 @@ clone_case() {
   mkimg -q --fs xfs base.img 320M
   sum=$(sha256sum < base.img)
   mkdir fakebin
-  printf '#!/bin/sh\necho "xfs_admin: simulated failure" >&2\nexit 1\n' > fakebin/xfs_admin
-  chmod +x fakebin/xfs_admin
+  printf '#!/bin/sh\necho "xfs_db: simulated failure" >&2\nexit 1\n' > fakebin/xfs_db
+  chmod +x fakebin/xfs_db
   run env PATH="$T/fakebin:$PATH" mkimg --backing base.img c.img
   [ "$status" -eq 1 ]
   [[ "$output" == *"giving the clone's xfs filesystem a new UUID failed; no clone was made"* ]]
@@ -155,11 +155,20 @@ clone_case() {
   [ "$status" -eq 1 ]
   [ "$(cat c.img)" = keep ]
   [ -z "$(ls -A | grep '^\.')" ]
-  # a label too long for xfs (12 bytes) is refused before anything is done
+  # a label too long for xfs (12 bytes), or with white space (xfs_db
+  # splits its commands there), is refused before anything is done
   run mkimg --backing base.img --label thirteen-char d.img
   [ "$status" -eq 1 ]
   [[ "$output" == *"at most 12 bytes"* ]]
+  run mkimg --backing base.img --label "a b" d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"no white space"* ]]
   [ ! -e d.img ]
+  # quotes and shell characters are only bytes of the label (xfs_admin
+  # would pass them through eval)
+  run mkimg --backing base.img --label "a'\$(touch" e.img
+  [ "$status" -eq 0 ]
+  [ "$(fs_label e.img)" = "a'\$(touch" ]
   [ "$(sha256sum < base.img)" = "$sum" ]
   assert_nothing_left
 }
@@ -168,8 +177,8 @@ clone_case() {
   need mkfs.xfs
   mkimg -q --fs xfs base.img 320M
   mkdir slowbin
-  printf '#!/bin/sh\nsleep 2\nexit 0\n' > slowbin/xfs_admin
-  chmod +x slowbin/xfs_admin
+  printf '#!/bin/sh\nsleep 2\nexit 0\n' > slowbin/xfs_db
+  chmod +x slowbin/xfs_db
   PATH="$T/slowbin:$PATH" mkimg --backing base.img c.img &
   pid=$!
   BG_PIDS+=("$pid")
