@@ -1372,7 +1372,7 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 		}
 	} else {
 		char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s.os.loop, NULL };
-		char *lab[] = { "btrfs", "filesystem", "label", s.os.loop, (char *)label, NULL };
+		char *lab[] = { "btrfs", "filesystem", "label", "--", s.os.loop, (char *)label, NULL };
 		uint64_t log = 0;
 
 		/* btrfstune on a filesystem with a log tree (a copy of a mounted
