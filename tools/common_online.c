@@ -1342,7 +1342,7 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 		}
 		if (uuid)
 			snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
-		/* xfs_db refuses a dirty log a dirty log (a snapshot of a mounted
+		/* xfs_db refuses a dirty log (a snapshot of a mounted
 		 * filesystem): a mount replays it, in the clone (nouuid: the
 		 * base's UUID may be mounted elsewhere) */
 		r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
