@@ -268,11 +268,47 @@ static void et_init(void)
 	initialize_ext2_error_table();
 }
 
+/* The superblock's size of the filesystem, before libext2fs reads
+ * anything sized by it: a filesystem bigger than the virtual disk is
+ * refused (EFBIG), as the kernel refuses one bigger than its device.  The
+ * disk is untrusted input: libext2fs allocates and reads the group
+ * descriptors of every group the superblock claims (a forged superblock
+ * of tiny groups over a thin disk: gigabytes), and writes backup
+ * superblocks where those groups would lie.  This bounds both by the
+ * virtual size.  0, or an errno / libext2fs code. */
+static errcode_t ext_fits_disk(struct img *img)
+{
+	uint8_t sb[1024];
+	uint64_t blocks, bytes;
+	uint32_t log;
+
+	if (img->vsize < 2048)
+		return EXT2_ET_SHORT_READ;
+	if (img_pread(img, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb))
+		return EXT2_ET_SHORT_READ;
+	if (sb[0x38] != 0x53 || sb[0x39] != 0xEF)              /* s_magic */
+		return EXT2_ET_BAD_MAGIC;
+	log = (uint32_t)sb[0x18] | (uint32_t)sb[0x19] << 8 | (uint32_t)sb[0x1a] << 16 |
+	      (uint32_t)sb[0x1b] << 24;                       /* s_log_block_size */
+	if (log > 6)                                           /* 1 KiB..64 KiB */
+		return EXT2_ET_CORRUPT_SUPERBLOCK;
+	blocks = (uint64_t)sb[4] | (uint64_t)sb[5] << 8 | (uint64_t)sb[6] << 16 |
+		 (uint64_t)sb[7] << 24;                        /* s_blocks_count_lo */
+	if (sb[0x60] & 0x80)                                   /* INCOMPAT_64BIT: _hi */
+		blocks |= ((uint64_t)sb[0x150] | (uint64_t)sb[0x151] << 8 |
+			   (uint64_t)sb[0x152] << 16 | (uint64_t)sb[0x153] << 24) << 32;
+	if (__builtin_mul_overflow(blocks, (uint64_t)1024 << log, &bytes) || bytes > img->vsize)
+		return EFBIG;
+	return 0;
+}
+
 errcode_t img_ext2fs_open(struct img *img, int ext2_flags, ext2_filsys *out)
 {
 	errcode_t e;
 
 	pthread_once(&et_once, et_init);
+	if ((e = ext_fits_disk(img)))
+		return e;
 	opening_img = img;
 	e = ext2fs_open2(img->name, NULL, ext2_flags | EXT2_FLAG_64BITS, 0, 0,
 			 &img_ext2_io_manager, out);
@@ -285,6 +321,12 @@ int img_ext2fs_error(const char *name, const char *what, errcode_t code)
 	int err;
 
 	pthread_once(&et_once, et_init);
+	if (code == EFBIG) {                       /* ext_fits_disk */
+		img_set_error("%s: %s: its superblock claims a filesystem bigger than the "
+			      "virtual disk (damaged, or not made for this disk): not opened",
+			      name, what);
+		return -ENOTRECOVERABLE;
+	}
 	if (code > 0 && code < 4096)
 		err = -(int)code;                  /* an errno from the image */
 	else if (code == EXT2_ET_NO_MEMORY)

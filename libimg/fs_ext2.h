@@ -17,8 +17,10 @@ extern struct struct_io_manager img_ext2_io_manager;
 
 /* ext2fs_open2() on the filesystem at offset 0 of img's virtual disk.
  * ext2_flags: EXT2_FLAG_* (EXT2_FLAG_RW to write; EXT2_FLAG_64BITS is
- * always added).  Returns 0 or a libext2fs/errno error code; the image
- * stays owned by the caller and must outlive the filesystem handle. */
+ * always added).  Returns 0 or a libext2fs/errno error code (EFBIG, before
+ * libext2fs reads anything: the superblock claims a filesystem bigger than
+ * the virtual disk); the image stays owned by the caller and must outlive
+ * the filesystem handle. */
 errcode_t img_ext2fs_open(struct img *img, int ext2_flags, ext2_filsys *out);
 
 /* A negative errno for a libext2fs error code, with a message through
