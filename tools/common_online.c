@@ -1621,7 +1621,7 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 	if (fs_attach(file, 0, &s) < 0)
 		return -EIO;
 	if (!strcmp(type, "xfs")) {
-		char *av[12], ucmd[64], lcmd[300];
+		char *av[12], ucmd[64], lcmd[300], out[4096];
 		int n = 0;
 
 		/* xfs_db, not xfs_admin: xfs_admin passes the label through
@@ -1636,14 +1636,6 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 		}
 		if (uuid)
 			snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
-		/* xfs_db refuses a dirty log (a snapshot of a mounted
-		 * filesystem): a mount replays it, in the clone (nouuid: the
-		 * base's UUID may be mounted elsewhere) */
-		r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
-		if (r == 0)
-			r = fs_umount(&s);
-		if (r < 0)
-			goto out;
 		av[n++] = "xfs_db";
 		av[n++] = "-x";
 		av[n++] = "-p";
@@ -1658,8 +1650,23 @@ int fs_offline_set_identity(const char *file, const char *type, const char *uuid
 		}
 		av[n++] = s.os.loop;
 		av[n] = NULL;
-		/* it exits 0 on a refusal too: the caller reads the result back */
-		if (run_quiet(av) != 0) {
+		/* it exits 0 on a refusal too: the caller reads the result back.
+		 * It refuses a dirty log (a snapshot of a mounted filesystem):
+		 * then, and only then, a mount replays it, in the clone
+		 * (nouuid: the base's UUID may be mounted elsewhere), and
+		 * xfs_db runs again.  The base is untrusted input: its
+		 * filesystem is not given to the kernel when xfs_db can do
+		 * without. */
+		r = run_capture(av, out, sizeof(out));
+		if (r == 0 && strstr(out, "to replay the log")) {
+			r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
+			if (r == 0)
+				r = fs_umount(&s);
+			if (r < 0)
+				goto out;
+			r = run_quiet(av);
+		}
+		if (r != 0) {
 			errmsg("%s: xfs_db could not set the xfs filesystem's %s", file,
 			       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
 			r = -EIO;

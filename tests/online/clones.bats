@@ -263,3 +263,25 @@ clone_case() {
   [ "$(sha256sum < base.img)" = "$sum" ]
   assert_nothing_left
 }
+
+@test "red: an xfs clone of a cleanly unmounted base gets its UUID without the kernel mounting the base's filesystem" {
+  need mkfs.xfs xfs_db
+  mkimg -q --fs xfs base.img 320M
+  imgconvert -q -F libimg -O raw base.img base.raw
+  sum=$(sha256sum < base.img)
+  # xfs_db sees the attached clone: byte for byte the base's disk unless
+  # something (a mount and unmount: the log's unmount record, the
+  # superblock's counters) wrote it first
+  mkdir wrapbin
+  printf '#!/bin/sh\nfor a; do dev=$a; done\nif cmp -s "$dev" "%s/base.raw"; then echo same; else echo changed; fi >> "%s/seen"\nexec %s "$@"\n' \
+    "$T" "$T" "$(command -v xfs_db)" > wrapbin/xfs_db
+  chmod +x wrapbin/xfs_db
+  run env PATH="$T/wrapbin:$PATH" mkimg --backing base.img c.img
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  cat seen
+  [ "$(head -n 1 seen)" = same ]
+  [ "$(wc -l < seen)" -eq 1 ]
+  [ "$(fs_uuid c.img)" != "$(fs_uuid base.img)" ]
+  [ "$(sha256sum < base.img)" = "$sum" ]
+  assert_nothing_left
+}
