@@ -278,11 +278,15 @@ static void et_init(void)
  * virtual size.  0, or an errno / libext2fs code. */
 static errcode_t ext_fits_disk(struct img *img)
 {
+	struct img_info ii;
 	uint8_t sb[1024];
 	uint64_t blocks, bytes;
 	uint32_t log;
+	int r;
 
-	if (img->vsize < 2048)
+	if ((r = img_info(img, &ii)))
+		return (errcode_t)-r;
+	if (ii.virtual_size < 2048)
 		return EXT2_ET_SHORT_READ;
 	if (img_pread(img, sb, sizeof(sb), 1024) != (ssize_t)sizeof(sb))
 		return EXT2_ET_SHORT_READ;
@@ -297,7 +301,7 @@ static errcode_t ext_fits_disk(struct img *img)
 	if (sb[0x60] & 0x80)                                   /* INCOMPAT_64BIT: _hi */
 		blocks |= ((uint64_t)sb[0x150] | (uint64_t)sb[0x151] << 8 |
 			   (uint64_t)sb[0x152] << 16 | (uint64_t)sb[0x153] << 24) << 32;
-	if (__builtin_mul_overflow(blocks, (uint64_t)1024 << log, &bytes) || bytes > img->vsize)
+	if (__builtin_mul_overflow(blocks, (uint64_t)1024 << log, &bytes) || bytes > ii.virtual_size)
 		return EFBIG;
 	return 0;
 }
