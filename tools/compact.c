@@ -22,6 +22,7 @@ static const struct option longopts[] = {
 	{ "help",           no_argument, NULL, 'h' },
 	{ "version",        no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -43,6 +44,7 @@ static void usage(void)
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -v, --verbose       say which I/O engine is used\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
@@ -50,7 +52,9 @@ static void usage(void)
 	       "An ext2/3/4 filesystem that needs fsck is refused before anything\n"
 	       "changes (e2fsck -f it, or --no-fs-trim).  Offline, xfs and btrfs free\n"
 	       "space goes back only through fstrim while mounted (compact says so).\n"
-	       "Exit status: 0 success, 1 error, 4 broken chain, 75 in use.  compact(1)\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
+	       "  image, 4 broken chain, 5 not found, 8 host out of space, 75 in use\n"
+	       "  (--wait waits).  See compact(1), libimg(7).\n", progname);
 }
 
 static uint64_t gain(uint64_t before, uint64_t after)
@@ -118,7 +122,7 @@ static int compact_option(int c, void *arg)
 	return -1;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_compact_opts opts = { 0 };
 	struct img_compact_stats st;
@@ -270,4 +274,9 @@ report:
 			printf("  %s: %s\n", fi.type, fs_note);
 	}
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -19,6 +19,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -36,13 +37,17 @@ static void usage(void)
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
 	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
 	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
-	       "(if only the filesystem step failed, a rerun completes it), 4 broken\n"
-	       "chain, 75 in use (nothing changed).  See growimg(1).\n",
+	       "  (nothing changed), 2 usage, 3 corrupt or not a libimg image, 4 broken\n"
+	       "  chain, 5 not found, 7 partial: the image grew, its filesystem did not\n"
+	       "  (the message gives the command that completes it), 8 host out of\n"
+	       "  space, 75 in use (nothing changed; --wait waits).\n"
+	       "  See growimg(1), libimg(7).\n",
 	       progname);
 }
 
@@ -121,7 +126,7 @@ static int fs_growable(const char *type)
 	return fs_is_ext(type) || !strcmp(type, "xfs") || !strcmp(type, "btrfs");
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *size_arg = NULL, *why;
 	struct img_info in;
@@ -283,4 +288,9 @@ out:
 		       human_size(fi.size, b1, sizeof(b1)),
 		       no_fs ? "--no-fs" : "growimg cannot grow this type");
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

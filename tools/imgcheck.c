@@ -9,7 +9,7 @@
 /* Exit statuses, as qemu-img check. */
 #define EXIT_CLEAN       0
 #define EXIT_CHECK_FAIL  1
-#define EXIT_CORRUPT     2
+#define EXIT_CHECK_CORRUPT 2
 #define EXIT_LEAKS       3
 #define EXIT_INCOMPLETE  5   /* more problems than the check records: the
                               * result is partial and nothing was repaired
@@ -27,6 +27,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -42,17 +43,19 @@ static void usage(void)
 	       "                 guessing; report what could not be fixed\n"
 	       "  -j, --json     print the result as a JSON object\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet    print only errors\n"
 	       "  -v, --verbose  say which I/O engine is used\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status (after --repair: of what is left):\n"
-	       "  0 clean, 1 the check could not run, 2 corrupt, 3 leaked clusters only,\n"
-	       "  4 checked alone: its backing chain cannot be opened, 5 the check is\n"
-	       "  incomplete (too many problems to record; nothing repaired), 63 the\n"
-	       "  image uses a feature this version does not support.\n"
-	       "See imgcheck(1).\n", progname);
+	       "Exit status (after --repair: of what is left), as qemu-img check:\n"
+	       "  0 clean, 1 the check could not run (also: bad usage, file not found,\n"
+	       "  not a libimg image), 2 corrupt, 3 leaked clusters only, 4 checked\n"
+	       "  alone: its backing chain cannot be opened, 5 the check is incomplete\n"
+	       "  (too many problems to record; nothing repaired), 63 the image uses a\n"
+	       "  feature this version does not support, 75 in use (--wait waits).\n"
+	       "See imgcheck(1), libimg(7).\n", progname);
 }
 
 struct problem {
@@ -194,7 +197,7 @@ static int check_option(int c, void *repair)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_check_opts opts = { 0 };
 	struct img_check_result res;
@@ -206,6 +209,8 @@ int main(int argc, char **argv)
 	int r, repair = 0, ret, chain_err;
 
 	tool_init(argc, argv);
+	exit_usage = EXIT_CHECK_FAIL;   /* qemu-img's 2 means corrupt here */
+	tool_exit_refine = 0;           /* its statuses are its own */
 	if (!(file = tool_one_operand(argc, argv, "rjqhVv", longopts, check_option, &repair, usage,
 				      "FILE", &ret)))
 		return ret;
@@ -219,7 +224,9 @@ int main(int argc, char **argv)
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)
-		return EXIT_CORRUPT;   /* too damaged to open even for checking */
+		return EXIT_CHECK_CORRUPT;   /* too damaged to open even for checking */
+	if (r == -EBUSY)
+		return EXIT_BUSY;
 	if (r < 0)
 		return EXIT_CHECK_FAIL;
 
@@ -251,7 +258,7 @@ int main(int argc, char **argv)
 		ret = EXIT_INCOMPLETE;
 		status = "incomplete";
 	} else if (res.corruptions > res.corruptions_fixed) {
-		ret = EXIT_CORRUPT;
+		ret = EXIT_CHECK_CORRUPT;
 		status = "corrupt";
 	} else if (chain_err) {
 		ret = EXIT_CHAIN;
@@ -277,4 +284,9 @@ out:
 		free(ps.v[i].msg);
 	free(ps.v);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -50,6 +50,7 @@ static const struct option longopts[] = {
 	{ "help",          no_argument,       NULL, 'h' },
 	{ "version",       no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -69,6 +70,7 @@ static void usage(void)
 	       "  -U, --force-share        do not lock a libimg SRC\n"
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
 	       "  -h, --help               show this help\n"
@@ -77,8 +79,10 @@ static void usage(void)
 	       "DST is written under a temporary name and renamed at the end; a failed\n"
 	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
 	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken, 75 SRC or DST\n"
-	       "in use (locked by another process).  See imgconvert(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 SRC corrupt or not a libimg\n"
+	       "  image, 4 SRC's chain is broken, 5 SRC not found, 8 host out of space,\n"
+	       "  75 SRC or DST in use (locked by another process; --wait waits).\n"
+	       "  See imgconvert(1), libimg(7).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */
@@ -712,7 +716,7 @@ static const char *fmt_name(enum fmt f)
 	return f == FMT_RAW ? "raw" : "libimg";
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct end s = { .fd = -1 }, d = { .fd = -1 };
 	struct img_create_opts co = { 0 };
@@ -911,4 +915,9 @@ out:
 	if (s.dio)
 		s.dio->ops->close(s.dio);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -19,10 +19,12 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgdetach(1).\n", progname);
+	       "Exit status: 0 success, 1 error (also: mounted, use imgumount), 2 usage,\n"
+	       "  5 not found, 6 not attached (nothing to do: harmless in a cleanup).\n"
+	       "  See imgdetach(1), libimg(7).\n", progname);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *arg;
@@ -43,4 +45,9 @@ int main(int argc, char **argv)
 	if (!quiet)
 		printf("%s: detached\n", st.image);
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -21,6 +21,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -43,13 +44,16 @@ static void usage(void)
 	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
 	       "Mounted nosuid,nodev unless --allow-suid-dev.\n"
-	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
-	       "1 other error; nothing is left behind.  See imgmount(1).\n",
+	       "Exit status: 0 success, 1 other error, 2 usage, 3 corrupt or not a\n"
+	       "  libimg image, 4 broken chain, 5 not found, 75 in use (served or locked\n"
+	       "  by another process; --wait waits); nothing is left behind on failure.\n"
+	       "  See imgmount(1), libimg(7).\n",
 	       progname);
 }
 
@@ -64,7 +68,7 @@ static int has_option(const char *opts, const char *o)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct tool_getopt g = { 0 };
 	struct online_state st;
@@ -173,4 +177,9 @@ int main(int argc, char **argv)
 fail:
 	online_teardown(&st);
 	return EXIT_ERROR;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -93,6 +93,7 @@ static const struct option longopts[] = {
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -114,13 +115,15 @@ static void usage(void)
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
 	       "                     refuses writes and the image is not changed\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
-	       "Exit status: 0 stopped cleanly (-d: the export is up), 75 image in use,\n"
-	       "1 other error.  See imgserve(1).\n", progname);
+	       "Exit status: 0 stopped cleanly (-d: the export is up), 1 other error,\n"
+	       "  2 usage, 3 corrupt or not a libimg image, 4 broken chain, 5 not found,\n"
+	       "  75 image in use (--wait waits).  See imgserve(1), libimg(7).\n", progname);
 }
 
 static struct server {
@@ -995,7 +998,7 @@ static void detach_stdio(const char *rundir)
 	}
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *export_arg = NULL;
 	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
@@ -1246,4 +1249,9 @@ out:
 		rmdir(S.rundir);   /* fails while imgattach's files are there */
 	}
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -23,6 +23,7 @@ static const struct option longopts[] = {
 	{ "quiet",    no_argument,       NULL, 'q' },
 	{ "help",     no_argument,       NULL, 'h' },
 	{ "version",  no_argument,       NULL, 'V' },
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -48,10 +49,12 @@ static void usage(void)
 	       "  --allow-backing-path follow absolute or '..' backing references\n"
 	       "  -p, --progress       show a progress bar (on a terminal)\n"
 	       "  -j, --json           print JSON\n"
+	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version\n"
-	       "Exit status: 0 success, 1 error, 4 list: broken chain, 75 in use.\n"
-	       "See imgsnap(1).\n",
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
+	       "  image, 4 broken chain, 5 not found, 8 host out of space, 75 in use\n"
+	       "  (--wait waits).  See imgsnap(1), libimg(7).\n",
 	       progname, progname, progname);
 }
 
@@ -185,7 +188,7 @@ static int online_op(const char *file, struct online_state *os, const char *cmd,
 	return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *cmd = NULL, *file = NULL, *arg2 = NULL, *name = NULL, *into = NULL;
 	unsigned bflags = 0, oflags = 0;
@@ -383,4 +386,9 @@ int main(int argc, char **argv)
 	}
 	return usage_error("unknown command '%s' (create, list, merge, rebase, flatten or template)",
 			   cmd);
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -20,10 +20,11 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgumount(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 5 not found, 6 not mounted\n"
+	       "  (nothing to do: harmless in a cleanup).  See imgumount(1), libimg(7).\n", progname);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *arg;
@@ -40,4 +41,9 @@ int main(int argc, char **argv)
 	if (!quiet)
 		printf("%s: unmounted\n", st.image);
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -31,6 +31,7 @@ static const struct option longopts[] = {
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
 	{ "version",      no_argument,       NULL, 'V' },
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -55,11 +56,15 @@ static void usage(void)
 	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
 	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
+	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
+	       "Exit status: 0 created, 1 error, 2 usage, 3 the base is corrupt or not a\n"
+	       "  libimg image, 4 the base's backing chain is broken, 5 a base or --from\n"
+	       "  directory not found, 8 host out of space, 75 FILE or the base in use\n"
+	       "  (--wait waits).  See mkimg(1), libimg(7).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)
@@ -412,7 +417,7 @@ out:
 	return ret;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_create_opts o = { 0 };
 	const char *file = NULL, *size_arg = NULL, *fs = NULL, *label = NULL, *from = NULL;
@@ -542,4 +547,9 @@ int main(int argc, char **argv)
 		}
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -27,6 +27,7 @@ static const struct option longopts[] = {
 	{ "help",         no_argument, NULL, 'h' },
 	{ "version",      no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -48,12 +49,14 @@ static void usage(void)
 	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"
 	       "Exit status: 0 success, 1 error; nothing changed when refused (below the\n"
-	       "used space, fs needs fsck, unknown fs, xfs), 4 broken chain, 75 in use.\n"
-	       "See shrinkimg(1).\n", progname);
+	       "  used space, fs needs fsck, unknown fs, xfs), 2 usage, 3 corrupt or not\n"
+	       "  a libimg image, 4 broken chain, 5 not found, 8 host out of space,\n"
+	       "  75 in use (--wait waits).  See shrinkimg(1), libimg(7).\n", progname);
 }
 
 /* What the filesystem step did, for the report. */
@@ -339,7 +342,7 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 	return 1;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *size_arg = NULL;
 	struct img_info in;
@@ -500,4 +503,9 @@ fs_done:
 		return ret;
 	print_result(file, in.virtual_size, new_size, 0, 0, &fr);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }
