@@ -691,6 +691,11 @@ int target_claim(const char *path, unsigned flags, struct img_target **out)
 	return r;
 }
 
+void note_chain_error(void)
+{
+	open_chain_err = -ENOENT;
+}
+
 /* A file whose mode has no write bit is a protected image (a snapshot, a
  * base made read-only: FORMAT.md 3.2): no tool opens it for writing, root
  * included (whose open(2) would ignore the mode).  -EROFS with the message

@@ -55,6 +55,10 @@ int exit_status(int err);
  * appended to $LIBIMG_TEST_JSON_LOG.  Returns the status to exit with. */
 int tool_exit(int status);
 
+/* The next exit_status() is EXIT_CHAIN: for a tool whose child process
+ * (imgserve started by imgmount, imgattach) exited with it. */
+void note_chain_error(void);
+
 /* The status usage_error returns: EXIT_USAGE; imgcheck sets EXIT_ERROR
  * (qemu-img's 2 means corrupt there).  tool_exit refines EXIT_ERROR only
  * when tool_exit_refine is set (imgcheck clears it: its statuses are its

@@ -133,8 +133,9 @@ int online_state_of(const char *arg, struct online_state *st)
 	int r;
 
 	if (stat(arg, &sb) < 0) {
-		errmsg("%s: %s", arg, strerror(errno));
-		return -1;
+		r = -errno;
+		errmsg_err(arg, r, "%s: %s", arg, strerror(-r));
+		return r;
 	}
 	if (S_ISBLK(sb.st_mode) || S_ISDIR(sb.st_mode)) {
 		int dev = S_ISBLK(sb.st_mode);
@@ -143,12 +144,12 @@ int online_state_of(const char *arg, struct online_state *st)
 		errmsg("%s: %s (no state under %s)", arg,
 		       dev ? "not the loop device of an attached libimg image" : "not mounted by imgmount",
 		       online_rundir_base());
-		return -1;
+		return -ENOTCONN;
 	}
 	r = online_state_load(arg, st);
 	if (r == 0)
 		errmsg("%s: not mounted or attached (no state in %s)", arg, st->rundir);
-	return r > 0 ? 0 : -1;
+	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
 }
 
 void online_state_reload(struct online_state *st)
@@ -175,7 +176,7 @@ int online_state_load(const char *image, struct online_state *st)
 	memset(st, 0, sizeof(*st));
 	if (!realpath(image, st->image)) {
 		int r = -errno;
-		errmsg("%s: %s", image, strerror(-r));
+		errmsg_err(image, r, "%s: %s", image, strerror(-r));
 		return r;
 	}
 	n = snprintf(st->rundir, sizeof(st->rundir), "%s/%016llx", online_rundir_base(),
@@ -609,8 +610,10 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		return r;
 	r = img_probe(st->image);
 	if (r <= 0) {
-		errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-		return r == 0 ? -EINVAL : r;
+		r = r == 0 ? -EMEDIUMTYPE : r;
+		errmsg_err(file, r, "%s: %s", file, r == -EMEDIUMTYPE ? "not a libimg image" :
+			   strerror(-r));
+		return r;
 	}
 	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
 		return r;
@@ -628,7 +631,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	if (pid == 0) {
 		/* The daemon loads the allowed backing directories itself (same
 		 * environment); --allow-backing-path is passed on. */
-		const char *av[8];
+		const char *av[10];
+		char w[64];
 		int n = 0;
 
 		av[n++] = "imgserve";
@@ -638,6 +642,14 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 			av[n++] = "--read-only";
 		if (backing_any)
 			av[n++] = "--allow-backing-path";
+		if (wait_ms >= 0) {   /* the daemon waits for the image's lock */
+			if (wait_ms == WAIT_FOREVER)
+				snprintf(w, sizeof(w), "--wait");
+			else
+				snprintf(w, sizeof(w), "--wait=%lld.%03lld",
+					 (long long)(wait_ms / 1000), (long long)(wait_ms % 1000));
+			av[n++] = w;
+		}
 		av[n++] = st->image;
 		av[n++] = disk;
 		av[n] = NULL;
@@ -654,7 +666,13 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		 * rest of the directory may be a racing imgattach's). */
 		unlink(disk);
 		rmdir(st->rundir);
-		return r == 127 ? -ENOENT : r == EXIT_BUSY ? -EBUSY : -EIO;
+		/* the daemon said why; its status is ours (libimg(7)) */
+		if (r == EXIT_CHAIN)
+			note_chain_error();
+		r = r == 127 || r == EXIT_NOTFOUND ? -ENOENT : r == EXIT_BUSY ? -EBUSY :
+		    r == EXIT_CORRUPT ? -EUCLEAN : r == EXIT_NOSPACE ? -ENOSPC : -EIO;
+		errmsg_err(file, r, "%s: not served: the daemon (imgserve) failed", file);
+		return r;
 	}
 	/* Ours is the daemon that recorded our export file, whatever else the
 	 * run directory holds: never adopt another daemon's export. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* growimg: grow an image's virtual size and the filesystem in it. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -84,10 +85,27 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		return EXIT_ERROR;
 	r = online_fs_grow(file, os, type, sizeof(type));
 	if (r == -EIO || r == -EOPNOTSUPP || r == -EPERM) {
-		if (r == -EOPNOTSUPP)
+		/* partial: the image and the loop device have their new size,
+		 * the filesystem not; say what completes it */
+		char how[PATH_MAX + 64];
+		if (r == -EOPNOTSUPP) {
 			errmsg("%s: the image grew, but growing a %s filesystem is not supported",
 			       file, type);
-		return EXIT_ERROR;
+			snprintf(how, sizeof(how), "grow the %s filesystem on %s with its own tool",
+				 type, os->loop);
+		} else if (fs_is_ext(type)) {
+			snprintf(how, sizeof(how), "'resize2fs %s'%s", os->loop,
+				 r == -EPERM ? " as a process with CAP_SYS_RESOURCE" : "");
+		} else if (!strcmp(type, "xfs")) {
+			snprintf(how, sizeof(how), "'xfs_growfs %s'", os->mountpoint);
+		} else {
+			snprintf(how, sizeof(how), "'btrfs filesystem resize max %s'", os->mountpoint);
+		}
+		errmsg("%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
+		       "did not; to complete it run %s, or 'imgumount %s' then 'growimg %s %llu'",
+		       file, os->loop, (unsigned long long)new_size, type, os->mountpoint, how,
+		       os->mountpoint, file, (unsigned long long)new_size);
+		return EXIT_PARTIAL;
 	}
 	if (quiet)
 		return EXIT_OK;
@@ -240,13 +258,13 @@ out:
 		 * rerun of the same command does only what is left. */
 		r = fs_offline_grow(file, fi.type);
 		if (r < 0) {
-			errmsg("%s: the image has grown to %s but the %s filesystem in it has not "
-			       "(it still spans %s); run 'growimg %s %llu' again to grow it, or "
-			       "see the messages above", file,
+			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
+			       "has not (it still spans %s); run 'growimg %s %llu' again to grow "
+			       "it, or see the messages above", file,
 			       human_size_exact(new_size, b1, sizeof(b1)), fi.type,
 			       human_size(fi.size, b2, sizeof(b2)), file,
 			       (unsigned long long)new_size);
-			return EXIT_ERROR;
+			return EXIT_PARTIAL;
 		}
 		fs_grew = 1;
 		if (open_image(file, 0, &img) == 0) {

@@ -652,7 +652,7 @@ static int check_target(const char *dst, int force, const struct end *s,
 				return -EINVAL;
 			}
 	}
-	r = img_target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
+	r = target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
 	if (r == -EEXIST)
 		errmsg("%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)

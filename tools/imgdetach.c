@@ -28,13 +28,15 @@ static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *arg;
-	int status;
+	int status, r;
 
 	tool_init(argc, argv);
 	if (!(arg = tool_one_operand(argc, argv, "qhV", NULL, NULL, NULL, usage,
 				     "DEVICE or FILE", &status)))
 		return status;
-	if (online_state_of(arg, &st) < 0)
+	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
+		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
+	if (r < 0)
 		return EXIT_ERROR;
 	if (st.mountpoint[0]) {
 		errmsg("%s: mounted on %s; use imgumount", arg, st.mountpoint);

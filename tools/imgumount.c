@@ -28,13 +28,15 @@ static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *arg;
-	int status;
+	int status, r;
 
 	tool_init(argc, argv);
 	if (!(arg = tool_one_operand(argc, argv, "qhV", NULL, NULL, NULL, usage,
 				     "MOUNTPOINT or FILE", &status)))
 		return status;
-	if (online_state_of(arg, &st) < 0)
+	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
+		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
+	if (r < 0)
 		return EXIT_ERROR;
 	if (online_teardown(&st) < 0)
 		return EXIT_ERROR;

@@ -319,7 +319,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 
 	/* FILE stays locked from here to the rename (a served image, the base
 	 * of an open clone, anything but a regular file: refused) */
-	if ((r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
+	if ((r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
 		if (r == -EEXIST)
 			errmsg("%s: already exists (use --force to overwrite)", file);
 		else
