@@ -650,6 +650,7 @@ int lock_wait_again(int64_t *start_ms, int64_t *waited_ms)
 	int64_t now, left, nap = 50;
 	struct timespec ts;
 
+	busy_waited = -1;
 	if (wait_ms < 0)
 		return 0;
 	now = now_ms();
@@ -658,8 +659,10 @@ int lock_wait_again(int64_t *start_ms, int64_t *waited_ms)
 	*waited_ms = now - *start_ms;
 	if (wait_ms != WAIT_FOREVER) {
 		left = wait_ms - *waited_ms;
-		if (left <= 0)
+		if (left <= 0) {
+			busy_waited = *waited_ms;   /* img_errmsg says it */
 			return 0;
+		}
 		if (left < nap)
 			nap = left;
 	}
@@ -687,7 +690,6 @@ int target_claim(const char *path, unsigned flags, struct img_target **out)
 	while ((r = img_target_claim(path, flags, out)) == -EBUSY &&
 	       lock_wait_again(&start, &waited))
 		;
-	busy_waited = r == -EBUSY ? waited : -1;
 	return r;
 }
 
@@ -739,7 +741,6 @@ static int open_with_messages(const char *path, unsigned flags, struct img **out
 		return r;
 	while ((r = img_open(path, flags, out)) == -EBUSY && lock_wait_again(&start, &waited))
 		;
-	busy_waited = r == -EBUSY ? waited : -1;
 	if (r < 0 && r != -EBUSY && img_last_chain_error() && degraded) {
 		/* Describe the image alone; the caller reports the chain. */
 		*chain_err = img_last_chain_error();

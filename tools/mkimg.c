@@ -70,8 +70,8 @@ static void usage(void)
 static int get_size(const char *what, const char *s, uint64_t *out)
 {
 	if (parse_size(s, out)) {
-		errmsg("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
-		       "P or E suffix)", what, s);
+		usage_error("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
+			    "P or E suffix)", what, s);
 		return -EINVAL;
 	}
 	return 0;
@@ -442,24 +442,22 @@ static int run(int argc, char **argv)
 			break;
 		case OPT_CLUSTER_SIZE:
 			if (get_size("cluster size", optarg, &v))
-				return EXIT_ERROR;
+				return exit_usage;
 			if (v < IMG_MIN_CLUSTER_SIZE || v > IMG_MAX_CLUSTER_SIZE ||
-			    (v & (v - 1))) {
-				errmsg("invalid cluster size '%s' (a power of two from 64K to 64M)",
-				       optarg);
-				return EXIT_ERROR;
-			}
+			    (v & (v - 1)))
+				return usage_error("invalid cluster size '%s' (a power of two from "
+						   "64K to 64M)", optarg);
 			o.cluster_size = (uint32_t)v;
 			break;
 		case OPT_BAT_RESERVE:
 			if (get_size("BAT reserve", optarg, &o.bat_reserve))
-				return EXIT_ERROR;
+				return exit_usage;
 			break;
 		case OPT_FS:
 			fs = optarg;
 			if (!fs_is_ext(fs) && strcmp(fs, "xfs") && strcmp(fs, "btrfs")) {
-				errmsg("unknown filesystem type '%s' (ext4, ext3, ext2, xfs or btrfs)", fs);
-				return EXIT_ERROR;
+				return usage_error("unknown filesystem type '%s' (ext4, ext3, ext2, "
+						   "xfs or btrfs)", fs);
 			}
 			break;
 		case OPT_LABEL: label = optarg; break;
@@ -482,7 +480,7 @@ static int run(int argc, char **argv)
 		return usage_error("--backing and --fs cannot be combined");
 	size = 0;
 	if (size_arg && get_size("size", size_arg, &size))
-		return EXIT_ERROR;
+		return exit_usage;
 	if (size_arg && (size < IMG_SECTOR_SIZE || size % IMG_SECTOR_SIZE)) {
 		errmsg("invalid size '%s': must be a multiple of 512 bytes, at least 512",
 		       size_arg);
@@ -492,7 +490,7 @@ static int run(int argc, char **argv)
 	if ((label || from) && !fs)
 		return usage_error("--label and --from need --fs");
 	if (from && stat(from, &st) < 0) {
-		errmsg("--from %s: %s", from, strerror(errno));
+		errmsg_err(from, -errno, "--from %s: %s", from, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (from && !S_ISDIR(st.st_mode)) {
@@ -516,7 +514,11 @@ static int run(int argc, char **argv)
 	if (force)
 		o.flags |= IMG_CREATE_OVERWRITE;
 
-	r = img_create(file, &o);
+	{
+		int64_t start = 0, waited;
+		while ((r = img_create(file, &o)) == -EBUSY && lock_wait_again(&start, &waited))
+			;
+	}
 	if (r == -EEXIST) {
 		errmsg("%s: already exists (use --force to overwrite)", file);
 		return EXIT_ERROR;
