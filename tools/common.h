@@ -77,8 +77,7 @@ extern int tool_exit_refine;
 #define OPT_WAIT 0x5741
 #define WAIT_OPTION { "wait", optional_argument, NULL, OPT_WAIT }
 #define WAIT_HELP \
-	"      --wait[=SECONDS]  wait for a lock another process holds (for ever, or\n" \
-	"                     SECONDS), instead of failing at once with status 75\n"
+	"      --wait[=SECS]  wait for a lock another process holds (SECS at most)\n"
 #define WAIT_FOREVER INT64_MAX
 extern int64_t wait_ms;
 /* Parses SECONDS (digits, optionally a decimal fraction) into *ms.  0 or

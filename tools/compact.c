@@ -29,13 +29,12 @@ static const struct option longopts[] = {
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
-	       "Compact a libimg image: first, when it holds an ext2/3/4 filesystem,\n"
-	       "the space of every block its bitmaps say is free goes back to the host\n"
-	       "(even if no discard ever reached the image); then all-zero clusters\n"
-	       "become unallocated, live clusters move from the end of the host file\n"
-	       "into free space, and the file is truncated.  Crash-safe at every step.\n"
-	       "Served by imgserve (imgmount, imgattach), the daemon compacts while\n"
-	       "I/O goes on, after fstrim on the mounted filesystem.\n"
+	       "Compact a libimg image: when it holds an ext2/3/4 filesystem, the blocks its\n"
+	       "bitmaps say are free go back to the host first (even if no discard reached\n"
+	       "the image); then all-zero clusters become unallocated, live clusters move\n"
+	       "from the end of the host file into free space, and the file is truncated.\n"
+	       "Crash-safe at every step.  Served by imgserve (imgmount, imgattach), the\n"
+	       "daemon compacts while I/O goes on, after fstrim on the mounted filesystem.\n"
 	       "\n"
 	       "  -p, --progress      show a progress bar (on a terminal)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
@@ -49,12 +48,10 @@ static void usage(void)
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "An ext2/3/4 filesystem that needs fsck is refused before anything\n"
-	       "changes (e2fsck -f it, or --no-fs-trim).  Offline, xfs and btrfs free\n"
-	       "space goes back only through fstrim while mounted (compact says so).\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
-	       "  image, 4 broken chain, 5 not found, 8 host out of space, 75 in use\n"
-	       "  (--wait waits).  See compact(1), libimg(7).\n", progname);
+	       "An ext2/3/4 filesystem that needs fsck is refused unchanged (e2fsck -f it,\n"
+	       "or --no-fs-trim).  xfs, btrfs: free space goes back by fstrim while mounted.\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 8 no space, 75 in use.  See compact(1), libimg(7).\n", progname);
 }
 
 static uint64_t gain(uint64_t before, uint64_t after)

@@ -43,12 +43,10 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
-	       "  (nothing changed), 2 usage, 3 corrupt or not a libimg image, 4 broken\n"
-	       "  chain, 5 not found, 7 partial: the image grew, its filesystem did not\n"
-	       "  (the message gives the command that completes it), 8 host out of\n"
-	       "  space, 75 in use (nothing changed; --wait waits).\n"
-	       "  See growimg(1), libimg(7).\n",
+	       "Exit status: 0 success (also: already SIZE), 1 error (nothing changed),\n"
+	       "  2 usage, 3 corrupt, 4 broken chain, 5 not found, 7 partial: the image\n"
+	       "  grew, its filesystem did not (the message says what completes it),\n"
+	       "  8 no space, 75 in use.  See growimg(1), libimg(7).\n",
 	       progname);
 }
 

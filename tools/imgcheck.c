@@ -50,11 +50,10 @@ static void usage(void)
 	       "  -V, --version  show the version\n"
 	       "\n"
 	       "Exit status (after --repair: of what is left), as qemu-img check:\n"
-	       "  0 clean, 1 the check could not run (also: bad usage, file not found,\n"
-	       "  not a libimg image), 2 corrupt, 3 leaked clusters only, 4 checked\n"
-	       "  alone: its backing chain cannot be opened, 5 the check is incomplete\n"
-	       "  (too many problems to record; nothing repaired), 63 the image uses a\n"
-	       "  feature this version does not support, 75 in use (--wait waits).\n"
+	       "  0 clean, 1 the check could not run (also: usage, not found, not an\n"
+	       "  image), 2 corrupt, 3 leaked clusters only, 4 checked alone: its backing\n"
+	       "  chain cannot be opened, 5 incomplete (too many problems to record;\n"
+	       "  nothing repaired), 63 unsupported feature, 75 in use.\n"
 	       "See imgcheck(1), libimg(7).\n", progname);
 }
 

@@ -76,13 +76,10 @@ static void usage(void)
 	       "  -h, --help               show this help\n"
 	       "  -V, --version            show the version\n"
 	       "\n"
-	       "DST is written under a temporary name and renamed at the end; a failed\n"
-	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
-	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 3 SRC corrupt or not a libimg\n"
-	       "  image, 4 SRC's chain is broken, 5 SRC not found, 8 host out of space,\n"
-	       "  75 SRC or DST in use (locked by another process; --wait waits).\n"
-	       "  See imgconvert(1), libimg(7).\n", progname);
+	       "DST is written under a temporary name and renamed at the end: a failure\n"
+	       "leaves no DST.  A raw SRC is padded with zeros to a multiple of 512 bytes.\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 SRC corrupt, 4 SRC's chain\n"
+	       "  broken, 5 not found, 8 no space, 75 SRC or DST in use.  See libimg(7).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */

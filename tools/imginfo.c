@@ -38,10 +38,9 @@ static void usage(void)
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
-	       "  image, 4 the image is described but its backing chain cannot be opened\n"
-	       "  (a base missing or replaced), 5 not found, 75 in use (--wait waits).\n"
-	       "  See imginfo(1), libimg(7).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not an image,\n"
+	       "  4 described, but its backing chain cannot be opened, 5 not found,\n"
+	       "  75 in use.  See imginfo(1), libimg(7).\n", progname);
 }
 
 static void print_json(struct json_out *jp, const char *file, const struct img_info *in,

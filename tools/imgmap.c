@@ -32,10 +32,8 @@ static void usage(void)
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
-	       "  image, 4 FILE's backing chain cannot be opened (a base missing or\n"
-	       "  replaced), 5 not found, 75 in use (--wait waits).\n"
-	       "  See imgmap(1), libimg(7).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not an image,\n"
+	       "  4 broken chain, 5 not found, 75 in use.  See imgmap(1), libimg(7).\n", progname);
 }
 
 static const char *type_name(uint32_t t)

@@ -49,11 +49,9 @@ static void usage(void)
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "Mounted nosuid,nodev unless --allow-suid-dev.\n"
-	       "Exit status: 0 success, 1 other error, 2 usage, 3 corrupt or not a\n"
-	       "  libimg image, 4 broken chain, 5 not found, 75 in use (served or locked\n"
-	       "  by another process; --wait waits); nothing is left behind on failure.\n"
-	       "  See imgmount(1), libimg(7).\n",
+
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 75 in use; nothing is left behind.  See libimg(7).\n",
 	       progname);
 }
 

@@ -121,9 +121,8 @@ static void usage(void)
 	       "  -V, --version      show the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
-	       "Exit status: 0 stopped cleanly (-d: the export is up), 1 other error,\n"
-	       "  2 usage, 3 corrupt or not a libimg image, 4 broken chain, 5 not found,\n"
-	       "  75 image in use (--wait waits).  See imgserve(1), libimg(7).\n", progname);
+	       "Exit status: 0 stopped cleanly (-d: the export is up), 1 error, 2 usage,\n"
+	       "  3 corrupt, 4 broken chain, 5 not found, 75 in use.  See libimg(7).\n", progname);
 }
 
 static struct server {

@@ -50,11 +50,9 @@ static void usage(void)
 	       "  -p, --progress       show a progress bar (on a terminal)\n"
 	       "  -j, --json           print JSON\n"
 	       WAIT_HELP
-	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help / -V, --version\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not a libimg\n"
-	       "  image, 4 broken chain, 5 not found, 8 host out of space, 75 in use\n"
-	       "  (--wait waits).  See imgsnap(1), libimg(7).\n",
+	       "  -q, --quiet          print nothing on success (-h, --help; -V, --version)\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 8 no space, 75 in use.  See imgsnap(1), libimg(7).\n",
 	       progname, progname, progname);
 }
 

@@ -42,12 +42,10 @@ static void usage(void)
 	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G: a\n"
 	       "multiple of 512), one holding a new filesystem (--fs), or a thin clone.\n"
 	       "\n"
-	       "  --backing BASE       a clone reading what it did not write from BASE\n"
-	       "                       (named relative to FILE's directory; SIZE\n"
-	       "                       defaults to BASE's; --allow-backing-path: BASE\n"
-	       "                       may be absolute or contain '..')\n"
-	       "  --cluster-size SIZE  allocation unit, a power of two from 64K to 64M\n"
-	       "                       (default 1M)\n"
+	       "  --backing BASE       a clone reading what it did not write from BASE (named\n"
+	       "                       relative to FILE's directory; SIZE defaults to BASE's;\n"
+	       "                       --allow-backing-path: BASE may be absolute, hold '..')\n"
+	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
 	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
 	       "                       ext3, ext2, xfs or btrfs\n"
@@ -61,10 +59,8 @@ static void usage(void)
 	       "  -h, --help           show this help\n"
 	       "  -V, --version        show the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error, 2 usage, 3 the base is corrupt or not a\n"
-	       "  libimg image, 4 the base's backing chain is broken, 5 a base or --from\n"
-	       "  directory not found, 8 host out of space, 75 FILE or the base in use\n"
-	       "  (--wait waits).  See mkimg(1), libimg(7).\n", progname, progname);
+	       "Exit status: 0 created, 1 error, 2 usage, 3 base corrupt, 4 base's chain\n"
+	       "  broken, 5 not found, 8 no space, 75 in use.  See mkimg(1), libimg(7).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)

@@ -53,10 +53,9 @@ static void usage(void)
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error; nothing changed when refused (below the\n"
-	       "  used space, fs needs fsck, unknown fs, xfs), 2 usage, 3 corrupt or not\n"
-	       "  a libimg image, 4 broken chain, 5 not found, 8 host out of space,\n"
-	       "  75 in use (--wait waits).  See shrinkimg(1), libimg(7).\n", progname);
+	       "Exit status: 0 success, 1 error (nothing changed when refused), 2 usage,\n"
+	       "  3 corrupt, 4 broken chain, 5 not found, 8 no space, 75 in use.\n"
+	       "  See shrinkimg(1), libimg(7).\n", progname);
 }
 
 /* What the filesystem step did, for the report. */
