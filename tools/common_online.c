@@ -331,7 +331,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 	bfd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (bfd < 0) {
 		r = -errno;
-		errmsg("%s: %s", file, strerror(-r));
+		errmsg_err(file, r, "%s: %s", file, strerror(-r));
 		goto out;
 	}
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -351,7 +351,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 		lfd = open(dev, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (lfd < 0) {
 			r = -errno;
-			errmsg("%s: %s", dev, strerror(-r));
+			errmsg_err(dev, r, "%s: %s", dev, strerror(-r));
 			goto out;
 		}
 		memset(&cfg, 0, sizeof(cfg));
@@ -370,7 +370,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 			break;
 	}
 	if (r < 0)
-		errmsg("%s: cannot attach %s: %s", dev, file, strerror(-r));
+		errmsg_err(dev, r, "%s: cannot attach %s: %s", dev, file, strerror(-r));
 out:
 	if (lfd >= 0)
 		close(lfd);
@@ -418,7 +418,7 @@ int loop_detach(const char *dev, const char *file)
 	fd = open(dev, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		errmsg("%s: %s", dev, strerror(-r));
+		errmsg_err(dev, r, "%s: %s", dev, strerror(-r));
 		return r;
 	}
 	/* Right after an unmount the device may still be held for a moment. */
@@ -432,7 +432,7 @@ int loop_detach(const char *dev, const char *file)
 	if (r == -ENXIO)
 		return r;
 	if (r < 0) {
-		errmsg("%s: cannot detach: %s", dev, strerror(-r));
+		errmsg_err(dev, r, "%s: cannot detach: %s", dev, strerror(-r));
 		return r;
 	}
 	/* LOOP_CLR_FD on a device someone still has open only arms autoclear:
@@ -563,19 +563,19 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 	for (tries = 0; tries < 100 && fd < 0; tries++) {
 		if (mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) {
 			r = -errno;
-			errmsg("%s: %s", online_rundir_base(), strerror(-r));
+			errmsg_err(NULL, r, "%s: %s", online_rundir_base(), strerror(-r));
 			return r;
 		}
 		if (mkdir(st->rundir, 0700) < 0 && errno != EEXIST) {
 			r = -errno;
-			errmsg("%s: %s", st->rundir, strerror(-r));
+			errmsg_err(st->rundir, r, "%s: %s", st->rundir, strerror(-r));
 			return r;
 		}
 		if (!realpath(st->rundir, dir)) {
 			if (errno == ENOENT)
 				continue;
 			r = -errno;
-			errmsg("%s: %s", st->rundir, strerror(-r));
+			errmsg_err(st->rundir, r, "%s: %s", st->rundir, strerror(-r));
 			return r;
 		}
 		if (online_path(dir, "disk.XXXXXX", disk, len) < 0) {
@@ -585,7 +585,7 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 		fd = mkostemp(disk, O_CLOEXEC);
 		if (fd < 0 && errno != ENOENT) {
 			r = -errno;
-			errmsg("%s: %s", disk, strerror(-r));
+			errmsg_err(disk, r, "%s: %s", disk, strerror(-r));
 			return r;
 		}
 	}
@@ -654,7 +654,7 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		av[n++] = disk;
 		av[n] = NULL;
 		execvp(serve, (char *const *)av);
-		errmsg("cannot run %s: %s", serve, strerror(errno));
+		errmsg_err(NULL, -errno, "cannot run %s: %s", serve, strerror(errno));
 		_exit(127);
 	}
 	/* imgserve --daemon returns 0 only once its daemon said it is ready
@@ -695,7 +695,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	}
 	r = online_state_set(st->rundir, "loop", st->loop);
 	if (r < 0) {
-		errmsg("%s: cannot record the loop device: %s", st->rundir, strerror(-r));
+		errmsg_err(st->rundir, r, "%s: cannot record the loop device: %s",
+			   st->rundir, strerror(-r));
 		goto fail;
 	}
 	return 0;
@@ -776,7 +777,8 @@ int online_teardown(struct online_state *st)
 		}
 		if (is_mounted(st->mountpoint) && umount(st->mountpoint) < 0) {
 			r = -errno;
-			errmsg("%s: cannot unmount: %s", st->mountpoint, strerror(-r));
+			errmsg_err(st->mountpoint, r, "%s: cannot unmount: %s",
+				   st->mountpoint, strerror(-r));
 			return r;
 		}
 		online_state_set(st->rundir, "mountpoint", NULL);
@@ -807,7 +809,8 @@ int online_teardown(struct online_state *st)
 	if (st->export_path[0] && is_mounted(st->export_path) &&
 	    umount2(st->export_path, MNT_DETACH) < 0) {
 		r = -errno;
-		errmsg("%s: cannot unmount: %s", st->export_path, strerror(-r));
+		errmsg_err(st->export_path, r, "%s: cannot unmount: %s",
+			   st->export_path, strerror(-r));
 		return r;
 	}
 	remove_rundir(st);
@@ -826,13 +829,14 @@ int online_refresh_size(const struct online_state *st)
 	 * reads. */
 	if (st->export_path[0] && stat(st->export_path, &sb) < 0) {
 		r = -errno;
-		errmsg("%s: %s", st->export_path, strerror(-r));
+		errmsg_err(st->export_path, r, "%s: %s", st->export_path, strerror(-r));
 		return r;
 	}
 	if (st->loop[0]) {
 		r = loop_set_capacity(st->loop);
 		if (r < 0) {
-			errmsg("%s: cannot update the capacity: %s", st->loop, strerror(-r));
+			errmsg_err(st->loop, r, "%s: cannot update the capacity: %s",
+				   st->loop, strerror(-r));
 			return r;
 		}
 	}
@@ -994,21 +998,21 @@ int online_balloon_inflate(const char *file, const struct online_state *st, uint
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
-		errmsg("%s: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	/* Blocks reserved, unwritten: they read as zeros and nothing is
 	 * written to the disk but the extent tree. */
 	if ((off_t)bytes < old && ftruncate(fd, (off_t)bytes) < 0) {
 		r = -errno;
-		errmsg("%s: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: %s", path, strerror(-r));
 		goto out;
 	}
 	if (bytes && fallocate(fd, 0, 0, (off_t)bytes) < 0) {
 		r = -errno;
 		if (r != -ENOSPC)
-			errmsg("%s: cannot reserve %llu bytes: %s", path, (unsigned long long)bytes,
-			       strerror(-r));
+			errmsg_err(path, r, "%s: cannot reserve %llu bytes: %s",
+				   path, (unsigned long long)bytes, strerror(-r));
 		if (old < 0)
 			unlink(path);
 		else if (ftruncate(fd, old) < 0)
@@ -1017,8 +1021,8 @@ int online_balloon_inflate(const char *file, const struct online_state *st, uint
 	}
 	r = discard_extents(fd, st->loop, discarded);
 	if (r < 0)
-		errmsg("%s: cannot discard the balloon's blocks on %s: %s", path, st->loop,
-		       strerror(-r));
+		errmsg_err(path, r, "%s: cannot discard the balloon's blocks on %s: %s",
+			   path, st->loop, strerror(-r));
 out:
 	close(fd);
 	return r;
@@ -1069,14 +1073,14 @@ static int fs_mount(const char *file, struct fs_offline *s, const char *type,
 	snprintf(s->dir, sizeof(s->dir), "/tmp/libimg-fs-XXXXXX");
 	if (!mkdtemp(s->dir)) {
 		r = -errno;
-		errmsg("%s: cannot create a mount point: %s", file, strerror(-r));
+		errmsg_err(file, r, "%s: cannot create a mount point: %s", file, strerror(-r));
 		s->dir[0] = 0;
 		return r;
 	}
 	if (mount(s->os.loop, s->dir, type, mflags, data) < 0) {
 		r = -errno;
-		errmsg("%s: cannot mount the %s filesystem (%s on %s): %s", file, type,
-		       s->os.loop, s->dir, strerror(-r));
+		errmsg_err(file, r, "%s: cannot mount the %s filesystem (%s on %s): %s", file, type,
+			   s->os.loop, s->dir, strerror(-r));
 		rmdir(s->dir);
 		s->dir[0] = 0;
 		return r;
@@ -1094,7 +1098,7 @@ static int fs_umount(struct fs_offline *s)
 	for (i = 0; umount(s->dir) < 0; i++) {
 		if (errno != EBUSY || i == 50) {
 			r = -errno;
-			errmsg("%s: cannot unmount: %s", s->dir, strerror(-r));
+			errmsg_err(s->dir, r, "%s: cannot unmount: %s", s->dir, strerror(-r));
 			return r;
 		}
 		usleep(100 * 1000);
@@ -1254,7 +1258,8 @@ int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned f
 			online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
 			if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) < 0) {
 				r = -errno;
-				errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
+				errmsg_err(file, r, "%s: cannot remove the balloon: %s",
+					   file, strerror(-r));
 				goto out;
 			}
 			r = fs_umount(&s);

@@ -12,8 +12,8 @@
 #define EXIT_CHECK_CORRUPT 2
 #define EXIT_LEAKS       3
 #define EXIT_INCOMPLETE  5   /* more problems than the check records: the
-                              * result is partial and nothing was repaired
-                              * (not a qemu-img status) */
+			      * result is partial and nothing was repaired
+			      * (not a qemu-img status) */
 #define EXIT_UNSUPPORTED 63
 /* and EXIT_CHAIN (4, common.h): the image checked alone, its backing chain
  * cannot be opened; corruption of the image itself (2) wins over it, and it

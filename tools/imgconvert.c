@@ -283,7 +283,7 @@ static int next_data(struct end *s, uint64_t off, uint64_t *start, uint64_t *len
 				*len = s->size - off;
 				return 0;
 			}
-			errmsg("%s: %s", s->name, strerror(errno));
+			errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 			return -errno;
 		}
 		if ((uint64_t)d >= s->size)
@@ -566,7 +566,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 	int r = img_probe(s->name);
 
 	if (r < 0 && srcfmt != FMT_RAW) {
-		errmsg("%s: %s", s->name, strerror(-r));
+		errmsg_err(s->name, r, "%s: %s", s->name, strerror(-r));
 		return r;
 	}
 	if (srcfmt == FMT_LIBIMG && r == 0) {
@@ -598,7 +598,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 	s->fd = open(s->name, O_RDONLY | O_CLOEXEC);
 	if (s->fd < 0 || fstat(s->fd, &st) < 0) {
 		r = -errno;
-		errmsg("%s: %s", s->name, strerror(errno));
+		errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 		return r;
 	}
 	if (S_ISREG(st.st_mode)) {
@@ -609,7 +609,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 		off_t e = lseek(s->fd, 0, SEEK_END);
 		if (e < 0) {
 			r = -errno;
-			errmsg("%s: %s", s->name, strerror(errno));
+			errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 			return r;
 		}
 		s->size = (uint64_t)e;
@@ -678,7 +678,8 @@ static int make_temp(const char *dst)
 	fd = mkstemp(tmp_path);
 	if (fd < 0) {
 		int e = errno;
-		errmsg("%s: cannot create a temporary file beside it: %s", dst, strerror(e));
+		errmsg_err(dst, -e, "%s: cannot create a temporary file beside it: %s",
+			   dst, strerror(e));
 		return -e;
 	}
 	tmp_live = 1;
@@ -686,7 +687,7 @@ static int make_temp(const char *dst)
 	umask(um);
 	if (fchmod(fd, 0666 & ~um) < 0) {
 		int e = errno;
-		errmsg("%s: %s", tmp_path, strerror(e));
+		errmsg_err(tmp_path, -e, "%s: %s", tmp_path, strerror(e));
 		close(fd);
 		return -e;
 	}
@@ -861,13 +862,13 @@ static int run(int argc, char **argv)
 	/* finish the output */
 	if (d.fmt == FMT_RAW) {
 		if (ftruncate(d.fd, (off_t)d.size) < 0 || fsync(d.fd) < 0) {
-			errmsg("%s: %s", dst, strerror(errno));
+			errmsg_err(dst, -errno, "%s: %s", dst, strerror(errno));
 			goto out;
 		}
 		r = close(d.fd);
 		d.fd = -1;
 		if (r < 0) {
-			errmsg("%s: %s", dst, strerror(errno));
+			errmsg_err(dst, -errno, "%s: %s", dst, strerror(errno));
 			goto out;
 		}
 	} else {

@@ -107,7 +107,7 @@ static int run(int argc, char **argv)
 				   "do not trust)");
 	/* everything that can be checked before anything is started */
 	if (stat(mp, &sb) < 0 || !realpath(mp, mpc)) {
-		errmsg("%s: %s", mp, strerror(errno));
+		errmsg_err(mp, -errno, "%s: %s", mp, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (!S_ISDIR(sb.st_mode)) {
@@ -151,7 +151,8 @@ static int run(int argc, char **argv)
 	r = online_state_set(st.rundir, "mountpoint", mpc);
 	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", mpc);
 	if (r < 0) {
-		errmsg("%s: cannot record the mount point: %s", st.rundir, strerror(-r));
+		errmsg_err(st.rundir, r, "%s: cannot record the mount point: %s",
+			   st.rundir, strerror(-r));
 		goto fail;
 	}
 	if (quiet)

@@ -904,7 +904,7 @@ static int ctl_listen(const char *path)
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
 		r = -errno;
-		errmsg("%s: cannot listen: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: cannot listen: %s", path, strerror(-r));
 		if (fd >= 0)
 			close(fd);
 		return r;
@@ -1055,7 +1055,7 @@ static int run(int argc, char **argv)
 	if (!file || !export_arg)
 		return usage_error("expected FILE and EXPORT");
 	if (stat(export_arg, &sb) < 0) {
-		errmsg("%s: %s", export_arg, strerror(errno));
+		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_size != 0) {
@@ -1063,7 +1063,7 @@ static int run(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	if (!realpath(export_arg, S.export_path)) {
-		errmsg("%s: %s", export_arg, strerror(errno));
+		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
 		return EXIT_ERROR;
 	}
 	S.mode = sb.st_mode & 07777;
@@ -1119,7 +1119,7 @@ static int run(int argc, char **argv)
 	}
 	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
 	    (mkdir(S.rundir, 0700) < 0 && errno != EEXIST)) {
-		errmsg("%s: %s", S.rundir, strerror(errno));
+		errmsg_err(S.rundir, -errno, "%s: %s", S.rundir, strerror(errno));
 		goto out;
 	}
 	online_path(S.rundir, "ctl", path, sizeof(path));
@@ -1154,7 +1154,7 @@ static int run(int argc, char **argv)
 	if ((r = online_state_set(S.rundir, "image", S.image)) < 0 ||
 	    (r = online_state_set(S.rundir, "export", S.export_path)) < 0 ||
 	    (r = online_state_set(S.rundir, "pid", pidbuf)) < 0) {
-		errmsg("%s: cannot record the state: %s", S.rundir, strerror(-r));
+		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
 		goto out;
 	}
 	/* The control thread takes no signals: they go to the session loop. */

@@ -253,7 +253,7 @@ static int run(int argc, char **argv)
 			if (bflags)
 				return usage_error("--allow-backing-path: not while the image is served");
 			if (into && !realpath(into, full)) {
-				errmsg("%s: %s", into, strerror(errno));
+				errmsg_err(into, -errno, "%s: %s", into, strerror(errno));
 				return EXIT_ERROR;
 			}
 			/* the daemon has another working directory: the base

@@ -124,7 +124,8 @@ static int temp_beside(const char *file, const char *tag, int which)
 	fd = mkstemp(tmp[which]);
 	if (fd < 0) {
 		int e = errno;
-		errmsg("%s: cannot create a temporary file beside it: %s", file, strerror(e));
+		errmsg_err(file, -e, "%s: cannot create a temporary file beside it: %s",
+			   file, strerror(e));
 		return -e;
 	}
 	tmp_live[which] = 1;
@@ -160,7 +161,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 	int n = scandir(path, &ents, NULL, alphasort), r = 0;
 
 	if (n < 0) {
-		errmsg("--from: %s: %s", path, strerror(errno));
+		errmsg_err(NULL, -errno, "--from: %s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (depth > 1000) {
@@ -181,7 +182,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 			break;
 		}
 		if (lstat(child, &st) < 0) {
-			errmsg("--from: %s: %s", child, strerror(errno));
+			errmsg_err(NULL, -errno, "--from: %s: %s", child, strerror(errno));
 			r = -1;
 			break;
 		}
@@ -215,7 +216,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 		} else if (S_ISLNK(st.st_mode)) {
 			tl = readlink(child, target, sizeof(target) - 1);
 			if (tl < 0) {
-				errmsg("--from: %s: %s", child, strerror(errno));
+				errmsg_err(NULL, -errno, "--from: %s: %s", child, strerror(errno));
 				r = -1;
 				break;
 			}
@@ -250,7 +251,7 @@ static int write_protofile(const char *file, const char *dir)
 	int fd, r;
 
 	if (!realpath(dir, abs) || stat(abs, &st) < 0) {
-		errmsg("--from: %s: %s", dir, strerror(errno));
+		errmsg_err(NULL, -errno, "--from: %s: %s", dir, strerror(errno));
 		return -1;
 	}
 	if (!proto_word_ok("path", abs))
@@ -267,7 +268,7 @@ static int write_protofile(const char *file, const char *dir)
 	r = proto_dir(f, abs, &ps, 0);
 	fputs("$\n", f);
 	if (fclose(f) != 0 && !r) {
-		errmsg("%s: %s", tmp[T_PROTO], strerror(errno));
+		errmsg_err(tmp[T_PROTO], -errno, "%s: %s", tmp[T_PROTO], strerror(errno));
 		r = -1;
 	}
 	if (!r && (ps.hardlinks || ps.xattrs || ps.sticky || ps.sockets) && !quiet)
@@ -326,8 +327,8 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	if ((fd = temp_beside(file, "mkfs", T_RAW)) < 0)
 		goto out;
 	if (ftruncate(fd, (off_t)o->virtual_size) < 0) {
-		errmsg("%s: cannot make a %llu-byte temporary file: %s", tmp[T_RAW],
-		       (unsigned long long)o->virtual_size, strerror(errno));
+		errmsg_err(tmp[T_RAW], -errno, "%s: cannot make a %llu-byte temporary file: %s",
+			   tmp[T_RAW], (unsigned long long)o->virtual_size, strerror(errno));
 		goto out;
 	}
 	if (fs_is_ext(fs)) {
