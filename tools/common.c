@@ -715,28 +715,35 @@ static int refuse_protected(const char *path, unsigned flags)
 	return -EROFS;
 }
 
+int probe_image(const char *path)
+{
+	char ef[TEXT_ESCAPE_LEN(1024)];
+	int r = img_probe(path);
+
+	if (r > 0)
+		return 0;
+	if (r < 0) {
+		img_errmsg(path, r);
+		return r;
+	}
+	errmsg_err(path, -EMEDIUMTYPE, "%s: not a libimg image", text_escape(path, ef, sizeof(ef)));
+	return -EMEDIUMTYPE;
+}
+
 /* open_image and open_image_degraded: img_open with the messages.  degraded:
  * a chain failure opens the image alone, *chain_err and msg say why. */
 static int open_with_messages(const char *path, unsigned flags, struct img **out, int degraded,
 			      int *chain_err, char *msg, size_t len)
 {
-	int r = img_probe(path);
 	int64_t start = 0, waited = -1;
+	int r;
 
 	open_chain_err = 0;
 	set_cur_file(path);
 	if (chain_err)
 		*chain_err = 0;
-	if (r == 0) {
-		char ef[TEXT_ESCAPE_LEN(1024)];
-		errmsg_err(path, -EMEDIUMTYPE, "%s: not a libimg image",
-			   text_escape(path, ef, sizeof(ef)));
-		return -EMEDIUMTYPE;
-	}
-	if (r < 0) {
-		img_errmsg(path, r);
+	if ((r = probe_image(path)) < 0)
 		return r;
-	}
 	if ((r = refuse_protected(path, flags)))
 		return r;
 	while ((r = img_open(path, flags, out)) == -EBUSY && lock_wait_again(&start, &waited))

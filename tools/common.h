@@ -156,6 +156,9 @@ int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "PROG (libimg) VERSION". */
 void print_version(void);
 
+/* img_probe() with the message: 0 when path is a libimg image, else
+ * -EMEDIUMTYPE ("not a libimg image") or -errno, printed and recorded. */
+int probe_image(const char *path);
 /* Opens an image, printing the error.  A file that is not a libimg image
  * at all gets "not a libimg image" (and -EINVAL).  With --verbose it says
  * which I/O engine the library uses (and why not io_uring when it was

@@ -570,8 +570,8 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 		return r;
 	}
 	if (srcfmt == FMT_LIBIMG && r == 0) {
-		errmsg("%s: not a libimg image (-F libimg)", s->name);
-		return -EINVAL;
+		errmsg_err(s->name, -EMEDIUMTYPE, "%s: not a libimg image (-F libimg)", s->name);
+		return -EMEDIUMTYPE;
 	}
 	if (srcfmt == FMT_RAW && r == 1)
 		verbose_msg("%s: starts like a libimg image; read as raw (-F raw)", s->name);

@@ -263,10 +263,8 @@ static int run(int argc, char **argv)
 		}
 	}
 	if (!strcmp(cmd, "template")) {
-		if ((r = img_probe(file)) <= 0) {
-			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-			return EXIT_ERROR;
-		}
+		if ((r = probe_image(file)) < 0)
+			return exit_status(r);
 		if ((r = img_set_template(file, !clear)) < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
@@ -309,10 +307,8 @@ static int run(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "create")) {
 		char snap[4096];
-		if ((r = img_probe(file)) <= 0) {
-			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-			return EXIT_ERROR;
-		}
+		if ((r = probe_image(file)) < 0)
+			return exit_status(r);
 		if ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
