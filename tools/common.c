@@ -529,7 +529,9 @@ int exit_status(int err)
 {
 	if (err == -EBUSY)
 		return EXIT_BUSY;
-	if (open_chain_err)
+	/* the last open (ours, or one inside an operation: merge, rebase,
+	 * snapshot) failed in the image's chain, the image being intact */
+	if (open_chain_err || (err && img_last_chain_error()))
 		return EXIT_CHAIN;
 	switch (-err) {
 	case ENOENT:      return EXIT_NOTFOUND;

@@ -707,7 +707,9 @@ const char *img_last_error(void);
  * to open a backing image); 0 when the image itself failed, and after an
  * img_open() that succeeded.  Per thread, like img_last_error().  Such an
  * image can still be opened alone with IMG_OPEN_NO_BACKING (imginfo and
- * imgcheck do, to describe it). */
+ * imgcheck do, to describe it).  Also -EUCLEAN after img_snapshot(),
+ * img_merge*() refused because the backing file is not the image the delta
+ * was made over (the tools exit 4 for it, not 3). */
 int img_last_chain_error(void);
 /* After a call failed with -EBUSY because another process holds the lock
  * of a file (img_open, img_target_claim, and the operations that open
