@@ -388,10 +388,12 @@ static void set_cur_file(const char *file)
 	}
 }
 
-/* Records the error just printed: msg (without "PROG: "), err, file. */
+/* Records the error just printed: msg (without "PROG: "), err, file.  The
+ * first error is the cause, what follows its consequence (a close that
+ * fails after a write ran out of space): the first one is kept. */
 static void record_error(const char *file, int has_file, int err, const char *msg)
 {
-	if (!strncmp(msg, "warning: ", 9))
+	if (!strncmp(msg, "warning: ", 9) || last.set)
 		return;
 	last.set = 1;
 	last.err = err;
@@ -835,8 +837,8 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 		if (!optarg)
 			wait_ms = WAIT_FOREVER;
 		else if (parse_wait(optarg, &wait_ms)) {
-			errmsg("invalid --wait value '%s' (seconds, e.g. --wait=10 or --wait=0.5)",
-			       optarg);
+			errmsg_err(NULL, -EINVAL, "invalid --wait value '%s' (seconds, e.g. "
+				   "--wait=10 or --wait=0.5)", optarg);
 			return '?';
 		}
 		return tool_getopt(g, argc, argv, optstring, longopts);

@@ -48,7 +48,7 @@
 int exit_status(int err);
 
 /* Every tool's main ends with "return tool_exit(status)": a plain
- * EXIT_ERROR becomes exit_status() of the error last printed by errmsg_err,
+ * EXIT_ERROR becomes exit_status() of the first error printed by errmsg_err,
  * img_errmsg, open_image... (so that one condition has one status in every
  * tool); with --json and a failure for which no JSON document was printed
  * (json_finish), stdout gets the JSON error object (libimg(7)), also
