@@ -505,6 +505,19 @@ int usage_error(const char *fmt, ...)
 	return exit_usage;
 }
 
+int value_error(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	print_error_line(msg);
+	record_error(NULL, 0, -EINVAL, msg);
+	return exit_usage;
+}
+
 void print_version(void)
 {
 	printf("%s (libimg) %s\n", progname, LIBIMG_VERSION_STRING);

@@ -153,6 +153,9 @@ void errmsg_err(const char *file, int err, const char *fmt, ...)
 /* Prints "PROG: message" then the usage hint; returns exit_usage
  * (EXIT_USAGE). */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A bad value on the command line (size syntax): "PROG: message" without
+ * the usage hint; returns exit_usage (EXIT_USAGE). */
+int value_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "PROG (libimg) VERSION". */
 void print_version(void);
 

@@ -180,7 +180,7 @@ static int run(int argc, char **argv)
 	/* syntax first, so that a typo is reported before the image is opened */
 	if (parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
 		       &tmp)) {
-		return usage_error("invalid size '%s' (expected SIZE or +DELTA with an optional "
+		return value_error("invalid size '%s' (expected SIZE or +DELTA with an optional "
 				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 

@@ -761,7 +761,7 @@ static int run(int argc, char **argv)
 		case OPT_CLUSTER_SIZE:
 			if (parse_size(optarg, &v) || v < IMG_MIN_CLUSTER_SIZE ||
 			    v > IMG_MAX_CLUSTER_SIZE || (v & (v - 1))) {
-				return usage_error("invalid cluster size '%s' (a power of two from "
+				return value_error("invalid cluster size '%s' (a power of two from "
 						   "64K to 64M)", optarg);
 			}
 			co.cluster_size = (uint32_t)v;

@@ -66,7 +66,7 @@ static void usage(void)
 static int get_size(const char *what, const char *s, uint64_t *out)
 {
 	if (parse_size(s, out)) {
-		usage_error("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
+		value_error("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
 			    "P or E suffix)", what, s);
 		return -EINVAL;
 	}
@@ -442,7 +442,7 @@ static int run(int argc, char **argv)
 				return exit_usage;
 			if (v < IMG_MIN_CLUSTER_SIZE || v > IMG_MAX_CLUSTER_SIZE ||
 			    (v & (v - 1)))
-				return usage_error("invalid cluster size '%s' (a power of two from "
+				return value_error("invalid cluster size '%s' (a power of two from "
 						   "64K to 64M)", optarg);
 			o.cluster_size = (uint32_t)v;
 			break;
@@ -453,7 +453,7 @@ static int run(int argc, char **argv)
 		case OPT_FS:
 			fs = optarg;
 			if (!fs_is_ext(fs) && strcmp(fs, "xfs") && strcmp(fs, "btrfs")) {
-				return usage_error("unknown filesystem type '%s' (ext4, ext3, ext2, "
+				return value_error("unknown filesystem type '%s' (ext4, ext3, ext2, "
 						   "xfs or btrfs)", fs);
 			}
 			break;

@@ -390,7 +390,7 @@ static int run(int argc, char **argv)
 	if (size_arg &&
 	    parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
 		       &tmp)) {
-		return usage_error("invalid size '%s' (expected SIZE or -DELTA with an optional "
+		return value_error("invalid size '%s' (expected SIZE or -DELTA with an optional "
 				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 
