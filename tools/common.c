@@ -403,6 +403,11 @@ static void record_error(const char *file, int has_file, int err, const char *ms
 	snprintf(last.msg, sizeof(last.msg), "%s", msg);
 }
 
+void error_forget(void)
+{
+	last.set = 0;
+}
+
 static void print_error_line(const char *msg)
 {
 	fflush(stdout);

@@ -150,6 +150,9 @@ void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * (errmsg records 0 and the file of the last open_image/img_errmsg). */
 void errmsg_err(const char *file, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* Forgets the error recorded so far: the next one printed is the one
+ * tool_exit reports (a summary that says more than its cause). */
+void error_forget(void);
 /* Prints "PROG: message" then the usage hint; returns exit_usage
  * (EXIT_USAGE). */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -99,6 +99,7 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		} else {
 			snprintf(how, sizeof(how), "'btrfs filesystem resize max %s'", os->mountpoint);
 		}
+		error_forget();   /* this line, not its cause, is the error */
 		errmsg("%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
 		       "did not; to complete it run %s, or 'imgumount %s' then 'growimg %s %llu'",
 		       file, os->loop, (unsigned long long)new_size, type, os->mountpoint, how,
@@ -255,6 +256,7 @@ out:
 		 * rerun of the same command does only what is left. */
 		r = fs_offline_grow(file, fi.type);
 		if (r < 0) {
+			error_forget();
 			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
 			       "has not (it still spans %s); run 'growimg %s %llu' again to grow "
 			       "it, or see the messages above", file,
