@@ -1,5 +1,5 @@
 # libimg top-level Makefile.
-# Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR; quiet unless V=1.
+# Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR bashcompdir; quiet unless V=1.
 # Targets: all check install asan ubsan fuzz fuzz-run bench demo clean
 #          test-install check-crash
 
@@ -10,6 +10,11 @@ bindir   ?= $(prefix)/bin
 libdir   ?= $(prefix)/lib
 includedir ?= $(prefix)/include
 mandir   ?= $(prefix)/share/man
+datadir  ?= $(prefix)/share
+# bash-completion's directory under $(datadir) (its pkg-config file names it
+# relative to datadir), else the usual place there.
+bashcompdir ?= $(or $(shell pkg-config --define-variable=datadir=$(datadir) \
+                 --variable=completionsdir bash-completion 2>/dev/null),$(datadir)/bash-completion/completions)
 BUILD    ?= build
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wpointer-arith \
@@ -121,6 +126,12 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
 
+# Unit tests of the tools' shared code link it (tools/common*.c).
+$(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC) $(LIBS)
+
 $(BUILD)/tests/crash/%: $(BUILD)/obj/tests/crash/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
@@ -192,6 +203,9 @@ bench: all
 demo: all
 	$(Q)BUILD=$(BUILD) scripts/demo.sh
 
+# The bash completion (completion/libimg.bash) serves every tool: it is
+# installed once and linked under each tool's name, the name bash-completion
+# loads it by.
 install: all
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
 		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man7
@@ -206,6 +220,9 @@ install: all
 		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
 	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
 	$(if $(wildcard man/*.7),install -m 644 $(wildcard man/*.7) $(DESTDIR)$(mandir)/man7/)
+	install -d $(DESTDIR)$(bashcompdir)
+	install -m 644 completion/libimg.bash $(DESTDIR)$(bashcompdir)/mkimg
+	$(foreach t,$(filter-out mkimg,$(notdir $(TOOLS))),ln -sf mkimg $(DESTDIR)$(bashcompdir)/$(t) &&) true
 
 # Build a tiny program against an installed copy through pkg-config.
 test-install: all

@@ -828,7 +828,7 @@ static void tools(void)
 		"--cluster-size=64K\0--json\0f", "-jpr\0--help", "--size", "-s", "--bogus\0-Z\0f",
 		"-.5G\0--\0--", "--siz=3\0--js",
 	};
-	uint8_t buf[96];
+	uint8_t buf[256];
 	char name[32];
 
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -854,6 +854,25 @@ static void tools(void)
 		buf[0] = 2;
 		memcpy(buf + 1, argvs[i], n);
 		snprintf(name, sizeof(name), "argv-%02zu", i);
+		save("tools", name, buf, 1 + n);
+	}
+	/* imgserve's answers (tools/common_online.h): target 4 */
+	static const char *const replies[] = {
+		"{}", " { } ",
+		"{\"pid\": 4242,\"image\": \"/srv/a.img\",\"export\": \"/run/libimg/0123/disk\","
+		"\"open\": true,\"virtual_size\": 10737418240,\"read_only\": false,\"reads\": 0}",
+		"{\"old_size\": 1048576,\"new_size\": 18446744073709551615}",
+		"{\"snapshot\": \"a.img.snap1\",\"x\": null}",
+		"{\"k\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\u0085\"}",
+		"{\"k\": \"caf\xc3\xa9 \xff raw\"}",
+		"{\"a\": 1,}", "{\"a\": -1}", "{\"a\": 1.5}", "{\"a\": {}}", "{\"a\": \"\\ud800\"}",
+		"{\"a\": 18446744073709551616}", "{\"a\": \"\\u0000\"}", "{\"a\": tru}", "ok {}",
+	};
+	for (size_t i = 0; i < sizeof(replies) / sizeof(replies[0]); i++) {
+		size_t n = strlen(replies[i]);
+		buf[0] = 4;
+		memcpy(buf + 1, replies[i], n);
+		snprintf(name, sizeof(name), "reply-%02zu", i);
 		save("tools", name, buf, 1 + n);
 	}
 	for (unsigned i = 0; i < 6; i++) {

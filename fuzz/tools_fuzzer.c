@@ -19,6 +19,11 @@
  *     operands come back as pointers into argv.
  *  3  human_size / human_size_exact of 8 bytes: terminated, in the buffer,
  *     and the exact form names the exact byte count.
+ *  4  online_reply_parse (imgserve's control-socket answers, which imgctl
+ *     prints again) of the rest up to the first NUL: 0 or -EPROTO
+ *     (-ENOMEM); refused input leaves nothing; an accepted object written
+ *     again (json_escape, numbers, true/false/null) parses to the same keys
+ *     and values when its strings are valid UTF-8.
  */
 #include <ctype.h>
 #include <getopt.h>
@@ -30,6 +35,7 @@
 
 #include "fuzz.h"
 #include "../tools/common.h"
+#include "../tools/common_online.h"
 
 static int size_of(const char *s, uint64_t *v)
 {
@@ -359,15 +365,99 @@ static void human(const uint8_t *data, size_t size)
 		FUZZ_BUG("human_size_exact(%" PRIu64 ") = \"%s\"", v, buf);
 }
 
+/* 1 when s is valid UTF-8 throughout. */
+static int utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s), k;
+
+	while (n) {
+		if (!(k = utf8_len(p, n)))
+			return 0;
+		p += k;
+		n -= k;
+	}
+	return 1;
+}
+
+static void write_reply(FILE *f, const struct online_reply *r)
+{
+	fputc('{', f);
+	for (size_t i = 0; i < r->n; i++) {
+		const struct online_kv *kv = &r->kv[i];
+		if (i)
+			fputs(", ", f);
+		json_escape(f, kv->key);
+		fputs(": ", f);
+		switch (kv->type) {
+		case ONLINE_STR:  json_escape(f, kv->str); break;
+		case ONLINE_NUM:  fprintf(f, "%" PRIu64, kv->num); break;
+		case ONLINE_BOOL: fputs(kv->num ? "true" : "false", f); break;
+		case ONLINE_NULL: fputs("null", f); break;
+		}
+	}
+	fputc('}', f);
+}
+
+static void reply(const uint8_t *data, size_t size)
+{
+	size_t slen = strnlen((const char *)data, size), olen = 0;
+	char *s = malloc(slen + 1), *o = NULL;
+	struct online_reply r, r2;
+	int e, valid = 1;
+	FILE *f;
+
+	if (!s)
+		return;
+	memcpy(s, data, slen);
+	s[slen] = 0;
+	e = online_reply_parse(s, &r);
+	if (e != 0 && e != -EPROTO && e != -ENOMEM)
+		FUZZ_BUG("online_reply_parse = %d", e);
+	if (e) {
+		if (r.n || r.kv)
+			FUZZ_BUG("online_reply_parse refused, but kept %zu keys", r.n);
+		free(s);
+		return;
+	}
+	for (size_t i = 0; i < r.n; i++) {
+		const struct online_kv *kv = &r.kv[i];
+		if (!kv->key || (kv->type == ONLINE_STR) != (kv->str != NULL))
+			FUZZ_BUG("online_reply_parse: key %zu malformed", i);
+		if (kv->type == ONLINE_BOOL && kv->num > 1)
+			FUZZ_BUG("online_reply_parse: boolean %" PRIu64, kv->num);
+		if (!utf8_valid(kv->key) || (kv->str && !utf8_valid(kv->str)))
+			valid = 0;
+	}
+	if (valid && (f = open_memstream(&o, &olen))) {
+		write_reply(f, &r);
+		fclose(f);
+		if (online_reply_parse(o, &r2) != 0)
+			FUZZ_BUG("online_reply_parse refuses its own output %s", o);
+		if (r2.n != r.n)
+			FUZZ_BUG("online_reply_parse: %zu keys, then %zu", r.n, r2.n);
+		for (size_t i = 0; i < r.n; i++)
+			if (strcmp(r.kv[i].key, r2.kv[i].key) || r.kv[i].type != r2.kv[i].type ||
+			    r.kv[i].num != r2.kv[i].num ||
+			    (r.kv[i].str && strcmp(r.kv[i].str, r2.kv[i].str)))
+				FUZZ_BUG("online_reply_parse: key %zu differs written again", i);
+		online_reply_free(&r2);
+		free(o);
+	}
+	online_reply_free(&r);
+	free(s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!size)
 		return 0;
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
 	case 0: sizes(data + 1, size - 1); break;
 	case 1: escape(data + 1, size - 1); break;
 	case 2: getopts(data + 1, size - 1); break;
 	case 3: human(data + 1, size - 1); break;
+	case 4: reply(data + 1, size - 1); break;
 	}
 	return 0;
 }

@@ -71,7 +71,22 @@ void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
 struct reporter {
 	const struct img_check_opts *opts;
 	struct img_check_result *res;
+	/* progress: the problems found at open, the spare BAT blocks and the
+	 * clusters of the host file from the first data cluster, in that
+	 * order, one unit each */
+	uint64_t spare_base, file_base, total;
 };
+
+/* done units of rp->total; -ECANCELED when the caller's callback asks. */
+static int progress(struct img *img, struct reporter *rp, uint64_t done)
+{
+	if (!rp->opts || !rp->opts->progress)
+		return 0;
+	if (rp->opts->progress(rp->opts->progress_arg, done < rp->total ? done : rp->total,
+			       rp->total))
+		return img_fail(img, -ECANCELED, "check cancelled");
+	return 0;
+}
 
 __attribute__((format(printf, 4, 5)))
 static void report(struct reporter *rp, enum img_check_severity sev, int fixed, const char *fmt, ...)
@@ -144,6 +159,8 @@ static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 
 	for (uint64_t b = first; b < img->g.bat_blocks && !r; b++) {
 		int d;
+		if ((b - first) % 64 == 0 && (r = progress(img, rp, rp->spare_base + b - first)))
+			break;
 		/* The log holds a newer copy of this block (already checked at
 		 * open); the copy in place is stale until the next checkpoint. */
 		if (img->spare_logged && img->spare_logged[b / 64] >> (b % 64) & 1)
@@ -271,6 +288,8 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 			img_fail(img, r, "reading free clusters");
 			break;
 		}
+		if ((r = progress(img, rp, rp->file_base + (h - img->g.data_cluster0))))
+			break;
 		for (uint64_t k = 0; k < n && !r; k++) {
 			if (img_is_zero(buf + k * cs, cs))
 				continue;
@@ -326,7 +345,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		      struct img_check_result *res)
 {
 	struct img_check_result local;
-	struct reporter rp = { opts, res ? res : &local };
+	struct reporter rp = { opts, res ? res : &local, 0, 0, 0 };
 	int repair = opts && (opts->flags & IMG_CHECK_REPAIR), r = 0, unfixed = 0;
 	uint8_t *buf = NULL;
 
@@ -352,9 +371,21 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		repair = 0;
 	}
 
+	{
+		uint64_t first = img->bat_alloc / IMG_ENTRIES_PER_BLOCK;
+		uint64_t fc = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
+		rp.spare_base = img->nproblems;
+		rp.file_base = rp.spare_base + (img->g.bat_blocks > first ? img->g.bat_blocks - first : 0);
+		rp.total = rp.file_base + (fc > img->g.data_cluster0 ? fc - img->g.data_cluster0 : 0);
+		if (!r)
+			r = progress(img, &rp, 0);
+	}
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct img_problem *p = &img->problems[i];
 		int fix = 0;
+
+		if (i % 1024 == 0 && i && (r = progress(img, &rp, i)))
+			break;
 
 		switch (p->kind) {
 		case P_HEADER_COPY:
@@ -429,6 +460,8 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		else
 			r = check_leaks(img, &rp, repair);
 	}
+	if (!r)
+		r = progress(img, &rp, rp.total);
 	rp.res->allocated_clusters = img->nalloc;
 	pthread_rwlock_unlock(&img->map_lock);
 	free(buf);

@@ -385,6 +385,8 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	free(buf);
 	if (stats)
 		stats->clusters_moved += moved;
+	if (!r && !n && progress)
+		(void)progress(arg, 0, 0);   /* nothing to move: done */
 	if (r)
 		return r;
 
@@ -405,14 +407,33 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	return r;
 }
 
+/* The steps of one compaction reported to the caller as one progress
+ * that only goes forward: each step's done of total maps into its share
+ * [lo, lo + span) of the whole. */
+struct span {
+	img_progress_fn fn;
+	void *arg;
+	uint64_t lo, span, whole;
+};
+
+static int span_cb(void *a, uint64_t done, uint64_t total)
+{
+	struct span *s = a;
+	uint64_t at = total && done < total ?
+		      (uint64_t)((unsigned __int128)done * s->span / total) : s->span;
+
+	return s->fn(s->arg, s->lo + at, s->whole);
+}
+
 IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 			struct img_compact_stats *stats)
 {
 	struct img_compact_stats st;
 	img_progress_fn progress = opts ? opts->progress : NULL;
 	void *arg = opts ? opts->progress_arg : NULL;
-	uint64_t done = 0, total;
-	int r = 0;
+	uint64_t done = 0, total, share;
+	struct span sp = { progress, arg, 0, 0, 0 };
+	int r = 0, zd, comp;
 
 	img_clear_error();
 	memset(&st, 0, sizeof(st));
@@ -426,16 +447,33 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 	else
 		st.disk_usage_before = st.file_size_before;
 	total = IMG_NALLOC(img);
-	if (!(opts && (opts->flags & IMG_COMPACT_NO_ZERO_DETECT)))
-		r = zero_detect(img, progress, arg, total, &done, &st.zero_clusters_freed);
+	/* shares of the progress: zero detection and compression read every
+	 * allocated cluster, the relocation moves at most as many */
+	zd = !(opts && (opts->flags & IMG_COMPACT_NO_ZERO_DETECT));
+	comp = opts && (opts->flags & IMG_COMPACT_COMPRESS);
+	share = total ? total : 1;
+	sp.whole = share * (1 + (uint64_t)zd + (uint64_t)comp);
+	if (zd) {
+		sp.span = share;
+		r = zero_detect(img, progress ? span_cb : NULL, &sp, total, &done,
+				&st.zero_clusters_freed);
+		sp.lo += share;
+	}
 	if (!r)
 		r = journal_commit(img);
-	if (!r && opts && (opts->flags & IMG_COMPACT_COMPRESS))
-		r = compress_all(img, progress, arg, &st);
+	if (!r && comp) {
+		sp.span = share;
+		r = compress_all(img, progress ? span_cb : NULL, &sp, &st);
+		sp.lo += share;
+	}
 	if (!r)
 		r = repack(img, &st);
-	if (!r)
-		r = img_compact_relocate(img, progress, arg, &st);
+	if (!r) {
+		sp.span = share;
+		r = img_compact_relocate(img, progress ? span_cb : NULL, &sp, &st);
+	}
+	if (!r && progress)
+		(void)progress(arg, sp.whole, sp.whole);   /* done: nothing to cancel */
 	st.file_size_after = img_file_size(img);
 	if (img->io->ops->usage)
 		img->io->ops->usage(img->io, &st.disk_usage_after);

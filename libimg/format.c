@@ -180,6 +180,24 @@ static uint32_t block_crc(const uint8_t *blk, size_t len)
 
 /* ---- header --------------------------------------------------------- */
 
+/* §3.1: the owner field follows the backing reference (padded to 8), or
+ * the 128 bytes of version 1 in an image without one. */
+static size_t owner_offset(uint64_t incompat, uint32_t backing_len)
+{
+	return incompat & IMG_INCOMPAT_BACKING ? (IMG_BACKING_OFF + backing_len + 7) & ~(size_t)7
+					       : IMG_HEADER_SIZE_V1;
+}
+
+/* header_size for the fields h carries. */
+static uint32_t header_size_of(const struct img_header *h)
+{
+	size_t n = owner_offset(h->incompat, h->backing_len);
+
+	if (h->incompat & IMG_INCOMPAT_OWNER)
+		n += 16;
+	return (uint32_t)n;
+}
+
 void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT])
 {
 	memset(slot, 0, IMG_HEADER_SLOT);
@@ -204,6 +222,8 @@ void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]
 		put_le32(slot + 144, h->backing_len);
 		memcpy(slot + IMG_BACKING_OFF, h->backing_path, h->backing_len);
 	}
+	if (h->incompat & IMG_INCOMPAT_OWNER)
+		memcpy(slot + owner_offset(h->incompat, h->backing_len), h->owner_uuid, 16);
 	put_le32(slot + 16, crc_skip(slot, h->header_size, 16));
 }
 
@@ -217,15 +237,42 @@ void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 	/* A new reference is not the image's own snapshot (§3.1): only the
 	 * snapshot path sets the bit again, after this. */
 	h->compat &= ~IMG_COMPAT_OWN_SNAPSHOT;
-	h->header_size = IMG_HEADER_SIZE_V1;
-	if (!path)
-		return;
-	h->incompat |= IMG_INCOMPAT_BACKING;
-	if (uuid)
-		memcpy(h->backing_uuid, uuid, 16);
-	memcpy(h->backing_path, path, len);
-	h->backing_len = (uint32_t)len;
-	h->header_size = (uint32_t)((IMG_BACKING_OFF + len + 7) & ~7ul);
+	if (path) {
+		h->incompat |= IMG_INCOMPAT_BACKING;
+		if (uuid)
+			memcpy(h->backing_uuid, uuid, 16);
+		memcpy(h->backing_path, path, len);
+		h->backing_len = (uint32_t)len;
+	}
+	/* The owner (who is above this image) does not change with what is
+	 * below it; without room for it, it goes (cleared is safe: §3.1). */
+	if ((h->incompat & IMG_INCOMPAT_OWNER) &&
+	    owner_offset(h->incompat, h->backing_len) + 16 > IMG_HEADER_SLOT) {
+		h->incompat &= ~IMG_INCOMPAT_OWNER;
+		memset(h->owner_uuid, 0, sizeof(h->owner_uuid));
+	}
+	h->header_size = header_size_of(h);
+}
+
+int img_header_set_owner(struct img_header *h, const uint8_t uuid[16])
+{
+	if (uuid && (img_is_zero(uuid, 16) ||
+		     owner_offset(h->incompat, h->backing_len) + 16 > IMG_HEADER_SLOT))
+		return img_is_zero(uuid, 16) ? -EINVAL : -ENOSPC;
+	memset(h->owner_uuid, 0, sizeof(h->owner_uuid));
+	h->incompat &= ~IMG_INCOMPAT_OWNER;
+	if (uuid) {
+		memcpy(h->owner_uuid, uuid, 16);
+		h->incompat |= IMG_INCOMPAT_OWNER;
+	}
+	h->header_size = header_size_of(h);
+	return 0;
+}
+
+int img_header_owned_by(const struct img_header *h, const uint8_t owner[16])
+{
+	return (h->incompat & IMG_INCOMPAT_OWNER) && !img_is_zero(h->owner_uuid, 16) &&
+	       !memcmp(h->owner_uuid, owner, 16);
 }
 
 int img_geom_compute(const struct img_header *h, struct img_geom *g)
@@ -304,6 +351,7 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 		      char *why, size_t whylen)
 {
 	struct img_geom g;
+	size_t used = IMG_HEADER_SIZE_V1;
 
 	if (memcmp(slot, img_header_magic, 8))
 		return fail(why, whylen, "bad magic");
@@ -352,15 +400,26 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 			return fail(why, whylen, "reserved bytes are not zero");
 		if (memchr(slot + IMG_BACKING_OFF, 0, n))
 			return fail(why, whylen, "backing path contains a NUL byte");
-		if (!img_is_zero(slot + IMG_BACKING_OFF + n, IMG_HEADER_SLOT - IMG_BACKING_OFF - n))
-			return fail(why, whylen, "reserved bytes are not zero");
 		memcpy(h->backing_uuid, slot + 128, 16);
 		h->backing_len = n;
 		memcpy(h->backing_path, slot + IMG_BACKING_OFF, n);
 		h->backing_path[n] = 0;
-	} else if (!img_is_zero(slot + IMG_HEADER_SIZE_V1, IMG_HEADER_SLOT - IMG_HEADER_SIZE_V1)) {
-		return fail(why, whylen, "reserved bytes are not zero");
+		used = IMG_BACKING_OFF + n;
 	}
+	if (h->incompat & IMG_INCOMPAT_OWNER) {
+		size_t o = owner_offset(h->incompat, h->backing_len);
+		if (o + 16 > h->header_size)
+			return fail(why, whylen, "owner field runs past the header size %u",
+				    h->header_size);
+		if (!img_is_zero(slot + used, o - used))
+			return fail(why, whylen, "reserved bytes are not zero");
+		if (img_is_zero(slot + o, 16))
+			return fail(why, whylen, "owner field is all zero");
+		memcpy(h->owner_uuid, slot + o, 16);
+		used = o + 16;
+	}
+	if (!img_is_zero(slot + used, IMG_HEADER_SLOT - used))
+		return fail(why, whylen, "reserved bytes are not zero");
 	return img_header_validate(h, &g, why, whylen);
 }
 

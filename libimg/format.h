@@ -42,7 +42,8 @@
 #define IMG_FLAGS_KNOWN       IMG_FLAG_DIRTY
 #define IMG_INCOMPAT_BACKING  0x1ull   /* §3.1: a delta over a backing image */
 #define IMG_INCOMPAT_COMPRESSED 0x2ull /* §4.2: lz4-compressed clusters (state 3) */
-#define IMG_INCOMPAT_KNOWN    (IMG_INCOMPAT_BACKING | IMG_INCOMPAT_COMPRESSED)
+#define IMG_INCOMPAT_OWNER    0x4ull   /* §3.1: owner_uuid, the delta whose own snapshot this is */
+#define IMG_INCOMPAT_KNOWN    (IMG_INCOMPAT_BACKING | IMG_INCOMPAT_COMPRESSED | IMG_INCOMPAT_OWNER)
 #define IMG_RO_COMPAT_TEMPLATE 0x1ull  /* §3.2: a template (shared base): never opened for writing */
 #define IMG_RO_COMPAT_KNOWN   IMG_RO_COMPAT_TEMPLATE
 #define IMG_COMPAT_OWN_SNAPSHOT 0x1ull /* §3.1: the backing image is this image's own snapshot */
@@ -82,14 +83,24 @@ struct img_header {
 	uint8_t backing_uuid[16];
 	uint32_t backing_len;
 	char backing_path[IMG_MAX_BACKING_LEN + 1];   /* NUL-terminated copy */
+	/* §3.1, with IMG_INCOMPAT_OWNER: the uuid of the new top the
+	 * snapshot path made over this image (never all zero) */
+	uint8_t owner_uuid[16];
 };
 
 /* Sets (path != NULL) or clears the backing reference: incompat bit,
  * header_size, fields; clears IMG_COMPAT_OWN_SNAPSHOT (a new reference is
  * not the image's own snapshot).  len must be 1..IMG_MAX_BACKING_LEN (checked by the
- * caller). */
+ * caller).  The owner field (who is above the image) is kept when it still
+ * fits in the slot, else cleared (§3.1: cleared is always safe). */
 void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 			    const char *path, size_t len);
+/* Records (uuid != NULL, not all zero) or clears the owner field (§3.1,
+ * IMG_INCOMPAT_OWNER) and sets header_size.  -ENOSPC (h unchanged) when the
+ * backing path leaves no room for it in the slot. */
+int img_header_set_owner(struct img_header *h, const uint8_t uuid[16]);
+/* 1 when h records owner as the delta whose own snapshot it is. */
+int img_header_owned_by(const struct img_header *h, const uint8_t owner[16]);
 
 /* Derived geometry, computed (and checked) from a header. */
 struct img_geom {

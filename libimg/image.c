@@ -531,22 +531,20 @@ static void describe_holder(pid_t pid, char *buf, size_t len);
  * Returns -EROFS with the message set, or 0. */
 static int target_protected(const char *path, const struct stat *st)
 {
-	struct img *img;
-	int tmpl;
+	struct img_header h;
 
-	if (!(st->st_mode & 0222)) {
+	if (img_mode_protected(st->st_mode)) {
 		img_set_error("%s: read-only (mode %04o): a protected image is not replaced (make "
 			      "it writable first if you mean to replace it)", path,
 			      (unsigned)(st->st_mode & 07777));
 		return -EROFS;
 	}
-	if (img_open(path, IMG_OPEN_NOLOCK | IMG_OPEN_NO_BACKING, &img)) {
+	/* the header in force is enough: no lock, no BAT, no chain */
+	if (img_read_header(path, &h)) {
 		img_clear_error();   /* not an image we can read: nothing to protect */
 		return 0;
 	}
-	tmpl = !!(img->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE);
-	img_close(img);
-	if (!tmpl)
+	if (!(h.ro_compat & IMG_RO_COMPAT_TEMPLATE))
 		return 0;
 	img_set_error("%s: a template (a shared base of clones): not replaced (imgsnap template "
 		      "--clear %s first if you mean to replace it)", path, path);
@@ -866,12 +864,37 @@ static void describe_holder(pid_t pid, char *buf, size_t len)
 		snprintf(buf, len, "process %d", (int)pid);
 }
 
+/* FORMAT.md 3, "Choosing a copy", over the two slots decoded into h[]
+ * (r[]: what img_header_decode returned): the well-formed copy (magic,
+ * size, crc) with the highest seq is in force, also when it comes from a
+ * newer writer (r == -EOPNOTSUPP): then the image is refused, never read
+ * (or overwritten) through the older copy.  0 and *use, or -EMEDIUMTYPE
+ * (no magic), -EUCLEAN (no copy well-formed and valid, or two different
+ * ones with one seq), -EOPNOTSUPP (the newest is from a newer writer). */
+static int choose_header(const uint8_t *slots, const struct img_header h[2], const int r[2],
+			 int *use)
+{
+	int ok0 = !r[0] || r[0] == -EOPNOTSUPP, ok1 = !r[1] || r[1] == -EOPNOTSUPP;
+
+	if (!ok0 && !ok1)
+		return memcmp(slots, img_header_magic, 8) &&
+		       memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8) ? -EMEDIUMTYPE : -EUCLEAN;
+	if (ok0 && ok1 && h[0].seq == h[1].seq) {
+		if (memcmp(slots, slots + IMG_HEADER_SLOT, IMG_HEADER_SLOT))
+			return -EUCLEAN;
+		*use = 0;
+	} else {
+		*use = !ok0 || (ok1 && h[1].seq > h[0].seq);
+	}
+	return r[*use] ? -EOPNOTSUPP : 0;
+}
+
 static int read_headers(struct img *img)
 {
 	uint8_t *slots = malloc(2 * IMG_HEADER_SLOT);
 	struct img_header h[2];
 	char why[2][160];
-	int r[2], use, ret = 0;
+	int r[2], use = 0, ret = 0;
 
 	if (!slots)
 		return -ENOMEM;
@@ -882,45 +905,70 @@ static int read_headers(struct img *img)
 	}
 	for (int i = 0; i < 2; i++)
 		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
-	/* FORMAT.md 3, "Choosing a copy": the well-formed copy (magic, size,
-	 * crc) with the highest seq is in force, also when it comes from a
-	 * newer writer (r == -EOPNOTSUPP): then the image is refused, never
-	 * read (or overwritten) through the older copy. */
-	{
-		int ok0 = !r[0] || r[0] == -EOPNOTSUPP, ok1 = !r[1] || r[1] == -EOPNOTSUPP;
-		if (!ok0 && !ok1) {
-			if (memcmp(slots, img_header_magic, 8) && memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8))
-				ret = img_fail(img, -EMEDIUMTYPE, "not a libimg image");
-			else
-				ret = img_fail(img, -EUCLEAN, "no valid header (A: %s; B: %s)", why[0], why[1]);
-			free(slots);
-			return ret;
-		}
-		if (ok0 && ok1 && h[0].seq == h[1].seq) {
-			if (memcmp(slots, slots + IMG_HEADER_SLOT, IMG_HEADER_SLOT)) {
-				free(slots);
-				return img_fail(img, -EUCLEAN, "headers A and B differ with the same sequence number");
-			}
-			use = 0;
-		} else {
-			use = !ok0 || (ok1 && h[1].seq > h[0].seq);
-		}
-		if (r[use]) {
-			ret = img_fail(img, -EOPNOTSUPP, "header %c (sequence number %llu, the newest): %s",
-				       use ? 'B' : 'A', (unsigned long long)h[use].seq, why[use]);
-			free(slots);
-			return ret;
-		}
-		if (r[1 - use])
-			img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
-					"header %c is invalid (%s); header %c is in use",
-					use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
-	}
+	ret = choose_header(slots, h, r, &use);
 	free(slots);
+	if (ret == -EMEDIUMTYPE)
+		return img_fail(img, ret, "not a libimg image");
+	if (ret == -EUCLEAN && (r[0] && r[0] != -EOPNOTSUPP) && (r[1] && r[1] != -EOPNOTSUPP))
+		return img_fail(img, ret, "no valid header (A: %s; B: %s)", why[0], why[1]);
+	if (ret == -EUCLEAN)
+		return img_fail(img, ret, "headers A and B differ with the same sequence number");
+	if (ret)
+		return img_fail(img, ret, "header %c (sequence number %llu, the newest): %s",
+				use ? 'B' : 'A', (unsigned long long)h[use].seq, why[use]);
+	if (r[1 - use])
+		img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
+				"header %c is invalid (%s); header %c is in use",
+				use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
 	img->hdr = h[use];
 	img->hdr_slot = use;
 	img_geom_compute(&img->hdr, &img->g);
 	return 0;
+}
+
+int img_read_header(const char *path, struct img_header *out)
+{
+	uint8_t *slots = malloc(2 * IMG_HEADER_SLOT);
+	struct img_header h[2];
+	struct img_io *io = NULL;
+	char why[2][160];
+	int r[2], use = 0, ret;
+
+	if (!slots)
+		return -ENOMEM;
+	if ((ret = img_vfs->open(path, IMG_IO_RDONLY, &io))) {
+		img_set_error("%s: %s", path, img_strerror(ret));
+		goto out;
+	}
+	ret = io->ops->pread(io, slots, 2 * IMG_HEADER_SLOT, 0);
+	io->ops->close(io);
+	if (ret) {
+		img_set_error("%s: reading the header: %s", path, img_strerror(ret));
+		goto out;
+	}
+	for (int i = 0; i < 2; i++)
+		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
+	if ((ret = choose_header(slots, h, r, &use)))
+		img_set_error("%s: %s", path, ret == -EMEDIUMTYPE ? "not a libimg image" :
+			      ret == -EOPNOTSUPP ? why[use] : "no valid header");
+	else
+		*out = h[use];
+out:
+	free(slots);
+	return ret;
+}
+
+int img_mode_protected(mode_t mode)
+{
+	return !(mode & 0222);
+}
+
+IMG_API int img_file_readonly(const char *path)
+{
+	struct stat st;
+	int r = img_vfs->stat(path, &st);
+
+	return r ? r : img_mode_protected(st.st_mode);
 }
 
 /* Compressed entry of virtual cluster a sorts before b's: by first

@@ -150,6 +150,17 @@ pid_t img_lock_holder_from_proc(int fd);
 
 /* image.c */
 int img_header_commit(struct img *img, struct img_header *nh); /* commit_lock held */
+/* The header in force of the image at path (FORMAT.md 3, "Choosing a
+ * copy"), read through img_vfs without opening the image (no lock, no BAT,
+ * no chain): 0, or -errno with the message set (-EMEDIUMTYPE not an
+ * image, -EUCLEAN no valid copy, -EOPNOTSUPP from a newer writer). */
+int img_read_header(const char *path, struct img_header *h);
+/* FORMAT.md 3.2: a file whose mode has no write bit is protected (a
+ * snapshot, a base made read-only): no tool opens it for writing or
+ * replaces it, root included, and a merge writes it only when it is the
+ * delta's own snapshot.  The one rule, for every caller (the tools through
+ * img_file_readonly). */
+int img_mode_protected(mode_t mode);
 int img_reclaim_free(struct img *img);    /* punch free clusters below EOF */
 uint64_t img_file_size(struct img *img);
 /* Make [off, off+len) of the host file read as zeros: punch, or write zeros

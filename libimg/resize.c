@@ -14,6 +14,9 @@
  *    new last cluster, commits, and only then writes the smaller size; the
  *    host file's tail is then compacted and truncated (compact.c).
  * map_lock is held exclusive throughout, so I/O waits while it runs.
+ * Progress (img_resize_progress): a growth's relocation and a shrink's
+ * packing report; a cancel during the relocation commits what moved (each
+ * move is complete on its own) and leaves the size as it was.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -127,13 +130,14 @@ static int zero_old_tail(struct img *img, uint64_t old_size)
 	return 0;
 }
 
-static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
+static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
+		    img_progress_fn progress, void *arg)
 {
 	uint64_t cs = img->g.cluster_size, per_cluster = cs / IMG_BLOCK_SIZE * IMG_ENTRIES_PER_BLOCK;
 	uint64_t new_bc = (new_vc + per_cluster - 1) / per_cluster;
 	uint64_t old_end = img->g.data_cluster0, new_end = (img->hdr.bat_offset >> img->g.cluster_bits) + new_bc;
 	void *buf;
-	int r = 0;
+	int r = 0, cancelled = 0;
 
 	if (new_bc * cs > IMG_MAX_BAT_BYTES)
 		return img_fail(img, -EINVAL, "new size needs a BAT larger than 2 GiB");
@@ -143,6 +147,10 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 	 *    copies before the new mappings and frees the old clusters). */
 	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
 		uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e);
+		if (progress && v % 256 == 0 && progress(arg, v, img->g.vclusters)) {
+			cancelled = 1;   /* what moved is committed below */
+			break;
+		}
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && h >= old_end && h < new_end)
 			r = img_relocate(img, v, new_end, 0, buf);
 		else if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= old_end &&
@@ -152,6 +160,8 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc)
 	free(buf);
 	if (!r)
 		r = journal_commit(img);
+	if (!r && cancelled)
+		r = img_fail(img, -ECANCELED, "growth cancelled (the size is unchanged)");
 	if (r)
 		return r;
 	/* 2. The new BAT clusters: reserved, zeroed, durable.  Nothing may map
@@ -213,6 +223,12 @@ static int hide_backing(struct img *img, uint64_t old_size, uint64_t new_size)
 
 IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 {
+	return img_resize_progress(img, new_size, flags, NULL, NULL);
+}
+
+IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned flags,
+				img_progress_fn progress, void *progress_arg)
+{
 	uint64_t old_size, cs, new_vc, old_vc;
 	int r, shrunk = 0;
 
@@ -248,7 +264,7 @@ IMG_API int img_resize(struct img *img, uint64_t new_size, unsigned flags)
 			 * size must be empty. */
 			r = load_new_entries(img, img->g.bat_capacity);
 			if (!r)
-				r = grow_bat(img, new_size, new_vc);
+				r = grow_bat(img, new_size, new_vc, progress, progress_arg);
 		}
 		else if (!(r = load_new_entries(img, new_vc)))
 			r = set_size_header(img, new_size, img->hdr.bat_clusters);
@@ -314,6 +330,6 @@ out:
 	pthread_rwlock_unlock(&img->map_lock);
 	/* Give the host file's tail back. */
 	if (shrunk)
-		r = img_compact_relocate(img, NULL, NULL, NULL);
+		r = img_compact_relocate(img, progress, progress_arg, NULL);
 	return r;
 }

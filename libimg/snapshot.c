@@ -12,7 +12,10 @@
  * complete, clean image, and every image a header references exists.  The
  * image is flushed, gets a second name (link, directory synced), the new
  * top is created over it under a temporary name (synced, directory
- * synced), the image is closed clean, then one rename puts the new top
+ * synced), the image records the new top's uuid as its owner (a header
+ * written A/B and synced: a crash leaves the old header or the new one,
+ * and an owner naming a temporary file that the next snapshot replaces
+ * names no image), the image is closed clean, then one rename puts the new top
  * under the name (directory synced).  Before the rename the name is the
  * old image; after it the new top over the old image, whose contents are
  * the same.  A crash leaves at most the extra link (a rerun with that name
@@ -29,12 +32,24 @@
  *
  * Invariant (bases are protected, FORMAT.md 3.1, 3.2): an operation on a
  * delta never writes its backing image unless that image is the delta's
- * own snapshot (IMG_COMPAT_OWN_SNAPSHOT on the delta, set only by the
+ * own snapshot or the caller named the base explicitly (img_merge_into).
+ * Own snapshot: the delta has IMG_COMPAT_OWN_SNAPSHOT (set only by the
  * snapshot path on its new top and cleared by every other change of the
- * reference) or the caller named the base explicitly (img_merge_into).
+ * reference) AND the backing image's header records the delta's uuid as
+ * its owner (IMG_INCOMPAT_OWNER, owner_uuid): the delta is untrusted
+ * input, its bit alone proves nothing.  The owner field is written only by
+ * the snapshot path (the new top's uuid, A/B header write before the
+ * switch) and is always either that uuid or cleared: a rebase or flatten
+ * of the snapshot keeps it (what lies above does not change), a merge of
+ * the owner keeps it in the merged image (the owner's file is gone), a
+ * named merge into another delta's snapshot and a template mark clear it,
+ * a new image (create, convert) has none.  A base without the field (a
+ * snapshot from before it existed) is not an own snapshot: named only.
  * A base that is a template (IMG_RO_COMPAT_TEMPLATE) is never written;
  * one whose file mode has no write bit only when it is the delta's own
- * snapshot (the snapshot path made it read-only itself).  Merge and
+ * snapshot (the snapshot path made it read-only itself).  A delta whose
+ * file mode has no write bit (a snapshot, with a top over it that recorded
+ * its uuid) is not merged: its name would get the base.  Merge and
  * snapshot check all of this, and that the chain they leave can be
  * opened again (every file present, right uuid, lockable), before they
  * change anything: a refusal changes no byte, name or mode.  Merge gives
@@ -223,13 +238,6 @@ static int usable(struct img *img, int rw)
 	return 0;
 }
 
-/* A file whose mode has no write bit: protected from writing (root
- * included) unless it is the image's own snapshot. */
-static int mode_readonly(const struct stat *st)
-{
-	return !(st->st_mode & 0222);
-}
-
 /* The directory can take a new name (posix only: the crash test's memfs
  * has no permissions). */
 static int dir_writable(struct img *img, const char *dir)
@@ -315,6 +323,28 @@ static int space_for_top(struct img *img, const char *dir)
 	return 0;
 }
 
+/* The image about to become a snapshot records the new top at path as its
+ * owner (FORMAT.md 3.1): a header written A/B like any other.  A backing
+ * path too long to leave room for the field: not recorded (a merge then
+ * wants the snapshot named, the safe side). */
+static int record_owner(struct img *img, const char *path)
+{
+	struct img_header th, nh;
+	int r;
+
+	if ((r = img_read_header(path, &th)))
+		return r;
+	pthread_mutex_lock(&img->commit_lock);
+	nh = img->hdr;
+	r = img_header_set_owner(&nh, th.uuid);
+	if (r == -ENOSPC)
+		r = 0;
+	else if (!r)
+		r = img_header_commit(img, &nh);
+	pthread_mutex_unlock(&img->commit_lock);
+	return r;
+}
+
 static int snapshot_check(struct img *img, const char *name, unsigned flags, int rw)
 {
 	const char *path, *base;
@@ -338,7 +368,7 @@ static int snapshot_check(struct img *img, const char *name, unsigned flags, int
 		return img_fail(img, r, "stat");
 	if (!S_ISREG(st.st_mode))
 		return img_fail(img, -EINVAL, "not a regular file");
-	if (mode_readonly(&st))
+	if (img_mode_protected(st.st_mode))
 		return img_fail(img, -EROFS, "is read-only (mode %04o): a snapshot would put a new "
 				"image under its name: refused", (unsigned)(st.st_mode & 07777));
 	if (name) {
@@ -368,6 +398,8 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
  *   1. flush; a second name (link) for the image: the snapshot; dir synced.
  *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over_ext:
  *      OWN_SNAPSHOT set; synced, renamed into that name, dir synced).
+ *   2b. the image records the new top's uuid as its owner (record_owner:
+ *      header A/B, synced; FORMAT.md 3.1).
  *   3. the image is closed (clean): the snapshot is never dirty.
  *   4. rename .NAME.snapnew over path; dir synced: the switch.
  *   5. path opened again: the new top (if it does not open, the snapshot
@@ -424,6 +456,9 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	o.backing_file = strrchr(snap, '/') + 1;
 	/* The new top's backing is its own snapshot: merge may consume it. */
 	if ((r = img_create_over_ext(tmp, &o, img, st.st_mode & 07777, IMG_COMPAT_OWN_SNAPSHOT)))
+		goto out;
+	/* 2b. */
+	if ((r = record_owner(img, tmp)))
 		goto out;
 	/* 3. */
 	r = img_close(img);
@@ -587,9 +622,17 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		       struct stat *bst)
 {
 	struct img *b = NULL;
+	struct img_header bh;
 	struct stat nst;
-	int r, own = !!(top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT);
+	int r, own;
 
+	/* the top's name gets the base: a protected top (a snapshot, with
+	 * an image over it that recorded its uuid) is not replaced */
+	if (img_vfs->stat(top->name, &nst) == 0 && img_mode_protected(nst.st_mode))
+		return img_fail(top, -EROFS, "is read-only (mode %04o): a merge would put its base "
+				"under its name, and an image over it (a snapshot's top) would lose "
+				"it: refused (merge the image at the top of the chain)",
+				(unsigned)(nst.st_mode & 07777));
 	if ((r = img_vfs->stat(bpath, bst)))
 		return img_fail(top, r, "backing file %s", bpath);
 	if (!S_ISREG(bst->st_mode))
@@ -600,19 +643,42 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		return img_fail(top, -EINVAL, "backing file %s is a symbolic link: a merge would "
 				"put the link, not the image, under the image's name (refused; "
 				"point the image at the file itself with imgsnap rebase -u)", bpath);
+	/* Its own snapshot: the top says so (OWN_SNAPSHOT) and the base
+	 * records the top as its owner (FORMAT.md 3.1); the top alone is
+	 * untrusted, a bit anyone can set. */
+	if ((r = img_read_header(bpath, &bh))) {
+		char m[512];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
+		return r;
+	}
+	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) && img_header_owned_by(&bh, top->hdr.uuid);
 	if (named) {
 		if ((r = img_vfs->stat(named, &nst)))
 			return img_fail(top, r, "the base named, %s", named);
 		if (nst.st_dev != bst->st_dev || nst.st_ino != bst->st_ino)
 			return img_fail(top, -EINVAL, "the base named, %s, is not its backing file "
 					"(%s): refused", named, bpath);
-	} else if (!own) {
+	} else if (!own && !(top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT)) {
 		return img_fail(top, -EPERM, "its backing file %s is a base it was made over, not "
 				"its own snapshot: merging would change it under every other image "
 				"made over it (refused; flatten the image instead, or name the base "
 				"to merge into it)", bpath);
+	} else if (!own && !(bh.incompat & IMG_INCOMPAT_OWNER)) {
+		return img_fail(top, -EPERM, "its backing file %s records no owner, so it is not "
+				"known to be this image's own snapshot (a snapshot taken before "
+				"libimg recorded owners, or a base the image was made over with its "
+				"mark set by hand): not its own snapshot, refused.  If it is this "
+				"image's own snapshot and no other image uses it, name it to merge "
+				"into it%s", bpath, img_mode_protected(bst->st_mode) ?
+				" (make it writable first: it is read-only)" : "");
+	} else if (!own) {
+		return img_fail(top, -EPERM, "its backing file %s is the own snapshot of another "
+				"image (the owner it records is not this image): not its own "
+				"snapshot, refused (flatten the image instead, or name the base to "
+				"merge into it)", bpath);
 	}
-	if (!own && mode_readonly(bst))
+	if (!own && img_mode_protected(bst->st_mode))
 		return img_fail(top, -EROFS, "backing file %s is read-only (mode %04o): not written "
 				"(make it writable first if you mean to change it)", bpath,
 				(unsigned)(bst->st_mode & 07777));
@@ -628,7 +694,10 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
 			     "over (its uuid differs): refused", top->hdr.backing_path);
 		img_set_chain_error(r);   /* the chain, not the image */
-	} else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
+	} else if (own && !img_header_owned_by(&b->hdr, top->hdr.uuid))
+		r = img_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
+			     bpath);
+	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
 		r = img_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
 			     "written (refused)", bpath);
 	else if (b->corrupt)
@@ -662,7 +731,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	char *path = NULL, *dir = NULL, *bpath = NULL;
 	struct stat st, bst;
 	unsigned of, bof;
-	int r, moded = 0;
+	int r, moded = 0, own;
 
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
@@ -713,9 +782,28 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 		img_set_chain_error(r);   /* the chain, not the image */
 		goto fail_top;
 	}
+	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) &&
+	      img_header_owned_by(&base->hdr, top->hdr.uuid);
+	if (!named && !own) {
+		r = img_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
+			     bpath);
+		goto fail_top;
+	}
 	if (base->corrupt) {
 		r = img_fail(base, -EUCLEAN, "image is corrupt: repair it first");
 		goto fail_top;
+	}
+	/* A named base that is another delta's own snapshot stops being
+	 * one (FORMAT.md 3.1: the owner field true or cleared). */
+	if (!own && (base->hdr.incompat & IMG_INCOMPAT_OWNER)) {
+		struct img_header nh;
+		pthread_mutex_lock(&base->commit_lock);
+		nh = base->hdr;
+		img_header_set_owner(&nh, NULL);
+		r = img_header_commit(base, &nh);
+		pthread_mutex_unlock(&base->commit_lock);
+		if (r)
+			goto fail_top;
 	}
 	/* 2. */
 	if ((r = copy_down(top, base, progress, arg)))
@@ -833,7 +921,7 @@ IMG_API int img_set_template(const char *path, int on)
 		img_set_error("%s: %s", path, img_strerror(r));
 		return r;
 	}
-	if (mode_readonly(&st)) {
+	if (img_mode_protected(st.st_mode)) {
 		img_set_error("%s: is read-only (mode %04o): not written (make it writable to "
 			      "change the mark, then read-only again if you like)", path,
 			      (unsigned)(st.st_mode & 07777));
@@ -854,7 +942,12 @@ IMG_API int img_set_template(const char *path, int on)
 		nh.ro_compat |= IMG_RO_COMPAT_TEMPLATE;
 	else
 		nh.ro_compat &= ~IMG_RO_COMPAT_TEMPLATE;
-	r = nh.ro_compat == img->hdr.ro_compat ? 0 : img_header_commit(img, &nh);
+	/* A template is shared by its clones: nobody's own snapshot any
+	 * more (FORMAT.md 3.1), also after the mark is cleared. */
+	if (on)
+		img_header_set_owner(&nh, NULL);
+	r = nh.ro_compat == img->hdr.ro_compat && nh.incompat == img->hdr.incompat ? 0 :
+	    img_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 out:
 	r2 = img_close(img);

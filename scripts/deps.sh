@@ -19,6 +19,8 @@ REQS=(
   "btrfs-progs:mkfs.btrfs"
   "bats:bats"
   "jq:jq"
+  "bash-completion:file:/usr/share/bash-completion/bash_completion"
+  "python3-jsonschema:file:/usr/lib/python3/dist-packages/jsonschema/__init__.py"   # tests: JSON output validated against tools/schema
   "clang:clang"
   "libclang-rt-14-dev:file:/usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a"
   "util-linux:losetup"

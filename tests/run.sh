@@ -12,6 +12,11 @@ suites=("$@")
 
 pass=0; fail=0; skip=0; failed=()
 log_dir=$BUILD/test-logs; mkdir -p "$log_dir"
+# Every JSON document a tool prints in the cli and online suites is logged
+# here (LIBIMG_TEST_JSON_LOG, tools/common.c) and validated at the end
+# against tools/schema/TOOL.json: one more test, "json/schemas".
+run_tmp=$(mktemp -d); trap 'rm -rf "$run_tmp"' EXIT
+json_log=$run_tmp/json.log; json_logged=0
 
 run_prog() { # name, command...
   local name=$1; shift
@@ -95,11 +100,23 @@ for s in "${suites[@]}"; do
         TSAN_OPTIONS=halt_on_error=1 run_prog "tsan/threads" build-tsan/threads
       fi ;;
     install) run_prog "install/pkg-config" scripts/test-install.sh ;;
-    cli)    run_bats tests/cli ;;
-    online) run_bats tests/online ;;
+    cli|online)
+      LIBIMG_TEST_JSON_LOG=$json_log; export LIBIMG_TEST_JSON_LOG
+      run_bats tests/$s
+      unset LIBIMG_TEST_JSON_LOG; json_logged=1 ;;
     *) echo "unknown suite: $s" >&2; exit 2 ;;
   esac
 done
+
+if [ "$json_logged" = 1 ]; then
+  echo "== json"
+  if [ -s "$json_log" ]; then
+    run_prog "json/schemas" python3 tests/helpers/json_check.py "$json_log" tools/schema
+    cp "$json_log" "$log_dir/json_documents.log"   # what was checked
+  else
+    skip=$((skip+1)); printf '  SKIP  json/schemas (no tool printed JSON)\n'
+  fi
+fi
 
 if [ ${#failed[@]} -gt 0 ]; then
   echo "failed:"; printf '  %s\n' "${failed[@]}"

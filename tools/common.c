@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Shared by the command-line tools; see common.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -30,7 +31,7 @@ static struct {
 	pid_t holder;
 	char file[1024];
 	char msg[2048];
-} last;
+} last_err;
 /* The file the tool works on: the last one opened or named in an error. */
 static char cur_file[1024];
 static int have_cur_file;
@@ -393,19 +394,19 @@ static void set_cur_file(const char *file)
  * fails after a write ran out of space): the first one is kept. */
 static void record_error(const char *file, int has_file, int err, const char *msg)
 {
-	if (!strncmp(msg, "warning: ", 9) || last.set)
+	if (!strncmp(msg, "warning: ", 9) || last_err.set)
 		return;
-	last.set = 1;
-	last.err = err;
-	last.holder = err == -EBUSY ? img_last_holder() : 0;
-	last.has_file = has_file && file;
-	snprintf(last.file, sizeof(last.file), "%s", last.has_file ? file : "");
-	snprintf(last.msg, sizeof(last.msg), "%s", msg);
+	last_err.set = 1;
+	last_err.err = err;
+	last_err.holder = err == -EBUSY ? img_last_holder() : 0;
+	last_err.has_file = has_file && file;
+	snprintf(last_err.file, sizeof(last_err.file), "%s", last_err.has_file ? file : "");
+	snprintf(last_err.msg, sizeof(last_err.msg), "%s", msg);
 }
 
 void error_forget(void)
 {
-	last.set = 0;
+	last_err.set = 0;
 }
 
 static void print_error_line(const char *msg)
@@ -573,8 +574,7 @@ static const char *errno_name(int e)
  * to $LIBIMG_TEST_JSON_LOG as one line "TOOL<tab>JSON". */
 static void print_error_object(int status)
 {
-	const char *log = getenv("LIBIMG_TEST_JSON_LOG");
-	int e = last.set ? -last.err : 0;
+	int e = last_err.set ? -last_err.err : 0;
 	char *doc = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&doc, &len);
@@ -591,14 +591,14 @@ static void print_error_object(int status)
 	else
 		fputs("null", f);
 	fputs(",\"message\":", f);
-	json_escape(f, last.set ? last.msg : "failed");
+	json_escape(f, last_err.set ? last_err.msg : "failed");
 	fputs(",\"file\":", f);
-	if (last.set && last.has_file)
-		json_escape(f, last.file);
+	if (last_err.set && last_err.has_file)
+		json_escape(f, last_err.file);
 	else
 		fputs("null", f);
-	if (last.set && last.holder > 0)
-		fprintf(f, ",\"holder_pid\":%d}}", (int)last.holder);
+	if (last_err.set && last_err.holder > 0)
+		fprintf(f, ",\"holder_pid\":%d}}", (int)last_err.holder);
 	else
 		fputs(",\"holder_pid\":null}}", f);
 	if (fclose(f) || !doc) {
@@ -607,24 +607,14 @@ static void print_error_object(int status)
 	}
 	printf("%s\n", doc);
 	fflush(stdout);
-	if (log && *log) {
-		int fd = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-		if (fd >= 0) {
-			char *line = NULL;
-			int n = asprintf(&line, "%s\t%s\n", progname, doc);
-			if (n > 0 && write(fd, line, (size_t)n) != n)
-				errmsg("warning: %s: cannot append the JSON error object", log);
-			free(line);
-			close(fd);
-		}
-	}
+	json_test_log(doc, len);
 	free(doc);
 }
 
 int tool_exit(int status)
 {
-	if (status == EXIT_ERROR && tool_exit_refine && last.set)
-		status = exit_status(last.err);
+	if (status == EXIT_ERROR && tool_exit_refine && last_err.set)
+		status = exit_status(last_err.err);
 	if (json && status != EXIT_OK && !json_doc_printed)
 		print_error_object(status);
 	return status;
@@ -729,7 +719,8 @@ static int refuse_protected(const char *path, unsigned flags)
 	struct stat st;
 	char e[TEXT_ESCAPE_LEN(1024)];
 
-	if (!(flags & IMG_OPEN_RDWR) || stat(path, &st) || (st.st_mode & 0222))
+	/* the library's rule (img_file_readonly); the mode for the message */
+	if (!(flags & IMG_OPEN_RDWR) || img_file_readonly(path) != 1 || stat(path, &st))
 		return 0;
 	errmsg("%s: read-only (mode %04o): a protected image is not opened for writing (make "
 	       "it writable first if you mean to change it)", text_escape(path, e, sizeof(e)),
@@ -975,7 +966,10 @@ static void json_item(struct json_out *j, const char *key)
 void json_start(struct json_out *j, FILE *f)
 {
 	memset(j, 0, sizeof(*j));
-	j->f = f;
+	j->out = f;
+	j->f = open_memstream(&j->buf, &j->len);
+	if (!j->f)      /* no memory: straight out, as it is built */
+		j->f = f;
 }
 
 static void json_open(struct json_out *j, const char *key, char c)
@@ -1004,6 +998,12 @@ static void json_close(struct json_out *j, char c)
 void json_object_begin(struct json_out *j, const char *key)
 {
 	json_open(j, key, '{');
+}
+
+void json_doc_begin(struct json_out *j)
+{
+	json_object_begin(j, NULL);
+	json_u64(j, "schema", JSON_SCHEMA_VERSION);
 }
 
 void json_object_end(struct json_out *j)
@@ -1048,11 +1048,67 @@ void json_null(struct json_out *j, const char *key)
 	fputs("null", j->f);
 }
 
+void json_test_log(const char *doc, size_t len)
+{
+	const char *path = getenv("LIBIMG_TEST_JSON_LOG");
+	size_t pl, n = 0;
+	char *line;
+	int fd;
+
+	if (!path || !*path)
+		return;
+	pl = strlen(progname);
+	if (!(line = malloc(pl + len + 2)))
+		return;
+	memcpy(line, progname, pl);
+	n = pl;
+	line[n++] = '\t';
+	/* strings hold no raw line breaks (json_escape): only the layout has */
+	for (size_t i = 0; i < len; i++) {
+		if (doc[i] == '\n') {
+			while (i + 1 < len && doc[i + 1] == ' ')
+				i++;
+			continue;
+		}
+		line[n++] = doc[i];
+	}
+	line[n++] = '\n';
+	/* one write of the whole line: tools running at once do not mix */
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		if (write(fd, line, n) < 0) {
+			/* a test tap: nothing to do about it here */
+		}
+		close(fd);
+	}
+	free(line);
+}
+
 void json_finish(struct json_out *j)
 {
 	json_doc_printed = 1;
 	fputc('\n', j->f);
-	fflush(j->f);
+	if (j->f == j->out) {
+		fflush(j->f);
+		return;
+	}
+	fclose(j->f);
+	j->f = NULL;
+	fwrite(j->buf, 1, j->len, j->out);
+	fflush(j->out);
+	if (j->out == stdout)
+		json_test_log(j->buf, j->len);
+	free(j->buf);
+	j->buf = NULL;
+}
+
+void json_discard(struct json_out *j)
+{
+	if (j->f && j->f != j->out)
+		fclose(j->f);
+	j->f = NULL;
+	free(j->buf);
+	j->buf = NULL;
 }
 
 /* ---- progress --------------------------------------------------------- */
@@ -1060,43 +1116,110 @@ void json_finish(struct json_out *j)
 void progress_init(struct progress *p, int want)
 {
 	memset(p, 0, sizeof(*p));
-	p->enabled = want && isatty(STDERR_FILENO);
-	p->last_permille = ~0u;
+	p->enabled = want != 0;
+	p->tty = p->enabled && isatty(STDERR_FILENO);
+	p->last = PROGRESS_NONE;
+	p->lo = 0;
+	p->hi = 10000;
+}
+
+unsigned progress_value(unsigned lo, unsigned hi, uint64_t done, uint64_t total)
+{
+	if (hi < lo)
+		hi = lo;
+	if (total == 0 || done >= total)
+		return hi;
+	return lo + (unsigned)((unsigned __int128)done * (hi - lo) / total);
+}
+
+int progress_pipe_due(unsigned last, unsigned value)
+{
+	if (last == PROGRESS_NONE)
+		return 1;
+	if (value <= last)
+		return 0;
+	return value / 100 > last / 100;
+}
+
+int progress_line(char *buf, size_t len, unsigned value)
+{
+	return snprintf(buf, len, "    (%u.%02u/100%%)\n", value / 100, value % 100);
+}
+
+/* Shows value (hundredths): monotone, see common.h. */
+static void progress_show(struct progress *p, unsigned value)
+{
+	enum { WIDTH = 40 };
+	char line[64];
+
+	if (value > 10000)
+		value = 10000;
+	if (p->last != PROGRESS_NONE && value < p->last)
+		value = p->last;
+	if (!p->tty) {
+		if (!progress_pipe_due(p->last, value))
+			return;
+		p->last = value;
+		progress_line(line, sizeof(line), value);
+		fputs(line, stderr);
+		fflush(stderr);
+		return;
+	}
+	/* a terminal: redrawn when the tenth of a percent changes */
+	if (p->shown && p->last != PROGRESS_NONE && value / 10 == p->last / 10)
+		return;
+	p->last = value;
+	{
+		char bar[WIDTH + 1];
+		int fill = (int)(value * WIDTH / 10000);
+		memset(bar, '#', (size_t)fill);
+		memset(bar + fill, ' ', (size_t)(WIDTH - fill));
+		bar[WIDTH] = 0;
+		fprintf(stderr, "\r    [%s] %5.1f%%", bar, value / 100.0);
+	}
+	fflush(stderr);
+	p->shown = 1;
 }
 
 void progress_update(struct progress *p, uint64_t done, uint64_t total)
 {
-	enum { WIDTH = 40 };
-	char bar[WIDTH + 1];
-	unsigned pm;
-	int fill;
-
 	if (!p->enabled)
 		return;
-	if (total == 0 || done >= total)
-		pm = 1000;
-	else
-		pm = (unsigned)((unsigned __int128)done * 1000 / total);
-	if (pm == p->last_permille)
+	progress_show(p, progress_value(p->lo, p->hi, done, total));
+}
+
+void progress_phase(struct progress *p, unsigned lo_pct, unsigned hi_pct, const char *step)
+{
+	if (!p->enabled)
 		return;
-	p->last_permille = pm;
-	fill = (int)(pm * WIDTH / 1000);
-	memset(bar, '#', (size_t)fill);
-	memset(bar + fill, ' ', (size_t)(WIDTH - fill));
-	bar[WIDTH] = 0;
-	fprintf(stderr, "\r    [%s] %5.1f%%", bar, pm / 10.0);
-	fflush(stderr);
-	p->shown = 1;
+	if (p->last != PROGRESS_NONE)
+		progress_show(p, p->hi);   /* the phase before is done */
+	p->lo = lo_pct > 100 ? 10000 : lo_pct * 100;
+	p->hi = hi_pct > 100 ? 10000 : hi_pct * 100;
+	if (p->hi < p->lo)
+		p->hi = p->lo;
+	if (step) {
+		if (p->shown)
+			fputc('\n', stderr);
+		p->shown = 0;
+		fprintf(stderr, "    %s...\n", step);
+		fflush(stderr);
+	}
+	progress_show(p, p->lo);
 }
 
 void progress_finish(struct progress *p, int ok)
 {
 	if (!p->enabled)
 		return;
-	if (ok)
-		progress_update(p, 1, 1);
+	if (ok && p->last != 10000) {
+		if (p->tty)
+			p->shown = 1;   /* draw 100% even on a fresh line */
+		progress_show(p, 10000);
+	}
 	if (p->shown)
 		fputc('\n', stderr);
+	fflush(stderr);
 	p->shown = 0;
 }
 

@@ -237,15 +237,28 @@ void backing_dirs_free(struct backing_dirs *d);
 
 /* ---- JSON, printed by hand -------------------------------------------- */
 
+/* The version of the JSON documents the tools print on stdout: the value
+ * of the "schema" key every top-level object starts with (bumped when a
+ * key changes meaning or disappears; tools/schema/TOOL.json describe it). */
+#define JSON_SCHEMA_VERSION 1
+
 struct json_out {
-	FILE *f;
+	FILE *f;             /* where the items go: a memory buffer, or out */
+	FILE *out;           /* where json_finish prints the document */
+	char *buf;           /* the memory buffer (open_memstream) */
+	size_t len;
 	int depth;
 	unsigned char has_items[16];   /* per nesting level */
 };
 
+/* The document is built in memory and printed whole by json_finish: a tool
+ * that fails half way prints no half document (json_discard drops it). */
 void json_start(struct json_out *j, FILE *f);
 /* key is NULL inside arrays and for the top level value. */
 void json_object_begin(struct json_out *j, const char *key);
+/* A top-level object (or one in a top-level array): opens it and writes
+ * its first key, "schema": JSON_SCHEMA_VERSION. */
+void json_doc_begin(struct json_out *j);
 void json_object_end(struct json_out *j);
 void json_array_begin(struct json_out *j, const char *key);
 void json_array_end(struct json_out *j);
@@ -253,26 +266,61 @@ void json_string(struct json_out *j, const char *key, const char *val); /* NULL:
 void json_u64(struct json_out *j, const char *key, uint64_t v);
 void json_bool(struct json_out *j, const char *key, int v);
 void json_null(struct json_out *j, const char *key);
-/* Ends the document with a newline. */
+/* Ends the document with a newline and prints it.  When it goes to stdout
+ * and the environment variable LIBIMG_TEST_JSON_LOG names a file, the
+ * document is also appended to that file as one line, "PROG\tDOCUMENT"
+ * (the tests validate every such line against tools/schema/PROG.json). */
 void json_finish(struct json_out *j);
+/* Drops a document json_finish will not print. */
+void json_discard(struct json_out *j);
+/* Appends "PROG\t" and the JSON text doc (its line breaks and indentation
+ * removed) to the file LIBIMG_TEST_JSON_LOG names, if any. */
+void json_test_log(const char *doc, size_t len);
 /* Writes s as a JSON string literal (quotes included). */
 void json_escape(FILE *f, const char *s);
 
 /* ---- progress --------------------------------------------------------- */
 
+/*
+ * -p/--progress, always on standard error (standard output stays clean for
+ * JSON).  On a terminal one line is redrawn (a bar).  Elsewhere (a pipe, a
+ * file) lines as qemu-img -p prints them, "    (12.00/100%)": the first at
+ * 0, then at most one per whole percent, never a smaller value than the
+ * last, and "    (100.00/100%)" when the operation succeeded.  An operation
+ * of several steps gives each a share of the whole (progress_phase); a
+ * step whose work is not measured (an external program) prints its name,
+ * "    resizing the ext4 filesystem (resize2fs)...", and reaches its share's
+ * end when the next phase starts.
+ */
 struct progress {
-	int enabled;         /* -p given and stderr is a terminal */
-	int shown;
-	unsigned last_permille;
+	int enabled;         /* -p given (and not -q) */
+	int tty;             /* stderr is a terminal: a redrawn bar */
+	int shown;           /* tty: a bar is drawn on the current line */
+	unsigned last;       /* last value shown, in hundredths of a percent;
+	                      * PROGRESS_NONE before the first */
+	unsigned lo, hi;     /* the current phase's share, hundredths */
 };
+#define PROGRESS_NONE (~0u)
 
-/* enabled only when want (-p) and stderr is a terminal. */
+/* enabled when want (-p without -q); the phase is the whole, 0-100%. */
 void progress_init(struct progress *p, int want);
+/* done of total in the current phase. */
 void progress_update(struct progress *p, uint64_t done, uint64_t total);
-/* Draws 100% and ends the line (if anything was drawn). */
+/* Ends the current phase at its share's end, then starts one from lo_pct
+ * to hi_pct (whole percents); step (may be NULL) is printed as its name. */
+void progress_phase(struct progress *p, unsigned lo_pct, unsigned hi_pct, const char *step);
+/* ok: shows 100% (once) and ends the line; else ends the line only. */
 void progress_finish(struct progress *p, int ok);
 /* An img_progress_fn for library operations; arg is a struct progress. */
 int progress_cb(void *arg, uint64_t done, uint64_t total);
+/* The value (hundredths of a percent) done of total means in a phase from
+ * lo to hi (hundredths); total 0 or done >= total: hi. */
+unsigned progress_value(unsigned lo, unsigned hi, uint64_t done, uint64_t total);
+/* Whether a line for value is printed on a pipe after last
+ * (PROGRESS_NONE: none yet): the first, a new whole percent, or 100%. */
+int progress_pipe_due(unsigned last, unsigned value);
+/* The pipe line for value, "    (12.34/100%)\n"; its length. */
+int progress_line(char *buf, size_t len, unsigned value);
 
 /* ---- misc ------------------------------------------------------------- */
 

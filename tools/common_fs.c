@@ -164,7 +164,7 @@ int run_silent(char *const argv[])
 #define COPY_BLOCK 4096u
 
 int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,
-			uint64_t *copied)
+			uint64_t *copied, struct progress *pr)
 {
 	char *buf = malloc(COPY_CHUNK);
 	uint64_t off = 0;
@@ -219,6 +219,8 @@ int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img
 					*copied += k - s;
 				i = k;
 			}
+			if (pr && !r)
+				progress_update(pr, p + n, size);
 		}
 		off = end;
 	}

@@ -39,8 +39,9 @@ int run_silent(char *const argv[]);
 /* Copies the data of the raw file fd (size bytes) into img at the same
  * offsets: only what SEEK_DATA finds, and within it only the 4 KiB blocks
  * that are not all zero, so the image stays as thin as the raw file.
- * *copied: bytes written.  0 or -errno (message printed). */
+ * *copied: bytes written.  pr (may be NULL): progress by offset.  0 or
+ * -errno (message printed). */
 int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,
-			uint64_t *copied);
+			uint64_t *copied, struct progress *pr);
 
 #endif

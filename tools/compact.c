@@ -36,7 +36,7 @@ static void usage(void)
 	       "Crash-safe at every step.  Served by imgserve (imgmount, imgattach), the\n"
 	       "daemon compacts while I/O goes on, after fstrim on the mounted filesystem.\n"
 	       "\n"
-	       "  -p, --progress      show a progress bar (on a terminal)\n"
+	       "  -p, --progress      progress on stderr (a bar, or lines on a pipe)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
 	       "  --no-fs-trim        leave the filesystem's free blocks alone\n"
 	       "  --compress          store clusters lz4-compressed where it saves space\n"
@@ -147,8 +147,12 @@ static int run(int argc, char **argv)
 	memset(&st, 0, sizeof(st));
 	memset(&ts, 0, sizeof(ts));
 	memset(&fi, 0, sizeof(fi));
+	progress_init(&pr, want_progress && !quiet);
 	if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
-		if (compact_online(file, &os, opts.flags, fs_trim, &st, &ts, &fi, &trimmed) < 0)
+		/* the daemon compacts and reports no progress: the end only */
+		r = compact_online(file, &os, opts.flags, fs_trim, &st, &ts, &fi, &trimmed);
+		progress_finish(&pr, r >= 0);
+		if (r < 0)
 			return EXIT_ERROR;
 		have_fs = (fi.flags & IMG_FS_HAVE_SIZE) != 0;
 		if (trimmed)
@@ -176,7 +180,6 @@ static int run(int argc, char **argv)
 	}
 	if ((r = open_image(file, IMG_OPEN_RDWR | IMG_OPEN_IO_URING, &img)) < 0)
 		return exit_status(r);
-	progress_init(&pr, want_progress && !quiet);
 	if (pr.enabled) {
 		opts.progress = progress_cb;
 		opts.progress_arg = &pr;
@@ -192,8 +195,11 @@ static int run(int argc, char **argv)
 		have_fs = r == 0;
 		r = r > 0 ? 0 : r;
 		if (have_fs && fs_is_ext(fi.type)) {
+			/* not measured: a step of its own, then the compaction */
+			progress_phase(&pr, 0, 10, "giving back the filesystem's free blocks");
 			r = img_fs_trim_free(img, 0, &ts);
 			trimmed = r == 0;
+			progress_phase(&pr, 10, 100, "compacting");
 		} else if (have_fs && (!strcmp(fi.type, "xfs") || !strcmp(fi.type, "btrfs")))
 			fs_note = "free space inside the filesystem was not given back: only "
 				  "ext2/3/4 can be read offline; for this one run fstrim while it "
@@ -214,12 +220,12 @@ static int run(int argc, char **argv)
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
 report:
-	if (ret != EXIT_OK || quiet)
+	if (ret != EXIT_OK || (quiet && !json))
 		return ret;
 	if (json) {
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "file_size_before", st.file_size_before);
 		json_u64(&j, "file_size_after", st.file_size_after);
@@ -239,8 +245,7 @@ report:
 		json_u64(&j, "fs_trim_clusters", ts.clusters_discarded);
 		json_u64(&j, "fs_trim_punched", ts.bytes_punched);
 		json_u64(&j, "fs_free_bytes", ts.fs_free_bytes);
-		if (fs_note)
-			json_string(&j, "fs_note", fs_note);
+		json_string(&j, "fs_note", fs_note);   /* NULL: null */
 		json_bool(&j, "online", online);
 		json_object_end(&j);
 		json_finish(&j);

@@ -15,6 +15,7 @@ enum { OPT_NO_FS = 256 };
 
 static const struct option longopts[] = {
 	{ "no-fs",   no_argument, NULL, OPT_NO_FS },
+	{ "progress", no_argument, NULL, 'p' },
 	{ "json",    no_argument, NULL, 'j' },
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "help",    no_argument, NULL, 'h' },
@@ -36,7 +37,8 @@ static void usage(void)
 	       "the daemon grows it and a mounted filesystem is grown online.\n"
 	       "\n"
 	       "  --no-fs        grow only the image, not the filesystem in it\n"
-	       "  -j, --json     print {filename, old_size, new_size} as JSON\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
+	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
@@ -48,6 +50,18 @@ static void usage(void)
 	       "  grew, its filesystem did not (the message says what completes it),\n"
 	       "  8 no space, 75 in use.  See growimg(1), libimg(7).\n",
 	       progname);
+}
+
+/* -p */
+static struct progress pr;
+
+/* The name of the filesystem step, for -p. */
+static const char *fs_step_name(const char *type, char *buf, size_t len)
+{
+	snprintf(buf, len, "growing the %s filesystem (%s)", type,
+		 fs_is_ext(type) ? "resize2fs" : !strcmp(type, "xfs") ? "xfs_growfs" :
+		 "btrfs filesystem resize");
+	return buf;
 }
 
 /* The image is served: the daemon grows it, then the loop device and the
@@ -79,9 +93,15 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		       (unsigned long long)new_size);
 		return EXIT_ERROR;
 	}
-	if (online_set_size(file, os, new_size, 0) < 0)
+	/* the daemon reports no progress: steps only */
+	progress_phase(&pr, 0, 50, "growing the image (imgserve)");
+	if (online_set_size(file, os, new_size, 0) < 0) {
+		progress_finish(&pr, 0);
 		return EXIT_ERROR;
+	}
+	progress_phase(&pr, 50, 100, "growing the mounted filesystem");
 	r = online_fs_grow(file, os, type, sizeof(type));
+	progress_finish(&pr, !(r == -EIO || r == -EOPNOTSUPP || r == -EPERM));
 	if (r == -EIO || r == -EOPNOTSUPP || r == -EPERM) {
 		/* partial: the image and the loop device have their new size,
 		 * the filesystem not; say what completes it */
@@ -106,25 +126,27 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		       os->mountpoint, file, (unsigned long long)new_size);
 		return EXIT_PARTIAL;
 	}
-	if (quiet)
-		return EXIT_OK;
-	if (json) {
+	if (json) {   /* the keys of the offline grow, in the same order */
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", cur);
 		json_u64(&j, "new_size", new_size);
 		json_bool(&j, "online", 1);
 		json_string(&j, "device", os->loop[0] ? os->loop : NULL);
-		if (r == 0 && statvfs(os->mountpoint, &sv) == 0) {
-			json_string(&j, "filesystem", type);
+		json_string(&j, "filesystem", type[0] ? type : NULL);
+		if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
 			json_u64(&j, "filesystem_size", (uint64_t)sv.f_blocks * sv.f_frsize);
-		}
+		else
+			json_null(&j, "filesystem_size");
+		json_bool(&j, "filesystem_grown", r == 0);
 		json_object_end(&j);
 		json_finish(&j);
 		return EXIT_OK;
 	}
+	if (quiet)
+		return EXIT_OK;
 	printf("%s: virtual size %s -> %s (online)\n", file, human_size(cur, b1, sizeof(b1)),
 	       human_size_exact(new_size, b2, sizeof(b2)));
 	if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
@@ -149,14 +171,14 @@ static int run(int argc, char **argv)
 	struct img_info in;
 	struct img *img;
 	uint64_t new_size = 0, tmp;
-	int c, r, npos = 0, ret = EXIT_ERROR, no_fs = 0, grow_fs = 0, fs_grew = 0;
-	char b1[64], b2[64], fb[512];
+	int c, r, npos = 0, ret = EXIT_ERROR, no_fs = 0, grow_fs = 0, fs_grew = 0, want_progress = 0;
+	char b1[64], b2[64], fb[512], step[128];
 	struct tool_getopt g = { 0 };
 	struct img_fs_info fi;
 	int have_fs = 0;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "pjqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -168,6 +190,7 @@ static int run(int argc, char **argv)
 			npos++;
 			break;
 		case OPT_NO_FS: no_fs = 1; break;
+		case 'p': want_progress = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -185,6 +208,7 @@ static int run(int argc, char **argv)
 				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 
+	progress_init(&pr, want_progress && !quiet);
 	{
 		struct online_state os;
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0)
@@ -239,7 +263,9 @@ static int run(int argc, char **argv)
 		img_close(img);
 		if ((r = open_image(file, IMG_OPEN_RDWR, &img)) < 0)
 			return exit_status(r);
-		r = img_resize(img, new_size, 0);
+		/* data clusters in the way of a larger BAT move: measured */
+		progress_phase(&pr, 0, grow_fs ? 50 : 100, grow_fs ? "growing the image" : NULL);
+		r = img_resize_progress(img, new_size, 0, pr.enabled ? progress_cb : NULL, &pr);
 		if (r < 0) {
 			img_errmsg(file, r);
 			goto out;
@@ -249,12 +275,17 @@ static int run(int argc, char **argv)
 out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
-	if (ret != EXIT_OK)
+	if (ret != EXIT_OK) {
+		progress_finish(&pr, 0);
 		return ret;
+	}
 	if (grow_fs) {
 		/* The image has its new size (durable): if this step fails, a
-		 * rerun of the same command does only what is left. */
+		 * rerun of the same command does only what is left.  An
+		 * external program: a step. */
+		progress_phase(&pr, 50, 100, fs_step_name(fi.type, step, sizeof(step)));
 		r = fs_offline_grow(file, fi.type);
+		progress_finish(&pr, r >= 0);
 		if (r < 0) {
 			error_forget();
 			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
@@ -272,24 +303,28 @@ out:
 			img_close(img);
 		}
 	}
-	if (quiet)
-		return ret;
-	if (json) {
+	progress_finish(&pr, 1);
+	if (json) {   /* the keys of the online grow, in the same order */
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", in.virtual_size);
 		json_u64(&j, "new_size", new_size);
-		if (have_fs) {
-			json_string(&j, "filesystem", fi.type);
+		json_bool(&j, "online", 0);
+		json_null(&j, "device");
+		json_string(&j, "filesystem", have_fs ? fi.type : NULL);
+		if (have_fs)
 			json_u64(&j, "filesystem_size", fi.size);
-			json_bool(&j, "filesystem_grown", fs_grew);
-		}
+		else
+			json_null(&j, "filesystem_size");
+		json_bool(&j, "filesystem_grown", fs_grew);
 		json_object_end(&j);
 		json_finish(&j);
 		return ret;
 	}
+	if (quiet)
+		return ret;
 	if (new_size == in.virtual_size && !fs_grew)
 		printf("%s: virtual size is already %s; nothing to do\n", file,
 		       human_size_exact(new_size, b1, sizeof(b1)));

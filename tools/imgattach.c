@@ -26,7 +26,7 @@ static void usage(void)
 	       "device.  Undo with imgdetach.\n"
 	       "\n"
 	       "  -r, --read-only  serve read-only (the image is not changed)\n"
-	       "  -j, --json     print {filename, device, export, pid, rundir} as JSON\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
@@ -58,12 +58,10 @@ static int run(int argc, char **argv)
 		return c;
 	if ((c = online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
 		return exit_status(c);   /* EXIT_BUSY: served or locked elsewhere */
-	if (quiet)
-		return EXIT_OK;
 	if (json) {
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_string(&j, "device", st.loop);
 		json_string(&j, "export", st.export_path);
@@ -71,7 +69,7 @@ static int run(int argc, char **argv)
 		json_string(&j, "rundir", st.rundir);
 		json_object_end(&j);
 		json_finish(&j);
-	} else {
+	} else if (!quiet) {
 		printf("%s\n", st.loop);
 	}
 	return EXIT_OK;

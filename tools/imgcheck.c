@@ -21,6 +21,7 @@
 
 static const struct option longopts[] = {
 	{ "repair",  no_argument, NULL, 'r' },
+	{ "progress", no_argument, NULL, 'p' },
 	{ "json",    no_argument, NULL, 'j' },
 	{ "quiet",   no_argument, NULL, 'q' },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -42,6 +43,7 @@ static void usage(void)
 	       "  -r, --repair   fix leaks and whatever else can be fixed without\n"
 	       "                 guessing; report what could not be fixed\n"
 	       "  -j, --json     print the result as a JSON object\n"
+	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet    print only errors\n"
@@ -116,7 +118,7 @@ static void print_json(const char *file, const struct img_check_result *res, int
 	struct json_out j;
 
 	json_start(&j, stdout);
-	json_object_begin(&j, NULL);
+	json_doc_begin(&j);
 	json_string(&j, "filename", file);
 	json_string(&j, "format", "libimg");
 	json_string(&j, "status", status);
@@ -188,11 +190,20 @@ static void print_human(const struct img_check_result *res, int repair, const ch
 		       human_size_exact(res->tail_bytes, b, sizeof(b)));
 }
 
-static int check_option(int c, void *repair)
+struct check_cmdline {
+	int repair, progress;
+};
+
+static int check_option(int c, void *arg)
 {
-	if (c != 'r')
+	struct check_cmdline *cl = arg;
+
+	if (c == 'r')
+		cl->repair = 1;
+	else if (c == 'p')
+		cl->progress = 1;
+	else
 		return -1;
-	*(int *)repair = 1;
 	return 0;
 }
 
@@ -205,21 +216,30 @@ static int run(int argc, char **argv)
 	struct img *img;
 	unsigned flags = IMG_OPEN_CHECK;
 	char chain_msg[512];
-	int r, repair = 0, ret, chain_err;
+	int r, repair, ret, chain_err;
+	struct check_cmdline cl = { 0, 0 };
+	struct progress pr;
 
 	tool_init(argc, argv);
 	exit_usage = EXIT_CHECK_FAIL;   /* qemu-img's 2 means corrupt here */
 	tool_exit_refine = 0;           /* its statuses are its own */
-	if (!(file = tool_one_operand(argc, argv, "rjqhVv", longopts, check_option, &repair, usage,
+	if (!(file = tool_one_operand(argc, argv, "rpjqhVv", longopts, check_option, &cl, usage,
 				      "FILE", &ret)))
 		return ret;
+	repair = cl.repair;
 	if (repair)
 		flags |= IMG_OPEN_RDWR;
 
+	/* -p: the open reads and verifies all the metadata (not measured: a
+	 * step), then the check's own walk is measured */
+	progress_init(&pr, cl.progress && !quiet);
+	progress_phase(&pr, 0, 50, "reading and verifying the metadata");
 	/* A base missing or replaced is not corruption: the image is checked
 	 * alone and the chain reported (exit 4). */
 	r = open_image_degraded(file, flags | IMG_OPEN_IO_URING, &img, &chain_err, chain_msg,
 				sizeof(chain_msg));
+	if (r < 0)
+		progress_finish(&pr, 0);
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)
@@ -232,8 +252,14 @@ static int run(int argc, char **argv)
 	opts.flags = repair ? IMG_CHECK_REPAIR : 0;
 	opts.report = report;
 	opts.report_arg = &ps;
+	progress_phase(&pr, 50, 100, "checking the block table, leaks and the file's tail");
+	if (pr.enabled) {
+		opts.progress = progress_cb;
+		opts.progress_arg = &pr;
+	}
 	memset(&res, 0, sizeof(res));
 	r = img_check(img, &opts, &res);
+	progress_finish(&pr, r >= 0);
 	if (r < 0) {
 		img_errmsg(file, r);
 		img_close(img);

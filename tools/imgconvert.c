@@ -45,6 +45,7 @@ static const struct option longopts[] = {
 	{ "progress",      no_argument,       NULL, 'p' },
 	{ "force",         no_argument,       NULL, 'f' },
 	{ "force-share",   no_argument,       NULL, 'U' },
+	{ "json",          no_argument,       NULL, 'j' },
 	{ "quiet",         no_argument,       NULL, 'q' },
 	{ "verbose",       no_argument,       NULL, 'v' },
 	{ "help",          no_argument,       NULL, 'h' },
@@ -65,16 +66,16 @@ static void usage(void)
 	       "                           delta then needs -F libimg)\n"
 	       "  -O, --output-format FMT  raw or libimg (default libimg)\n"
 	       "  --cluster-size SIZE      cluster size of a libimg output (64K..64M)\n"
-	       "  -p, --progress           show a progress bar (on a terminal)\n"
+	       "  -p, --progress           progress on stderr (a bar, or lines on a pipe)\n"
 	       "  -f, --force              replace DST if it exists\n"
 	       "  -U, --force-share        do not lock a libimg SRC\n"
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
 	       BACKING_PATH_HELP
+	       "  -j, --json               print the result as a JSON object (also with -q)\n"
 	       WAIT_HELP
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
-	       "  -h, --help               show this help\n"
-	       "  -V, --version            show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "DST is written under a temporary name and renamed at the end: a failure\n"
 	       "leaves no DST.  A raw SRC is padded with zeros to a multiple of 512 bytes.\n"
@@ -729,7 +730,7 @@ static int run(int argc, char **argv)
 
 	tool_init(argc, argv);
 	d.fmt = FMT_LIBIMG;
-	while ((c = tool_getopt(&g, argc, argv, "O:F:cpfUqhVv", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "O:F:cpfUjqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -773,6 +774,7 @@ static int run(int argc, char **argv)
 		case 'p': want_progress = 1; break;
 		case 'f': force = 1; break;
 		case 'U': nolock = 1; break;
+		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': verbose = 1; break;
 		case 'h': usage(); return EXIT_OK;
@@ -889,7 +891,24 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 	ret = EXIT_OK;
-	if (!quiet)
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "source", src);
+		json_string(&j, "source_format", fmt_name(s.fmt));
+		json_string(&j, "destination", dst);
+		json_string(&j, "destination_format", fmt_name(d.fmt));
+		json_u64(&j, "virtual_size", d.size);
+		json_u64(&j, "copied_bytes", copied);
+		if (d.fmt == FMT_LIBIMG)
+			json_u64(&j, "cluster_size", d.granule);
+		else
+			json_null(&j, "cluster_size");
+		json_bool(&j, "compressed", d.compress);
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet)
 		printf("%s (%s) -> %s (%s): %s virtual, %s of data written\n", src,
 		       fmt_name(s.fmt), dst, fmt_name(d.fmt),
 		       human_size(d.size, b1, sizeof(b1)), human_size(copied, b2, sizeof(b2)));

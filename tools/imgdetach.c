@@ -8,6 +8,14 @@
 #include "common.h"
 #include "common_online.h"
 
+static const struct option longopts[] = {
+	{ "json",    no_argument, NULL, 'j' },
+	{ "quiet",   no_argument, NULL, 'q' },
+	{ "help",    no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] DEVICE|FILE\n"
@@ -15,6 +23,7 @@ static void usage(void)
 	       "imgserve daemon, which flushes and closes the image (left clean).  Copes\n"
 	       "with a daemon that died.  A mounted filesystem is refused: use imgumount.\n"
 	       "\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
@@ -27,11 +36,13 @@ static void usage(void)
 static int run(int argc, char **argv)
 {
 	struct online_state st;
+	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
+	pid_t pid;
 	const char *arg;
 	int status, r;
 
 	tool_init(argc, argv);
-	if (!(arg = tool_one_operand(argc, argv, "qhV", NULL, NULL, NULL, usage,
+	if (!(arg = tool_one_operand(argc, argv, "jqhV", longopts, NULL, NULL, usage,
 				     "DEVICE or FILE", &status)))
 		return status;
 	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
@@ -42,10 +53,28 @@ static int run(int argc, char **argv)
 		errmsg("%s: mounted on %s; use imgumount", arg, st.mountpoint);
 		return EXIT_ERROR;
 	}
+	/* what was torn down, for -j (online_teardown may clear st) */
+	snprintf(mnt, sizeof(mnt), "%s", st.mountpoint);
+	snprintf(dev, sizeof(dev), "%s", st.loop);
+	pid = st.pid;
 	if (online_teardown(&st) < 0)
 		return EXIT_ERROR;
-	if (!quiet)
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", st.image);
+		json_string(&j, "mountpoint", mnt[0] ? mnt : NULL);
+		json_string(&j, "device", dev[0] ? dev : NULL);
+		if (pid)
+			json_u64(&j, "pid", (uint64_t)pid);
+		else
+			json_null(&j, "pid");
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet) {
 		printf("%s: detached\n", st.image);
+	}
 	return EXIT_OK;
 }
 

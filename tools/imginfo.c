@@ -27,7 +27,7 @@ static void usage(void)
 	       "Show the virtual size, allocation and host usage of a libimg image,\n"
 	       "and the filesystem it holds (type, label, UUID, size, used).\n"
 	       "\n"
-	       "  -j, --json         print a JSON object (sizes in bytes)\n"
+	       "  -j, --json         print a JSON object, sizes in bytes (also with -q)\n"
 	       "  -U, --force-share  do not lock the image (may show a state that is\n"
 	       "                     being changed by another process)\n"
 	       "      --backing-chain  describe every image of the backing chain, top\n"
@@ -49,7 +49,7 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 {
 	struct json_out j = *jp;
 
-	json_object_begin(&j, NULL);
+	json_doc_begin(&j);
 	json_string(&j, "filename", file);
 	json_string(&j, "format", "libimg");
 	json_u64(&j, "format_version", in->format_version);
@@ -162,8 +162,8 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 	}
 	/* A filesystem that cannot be probed is a warning, not a failure:
 	 * imginfo describes the image first. */
-	r = with_fs && !quiet ? fs_probe(name, img, &fi) : 1;
-	if (quiet)
+	r = with_fs && (!quiet || json) ? fs_probe(name, img, &fi) : 1;
+	if (quiet && !json)   /* -j -q: the JSON still */
 		return 0;
 	if (json)
 		print_json(j, name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL, use);
@@ -216,7 +216,8 @@ static int run(int argc, char **argv)
 	 * own header and BAT), with the chain's problem, and exits 4. */
 	if ((r = open_image_degraded(file, flags, &img, &chain_err, chain_msg, sizeof(chain_msg))) < 0)
 		return exit_status(r);
-	json_start(&j, stdout);
+	if (json)
+		json_start(&j, stdout);
 	if (chain && json)
 		json_array_begin(&j, NULL);
 	/* without its chain, the filesystem is not probed: what the disk
@@ -229,8 +230,10 @@ static int run(int argc, char **argv)
 	}
 	if (chain && json)
 		json_array_end(&j);
-	if (json && !quiet && !r)
+	if (json && !r)
 		json_finish(&j);
+	else if (json)
+		json_discard(&j);   /* no half document */
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
 	if (chain_err) {

@@ -23,8 +23,9 @@ static void usage(void)
 	       "List the runs of a libimg image's virtual disk: data (with the host\n"
 	       "offset where it is stored), zero, and unallocated.\n"
 	       "\n"
-	       "  -j, --json         print a JSON array of {start, length, type, data,\n"
-	       "                     zero, offset} objects (offset only for data)\n"
+	       "  -j, --json         print a JSON array of {schema, start, length, type,\n"
+	       "                     data, zero, compressed, offset, depth} objects\n"
+	       "                     (offset only for data; also with -q)\n"
 	       "  -U, --force-share  do not lock the image\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
@@ -80,11 +81,11 @@ static int run(int argc, char **argv)
 		goto out;
 	}
 
-	if (quiet) {
-		/* still walk the map: the exit status says whether it is sound */
-	} else if (json) {
+	if (json) {   /* -j -q too */
 		json_start(&j, stdout);
 		json_array_begin(&j, NULL);
+	} else if (quiet) {
+		/* still walk the map: the exit status says whether it is sound */
 	} else {
 		printf("%-20s%-20s%-13s%s\n", "Offset", "Length", "Type", "Host offset");
 	}
@@ -105,10 +106,8 @@ static int run(int argc, char **argv)
 			r = -EIO;
 			break;
 		}
-		if (quiet) {
-			/* nothing */
-		} else if (json) {
-			json_object_begin(&j, NULL);
+		if (json) {
+			json_doc_begin(&j);
 			json_u64(&j, "start", e.offset);
 			json_u64(&j, "length", e.length);
 			json_string(&j, "type", type_name(e.type));
@@ -119,6 +118,8 @@ static int run(int argc, char **argv)
 				json_u64(&j, "offset", e.host_offset);
 			json_u64(&j, "depth", e.depth);   /* as qemu-img map */
 			json_object_end(&j);
+		} else if (quiet) {
+			/* nothing */
 		} else if (e.type == IMG_EXTENT_DATA || e.type == IMG_EXTENT_COMPRESSED) {
 			printf("0x%-18llx0x%-18llx%-13s0x%llx\n", (unsigned long long)e.offset,
 			       (unsigned long long)e.length, type_name(e.type),
@@ -129,13 +130,15 @@ static int run(int argc, char **argv)
 		}
 		off += e.length;
 	}
-	if (!quiet && json) {
-		json_array_end(&j);
-		json_finish(&j);
-	}
 	if (r >= 0 && off < in.virtual_size) {
 		errmsg("%s: map ended early at offset %llu", file, (unsigned long long)off);
 		r = -EIO;
+	}
+	if (json && r >= 0) {
+		json_array_end(&j);
+		json_finish(&j);
+	} else if (json) {
+		json_discard(&j);   /* no half map */
 	}
 	if (r >= 0)
 		ret = EXIT_OK;

@@ -42,7 +42,7 @@ static void usage(void)
 	       "                      its programs)\n"
 	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
 	       "                      ext filesystems are mounted with noload)\n"
-	       "  -j, --json          print {filename, mountpoint, device, filesystem, pid}\n"
+	       "  -j, --json          print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
@@ -155,12 +155,10 @@ static int run(int argc, char **argv)
 			   st.rundir, strerror(-r));
 		goto fail;
 	}
-	if (quiet)
-		return EXIT_OK;
 	if (json) {
 		struct json_out j;
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_string(&j, "mountpoint", mpc);
 		json_string(&j, "device", st.loop);
@@ -169,7 +167,7 @@ static int run(int argc, char **argv)
 		json_u64(&j, "pid", (uint64_t)st.pid);
 		json_object_end(&j);
 		json_finish(&j);
-	} else {
+	} else if (!quiet) {
 		printf("%s: %s mounted on %s (%s)\n", file, type, mpc, st.loop);
 	}
 	return EXIT_OK;

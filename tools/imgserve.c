@@ -89,6 +89,7 @@ static const struct option longopts[] = {
 	{ "block-size", required_argument, NULL, 'b' },
 	{ "host-cache", no_argument,       NULL, 'c' },
 	{ "cache-size", required_argument, NULL, 'C' },
+	{ "json",      no_argument,       NULL, 'j' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
@@ -115,10 +116,10 @@ static void usage(void)
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
 	       "                     refuses writes and the image is not changed\n"
 	       BACKING_PATH_HELP
+	       "  -j, --json         once the export is up, print it as a JSON object\n"
 	       WAIT_HELP
 	       "  -q, --quiet        print nothing on success\n"
-	       "  -h, --help         show this help\n"
-	       "  -V, --version      show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
 	       "Exit status: 0 stopped cleanly (-d: the export is up), 1 error, 2 usage,\n"
@@ -718,16 +719,17 @@ static int do_merge(const char *named, char *ref, size_t reflen, char *err, size
 static char *run_command(char *line, int *stop)
 {
 	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
-	char *err = NULL;
+	const struct online_command *oc;
+	char *err = NULL, names[256];
 	struct reply rp;
 	uint64_t size = 0, old = atomic_load(&S.vsize);
+	size_t off = 0;
 	int r = 0;
 
 	if (!cmd)
 		cmd = "";
-	if (S.read_only && (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink") ||
-			    !strcmp(cmd, "compact") || !strcmp(cmd, "snapshot") ||
-			    !strcmp(cmd, "merge"))) {
+	oc = online_command_find(cmd);
+	if (S.read_only && oc && (oc->flags & ONLINE_CMD_WRITES)) {
 		if (asprintf(&err, "error %d the image is served read-only", EROFS) < 0)
 			err = NULL;
 		return err;
@@ -820,8 +822,12 @@ static char *run_command(char *line, int *stop)
 		*stop = 1;
 		return strdup("ok {}\n");
 	}
-	if (asprintf(&err, "error %d unknown command '%.64s' (status, grow SIZE, shrink SIZE, "
-		     "compact, snapshot [NAME], merge [BASE], stop)\n", EINVAL, cmd) < 0)
+	/* the names come from the protocol's table (common_online.h) */
+	names[0] = 0;
+	for (oc = online_commands; oc->name && off < sizeof(names); oc++)
+		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s%s%s",
+					off ? ", " : "", oc->name, oc->args[0] ? " " : "", oc->args);
+	if (asprintf(&err, "error %d unknown command '%.64s' (%s)\n", EINVAL, cmd, names) < 0)
 		err = NULL;
 	return err;
 fail:
@@ -1015,7 +1021,7 @@ static int run(int argc, char **argv)
 	uint64_t tmp;
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:qhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:jqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (!file)
@@ -1045,6 +1051,7 @@ static int run(int argc, char **argv)
 						   "to 64M)", optarg);
 			block_size = (uint32_t)tmp;
 			break;
+		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -1173,11 +1180,24 @@ static int run(int argc, char **argv)
 	ctl_started = 1;
 	signal(SIGPIPE, SIG_IGN);
 
-	if (!quiet && !go_daemon)
+	if (json) {   /* once, daemon or not */
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", file);
+		json_string(&j, "export", S.export_path);
+		json_u64(&j, "pid", (uint64_t)getpid());
+		json_string(&j, "control_socket", path);
+		json_string(&j, "rundir", S.rundir);
+		json_bool(&j, "read_only", S.read_only);
+		json_bool(&j, "daemon", go_daemon);
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet && !go_daemon)
 		printf("%s: exported at %s (pid %ld, control socket %s)\n", file, S.export_path,
 		       (long)getpid(), path);
 	if (ready_fd >= 0) {
-		if (!quiet)
+		if (!quiet && !json)
 			printf("%s: exported at %s (pid %ld)\n", file, S.export_path, (long)getpid());
 		fflush(stdout);
 		detach_stdio(S.rundir);

@@ -47,13 +47,35 @@ static void usage(void)
 	       "  --clear              template: remove the mark\n"
 	       "  -u, --unsafe         rebase: change the reference only\n"
 	       "  --allow-backing-path follow absolute or '..' backing references\n"
-	       "  -p, --progress       show a progress bar (on a terminal)\n"
-	       "  -j, --json           print JSON\n"
+	       "  -p, --progress       merge, rebase, flatten: progress on stderr\n"
+	       "  -j, --json           print the result as JSON (also with -q)\n"
 	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success (-h, --help; -V, --version)\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
 	       "  5 not found, 8 no space, 75 in use.  See imgsnap(1), libimg(7).\n",
 	       progname, progname, progname);
+}
+
+/* The JSON object of create, merge, rebase, flatten and template: schema,
+ * command, filename, online, then key (a string, NULL: null) when given,
+ * or "template" (a bool) for template.  Each command prints the same keys
+ * whether FILE is served (online) or not. */
+static void print_json_op(const char *cmd, const char *file, int online, const char *key,
+			  const char *val, int template)
+{
+	struct json_out j;
+
+	json_start(&j, stdout);
+	json_doc_begin(&j);
+	json_string(&j, "command", cmd);
+	json_string(&j, "filename", file);
+	json_bool(&j, "online", online);
+	if (key)
+		json_string(&j, key, val);
+	else
+		json_bool(&j, "template", template);
+	json_object_end(&j);
+	json_finish(&j);
 }
 
 static int do_list(const char *file, unsigned oflags)
@@ -74,9 +96,10 @@ static int do_list(const char *file, unsigned oflags)
 	if ((r = open_image_degraded(file, oflags, &img, &chain_err, chain_msg,
 				     sizeof(chain_msg))) < 0)
 		return exit_status(r);
-	json_start(&j, stdout);
-	if (json && !quiet)
+	if (json) {   /* -j -q too */
+		json_start(&j, stdout);
 		json_array_begin(&j, NULL);
+	}
 	for (struct img *p = img; p && !r; p = img_backing(p)) {
 		struct img_info in;
 		char ref[4096], b1[64], b2[64], e1[TEXT_ESCAPE_LEN(4096)], e2[TEXT_ESCAPE_LEN(4096)];
@@ -87,10 +110,8 @@ static int do_list(const char *file, unsigned oflags)
 			r = -1;
 			break;
 		}
-		if (quiet)
-			continue;
 		if (json) {
-			json_object_begin(&j, NULL);
+			json_doc_begin(&j);
 			json_string(&j, "filename", p == img ? file : img_name(p));
 			json_u64(&j, "depth", in.backing_depth);
 			json_string(&j, "backing", n ? ref : NULL);
@@ -101,10 +122,9 @@ static int do_list(const char *file, unsigned oflags)
 			json_u64(&j, "cluster_size", in.cluster_size);
 			json_u64(&j, "disk_usage", in.disk_usage);
 			json_bool(&j, "template", !!(in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE));
-			if (p == img && chain_err)
-				json_string(&j, "backing_chain_error", chain_msg);
+			json_string(&j, "backing_chain_error", p == img && chain_err ? chain_msg : NULL);
 			json_object_end(&j);
-		} else {
+		} else if (!quiet) {
 			printf("%s%s: %s virtual, %s used on the host%s%s%s\n", p == img ? "" : "  ",
 			       text_escape(p == img ? file : img_name(p), e1, sizeof(e1)),
 			       human_size(in.virtual_size, b1, sizeof(b1)),
@@ -113,9 +133,11 @@ static int do_list(const char *file, unsigned oflags)
 			       in.ro_compat_features & IMG_FEATURE_RO_COMPAT_TEMPLATE ? " (template)" : "");
 		}
 	}
-	if (json && !quiet && !r) {
+	if (json && !r) {
 		json_array_end(&j);
 		json_finish(&j);
+	} else if (json) {
+		json_discard(&j);   /* no half list */
 	}
 	if (close_image(file, img) < 0 || r)
 		return EXIT_ERROR;
@@ -167,17 +189,13 @@ static int online_op(const char *file, struct online_state *os, const char *cmd,
 		return exit_status(r);
 	}
 	reply_string(reply, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out, sizeof(out));
-	if (quiet)
-		return EXIT_OK;
-	if (json) {
-		struct json_out j;
-		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
-		json_string(&j, "filename", file);
-		json_string(&j, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out);
-		json_bool(&j, "online", 1);
-		json_object_end(&j);
-		json_finish(&j);
+	if (json) {   /* the keys of the offline command */
+		if (!strcmp(cmd, "snapshot"))
+			print_json_op("create", file, 1, "snapshot", out, 0);
+		else
+			print_json_op("merge", file, 1, "merged_into", out, 0);
+	} else if (quiet) {
+		/* nothing */
 	} else if (!strcmp(cmd, "snapshot")) {
 		printf("%s: snapshot %s taken online; %s is now a delta over it\n", file, out, file);
 	} else {
@@ -258,8 +276,12 @@ static int run(int argc, char **argv)
 			}
 			/* the daemon has another working directory: the base
 			 * goes by its full path */
-			return online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
-					 !strcmp(cmd, "create") ? name : into ? full : NULL);
+			r = online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
+				      !strcmp(cmd, "create") ? name : into ? full : NULL);
+			/* the daemon merges and reports no progress: the end only */
+			if (strcmp(cmd, "create"))
+				progress_finish(&pr, r == EXIT_OK);
+			return r;
 		}
 	}
 	if (!strcmp(cmd, "template")) {
@@ -269,7 +291,9 @@ static int run(int argc, char **argv)
 			img_errmsg(file, r);
 			return exit_status(r);
 		}
-		if (!quiet)
+		if (json)
+			print_json_op("template", file, 0, NULL, NULL, !clear);
+		else if (!quiet)
 			printf("%s: %s\n", file, clear ? "no longer a template" :
 			       "marked as a template: no tool writes it (imgsnap template --clear undoes it)");
 		return EXIT_OK;
@@ -301,7 +325,9 @@ static int run(int argc, char **argv)
 		}
 		if (close_image(file, img) < 0)
 			return EXIT_ERROR;
-		if (!quiet)
+		if (json)
+			print_json_op("flatten", file, 0, "backing", NULL, 0);
+		else if (!quiet)
 			printf("%s: now standalone (its base is unchanged)\n", file);
 		return EXIT_OK;
 	}
@@ -313,14 +339,8 @@ static int run(int argc, char **argv)
 			img_errmsg(file, r);
 			return exit_status(r);
 		}
-		if (json && !quiet) {
-			struct json_out j;
-			json_start(&j, stdout);
-			json_object_begin(&j, NULL);
-			json_string(&j, "filename", file);
-			json_string(&j, "snapshot", snap);
-			json_object_end(&j);
-			json_finish(&j);
+		if (json) {
+			print_json_op("create", file, 0, "snapshot", snap, 0);
 		} else if (!quiet) {
 			printf("%s: snapshot %s taken; %s is now a delta over it\n", file, snap, file);
 		}
@@ -343,7 +363,9 @@ static int run(int argc, char **argv)
 			img_errmsg(file, r);
 			return exit_status(r);
 		}
-		if (!quiet)
+		if (json)
+			print_json_op("merge", file, 0, "merged_into", ref, 0);
+		else if (!quiet)
 			printf("%s: merged into %s, which is now %s\n", file, ref, file);
 		return EXIT_OK;
 	}
@@ -374,7 +396,9 @@ static int run(int argc, char **argv)
 		}
 		if (close_image(file, img) < 0)
 			return EXIT_ERROR;
-		if (!quiet)
+		if (json)
+			print_json_op("rebase", file, 0, "backing", *arg2 ? arg2 : NULL, 0);
+		else if (!quiet)
 			printf("%s: now %s%s\n", file, *arg2 ? "over " : "standalone", arg2);
 		return EXIT_OK;
 	}

@@ -9,6 +9,14 @@
 #include "common.h"
 #include "common_online.h"
 
+static const struct option longopts[] = {
+	{ "json",    no_argument, NULL, 'j' },
+	{ "quiet",   no_argument, NULL, 'q' },
+	{ "help",    no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, 'V' },
+	{ NULL, 0, NULL, 0 }
+};
+
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] MOUNTPOINT|DEVICE|FILE\n"
@@ -16,6 +24,7 @@ static void usage(void)
 	       "imgserve daemon, which flushes and closes the image (left clean).  Also\n"
 	       "cleans up after a daemon that died (lazy unmount of its export).\n"
 	       "\n"
+	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
@@ -27,21 +36,41 @@ static void usage(void)
 static int run(int argc, char **argv)
 {
 	struct online_state st;
+	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
+	pid_t pid;
 	const char *arg;
 	int status, r;
 
 	tool_init(argc, argv);
-	if (!(arg = tool_one_operand(argc, argv, "qhV", NULL, NULL, NULL, usage,
+	if (!(arg = tool_one_operand(argc, argv, "jqhV", longopts, NULL, NULL, usage,
 				     "MOUNTPOINT or FILE", &status)))
 		return status;
 	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
 		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
 	if (r < 0)
 		return EXIT_ERROR;
+	/* what was torn down, for -j (online_teardown may clear st) */
+	snprintf(mnt, sizeof(mnt), "%s", st.mountpoint);
+	snprintf(dev, sizeof(dev), "%s", st.loop);
+	pid = st.pid;
 	if (online_teardown(&st) < 0)
 		return EXIT_ERROR;
-	if (!quiet)
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", st.image);
+		json_string(&j, "mountpoint", mnt[0] ? mnt : NULL);
+		json_string(&j, "device", dev[0] ? dev : NULL);
+		if (pid)
+			json_u64(&j, "pid", (uint64_t)pid);
+		else
+			json_null(&j, "pid");
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet) {
 		printf("%s: unmounted\n", st.image);
+	}
 	return EXIT_OK;
 }
 

@@ -28,6 +28,8 @@ static const struct option longopts[] = {
 	{ "backing",      required_argument, NULL, OPT_BACKING },
 	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
 	{ "force",        no_argument,       NULL, 'f' },
+	{ "progress",     no_argument,       NULL, 'p' },
+	{ "json",         no_argument,       NULL, 'j' },
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
 	{ "version",      no_argument,       NULL, 'V' },
@@ -47,17 +49,17 @@ static void usage(void)
 	       "                       --allow-backing-path: BASE may be absolute, hold '..')\n"
 	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
-	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
-	       "                       ext3, ext2, xfs or btrfs\n"
+	       "  --fs TYPE            make a filesystem in it (no root): ext4/3/2, xfs, btrfs\n"
 	       "  --label LABEL        the filesystem's label\n"
 	       "  --from DIR           copy DIR's tree into the new filesystem (ext*:\n"
 	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
 	       "                       without hard links, xattrs or the sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
+	       "  -p, --progress       show progress on standard error\n"
+	       "  -j, --json           print the result as a JSON object (also with -q)\n"
 	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help           show this help\n"
-	       "  -V, --version        show the version\n"
+	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
 	       "Exit status: 0 created, 1 error, 2 usage, 3 base corrupt, 4 base's chain\n"
 	       "  broken, 5 not found, 8 no space, 75 in use.  See mkimg(1), libimg(7).\n", progname, progname);
@@ -281,6 +283,9 @@ static int write_protofile(const char *file, const char *dir)
 
 /* ---- mkimg --fs ------------------------------------------------------- */
 
+/* -p */
+static struct progress pr;
+
 /* Renames the finished image over file (claimed by target). */
 static int publish(const char *file, struct img_target *target)
 {
@@ -305,6 +310,29 @@ static int publish(const char *file, struct img_target *target)
  * the inode tables and the journal need no zeroing, and an empty 1 TiB
  * ext4 costs a few MiB.  Returns an exit status.
  */
+/* mkimg -j: what was made.  fi is NULL without --fs. */
+static void print_json(const char *file, uint64_t size, uint32_t cluster_size,
+		       const char *backing, const struct img_fs_info *fi, const char *from,
+		       uint64_t copied)
+{
+	struct json_out j;
+
+	json_start(&j, stdout);
+	json_doc_begin(&j);
+	json_string(&j, "filename", file);
+	json_u64(&j, "virtual_size", size);
+	json_u64(&j, "cluster_size", cluster_size ? cluster_size : IMG_DEFAULT_CLUSTER_SIZE);
+	json_string(&j, "backing", backing);
+	fs_json(&j, "filesystem", fi);
+	json_string(&j, "from", from);
+	if (fi)
+		json_u64(&j, "copied_bytes", copied);
+	else
+		json_null(&j, "copied_bytes");
+	json_object_end(&j);
+	json_finish(&j);
+}
+
 static int make_with_fs(const char *file, struct img_create_opts *o, const char *fs,
 			const char *label, const char *from, int force, uint64_t *copied,
 			struct img_fs_info *fi)
@@ -370,6 +398,13 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	}
 	argv[n++] = tmp[T_RAW];
 	argv[n] = NULL;
+	{
+		/* an external program (it copies --from's tree): a step */
+		char step[PATH_MAX + 64];
+		snprintf(step, sizeof(step), "making the %s filesystem (%s%s%s)", fs, argv[0],
+			 from ? ", copying " : "", from ? from : "");
+		progress_phase(&pr, 0, 50, step);
+	}
 	if (run_quiet(argv) != 0)
 		goto out;
 
@@ -385,7 +420,8 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		img_errmsg(file, r);
 		goto out;
 	}
-	if (copy_raw_into_image(file, fd, o->virtual_size, img, copied))
+	progress_phase(&pr, 50, 100, "copying the filesystem into the image");
+	if (copy_raw_into_image(file, fd, o->virtual_size, img, copied, &pr))
 		goto out;
 	/* What was made is what was asked for (and imginfo will say so). */
 	r = img_fs_probe(img, fi);
@@ -421,12 +457,12 @@ static int run(int argc, char **argv)
 	struct img_fs_info fi;
 	struct stat st;
 	uint64_t size, v, copied = 0;
-	int c, r, npos = 0, force = 0;
+	int c, r, npos = 0, force = 0, want_progress = 0;
 	char b1[64], b2[64];
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "fqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "fjpqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -462,6 +498,8 @@ static int run(int argc, char **argv)
 		case OPT_BACKING: o.backing_file = optarg; break;
 		case OPT_ALLOW_BACKING_PATH: o.flags |= IMG_CREATE_ALLOW_BACKING_PATH; break;
 		case 'f': force = 1; break;
+		case 'p': want_progress = 1; break;
+		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
@@ -494,9 +532,13 @@ static int run(int argc, char **argv)
 		errmsg("--from %s: not a directory", from);
 		return EXIT_ERROR;
 	}
+	progress_init(&pr, want_progress && !quiet);
 	if (fs) {
 		r = make_with_fs(file, &o, fs, label, from, force, &copied, &fi);
-		if (r == EXIT_OK && !quiet) {
+		progress_finish(&pr, r == EXIT_OK);
+		if (r == EXIT_OK && json) {
+			print_json(file, size, o.cluster_size, NULL, &fi, from, copied);
+		} else if (r == EXIT_OK && !quiet) {
 			char b3[256];
 			printf("Created %s: virtual size %s, cluster size %s\n", file,
 			       human_size_exact(size, b1, sizeof(b1)),
@@ -516,6 +558,7 @@ static int run(int argc, char **argv)
 		while ((r = img_create(file, &o)) == -EBUSY && lock_wait_again(&start, &waited))
 			;
 	}
+	progress_finish(&pr, r == 0);   /* nothing long to measure */
 	if (r == -EEXIST) {
 		errmsg("%s: already exists (use --force to overwrite)", file);
 		return EXIT_ERROR;
@@ -534,7 +577,9 @@ static int run(int argc, char **argv)
 			img_close(img);
 		}
 	}
-	if (!quiet) {
+	if (json) {
+		print_json(file, size, o.cluster_size, o.backing_file, NULL, NULL, 0);
+	} else if (!quiet) {
 		printf("Created %s: virtual size %s, cluster size %s\n", file,
 		       human_size_exact(size, b1, sizeof(b1)),
 		       human_size(o.cluster_size ? o.cluster_size : IMG_DEFAULT_CLUSTER_SIZE,

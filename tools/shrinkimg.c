@@ -21,6 +21,7 @@ static const struct option longopts[] = {
 	{ "discard-data", no_argument, NULL, OPT_DISCARD_DATA },
 	{ "min",          no_argument, NULL, OPT_MIN },
 	{ "no-fs",        no_argument, NULL, OPT_NO_FS },
+	{ "progress",     no_argument, NULL, 'p' },
 	{ "json",         no_argument, NULL, 'j' },
 	{ "verbose",      no_argument, NULL, 'v' },
 	{ "quiet",        no_argument, NULL, 'q' },
@@ -46,7 +47,8 @@ static void usage(void)
 	       "  --no-fs         shrink only the image: refuse to cut a filesystem\n"
 	       "  --discard-data  shrink even if data or the filesystem lies past the\n"
 	       "                  new end (that data is lost)\n"
-	       "  -j, --json      print {filename, old_size, new_size, ...} as JSON\n"
+	       "  -j, --json      print the result as a JSON object (also with -q)\n"
+	       "  -p, --progress  show progress on standard error\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
 	       WAIT_HELP
@@ -57,6 +59,9 @@ static void usage(void)
 	       "  3 corrupt, 4 broken chain, 5 not found, 8 no space, 75 in use.\n"
 	       "  See shrinkimg(1), libimg(7).\n", progname);
 }
+
+/* -p */
+static struct progress pr;
 
 /* What the filesystem step did, for the report. */
 struct fs_report {
@@ -73,23 +78,36 @@ static void print_result(const char *file, uint64_t old, uint64_t now, int onlin
 
 	if (json) {
 		struct json_out j;
+		int fs = fr && fr->type;
+
+		/* the same keys online and offline: null where one does not apply */
 		json_start(&j, stdout);
-		json_object_begin(&j, NULL);
+		json_doc_begin(&j);
 		json_string(&j, "filename", file);
 		json_u64(&j, "old_size", old);
 		json_u64(&j, "new_size", now);
 		json_bool(&j, "online", online);
 		if (balloon)
 			json_u64(&j, "balloon", balloon);
-		if (fr && fr->type) {
-			json_string(&j, "filesystem", fr->type);
+		else
+			json_null(&j, "balloon");
+		json_string(&j, "filesystem", fs ? fr->type : NULL);
+		if (fs) {
 			json_u64(&j, "filesystem_old_size", fr->old_size);
 			json_u64(&j, "filesystem_size", fr->new_size);
-			if (fr->min_size)
-				json_u64(&j, "filesystem_min_size", fr->min_size);
-			json_u64(&j, "fs_trim_bytes", fr->trimmed);
-			json_bool(&j, "balloon_removed", fr->balloon_removed);
+		} else {
+			json_null(&j, "filesystem_old_size");
+			json_null(&j, "filesystem_size");
 		}
+		if (fs && fr->min_size)
+			json_u64(&j, "filesystem_min_size", fr->min_size);
+		else
+			json_null(&j, "filesystem_min_size");
+		if (fs)
+			json_u64(&j, "fs_trim_bytes", fr->trimmed);
+		else
+			json_null(&j, "fs_trim_bytes");
+		json_bool(&j, "balloon_removed", fr && fr->balloon_removed);
 		json_object_end(&j);
 		json_finish(&j);
 		return;
@@ -159,7 +177,8 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 		return EXIT_ERROR;
 	}
 	if (new_size == cur) {
-		if (!quiet)
+		progress_finish(&pr, 1);
+		if (!quiet || json)
 			print_result(file, cur, cur, 1, 0, NULL);
 		return EXIT_OK;
 	}
@@ -185,7 +204,10 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 			char arg[32];
 			char *av[] = { "btrfs", "filesystem", "resize", arg, os->mountpoint, NULL };
 			snprintf(arg, sizeof(arg), "%llu", (unsigned long long)new_size);
+			progress_phase(&pr, 0, 50, "shrinking the mounted btrfs filesystem "
+				       "(btrfs filesystem resize)");
 			if (run_quiet(av) != 0) {
+				progress_finish(&pr, 0);
 				errmsg("%s: the btrfs filesystem on %s did not shrink to %s; nothing "
 				       "was changed", file, os->mountpoint,
 				       human_size_exact(new_size, b1, sizeof(b1)));
@@ -194,7 +216,10 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 			/* what lies past the filesystem's new end is not its data */
 			rflags |= IMG_RESIZE_DISCARD_DATA;
 		} else if (fs_is_ext(type)) {
+			progress_phase(&pr, 0, 100, "reserving the space in the mounted filesystem "
+				       "(a balloon)");
 			r = online_balloon_inflate(file, os, fi.size - new_size, &discarded);
+			progress_finish(&pr, r >= 0);
 			if (r == -ENOSPC)
 				errmsg("%s: the %s filesystem on %s has less than %s free; nothing "
 				       "was changed", file, type, os->mountpoint,
@@ -222,9 +247,13 @@ static int shrink_online(const char *file, struct online_state *os, const char *
 			return EXIT_ERROR;
 		}
 	}
-	if (online_set_size(file, os, new_size, (rflags & IMG_RESIZE_DISCARD_DATA) != 0) < 0)
+	/* the daemon reports no progress: a step */
+	progress_phase(&pr, 50, 100, "shrinking the image (imgserve)");
+	r = online_set_size(file, os, new_size, (rflags & IMG_RESIZE_DISCARD_DATA) != 0);
+	progress_finish(&pr, r >= 0);
+	if (r < 0)
 		return EXIT_ERROR;
-	if (!quiet)
+	if (!quiet || json)
 		print_result(file, cur, new_size, 1, 0, NULL);
 	return EXIT_OK;
 }
@@ -316,6 +345,9 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 		       fs_is_ext(fi->type) ? "e2fsck and resize2fs" : "btrfs filesystem resize");
 		return -1;
 	}
+	snprintf(fb, sizeof(fb), "checking the %s filesystem (%s)", fi->type,
+		 fs_is_ext(fi->type) ? "e2fsck -f -n" : "btrfs inspect-internal");
+	progress_phase(&pr, 0, 20, fb);
 	if (fs_offline_inspect(file, fi, facts) < 0) {
 		errmsg("%s: nothing was changed", file);
 		return -1;
@@ -352,12 +384,12 @@ static int run(int argc, char **argv)
 	struct fs_report fr = { 0 };
 	uint64_t new_size = 0, tmp;
 	unsigned rflags = 0;
-	int c, r, npos = 0, ret = EXIT_ERROR, to_min = 0, fs_step = 0;
-	char b1[64], b2[64];
+	int c, r, npos = 0, ret = EXIT_ERROR, to_min = 0, fs_step = 0, want_progress = 0;
+	char b1[64], b2[64], step[160];
 	struct tool_getopt g = { 0 };
 
 	tool_init(argc, argv);
-	while ((c = tool_getopt(&g, argc, argv, "jqhVv", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "pjqhVv", longopts)) != -1) {
 		switch (c) {
 		case 1:
 			if (npos == 0)
@@ -371,6 +403,7 @@ static int run(int argc, char **argv)
 		case OPT_DISCARD_DATA: rflags |= IMG_RESIZE_DISCARD_DATA; break;
 		case OPT_MIN: to_min = 1; break;
 		case OPT_NO_FS: rflags |= SHRINK_NO_FS; break;
+		case 'p': want_progress = 1; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'v': verbose = 1; break;
@@ -394,6 +427,7 @@ static int run(int argc, char **argv)
 				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 
+	progress_init(&pr, want_progress && !quiet);
 	{
 		struct online_state os;
 		if (access(file, F_OK) == 0 && online_state_load(file, &os) > 0) {
@@ -409,12 +443,19 @@ static int run(int argc, char **argv)
 	 * writing (which alone rewrites its header): the file stays exactly as
 	 * it was. */
 	r = plan_fs(file, size_arg, to_min, rflags, &new_size, &fi, &facts);
-	if (r < 0)
+	if (r < 0) {
+		progress_finish(&pr, 0);
 		return exit_status(r);   /* 4: chain, 75: in use */
+	}
 	if (r == 1) {
 		fr.old_size = fi.size;
+		/* external programs: a step */
+		snprintf(step, sizeof(step), "shrinking the %s filesystem (%s)", fi.type,
+			 fs_is_ext(fi.type) ? "e2fsck -f, resize2fs" : "btrfs filesystem resize");
+		progress_phase(&pr, 20, 60, step);
 		if (fs_offline_shrink(file, &fi, (to_min ? FS_SHRINK_TO_MIN : 0) |
 				      (facts.has_balloon ? FS_SHRINK_BALLOON : 0), &new_size) < 0) {
+			progress_finish(&pr, 0);
 			errmsg("%s: the image keeps its size: the %s filesystem in it was not "
 			       "shrunk (it still spans %s)", file, fi.type,
 			       human_size_exact(fi.size, b1, sizeof(b1)));
@@ -460,6 +501,7 @@ static int run(int argc, char **argv)
 		/* The filesystem was just checked: the clusters its free blocks
 		 * hold go back, and the relocation below packs only live ones. */
 		memset(&ts, 0, sizeof(ts));
+		progress_phase(&pr, 60, 70, "giving back the filesystem's free blocks");
 		r = img_fs_trim_free(img, 0, &ts);
 		if (r < 0) {
 			img_errmsg(file, r);
@@ -469,7 +511,10 @@ static int run(int argc, char **argv)
 			     ts.disk_usage_before - ts.disk_usage_after : 0;
 	}
 	if (new_size < in.virtual_size) {
-		r = img_resize(img, new_size, rflags & IMG_RESIZE_DISCARD_DATA);
+		/* the relocation that packs the host file: measured */
+		progress_phase(&pr, fs_step ? 70 : 0, 100, fs_step ? "shrinking the image" : NULL);
+		r = img_resize_progress(img, new_size, rflags & IMG_RESIZE_DISCARD_DATA,
+					pr.enabled ? progress_cb : NULL, &pr);
 		if (r == -ENOTEMPTY) {
 			errmsg("%s: data past %s would be lost; not shrinking "
 			       "(use --discard-data to drop that data)", file,
@@ -492,12 +537,13 @@ out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
 fs_done:
+	progress_finish(&pr, ret == EXIT_OK);
 	if (ret != EXIT_OK && fs_step)
 		errmsg("%s: the %s filesystem in the image now spans %s but the image was not "
 		       "shrunk: 'shrinkimg %s %llu' completes it", file, fi.type,
 		       human_size_exact(new_size, b1, sizeof(b1)), file,
 		       (unsigned long long)new_size);
-	if (ret != EXIT_OK || quiet)
+	if (ret != EXIT_OK || (quiet && !json))
 		return ret;
 	print_result(file, in.virtual_size, new_size, 0, 0, &fr);
 	return ret;

@@ -313,6 +313,12 @@ int img_set_backing_policy(const char *const *dirs, size_t ndirs, unsigned flags
  * device); anything else is -EINVAL (-EISDIR), without blocking. */
 int img_probe(const char *path);
 
+/* 1 if the file at path is protected by its mode (no write bit: a
+ * snapshot, a base made read-only; FORMAT.md 3.2): no libimg tool opens it
+ * for writing or replaces it, root included.  0 if it has a write bit,
+ * -errno if it cannot be stat'ed. */
+int img_file_readonly(const char *path);
+
 int img_open(const char *path, unsigned flags, struct img **out);
 /* Takes ownership of io (closed by img_close, or on failure). */
 int img_open_io(struct img_io *io, unsigned flags, struct img **out);
@@ -438,6 +444,15 @@ typedef int (*img_progress_fn)(void *arg, uint64_t done, uint64_t total);
  * end hold data, unless IMG_RESIZE_DISCARD_DATA; afterwards live clusters
  * are moved out of the host file's tail and the file is truncated. */
 int img_resize(struct img *img, uint64_t new_size, unsigned flags);
+/* img_resize reporting progress (may be NULL) while data clusters move: a
+ * growth that relocates the clusters in the BAT's way, and a shrink's
+ * packing of the host file before it is truncated.  A non-zero return
+ * cancels with -ECANCELED: during a growth's relocation nothing has
+ * changed the disk (the size is the old one); during a shrink's packing
+ * the image already has its new size, only its file is not yet truncated
+ * (img_compact finishes that). */
+int img_resize_progress(struct img *img, uint64_t new_size, unsigned flags,
+			img_progress_fn progress, void *progress_arg);
 
 struct img_compact_opts {
 	uint32_t flags;            /* IMG_COMPACT_* */
@@ -465,7 +480,8 @@ struct img_compact_stats {
 
 /* Zero detection, then relocation of live clusters from the end of the host
  * file into the lowest free clusters, then truncation.  Crash-safe at every
- * step.  stats may be NULL. */
+ * step.  stats may be NULL.  opts->progress sees the steps as one count
+ * that only goes forward, ending at done == total. */
 int img_compact(struct img *img, const struct img_compact_opts *opts,
 		struct img_compact_stats *stats);
 
@@ -477,7 +493,13 @@ struct img_check_opts {
 	/* Each problem found, in words; may be NULL. fixed: repaired. */
 	void (*report)(void *arg, enum img_check_severity sev, int fixed, const char *msg);
 	void *report_arg;
-	uint64_t reserved[4];
+	/* May be NULL: called as the check goes through the problems found
+	 * at open, the BAT blocks past the virtual size and the host file's
+	 * clusters (done of total, in steps of these); non-zero cancels with
+	 * -ECANCELED (a repair keeps what it committed). */
+	img_progress_fn progress;
+	void *progress_arg;
+	uint64_t reserved[2];
 };
 
 #define IMG_CHECK_REPAIR 0x1u      /* needs an IMG_OPEN_RDWR|IMG_OPEN_CHECK handle */
@@ -536,9 +558,11 @@ int img_set_backing(struct img *img, const char *ref, unsigned flags,
  * second name in its directory (name, or "FILE.snapN" with the lowest free
  * N when NULL), and path becomes a new empty delta over it: the user keeps
  * using path.  The new delta records that its backing image is its own
- * snapshot (FORMAT.md 3.1, IMG_FEATURE_COMPAT_OWN_SNAPSHOT), so that a
- * merge may consume it.  Crash-safe (link, new top in a temporary file,
- * synced, renamed over path).  out (may be NULL) gets the snapshot's file
+ * snapshot (FORMAT.md 3.1, IMG_FEATURE_COMPAT_OWN_SNAPSHOT), and the
+ * snapshot records the new delta's uuid as its owner
+ * (IMG_FEATURE_INCOMPAT_OWNER), so that a merge of that delta may consume
+ * it.  Crash-safe (link, new top in a temporary file, synced, the owner
+ * written into the snapshot's header A/B, renamed over path).  out (may be NULL) gets the snapshot's file
  * name.  flags: IMG_BACKING_ALLOW_PATH.  -EBUSY if the image is in use,
  * -EROFS if it is a template or its file mode has no write bit, -EEXIST if
  * name is taken; a refusal changes nothing. */
@@ -551,11 +575,15 @@ int img_snapshot(const char *path, const char *name, unsigned flags, char *out, 
  * delta's view never changes; the backing is synced before it is renamed
  * over path); rerun after a crash.
  * Bases are protected: only the delta's own snapshot (made by img_snapshot
- * or img_snapshot_live) is merged into; any other backing image (a clone's
- * base, made by img_create with backing_file, or one set by
- * img_set_backing) is refused with -EPERM unless named (img_merge_into).
+ * or img_snapshot_live: the delta has OWN_SNAPSHOT and the snapshot records
+ * the delta's uuid as its owner) is merged into; any other backing image (a
+ * clone's base, made by img_create with backing_file, or one set by
+ * img_set_backing; a clone with the OWN_SNAPSHOT bit forged; a snapshot
+ * from before libimg recorded owners) is refused with -EPERM unless named
+ * (img_merge_into).
  * A template is refused (-EROFS), and so is a base whose file mode has no
- * write bit unless it is the delta's own snapshot.  The backing is locked
+ * write bit unless it is the delta's own snapshot, and a delta whose file
+ * mode has no write bit (a snapshot: the image over it would lose it).  The backing is locked
  * for writing: -EBUSY while any other image over it is open.  The delta is
  * only read (opened read-only: no writer meanwhile).  Everything is
  * checked before anything changes; a refusal or failure changes no file's
@@ -581,6 +609,8 @@ int img_merge_into(const char *path, const char *base, unsigned flags,
 int img_set_template(const char *path, int on);
 #define IMG_FEATURE_RO_COMPAT_TEMPLATE 0x1ull  /* img_info.ro_compat_features */
 #define IMG_FEATURE_COMPAT_OWN_SNAPSHOT 0x1ull /* img_info.compat_features */
+#define IMG_FEATURE_INCOMPAT_OWNER 0x4ull    /* img_info.incompat_features: a snapshot
+						* recording its owner (FORMAT.md 3.1) */
 
 /* Snapshot of an image the caller has open read-write by path (its whole
  * chain), for a daemon that serves it: as img_snapshot, then *imgp is

@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
-# Shared bases are protected (issue 14 #3, issue 15 #11): a merge consumes
-# only the image's own snapshot unless the base is named, templates and
+# Shared bases are protected (issue 14 #3 #3b, issue 15 #11): a merge consumes
+# only the image's own snapshot (its bit confirmed by the snapshot's recorded
+# owner) unless the base is named, templates and
 # read-only bases are never written, flatten leaves the base alone, and a
 # refusal changes no byte, name or mode.
 
@@ -17,6 +18,30 @@ make_clones() {
   "$BIN/mkimg" -q --backing base.img ct2.img
   printf 'clone one' > own1
   write_at ct1.img own1 70000
+}
+
+# d.img (4 MiB) with 'before' at 0, snapshot d.img.snap1 of it, then
+# 'after' at 100000 in the new top.
+make_snapshot() {
+  "$BIN/mkimg" -q d.img 4M
+  printf 'before' > x0; write_at d.img x0 0
+  "$BIN/imgsnap" -q create d.img
+  printf 'after' > x1; write_at d.img x1 100000
+}
+
+# d.img.snap1 made writable and merged into by name, then a fresh snapshot
+# merged without naming it: d.img reads d.raw all along.
+merge_named_then_own() {
+  chmod 0644 d.img.snap1
+  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ]
+  to_raw d.img out2.raw
+  cmp out2.raw d.raw
 }
 
 sum() { sha256sum "$1" | cut -d' ' -f1; }
@@ -137,10 +162,7 @@ mode() { stat -c %a "$1"; }
 }
 
 @test "issue 14 #3: merge still consumes the image's own snapshot; a rebase makes it a base like any other" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   # after an unsafe rebase onto the same file the mark is gone: refused
   "$BIN/imgsnap" -q rebase -u d.img d.img.snap1
@@ -148,25 +170,13 @@ mode() { stat -c %a "$1"; }
   [ "$status" -eq 1 ]
   [[ "$output" == *"not its own snapshot"* ]]
   [ "$(mode d.img.snap1)" = 444 ]
-  # named, it is merged (its own snapshot's read-only mode is expected)
-  chmod 0644 d.img.snap1
-  "$BIN/imgsnap" -q merge --into d.img.snap1 d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out.raw
-  cmp out.raw d.raw
+  # named, it is merged (its own snapshot's read-only mode is expected);
   # a fresh snapshot is merged without naming it
-  "$BIN/imgsnap" -q create d.img
-  "$BIN/imgsnap" -q merge d.img
-  [ ! -e d.img.snap1 ]
-  to_raw d.img out2.raw
-  cmp out2.raw d.raw
+  merge_named_then_own
 }
 
 @test "issue 15 #11: a refused merge leaves the read-only snapshot's mode and bytes unchanged" {
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   [ "$(mode d.img.snap1)" = 444 ]
   s0=$(sum d.img.snap1); d0=$(sum d.img)
   # refused: another image over the snapshot is open (a shared lock: the
@@ -196,10 +206,7 @@ mode() { stat -c %a "$1"; }
 @test "issue 15 #11: an unprivileged owner merges into the read-only snapshot; refused, it stays read-only" {
   public_dir
   cd "$PUBDIR"
-  "$BIN/mkimg" -q d.img 4M
-  printf 'before' > x0; write_at d.img x0 0
-  "$BIN/imgsnap" -q create d.img
-  printf 'after' > x1; write_at d.img x1 100000
+  make_snapshot
   to_raw d.img d.raw
   m0=$(mode d.img)
   chown -R 65534:65534 "$PUBDIR"
@@ -324,4 +331,132 @@ mode() { stat -c %a "$1"; }
   [ "$status" -eq 1 ]
   [[ "$output" == *"s.img"*"already standalone"* ]]
   [ "$(sum s.img)" = "$s0" ]
+}
+
+# hdr_edit FILE ACTION: both header copies of FILE changed behind libimg's
+# back (FORMAT.md 3, 3.1), their crc32c fixed:
+#   own-snapshot  set compat bit 0 OWN_SNAPSHOT (a forged "my backing is
+#                 my own snapshot")
+#   drop-owner    remove the owner field (incompat bit 2 OWNER): a
+#                 snapshot as libimg made it before it recorded owners
+hdr_edit() {
+  [ -n "$PY" ] || skip "python3 is needed to edit an image"
+  "$PY" - "$@" <<'PYEOF'
+import struct, sys
+
+def crc32c(data):
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+path, action = sys.argv[1], sys.argv[2]
+with open(path, "r+b") as f:
+    for slot in (0, 4096):
+        f.seek(slot)
+        h = bytearray(f.read(4096))
+        assert h[:8] == b"\x89LIBIMG\n"
+        incompat = struct.unpack_from("<Q", h, 32)[0]
+        if action == "own-snapshot":
+            struct.pack_into("<Q", h, 48, struct.unpack_from("<Q", h, 48)[0] | 1)
+        elif action == "drop-owner":
+            assert incompat & 4, "no owner field"
+            blen = struct.unpack_from("<I", h, 144)[0] if incompat & 1 else 0
+            o = (152 + blen + 7) // 8 * 8 if incompat & 1 else 128
+            h[o:o + 16] = bytes(16)
+            struct.pack_into("<Q", h, 32, incompat & ~4)
+            struct.pack_into("<I", h, 12, o)
+        else:
+            sys.exit("unknown action " + action)
+        hsize = struct.unpack_from("<I", h, 12)[0]
+        struct.pack_into("<I", h, 16, 0)
+        struct.pack_into("<I", h, 16, crc32c(bytes(h[:hsize])))
+        f.seek(slot)
+        f.write(h)
+PYEOF
+}
+
+@test "issue 14 #3b: a forged OWN_SNAPSHOT bit on a clone over a read-only shared base: merge refused, nothing changed" {
+  make_clones
+  hdr_edit ct1.img own-snapshot
+  chmod 0444 base.img
+  b0=$(sum base.img); c0=$(sum ct1.img); c2=$(sum ct2.img)
+  ls -la --time-style=+ > ../before
+  run_tool imgsnap merge ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"ct1.img"*"base.img"*"records no owner"* ]]
+  # named, the read-only base is not written either
+  run_tool imgsnap merge --into base.img ct1.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"read-only (mode 0444)"* ]]
+  [ "$(sum base.img)" = "$b0" ]
+  [ "$(sum ct1.img)" = "$c0" ]
+  [ "$(sum ct2.img)" = "$c2" ]
+  [ "$(mode base.img)" = 444 ]
+  ls -la --time-style=+ > ../after; diff ../before ../after
+  to_raw ct2.img ct2.raw
+  cmp ct2.raw base.raw
+}
+
+@test "issue 14 #3b: a clone made with mkimg --backing X.snap1, its bit forged: merge refused; X's own merge still works" {
+  make_snapshot
+  to_raw d.img d.raw
+  "$BIN/mkimg" -q --backing d.img.snap1 x.img
+  printf 'clone' > x2; write_at x.img x2 200000
+  hdr_edit x.img own-snapshot
+  s0=$(sum d.img.snap1); x0s=$(sum x.img)
+  run_tool imgsnap merge x.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"x.img"*"d.img.snap1"*"own snapshot of another image"* ]]
+  [ "$(sum d.img.snap1)" = "$s0" ]
+  [ "$(sum x.img)" = "$x0s" ]
+  [ "$(mode d.img.snap1)" = 444 ]
+  [ -e d.img.snap1 ] && [ -e x.img ]
+  # the snapshot's own top still merges it, without naming it
+  rm x.img
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ]
+  [ "$(info d.img backing)" = null ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+}
+
+@test "issue 14 #3b: a snapshot from before owners were recorded: merge refused until named (and made writable)" {
+  make_snapshot
+  to_raw d.img d.raw
+  chmod u+w d.img.snap1; hdr_edit d.img.snap1 drop-owner; chmod 0444 d.img.snap1
+  run_tool imgcheck -q d.img.snap1
+  [ "$status" -eq 0 ]
+  s0=$(sum d.img.snap1); d0=$(sum d.img)
+  run_tool imgsnap merge d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"d.img.snap1 records no owner"*"name it"* ]]
+  run_tool imgsnap merge --into d.img.snap1 d.img
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"read-only (mode 0444)"* ]]
+  [ "$(sum d.img.snap1)" = "$s0" ]
+  [ "$(sum d.img)" = "$d0" ]
+  [ "$(mode d.img.snap1)" = 444 ]
+  # named (and writable), merged; a new snapshot records its owner again
+  merge_named_then_own
+}
+
+@test "issue 14 #3b: imgsnap merge of a snapshot that has a top over it is refused; the chain keeps opening" {
+  make_snapshot
+  "$BIN/imgsnap" -q create d.img
+  to_raw d.img d.raw
+  s1=$(sum d.img.snap1); s2=$(sum d.img.snap2); d0=$(sum d.img)
+  # d.img.snap2 records its top as owner and has the mark itself: only
+  # its read-only mode says that d.img lies over it
+  run_tool imgsnap merge d.img.snap2
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"d.img.snap2"*"read-only (mode 0444)"*"refused"* ]]
+  [ "$(sum d.img.snap1)" = "$s1" ] && [ "$(sum d.img.snap2)" = "$s2" ] && [ "$(sum d.img)" = "$d0" ]
+  [ "$(mode d.img.snap1)" = 444 ] && [ "$(mode d.img.snap2)" = 444 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  run_tool imgcheck -q d.img
+  [ "$status" -eq 0 ]
 }

@@ -91,7 +91,7 @@ fragment() {
   cmp back.raw a.raw
 }
 
-@test "compact -p draws a progress bar on a terminal only" {
+@test "compact -p draws a progress bar on a terminal, prints lines elsewhere (issue 16)" {
   command -v script >/dev/null || skip "script(1) is needed for a terminal"
   fragment
   script -qec "'$BIN/compact' -p a.img" /dev/null > tty.out
@@ -99,6 +99,8 @@ fragment() {
   grep -q '\[#' tty.out
   fragment
   "$BIN/compact" -p a.img > out 2> err
-  [ ! -s err ]
+  [ "$(tail -n 1 err)" = "    (100.00/100%)" ]
+  ! grep -q $'\r' err
   grep -q "gave back" out
+  ! grep -q "100%" out
 }

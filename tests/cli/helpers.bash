@@ -7,7 +7,7 @@ BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/bin
 TOOLS="mkimg imginfo imgmap imgcheck growimg shrinkimg compact imgconvert imgsnap
-       imgserve imgattach imgdetach imgmount imgumount"
+       imgserve imgattach imgdetach imgmount imgumount imgctl"
 PY=$(command -v python3 || true)
 K=1024; M=$((1024 * K)); G=$((1024 * M))
 

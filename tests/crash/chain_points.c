@@ -10,7 +10,8 @@
  * Workloads (fixed seeds), on /mem/disk.img opened read-write with its
  * chain, writes between the steps:
  *   snapshot  img_snapshot_live twice (a generated name, then a given one):
- *             link, new top in a temporary file, close, rename, reopen;
+ *             link, new top in a temporary file, the owner recorded in
+ *             the snapshot's header (A/B), close, rename, reopen;
  *   merge     img_snapshot_live's reverse: img_merge_live_into of a clone
  *             (its base named; data, zero, discarded and compressed
  *             clusters, larger than its base) into its base: copy down,
@@ -26,6 +27,9 @@
  *     post-operation contents are the same);
  *   - let the operation run again to completion (snapshot: another one;
  *     merge: when disk.img is still the delta) with the same contents;
+ *   - snapshot: then merge the whole chain down with img_merge_live, no
+ *     base named (each snapshot must record its top as owner), the same
+ *     contents;
  *   - leave every image in the directory clean for img_check (opened
  *     read-write without its chain: a log replays first).
  * CRASH_FULL=1: three variants of each workload, eight materializations per
@@ -490,6 +494,22 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 	if (img_pread(img, b2, len, 0) != (ssize_t)len || memcmp(b, b2, len)) {
 		fprintf(stderr, "FAIL %s: contents changed by the rerun\n", where);
 		goto out;
+	}
+	/* Every snapshot of the chain records its top as owner (the header
+	 * write before the switch, FORMAT.md 3.1): merged down without being
+	 * named, to the image alone, the disk unchanged. */
+	while (!w->merge && img && depth(img)) {
+		unsigned d = depth(img);
+		r = img_merge_live(&img, 0, NULL, NULL);
+		if (r || !img || depth(img) + 1 != d) {
+			fprintf(stderr, "FAIL %s: merge into its own snapshot (depth %u): %s (%s)\n",
+				where, d, img_strerror(r), img_last_error());
+			goto out;
+		}
+		if (img_pread(img, b2, len, 0) != (ssize_t)len || memcmp(b, b2, len)) {
+			fprintf(stderr, "FAIL %s: contents changed by a merge\n", where);
+			goto out;
+		}
 	}
 	r = img_close(img);
 	img = NULL;

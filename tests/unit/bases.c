@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
-/* Bases are protected (FORMAT.md 3.1, 3.2; issue 14 #3 #4, issue 15 #11):
+/* Bases are protected (FORMAT.md 3.1, 3.2; issue 14 #3 #3b #4, issue 15 #11):
  * a merge consumes only the delta's own snapshot (OWN_SNAPSHOT, set by the
- * snapshot, cleared by a rebase) unless the base is named; a template is
+ * snapshot, cleared by a rebase, and confirmed by the snapshot's owner
+ * field: a forged bit is refused) unless the base is named; a template is
  * never opened for writing; a refusal changes no byte, name or mode; the
  * live operations refuse a chain that does not open again and leave the
  * caller's handle as it was. */
@@ -136,6 +137,202 @@ static char byte_at(struct img *img, uint64_t off)
 	char c = 0;
 	CHECK(img_pread(img, &c, 1, off) == 1);
 	return c;
+}
+
+/* Edits both header copies of an image behind libimg's back (decoded,
+ * changed, encoded with the crc fixed): compat bits set (a forged
+ * OWN_SNAPSHOT), the owner field dropped (drop_owner: a snapshot made
+ * before libimg recorded owners). */
+static void forge(const char *name, uint64_t compat_set, int drop_owner)
+{
+	uint8_t slot[IMG_HEADER_SLOT];
+	struct img_header h;
+	int fd = open(P(name), O_RDWR);
+
+	CHECK(fd >= 0);
+	for (int i = 0; fd >= 0 && i < 2; i++) {
+		CHECK(pread(fd, slot, sizeof(slot), i * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+		CHECK(img_header_decode(slot, &h, NULL, 0) == 0);
+		h.compat |= compat_set;
+		if (drop_owner) {
+			h.incompat &= ~IMG_FEATURE_INCOMPAT_OWNER;
+			memset(h.owner_uuid, 0, 16);
+			h.header_size = (h.incompat & IMG_INCOMPAT_BACKING) ?
+					(uint32_t)((IMG_BACKING_OFF + h.backing_len + 7) & ~7u) :
+					IMG_HEADER_SIZE_V1;
+		}
+		img_header_encode(&h, slot);
+		CHECK(pwrite(fd, slot, sizeof(slot), i * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static uint64_t incompat_of(const char *name)
+{
+	struct img *img = NULL;
+	struct img_info in;
+	uint64_t v = ~0ull;
+
+	if (img_open(P(name), IMG_OPEN_NO_BACKING, &img) == 0 && img_info(img, &in) == 0)
+		v = in.incompat_features;
+	img_close(img);
+	return v;
+}
+
+/* Issue 14 #3b: the own snapshot is confirmed by the snapshot's header
+ * (FORMAT.md 3.1, OWNER), not by the delta's bit alone. */
+static void owner_cases(void)
+{
+	uint8_t *b0, *c0, *s0;
+	size_t bl, cl, sl;
+	char snap[256];
+
+	/* a clone over a read-only shared base, its OWN_SNAPSHOT bit forged */
+	CHECK(mk("sh.img", NULL) == 0);
+	put("sh.img", 0, 's');
+	CHECK(mk("f1.img", "sh.img") == 0);
+	CHECK(mk("f2.img", "sh.img") == 0);
+	put("f1.img", 65536, 'f');
+	forge("f1.img", IMG_FEATURE_COMPAT_OWN_SNAPSHOT, 0);
+	CHECK(compat_of("f1.img", 0) == IMG_FEATURE_COMPAT_OWN_SNAPSHOT);
+	CHECK(chmod(P("sh.img"), 0444) == 0);
+	b0 = slurp("sh.img", &bl);
+	c0 = slurp("f1.img", &cl);
+	CHECK(img_merge(P("f1.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(strstr(img_last_error(), "records no owner") != NULL);
+	CHECK(img_merge_into(P("f1.img"), P("sh.img"), 0, NULL, NULL) == -EROFS);
+	CHECK(same("sh.img", b0, bl) && same("f1.img", c0, cl));
+	CHECK(mode_of("sh.img") == 0444 && access(P("f2.img"), F_OK) == 0);
+	free(b0);
+	free(c0);
+
+	/* a snapshot records its top; the top's merge consumes it */
+	CHECK(mk("d.img", NULL) == 0);
+	put("d.img", 0, 'd');
+	CHECK(img_snapshot(P("d.img"), NULL, 0, snap, sizeof(snap)) == 0);
+	CHECK(!strcmp(snap, "d.img.snap1"));
+	CHECK(incompat_of("d.img.snap1") == IMG_FEATURE_INCOMPAT_OWNER);
+	CHECK(incompat_of("d.img") == IMG_INCOMPAT_BACKING);
+	{
+		struct img_header th, sh;
+		CHECK(img_read_header(P("d.img"), &th) == 0 && img_read_header(P("d.img.snap1"), &sh) == 0);
+		CHECK(img_header_owned_by(&sh, th.uuid));
+	}
+	/* a clone made over the snapshot file, its bit forged: refused */
+	CHECK(mk("x.img", "d.img.snap1") == 0);
+	put("x.img", 65536, 'x');
+	forge("x.img", IMG_FEATURE_COMPAT_OWN_SNAPSHOT, 0);
+	s0 = slurp("d.img.snap1", &sl);
+	c0 = slurp("x.img", &cl);
+	CHECK(img_merge(P("x.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(strstr(img_last_error(), "own snapshot of another image") != NULL);
+	CHECK(same("d.img.snap1", s0, sl) && same("x.img", c0, cl));
+	{
+		struct img *img = NULL;
+		CHECK(img_open(P("x.img"), IMG_OPEN_RDWR, &img) == 0);
+		CHECK(img && img_merge_live(&img, 0, NULL, NULL) == -EPERM && img);
+		img_close(img);
+	}
+	CHECK(same("d.img.snap1", s0, sl));
+	CHECK(mode_of("d.img.snap1") == 0444);
+	free(c0);
+	CHECK(unlink(P("x.img")) == 0);
+	/* its owner merges it, offline and live */
+	put("d.img", 131072, 'D');
+	CHECK(img_merge(P("d.img"), 0, NULL, NULL) == 0);
+	CHECK(access(P("d.img.snap1"), F_OK) != 0);
+	{
+		struct img *img = NULL;
+		CHECK(img_open(P("d.img"), IMG_OPEN_RDWR, &img) == 0);
+		CHECK(img && img_snapshot_live(&img, NULL, 0, NULL, 0) == 0 && img);
+		CHECK(img && img_merge_live(&img, 0, NULL, NULL) == 0 && img);
+		if (img)
+			CHECK(img_backing(img) == NULL && byte_at(img, 0) == 'd' &&
+			      byte_at(img, 131072) == 'D');
+		img_close(img);
+	}
+
+	/* a snapshot from before libimg recorded owners: refused unless
+	 * named (and made writable) */
+	CHECK(img_snapshot(P("d.img"), NULL, 0, NULL, 0) == 0);
+	forge("d.img.snap1", 0, 1);
+	CHECK(incompat_of("d.img.snap1") == 0);
+	s0 = (free(s0), slurp("d.img.snap1", &sl));
+	CHECK(img_merge(P("d.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(strstr(img_last_error(), "records no owner") != NULL);
+	CHECK(img_merge_into(P("d.img"), P("d.img.snap1"), 0, NULL, NULL) == -EROFS);
+	CHECK(same("d.img.snap1", s0, sl) && mode_of("d.img.snap1") == 0444);
+	CHECK(chmod(P("d.img.snap1"), 0644) == 0);
+	CHECK(img_merge_into(P("d.img"), P("d.img.snap1"), 0, NULL, NULL) == 0);
+	free(s0);
+
+	/* the owner field is kept true or cleared: a template mark clears
+	 * it, and so does a named merge of another delta into the snapshot */
+	CHECK(img_snapshot(P("d.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(chmod(P("d.img.snap1"), 0644) == 0);
+	CHECK(img_set_template(P("d.img.snap1"), 1) == 0);
+	CHECK(incompat_of("d.img.snap1") == 0);
+	CHECK(img_set_template(P("d.img.snap1"), 0) == 0);
+	CHECK(img_merge(P("d.img"), 0, NULL, NULL) == -EPERM);
+	CHECK(img_merge_into(P("d.img"), P("d.img.snap1"), 0, NULL, NULL) == 0);
+	CHECK(img_snapshot(P("d.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(chmod(P("d.img.snap1"), 0644) == 0);
+	CHECK(mk("y.img", "d.img.snap1") == 0);
+	CHECK(img_merge_into(P("y.img"), P("d.img.snap1"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("y.img") == 0);
+
+	/* a snapshot with a top over it (read-only) is not merged: the top's
+	 * chain would lose it */
+	CHECK(img_snapshot(P("y.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_snapshot(P("y.img"), NULL, 0, NULL, 0) == 0);
+	s0 = slurp("y.img.snap2", &sl);
+	CHECK(img_merge(P("y.img.snap2"), 0, NULL, NULL) == -EROFS);
+	CHECK(same("y.img.snap2", s0, sl) && access(P("y.img.snap1"), F_OK) == 0);
+	free(s0);
+	{
+		struct img *img = NULL;
+		CHECK(img_open(P("y.img"), 0, &img) == 0);
+		img_close(img);
+	}
+
+	/* the rule of the mode, one predicate */
+	CHECK(img_file_readonly(P("sh.img")) == 1 && img_file_readonly(P("y.img")) == 0);
+	CHECK(img_file_readonly(P("nothing.img")) == -ENOENT);
+}
+
+/* The owner field in the header format (FORMAT.md 3.1): after the
+ * backing path, kept by a rebase, no room past a 3928-byte path. */
+static void owner_format(void)
+{
+	uint8_t slot[IMG_HEADER_SLOT], u[16];
+	struct img_header h, d;
+	char path[IMG_MAX_BACKING_LEN + 1];
+
+	memset(u, 0xab, sizeof(u));
+	CHECK(mk("fmt.img", NULL) == 0);
+	CHECK(img_read_header(P("fmt.img"), &h) == 0);
+	CHECK(img_header_set_owner(&h, u) == 0 && h.header_size == 144);
+	img_header_encode(&h, slot);
+	CHECK(img_header_decode(slot, &d, NULL, 0) == 0 && img_header_owned_by(&d, u));
+	img_header_set_backing(&h, u, "b.img", 5);
+	CHECK(h.header_size == 176 && img_header_owned_by(&h, u));
+	img_header_encode(&h, slot);
+	CHECK(img_header_decode(slot, &d, NULL, 0) == 0 && img_header_owned_by(&d, u) &&
+	      !strcmp(d.backing_path, "b.img"));
+	CHECK(slot[157] == 0 && slot[160] == 0xab);
+	slot[158] = 1;          /* padding before the field: reserved */
+	CHECK(img_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
+	img_header_encode(&h, slot);
+	memset(slot + 160, 0, 16);     /* an all-zero owner: invalid */
+	put_le32(slot + 16, 0);
+	put_le32(slot + 16, img_crc32c(0, slot, h.header_size));
+	CHECK(img_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
+	memset(path, 'p', sizeof(path));
+	img_header_set_backing(&h, u, path, 3928);
+	CHECK(img_header_owned_by(&h, u) && h.header_size == IMG_HEADER_SLOT);
+	img_header_set_backing(&h, u, path, 3929);
+	CHECK(!(h.incompat & IMG_INCOMPAT_OWNER) && img_header_set_owner(&h, u) == -ENOSPC);
 }
 
 int main(void)
@@ -301,6 +498,9 @@ int main(void)
 		}
 	}
 	CHECK(img_close(img) == 0);
+
+	owner_cases();
+	owner_format();
 
 	free(b0);
 	free(c0);

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit test of the tools' shared helpers: parse_size, parse_new_size,
- * human_size, json_escape, buffer_is_zero.  Exit 0 pass, 1 fail. */
+ * human_size, json_escape, the JSON document and its test log, buffer_is_zero,
+ * the progress printer.  Exit 0 pass, 1 fail. */
 #include "../../tools/common.c"
 
 static int failures;
@@ -90,6 +91,115 @@ static void text_is(const char *s, size_t len, const char *want)
 		fprintf(stderr, "FAIL: text_escape(len %zu) -> %s; want %s\n", len, buf, want);
 		failures++;
 	}
+}
+
+/* Runs the progress printer with stderr sent to a file (not a terminal)
+ * and returns what it printed (static buffer). */
+static const char *progress_capture(void (*run)(struct progress *))
+{
+	static char out[1 << 16];
+	struct progress pr;
+	FILE *f = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	size_t n;
+
+	if (!f || saved < 0)
+		return "";
+	fflush(stderr);
+	dup2(fileno(f), STDERR_FILENO);
+	progress_init(&pr, 1);
+	run(&pr);
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	rewind(f);
+	n = fread(out, 1, sizeof(out) - 1, f);
+	out[n] = 0;
+	fclose(f);
+	return out;
+}
+
+static void run_fine(struct progress *pr)
+{
+	/* 10,000 small steps: one line per whole percent */
+	for (uint64_t i = 0; i <= 10000; i++)
+		progress_update(pr, i, 10000);
+	progress_finish(pr, 1);
+}
+
+static void run_back(struct progress *pr)
+{
+	/* a value smaller than the last is not shown; no 100 before finish */
+	progress_update(pr, 50, 100);
+	progress_update(pr, 10, 100);
+	progress_update(pr, 60, 100);
+	progress_finish(pr, 1);
+}
+
+static void run_failed(struct progress *pr)
+{
+	progress_update(pr, 0, 100);
+	progress_update(pr, 30, 100);
+	progress_finish(pr, 0);
+}
+
+static void run_phases(struct progress *pr)
+{
+	progress_phase(pr, 0, 40, "copying");
+	progress_update(pr, 1, 2);
+	progress_phase(pr, 40, 100, "resizing");
+	progress_update(pr, 1, 2);
+	progress_update(pr, 2, 2);
+	progress_finish(pr, 1);
+}
+
+static void run_off(struct progress *pr)
+{
+	pr->enabled = 0;
+	progress_update(pr, 1, 2);
+	progress_phase(pr, 0, 50, "copying");
+	progress_finish(pr, 1);
+}
+
+static void test_progress(void)
+{
+	const char *o;
+	char line[64];
+	int lines = 0;
+
+	CHECK(progress_value(0, 10000, 0, 100) == 0);
+	CHECK(progress_value(0, 10000, 1, 3) == 3333);
+	CHECK(progress_value(2000, 4000, 1, 2) == 3000);
+	CHECK(progress_value(2000, 4000, 5, 0) == 4000);
+	CHECK(progress_value(0, 10000, UINT64_MAX - 1, UINT64_MAX) == 9999);
+	CHECK(progress_pipe_due(PROGRESS_NONE, 0));
+	CHECK(!progress_pipe_due(0, 99));
+	CHECK(progress_pipe_due(99, 100));
+	CHECK(!progress_pipe_due(500, 400));
+	CHECK(progress_pipe_due(9999, 10000));
+	progress_line(line, sizeof(line), 1234);
+	CHECK(!strcmp(line, "    (12.34/100%)\n"));
+	progress_line(line, sizeof(line), 10000);
+	CHECK(!strcmp(line, "    (100.00/100%)\n"));
+
+	o = progress_capture(run_fine);
+	for (const char *q = o; (q = strchr(q, '\n')); q++)
+		lines++;
+	CHECK(lines == 101);
+	CHECK(!strncmp(o, "    (0.00/100%)\n    (1.00/100%)\n", 32));
+	CHECK(strstr(o, "    (99.00/100%)\n    (100.00/100%)\n") != NULL);
+	CHECK(!strchr(o, '\r'));
+
+	o = progress_capture(run_back);
+	CHECK(!strcmp(o, "    (50.00/100%)\n    (60.00/100%)\n    (100.00/100%)\n"));
+	o = progress_capture(run_failed);
+	CHECK(!strcmp(o, "    (0.00/100%)\n    (30.00/100%)\n"));
+	o = progress_capture(run_phases);
+	CHECK(!strcmp(o, "    copying...\n    (0.00/100%)\n    (20.00/100%)\n"
+		      "    (40.00/100%)\n    resizing...\n    (70.00/100%)\n"
+		      "    (100.00/100%)\n"));
+	o = progress_capture(run_off);
+	CHECK(!strcmp(o, ""));
 }
 
 int main(void)
@@ -225,6 +335,59 @@ int main(void)
 		backing_dirs_free(&d);
 		CHECK(backing_dirs_parse(&d, "", ':', &bad) == 0 && bad == 0 && d.n == 0);
 		backing_dirs_free(&d);
+	}
+
+	test_progress();
+
+	/* A JSON document: built in memory, printed whole by json_finish
+	 * ("schema" first), nothing at all after json_discard; the test log
+	 * gets one line "PROG\tDOC" without the layout (issue 16). */
+	{
+		char text[512], logname[] = "/tmp/tools_common_XXXXXX";
+		struct json_out j;
+		FILE *f = tmpfile();
+		size_t n;
+		int fd;
+
+		CHECK(f != NULL);
+		json_start(&j, f);
+		json_doc_begin(&j);
+		json_string(&j, "name", "a \"b\"\n c");
+		json_array_begin(&j, "list");
+		json_u64(&j, NULL, 7);
+		json_array_end(&j);
+		json_object_end(&j);
+		CHECK(ftell(f) == 0);           /* nothing out before json_finish */
+		json_finish(&j);
+		json_start(&j, f);              /* dropped: nothing of it printed */
+		json_doc_begin(&j);
+		json_string(&j, "half", "x");
+		json_discard(&j);
+		rewind(f);
+		n = fread(text, 1, sizeof(text) - 1, f);
+		text[n] = 0;
+		CHECK(!strcmp(text, "{\n  \"schema\": 1,\n  \"name\": \"a \\\"b\\\"\\n c\",\n"
+				    "  \"list\": [\n    7\n  ]\n}\n"));
+		fclose(f);
+
+		fd = mkstemp(logname);
+		CHECK(fd >= 0);
+		close(fd);
+		progname = "tooltest";
+		setenv("LIBIMG_TEST_JSON_LOG", logname, 1);
+		json_test_log(text, strlen(text));
+		json_test_log("[\n  1\n]\n", 8);
+		unsetenv("LIBIMG_TEST_JSON_LOG");
+		json_test_log("{}\n", 3);      /* not set: not logged */
+		f = fopen(logname, "r");
+		CHECK(f != NULL);
+		n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		text[n] = 0;
+		CHECK(!strcmp(text, "tooltest\t{\"schema\": 1,\"name\": \"a \\\"b\\\"\\n c\","
+				    "\"list\": [7]}\ntooltest\t[1]\n"));
+		if (f)
+			fclose(f);
+		unlink(logname);
 	}
 
 	if (failures) {

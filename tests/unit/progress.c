@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/* Progress callbacks of long operations (issue 16): img_resize_progress
+ * (a growth's relocation, a shrink's packing), img_check (opts.progress)
+ * and img_compact report a count that only goes forward against a total
+ * that does not change, ending at done == total where the operation says
+ * so; a non-zero return cancels with -ECANCELED and leaves the image
+ * consistent. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "libimg.h"
+
+static int fails;
+#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+
+#define CS (64u << 10)
+
+struct rec {
+	uint64_t calls, done, total;
+	int backwards, total_changed, over;
+	uint64_t cancel_at;        /* return 1 on this call (1-based); 0 never */
+};
+
+static int record(void *arg, uint64_t done, uint64_t total)
+{
+	struct rec *r = arg;
+
+	if (r->calls && done < r->done)
+		r->backwards = 1;
+	if (r->calls && total != r->total)
+		r->total_changed = 1;
+	if (done > total)
+		r->over = 1;
+	r->done = done;
+	r->total = total;
+	r->calls++;
+	return r->cancel_at && r->calls == r->cancel_at;
+}
+
+static void pattern(uint8_t *b, uint64_t v) { memset(b, (int)(v * 37 + 1), CS); b[0] = (uint8_t)v; }
+
+/* A 64 MiB image (1024 clusters) with data in every 8th cluster, written
+ * in ascending order of the virtual clusters or descending (then the
+ * first ones sit at the end of the host file). */
+static struct img *make_order(const char *path, int desc)
+{
+	struct img_create_opts o = { .virtual_size = 64u << 20, .cluster_size = CS,
+				     .flags = IMG_CREATE_OVERWRITE };
+	uint8_t buf[CS];
+	struct img *img = NULL;
+
+	CHECK(img_create(path, &o) == 0);
+	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	for (uint64_t i = 0; i < 1024; i += 8) {
+		uint64_t v = desc ? 1016 - i : i;
+		pattern(buf, v);
+		CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
+	}
+	CHECK(img_flush(img) == 0);
+	return img;
+}
+
+static struct img *make(const char *path) { return make_order(path, 0); }
+
+static int data_ok(struct img *img, uint64_t upto)
+{
+	uint8_t buf[CS], want[CS];
+
+	for (uint64_t v = 0; v < upto; v += 8) {
+		pattern(want, v);
+		if (img_pread(img, buf, CS, v * CS) != CS || memcmp(buf, want, CS))
+			return 0;
+	}
+	return 1;
+}
+
+static int clean(struct img *img)
+{
+	struct img_check_result cr;
+	return img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0;
+}
+
+int main(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct img_info in;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	close(fd);
+
+	/* Growth past the BAT's capacity: the relocation is reported. */
+	img = make(path);
+	memset(&r, 0, sizeof(r));
+	CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == 0);
+	CHECK(r.calls >= 4);
+	CHECK(!r.backwards && !r.total_changed && !r.over);
+	CHECK(data_ok(img, 1024));
+	CHECK(clean(img));
+	CHECK(img_close(img) == 0);
+
+	/* Cancelled during the relocation: -ECANCELED, the size unchanged,
+	 * the data where it reads, the image consistent. */
+	img = make(path);
+	memset(&r, 0, sizeof(r));
+	r.cancel_at = 2;
+	CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == -ECANCELED);
+	CHECK(r.calls == 2);
+	CHECK(img_info(img, &in) == 0 && in.virtual_size == 64u << 20);
+	CHECK(data_ok(img, 1024));
+	CHECK(img_close(img) == 0);
+	CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	CHECK(clean(img));
+	CHECK(data_ok(img, 1024));
+	/* and it can grow afterwards */
+	CHECK(img_resize_progress(img, 4ull << 30, 0, NULL, NULL) == 0);
+	CHECK(data_ok(img, 1024));
+	CHECK(img_close(img) == 0);
+
+	/* Shrink: the packing of the host file is reported (what is kept
+	 * sits at the end of the file: it moves). */
+	img = make_order(path, 1);
+	memset(&r, 0, sizeof(r));
+	CHECK(img_resize_progress(img, 16u << 20, IMG_RESIZE_DISCARD_DATA, record, &r) == 0);
+	CHECK(r.calls >= 1);
+	CHECK(!r.backwards && !r.total_changed && !r.over);
+	CHECK(r.done == r.total);
+	CHECK(data_ok(img, 256));
+	CHECK(clean(img));
+	CHECK(img_close(img) == 0);
+
+	/* Check: forward, ending at done == total; cancel -> -ECANCELED. */
+	img = make(path);
+	CHECK(img_close(img) == 0);
+	CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
+	{
+		struct img_check_opts co = { 0 };
+		struct img_check_result cr;
+		memset(&r, 0, sizeof(r));
+		co.progress = record;
+		co.progress_arg = &r;
+		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		CHECK(r.calls >= 2);
+		CHECK(!r.backwards && !r.total_changed && !r.over);
+		CHECK(r.done == r.total && r.total > 0);
+		memset(&r, 0, sizeof(r));
+		r.cancel_at = 1;
+		CHECK(img_check(img, &co, &cr) == -ECANCELED);
+	}
+	CHECK(img_close(img) == 0);
+
+	/* Compact: its steps (zero detection, relocation) as one count that
+	 * only goes forward and ends at done == total. */
+	img = make(path);
+	{
+		struct img_compact_opts co = { 0 };
+		struct img_compact_stats st;
+		uint8_t zero[CS];
+		memset(zero, 0, sizeof(zero));
+		/* the front emptied, zeros written over some clusters */
+		for (uint64_t v = 0; v < 512; v += 8)
+			CHECK(img_discard(img, v * CS, CS) == 0);
+		for (uint64_t v = 512; v < 600; v += 8)
+			CHECK(img_pwrite(img, zero, CS, v * CS) == CS);
+		memset(&r, 0, sizeof(r));
+		co.progress = record;
+		co.progress_arg = &r;
+		CHECK(img_compact(img, &co, &st) == 0);
+		CHECK(st.zero_clusters_freed > 0 && st.clusters_moved > 0);
+		CHECK(r.calls >= 3);
+		CHECK(!r.backwards && !r.total_changed && !r.over);
+		CHECK(r.done == r.total);
+	}
+	CHECK(clean(img));
+	CHECK(img_close(img) == 0);
+
+	unlink(path);
+	if (fails) {
+		fprintf(stderr, "%d failures\n", fails);
+		return 1;
+	}
+	printf("ok\n");
+	return 0;
+}
