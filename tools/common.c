@@ -507,7 +507,7 @@ int usage_error(const char *fmt, ...)
 	va_end(ap);
 	print_error_line(msg);
 	fprintf(stderr, "Try '%s --help' for more information.\n", progname);
-	record_error(NULL, 0, -EINVAL, msg);
+	record_error(NULL, 0, 0, msg);   /* no errno (error.json) */
 	return exit_usage;
 }
 
@@ -520,7 +520,7 @@ int value_error(const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	print_error_line(msg);
-	record_error(NULL, 0, -EINVAL, msg);
+	record_error(NULL, 0, 0, msg);
 	return exit_usage;
 }
 
@@ -846,7 +846,7 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 		if (!optarg)
 			wait_ms = WAIT_FOREVER;
 		else if (parse_wait(optarg, &wait_ms)) {
-			errmsg_err(NULL, -EINVAL, "invalid --wait value '%s' (seconds, e.g. "
+			errmsg_err(NULL, 0, "invalid --wait value '%s' (seconds, e.g. "
 				   "--wait=10 or --wait=0.5)", optarg);
 			return '?';
 		}
