@@ -38,6 +38,8 @@ static int have_cur_file;
 /* How long the last wait for a lock (--wait) waited before it gave up,
  * -1: none (img_errmsg says it for -EBUSY). */
 static int64_t busy_waited = -1;
+/* -j or --json is among the arguments (tool_init). */
+static int json_asked;
 /* A JSON document was printed (json_finish): no error object then. */
 static int json_doc_printed;
 
@@ -378,6 +380,11 @@ void tool_init(int argc, char **argv)
 		progname = b ? b + 1 : argv[0];
 		argv[0] = (char *)progname;
 	}
+	/* A usage error may come before -j is parsed: it still gets the
+	 * JSON error object when -j or --json is on the command line. */
+	for (int i = 1; i < argc && argv[i] && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "-j") || !strcmp(argv[i], "--json"))
+			json_asked = 1;
 	backing_policy_load();
 }
 
@@ -615,7 +622,8 @@ int tool_exit(int status)
 {
 	if (status == EXIT_ERROR && tool_exit_refine && last_err.set)
 		status = exit_status(last_err.err);
-	if (json && status != EXIT_OK && !json_doc_printed)
+	if ((json || (json_asked && status == exit_usage)) && status != EXIT_OK &&
+	    !json_doc_printed)
 		print_error_object(status);
 	return status;
 }
@@ -819,6 +827,31 @@ int close_image(const char *path, struct img *img)
 
 /* ---- option scanning -------------------------------------------------- */
 
+/* What getopt would have said about the option it just refused. */
+static void bad_option(int argc, char **argv, const char *optstring)
+{
+	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	char m[512];
+
+	if (!strncmp(arg, "--", 2)) {
+		if (!optopt)
+			snprintf(m, sizeof(m), "unrecognized option '%s'", arg);
+		else if (strchr(arg, '='))
+			snprintf(m, sizeof(m), "option '%.*s' doesn't allow an argument",
+				 (int)(strchr(arg, '=') - arg), arg);
+		else
+			snprintf(m, sizeof(m), "option '%s' requires an argument", arg);
+	} else if (optopt > 0 && optopt < 256 && optopt != ':' && strchr(optstring, optopt)) {
+		snprintf(m, sizeof(m), "option requires an argument -- '%c'", optopt);
+	} else if (optopt > 0 && optopt < 256) {
+		snprintf(m, sizeof(m), "invalid option -- '%c'", optopt);
+	} else {
+		snprintf(m, sizeof(m), "unrecognized option '%s'", arg);
+	}
+	print_error_line(m);
+	record_error(NULL, 0, 0, m);
+}
+
 int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts)
 {
@@ -841,7 +874,10 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 		return 1;
 	}
 	snprintf(os, sizeof(os), "-%s", optstring);
+	opterr = 0;   /* said below, and recorded for the JSON error object */
 	r = getopt_long(argc, argv, os, longopts, NULL);
+	if (r == '?' || r == ':')
+		bad_option(argc, argv, optstring);
 	if (r == OPT_WAIT) {
 		if (!optarg)
 			wait_ms = WAIT_FOREVER;

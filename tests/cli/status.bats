@@ -177,6 +177,7 @@ make_orphan() {
   check_error 3 EMEDIUMTYPE not.img imginfo -j not.img
   check_error 3 EMEDIUMTYPE not.img shrinkimg -j not.img 512K
   check_error 2 null null imginfo -j --no-such-option
+  check_error 2 null null compact --no-such-option --json
   [ "$(jget '.error.errno')" = null ]
   check_error 2 null null growimg -j a.img 1Q
   [[ "$(jget .error.message)" == "invalid size '1Q'"* ]]
