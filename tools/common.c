@@ -702,6 +702,17 @@ const char *waited_text(int64_t waited_ms, char *buf, size_t len)
 	return buf;
 }
 
+int64_t lock_gave_up_after(void)
+{
+	return busy_waited;
+}
+
+void note_holder(pid_t pid)
+{
+	if (last_err.set && last_err.err == -EBUSY && !last_err.holder)
+		last_err.holder = pid;
+}
+
 int target_claim(const char *path, unsigned flags, struct img_target **out)
 {
 	int64_t start = 0, waited = -1;

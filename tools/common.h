@@ -91,6 +91,12 @@ int lock_wait_again(int64_t *start_ms, int64_t *waited_ms);
 /* " (waited N s for it)" when waited_ms >= 0 and --wait was given, else
  * "" into buf (at least 64 bytes). */
 const char *waited_text(int64_t waited_ms, char *buf, size_t len);
+/* How long the last wait for a lock waited before it gave up (ms), or -1
+ * when it did not give up (or there was no --wait). */
+int64_t lock_gave_up_after(void);
+/* The error just printed (-EBUSY) names pid as the holder of the lock
+ * (holder_pid of the JSON error object), e.g. the daemon serving it. */
+void note_holder(pid_t pid);
 /* img_target_claim() that waits as --wait says; prints nothing. */
 int target_claim(const char *path, unsigned flags, struct img_target **out);
 

@@ -782,7 +782,10 @@ int online_refuse_if_used(const char *file, const struct online_state *st)
 		return 0;
 	online_describe(st, d, sizeof(d));
 	if (st->alive) {
-		errmsg("%s: in use by %s", file, d);
+		char w[96];
+		errmsg_err(file, -EBUSY, "%s: in use by %s%s", file, d,
+			   waited_text(lock_gave_up_after(), w, sizeof(w)));
+		note_holder(st->pid);
 		return -EBUSY;
 	}
 	errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
@@ -897,9 +900,13 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	pid_t pid;
 	int r;
 
-	r = online_state_load(file, st);
-	if (r < 0)
-		return r;
+	/* --wait: for another daemon serving it to stop, too */
+	for (int64_t start = 0, waited;;) {
+		if ((r = online_state_load(file, st)) < 0)
+			return r;
+		if (!recorded(st) || !st->alive || !lock_wait_again(&start, &waited))
+			break;
+	}
 	if ((r = online_refuse_if_used(file, st)) < 0)
 		return r;
 	r = img_probe(st->image);
