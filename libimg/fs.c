@@ -754,3 +754,136 @@ out:
 		*stats = st;
 	return r;
 }
+
+/* ====================================================================== */
+/* A new UUID and label for ext2/3/4 (clones)                             */
+/* ====================================================================== */
+
+static int hexval(int c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 :
+	       c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into 16 bytes.  0 or -EINVAL. */
+static int parse_uuid(const char *s, uint8_t out[16])
+{
+	size_t i, k = 0;
+
+	if (strlen(s) != 36)
+		return -EINVAL;
+	for (i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23) {
+			if (s[i] != '-')
+				return -EINVAL;
+			continue;
+		}
+		if (hexval(s[i]) < 0 || hexval(s[i + 1]) < 0)
+			return -EINVAL;
+		out[k++] = (uint8_t)(hexval(s[i]) << 4 | hexval(s[i + 1]));
+		i++;
+	}
+	return 0;
+}
+
+/*
+ * What tune2fs -U and -L do, on the image's virtual disk.  The checksums
+ * of metadata_csum filesystems are seeded by crc32c(UUID) unless the
+ * metadata_csum_seed feature keeps the seed in the superblock: a filesystem
+ * without it gets it (seed = the one in use), so no checksum but the
+ * superblock's changes and nothing else is rewritten.  Group descriptor
+ * checksums of uninit_bg/gdt_csum filesystems are a crc16 over the UUID:
+ * recomputed (when they were valid).  The internal journal keeps its own
+ * UUID (jbd2 checksums use it), as with tune2fs.
+ */
+IMG_API int img_fs_set_identity(struct img *img, const char *uuid, const char *label,
+				unsigned flags)
+{
+	struct img_fs_info fi;
+	ext2_filsys fs = NULL;
+	uint8_t u[16];
+	uint32_t state;
+	errcode_t e;
+	int r = 0, set_csum = 0;
+
+	if (flags || (!uuid && !label) || (uuid && parse_uuid(uuid, u))) {
+		img_set_error("%s: setting the filesystem identity: invalid arguments", img->name);
+		return -EINVAL;
+	}
+	if (label && strlen(label) > EXT2_LABEL_LEN) {
+		img_set_error("%s: an ext2/3/4 label has at most %d bytes, '%s' has %zu", img->name,
+			      EXT2_LABEL_LEN, label, strlen(label));
+		return -EINVAL;
+	}
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "setting the filesystem identity")))
+		return r;
+	if ((r = img_fs_probe(img, &fi)))
+		return r;
+	if (!is_ext(fi.type)) {
+		img_set_error("%s: setting the UUID or label here needs an ext2/3/4 filesystem, not %s",
+			      img->name, fi.type);
+		return -EOPNOTSUPP;
+	}
+	if ((e = img_ext2fs_open(img, EXT2_FLAG_RW, &fs)))
+		return img_ext2fs_error(img->name, "opening the ext2/3/4 filesystem", e);
+	state = ext_state(fs);
+	if (state & (IMG_FS_STATE_NEEDS_RECOVERY | IMG_FS_STATE_ERRORS)) {
+		r = -ENOTRECOVERABLE;
+		img_set_error("%s: the %s filesystem %s: run e2fsck -f on it first", img->name, fi.type,
+			      state & IMG_FS_STATE_NEEDS_RECOVERY ? "needs journal recovery (mounted, or not cleanly unmounted)" :
+			      "has errors recorded");
+		goto out;
+	}
+	if (uuid && ext2fs_has_feature_stable_inodes(fs->super)) {
+		r = -EOPNOTSUPP;
+		img_set_error("%s: the %s filesystem has the stable_inodes feature: its UUID cannot change",
+			      img->name, fi.type);
+		goto out;
+	}
+	if (uuid && ext2fs_has_feature_ea_inode(fs->super) &&
+	    !ext2fs_has_feature_metadata_csum(fs->super)) {
+		r = -EOPNOTSUPP;
+		img_set_error("%s: the %s filesystem has ea_inode without metadata_csum: changing its UUID "
+			      "would mean rewriting its extended attributes", img->name, fi.type);
+		goto out;
+	}
+	if (uuid) {
+		if (ext2fs_has_group_desc_csum(fs)) {
+			dgrp_t g;
+			for (g = 0; g < fs->group_desc_count; g++)
+				if (!ext2fs_group_desc_csum_verify(fs, g))
+					break;
+			set_csum = g >= fs->group_desc_count;
+		}
+		if (ext2fs_has_feature_metadata_csum(fs->super) &&
+		    !ext2fs_has_feature_csum_seed(fs->super)) {
+			fs->super->s_checksum_seed = fs->csum_seed;
+			ext2fs_set_feature_csum_seed(fs->super);
+		}
+		memcpy(fs->super->s_uuid, u, sizeof(u));
+		ext2fs_init_csum_seed(fs);
+		if (set_csum) {
+			for (dgrp_t g = 0; g < fs->group_desc_count; g++)
+				ext2fs_group_desc_csum_set(fs, g);
+			fs->flags &= ~EXT2_FLAG_SUPER_ONLY;
+		}
+	}
+	if (label) {
+		memset(fs->super->s_volume_name, 0, sizeof(fs->super->s_volume_name));
+		memcpy(fs->super->s_volume_name, label, strlen(label));
+	}
+	/* the backup superblocks too (e2fsck -b must not bring the old
+	 * identity back) */
+	fs->flags &= ~EXT2_FLAG_MASTER_SB_ONLY;
+	ext2fs_mark_super_dirty(fs);
+	e = ext2fs_close_free(&fs);
+	if (e) {
+		r = img_ext2fs_error(img->name, "writing the superblocks", e);
+		goto out;
+	}
+	r = img_flush(img);
+out:
+	if (fs)
+		ext2fs_close_free(&fs);
+	return r;
+}

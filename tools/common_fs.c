@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,71 @@ extern char **environ;
 int fs_is_ext(const char *type)
 {
 	return !strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4");
+}
+
+int fs_uuid_new(char out[37])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char u[16];
+	size_t got = 0, k = 0;
+
+	while (got < sizeof(u)) {
+		ssize_t n = getrandom(u + got, sizeof(u) - got, 0);
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		if (n > 0)
+			got += (size_t)n;
+	}
+	u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);   /* version 4 */
+	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);   /* RFC 4122 variant */
+	for (size_t i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[k++] = '-';
+		out[k++] = hex[u[i] >> 4];
+		out[k++] = hex[u[i] & 15];
+	}
+	out[k] = 0;
+	return 0;
+}
+
+int fs_uuid_valid(const char *s)
+{
+	size_t i;
+
+	if (strlen(s) != 36)
+		return 0;
+	for (i = 0; i < 36; i++)
+		if ((i == 8 || i == 13 || i == 18 || i == 23) ? s[i] != '-' :
+		    !strchr("0123456789abcdefABCDEF", s[i]))
+			return 0;
+	return 1;
+}
+
+size_t fs_label_max(const char *type)
+{
+	if (fs_is_ext(type))
+		return 16;
+	if (!strcmp(type, "xfs"))
+		return 12;
+	if (!strcmp(type, "btrfs"))
+		return 255;
+	return 0;
+}
+
+int fs_label_valid(const char *type, const char *label)
+{
+	size_t n = strlen(label);
+
+	if (n > fs_label_max(type))
+		return 0;
+	if (!strcmp(type, "xfs")) {
+		for (size_t i = 0; i < n; i++)
+			if ((unsigned char)label[i] <= ' ' || label[i] == 0x7f)
+				return 0;
+		if (!strcmp(label, "--"))
+			return 0;
+	}
+	return 1;
 }
 
 int fs_probe(const char *file, struct img *img, struct img_fs_info *fi)

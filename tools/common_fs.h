@@ -26,6 +26,18 @@ void fs_json(struct json_out *j, const char *key, const struct img_fs_info *fi);
  * used (12%)'. */
 const char *fs_describe(const struct img_fs_info *fi, char *buf, size_t len);
 
+/* A new random (version 4) UUID in text form into out.  0 or -errno. */
+int fs_uuid_new(char out[37]);
+/* 1 when s is a UUID in text form (8-4-4-4-12 hex digits). */
+int fs_uuid_valid(const char *s);
+/* The longest label (bytes) the filesystem type holds (ext2/3/4 16, xfs
+ * 12, btrfs 255); 0 for a type whose label cannot be set. */
+size_t fs_label_max(const char *type);
+/* 1 when label fits the type (fs_label_max) and, for xfs, holds no white
+ * space or control character (xfs_db splits its commands at white space)
+ * and is not "--" (which xfs_db reads as "no label"). */
+int fs_label_valid(const char *type, const char *label);
+
 /* Runs argv (argv[0] looked up in PATH) with stdin from /dev/null and its
  * output kept aside; when it fails, prints what it said.  Returns its exit
  * status, 127 when it could not be started, or -errno. */

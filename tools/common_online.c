@@ -1618,3 +1618,141 @@ out:
 		r = -EIO;
 	return r;
 }
+
+/* The "log_root" of btrfs inspect-internal dump-super: 0 when the
+ * filesystem has no log tree to replay. */
+static int btrfs_log_root(const char *file, const char *dev, uint64_t *root)
+{
+	char out[16384], *p;
+	char *av[] = { "btrfs", "inspect-internal", "dump-super", (char *)dev, NULL };
+	unsigned long long n;
+
+	if (run_capture(av, out, sizeof(out)) != 0)
+		return -EIO;
+	for (p = out; (p = strstr(p, "log_root")); p++)
+		if ((p == out || p[-1] == '\n') && (p[8] == ' ' || p[8] == '\t'))
+			break;
+	if (!p || sscanf(p + 8, "%llu", &n) != 1) {
+		errmsg("%s: no log_root in btrfs inspect-internal dump-super", file);
+		return -EPROTO;
+	}
+	*root = n;
+	return 0;
+}
+
+int fs_offline_set_identity(const char *file, const char *type, const char *uuid,
+			    const char *label)
+{
+	struct fs_offline s;
+	int r = 0;
+
+	if (strcmp(type, "xfs") && strcmp(type, "btrfs"))
+		return -EOPNOTSUPP;
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	if (!strcmp(type, "xfs")) {
+		char *av[12], ucmd[64], lcmd[300];
+		int n = 0;
+
+		/* xfs_db, not xfs_admin: xfs_admin passes the label through
+		 * eval (a shell), xfs_db splits its commands at white space
+		 * (fs_label_valid refuses it) */
+		if (label && (!fs_label_valid(type, label) ||
+			      snprintf(lcmd, sizeof(lcmd), "label %s", label[0] ? label : "--") >=
+			      (int)sizeof(lcmd))) {
+			errmsg("%s: invalid xfs label", file);
+			r = -EINVAL;
+			goto out;
+		}
+		if (uuid)
+			snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
+		/* xfs_db refuses a dirty log (a snapshot of a mounted
+		 * filesystem): a mount replays it, in the clone (nouuid: the
+		 * base's UUID may be mounted elsewhere) */
+		r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
+		if (r == 0)
+			r = fs_umount(&s);
+		if (r < 0)
+			goto out;
+		av[n++] = "xfs_db";
+		av[n++] = "-x";
+		av[n++] = "-p";
+		av[n++] = "xfs_admin";
+		if (uuid) {
+			av[n++] = "-c";
+			av[n++] = ucmd;
+		}
+		if (label) {
+			av[n++] = "-c";
+			av[n++] = lcmd;
+		}
+		av[n++] = s.os.loop;
+		av[n] = NULL;
+		/* it exits 0 on a refusal too: the caller reads the result back */
+		if (run_quiet(av) != 0) {
+			errmsg("%s: xfs_db could not set the xfs filesystem's %s", file,
+			       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
+			r = -EIO;
+		}
+	} else {
+		char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s.os.loop, NULL };
+		char *lab[] = { "btrfs", "filesystem", "label", "--", s.os.loop, (char *)label, NULL };
+		uint64_t log = 0;
+
+		/* btrfstune on a filesystem with a log tree (a copy of a mounted
+		 * one after fsync) leaves it unmountable: a mount replays it
+		 * first, in the clone */
+		if ((r = btrfs_log_root(file, s.os.loop, &log)) < 0)
+			goto out;
+		if (log) {
+			r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+			if (r == 0)
+				r = fs_umount(&s);
+			if (r == 0)
+				r = btrfs_log_root(file, s.os.loop, &log);
+			if (r < 0)
+				goto out;
+			if (log) {
+				errmsg("%s: mounting the btrfs filesystem did not replay its log tree "
+				       "(is one with the same fsid mounted?)", file);
+				r = -EBUSY;
+				goto out;
+			}
+		}
+		if (uuid && run_quiet(tune) != 0) {
+			errmsg("%s: btrfstune -M could not set the btrfs filesystem's UUID", file);
+			r = -EIO;
+		}
+		if (!r && label && run_quiet(lab) != 0) {
+			errmsg("%s: btrfs filesystem label could not set the label", file);
+			r = -EIO;
+		}
+	}
+out:
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}
+
+int fs_offline_replay_journal(const char *file, const char *type)
+{
+	struct fs_offline s;
+	char *av[] = { "e2fsck", "-E", "journal_only", "-p", NULL, NULL };
+	int r;
+
+	if (!fs_is_ext(type))
+		return -EOPNOTSUPP;
+	if (fs_attach(file, 0, &s) < 0)
+		return -EIO;
+	av[4] = s.os.loop;
+	r = run_quiet(av);
+	if (r != 0 && r != 1) {     /* 1: the journal was replayed */
+		errmsg("%s: e2fsck -E journal_only could not replay the %s journal", file, type);
+		r = -EUCLEAN;
+	} else {
+		r = 0;
+	}
+	if (fs_end(&s) < 0 && !r)
+		r = -EIO;
+	return r;
+}

@@ -259,4 +259,21 @@ int fs_offline_inspect(const char *file, const struct img_fs_info *fi,
 int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned flags,
 		      uint64_t *size);
 
+/* xfs and btrfs: gives the filesystem the UUID uuid (NULL: kept) and the
+ * label label (NULL: kept) with xfs_db's uuid and label commands, as
+ * xfs_admin -U/-L (v5: the meta_uuid
+ * feature keeps metadata checksums; a private nouuid mount first replays
+ * a dirty log) or btrfstune -M (the metadata_uuid feature: only the
+ * superblocks are written; a private mount first replays a log tree) and
+ * btrfs filesystem label,
+ * on the attached image.  Only blocks of the image are written (of a
+ * clone: the clone, never its base).  0 or -errno (message printed);
+ * -EOPNOTSUPP for another type. */
+int fs_offline_set_identity(const char *file, const char *type, const char *uuid,
+			    const char *label);
+
+/* ext2/3/4: replays the journal of the attached image (e2fsck -E
+ * journal_only -p), nothing else.  0 or -errno (message printed). */
+int fs_offline_replay_journal(const char *file, const char *type);
+
 #endif

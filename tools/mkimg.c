@@ -15,9 +15,10 @@
 
 #include "common.h"
 #include "common_fs.h"
+#include "common_online.h"
 
 enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE, OPT_FS, OPT_LABEL, OPT_FROM, OPT_BACKING,
-       OPT_ALLOW_BACKING_PATH };
+       OPT_ALLOW_BACKING_PATH, OPT_FS_UUID, OPT_KEEP_FS_UUID };
 
 static const struct option longopts[] = {
 	{ "cluster-size", required_argument, NULL, OPT_CLUSTER_SIZE },
@@ -27,6 +28,8 @@ static const struct option longopts[] = {
 	{ "from",         required_argument, NULL, OPT_FROM },
 	{ "backing",      required_argument, NULL, OPT_BACKING },
 	{ "allow-backing-path", no_argument, NULL, OPT_ALLOW_BACKING_PATH },
+	{ "fs-uuid",      required_argument, NULL, OPT_FS_UUID },
+	{ "keep-fs-uuid", no_argument,       NULL, OPT_KEEP_FS_UUID },
 	{ "force",        no_argument,       NULL, 'f' },
 	{ "progress",     no_argument,       NULL, 'p' },
 	{ "json",         no_argument,       NULL, 'j' },
@@ -44,16 +47,16 @@ static void usage(void)
 	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G: a\n"
 	       "multiple of 512), one holding a new filesystem (--fs), or a thin clone.\n"
 	       "\n"
-	       "  --backing BASE       a clone reading what it did not write from BASE (named\n"
-	       "                       relative to FILE's directory; SIZE defaults to BASE's;\n"
-	       "                       --allow-backing-path: BASE may be absolute, hold '..')\n"
+	       "  --backing BASE       a thin clone of BASE (relative to FILE's directory;\n"
+	       "                       --allow-backing-path: absolute or with '..'); SIZE\n"
+	       "                       defaults to BASE's; a new filesystem UUID unless\n"
+	       "                       --keep-fs-uuid (--fs-uuid UUID: that one)\n"
 	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
 	       "  --fs TYPE            make a filesystem in it (no root): ext4/3/2, xfs, btrfs\n"
-	       "  --label LABEL        the filesystem's label\n"
-	       "  --from DIR           copy DIR's tree into the new filesystem (ext*:\n"
-	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
-	       "                       without hard links, xattrs or the sticky bit)\n"
+	       "  --label LABEL        the filesystem's label (with --backing: the clone's)\n"
+	       "  --from DIR           copy DIR's tree in (ext*: mke2fs -d; btrfs: --rootdir;\n"
+	       "                       xfs: a protofile, without hard links, xattrs, sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -p, --progress       show progress on standard error\n"
 	       "  -j, --json           print the result as a JSON object (also with -q)\n"
@@ -90,8 +93,17 @@ static void drop_temps(void)
 		}
 }
 
+/* While an image is attached (the xfs and btrfs identity step), a signal
+ * is only noted: the daemon and loop device are undone first, then the
+ * signal acts (end_deferring). */
+static volatile sig_atomic_t deferring, deferred_sig;
+
 static void on_signal(int sig)
 {
+	if (deferring) {
+		deferred_sig = sig;
+		return;
+	}
 	for (int i = 0; i < T_COUNT; i++)
 		if (tmp_live[i])
 			unlink(tmp[i]);
@@ -109,6 +121,18 @@ static void catch_signals(void)
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		sigaction(sigs[i], &sa, NULL);
+}
+
+static void end_deferring(void)
+{
+	int sig = deferred_sig;
+
+	deferring = 0;
+	if (sig) {
+		drop_temps();
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
 }
 
 /* A new file ".NAME.TAG.XXXXXX" beside file; returns its fd or -errno. */
@@ -412,7 +436,12 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		goto out;
 	close(r);
 	o->flags |= IMG_CREATE_OVERWRITE;
-	if ((r = img_create(tmp[T_IMG], o)) < 0) {
+	{
+		int64_t start = 0, waited;   /* --wait: the base may be locked */
+		while ((r = img_create(tmp[T_IMG], o)) == -EBUSY && lock_wait_again(&start, &waited))
+			;
+	}
+	if (r < 0) {
 		img_errmsg(file, r);
 		goto out;
 	}
@@ -450,9 +479,260 @@ out:
 	return ret;
 }
 
+/* ---- mkimg --backing ---------------------------------------------------- */
+
+struct clone_id {
+	const char *uuid;      /* --fs-uuid, NULL: a random one */
+	const char *label;     /* --label, NULL: kept */
+	int keep_uuid;         /* --keep-fs-uuid */
+	int changed;           /* out: the identity was set */
+};
+
+/* img_last_error() without the temporary clone's name in front: messages
+ * name FILE. */
+static const char *detail(void)
+{
+	const char *d = img_last_error();
+	size_t tl = strlen(tmp[T_IMG]);
+
+	if (tl && !strncmp(d, tmp[T_IMG], tl) && d[tl] == ':' && d[tl + 1] == ' ')
+		d += tl + 2;
+	return d;
+}
+
+/* img_errmsg for the temporary clone: "FILE: what (detail)". */
+static void new_errmsg(const char *file, int r)
+{
+	char e[TEXT_ESCAPE_LEN(1024)], d[1024];
+	size_t dl, wl = strlen(strerror(-r));
+
+	snprintf(d, sizeof(d), "%s", detail());
+	dl = strlen(d);
+	/* "...: No such file or directory" repeats what is printed first */
+	if (dl > wl + 2 && !strcmp(d + dl - wl, strerror(-r)) && !strncmp(d + dl - wl - 2, ": ", 2))
+		d[dl - wl - 2] = 0;
+	if (d[0] && strcmp(d, img_strerror(r)))
+		errmsg("%s: %s (%s)", file, img_strerror(r), text_escape(d, e, sizeof(e)));
+	else
+		errmsg("%s: %s", file, img_strerror(r));
+}
+
+/* Opens the clone being made under its temporary name (mode: IMG_OPEN_*;
+ * nobody else knows the file, so IMG_OPEN_NOLOCK for reading). */
+static int open_new(const char *file, unsigned create_flags, unsigned mode, struct img **img)
+{
+	int r = img_open(tmp[T_IMG], mode | (create_flags & IMG_CREATE_ALLOW_BACKING_PATH ?
+					     IMG_OPEN_ALLOW_BACKING_PATH : 0), img);
+	if (r < 0)
+		new_errmsg(file, r);
+	return r;
+}
+
+/* Gives the clone's filesystem (of type, probed into fi) its own UUID
+ * and/or label: ext2/3/4 through the library, xfs and btrfs with their own
+ * tools on the attached clone.  Then probes again: what was asked for must
+ * be what is there.  0 or -1 (message naming the step printed). */
+static int set_clone_identity(const char *file, unsigned create_flags, struct clone_id *id,
+			      struct img_fs_info *fi)
+{
+	char uuid[37], step[96], e[TEXT_ESCAPE_LEN(256)];
+	const char *why;
+	struct img *img = NULL;
+	int r;
+
+	snprintf(step, sizeof(step), "giving the clone's %s filesystem %s", fi->type,
+		 !id->keep_uuid && id->label ? "a new UUID and label" :
+		 !id->keep_uuid ? "a new UUID" : "a new label");
+	if (id->keep_uuid)
+		uuid[0] = 0;
+	else if (id->uuid)
+		snprintf(uuid, sizeof(uuid), "%s", id->uuid);
+	else if ((r = fs_uuid_new(uuid)) < 0) {
+		errmsg("%s: %s: no random UUID: %s", file, step, strerror(-r));
+		return -1;
+	}
+	if (create_flags & IMG_CREATE_ALLOW_BACKING_PATH)
+		backing_any = 1;   /* for the daemon that serves the clone */
+	if (fs_is_ext(fi->type)) {
+		/* a snapshot of a mounted filesystem: as root, its journal is
+		 * replayed first, in the clone (without root: refused below) */
+		if ((fi->flags & IMG_FS_HAVE_STATE) && (fi->state & IMG_FS_STATE_NEEDS_RECOVERY) &&
+		    fs_offline_possible(&why)) {
+			deferring = 1;
+			r = fs_offline_replay_journal(tmp[T_IMG], fi->type);
+			end_deferring();
+			if (r < 0)
+				goto fail;
+		}
+		if ((r = open_new(file, create_flags, IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &img)) < 0)
+			goto fail;
+		r = img_fs_set_identity(img, uuid[0] ? uuid : NULL, id->label, 0);
+		if (r < 0)
+			errmsg("%s: %s", file, detail());
+		r = img_close(img) < 0 && !r ? -EIO : r;
+		if (r < 0)
+			goto fail;
+	} else {
+		if (!fs_offline_possible(&why)) {
+			errmsg("%s: %s needs root, /dev/fuse and loop devices (missing: %s); "
+			       "--keep-fs-uuid makes the clone with the base's UUID", file, step, why);
+			goto fail;
+		}
+		deferring = 1;
+		r = fs_offline_set_identity(tmp[T_IMG], fi->type, uuid[0] ? uuid : NULL, id->label);
+		end_deferring();
+		if (r < 0)
+			goto fail;
+	}
+	if ((r = open_new(file, create_flags, IMG_OPEN_NOLOCK, &img)) < 0)
+		goto fail;
+	r = img_fs_probe(img, fi);
+	img_close(img);
+	if (r < 0 || (uuid[0] && strcasecmp(fi->uuid, uuid)) ||
+	    (id->label && strcmp(fi->label, id->label))) {
+		errmsg("%s: after %s, the clone holds %s (UUID %s, label \"%s\")", file, step,
+		       r < 0 ? "no filesystem found" : "another identity",
+		       r < 0 ? "-" : fi->uuid, r < 0 ? "" : text_escape(fi->label, e, sizeof(e)));
+		goto fail;
+	}
+	id->changed = 1;
+	return 0;
+fail:
+	errmsg("%s: %s failed; no clone was made (--keep-fs-uuid makes it with the base's "
+	       "filesystem identity)", file, step);
+	return -1;
+}
+
+static int claim(const char *file, int force, struct img_target **target)
+{
+	int r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
+
+	if (r == -EEXIST)
+		errmsg("%s: already exists (use --force to overwrite)", file);
+	else if (r < 0)
+		img_errmsg(file, r);
+	return r;
+}
+
+/* The clone made under its temporary name will replace FILE: FILE must
+ * not be its base nor anywhere down its chain (the rename would take the
+ * chain's file away), as img_create refuses for a clone made in place.
+ * 0, or -1 with a message. */
+static int chain_has(const char *file, const struct img_create_opts *o)
+{
+	struct stat fst, bst;
+	struct img *img, *b;
+	int depth = 0, found = 0;
+
+	if (stat(file, &fst) < 0)
+		return 0;                   /* nothing to replace */
+	if (open_new(file, o->flags, IMG_OPEN_NOLOCK, &img) < 0)
+		return -1;
+	for (b = img_backing(img); b && !found; b = img_backing(b)) {
+		depth++;
+		found = stat(img_name(b), &bst) == 0 && bst.st_dev == fst.st_dev &&
+			bst.st_ino == fst.st_ino;
+	}
+	img_close(img);
+	if (found && depth == 1)
+		errmsg("%s: the backing file '%s' is this file itself: refused", file,
+		       o->backing_file);
+	else if (found)
+		errmsg("%s: the backing chain loops back to this image: refused", file);
+	return found ? -1 : 0;
+}
+
+/*
+ * A clone is made under a temporary name beside FILE, its filesystem gets
+ * its own identity, and it is renamed into place (FILE claimed, so locked,
+ * before the rename and checked at the start): a failure at any step
+ * leaves nothing, and with --force the file it would replace stays as it
+ * was.  Only the clone is written: its base is opened read-only (a
+ * protected base, FORMAT.md 3.1).
+ * fi->type is "" when no filesystem was found.  Returns an exit status.
+ */
+static int make_clone(const char *file, struct img_create_opts *o, int force,
+		      struct clone_id *id, uint64_t *size, struct img_fs_info *fi)
+{
+	struct img_target *target = NULL;
+	struct img *img = NULL;
+	struct img_info in;
+	int r, ret = EXIT_ERROR, explicit = id->uuid || id->label;
+	size_t max;
+
+	memset(fi, 0, sizeof(*fi));
+	/* Refused at once what the claim at the end would refuse (FILE
+	 * exists, is protected, in use); released while the clone is made,
+	 * which opens its chain with shared locks (FILE may be in it). */
+	if ((r = claim(file, force, &target)) < 0)
+		return exit_status(r);
+	img_target_release(target);
+	target = NULL;
+	catch_signals();
+	if ((r = temp_beside(file, "new", T_IMG)) < 0)
+		goto out;
+	close(r);
+	o->flags |= IMG_CREATE_OVERWRITE;
+	if ((r = img_create(tmp[T_IMG], o)) < 0) {
+		new_errmsg(file, r);
+		ret = exit_status(r);
+		goto out;
+	}
+	if (chain_has(file, o) < 0)
+		goto out;
+	if ((r = open_new(file, o->flags, IMG_OPEN_NOLOCK, &img)) < 0)
+		goto out;
+	img_info(img, &in);
+	*size = in.virtual_size;
+	r = img_fs_probe(img, fi);
+	img_close(img);
+	if (r < 0 && r != -ENOMEDIUM) {
+		errmsg("%s: cannot look for a filesystem in the base: %s", file, detail());
+		goto out;
+	}
+	if (r < 0)
+		fi->type[0] = 0;
+	if (!id->keep_uuid || id->label) {
+		max = fi->type[0] ? fs_label_max(fi->type) : 0;
+		if (!max && explicit) {
+			errmsg("%s: --fs-uuid and --label need an ext2/3/4, xfs or btrfs filesystem "
+			       "in the base, which holds %s", file, fi->type[0] ? fi->type : "none");
+			goto out;
+		}
+		if (max && id->label && strlen(id->label) > max) {
+			errmsg("%s: label '%s' is too long: a %s label has at most %zu bytes",
+			       file, id->label, fi->type, max);
+			goto out;
+		}
+		if (max && id->label && !fs_label_valid(fi->type, id->label)) {
+			errmsg("%s: label '%s': an xfs label set here holds no white space "
+			       "and is not '--'", file, id->label);
+			goto out;
+		}
+		if (max && set_clone_identity(file, o->flags, id, fi) < 0)
+			goto out;
+	}
+	/* FILE locked from here to the rename; it may have changed since */
+	if ((r = claim(file, force, &target)) < 0) {
+		ret = exit_status(r);
+		goto out;
+	}
+	if (chain_has(file, o) < 0)
+		goto out;
+	if ((r = publish(file, target)) == 0)
+		ret = EXIT_OK;
+	else
+		ret = exit_status(r);
+out:
+	img_target_release(target);
+	drop_temps();
+	return ret;
+}
+
 static int run(int argc, char **argv)
 {
 	struct img_create_opts o = { 0 };
+	struct clone_id cid = { 0 };
 	const char *file = NULL, *size_arg = NULL, *fs = NULL, *label = NULL, *from = NULL;
 	struct img_fs_info fi;
 	struct stat st;
@@ -497,6 +777,13 @@ static int run(int argc, char **argv)
 		case OPT_FROM: from = optarg; break;
 		case OPT_BACKING: o.backing_file = optarg; break;
 		case OPT_ALLOW_BACKING_PATH: o.flags |= IMG_CREATE_ALLOW_BACKING_PATH; break;
+		case OPT_FS_UUID:
+			if (!fs_uuid_valid(optarg))
+				return usage_error("invalid --fs-uuid '%s' (expected "
+						   "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", optarg);
+			cid.uuid = optarg;
+			break;
+		case OPT_KEEP_FS_UUID: cid.keep_uuid = 1; break;
 		case 'f': force = 1; break;
 		case 'p': want_progress = 1; break;
 		case 'j': json = 1; break;
@@ -522,8 +809,14 @@ static int run(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	o.virtual_size = size;
-	if ((label || from) && !fs)
-		return usage_error("--label and --from need --fs");
+	if ((cid.uuid || cid.keep_uuid) && !o.backing_file)
+		return usage_error("--fs-uuid and --keep-fs-uuid need --backing");
+	if (cid.uuid && cid.keep_uuid)
+		return usage_error("--fs-uuid and --keep-fs-uuid cannot be combined");
+	if (from && !fs)
+		return usage_error("--from needs --fs");
+	if (label && !fs && !o.backing_file)
+		return usage_error("--label needs --fs or --backing");
 	if (from && stat(from, &st) < 0) {
 		errmsg_err(from, -errno, "--from %s: %s", from, strerror(errno));
 		return EXIT_ERROR;
@@ -550,35 +843,34 @@ static int run(int argc, char **argv)
 		}
 		return r;
 	}
-	if (force)
-		o.flags |= IMG_CREATE_OVERWRITE;
-
-	{
-		int64_t start = 0, waited;
-		while ((r = img_create(file, &o)) == -EBUSY && lock_wait_again(&start, &waited))
-			;
-	}
-	progress_finish(&pr, r == 0);   /* nothing long to measure */
-	if (r == -EEXIST) {
-		errmsg("%s: already exists (use --force to overwrite)", file);
-		return EXIT_ERROR;
-	}
-	if (r < 0) {
-		img_errmsg(file, r);
-		return exit_status(r);   /* EXIT_BUSY: FILE is in use */
-	}
-	if (!size) {   /* the backing image's size */
-		struct img *img;
-		struct img_info in;
-		if (img_open(file, IMG_OPEN_NOLOCK | (o.flags & IMG_CREATE_ALLOW_BACKING_PATH ?
-						       IMG_OPEN_ALLOW_BACKING_PATH : 0), &img) == 0) {
-			img_info(img, &in);
-			size = in.virtual_size;
-			img_close(img);
+	if (o.backing_file) {
+		cid.label = label;
+		r = make_clone(file, &o, force, &cid, &size, &fi);
+		progress_finish(&pr, r == EXIT_OK);
+		if (r != EXIT_OK)
+			return r;
+	} else {
+		if (force)
+			o.flags |= IMG_CREATE_OVERWRITE;
+		{
+			int64_t start = 0, waited;
+			while ((r = img_create(file, &o)) == -EBUSY &&
+			       lock_wait_again(&start, &waited))
+				;
+		}
+		progress_finish(&pr, r == 0);   /* nothing long to measure */
+		if (r == -EEXIST) {
+			errmsg("%s: already exists (use --force to overwrite)", file);
+			return EXIT_ERROR;
+		}
+		if (r < 0) {
+			img_errmsg(file, r);
+			return exit_status(r);   /* EXIT_BUSY: FILE is in use */
 		}
 	}
 	if (json) {
-		print_json(file, size, o.cluster_size, o.backing_file, NULL, NULL, 0);
+		print_json(file, size, o.cluster_size, o.backing_file, fi.type[0] ? &fi : NULL,
+			   NULL, 0);
 	} else if (!quiet) {
 		printf("Created %s: virtual size %s, cluster size %s\n", file,
 		       human_size_exact(size, b1, sizeof(b1)),
@@ -588,6 +880,15 @@ static int run(int argc, char **argv)
 			/* the reference as stored: shown as imginfo shows it */
 			char e[TEXT_ESCAPE_LEN(4096)];
 			printf("  backing file: %s\n", text_escape(o.backing_file, e, sizeof(e)));
+			if (fi.type[0]) {
+				char b3[256];
+				printf("  filesystem: %s%s\n", fs_describe(&fi, b3, sizeof(b3)),
+				       cid.changed ? "" : cid.keep_uuid ? " (the base's UUID)" :
+				       " (the base's identity: only an ext2/3/4, xfs or btrfs "
+				       "UUID is changed)");
+			} else {
+				printf("  filesystem: none found (no UUID to change)\n");
+			}
 		}
 	}
 	return EXIT_OK;

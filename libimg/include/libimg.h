@@ -697,6 +697,21 @@ struct img_fs_info {
  * -errno. */
 int img_fs_probe(struct img *img, struct img_fs_info *out);
 
+/* ext2/3/4: gives the filesystem at the start of the virtual disk the
+ * UUID uuid ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"; NULL: kept) and the
+ * label label (at most 16 bytes; NULL: kept), as tune2fs -U / -L would.
+ * A metadata_csum filesystem without the metadata_csum_seed feature gets
+ * it (Linux 4.4+, e2fsprogs 1.43+), so that no checksum but the
+ * superblock's is rewritten: a few blocks (the superblock, its backups and
+ * the group descriptors) are written.  For a clone, only the clone is
+ * written; its base is not.  flags must be 0.  The image must be open
+ * read-write and the filesystem not mounted.  0, -EINVAL (bad uuid or a
+ * label too long), -ENOMEDIUM, -EOPNOTSUPP (not ext2/3/4, or its
+ * stable_inodes feature forbids a new UUID), -ENOTRECOVERABLE (the journal
+ * needs recovery or errors are recorded), or -errno. */
+int img_fs_set_identity(struct img *img, const char *uuid, const char *label,
+			unsigned flags);
+
 #define IMG_FS_TRIM_WHOLE_CLUSTERS 0x1u  /* do not punch free ranges inside
                                           * partly used clusters */
 

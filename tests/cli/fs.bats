@@ -247,7 +247,7 @@ make_deleted() {
   [[ "$err" == *"unknown filesystem type 'ext5'"* ]]
   run_split mkimg --label x a.img 64M
   [ "$status" -eq 2 ]
-  [[ "$err" == *"--label and --from need --fs"* ]]
+  [[ "$err" == *"--label needs --fs or --backing"* ]]
   run_split mkimg --fs ext4 --from nosuchdir a.img 64M
   [ "$status" -eq 5 ]
   [[ "$err" == *"nosuchdir: No such file or directory"* ]]
