@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +22,7 @@ int exit_usage = EXIT_USAGE;
 int tool_exit_refine = 1;
 int64_t wait_ms = -1;
 
-/* The error last printed (tool_exit, the JSON error object). */
+/* The first error printed (tool_exit, the JSON error object). */
 static struct {
 	int set;
 	int err;              /* -errno, 0 when the message names none */
