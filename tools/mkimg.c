@@ -512,9 +512,10 @@ static void new_errmsg(const char *file, int r)
 	if (dl > wl + 2 && !strcmp(d + dl - wl, strerror(-r)) && !strncmp(d + dl - wl - 2, ": ", 2))
 		d[dl - wl - 2] = 0;
 	if (d[0] && strcmp(d, img_strerror(r)))
-		errmsg("%s: %s (%s)", file, img_strerror(r), text_escape(d, e, sizeof(e)));
+		errmsg_err(file, r, "%s: %s (%s)", file, img_strerror(r),
+			   text_escape(d, e, sizeof(e)));
 	else
-		errmsg("%s: %s", file, img_strerror(r));
+		errmsg_err(file, r, "%s: %s", file, img_strerror(r));
 }
 
 /* Opens the clone being made under its temporary name (mode: IMG_OPEN_*;
@@ -568,7 +569,7 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 			goto fail;
 		r = img_fs_set_identity(img, uuid[0] ? uuid : NULL, id->label, 0);
 		if (r < 0)
-			errmsg("%s: %s", file, detail());
+			errmsg_err(file, r, "%s: %s", file, detail());
 		r = img_close(img) < 0 && !r ? -EIO : r;
 		if (r < 0)
 			goto fail;
