@@ -9,6 +9,7 @@
 
 static _Thread_local char last_error[512];
 static _Thread_local int last_chain_error;
+static _Thread_local pid_t last_holder;
 
 void img_set_error(const char *fmt, ...)
 {
@@ -21,6 +22,7 @@ void img_set_error(const char *fmt, ...)
 void img_clear_error(void)
 {
 	last_error[0] = 0;
+	last_holder = 0;
 }
 
 IMG_API const char *img_last_error(void)
@@ -36,6 +38,16 @@ void img_set_chain_error(int err)
 IMG_API int img_last_chain_error(void)
 {
 	return last_chain_error;
+}
+
+void img_set_holder(pid_t pid)
+{
+	last_holder = pid;
+}
+
+IMG_API pid_t img_last_holder(void)
+{
+	return last_holder;
 }
 
 IMG_API const char *img_strerror(int err)

@@ -847,6 +847,7 @@ static void describe_holder(pid_t pid, char *buf, size_t len)
 	char path[64], comm[64] = "";
 	FILE *f;
 
+	img_set_holder(pid);   /* every -EBUSY naming a holder passes here */
 	if (!pid) {
 		snprintf(buf, len, "another process");
 		return;

@@ -143,6 +143,8 @@ void img_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void img_clear_error(void);
 /* What img_last_chain_error() returns: set by img_open. */
 void img_set_chain_error(int err);
+/* The lock holder named by the last -EBUSY (img_last_holder); 0 unknown. */
+void img_set_holder(pid_t pid);
 /* lock.c: the pid holding a conflicting lock on fd's file, or 0. */
 pid_t img_lock_holder_from_proc(int fd);
 

@@ -264,10 +264,12 @@ static int chain_reopens(struct img *img, unsigned of)
 			      "changing anything", img->name, m);
 		return r;
 	}
-	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16))
+	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
 		r = img_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
 			     "made over (its uuid differs): refused before changing anything",
 			     img->hdr.backing_path);
+		img_set_chain_error(r);   /* the chain, not the image */
+	}
 	img_close(b);
 	return r;
 }
@@ -688,10 +690,11 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
 		return r;
 	}
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16))
+	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
 			     "over (its uuid differs): refused", top->hdr.backing_path);
-	else if (own && !img_header_owned_by(&b->hdr, top->hdr.uuid))
+		img_set_chain_error(r);   /* the chain, not the image */
+	} else if (own && !img_header_owned_by(&b->hdr, top->hdr.uuid))
 		r = img_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
 			     bpath);
 	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
@@ -776,6 +779,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
 			     "(its uuid differs): refused", top->hdr.backing_path);
+		img_set_chain_error(r);   /* the chain, not the image */
 		goto fail_top;
 	}
 	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) &&

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -17,6 +18,29 @@ int quiet;
 int json;
 int verbose;
 int backing_any;
+int exit_usage = EXIT_USAGE;
+int tool_exit_refine = 1;
+int64_t wait_ms = -1;
+
+/* The first error printed (tool_exit, the JSON error object). */
+static struct {
+	int set;
+	int err;              /* -errno, 0 when the message names none */
+	int has_file;
+	pid_t holder;
+	char file[1024];
+	char msg[2048];
+} last_err;
+/* The file the tool works on: the last one opened or named in an error. */
+static char cur_file[1024];
+static int have_cur_file;
+/* How long the last wait for a lock (--wait) waited before it gave up,
+ * -1: none (img_errmsg says it for -EBUSY). */
+static int64_t busy_waited = -1;
+/* -j or --json is among the arguments (tool_init). */
+static int json_asked;
+/* A JSON document was printed (json_finish): no error object then. */
+static int json_doc_printed;
 
 /* ---- sizes ------------------------------------------------------------ */
 
@@ -355,19 +379,71 @@ void tool_init(int argc, char **argv)
 		progname = b ? b + 1 : argv[0];
 		argv[0] = (char *)progname;
 	}
+	/* A usage error may come before -j is parsed: it still gets the
+	 * JSON error object when -j or --json is on the command line. */
+	for (int i = 1; i < argc && argv[i] && strcmp(argv[i], "--"); i++)
+		if (!strcmp(argv[i], "-j") || !strcmp(argv[i], "--json"))
+			json_asked = 1;
 	backing_policy_load();
+}
+
+static void set_cur_file(const char *file)
+{
+	if (file && file != cur_file) {
+		snprintf(cur_file, sizeof(cur_file), "%s", file);
+		have_cur_file = 1;
+	}
+}
+
+/* Records the error just printed: msg (without "PROG: "), err, file.  The
+ * first error is the cause, what follows its consequence (a close that
+ * fails after a write ran out of space): the first one is kept. */
+static void record_error(const char *file, int has_file, int err, const char *msg)
+{
+	if (!strncmp(msg, "warning: ", 9) || last_err.set)
+		return;
+	last_err.set = 1;
+	last_err.err = err;
+	last_err.holder = err == -EBUSY ? img_last_holder() : 0;
+	last_err.has_file = has_file && file;
+	snprintf(last_err.file, sizeof(last_err.file), "%s", last_err.has_file ? file : "");
+	snprintf(last_err.msg, sizeof(last_err.msg), "%s", msg);
+}
+
+void error_forget(void)
+{
+	last_err.set = 0;
+}
+
+static void print_error_line(const char *msg)
+{
+	fflush(stdout);
+	fprintf(stderr, "%s: %s\n", progname, msg);
 }
 
 void errmsg(const char *fmt, ...)
 {
+	char msg[2048];
 	va_list ap;
 
-	fflush(stdout);
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	print_error_line(msg);
+	record_error(cur_file, have_cur_file, 0, msg);
+}
+
+void errmsg_err(const char *file, int err, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	print_error_line(msg);
+	set_cur_file(file);
+	record_error(file, 1, err, msg);
 }
 
 void verbose_msg(const char *fmt, ...)
@@ -403,32 +479,55 @@ void img_errmsg(const char *file, int err)
 		    !strncmp(detail + dl - wl - 2, ": ", 2))
 			dlen = (int)(dl - wl - 2);
 	}
-	fflush(stdout);
-	if (file) {
-		char ef[TEXT_ESCAPE_LEN(1024)];
-		fprintf(stderr, "%s: %s: %s", progname, text_escape(file, ef, sizeof(ef)), what);
-	} else {
-		fprintf(stderr, "%s: %s", progname, what);
+	{
+		char msg[2048], ef[TEXT_ESCAPE_LEN(1024)];
+		size_t n = 0;
+		if (file)
+			n = (size_t)snprintf(msg, sizeof(msg), "%s: %s",
+					     text_escape(file, ef, sizeof(ef)), what);
+		else
+			n = (size_t)snprintf(msg, sizeof(msg), "%s", what);
+		if (detail && n < sizeof(msg)) {
+			char d[1024], ed[TEXT_ESCAPE_LEN(sizeof(d))];
+			snprintf(d, sizeof(d), "%.*s", dlen, detail);
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, " (%s)",
+					      text_escape(d, ed, sizeof(ed)));
+		}
+		if (err == -EBUSY && busy_waited >= 0 && n < sizeof(msg)) {
+			char w[96];
+			snprintf(msg + n, sizeof(msg) - n, "%s", waited_text(busy_waited, w, sizeof(w)));
+		}
+		print_error_line(msg);
+		set_cur_file(file);
+		record_error(file, 1, err, msg);
 	}
-	if (detail) {
-		char d[1024], ed[TEXT_ESCAPE_LEN(sizeof(d))];
-		snprintf(d, sizeof(d), "%.*s", dlen, detail);
-		fprintf(stderr, " (%s)", text_escape(d, ed, sizeof(ed)));
-	}
-	fputc('\n', stderr);
 }
 
 int usage_error(const char *fmt, ...)
 {
+	char msg[2048];
 	va_list ap;
 
-	fflush(stdout);
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nTry '%s --help' for more information.\n", progname);
-	return EXIT_ERROR;
+	print_error_line(msg);
+	fprintf(stderr, "Try '%s --help' for more information.\n", progname);
+	record_error(NULL, 0, 0, msg);   /* no errno (error.json) */
+	return exit_usage;
+}
+
+int value_error(const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	print_error_line(msg);
+	record_error(NULL, 0, 0, msg);
+	return exit_usage;
 }
 
 void print_version(void)
@@ -457,7 +556,176 @@ int exit_status(int err)
 {
 	if (err == -EBUSY)
 		return EXIT_BUSY;
-	return open_chain_err ? EXIT_CHAIN : EXIT_ERROR;
+	/* the last open (ours, or one inside an operation: merge, rebase,
+	 * snapshot) failed in the image's chain, the image being intact */
+	if (open_chain_err || (err && img_last_chain_error()))
+		return EXIT_CHAIN;
+	switch (-err) {
+	case ENOENT:      return EXIT_NOTFOUND;
+	case ENOSPC:
+	case EDQUOT:      return EXIT_NOSPACE;
+	case EUCLEAN:
+	case EMEDIUMTYPE: return EXIT_CORRUPT;
+	default:          return EXIT_ERROR;
+	}
+}
+
+/* The errno's symbolic name ("EBUSY"), or NULL. */
+static const char *errno_name(int e)
+{
+	return e > 0 ? strerrorname_np(e) : NULL;
+}
+
+/* The JSON error object of libimg(7) for status: on stdout, and appended
+ * to $LIBIMG_TEST_JSON_LOG as one line "TOOL<tab>JSON". */
+static void print_error_object(int status)
+{
+	int e = last_err.set ? -last_err.err : 0;
+	char *doc = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&doc, &len);
+
+	if (!f)
+		return;
+	fprintf(f, "{\"schema\":1,\"error\":{\"status\":%d,\"errno\":", status);
+	if (e > 0)
+		fprintf(f, "%d,\"errno_name\":", e);
+	else
+		fputs("null,\"errno_name\":", f);
+	if (errno_name(e))
+		json_escape(f, errno_name(e));
+	else
+		fputs("null", f);
+	fputs(",\"message\":", f);
+	json_escape(f, last_err.set ? last_err.msg : "failed");
+	fputs(",\"file\":", f);
+	if (last_err.set && last_err.has_file)
+		json_escape(f, last_err.file);
+	else
+		fputs("null", f);
+	if (last_err.set && last_err.holder > 0)
+		fprintf(f, ",\"holder_pid\":%d}}", (int)last_err.holder);
+	else
+		fputs(",\"holder_pid\":null}}", f);
+	if (fclose(f) || !doc) {
+		free(doc);
+		return;
+	}
+	printf("%s\n", doc);
+	fflush(stdout);
+	json_test_log(doc, len);
+	free(doc);
+}
+
+int tool_exit(int status)
+{
+	if (status == EXIT_ERROR && tool_exit_refine && last_err.set)
+		status = exit_status(last_err.err);
+	if ((json || (json_asked && status == exit_usage)) && status != EXIT_OK &&
+	    !json_doc_printed)
+		print_error_object(status);
+	return status;
+}
+
+/* ---- waiting for a lock ----------------------------------------------- */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int parse_wait(const char *s, int64_t *ms)
+{
+	uint64_t whole = 0, frac = 0, scale = 1;
+	const char *p = s;
+
+	if (!s || !is_digit(*p))
+		return -EINVAL;
+	for (; is_digit(*p); p++) {
+		whole = whole * 10 + (uint64_t)(*p - '0');
+		if (whole > 1000000000ull)          /* some 31 years: plenty */
+			return -EINVAL;
+	}
+	if (*p == '.') {
+		if (!is_digit(*++p))
+			return -EINVAL;
+		for (; is_digit(*p); p++)
+			if (scale < 1000) {
+				frac = frac * 10 + (uint64_t)(*p - '0');
+				scale *= 10;
+			}
+	}
+	if (*p)
+		return -EINVAL;
+	*ms = (int64_t)(whole * 1000 + frac * 1000 / scale);
+	return 0;
+}
+
+int lock_wait_again(int64_t *start_ms, int64_t *waited_ms)
+{
+	int64_t now, left, nap = 50;
+	struct timespec ts;
+
+	busy_waited = -1;
+	if (wait_ms < 0)
+		return 0;
+	now = now_ms();
+	if (!*start_ms)
+		*start_ms = now ? now : 1;
+	*waited_ms = now - *start_ms;
+	if (wait_ms != WAIT_FOREVER) {
+		left = wait_ms - *waited_ms;
+		if (left <= 0) {
+			busy_waited = *waited_ms;   /* img_errmsg says it */
+			return 0;
+		}
+		if (left < nap)
+			nap = left;
+	}
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)nap * 1000000;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+const char *waited_text(int64_t waited_ms, char *buf, size_t len)
+{
+	if (wait_ms < 0 || waited_ms < 0)
+		snprintf(buf, len, "%s", "");
+	else
+		snprintf(buf, len, " (still locked after waiting %lld.%01lld s, --wait)",
+			 (long long)(waited_ms / 1000), (long long)(waited_ms % 1000 / 100));
+	return buf;
+}
+
+int64_t lock_gave_up_after(void)
+{
+	return busy_waited;
+}
+
+void note_holder(pid_t pid)
+{
+	if (last_err.set && last_err.err == -EBUSY && !last_err.holder)
+		last_err.holder = pid;
+}
+
+int target_claim(const char *path, unsigned flags, struct img_target **out)
+{
+	int64_t start = 0, waited = -1;
+	int r;
+
+	while ((r = img_target_claim(path, flags, out)) == -EBUSY &&
+	       lock_wait_again(&start, &waited))
+		;
+	return r;
+}
+
+void note_chain_error(void)
+{
+	open_chain_err = -ENOENT;
 }
 
 /* A file whose mode has no write bit is a protected image (a snapshot, a
@@ -478,27 +746,39 @@ static int refuse_protected(const char *path, unsigned flags)
 	return -EROFS;
 }
 
+int probe_image(const char *path)
+{
+	char ef[TEXT_ESCAPE_LEN(1024)];
+	int r = img_probe(path);
+
+	if (r > 0)
+		return 0;
+	if (r < 0) {
+		img_errmsg(path, r);
+		return r;
+	}
+	errmsg_err(path, -EMEDIUMTYPE, "%s: not a libimg image", text_escape(path, ef, sizeof(ef)));
+	return -EMEDIUMTYPE;
+}
+
 /* open_image and open_image_degraded: img_open with the messages.  degraded:
  * a chain failure opens the image alone, *chain_err and msg say why. */
 static int open_with_messages(const char *path, unsigned flags, struct img **out, int degraded,
 			      int *chain_err, char *msg, size_t len)
 {
-	int r = img_probe(path);
+	int64_t start = 0, waited = -1;
+	int r;
 
 	open_chain_err = 0;
+	set_cur_file(path);
 	if (chain_err)
 		*chain_err = 0;
-	if (r == 0) {
-		errmsg("%s: not a libimg image", path);
-		return -EINVAL;
-	}
-	if (r < 0) {
-		img_errmsg(path, r);
+	if ((r = probe_image(path)) < 0)
 		return r;
-	}
 	if ((r = refuse_protected(path, flags)))
 		return r;
-	r = img_open(path, flags, out);
+	while ((r = img_open(path, flags, out)) == -EBUSY && lock_wait_again(&start, &waited))
+		;
 	if (r < 0 && r != -EBUSY && img_last_chain_error() && degraded) {
 		/* Describe the image alone; the caller reports the chain. */
 		*chain_err = img_last_chain_error();
@@ -512,8 +792,9 @@ static int open_with_messages(const char *path, unsigned flags, struct img **out
 	if (r < 0 && r != -EBUSY && (open_chain_err = img_last_chain_error())) {
 		/* The image is intact; what is under it is not usable. */
 		char ef[TEXT_ESCAPE_LEN(1024)], ed[TEXT_ESCAPE_LEN(512)];
-		errmsg("%s: its backing chain cannot be opened: %s", text_escape(path, ef, sizeof(ef)),
-		       text_escape(chain_detail(path), ed, sizeof(ed)));
+		errmsg_err(path, open_chain_err, "%s: its backing chain cannot be opened: %s",
+			   text_escape(path, ef, sizeof(ef)),
+			   text_escape(chain_detail(path), ed, sizeof(ed)));
 	} else if (r < 0) {
 		img_errmsg(path, r);
 		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
@@ -556,6 +837,31 @@ int close_image(const char *path, struct img *img)
 
 /* ---- option scanning -------------------------------------------------- */
 
+/* What getopt would have said about the option it just refused. */
+static void bad_option(int argc, char **argv, const char *optstring)
+{
+	const char *arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	char m[512];
+
+	if (!strncmp(arg, "--", 2)) {
+		if (!optopt)
+			snprintf(m, sizeof(m), "unrecognized option '%s'", arg);
+		else if (strchr(arg, '='))
+			snprintf(m, sizeof(m), "option '%.*s' doesn't allow an argument",
+				 (int)(strchr(arg, '=') - arg), arg);
+		else
+			snprintf(m, sizeof(m), "option '%s' requires an argument", arg);
+	} else if (optopt > 0 && optopt < 256 && optopt != ':' && strchr(optstring, optopt)) {
+		snprintf(m, sizeof(m), "option requires an argument -- '%c'", optopt);
+	} else if (optopt > 0 && optopt < 256) {
+		snprintf(m, sizeof(m), "invalid option -- '%c'", optopt);
+	} else {
+		snprintf(m, sizeof(m), "unrecognized option '%s'", arg);
+	}
+	print_error_line(m);
+	record_error(NULL, 0, 0, m);
+}
+
 int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstring,
 		const struct option *longopts)
 {
@@ -578,7 +884,20 @@ int tool_getopt(struct tool_getopt *g, int argc, char **argv, const char *optstr
 		return 1;
 	}
 	snprintf(os, sizeof(os), "-%s", optstring);
+	opterr = 0;   /* said below, and recorded for the JSON error object */
 	r = getopt_long(argc, argv, os, longopts, NULL);
+	if (r == '?' || r == ':')
+		bad_option(argc, argv, optstring);
+	if (r == OPT_WAIT) {
+		if (!optarg)
+			wait_ms = WAIT_FOREVER;
+		else if (parse_wait(optarg, &wait_ms)) {
+			errmsg_err(NULL, 0, "invalid --wait value '%s' (seconds, e.g. "
+				   "--wait=10 or --wait=0.5)", optarg);
+			return '?';
+		}
+		return tool_getopt(g, argc, argv, optstring, longopts);
+	}
 	if (r == OPT_BACKING_ANY) {
 		backing_any = 1;
 		backing_policy_set();
@@ -609,6 +928,7 @@ const char *tool_one_operand(int argc, char **argv, const char *optstring,
 				return NULL;
 			}
 			arg = optarg;
+			set_cur_file(arg);
 			break;
 		case 'q': quiet = 1; break;
 		case 'j': json = 1; break;
@@ -812,6 +1132,7 @@ void json_test_log(const char *doc, size_t len)
 
 void json_finish(struct json_out *j)
 {
+	json_doc_printed = 1;
 	fputc('\n', j->f);
 	if (j->f == j->out) {
 		fflush(j->f);

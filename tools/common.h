@@ -16,25 +16,89 @@
 
 #include "libimg.h"
 
-/* Exit statuses shared by every tool (imgcheck adds 2, 3 and 63, as
- * qemu-img check).  Documented in every man page's EXIT STATUS. */
-#define EXIT_OK    0
-#define EXIT_ERROR 1
-#define EXIT_USAGE 2        /* bad command line */
-#define EXIT_NOTFOUND 5     /* a named file, image, device or mount does not exist */
-#define EXIT_NOTMOUNTED 6   /* the image is not mounted, attached or served */
-#define EXIT_PARTIAL 7      /* partial completion: some steps done, the rest not */
-#define EXIT_NOSPACE 8      /* the host is out of space (ENOSPC, EDQUOT) */
-#define EXIT_CHAIN 4    /* the image itself is intact, but its backing chain
-                         * is missing or not the one it was made over */
-#define EXIT_BUSY  75   /* in use: locked by another process (sysexits'
-                         * EX_TEMPFAIL: retrying later may succeed) */
+/* Exit statuses shared by every tool: the table of libimg(7), the same
+ * code for the same condition everywhere.  imgcheck keeps qemu-img's
+ * codes (0, 1, 2 corrupt, 3 leaks, 63, and its 5 incomplete) and adds
+ * only EXIT_CHAIN and EXIT_BUSY.  Documented in every man page's EXIT
+ * STATUS and --help. */
+#define EXIT_OK         0
+#define EXIT_ERROR      1   /* any other failure */
+#define EXIT_USAGE      2   /* bad command line */
+#define EXIT_CORRUPT    3   /* corrupt, not a libimg image, malformed input */
+#define EXIT_CHAIN      4   /* the image itself is intact, but its backing
+                             * chain is missing or not the one it was made
+                             * over */
+#define EXIT_NOTFOUND   5   /* a named file, image, device or mount does not
+                             * exist (ENOENT) */
+#define EXIT_NOTMOUNTED 6   /* imgumount, imgdetach: not mounted/attached */
+#define EXIT_PARTIAL    7   /* some steps done, the rest not; the message
+                             * gives the command that completes it */
+#define EXIT_NOSPACE    8   /* the host is out of space (ENOSPC, EDQUOT) */
+#define EXIT_BUSY       75  /* in use: locked by another process (sysexits'
+                             * EX_TEMPFAIL: retrying later, or --wait, may
+                             * succeed) */
 
-/* The exit status for a libimg error: EXIT_BUSY for -EBUSY; EXIT_CHAIN
- * when the last open_image failed only because the image's backing chain
- * did not open (a base missing, replaced, refused: img_last_chain_error;
- * open_image says so in its message); else EXIT_ERROR. */
+/* The exit status for a libimg error (-errno): EXIT_BUSY for -EBUSY;
+ * EXIT_CHAIN when the last open_image failed only because the image's
+ * backing chain did not open (a base missing, replaced, refused:
+ * img_last_chain_error; open_image says so in its message); EXIT_NOTFOUND
+ * for -ENOENT; EXIT_NOSPACE for -ENOSPC and -EDQUOT; EXIT_CORRUPT for
+ * -EUCLEAN (corrupt) and -EMEDIUMTYPE (not a libimg image); else
+ * EXIT_ERROR.  The one place errors map to statuses. */
 int exit_status(int err);
+
+/* Every tool's main ends with "return tool_exit(status)": a plain
+ * EXIT_ERROR becomes exit_status() of the first error printed by errmsg_err,
+ * img_errmsg, open_image... (so that one condition has one status in every
+ * tool); with --json and a failure for which no JSON document was printed
+ * (json_finish), stdout gets the JSON error object (libimg(7)), also
+ * appended to $LIBIMG_TEST_JSON_LOG.  Returns the status to exit with. */
+int tool_exit(int status);
+
+/* The next exit_status() is EXIT_CHAIN: for a tool whose child process
+ * (imgserve started by imgmount, imgattach) exited with it. */
+void note_chain_error(void);
+
+/* The status usage_error returns: EXIT_USAGE; imgcheck sets EXIT_ERROR
+ * (qemu-img's 2 means corrupt there).  tool_exit refines EXIT_ERROR only
+ * when tool_exit_refine is set (imgcheck clears it: its statuses are its
+ * own). */
+extern int exit_usage;
+extern int tool_exit_refine;
+
+/* ---- waiting for a lock (--wait[=SECONDS]) ----------------------------- */
+
+/* Every tool that takes a lock lists WAIT_OPTION in its long options;
+ * tool_getopt() takes it itself and never returns it (a bad value: a
+ * message and '?').  Then open_image, open_image_degraded, target_claim
+ * and the daemon start of imgmount/imgattach wait, polling, while the
+ * file is locked by another process (-EBUSY only), up to the deadline.
+ * wait_ms: -1 no --wait (refuse at once), WAIT_FOREVER without SECONDS. */
+#define OPT_WAIT 0x5741
+#define WAIT_OPTION { "wait", optional_argument, NULL, OPT_WAIT }
+#define WAIT_HELP \
+	"      --wait[=SECS]  wait for a lock another process holds (SECS at most)\n"
+#define WAIT_FOREVER INT64_MAX
+extern int64_t wait_ms;
+/* Parses SECONDS (digits, optionally a decimal fraction) into *ms.  0 or
+ * -EINVAL.  Never prints. */
+int parse_wait(const char *s, int64_t *ms);
+/* One round of a wait for a lock: returns 1 after sleeping a short poll
+ * interval when --wait allows waiting longer since *start_ms (0: now is
+ * the start; set by the first call), else 0 (and, when --wait was given,
+ * *waited_ms says how long it waited). */
+int lock_wait_again(int64_t *start_ms, int64_t *waited_ms);
+/* " (waited N s for it)" when waited_ms >= 0 and --wait was given, else
+ * "" into buf (at least 64 bytes). */
+const char *waited_text(int64_t waited_ms, char *buf, size_t len);
+/* How long the last wait for a lock waited before it gave up (ms), or -1
+ * when it did not give up (or there was no --wait). */
+int64_t lock_gave_up_after(void);
+/* The error just printed (-EBUSY) names pid as the holder of the lock
+ * (holder_pid of the JSON error object), e.g. the daemon serving it. */
+void note_holder(pid_t pid);
+/* img_target_claim() that waits as --wait says; prints nothing. */
+int target_claim(const char *path, unsigned flags, struct img_target **out);
 
 /* The only globals: set by tool_init() and the option loops. */
 extern const char *progname;
@@ -87,11 +151,26 @@ void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void img_errmsg(const char *file, int err);
 /* "PROG: message\n" on stderr, only with --verbose. */
 void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Prints "PROG: message" then the usage hint; returns EXIT_ERROR. */
+/* errmsg that also records err (-errno, 0 none) and file (may be NULL) as
+ * the error tool_exit maps to a status and puts in the JSON error object
+ * (errmsg records 0 and the file of the last open_image/img_errmsg). */
+void errmsg_err(const char *file, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Forgets the error recorded so far: the next one printed is the one
+ * tool_exit reports (a summary that says more than its cause). */
+void error_forget(void);
+/* Prints "PROG: message" then the usage hint; returns exit_usage
+ * (EXIT_USAGE). */
 int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A bad value on the command line (size syntax): "PROG: message" without
+ * the usage hint; returns exit_usage (EXIT_USAGE). */
+int value_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Prints "PROG (libimg) VERSION". */
 void print_version(void);
 
+/* img_probe() with the message: 0 when path is a libimg image, else
+ * -EMEDIUMTYPE ("not a libimg image") or -errno, printed and recorded. */
+int probe_image(const char *path);
 /* Opens an image, printing the error.  A file that is not a libimg image
  * at all gets "not a libimg image" (and -EINVAL).  With --verbose it says
  * which I/O engine the library uses (and why not io_uring when it was

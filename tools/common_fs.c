@@ -176,7 +176,7 @@ static int run_logged(char *const argv[], char *out, size_t len, int silent)
 	r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (r) {
-		errmsg("cannot run %s: %s", argv[0], strerror(r));
+		errmsg_err(NULL, -r, "cannot run %s: %s", argv[0], strerror(r));
 		close(fd);
 		return 127;
 	}
@@ -261,7 +261,8 @@ int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img
 			ssize_t got = pread(fd, buf, n, (off_t)p);
 			if (got != (ssize_t)n) {
 				r = got < 0 ? -errno : -EIO;
-				errmsg("reading the filesystem made for %s: %s", file, strerror(-r));
+				errmsg_err(NULL, r, "reading the filesystem made for %s: %s",
+					   file, strerror(-r));
 				break;
 			}
 			/* Write runs of non-zero 4 KiB blocks. */

@@ -133,8 +133,9 @@ int online_state_of(const char *arg, struct online_state *st)
 	int r;
 
 	if (stat(arg, &sb) < 0) {
-		errmsg("%s: %s", arg, strerror(errno));
-		return -1;
+		r = -errno;
+		errmsg_err(arg, r, "%s: %s", arg, strerror(-r));
+		return r;
 	}
 	if (S_ISBLK(sb.st_mode) || S_ISDIR(sb.st_mode)) {
 		int dev = S_ISBLK(sb.st_mode);
@@ -143,12 +144,12 @@ int online_state_of(const char *arg, struct online_state *st)
 		errmsg("%s: %s (no state under %s)", arg,
 		       dev ? "not the loop device of an attached libimg image" : "not mounted by imgmount",
 		       online_rundir_base());
-		return -1;
+		return -ENOTCONN;
 	}
 	r = online_state_load(arg, st);
 	if (r == 0)
 		errmsg("%s: not mounted or attached (no state in %s)", arg, st->rundir);
-	return r > 0 ? 0 : -1;
+	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
 }
 
 void online_state_reload(struct online_state *st)
@@ -175,7 +176,7 @@ int online_state_load(const char *image, struct online_state *st)
 	memset(st, 0, sizeof(*st));
 	if (!realpath(image, st->image)) {
 		int r = -errno;
-		errmsg("%s: %s", image, strerror(-r));
+		errmsg_err(image, r, "%s: %s", image, strerror(-r));
 		return r;
 	}
 	n = snprintf(st->rundir, sizeof(st->rundir), "%s/%016llx", online_rundir_base(),
@@ -624,7 +625,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 	bfd = open(file, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 	if (bfd < 0) {
 		r = -errno;
-		errmsg("%s: %s", file, strerror(-r));
+		errmsg_err(file, r, "%s: %s", file, strerror(-r));
 		goto out;
 	}
 	ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
@@ -644,7 +645,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 		lfd = open(dev, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
 		if (lfd < 0) {
 			r = -errno;
-			errmsg("%s: %s", dev, strerror(-r));
+			errmsg_err(dev, r, "%s: %s", dev, strerror(-r));
 			goto out;
 		}
 		memset(&cfg, 0, sizeof(cfg));
@@ -663,7 +664,7 @@ int loop_attach(const char *file, unsigned flags, char *dev, size_t len)
 			break;
 	}
 	if (r < 0)
-		errmsg("%s: cannot attach %s: %s", dev, file, strerror(-r));
+		errmsg_err(dev, r, "%s: cannot attach %s: %s", dev, file, strerror(-r));
 out:
 	if (lfd >= 0)
 		close(lfd);
@@ -711,7 +712,7 @@ int loop_detach(const char *dev, const char *file)
 	fd = open(dev, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
-		errmsg("%s: %s", dev, strerror(-r));
+		errmsg_err(dev, r, "%s: %s", dev, strerror(-r));
 		return r;
 	}
 	/* Right after an unmount the device may still be held for a moment. */
@@ -725,7 +726,7 @@ int loop_detach(const char *dev, const char *file)
 	if (r == -ENXIO)
 		return r;
 	if (r < 0) {
-		errmsg("%s: cannot detach: %s", dev, strerror(-r));
+		errmsg_err(dev, r, "%s: cannot detach: %s", dev, strerror(-r));
 		return r;
 	}
 	/* LOOP_CLR_FD on a device someone still has open only arms autoclear:
@@ -781,7 +782,10 @@ int online_refuse_if_used(const char *file, const struct online_state *st)
 		return 0;
 	online_describe(st, d, sizeof(d));
 	if (st->alive) {
-		errmsg("%s: in use by %s", file, d);
+		char w[96];
+		errmsg_err(file, -EBUSY, "%s: in use by %s%s", file, d,
+			   waited_text(lock_gave_up_after(), w, sizeof(w)));
+		note_holder(st->pid);
 		return -EBUSY;
 	}
 	errmsg("%s: left over from a daemon that is gone: %s; run 'imgumount %s' to "
@@ -856,19 +860,19 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 	for (tries = 0; tries < 100 && fd < 0; tries++) {
 		if (mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) {
 			r = -errno;
-			errmsg("%s: %s", online_rundir_base(), strerror(-r));
+			errmsg_err(NULL, r, "%s: %s", online_rundir_base(), strerror(-r));
 			return r;
 		}
 		if (mkdir(st->rundir, 0700) < 0 && errno != EEXIST) {
 			r = -errno;
-			errmsg("%s: %s", st->rundir, strerror(-r));
+			errmsg_err(st->rundir, r, "%s: %s", st->rundir, strerror(-r));
 			return r;
 		}
 		if (!realpath(st->rundir, dir)) {
 			if (errno == ENOENT)
 				continue;
 			r = -errno;
-			errmsg("%s: %s", st->rundir, strerror(-r));
+			errmsg_err(st->rundir, r, "%s: %s", st->rundir, strerror(-r));
 			return r;
 		}
 		if (online_path(dir, "disk.XXXXXX", disk, len) < 0) {
@@ -878,7 +882,7 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 		fd = mkostemp(disk, O_CLOEXEC);
 		if (fd < 0 && errno != ENOENT) {
 			r = -errno;
-			errmsg("%s: %s", disk, strerror(-r));
+			errmsg_err(disk, r, "%s: %s", disk, strerror(-r));
 			return r;
 		}
 	}
@@ -896,15 +900,21 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	pid_t pid;
 	int r;
 
-	r = online_state_load(file, st);
-	if (r < 0)
-		return r;
+	/* --wait: for another daemon serving it to stop, too */
+	for (int64_t start = 0, waited;;) {
+		if ((r = online_state_load(file, st)) < 0)
+			return r;
+		if (!recorded(st) || !st->alive || !lock_wait_again(&start, &waited))
+			break;
+	}
 	if ((r = online_refuse_if_used(file, st)) < 0)
 		return r;
 	r = img_probe(st->image);
 	if (r <= 0) {
-		errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-		return r == 0 ? -EINVAL : r;
+		r = r == 0 ? -EMEDIUMTYPE : r;
+		errmsg_err(file, r, "%s: %s", file, r == -EMEDIUMTYPE ? "not a libimg image" :
+			   strerror(-r));
+		return r;
 	}
 	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
 		return r;
@@ -922,7 +932,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	if (pid == 0) {
 		/* The daemon loads the allowed backing directories itself (same
 		 * environment); --allow-backing-path is passed on. */
-		const char *av[8];
+		const char *av[10];
+		char w[64];
 		int n = 0;
 
 		av[n++] = "imgserve";
@@ -932,11 +943,19 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 			av[n++] = "--read-only";
 		if (backing_any)
 			av[n++] = "--allow-backing-path";
+		if (wait_ms >= 0) {   /* the daemon waits for the image's lock */
+			if (wait_ms == WAIT_FOREVER)
+				snprintf(w, sizeof(w), "--wait");
+			else
+				snprintf(w, sizeof(w), "--wait=%lld.%03lld",
+					 (long long)(wait_ms / 1000), (long long)(wait_ms % 1000));
+			av[n++] = w;
+		}
 		av[n++] = st->image;
 		av[n++] = disk;
 		av[n] = NULL;
 		execvp(serve, (char *const *)av);
-		errmsg("cannot run %s: %s", serve, strerror(errno));
+		errmsg_err(NULL, -errno, "cannot run %s: %s", serve, strerror(errno));
 		_exit(127);
 	}
 	/* imgserve --daemon returns 0 only once its daemon said it is ready
@@ -948,7 +967,13 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		 * rest of the directory may be a racing imgattach's). */
 		unlink(disk);
 		rmdir(st->rundir);
-		return r == 127 ? -ENOENT : r == EXIT_BUSY ? -EBUSY : -EIO;
+		/* the daemon said why; its status is ours (libimg(7)) */
+		if (r == EXIT_CHAIN)
+			note_chain_error();
+		r = r == 127 || r == EXIT_NOTFOUND ? -ENOENT : r == EXIT_BUSY ? -EBUSY :
+		    r == EXIT_CORRUPT ? -EUCLEAN : r == EXIT_NOSPACE ? -ENOSPC : -EIO;
+		errmsg_err(file, r, "%s: not served: the daemon (imgserve) failed", file);
+		return r;
 	}
 	/* Ours is the daemon that recorded our export file, whatever else the
 	 * run directory holds: never adopt another daemon's export. */
@@ -971,7 +996,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	}
 	r = online_state_set(st->rundir, "loop", st->loop);
 	if (r < 0) {
-		errmsg("%s: cannot record the loop device: %s", st->rundir, strerror(-r));
+		errmsg_err(st->rundir, r, "%s: cannot record the loop device: %s",
+			   st->rundir, strerror(-r));
 		goto fail;
 	}
 	return 0;
@@ -1052,7 +1078,8 @@ int online_teardown(struct online_state *st)
 		}
 		if (is_mounted(st->mountpoint) && umount(st->mountpoint) < 0) {
 			r = -errno;
-			errmsg("%s: cannot unmount: %s", st->mountpoint, strerror(-r));
+			errmsg_err(st->mountpoint, r, "%s: cannot unmount: %s",
+				   st->mountpoint, strerror(-r));
 			return r;
 		}
 		online_state_set(st->rundir, "mountpoint", NULL);
@@ -1083,7 +1110,8 @@ int online_teardown(struct online_state *st)
 	if (st->export_path[0] && is_mounted(st->export_path) &&
 	    umount2(st->export_path, MNT_DETACH) < 0) {
 		r = -errno;
-		errmsg("%s: cannot unmount: %s", st->export_path, strerror(-r));
+		errmsg_err(st->export_path, r, "%s: cannot unmount: %s",
+			   st->export_path, strerror(-r));
 		return r;
 	}
 	remove_rundir(st);
@@ -1102,13 +1130,14 @@ int online_refresh_size(const struct online_state *st)
 	 * reads. */
 	if (st->export_path[0] && stat(st->export_path, &sb) < 0) {
 		r = -errno;
-		errmsg("%s: %s", st->export_path, strerror(-r));
+		errmsg_err(st->export_path, r, "%s: %s", st->export_path, strerror(-r));
 		return r;
 	}
 	if (st->loop[0]) {
 		r = loop_set_capacity(st->loop);
 		if (r < 0) {
-			errmsg("%s: cannot update the capacity: %s", st->loop, strerror(-r));
+			errmsg_err(st->loop, r, "%s: cannot update the capacity: %s",
+				   st->loop, strerror(-r));
 			return r;
 		}
 	}
@@ -1270,21 +1299,21 @@ int online_balloon_inflate(const char *file, const struct online_state *st, uint
 	fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		r = -errno;
-		errmsg("%s: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	/* Blocks reserved, unwritten: they read as zeros and nothing is
 	 * written to the disk but the extent tree. */
 	if ((off_t)bytes < old && ftruncate(fd, (off_t)bytes) < 0) {
 		r = -errno;
-		errmsg("%s: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: %s", path, strerror(-r));
 		goto out;
 	}
 	if (bytes && fallocate(fd, 0, 0, (off_t)bytes) < 0) {
 		r = -errno;
 		if (r != -ENOSPC)
-			errmsg("%s: cannot reserve %llu bytes: %s", path, (unsigned long long)bytes,
-			       strerror(-r));
+			errmsg_err(path, r, "%s: cannot reserve %llu bytes: %s",
+				   path, (unsigned long long)bytes, strerror(-r));
 		if (old < 0)
 			unlink(path);
 		else if (ftruncate(fd, old) < 0)
@@ -1293,8 +1322,8 @@ int online_balloon_inflate(const char *file, const struct online_state *st, uint
 	}
 	r = discard_extents(fd, st->loop, discarded);
 	if (r < 0)
-		errmsg("%s: cannot discard the balloon's blocks on %s: %s", path, st->loop,
-		       strerror(-r));
+		errmsg_err(path, r, "%s: cannot discard the balloon's blocks on %s: %s",
+			   path, st->loop, strerror(-r));
 out:
 	close(fd);
 	return r;
@@ -1345,14 +1374,14 @@ static int fs_mount(const char *file, struct fs_offline *s, const char *type,
 	snprintf(s->dir, sizeof(s->dir), "/tmp/libimg-fs-XXXXXX");
 	if (!mkdtemp(s->dir)) {
 		r = -errno;
-		errmsg("%s: cannot create a mount point: %s", file, strerror(-r));
+		errmsg_err(file, r, "%s: cannot create a mount point: %s", file, strerror(-r));
 		s->dir[0] = 0;
 		return r;
 	}
 	if (mount(s->os.loop, s->dir, type, mflags, data) < 0) {
 		r = -errno;
-		errmsg("%s: cannot mount the %s filesystem (%s on %s): %s", file, type,
-		       s->os.loop, s->dir, strerror(-r));
+		errmsg_err(file, r, "%s: cannot mount the %s filesystem (%s on %s): %s", file, type,
+			   s->os.loop, s->dir, strerror(-r));
 		rmdir(s->dir);
 		s->dir[0] = 0;
 		return r;
@@ -1370,7 +1399,7 @@ static int fs_umount(struct fs_offline *s)
 	for (i = 0; umount(s->dir) < 0; i++) {
 		if (errno != EBUSY || i == 50) {
 			r = -errno;
-			errmsg("%s: cannot unmount: %s", s->dir, strerror(-r));
+			errmsg_err(s->dir, r, "%s: cannot unmount: %s", s->dir, strerror(-r));
 			return r;
 		}
 		usleep(100 * 1000);
@@ -1530,7 +1559,8 @@ int fs_offline_shrink(const char *file, const struct img_fs_info *fi, unsigned f
 			online_path(s.dir, ONLINE_BALLOON, path, sizeof(path));
 			if (lstat(path, &sb) == 0 && S_ISREG(sb.st_mode) && unlink(path) < 0) {
 				r = -errno;
-				errmsg("%s: cannot remove the balloon: %s", file, strerror(-r));
+				errmsg_err(file, r, "%s: cannot remove the balloon: %s",
+					   file, strerror(-r));
 				goto out;
 			}
 			r = fs_umount(&s);

@@ -22,19 +22,19 @@ static const struct option longopts[] = {
 	{ "help",           no_argument, NULL, 'h' },
 	{ "version",        no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
 static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
-	       "Compact a libimg image: first, when it holds an ext2/3/4 filesystem,\n"
-	       "the space of every block its bitmaps say is free goes back to the host\n"
-	       "(even if no discard ever reached the image); then all-zero clusters\n"
-	       "become unallocated, live clusters move from the end of the host file\n"
-	       "into free space, and the file is truncated.  Crash-safe at every step.\n"
-	       "Served by imgserve (imgmount, imgattach), the daemon compacts while\n"
-	       "I/O goes on, after fstrim on the mounted filesystem.\n"
+	       "Compact a libimg image: when it holds an ext2/3/4 filesystem, the blocks its\n"
+	       "bitmaps say are free go back to the host first (even if no discard reached\n"
+	       "the image); then all-zero clusters become unallocated, live clusters move\n"
+	       "from the end of the host file into free space, and the file is truncated.\n"
+	       "Crash-safe at every step.  Served by imgserve (imgmount, imgattach), the\n"
+	       "daemon compacts while I/O goes on, after fstrim on the mounted filesystem.\n"
 	       "\n"
 	       "  -p, --progress      progress on stderr (a bar, or lines on a pipe)\n"
 	       "  --no-zero-detect    do not look for all-zero clusters\n"
@@ -43,14 +43,15 @@ static void usage(void)
 	       "  -j, --json          print the result as a JSON object\n"
 	       "  -v, --verbose       say which I/O engine is used\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "An ext2/3/4 filesystem that needs fsck is refused before anything\n"
-	       "changes (e2fsck -f it, or --no-fs-trim).  Offline, xfs and btrfs free\n"
-	       "space goes back only through fstrim while mounted (compact says so).\n"
-	       "Exit status: 0 success, 1 error, 4 broken chain, 75 in use.  compact(1)\n", progname);
+	       "An ext2/3/4 filesystem that needs fsck is refused unchanged (e2fsck -f it,\n"
+	       "or --no-fs-trim).  xfs, btrfs: free space goes back by fstrim while mounted.\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 8 no space, 75 in use.  See compact(1), libimg(7).\n", progname);
 }
 
 static uint64_t gain(uint64_t before, uint64_t after)
@@ -118,7 +119,7 @@ static int compact_option(int c, void *arg)
 	return -1;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_compact_opts opts = { 0 };
 	struct img_compact_stats st;
@@ -275,4 +276,9 @@ report:
 			printf("  %s: %s\n", fi.type, fs_note);
 	}
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* growimg: grow an image's virtual size and the filesystem in it. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -20,6 +21,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -38,13 +40,15 @@ static void usage(void)
 	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success (also when the size is already SIZE), 1 error\n"
-	       "(if only the filesystem step failed, a rerun completes it), 4 broken\n"
-	       "chain, 75 in use (nothing changed).  See growimg(1).\n",
+	       "Exit status: 0 success (also: already SIZE), 1 error (nothing changed),\n"
+	       "  2 usage, 3 corrupt, 4 broken chain, 5 not found, 7 partial: the image\n"
+	       "  grew, its filesystem did not (the message says what completes it),\n"
+	       "  8 no space, 75 in use.  See growimg(1), libimg(7).\n",
 	       progname);
 }
 
@@ -99,10 +103,28 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 	r = online_fs_grow(file, os, type, sizeof(type));
 	progress_finish(&pr, !(r == -EIO || r == -EOPNOTSUPP || r == -EPERM));
 	if (r == -EIO || r == -EOPNOTSUPP || r == -EPERM) {
-		if (r == -EOPNOTSUPP)
+		/* partial: the image and the loop device have their new size,
+		 * the filesystem not; say what completes it */
+		char how[PATH_MAX + 64];
+		if (r == -EOPNOTSUPP) {
 			errmsg("%s: the image grew, but growing a %s filesystem is not supported",
 			       file, type);
-		return EXIT_ERROR;
+			snprintf(how, sizeof(how), "grow the %s filesystem on %s with its own tool",
+				 type, os->loop);
+		} else if (fs_is_ext(type)) {
+			snprintf(how, sizeof(how), "'resize2fs %s'%s", os->loop,
+				 r == -EPERM ? " as a process with CAP_SYS_RESOURCE" : "");
+		} else if (!strcmp(type, "xfs")) {
+			snprintf(how, sizeof(how), "'xfs_growfs %s'", os->mountpoint);
+		} else {
+			snprintf(how, sizeof(how), "'btrfs filesystem resize max %s'", os->mountpoint);
+		}
+		error_forget();   /* this line, not its cause, is the error */
+		errmsg("%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
+		       "did not; to complete it run %s, or 'imgumount %s' then 'growimg %s %llu'",
+		       file, os->loop, (unsigned long long)new_size, type, os->mountpoint, how,
+		       os->mountpoint, file, (unsigned long long)new_size);
+		return EXIT_PARTIAL;
 	}
 	if (json) {   /* the keys of the offline grow, in the same order */
 		struct json_out j;
@@ -143,7 +165,7 @@ static int fs_growable(const char *type)
 	return fs_is_ext(type) || !strcmp(type, "xfs") || !strcmp(type, "btrfs");
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *size_arg = NULL, *why;
 	struct img_info in;
@@ -182,9 +204,8 @@ int main(int argc, char **argv)
 	/* syntax first, so that a typo is reported before the image is opened */
 	if (parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
 		       &tmp)) {
-		errmsg("invalid size '%s' (expected SIZE or +DELTA with an optional K, M, "
-		       "G, T, P or E suffix)", size_arg);
-		return EXIT_ERROR;
+		return value_error("invalid size '%s' (expected SIZE or +DELTA with an optional "
+				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 
 	progress_init(&pr, want_progress && !quiet);
@@ -266,13 +287,14 @@ out:
 		r = fs_offline_grow(file, fi.type);
 		progress_finish(&pr, r >= 0);
 		if (r < 0) {
-			errmsg("%s: the image has grown to %s but the %s filesystem in it has not "
-			       "(it still spans %s); run 'growimg %s %llu' again to grow it, or "
-			       "see the messages above", file,
+			error_forget();
+			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
+			       "has not (it still spans %s); run 'growimg %s %llu' again to grow "
+			       "it, or see the messages above", file,
 			       human_size_exact(new_size, b1, sizeof(b1)), fi.type,
 			       human_size(fi.size, b2, sizeof(b2)), file,
 			       (unsigned long long)new_size);
-			return EXIT_ERROR;
+			return EXIT_PARTIAL;
 		}
 		fs_grew = 1;
 		if (open_image(file, 0, &img) == 0) {
@@ -318,4 +340,9 @@ out:
 		       human_size(fi.size, b1, sizeof(b1)),
 		       no_fs ? "--no-fs" : "growimg cannot grow this type");
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -14,6 +14,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -27,12 +28,13 @@ static void usage(void)
 	       "  -r, --read-only  serve read-only (the image is not changed)\n"
 	       "  -j, --json     print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
-	       "1 other error; nothing is left behind.  See imgattach(1).\n",
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 75 in use; nothing is left behind.  See libimg(7).\n",
 	       progname);
 }
 
@@ -44,7 +46,7 @@ static int attach_option(int c, void *ro)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *file = NULL;
@@ -71,4 +73,9 @@ int main(int argc, char **argv)
 		printf("%s\n", st.loop);
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -9,11 +9,11 @@
 /* Exit statuses, as qemu-img check. */
 #define EXIT_CLEAN       0
 #define EXIT_CHECK_FAIL  1
-#define EXIT_CORRUPT     2
+#define EXIT_CHECK_CORRUPT 2
 #define EXIT_LEAKS       3
 #define EXIT_INCOMPLETE  5   /* more problems than the check records: the
-                              * result is partial and nothing was repaired
-                              * (not a qemu-img status) */
+			      * result is partial and nothing was repaired
+			      * (not a qemu-img status) */
 #define EXIT_UNSUPPORTED 63
 /* and EXIT_CHAIN (4, common.h): the image checked alone, its backing chain
  * cannot be opened; corruption of the image itself (2) wins over it, and it
@@ -28,6 +28,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -44,17 +45,18 @@ static void usage(void)
 	       "  -j, --json     print the result as a JSON object\n"
 	       "  -p, --progress show progress on standard error\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet    print only errors\n"
 	       "  -v, --verbose  say which I/O engine is used\n"
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status (after --repair: of what is left):\n"
-	       "  0 clean, 1 the check could not run, 2 corrupt, 3 leaked clusters only,\n"
-	       "  4 checked alone: its backing chain cannot be opened, 5 the check is\n"
-	       "  incomplete (too many problems to record; nothing repaired), 63 the\n"
-	       "  image uses a feature this version does not support.\n"
-	       "See imgcheck(1).\n", progname);
+	       "Exit status (after --repair: of what is left), as qemu-img check:\n"
+	       "  0 clean, 1 the check could not run (also: usage, not found, not an\n"
+	       "  image), 2 corrupt, 3 leaked clusters only, 4 checked alone: its backing\n"
+	       "  chain cannot be opened, 5 incomplete (too many problems to record;\n"
+	       "  nothing repaired), 63 unsupported feature, 75 in use.\n"
+	       "See imgcheck(1), libimg(7).\n", progname);
 }
 
 struct problem {
@@ -205,7 +207,7 @@ static int check_option(int c, void *arg)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_check_opts opts = { 0 };
 	struct img_check_result res;
@@ -219,6 +221,8 @@ int main(int argc, char **argv)
 	struct progress pr;
 
 	tool_init(argc, argv);
+	exit_usage = EXIT_CHECK_FAIL;   /* qemu-img's 2 means corrupt here */
+	tool_exit_refine = 0;           /* its statuses are its own */
 	if (!(file = tool_one_operand(argc, argv, "rpjqhVv", longopts, check_option, &cl, usage,
 				      "FILE", &ret)))
 		return ret;
@@ -239,7 +243,9 @@ int main(int argc, char **argv)
 	if (r == -EOPNOTSUPP)
 		return EXIT_UNSUPPORTED;
 	if (r == -EUCLEAN)
-		return EXIT_CORRUPT;   /* too damaged to open even for checking */
+		return EXIT_CHECK_CORRUPT;   /* too damaged to open even for checking */
+	if (r == -EBUSY)
+		return EXIT_BUSY;
 	if (r < 0)
 		return EXIT_CHECK_FAIL;
 
@@ -277,7 +283,7 @@ int main(int argc, char **argv)
 		ret = EXIT_INCOMPLETE;
 		status = "incomplete";
 	} else if (res.corruptions > res.corruptions_fixed) {
-		ret = EXIT_CORRUPT;
+		ret = EXIT_CHECK_CORRUPT;
 		status = "corrupt";
 	} else if (chain_err) {
 		ret = EXIT_CHAIN;
@@ -303,4 +309,9 @@ out:
 		free(ps.v[i].msg);
 	free(ps.v);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -51,6 +51,7 @@ static const struct option longopts[] = {
 	{ "help",          no_argument,       NULL, 'h' },
 	{ "version",       no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -71,15 +72,15 @@ static void usage(void)
 	       "  -c, --compress           store clusters lz4-compressed (libimg output)\n"
 	       BACKING_PATH_HELP
 	       "  -j, --json               print the result as a JSON object (also with -q)\n"
+	       WAIT_HELP
 	       "  -q, --quiet              print nothing on success\n"
 	       "  -v, --verbose            say how the source is read\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
-	       "DST is written under a temporary name and renamed at the end; a failed\n"
-	       "conversion leaves no DST behind.  A raw SRC whose size is not a multiple\n"
-	       "of 512 is padded with zeros up to the next multiple in a libimg DST.\n"
-	       "Exit status: 0 success, 1 error, 4 SRC's chain is broken, 75 SRC or DST\n"
-	       "in use (locked by another process).  See imgconvert(1).\n", progname);
+	       "DST is written under a temporary name and renamed at the end: a failure\n"
+	       "leaves no DST.  A raw SRC is padded with zeros to a multiple of 512 bytes.\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 SRC corrupt, 4 SRC's chain\n"
+	       "  broken, 5 not found, 8 no space, 75 SRC or DST in use.  See libimg(7).\n", progname);
 }
 
 /* ---- cleanup of the temporary output ---------------------------------- */
@@ -283,7 +284,7 @@ static int next_data(struct end *s, uint64_t off, uint64_t *start, uint64_t *len
 				*len = s->size - off;
 				return 0;
 			}
-			errmsg("%s: %s", s->name, strerror(errno));
+			errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 			return -errno;
 		}
 		if ((uint64_t)d >= s->size)
@@ -566,12 +567,12 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 	int r = img_probe(s->name);
 
 	if (r < 0 && srcfmt != FMT_RAW) {
-		errmsg("%s: %s", s->name, strerror(-r));
+		errmsg_err(s->name, r, "%s: %s", s->name, strerror(-r));
 		return r;
 	}
 	if (srcfmt == FMT_LIBIMG && r == 0) {
-		errmsg("%s: not a libimg image (-F libimg)", s->name);
-		return -EINVAL;
+		errmsg_err(s->name, -EMEDIUMTYPE, "%s: not a libimg image (-F libimg)", s->name);
+		return -EMEDIUMTYPE;
 	}
 	if (srcfmt == FMT_RAW && r == 1)
 		verbose_msg("%s: starts like a libimg image; read as raw (-F raw)", s->name);
@@ -598,7 +599,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 	s->fd = open(s->name, O_RDONLY | O_CLOEXEC);
 	if (s->fd < 0 || fstat(s->fd, &st) < 0) {
 		r = -errno;
-		errmsg("%s: %s", s->name, strerror(errno));
+		errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 		return r;
 	}
 	if (S_ISREG(st.st_mode)) {
@@ -609,7 +610,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 		off_t e = lseek(s->fd, 0, SEEK_END);
 		if (e < 0) {
 			r = -errno;
-			errmsg("%s: %s", s->name, strerror(errno));
+			errmsg_err(s->name, -errno, "%s: %s", s->name, strerror(errno));
 			return r;
 		}
 		s->size = (uint64_t)e;
@@ -649,7 +650,7 @@ static int check_target(const char *dst, int force, const struct end *s,
 				return -EINVAL;
 			}
 	}
-	r = img_target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
+	r = target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
 	if (r == -EEXIST)
 		errmsg("%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
@@ -678,7 +679,8 @@ static int make_temp(const char *dst)
 	fd = mkstemp(tmp_path);
 	if (fd < 0) {
 		int e = errno;
-		errmsg("%s: cannot create a temporary file beside it: %s", dst, strerror(e));
+		errmsg_err(dst, -e, "%s: cannot create a temporary file beside it: %s",
+			   dst, strerror(e));
 		return -e;
 	}
 	tmp_live = 1;
@@ -686,7 +688,7 @@ static int make_temp(const char *dst)
 	umask(um);
 	if (fchmod(fd, 0666 & ~um) < 0) {
 		int e = errno;
-		errmsg("%s: %s", tmp_path, strerror(e));
+		errmsg_err(tmp_path, -e, "%s: %s", tmp_path, strerror(e));
 		close(fd);
 		return -e;
 	}
@@ -713,7 +715,7 @@ static const char *fmt_name(enum fmt f)
 	return f == FMT_RAW ? "raw" : "libimg";
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct end s = { .fd = -1 }, d = { .fd = -1 };
 	struct img_create_opts co = { 0 };
@@ -760,9 +762,8 @@ int main(int argc, char **argv)
 		case OPT_CLUSTER_SIZE:
 			if (parse_size(optarg, &v) || v < IMG_MIN_CLUSTER_SIZE ||
 			    v > IMG_MAX_CLUSTER_SIZE || (v & (v - 1))) {
-				errmsg("invalid cluster size '%s' (a power of two from 64K to 64M)",
-				       optarg);
-				return EXIT_ERROR;
+				return value_error("invalid cluster size '%s' (a power of two from "
+						   "64K to 64M)", optarg);
 			}
 			co.cluster_size = (uint32_t)v;
 			break;
@@ -863,13 +864,13 @@ int main(int argc, char **argv)
 	/* finish the output */
 	if (d.fmt == FMT_RAW) {
 		if (ftruncate(d.fd, (off_t)d.size) < 0 || fsync(d.fd) < 0) {
-			errmsg("%s: %s", dst, strerror(errno));
+			errmsg_err(dst, -errno, "%s: %s", dst, strerror(errno));
 			goto out;
 		}
 		r = close(d.fd);
 		d.fd = -1;
 		if (r < 0) {
-			errmsg("%s: %s", dst, strerror(errno));
+			errmsg_err(dst, -errno, "%s: %s", dst, strerror(errno));
 			goto out;
 		}
 	} else {
@@ -930,4 +931,9 @@ out:
 	if (s.dio)
 		s.dio->ops->close(s.dio);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

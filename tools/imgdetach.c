@@ -28,22 +28,26 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgdetach(1).\n", progname);
+	       "Exit status: 0 success, 1 error (also: mounted, use imgumount), 2 usage,\n"
+	       "  5 not found, 6 not attached (nothing to do: harmless in a cleanup).\n"
+	       "  See imgdetach(1), libimg(7).\n", progname);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct online_state st;
 	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
 	pid_t pid;
 	const char *arg;
-	int status;
+	int status, r;
 
 	tool_init(argc, argv);
 	if (!(arg = tool_one_operand(argc, argv, "jqhV", longopts, NULL, NULL, usage,
 				     "DEVICE or FILE", &status)))
 		return status;
-	if (online_state_of(arg, &st) < 0)
+	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
+		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
+	if (r < 0)
 		return EXIT_ERROR;
 	if (st.mountpoint[0]) {
 		errmsg("%s: mounted on %s; use imgumount", arg, st.mountpoint);
@@ -72,4 +76,9 @@ int main(int argc, char **argv)
 		printf("%s: detached\n", st.image);
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

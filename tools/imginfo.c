@@ -17,6 +17,7 @@ static const struct option longopts[] = {
 	{ "quiet",       no_argument, NULL, 'q' },
 	{ "help",        no_argument, NULL, 'h' },
 	{ "version",     no_argument, NULL, 'V' },
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -32,13 +33,14 @@ static void usage(void)
 	       "      --backing-chain  describe every image of the backing chain, top\n"
 	       "                     first (with --json: an array)\n"
 	       "      --allow-backing-path  follow absolute or '..' backing references\n"
+	       WAIT_HELP
 	       "  -q, --quiet        print nothing; only the exit status tells\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error, 4 the image is described but its\n"
-	       "backing chain cannot be opened (a base missing or replaced), 75 in use.\n"
-	       "See imginfo(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not an image,\n"
+	       "  4 described, but its backing chain cannot be opened, 5 not found,\n"
+	       "  75 in use.  See imginfo(1), libimg(7).\n", progname);
 }
 
 static void print_json(struct json_out *jp, const char *file, const struct img_info *in,
@@ -187,7 +189,7 @@ static int info_option(int c, void *arg)
 	return -1;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct json_out j;
@@ -241,4 +243,9 @@ int main(int argc, char **argv)
 		return EXIT_CHAIN;
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -13,6 +13,7 @@ static const struct option longopts[] = {
 	{ "help",        no_argument, NULL, 'h' },
 	{ "version",     no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -27,12 +28,13 @@ static void usage(void)
 	       "                     (offset only for data; also with -q)\n"
 	       "  -U, --force-share  do not lock the image\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet        print nothing; only the exit status tells\n"
 	       "  -h, --help         show this help\n"
 	       "  -V, --version      show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error, 4 FILE's backing chain cannot be opened\n"
-	       "(a base missing or replaced), 75 in use.  See imgmap(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt or not an image,\n"
+	       "  4 broken chain, 5 not found, 75 in use.  See imgmap(1), libimg(7).\n", progname);
 }
 
 static const char *type_name(uint32_t t)
@@ -54,7 +56,7 @@ static int map_option(int c, void *flags)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL;
 	struct img_info in;
@@ -144,4 +146,9 @@ out:
 	if (close_image(file, img) < 0)
 		ret = EXIT_ERROR;
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -21,6 +21,7 @@ static const struct option longopts[] = {
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -43,13 +44,14 @@ static void usage(void)
 	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print the result as a JSON object (also with -q)\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
 	       "  -h, --help          show this help\n"
 	       "  -V, --version       show the version\n"
 	       "\n"
-	       "Mounted nosuid,nodev unless --allow-suid-dev.\n"
-	       "Exit status: 0 success, 75 in use (served or locked by another process),\n"
-	       "1 other error; nothing is left behind.  See imgmount(1).\n",
+
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 75 in use; nothing is left behind.  See libimg(7).\n",
 	       progname);
 }
 
@@ -64,7 +66,7 @@ static int has_option(const char *opts, const char *o)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct tool_getopt g = { 0 };
 	struct online_state st;
@@ -105,7 +107,7 @@ int main(int argc, char **argv)
 				   "do not trust)");
 	/* everything that can be checked before anything is started */
 	if (stat(mp, &sb) < 0 || !realpath(mp, mpc)) {
-		errmsg("%s: %s", mp, strerror(errno));
+		errmsg_err(mp, -errno, "%s: %s", mp, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (!S_ISDIR(sb.st_mode)) {
@@ -149,7 +151,8 @@ int main(int argc, char **argv)
 	r = online_state_set(st.rundir, "mountpoint", mpc);
 	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", mpc);
 	if (r < 0) {
-		errmsg("%s: cannot record the mount point: %s", st.rundir, strerror(-r));
+		errmsg_err(st.rundir, r, "%s: cannot record the mount point: %s",
+			   st.rundir, strerror(-r));
 		goto fail;
 	}
 	if (json) {
@@ -171,4 +174,9 @@ int main(int argc, char **argv)
 fail:
 	online_teardown(&st);
 	return EXIT_ERROR;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

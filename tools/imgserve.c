@@ -94,6 +94,7 @@ static const struct option longopts[] = {
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -116,12 +117,13 @@ static void usage(void)
 	       "                     refuses writes and the image is not changed\n"
 	       BACKING_PATH_HELP
 	       "  -j, --json         once the export is up, print it as a JSON object\n"
+	       WAIT_HELP
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "\n"
 	       "Control socket: $LIBIMG_RUNDIR (default /run/libimg)/HASH/ctl, see imgserve(1).\n"
-	       "Exit status: 0 stopped cleanly (-d: the export is up), 75 image in use,\n"
-	       "1 other error.  See imgserve(1).\n", progname);
+	       "Exit status: 0 stopped cleanly (-d: the export is up), 1 error, 2 usage,\n"
+	       "  3 corrupt, 4 broken chain, 5 not found, 75 in use.  See libimg(7).\n", progname);
 }
 
 static struct server {
@@ -908,7 +910,7 @@ static int ctl_listen(const char *path)
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
 		r = -errno;
-		errmsg("%s: cannot listen: %s", path, strerror(-r));
+		errmsg_err(path, r, "%s: cannot listen: %s", path, strerror(-r));
 		if (fd >= 0)
 			close(fd);
 		return r;
@@ -1001,7 +1003,7 @@ static void detach_stdio(const char *rundir)
 	}
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *export_arg = NULL;
 	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
@@ -1060,7 +1062,7 @@ int main(int argc, char **argv)
 	if (!file || !export_arg)
 		return usage_error("expected FILE and EXPORT");
 	if (stat(export_arg, &sb) < 0) {
-		errmsg("%s: %s", export_arg, strerror(errno));
+		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_size != 0) {
@@ -1068,7 +1070,7 @@ int main(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	if (!realpath(export_arg, S.export_path)) {
-		errmsg("%s: %s", export_arg, strerror(errno));
+		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
 		return EXIT_ERROR;
 	}
 	S.mode = sb.st_mode & 07777;
@@ -1124,7 +1126,7 @@ int main(int argc, char **argv)
 	}
 	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
 	    (mkdir(S.rundir, 0700) < 0 && errno != EEXIST)) {
-		errmsg("%s: %s", S.rundir, strerror(errno));
+		errmsg_err(S.rundir, -errno, "%s: %s", S.rundir, strerror(errno));
 		goto out;
 	}
 	online_path(S.rundir, "ctl", path, sizeof(path));
@@ -1159,7 +1161,7 @@ int main(int argc, char **argv)
 	if ((r = online_state_set(S.rundir, "image", S.image)) < 0 ||
 	    (r = online_state_set(S.rundir, "export", S.export_path)) < 0 ||
 	    (r = online_state_set(S.rundir, "pid", pidbuf)) < 0) {
-		errmsg("%s: cannot record the state: %s", S.rundir, strerror(-r));
+		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
 		goto out;
 	}
 	/* The control thread takes no signals: they go to the session loop. */
@@ -1266,4 +1268,9 @@ out:
 		rmdir(S.rundir);   /* fails while imgattach's files are there */
 	}
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -23,6 +23,7 @@ static const struct option longopts[] = {
 	{ "quiet",    no_argument,       NULL, 'q' },
 	{ "help",     no_argument,       NULL, 'h' },
 	{ "version",  no_argument,       NULL, 'V' },
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -48,10 +49,10 @@ static void usage(void)
 	       "  --allow-backing-path follow absolute or '..' backing references\n"
 	       "  -p, --progress       merge, rebase, flatten: progress on stderr\n"
 	       "  -j, --json           print the result as JSON (also with -q)\n"
-	       "  -q, --quiet          print nothing on success\n"
-	       "  -h, --help / -V, --version\n"
-	       "Exit status: 0 success, 1 error, 4 list: broken chain, 75 in use.\n"
-	       "See imgsnap(1).\n",
+	       WAIT_HELP
+	       "  -q, --quiet          print nothing on success (-h, --help; -V, --version)\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
+	       "  5 not found, 8 no space, 75 in use.  See imgsnap(1), libimg(7).\n",
 	       progname, progname, progname);
 }
 
@@ -203,7 +204,7 @@ static int online_op(const char *file, struct online_state *os, const char *cmd,
 	return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *cmd = NULL, *file = NULL, *arg2 = NULL, *name = NULL, *into = NULL;
 	unsigned bflags = 0, oflags = 0;
@@ -270,7 +271,7 @@ int main(int argc, char **argv)
 			if (bflags)
 				return usage_error("--allow-backing-path: not while the image is served");
 			if (into && !realpath(into, full)) {
-				errmsg("%s: %s", into, strerror(errno));
+				errmsg_err(into, -errno, "%s: %s", into, strerror(errno));
 				return EXIT_ERROR;
 			}
 			/* the daemon has another working directory: the base
@@ -284,10 +285,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!strcmp(cmd, "template")) {
-		if ((r = img_probe(file)) <= 0) {
-			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-			return EXIT_ERROR;
-		}
+		if ((r = probe_image(file)) < 0)
+			return exit_status(r);
 		if ((r = img_set_template(file, !clear)) < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
@@ -334,10 +333,8 @@ int main(int argc, char **argv)
 	}
 	if (!strcmp(cmd, "create")) {
 		char snap[4096];
-		if ((r = img_probe(file)) <= 0) {
-			errmsg("%s: %s", file, r == 0 ? "not a libimg image" : strerror(-r));
-			return EXIT_ERROR;
-		}
+		if ((r = probe_image(file)) < 0)
+			return exit_status(r);
 		if ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
@@ -407,4 +404,9 @@ int main(int argc, char **argv)
 	}
 	return usage_error("unknown command '%s' (create, list, merge, rebase, flatten or template)",
 			   cmd);
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

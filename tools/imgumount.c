@@ -29,22 +29,25 @@ static void usage(void)
 	       "  -h, --help     show this help\n"
 	       "  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error.  See imgumount(1).\n", progname);
+	       "Exit status: 0 success, 1 error, 2 usage, 5 not found, 6 not mounted\n"
+	       "  (nothing to do: harmless in a cleanup).  See imgumount(1), libimg(7).\n", progname);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct online_state st;
 	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
 	pid_t pid;
 	const char *arg;
-	int status;
+	int status, r;
 
 	tool_init(argc, argv);
 	if (!(arg = tool_one_operand(argc, argv, "jqhV", longopts, NULL, NULL, usage,
 				     "MOUNTPOINT or FILE", &status)))
 		return status;
-	if (online_state_of(arg, &st) < 0)
+	if ((r = online_state_of(arg, &st)) == -ENOTCONN)
+		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
+	if (r < 0)
 		return EXIT_ERROR;
 	/* what was torn down, for -j (online_teardown may clear st) */
 	snprintf(mnt, sizeof(mnt), "%s", st.mountpoint);
@@ -69,4 +72,9 @@ int main(int argc, char **argv)
 		printf("%s: unmounted\n", st.image);
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -36,6 +36,7 @@ static const struct option longopts[] = {
 	{ "quiet",        no_argument,       NULL, 'q' },
 	{ "help",         no_argument,       NULL, 'h' },
 	{ "version",      no_argument,       NULL, 'V' },
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -50,29 +51,28 @@ static void usage(void)
 	       "                       --allow-backing-path: absolute or with '..'); SIZE\n"
 	       "                       defaults to BASE's; a new filesystem UUID unless\n"
 	       "                       --keep-fs-uuid (--fs-uuid UUID: that one)\n"
-	       "  --cluster-size SIZE  allocation unit, a power of two from 64K to 64M\n"
-	       "                       (default 1M)\n"
+	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
-	       "  --fs TYPE            make a filesystem in it (no root needed): ext4,\n"
-	       "                       ext3, ext2, xfs or btrfs\n"
+	       "  --fs TYPE            make a filesystem in it (no root): ext4/3/2, xfs, btrfs\n"
 	       "  --label LABEL        the filesystem's label (with --backing: the clone's)\n"
-	       "  --from DIR           copy DIR's tree into the new filesystem (ext*:\n"
-	       "                       mke2fs -d; btrfs: --rootdir; xfs: a protofile,\n"
-	       "                       without hard links, xattrs or the sticky bit)\n"
+	       "  --from DIR           copy DIR's tree in (ext*: mke2fs -d; btrfs: --rootdir;\n"
+	       "                       xfs: a protofile, without hard links, xattrs, sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -p, --progress       show progress on standard error\n"
 	       "  -j, --json           print the result as a JSON object (also with -q)\n"
+	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
 	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error, 75 FILE in use.  See mkimg(1).\n", progname, progname);
+	       "Exit status: 0 created, 1 error, 2 usage, 3 base corrupt, 4 base's chain\n"
+	       "  broken, 5 not found, 8 no space, 75 in use.  See mkimg(1), libimg(7).\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)
 {
 	if (parse_size(s, out)) {
-		errmsg("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
-		       "P or E suffix)", what, s);
+		value_error("invalid %s '%s' (expected bytes with an optional K, M, G, T, "
+			    "P or E suffix)", what, s);
 		return -EINVAL;
 	}
 	return 0;
@@ -150,7 +150,8 @@ static int temp_beside(const char *file, const char *tag, int which)
 	fd = mkstemp(tmp[which]);
 	if (fd < 0) {
 		int e = errno;
-		errmsg("%s: cannot create a temporary file beside it: %s", file, strerror(e));
+		errmsg_err(file, -e, "%s: cannot create a temporary file beside it: %s",
+			   file, strerror(e));
 		return -e;
 	}
 	tmp_live[which] = 1;
@@ -186,7 +187,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 	int n = scandir(path, &ents, NULL, alphasort), r = 0;
 
 	if (n < 0) {
-		errmsg("--from: %s: %s", path, strerror(errno));
+		errmsg_err(NULL, -errno, "--from: %s: %s", path, strerror(errno));
 		return -1;
 	}
 	if (depth > 1000) {
@@ -207,7 +208,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 			break;
 		}
 		if (lstat(child, &st) < 0) {
-			errmsg("--from: %s: %s", child, strerror(errno));
+			errmsg_err(NULL, -errno, "--from: %s: %s", child, strerror(errno));
 			r = -1;
 			break;
 		}
@@ -241,7 +242,7 @@ static int proto_dir(FILE *f, const char *path, struct proto_stats *ps, int dept
 		} else if (S_ISLNK(st.st_mode)) {
 			tl = readlink(child, target, sizeof(target) - 1);
 			if (tl < 0) {
-				errmsg("--from: %s: %s", child, strerror(errno));
+				errmsg_err(NULL, -errno, "--from: %s: %s", child, strerror(errno));
 				r = -1;
 				break;
 			}
@@ -276,7 +277,7 @@ static int write_protofile(const char *file, const char *dir)
 	int fd, r;
 
 	if (!realpath(dir, abs) || stat(abs, &st) < 0) {
-		errmsg("--from: %s: %s", dir, strerror(errno));
+		errmsg_err(NULL, -errno, "--from: %s: %s", dir, strerror(errno));
 		return -1;
 	}
 	if (!proto_word_ok("path", abs))
@@ -293,7 +294,7 @@ static int write_protofile(const char *file, const char *dir)
 	r = proto_dir(f, abs, &ps, 0);
 	fputs("$\n", f);
 	if (fclose(f) != 0 && !r) {
-		errmsg("%s: %s", tmp[T_PROTO], strerror(errno));
+		errmsg_err(tmp[T_PROTO], -errno, "%s: %s", tmp[T_PROTO], strerror(errno));
 		r = -1;
 	}
 	if (!r && (ps.hardlinks || ps.xattrs || ps.sticky || ps.sockets) && !quiet)
@@ -367,7 +368,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 
 	/* FILE stays locked from here to the rename (a served image, the base
 	 * of an open clone, anything but a regular file: refused) */
-	if ((r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
+	if ((r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
 		if (r == -EEXIST)
 			errmsg("%s: already exists (use --force to overwrite)", file);
 		else
@@ -378,8 +379,8 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	if ((fd = temp_beside(file, "mkfs", T_RAW)) < 0)
 		goto out;
 	if (ftruncate(fd, (off_t)o->virtual_size) < 0) {
-		errmsg("%s: cannot make a %llu-byte temporary file: %s", tmp[T_RAW],
-		       (unsigned long long)o->virtual_size, strerror(errno));
+		errmsg_err(tmp[T_RAW], -errno, "%s: cannot make a %llu-byte temporary file: %s",
+			   tmp[T_RAW], (unsigned long long)o->virtual_size, strerror(errno));
 		goto out;
 	}
 	if (fs_is_ext(fs)) {
@@ -435,7 +436,12 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		goto out;
 	close(r);
 	o->flags |= IMG_CREATE_OVERWRITE;
-	if ((r = img_create(tmp[T_IMG], o)) < 0) {
+	{
+		int64_t start = 0, waited;   /* --wait: the base may be locked */
+		while ((r = img_create(tmp[T_IMG], o)) == -EBUSY && lock_wait_again(&start, &waited))
+			;
+	}
+	if (r < 0) {
 		img_errmsg(file, r);
 		goto out;
 	}
@@ -506,9 +512,10 @@ static void new_errmsg(const char *file, int r)
 	if (dl > wl + 2 && !strcmp(d + dl - wl, strerror(-r)) && !strncmp(d + dl - wl - 2, ": ", 2))
 		d[dl - wl - 2] = 0;
 	if (d[0] && strcmp(d, img_strerror(r)))
-		errmsg("%s: %s (%s)", file, img_strerror(r), text_escape(d, e, sizeof(e)));
+		errmsg_err(file, r, "%s: %s (%s)", file, img_strerror(r),
+			   text_escape(d, e, sizeof(e)));
 	else
-		errmsg("%s: %s", file, img_strerror(r));
+		errmsg_err(file, r, "%s: %s", file, img_strerror(r));
 }
 
 /* Opens the clone being made under its temporary name (mode: IMG_OPEN_*;
@@ -562,7 +569,7 @@ static int set_clone_identity(const char *file, unsigned create_flags, struct cl
 			goto fail;
 		r = img_fs_set_identity(img, uuid[0] ? uuid : NULL, id->label, 0);
 		if (r < 0)
-			errmsg("%s: %s", file, detail());
+			errmsg_err(file, r, "%s: %s", file, detail());
 		r = img_close(img) < 0 && !r ? -EIO : r;
 		if (r < 0)
 			goto fail;
@@ -599,7 +606,7 @@ fail:
 
 static int claim(const char *file, int force, struct img_target **target)
 {
-	int r = img_target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
+	int r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
 
 	if (r == -EEXIST)
 		errmsg("%s: already exists (use --force to overwrite)", file);
@@ -723,7 +730,7 @@ out:
 	return ret;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct img_create_opts o = { 0 };
 	struct clone_id cid = { 0 };
@@ -749,24 +756,22 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CLUSTER_SIZE:
 			if (get_size("cluster size", optarg, &v))
-				return EXIT_ERROR;
+				return exit_usage;
 			if (v < IMG_MIN_CLUSTER_SIZE || v > IMG_MAX_CLUSTER_SIZE ||
-			    (v & (v - 1))) {
-				errmsg("invalid cluster size '%s' (a power of two from 64K to 64M)",
-				       optarg);
-				return EXIT_ERROR;
-			}
+			    (v & (v - 1)))
+				return value_error("invalid cluster size '%s' (a power of two from "
+						   "64K to 64M)", optarg);
 			o.cluster_size = (uint32_t)v;
 			break;
 		case OPT_BAT_RESERVE:
 			if (get_size("BAT reserve", optarg, &o.bat_reserve))
-				return EXIT_ERROR;
+				return exit_usage;
 			break;
 		case OPT_FS:
 			fs = optarg;
 			if (!fs_is_ext(fs) && strcmp(fs, "xfs") && strcmp(fs, "btrfs")) {
-				errmsg("unknown filesystem type '%s' (ext4, ext3, ext2, xfs or btrfs)", fs);
-				return EXIT_ERROR;
+				return value_error("unknown filesystem type '%s' (ext4, ext3, ext2, "
+						   "xfs or btrfs)", fs);
 			}
 			break;
 		case OPT_LABEL: label = optarg; break;
@@ -798,7 +803,7 @@ int main(int argc, char **argv)
 		return usage_error("--backing and --fs cannot be combined");
 	size = 0;
 	if (size_arg && get_size("size", size_arg, &size))
-		return EXIT_ERROR;
+		return exit_usage;
 	if (size_arg && (size < IMG_SECTOR_SIZE || size % IMG_SECTOR_SIZE)) {
 		errmsg("invalid size '%s': must be a multiple of 512 bytes, at least 512",
 		       size_arg);
@@ -814,7 +819,7 @@ int main(int argc, char **argv)
 	if (label && !fs && !o.backing_file)
 		return usage_error("--label needs --fs or --backing");
 	if (from && stat(from, &st) < 0) {
-		errmsg("--from %s: %s", from, strerror(errno));
+		errmsg_err(from, -errno, "--from %s: %s", from, strerror(errno));
 		return EXIT_ERROR;
 	}
 	if (from && !S_ISDIR(st.st_mode)) {
@@ -848,7 +853,12 @@ int main(int argc, char **argv)
 	} else {
 		if (force)
 			o.flags |= IMG_CREATE_OVERWRITE;
-		r = img_create(file, &o);
+		{
+			int64_t start = 0, waited;
+			while ((r = img_create(file, &o)) == -EBUSY &&
+			       lock_wait_again(&start, &waited))
+				;
+		}
 		progress_finish(&pr, r == 0);   /* nothing long to measure */
 		if (r == -EEXIST) {
 			errmsg("%s: already exists (use --force to overwrite)", file);
@@ -883,4 +893,9 @@ int main(int argc, char **argv)
 		}
 	}
 	return EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

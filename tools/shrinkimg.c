@@ -28,6 +28,7 @@ static const struct option longopts[] = {
 	{ "help",         no_argument, NULL, 'h' },
 	{ "version",      no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
+	WAIT_OPTION,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -50,12 +51,13 @@ static void usage(void)
 	       "  -p, --progress  show progress on standard error\n"
 	       "  -v, --verbose   say which I/O engine is used\n"
 	       BACKING_PATH_HELP
+	       WAIT_HELP
 	       "  -q, --quiet     print nothing on success\n"
 	       "  -h, --help      show this help;  -V, --version  show the version\n"
 	       "\n"
-	       "Exit status: 0 success, 1 error; nothing changed when refused (below the\n"
-	       "used space, fs needs fsck, unknown fs, xfs), 4 broken chain, 75 in use.\n"
-	       "See shrinkimg(1).\n", progname);
+	       "Exit status: 0 success, 1 error (nothing changed when refused), 2 usage,\n"
+	       "  3 corrupt, 4 broken chain, 5 not found, 8 no space, 75 in use.\n"
+	       "  See shrinkimg(1), libimg(7).\n", progname);
 }
 
 /* -p */
@@ -371,7 +373,7 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 	return 1;
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	const char *file = NULL, *size_arg = NULL;
 	struct img_info in;
@@ -421,9 +423,8 @@ int main(int argc, char **argv)
 	if (size_arg &&
 	    parse_size(size_arg[0] == '+' || size_arg[0] == '-' ? size_arg + 1 : size_arg,
 		       &tmp)) {
-		errmsg("invalid size '%s' (expected SIZE or -DELTA with an optional K, M, "
-		       "G, T, P or E suffix)", size_arg);
-		return EXIT_ERROR;
+		return value_error("invalid size '%s' (expected SIZE or -DELTA with an optional "
+				   "K, M, G, T, P or E suffix)", size_arg);
 	}
 
 	progress_init(&pr, want_progress && !quiet);
@@ -546,4 +547,9 @@ fs_done:
 		return ret;
 	print_result(file, in.virtual_size, new_size, 0, 0, &fr);
 	return ret;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

@@ -752,8 +752,17 @@ const char *img_last_error(void);
  * to open a backing image); 0 when the image itself failed, and after an
  * img_open() that succeeded.  Per thread, like img_last_error().  Such an
  * image can still be opened alone with IMG_OPEN_NO_BACKING (imginfo and
- * imgcheck do, to describe it). */
+ * imgcheck do, to describe it).  Also -EUCLEAN after img_snapshot(),
+ * img_merge*() refused because the backing file is not the image the delta
+ * was made over (the tools exit 4 for it, not 3). */
 int img_last_chain_error(void);
+/* After a call failed with -EBUSY because another process holds the lock
+ * of a file (img_open, img_target_claim, and the operations that open
+ * other images: snapshot, merge, rebase): the holding process id when it
+ * could be found (F_GETLK, /proc/locks), else 0.  0 after any other
+ * failure (reset where img_last_error() is).  Per thread.  The tools put
+ * it in their JSON error object ("holder_pid"). */
+pid_t img_last_holder(void);
 
 #ifdef __cplusplus
 }

@@ -106,15 +106,15 @@ make_template() {
 
 @test "mkimg --backing: bad base and bad combinations" {
   run_tool mkimg --backing nothere.img x.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 5 ]
   [[ "$output" == *"nothere.img"* ]]
   [ ! -e x.img ]
   head -c 1M /dev/zero > raw.bin
   run_tool mkimg --backing raw.bin x.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [ ! -e x.img ]
   run_tool mkimg --backing raw.bin --fs ext4 x.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
 }
 
 @test "imgsnap create/list/merge round trip: the name stays, the data stays, imgcheck clean" {
@@ -215,7 +215,7 @@ PYEOF
   [ "$status" -eq 0 ]
   # a missing new base is refused, nothing changed
   run_tool imgsnap rebase t2.img nothere.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 5 ]
   [[ "$output" == *"nothere.img"* ]]
   [ "$(info t2.img backing)" = moved.img ]
 }
@@ -228,9 +228,9 @@ PYEOF
   [[ "$output" == *"in use"* ]]
   [ ! -e d.img.snap1 ]
   run_tool imgsnap
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   run_tool imgsnap frobnicate d.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   kill "$HOLDER_PID"; wait "$HOLDER_PID" 2>/dev/null || true; HOLDER_PID=
   run_tool imgsnap create --name a/b d.img
   [ "$status" -eq 1 ]

@@ -243,13 +243,13 @@ make_deleted() {
 
 @test "mkimg --fs: bad input is refused and leaves nothing behind" {
   run_split mkimg --fs ext5 a.img 64M
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == *"unknown filesystem type 'ext5'"* ]]
   run_split mkimg --label x a.img 64M
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == *"--label needs --fs or --backing"* ]]
   run_split mkimg --fs ext4 --from nosuchdir a.img 64M
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 5 ]
   [[ "$err" == *"nosuchdir: No such file or directory"* ]]
   touch notadir
   run_split mkimg --fs ext4 --from notadir a.img 64M

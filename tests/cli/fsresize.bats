@@ -290,9 +290,9 @@ btrfs_ok() {
   fi
   # bad usage
   run_split shrinkimg e.img 256M --min
-  [ "$status" -eq 1 ]; [[ "$err" == *"give SIZE or --min, not both"* ]]
+  [ "$status" -eq 2 ]; [[ "$err" == *"give SIZE or --min, not both"* ]]
   run_split shrinkimg --no-fs e.img --min
-  [ "$status" -eq 1 ]; [[ "$err" == *"--min shrinks the filesystem"* ]]
+  [ "$status" -eq 2 ]; [[ "$err" == *"--min shrinks the filesystem"* ]]
   nothing_left
 }
 

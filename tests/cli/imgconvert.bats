@@ -128,7 +128,7 @@ teardown() { common_teardown; }
   "$BIN/imgconvert" -q -O raw plain.img back2.raw
   cmp a.raw back2.raw
   run_split imgconvert -c -O raw a.raw x.raw
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [ ! -e x.raw ]
 }
 
@@ -161,13 +161,13 @@ teardown() { common_teardown; }
 @test "imgconvert: bad options" {
   make_raw a.raw
   run_split imgconvert -O qcow2 a.raw a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == "imgconvert: unknown output format 'qcow2' (raw or libimg)"* ]]
   run_split imgconvert -O raw --cluster-size 64K a.raw a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == *"--cluster-size applies only to -O libimg"* ]]
   run_split imgconvert --cluster-size 100K a.raw a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == "imgconvert: invalid cluster size '100K'"* ]]
   [ "$(ls -A)" = a.raw ]
 }
@@ -212,7 +212,7 @@ teardown() { common_teardown; }
   "$BIN/imgconvert" -q a.raw a.img
   truncate -s $(( $(info a.img metadata_size) + 1000 )) a.img
   run_split imgconvert -O raw a.img out.raw
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [[ "$err" == "imgconvert: a.img: image is corrupt"* ]]
   [ ! -e out.raw ]
 }
@@ -232,7 +232,7 @@ teardown() { common_teardown; }
 @test "imgconvert: missing target directory" {
   make_raw a.raw
   run_split imgconvert a.raw no/such/dir/a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 5 ]
   [[ "$err" == "imgconvert: no/such/dir/a.img: "*"No such file or directory" ]] || { echo "$err"; false; }
 }
 

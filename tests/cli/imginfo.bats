@@ -53,21 +53,21 @@ teardown() { common_teardown; }
   [ "$(printf '%s' "$output" | jq -j .filename)" = "$name" ]
 }
 
-@test "imginfo: a truncated image is reported as corrupt (exit 1)" {
+@test "imginfo: a truncated image is reported as corrupt (exit 3)" {
   make_raw a.raw
   "$BIN/imgconvert" -q a.raw a.img
   meta=$(info a.img metadata_size)
   # data clusters now lie past the end of the file
   truncate -s $((meta + 4096)) a.img
   run_split imginfo a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [[ "$err" == "imginfo: a.img: image is corrupt"* ]] || { echo "$err"; false; }
   [[ "$err" == *"run 'imgcheck a.img'"* ]]
   # and one cut inside its headers
   "$BIN/mkimg" -q b.img 1G
   truncate -s 100 b.img
   run_split imginfo b.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [[ "$err" == "imginfo: b.img: image is corrupt"* ]] || { echo "$err"; false; }
   [ -z "$out" ]
 }

@@ -60,11 +60,11 @@ teardown() { common_teardown; }
   [[ "${lines[2]}" =~ ^0x100000\ +0x400000\ +unallocated$ ]] || { echo "${lines[2]}"; false; }
 }
 
-@test "imgmap: a truncated image fails (exit 1)" {
+@test "imgmap: a truncated image fails (exit 3)" {
   make_raw a.raw
   "$BIN/imgconvert" -q a.raw a.img
   truncate -s $(( $(info a.img metadata_size) + 1000 )) a.img
   run_split imgmap a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [[ "$err" == "imgmap: a.img: image is corrupt"* ]]
 }

@@ -40,7 +40,7 @@ teardown() { common_teardown; }
   [ "$(info b.img cluster_size)" = $((64 * M)) ]
   for bad in 32K 128M 96K 1X 0; do
     run_split mkimg --cluster-size "$bad" c.img 1G
-    [ "$status" -eq 1 ]
+    [ "$status" -eq 2 ]
     [[ "$err" == "mkimg: invalid cluster size '$bad'"* ]] || { echo "$err"; false; }
     [ ! -e c.img ]
   done
@@ -56,7 +56,7 @@ teardown() { common_teardown; }
 @test "mkimg: bad sizes are refused and nothing is created" {
   for bad in 10X 1GB -1 +1G "" " 1G" 1.3K abc 0x100 99999999999999999999 16E; do
     run_split mkimg disk.img "$bad"
-    [ "$status" -eq 1 ] || { echo "'$bad': $status"; false; }
+    [ "$status" -eq 2 ] || { echo "'$bad': $status"; false; }
     [ "$err" = "mkimg: invalid size '$bad' (expected bytes with an optional K, M, G, T, P or E suffix)" ] \
       || { echo "'$bad': $err"; false; }
   done

@@ -77,11 +77,11 @@ contents_are() {
   [[ "$err" == *"use shrinkimg"* ]]
   for bad in 5X +abc ++1G "" +-1G 1.3K; do
     run_split growimg a.img "$bad"
-    [ "$status" -eq 1 ] || { echo "'$bad'"; false; }
+    [ "$status" -eq 2 ] || { echo "'$bad'"; false; }
     [[ "$err" == "growimg: invalid size '$bad'"* ]] || { echo "'$bad': $err"; false; }
   done
   run_split growimg a.img +16E
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [ "$err" = "growimg: invalid size '+16E' (expected SIZE or +DELTA with an optional K, M, G, T, P or E suffix)" ]
   run_split growimg a.img +15E
   [ "$status" -eq 1 ]
@@ -172,7 +172,7 @@ contents_are() {
   run_split shrinkimg a.img 1000
   [ "$status" -eq 1 ]
   run_split shrinkimg a.img -5Q
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == "shrinkimg: invalid size '-5Q'"* ]]
   [ "$(info a.img virtual_size)" = $((10 * G)) ]
 }

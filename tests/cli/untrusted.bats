@@ -146,10 +146,10 @@ no_raw_bytes() {
   [ "$status" -eq 0 ]
   cmp a.img d.raw
   run_split imgconvert -F libimg a.raw x.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 3 ]
   [[ $err == *"a.raw: not a libimg image"* ]]
   [ ! -e x.img ]
   run_split imgconvert -F qcow2 a.raw x.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ $err == *"unknown source format 'qcow2'"* ]]
 }

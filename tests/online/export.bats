@@ -102,7 +102,7 @@ teardown() { online_teardown; }
   kill -TERM "$(daemon_pid)"
   for i in $(seq 100); do grep -q " $T/exp " /proc/mounts || break; sleep 0.1; done
   run_split imgserve --cache-size 12x a.img exp
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ "$err" == *"invalid cache size '12x'"* ]]
   assert_nothing_left
 }
@@ -112,15 +112,15 @@ teardown() { online_teardown; }
   head -c 1M /dev/urandom > notimg
   touch exp; echo x > full; mkdir dir
   run_split imgserve notimg exp
-  [ "$status" -eq 1 ]; [[ "$err" == *"notimg: not a libimg image"* ]]
+  [ "$status" -eq 3 ]; [[ "$err" == *"notimg: not a libimg image"* ]]
   run_split imgserve a.img full
   [ "$status" -eq 1 ]; [[ "$err" == *"full: the export must be an empty regular file"* ]]
   run_split imgserve a.img dir
   [ "$status" -eq 1 ]; [[ "$err" == *"dir: the export must be an empty regular file"* ]]
   run_split imgserve a.img missing
-  [ "$status" -eq 1 ]; [[ "$err" == *"missing: No such file or directory"* ]]
+  [ "$status" -eq 5 ]; [[ "$err" == *"missing: No such file or directory"* ]]
   run_split imgserve a.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   assert_nothing_left
 }
 

@@ -120,14 +120,14 @@ write_files() {
   head -c 4M /dev/urandom > notimg
   mkdir mnt
   run_split imgmount notimg mnt
-  [ "$status" -eq 1 ]; [[ "$err" == *"notimg: not a libimg image"* ]]
+  [ "$status" -eq 3 ]; [[ "$err" == *"notimg: not a libimg image"* ]]
   assert_nothing_left
   run_split imgmount a.img missing
-  [ "$status" -eq 1 ]; [[ "$err" == *"missing: No such file or directory"* ]]
+  [ "$status" -eq 5 ]; [[ "$err" == *"missing: No such file or directory"* ]]
   run_split imgmount a.img notimg
   [ "$status" -eq 1 ]; [[ "$err" == *"notimg: not a directory"* ]]
   run_split imgmount nothere.img mnt
-  [ "$status" -eq 1 ]; [[ "$err" == *"nothere.img: No such file or directory"* ]]
+  [ "$status" -eq 5 ]; [[ "$err" == *"nothere.img: No such file or directory"* ]]
   run_split imgmount b.img mnt
   [ "$status" -eq 1 ]; [[ "$err" == *"b.img: no filesystem recognised"* ]]
   assert_nothing_left
@@ -139,9 +139,9 @@ write_files() {
   run_split imgmount c.img mnt
   [ "$status" -eq 1 ]; [[ "$err" == *"mnt: already the mount point of $T/a.img"* ]]
   run_split imgumount c.img
-  [ "$status" -eq 1 ]; [[ "$err" == *"c.img: not mounted or attached"* ]]
+  [ "$status" -eq 6 ]; [[ "$err" == *"c.img: not mounted or attached"* ]]
   run_split imgumount "$T"
-  [ "$status" -eq 1 ]; [[ "$err" == *"not mounted by imgmount"* ]]
+  [ "$status" -eq 6 ]; [[ "$err" == *"not mounted by imgmount"* ]]
   imgumount -q mnt
   assert_nothing_left
 }
@@ -180,9 +180,9 @@ mount_opts() { awk -v mp="$1" '$5 == mp { print $6 }' /proc/self/mountinfo; }
 
   # -o suid or -o dev alone is refused before anything starts
   run_split imgmount -o suid a.img "$pub/mnt"
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   [[ $err == *"--allow-suid-dev"* ]]
   run_split imgmount -o discard,dev a.img "$pub/mnt"
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 2 ]
   assert_nothing_left
 }

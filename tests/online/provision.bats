@@ -7,8 +7,6 @@
 #
 # Marks for the lead, to switch after merging the other issue 16 branches:
 #   "# h3: -j"   the tool has no -j yet: only its exit status is used
-#   "# h2: ..."  the status a tool gives today where CONTRACT.md names another
-#   skip "needs issue 16 exit statuses (h2)": the failure modes at the end
 
 load helpers
 
@@ -117,7 +115,6 @@ make_base_and_clones() {
   case $rc in
     0) jis --argjson s $((384 * M)) '.new_size == $s' ;;
     7) jis '.error.status == 7'; grow_offline=1 ;;
-    1) grow_offline=1 ;;    # h2: a partial grow exits 1 until EXIT_PARTIAL (7): drop this case
     *) false ;;
   esac
   [ "$(blockdev --getsize64 "${dev[1]}")" -eq $((384 * M)) ]
@@ -257,7 +254,6 @@ jerr() {
 }
 
 @test "issue 16: not found (5): a missing image, base or mount point" {
-  skip "needs issue 16 exit statuses (h2)"
   N=1
   make_base_and_clones
   mkdir mnt
@@ -279,7 +275,6 @@ jerr() {
 }
 
 @test "issue 16: not mounted (6): imgumount and imgdetach of what is not mounted or attached, harmless in a cleanup trap" {
-  skip "needs issue 16 exit statuses (h2)"
   N=1
   make_base_and_clones
   mkdir mnt
@@ -300,7 +295,6 @@ jerr() {
 }
 
 @test "issue 16: in use (75) with -j names the holder; --wait waits for it" {
-  skip "needs issue 16 exit statuses (h2)"
   N=1
   make_base_and_clones
   mkdir -p mnt/a mnt/b
@@ -323,7 +317,6 @@ jerr() {
 }
 
 @test "issue 16: usage (2), corrupt (3), no space (8)" {
-  skip "needs issue 16 exit statuses (h2)"
   N=1
   make_base_and_clones
   jrun growimg -j ct1.img 12Q
@@ -349,7 +342,6 @@ jerr() {
 }
 
 @test "issue 16: a partial online grow (7) names the command that completes it; running it completes it" {
-  skip "needs issue 16 exit statuses (h2)"
   command -v capsh >/dev/null || skip "capsh is needed to drop CAP_SYS_RESOURCE"
   N=1
   make_base_and_clones

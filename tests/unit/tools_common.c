@@ -390,6 +390,34 @@ int main(void)
 		unlink(logname);
 	}
 
+	/* issue 16: the exit status table (libimg(7)), one mapping */
+	CHECK(exit_status(-EBUSY) == EXIT_BUSY);
+	CHECK(exit_status(-ENOENT) == EXIT_NOTFOUND);
+	CHECK(exit_status(-ENOSPC) == EXIT_NOSPACE);
+	CHECK(exit_status(-EDQUOT) == EXIT_NOSPACE);
+	CHECK(exit_status(-EUCLEAN) == EXIT_CORRUPT);
+	CHECK(exit_status(-EMEDIUMTYPE) == EXIT_CORRUPT);
+	CHECK(exit_status(-EIO) == EXIT_ERROR);
+	CHECK(exit_status(-EPERM) == EXIT_ERROR);
+	CHECK(EXIT_USAGE == 2 && EXIT_CHAIN == 4 && EXIT_NOTMOUNTED == 6 && EXIT_PARTIAL == 7);
+	/* --wait=SECONDS */
+	{
+		int64_t ms = -5;
+		CHECK(parse_wait("0", &ms) == 0 && ms == 0);
+		CHECK(parse_wait("10", &ms) == 0 && ms == 10000);
+		CHECK(parse_wait("0.5", &ms) == 0 && ms == 500);
+		CHECK(parse_wait("1.25", &ms) == 0 && ms == 1250);
+		CHECK(parse_wait("2.0009", &ms) == 0 && ms == 2000);
+		ms = 7;
+		CHECK(parse_wait("", &ms) == -EINVAL && ms == 7);
+		CHECK(parse_wait("-1", &ms) == -EINVAL);
+		CHECK(parse_wait("1.", &ms) == -EINVAL);
+		CHECK(parse_wait(".5", &ms) == -EINVAL);
+		CHECK(parse_wait("5s", &ms) == -EINVAL);
+		CHECK(parse_wait("99999999999", &ms) == -EINVAL);
+		CHECK(parse_wait(NULL, &ms) == -EINVAL && ms == 7);
+	}
+
 	if (failures) {
 		fprintf(stderr, "%d failures\n", failures);
 		return 1;
