@@ -77,36 +77,9 @@ static void usage(void)
 
 /* ---- failures --------------------------------------------------------- */
 
-/* With --json, the error object on stdout (the message is on stderr). */
-static void json_error(int status, int err, const char *file, pid_t holder, const char *msg)
-{
-	struct json_out j;
-
-	if (!json)
-		return;
-	json_start(&j, stdout);
-	json_object_begin(&j, NULL);
-	json_u64(&j, "schema", 1);
-	json_object_begin(&j, "error");
-	json_u64(&j, "status", (uint64_t)status);
-	if (err > 0)
-		json_u64(&j, "errno", (uint64_t)err);
-	else
-		json_null(&j, "errno");
-	json_string(&j, "errno_name", err > 0 ? strerrorname_np(err) : NULL);
-	json_string(&j, "message", msg);
-	json_string(&j, "file", file);
-	if (holder > 0)
-		json_u64(&j, "holder_pid", (uint64_t)holder);
-	else
-		json_null(&j, "holder_pid");
-	json_object_end(&j);
-	json_object_end(&j);
-	json_finish(&j);
-}
-
-/* The message on stderr and, with --json, the error object on stdout.
- * Returns status. */
+/* The message on stderr, recorded (with err, an errno, 0 none, and the
+ * pid holding the image when it is busy) for the JSON error object that
+ * tool_exit prints with --json (libimg(7)).  Returns status. */
 __attribute__((format(printf, 5, 6)))
 static int fail(int status, int err, const char *file, pid_t holder, const char *fmt, ...)
 {
@@ -116,25 +89,15 @@ static int fail(int status, int err, const char *file, pid_t holder, const char 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	errmsg("%s", msg);
-	json_error(status, err, file, holder, msg);
+	errmsg_err(file, -err, "%s", msg);
+	if (holder > 0)
+		note_holder(holder);
 	return status;
 }
 
-/* A bad command line: the message, the --help hint, EXIT_USAGE. */
-__attribute__((format(printf, 1, 2)))
-static int bad_usage(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	usage_error("%s", msg);
-	json_error(EXIT_USAGE, 0, NULL, 0, msg);   /* no errno: error.json */
-	return EXIT_USAGE;
-}
+/* A bad command line: the message, the --help hint, EXIT_USAGE (its JSON
+ * error object has no errno: error.json). */
+#define bad_usage usage_error
 
 /* ---- what the run directories record ------------------------------------ */
 
@@ -525,7 +488,7 @@ static int cmd_send(const char *arg, const char *cmd, char **args, int n)
 		goto out;
 	}
 	if (oc && (oc->flags & ONLINE_CMD_RESIZE) && !strcmp(cmd, "shrink") && e.st.loop[0]) {
-		status = fail(EXIT_ERROR, EBUSY, e.st.image, 0,
+		status = fail(EXIT_ERROR, EPERM, e.st.image, 0,
 			      "%s: attached on %s: a filesystem on it would be cut; shrinkimg "
 			      "shrinks the filesystem first (nothing was sent)", e.st.image, e.st.loop);
 		goto out;
@@ -618,7 +581,7 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 	return cmd_send(ops[1], oc->name, args, n);
 }
 
-int main(int argc, char **argv)
+static int run(int argc, char **argv)
 {
 	struct tool_getopt g = { 0 };
 	const struct online_command *oc;
@@ -640,15 +603,12 @@ int main(int argc, char **argv)
 			if (!optarg) {
 				answer_ms = -1;
 			} else {
-				char *end;
-				double s;
-				errno = 0;
-				s = strtod(optarg, &end);
-				if (errno || end == optarg || *end || !(s >= 0) || s > 86400.0 * 365) {
+				int64_t ms;
+				if (parse_wait(optarg, &ms) || ms > INT_MAX) {
 					free(ops);
 					return bad_usage("invalid --wait '%s' (seconds)", optarg);
 				}
-				answer_ms = (int)(s * 1000);
+				answer_ms = (int)ms;
 			}
 			break;
 		case 'h': usage(); free(ops); return EXIT_OK;
@@ -677,4 +637,9 @@ int main(int argc, char **argv)
 	}
 	free(ops);
 	return c;
+}
+
+int main(int argc, char **argv)
+{
+	return tool_exit(run(argc, argv));
 }

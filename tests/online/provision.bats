@@ -4,9 +4,6 @@
 # grow, shrink, snapshot + merge, compact, unmount, check.  It decides only
 # on exit statuses and JSON (-j): no test here matches human text (stderr
 # is kept in a file and shown when a step fails, never matched).
-#
-# Marks for the lead, to switch after merging the other issue 16 branches:
-#   "# h3: -j"   the tool has no -j yet: only its exit status is used
 
 load helpers
 
@@ -49,18 +46,25 @@ make_tree() {
 # The base: an ext4 image holding the tree, marked a template, and 10 clones.
 make_base_and_clones() {
   make_tree
-  jrun mkimg -q --fs ext4 --from tree base.img $BASE_SIZE        # h3: -j
+  jrun mkimg -j --fs ext4 --from tree base.img $BASE_SIZE
   [ "$rc" -eq 0 ]
-  jrun imgsnap -q template base.img                              # h3: -j
+  jis --argjson s $BASE_SIZE '.virtual_size == $s and .filesystem.type == "ext4"
+                              and .copied_bytes > 0'
+  base_uuid=$(jq -r .filesystem.uuid <<<"$json")
+  jrun imgsnap -j template base.img
   [ "$rc" -eq 0 ]
+  jis '.command == "template" and .template == true'
   jrun imginfo -j base.img
   [ "$rc" -eq 0 ]
   jis --argjson s $BASE_SIZE '.virtual_size == $s and .filesystem.type == "ext4"
                               and .backing == null and .dirty == false'
   sha256sum < base.img > base.img.sum
   for i in $(seq $N); do
-    jrun mkimg -q --backing base.img ct$i.img                    # h3: -j
+    jrun mkimg -j --backing base.img ct$i.img
     [ "$rc" -eq 0 ]
+    # each clone's filesystem has its own UUID (mounted side by side, by UUID)
+    jis --arg u "$base_uuid" '.backing == "base.img" and .filesystem.type == "ext4"
+                              and .filesystem.uuid != $u'
     jrun imginfo -j ct$i.img
     [ "$rc" -eq 0 ]
     jis --argjson s $BASE_SIZE '.virtual_size == $s and .backing_depth == 1
@@ -165,8 +169,9 @@ make_base_and_clones() {
 
   # unmount all
   for i in $(seq $N); do
-    jrun imgumount -q mnt/ct$i                                   # h3: -j
+    jrun imgumount -j mnt/ct$i
     [ "$rc" -eq 0 ]
+    jis --arg m "$T/mnt/ct$i" '.mountpoint == $m'
     jrun imginfo -j ct$i.img
     [ "$rc" -eq 0 ]
     jis '.in_use == null and .dirty == false'
@@ -201,7 +206,7 @@ make_base_and_clones() {
     jrun imgmount -j -r ct$i.img mnt/ct$i
     [ "$rc" -eq 0 ]
     (cd mnt/ct$i && sha256sum -c --quiet "$T/ct$i.sums" && sha256sum -c --quiet "$T/tree.sums")
-    jrun imgumount -q mnt/ct$i                                   # h3: -j
+    jrun imgumount -j mnt/ct$i
     [ "$rc" -eq 0 ]
   done
   assert_nothing_left
@@ -218,13 +223,15 @@ make_base_and_clones() {
   # base made anew under its clones: in use, nothing changed
   jrun imgmount -j ct1.img mnt/other
   [ "$rc" -eq 75 ]
-  jrun mkimg -q -f --backing base.img ct1.img                    # h3: -j
+  jrun mkimg -j -f --backing base.img ct1.img
   [ "$rc" -eq 75 ]
-  jrun mkimg -q -f --fs ext4 base.img 64M                        # h3: -j
+  jis '.error.status == 75 and .error.errno_name == "EBUSY"'
+  jrun mkimg -j -f --fs ext4 base.img 64M
   [ "$rc" -eq 75 ]
+  jis '.error.status == 75 and .error.file != null' 
   [ "$(sha256sum < base.img)" = "$(cat base.img.sum)" ]
   [ "$(cat mnt/ct1/etc/hostname)" = mine ]
-  jrun imgumount -q mnt/ct1                                      # h3: -j
+  jrun imgumount -j mnt/ct1
   [ "$rc" -eq 0 ]
   # the base moved away: the clone is intact, its chain is not
   mv base.img base.moved
@@ -238,10 +245,9 @@ make_base_and_clones() {
   assert_nothing_left
 }
 
-# The failure modes of CONTRACT.md whose statuses issue 16 adds: each
+# The failure modes of libimg(7)'s exit status table: each
 # expects the documented status and, with -j, exactly one JSON error object
-# on stdout.  Besides h2's statuses they need h3's -j of mkimg, imgumount,
-# imgdetach and imgconvert.
+# on stdout.
 
 # jerr STATUS [ERRNO_NAME]: the last step exited STATUS and printed exactly
 # one error object, with that status (and errno name).
