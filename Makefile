@@ -223,6 +223,8 @@ install: all
 	install -d $(DESTDIR)$(bashcompdir)
 	install -m 644 completion/libimg.bash $(DESTDIR)$(bashcompdir)/mkimg
 	$(foreach t,$(filter-out mkimg,$(notdir $(TOOLS))),ln -sf mkimg $(DESTDIR)$(bashcompdir)/$(t) &&) true
+	install -d $(DESTDIR)$(datadir)/libimg/schema
+	install -m 644 $(wildcard tools/schema/*.json) $(DESTDIR)$(datadir)/libimg/schema/
 
 # Build a tiny program against an installed copy through pkg-config.
 test-install: all

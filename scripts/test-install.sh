@@ -7,7 +7,9 @@ BUILD=${BUILD:-build}
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 make --no-print-directory -s install prefix=/usr DESTDIR="$stage" >/dev/null
-for f in usr/include/libimg.h usr/lib/libimg.so usr/lib/libimg.a usr/lib/pkgconfig/libimg.pc; do
+for f in usr/include/libimg.h usr/lib/libimg.so usr/lib/libimg.a usr/lib/pkgconfig/libimg.pc \
+         usr/share/libimg/schema/mkimg.json usr/share/libimg/schema/error.json \
+         usr/share/man/man7/libimg.7; do
   [ -e "$stage/$f" ] || { echo "missing $f in the staged install" >&2; exit 1; }
 done
 cat >"$stage/prog.c" <<'C'
