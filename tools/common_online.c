@@ -1120,6 +1120,36 @@ int online_teardown(struct online_state *st)
 	return 0;
 }
 
+int online_teardown_report(struct online_state *st, const char *done)
+{
+	char mnt[sizeof(st->mountpoint)], dev[sizeof(st->loop)];
+	pid_t pid;
+
+	/* what is torn down, for -j (online_teardown may clear st) */
+	snprintf(mnt, sizeof(mnt), "%s", st->mountpoint);
+	snprintf(dev, sizeof(dev), "%s", st->loop);
+	pid = st->pid;
+	if (online_teardown(st) < 0)
+		return EXIT_ERROR;
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", st->image);
+		json_string(&j, "mountpoint", mnt[0] ? mnt : NULL);
+		json_string(&j, "device", dev[0] ? dev : NULL);
+		if (pid)
+			json_u64(&j, "pid", (uint64_t)pid);
+		else
+			json_null(&j, "pid");
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet) {
+		printf("%s: %s\n", st->image, done);
+	}
+	return EXIT_OK;
+}
+
 int online_refresh_size(const struct online_state *st)
 {
 	struct stat sb;

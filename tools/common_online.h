@@ -175,6 +175,11 @@ int online_attach(const char *file, unsigned flags, struct online_state *st);
  * 0 or -errno (message printed; what could not be undone stays recorded). */
 int online_teardown(struct online_state *st);
 
+/* online_teardown, then what imgumount and imgdetach print: with --json
+ * {filename, mountpoint, device, pid} of what was torn down, else
+ * "IMAGE: done" unless --quiet.  EXIT_OK or EXIT_ERROR. */
+int online_teardown_report(struct online_state *st, const char *done);
+
 /* After the daemon changed the image's size: refresh the export's size in
  * the kernel (stat) and the loop device's capacity.  0 or -errno. */
 int online_refresh_size(const struct online_state *st);

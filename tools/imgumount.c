@@ -36,8 +36,6 @@ static void usage(void)
 static int run(int argc, char **argv)
 {
 	struct online_state st;
-	char mnt[sizeof(st.mountpoint)], dev[sizeof(st.loop)];
-	pid_t pid;
 	const char *arg;
 	int status, r;
 
@@ -49,29 +47,7 @@ static int run(int argc, char **argv)
 		return EXIT_NOTMOUNTED;   /* nothing to do: harmless in a cleanup */
 	if (r < 0)
 		return EXIT_ERROR;
-	/* what was torn down, for -j (online_teardown may clear st) */
-	snprintf(mnt, sizeof(mnt), "%s", st.mountpoint);
-	snprintf(dev, sizeof(dev), "%s", st.loop);
-	pid = st.pid;
-	if (online_teardown(&st) < 0)
-		return EXIT_ERROR;
-	if (json) {
-		struct json_out j;
-		json_start(&j, stdout);
-		json_doc_begin(&j);
-		json_string(&j, "filename", st.image);
-		json_string(&j, "mountpoint", mnt[0] ? mnt : NULL);
-		json_string(&j, "device", dev[0] ? dev : NULL);
-		if (pid)
-			json_u64(&j, "pid", (uint64_t)pid);
-		else
-			json_null(&j, "pid");
-		json_object_end(&j);
-		json_finish(&j);
-	} else if (!quiet) {
-		printf("%s: unmounted\n", st.image);
-	}
-	return EXIT_OK;
+	return online_teardown_report(&st, "unmounted");
 }
 
 int main(int argc, char **argv)
