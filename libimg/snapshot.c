@@ -26,9 +26,11 @@
  * holds (data or zero) are written in the base, so the top over the base
  * reads the same at every moment; the base is flushed and closed clean, the
  * top closed clean, then the base is renamed over the top's name
- * (directory synced).  A crash before the rename leaves the top over a
+ * (directory synced), then the merged image's owner field (the top's
+ * uuid) cleared.  A crash before the rename leaves the top over a
  * partly merged base (reads unchanged: run the merge again; the base may
- * be dirty, its log replays); after it, the merged image.
+ * be dirty, its log replays); after it, the merged image (with a stale
+ * owner field until the clear).
  *
  * Invariant (bases are protected, FORMAT.md 3.1, 3.2): an operation on a
  * delta never writes its backing image unless that image is the delta's
@@ -39,11 +41,20 @@
  * its owner (IMG_INCOMPAT_OWNER, owner_uuid): the delta is untrusted
  * input, its bit alone proves nothing.  The owner field is written only by
  * the snapshot path (the new top's uuid, A/B header write before the
- * switch) and is always either that uuid or cleared: a rebase or flatten
- * of the snapshot keeps it (what lies above does not change), a merge of
- * the owner keeps it in the merged image (the owner's file is gone), a
- * named merge into another delta's snapshot and a template mark clear it,
- * a new image (create, convert) has none.  A base without the field (a
+ * switch) and is always either that uuid, cleared, or stale (it names no
+ * file: it matches no delta): a rebase or flatten of the snapshot keeps it
+ * (what lies above does not change); a merge of the owner keeps it until
+ * its rename (a rerun after a crash is again an own merge) and then clears
+ * it in the merged image (A/B, after the directory sync: stale after a
+ * crash in between); a snapshot that puts the image back after writing it
+ * clears it again; a rebase or flatten of the owner clears the owner's
+ * OWN_SNAPSHOT (the old snapshot's field goes stale); a named merge into
+ * another delta's snapshot and a template mark clear it; a new image
+ * (create, convert) has none.  A top that records an owner is someone's
+ * snapshot and is never merged (-EPERM, whatever its mode): its name would
+ * get its base, and the image over it would lose its backing file; as a
+ * merge clears the field of the image it leaves, only a stale field (a
+ * crash) makes a merge refuse an image nobody lies over.  A base without the field (a
  * snapshot from before it existed) is not an own snapshot: named only.
  * A base that is a template (IMG_RO_COMPAT_TEMPLATE) is never written;
  * one whose file mode has no write bit only when it is the delta's own
@@ -345,6 +356,28 @@ static int record_owner(struct img *img, const char *path)
 	return r;
 }
 
+/* The image at path is nobody's snapshot any more (FORMAT.md 3.1): its
+ * owner field and OWNER bit cleared by a header written A/B, on a handle
+ * opened without its chain (only the header changes).  Nothing to do
+ * when it records no owner. */
+static int drop_owner(const char *path, unsigned of)
+{
+	struct img *img = NULL;
+	struct img_header nh;
+	int r, r2;
+
+	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING |
+				   (of & IMG_OPEN_ALLOW_BACKING_PATH), &img)))
+		return r;
+	pthread_mutex_lock(&img->commit_lock);
+	nh = img->hdr;
+	img_header_set_owner(&nh, NULL);
+	r = nh.incompat == img->hdr.incompat ? 0 : img_header_commit(img, &nh);
+	pthread_mutex_unlock(&img->commit_lock);
+	r2 = img_close(img);
+	return r ? r : r2;
+}
+
 static int snapshot_check(struct img *img, const char *name, unsigned flags, int rw)
 {
 	const char *path, *base;
@@ -405,6 +438,8 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
  *   5. path opened again: the new top (if it does not open, the snapshot
  *      name is renamed back over path and the old image opened again);
  *      the snapshot made read-only.
+ * A failure after 2b that leaves the old image under path clears its
+ * owner again (drop_owner).
  * A crash before 4 leaves path the old image (and perhaps the extra link,
  * taken over by the next snapshot with that name, and the temporary
  * file, overwritten by it); after 4 the new top over the snapshot.
@@ -418,7 +453,7 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	char *path = NULL, *dir = NULL, *snap = NULL, *tmp = NULL;
 	const char *base;
 	unsigned of;
-	int r, linked = 0, switched = 0;
+	int r, linked = 0, switched = 0, owned = 0, back = 0;
 
 	img_clear_error();
 	if ((r = img_snapshot_check(img, name, flags)))
@@ -460,6 +495,7 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	/* 2b. */
 	if ((r = record_owner(img, tmp)))
 		goto out;
+	owned = 1;
 	/* 3. */
 	r = img_close(img);
 	*imgp = img = NULL;
@@ -474,6 +510,7 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	}
 	free(tmp);
 	tmp = NULL;
+	owned = 0;    /* it is the new top's snapshot now */
 	linked = 0;   /* the snapshot is in use from here on: kept */
 	switched = 1;
 	if ((r = img_vfs->sync_dir(dir))) {
@@ -499,12 +536,20 @@ out:
 		/* The new top could not be opened (nothing wrote to it): the
 		 * old image goes back under the name, the snapshot name goes. */
 		char m[1024];
-		int back;
 		snprintf(m, sizeof(m), "%s", img_last_error());
 		back = img_vfs->rename(snap, path, 0) == 0;
 		if (back)
 			img_vfs->sync_dir(dir);
 		img_set_error("%s%s", m, back ? " (the image was put back as it was)" : "");
+	}
+	if ((owned || back) && !*imgp) {
+		/* The image is under its name again and nobody's snapshot:
+		 * the owner it recorded (a top that never came into use) is
+		 * cleared, or stays stale if that fails too (FORMAT.md 3.1). */
+		char m[1024];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		drop_owner(path, of);
+		img_set_error("%s", m);
 	}
 	if (!*imgp && path)
 		reopen(path, of, imgp);
@@ -633,6 +678,17 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 				"under its name, and an image over it (a snapshot's top) would lose "
 				"it: refused (merge the image at the top of the chain)",
 				(unsigned)(nst.st_mode & 07777));
+	/* the same when its mode was made writable again: a top that records
+	 * an owner is the snapshot of the delta a snapshot made over it
+	 * (FORMAT.md 3.1), and a merge clears the field of the image it
+	 * leaves, so a field on a top that is nobody's snapshot only remains
+	 * after a crash (or a failed clear) */
+	if (top->hdr.incompat & IMG_INCOMPAT_OWNER)
+		return img_fail(top, -EPERM, "is the snapshot of another image (it records an owner, "
+				"the image a snapshot put over it): a merge would put its base under "
+				"its name and that image would lose its backing file: refused (merge "
+				"the image at the top of the chain; if none lies over it any more, "
+				"'imgsnap template' then 'template --clear' forgets the owner)");
 	if ((r = img_vfs->stat(bpath, bst)))
 		return img_fail(top, r, "backing file %s", bpath);
 	if (!S_ISREG(bst->st_mode))
@@ -718,11 +774,13 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
  *   2. the top's clusters copied down; the base flushed and closed (clean).
  *   3. the top closed (clean); the base given the top's mode and renamed
  *      over path; dir synced.
+ *   3b. the merged image's owner field (the top's uuid, kept until the
+ *      rename for a rerun) cleared: header A/B (drop_owner).
  *   4. path opened again: the merged base.
  * A failure before 3's rename gives the base its mode back and the top its
  * chain (the handle the caller had).  A crash before 3's rename leaves the
  * top over a partly merged base that reads the same (run the merge again);
- * after it, the merged base.
+ * after it, the merged base (before 3b with the stale owner field).
  */
 static int merge_run(struct img **imgp, const char *named, unsigned flags,
 		     img_progress_fn progress, void *arg, int rw)
@@ -731,7 +789,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	char *path = NULL, *dir = NULL, *bpath = NULL;
 	struct stat st, bst;
 	unsigned of, bof;
-	int r, moded = 0, own;
+	int r, moded = 0, own, owned = 0;
 
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
@@ -805,6 +863,9 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 		if (r)
 			goto fail_top;
 	}
+	/* The owner it keeps (the top's uuid) until the rename: a rerun after
+	 * a crash before it is again a merge into its own snapshot. */
+	owned = (base->hdr.incompat & IMG_INCOMPAT_OWNER) != 0;
 	/* 2. */
 	if ((r = copy_down(top, base, progress, arg)))
 		goto fail_top;
@@ -835,6 +896,16 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	moded = 0;
 	if ((r = img_vfs->sync_dir(dir))) {
 		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
+		goto out;
+	}
+	/* 3b. The merged image is nobody's snapshot any more: the owner it
+	 * kept names the top the rename just replaced (FORMAT.md 3.1). */
+	if (owned && (r = drop_owner(path, of))) {
+		char m[512];
+		snprintf(m, sizeof(m), "%s", img_last_error());
+		img_set_error("%s: merged, but clearing the owner field the merged image kept from "
+			      "the snapshot failed: %s (the merged image is complete; the stale "
+			      "field names no image, the next snapshot of it replaces it)", path, m);
 		goto out;
 	}
 	/* 4. */

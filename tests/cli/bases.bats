@@ -460,3 +460,59 @@ PYEOF
   run_tool imgcheck -q d.img
   [ "$status" -eq 0 ]
 }
+
+@test "issue 14 #3c: imgsnap merge leaves the merged image without an owner field (an older libimg opens it again)" {
+  make_snapshot
+  to_raw d.img d.raw
+  [ "$(info d.img.snap1 incompat_features)" = 4 ]
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ]
+  [ "$(info d.img incompat_features)" = 0 ]
+  # a deeper chain: the merged image keeps its backing, not the owner
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ "$(info d.img incompat_features)" = 1 ]
+  [ "$(info d.img backing)" = d.img.snap1 ]
+  # create, create, merge, merge: the second merge works
+  "$BIN/imgsnap" -q merge d.img
+  [ "$(info d.img incompat_features)" = 0 ]
+  [ ! -e d.img.snap1 ] && [ ! -e d.img.snap2 ]
+  # create, merge, create, merge
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  "$BIN/imgsnap" -q create d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ "$(info d.img incompat_features)" = 0 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  run_tool imgcheck -q d.img
+  [ "$status" -eq 0 ]
+}
+
+@test "issue 14 #3c: imgsnap merge of a snapshot made writable (a top over it) is refused; the chain keeps opening" {
+  make_snapshot
+  "$BIN/imgsnap" -q create d.img
+  to_raw d.img d.raw
+  chmod u+w d.img.snap2
+  s1=$(sum d.img.snap1); s2=$(sum d.img.snap2); d0=$(sum d.img)
+  run_tool imgsnap merge d.img.snap2
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"d.img.snap2"*"snapshot of another image"*"merge the image at the top"* ]]
+  chmod u+w d.img.snap1
+  run_tool imgsnap merge --into d.img.snap1 d.img.snap2
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"snapshot of another image"* ]]
+  chmod 0444 d.img.snap1
+  [ "$(sum d.img.snap1)" = "$s1" ] && [ "$(sum d.img.snap2)" = "$s2" ] && [ "$(sum d.img)" = "$d0" ]
+  [ "$(mode d.img.snap1)" = 444 ] && [ "$(mode d.img.snap2)" = 644 ]
+  to_raw d.img out.raw
+  cmp out.raw d.raw
+  # the top's merges still consume both snapshots
+  "$BIN/imgsnap" -q merge d.img
+  "$BIN/imgsnap" -q merge d.img
+  [ ! -e d.img.snap1 ] && [ ! -e d.img.snap2 ]
+  [ "$(info d.img incompat_features)" = 0 ]
+  to_raw d.img out2.raw
+  cmp out2.raw d.raw
+}

@@ -16,6 +16,12 @@
  *             (its base named; data, zero, discarded and compressed
  *             clusters, larger than its base) into its base: copy down,
  *             flush, close, rename.
+ *   snapmerge a snapshot, writes into the new top, then img_merge_live of
+ *             the top into its own snapshot (not named): copy down, flush,
+ *             close, rename, then the merged image's owner field cleared
+ *             (header A/B, FORMAT.md 3.1).  The points of that last step
+ *             (the tail of the merge) are always run, also when the
+ *             others are sampled.
  * A dry run counts the mutating calls E (writes, flushes, punches,
  * truncates, links, renames, unlinks, new files, chmods, directory syncs).
  * For each crash point N in 1..E (all, or a sample under ASan) the disk is
@@ -64,6 +70,11 @@
 #else
 #define FAST_BUDGET 1000
 #endif
+/* The mutating calls at the end of an own merge that are always crash
+ * points (snapmerge): the owner field's clear after the rename (an open
+ * for writing, the header write, the clean close: 7 calls) and the
+ * reopen after it. */
+#define MERGE_TAIL 16
 
 struct run {
 	struct img_crash_clock clk;
@@ -75,6 +86,8 @@ struct run {
 	int dry;
 	int in_op;              /* the crash came during the snapshot or merge */
 	const char *op_name;    /* the snapshot name it was given */
+	int in_merge;           /* the crash came during the merge */
+	uint64_t merge_end;     /* dry run: the clock after the merge */
 };
 
 typedef int (*wl_fn)(struct run *x);
@@ -82,7 +95,8 @@ typedef int (*wl_fn)(struct run *x);
 struct workload {
 	const char *name;
 	wl_fn prep, body;
-	int merge;            /* the operation a rerun completes */
+	int merge;            /* the operation a rerun completes: 1 a merge into
+				 * BASE (named), 2 a merge into the own snapshot */
 	uint64_t seed;
 };
 
@@ -96,6 +110,9 @@ struct base {
 };
 
 static int verbose, scale = 1;
+/* snapmerge: results that showed the merged image with its stale owner
+ * field (a crash between the rename and the field's clear) */
+static uint64_t stale_seen;
 
 #define TRY(expr) do { int r_ = (expr); if (r_) return r_; } while (0)
 
@@ -176,20 +193,27 @@ static int op_snapshot(struct run *x, const char *name)
 	return op_verify(x);
 }
 
-static int op_merge(struct run *x)
+/* named: into BASE; else into the top's own snapshot. */
+static int op_merge(struct run *x, int named)
 {
 	unsigned d0 = x->dry ? depth(x->img) : 0;
+	struct img_info in;
 	int r;
 
-	x->in_op = 1;
-	r = img_merge_live_into(&x->img, BASE, 0, NULL, NULL);
+	x->in_op = x->in_merge = 1;
+	r = img_merge_live_into(&x->img, named ? BASE : NULL, 0, NULL, NULL);
 	if (!r) {
 		bm_flush(&x->m);
-		x->in_op = 0;
+		x->in_op = x->in_merge = 0;
 	}
 	TRY(dry_check(x, "merge", r));
 	if (x->dry && depth(x->img) + 1 != d0)
 		T_FAIL("dry run: the chain is %u deep after a merge (was %u)", depth(x->img), d0);
+	/* the merged image is nobody's snapshot: no owner field left */
+	if (x->dry && (img_info(x->img, &in) || (in.incompat_features & IMG_FEATURE_INCOMPAT_OWNER)))
+		T_FAIL("dry run: the merged image still records an owner");
+	if (x->dry)
+		x->merge_end = x->clk.events;
 	return op_verify(x);
 }
 
@@ -287,7 +311,7 @@ static int wl_merge(struct run *x)
 {
 	for (int i = 0; i < 4 * scale; i++)
 		TRY(rnd_write(x));
-	TRY(op_merge(x));
+	TRY(op_merge(x, 1));
 	for (int i = 0; i < 4 * scale; i++)
 		TRY(rnd_write(x));
 	TRY(op_flush(x));
@@ -295,9 +319,27 @@ static int wl_merge(struct run *x)
 	return op_verify(x);
 }
 
+/* Snapshot, writes into the new top, the top merged into its own
+ * snapshot (the owner field it recorded cleared after the rename). */
+static int wl_snapmerge(struct run *x)
+{
+	for (int i = 0; i < 2 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_snapshot(x, NULL));
+	for (int i = 0; i < 4 * scale; i++)
+		TRY(rnd_write(x));
+	TRY(op_flush(x));
+	TRY(rnd_write(x));
+	TRY(op_merge(x, 0));
+	for (int i = 0; i < 2 * scale; i++)
+		TRY(rnd_write(x));
+	return op_verify(x);
+}
+
 static const struct workload workloads[] = {
-	{ "snapshot", prep_snap,  wl_snap,  0, 201 },
-	{ "merge",    prep_merge, wl_merge, 1, 202 },
+	{ "snapshot",  prep_snap,  wl_snap,      0, 201 },
+	{ "merge",     prep_merge, wl_merge,     1, 202 },
+	{ "snapmerge", prep_snap,  wl_snapmerge, 2, 203 },
 };
 
 /* ---- driver --------------------------------------------------------------- */
@@ -350,7 +392,7 @@ static void run_on(struct run *x, const struct base *b, wl_fn fn, uint64_t seed,
 		T_OK(memfs_add(x->fs, b->names[i], b->bytes[i], b->lens[i]));
 	memfs_install(x->fs);
 	x->dry = !arm;
-	x->in_op = 0;
+	x->in_op = x->in_merge = 0;
 	x->op_name = NULL;
 	prng_seed(&x->r, seed);
 	T_OK(bm_copy(&x->m, &b->m));
@@ -453,6 +495,9 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 		fprintf(stderr, "FAIL %s: virtual size %" PRIu64 "\n", where, in.virtual_size);
 		goto out;
 	}
+	if (w->merge == 2 && x->in_merge && !in.backing_depth &&
+	    (in.incompat_features & IMG_FEATURE_INCOMPAT_OWNER))
+		stale_seen++;
 	len = in.virtual_size;
 	b = malloc(len);
 	b2 = malloc(len);
@@ -484,7 +529,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 			goto out;
 		}
 	} else if (in.backing_depth) {
-		r = img_merge_live_into(&img, BASE, 0, NULL, NULL);
+		r = img_merge_live_into(&img, w->merge == 1 ? BASE : NULL, 0, NULL, NULL);
 		if (r || !img || depth(img) != 0) {
 			fprintf(stderr, "FAIL %s: merge again: %s (%s)\n", where, img_strerror(r),
 				img_last_error());
@@ -511,13 +556,34 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 			goto out;
 		}
 	}
+	/* snapmerge: whatever the crash left (an owner field naming the
+	 * temporary top of an interrupted snapshot, or the replaced top of a
+	 * merge interrupted before it cleared the field: stale, FORMAT.md
+	 * 3.1), the next snapshot and merge of the image work and leave no
+	 * owner. */
+	if (w->merge == 2) {
+		struct img_info i2;
+		r = img_snapshot_live(&img, NULL, 0, NULL, 0);
+		if (!r && img)
+			r = img_merge_live(&img, 0, NULL, NULL);
+		if (r || !img || img_info(img, &i2) || i2.backing_depth ||
+		    (i2.incompat_features & IMG_FEATURE_INCOMPAT_OWNER)) {
+			fprintf(stderr, "FAIL %s: snapshot and merge after the crash: %s (%s)\n",
+				where, img_strerror(r), img_last_error());
+			goto out;
+		}
+		if (img_pread(img, b2, len, 0) != (ssize_t)len || memcmp(b, b2, len)) {
+			fprintf(stderr, "FAIL %s: contents changed by a snapshot and merge\n", where);
+			goto out;
+		}
+	}
 	r = img_close(img);
 	img = NULL;
 	if (r) {
 		fprintf(stderr, "FAIL %s: close: %s (%s)\n", where, img_strerror(r), img_last_error());
 		goto out;
 	}
-	if (w->merge) {
+	if (w->merge == 1) {
 		struct img *gone;
 		if (img_open(BASE, 0, &gone) == 0) {
 			img_close(gone);
@@ -562,6 +628,7 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 	T_ASSERT(x.buf);
 	make_base(w, &x, &b);
 
+	x.merge_end = 0;
 	run_on(&x, &b, w->body, w->seed, 0);
 	events = x.clk.events;
 	bm_free(&x.m);
@@ -574,6 +641,22 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 		npts = 1;
 	} else {
 		npts = crash_pick_points(events, budget, pts);
+	}
+	/* The tail of the own merge (the owner field cleared after the
+	 * rename, then the reopen) is always run: added to a sample. */
+	if (!only_n && w->merge == 2 && x.merge_end) {
+		uint8_t *on = calloc(events + 1, 1);
+		T_ASSERT(on);
+		for (uint64_t i = 0; i < npts; i++)
+			on[pts[i]] = 1;
+		for (uint64_t n = x.merge_end > MERGE_TAIL ? x.merge_end - MERGE_TAIL + 1 : 1;
+		     n <= x.merge_end; n++)
+			on[n] = 1;
+		npts = 0;
+		for (uint64_t n = 1; n <= events; n++)
+			if (on[n])
+				pts[npts++] = n;
+		free(on);
 	}
 	for (uint64_t i = 0; i < npts; i++) {
 		run_on(&x, &b, w->body, w->seed, pts[i]);
@@ -595,6 +678,14 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 	       " crash points, %6" PRIu64 " passed (%lds)\n", w->name, events, npts, run, passed,
 	       (long)(time(NULL) - t0));
 	fflush(stdout);
+	if (w->merge == 2 && !only_n) {
+		printf("%-12s %6" PRIu64 " results with a stale owner field (crash before its clear)\n",
+		       w->name, stale_seen);
+		if (!stale_seen)
+			T_FAIL("%s: no crash point between the merge's rename and the owner's clear",
+			       w->name);
+		stale_seen = 0;
+	}
 	*trun += run;
 	*tpassed += passed;
 	free(pts);

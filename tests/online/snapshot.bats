@@ -196,3 +196,34 @@ container_untouched() {
   imgumount -q mnt
   assert_nothing_left
 }
+
+@test "issue 14 #3c: online merges leave the merged image without an owner field; create, create, merge, merge and create, merge, create, merge work" {
+  mkimg a.img 16M >/dev/null
+  imgattach -q a.img
+  dev=$(cat "$(rundir)/loop")
+  head -c $((1 * M)) /dev/urandom > blob
+  dd if=blob of="$dev" bs=1M oflag=direct status=none
+  for step in create create merge merge create merge create merge; do
+    run_split imgsnap $step a.img
+    [ "$status" -eq 0 ] || { echo "$step: $err"; false; }
+  done
+  cmp -n $((1 * M)) blob "$dev"
+  [ ! -e a.img.snap1 ] && [ ! -e a.img.snap2 ]
+  # the served image's header, read-only while the daemon has it
+  [ "$("$BIN/imginfo" --json a.img | jq -r .incompat_features)" = 0 ]
+  run_split imgsnap create a.img
+  run_split imgsnap create a.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  run_split imgsnap merge a.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ "$("$BIN/imginfo" --json a.img | jq -r .incompat_features)" = 1 ]
+  run_split imgsnap merge a.img
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  cmp -n $((1 * M)) blob "$dev"
+  imgdetach -q a.img
+  [ "$("$BIN/imginfo" --json a.img | jq -r .incompat_features)" = 0 ]
+  "$BIN/imgconvert" -q -F libimg -O raw a.img flat.raw
+  cmp -n $((1 * M)) blob flat.raw
+  "$BIN/imgcheck" a.img
+  assert_nothing_left
+}

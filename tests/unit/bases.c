@@ -301,6 +301,100 @@ static void owner_cases(void)
 	CHECK(img_file_readonly(P("nothing.img")) == -ENOENT);
 }
 
+/* Issue 14 #3c: a merge clears the owner field the merged image kept
+ * (it is nobody's snapshot: an older libimg opens it again), offline and
+ * live; a top that records an owner (a snapshot with a top over it, its
+ * mode made writable) is never merged; repeated snapshots and merges
+ * under one name keep working. */
+static void owner_cleared_cases(void)
+{
+	uint8_t *s1, *s2, *d0;
+	size_t l1, l2, ld;
+	struct img *img = NULL;
+	struct img_info in;
+
+	/* create + merge: the merged image records no owner */
+	CHECK(mk("m.img", NULL) == 0);
+	put("m.img", 0, 'm');
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	put("m.img", 65536, 'n');
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("m.img") == 0);
+	/* deeper: the merged image keeps its own backing, and no owner */
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("m.img") == IMG_INCOMPAT_BACKING);
+	/* and the second merge of the same name works (create, create,
+	 * merge, merge) */
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("m.img") == 0);
+	CHECK(access(P("m.img.snap1"), F_OK) != 0 && access(P("m.img.snap2"), F_OK) != 0);
+	/* create, merge, create, merge */
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("m.img") == 0);
+	/* live: the handle after the merge is the merged image, no owner */
+	CHECK(img_open(P("m.img"), IMG_OPEN_RDWR, &img) == 0);
+	CHECK(img && img_snapshot_live(&img, NULL, 0, NULL, 0) == 0 && img);
+	CHECK(img && img_snapshot_live(&img, NULL, 0, NULL, 0) == 0 && img);
+	CHECK(img && img_merge_live(&img, 0, NULL, NULL) == 0 && img);
+	if (img) {
+		CHECK(img_info(img, &in) == 0 && in.incompat_features == IMG_INCOMPAT_BACKING);
+		CHECK(img_merge_live(&img, 0, NULL, NULL) == 0 && img);
+	}
+	if (img) {
+		CHECK(img_info(img, &in) == 0 && in.incompat_features == 0);
+		CHECK(byte_at(img, 0) == 'm' && byte_at(img, 65536) == 'n');
+	}
+	CHECK(img_close(img) == 0);
+	img = NULL;
+	CHECK(incompat_of("m.img") == 0);
+
+	/* create, create, the second snapshot made writable: its merge is
+	 * refused (its name would get d.img.snap1, and m.img's backing, which
+	 * recorded its uuid, would be gone), offline, named and live */
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(img_snapshot(P("m.img"), NULL, 0, NULL, 0) == 0);
+	CHECK(chmod(P("m.img.snap2"), 0644) == 0);
+	s1 = slurp("m.img.snap1", &l1);
+	s2 = slurp("m.img.snap2", &l2);
+	d0 = slurp("m.img", &ld);
+	CHECK(img_merge(P("m.img.snap2"), 0, NULL, NULL) == -EPERM);
+	CHECK(strstr(img_last_error(), "m.img.snap2") &&
+	      strstr(img_last_error(), "snapshot of another image") &&
+	      strstr(img_last_error(), "merge the image at the top"));
+	CHECK(chmod(P("m.img.snap1"), 0644) == 0);
+	CHECK(img_merge_into(P("m.img.snap2"), P("m.img.snap1"), 0, NULL, NULL) == -EPERM);
+	CHECK(same("m.img.snap2", s2, l2));
+	/* (the open for writing changes the header of snap2, not snap1) */
+	CHECK(img_open(P("m.img.snap2"), IMG_OPEN_RDWR, &img) == 0);
+	if (img) {
+		struct img *keep = img;
+		CHECK(img_merge_live(&img, 0, NULL, NULL) == -EPERM && img == keep);
+		CHECK(img && img_backing(img) != NULL);
+	}
+	CHECK(img_close(img) == 0);
+	img = NULL;
+	CHECK(chmod(P("m.img.snap1"), 0444) == 0);
+	CHECK(same("m.img.snap1", s1, l1) && same("m.img", d0, ld));
+	CHECK(mode_of("m.img.snap2") == 0644);
+	/* the chain opens, and the top's merges still work */
+	CHECK(img_open(P("m.img"), 0, &img) == 0);
+	if (img)
+		CHECK(byte_at(img, 0) == 'm' && byte_at(img, 65536) == 'n');
+	img_close(img);
+	img = NULL;
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(img_merge(P("m.img"), 0, NULL, NULL) == 0);
+	CHECK(incompat_of("m.img") == 0);
+	free(s1);
+	free(s2);
+	free(d0);
+}
+
 /* The owner field in the header format (FORMAT.md 3.1): after the
  * backing path, kept by a rebase, no room past a 3928-byte path. */
 static void owner_format(void)
@@ -491,7 +585,12 @@ int main(void)
 		CHECK(access(P("ct1.img.snap3"), F_OK) != 0);
 		CHECK(access(P(".ct1.img.snapnew"), F_OK) != 0);
 		CHECK(mode_of("ct1.img") == m0 && mode_of("ct1.img.snap2") == 0444);
+		/* the owner it recorded for the top that never came into use
+		 * is cleared again (issue 14 #3c) */
 		if (img) {
+			struct img_info in;
+			CHECK(img_info(img, &in) == 0 &&
+			      in.incompat_features == IMG_INCOMPAT_BACKING);
 			CHECK(img_backing_ref(img, ref, sizeof(ref)) > 0 && !strcmp(ref, "ct1.img.snap2"));
 			CHECK(byte_at(img, 8192) == 'y' && byte_at(img, 131072) == 'x');
 			CHECK(img_pwrite(img, "z", 1, 9000) == 1);
@@ -500,6 +599,7 @@ int main(void)
 	CHECK(img_close(img) == 0);
 
 	owner_cases();
+	owner_cleared_cases();
 	owner_format();
 
 	free(b0);
