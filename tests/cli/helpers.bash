@@ -105,51 +105,13 @@ PYEOF
   HOLDER_PID=$(cat "$ready")
 }
 
-# poke FILE ACTION: change an image behind libimg's back (FORMAT.md layout).
-#   set-incompat    set an unknown incompatible feature bit in both headers,
-#                   with their crc32c fixed: libimg must refuse the image
-#   set-dirty       set the DIRTY flag in both headers (crc32c fixed), as a
-#                   writer that crashed leaves it
-#   corrupt-bat     break BAT block 0 (a byte of its entries)
+# poke FILE ACTION [ARG]: change an image behind libimg's back (FORMAT.md
+# layout, crc32c fixed): tests/helpers/poke.py lists the actions
+# (set-incompat, set-dirty, own-snapshot, drop-owner, newer-incompat,
+# newer-version, seq N, corrupt-bat, bad-entries N).
 poke() {
   [ -n "$PY" ] || skip "python3 is needed to edit an image"
-  "$PY" - "$@" <<'PYEOF'
-import struct, sys
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
-    return crc ^ 0xFFFFFFFF
-
-assert crc32c(b"123456789") == 0xE3069283
-path, action = sys.argv[1], sys.argv[2]
-with open(path, "r+b") as f:
-    hdr = f.read(4096)
-    bat_offset = struct.unpack_from("<Q", hdr, 96)[0]
-    if action in ("set-incompat", "set-dirty"):
-        field, bit = (32, 1 << 62) if action == "set-incompat" else (56, 1)
-        for slot in (0, 4096):
-            f.seek(slot)
-            h = bytearray(f.read(4096))
-            if h[:8] != b"\x89LIBIMG\n":
-                continue
-            hsize = struct.unpack_from("<I", h, 12)[0]
-            struct.pack_into("<Q", h, field, struct.unpack_from("<Q", h, field)[0] | bit)
-            struct.pack_into("<I", h, 16, 0)
-            struct.pack_into("<I", h, 16, crc32c(bytes(h[:hsize])))
-            f.seek(slot)
-            f.write(h)
-    elif action == "corrupt-bat":
-        f.seek(bat_offset + 100)
-        b = f.read(1) or b"\0"
-        f.seek(bat_offset + 100)
-        f.write(bytes([b[0] ^ 0x5A]))
-    else:
-        sys.exit("unknown action " + action)
-PYEOF
+  "$PY" "$ROOT/tests/helpers/poke.py" "$@"
 }
 
 # A directory that an unprivileged user can reach (the per-test directory
