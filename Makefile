@@ -39,7 +39,11 @@ LIBS     := -pthread $(FS_LIBS) $(LZ4_LIBS)
 CFLAGS_imgserve := $(shell pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)
 LIBS_imgserve   := $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
 SOVERSION := 0
-VERSION  := $(shell sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' libimg/include/libimg.h)
+# The version has one source, libimg/include/libimg.h (LIBIMG_VERSION_MAJOR,
+# _MINOR, _PATCH); scripts/version.sh reads it for the Makefile (library file
+# name, libimg.pc) and the tests.  The man pages say "libimg @VERSION@" in
+# their .TH line, substituted by make install.
+VERSION  := $(shell scripts/version.sh)
 
 ifeq ($(V),1)
 Q :=
@@ -72,8 +76,27 @@ BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
 
 DEPS_STAMP := $(BUILD)/.deps-ok
+# The dependency step every compile waits for (an order-only prerequisite).
+# make install never installs packages: with install among the goals, a tree
+# built before (DEPS_STAMP there) needs no step, and a fresh one only checks
+# the packages the build needs (deps.sh --check build names the missing ones
+# and fails) -- never apt-get.
+BUILD_DEPS_STAMP := $(BUILD)/.build-deps-ok
+ifeq ($(filter install,$(MAKECMDGOALS)),)
+DEPS_STEP := $(DEPS_STAMP)
+else
+DEPS_STEP := $(if $(wildcard $(DEPS_STAMP)),,$(BUILD_DEPS_STAMP))
+endif
 
-.SECONDARY:
+# Objects of programs (tools, tests, fuzz replayers, benchmarks) are reached
+# only through the pattern rules $(BUILD)/bin/% and the like, so Make would
+# take them for intermediate files and delete them after the build (and then
+# relink every program on the next make): they are kept (.SECONDARY), and
+# only they.  .SECONDARY without prerequisites made every target
+# intermediate, the dependency stamp too, which Make then ran late.
+PROG_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRCS) $(UNIT_SRCS) \
+               $(CRASH_SRCS) $(FUZZ_SRCS) $(BENCH_SRCS))
+.SECONDARY: $(PROG_OBJS)
 
 .PHONY: asan-build tsan-build clang-build
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
@@ -88,15 +111,18 @@ deps:
 $(DEPS_STAMP): scripts/deps.sh
 	$(Q)scripts/deps.sh
 	$(Q)mkdir -p $(BUILD) && touch $(DEPS_STAMP)
+$(BUILD_DEPS_STAMP): scripts/deps.sh
+	$(Q)scripts/deps.sh --check build
+	$(Q)mkdir -p $(BUILD) && touch $(BUILD_DEPS_STAMP)
 
 lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
 tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h) | $(DEPS_STAMP)
+$(BUILD)/obj/%.o: %.c | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $<")
-	$(Q)$(CC) $(ALL_CFLAGS) $(CFLAGS_$(notdir $*)) -c -o $@ $<
+	$(Q)$(CC) $(ALL_CFLAGS) $(CFLAGS_$(notdir $*)) -MMD -MP -c -o $@ $<
 
 $(STATIC): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
@@ -205,8 +231,9 @@ demo: all
 
 # The bash completion (completion/libimg.bash) serves every tool: it is
 # installed once and linked under each tool's name, the name bash-completion
-# loads it by.
-install: all
+# loads it by.  install needs only the built files (lib tools), not the
+# dependency step of all (see DEPS_STEP): it never installs packages.
+install: lib tools
 	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(libdir)/pkgconfig \
 		$(DESTDIR)$(includedir) $(DESTDIR)$(mandir)/man1 $(DESTDIR)$(mandir)/man7
 	$(if $(TOOLS),install -m 755 $(TOOLS) $(DESTDIR)$(bindir)/)
@@ -218,8 +245,9 @@ install: all
 	sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
 		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' \
 		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
-	$(if $(wildcard man/*.1),install -m 644 $(wildcard man/*.1) $(DESTDIR)$(mandir)/man1/)
-	$(if $(wildcard man/*.7),install -m 644 $(wildcard man/*.7) $(DESTDIR)$(mandir)/man7/)
+	$(foreach m,$(wildcard man/*.[17]),sed '1s/@VERSION@/$(VERSION)/' $(m) \
+		> $(DESTDIR)$(mandir)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)) && \
+		chmod 644 $(DESTDIR)$(mandir)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)) &&) true
 	install -d $(DESTDIR)$(bashcompdir)
 	install -m 644 completion/libimg.bash $(DESTDIR)$(bashcompdir)/mkimg
 	$(foreach t,$(filter-out mkimg,$(notdir $(TOOLS))),ln -sf mkimg $(DESTDIR)$(bashcompdir)/$(t) &&) true
@@ -232,3 +260,14 @@ test-install: all
 
 clean:
 	rm -rf build build-asan build-ubsan build-fuzz build-tsan build-clang
+
+# Header dependencies: each compile writes its .d (-MMD -MP) beside the
+# object, naming the headers it included; they are read here (last, so
+# that their targets do not become the default goal), so touching a
+# header rebuilds only the objects that include it.
+-include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d)
+# An object without its .d (built by an older Makefile) depends on every
+# header, once: its next compile writes the .d.
+ALL_OBJS := $(LIB_OBJS) $(TOOL_COMMON) $(TEST_HELPERS) $(PROG_OBJS) $(BUILD)/obj/fuzz/replay_main.o
+$(foreach o,$(ALL_OBJS),$(if $(wildcard $(o:.o=.d)),,$(o))): \
+	$(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)

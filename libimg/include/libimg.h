@@ -58,10 +58,15 @@
 extern "C" {
 #endif
 
+/* The version's one source (scripts/version.sh reads it for the build, the
+ * man pages and libimg.pc): the string is made of the three numbers. */
 #define LIBIMG_VERSION_MAJOR 0
 #define LIBIMG_VERSION_MINOR 1
 #define LIBIMG_VERSION_PATCH 0
-#define LIBIMG_VERSION_STRING "0.1.0"
+#define LIBIMG_STR_(x) #x
+#define LIBIMG_XSTR_(x) LIBIMG_STR_(x)
+#define LIBIMG_VERSION_STRING LIBIMG_XSTR_(LIBIMG_VERSION_MAJOR) "." \
+	LIBIMG_XSTR_(LIBIMG_VERSION_MINOR) "." LIBIMG_XSTR_(LIBIMG_VERSION_PATCH)
 
 /* Format limits (see format-spec/FORMAT.md). */
 #define IMG_MIN_CLUSTER_SIZE     (64u * 1024)

@@ -21,7 +21,7 @@ teardown() { common_teardown; }
 }
 
 @test "every tool: --version names the library version" {
-  ver=$(sed -n 's/^#define LIBIMG_VERSION_STRING "\(.*\)"/\1/p' "$ROOT/libimg/include/libimg.h")
+  ver=$("$ROOT/scripts/version.sh")
   [ -n "$ver" ]
   for t in $TOOLS; do
     run_tool "$t" --version
