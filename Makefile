@@ -245,7 +245,7 @@ install: lib tools
 	sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
 		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' \
 		libimg/libimg.pc.in > $(DESTDIR)$(libdir)/pkgconfig/libimg.pc
-	$(foreach m,$(wildcard man/*.[17]),sed '1s/@VERSION@/$(VERSION)/' $(m) \
+	$(foreach m,$(wildcard man/*.[17]),sed '/^\.TH /s/@VERSION@/$(VERSION)/' $(m) \
 		> $(DESTDIR)$(mandir)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)) && \
 		chmod 644 $(DESTDIR)$(mandir)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)) &&) true
 	install -d $(DESTDIR)$(bashcompdir)
