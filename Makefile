@@ -1,6 +1,6 @@
 # libimg top-level Makefile.
 # Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR bashcompdir; quiet unless V=1.
-# Targets: all check install asan ubsan fuzz fuzz-run bench demo clean
+# Targets: all check install asan ubsan fuzz fuzz-run bench demo clean deps
 #          test-install check-crash
 
 CC       ?= cc
