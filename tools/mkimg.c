@@ -316,7 +316,7 @@ static int publish(const char *file, struct img_target *target)
 	int r = img_target_publish(target, tmp[T_IMG]);
 
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", file);
+		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
 		img_errmsg(file, r);
 	if (r < 0 && !access(tmp[T_IMG], F_OK))
@@ -370,7 +370,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	 * of an open clone, anything but a regular file: refused) */
 	if ((r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
 		if (r == -EEXIST)
-			errmsg("%s: already exists (use --force to overwrite)", file);
+			errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 		else
 			img_errmsg(file, r);
 		return exit_status(r);
@@ -609,7 +609,7 @@ static int claim(const char *file, int force, struct img_target **target)
 	int r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
 
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", file);
+		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
 		img_errmsg(file, r);
 	return r;
@@ -861,7 +861,7 @@ static int run(int argc, char **argv)
 		}
 		progress_finish(&pr, r == 0);   /* nothing long to measure */
 		if (r == -EEXIST) {
-			errmsg("%s: already exists (use --force to overwrite)", file);
+			errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 			return EXIT_ERROR;
 		}
 		if (r < 0) {
