@@ -120,7 +120,7 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 			snprintf(how, sizeof(how), "'btrfs filesystem resize max %s'", os->mountpoint);
 		}
 		error_forget();   /* this line, not its cause, is the error */
-		errmsg("%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
+		errmsg_err(file, r, "%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
 		       "did not; to complete it run %s, or 'imgumount %s' then 'growimg %s %llu'",
 		       file, os->loop, (unsigned long long)new_size, type, os->mountpoint, how,
 		       os->mountpoint, file, (unsigned long long)new_size);
@@ -288,7 +288,7 @@ out:
 		progress_finish(&pr, r >= 0);
 		if (r < 0) {
 			error_forget();
-			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
+			errmsg_err(file, r, "%s: partial: the image has grown to %s but the %s filesystem in it "
 			       "has not (it still spans %s); run 'growimg %s %llu' again to grow "
 			       "it, or see the messages above", file,
 			       human_size_exact(new_size, b1, sizeof(b1)), fi.type,
