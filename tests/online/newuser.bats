@@ -27,3 +27,30 @@ jrun() {
   imgumount -q mnt
   assert_nothing_left
 }
+
+@test "issue 16 newuser: imgmount of an image already mounted on that mount point is 75 (in use), and --wait waits" {
+  mkimg -q --fs ext4 ct.img 64M
+  mkdir mnt
+  imgmount -q ct.img mnt
+  pid=$(cat "$LIBIMG_RUNDIR"/*/pid)
+  # a rerun of the same imgmount: the image is served, not a usage error
+  jrun imgmount -j ct.img mnt
+  [ "$rc" -eq 75 ] || { echo "exit $rc: $json"; false; }
+  [ "$(jq -r .error.errno_name <<<"$json")" = EBUSY ]
+  [ "$(jq -r .error.holder_pid <<<"$json")" = "$pid" ]
+  jrun imgmount -j --wait=0.3 ct.img mnt
+  [ "$rc" -eq 75 ]
+  # --wait waits for the holder to go, then mounts
+  ( sleep 1; imgumount -q mnt ) &
+  BG_PIDS+=($!)
+  jrun imgmount -j --wait=20 ct.img mnt
+  [ "$rc" -eq 0 ] || { cat "$BATS_TEST_TMPDIR/stderr"; false; }
+  [ "$(jq -r .pid <<<"$json")" != "$pid" ]
+  # another image on that mount point stays a refusal naming the mount point
+  mkimg -q --fs ext4 other.img 64M
+  jrun imgmount -j other.img mnt
+  [ "$rc" -eq 1 ]
+  [ "$(jq -r .error.file <<<"$json")" = mnt ]
+  imgumount -q mnt
+  assert_nothing_left
+}
