@@ -1223,6 +1223,33 @@ static int have_cap(int cap)
 	return !found || ((eff >> cap) & 1);
 }
 
+/* The mounted ext2/3/4 on dev already spans all of dev ("Block count" times
+ * "Block size" of dumpe2fs -h, which reads a mounted filesystem): 1 yes,
+ * 0 no or unknown. */
+static int ext_fills_device(const char *dev)
+{
+	char out[16384], *p, *q;
+	char *av[] = { "dumpe2fs", "-h", (char *)dev, NULL };
+	unsigned long long count, block;
+	uint64_t devsize, span;
+	int fd, ok;
+
+	if ((fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	ok = ioctl(fd, BLKGETSIZE64, &devsize) == 0;
+	close(fd);
+	if (!ok || run_capture(av, out, sizeof(out)) != 0)
+		return 0;
+	p = strstr(out, "\nBlock count:");
+	q = strstr(out, "\nBlock size:");
+	if (!p || !q || sscanf(p + strlen("\nBlock count:"), "%llu", &count) != 1 ||
+	    sscanf(q + strlen("\nBlock size:"), "%llu", &block) != 1 ||
+	    __builtin_mul_overflow((uint64_t)count, (uint64_t)block, &span))
+		return 0;
+	/* resize2fs fills the device to a whole block */
+	return span + block > devsize;
+}
+
 int online_fs_grow(const char *file, const struct online_state *st, char *type, size_t len)
 {
 	int r;
@@ -1235,6 +1262,10 @@ int online_fs_grow(const char *file, const struct online_state *st, char *type, 
 		return -ENOMEDIUM;
 	if (!st->mountpoint[0])
 		return -ENOTCONN;
+	/* nothing to grow (a rerun: the image has its size, the filesystem
+	 * fills it): done, whether or not this process may resize */
+	if (fs_is_ext(type) && ext_fills_device(st->loop))
+		return 1;
 	if (fs_is_ext(type) && !have_cap(24 /* CAP_SYS_RESOURCE */)) {
 		/* the kernel refuses online ext4 resizing without it (EPERM) */
 		errmsg("%s: the image and %s grew, but the mounted %s filesystem cannot: online "

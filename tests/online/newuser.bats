@@ -54,3 +54,19 @@ jrun() {
   imgumount -q mnt
   assert_nothing_left
 }
+
+@test "issue 16 newuser: growimg online to the size the image and its ext4 already have is 0 (a rerun), also without CAP_SYS_RESOURCE" {
+  command -v capsh >/dev/null || skip "capsh is needed to drop CAP_SYS_RESOURCE"
+  mkimg -q --fs ext4 ct.img 256M
+  mkdir mnt
+  imgmount -q ct.img mnt
+  jrun capsh --drop=cap_sys_resource -- -c "exec growimg -j ct.img 256M"
+  [ "$rc" -eq 0 ] || { cat "$BATS_TEST_TMPDIR/stderr"; false; }
+  [ "$(jq -r .filesystem_grown <<<"$json")" = false ]
+  [ "$(jq -r .new_size <<<"$json")" = $((256 * M)) ]
+  # a real grow still needs the capability: partial (7)
+  jrun capsh --drop=cap_sys_resource -- -c "exec growimg -j ct.img 320M"
+  [ "$rc" -eq 7 ]
+  imgumount -q mnt
+  assert_nothing_left
+}
