@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -429,8 +430,17 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 			 from ? ", copying " : "", from ? from : "");
 		progress_phase(&pr, 0, 50, step);
 	}
-	if (run_quiet(argv) != 0)
+	if (run_quiet(argv) != 0) {
+		struct statvfs sv;
+		/* the mkfs program says only "failed": a host left with less
+		 * than a MiB for us is what made it fail (status 8, not 1) */
+		if (fstatvfs(fd, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20)) {
+			error_forget();   /* this cause, not the program's status */
+			errmsg_err(file, -ENOSPC, "%s: %s: %s while making the filesystem", file,
+				   argv[0], strerror(ENOSPC));
+		}
 		goto out;
+	}
 
 	if ((r = temp_beside(file, "new", T_IMG)) < 0)
 		goto out;

@@ -9,6 +9,7 @@ setup() {
   export LIBIMG_RUNDIR=$BATS_TEST_TMPDIR/run
 }
 teardown() {
+  [ -n "${MNT:-}" ] && umount -l "$MNT" 2>/dev/null
   common_teardown
 }
 
@@ -27,4 +28,21 @@ teardown() {
   [ "$status" -eq 1 ]
   [ "$(jq -r .error.errno_name <<<"$output")" = EEXIST ]
   [ "$(jq -r .error.file <<<"$output")" = a.img ]
+}
+
+@test "issue 16 newuser: mkimg --fs on a full host exits 8 (ENOSPC), not 1, and leaves nothing" {
+  [ "$(id -u)" -eq 0 ] || skip "needs root to mount a tmpfs"
+  MNT=$T/mnt
+  mkdir -p "$MNT"
+  mount -t tmpfs -o size=4M libimg-newuser "$MNT" 2>/dev/null || { MNT=; skip "cannot mount a tmpfs"; }
+  head -c 8M /dev/zero > "$MNT/filler" 2>/dev/null || true
+  for fs in ext4 btrfs; do
+    run_split mkimg -j --fs $fs "$MNT/a.img" 256M
+    [ "$status" -eq 8 ] || { echo "$fs: exit $status: $err"; false; }
+    [ "$(jq -r .error.errno_name <<<"$output")" = ENOSPC ]
+    [ "$(jq -r .error.file <<<"$output")" = "$MNT/a.img" ]
+    [ "$(ls -A "$MNT")" = filler ]
+  done
+  umount "$MNT"
+  MNT=
 }
