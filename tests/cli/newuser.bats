@@ -46,3 +46,18 @@ teardown() {
   umount "$MNT"
   MNT=
 }
+
+@test "issue 16 newuser: mkimg --help lists --fs-uuid and --allow-backing-path as options (bash completion offers them)" {
+  [ -f /usr/share/bash-completion/bash_completion ] ||
+    skip "bash-completion is needed (scripts/deps.sh installs it)"
+  opts=$(PATH=$BIN:$PATH bash --norc --noprofile -c '
+    source /usr/share/bash-completion/bash_completion
+    source "$1"
+    COMP_WORDS=(mkimg --); COMP_CWORD=1; COMP_LINE="mkimg --"; COMP_POINT=8
+    COMPREPLY=()
+    _libimg mkimg -- mkimg
+    printf "%s\n" "${COMPREPLY[@]}"' _ "$ROOT/completion/libimg.bash")
+  for o in --backing --fs-uuid --keep-fs-uuid --allow-backing-path --label; do
+    grep -qx -- "$o" <<<"$opts" || { echo "mkimg --: no $o in: $opts"; false; }
+  done
+}
