@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -894,17 +895,56 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 	return 0;
 }
 
+/* Copies what the daemon wrote on its standard error before it was ready
+ * (held in the memory file efd) to ours, and leaves its last line in why
+ * ("" when it said nothing), without its leading "imgserve: ". */
+static void relay_daemon_stderr(int efd, char *why, size_t len)
+{
+	char buf[8192], *p, *e;
+	ssize_t n;
+	size_t have = 0;
+
+	why[0] = 0;
+	if (efd < 0 || lseek(efd, 0, SEEK_SET) < 0)
+		return;
+	while ((n = read(efd, buf + have, sizeof(buf) - 1 - have)) > 0) {
+		if (write(STDERR_FILENO, buf + have, (size_t)n) < 0) {
+			/* our stderr is gone: the line is still kept */
+		}
+		have += (size_t)n;
+		if (have == sizeof(buf) - 1) {   /* keep the tail only */
+			memmove(buf, buf + have / 2, have - have / 2);
+			have -= have / 2;
+		}
+	}
+	buf[have] = 0;
+	while (have && buf[have - 1] == '\n')
+		buf[--have] = 0;
+	p = (e = strrchr(buf, '\n')) ? e + 1 : buf;
+	if (!strncmp(p, "imgserve: ", 10))
+		p += 10;
+	have = strlen(p);
+	if (have >= len)
+		have = len - 1;
+	memcpy(why, p, have);
+	why[have] = 0;
+}
+
 int online_attach(const char *file, unsigned flags, struct online_state *st)
 {
-	char serve[PATH_MAX], disk[PATH_MAX];
+	char serve[PATH_MAX], disk[PATH_MAX], why[1024];
 	pid_t pid;
-	int r;
+	int r, efd;
 
-	/* --wait: for another daemon serving it to stop, too */
-	for (int64_t start = 0, waited;;) {
+	/* --wait: for another daemon serving it to stop, too; and for a
+	 * daemon gone whose state is still recorded, 2 s at most: an
+	 * imgumount between stopping it and removing its run directory (a
+	 * state left longer is stale, refused below) */
+	for (int64_t start = 0, waited, gone_naps = 0;;) {
 		if ((r = online_state_load(file, st)) < 0)
 			return r;
-		if (!recorded(st) || !st->alive || !lock_wait_again(&start, &waited))
+		if (!recorded(st) || (!st->alive && ++gone_naps > 40) ||
+		    !lock_wait_again(&start, &waited))
 			break;
 	}
 	if ((r = online_refuse_if_used(file, st)) < 0)
@@ -919,6 +959,9 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
 		return r;
 	imgserve_path(serve, sizeof(serve));
+	/* the daemon's messages until it is ready (then it writes to
+	 * RUNDIR/log): relayed to our stderr, the last one into our error */
+	efd = memfd_create("imgserve-stderr", MFD_CLOEXEC);
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -927,9 +970,13 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		errmsg("fork: %s", strerror(-r));
 		unlink(disk);
 		rmdir(st->rundir);
+		if (efd >= 0)
+			close(efd);
 		return r;
 	}
 	if (pid == 0) {
+		if (efd >= 0)
+			dup2(efd, STDERR_FILENO);
 		/* The daemon loads the allowed backing directories itself (same
 		 * environment); --allow-backing-path is passed on. */
 		const char *av[10];
@@ -962,17 +1009,23 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	 * (else it has failed and said why on our stderr; EXIT_BUSY: the
 	 * image is locked by another process). */
 	r = wait_child(pid);
+	relay_daemon_stderr(efd, why, sizeof(why));
+	if (efd >= 0)
+		close(efd);
 	if (r != 0) {
 		/* No daemon of ours runs: take back only our export file (the
 		 * rest of the directory may be a racing imgattach's). */
 		unlink(disk);
 		rmdir(st->rundir);
-		/* the daemon said why; its status is ours (libimg(7)) */
+		/* the daemon said why; its status is ours (libimg(7)), its
+		 * message our error's (the cause's errno is not known here:
+		 * none is recorded for a broken chain or another failure) */
 		if (r == EXIT_CHAIN)
 			note_chain_error();
 		r = r == 127 || r == EXIT_NOTFOUND ? -ENOENT : r == EXIT_BUSY ? -EBUSY :
 		    r == EXIT_CORRUPT ? -EUCLEAN : r == EXIT_NOSPACE ? -ENOSPC : -EIO;
-		errmsg_err(file, r, "%s: not served: the daemon (imgserve) failed", file);
+		errmsg_err(file, r == -EIO ? 0 : r, "%s: not served: %s", file,
+			   why[0] ? why : "the daemon (imgserve) failed");
 		return r;
 	}
 	/* Ours is the daemon that recorded our export file, whatever else the

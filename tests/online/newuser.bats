@@ -70,3 +70,42 @@ jrun() {
   imgumount -q mnt
   assert_nothing_left
 }
+
+@test "issue 16 newuser: imgmount of a clone whose base is gone (4) gives the daemon's reason in the JSON error, no made-up errno" {
+  mkimg -q --fs ext4 base.img 64M
+  mkimg -q --backing base.img ct.img
+  rm base.img
+  mkdir mnt
+  jrun imgmount -j ct.img mnt
+  [ "$rc" -eq 4 ] || { cat "$BATS_TEST_TMPDIR/stderr"; false; }
+  msg=$(jq -r .error.message <<<"$json")
+  [[ "$msg" == *"backing chain cannot be opened"*"base.img"* ]] || { echo "message: $msg"; false; }
+  [ "$(jq -r .error.errno <<<"$json")" = null ]
+  # the daemon's message still reaches stderr
+  grep -q "^imgserve: .*base.img" "$BATS_TEST_TMPDIR/stderr"
+  jrun imgattach -j ct.img
+  [ "$rc" -eq 4 ]
+  [[ "$(jq -r .error.message <<<"$json")" == *"base.img"* ]]
+  assert_nothing_left
+}
+
+@test "issue 16 newuser: imgmount --wait racing an imgumount that is still cleaning up waits for it, then mounts" {
+  mkimg -q --fs ext4 ct.img 64M
+  mkdir mnt
+  imgmount -q ct.img mnt
+  # the daemon gone, its state still recorded: what imgmount --wait sees
+  # between an imgumount stopping the daemon and removing its run directory
+  kill -9 "$(cat "$LIBIMG_RUNDIR"/*/pid)"
+  ( sleep 0.7; imgumount -q ct.img ) &
+  BG_PIDS+=($!)
+  jrun imgmount -j --wait=20 ct.img mnt
+  [ "$rc" -eq 0 ] || { cat "$BATS_TEST_TMPDIR/stderr"; false; }
+  imgumount -q mnt
+  # without --wait a state left behind is refused at once
+  imgmount -q ct.img mnt
+  kill -9 "$(cat "$LIBIMG_RUNDIR"/*/pid)"
+  jrun imgmount -j ct.img mnt
+  [ "$rc" -eq 1 ]
+  imgumount -q ct.img
+  assert_nothing_left
+}
