@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -894,17 +895,56 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 	return 0;
 }
 
+/* Copies what the daemon wrote on its standard error before it was ready
+ * (held in the memory file efd) to ours, and leaves its last line in why
+ * ("" when it said nothing), without its leading "imgserve: ". */
+static void relay_daemon_stderr(int efd, char *why, size_t len)
+{
+	char buf[8192], *p, *e;
+	ssize_t n;
+	size_t have = 0;
+
+	why[0] = 0;
+	if (efd < 0 || lseek(efd, 0, SEEK_SET) < 0)
+		return;
+	while ((n = read(efd, buf + have, sizeof(buf) - 1 - have)) > 0) {
+		if (write(STDERR_FILENO, buf + have, (size_t)n) < 0) {
+			/* our stderr is gone: the line is still kept */
+		}
+		have += (size_t)n;
+		if (have == sizeof(buf) - 1) {   /* keep the tail only */
+			memmove(buf, buf + have / 2, have - have / 2);
+			have -= have / 2;
+		}
+	}
+	buf[have] = 0;
+	while (have && buf[have - 1] == '\n')
+		buf[--have] = 0;
+	p = (e = strrchr(buf, '\n')) ? e + 1 : buf;
+	if (!strncmp(p, "imgserve: ", 10))
+		p += 10;
+	have = strlen(p);
+	if (have >= len)
+		have = len - 1;
+	memcpy(why, p, have);
+	why[have] = 0;
+}
+
 int online_attach(const char *file, unsigned flags, struct online_state *st)
 {
-	char serve[PATH_MAX], disk[PATH_MAX];
+	char serve[PATH_MAX], disk[PATH_MAX], why[1024];
 	pid_t pid;
-	int r;
+	int r, efd;
 
-	/* --wait: for another daemon serving it to stop, too */
-	for (int64_t start = 0, waited;;) {
+	/* --wait: for another daemon serving it to stop, too; and for a
+	 * daemon gone whose state is still recorded, 2 s at most: an
+	 * imgumount between stopping it and removing its run directory (a
+	 * state left longer is stale, refused below) */
+	for (int64_t start = 0, waited, gone_naps = 0;;) {
 		if ((r = online_state_load(file, st)) < 0)
 			return r;
-		if (!recorded(st) || !st->alive || !lock_wait_again(&start, &waited))
+		if (!recorded(st) || (!st->alive && ++gone_naps > 40) ||
+		    !lock_wait_again(&start, &waited))
 			break;
 	}
 	if ((r = online_refuse_if_used(file, st)) < 0)
@@ -919,6 +959,9 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
 		return r;
 	imgserve_path(serve, sizeof(serve));
+	/* the daemon's messages until it is ready (then it writes to
+	 * RUNDIR/log): relayed to our stderr, the last one into our error */
+	efd = memfd_create("imgserve-stderr", MFD_CLOEXEC);
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -927,9 +970,13 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		errmsg("fork: %s", strerror(-r));
 		unlink(disk);
 		rmdir(st->rundir);
+		if (efd >= 0)
+			close(efd);
 		return r;
 	}
 	if (pid == 0) {
+		if (efd >= 0)
+			dup2(efd, STDERR_FILENO);
 		/* The daemon loads the allowed backing directories itself (same
 		 * environment); --allow-backing-path is passed on. */
 		const char *av[10];
@@ -962,17 +1009,23 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 	 * (else it has failed and said why on our stderr; EXIT_BUSY: the
 	 * image is locked by another process). */
 	r = wait_child(pid);
+	relay_daemon_stderr(efd, why, sizeof(why));
+	if (efd >= 0)
+		close(efd);
 	if (r != 0) {
 		/* No daemon of ours runs: take back only our export file (the
 		 * rest of the directory may be a racing imgattach's). */
 		unlink(disk);
 		rmdir(st->rundir);
-		/* the daemon said why; its status is ours (libimg(7)) */
+		/* the daemon said why; its status is ours (libimg(7)), its
+		 * message our error's (the cause's errno is not known here:
+		 * none is recorded for a broken chain or another failure) */
 		if (r == EXIT_CHAIN)
 			note_chain_error();
 		r = r == 127 || r == EXIT_NOTFOUND ? -ENOENT : r == EXIT_BUSY ? -EBUSY :
 		    r == EXIT_CORRUPT ? -EUCLEAN : r == EXIT_NOSPACE ? -ENOSPC : -EIO;
-		errmsg_err(file, r, "%s: not served: the daemon (imgserve) failed", file);
+		errmsg_err(file, r == -EIO ? 0 : r, "%s: not served: %s", file,
+			   why[0] ? why : "the daemon (imgserve) failed");
 		return r;
 	}
 	/* Ours is the daemon that recorded our export file, whatever else the
@@ -1223,6 +1276,33 @@ static int have_cap(int cap)
 	return !found || ((eff >> cap) & 1);
 }
 
+/* The mounted ext2/3/4 on dev already spans all of dev ("Block count" times
+ * "Block size" of dumpe2fs -h, which reads a mounted filesystem): 1 yes,
+ * 0 no or unknown. */
+static int ext_fills_device(const char *dev)
+{
+	char out[16384], *p, *q;
+	char *av[] = { "dumpe2fs", "-h", (char *)dev, NULL };
+	unsigned long long count, block;
+	uint64_t devsize, span;
+	int fd, ok;
+
+	if ((fd = open(dev, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	ok = ioctl(fd, BLKGETSIZE64, &devsize) == 0;
+	close(fd);
+	if (!ok || run_capture(av, out, sizeof(out)) != 0)
+		return 0;
+	p = strstr(out, "\nBlock count:");
+	q = strstr(out, "\nBlock size:");
+	if (!p || !q || sscanf(p + strlen("\nBlock count:"), "%llu", &count) != 1 ||
+	    sscanf(q + strlen("\nBlock size:"), "%llu", &block) != 1 ||
+	    __builtin_mul_overflow((uint64_t)count, (uint64_t)block, &span))
+		return 0;
+	/* resize2fs fills the device to a whole block */
+	return span + block > devsize;
+}
+
 int online_fs_grow(const char *file, const struct online_state *st, char *type, size_t len)
 {
 	int r;
@@ -1235,6 +1315,10 @@ int online_fs_grow(const char *file, const struct online_state *st, char *type, 
 		return -ENOMEDIUM;
 	if (!st->mountpoint[0])
 		return -ENOTCONN;
+	/* nothing to grow (a rerun: the image has its size, the filesystem
+	 * fills it): done, whether or not this process may resize */
+	if (fs_is_ext(type) && ext_fills_device(st->loop))
+		return 1;
 	if (fs_is_ext(type) && !have_cap(24 /* CAP_SYS_RESOURCE */)) {
 		/* the kernel refuses online ext4 resizing without it (EPERM) */
 		errmsg("%s: the image and %s grew, but the mounted %s filesystem cannot: online "

@@ -196,7 +196,8 @@ int online_set_size(const char *file, const struct online_state *st, uint64_t si
 
 /* Grows the filesystem mounted at st->mountpoint to fill its device:
  * resize2fs DEV (ext), xfs_growfs MOUNTPOINT, btrfs filesystem resize max
- * MOUNTPOINT.  type receives the filesystem type.  0 or -errno (message
+ * MOUNTPOINT.  type receives the filesystem type.  0, 1 when an ext2/3/4
+ * filesystem already fills its device (nothing run), or -errno (message
  * printed); -EOPNOTSUPP for another type. */
 int online_fs_grow(const char *file, const struct online_state *st, char *type, size_t len);
 

@@ -120,7 +120,7 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 			snprintf(how, sizeof(how), "'btrfs filesystem resize max %s'", os->mountpoint);
 		}
 		error_forget();   /* this line, not its cause, is the error */
-		errmsg("%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
+		errmsg_err(file, r, "%s: partial: the image and %s grew to %llu bytes, the %s filesystem on %s "
 		       "did not; to complete it run %s, or 'imgumount %s' then 'growimg %s %llu'",
 		       file, os->loop, (unsigned long long)new_size, type, os->mountpoint, how,
 		       os->mountpoint, file, (unsigned long long)new_size);
@@ -136,7 +136,7 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		json_bool(&j, "online", 1);
 		json_string(&j, "device", os->loop[0] ? os->loop : NULL);
 		json_string(&j, "filesystem", type[0] ? type : NULL);
-		if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
+		if (r >= 0 && statvfs(os->mountpoint, &sv) == 0)
 			json_u64(&j, "filesystem_size", (uint64_t)sv.f_blocks * sv.f_frsize);
 		else
 			json_null(&j, "filesystem_size");
@@ -149,7 +149,10 @@ static int grow_online(const char *file, struct online_state *os, const char *si
 		return EXIT_OK;
 	printf("%s: virtual size %s -> %s (online)\n", file, human_size(cur, b1, sizeof(b1)),
 	       human_size_exact(new_size, b2, sizeof(b2)));
-	if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
+	if (r == 1)
+		printf("%s: the %s filesystem on %s already fills the image\n", file, type,
+		       os->mountpoint);
+	else if (r == 0 && statvfs(os->mountpoint, &sv) == 0)
 		printf("%s: the %s filesystem on %s grew to %s\n", file, type, os->mountpoint,
 		       human_size((uint64_t)sv.f_blocks * sv.f_frsize, b1, sizeof(b1)));
 	else if (r == -ENOTCONN)
@@ -288,7 +291,7 @@ out:
 		progress_finish(&pr, r >= 0);
 		if (r < 0) {
 			error_forget();
-			errmsg("%s: partial: the image has grown to %s but the %s filesystem in it "
+			errmsg_err(file, r, "%s: partial: the image has grown to %s but the %s filesystem in it "
 			       "has not (it still spans %s); run 'growimg %s %llu' again to grow "
 			       "it, or see the messages above", file,
 			       human_size_exact(new_size, b1, sizeof(b1)), fi.type,

@@ -652,7 +652,7 @@ static int check_target(const char *dst, int force, const struct end *s,
 	}
 	r = target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", dst);
+		errmsg_err(dst, -EEXIST, "%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
 		img_errmsg(dst, r);
 	return r;
@@ -701,7 +701,7 @@ static int publish(const char *dst, struct img_target *target)
 	int r = img_target_publish(target, tmp_path);
 
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", dst);
+		errmsg_err(dst, -EEXIST, "%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
 		img_errmsg(dst, r);
 	if (r < 0 && !access(tmp_path, F_OK))

@@ -115,8 +115,14 @@ static int run(int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	if (online_state_find(NULL, mpc, &st)) {
-		errmsg("%s: already the mount point of %s", mp, st.image);
-		return EXIT_ERROR;
+		char fc[PATH_MAX];
+		/* this image, already mounted here (a rerun, two imgmount at
+		 * once): it is served, which online_attach refuses (75, the
+		 * daemon named) or waits for (--wait) like any other use */
+		if (!realpath(file, fc) || strcmp(fc, st.image)) {
+			errmsg_err(mp, 0, "%s: already the mount point of %s", mp, st.image);
+			return EXIT_ERROR;
+		}
 	}
 	if ((r = online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
 		return exit_status(r);   /* EXIT_BUSY: served or locked elsewhere */

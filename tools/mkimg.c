@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -47,10 +48,12 @@ static void usage(void)
 	       "Create an empty (thin) libimg image of SIZE bytes (512, 64K, 10G: a\n"
 	       "multiple of 512), one holding a new filesystem (--fs), or a thin clone.\n"
 	       "\n"
-	       "  --backing BASE       a thin clone of BASE (relative to FILE's directory;\n"
-	       "                       --allow-backing-path: absolute or with '..'); SIZE\n"
-	       "                       defaults to BASE's; a new filesystem UUID unless\n"
-	       "                       --keep-fs-uuid (--fs-uuid UUID: that one)\n"
+	       "  --backing BASE       a thin clone of BASE (in FILE's directory or an allowed\n"
+	       "                       one, libimg-backing(7)); SIZE defaults to BASE's; its\n"
+	       "                       filesystem gets a new random UUID\n"
+	       "  --fs-uuid UUID       with --backing: this filesystem UUID instead\n"
+	       "  --keep-fs-uuid       with --backing: keep the base's filesystem UUID\n"
+	       "      --allow-backing-path  BASE anywhere: absolute or with '..' (unsafe)\n"
 	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
 	       "  --fs TYPE            make a filesystem in it (no root): ext4/3/2, xfs, btrfs\n"
@@ -316,7 +319,7 @@ static int publish(const char *file, struct img_target *target)
 	int r = img_target_publish(target, tmp[T_IMG]);
 
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", file);
+		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
 		img_errmsg(file, r);
 	if (r < 0 && !access(tmp[T_IMG], F_OK))
@@ -370,7 +373,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	 * of an open clone, anything but a regular file: refused) */
 	if ((r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, &target)) < 0) {
 		if (r == -EEXIST)
-			errmsg("%s: already exists (use --force to overwrite)", file);
+			errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 		else
 			img_errmsg(file, r);
 		return exit_status(r);
@@ -429,8 +432,17 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 			 from ? ", copying " : "", from ? from : "");
 		progress_phase(&pr, 0, 50, step);
 	}
-	if (run_quiet(argv) != 0)
+	if (run_quiet(argv) != 0) {
+		struct statvfs sv;
+		/* the mkfs program says only "failed": a host left with less
+		 * than a MiB for us is what made it fail (status 8, not 1) */
+		if (fstatvfs(fd, &sv) == 0 && (uint64_t)sv.f_bavail * sv.f_frsize < (1u << 20)) {
+			error_forget();   /* this cause, not the program's status */
+			errmsg_err(file, -ENOSPC, "%s: %s: %s while making the filesystem", file,
+				   argv[0], strerror(ENOSPC));
+		}
 		goto out;
+	}
 
 	if ((r = temp_beside(file, "new", T_IMG)) < 0)
 		goto out;
@@ -609,7 +621,7 @@ static int claim(const char *file, int force, struct img_target **target)
 	int r = target_claim(file, force ? IMG_CREATE_OVERWRITE : 0, target);
 
 	if (r == -EEXIST)
-		errmsg("%s: already exists (use --force to overwrite)", file);
+		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
 		img_errmsg(file, r);
 	return r;
@@ -861,7 +873,7 @@ static int run(int argc, char **argv)
 		}
 		progress_finish(&pr, r == 0);   /* nothing long to measure */
 		if (r == -EEXIST) {
-			errmsg("%s: already exists (use --force to overwrite)", file);
+			errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 			return EXIT_ERROR;
 		}
 		if (r < 0) {
