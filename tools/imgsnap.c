@@ -310,9 +310,13 @@ static int run(int argc, char **argv)
 			r = (int)img_backing_ref(img, ref, sizeof(ref));
 		}
 		img_close(img);
-		if (r == 0) {
-			errmsg("%s: has no backing image: already standalone", file);
-			return EXIT_ERROR;
+		if (r == 0) {   /* done already: a re-run is a no-op (libimg(7)) */
+			if (json)
+				print_json_op("flatten", file, 0, "backing", NULL, 0);
+			else if (!quiet)
+				printf("%s: has no backing image: already standalone, nothing "
+				       "to do\n", file);
+			return EXIT_OK;
 		}
 		if ((r = open_image(file, IMG_OPEN_RDWR | oflags, &img)) < 0)
 			return exit_status(r);

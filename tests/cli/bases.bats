@@ -109,7 +109,7 @@ mode() { stat -c %a "$1"; }
   cmp out2.raw ct1.raw
   mv gone.img base.img
   run_tool imgsnap flatten ct1.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 0 ]
   [[ "$output" == *"already standalone"* ]]
 }
 
@@ -324,12 +324,16 @@ mode() { stat -c %a "$1"; }
   "$BIN/imgcheck" -q ct2.img
 }
 
-@test "issue 14: imgsnap flatten of a standalone image is refused without touching it" {
+@test "issue 14, issue 16 newuser: imgsnap flatten of a standalone image is a no-op (0) that does not touch it" {
   "$BIN/mkimg" -q s.img 8M
   s0=$(sum s.img)
   run_tool imgsnap flatten s.img
-  [ "$status" -eq 1 ]
+  [ "$status" -eq 0 ]
   [[ "$output" == *"s.img"*"already standalone"* ]]
+  [ "$(sum s.img)" = "$s0" ]
+  run_split imgsnap flatten -j s.img
+  [ "$status" -eq 0 ]
+  [ "$(jget .command)" = flatten ] && [ "$(jget .backing)" = null ]
   [ "$(sum s.img)" = "$s0" ]
 }
 
