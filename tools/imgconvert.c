@@ -635,18 +635,22 @@ static int check_target(const char *dst, int force, const struct end *s,
 
 	/* first, as the source's own lock would make the claim say "in use":
 	 * the source, or any image of its backing chain (replacing a base
-	 * would change what the source and every other clone of it read) */
-	if (force && stat(dst, &st) == 0) {
+	 * would change what the source and every other clone of it read);
+	 * with or without --force (without it the claim would say "in use",
+	 * the source's own lock) */
+	if (stat(dst, &st) == 0) {
 		if (stat(s->name, &ss) == 0 && ss.st_dev == st.st_dev && ss.st_ino == st.st_ino) {
-			errmsg("%s: is the same file as the source %s", dst, s->name);
+			errmsg_err(dst, -EINVAL, "%s: is the same file as the source %s", dst,
+				   s->name);
 			return -EINVAL;
 		}
 		for (p = s->img ? img_backing(s->img) : NULL; p; p = img_backing(p))
 			if (stat(img_name(p), &ss) == 0 && ss.st_dev == st.st_dev &&
 			    ss.st_ino == st.st_ino) {
 				char e[TEXT_ESCAPE_LEN(1024)];
-				errmsg("%s: is %s, in the backing chain of the source %s: refused", dst,
-				       text_escape(img_name(p), e, sizeof(e)), s->name);
+				errmsg_err(dst, -EINVAL, "%s: is %s, in the backing chain of the "
+					   "source %s: refused", dst,
+					   text_escape(img_name(p), e, sizeof(e)), s->name);
 				return -EINVAL;
 			}
 	}

@@ -61,3 +61,15 @@ teardown() {
     grep -qx -- "$o" <<<"$opts" || { echo "mkimg --: no $o in: $opts"; false; }
   done
 }
+
+@test "issue 16 newuser: imgconvert onto its own source says so (1, EINVAL), not 'in use' (75), with or without -f" {
+  "$BIN/mkimg" -q a.img 16M
+  s0=$(sha256sum < a.img)
+  for f in "" -f; do
+    run_split imgconvert -j $f -F libimg a.img a.img
+    [ "$status" -eq 1 ] || { echo "imgconvert $f: status $status: $err"; false; }
+    [ "$(jget .error.errno_name)" = EINVAL ]
+    [[ "$err" == *"same file as the source"* ]]
+    [ "$(sha256sum < a.img)" = "$s0" ]
+  done
+}
