@@ -742,6 +742,27 @@ out:
 	return ret;
 }
 
+/* An absolute BASE in FILE's own directory is stored as its name alone: the
+ * relative reference every clone is expected to have (FORMAT.md 3.1), not
+ * an absolute path the backing-path policy refuses.  Returns base itself
+ * otherwise.  The name points into base. */
+static const char *base_beside(const char *file, const char *base)
+{
+	char fc[PATH_MAX], bc[PATH_MAX], fd[PATH_MAX], bd[PATH_MAX];
+	const char *name;
+
+	if (base[0] != '/' || strlen(file) >= sizeof(fc) || strlen(base) >= sizeof(bc))
+		return base;
+	strcpy(fc, file);
+	strcpy(bc, base);
+	name = strrchr(base, '/') + 1;
+	if (!*name || !strcmp(name, ".") || !strcmp(name, ".."))
+		return base;
+	if (!realpath(dirname(fc), fd) || !realpath(dirname(bc), bd) || strcmp(fd, bd))
+		return base;
+	return name;
+}
+
 static int run(int argc, char **argv)
 {
 	struct img_create_opts o = { 0 };
@@ -857,6 +878,8 @@ static int run(int argc, char **argv)
 		return r;
 	}
 	if (o.backing_file) {
+		if (!(o.flags & IMG_CREATE_ALLOW_BACKING_PATH))
+			o.backing_file = base_beside(file, o.backing_file);
 		cid.label = label;
 		r = make_clone(file, &o, force, &cid, &size, &fi);
 		progress_finish(&pr, r == EXIT_OK);

@@ -73,3 +73,16 @@ teardown() {
     [ "$(sha256sum < a.img)" = "$s0" ]
   done
 }
+
+@test "issue 16 newuser: mkimg --backing with an absolute BASE beside FILE stores its name (the clone works); one elsewhere is still refused" {
+  "$BIN/mkimg" -q base.img 16M
+  run_split mkimg -j --backing "$PWD/base.img" "$PWD/ct1.img"
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ "$(jget .backing)" = base.img ]
+  [ "$(info ct1.img backing)" = base.img ]
+  "$BIN/imgcheck" -q ct1.img
+  mkdir o
+  run_split mkimg -j --backing "$PWD/base.img" o/ct2.img
+  [ "$status" -eq 1 ] && [ "$(jget .error.errno_name)" = EPERM ]
+  [ ! -e o/ct2.img ]
+}
