@@ -281,12 +281,12 @@ static const char *counter(const struct entry *e, const char *key, char *buf, si
 	return buf;
 }
 
-#define NCOLS 8
+#define NCOLS 9
 
 static int cmd_list(void)
 {
 	static const char *head[NCOLS] = { "IMAGE", "PID", "STATE", "LOOP", "MOUNTPOINT",
-					   "EXPORT", "READS", "WRITES" };
+					   "EXPORT", "READS", "WRITES", "ERRORS" };
 	struct online_state *sts = NULL;
 	struct entry *es = NULL;
 	size_t n = 0, i;
@@ -339,6 +339,7 @@ static int cmd_list(void)
 			cell[5] = strdup(show(e->st.export_path, buf, sizeof(buf)));
 			cell[6] = strdup(counter(e, "reads", num, sizeof(num)));
 			cell[7] = strdup(counter(e, "writes", num, sizeof(num)));
+			cell[8] = strdup(counter(e, "io_errors", num, sizeof(num)));
 			for (c = 0; c < NCOLS; c++) {
 				cells[i * NCOLS + (size_t)c] = cell[c];
 				if (!cell[c]) {

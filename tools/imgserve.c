@@ -148,6 +148,10 @@ static struct server {
 	pthread_t main_thread;
 	atomic_int stopping;
 	atomic_uint_fast64_t n_read, n_write, n_discard, n_zero, n_flush;
+	/* requests the image failed (the guest saw the error), and of those
+	 * the host out of space (ENOSPC, EDQUOT); the last one's errno */
+	atomic_uint_fast64_t n_io_err, n_nospace;
+	atomic_int last_io_err;
 	atomic_uint_fast64_t bytes_read, bytes_written;
 } S = { .ctl_fd = -1, .cache_fd = -1, .cache_limit = CACHE_LIMIT_DEFAULT };
 
@@ -346,6 +350,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* A request the image failed with err (-errno): counted for status. */
+static void io_failed(long err)
+{
+	if (err >= 0)
+		return;
+	atomic_fetch_add(&S.n_io_err, 1);
+	if (err == -ENOSPC || err == -EDQUOT)
+		atomic_fetch_add(&S.n_nospace, 1);
+	atomic_store(&S.last_io_err, (int)-err);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -369,6 +384,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		cache_touch((uint64_t)off, (uint64_t)n);
 	img_put();
 	if (n < 0) {
+		io_failed(n);
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
@@ -396,6 +412,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		cache_touch((uint64_t)off, (uint64_t)n);
 	img_put();
 	if (n < 0) {
+		io_failed(n);
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
@@ -411,6 +428,7 @@ static int do_flush(void)
 	if (!S.read_only)
 		img_put();
 	atomic_fetch_add(&S.n_flush, 1);
+	io_failed(r);
 	return r;
 }
 
@@ -467,6 +485,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 	} else {
 		r = -EOPNOTSUPP;
 	}
+	if (r != -EOPNOTSUPP)
+		io_failed(r);
 	fuse_reply_err(req, -r);
 }
 
@@ -601,6 +621,12 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "discards", atomic_load(&S.n_discard));
 	json_u64(j, "write_zeroes", atomic_load(&S.n_zero));
 	json_u64(j, "flushes", atomic_load(&S.n_flush));
+	json_u64(j, "io_errors", atomic_load(&S.n_io_err));
+	json_u64(j, "nospace_errors", atomic_load(&S.n_nospace));
+	{
+		int e = atomic_load(&S.last_io_err);
+		json_string(j, "last_io_error", e ? strerrorname_np(e) : NULL);
+	}
 }
 
 /* After the handle was switched: the host cache descriptor follows the

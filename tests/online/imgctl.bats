@@ -14,6 +14,7 @@ teardown() {
   # a daemon a test stopped (SIGSTOP) must go on, or nothing can stop it
   for p in ${STOPPED:-}; do kill -CONT "$p" 2>/dev/null || true; done
   online_teardown
+  if [ -n "${SMALL:-}" ]; then umount -l "$SMALL" 2>/dev/null || true; fi
 }
 
 # A mounted ext4 image (a.img on mnt), an attached one (b.img) and one
@@ -80,7 +81,7 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   run_split imgctl list
   [ "$status" -eq 0 ]
   [ "$(printf '%s\n' "$out" | wc -l)" = 4 ]
-  [[ "$(printf '%s\n' "$out" | head -n1)" == "IMAGE "*" PID "*" STATE "*" LOOP "*" MOUNTPOINT "*" EXPORT "*" READS "*" WRITES" ]]
+  [[ "$(printf '%s\n' "$out" | head -n1)" == "IMAGE "*" PID "*" STATE "*" LOOP "*" MOUNTPOINT "*" EXPORT "*" READS "*" WRITES "*" ERRORS" ]]
   [ "$(printf '%s\n' "$out" | sed -n 2p | awk '{ print $1, $3 }')" = "$T/a.img serving" ]
   [ "$(printf '%s\n' "$out" | sed -n 4p | awk '{ print $1, $2, $4, $5 }')" = "$T/c.img $cpid - -" ]
   # the columns line up: STATE starts at the same place on every line
@@ -289,4 +290,33 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   run_split imgctl stop r.img
   [ "$status" -eq 0 ]
   assert_nothing_left
+}
+
+@test "issue 16: a full host shows in imgctl: the daemon counts the requests that failed (io_errors, nospace_errors, last_io_error)" {
+  SMALL=$T/small
+  mkdir "$SMALL"
+  mount -t tmpfs -o size=24M tmpfs "$SMALL"
+  mkimg -q "$SMALL/a.img" 64M
+  imgattach -q "$SMALL/a.img"
+  run_split imgctl status -j "$SMALL/a.img"
+  [ "$status" -eq 0 ]
+  valid
+  [ "$(jget .status.io_errors)" = 0 ] && [ "$(jget .status.nospace_errors)" = 0 ]
+  [ "$(jget .status.last_io_error)" = null ]
+  dev=$(jget .device)
+  # 48 MiB of data into an image on a 24 MiB host filesystem
+  ! dd if=/dev/urandom of="$dev" bs=1M count=48 oflag=direct status=none 2>/dev/null
+  run_split imgctl status -j "$SMALL/a.img"
+  [ "$status" -eq 0 ]
+  valid
+  [ "$(jget .status.nospace_errors)" -gt 0 ]
+  [ "$(jget .status.io_errors)" -ge "$(jget .status.nospace_errors)" ]
+  [ "$(jget .status.last_io_error)" = ENOSPC ]
+  run_split imgctl list
+  [ "$status" -eq 0 ]
+  line=$(printf '%s\n' "$out" | grep -F "$SMALL/a.img")
+  [ "$(awk '{print $NF}' <<<"$line")" -gt 0 ]
+  imgdetach -q "$SMALL/a.img"
+  umount "$SMALL"
+  SMALL=
 }
