@@ -41,6 +41,10 @@ static int64_t busy_waited = -1;
 static int json_asked;
 /* A JSON document was printed (json_finish): no error object then. */
 static int json_doc_printed;
+/* errno of a failed write of the JSON document to stdout (full, closed,
+ * a broken pipe with SIGPIPE ignored), or 0: tool_exit turns a success
+ * into EXIT_ERROR then, a script must not read "0" with no document. */
+static int json_write_err;
 
 /* ---- sizes ------------------------------------------------------------ */
 
@@ -576,6 +580,14 @@ static const char *errno_name(int e)
 	return e > 0 ? strerrorname_np(e) : NULL;
 }
 
+/* Flushes f (the JSON document's stream) and records a failed write. */
+static void note_json_write(FILE *f)
+{
+	errno = 0;
+	if ((fflush(f) || ferror(f)) && !json_write_err)
+		json_write_err = errno ? errno : EIO;
+}
+
 /* The JSON error object of libimg(7) for status: on stdout, and appended
  * to $LIBIMG_TEST_JSON_LOG as one line "TOOL<tab>JSON". */
 static void print_error_object(int status)
@@ -612,7 +624,7 @@ static void print_error_object(int status)
 		return;
 	}
 	printf("%s\n", doc);
-	fflush(stdout);
+	note_json_write(stdout);
 	json_test_log(doc, len);
 	free(doc);
 }
@@ -621,6 +633,11 @@ int tool_exit(int status)
 {
 	if (status == EXIT_ERROR && tool_exit_refine && last_err.set)
 		status = exit_status(last_err.err);
+	if (json_write_err && status == EXIT_OK) {
+		errmsg("write error on standard output: %s (the JSON document was not "
+		       "printed)", strerror(json_write_err));
+		status = EXIT_ERROR;
+	}
 	if ((json || (json_asked && status == exit_usage)) && status != EXIT_OK &&
 	    !json_doc_printed)
 		print_error_object(status);
@@ -1097,6 +1114,7 @@ void json_null(struct json_out *j, const char *key)
 void json_test_log(const char *doc, size_t len)
 {
 	const char *path = getenv("LIBIMG_TEST_JSON_LOG");
+	struct stat st;
 	size_t pl, n = 0;
 	char *line;
 	int fd;
@@ -1119,8 +1137,16 @@ void json_test_log(const char *doc, size_t len)
 		line[n++] = doc[i];
 	}
 	line[n++] = '\n';
-	/* one write of the whole line: tools running at once do not mix */
-	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+	/* one write of the whole line: tools running at once do not mix.
+	 * Installed tools read this variable too (root's scripts): only a
+	 * regular file of the caller's own, never through a symbolic link
+	 * (a planted link to /etc/...), never waiting on a FIFO. */
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK |
+		  O_NOCTTY, 0644);
+	if (fd >= 0 && (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_uid != geteuid())) {
+		close(fd);
+		fd = -1;
+	}
 	if (fd >= 0) {
 		if (write(fd, line, n) < 0) {
 			/* a test tap: nothing to do about it here */
@@ -1135,13 +1161,13 @@ void json_finish(struct json_out *j)
 	json_doc_printed = 1;
 	fputc('\n', j->f);
 	if (j->f == j->out) {
-		fflush(j->f);
+		note_json_write(j->f);
 		return;
 	}
 	fclose(j->f);
 	j->f = NULL;
 	fwrite(j->buf, 1, j->len, j->out);
-	fflush(j->out);
+	note_json_write(j->out);
 	if (j->out == stdout)
 		json_test_log(j->buf, j->len);
 	free(j->buf);

@@ -261,3 +261,32 @@ SHRINK_KEYS="schema filename old_size new_size online balloon filesystem filesys
   [ "$status" -eq 1 ]
   [[ $output == *"nosuchtool: no schema"* ]]
 }
+
+@test "red2: LIBIMG_TEST_JSON_LOG does not follow a symbolic link (the file it points to is untouched)" {
+  "$BIN/mkimg" -q a.img 64M
+  echo secret >target
+  ln -s target link
+  LIBIMG_TEST_JSON_LOG=$T/link run_split imginfo -j a.img
+  [ "$status" -eq 0 ]
+  [ "$(cat target)" = secret ]
+}
+
+@test "red2: LIBIMG_TEST_JSON_LOG naming a FIFO nobody reads does not hang the tool" {
+  "$BIN/mkimg" -q a.img 64M
+  mkfifo ff
+  LIBIMG_TEST_JSON_LOG=$T/ff timeout 10 "$BIN/imginfo" -j a.img >/dev/null && st=0 || st=$?
+  [ "$st" -eq 0 ]
+}
+
+@test "red2: -j whose document cannot be written (stdout full or closed) is a failure, not 0" {
+  "$BIN/mkimg" -q a.img 64M
+  run_split imginfo -j a.img
+  [ "$status" -eq 0 ]
+  "$BIN/imginfo" -j a.img >/dev/full 2>"$T/e" && st=0 || st=$?
+  [ "$st" -eq 1 ] || { echo "stdout full: $st"; return 1; }
+  grep -q 'standard output' "$T/e"
+  "$BIN/imginfo" -j a.img >&- 2>"$T/e" && st=0 || st=$?
+  [ "$st" -eq 1 ] || { echo "stdout closed: $st"; return 1; }
+  "$BIN/mkimg" -j b.img 64M >/dev/full 2>/dev/null && st=0 || st=$?
+  [ "$st" -eq 1 ]
+}
