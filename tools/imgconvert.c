@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -560,6 +561,32 @@ static int probed_image(struct end *s)
 	return 0;
 }
 
+/* Lets the source go (its lock with it), ready for open_source again. */
+static void close_source(struct end *s)
+{
+	if (s->img)
+		img_close(s->img);
+	if (s->fd >= 0)
+		close(s->fd);
+	if (s->dio)
+		s->dio->ops->close(s->dio);
+	*s = (struct end){ .name = s->name, .fd = -1 };
+}
+
+/* 0 to 50 ms: two tools waiting on each other's files (imgconvert A B and
+ * imgconvert B A) do not keep retrying in step. */
+static void jitter_nap(void)
+{
+	static int seeded;
+	struct timespec ts;
+
+	if (!seeded++)
+		srandom((unsigned)getpid());
+	ts.tv_sec = 0;
+	ts.tv_nsec = (long)(random() % 50) * 1000000;
+	nanosleep(&ts, NULL);
+}
+
 static int open_source(struct end *s, int nolock, int srcfmt)
 {
 	struct img_info in;
@@ -627,7 +654,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
  * source, and only when nobody holds a lock on it.  0 or -errno (message
  * printed). */
 static int check_target(const char *dst, int force, const struct end *s,
-			struct img_target **target)
+			struct img_target **target, int64_t *start, int64_t *waited, int *again)
 {
 	struct stat st, ss;
 	struct img *p;
@@ -654,7 +681,14 @@ static int check_target(const char *dst, int force, const struct end *s,
 				return -EINVAL;
 			}
 	}
-	r = target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
+	/* --wait: not here, holding the source's lock (another imgconvert
+	 * DST SRC would wait for it while we wait for it: a deadlock); the
+	 * caller lets the source go and tries again */
+	r = img_target_claim(dst, force ? IMG_CREATE_OVERWRITE : 0, target);
+	if (r == -EBUSY && lock_wait_again(start, waited)) {
+		*again = 1;
+		return r;
+	}
 	if (r == -EEXIST)
 		errmsg_err(dst, -EEXIST, "%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
@@ -722,6 +756,7 @@ static const char *fmt_name(enum fmt f)
 static int run(int argc, char **argv)
 {
 	struct end s = { .fd = -1 }, d = { .fd = -1 };
+	int64_t wait_start = 0, waited = -1;
 	struct img_create_opts co = { 0 };
 	const char *src = NULL, *dst = NULL;
 	struct progress pr;
@@ -796,19 +831,29 @@ static int run(int argc, char **argv)
 	s.name = src;
 	d.name = dst;
 
-	if ((r = open_source(&s, nolock, srcfmt)) < 0) {
-		if (s.fmt == FMT_LIBIMG && !s.img)
-			ret = exit_status(r);   /* 4: its chain cannot be opened */
+	for (;;) {
+		int again = 0;
+
+		if ((r = open_source(&s, nolock, srcfmt)) < 0) {
+			if (s.fmt == FMT_LIBIMG && !s.img)
+				ret = exit_status(r);   /* 4: its chain cannot be opened */
+			goto out;
+		}
+		r = check_target(dst, force, &s, &target, &wait_start, &waited, &again);
+		if (!again)
+			break;
+		/* dst is busy and --wait: wait holding nothing, then again */
+		close_source(&s);
+		jitter_nap();
+	}
+	if (r < 0) {
+		ret = exit_status(r);   /* EXIT_BUSY: dst is in use */
 		goto out;
 	}
 	verbose_msg("%s: %s read with %s, %u MiB pieces in %u requests", src,
 		    s.fmt == FMT_RAW ? "data" : "data clusters of the image itself",
 		    s.engine ? s.engine : "buffered reads",
 		    CHUNK >> 20, CHUNK / SUBREAD);
-	if ((r = check_target(dst, force, &s, &target)) < 0) {
-		ret = exit_status(r);   /* EXIT_BUSY: dst is in use */
-		goto out;
-	}
 	if (s.probed && !quiet) {
 		char e[TEXT_ESCAPE_LEN(1024)];
 		errmsg("warning: %s: read as a libimg image (detected from its contents); "

@@ -279,3 +279,18 @@ make_orphan() {
   umount "$MNT"
   MNT=
 }
+
+@test "red2: imgconvert -f --wait A B and B A at once do not deadlock (no source lock is held while waiting for the target)" {
+  head -c 32M /dev/urandom > r.raw
+  "$BIN/imgconvert" -q -F raw -O libimg r.raw a.img
+  cp a.img b.img
+  for i in 1 2 3; do
+    "$BIN/imgconvert" -q -f --wait=6 -O libimg a.img b.img 2>"$T/e1" & p1=$!
+    "$BIN/imgconvert" -q -f --wait=6 -O libimg b.img a.img 2>"$T/e2" & p2=$!
+    wait $p1 && s1=0 || s1=$?
+    wait $p2 && s2=0 || s2=$?
+    [ "$s1" -eq 0 ] && [ "$s2" -eq 0 ] || { echo "round $i: $s1 $s2"; cat "$T/e1" "$T/e2"; false; }
+  done
+  "$BIN/imgconvert" -q -O raw a.img a.raw
+  cmp a.raw r.raw
+}
