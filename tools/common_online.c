@@ -51,19 +51,29 @@ static uint64_t fnv1a64(const char *s)
 	return h;
 }
 
-/* Reads rundir/key into buf (trailing newline dropped); "" when absent. */
+/* Reads rundir/key into buf (trailing newline dropped); "" when absent.
+ * Only a regular file of root's or the caller's, not through a symbolic
+ * link, is a state key (online_state_set writes nothing else): a FIFO
+ * planted there would hang every tool listing the states, a link to
+ * another file would show its content (and name a mount point imgumount
+ * then acts on); anything else reads as absent. */
 static void read_key(const char *rundir, const char *key, char *buf, size_t len)
 {
 	char path[PATH_MAX];
+	struct stat sb;
 	ssize_t n;
 	int fd;
 
 	buf[0] = 0;
 	if (online_path(rundir, key, path, sizeof(path)) < 0)
 		return;
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY);
 	if (fd < 0)
 		return;
+	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || (sb.st_uid != 0 && sb.st_uid != geteuid())) {
+		close(fd);
+		return;
+	}
 	n = read(fd, buf, len - 1);
 	close(fd);
 	if (n < 0)

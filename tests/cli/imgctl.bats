@@ -118,3 +118,26 @@ jget() { printf '%s\n' "$output" | jq -r "$1"; }
   # every key has a description
   [ "$(jq '[.. | objects | .properties? // empty | to_entries[] | select(.value.description == null)] | length' "$ROOT/tools/schema/imgctl.json")" = 0 ]
 }
+
+@test "red2: imgctl list: a FIFO in a run directory does not hang it (read as absent)" {
+  mkdir -p "$LIBIMG_RUNDIR/0123456789abcdef"
+  mkfifo "$LIBIMG_RUNDIR/0123456789abcdef/image" "$LIBIMG_RUNDIR/0123456789abcdef/pid"
+  timeout 10 "$BIN/imgctl" list -j >"$T/o" && st=0 || st=$?
+  [ "$st" -eq 0 ] || { echo "status $st"; false; }
+  output=$(cat "$T/o")
+  [ "$(jget '.images | length')" -le 1 ]
+  [ "$(jget '.images[0].filename // "none"')" = none ]
+}
+
+@test "red2: imgctl list does not follow a symbolic link planted as a state key (no other file's content shown)" {
+  echo "secret-content" >"$T/secret"
+  mkdir -p "$LIBIMG_RUNDIR/0123456789abcdef"
+  ln -s "$T/secret" "$LIBIMG_RUNDIR/0123456789abcdef/mountpoint"
+  ln -s "$T/secret" "$LIBIMG_RUNDIR/0123456789abcdef/image"
+  echo 1 >"$LIBIMG_RUNDIR/0123456789abcdef/pid"
+  run_split imgctl list -j
+  [ "$status" -eq 0 ]
+  [[ "$out" != *secret-content* ]] || { echo "$out"; false; }
+  run_split imgctl list
+  [[ "$out" != *secret-content* ]] || { echo "$out"; false; }
+}
