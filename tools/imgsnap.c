@@ -287,7 +287,11 @@ static int run(int argc, char **argv)
 	if (!strcmp(cmd, "template")) {
 		if ((r = probe_image(file)) < 0)
 			return exit_status(r);
-		if ((r = img_set_template(file, !clear)) < 0) {
+		int64_t start = 0, waited = -1;
+		while ((r = img_set_template(file, !clear)) == -EBUSY &&
+		       lock_wait_again(&start, &waited))
+			;
+		if (r < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
 		}
@@ -339,7 +343,12 @@ static int run(int argc, char **argv)
 		char snap[4096];
 		if ((r = probe_image(file)) < 0)
 			return exit_status(r);
-		if ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) < 0) {
+		int64_t start = 0, waited = -1;
+		/* a refusal of img_snapshot changes nothing: tried again */
+		while ((r = img_snapshot(file, name, bflags, snap, sizeof(snap))) == -EBUSY &&
+		       lock_wait_again(&start, &waited))
+			;
+		if (r < 0) {
 			img_errmsg(file, r);
 			return exit_status(r);
 		}

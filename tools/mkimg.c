@@ -686,7 +686,14 @@ static int make_clone(const char *file, struct img_create_opts *o, int force,
 		goto out;
 	close(r);
 	o->flags |= IMG_CREATE_OVERWRITE;
-	if ((r = img_create(tmp[T_IMG], o)) < 0) {
+	{
+		/* the chain's shared locks: a base open for writing */
+		int64_t start = 0, waited = -1;
+		while ((r = img_create(tmp[T_IMG], o)) == -EBUSY &&
+		       lock_wait_again(&start, &waited))
+			;
+	}
+	if (r < 0) {
 		new_errmsg(file, r);
 		ret = exit_status(r);
 		goto out;

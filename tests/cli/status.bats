@@ -294,3 +294,22 @@ make_orphan() {
   "$BIN/imgconvert" -q -O raw a.img a.raw
   cmp a.raw r.raw
 }
+
+@test "red2: --wait also waits in imgsnap create, imgsnap template and mkimg --backing (a base locked for writing)" {
+  "$BIN/mkimg" -q a.img 16M
+  hold_lock a.img
+  (sleep 1; kill "$HOLDER_PID") &
+  status_is 0 imgsnap --wait=30 create a.img
+  wait
+  [ -f a.img.snap1 ]
+  hold_lock a.img
+  (sleep 1; kill "$HOLDER_PID") &
+  status_is 0 imgsnap --wait=30 template a.img
+  wait
+  hold_lock a.img
+  (sleep 1; kill "$HOLDER_PID") &
+  status_is 0 mkimg -q --wait=30 --backing a.img c.img
+  wait
+  [ -f c.img ]
+  ls -A | grep -q '^\.' && { ls -A; false; } || true
+}
