@@ -370,7 +370,13 @@ static int run(int argc, char **argv)
 			return EXIT_ERROR;
 		}
 		img_close(img);
-		r = img_merge_into(file, into, bflags, pr.enabled ? progress_cb : NULL, &pr);
+		{
+			/* a refusal (the top or the base in use) changes nothing */
+			int64_t start = 0, waited = -1;
+			while ((r = img_merge_into(file, into, bflags, pr.enabled ? progress_cb : NULL,
+						   &pr)) == -EBUSY && lock_wait_again(&start, &waited))
+				;
+		}
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
 			img_errmsg(file, r);

@@ -312,4 +312,11 @@ make_orphan() {
   wait
   [ -f c.img ]
   ls -A | grep -q '^\.' && { ls -A; false; } || true
+  "$BIN/mkimg" -q d.img 16M
+  "$BIN/imgsnap" -q create d.img
+  hold_lock d.img
+  (sleep 1; kill "$HOLDER_PID") &
+  status_is 0 imgsnap --wait=30 merge d.img
+  wait
+  [ ! -e d.img.snap1 ]
 }
