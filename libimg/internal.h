@@ -409,7 +409,9 @@ int journal_commit(struct img *img);       /* the whole of img_flush */
 int journal_checkpoint(struct img *img);   /* commit_lock held */
 int journal_replay(struct img *img);       /* at open */
 
-/* check.c */
+/* util.c: record a problem for img_check (open and replay; IMG_OPEN_CHECK
+ * handles only), at most MAX_PROBLEMS of them. */
+#define MAX_PROBLEMS 100000
 void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
 		     uint64_t h, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

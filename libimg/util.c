@@ -5,12 +5,14 @@
  * (img_check_writable), the failed-sync rule (img_sync: a failed sync is
  * final for the handle; later changes, flushes and the close return -EIO,
  * img_check_failed), zeroing host bytes (img_zero_host: punch, or write
- * zeros where the host cannot) and the host file's size (img_file_size).
+ * zeros where the host cannot), the host file's size (img_file_size), and
+ * the problems open and replay find for img_check (img_problem_add).
  * They call only error.c and the handle's I/O table.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "internal.h"
 
@@ -94,4 +96,34 @@ uint64_t img_file_size(struct img *img)
 	uint64_t s = 0;
 	img->io->ops->size(img->io, &s);
 	return s;
+}
+
+void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
+		     uint64_t h, const char *fmt, ...)
+{
+	struct img_problem *p;
+	va_list ap;
+
+	if (!(img->flags & IMG_OPEN_CHECK))
+		return;
+	if (img->nproblems >= MAX_PROBLEMS) {
+		img->problems_dropped++;      /* never silently: img_check says so */
+		return;
+	}
+	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
+		size_t cap = (img->nproblems + 1) * 2;
+		p = realloc(img->problems, cap * sizeof(*p));
+		if (!p) {
+			img->problems_dropped++;
+			return;
+		}
+		img->problems = p;
+	}
+	p = &img->problems[img->nproblems++];
+	p->kind = kind;
+	p->v = v;
+	p->h = h;
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
 }

@@ -38,8 +38,6 @@ ALLOWED = {
     # today's tree (the checker's first run); removed one by one as they move
     ("compress", "image", "img_header_commit"): "a log concern in image.c",
     ("compress", "rw", "img_pwrite"): "img_write_compressed falls back to a plain write",
-    ("image", "check", "img_problem_add"): "open records problems through check.c",
-    ("journal", "check", "img_problem_add"): "replay records problems through check.c",
     ("journal", "image", "img_header_commit"): "a log concern in image.c",
     ("io_posix", "io_uring", "img_io_uring_inner"): "seek_data type-tests the backend",
 }
