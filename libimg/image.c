@@ -3,9 +3,8 @@
  * Image core: create, open (header A/B choice, BAT load, log replay,
  * validation, allocator rebuild, leak reclaim), close, info, probe.
  *
- * Invariants kept here (FORMAT.md §3, §6):
- *  - a header is never written over the copy in force: img_header_commit()
- *    writes the other slot with seq + 1 and syncs;
+ * Invariants kept here (FORMAT.md §3, §6; a header is never written over
+ * the copy in force: img_header_commit() in journal.c):
  *  - DIRTY is set durably before the first change and cleared on a clean
  *    close after the last commit and checkpoint;
  *  - opening a dirty image for writing punches every free cluster below
@@ -31,37 +30,6 @@
 
 #include "internal.h"
 #include "testio.h"
-
-int img_header_commit(struct img *img, struct img_header *nh)
-{
-	uint8_t slot[IMG_HEADER_SLOT];
-	int other = 1 - img->hdr_slot, r;
-
-	if ((r = img_check_failed(img)))
-		return r;
-	/* Never wraps to 0 (an invalid seq): a write open needs seq < 2^63. */
-	if (img->hdr.seq == UINT64_MAX)
-		return img_fail(img, -EOVERFLOW, "header sequence number at its maximum");
-	nh->seq = img->hdr.seq + 1;
-	img_header_encode(nh, slot);
-	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
-	if (r) {
-		/* The write may sit in the host's cache and become durable with
-		 * any later sync: the next commit rewrites that slot first. */
-		img->hdr_unsure = 1;
-		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
-	}
-	if ((r = img_sync(img, other ? "syncing header B" : "syncing header A"))) {
-		/* Failed sync: the handle is failed (img_sync) and writes no
-		 * more; the slot holds this header or the one before it. */
-		img->hdr_unsure = 1;
-		return r;
-	}
-	img->hdr = *nh;
-	img->hdr_slot = other;
-	img->hdr_unsure = 0;
-	return 0;
-}
 
 /* ---- create ------------------------------------------------------- */
 

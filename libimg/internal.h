@@ -148,8 +148,10 @@ void img_set_holder(pid_t pid);
 /* lock.c: the pid holding a conflicting lock on fd's file, or 0. */
 pid_t img_lock_holder_from_proc(int fd);
 
-/* image.c */
+/* journal.c: write the header nh to the other slot (seq + 1) and sync. */
 int img_header_commit(struct img *img, struct img_header *nh); /* commit_lock held */
+
+/* image.c */
 /* The header in force of the image at path (FORMAT.md 3, "Choosing a
  * copy"), read through img_vfs without opening the image (no lock, no BAT,
  * no chain): 0, or -errno with the message set (-EMEDIUMTYPE not an
@@ -162,13 +164,15 @@ int img_read_header(const char *path, struct img_header *h);
  * img_file_readonly). */
 int img_mode_protected(mode_t mode);
 int img_reclaim_free(struct img *img);    /* punch free clusters below EOF */
+
+/* util.c: the handle utilities, down to img_check_failed. */
 uint64_t img_file_size(struct img *img);
 /* Make [off, off+len) of the host file read as zeros: punch, or write zeros
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* The one rule for "may this handle change the image" (image.c).  0, or
+/* The one rule for "may this handle change the image" (util.c).  0, or
  * -errno with a message naming doing ("writing", "resizing", ...):
  *   -EROFS    opened read-only;
  *   -EIO      an earlier sync failed (the handle is failed until reopened,
