@@ -405,7 +405,7 @@ int img_io_posix_fd(struct img_io *io);
 int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
 /* io_uring.c: the posix backend inside an io_uring one, or NULL. */
 struct img_io *img_io_uring_inner(struct img_io *io);
-/* io_uring.c: img_io_batch for backends without a batch op. */
+/* io.c: img_io_batch for backends without a batch op. */
 int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 
 /* journal.c */
