@@ -399,12 +399,10 @@ const char *img_file_kind(mode_t m);
 
 /* io_posix.c: the descriptor of a posix backend. */
 int img_io_posix_fd(struct img_io *io);
-/* io_posix.c: the first byte of data at or after off (SEEK_DATA) in the
- * file of a posix or io_uring backend (UINT64_MAX: only a hole is left);
- * -EOPNOTSUPP for other backends. */
+/* io.c: the first byte of data at or after off (SEEK_DATA) in the file
+ * (UINT64_MAX: only a hole is left), through the backend's seek_data
+ * operation (posix, io_uring); -EOPNOTSUPP for backends without one. */
 int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
-/* io_uring.c: the posix backend inside an io_uring one, or NULL. */
-struct img_io *img_io_uring_inner(struct img_io *io);
 /* io.c: img_io_batch for backends without a batch op. */
 int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 

@@ -3,7 +3,9 @@
  * The generic I/O entry points over any backend's table (struct
  * img_io_ops): img_io_batch runs a batch through the backend's batch
  * operation, or one call after another (img_io_batch_loop) where it has
- * none.  No code here or above tests which backend a handle has.
+ * none; img_io_seek_data asks the backend's seek_data operation
+ * (-EOPNOTSUPP without one).  No code here or above tests which backend a
+ * handle has.
  */
 #include <errno.h>
 
@@ -35,4 +37,11 @@ IMG_API int img_io_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 	if (io->ops->batch)
 		return io->ops->batch(io, reqs, n);
 	return img_io_batch_loop(io, reqs, n);
+}
+
+int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+{
+	if (!io->ops->seek_data)
+		return -EOPNOTSUPP;
+	return io->ops->seek_data(io, off, data);
 }
