@@ -36,38 +36,6 @@
 
 #include "internal.h"
 
-#define MAX_PROBLEMS 100000
-
-void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
-		     uint64_t h, const char *fmt, ...)
-{
-	struct img_problem *p;
-	va_list ap;
-
-	if (!(img->flags & IMG_OPEN_CHECK))
-		return;
-	if (img->nproblems >= MAX_PROBLEMS) {
-		img->problems_dropped++;      /* never silently: img_check says so */
-		return;
-	}
-	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
-		size_t cap = (img->nproblems + 1) * 2;
-		p = realloc(img->problems, cap * sizeof(*p));
-		if (!p) {
-			img->problems_dropped++;
-			return;
-		}
-		img->problems = p;
-	}
-	p = &img->problems[img->nproblems++];
-	p->kind = kind;
-	p->v = v;
-	p->h = h;
-	va_start(ap, fmt);
-	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
-	va_end(ap);
-}
-
 struct reporter {
 	const struct img_check_opts *opts;
 	struct img_check_result *res;

@@ -530,40 +530,6 @@ out:
 	return r;
 }
 
-IMG_API int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off)
-{
-	uint64_t cs = img->g.cluster_size, v = off >> img->g.cluster_bits;
-	uint8_t *tmp = NULL;
-	const uint8_t *data = buf;
-	int r;
-
-	img_clear_error();
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
-		return r;
-	pthread_rwlock_wrlock(&img->map_lock);
-	if (off % cs || off >= img->vsize || len != (img->vsize - off < cs ? img->vsize - off : cs)) {
-		r = img_fail(img, -EINVAL, "a compressed write covers one whole cluster");
-		goto out;
-	}
-	if (len < cs) {   /* the last cluster: past the disk is zeros */
-		if (!(tmp = calloc(1, cs))) {
-			r = -ENOMEM;
-			goto out;
-		}
-		memcpy(tmp, buf, len);
-		data = tmp;
-	}
-	r = comp_store(img, v, data);
-out:
-	pthread_rwlock_unlock(&img->map_lock);
-	free(tmp);
-	if (r == 0) {
-		ssize_t w = img_pwrite(img, buf, len, off);
-		r = w < 0 ? (int)w : 0;
-	}
-	return r;
-}
-
 uint64_t img_used_end(struct img *img)
 {
 	uint64_t last = alloc_last_used(img), end = HOST_OFF(img, last), pend = 0;

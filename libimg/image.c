@@ -3,9 +3,8 @@
  * Image core: create, open (header A/B choice, BAT load, log replay,
  * validation, allocator rebuild, leak reclaim), close, info, probe.
  *
- * Invariants kept here (FORMAT.md §3, §6):
- *  - a header is never written over the copy in force: img_header_commit()
- *    writes the other slot with seq + 1 and syncs;
+ * Invariants kept here (FORMAT.md §3, §6; a header is never written over
+ * the copy in force: img_header_commit() in journal.c):
  *  - DIRTY is set durably before the first change and cleared on a clean
  *    close after the last commit and checkpoint;
  *  - opening a dirty image for writing punches every free cluster below
@@ -14,16 +13,14 @@
  *    by validated fields only;
  *  - the header copy in force is the newest well-formed one; one from a
  *    newer writer refuses the image, never falls back (read_headers);
- *  - seq never wraps: no write open at seq >= 2^63 (IMG_SEQ_WRITE_LIMIT);
- *  - one rule for "may this handle change the image"
- *    (img_check_writable), and a failed sync is final for the handle
- *    (img_sync: later changes, flushes and the close return -EIO).
+ *  - seq never wraps: no write open at seq >= 2^63 (IMG_SEQ_WRITE_LIMIT).
+ * The handle utilities (img_fail, img_check_writable, img_sync, ...) are
+ * in util.c.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,119 +30,6 @@
 
 #include "internal.h"
 #include "testio.h"
-
-int img_fail(struct img *img, int err, const char *fmt, ...)
-{
-	char msg[400];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	if (err == -EUCLEAN || err == -EOPNOTSUPP || err == -EMEDIUMTYPE)
-		img_set_error("%s: %s", img->name, msg);
-	else
-		img_set_error("%s: %s: %s", img->name, msg, img_strerror(err));
-	return err;
-}
-
-int img_check_failed(struct img *img)
-{
-	int f = __atomic_load_n(&img->failed, __ATOMIC_ACQUIRE);
-
-	if (!f)
-		return 0;
-	img_set_error("%s: an earlier sync failed (%s): data written since the last successful "
-		      "flush may be lost; the handle refuses writes and flushes until the image "
-		      "is closed and reopened: %s", img->name, img_strerror(f), img_strerror(-EIO));
-	return -EIO;
-}
-
-int img_check_writable(struct img *img, enum img_change what, const char *doing)
-{
-	int r;
-
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
-	if ((r = img_check_failed(img)))
-		return r;
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before %s", doing);
-	if (what == IMG_CHANGE_CONTENT && img->delta && !img->backing)
-		return img_fail(img, -EROFS, "a delta opened without its backing chain: %s refused "
-				"(what the disk shows depends on its backing image)", doing);
-	return 0;
-}
-
-int img_sync(struct img *img, const char *what)
-{
-	int r = img_check_failed(img);
-
-	if (r)
-		return r;
-	if ((r = img->io->ops->flush(img->io))) {
-		int zero = 0;
-		__atomic_compare_exchange_n(&img->failed, &zero, r, 0, __ATOMIC_ACQ_REL,
-					    __ATOMIC_ACQUIRE);
-		return img_fail(img, r, "%s", what);
-	}
-	return 0;
-}
-
-int img_zero_host(struct img *img, uint64_t off, uint64_t len)
-{
-	static const uint8_t zero[65536];
-	int r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
-
-	if (r != -EOPNOTSUPP)
-		return r;
-	__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
-	for (r = 0; !r && len; ) {
-		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
-		r = img->io->ops->pwrite(img->io, zero, n, off);
-		off += n;
-		len -= n;
-	}
-	return r;
-}
-
-uint64_t img_file_size(struct img *img)
-{
-	uint64_t s = 0;
-	img->io->ops->size(img->io, &s);
-	return s;
-}
-
-int img_header_commit(struct img *img, struct img_header *nh)
-{
-	uint8_t slot[IMG_HEADER_SLOT];
-	int other = 1 - img->hdr_slot, r;
-
-	if ((r = img_check_failed(img)))
-		return r;
-	/* Never wraps to 0 (an invalid seq): a write open needs seq < 2^63. */
-	if (img->hdr.seq == UINT64_MAX)
-		return img_fail(img, -EOVERFLOW, "header sequence number at its maximum");
-	nh->seq = img->hdr.seq + 1;
-	img_header_encode(nh, slot);
-	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
-	if (r) {
-		/* The write may sit in the host's cache and become durable with
-		 * any later sync: the next commit rewrites that slot first. */
-		img->hdr_unsure = 1;
-		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
-	}
-	if ((r = img_sync(img, other ? "syncing header B" : "syncing header A"))) {
-		/* Failed sync: the handle is failed (img_sync) and writes no
-		 * more; the slot holds this header or the one before it. */
-		img->hdr_unsure = 1;
-		return r;
-	}
-	img->hdr = *nh;
-	img->hdr_slot = other;
-	img->hdr_unsure = 0;
-	return 0;
-}
 
 /* ---- create ------------------------------------------------------- */
 

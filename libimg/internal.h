@@ -148,8 +148,10 @@ void img_set_holder(pid_t pid);
 /* lock.c: the pid holding a conflicting lock on fd's file, or 0. */
 pid_t img_lock_holder_from_proc(int fd);
 
-/* image.c */
+/* journal.c: write the header nh to the other slot (seq + 1) and sync. */
 int img_header_commit(struct img *img, struct img_header *nh); /* commit_lock held */
+
+/* image.c */
 /* The header in force of the image at path (FORMAT.md 3, "Choosing a
  * copy"), read through img_vfs without opening the image (no lock, no BAT,
  * no chain): 0, or -errno with the message set (-EMEDIUMTYPE not an
@@ -162,13 +164,15 @@ int img_read_header(const char *path, struct img_header *h);
  * img_file_readonly). */
 int img_mode_protected(mode_t mode);
 int img_reclaim_free(struct img *img);    /* punch free clusters below EOF */
+
+/* util.c: the handle utilities, down to img_check_failed. */
 uint64_t img_file_size(struct img *img);
 /* Make [off, off+len) of the host file read as zeros: punch, or write zeros
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* The one rule for "may this handle change the image" (image.c).  0, or
+/* The one rule for "may this handle change the image" (util.c).  0, or
  * -errno with a message naming doing ("writing", "resizing", ...):
  *   -EROFS    opened read-only;
  *   -EIO      an earlier sync failed (the handle is failed until reopened,
@@ -395,13 +399,11 @@ const char *img_file_kind(mode_t m);
 
 /* io_posix.c: the descriptor of a posix backend. */
 int img_io_posix_fd(struct img_io *io);
-/* io_posix.c: the first byte of data at or after off (SEEK_DATA) in the
- * file of a posix or io_uring backend (UINT64_MAX: only a hole is left);
- * -EOPNOTSUPP for other backends. */
+/* io.c: the first byte of data at or after off (SEEK_DATA) in the file
+ * (UINT64_MAX: only a hole is left), through the backend's seek_data
+ * operation (posix, io_uring); -EOPNOTSUPP for backends without one. */
 int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
-/* io_uring.c: the posix backend inside an io_uring one, or NULL. */
-struct img_io *img_io_uring_inner(struct img_io *io);
-/* io_uring.c: img_io_batch for backends without a batch op. */
+/* io.c: img_io_batch for backends without a batch op. */
 int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 
 /* journal.c */
@@ -409,7 +411,9 @@ int journal_commit(struct img *img);       /* the whole of img_flush */
 int journal_checkpoint(struct img *img);   /* commit_lock held */
 int journal_replay(struct img *img);       /* at open */
 
-/* check.c */
+/* util.c: record a problem for img_check (open and replay; IMG_OPEN_CHECK
+ * handles only), at most MAX_PROBLEMS of them. */
+#define MAX_PROBLEMS 100000
 void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
 		     uint64_t h, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 

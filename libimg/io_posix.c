@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The posix I/O backend: pread/pwrite/fdatasync/fallocate on a host file,
- * OFD locks for multi-process exclusion.
+ * OFD locks for multi-process exclusion, lseek(SEEK_DATA) for seek_data.
  *
  * Write-behind: after every WRITEBACK_BYTES written, the backend asks the
  * kernel to start writing the file's dirty pages (sync_file_range with
@@ -194,31 +194,25 @@ static void px_close(struct img_io *io)
 	free(p);
 }
 
+static int px_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+{
+	off_t d = lseek(((struct posix_io *)io)->fd, (off_t)off, SEEK_DATA);
+
+	if (d < 0)
+		return errno == ENXIO ? (*data = UINT64_MAX, 0) : -errno;
+	*data = (uint64_t)d;
+	return 0;
+}
+
 static const struct img_io_ops posix_ops = {
 	.pread = px_pread, .pwrite = px_pwrite, .flush = px_flush, .punch = px_punch,
 	.truncate = px_truncate, .size = px_size, .usage = px_usage, .lock = px_lock,
-	.close = px_close,
+	.close = px_close, .seek_data = px_seek_data,
 };
 
 int img_io_posix_fd(struct img_io *io)
 {
 	return ((struct posix_io *)io)->fd;
-}
-
-int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
-{
-	struct img_io *inner = img_io_uring_inner(io);
-	off_t d;
-
-	if (inner)
-		io = inner;
-	if (io->ops != &posix_ops)
-		return -EOPNOTSUPP;
-	d = lseek(((struct posix_io *)io)->fd, (off_t)off, SEEK_DATA);
-	if (d < 0)
-		return errno == ENXIO ? (*data = UINT64_MAX, 0) : -errno;
-	*data = (uint64_t)d;
-	return 0;
 }
 
 const char *img_file_kind(mode_t m)

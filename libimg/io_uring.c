@@ -3,8 +3,8 @@
  * The io_uring I/O backend (liburing).
  *
  * It wraps a posix backend on the same file: flush, punch, truncate, size,
- * usage and lock go to it unchanged (one system call each: a ring adds
- * nothing there).  What the ring is for:
+ * usage, lock and seek_data go to it unchanged (one system call each: a
+ * ring adds nothing there).  What the ring is for:
  *   - batches (img_io_batch): many independent reads and writes submitted
  *     at once, up to the queue depth in flight, completions reaped as they
  *     come; short transfers are resubmitted for the rest, a read that
@@ -244,10 +244,16 @@ static void ur_close(struct img_io *io)
 	free(u);
 }
 
+static int ur_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+{
+	struct uring_io *u = U(io);
+	return u->px->ops->seek_data(u->px, off, data);
+}
+
 static const struct img_io_ops uring_ops = {
 	.pread = ur_pread, .pwrite = ur_pwrite, .flush = ur_flush, .punch = ur_punch,
 	.truncate = ur_truncate, .size = ur_size, .usage = ur_usage, .lock = ur_lock,
-	.close = ur_close, .batch = ur_batch,
+	.close = ur_close, .batch = ur_batch, .seek_data = ur_seek_data,
 };
 
 /* root NULL: path as given; else path beneath root (io_posix.c). */
@@ -294,38 +300,4 @@ int img_io_uring_open_beneath(const char *root, const char *rel, const char *nam
 			      unsigned flags, struct img_io **out)
 {
 	return uring_open(root, rel, name, flags, out);
-}
-
-/* The posix backend under an io_uring one, or NULL (io_posix.c). */
-struct img_io *img_io_uring_inner(struct img_io *io)
-{
-	return io->ops == &uring_ops ? U(io)->px : NULL;
-}
-
-/* ---- the generic batch entry point ------------------------------------ */
-
-/* Backends without batches: one call after another. */
-int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n)
-{
-	int first = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		struct img_io_req *q = &reqs[i];
-		if (q->op == IMG_IO_OP_READ)
-			q->result = io->ops->pread(io, q->buf, q->len, q->off);
-		else if (q->op == IMG_IO_OP_WRITE)
-			q->result = io->ops->pwrite(io, q->buf, q->len, q->off);
-		else
-			q->result = -EINVAL;
-		if (q->result && !first)
-			first = q->result;
-	}
-	return first;
-}
-
-IMG_API int img_io_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
-{
-	if (io->ops->batch)
-		return io->ops->batch(io, reqs, n);
-	return img_io_batch_loop(io, reqs, n);
 }

@@ -23,6 +23,10 @@
  *    checkpoints and header writes refuse with -EIO, and only a reopen
  *    (replay, leak reclaim) goes on from what the disk really holds.
  *
+ *  - A header is never written over the copy in force: img_header_commit()
+ *    writes the other slot (A/B) with seq + 1 and syncs; it is the one
+ *    header writer of an open handle (checkpoint, resize, compress, snapshot).
+ *
  * One parser (log_walk) serves replay at open and checkpoint, which reads
  * the copy of the log this handle keeps in memory.
  */
@@ -34,6 +38,37 @@
 
 /* Blocks of the log a writer uses before it checkpoints (1 MiB). */
 #define LOG_USE_MAX 256u
+
+int img_header_commit(struct img *img, struct img_header *nh)
+{
+	uint8_t slot[IMG_HEADER_SLOT];
+	int other = 1 - img->hdr_slot, r;
+
+	if ((r = img_check_failed(img)))
+		return r;
+	/* Never wraps to 0 (an invalid seq): a write open needs seq < 2^63. */
+	if (img->hdr.seq == UINT64_MAX)
+		return img_fail(img, -EOVERFLOW, "header sequence number at its maximum");
+	nh->seq = img->hdr.seq + 1;
+	img_header_encode(nh, slot);
+	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
+	if (r) {
+		/* The write may sit in the host's cache and become durable with
+		 * any later sync: the next commit rewrites that slot first. */
+		img->hdr_unsure = 1;
+		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+	}
+	if ((r = img_sync(img, other ? "syncing header B" : "syncing header A"))) {
+		/* Failed sync: the handle is failed (img_sync) and writes no
+		 * more; the slot holds this header or the one before it. */
+		img->hdr_unsure = 1;
+		return r;
+	}
+	img->hdr = *nh;
+	img->hdr_slot = other;
+	img->hdr_unsure = 0;
+	return 0;
+}
 
 typedef int (*log_apply_fn)(struct img *img, uint64_t target, const uint8_t *blk);
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data path: read, write, discard, write-zeroes, flush, map, and the
- * cluster relocation that resize and compact build on.
+ * The data path: read, write, compressed write, discard, write-zeroes,
+ * flush, map, and the cluster relocation that resize and compact build on.
  *
  * Invariants kept here (FORMAT.md §6):
  *  - data before map: a new cluster is reserved in the allocator, written,
@@ -495,4 +495,40 @@ int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *
 	alloc_defer_free(img, h);
 	pthread_mutex_unlock(&img->meta_lock);
 	return 0;
+}
+
+/* A whole cluster stored compressed (compress.c, comp_store), or written
+ * plainly when it does not compress. */
+IMG_API int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off)
+{
+	uint64_t cs = img->g.cluster_size, v = off >> img->g.cluster_bits;
+	uint8_t *tmp = NULL;
+	const uint8_t *data = buf;
+	int r;
+
+	img_clear_error();
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
+		return r;
+	pthread_rwlock_wrlock(&img->map_lock);
+	if (off % cs || off >= img->vsize || len != (img->vsize - off < cs ? img->vsize - off : cs)) {
+		r = img_fail(img, -EINVAL, "a compressed write covers one whole cluster");
+		goto out;
+	}
+	if (len < cs) {   /* the last cluster: past the disk is zeros */
+		if (!(tmp = calloc(1, cs))) {
+			r = -ENOMEM;
+			goto out;
+		}
+		memcpy(tmp, buf, len);
+		data = tmp;
+	}
+	r = comp_store(img, v, data);
+out:
+	pthread_rwlock_unlock(&img->map_lock);
+	free(tmp);
+	if (r == 0) {
+		ssize_t w = img_pwrite(img, buf, len, off);
+		r = w < 0 ? (int)w : 0;
+	}
+	return r;
 }

@@ -66,7 +66,9 @@ for s in "${suites[@]}"; do
       for t in "$BUILD"/tests/$s/*; do
         [ -x "$t" ] || continue
         run_prog "$s/$(basename "$t")" "$t"
-      done ;;
+      done
+      # the library's layer order, on the objects (CONTRIBUTING.md, Layers)
+      [ "$s" = unit ] && run_prog "unit/layers" scripts/check-layers.py "$BUILD" ;;
     fuzz)
       for t in "$BUILD"/fuzz/*_fuzzer; do
         [ -x "$t" ] || continue

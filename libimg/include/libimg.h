@@ -118,6 +118,10 @@ struct img_io_ops {
 	 * img_io_batch).  May be NULL: img_io_batch then calls pread and
 	 * pwrite one after another. */
 	int (*batch)(struct img_io *io, struct img_io_req *reqs, size_t n);
+	/* The first byte of data at or after off (SEEK_DATA), UINT64_MAX when
+	 * only a hole is left.  May be NULL: img_io_seek_data then gives
+	 * -EOPNOTSUPP (the callers then read instead). */
+	int (*seek_data)(struct img_io *io, uint64_t off, uint64_t *data);
 };
 
 struct img_io {

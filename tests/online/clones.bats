@@ -24,6 +24,20 @@ need() {
   for t in "$@"; do command -v "$t" >/dev/null || skip "$t is not installed"; done
 }
 
+# by_uuid UUID DEV: libblkid names DEV for UUID.  blkid -U may look at
+# udev's /dev/disk/by-uuid first, which follows a just-attached loop device
+# a moment later: asked again for up to 5 s.
+by_uuid() {
+  local i got
+  for i in $(seq 50); do
+    got=$(blkid -c /dev/null -U "$1" || true)
+    [ "$got" = "$2" ] && return 0
+    sleep 0.1
+  done
+  echo "blkid -U $1: '$got', want $2" >&2
+  return 1
+}
+
 fsck_clean() {   # TYPE DEV
   case $1 in
     ext*) e2fsck -f -n "$2" ;;
@@ -74,8 +88,8 @@ clone_case() {
   fsck_clean "$type" "$l2"
   mkdir m1 m2
   # by UUID (libblkid finds the one device that has it)
-  [ "$(blkid -c /dev/null -U "$u1")" = "$l1" ]
-  [ "$(blkid -c /dev/null -U "$u2")" = "$l2" ]
+  by_uuid "$u1" "$l1"
+  by_uuid "$u2" "$l2"
   mount UUID="$u1" m1
   mount UUID="$u2" m2
   [ "$(findmnt -n -o SOURCE m1)" = "$l1" ]

@@ -1,0 +1,129 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Handle utilities every layer above the I/O backends uses: the error of a
+ * handle (img_fail), "may this handle change the image"
+ * (img_check_writable), the failed-sync rule (img_sync: a failed sync is
+ * final for the handle; later changes, flushes and the close return -EIO,
+ * img_check_failed), zeroing host bytes (img_zero_host: punch, or write
+ * zeros where the host cannot), the host file's size (img_file_size), and
+ * the problems open and replay find for img_check (img_problem_add).
+ * They call only error.c and the handle's I/O table.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+int img_fail(struct img *img, int err, const char *fmt, ...)
+{
+	char msg[400];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err == -EUCLEAN || err == -EOPNOTSUPP || err == -EMEDIUMTYPE)
+		img_set_error("%s: %s", img->name, msg);
+	else
+		img_set_error("%s: %s: %s", img->name, msg, img_strerror(err));
+	return err;
+}
+
+int img_check_failed(struct img *img)
+{
+	int f = __atomic_load_n(&img->failed, __ATOMIC_ACQUIRE);
+
+	if (!f)
+		return 0;
+	img_set_error("%s: an earlier sync failed (%s): data written since the last successful "
+		      "flush may be lost; the handle refuses writes and flushes until the image "
+		      "is closed and reopened: %s", img->name, img_strerror(f), img_strerror(-EIO));
+	return -EIO;
+}
+
+int img_check_writable(struct img *img, enum img_change what, const char *doing)
+{
+	int r;
+
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
+	if ((r = img_check_failed(img)))
+		return r;
+	if (img->corrupt)
+		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before %s", doing);
+	if (what == IMG_CHANGE_CONTENT && img->delta && !img->backing)
+		return img_fail(img, -EROFS, "a delta opened without its backing chain: %s refused "
+				"(what the disk shows depends on its backing image)", doing);
+	return 0;
+}
+
+int img_sync(struct img *img, const char *what)
+{
+	int r = img_check_failed(img);
+
+	if (r)
+		return r;
+	if ((r = img->io->ops->flush(img->io))) {
+		int zero = 0;
+		__atomic_compare_exchange_n(&img->failed, &zero, r, 0, __ATOMIC_ACQ_REL,
+					    __ATOMIC_ACQUIRE);
+		return img_fail(img, r, "%s", what);
+	}
+	return 0;
+}
+
+int img_zero_host(struct img *img, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[65536];
+	int r = __atomic_load_n(&img->can_punch, __ATOMIC_RELAXED) ? img->io->ops->punch(img->io, off, len) : -EOPNOTSUPP;
+
+	if (r != -EOPNOTSUPP)
+		return r;
+	__atomic_store_n(&img->can_punch, 0, __ATOMIC_RELAXED);
+	for (r = 0; !r && len; ) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+		r = img->io->ops->pwrite(img->io, zero, n, off);
+		off += n;
+		len -= n;
+	}
+	return r;
+}
+
+uint64_t img_file_size(struct img *img)
+{
+	uint64_t s = 0;
+	img->io->ops->size(img->io, &s);
+	return s;
+}
+
+void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
+		     uint64_t h, const char *fmt, ...)
+{
+	struct img_problem *p;
+	va_list ap;
+
+	if (!(img->flags & IMG_OPEN_CHECK))
+		return;
+	if (img->nproblems >= MAX_PROBLEMS) {
+		img->problems_dropped++;      /* never silently: img_check says so */
+		return;
+	}
+	if (!(img->nproblems & (img->nproblems + 1))) {   /* grow at 0,1,3,7,... */
+		size_t cap = (img->nproblems + 1) * 2;
+		p = realloc(img->problems, cap * sizeof(*p));
+		if (!p) {
+			img->problems_dropped++;
+			return;
+		}
+		img->problems = p;
+	}
+	p = &img->problems[img->nproblems++];
+	p->kind = kind;
+	p->v = v;
+	p->h = h;
+	va_start(ap, fmt);
+	vsnprintf(p->msg, sizeof(p->msg), fmt, ap);
+	va_end(ap);
+}
