@@ -49,26 +49,24 @@ static void usage(void)
 	       "multiple of 512), one holding a new filesystem (--fs), or a thin clone.\n"
 	       "\n"
 	       "  --backing BASE       a thin clone of BASE (in FILE's directory or an allowed\n"
-	       "                       one, libimg-backing(7)); SIZE defaults to BASE's; its\n"
-	       "                       filesystem gets a new random UUID\n"
-	       "  --fs-uuid UUID       with --backing: this filesystem UUID instead\n"
-	       "  --keep-fs-uuid       with --backing: keep the base's filesystem UUID\n"
+	       "                       one, libimg-backing(7)); SIZE defaults to BASE's\n"
+	       "  --fs-uuid UUID       the clone's filesystem UUID (default: a new random one)\n"
+	       "  --keep-fs-uuid       the clone keeps the base's filesystem UUID\n"
 	       "      --allow-backing-path  BASE anywhere: absolute or with '..' (unsafe)\n"
 	       "  --cluster-size SIZE  allocation unit: a power of two, 64K..64M (default 1M)\n"
 	       "  --bat-reserve SIZE   size the block table so growing to SIZE moves no data\n"
 	       "  --fs TYPE            make a filesystem in it (no root): ext4/3/2, xfs, btrfs\n"
 	       "  --label LABEL        the filesystem's label (with --backing: the clone's)\n"
 	       "  --from DIR           copy DIR's tree in (ext*: mke2fs -d; btrfs: --rootdir;\n"
-	       "                       xfs: a protofile, without hard links, xattrs, sticky bit)\n"
+	       "                       xfs: a protofile: no hard links, xattrs, sticky bit)\n"
 	       "  -f, --force          overwrite FILE if it exists\n"
 	       "  -p, --progress       show progress on standard error\n"
 	       "  -j, --json           print the result as a JSON object (also with -q)\n"
 	       WAIT_HELP
 	       "  -q, --quiet          print nothing on success\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
-	       "Made beside FILE and renamed into place: a failure leaves nothing.\n"
-	       "Exit status: 0 created, 1 error, 2 usage, 3 base corrupt, 4 base's chain\n"
-	       "  broken, 5 not found, 8 no space, 75 in use.  See mkimg(1), libimg(7).\n", progname, progname);
+	       "Exit status: 0 created (a failure leaves nothing), 1 error, 2 usage, 3 base\n"
+	       "  corrupt, 4 base's chain broken, 5 not found, 8 no space, 75 in use.\n", progname, progname);
 }
 
 static int get_size(const char *what, const char *s, uint64_t *out)
