@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -161,6 +162,36 @@ int online_state_of(const char *arg, struct online_state *st)
 	if (r == 0)
 		errmsg("%s: not mounted or attached (no state in %s)", arg, st->rundir);
 	return r > 0 ? 0 : r == 0 ? -ENOTCONN : r;
+}
+
+int online_state_lock(const char *rundir)
+{
+	int fd = open(rundir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			int r = -errno;
+			close(fd);
+			return r;
+		}
+	}
+	return fd;
+}
+
+void online_state_unlock(int fd)
+{
+	if (fd >= 0)
+		close(fd);   /* drops the flock */
+}
+
+pid_t online_state_pid(const char *rundir)
+{
+	char buf[32];
+
+	read_key(rundir, "pid", buf, sizeof(buf));
+	return (pid_t)strtol(buf, NULL, 10);
 }
 
 void online_state_reload(struct online_state *st)
@@ -841,20 +872,39 @@ static int is_mounted(const char *path);
  * directory itself (which stays while another attach's file is there). */
 static void remove_rundir(const struct online_state *st)
 {
-	static const char *const keys[] = { "image", "pid", "export", "ctl", "disk", "loop",
-					    "mountpoint", "log" };
+	/* Under the run directory's lock (common_online.h), and only when
+	 * the records are still ours: an attach of the same image that
+	 * waited for this teardown (--wait) may have started its daemon, which
+	 * records itself under the same keys (a rerun of imgmount --wait
+	 * racing imgumount left that daemon running with no record, its
+	 * export mounted, 1 run in 6).  pid last: what says "recorded". */
+	static const char *const keys[] = { "ctl", "disk", "log", "image", "loop",
+					    "mountpoint", "export", "pid" };
 	char dir[PATH_MAX];
 	const char *slash = strrchr(st->export_path, '/');
+	int lk = online_state_lock(st->rundir);
+	pid_t now;
 	size_t i;
 
-	/* the recorded export, when it is a file of this run directory */
+	if (lk == -ENOENT)
+		return;   /* gone already */
+	/* our export, when it is a file of this run directory (its name is
+	 * unique to our attach: ours to remove whoever else recorded since) */
 	if (slash && !strncmp(slash + 1, "disk.", 5) && realpath(st->rundir, dir) &&
 	    (size_t)(slash - st->export_path) == strlen(dir) &&
 	    !strncmp(st->export_path, dir, strlen(dir)) && !is_mounted(st->export_path))
 		unlink(st->export_path);
+	/* Another daemon recorded itself once ours was gone (an attach that
+	 * waited for this teardown): its records are not ours to remove. */
+	now = online_state_pid(st->rundir);
+	if (now > 0 && now != st->pid) {
+		online_state_unlock(lk);
+		return;
+	}
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		online_state_set(st->rundir, keys[i], NULL);
 	rmdir(st->rundir);
+	online_state_unlock(lk);
 }
 
 /* Makes st->rundir (and its base) and a new empty export file in it,

@@ -72,6 +72,19 @@ void online_state_reload(struct online_state *st);
 /* Writes rundir/key (val NULL: removes it).  0 or -errno. */
 int online_state_set(const char *rundir, const char *key, const char *val);
 
+/* A run directory's records change under an exclusive flock of the
+ * directory: a daemon records itself (image, export, pid) and takes its
+ * records back, and a teardown removes them, each as one step; the
+ * teardown and the exiting daemon remove only records that are still
+ * their own (the pid key names their daemon, or none), so a daemon that
+ * recorded itself meanwhile (an attach that waited for the teardown)
+ * keeps its records.  online_state_lock returns the fd holding the lock,
+ * or -errno (-ENOENT: no run directory); online_state_unlock drops it.
+ * online_state_pid: the pid the pid key records, 0 for none. */
+int online_state_lock(const char *rundir);
+void online_state_unlock(int fd);
+pid_t online_state_pid(const char *rundir);
+
 /* Path of rundir/name into buf.  -ENAMETOOLONG if it does not fit. */
 int online_path(const char *rundir, const char *name, char *buf, size_t len);
 

@@ -1184,9 +1184,16 @@ static int run(int argc, char **argv)
 	mounted = 1;
 	snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
 	state_written = 1;
-	if ((r = online_state_set(S.rundir, "image", S.image)) < 0 ||
-	    (r = online_state_set(S.rundir, "export", S.export_path)) < 0 ||
-	    (r = online_state_set(S.rundir, "pid", pidbuf)) < 0) {
+	{
+		int lk = online_state_lock(S.rundir);
+		if (lk < 0)
+			r = lk;
+		else if ((r = online_state_set(S.rundir, "image", S.image)) >= 0 &&
+			 (r = online_state_set(S.rundir, "export", S.export_path)) >= 0)
+			r = online_state_set(S.rundir, "pid", pidbuf);
+		online_state_unlock(lk);
+	}
+	if (r < 0) {
 		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
 		goto out;
 	}
@@ -1286,12 +1293,17 @@ out:
 	if (cache_inited)
 		hcache_free(&S.cache);
 	if (state_written) {
-		online_state_set(S.rundir, "pid", NULL);
-		online_state_set(S.rundir, "export", NULL);
-		online_state_set(S.rundir, "image", NULL);
-		if (ret == EXIT_OK)
-			online_state_set(S.rundir, "log", NULL);
-		rmdir(S.rundir);   /* fails while imgattach's files are there */
+		/* only records that are still ours (common_online.h) */
+		int lk = online_state_lock(S.rundir);
+		if (lk >= 0 && online_state_pid(S.rundir) == getpid()) {
+			online_state_set(S.rundir, "export", NULL);
+			online_state_set(S.rundir, "image", NULL);
+			if (ret == EXIT_OK)
+				online_state_set(S.rundir, "log", NULL);
+			online_state_set(S.rundir, "pid", NULL);
+			rmdir(S.rundir);   /* fails while imgattach's files are there */
+		}
+		online_state_unlock(lk);
 	}
 	return ret;
 }
