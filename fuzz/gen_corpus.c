@@ -859,8 +859,8 @@ static void tools(void)
 	/* imgserve's answers (tools/common_online.h): target 4 */
 	static const char *const replies[] = {
 		"{}", " { } ",
-		"{\"pid\": 4242,\"image\": \"/srv/a.img\",\"export\": \"/run/libimg/0123/disk\","
-		"\"open\": true,\"virtual_size\": 10737418240,\"read_only\": false,\"reads\": 0}",
+		("{\"pid\": 4242,\"image\": \"/srv/a.img\",\"export\": \"/run/libimg/0123/disk\","
+		 "\"open\": true,\"virtual_size\": 10737418240,\"read_only\": false,\"reads\": 0}"),
 		"{\"old_size\": 1048576,\"new_size\": 18446744073709551615}",
 		"{\"snapshot\": \"a.img.snap1\",\"x\": null}",
 		"{\"k\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\u0085\"}",
