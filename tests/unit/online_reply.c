@@ -11,28 +11,15 @@
 
 #include "../../tools/common.h"
 #include "../../tools/common_online.h"
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
+#include "../helpers/tassert.h"
 
 static void bad(const char *text)
 {
 	struct online_reply r;
 	int e = online_reply_parse(text, &r);
 
-	if (e != -EPROTO || r.n != 0 || r.kv != NULL) {
-		fprintf(stderr, "FAIL: online_reply_parse(%s) = %d, %zu keys; want -EPROTO\n", text,
-			e, r.n);
-		failures++;
-		online_reply_free(&r);
-	}
+	if (e != -EPROTO || r.n != 0 || r.kv != NULL)
+		T_FAIL("online_reply_parse(%s) = %d, %zu keys; want -EPROTO", text, e, r.n);
 }
 
 /* s through json_escape (what the daemon sends) and back. */
@@ -48,14 +35,12 @@ static void round_trip(const char *s)
 	json_escape(f, s);
 	fputs(", \"n\": 7}", f);
 	fclose(f);
-	CHECK(online_reply_parse(buf, &r) == 0);
+	T_ASSERT(online_reply_parse(buf, &r) == 0);
 	kv = online_reply_get(&r, "k");
-	if (!kv || kv->type != ONLINE_STR || strcmp(kv->str, s)) {
-		fprintf(stderr, "FAIL: round trip of \"%s\" through %s\n", s, buf);
-		failures++;
-	}
+	if (!kv || kv->type != ONLINE_STR || strcmp(kv->str, s))
+		T_FAIL("round trip of \"%s\" through %s", s, buf);
 	kv = online_reply_get(&r, "n");
-	CHECK(kv && kv->type == ONLINE_NUM && kv->num == 7);
+	T_ASSERT(kv && kv->type == ONLINE_NUM && kv->num == 7);
 	online_reply_free(&r);
 	free(buf);
 }
@@ -66,30 +51,30 @@ int main(void)
 	const struct online_kv *kv;
 
 	/* what the daemon answers */
-	CHECK(online_reply_parse("{}", &r) == 0 && r.n == 0);
+	T_ASSERT(online_reply_parse("{}", &r) == 0 && r.n == 0);
 	online_reply_free(&r);
-	CHECK(online_reply_parse(" { } ", &r) == 0 && r.n == 0);
+	T_ASSERT(online_reply_parse(" { } ", &r) == 0 && r.n == 0);
 	online_reply_free(&r);
-	CHECK(online_reply_parse("{\"pid\": 4242,\"image\": \"/srv/a b.img\",\"open\": true,"
+	T_ASSERT(online_reply_parse("{\"pid\": 4242,\"image\": \"/srv/a b.img\",\"open\": true,"
 				 "\"read_only\": false,\"x\": null,\"writes\": 18446744073709551615}",
 				 &r) == 0);
-	CHECK(r.n == 6);
-	CHECK(!strcmp(r.kv[0].key, "pid") && r.kv[0].type == ONLINE_NUM && r.kv[0].num == 4242);
-	CHECK((kv = online_reply_get(&r, "image")) && kv->type == ONLINE_STR &&
+	T_ASSERT(r.n == 6);
+	T_ASSERT(!strcmp(r.kv[0].key, "pid") && r.kv[0].type == ONLINE_NUM && r.kv[0].num == 4242);
+	T_ASSERT((kv = online_reply_get(&r, "image")) && kv->type == ONLINE_STR &&
 	      !strcmp(kv->str, "/srv/a b.img"));
-	CHECK((kv = online_reply_get(&r, "open")) && kv->type == ONLINE_BOOL && kv->num == 1);
-	CHECK((kv = online_reply_get(&r, "read_only")) && kv->type == ONLINE_BOOL && kv->num == 0);
-	CHECK((kv = online_reply_get(&r, "x")) && kv->type == ONLINE_NULL);
-	CHECK((kv = online_reply_get(&r, "writes")) && kv->num == UINT64_MAX);
-	CHECK(online_reply_get(&r, "nope") == NULL);
+	T_ASSERT((kv = online_reply_get(&r, "open")) && kv->type == ONLINE_BOOL && kv->num == 1);
+	T_ASSERT((kv = online_reply_get(&r, "read_only")) && kv->type == ONLINE_BOOL && kv->num == 0);
+	T_ASSERT((kv = online_reply_get(&r, "x")) && kv->type == ONLINE_NULL);
+	T_ASSERT((kv = online_reply_get(&r, "writes")) && kv->num == UINT64_MAX);
+	T_ASSERT(online_reply_get(&r, "nope") == NULL);
 	online_reply_free(&r);
-	CHECK(r.n == 0 && r.kv == NULL);
+	T_ASSERT(r.n == 0 && r.kv == NULL);
 
 	/* escapes, \u with surrogate pairs */
-	CHECK(online_reply_parse("{\"a\\\"b\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\u001f\"}",
+	T_ASSERT(online_reply_parse("{\"a\\\"b\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\u001f\"}",
 				 &r) == 0);
-	CHECK(r.n == 1 && !strcmp(r.kv[0].key, "a\"b"));
-	CHECK(r.n == 1 && !strcmp(r.kv[0].str, "q\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80\x1f"));
+	T_ASSERT(r.n == 1 && !strcmp(r.kv[0].key, "a\"b"));
+	T_ASSERT(r.n == 1 && !strcmp(r.kv[0].str, "q\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80\x1f"));
 	online_reply_free(&r);
 
 	round_trip("");
@@ -130,15 +115,13 @@ int main(void)
 	bad("{\"a\": 1, \"b\": \"\\q\"}");
 
 	/* the command table */
-	CHECK(online_command_find("status") && online_command_find("status")->flags == 0);
-	CHECK(online_command_find("grow")->flags & ONLINE_CMD_RESIZE);
-	CHECK(online_command_find("shrink")->max_args == 2);
-	CHECK(online_command_find("stop")->flags & ONLINE_CMD_STOP);
-	CHECK(online_command_find("merge")->flags & ONLINE_CMD_WRITES);
-	CHECK(online_command_find("nope") == NULL);
-	CHECK(online_command_find("") == NULL);
+	T_ASSERT(online_command_find("status") && online_command_find("status")->flags == 0);
+	T_ASSERT(online_command_find("grow")->flags & ONLINE_CMD_RESIZE);
+	T_ASSERT(online_command_find("shrink")->max_args == 2);
+	T_ASSERT(online_command_find("stop")->flags & ONLINE_CMD_STOP);
+	T_ASSERT(online_command_find("merge")->flags & ONLINE_CMD_WRITES);
+	T_ASSERT(online_command_find("nope") == NULL);
+	T_ASSERT(online_command_find("") == NULL);
 
-	if (failures)
-		fprintf(stderr, "online_reply: %d failure(s)\n", failures);
-	return failures ? 1 : 0;
+	return 0;
 }
