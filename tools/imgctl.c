@@ -95,10 +95,6 @@ static int fail(int status, int err, const char *file, pid_t holder, const char 
 	return status;
 }
 
-/* A bad command line: the message, the --help hint, EXIT_USAGE (its JSON
- * error object has no errno: error.json). */
-#define bad_usage usage_error
-
 /* ---- what the run directories record ------------------------------------ */
 
 struct entry {
@@ -455,17 +451,17 @@ static int cmd_send(const char *arg, const char *cmd, char **args, int n)
 	for (i = 0; i < n && off < sizeof(line); i++)
 		off += (size_t)snprintf(line + off, sizeof(line) - off, " %s", args[i]);
 	if (off >= sizeof(line))
-		return bad_usage("command too long for the control socket (%zu bytes at most)",
+		return usage_error("command too long for the control socket (%zu bytes at most)",
 				 sizeof(line) - 1);
 	for (const char *p = line; *p; p++)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
-			return bad_usage("the command and its arguments cannot hold control "
+			return usage_error("the command and its arguments cannot hold control "
 					 "characters");
 	if (!cmd[0] || strchr(cmd, ' '))
-		return bad_usage("invalid COMMAND '%s'", cmd);
+		return usage_error("invalid COMMAND '%s'", cmd);
 	for (i = 0; i < n; i++)
 		if (!args[i][0] || strchr(args[i], ' '))
-			return bad_usage("an argument cannot be empty nor hold spaces: '%s'", args[i]);
+			return usage_error("an argument cannot be empty nor hold spaces: '%s'", args[i]);
 
 	if ((r = resolve(arg, &e)))
 		return r;
@@ -557,21 +553,21 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 	uint64_t v;
 
 	if (nops < 2)
-		return bad_usage("%s: expected IMAGE", oc->name);
+		return usage_error("%s: expected IMAGE", oc->name);
 	if (n < (int)oc->min_args || n > (int)oc->max_args)
-		return bad_usage("usage: %s IMAGE%s%s", oc->name, oc->args[0] ? " " : "", oc->args);
+		return usage_error("usage: %s IMAGE%s%s", oc->name, oc->args[0] ? " " : "", oc->args);
 	for (i = 0; i < n; i++)
 		args[i] = ops[2 + i];
 	if (oc->flags & ONLINE_CMD_RESIZE) {
 		if (parse_size(args[0], &v))
-			return bad_usage("invalid size '%s'", args[0]);
+			return usage_error("invalid size '%s'", args[0]);
 		snprintf(size, sizeof(size), "%llu", (unsigned long long)v);
 		args[0] = size;
 		if (n == 2 && strcmp(args[1], "discard-data"))
-			return bad_usage("expected 'discard-data', not '%s'", args[1]);
+			return usage_error("expected 'discard-data', not '%s'", args[1]);
 	}
 	if (!strcmp(oc->name, "compact") && n == 1 && strcmp(args[0], "no-zero-detect"))
-		return bad_usage("expected 'no-zero-detect', not '%s'", args[0]);
+		return usage_error("expected 'no-zero-detect', not '%s'", args[0]);
 	/* the daemon runs in /: a base named relative to here */
 	if (!strcmp(oc->name, "merge") && n == 1 && args[0][0] != '/') {
 		if (!realpath(args[0], base))
@@ -607,7 +603,7 @@ static int run(int argc, char **argv)
 				int64_t ms;
 				if (parse_wait(optarg, &ms) || ms > INT_MAX) {
 					free(ops);
-					return bad_usage("invalid --wait '%s' (seconds)", optarg);
+					return usage_error("invalid --wait '%s' (seconds)", optarg);
 				}
 				answer_ms = (int)ms;
 			}
@@ -616,25 +612,25 @@ static int run(int argc, char **argv)
 		case 'V': print_version(); free(ops); return EXIT_OK;
 		default:
 			free(ops);
-			return bad_usage("bad usage");
+			return usage_error("bad usage");
 		}
 	}
 	if (nops == 0) {
 		free(ops);
-		return bad_usage("expected a command: list, status, send, grow, shrink, compact, "
+		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
 				 "snapshot, merge or stop");
 	}
 	if (!strcmp(ops[0], "list")) {
-		c = nops == 1 ? cmd_list() : bad_usage("list takes no operand");
+		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");
 	} else if (!strcmp(ops[0], "status")) {
-		c = nops == 2 ? cmd_status(ops[1]) : bad_usage("usage: status IMAGE");
+		c = nops == 2 ? cmd_status(ops[1]) : usage_error("usage: status IMAGE");
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
-		    bad_usage("usage: send IMAGE COMMAND [ARGS...]");
+		    usage_error("usage: send IMAGE COMMAND [ARGS...]");
 	} else if ((oc = online_command_find(ops[0]))) {
 		c = cmd_named(oc, ops, nops);
 	} else {
-		c = bad_usage("unknown command '%s'", ops[0]);
+		c = usage_error("unknown command '%s'", ops[0]);
 	}
 	free(ops);
 	return c;
