@@ -403,6 +403,21 @@ int img_io_posix_fd(struct img_io *io);
  * (UINT64_MAX: only a hole is left), through the backend's seek_data
  * operation (posix, io_uring); -EOPNOTSUPP for backends without one. */
 int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
+/* io.c: cache advice (IMG_ADVISE_*) on the file's bytes [off, off + len)
+ * through the backend's advise operation; 0 without one (a hint), -EINVAL
+ * for an unknown advice. */
+int img_io_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice);
+/* io.c: reads (IMG_IO_OP_READ only, else -EINVAL) past the host page
+ * cache: the requests whose buffer, offset and length are multiples of
+ * IMG_IO_DIRECT_ALIGN through the backend's read_direct operation, the
+ * others (and all of them without one) through img_io_batch.  Results as
+ * img_io_batch. */
+#define IMG_IO_DIRECT_ALIGN 4096u
+int img_io_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n);
+/* io_posix.c: the O_DIRECT descriptor of a posix backend (the same file
+ * opened again at the first call, through /proc/self/fd), or -1 when the
+ * file system or the system refuses direct I/O. */
+int img_io_posix_direct_fd(struct img_io *io);
 /* io.c: img_io_batch for backends without a batch op. */
 int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 

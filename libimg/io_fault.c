@@ -24,7 +24,9 @@
 
 struct fault_io {
 	struct img_io io;
-	struct img_io_ops ops;       /* per instance: usage/lock follow inner */
+	struct img_io_ops ops;       /* per instance: usage, lock, seek_data,
+	                              * advise and read_direct where inner
+	                              * has them */
 	struct img_io *inner;
 	pthread_mutex_t lock;
 	unsigned mask;
@@ -244,6 +246,40 @@ static int fault_lock(struct img_io *io, int exclusive, pid_t *holder)
 	return f->inner->ops->lock(f->inner, exclusive, holder);
 }
 
+static int fault_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	return f->inner->ops->seek_data(f->inner, off, data);
+}
+
+static int fault_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	return f->inner->ops->advise(f->inner, off, len, advice);
+}
+
+/* Each request is a read call (IMG_FAULT_READ): the ones the fault fails
+ * do not reach inner; the others go to inner's read_direct. */
+static int fault_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
+{
+	struct fault_io *f = (struct fault_io *)io;
+	int first = 0, hit = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		reqs[i].result = fault_hit(f, IMG_FAULT_READ);
+		hit |= reqs[i].result != 0;
+	}
+	if (!hit)
+		return f->inner->ops->read_direct(f->inner, reqs, n);
+	for (size_t i = 0; i < n; i++) {
+		if (!reqs[i].result)
+			(void)f->inner->ops->read_direct(f->inner, &reqs[i], 1);
+		if (reqs[i].result && !first)
+			first = reqs[i].result;
+	}
+	return first;
+}
+
 static void fault_close(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
@@ -270,6 +306,9 @@ int img_io_fault_new(struct img_io *inner, struct img_io **out)
 		.usage = inner->ops->usage ? fault_usage : NULL,
 		.lock = inner->ops->lock ? fault_lock : NULL,
 		.close = fault_close,
+		.seek_data = inner->ops->seek_data ? fault_seek_data : NULL,
+		.advise = inner->ops->advise ? fault_advise : NULL,
+		.read_direct = inner->ops->read_direct ? fault_read_direct : NULL,
 	};
 	f->io.ops = &f->ops;
 	f->io.name = inner->name;

@@ -1,6 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* The posix I/O backend: pread/pwrite/fdatasync/fallocate on a host file,
- * OFD locks for multi-process exclusion, lseek(SEEK_DATA) for seek_data.
+ * OFD locks for multi-process exclusion, lseek(SEEK_DATA) for seek_data,
+ * posix_fadvise for advise.
+ *
+ * Direct reads (read_direct): the file is opened a second time with
+ * O_DIRECT at the first one, through /proc/self/fd (the same file, even
+ * renamed or unlinked since), and the requests are read from that
+ * descriptor one after another; where the file system refuses O_DIRECT
+ * (tmpfs: EINVAL), or /proc is missing, they are read through the page
+ * cache.  A short direct read (the end of the file) finishes through the
+ * cache, whose reads need no alignment.  The kernel writes dirty cached
+ * pages of the range out before a direct read of it, so direct reads see
+ * what buffered writes wrote.
  *
  * Write-behind: after every WRITEBACK_BYTES written, the backend asks the
  * kernel to start writing the file's dirty pages (sync_file_range with
@@ -50,7 +61,12 @@ struct posix_io {
 	char *path;
 	uint64_t unkicked;      /* bytes written since the last write-behind */
 	int write_behind;       /* not IMG_IO_NO_WRITE_BEHIND */
+	int dfd;                /* O_DIRECT descriptor: DFD_UNTRIED, -1 (refused),
+	                         * fd itself (opened with IMG_IO_DIRECT) or its
+	                         * own; atomic */
 };
+
+#define DFD_UNTRIED (-2)
 
 /* Shared with io_uring.c (internal.h). */
 void img_io_write_behind(int fd, uint64_t *counter, uint64_t len)
@@ -189,6 +205,8 @@ static int px_lock(struct img_io *io, int exclusive, pid_t *holder)
 static void px_close(struct img_io *io)
 {
 	struct posix_io *p = (struct posix_io *)io;
+	if (p->dfd >= 0 && p->dfd != p->fd)
+		close(p->dfd);
 	close(p->fd);
 	free(p->path);
 	free(p);
@@ -204,10 +222,81 @@ static int px_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
 	return 0;
 }
 
+static int px_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice)
+{
+	int a = advice == IMG_ADVISE_WILLNEED ? POSIX_FADV_WILLNEED : POSIX_FADV_DONTNEED;
+
+	/* posix_fadvise returns the error number itself */
+	return -posix_fadvise(((struct posix_io *)io)->fd, (off_t)off, (off_t)len, a);
+}
+
+int img_io_posix_direct_fd(struct img_io *io)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	int d = __atomic_load_n(&p->dfd, __ATOMIC_ACQUIRE), fd, expected = DFD_UNTRIED;
+	char link[64];
+
+	if (d != DFD_UNTRIED)
+		return d;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", p->fd);
+	fd = open(link, O_RDONLY | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		fd = -1;
+	if (!__atomic_compare_exchange_n(&p->dfd, &expected, fd, 0, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE)) {
+		if (fd >= 0)   /* another thread was first */
+			close(fd);
+		return expected;
+	}
+	return fd;
+}
+
+/* One request read from the O_DIRECT descriptor dfd: 0 or -errno; what
+ * direct I/O cannot read (refused, or the unaligned rest after a short
+ * read at the end of the file) is read through the cache. */
+static int px_direct_one(struct posix_io *p, int dfd, uint8_t *b, size_t len, uint64_t off)
+{
+	while (len) {
+		ssize_t n = pread(dfd, b, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno != EINVAL)
+			return -errno;
+		if (n < 0)
+			break;               /* refused: through the cache */
+		if (n == 0) {                /* past EOF: zeros */
+			memset(b, 0, len);
+			return 0;
+		}
+		b += n;
+		off += (uint64_t)n;
+		len -= (size_t)n;
+		if (((uintptr_t)b | off | len) % IMG_IO_DIRECT_ALIGN)
+			break;
+	}
+	return len ? px_pread(&p->io, b, len, off) : 0;
+}
+
+static int px_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
+{
+	struct posix_io *p = (struct posix_io *)io;
+	int dfd = img_io_posix_direct_fd(io), first = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct img_io_req *q = &reqs[i];
+		q->result = dfd >= 0 ? px_direct_one(p, dfd, q->buf, q->len, q->off) :
+				       px_pread(io, q->buf, q->len, q->off);
+		if (q->result && !first)
+			first = q->result;
+	}
+	return first;
+}
+
 static const struct img_io_ops posix_ops = {
 	.pread = px_pread, .pwrite = px_pwrite, .flush = px_flush, .punch = px_punch,
 	.truncate = px_truncate, .size = px_size, .usage = px_usage, .lock = px_lock,
-	.close = px_close, .seek_data = px_seek_data,
+	.close = px_close, .seek_data = px_seek_data, .advise = px_advise,
+	.read_direct = px_read_direct,
 };
 
 int img_io_posix_fd(struct img_io *io)
@@ -266,6 +355,7 @@ static int px_adopt(int fd, const char *name, unsigned flags, struct img_io **ou
 		goto fail;
 	}
 	p->fd = fd;
+	p->dfd = (flags & IMG_IO_DIRECT) ? fd : DFD_UNTRIED;
 	p->write_behind = !(flags & IMG_IO_NO_WRITE_BEHIND);
 	p->io.ops = &posix_ops;
 	p->io.name = p->path;

@@ -3,12 +3,18 @@
  * The io_uring I/O backend (liburing).
  *
  * It wraps a posix backend on the same file: flush, punch, truncate, size,
- * usage, lock and seek_data go to it unchanged (one system call each: a
- * ring adds nothing there).  What the ring is for:
+ * usage, lock, seek_data and advise go to it unchanged (one system call
+ * each: a ring adds nothing there).  What the ring is for:
  *   - batches (img_io_batch): many independent reads and writes submitted
  *     at once, up to the queue depth in flight, completions reaped as they
  *     come; short transfers are resubmitted for the rest, a read that
  *     reaches the end of the file fills the rest with zeros;
+ *   - direct reads (read_direct): the same, on the posix backend's
+ *     O_DIRECT descriptor (img_io_posix_direct_fd), so the disk sees the
+ *     requests queued together, as qemu-img's parallel requests give it;
+ *     through the cache in the ring where direct I/O is refused, and a
+ *     request direct I/O cannot finish (a short read at the end of the
+ *     file) is read again through the cache;
  *   - single reads and writes are plain pread/pwrite (measured: through
  *     the ring they were slower, see ur_pread).  One ring per handle,
  *     guarded by a mutex, serves the batches.
@@ -47,21 +53,22 @@ struct slot {
 	size_t done;
 };
 
-static void prep(struct uring_io *u, const struct img_io_req *q, size_t done, uint64_t idx)
+static void prep(struct uring_io *u, int fd, const struct img_io_req *q, size_t done,
+		 uint64_t idx)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
 	/* never NULL: at most DEPTH requests are in flight */
 	if (q->op == IMG_IO_OP_READ)
-		io_uring_prep_read(sqe, u->fd, (char *)q->buf + done, (unsigned)(q->len - done),
+		io_uring_prep_read(sqe, fd, (char *)q->buf + done, (unsigned)(q->len - done),
 				   q->off + done);
 	else
-		io_uring_prep_write(sqe, u->fd, (const char *)q->buf + done,
+		io_uring_prep_write(sqe, fd, (const char *)q->buf + done,
 				    (unsigned)(q->len - done), q->off + done);
 	io_uring_sqe_set_data64(sqe, idx);
 }
 
-/* ring lock held.  Runs reqs[0..n) to completion. */
-static int ring_run(struct uring_io *u, struct img_io_req *reqs, size_t n)
+/* ring lock held.  Runs reqs[0..n) on fd to completion. */
+static int ring_run(struct uring_io *u, int fd, struct img_io_req *reqs, size_t n)
 {
 	struct slot *st;
 	size_t next = 0, inflight = 0;
@@ -85,7 +92,7 @@ static int ring_run(struct uring_io *u, struct img_io_req *reqs, size_t n)
 				next++;
 				continue;
 			}
-			prep(u, &reqs[next], 0, next);
+			prep(u, fd, &reqs[next], 0, next);
 			next++;
 			inflight++;
 		}
@@ -107,7 +114,7 @@ static int ring_run(struct uring_io *u, struct img_io_req *reqs, size_t n)
 			seen++;
 			inflight--;
 			if (res == -EINTR || res == -EAGAIN) {
-				prep(u, q, st[i].done, i);
+				prep(u, fd, q, st[i].done, i);
 				inflight++;
 				continue;
 			}
@@ -130,7 +137,7 @@ static int ring_run(struct uring_io *u, struct img_io_req *reqs, size_t n)
 			}
 			st[i].done += (size_t)res;
 			if (st[i].done < q->len) {     /* short: the rest again */
-				prep(u, q, st[i].done, i);
+				prep(u, fd, q, st[i].done, i);
 				inflight++;
 			}
 		}
@@ -191,7 +198,7 @@ static int ur_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 		pthread_mutex_unlock(&u->lock);
 		return img_io_batch_loop(io, reqs, n);
 	}
-	r = ring_run(u, ring_reqs, nring);
+	r = ring_run(u, u->fd, ring_reqs, nring);
 	pthread_mutex_unlock(&u->lock);
 	if (rw && u->write_behind)
 		for (size_t i = 0; i < n; i++)
@@ -250,10 +257,51 @@ static int ur_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
 	return u->px->ops->seek_data(u->px, off, data);
 }
 
+static int ur_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice)
+{
+	struct uring_io *u = U(io);
+	return u->px->ops->advise(u->px, off, len, advice);
+}
+
+static int ur_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
+{
+	struct uring_io *u = U(io);
+	int dfd = img_io_posix_direct_fd(u->px), r, broken;
+
+	for (size_t i = 0; i < n; i++)
+		if (reqs[i].op != IMG_IO_OP_READ || reqs[i].len > (1u << 30))
+			return -EINVAL;
+	if (dfd < 0)
+		return ur_batch(io, reqs, n);   /* refused: through the cache */
+	pthread_mutex_lock(&u->lock);
+	if (u->broken) {
+		pthread_mutex_unlock(&u->lock);
+		return u->px->ops->read_direct(u->px, reqs, n);
+	}
+	r = ring_run(u, dfd, reqs, n);
+	broken = u->broken;   /* the ring failed: r is its error, not a request's */
+	pthread_mutex_unlock(&u->lock);
+	if (r && !broken) {
+		/* what direct I/O refused (EINVAL: the unaligned rest of a
+		 * short read, a file system that refuses it at read time)
+		 * again through the cache */
+		r = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct img_io_req *q = &reqs[i];
+			if (q->result == -EINVAL)
+				q->result = u->px->ops->pread(u->px, q->buf, q->len, q->off);
+			if (q->result && !r)
+				r = q->result;
+		}
+	}
+	return r;
+}
+
 static const struct img_io_ops uring_ops = {
 	.pread = ur_pread, .pwrite = ur_pwrite, .flush = ur_flush, .punch = ur_punch,
 	.truncate = ur_truncate, .size = ur_size, .usage = ur_usage, .lock = ur_lock,
 	.close = ur_close, .batch = ur_batch, .seek_data = ur_seek_data,
+	.advise = ur_advise, .read_direct = ur_read_direct,
 };
 
 /* root NULL: path as given; else path beneath root (io_posix.c). */

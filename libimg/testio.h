@@ -45,8 +45,9 @@
                                   * arming without it forgets them */
 
 /* Wraps inner and takes ownership of it (closed with the wrapper).  Not
- * armed: every call passes through.  The wrapper has usage and lock only
- * where inner has them. */
+ * armed: every call passes through.  The wrapper has usage, lock,
+ * seek_data, advise and read_direct only where inner has them (each
+ * request of read_direct counts as a read; batch goes through pread). */
 int img_io_fault_new(struct img_io *inner, struct img_io **out);
 /* From now on, the nth call (1-based) matching op_mask fails with -err
  * without reaching inner; with IMG_FAULT_STICKY so does every matching call
@@ -99,7 +100,9 @@ void img_vfs_set(const struct img_vfs *vfs);
 
 /* A memory file starting with init/len (copied; durable).  Writes, punches
  * and truncates are applied at once for reads and also queued as pending;
- * flush makes every pending operation durable.  .lock and .usage are NULL. */
+ * flush makes every pending operation durable.  .lock, .usage, .seek_data,
+ * .advise and .read_direct are NULL (io.c's fallbacks: reads through
+ * pread, which counts the crash). */
 int img_io_crash_new(const void *init, size_t len, struct img_io **out);
 /* A clock shared by several crash backends (and whatever else counts as a
  * mutating call, like a test's directory operations): power is lost for

@@ -122,7 +122,23 @@ struct img_io_ops {
 	 * only a hole is left.  May be NULL: img_io_seek_data then gives
 	 * -EOPNOTSUPP (the callers then read instead). */
 	int (*seek_data)(struct img_io *io, uint64_t off, uint64_t *data);
+	/* Advice about the host page cache of the file's bytes [off, off +
+	 * len), as posix_fadvise: IMG_ADVISE_DONTNEED (give the clean pages
+	 * back) or IMG_ADVISE_WILLNEED (start reading them in).  A hint:
+	 * nothing but the cache changes.  0 or -errno.  May be NULL (no cache
+	 * to advise, a file in memory): the library then does nothing. */
+	int (*advise)(struct img_io *io, uint64_t off, uint64_t len, unsigned advice);
+	/* Run n reads (IMG_IO_OP_READ only; every buffer, offset and length a
+	 * multiple of 4096) as batch does, past the host page cache (O_DIRECT)
+	 * where the file system allows it and through it where it does not:
+	 * same results, a read past the end of the file gives zeros.  May be
+	 * NULL: the library then runs them through batch (or pread). */
+	int (*read_direct)(struct img_io *io, struct img_io_req *reqs, size_t n);
 };
+
+/* Advice values (struct img_io_ops.advise, img_cache_advise). */
+#define IMG_ADVISE_DONTNEED 1u
+#define IMG_ADVISE_WILLNEED 2u
 
 struct img_io {
 	const struct img_io_ops *ops;

@@ -39,7 +39,7 @@ static int kp_punch(struct img_io *io, uint64_t o, uint64_t l) { return ((struct
 static int kp_trunc(struct img_io *io, uint64_t s) { return ((struct keep *)io)->in->ops->truncate(((struct keep *)io)->in, s); }
 static int kp_size(struct img_io *io, uint64_t *s) { return ((struct keep *)io)->in->ops->size(((struct keep *)io)->in, s); }
 static void kp_close(struct img_io *io) { free(io); }
-static const struct img_io_ops kp_ops = { kp_pread, kp_pwrite, kp_flush, kp_punch, kp_trunc, kp_size, NULL, NULL, kp_close, NULL, NULL };
+static const struct img_io_ops kp_ops = { kp_pread, kp_pwrite, kp_flush, kp_punch, kp_trunc, kp_size, NULL, NULL, kp_close, NULL, NULL, NULL, NULL };
 
 static struct img_io *keep(struct img_io *in)
 {
