@@ -26,7 +26,7 @@ LAYERS = [
     ("alloc/bat", ["alloc", "bat"]),
     ("journal", ["journal"]),
     ("compress", ["compress"]),
-    ("rw", ["rw"]),
+    ("rw", ["rw", "bulk"]),
     ("open", ["image"]),
     ("operations", ["check", "resize", "compact", "snapshot", "fs"]),
 ]

@@ -455,6 +455,67 @@ ssize_t img_backing_ref(struct img *img, char *buf, size_t len);
 const char *img_name(struct img *img);
 
 /* ---------------------------------------------------------------------- */
+/* Copying and serving a whole disk (libimg/bulk.c), by virtual offset     */
+/* ---------------------------------------------------------------------- */
+
+/* What a run of the virtual disk is to a program copying it. */
+#define IMG_RUN_DATA    0u   /* to be read: data of this image or of an image
+                              * of its backing chain, compressed or not */
+#define IMG_RUN_ZERO    1u   /* reads as zeros (zero clusters, unallocated
+                              * clusters without a backing image, a backing
+                              * image's unallocated clusters, past its
+                              * virtual size): nothing to read */
+#define IMG_RUN_BACKING 2u   /* only with IMG_RUN_TOP: unallocated in this
+                              * delta, its bytes come from the backing chain */
+
+struct img_run {
+	uint64_t offset;       /* virtual offset */
+	uint64_t length;       /* bytes; 0 only at the end of the disk */
+	uint32_t type;         /* IMG_RUN_* */
+	uint32_t reserved_u32;
+	uint64_t reserved[2];
+};
+
+#define IMG_RUN_TOP 0x1u     /* runs of this image alone, as a copy that keeps
+                              * the backing chain wants them: what a delta
+                              * leaves to its chain is IMG_RUN_BACKING */
+
+/* The longest run of one type starting at off, through the backing chain
+ * (as img_map, but runs of data are not cut where the host layout, the
+ * image of the chain or the compression changes, and zero and
+ * unallocated runs are one type).  Iterate with off += run.length until
+ * run.length == 0: runs of IMG_RUN_DATA are read (img_read_bulk), the
+ * others need not be.  0 or -errno (-EINVAL: off past the virtual size,
+ * an unknown flag). */
+int img_next_run(struct img *img, uint64_t off, unsigned flags, struct img_run *out);
+
+#define IMG_READ_DIRECT 0x1u  /* past the host page cache where it can */
+
+/* img_pread for a program that reads large ranges once (a conversion, a
+ * backup): the same bytes, read with fewer system calls: the data
+ * clusters' host ranges as requests of up to 1 MiB submitted together (in
+ * flight together on the io_uring backend, IMG_OPEN_IO_URING), the
+ * clusters of a backing image likewise in its file, compressed clusters
+ * a run of payloads at a time.  With IMG_READ_DIRECT the data clusters
+ * are read past the host page cache (O_DIRECT: one copy less, and the
+ * cache is not filled with what is read once) when buf, off and len are
+ * multiples of 4096 and the file system allows it, else through the
+ * cache; compressed clusters always through the cache.  Returns len or
+ * -errno. */
+ssize_t img_read_bulk(struct img *img, void *buf, size_t len, uint64_t off, unsigned flags);
+
+/* Host page cache advice for the data of the virtual range [off, off +
+ * len) (clipped to the virtual size), for a server that bounds the cache
+ * it fills: IMG_ADVISE_DONTNEED gives back the cached pages of the host
+ * ranges the range's data clusters occupy in this image's own file
+ * (widened to 2 MiB boundaries, as the kernel gives back only whole
+ * folios: neighbouring data may go too), IMG_ADVISE_WILLNEED starts
+ * reading them in.  Compressed clusters and the data of backing images
+ * (other files) are left alone.  A hint: nothing but the cache changes.
+ * 0 or -errno. */
+int img_cache_advise(struct img *img, uint64_t off, uint64_t len, unsigned advice);
+
+/* ---------------------------------------------------------------------- */
 /* Operations                                                              */
 /* ---------------------------------------------------------------------- */
 

@@ -257,7 +257,7 @@ teardown() { common_teardown; }
   ! grep -q "100%" out
 }
 
-@test "imgconvert: a libimg source's clusters are read at their host offsets (direct I/O), a delta's own and its backing's" {
+@test "imgconvert: a libimg source is read by img_read_bulk (direct I/O), a delta's own clusters and its backing's" {
   "$BIN/mkimg" -q a.img 8M
   truncate -s 8M want.raw
   # clusters written last to first: on the host they lie in reverse order
@@ -268,7 +268,7 @@ teardown() { common_teardown; }
   done
   run_split imgconvert -v -O raw a.img back.raw
   [ "$status" -eq 0 ]
-  [[ "$err" == *"data clusters of the image itself read with"*"direct I/O"* ]]
+  [[ "$err" == *"data clusters (of the image and its backing images) read with"*"direct I/O"* ]]
   cmp want.raw back.raw
   "$BIN/imgconvert" -q a.img b.img
   to_raw b.img back2.raw
