@@ -142,7 +142,8 @@ static struct server {
 	int read_only;
 	int host_cache;             /* --host-cache: no limit asked for */
 	uint64_t cache_limit;
-	int cache_fd;               /* the image file, for posix_fadvise; -1: no limit */
+	int cache_limited;          /* a limit in force (io_lock): chunks are
+	                             * given back (img_cache_advise) */
 	struct hcache cache;
 	int ctl_fd;
 	pthread_t main_thread;
@@ -153,45 +154,22 @@ static struct server {
 	atomic_uint_fast64_t n_io_err, n_nospace;
 	atomic_int last_io_err;
 	atomic_uint_fast64_t bytes_read, bytes_written;
-} S = { .ctl_fd = -1, .cache_fd = -1, .cache_limit = CACHE_LIMIT_DEFAULT };
+} S = { .ctl_fd = -1, .cache_limit = CACHE_LIMIT_DEFAULT };
 
 /* hcache's drop callback (S.img held): gives back the host pages of the
- * data the virtual range [off, off + len) maps to in the image file.
- * Data of a backing image is in another file and stays (see imgserve(1)). */
-#define DROP_ALIGN (2ull << 20)
-
+ * data the virtual range [off, off + len) maps to in the image file (the
+ * library maps the range; img_cache_advise).  Data of a backing image is
+ * in another file and stays (see imgserve(1)). */
 static void drop_range(void *ctx, uint64_t off, uint64_t len)
 {
-	uint64_t end = off + len, vs = atomic_load(&S.vsize);
-
 	(void)ctx;
-	if (end > vs)
-		end = vs;
-	while (off < end) {
-		struct img_extent e;
-		uint64_t n;
-		memset(&e, 0, sizeof(e));
-		if (img_map(S.img, off, &e) < 0 || e.length == 0)
-			break;
-		n = e.length < end - off ? e.length : end - off;
-		if (e.type == IMG_EXTENT_DATA && e.depth == 0) {
-			/* The kernel gives back only the folios wholly inside
-			 * the range, and caches files in folios of up to 2 MiB
-			 * (naturally aligned): so the range is widened to 2 MiB
-			 * boundaries, or the pages of data 1 MiB off them would
-			 * never go (measured: 94 of 128 MiB stayed cached). */
-			uint64_t a = e.host_offset & ~(DROP_ALIGN - 1);
-			uint64_t z = (e.host_offset + n + DROP_ALIGN - 1) & ~(DROP_ALIGN - 1);
-			(void)posix_fadvise(S.cache_fd, (off_t)a, (off_t)(z - a), POSIX_FADV_DONTNEED);
-		}
-		off += n;
-	}
+	(void)img_cache_advise(S.img, off, len, IMG_ADVISE_DONTNEED);
 }
 
 /* A request moved [off, off + n) (S.img held). */
 static void cache_touch(uint64_t off, uint64_t n)
 {
-	if (S.cache_fd >= 0 && S.img)
+	if (S.cache_limited && S.img)
 		hcache_touch(&S.cache, off, n);
 }
 
@@ -577,13 +555,10 @@ static int progress_stop(void *arg, uint64_t done, uint64_t total)
  * (and forgets cached pages past a new, smaller end). */
 static void size_changed(uint64_t old, uint64_t now)
 {
-	if (S.cache_fd >= 0) {
+	if (S.cache_limited) {
 		pthread_rwlock_wrlock(&S.io_lock);
-		if (hcache_resize(&S.cache, now)) {
-			/* no memory for the bigger table: no limit from now on */
-			close(S.cache_fd);
-			S.cache_fd = -1;
-		}
+		if (hcache_resize(&S.cache, now))
+			S.cache_limited = 0;  /* no memory for the bigger table: no limit from now on */
 		pthread_rwlock_unlock(&S.io_lock);
 	}
 	atomic_store(&S.vsize, now);
@@ -609,8 +584,8 @@ static void status_fields(struct json_out *j)
 	json_u64(j, "disk_usage", in.disk_usage);
 	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
-	json_bool(j, "host_cache", S.cache_fd < 0);   /* no limit in force */
-	if (S.cache_fd >= 0) {
+	json_bool(j, "host_cache", !S.cache_limited);   /* no limit in force */
+	if (S.cache_limited) {
 		json_u64(j, "cache_limit", S.cache_limit);
 		json_u64(j, "cache_bytes", hcache_bytes(&S.cache));
 	}
@@ -629,17 +604,21 @@ static void status_fields(struct json_out *j)
 	}
 }
 
-/* After the handle was switched: the host cache descriptor follows the
- * file the image's name now names. */
+/* Before the handle is switched (io_lock held for writing): the data
+ * pages of the file the image's name names now go, as the count forgets
+ * them after the switch (switched). */
+static void switching(void)
+{
+	if (S.cache_limited && S.img)
+		(void)img_cache_advise(S.img, 0, UINT64_MAX, IMG_ADVISE_DONTNEED);
+}
+
+/* After the handle was switched: the count starts again on the file the
+ * image's name now names, uncached. */
 static void switched(void)
 {
-	if (S.cache_fd >= 0) {
-		/* the old file's pages go; the new file starts uncached */
-		(void)posix_fadvise(S.cache_fd, 0, 0, POSIX_FADV_DONTNEED);
-		close(S.cache_fd);
-		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
-		hcache_reset(&S.cache);   /* cache_fd -1: no limit from now on */
-	}
+	if (S.cache_limited)
+		hcache_reset(&S.cache);
 }
 
 /* The filesystem mounted from our loop device, frozen (FIFREEZE): its
@@ -704,6 +683,7 @@ static int do_snapshot(const char *name, char *snap, size_t snaplen, char *err, 
 	if ((r = fs_freeze(&fd, err, errlen)))
 		return r;
 	pthread_rwlock_wrlock(&S.io_lock);
+	switching();
 	r = img_snapshot_live(&S.img, name, 0, snap, snaplen);
 	if (r)
 		snprintf(err, errlen, "%s%s", img_last_error(),
@@ -732,6 +712,7 @@ static int do_merge(const char *named, char *ref, size_t reflen, char *err, size
 		snprintf(err, errlen, "%.900s: has no backing image to merge into", S.image);
 		return -EINVAL;
 	}
+	switching();
 	r = img_merge_live_into(&S.img, named, 0, progress_stop, NULL);
 	if (r)
 		snprintf(err, errlen, "%s%s", img_last_error(),
@@ -1142,8 +1123,7 @@ static int run(int argc, char **argv)
 			goto out;
 		}
 		cache_inited = 1;
-		/* -1 (cannot advise): no limit */
-		S.cache_fd = open(S.image, O_RDONLY | O_CLOEXEC);
+		S.cache_limited = 1;
 	}
 	online_state_reload(&st);
 	if (st.loop[0] || st.mountpoint[0]) {
@@ -1288,8 +1268,6 @@ out:
 		if (close_image(file, S.img) < 0)
 			ret = EXIT_ERROR;
 	}
-	if (S.cache_fd >= 0)
-		close(S.cache_fd);
 	if (cache_inited)
 		hcache_free(&S.cache);
 	if (state_written) {
