@@ -13,6 +13,9 @@
  *    virtual size, known types) and agrees with img_pread: unallocated and
  *    zero extents read as zeros, data extents read the host bytes at
  *    host_offset (zeros past the end of the file);
+ *  - img_read_bulk reads what img_pread reads (where every chunk read),
+ *    and img_next_run's runs cover the disk, alternate in type and are
+ *    zeros where they say IMG_RUN_ZERO (issue 17);
  *  - a read-write open (log replay, leak reclaim) shows the same virtual
  *    contents as the read-only open; a small write there changes only its own
  *    range, also after close and a read-only reopen;
@@ -198,6 +201,41 @@ static void read_view(struct img *img, struct view *v, uint64_t vsize,
 		v->sample_ok[s] = 1;
 		if (exp && !expected(m, file, flen, off, exp, n) && memcmp(exp, v->sample[s], n))
 			FUZZ_BUG("virtual sector at %llu disagrees with img_map", (unsigned long long)off);
+	}
+	/* The bulk read and the runs agree with img_pread. */
+	{
+		uint8_t *bulk = malloc(v->len ? v->len : 1);
+		int all = 1;
+		uint64_t off = 0;
+		unsigned last = 99;
+		if (!bulk)
+			FUZZ_BUG("out of memory");
+		for (unsigned c = 0; c < NCHUNKS && (uint64_t)c * CHUNK < v->len; c++)
+			all &= v->ok[c];
+		ssize_t r = img_read_bulk(img, bulk, v->len, 0, IMG_READ_DIRECT);
+		if (all && r != (ssize_t)v->len)
+			FUZZ_BUG("img_read_bulk(0, %llu) returned %zd where img_pread read",
+				 (unsigned long long)v->len, r);
+		if (r >= 0 && (r != (ssize_t)v->len || (all && memcmp(bulk, v->buf, v->len))))
+			FUZZ_BUG("img_read_bulk differs from img_pread");
+		free(bulk);
+		for (unsigned k = 0; k < MAP_STEPS && off < v->len; k++) {
+			struct img_run run;
+			if (img_next_run(img, off, 0, &run))
+				break;
+			if (run.offset != off || !run.length || run.length > vsize - off ||
+			    run.type > IMG_RUN_ZERO || run.type == last)
+				FUZZ_BUG("img_next_run(%llu): %llu bytes of type %u",
+					 (unsigned long long)off, (unsigned long long)run.length,
+					 run.type);
+			for (uint64_t i = off; run.type == IMG_RUN_ZERO && i < v->len &&
+			     i < off + run.length; i++)
+				if (v->ok[i / CHUNK] && v->buf[i])
+					FUZZ_BUG("virtual byte %llu is not zero in an IMG_RUN_ZERO run",
+						 (unsigned long long)i);
+			last = run.type;
+			off += run.length;
+		}
 	}
 	/* Odd sizes and offsets, and reads that must fail. */
 	{
