@@ -487,6 +487,15 @@ static void t_table(void)
 	f->ops->close(f);
 }
 
+/* The temporary directory goes on every exit (T_FAIL included). */
+static void cleanup(void)
+{
+	char cmd[4200];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd))
+		fprintf(stderr, "%s: not removed\n", dir);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -494,6 +503,7 @@ int main(void)
 	snprintf(dir, sizeof(dir), "%s/libimg-bulk.XXXXXX", tmp && *tmp ? tmp : "/var/tmp");
 	if (!mkdtemp(dir))
 		T_FAIL("mkdtemp %s", dir);
+	atexit(cleanup);
 	make_chain();
 	printf("chain, posix\n");
 	t_chain(0);
@@ -505,12 +515,6 @@ int main(void)
 	t_cache_advise();
 	printf("I/O table\n");
 	t_table();
-	{
-		char cmd[4200];
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-		if (system(cmd))
-			return 1;
-	}
 	printf("SUMMARY: bulk reads, runs, cache advice and the I/O table's advise and read_direct\n");
 	return 0;
 }
