@@ -7,7 +7,8 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/control.h"
+#include "online/mount.h"
 
 enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM, OPT_COMPRESS };
 

@@ -28,7 +28,8 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/control.h"
+#include "online/loop.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */

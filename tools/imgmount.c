@@ -8,7 +8,8 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/daemon.h"
+#include "online/mount.h"
 
 enum { OPT_ALLOW_SUID_DEV = 256 };
 

@@ -53,7 +53,7 @@
 
 #include "common.h"
 #include "common_cache.h"
-#include "common_online.h"
+#include "online/control.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01

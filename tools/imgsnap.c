@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/control.h"
 
 enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH, OPT_INTO, OPT_CLEAR };
 

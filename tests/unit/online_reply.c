@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../../tools/common.h"
-#include "../../tools/common_online.h"
+#include "../../tools/online/control.h"
 #include "../helpers/tassert.h"
 
 static void bad(const char *text)
