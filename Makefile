@@ -184,7 +184,7 @@ $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
 
 # Unit test of the control protocol (tools/online/control.c) links it.
-TOOL_USES_online_reply := $(ONLINE_CLIENT)
+TOOL_USES_online_reply := online/control
 $(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_HELPERS) $(call tool_objs,online_reply) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
@@ -203,7 +203,7 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(STATIC)
 
 # tools_fuzzer: parse_size (tools/common.c) and the control protocol's
 # reply parser (tools/online/control.c); fuzz/build.sh links the same.
-TOOL_USES_tools_fuzzer := $(ONLINE_CLIENT)
+TOOL_USES_tools_fuzzer := online/control
 $(BUILD)/fuzz/tools_fuzzer: $(BUILD)/obj/fuzz/tools_fuzzer.o $(BUILD)/obj/fuzz/replay_main.o $(call tool_objs,tools_fuzzer) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")

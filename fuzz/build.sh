@@ -60,7 +60,7 @@ ar rcs "$lib" "${objs[@]}"
 
 common=()
 if [ -f tools/common.c ]; then
-  for src in tools/common.c tools/online/control.c tools/online/rundir.c; do   # see Makefile
+  for src in tools/common.c tools/online/control.c; do   # see Makefile
     o=$OUT/obj/${src%.c}.o
     common+=("$o")
     if stale "$o" "$src"; then

@@ -3,14 +3,25 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "control.h"
+
+int online_ctl_path(const char *rundir, char *buf, size_t len)
+{
+	struct sockaddr_un sa;
+	int n = snprintf(buf, len, "%s/%s", rundir, CTL_SOCKET);
+
+	return n < 0 || (size_t)n >= len || (size_t)n >= sizeof(sa.sun_path) ? -ENAMETOOLONG : 0;
+}
 
 int online_json_u64(const char *j, const char *key, uint64_t *out)
 {
@@ -47,16 +58,15 @@ int online_request_timeout(const struct online_state *st, const char *cmd, char 
 			   size_t len, int timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t off = 0, cl = strlen(cmd);
+	size_t off = 0, cl = strlen(cmd), ok_len = strlen(CTL_OK), err_len = strlen(CTL_ERROR);
 	int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
 	char path[PATH_MAX];
 	int fd = -1, r = 0;
 	ssize_t n;
 
 	reply[0] = 0;
-	if (online_path(st->rundir, "ctl", path, sizeof(path)) < 0 ||
-	    strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(reply, len, "control socket path too long: %s/ctl", st->rundir);
+	if (online_ctl_path(st->rundir, path, sizeof(path)) < 0) {
+		snprintf(reply, len, "control socket path too long: %s/%s", st->rundir, CTL_SOCKET);
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, path);
@@ -104,11 +114,12 @@ int online_request_timeout(const struct online_state *st, const char *cmd, char 
 	reply[off] = 0;
 	if (off && reply[off - 1] == '\n')
 		reply[--off] = 0;
-	if (!strncmp(reply, "ok", 2) && (reply[2] == 0 || reply[2] == ' ')) {
-		memmove(reply, reply + (reply[2] ? 3 : 2), strlen(reply + (reply[2] ? 3 : 2)) + 1);
-	} else if (!strncmp(reply, "error ", 6)) {
+	if (!strncmp(reply, CTL_OK, ok_len) && (reply[ok_len] == 0 || reply[ok_len] == ' ')) {
+		size_t skip = ok_len + (reply[ok_len] ? 1 : 0);
+		memmove(reply, reply + skip, strlen(reply + skip) + 1);
+	} else if (!strncmp(reply, CTL_ERROR, err_len) && reply[err_len] == ' ') {
 		char *end;
-		long e = strtol(reply + 6, &end, 10);
+		long e = strtol(reply + err_len + 1, &end, 10);
 		r = e > 0 && e < 4096 ? (int)-e : -EIO;
 		if (*end == ' ')
 			end++;
@@ -131,13 +142,13 @@ out:
 }
 
 const struct online_command online_commands[] = {
-	{ "status",   "",                     0, 0, 0 },
-	{ "grow",     "SIZE",                 1, 1, ONLINE_CMD_WRITES | ONLINE_CMD_RESIZE },
-	{ "shrink",   "SIZE [discard-data]",  1, 2, ONLINE_CMD_WRITES | ONLINE_CMD_RESIZE },
-	{ "compact",  "[no-zero-detect]",     0, 1, ONLINE_CMD_WRITES },
-	{ "snapshot", "[NAME]",               0, 1, ONLINE_CMD_WRITES },
-	{ "merge",    "[BASE]",               0, 1, ONLINE_CMD_WRITES },
-	{ "stop",     "",                     0, 0, ONLINE_CMD_STOP },
+	{ CTL_STATUS,   "",                           0, 0, 0 },
+	{ CTL_GROW,     "SIZE",                       1, 1, ONLINE_CMD_WRITES | ONLINE_CMD_RESIZE },
+	{ CTL_SHRINK,   "SIZE [" CTL_DISCARD_DATA "]", 1, 2, ONLINE_CMD_WRITES | ONLINE_CMD_RESIZE },
+	{ CTL_COMPACT,  "[" CTL_NO_ZERO_DETECT "]",    0, 1, ONLINE_CMD_WRITES },
+	{ CTL_SNAPSHOT, "[NAME]",                     0, 1, ONLINE_CMD_WRITES },
+	{ CTL_MERGE,    "[BASE]",                     0, 1, ONLINE_CMD_WRITES },
+	{ CTL_STOP,     "",                           0, 0, ONLINE_CMD_STOP },
 	{ NULL, NULL, 0, 0, 0 }
 };
 
@@ -149,6 +160,121 @@ const struct online_command *online_command_find(const char *name)
 		if (!strcmp(c->name, name))
 			return c;
 	return NULL;
+}
+
+/* ---- the server side ------------------------------------------------------ */
+
+int online_ctl_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, r;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		errmsg("%s: control socket path too long (set LIBIMG_RUNDIR to a shorter "
+		       "directory)", path);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	unlink(path);    /* a dead daemon's; we hold the image's lock */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
+		r = -errno;
+		errmsg_err(path, r, "%s: cannot listen: %s", path, strerror(-r));
+		if (fd >= 0)
+			close(fd);
+		return r;
+	}
+	return fd;
+}
+
+void online_ctl_read(int c, char *line, size_t len)
+{
+	struct timeval tv = { .tv_sec = CTL_READ_TIMEOUT_S };
+	size_t off = 0;
+	ssize_t n;
+	char *nl;
+
+	setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	while (off < len - 1 && (n = read(c, line + off, len - 1 - off)) > 0) {
+		off += (size_t)n;
+		if (memchr(line, '\n', off))
+			break;
+	}
+	line[off] = 0;
+	if ((nl = strchr(line, '\n')))
+		*nl = 0;
+	if ((nl = strchr(line, '\r')))
+		*nl = 0;
+}
+
+void online_ctl_write(int c, const char *reply)
+{
+	size_t rl = strlen(reply);
+
+	if (rl && reply[rl - 1] != '\n') {
+		if (write(c, reply, rl) < 0 || write(c, "\n", 1) < 0) {
+			/* the client went away */
+		}
+	} else if (write(c, reply, rl) < 0) {
+		/* the client went away */
+	}
+}
+
+int online_ok_begin(struct online_ok *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->f = open_memstream(&r->text, &r->len);
+	if (!r->f)
+		return -ENOMEM;
+	fputs(CTL_OK " ", r->f);
+	json_start(&r->j, r->f);
+	json_object_begin(&r->j, NULL);
+	return 0;
+}
+
+/* The protocol is one line: the pretty-printed object loses its line
+ * breaks and indentation (strings hold no raw newlines: they are escaped). */
+char *online_ok_end(struct online_ok *r)
+{
+	char *in, *out;
+
+	json_object_end(&r->j);
+	json_finish(&r->j);
+	fclose(r->f);
+	for (in = out = r->text; *in; in++) {
+		if (*in == '\n') {
+			while (in[1] == ' ')
+				in++;
+			continue;
+		}
+		*out++ = *in;
+	}
+	*out++ = '\n';
+	*out = 0;
+	return r->text;
+}
+
+char *online_ok_empty(void)
+{
+	return strdup(CTL_OK " {}\n");
+}
+
+char *online_error_reply(int err, const char *fmt, ...)
+{
+	char *msg = NULL, *line = NULL;
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&msg, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return NULL;
+	if (asprintf(&line, "%s %d %s", CTL_ERROR, err, msg) < 0)
+		line = NULL;
+	free(msg);
+	return line;
 }
 
 /* ---- replies: one flat JSON object --------------------------------------- */

@@ -55,13 +55,13 @@ static int is_mounted(const char *path);
  * directory itself (which stays while another attach's file is there). */
 static void remove_rundir(const struct online_state *st)
 {
-	/* Under the run directory's lock (common_online.h), and only when
+	/* Under the run directory's lock (rundir.h), and only when
 	 * the records are still ours: an attach of the same image that
 	 * waited for this teardown (--wait) may have started its daemon, which
 	 * records itself under the same keys (a rerun of imgmount --wait
 	 * racing imgumount left that daemon running with no record, its
 	 * export mounted, 1 run in 6).  pid last: what says "recorded". */
-	static const char *const keys[] = { "ctl", "disk", "log", "image", "loop",
+	static const char *const keys[] = { CTL_SOCKET, "disk", "log", "image", "loop",
 					    "mountpoint", "export", "pid" };
 	char dir[PATH_MAX];
 	const char *slash = strrchr(st->export_path, '/');
@@ -376,7 +376,7 @@ int online_teardown(struct online_state *st)
 		st->loop[0] = 0;
 	}
 	if (st->alive) {
-		r = online_request(st, "stop", reply, sizeof(reply));
+		r = online_request(st, CTL_STOP, reply, sizeof(reply));
 		if (r < 0 && r != -ECONNREFUSED && r != -ENOENT) {
 			errmsg("%s: %s", st->image, reply);
 			return r;
@@ -436,9 +436,9 @@ int online_teardown_report(struct online_state *st, const char *done)
 int online_virtual_size(const char *file, const struct online_state *st, uint64_t *size)
 {
 	char reply[4096];
-	int r = online_request(st, "status", reply, sizeof(reply));
+	int r = online_request(st, CTL_STATUS, reply, sizeof(reply));
 
-	if (r == 0 && online_json_u64(reply, "virtual_size", size) < 0) {
+	if (r == 0 && online_json_u64(reply, CTL_KEY_VIRTUAL_SIZE, size) < 0) {
 		snprintf(reply, sizeof(reply), "the daemon's status has no virtual_size");
 		r = -EPROTO;
 	}
@@ -456,8 +456,8 @@ int online_set_size(const char *file, const struct online_state *st, uint64_t si
 
 	if (r < 0)
 		return r;
-	snprintf(cmd, sizeof(cmd), "%s %llu%s", size >= cur ? "grow" : "shrink",
-		 (unsigned long long)size, discard_data ? " discard-data" : "");
+	snprintf(cmd, sizeof(cmd), "%s %llu%s", size >= cur ? CTL_GROW : CTL_SHRINK,
+		 (unsigned long long)size, discard_data ? " " CTL_DISCARD_DATA : "");
 	r = online_request(st, cmd, reply, sizeof(reply));
 	if (r < 0) {
 		errmsg("%s: %s", file, reply);
