@@ -155,7 +155,7 @@ static int run(int argc, char **argv)
 			goto fail;
 		}
 	}
-	r = online_state_set(st.rundir, "mountpoint", mpc);
+	r = online_state_set(st.rundir, RUNDIR_MOUNTPOINT, mpc);
 	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", mpc);
 	if (r < 0) {
 		errmsg_err(st.rundir, r, "%s: cannot record the mount point: %s",

@@ -1001,7 +1001,7 @@ static void detach_stdio(const char *rundir)
 		close(fd);
 	}
 	/* later messages (a failed flush at shutdown) go to RUNDIR/log */
-	if (online_path(rundir, "log", log, sizeof(log)) == 0 &&
+	if (online_path(rundir, RUNDIR_LOG, log, sizeof(log)) == 0 &&
 	    (fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
 		dup2(fd, 2);
 		close(fd);
@@ -1198,9 +1198,9 @@ static int record_state(struct session *ss)
 	lk = online_state_lock(S.rundir);
 	if (lk < 0)
 		r = lk;
-	else if ((r = online_state_set(S.rundir, "image", S.image)) >= 0 &&
-		 (r = online_state_set(S.rundir, "export", S.export_path)) >= 0)
-		r = online_state_set(S.rundir, "pid", pidbuf);
+	else if ((r = online_state_set(S.rundir, RUNDIR_IMAGE, S.image)) >= 0 &&
+		 (r = online_state_set(S.rundir, RUNDIR_EXPORT, S.export_path)) >= 0)
+		r = online_state_set(S.rundir, RUNDIR_PID, pidbuf);
 	online_state_unlock(lk);
 	if (r < 0) {
 		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
@@ -1350,11 +1350,11 @@ static int serve_end(const char *file, struct session *ss, int ret)
 		/* only records that are still ours (rundir.h) */
 		int lk = online_state_lock(S.rundir);
 		if (lk >= 0 && online_state_pid(S.rundir) == getpid()) {
-			online_state_set(S.rundir, "export", NULL);
-			online_state_set(S.rundir, "image", NULL);
+			online_state_set(S.rundir, RUNDIR_EXPORT, NULL);
+			online_state_set(S.rundir, RUNDIR_IMAGE, NULL);
 			if (ret == EXIT_OK)
-				online_state_set(S.rundir, "log", NULL);
-			online_state_set(S.rundir, "pid", NULL);
+				online_state_set(S.rundir, RUNDIR_LOG, NULL);
+			online_state_set(S.rundir, RUNDIR_PID, NULL);
 			rmdir(S.rundir);   /* fails while imgattach's files are there */
 		}
 		online_state_unlock(lk);

@@ -61,8 +61,9 @@ static void remove_rundir(const struct online_state *st)
 	 * records itself under the same keys (a rerun of imgmount --wait
 	 * racing imgumount left that daemon running with no record, its
 	 * export mounted, 1 run in 6).  pid last: what says "recorded". */
-	static const char *const keys[] = { CTL_SOCKET, "disk", "log", "image", "loop",
-					    "mountpoint", "export", "pid" };
+	static const char *const keys[] = { CTL_SOCKET, RUNDIR_DISK, RUNDIR_LOG,
+					    RUNDIR_IMAGE, RUNDIR_LOOP, RUNDIR_MOUNTPOINT,
+					    RUNDIR_EXPORT, RUNDIR_PID };
 	char dir[PATH_MAX];
 	const char *slash = strrchr(st->export_path, '/');
 	int lk = online_state_lock(st->rundir);
@@ -73,7 +74,7 @@ static void remove_rundir(const struct online_state *st)
 		return;   /* gone already */
 	/* our export, when it is a file of this run directory (its name is
 	 * unique to our attach: ours to remove whoever else recorded since) */
-	if (slash && !strncmp(slash + 1, "disk.", 5) && realpath(st->rundir, dir) &&
+	if (slash && !strncmp(slash + 1, RUNDIR_DISK ".", strlen(RUNDIR_DISK) + 1) && realpath(st->rundir, dir) &&
 	    (size_t)(slash - st->export_path) == strlen(dir) &&
 	    !strncmp(st->export_path, dir, strlen(dir)) && !is_mounted(st->export_path))
 		unlink(st->export_path);
@@ -119,7 +120,7 @@ static int make_export_file(struct online_state *st, char *disk, size_t len)
 			errmsg_err(st->rundir, r, "%s: %s", st->rundir, strerror(-r));
 			return r;
 		}
-		if (online_path(dir, "disk.XXXXXX", disk, len) < 0) {
+		if (online_path(dir, RUNDIR_DISK_NEW, disk, len) < 0) {
 			errmsg("%s: run directory path too long", dir);
 			return -ENAMETOOLONG;
 		}
@@ -173,34 +174,52 @@ static void relay_daemon_stderr(int efd, char *why, size_t len)
 	why[have] = 0;
 }
 
-int online_attach(const char *file, unsigned flags, struct online_state *st)
+/* The child of start_daemon: runs imgserve --daemon on disk. */
+static void __attribute__((noreturn)) exec_daemon(const char *serve, unsigned flags,
+						  const struct online_state *st,
+						  const char *disk, int efd)
 {
-	char serve[PATH_MAX], disk[PATH_MAX], why[1024];
+	if (efd >= 0)
+		dup2(efd, STDERR_FILENO);
+	/* The daemon loads the allowed backing directories itself (same
+	 * environment); --allow-backing-path is passed on. */
+	const char *av[10];
+	char w[64];
+	int n = 0;
+
+	av[n++] = "imgserve";
+	av[n++] = "--daemon";
+	av[n++] = "--quiet";
+	if (flags & ONLINE_READ_ONLY)
+		av[n++] = "--read-only";
+	if (backing_any)
+		av[n++] = "--allow-backing-path";
+	if (wait_ms >= 0) {   /* the daemon waits for the image's lock */
+		if (wait_ms == WAIT_FOREVER)
+			snprintf(w, sizeof(w), "--wait");
+		else
+			snprintf(w, sizeof(w), "--wait=%lld.%03lld",
+				 (long long)(wait_ms / 1000), (long long)(wait_ms % 1000));
+		av[n++] = w;
+	}
+	av[n++] = st->image;
+	av[n++] = disk;
+	av[n] = NULL;
+	execvp(serve, (char *const *)av);
+	errmsg_err(NULL, -errno, "cannot run %s: %s", serve, strerror(errno));
+	_exit(127);
+}
+
+/* Starts imgserve --daemon on the export file disk and waits until it
+ * says it is ready.  0, or -errno (message printed: the daemon's own);
+ * on failure disk and, when empty, the run directory are removed. */
+static int start_daemon(const char *file, unsigned flags, struct online_state *st,
+			const char *disk)
+{
+	char serve[PATH_MAX], why[1024];
 	pid_t pid;
 	int r, efd;
 
-	/* --wait: for another daemon serving it to stop, too; and for a
-	 * daemon gone whose state is still recorded, 2 s at most: an
-	 * imgumount between stopping it and removing its run directory (a
-	 * state left longer is stale, refused below) */
-	for (int64_t start = 0, waited, gone_naps = 0;;) {
-		if ((r = online_state_load(file, st)) < 0)
-			return r;
-		if (!online_state_recorded(st) || (!st->alive && ++gone_naps > 40) ||
-		    !lock_wait_again(&start, &waited))
-			break;
-	}
-	if ((r = online_refuse_if_used(file, st)) < 0)
-		return r;
-	r = img_probe(st->image);
-	if (r <= 0) {
-		r = r == 0 ? -EMEDIUMTYPE : r;
-		errmsg_err(file, r, "%s: %s", file, r == -EMEDIUMTYPE ? "not a libimg image" :
-			   strerror(-r));
-		return r;
-	}
-	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
-		return r;
 	imgserve_path(serve, sizeof(serve));
 	/* the daemon's messages until it is ready (then it writes to
 	 * RUNDIR/log): relayed to our stderr, the last one into our error */
@@ -217,37 +236,8 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 			close(efd);
 		return r;
 	}
-	if (pid == 0) {
-		if (efd >= 0)
-			dup2(efd, STDERR_FILENO);
-		/* The daemon loads the allowed backing directories itself (same
-		 * environment); --allow-backing-path is passed on. */
-		const char *av[10];
-		char w[64];
-		int n = 0;
-
-		av[n++] = "imgserve";
-		av[n++] = "--daemon";
-		av[n++] = "--quiet";
-		if (flags & ONLINE_READ_ONLY)
-			av[n++] = "--read-only";
-		if (backing_any)
-			av[n++] = "--allow-backing-path";
-		if (wait_ms >= 0) {   /* the daemon waits for the image's lock */
-			if (wait_ms == WAIT_FOREVER)
-				snprintf(w, sizeof(w), "--wait");
-			else
-				snprintf(w, sizeof(w), "--wait=%lld.%03lld",
-					 (long long)(wait_ms / 1000), (long long)(wait_ms % 1000));
-			av[n++] = w;
-		}
-		av[n++] = st->image;
-		av[n++] = disk;
-		av[n] = NULL;
-		execvp(serve, (char *const *)av);
-		errmsg_err(NULL, -errno, "cannot run %s: %s", serve, strerror(errno));
-		_exit(127);
-	}
+	if (pid == 0)
+		exec_daemon(serve, flags, st, disk, efd);
 	/* imgserve --daemon returns 0 only once its daemon said it is ready
 	 * (else it has failed and said why on our stderr; EXIT_BUSY: the
 	 * image is locked by another process). */
@@ -271,6 +261,38 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 			   why[0] ? why : "the daemon (imgserve) failed");
 		return r;
 	}
+	return 0;
+}
+
+int online_attach(const char *file, unsigned flags, struct online_state *st)
+{
+	char disk[PATH_MAX];
+	int r;
+
+	/* --wait: for another daemon serving it to stop, too; and for a
+	 * daemon gone whose state is still recorded, 2 s at most: an
+	 * imgumount between stopping it and removing its run directory (a
+	 * state left longer is stale, refused below) */
+	for (int64_t start = 0, waited, gone_naps = 0;;) {
+		if ((r = online_state_load(file, st)) < 0)
+			return r;
+		if (!online_state_recorded(st) || (!st->alive && ++gone_naps > 40) ||
+		    !lock_wait_again(&start, &waited))
+			break;
+	}
+	if ((r = online_refuse_if_used(file, st)) < 0)
+		return r;
+	r = img_probe(st->image);
+	if (r <= 0) {
+		r = r == 0 ? -EMEDIUMTYPE : r;
+		errmsg_err(file, r, "%s: %s", file, r == -EMEDIUMTYPE ? "not a libimg image" :
+			   strerror(-r));
+		return r;
+	}
+	if ((r = make_export_file(st, disk, sizeof(disk))) < 0)
+		return r;
+	if ((r = start_daemon(file, flags, st, disk)) < 0)
+		return r;
 	/* Ours is the daemon that recorded our export file, whatever else the
 	 * run directory holds: never adopt another daemon's export. */
 	online_state_reload(st);
@@ -290,7 +312,7 @@ int online_attach(const char *file, unsigned flags, struct online_state *st)
 		st->loop[0] = 0;
 		goto fail;
 	}
-	r = online_state_set(st->rundir, "loop", st->loop);
+	r = online_state_set(st->rundir, RUNDIR_LOOP, st->loop);
 	if (r < 0) {
 		errmsg_err(st->rundir, r, "%s: cannot record the loop device: %s",
 			   st->rundir, strerror(-r));
@@ -365,14 +387,14 @@ int online_teardown(struct online_state *st)
 				   st->mountpoint, strerror(-r));
 			return r;
 		}
-		online_state_set(st->rundir, "mountpoint", NULL);
+		online_state_set(st->rundir, RUNDIR_MOUNTPOINT, NULL);
 		st->mountpoint[0] = 0;
 	}
 	if (st->loop[0]) {
 		r = loop_detach(st->loop, st->export_path[0] ? st->export_path : NULL);
 		if (r < 0 && r != -ENXIO)
 			return r;
-		online_state_set(st->rundir, "loop", NULL);
+		online_state_set(st->rundir, RUNDIR_LOOP, NULL);
 		st->loop[0] = 0;
 	}
 	if (st->alive) {

@@ -176,7 +176,7 @@ pid_t online_state_pid(const char *rundir)
 {
 	char buf[32];
 
-	read_key(rundir, "pid", buf, sizeof(buf));
+	read_key(rundir, RUNDIR_PID, buf, sizeof(buf));
 	return (pid_t)strtol(buf, NULL, 10);
 }
 
@@ -184,12 +184,12 @@ void online_state_reload(struct online_state *st)
 {
 	char buf[32];
 
-	read_key(st->rundir, "pid", buf, sizeof(buf));
+	read_key(st->rundir, RUNDIR_PID, buf, sizeof(buf));
 	st->pid = (pid_t)strtol(buf, NULL, 10);
 	st->alive = pid_is_imgserve(st->pid);
-	read_key(st->rundir, "export", st->export_path, sizeof(st->export_path));
-	read_key(st->rundir, "loop", st->loop, sizeof(st->loop));
-	read_key(st->rundir, "mountpoint", st->mountpoint, sizeof(st->mountpoint));
+	read_key(st->rundir, RUNDIR_EXPORT, st->export_path, sizeof(st->export_path));
+	read_key(st->rundir, RUNDIR_LOOP, st->loop, sizeof(st->loop));
+	read_key(st->rundir, RUNDIR_MOUNTPOINT, st->mountpoint, sizeof(st->mountpoint));
 }
 
 int online_state_recorded(const struct online_state *st)
@@ -235,7 +235,7 @@ int online_state_find(const char *dev, const char *dir, struct online_state *st)
 			continue;
 		memset(st, 0, sizeof(*st));
 		snprintf(st->rundir, sizeof(st->rundir), "%s/%s", base, de->d_name);
-		read_key(st->rundir, "image", st->image, sizeof(st->image));
+		read_key(st->rundir, RUNDIR_IMAGE, st->image, sizeof(st->image));
 		online_state_reload(st);
 		if (dev && st->loop[0] && !strcmp(st->loop, dev))
 			found = 1;
@@ -296,7 +296,7 @@ int online_state_list(struct online_state **out, size_t *n)
 			free(v);
 			return -EACCES;   /* mode 0700: root's */
 		}
-		read_key(st.rundir, "image", st.image, sizeof(st.image));
+		read_key(st.rundir, RUNDIR_IMAGE, st.image, sizeof(st.image));
 		online_state_reload(&st);
 		if (!online_state_recorded(&st))
 			continue;

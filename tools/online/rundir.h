@@ -29,6 +29,16 @@
 
 #define ONLINE_RUNDIR_DEFAULT "/run/libimg"
 
+/* The records (above); the control socket's name is control.h's. */
+#define RUNDIR_IMAGE      "image"
+#define RUNDIR_PID        "pid"
+#define RUNDIR_EXPORT     "export"
+#define RUNDIR_DISK       "disk"        /* an older version's export file */
+#define RUNDIR_DISK_NEW   "disk.XXXXXX" /* an attach's export file (mkostemp) */
+#define RUNDIR_LOOP       "loop"
+#define RUNDIR_MOUNTPOINT "mountpoint"
+#define RUNDIR_LOG        "log"         /* the daemon's messages once it is ready */
+
 struct online_state {
 	char rundir[PATH_MAX];
 	char image[PATH_MAX];       /* canonical image path */
