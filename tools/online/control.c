@@ -54,11 +54,45 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The reply line in reply (len bytes), the answer to cmd: "ok" leaves its
+ * JSON object there and returns 0, "error ERRNO message" its message
+ * (escaped for the terminal) and -ERRNO; anything else is -EPROTO. */
+static int reply_line(char *reply, size_t len, const char *cmd)
+{
+	size_t off = strlen(reply), ok_len = strlen(CTL_OK), err_len = strlen(CTL_ERROR);
+	int r = 0;
+
+	if (off && reply[off - 1] == '\n')
+		reply[--off] = 0;
+	if (!strncmp(reply, CTL_OK, ok_len) && (reply[ok_len] == 0 || reply[ok_len] == ' ')) {
+		size_t skip = ok_len + (reply[ok_len] ? 1 : 0);
+		memmove(reply, reply + skip, strlen(reply + skip) + 1);
+	} else if (!strncmp(reply, CTL_ERROR, err_len) && reply[err_len] == ' ') {
+		char *end;
+		long e = strtol(reply + err_len + 1, &end, 10);
+		r = e > 0 && e < 4096 ? (int)-e : -EIO;
+		if (*end == ' ')
+			end++;
+		memmove(reply, end, strlen(end) + 1);
+		/* the daemon's message may quote a backing reference: escaped
+		 * for the terminal (text_escape) */
+		char *m = strdup(reply);
+		if (m) {
+			text_escape(m, reply, len);
+			free(m);
+		}
+	} else {
+		r = -EPROTO;
+		snprintf(reply, len, "the daemon gave no answer to '%s'", cmd);
+	}
+	return r;
+}
+
 int online_request_timeout(const struct online_state *st, const char *cmd, char *reply,
 			   size_t len, int timeout_ms)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	size_t off = 0, cl = strlen(cmd), ok_len = strlen(CTL_OK), err_len = strlen(CTL_ERROR);
+	size_t off = 0, cl = strlen(cmd);
 	int64_t deadline = timeout_ms >= 0 ? now_ms() + timeout_ms : 0;
 	char path[PATH_MAX];
 	int fd = -1, r = 0;
@@ -112,29 +146,7 @@ int online_request_timeout(const struct online_state *st, const char *cmd, char 
 			break;
 	}
 	reply[off] = 0;
-	if (off && reply[off - 1] == '\n')
-		reply[--off] = 0;
-	if (!strncmp(reply, CTL_OK, ok_len) && (reply[ok_len] == 0 || reply[ok_len] == ' ')) {
-		size_t skip = ok_len + (reply[ok_len] ? 1 : 0);
-		memmove(reply, reply + skip, strlen(reply + skip) + 1);
-	} else if (!strncmp(reply, CTL_ERROR, err_len) && reply[err_len] == ' ') {
-		char *end;
-		long e = strtol(reply + err_len + 1, &end, 10);
-		r = e > 0 && e < 4096 ? (int)-e : -EIO;
-		if (*end == ' ')
-			end++;
-		memmove(reply, end, strlen(end) + 1);
-		/* the daemon's message may quote a backing reference: escaped
-		 * for the terminal (text_escape) */
-		char *m = strdup(reply);
-		if (m) {
-			text_escape(m, reply, len);
-			free(m);
-		}
-	} else {
-		r = -EPROTO;
-		snprintf(reply, len, "the daemon gave no answer to '%s'", cmd);
-	}
+	r = reply_line(reply, len, cmd);
 out:
 	if (fd >= 0)
 		close(fd);

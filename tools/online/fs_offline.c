@@ -324,102 +324,113 @@ static int btrfs_log_root(const char *file, const char *dev, uint64_t *root)
 	return 0;
 }
 
+/* fs_offline_set_identity of an xfs filesystem on the attached s. */
+static int set_identity_xfs(const char *file, struct fs_offline *s, const char *type,
+			    const char *uuid, const char *label)
+{
+	char *av[12], ucmd[64], lcmd[300], out[4096];
+	int n = 0, r;
+
+	/* xfs_db, not xfs_admin: xfs_admin passes the label through
+	 * eval (a shell), xfs_db splits its commands at white space
+	 * (fs_label_valid refuses it) */
+	if (label && (!fs_label_valid(type, label) ||
+		      snprintf(lcmd, sizeof(lcmd), "label %s", label[0] ? label : "--") >=
+		      (int)sizeof(lcmd))) {
+		errmsg("%s: invalid xfs label", file);
+		return -EINVAL;
+	}
+	if (uuid)
+		snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
+	av[n++] = "xfs_db";
+	av[n++] = "-x";
+	av[n++] = "-p";
+	av[n++] = "xfs_admin";
+	if (uuid) {
+		av[n++] = "-c";
+		av[n++] = ucmd;
+	}
+	if (label) {
+		av[n++] = "-c";
+		av[n++] = lcmd;
+	}
+	av[n++] = s->os.loop;
+	av[n] = NULL;
+	/* it exits 0 on a refusal too: the caller reads the result back.
+	 * It refuses a dirty log (a snapshot of a mounted filesystem):
+	 * then, and only then, a mount replays it, in the clone
+	 * (nouuid: the base's UUID may be mounted elsewhere), and
+	 * xfs_db runs again.  The base is untrusted input: its
+	 * filesystem is not given to the kernel when xfs_db can do
+	 * without. */
+	r = run_capture(av, out, sizeof(out));
+	if (r == 0 && strstr(out, "to replay the log")) {
+		r = fs_mount(file, s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
+		if (r == 0)
+			r = fs_umount(s);
+		if (r < 0)
+			return r;
+		r = run_quiet(av);
+	}
+	if (r != 0) {
+		errmsg("%s: xfs_db could not set the xfs filesystem's %s", file,
+		       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
+		r = -EIO;
+	}
+	return r;
+}
+
+/* fs_offline_set_identity of a btrfs filesystem on the attached s. */
+static int set_identity_btrfs(const char *file, struct fs_offline *s, const char *type,
+			      const char *uuid, const char *label)
+{
+	char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s->os.loop, NULL };
+	char *lab[] = { "btrfs", "filesystem", "label", "--", s->os.loop, (char *)label, NULL };
+	uint64_t log = 0;
+	int r;
+
+	/* btrfstune on a filesystem with a log tree (a copy of a mounted
+	 * one after fsync) leaves it unmountable: a mount replays it
+	 * first, in the clone */
+	if ((r = btrfs_log_root(file, s->os.loop, &log)) < 0)
+		return r;
+	if (log) {
+		r = fs_mount(file, s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+		if (r == 0)
+			r = fs_umount(s);
+		if (r == 0)
+			r = btrfs_log_root(file, s->os.loop, &log);
+		if (r < 0)
+			return r;
+		if (log) {
+			errmsg("%s: mounting the btrfs filesystem did not replay its log tree "
+			       "(is one with the same fsid mounted?)", file);
+			return -EBUSY;
+		}
+	}
+	if (uuid && run_quiet(tune) != 0) {
+		errmsg("%s: btrfstune -M could not set the btrfs filesystem's UUID", file);
+		r = -EIO;
+	}
+	if (!r && label && run_quiet(lab) != 0) {
+		errmsg("%s: btrfs filesystem label could not set the label", file);
+		r = -EIO;
+	}
+	return r;
+}
+
 int fs_offline_set_identity(const char *file, const char *type, const char *uuid,
 			    const char *label)
 {
 	struct fs_offline s;
-	int r = 0;
+	int r;
 
 	if (strcmp(type, "xfs") && strcmp(type, "btrfs"))
 		return -EOPNOTSUPP;
 	if (fs_attach(file, 0, &s) < 0)
 		return -EIO;
-	if (!strcmp(type, "xfs")) {
-		char *av[12], ucmd[64], lcmd[300], out[4096];
-		int n = 0;
-
-		/* xfs_db, not xfs_admin: xfs_admin passes the label through
-		 * eval (a shell), xfs_db splits its commands at white space
-		 * (fs_label_valid refuses it) */
-		if (label && (!fs_label_valid(type, label) ||
-			      snprintf(lcmd, sizeof(lcmd), "label %s", label[0] ? label : "--") >=
-			      (int)sizeof(lcmd))) {
-			errmsg("%s: invalid xfs label", file);
-			r = -EINVAL;
-			goto out;
-		}
-		if (uuid)
-			snprintf(ucmd, sizeof(ucmd), "uuid %s", uuid);
-		av[n++] = "xfs_db";
-		av[n++] = "-x";
-		av[n++] = "-p";
-		av[n++] = "xfs_admin";
-		if (uuid) {
-			av[n++] = "-c";
-			av[n++] = ucmd;
-		}
-		if (label) {
-			av[n++] = "-c";
-			av[n++] = lcmd;
-		}
-		av[n++] = s.os.loop;
-		av[n] = NULL;
-		/* it exits 0 on a refusal too: the caller reads the result back.
-		 * It refuses a dirty log (a snapshot of a mounted filesystem):
-		 * then, and only then, a mount replays it, in the clone
-		 * (nouuid: the base's UUID may be mounted elsewhere), and
-		 * xfs_db runs again.  The base is untrusted input: its
-		 * filesystem is not given to the kernel when xfs_db can do
-		 * without. */
-		r = run_capture(av, out, sizeof(out));
-		if (r == 0 && strstr(out, "to replay the log")) {
-			r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, "nouuid");
-			if (r == 0)
-				r = fs_umount(&s);
-			if (r < 0)
-				goto out;
-			r = run_quiet(av);
-		}
-		if (r != 0) {
-			errmsg("%s: xfs_db could not set the xfs filesystem's %s", file,
-			       uuid && label ? "UUID and label" : uuid ? "UUID" : "label");
-			r = -EIO;
-		}
-	} else {
-		char *tune[] = { "btrfstune", "-f", "-M", (char *)uuid, s.os.loop, NULL };
-		char *lab[] = { "btrfs", "filesystem", "label", "--", s.os.loop, (char *)label, NULL };
-		uint64_t log = 0;
-
-		/* btrfstune on a filesystem with a log tree (a copy of a mounted
-		 * one after fsync) leaves it unmountable: a mount replays it
-		 * first, in the clone */
-		if ((r = btrfs_log_root(file, s.os.loop, &log)) < 0)
-			goto out;
-		if (log) {
-			r = fs_mount(file, &s, type, MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-			if (r == 0)
-				r = fs_umount(&s);
-			if (r == 0)
-				r = btrfs_log_root(file, s.os.loop, &log);
-			if (r < 0)
-				goto out;
-			if (log) {
-				errmsg("%s: mounting the btrfs filesystem did not replay its log tree "
-				       "(is one with the same fsid mounted?)", file);
-				r = -EBUSY;
-				goto out;
-			}
-		}
-		if (uuid && run_quiet(tune) != 0) {
-			errmsg("%s: btrfstune -M could not set the btrfs filesystem's UUID", file);
-			r = -EIO;
-		}
-		if (!r && label && run_quiet(lab) != 0) {
-			errmsg("%s: btrfs filesystem label could not set the label", file);
-			r = -EIO;
-		}
-	}
-out:
+	r = !strcmp(type, "xfs") ? set_identity_xfs(file, &s, type, uuid, label) :
+	    set_identity_btrfs(file, &s, type, uuid, label);
 	if (fs_end(&s) < 0 && !r)
 		r = -EIO;
 	return r;
