@@ -66,11 +66,12 @@ TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 TOOL_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_COMMON_SRCS))
 
 # What each tool links of the shared code, besides tools/common.c (which
-# every tool links): a tool not named here links tools/common.c alone.  An
-# object needs the ones after it on its line (online/daemon: online/mount is
-# not among them; online/mount and online/fs_offline need common_fs).
-# tests/cli/build.bats checks the binaries against this table
-# (make tool-links prints it).
+# every tool links): a tool not named here links tools/common.c alone.  On
+# a line an object needs only objects after it: online/fs_offline needs
+# online/daemon, which needs online/loop, online/control, online/rundir;
+# online/mount and online/fs_offline need common_fs; online/control needs
+# tools/common.c alone.  tests/cli/build.bats checks the binaries against
+# this table (make tool-links prints it).
 ONLINE_CLIENT := online/control online/rundir
 ONLINE_DAEMON := online/daemon online/loop $(ONLINE_CLIENT)
 TOOL_USES_compact   := online/mount $(ONLINE_CLIENT) common_fs
