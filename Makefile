@@ -56,12 +56,38 @@ LIB_OBJS  := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS))
 STATIC    := $(BUILD)/lib/libimg.a
 SHARED    := $(BUILD)/lib/libimg.so.$(VERSION)
 
-# tools/common*.c are shared by every tool; each other tools/NAME.c is a
-# program.  A tool needing extra libraries sets LIBS_NAME (see below).
-TOOL_COMMON_SRCS := $(sort $(wildcard tools/common*.c))
+# Each tools/NAME.c but tools/common*.c is a program; the shared code is
+# tools/common*.c and tools/online/*.c (the online tools: run directory,
+# control protocol, loop devices, daemon start, mounted and offline
+# filesystems).  A tool needing extra libraries sets LIBS_NAME (see below).
+TOOL_COMMON_SRCS := $(sort $(wildcard tools/common*.c tools/online/*.c))
 TOOL_SRCS := $(filter-out $(TOOL_COMMON_SRCS),$(sort $(wildcard tools/*.c)))
 TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOL_SRCS))
 TOOL_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_COMMON_SRCS))
+
+# What each tool links of the shared code, besides tools/common.c (which
+# every tool links): a tool not named here links tools/common.c alone.  On
+# a line an object needs only objects after it: online/fs_offline needs
+# online/daemon, which needs online/loop, online/control, online/rundir;
+# online/mount and online/fs_offline need common_fs; online/control needs
+# tools/common.c alone.  tests/cli/build.bats checks the binaries against
+# this table (make tool-links prints it).
+ONLINE_CLIENT := online/control online/rundir
+ONLINE_DAEMON := online/daemon online/loop $(ONLINE_CLIENT)
+TOOL_USES_compact   := online/mount $(ONLINE_CLIENT) common_fs
+TOOL_USES_growimg   := online/fs_offline online/mount $(ONLINE_DAEMON) common_fs
+TOOL_USES_imgattach := $(ONLINE_DAEMON)
+TOOL_USES_imgctl    := online/loop $(ONLINE_CLIENT)
+TOOL_USES_imgdetach := $(ONLINE_DAEMON)
+TOOL_USES_imginfo   := online/rundir common_fs
+TOOL_USES_imgmount  := online/mount $(ONLINE_DAEMON) common_fs
+TOOL_USES_imgserve  := $(ONLINE_CLIENT) common_cache
+TOOL_USES_imgsnap   := $(ONLINE_CLIENT)
+TOOL_USES_imgumount := $(ONLINE_DAEMON)
+TOOL_USES_mkimg     := online/fs_offline $(ONLINE_DAEMON) common_fs
+TOOL_USES_shrinkimg := online/fs_offline online/mount $(ONLINE_DAEMON) common_fs
+# $(call tool_objs,NAME): the objects of the shared code NAME links.
+tool_objs = $(patsubst %,$(BUILD)/obj/tools/%.o,$(TOOL_USES_$(1)) common)
 
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
@@ -98,7 +124,7 @@ PROG_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRCS) $(UNIT_SRCS) \
                $(CRASH_SRCS) $(FUZZ_SRCS) $(BENCH_SRCS))
 .SECONDARY: $(PROG_OBJS)
 
-.PHONY: asan-build tsan-build clang-build
+.PHONY: asan-build tsan-build clang-build tool-links
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
         fuzz fuzz-run fuzz-corpus bench demo clean deps tsan
 
@@ -142,21 +168,28 @@ $(BUILD)/lib/libimg.pc: libimg/libimg.pc.in libimg/include/libimg.h
 	$(Q)sed -e 's|@prefix@|$(prefix)|' -e 's|@libdir@|$(libdir)|' \
 		-e 's|@includedir@|$(includedir)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(TOOL_COMMON) $(STATIC)
+# A tool links its own object, the shared objects tool_objs names, the library.
+$(foreach t,$(notdir $(TOOLS)),$(eval $(BUILD)/bin/$(t): $(call tool_objs,$(t))))
+$(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TOOL_COMMON) $(STATIC) $(LIBS_$*) $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(call tool_objs,$*) $(STATIC) $(LIBS_$*) $(LIBS)
+
+# The table above, one line per tool: "NAME: OBJECT...".
+tool-links:
+	@$(foreach t,$(notdir $(TOOLS)),echo "$(t): $(TOOL_USES_$(t)) common";)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(STATIC) $(LIBS)
 
-# Unit tests of the tools' shared code link it (tools/common*.c).
-$(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC)
+# Unit test of the control protocol (tools/online/control.c) links it.
+TOOL_USES_online_reply := online/control
+$(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_HELPERS) $(call tool_objs,online_reply) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(TOOL_COMMON) $(STATIC) $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(call tool_objs,online_reply) $(STATIC) $(LIBS)
 
 $(BUILD)/tests/crash/%: $(BUILD)/obj/tests/crash/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -169,10 +202,13 @@ $(BUILD)/fuzz/%: $(BUILD)/obj/fuzz/%.o $(BUILD)/obj/fuzz/replay_main.o $(STATIC)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(STATIC) $(LIBS)
 
-$(BUILD)/fuzz/tools_fuzzer: $(BUILD)/obj/fuzz/tools_fuzzer.o $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC)
+# tools_fuzzer: parse_size (tools/common.c) and the control protocol's
+# reply parser (tools/online/control.c); fuzz/build.sh links the same.
+TOOL_USES_tools_fuzzer := online/control
+$(BUILD)/fuzz/tools_fuzzer: $(BUILD)/obj/fuzz/tools_fuzzer.o $(BUILD)/obj/fuzz/replay_main.o $(call tool_objs,tools_fuzzer) $(STATIC)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
-	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(TOOL_COMMON) $(STATIC) $(LIBS)
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/obj/fuzz/replay_main.o $(call tool_objs,tools_fuzzer) $(STATIC) $(LIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(STATIC)
 	@mkdir -p $(dir $@)
@@ -270,4 +306,4 @@ clean:
 # header, once: its next compile writes the .d.
 ALL_OBJS := $(LIB_OBJS) $(TOOL_COMMON) $(TEST_HELPERS) $(PROG_OBJS) $(BUILD)/obj/fuzz/replay_main.o
 $(foreach o,$(ALL_OBJS),$(if $(wildcard $(o:.o=.d)),,$(o))): \
-	$(wildcard libimg/*.h libimg/include/*.h tools/*.h tests/helpers/*.h fuzz/*.h)
+	$(wildcard libimg/*.h libimg/include/*.h tools/*.h tools/online/*.h tests/helpers/*.h fuzz/*.h)

@@ -3,8 +3,9 @@
 #   build-fuzz/NAME_fuzzer   clang -fsanitize=fuzzer,address,undefined
 #   build-fuzz/gen_corpus    the seed corpus generator (fuzz/gen_corpus.sh)
 # The library is compiled with -fsanitize=fuzzer-no-link,address,undefined.
-# tools_fuzzer also links tools/common*.c; it is skipped while tools/common.c
-# does not exist.  Environment: FUZZ_CC (clang), FUZZ_BUILD (build-fuzz),
+# tools_fuzzer also links tools/common.c and tools/online/control.c (the
+# control protocol's reply parser); it is skipped while tools/common.c does
+# not exist.  Environment: FUZZ_CC (clang), FUZZ_BUILD (build-fuzz),
 # FUZZ_CFLAGS (extra flags), V=1 to echo commands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,11 +31,12 @@ fi
 
 run() { [ "${V:-0}" = 1 ] && echo "$*"; "$@"; }
 
-mkdir -p "$OUT/obj/libimg" "$OUT/obj/tools"
+mkdir -p "$OUT/obj/libimg" "$OUT/obj/tools/online"
 
 # Compile only what changed (the output is older than the source or a header).
 hdrs=(libimg/*.h libimg/include/*.h fuzz/*.h)
 [ -d tools ] && ls tools/*.h >/dev/null 2>&1 && hdrs+=(tools/*.h)
+[ -d tools/online ] && ls tools/online/*.h >/dev/null 2>&1 && hdrs+=(tools/online/*.h)
 newest_hdr=$(ls -t "${hdrs[@]}" | head -n1)
 stale() { # out src...
   local o=$1; shift
@@ -58,7 +60,7 @@ ar rcs "$lib" "${objs[@]}"
 
 common=()
 if [ -f tools/common.c ]; then
-  for src in tools/common*.c; do      # what every tool links (see Makefile)
+  for src in tools/common.c tools/online/control.c; do   # see Makefile
     o=$OUT/obj/${src%.c}.o
     common+=("$o")
     if stale "$o" "$src"; then

@@ -856,7 +856,7 @@ static void tools(void)
 		snprintf(name, sizeof(name), "argv-%02zu", i);
 		save("tools", name, buf, 1 + n);
 	}
-	/* imgserve's answers (tools/common_online.h): target 4 */
+	/* imgserve's answers (tools/online/control.h): target 4 */
 	static const char *const replies[] = {
 		"{}", " { } ",
 		("{\"pid\": 4242,\"image\": \"/srv/a.img\",\"export\": \"/run/libimg/0123/disk\","

@@ -35,7 +35,7 @@
 
 #include "fuzz.h"
 #include "../tools/common.h"
-#include "../tools/common_online.h"
+#include "../tools/online/control.h"
 
 static int size_of(const char *s, uint64_t *v)
 {

@@ -7,7 +7,8 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/control.h"
+#include "online/mount.h"
 
 enum { OPT_NO_ZERO_DETECT = 256, OPT_NO_FS_TRIM, OPT_COMPRESS };
 
@@ -75,28 +76,28 @@ static int compact_online(const char *file, struct online_state *os, unsigned fl
 		fi->flags |= IMG_FS_HAVE_SIZE;
 	if (fs_trim && os->mountpoint[0]) {
 		char *av[] = { "fstrim", os->mountpoint, NULL };
-		if (online_request(os, "status", reply, sizeof(reply)) == 0)
-			online_json_u64(reply, "disk_usage", &ts->disk_usage_before);
+		if (online_request(os, CTL_STATUS, reply, sizeof(reply)) == 0)
+			online_json_u64(reply, CTL_KEY_DISK_USAGE, &ts->disk_usage_before);
 		if (run_quiet(av) != 0) {
 			errmsg("%s: fstrim %s failed", file, os->mountpoint);
 			return -EIO;
 		}
-		if (online_request(os, "status", reply, sizeof(reply)) == 0)
-			online_json_u64(reply, "disk_usage", &ts->disk_usage_after);
+		if (online_request(os, CTL_STATUS, reply, sizeof(reply)) == 0)
+			online_json_u64(reply, CTL_KEY_DISK_USAGE, &ts->disk_usage_after);
 		*trimmed = 1;
 	}
-	r = online_request(os, flags & IMG_COMPACT_NO_ZERO_DETECT ? "compact no-zero-detect" :
-			   "compact", reply, sizeof(reply));
+	r = online_request(os, flags & IMG_COMPACT_NO_ZERO_DETECT ?
+			   CTL_COMPACT " " CTL_NO_ZERO_DETECT : CTL_COMPACT, reply, sizeof(reply));
 	if (r < 0) {
 		errmsg("%s: %s", file, reply);
 		return r;
 	}
-	online_json_u64(reply, "file_size_before", &st->file_size_before);
-	online_json_u64(reply, "file_size_after", &st->file_size_after);
-	online_json_u64(reply, "disk_usage_before", &st->disk_usage_before);
-	online_json_u64(reply, "disk_usage_after", &st->disk_usage_after);
-	online_json_u64(reply, "zero_clusters_freed", &st->zero_clusters_freed);
-	online_json_u64(reply, "clusters_moved", &st->clusters_moved);
+	online_json_u64(reply, CTL_KEY_FILE_SIZE_BEFORE, &st->file_size_before);
+	online_json_u64(reply, CTL_KEY_FILE_SIZE_AFTER, &st->file_size_after);
+	online_json_u64(reply, CTL_KEY_DISK_USAGE_BEFORE, &st->disk_usage_before);
+	online_json_u64(reply, CTL_KEY_DISK_USAGE_AFTER, &st->disk_usage_after);
+	online_json_u64(reply, CTL_KEY_ZERO_CLUSTERS_FREED, &st->zero_clusters_freed);
+	online_json_u64(reply, CTL_KEY_CLUSTERS_MOVED, &st->clusters_moved);
 	return 0;
 }
 

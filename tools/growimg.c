@@ -9,7 +9,9 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/daemon.h"
+#include "online/fs_offline.h"
+#include "online/mount.h"
 
 enum { OPT_NO_FS = 256 };
 

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/daemon.h"
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },

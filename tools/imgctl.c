@@ -3,7 +3,7 @@
  * imgctl: list the images served, attached or mounted on this host and
  * talk to their imgserve daemons, without an external client.
  *
- * The list comes from the run directories (common_online.h); each live
+ * The list comes from the run directories (online/rundir.h); each live
  * daemon is asked "status" over its control socket.  A run directory
  * whose daemon is gone but which still records something (a loop device,
  * a mount point, an export) is listed with the state "stale": imgumount
@@ -28,7 +28,8 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/control.h"
+#include "online/loop.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */
@@ -124,7 +125,7 @@ static void probe(struct entry *e)
 			snprintf(e->msg, sizeof(e->msg), "no imgserve runs: imgumount cleans up");
 		return;
 	}
-	r = online_request_timeout(&e->st, "status", reply, sizeof(reply), answer_ms);
+	r = online_request_timeout(&e->st, CTL_STATUS, reply, sizeof(reply), answer_ms);
 	if (r == 0 && (r = online_reply_parse(reply, &e->status)) < 0)
 		snprintf(reply, sizeof(reply), "the daemon's answer to status is not a JSON "
 			 "object");
@@ -135,7 +136,7 @@ static void probe(struct entry *e)
 		return;
 	}
 	e->have_status = 1;
-	open_kv = online_reply_get(&e->status, "open");
+	open_kv = online_reply_get(&e->status, CTL_KEY_OPEN);
 	e->state = open_kv && open_kv->type == ONLINE_BOOL && !open_kv->num ? "failed" : "serving";
 }
 
@@ -216,7 +217,7 @@ static void json_entry(struct json_out *j, const struct entry *e)
 	json_string(j, "mountpoint", or_null(e->st.mountpoint));
 	json_string(j, "rundir", e->st.rundir);
 	json_string(j, "control_socket", e->st.alive &&
-		    online_path(e->st.rundir, "ctl", ctl, sizeof(ctl)) == 0 ? ctl : NULL);
+		    online_ctl_path(e->st.rundir, ctl, sizeof(ctl)) == 0 ? ctl : NULL);
 	json_string(j, "message", or_null(e->msg));
 	if (e->have_status)
 		json_reply(j, "status", &e->status);
@@ -256,8 +257,8 @@ static void print_reply(const struct online_reply *r, int skip_known)
 	for (size_t i = 0; i < r->n; i++) {
 		const struct online_kv *kv = &r->kv[i];
 		/* status repeats what the run directory says */
-		if (skip_known && (!strcmp(kv->key, "pid") || !strcmp(kv->key, "image") ||
-				   !strcmp(kv->key, "export")))
+		if (skip_known && (!strcmp(kv->key, CTL_KEY_PID) || !strcmp(kv->key, CTL_KEY_IMAGE) ||
+				   !strcmp(kv->key, CTL_KEY_EXPORT)))
 			continue;
 		snprintf(key, sizeof(key), "%.70s:", kv->key);
 		printf("%-21s ", key);
@@ -333,9 +334,9 @@ static int cmd_list(void)
 			cell[3] = strdup(show(e->st.loop, buf, sizeof(buf)));
 			cell[4] = strdup(show(e->st.mountpoint, buf, sizeof(buf)));
 			cell[5] = strdup(show(e->st.export_path, buf, sizeof(buf)));
-			cell[6] = strdup(counter(e, "reads", num, sizeof(num)));
-			cell[7] = strdup(counter(e, "writes", num, sizeof(num)));
-			cell[8] = strdup(counter(e, "io_errors", num, sizeof(num)));
+			cell[6] = strdup(counter(e, CTL_KEY_READS, num, sizeof(num)));
+			cell[7] = strdup(counter(e, CTL_KEY_WRITES, num, sizeof(num)));
+			cell[8] = strdup(counter(e, CTL_KEY_IO_ERRORS, num, sizeof(num)));
 			for (c = 0; c < NCOLS; c++) {
 				cells[i * NCOLS + (size_t)c] = cell[c];
 				if (!cell[c]) {
@@ -484,14 +485,14 @@ static int cmd_send(const char *arg, const char *cmd, char **args, int n)
 			      online_describe(&only, who, sizeof(who)), e.st.image);
 		goto out;
 	}
-	if (oc && (oc->flags & ONLINE_CMD_RESIZE) && !strcmp(cmd, "shrink") && e.st.loop[0]) {
+	if (oc && (oc->flags & ONLINE_CMD_RESIZE) && !strcmp(cmd, CTL_SHRINK) && e.st.loop[0]) {
 		status = fail(EXIT_ERROR, EPERM, e.st.image, 0,
 			      "%s: attached on %s: a filesystem on it would be cut; shrinkimg "
 			      "shrinks the filesystem first (nothing was sent)", e.st.image, e.st.loop);
 		goto out;
 	}
 	r = online_request_timeout(&e.st, line, reply, sizeof(reply),
-				   !strcmp(cmd, "status") ? answer_ms : -1);
+				   !strcmp(cmd, CTL_STATUS) ? answer_ms : -1);
 	if (r < 0) {
 		status = fail(reply_status(r), -r, e.st.image, e.st.pid, "%s: %s: %s%s", e.st.image,
 			      cmd, reply, r == -ETIMEDOUT ? " (retry, or --wait)" : "");
@@ -563,13 +564,13 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 			return usage_error("invalid size '%s'", args[0]);
 		snprintf(size, sizeof(size), "%llu", (unsigned long long)v);
 		args[0] = size;
-		if (n == 2 && strcmp(args[1], "discard-data"))
-			return usage_error("expected 'discard-data', not '%s'", args[1]);
+		if (n == 2 && strcmp(args[1], CTL_DISCARD_DATA))
+			return usage_error("expected '" CTL_DISCARD_DATA "', not '%s'", args[1]);
 	}
-	if (!strcmp(oc->name, "compact") && n == 1 && strcmp(args[0], "no-zero-detect"))
-		return usage_error("expected 'no-zero-detect', not '%s'", args[0]);
+	if (!strcmp(oc->name, CTL_COMPACT) && n == 1 && strcmp(args[0], CTL_NO_ZERO_DETECT))
+		return usage_error("expected '" CTL_NO_ZERO_DETECT "', not '%s'", args[0]);
 	/* the daemon runs in /: a base named relative to here */
-	if (!strcmp(oc->name, "merge") && n == 1 && args[0][0] != '/') {
+	if (!strcmp(oc->name, CTL_MERGE) && n == 1 && args[0][0] != '/') {
 		if (!realpath(args[0], base))
 			return fail(errno == ENOENT ? EXIT_NOTFOUND : EXIT_ERROR, errno, args[0], 0,
 				    "%s: %s", args[0], strerror(errno));

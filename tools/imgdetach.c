@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/daemon.h"
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },

@@ -7,7 +7,7 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/rundir.h"
 
 static const struct option longopts[] = {
 	{ "json",        no_argument, NULL, 'j' },

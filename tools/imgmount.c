@@ -8,7 +8,8 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/daemon.h"
+#include "online/mount.h"
 
 enum { OPT_ALLOW_SUID_DEV = 256 };
 
@@ -154,7 +155,7 @@ static int run(int argc, char **argv)
 			goto fail;
 		}
 	}
-	r = online_state_set(st.rundir, "mountpoint", mpc);
+	r = online_state_set(st.rundir, RUNDIR_MOUNTPOINT, mpc);
 	snprintf(st.mountpoint, sizeof(st.mountpoint), "%s", mpc);
 	if (r < 0) {
 		errmsg_err(st.rundir, r, "%s: cannot record the mount point: %s",

@@ -15,7 +15,7 @@
  *                                discard granularity from it (imgserve(1))
  *
  * The image stays open read-write (its lock held) for the daemon's life.
- * A control socket in the run directory (common_online.h) takes status,
+ * A control socket in the run directory (online/control.h) takes status,
  * grow, shrink, compact, snapshot, merge and stop, one connection at a
  * time; grow and shrink invalidate the export's attributes so that the
  * kernel fetches the new size.
@@ -53,7 +53,7 @@
 
 #include "common.h"
 #include "common_cache.h"
-#include "common_online.h"
+#include "online/control.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01
@@ -505,47 +505,6 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* ---- control socket ---------------------------------------------------- */
 
-/* Builds the reply text of a JSON object in *out (malloc'd). */
-struct reply {
-	char *text;
-	size_t len;
-	FILE *f;
-	struct json_out j;
-};
-
-static int reply_begin(struct reply *r)
-{
-	memset(r, 0, sizeof(*r));
-	r->f = open_memstream(&r->text, &r->len);
-	if (!r->f)
-		return -ENOMEM;
-	fputs("ok ", r->f);
-	json_start(&r->j, r->f);
-	json_object_begin(&r->j, NULL);
-	return 0;
-}
-
-/* The protocol is one line: the pretty-printed object loses its line
- * breaks and indentation (strings hold no raw newlines: they are escaped). */
-static void reply_end(struct reply *r)
-{
-	char *in, *out;
-
-	json_object_end(&r->j);
-	json_finish(&r->j);
-	fclose(r->f);
-	for (in = out = r->text; *in; in++) {
-		if (*in == '\n') {
-			while (in[1] == ' ')
-				in++;
-			continue;
-		}
-		*out++ = *in;
-	}
-	*out++ = '\n';
-	*out = 0;
-}
-
 static int progress_stop(void *arg, uint64_t done, uint64_t total)
 {
 	return atomic_load(&S.stopping);
@@ -572,16 +531,16 @@ static void status_fields(struct json_out *j)
 	memset(&in, 0, sizeof(in));
 	if (S.img)
 		img_info(S.img, &in);
-	json_u64(j, "pid", (uint64_t)getpid());
-	json_string(j, "image", S.image);
-	json_string(j, "export", S.export_path);
-	json_bool(j, "open", S.img != NULL);
-	json_u64(j, "virtual_size", in.virtual_size);
+	json_u64(j, CTL_KEY_PID, (uint64_t)getpid());
+	json_string(j, CTL_KEY_IMAGE, S.image);
+	json_string(j, CTL_KEY_EXPORT, S.export_path);
+	json_bool(j, CTL_KEY_OPEN, S.img != NULL);
+	json_u64(j, CTL_KEY_VIRTUAL_SIZE, in.virtual_size);
 	json_u64(j, "cluster_size", in.cluster_size);
 	json_u64(j, "backing_depth", in.backing_depth);
 	json_u64(j, "allocated_clusters", in.allocated_clusters);
 	json_u64(j, "file_size", in.file_size);
-	json_u64(j, "disk_usage", in.disk_usage);
+	json_u64(j, CTL_KEY_DISK_USAGE, in.disk_usage);
 	json_u64(j, "statfs_block_size", block_size);
 	json_bool(j, "read_only", S.read_only);
 	json_bool(j, "host_cache", !S.cache_limited);   /* no limit in force */
@@ -589,14 +548,14 @@ static void status_fields(struct json_out *j)
 		json_u64(j, "cache_limit", S.cache_limit);
 		json_u64(j, "cache_bytes", hcache_bytes(&S.cache));
 	}
-	json_u64(j, "reads", atomic_load(&S.n_read));
-	json_u64(j, "writes", atomic_load(&S.n_write));
+	json_u64(j, CTL_KEY_READS, atomic_load(&S.n_read));
+	json_u64(j, CTL_KEY_WRITES, atomic_load(&S.n_write));
 	json_u64(j, "bytes_read", atomic_load(&S.bytes_read));
 	json_u64(j, "bytes_written", atomic_load(&S.bytes_written));
 	json_u64(j, "discards", atomic_load(&S.n_discard));
 	json_u64(j, "write_zeroes", atomic_load(&S.n_zero));
 	json_u64(j, "flushes", atomic_load(&S.n_flush));
-	json_u64(j, "io_errors", atomic_load(&S.n_io_err));
+	json_u64(j, CTL_KEY_IO_ERRORS, atomic_load(&S.n_io_err));
 	json_u64(j, "nospace_errors", atomic_load(&S.n_nospace));
 	{
 		int e = atomic_load(&S.last_io_err);
@@ -722,129 +681,194 @@ static int do_merge(const char *named, char *ref, size_t reflen, char *err, size
 	return r;
 }
 
-/* Runs one command; returns the reply line (malloc'd) and sets *stop. */
-static char *run_command(char *line, int *stop)
-{
-	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
-	const struct online_command *oc;
-	char *err = NULL, names[256];
-	struct reply rp;
-	uint64_t size = 0, old = atomic_load(&S.vsize);
-	size_t off = 0;
-	int r = 0;
+/* ---- control commands: a table of handlers -------------------------------
+ * The protocol (commands, their arguments, which change the image, the
+ * reply format) is control.h's; this table adds what serves each command.
+ * run_command applies the rules every command shares, in this order: a
+ * read-only daemon refuses the commands that change the image
+ * (ONLINE_CMD_WRITES), a closed handle (a failed switch) leaves only the
+ * commands marked SERVE_WITHOUT_IMAGE, an unknown command is refused with
+ * the list of commands; then the handler checks its own arguments. */
 
-	if (!cmd)
-		cmd = "";
-	oc = online_command_find(cmd);
-	if (S.read_only && oc && (oc->flags & ONLINE_CMD_WRITES)) {
-		if (asprintf(&err, "error %d the image is served read-only", EROFS) < 0)
-			err = NULL;
-		return err;
-	}
-	if (!S.img && strcmp(cmd, "status") && strcmp(cmd, "stop")) {
-		if (asprintf(&err, "error %d the image could not be opened again after a failed "
-			     "switch: only status and stop work", EIO) < 0)
-			err = NULL;
-		return err;
-	}
-	if ((!strcmp(cmd, "grow") || !strcmp(cmd, "shrink")) && (!arg || parse_size(arg, &size))) {
-		r = -EINVAL;
-		if (asprintf(&err, "error %d %s needs a size in bytes", EINVAL, cmd) < 0)
-			err = NULL;
-		return err;
-	}
-	if (!strcmp(cmd, "status")) {
-		if ((r = reply_begin(&rp)) < 0)
-			goto fail;
-		status_fields(&rp.j);
-		reply_end(&rp);
-		return rp.text;
-	} else if (!strcmp(cmd, "grow") || !strcmp(cmd, "shrink")) {
-		int grow = cmd[0] == 'g';
-		unsigned flags = 0;
-		if (grow ? size < old : size > old) {
-			r = -EINVAL;
-			if (asprintf(&err, "error %d %llu is %s than the current size %llu (use %s)",
-				     EINVAL, (unsigned long long)size, grow ? "smaller" : "larger",
-				     (unsigned long long)old, grow ? "shrink" : "grow") < 0)
-				err = NULL;
-			return err;
-		}
-		if (!grow && arg2 && !strcmp(arg2, "discard-data"))
-			flags |= IMG_RESIZE_DISCARD_DATA;
-		if (size != old) {
-			r = img_resize(S.img, size, flags);
-			if (r < 0)
-				goto fail;
-			size_changed(old, size);
-		}
-		if ((r = reply_begin(&rp)) < 0)
-			goto fail;
-		json_u64(&rp.j, "old_size", old);
-		json_u64(&rp.j, "new_size", size);
-		reply_end(&rp);
-		return rp.text;
-	} else if (!strcmp(cmd, "compact")) {
-		struct img_compact_opts o = { .progress = progress_stop };
-		if (arg && !strcmp(arg, "no-zero-detect"))
-			o.flags |= IMG_COMPACT_NO_ZERO_DETECT;
-		struct img_compact_stats cs;
-		memset(&cs, 0, sizeof(cs));
-		r = img_compact(S.img, &o, &cs);
+/* A request: the words of the line. */
+struct request {
+	const struct online_command *oc;   /* the protocol's entry */
+	const char *arg, *arg2;            /* NULL when absent */
+	int stop;                          /* the handler asks the daemon to stop */
+};
+
+/* The "error" reply of a failed library call (r: -errno). */
+static char *fail_reply(int r)
+{
+	const char *d = img_last_error();
+
+	return online_error_reply(-r, "%s%s%s\n", img_strerror(r), d && *d ? ": " : "",
+				  d ? d : "");
+}
+
+static char *cmd_status(struct request *rq)
+{
+	struct online_ok ok;
+	int r;
+
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	status_fields(&ok.j);
+	return online_ok_end(&ok);
+}
+
+/* grow SIZE, shrink SIZE [discard-data] */
+static char *cmd_resize(struct request *rq)
+{
+	int grow = !strcmp(rq->oc->name, CTL_GROW);
+	uint64_t size = 0, old = atomic_load(&S.vsize);
+	unsigned flags = 0;
+	struct online_ok ok;
+	int r;
+
+	if (!rq->arg || parse_size(rq->arg, &size))
+		return online_error_reply(EINVAL, "%s needs a size in bytes", rq->oc->name);
+	if (grow ? size < old : size > old)
+		return online_error_reply(EINVAL, "%llu is %s than the current size %llu (use %s)",
+					  (unsigned long long)size, grow ? "smaller" : "larger",
+					  (unsigned long long)old, grow ? CTL_SHRINK : CTL_GROW);
+	if (!grow && rq->arg2 && !strcmp(rq->arg2, CTL_DISCARD_DATA))
+		flags |= IMG_RESIZE_DISCARD_DATA;
+	if (size != old) {
+		r = img_resize(S.img, size, flags);
 		if (r < 0)
-			goto fail;
-		if ((r = reply_begin(&rp)) < 0)
-			goto fail;
-		json_u64(&rp.j, "file_size_before", cs.file_size_before);
-		json_u64(&rp.j, "file_size_after", cs.file_size_after);
-		json_u64(&rp.j, "disk_usage_before", cs.disk_usage_before);
-		json_u64(&rp.j, "disk_usage_after", cs.disk_usage_after);
-		json_u64(&rp.j, "zero_clusters_freed", cs.zero_clusters_freed);
-		json_u64(&rp.j, "clusters_moved", cs.clusters_moved);
-		reply_end(&rp);
-		return rp.text;
-	} else if (!strcmp(cmd, "snapshot") || !strcmp(cmd, "merge")) {
-		char name[PATH_MAX] = "", msg[1024] = "";
-		int snapshot = cmd[0] == 's';
-		if (arg2 != NULL) {
-			if (asprintf(&err, "error %d usage: %s", EINVAL,
-				     snapshot ? "snapshot [NAME]" : "merge [BASE]") < 0)
-				err = NULL;
-			return err;
-		}
-		r = snapshot ? do_snapshot(arg, name, sizeof(name), msg, sizeof(msg))
-			     : do_merge(arg, name, sizeof(name), msg, sizeof(msg));
-		if (r < 0) {
-			if (asprintf(&err, "error %d %s: %s\n", -r, img_strerror(r), msg) < 0)
-				err = NULL;
-			return err;
-		}
-		if ((r = reply_begin(&rp)) < 0)
-			goto fail;
-		json_string(&rp.j, snapshot ? "snapshot" : "merged_into", name);
-		status_fields(&rp.j);
-		reply_end(&rp);
-		return rp.text;
-	} else if (!strcmp(cmd, "stop")) {
-		*stop = 1;
-		return strdup("ok {}\n");
+			return fail_reply(r);
+		size_changed(old, size);
 	}
-	/* the names come from the protocol's table (common_online.h) */
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	json_u64(&ok.j, CTL_KEY_OLD_SIZE, old);
+	json_u64(&ok.j, CTL_KEY_NEW_SIZE, size);
+	return online_ok_end(&ok);
+}
+
+/* compact [no-zero-detect] */
+static char *cmd_compact(struct request *rq)
+{
+	struct img_compact_opts o = { .progress = progress_stop };
+	struct img_compact_stats cs;
+	struct online_ok ok;
+	int r;
+
+	if (rq->arg && !strcmp(rq->arg, CTL_NO_ZERO_DETECT))
+		o.flags |= IMG_COMPACT_NO_ZERO_DETECT;
+	memset(&cs, 0, sizeof(cs));
+	r = img_compact(S.img, &o, &cs);
+	if (r < 0)
+		return fail_reply(r);
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	json_u64(&ok.j, CTL_KEY_FILE_SIZE_BEFORE, cs.file_size_before);
+	json_u64(&ok.j, CTL_KEY_FILE_SIZE_AFTER, cs.file_size_after);
+	json_u64(&ok.j, CTL_KEY_DISK_USAGE_BEFORE, cs.disk_usage_before);
+	json_u64(&ok.j, CTL_KEY_DISK_USAGE_AFTER, cs.disk_usage_after);
+	json_u64(&ok.j, CTL_KEY_ZERO_CLUSTERS_FREED, cs.zero_clusters_freed);
+	json_u64(&ok.j, CTL_KEY_CLUSTERS_MOVED, cs.clusters_moved);
+	return online_ok_end(&ok);
+}
+
+/* snapshot [NAME], merge [BASE]: the handle switches to another file; the
+ * reply is the status with the new file under key. */
+static char *cmd_switch(struct request *rq,
+			int (*op)(const char *, char *, size_t, char *, size_t), const char *key)
+{
+	char name[PATH_MAX] = "", msg[1024] = "";
+	struct online_ok ok;
+	int r;
+
+	if (rq->arg2 != NULL)
+		return online_error_reply(EINVAL, "usage: %s %s", rq->oc->name, rq->oc->args);
+	r = op(rq->arg, name, sizeof(name), msg, sizeof(msg));
+	if (r < 0)
+		return online_error_reply(-r, "%s: %s\n", img_strerror(r), msg);
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	json_string(&ok.j, key, name);
+	status_fields(&ok.j);
+	return online_ok_end(&ok);
+}
+
+static char *cmd_snapshot(struct request *rq)
+{
+	return cmd_switch(rq, do_snapshot, CTL_KEY_SNAPSHOT);
+}
+
+static char *cmd_merge(struct request *rq)
+{
+	return cmd_switch(rq, do_merge, CTL_KEY_MERGED_INTO);
+}
+
+static char *cmd_stop(struct request *rq)
+{
+	rq->stop = 1;
+	return online_ok_empty();
+}
+
+#define SERVE_WITHOUT_IMAGE 0x1u   /* works while the handle is closed */
+
+static const struct handler {
+	const char *name;              /* the protocol's command (control.h) */
+	char *(*run)(struct request *rq);
+	unsigned flags;                /* SERVE_* */
+} handlers[] = {
+	{ CTL_STATUS,   cmd_status,   SERVE_WITHOUT_IMAGE },
+	{ CTL_GROW,     cmd_resize,   0 },
+	{ CTL_SHRINK,   cmd_resize,   0 },
+	{ CTL_COMPACT,  cmd_compact,  0 },
+	{ CTL_SNAPSHOT, cmd_snapshot, 0 },
+	{ CTL_MERGE,    cmd_merge,    0 },
+	{ CTL_STOP,     cmd_stop,     SERVE_WITHOUT_IMAGE },
+};
+
+static const struct handler *handler_find(const char *name)
+{
+	for (size_t i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+		if (!strcmp(handlers[i].name, name))
+			return &handlers[i];
+	return NULL;
+}
+
+/* "unknown command" with the commands of the protocol's table. */
+static char *unknown_reply(const char *cmd)
+{
+	const struct online_command *oc;
+	char names[256];
+	size_t off = 0;
+
 	names[0] = 0;
 	for (oc = online_commands; oc->name && off < sizeof(names); oc++)
 		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s%s%s",
 					off ? ", " : "", oc->name, oc->args[0] ? " " : "", oc->args);
-	if (asprintf(&err, "error %d unknown command '%.64s' (%s)\n", EINVAL, cmd, names) < 0)
-		err = NULL;
-	return err;
-fail:
-	{
-		const char *d = img_last_error();
-		if (asprintf(&err, "error %d %s%s%s\n", -r, img_strerror(r), d && *d ? ": " : "",
-			     d ? d : "") < 0)
-			err = NULL;
-	}
-	return err;
+	return online_error_reply(EINVAL, "unknown command '%.64s' (%s)\n", cmd, names);
+}
+
+/* Runs one command line; returns the reply line (malloc'd) and sets *stop. */
+static char *run_command(char *line, int *stop)
+{
+	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
+	struct request rq = { .arg = arg, .arg2 = arg2 };
+	const struct handler *h;
+	char *reply;
+
+	if (!cmd)
+		cmd = "";
+	rq.oc = online_command_find(cmd);
+	h = rq.oc ? handler_find(cmd) : NULL;
+	if (S.read_only && rq.oc && (rq.oc->flags & ONLINE_CMD_WRITES))
+		return online_error_reply(EROFS, "the image is served read-only");
+	if (!S.img && !(h && (h->flags & SERVE_WITHOUT_IMAGE)))
+		return online_error_reply(EIO, "the image could not be opened again after a "
+					  "failed switch: only %s and %s work", CTL_STATUS, CTL_STOP);
+	if (!h)
+		return unknown_reply(cmd);
+	reply = h->run(&rq);
+	*stop = rq.stop;
+	return reply;
 }
 
 static void request_stop(void)
@@ -858,11 +882,7 @@ static void request_stop(void)
 static void *ctl_main(void *arg)
 {
 	while (!atomic_load(&S.stopping)) {
-		struct timeval tv = { .tv_sec = 10 };
-		char line[PATH_MAX + 64];   /* merge BASE: a full path */
-		size_t off = 0;
-		ssize_t n;
-		char *reply, *nl;
+		char line[CTL_LINE_MAX], *reply;
 		int c, stop = 0;
 
 		c = accept4(S.ctl_fd, NULL, NULL, SOCK_CLOEXEC);
@@ -871,27 +891,10 @@ static void *ctl_main(void *arg)
 				continue;
 			break;   /* shut down */
 		}
-		setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		while (off < sizeof(line) - 1 && (n = read(c, line + off, sizeof(line) - 1 - off)) > 0) {
-			off += (size_t)n;
-			if (memchr(line, '\n', off))
-				break;
-		}
-		line[off] = 0;
-		if ((nl = strchr(line, '\n')))
-			*nl = 0;
-		if ((nl = strchr(line, '\r')))
-			*nl = 0;
+		online_ctl_read(c, line, sizeof(line));
 		reply = run_command(line, &stop);
 		if (reply) {
-			size_t rl = strlen(reply);
-			if (rl && reply[rl - 1] != '\n') {
-				if (write(c, reply, rl) < 0 || write(c, "\n", 1) < 0) {
-					/* the client went away */
-				}
-			} else if (write(c, reply, rl) < 0) {
-				/* the client went away */
-			}
+			online_ctl_write(c, reply);
 			free(reply);
 		}
 		close(c);
@@ -899,30 +902,6 @@ static void *ctl_main(void *arg)
 			request_stop();
 	}
 	return NULL;
-}
-
-static int ctl_listen(const char *path)
-{
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd, r;
-
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		errmsg("%s: control socket path too long (set LIBIMG_RUNDIR to a shorter "
-		       "directory)", path);
-		return -ENAMETOOLONG;
-	}
-	strcpy(sa.sun_path, path);
-	unlink(path);    /* a dead daemon's; we hold the image's lock */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    chmod(path, 0600) < 0 || listen(fd, 8) < 0) {
-		r = -errno;
-		errmsg_err(path, r, "%s: cannot listen: %s", path, strerror(-r));
-		if (fd >= 0)
-			close(fd);
-		return r;
-	}
-	return fd;
 }
 
 /* ---- main -------------------------------------------------------------- */
@@ -1003,46 +982,43 @@ static void detach_stdio(const char *rundir)
 		close(fd);
 	}
 	/* later messages (a failed flush at shutdown) go to RUNDIR/log */
-	if (online_path(rundir, "log", log, sizeof(log)) == 0 &&
+	if (online_path(rundir, RUNDIR_LOG, log, sizeof(log)) == 0 &&
 	    (fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
 		dup2(fd, 2);
 		close(fd);
 	}
 }
 
-static int run(int argc, char **argv)
-{
-	const char *file = NULL, *export_arg = NULL;
-	struct fuse_args fargs = FUSE_ARGS_INIT(0, NULL);
-	struct fuse_loop_config *lcfg = NULL;
-	struct online_state st;
-	struct tool_getopt g = { 0 };
-	struct img_info in;
-	struct stat sb;
-	sigset_t block, old;
-	pthread_t ctl_thread;
-	char path[PATH_MAX], pidbuf[32], *mopts = NULL;
-	int c, r, go_daemon = 0, ready_fd = -1, ret = EXIT_ERROR, mounted = 0, ctl_started = 0;
-	int handlers = 0, state_written = 0, cache_inited = 0;
-	unsigned threads = 16;
-	uint64_t tmp;
+/* What the command line asks for (policy); the export's settings go to S
+ * (read_only, direct_io, the cache) and to block_size. */
+struct options {
+	const char *file, *export_arg;
+	int go_daemon;
+	unsigned threads;
+};
 
-	tool_init(argc, argv);
+/* -1: go on; else the exit status (--help, --version, bad usage). */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+	struct tool_getopt g = { 0 };
+	uint64_t tmp;
+	int c;
+
 	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:jqhV", longopts)) != -1) {
 		switch (c) {
 		case 1:
-			if (!file)
-				file = optarg;
-			else if (!export_arg)
-				export_arg = optarg;
+			if (!o->file)
+				o->file = optarg;
+			else if (!o->export_arg)
+				o->export_arg = optarg;
 			else
 				return usage_error("too many arguments");
 			break;
-		case 'd': go_daemon = 1; break;
+		case 'd': o->go_daemon = 1; break;
 		case 't':
 			if (parse_size(optarg, &tmp) || tmp < 1 || tmp > 256)
 				return usage_error("invalid thread count '%s' (1..256)", optarg);
-			threads = (unsigned)tmp;
+			o->threads = (unsigned)tmp;
 			break;
 		case 'D': S.direct_io = 1; break;
 		case 'r': S.read_only = 1; break;
@@ -1066,31 +1042,312 @@ static int run(int argc, char **argv)
 			return usage_error("bad usage");
 		}
 	}
-	if (!file || !export_arg)
+	if (!o->file || !o->export_arg)
 		return usage_error("expected FILE and EXPORT");
-	if (stat(export_arg, &sb) < 0) {
-		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
-		return EXIT_ERROR;
+	return -1;
+}
+
+/* The export file (an empty regular file: its mode and owner are the
+ * disk's) and the image's run directory into S.  0 or -1 (printed). */
+static int check_export(const struct options *o)
+{
+	struct online_state st;
+	struct stat sb;
+
+	if (stat(o->export_arg, &sb) < 0) {
+		errmsg_err(o->export_arg, -errno, "%s: %s", o->export_arg, strerror(errno));
+		return -1;
 	}
 	if (!S_ISREG(sb.st_mode) || sb.st_size != 0) {
-		errmsg("%s: the export must be an empty regular file", export_arg);
-		return EXIT_ERROR;
+		errmsg("%s: the export must be an empty regular file", o->export_arg);
+		return -1;
 	}
-	if (!realpath(export_arg, S.export_path)) {
-		errmsg_err(export_arg, -errno, "%s: %s", export_arg, strerror(errno));
-		return EXIT_ERROR;
+	if (!realpath(o->export_arg, S.export_path)) {
+		errmsg_err(o->export_arg, -errno, "%s: %s", o->export_arg, strerror(errno));
+		return -1;
 	}
 	S.mode = sb.st_mode & 07777;
 	S.uid = sb.st_uid;
 	S.gid = sb.st_gid;
-	r = online_state_load(file, &st);
-	if (r < 0)
-		return EXIT_ERROR;
+	if (online_state_load(o->file, &st) < 0)
+		return -1;
 	snprintf(S.image, sizeof(S.image), "%s", st.image);
 	snprintf(S.rundir, sizeof(S.rundir), "%s", st.rundir);
+	return 0;
+}
 
-	if (go_daemon)
-		ready_fd = daemonize();
+/* What serve() set up, for serve_end to undo. */
+struct session {
+	struct fuse_args fargs;
+	char ctl_path[PATH_MAX];
+	char *mopts;
+	pthread_t ctl_thread;
+	int ready_fd;               /* -d: the pipe to the waiting parent */
+	int mounted, handlers, ctl_started, state_written, cache_inited;
+};
+
+/* Opens the image (its lock decides who serves it) and sets up the host
+ * cache limit.  EXIT_OK or the exit status. */
+static int open_served_image(const char *file, struct session *ss)
+{
+	struct img_info in;
+	int r;
+
+	r = open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR | IMG_OPEN_NO_WRITE_BEHIND, &S.img);
+	if (r < 0)
+		return exit_status(r);   /* EXIT_BUSY: another process holds it */
+	memset(&in, 0, sizeof(in));
+	r = img_info(S.img, &in);
+	if (r < 0) {
+		img_errmsg(file, r);
+		return EXIT_ERROR;
+	}
+	atomic_store(&S.vsize, in.virtual_size);
+	S.cluster_size = in.cluster_size;
+	if (!S.host_cache) {
+		if (hcache_init(&S.cache, S.cache_limit, in.virtual_size, in.cluster_size,
+				drop_range, NULL)) {
+			errmsg("out of memory");
+			return EXIT_ERROR;
+		}
+		ss->cache_inited = 1;
+		S.cache_limited = 1;
+	}
+	return EXIT_OK;
+}
+
+/* The run directory (ours now that we hold the image's lock) and the
+ * control socket in it.  EXIT_OK or the exit status. */
+static int start_control(const char *file, struct session *ss)
+{
+	struct online_state st;
+
+	memset(&st, 0, sizeof(st));
+	snprintf(st.rundir, sizeof(st.rundir), "%s", S.rundir);
+	snprintf(st.image, sizeof(st.image), "%s", S.image);
+	online_state_reload(&st);
+	if (st.loop[0] || st.mountpoint[0])
+		return exit_status(online_refuse_if_used(file, &st));
+	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
+	    (mkdir(S.rundir, 0700) < 0 && errno != EEXIST)) {
+		errmsg_err(S.rundir, -errno, "%s: %s", S.rundir, strerror(errno));
+		return EXIT_ERROR;
+	}
+	online_ctl_path(S.rundir, ss->ctl_path, sizeof(ss->ctl_path));
+	S.ctl_fd = online_ctl_listen(ss->ctl_path);
+	return S.ctl_fd < 0 ? EXIT_ERROR : EXIT_OK;
+}
+
+/* The FUSE session, mounted over the export.  EXIT_OK or EXIT_ERROR. */
+static int mount_export(struct session *ss)
+{
+	ss->mopts = mount_options();
+	if (!ss->mopts || fuse_opt_add_arg(&ss->fargs, "imgserve") ||
+	    fuse_opt_add_arg(&ss->fargs, "-o") || fuse_opt_add_arg(&ss->fargs, ss->mopts)) {
+		errmsg("out of memory");
+		return EXIT_ERROR;
+	}
+	S.se = fuse_session_new(&ss->fargs, &ops, sizeof(ops), NULL);
+	if (!S.se) {
+		errmsg("%s: cannot start a FUSE session", S.export_path);
+		return EXIT_ERROR;
+	}
+	if (fuse_set_signal_handlers(S.se) != 0) {
+		errmsg("cannot set signal handlers");
+		return EXIT_ERROR;
+	}
+	ss->handlers = 1;
+	if (fuse_session_mount(S.se, S.export_path) != 0) {
+		errmsg("%s: cannot mount the FUSE export (is /dev/fuse there, are we root?)",
+		       S.export_path);
+		return EXIT_ERROR;
+	}
+	ss->mounted = 1;
+	return EXIT_OK;
+}
+
+/* Records image, export and pid in the run directory, under its lock
+ * (rundir.h).  EXIT_OK or EXIT_ERROR. */
+static int record_state(struct session *ss)
+{
+	char pidbuf[32];
+	int lk, r;
+
+	snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
+	ss->state_written = 1;
+	lk = online_state_lock(S.rundir);
+	if (lk < 0)
+		r = lk;
+	else if ((r = online_state_set(S.rundir, RUNDIR_IMAGE, S.image)) >= 0 &&
+		 (r = online_state_set(S.rundir, RUNDIR_EXPORT, S.export_path)) >= 0)
+		r = online_state_set(S.rundir, RUNDIR_PID, pidbuf);
+	online_state_unlock(lk);
+	if (r < 0) {
+		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
+		return EXIT_ERROR;
+	}
+	return EXIT_OK;
+}
+
+/* The control thread, which takes no signals: they go to the session
+ * loop.  EXIT_OK or EXIT_ERROR. */
+static int start_ctl_thread(struct session *ss)
+{
+	sigset_t block, old;
+	int r;
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	r = pthread_create(&ss->ctl_thread, NULL, ctl_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		errmsg("cannot start the control thread: %s", strerror(r));
+		return EXIT_ERROR;
+	}
+	ss->ctl_started = 1;
+	signal(SIGPIPE, SIG_IGN);
+	return EXIT_OK;
+}
+
+/* Everything up to the session loop, in order.  EXIT_OK or the exit
+ * status. */
+static int serve_start(const struct options *o, struct session *ss)
+{
+	int ret;
+
+	if ((ret = open_served_image(o->file, ss)) != EXIT_OK ||
+	    (ret = start_control(o->file, ss)) != EXIT_OK ||
+	    (ret = mount_export(ss)) != EXIT_OK ||
+	    (ret = record_state(ss)) != EXIT_OK)
+		return ret;
+	return start_ctl_thread(ss);
+}
+
+/* Says the export is up (--json: once, daemon or not) and, with -d,
+ * tells the waiting parent, which then exits 0. */
+static void announce(const struct options *o, struct session *ss)
+{
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", o->file);
+		json_string(&j, "export", S.export_path);
+		json_u64(&j, "pid", (uint64_t)getpid());
+		json_string(&j, "control_socket", ss->ctl_path);
+		json_string(&j, "rundir", S.rundir);
+		json_bool(&j, "read_only", S.read_only);
+		json_bool(&j, "daemon", o->go_daemon);
+		json_object_end(&j);
+		json_finish(&j);
+	} else if (!quiet && !o->go_daemon)
+		printf("%s: exported at %s (pid %ld, control socket %s)\n", o->file, S.export_path,
+		       (long)getpid(), ss->ctl_path);
+	if (ss->ready_fd >= 0) {
+		if (!quiet && !json)
+			printf("%s: exported at %s (pid %ld)\n", o->file, S.export_path,
+			       (long)getpid());
+		fflush(stdout);
+		detach_stdio(S.rundir);
+		static const char ready = READY_MSG;
+		if (write(ss->ready_fd, &ready, 1) != 1) {
+			/* the parent is gone: carry on */
+		}
+		close(ss->ready_fd);
+		ss->ready_fd = -1;
+	}
+	fflush(stdout);
+}
+
+/* The FUSE session loop with threads workers, until SIGTERM, SIGINT,
+ * SIGHUP or "stop".  EXIT_OK or EXIT_ERROR. */
+static int session_loop(unsigned threads)
+{
+	struct fuse_loop_config *lcfg = fuse_loop_cfg_create();
+	int r, ret;
+
+	if (!lcfg) {
+		errmsg("out of memory");
+		return EXIT_ERROR;
+	}
+	fuse_loop_cfg_set_max_threads(lcfg, threads);
+	fuse_loop_cfg_set_idle_threads(lcfg, threads);
+	fuse_loop_cfg_set_clone_fd(lcfg, 1);
+	r = fuse_session_loop_mt(S.se, lcfg);
+	ret = r == 0 || atomic_load(&S.stopping) || r == SIGTERM || r == SIGINT || r == SIGHUP ?
+	      EXIT_OK : EXIT_ERROR;
+	if (ret != EXIT_OK)
+		errmsg("%s: FUSE session ended: %s", S.export_path, strerror(r < 0 ? -r : EIO));
+	fuse_loop_cfg_destroy(lcfg);
+	return ret;
+}
+
+/* Undoes what serve_start did, in reverse: the control thread and socket,
+ * the export, the image (flushed and closed: EXIT_ERROR when that fails),
+ * the records that are still ours (rundir.h).  Returns ret or EXIT_ERROR. */
+static int serve_end(const char *file, struct session *ss, int ret)
+{
+	int r;
+
+	atomic_store(&S.stopping, 1);
+	if (ss->ctl_started) {
+		shutdown(S.ctl_fd, SHUT_RDWR);
+		pthread_join(ss->ctl_thread, NULL);
+	}
+	if (S.ctl_fd >= 0) {
+		close(S.ctl_fd);
+		online_ctl_path(S.rundir, ss->ctl_path, sizeof(ss->ctl_path));
+		unlink(ss->ctl_path);
+	}
+	if (ss->mounted)
+		fuse_session_unmount(S.se);
+	if (ss->handlers)
+		fuse_remove_signal_handlers(S.se);
+	if (S.se)
+		fuse_session_destroy(S.se);
+	fuse_opt_free_args(&ss->fargs);
+	free(ss->mopts);
+	if (S.img && S.read_only) {
+		img_close(S.img);
+	} else if (S.img) {
+		r = img_flush(S.img);
+		if (r < 0) {
+			img_errmsg(file, r);
+			ret = EXIT_ERROR;
+		}
+		if (close_image(file, S.img) < 0)
+			ret = EXIT_ERROR;
+	}
+	if (ss->cache_inited)
+		hcache_free(&S.cache);
+	if (ss->state_written) {
+		/* only records that are still ours (rundir.h) */
+		int lk = online_state_lock(S.rundir);
+		if (lk >= 0 && online_state_pid(S.rundir) == getpid()) {
+			online_state_set(S.rundir, RUNDIR_EXPORT, NULL);
+			online_state_set(S.rundir, RUNDIR_IMAGE, NULL);
+			if (ret == EXIT_OK)
+				online_state_set(S.rundir, RUNDIR_LOG, NULL);
+			online_state_set(S.rundir, RUNDIR_PID, NULL);
+			rmdir(S.rundir);   /* fails while imgattach's files are there */
+		}
+		online_state_unlock(lk);
+	}
+	return ret;
+}
+
+/* The mechanism: daemonize (-d), set up, serve until stopped, undo. */
+static int serve(const struct options *o)
+{
+	struct session ss = { .fargs = FUSE_ARGS_INIT(0, NULL), .ready_fd = -1 };
+	int ret;
+
+	if (o->go_daemon)
+		ss.ready_fd = daemonize();
 	S.main_thread = pthread_self();
 	{
 		pthread_rwlockattr_t ra;
@@ -1103,187 +1360,25 @@ static int run(int argc, char **argv)
 		errmsg("out of memory");
 		return EXIT_ERROR;
 	}
-	/* The lock decides who serves the image; the run directory is ours
-	 * only once we hold it. */
-	r = open_image(file, S.read_only ? 0 : IMG_OPEN_RDWR | IMG_OPEN_NO_WRITE_BEHIND, &S.img);
-	if (r < 0)
-		return exit_status(r);   /* EXIT_BUSY: another process holds it */
-	memset(&in, 0, sizeof(in));
-	r = img_info(S.img, &in);
-	if (r < 0) {
-		img_errmsg(file, r);
-		goto out;
+	ret = serve_start(o, &ss);
+	if (ret == EXIT_OK) {
+		announce(o, &ss);
+		ret = session_loop(o->threads);
 	}
-	atomic_store(&S.vsize, in.virtual_size);
-	S.cluster_size = in.cluster_size;
-	if (!S.host_cache) {
-		if (hcache_init(&S.cache, S.cache_limit, in.virtual_size, in.cluster_size,
-				drop_range, NULL)) {
-			errmsg("out of memory");
-			goto out;
-		}
-		cache_inited = 1;
-		S.cache_limited = 1;
-	}
-	online_state_reload(&st);
-	if (st.loop[0] || st.mountpoint[0]) {
-		ret = exit_status(online_refuse_if_used(file, &st));
-		goto out;
-	}
-	if ((mkdir(online_rundir_base(), 0755) < 0 && errno != EEXIST) ||
-	    (mkdir(S.rundir, 0700) < 0 && errno != EEXIST)) {
-		errmsg_err(S.rundir, -errno, "%s: %s", S.rundir, strerror(errno));
-		goto out;
-	}
-	online_path(S.rundir, "ctl", path, sizeof(path));
-	S.ctl_fd = ctl_listen(path);
-	if (S.ctl_fd < 0)
-		goto out;
+	return serve_end(o->file, &ss, ret);
+}
 
-	mopts = mount_options();
-	if (!mopts || fuse_opt_add_arg(&fargs, "imgserve") || fuse_opt_add_arg(&fargs, "-o") ||
-	    fuse_opt_add_arg(&fargs, mopts)) {
-		errmsg("out of memory");
-		goto out;
-	}
-	S.se = fuse_session_new(&fargs, &ops, sizeof(ops), NULL);
-	if (!S.se) {
-		errmsg("%s: cannot start a FUSE session", S.export_path);
-		goto out;
-	}
-	if (fuse_set_signal_handlers(S.se) != 0) {
-		errmsg("cannot set signal handlers");
-		goto out;
-	}
-	handlers = 1;
-	if (fuse_session_mount(S.se, S.export_path) != 0) {
-		errmsg("%s: cannot mount the FUSE export (is /dev/fuse there, are we root?)",
-		       S.export_path);
-		goto out;
-	}
-	mounted = 1;
-	snprintf(pidbuf, sizeof(pidbuf), "%ld", (long)getpid());
-	state_written = 1;
-	{
-		int lk = online_state_lock(S.rundir);
-		if (lk < 0)
-			r = lk;
-		else if ((r = online_state_set(S.rundir, "image", S.image)) >= 0 &&
-			 (r = online_state_set(S.rundir, "export", S.export_path)) >= 0)
-			r = online_state_set(S.rundir, "pid", pidbuf);
-		online_state_unlock(lk);
-	}
-	if (r < 0) {
-		errmsg_err(S.rundir, r, "%s: cannot record the state: %s", S.rundir, strerror(-r));
-		goto out;
-	}
-	/* The control thread takes no signals: they go to the session loop. */
-	sigemptyset(&block);
-	sigaddset(&block, SIGTERM);
-	sigaddset(&block, SIGINT);
-	sigaddset(&block, SIGHUP);
-	sigaddset(&block, SIGPIPE);
-	pthread_sigmask(SIG_BLOCK, &block, &old);
-	r = pthread_create(&ctl_thread, NULL, ctl_main, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r) {
-		errmsg("cannot start the control thread: %s", strerror(r));
-		goto out;
-	}
-	ctl_started = 1;
-	signal(SIGPIPE, SIG_IGN);
+static int run(int argc, char **argv)
+{
+	struct options o = { .threads = 16 };
+	int r;
 
-	if (json) {   /* once, daemon or not */
-		struct json_out j;
-		json_start(&j, stdout);
-		json_doc_begin(&j);
-		json_string(&j, "filename", file);
-		json_string(&j, "export", S.export_path);
-		json_u64(&j, "pid", (uint64_t)getpid());
-		json_string(&j, "control_socket", path);
-		json_string(&j, "rundir", S.rundir);
-		json_bool(&j, "read_only", S.read_only);
-		json_bool(&j, "daemon", go_daemon);
-		json_object_end(&j);
-		json_finish(&j);
-	} else if (!quiet && !go_daemon)
-		printf("%s: exported at %s (pid %ld, control socket %s)\n", file, S.export_path,
-		       (long)getpid(), path);
-	if (ready_fd >= 0) {
-		if (!quiet && !json)
-			printf("%s: exported at %s (pid %ld)\n", file, S.export_path, (long)getpid());
-		fflush(stdout);
-		detach_stdio(S.rundir);
-		static const char ready = READY_MSG;
-		if (write(ready_fd, &ready, 1) != 1) {
-			/* the parent is gone: carry on */
-		}
-		close(ready_fd);
-		ready_fd = -1;
-	}
-	fflush(stdout);
-
-	lcfg = fuse_loop_cfg_create();
-	if (!lcfg) {
-		errmsg("out of memory");
-		goto out;
-	}
-	fuse_loop_cfg_set_max_threads(lcfg, threads);
-	fuse_loop_cfg_set_idle_threads(lcfg, threads);
-	fuse_loop_cfg_set_clone_fd(lcfg, 1);
-	r = fuse_session_loop_mt(S.se, lcfg);
-	ret = r == 0 || atomic_load(&S.stopping) || r == SIGTERM || r == SIGINT || r == SIGHUP ?
-	      EXIT_OK : EXIT_ERROR;
-	if (ret != EXIT_OK)
-		errmsg("%s: FUSE session ended: %s", S.export_path, strerror(r < 0 ? -r : EIO));
-out:
-	atomic_store(&S.stopping, 1);
-	if (ctl_started) {
-		shutdown(S.ctl_fd, SHUT_RDWR);
-		pthread_join(ctl_thread, NULL);
-	}
-	if (S.ctl_fd >= 0) {
-		close(S.ctl_fd);
-		online_path(S.rundir, "ctl", path, sizeof(path));
-		unlink(path);
-	}
-	if (mounted)
-		fuse_session_unmount(S.se);
-	if (handlers)
-		fuse_remove_signal_handlers(S.se);
-	if (S.se)
-		fuse_session_destroy(S.se);
-	fuse_opt_free_args(&fargs);
-	if (lcfg)
-		fuse_loop_cfg_destroy(lcfg);
-	free(mopts);
-	if (S.img && S.read_only) {
-		img_close(S.img);
-	} else if (S.img) {
-		r = img_flush(S.img);
-		if (r < 0) {
-			img_errmsg(file, r);
-			ret = EXIT_ERROR;
-		}
-		if (close_image(file, S.img) < 0)
-			ret = EXIT_ERROR;
-	}
-	if (cache_inited)
-		hcache_free(&S.cache);
-	if (state_written) {
-		/* only records that are still ours (common_online.h) */
-		int lk = online_state_lock(S.rundir);
-		if (lk >= 0 && online_state_pid(S.rundir) == getpid()) {
-			online_state_set(S.rundir, "export", NULL);
-			online_state_set(S.rundir, "image", NULL);
-			if (ret == EXIT_OK)
-				online_state_set(S.rundir, "log", NULL);
-			online_state_set(S.rundir, "pid", NULL);
-			rmdir(S.rundir);   /* fails while imgattach's files are there */
-		}
-		online_state_unlock(lk);
-	}
-	return ret;
+	tool_init(argc, argv);
+	if ((r = parse_options(argc, argv, &o)) >= 0)
+		return r;
+	if (check_export(&o) < 0)
+		return EXIT_ERROR;
+	return serve(&o);
 }
 
 int main(int argc, char **argv)

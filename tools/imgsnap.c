@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "common_online.h"
+#include "online/control.h"
 
 enum { OPT_NAME = 256, OPT_ALLOW_BACKING_PATH, OPT_INTO, OPT_CLEAR };
 
@@ -188,15 +188,16 @@ static int online_op(const char *file, struct online_state *os, const char *cmd,
 		errmsg("%s: %s online: %s", file, cmd, reply);
 		return exit_status(r);
 	}
-	reply_string(reply, !strcmp(cmd, "snapshot") ? "snapshot" : "merged_into", out, sizeof(out));
+	reply_string(reply, !strcmp(cmd, CTL_SNAPSHOT) ? CTL_KEY_SNAPSHOT : CTL_KEY_MERGED_INTO, out,
+		     sizeof(out));
 	if (json) {   /* the keys of the offline command */
-		if (!strcmp(cmd, "snapshot"))
+		if (!strcmp(cmd, CTL_SNAPSHOT))
 			print_json_op("create", file, 1, "snapshot", out, 0);
 		else
 			print_json_op("merge", file, 1, "merged_into", out, 0);
 	} else if (quiet) {
 		/* nothing */
-	} else if (!strcmp(cmd, "snapshot")) {
+	} else if (!strcmp(cmd, CTL_SNAPSHOT)) {
 		printf("%s: snapshot %s taken online; %s is now a delta over it\n", file, out, file);
 	} else {
 		printf("%s: merged into %s online, which is now %s\n", file, out, file);
@@ -276,7 +277,7 @@ static int run(int argc, char **argv)
 			}
 			/* the daemon has another working directory: the base
 			 * goes by its full path */
-			r = online_op(file, &os, !strcmp(cmd, "create") ? "snapshot" : "merge",
+			r = online_op(file, &os, !strcmp(cmd, "create") ? CTL_SNAPSHOT : CTL_MERGE,
 				      !strcmp(cmd, "create") ? name : into ? full : NULL);
 			/* the daemon merges and reports no progress: the end only */
 			if (strcmp(cmd, "create"))

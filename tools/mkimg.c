@@ -16,7 +16,7 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/fs_offline.h"
 
 enum { OPT_CLUSTER_SIZE = 256, OPT_BAT_RESERVE, OPT_FS, OPT_LABEL, OPT_FROM, OPT_BACKING,
        OPT_ALLOW_BACKING_PATH, OPT_FS_UUID, OPT_KEEP_FS_UUID };

@@ -10,7 +10,9 @@
 
 #include "common.h"
 #include "common_fs.h"
-#include "common_online.h"
+#include "online/daemon.h"
+#include "online/fs_offline.h"
+#include "online/mount.h"
 
 enum { OPT_DISCARD_DATA = 256, OPT_MIN, OPT_NO_FS };
 

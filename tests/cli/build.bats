@@ -67,7 +67,7 @@ compiled() { sed -n 's/^echo "  CC  *\(.*\)"$/\1/p'; }
 @test "issue 17 #3: a changed header rebuilds only the objects that include it" {
   built_tree
   all=$(cd "$ROOT" && ls "$REL"/obj/*/*.o "$REL"/obj/*/*/*.o | wc -l)
-  for h in libimg/format.h tools/common_fs.h tests/helpers/memfs.h; do
+  for h in libimg/format.h tools/common_fs.h tools/online/mount.h tests/helpers/memfs.h; do
     [ -f "$ROOT/$h" ] || continue
     got=$(cd "$ROOT" && mk -n -W "$h" BUILD="$REL" V= lib tools tests | compiled | sort)
     # the includers, by the compiler's own record (.d: "OBJ: SRC HEADERS...")
@@ -96,4 +96,38 @@ compiled() { sed -n 's/^echo "  CC  *\(.*\)"$/\1/p'; }
   grep -q "^\.TH LIBIMG 7 .*\"libimg $ver\"" "$T/stage/usr/share/man/man7/libimg.7"
   grep -qx "Version: $ver" "$T/stage/usr/lib/pkgconfig/libimg.pc"
   if grep -rn '@VERSION@' "$T/stage/usr/share/man"; then false; fi
+}
+
+@test "issue 17: each tool links only the shared objects its line of the Makefile's table names (imgmap, imgcheck, imgconvert: nothing of tools/online)" {
+  built_tree
+  table=$(cd "$ROOT" && mk -s tool-links BUILD="$REL")
+  [ -n "$table" ]
+  # the functions each shared object defines (linked as objects, whole)
+  objs=$(cd "$ROOT/$REL/obj/tools" && ls common*.o online/*.o | sed 's/\.o$//')
+  [[ $objs == *online/control* ]]
+  while IFS= read -r line; do
+    tool=${line%%:*}
+    uses=" ${line#*:} "
+    [ -x "$BUILD/bin/$tool" ] || { echo "no $BUILD/bin/$tool"; false; }
+    # (hidden visibility: the functions are local, "t", in the program)
+    have=$(nm --defined-only "$BUILD/bin/$tool" | awk '$2 == "T" || $2 == "t" {print $3}' | sort -u)
+    for o in $objs; do
+      defs=$(nm --defined-only -g "$ROOT/$REL/obj/tools/$o.o" | awk '$2 == "T" {print $3}' | sort -u)
+      [ -n "$defs" ] || continue
+      linked=$(comm -12 <(printf '%s\n' "$defs") <(printf '%s\n' "$have") | wc -l)
+      if [[ $uses == *" $o "* ]]; then
+        [ "$linked" -eq "$(printf '%s\n' "$defs" | wc -l)" ] ||
+          { echo "$tool: $o is in its line but not linked whole"; false; }
+      else
+        [ "$linked" -eq 0 ] || { echo "$tool links $o, which its line does not name: $line"; false; }
+      fi
+    done
+  done <<< "$table"
+  # what the issue asks for, stated directly
+  for tool in imgmap imgcheck imgconvert; do
+    if nm "$BUILD/bin/$tool" | grep -E ' [Tt] (online_|loop_|fs_offline_)'; then
+      echo "$tool links tools/online"; false
+    fi
+  done
+  [[ $(grep '^imginfo:' <<< "$table") == "imginfo: online/rundir common_fs common" ]]
 }

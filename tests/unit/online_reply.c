@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Unit test of the client side of imgserve's control protocol
- * (tools/common_online.c): online_reply_parse, the reader of the daemon's
+ * (tools/online/control.c): online_reply_parse, the reader of the daemon's
  * "ok" objects that imgctl prints again, and the command table.
- * Linked with tools/common*.o (Makefile).  Exit 0 pass, 1 fail. */
+ * Linked with tools/common.o and tools/online/control.o (Makefile).  Exit 0 pass, 1 fail. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../../tools/common.h"
-#include "../../tools/common_online.h"
+#include "../../tools/online/control.h"
 #include "../helpers/tassert.h"
 
 static void bad(const char *text)
