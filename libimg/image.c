@@ -659,8 +659,8 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 	}
 	if ((r = img_vfs->open(tmp, 0, &io)))
 		goto out_unlink;
-	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
-	if ((r = img_io_fault_from_env(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
+	if ((r = img_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		goto out_unlink;
 	}
@@ -1522,8 +1522,8 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	if (!io && (r = root ? img_vfs->open_beneath(root, rel, path, ioflags, &io) :
 			 img_vfs->open(path, ioflags, &io)))
 		return r;
-	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
-	if ((r = img_io_fault_from_env(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
+	if ((r = img_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}

@@ -269,6 +269,10 @@ struct img_vfs {
 };
 extern const struct img_vfs *img_vfs;
 extern const struct img_vfs img_vfs_posix;
+/* The backend of an image file just opened by path, or the test hook's
+ * wrapper around it (testio.h img_io_wrap_set; none unless a test set
+ * one).  On failure inner is still the caller's. */
+int img_io_wrap(struct img_io *inner, struct img_io **out);
 
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock
