@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Image core: create, open (header A/B choice, BAT load, log replay,
- * validation, allocator rebuild, leak reclaim), close, info, probe.
+ * Image core: create, open (header A/B choice, BAT load through bat.c, log
+ * replay through journal.c, validation, allocator rebuild, leak reclaim),
+ * close, info, probe; the backing chain's references (resolved in the
+ * delta's directory, opened beneath it, the backing-path policy); replacing
+ * a file (img_target_claim, _publish, _release: what create and the tools'
+ * outputs go through) and the file-mode protection of bases.
  *
  * Invariants kept here (FORMAT.md §3, §6; a header is never written over
  * the copy in force: img_header_commit() in journal.c):

@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * I/O backends for testing (internal: in libimg.a, not exported from the
- * shared library).  Both follow the libimg I/O table (struct img_io_ops), so
- * the image core runs on them unchanged, the way SQLite's test VFSes do.
+ * What the tests use of the library's inside (internal: in libimg.a, not
+ * exported from the shared library).  The two test backends follow the
+ * libimg I/O table (struct img_io_ops), so the image core runs on them
+ * unchanged, the way SQLite's test VFSes do:
  *
  * Fault backend: wraps another backend and fails chosen calls.
  * Crash backend: an in-memory file that keeps writes that were not flushed
  * aside, so that a simulated power loss can keep, drop or tear each of them.
+ *
+ * Then the test hooks: img_io_wrap_set (a wrapper around every image file
+ * opened by path: how LIBIMG_FAULT reaches the tools built for
+ * tests/cli/faults.bats), backing chains on I/O backends
+ * (img_create_io_over, img_open_io_over) and the path operations
+ * (img_vfs_set: a directory in memory).
  */
 #ifndef LIBIMG_TESTIO_H
 #define LIBIMG_TESTIO_H
