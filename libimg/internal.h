@@ -203,14 +203,15 @@ int img_sync(struct img *img, const char *what);
 /* -EIO with a message if a sync of img failed earlier, else 0. */
 int img_check_failed(struct img *img);
 
-/* Open (read-only, shared lock, with its chain) the image that backing
- * reference ref names, resolved in img's directory; the loop check counts
- * img.  For img_set_backing. */
+/* image.c: open (read-only, shared lock, with its chain) the image that
+ * backing reference ref names, resolved in img's directory; the loop check
+ * counts img.  For img_set_backing. */
 int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
-/* Check a backing reference against the rules of FORMAT.md 3.1 (absolute,
- * "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a message. */
+/* image.c: check a backing reference against the rules of FORMAT.md 3.1
+ * (absolute, "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a
+ * message. */
 int img_check_backing_ref(const char *owner, const char *ref, int allow);
-/* Write len bytes of buf into a free host area at host_off, skipping
+/* rw.c: write len bytes of buf into a free host area at host_off, skipping
  * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
  * made to exist in the file. */
 int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
