@@ -22,8 +22,6 @@ WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wundef -Wpointer-arith \
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -fPIC \
             -fvisibility=hidden -pthread -Ilibimg/include -Ilibimg $(WARN)
 EXTRA_CFLAGS ?=
-FAULT_INJECTION ?= 1
-BASE_CFLAGS += -DIMG_FAULT_INJECTION=$(FAULT_INJECTION)
 ALL_CFLAGS = $(BASE_CFLAGS) $(CFLAGS) $(EXTRA_CFLAGS) $(CPPFLAGS)
 # libblkid and libext2fs for libimg/fs.c (filesystems inside images), liburing
 # for libimg/io_uring.c.
@@ -90,6 +88,12 @@ TOOL_USES_shrinkimg := online/fs_offline online/mount $(ONLINE_DAEMON) common_fs
 tool_objs = $(patsubst %,$(BUILD)/obj/tools/%.o,$(TOOL_USES_$(1)) common)
 
 TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
+# The tools again, for tests/cli/faults.bats: linked with the test hook that
+# arms LIBIMG_FAULT (tests/faultbin/fault_on.c, tests/helpers/fault_env.c).
+# The library and the tools of $(BUILD)/bin (what make install installs)
+# have no such hook and ignore the variable.
+FAULT_TOOLS := $(patsubst tools/%.c,$(BUILD)/faultbin/%,$(TOOL_SRCS))
+FAULT_HOOK := $(BUILD)/obj/tests/faultbin/fault_on.o $(BUILD)/obj/tests/helpers/fault_env.o
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 CRASH_SRCS := $(sort $(wildcard tests/crash/*.c))
@@ -122,7 +126,7 @@ endif
 # intermediate, the dependency stamp too, which Make then ran late.
 PROG_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_SRCS) $(UNIT_SRCS) \
                $(CRASH_SRCS) $(FUZZ_SRCS) $(BENCH_SRCS))
-.SECONDARY: $(PROG_OBJS)
+.SECONDARY: $(PROG_OBJS) $(FAULT_HOOK)
 
 .PHONY: asan-build tsan-build clang-build tool-links
 .PHONY: all lib tools tests check check-crash install test-install asan ubsan \
@@ -143,7 +147,7 @@ $(BUILD_DEPS_STAMP): scripts/deps.sh
 
 lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
-tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS)
+tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS) $(FAULT_TOOLS)
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
@@ -178,6 +182,11 @@ $(BUILD)/bin/%: $(BUILD)/obj/tools/%.o $(STATIC)
 # The table above, one line per tool: "NAME: OBJECT...".
 tool-links:
 	@$(foreach t,$(notdir $(TOOLS)),echo "$(t): $(TOOL_USES_$(t)) common";)
+
+$(BUILD)/faultbin/%: $(BUILD)/obj/tools/%.o $(FAULT_HOOK) $(TOOL_COMMON) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(FAULT_HOOK) $(TOOL_COMMON) $(STATIC) $(LIBS_$*) $(LIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)
@@ -304,6 +313,7 @@ clean:
 -include $(wildcard $(BUILD)/obj/*/*.d $(BUILD)/obj/*/*/*.d)
 # An object without its .d (built by an older Makefile) depends on every
 # header, once: its next compile writes the .d.
-ALL_OBJS := $(LIB_OBJS) $(TOOL_COMMON) $(TEST_HELPERS) $(PROG_OBJS) $(BUILD)/obj/fuzz/replay_main.o
+ALL_OBJS := $(LIB_OBJS) $(TOOL_COMMON) $(TEST_HELPERS) $(PROG_OBJS) $(FAULT_HOOK) \
+	$(BUILD)/obj/fuzz/replay_main.o
 $(foreach o,$(ALL_OBJS),$(if $(wildcard $(o:.o=.d)),,$(o))): \
 	$(wildcard libimg/*.h libimg/include/*.h tools/*.h tools/online/*.h tests/helpers/*.h fuzz/*.h)

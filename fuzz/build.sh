@@ -14,7 +14,7 @@ CC=${FUZZ_CC:-clang}
 OUT=${FUZZ_BUILD:-build-fuzz}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all"
 CFLAGS="-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -fno-omit-frame-pointer \
- -pthread -Ilibimg/include -Ilibimg -DIMG_FAULT_INJECTION=1 -Wall -Wextra -Wno-unused-parameter \
+ -pthread -Ilibimg/include -Ilibimg -Wall -Wextra -Wno-unused-parameter \
  ${FUZZ_CFLAGS:-}"
 # -Werror only for the harnesses: gcc gates the library's warnings (make),
 # and a clang-only warning there must not stop the fuzzing.

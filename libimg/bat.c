@@ -3,7 +3,10 @@
  * The in-memory BAT: a flat array of 64-bit entries (8 bytes per virtual
  * cluster, nothing else per cluster), plus a bitmap of BAT blocks changed
  * since the last commit.  Blocks go to disk only through the log
- * (journal.c).
+ * (journal.c); at open they are read from the BAT region (bat_load_blocks:
+ * crc32c checked, decoded into the array).  The memory for the array and
+ * the open's read buffer is allocated here too (img_big_alloc: large areas
+ * are mappings aligned for huge pages).
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -3,8 +3,9 @@
  * Consistency check and repair.
  *
  * Problems found while opening (header copies, BAT blocks, entries) are
- * recorded by image.c when the image is opened with IMG_OPEN_CHECK; this
- * module reports them, checks what open does not read (BAT blocks past the
+ * recorded by the open (image.c) and the log replay (journal.c) through
+ * img_problem_add (util.c) when the image is opened with IMG_OPEN_CHECK;
+ * this module reports them, checks what open does not read (BAT blocks past the
  * virtual size, leaked clusters, the file's tail) and repairs what can be
  * repaired without guessing:
  *   - invalid entries and entries past the virtual size: cleared (they were

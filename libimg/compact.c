@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Compaction: all-zero clusters become unallocated, live clusters move from
- * the end of the host file into the lowest free clusters, the file is
- * truncated.  Afterwards the file holds the metadata and exactly one host
- * cluster per allocated entry.
+ * Compaction, in this order: all-zero clusters become unallocated (unless
+ * IMG_COMPACT_NO_ZERO_DETECT); with IMG_COMPACT_COMPRESS every allocated
+ * cluster is stored compressed where that saves a sector; compressed
+ * payloads are repacked into fewer host clusters when they would fit; live
+ * clusters and payloads move from the end of the host file into the lowest
+ * free clusters (img_compact_relocate, which shrink uses too); the file is
+ * truncated.  Afterwards the file holds the metadata, one host cluster per
+ * allocated entry and the host clusters holding compressed payloads.
  *
  * Crash safety (FORMAT.md §6 rules 2 and 5): every move copies into a free
  * cluster, publishes the new mapping, and frees the old cluster only through

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Error texts: img_strerror() and the per-thread img_last_error(). */
+/* Error texts: img_strerror(), and the per-thread error state the library
+ * sets (img_set_error, img_set_chain_error, img_set_holder) and the caller
+ * reads (img_last_error, img_last_chain_error, img_last_holder). */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* Encode, decode and validate the on-disk structures (format-spec/FORMAT.md). */
+/* Encode, decode and validate the on-disk structures (format-spec/FORMAT.md);
+ * crc32c (the CPU's instruction when it has one, else slicing-by-8;
+ * LIBIMG_NO_HW_CRC=1 forces the latter) and img_is_zero. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -8,8 +8,9 @@
  * libimg images hold one filesystem each, like ploop and container images.
  *
  * This module calls the public data API (img_pread, img_pwrite, img_map,
- * img_discard, ...) with one exception, unmap_clusters() below, which
- * unmaps many whole clusters under one commit (see there).
+ * img_discard, ...) and img_check_writable (util.c), with one exception,
+ * unmap_clusters() below, which unmaps many whole clusters under one
+ * commit (see there).
  */
 #include <errno.h>
 #include <pthread.h>

@@ -1,7 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Image core: create, open (header A/B choice, BAT load, log replay,
- * validation, allocator rebuild, leak reclaim), close, info, probe.
+ * Image core: create, open (header A/B choice, BAT load through bat.c, log
+ * replay through journal.c, validation, allocator rebuild, leak reclaim),
+ * close, info, probe; the backing chain's references (resolved in the
+ * delta's directory, opened beneath it, the backing-path policy); replacing
+ * a file (img_target_claim, _publish, _release: what create and the tools'
+ * outputs go through) and the file-mode protection of bases.
  *
  * Invariants kept here (FORMAT.md §3, §6; a header is never written over
  * the copy in force: img_header_commit() in journal.c):
@@ -659,8 +663,8 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 	}
 	if ((r = img_vfs->open(tmp, 0, &io)))
 		goto out_unlink;
-	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
-	if ((r = img_io_fault_from_env(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
+	if ((r = img_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		goto out_unlink;
 	}
@@ -1522,8 +1526,8 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	if (!io && (r = root ? img_vfs->open_beneath(root, rel, path, ioflags, &io) :
 			 img_vfs->open(path, ioflags, &io)))
 		return r;
-	/* Debug builds: LIBIMG_FAULT injects I/O faults (testio.h). */
-	if ((r = img_io_fault_from_env(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
+	if ((r = img_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}

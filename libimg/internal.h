@@ -203,14 +203,15 @@ int img_sync(struct img *img, const char *what);
 /* -EIO with a message if a sync of img failed earlier, else 0. */
 int img_check_failed(struct img *img);
 
-/* Open (read-only, shared lock, with its chain) the image that backing
- * reference ref names, resolved in img's directory; the loop check counts
- * img.  For img_set_backing. */
+/* image.c: open (read-only, shared lock, with its chain) the image that
+ * backing reference ref names, resolved in img's directory; the loop check
+ * counts img.  For img_set_backing. */
 int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
-/* Check a backing reference against the rules of FORMAT.md 3.1 (absolute,
- * "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a message. */
+/* image.c: check a backing reference against the rules of FORMAT.md 3.1
+ * (absolute, "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a
+ * message. */
 int img_check_backing_ref(const char *owner, const char *ref, int allow);
-/* Write len bytes of buf into a free host area at host_off, skipping
+/* rw.c: write len bytes of buf into a free host area at host_off, skipping
  * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
  * made to exist in the file. */
 int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
@@ -269,6 +270,10 @@ struct img_vfs {
 };
 extern const struct img_vfs *img_vfs;
 extern const struct img_vfs img_vfs_posix;
+/* The backend of an image file just opened by path, or the test hook's
+ * wrapper around it (testio.h img_io_wrap_set; none unless a test set
+ * one).  On failure inner is still the caller's. */
+int img_io_wrap(struct img_io *inner, struct img_io **out);
 
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock

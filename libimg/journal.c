@@ -25,7 +25,9 @@
  *
  *  - A header is never written over the copy in force: img_header_commit()
  *    writes the other slot (A/B) with seq + 1 and syncs; it is the one
- *    header writer of an open handle (checkpoint, resize, compress, snapshot).
+ *    header writer of an open handle (the DIRTY bit at open and close in
+ *    image.c, checkpoint, resize, compress's feature bit, snapshot.c's
+ *    reference, owner and template changes).
  *
  * One parser (log_walk) serves replay at open and checkpoint, which reads
  * the copy of the log this handle keeps in memory.

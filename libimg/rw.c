@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data path: read, write, compressed write, discard, write-zeroes,
- * flush, map, and the cluster relocation that resize and compact build on.
+ * The data path: read (a delta's unallocated clusters through its backing
+ * chain), write (copy-up into a delta's new cluster), compressed write
+ * (compress.c stores the payload), discard, write-zeroes, flush, map; and
+ * the cluster copies the operations build on: img_relocate and img_copy_up
+ * (resize), img_copy_cluster and img_write_sparse (check's repair).
  *
  * Invariants kept here (FORMAT.md §6):
  *  - data before map: a new cluster is reserved in the allocator, written,

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Backing chains: change the backing reference of a delta (safe and unsafe
- * rebase), snapshot (the image becomes the read-only base of a new empty
- * top under the same name) and merge (the top committed into its base,
- * which then takes the top's name); the last two offline (by path) and on
- * an open handle (img_snapshot_live, img_merge_live: the export daemon).
+ * rebase, img_set_backing), snapshot (the image becomes the read-only base
+ * of a new empty top under the same name) and merge (the top committed into
+ * its base, which then takes the top's name), the last two offline (by
+ * path) and on an open handle (img_snapshot_live, img_merge_live: the
+ * export daemon); the template mark of a base (img_set_template).
  * Files and names go through img_vfs (vfs.c), so the crash test runs these
  * on a directory in memory that loses unsynced names and writes.
  *

@@ -1,12 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * I/O backends for testing (internal: in libimg.a, not exported from the
- * shared library).  Both follow the libimg I/O table (struct img_io_ops), so
- * the image core runs on them unchanged, the way SQLite's test VFSes do.
+ * What the tests use of the library's inside (internal: in libimg.a, not
+ * exported from the shared library).  The two test backends follow the
+ * libimg I/O table (struct img_io_ops), so the image core runs on them
+ * unchanged, the way SQLite's test VFSes do:
  *
  * Fault backend: wraps another backend and fails chosen calls.
  * Crash backend: an in-memory file that keeps writes that were not flushed
  * aside, so that a simulated power loss can keep, drop or tear each of them.
+ *
+ * Then the test hooks: img_io_wrap_set (a wrapper around every image file
+ * opened by path: how LIBIMG_FAULT reaches the tools built for
+ * tests/cli/faults.bats), backing chains on I/O backends
+ * (img_create_io_over, img_open_io_over) and the path operations
+ * (img_vfs_set: a directory in memory).
  */
 #ifndef LIBIMG_TESTIO_H
 #define LIBIMG_TESTIO_H
@@ -64,35 +71,15 @@ unsigned img_io_fault_fired_ops(struct img_io *io);
 /* IMG_FAULT_DROP: changes dropped by failed flushes since the last arm. */
 uint64_t img_io_fault_dropped(struct img_io *io);
 
-/*
- * LIBIMG_FAULT="op:N:ERRNO[,sticky][,partial][,drop]" in the environment, where op
- * is read|write|flush|punch|truncate|mutating|any, N >= 1 and ERRNO a name
- * (EIO, ENOSPC, EDQUOT, EROFS, ENOMEM, EFBIG) or a number: wraps inner in a
- * fault backend armed that way (taking ownership of inner) and stores it in
- * *out.  Unset or empty: *out = inner.  A malformed value: -EINVAL, a
- * message in img_last_error(), and inner still belongs to the caller.
- * Only in builds with IMG_FAULT_INJECTION (debug builds); elsewhere the
- * variable is ignored.
- */
-#if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
-int img_io_fault_from_env(struct img_io *inner, struct img_io **out);
-#else
-static inline int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
-{
-	*out = inner;
-	return 0;
-}
-/* ---------------------------------------------------------------------- */
-/* Path operations (tests: a directory in memory)                          */
-/* ---------------------------------------------------------------------- */
-
-/* Routes the file and directory operations of every path-based call
- * (struct img_vfs, internal.h) through vfs; NULL restores POSIX.  Not
- * thread-safe: set it before opening anything. */
-struct img_vfs;
-void img_vfs_set(const struct img_vfs *vfs);
-
-#endif
+/* Every image file the path-based calls create or open (the backend of
+ * img_create's new file, and of each image img_open opens by path, the
+ * backing chain included) goes through wrap, which returns it or a
+ * backend wrapping it (taking ownership) in *out, or fails with -errno
+ * leaving inner the caller's.  NULL (the default) opens them as they are.
+ * A test hook: the library never sets one; the tools built for
+ * tests/cli/faults.bats set img_io_fault_from_env (tests/helpers/fault_env.h)
+ * at start-up.  Not thread-safe: set it before opening anything. */
+void img_io_wrap_set(int (*wrap)(struct img_io *inner, struct img_io **out));
 
 /* ---------------------------------------------------------------------- */
 /* Crash simulation                                                         */

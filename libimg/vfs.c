@@ -6,6 +6,11 @@
  * names and files lose what was not synced at a simulated power loss, so
  * operations spanning several files and renames are crash-tested like the
  * rest.  Every function returns 0 or -errno.
+ *
+ * The test hook img_io_wrap_set (testio.h) lives here too: a function that
+ * wraps the backend of every image file img_create and img_open open by
+ * path.  The library never sets it (the tools built for tests/cli/faults.bats
+ * do, to arm LIBIMG_FAULT); without it img_io_wrap passes the backend on.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -155,4 +160,20 @@ const struct img_vfs *img_vfs = &img_vfs_posix;
 void img_vfs_set(const struct img_vfs *vfs)
 {
 	img_vfs = vfs ? vfs : &img_vfs_posix;
+}
+
+static int (*io_wrap)(struct img_io *inner, struct img_io **out);
+
+void img_io_wrap_set(int (*wrap)(struct img_io *inner, struct img_io **out))
+{
+	io_wrap = wrap;
+}
+
+int img_io_wrap(struct img_io *inner, struct img_io **out)
+{
+	if (!io_wrap) {
+		*out = inner;
+		return 0;
+	}
+	return io_wrap(inner, out);
 }

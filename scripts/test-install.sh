@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs into a staging directory and builds a tiny program against the
-# installed library through pkg-config, statically and dynamically.
+# installed library through pkg-config, statically and dynamically; checks
+# that nothing installed reads the tests' LIBIMG_FAULT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -44,4 +45,15 @@ LD_LIBRARY_PATH="$stage/usr/lib" "$stage/prog-dyn" "$stage/a.img"
 extra=$(nm -D --defined-only "$stage/usr/lib/libimg.so" | awk '$2 == "T" && $3 !~ /^img_/' | wc -l)
 [ "$extra" -eq 0 ] || { echo "libimg.so exports non-img_ symbols" >&2; exit 1; }
 readelf -d "$stage/usr/lib/libimg.so" | grep -q 'SONAME.*libimg.so.0' || { echo "bad soname" >&2; exit 1; }
+# The fault hook is the tests' (tests/helpers/fault_env.c, linked only into
+# $(BUILD)/faultbin and the tests): nothing installed reads LIBIMG_FAULT.
+for f in "$stage"/usr/lib/libimg.so "$stage"/usr/lib/libimg.a "$stage"/usr/bin/*; do
+  if strings -a "$f" | grep -q LIBIMG_FAULT || nm -A "$f" 2>/dev/null | grep -q img_io_fault_from_env; then
+    echo "$f: reads LIBIMG_FAULT (the test-only fault hook is installed)" >&2; exit 1
+  fi
+done
+LIBIMG_FAULT=write:1:EIO,sticky LD_LIBRARY_PATH="$stage/usr/lib" "$stage/prog-dyn" "$stage/c.img" >/dev/null ||
+  { echo "the installed libimg.so obeys LIBIMG_FAULT" >&2; exit 1; }
+LIBIMG_FAULT=write:1:EIO,sticky "$stage/usr/bin/mkimg" -q "$stage/d.img" 1M ||
+  { echo "the installed mkimg obeys LIBIMG_FAULT" >&2; exit 1; }
 echo "test-install: ok"

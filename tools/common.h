@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * What every command-line tool shares: size parsing, messages, option
- * scanning, human sizes, hand-written JSON and the progress bar.
+ * What every command-line tool shares: size parsing, messages and exit
+ * statuses, option scanning, human sizes, the backing-path policy, opening
+ * and closing images (with their messages and lock waits), hand-written
+ * JSON and the progress bar.
  *
  * Nothing here knows the image format; the tools talk to images only
  * through libimg.h.  The parse_* functions never print and never exit

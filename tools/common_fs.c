@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* Filesystem helpers shared by mkimg, imginfo and compact. */
+/* Filesystem helpers of the tools (see common_fs.h): used by mkimg, imginfo,
+ * compact, growimg, shrinkimg, imgmount and the online code. */
 #include <errno.h>
 #include <fcntl.h>
 #include <spawn.h>

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * What the tools that deal with a filesystem inside an image share:
- * printing img_fs_probe()'s answer, running mkfs-like programs quietly,
- * and copying a sparse raw file into an image.
+ * printing img_fs_probe()'s answer, checking filesystem UUIDs and labels,
+ * running mkfs-like programs quietly, and copying a sparse raw file into
+ * an image.
  */
 #ifndef TOOLS_COMMON_FS_H
 #define TOOLS_COMMON_FS_H

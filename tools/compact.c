@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* compact: give an image's unused host space back (offline). */
+/* compact: give an image's unused host space back (offline, or through
+ * imgserve's control socket while the image is served). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

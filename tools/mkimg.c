@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* mkimg: create an empty image, or one holding a new filesystem. */
+/* mkimg: create an empty image, one holding a new filesystem, or a thin
+ * clone of a base (--backing). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

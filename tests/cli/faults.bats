@@ -1,17 +1,20 @@
 #!/usr/bin/env bats
-# The tools under I/O faults: LIBIMG_FAULT=op:N:ERRNO[,sticky][,drop] (debug builds,
-# libimg/testio.h) at every call N of mkimg, growimg, shrinkimg, compact,
+# The tools under I/O faults: LIBIMG_FAULT=op:N:ERRNO[,sticky][,drop]
+# (tests/helpers/fault_env.h) at every call N of mkimg, growimg, shrinkimg, compact,
 # imgconvert and imgcheck --repair, and a real full disk (a small tmpfs, as
 # root).  Every failure must be clean (exit 1, 8 when out of space: libimg(7);
 # one message naming the error, no crash) and leave the image intact: it
 # checks without corruption, reads what it held, and the same command
 # succeeds once the fault is gone.
 # Self-contained (no helpers.bash) so that it skips cleanly without tools.
+# The tools are those of $BUILD/faultbin (make tests): the same programs
+# linked with the test hook that reads LIBIMG_FAULT; the ones make install
+# installs ($BUILD/bin) ignore it, as the library does.
 
 ROOT=$(cd "$BATS_TEST_DIRNAME/../.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
-BIN=$BUILD/bin
+BIN=$BUILD/faultbin
 K=1024; M=$((1024 * K))
 # Each spec is tried at N = 1, 2, ... until the command passes without
 # hitting it.  EIO on any call (reads too), ENOSPC on writes and
@@ -39,10 +42,10 @@ teardown() {
   if [ -n "${MNT:-}" ] && mountpoint -q "$MNT"; then umount "$MNT"; fi
 }
 
-# Fault injection is compiled in (FAULT_INJECTION=1, the default)?
+# The tools read LIBIMG_FAULT (the test hook is linked in)?
 need_fault_injection() {
   if LIBIMG_FAULT=bogus "$BIN/mkimg" -q "$BATS_TEST_TMPDIR/probe.img" 1M 2>/dev/null; then
-    skip "fault injection not built in (FAULT_INJECTION=0)"
+    die "$BIN/mkimg ignores LIBIMG_FAULT: built without tests/faultbin/fault_on.c?"
   fi
 }
 
@@ -150,6 +153,19 @@ make_compact_template() {
   [ "$status" -eq 1 ]
   [[ $err == *LIBIMG_FAULT* ]]
   [ ! -e a.img ]
+}
+
+@test "issue 17: the tools make install installs ignore LIBIMG_FAULT (only \$BUILD/faultbin reads it)" {
+  local ibin=$BUILD/bin
+  [ -x "$ibin/mkimg" ] || skip "tools not built ($ibin/mkimg missing)"
+  LIBIMG_FAULT=write:1:EIO,sticky run_split "$ibin/mkimg" -q a.img 4M
+  [ "$status" -eq 0 ] || die "$ibin/mkimg under LIBIMG_FAULT: exit $status: $err"
+  LIBIMG_FAULT=bogus run_split "$ibin/growimg" -q a.img 8M
+  [ "$status" -eq 0 ] || die "$ibin/growimg under LIBIMG_FAULT=bogus: exit $status: $err"
+  [ "$(info a.img virtual_size)" = $((8 * M)) ]
+  # and the same programs of faultbin do fail
+  LIBIMG_FAULT=write:1:EIO,sticky run_split "$BIN/mkimg" -q b.img 4M
+  [ "$status" -eq 1 ] && [ ! -e b.img ]
 }
 
 p_mkimg() { rm -f a.img; }

@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /* The fault-injecting backend: which call fails, with what, and that a failed
- * call does not reach the inner backend; LIBIMG_FAULT parsing. */
+ * call does not reach the inner backend; LIBIMG_FAULT parsing; the library
+ * ignores LIBIMG_FAULT unless a test hook (img_io_wrap_set) asks for it. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "testio.h"
+#include "../helpers/fault_env.h"
 #include "../helpers/tassert.h"
 
 static struct img_io *new_mem_fault(void)
@@ -199,7 +202,6 @@ static void test_threads(void)
 	f->ops->close(f);
 }
 
-#if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
 /* Arms through LIBIMG_FAULT and returns the wrapper, or NULL with *r set. */
 static struct img_io *from_env(const char *spec, int *r, struct img_io **inner)
 {
@@ -272,7 +274,45 @@ static void test_env(void)
 	f->ops->close(f);
 	unsetenv("LIBIMG_FAULT");
 }
-#endif
+
+/* The library reads LIBIMG_FAULT only through the hook: without it an image
+ * is created and opened as if the variable were not set; with it the first
+ * write fails. */
+static void test_hook(void)
+{
+	char dir[] = "/tmp/io_fault.XXXXXX", path[64];
+	struct img_create_opts o = { .virtual_size = 1 << 20 };
+	struct img *img;
+	int r;
+
+	T_ASSERT(mkdtemp(dir) != NULL);
+	snprintf(path, sizeof(path), "%s/a.img", dir);
+	T_OK(setenv("LIBIMG_FAULT", "write:1:EIO,sticky", 1));
+	T_OK(img_create(path, &o));
+	T_OK(img_open(path, IMG_OPEN_RDWR, &img));
+	T_EQ(img_pwrite(img, "x", 1, 0), 1);
+	T_OK(img_close(img));
+
+	img_io_wrap_set(img_io_fault_from_env);
+	T_OK(unlink(path));
+	T_EQ(img_create(path, &o), -EIO);
+	T_ASSERT(access(path, F_OK) < 0);
+	T_OK(unsetenv("LIBIMG_FAULT"));
+	T_OK(img_create(path, &o));
+	T_OK(setenv("LIBIMG_FAULT", "write:1:EIO,sticky", 1));
+	r = img_open(path, IMG_OPEN_RDWR, &img);     /* may write already */
+	if (!r) {
+		T_ASSERT(img_pwrite(img, "x", 1, 0) < 0 || img_flush(img) < 0);
+		(void)img_close(img);
+	} else {
+		T_EQ(r, -EIO);
+	}
+
+	img_io_wrap_set(NULL);
+	T_OK(unsetenv("LIBIMG_FAULT"));
+	T_OK(unlink(path));
+	T_OK(rmdir(dir));
+}
 
 int main(void)
 {
@@ -283,8 +323,7 @@ int main(void)
 	test_partial();
 	test_posix_inner();
 	test_threads();
-#if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
 	test_env();
-#endif
+	test_hook();
 	return 0;
 }
