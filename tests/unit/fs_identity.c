@@ -21,7 +21,6 @@
 #include "../helpers/fs_util.h"
 #include "../helpers/tassert.h"
 
-
 #define CS (64u << 10)
 #define FS_SIZE (64u << 20)
 

@@ -12,7 +12,6 @@
 #include "libimg.h"
 #include "../helpers/tassert.h"
 
-
 #define CS (64u << 10)
 
 static void pattern(uint8_t *b, uint64_t v) { memset(b, (int)(v * 37 + 1), CS); b[0] = (uint8_t)v; }

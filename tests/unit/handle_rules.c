@@ -31,7 +31,6 @@
 #include "../helpers/ioborrow.h"
 #include "../helpers/tassert.h"
 
-
 #define CS (64u << 10)
 #define VS (4u << 20)
 

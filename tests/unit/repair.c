@@ -19,7 +19,6 @@
 #include "../helpers/ioborrow.h"
 #include "../helpers/tassert.h"
 
-
 #define CS (64u << 10)
 /* Layout of a 64 KiB-cluster image: header cluster, 1 MiB log, BAT. */
 #define LOG_OFF  ((uint64_t)CS)
