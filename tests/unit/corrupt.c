@@ -129,55 +129,101 @@ static void expect_corrupt(uint8_t *bytes, size_t len, const char *what, int rep
 	io->ops->close(io);
 }
 
-int main(void)
+/* A clean base image, and a copy of its bytes to break (malloc'd). */
+static uint8_t *fresh(size_t *len)
+{
+	build_base(1, NULL);
+	return copy_base(len);
+}
+
+static void clean_base(void)
 {
 	struct img *img;
 	struct img_check_result cr;
-	struct img_info info;
-	uint8_t *b, buf[CS];
+	uint8_t *b;
 	size_t len;
 
-	build_base(1, NULL);
-	b = copy_base(&len);
+	b = fresh(&len);
 	T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
 	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	T_CHECK(cr.allocated_clusters == 4);
 	img_close(img);
+	free(b);
+}
 
-	/* Entry inside metadata. */
+/* Entry inside metadata. */
+static void entry_inside_metadata(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1));
 	expect_corrupt(b, len, "inside the metadata", 1);
 	free(b);
+}
 
-	/* Entry past the end of the file. */
-	b = copy_base(&len);
+/* Entry past the end of the file. */
+static void entry_past_eof(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1000));
 	expect_corrupt(b, len, "past the end of the file", 1);
 	free(b);
+}
 
-	/* The first cluster past the end of the file (the bound itself). */
-	b = copy_base(&len);
+/* The first cluster past the end of the file (the bound itself). */
+static void entry_at_eof_bound(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	T_CHECK(len == (DATA0 + 4) * CS);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, DATA0 + 4));
 	expect_corrupt(b, len, "past the end of the file", 1);
 	free(b);
+}
 
-	/* A file ending inside its last mapped cluster still maps it. */
-	b = copy_base(&len);
+/* A file ending inside its last mapped cluster still maps it. */
+static void file_ends_in_last_cluster(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	T_CHECK(open_bytes(b, len - 1, 0, &img, NULL) == 0);
 	img_close(img);
 	free(b);
+}
 
-	/* A duplicate after entries that leave the fast path (a zero entry,
-	 * an unallocated gap) is still found. */
-	b = copy_base(&len);
+/* A duplicate after entries that leave the fast path (a zero entry,
+ * an unallocated gap) is still found. */
+static void duplicate_after_gap(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 6, IMG_E_MAKE(IMG_E_ZERO, 0));
 	set_entry(b, 200, entry(b, 0));
 	expect_corrupt(b, len, "another entry maps", 1);
 	free(b);
+}
 
-	/* Two entries on one cluster: repaired by copying; both keep data. */
-	b = copy_base(&len);
+/* Two entries on one cluster: repaired by copying; both keep data. */
+static void duplicate_repaired_by_copy(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b, buf[CS];
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 9, entry(b, 2));
 	expect_corrupt(b, len, "another entry maps", 1);
 	{
@@ -194,9 +240,15 @@ int main(void)
 		io->ops->close(io);
 	}
 	free(b);
+}
 
-	/* Unknown state, and payload on an unallocated entry. */
-	b = copy_base(&len);
+/* Unknown state, and payload on an unallocated entry. */
+static void unknown_state_and_payload(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 6, 7ull << 60);
 	expect_corrupt(b, len, "unknown state", 1);
 	free(b);
@@ -204,21 +256,40 @@ int main(void)
 	set_entry(b, 6, 5);
 	expect_corrupt(b, len, "non-zero payload", 1);
 	free(b);
+}
 
-	/* Entry past the virtual size (16 MiB = 256 clusters). */
-	b = copy_base(&len);
+/* Entry past the virtual size (16 MiB = 256 clusters). */
+static void entry_past_vsize(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 300, IMG_E_MAKE(IMG_E_ZERO, 0));
 	expect_corrupt(b, len, "past the virtual size", 1);
 	free(b);
+}
 
-	/* BAT block with a bad crc: not repairable (entries unknown). */
-	b = copy_base(&len);
+/* BAT block with a bad crc: not repairable (entries unknown). */
+static void bat_block_bad_crc(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	b[BAT_OFF + 200] ^= 0x10;
 	expect_corrupt(b, len, "bad crc32c", 0);
 	free(b);
+}
 
-	/* Both headers bad; not an image; unknown incompatible feature. */
-	b = copy_base(&len);
+/* Both headers bad; not an image; unknown incompatible feature. */
+static void bad_headers_and_features(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	b[30] ^= 1;
 	b[IMG_HEADER_SLOT + 30] ^= 1;
 	T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
@@ -246,9 +317,17 @@ int main(void)
 		img_close(img);
 	}
 	free(b);
+}
 
-	/* A torn header copy: the other is used; not corruption. */
-	b = copy_base(&len);
+/* A torn header copy: the other is used; not corruption. */
+static void torn_header_copy(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b, buf[CS];
+	size_t len;
+
+	b = fresh(&len);
 	{
 		struct img_header ha, hb;
 		img_header_decode(b, &ha, NULL, 0);
@@ -261,9 +340,17 @@ int main(void)
 		img_close(img);
 	}
 	free(b);
+}
 
-	/* Dirty image with log transactions not checkpointed: read-only open
-	 * replays in memory; read-write open replays and checkpoints. */
+/* Dirty image with log transactions not checkpointed: read-only open
+ * replays in memory; read-write open replays and checkpoints. */
+static void dirty_log_replay(void)
+{
+	struct img *img;
+	struct img_info info;
+	uint8_t *b, buf[CS];
+	size_t len;
+
 	{
 		struct img *live;
 		build_base(0, &live);      /* open, flushed, not closed */
@@ -285,9 +372,17 @@ int main(void)
 		free(b);
 		img_close(live);
 	}
+}
 
-	/* Leaked cluster (data no entry maps): found, repaired. */
-	b = copy_base(&len);
+/* Leaked cluster (data no entry maps): found, repaired. */
+static void leaked_cluster(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	{
 		uint64_t h = entry(b, 3);
 		set_entry(b, 3, 0);        /* cluster h now leaked, holds 0x04 */
@@ -307,16 +402,36 @@ int main(void)
 		io->ops->close(io);
 	}
 	free(b);
+}
 
-	/* Truncated file: entries past EOF. */
-	b = copy_base(&len);
+/* Truncated file: entries past EOF. */
+static void truncated_file(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	T_CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
 	T_CHECK(open_bytes(b, 100, 0, &img, NULL) == -EMEDIUMTYPE || 1);
 	T_CHECK(open_bytes(b, 0, 0, &img, NULL) == -EMEDIUMTYPE);
 	free(b);
+}
 
-	base->ops->close(base);
-	if (t_failures())
-		fprintf(stderr, "%lu checks failed\n", t_failures());
-	return t_failures() ? 1 : 0;
+static const struct t_case cases[] = {
+	T_CASE(clean_base), T_CASE(entry_inside_metadata), T_CASE(entry_past_eof),
+	T_CASE(entry_at_eof_bound), T_CASE(file_ends_in_last_cluster),
+	T_CASE(duplicate_after_gap), T_CASE(duplicate_repaired_by_copy),
+	T_CASE(unknown_state_and_payload), T_CASE(entry_past_vsize), T_CASE(bat_block_bad_crc),
+	T_CASE(bad_headers_and_features), T_CASE(torn_header_copy), T_CASE(dirty_log_replay),
+	T_CASE(leaked_cluster), T_CASE(truncated_file),
+};
+
+int main(int argc, char **argv)
+{
+	int r = T_MAIN(argc, argv, cases);
+
+	if (base)
+		base->ops->close(base);
+	return r;
 }
