@@ -81,17 +81,16 @@ static int clean(struct img *img)
 	return img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0;
 }
 
-int main(void)
+/* Growth past the BAT's capacity: the relocation is reported. */
+static void grow_relocation(void)
 {
 	char path[] = "/tmp/libimg-progress-XXXXXX";
 	struct img *img;
-	struct img_info in;
 	struct rec r;
 	int fd = mkstemp(path);
 
+	T_ASSERT(fd >= 0);
 	close(fd);
-
-	/* Growth past the BAT's capacity: the relocation is reported. */
 	img = make(path);
 	memset(&r, 0, sizeof(r));
 	T_CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == 0);
@@ -100,9 +99,21 @@ int main(void)
 	T_CHECK(data_ok(img, 1024));
 	T_CHECK(clean(img));
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Cancelled during the relocation: -ECANCELED, the size unchanged,
-	 * the data where it reads, the image consistent. */
+/* Cancelled during the relocation: -ECANCELED, the size unchanged,
+ * the data where it reads, the image consistent. */
+static void cancelled_relocation(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct img_info in;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make(path);
 	memset(&r, 0, sizeof(r));
 	r.cancel_at = 2;
@@ -118,9 +129,20 @@ int main(void)
 	T_CHECK(img_resize_progress(img, 4ull << 30, 0, NULL, NULL) == 0);
 	T_CHECK(data_ok(img, 1024));
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Shrink: the packing of the host file is reported (what is kept
-	 * sits at the end of the file: it moves). */
+/* Shrink: the packing of the host file is reported (what is kept
+ * sits at the end of the file: it moves). */
+static void shrink_packing(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make_order(path, 1);
 	memset(&r, 0, sizeof(r));
 	T_CHECK(img_resize_progress(img, 16u << 20, IMG_RESIZE_DISCARD_DATA, record, &r) == 0);
@@ -130,8 +152,19 @@ int main(void)
 	T_CHECK(data_ok(img, 256));
 	T_CHECK(clean(img));
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Check: forward, ending at done == total; cancel -> -ECANCELED. */
+/* Check: forward, ending at done == total; cancel -> -ECANCELED. */
+static void check_progress(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make(path);
 	T_CHECK(img_close(img) == 0);
 	T_CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
@@ -150,9 +183,20 @@ int main(void)
 		T_CHECK(img_check(img, &co, &cr) == -ECANCELED);
 	}
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Compact: its steps (zero detection, relocation) as one count that
-	 * only goes forward and ends at done == total. */
+/* Compact: its steps (zero detection, relocation) as one count that
+ * only goes forward and ends at done == total. */
+static void compact_progress(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make(path);
 	{
 		struct img_compact_opts co = { 0 };
@@ -175,12 +219,15 @@ int main(void)
 	}
 	T_CHECK(clean(img));
 	T_CHECK(img_close(img) == 0);
-
 	unlink(path);
-	if (t_failures()) {
-		fprintf(stderr, "%lu failures\n", t_failures());
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(grow_relocation), T_CASE(cancelled_relocation), T_CASE(shrink_packing),
+	T_CASE(check_progress), T_CASE(compact_progress),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }
