@@ -274,17 +274,16 @@ static void test_env(void)
 }
 #endif
 
-int main(void)
-{
-	test_passthrough();
-	test_nth_write_once();
-	test_sticky_and_mask();
-	test_reads_and_truncate();
-	test_partial();
-	test_posix_inner();
-	test_threads();
+static const struct t_case cases[] = {
+	T_CASE(test_passthrough), T_CASE(test_nth_write_once), T_CASE(test_sticky_and_mask),
+	T_CASE(test_reads_and_truncate), T_CASE(test_partial), T_CASE(test_posix_inner),
+	T_CASE(test_threads),
 #if defined(IMG_FAULT_INJECTION) && IMG_FAULT_INJECTION
-	test_env();
+	T_CASE(test_env),
 #endif
-	return 0;
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }
