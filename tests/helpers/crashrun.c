@@ -112,6 +112,25 @@ void crash_run_workload(const struct crash_settings *s, const struct crash_workl
 	free(pts);
 }
 
+uint64_t crash_run_until_done(const char *name, int (*point)(void *arg, uint64_t n, int *fired),
+			      void *arg, uint64_t limit, uint64_t *passed)
+{
+	uint64_t n, ok = 0;
+	int fired = 1;
+
+	for (n = 1; fired; n++) {
+		int f = point(arg, n, &fired);
+		if (!fired && f)
+			T_FAIL("%s: the operation fails without a fault", name);
+		if (fired)
+			ok += !f;
+		if (n > limit)
+			T_FAIL("%s: more than %" PRIu64 " calls", name, limit);
+	}
+	*passed = ok;
+	return n - 2;
+}
+
 int crash_selected(const struct crash_settings *s, const char *name, unsigned v)
 {
 	return !(s->workload && strcmp(s->workload, name)) && !(s->only && v != s->variant);

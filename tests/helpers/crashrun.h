@@ -73,6 +73,16 @@ struct crash_totals {
 void crash_run_workload(const struct crash_settings *s, const struct crash_workload *w,
 			struct crash_totals *tot);
 
+/* The other shape of the loop, for faults that are not counted in a dry
+ * run: point(arg, n, &fired) runs the operation with the fault at call n
+ * (1-based) and returns non-zero if what it left fails verification; n
+ * goes up until a run in which no fault fired (the operation got past its
+ * last call).  That run must pass, and there must be at most limit calls;
+ * else the program fails, naming name.  Returns the calls (the points
+ * run); *passed gets the ones that passed. */
+uint64_t crash_run_until_done(const char *name, int (*point)(void *arg, uint64_t n, int *fired),
+			      void *arg, uint64_t limit, uint64_t *passed);
+
 /* Whether the settings select workload name in variant v. */
 int crash_selected(const struct crash_settings *s, const char *name, unsigned v);
 
