@@ -610,75 +610,81 @@ out:
 	return !ok;
 }
 
-static void run_workload(const struct workload *w0, unsigned variant, int full, uint64_t *trun,
-			 uint64_t *tpassed, uint64_t only_n, int only_mode, uint64_t only_seed)
+/* The driver's view of one workload (tests/helpers/crashrun.c). */
+struct job {
+	const struct workload *w;
+	struct run x;
+	struct base b;
+};
+
+static uint64_t job_dry(void *arg)
+{
+	struct job *j = arg;
+	uint64_t events;
+
+	j->x.merge_end = 0;
+	run_on(&j->x, &j->b, j->w->body, j->w->seed, 0);
+	events = j->x.clk.events;
+	bm_free(&j->x.m);
+	memfs_free(j->x.fs);
+	return events;
+}
+
+static void job_crash(void *arg, uint64_t n)
+{
+	struct job *j = arg;
+
+	run_on(&j->x, &j->b, j->w->body, j->w->seed, n);
+}
+
+static int job_verify(void *arg, uint64_t n, enum img_crash_mode mode, uint64_t seed)
+{
+	struct job *j = arg;
+
+	return verify_point(j->w, &j->x, n, mode, seed);
+}
+
+static void job_release(void *arg)
+{
+	struct job *j = arg;
+
+	bm_free(&j->x.m);
+	memfs_free(j->x.fs);
+}
+
+/* The tail of the own merge (the owner field cleared after the rename,
+ * then the reopen) is always run: added to a sample. */
+static void job_also(void *arg, uint64_t events, uint8_t *on)
+{
+	struct job *j = arg;
+
+	(void)events;
+	if (j->w->merge != 2 || !j->x.merge_end)
+		return;
+	for (uint64_t n = j->x.merge_end > MERGE_TAIL ? j->x.merge_end - MERGE_TAIL + 1 : 1;
+	     n <= j->x.merge_end; n++)
+		on[n] = 1;
+}
+
+static void run_workload(const struct crash_settings *cs, const struct workload *w0,
+			 unsigned variant, struct crash_totals *tot)
 {
 	struct workload wv = *w0, *w = &wv;
-	struct run x = { 0 };
-	struct base b = { 0 };
+	struct job j = { .w = &wv };
 	char name[64];
-	uint64_t events, npts, *pts, run = 0, passed = 0, budget = full ? 3000 : FAST_BUDGET;
-	unsigned nrandom = full ? 6 : 1;
-	time_t t0 = time(NULL);
+	struct crash_workload cw = {
+		.name = name, .dry = job_dry, .crash = job_crash, .verify = job_verify,
+		.release = job_release, .also = job_also, .arg = &j, .fast_budget = FAST_BUDGET,
+	};
 
 	wv.seed += 1000 * variant;
 	snprintf(name, sizeof(name), "%s#%u", w0->name, variant);
 	wv.name = name;
-	x.buf = malloc(2 * CLUSTER);
-	T_ASSERT(x.buf);
-	make_base(w, &x, &b);
-
-	x.merge_end = 0;
-	run_on(&x, &b, w->body, w->seed, 0);
-	events = x.clk.events;
-	bm_free(&x.m);
-	memfs_free(x.fs);
-
-	pts = calloc(events + 1, sizeof(*pts));
-	T_ASSERT(pts);
-	if (only_n) {
-		pts[0] = only_n;
-		npts = 1;
-	} else {
-		npts = crash_pick_points(events, budget, pts);
-	}
-	/* The tail of the own merge (the owner field cleared after the
-	 * rename, then the reopen) is always run: added to a sample. */
-	if (!only_n && w->merge == 2 && x.merge_end) {
-		uint8_t *on = calloc(events + 1, 1);
-		T_ASSERT(on);
-		for (uint64_t i = 0; i < npts; i++)
-			on[pts[i]] = 1;
-		for (uint64_t n = x.merge_end > MERGE_TAIL ? x.merge_end - MERGE_TAIL + 1 : 1;
-		     n <= x.merge_end; n++)
-			on[n] = 1;
-		npts = 0;
-		for (uint64_t n = 1; n <= events; n++)
-			if (on[n])
-				pts[npts++] = n;
-		free(on);
-	}
-	for (uint64_t i = 0; i < npts; i++) {
-		run_on(&x, &b, w->body, w->seed, pts[i]);
-		for (unsigned c = 0; c < (only_n ? 1 : 2 + nrandom); c++) {
-			enum img_crash_mode mode = c == 0 ? IMG_CRASH_DROP_ALL
-						 : c == 1 ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
-			uint64_t seed = c < 2 ? 0 : pts[i] * 1000 + c;
-			if (only_n) {
-				mode = (enum img_crash_mode)only_mode;
-				seed = only_seed;
-			}
-			run++;
-			passed += !verify_point(w, &x, pts[i], mode, seed);
-		}
-		bm_free(&x.m);
-		memfs_free(x.fs);
-	}
-	printf("%-12s %5" PRIu64 " calls, crashed at %4" PRIu64 " of them, %6" PRIu64
-	       " crash points, %6" PRIu64 " passed (%lds)\n", w->name, events, npts, run, passed,
-	       (long)(time(NULL) - t0));
-	fflush(stdout);
-	if (w->merge == 2 && !only_n) {
+	j.x.buf = malloc(2 * CLUSTER);
+	T_ASSERT(j.x.buf);
+	make_base(w, &j.x, &j.b);
+	crash_run_workload(cs, &cw, tot);
+	if (w->merge == 2 && !cs->only) {
 		printf("%-12s %6" PRIu64 " results with a stale owner field (crash before its clear)\n",
 		       w->name, stale_seen);
 		if (!stale_seen)
@@ -686,41 +692,30 @@ static void run_workload(const struct workload *w0, unsigned variant, int full, 
 			       w->name);
 		stale_seen = 0;
 	}
-	*trun += run;
-	*tpassed += passed;
-	free(pts);
-	base_free(&b);
-	free(x.buf);
+	base_free(&j.b);
+	free(j.x.buf);
 }
 
 int main(void)
 {
 	struct crash_settings cs;
-	uint64_t run = 0, passed = 0;
+	struct crash_totals tot = { 0 };
 	unsigned nvariants;
-	int full;
 	time_t t0 = time(NULL);
 
 	/* file-sized buffers come and go at every point: reuse heap */
 	mallopt(M_MMAP_THRESHOLD, 256 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	crash_settings_read(&cs);
-	full = cs.full;
 	verbose = cs.verbose;
-	if (full)
+	if (cs.full)
 		scale = 3;
-	nvariants = full ? 3 : 1;
-	printf("chain crash points: %s run (CRASH_FULL=1 for the full one)\n", full ? "full" : "fast");
+	nvariants = cs.full ? 3 : 1;
+	printf("chain crash points: %s run (CRASH_FULL=1 for the full one)\n",
+	       cs.full ? "full" : "fast");
 	for (unsigned v = 0; v < nvariants; v++)
-		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
-			if ((cs.workload && strcmp(cs.workload, workloads[i].name)) ||
-			    (cs.only && v != cs.variant))
-				continue;
-			run_workload(&workloads[i], v, full, &run, &passed, cs.n, cs.mode, cs.seed);
-		}
-	printf("SUMMARY: chain crash points run %" PRIu64 ", passed %" PRIu64 " (%lds)\n", run,
-	       passed, (long)(time(NULL) - t0));
-	if (!run)
-		T_FAIL("no crash point run");
-	return passed == run ? 0 : 1;
+		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+			if (crash_selected(&cs, workloads[i].name, v))
+				run_workload(&cs, &workloads[i], v, &tot);
+	return crash_summary("chain crash points", &tot, (long)(time(NULL) - t0));
 }

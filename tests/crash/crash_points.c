@@ -833,10 +833,6 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 	T_FAIL("%s: no crash of prep leaves both a log to replay and leaks", w->name);
 }
 
-struct stats {
-	uint64_t run, passed;
-};
-
 static void report_problem(void *arg, enum img_check_severity sev, int fixed, const char *msg)
 {
 	(void)fixed;
@@ -999,76 +995,80 @@ out:
 	return !ok;
 }
 
-static void run_workload(const struct workload *w0, unsigned variant, int full,
-			 struct stats *tot, uint64_t only_n, int only_mode, uint64_t only_seed)
+/* The driver's view of one workload (tests/helpers/crashrun.c). */
+struct job {
+	const struct workload *w;
+	struct run x;
+	struct base b;
+	struct img_io *cio;
+};
+
+static uint64_t job_dry(void *arg)
+{
+	struct job *j = arg;
+	uint64_t events;
+
+	/* Dry run: count the calls, verify without a crash. */
+	T_OK(img_io_crash_new(j->b.bytes, j->b.len, &j->cio));
+	run_on(&j->x, j->cio, &j->b.m, j->w->open_flags, j->w->body, j->w->seed, 0);
+	events = img_io_crash_events(j->cio);
+	bm_free(&j->x.m);
+	j->cio->ops->close(j->cio);
+	return events;
+}
+
+static void job_crash(void *arg, uint64_t n)
+{
+	struct job *j = arg;
+
+	T_OK(img_io_crash_new(j->b.bytes, j->b.len, &j->cio));
+	run_on(&j->x, j->cio, &j->b.m, j->w->open_flags, j->w->body, j->w->seed, n);
+}
+
+static int job_verify(void *arg, uint64_t n, enum img_crash_mode mode, uint64_t seed)
+{
+	struct job *j = arg;
+
+	return verify_point(j->w, &j->x, n, mode, seed);
+}
+
+static void job_release(void *arg)
+{
+	struct job *j = arg;
+
+	bm_free(&j->x.m);
+	j->cio->ops->close(j->cio);
+}
+
+static void run_workload(const struct crash_settings *cs, const struct workload *w0,
+			 unsigned variant, struct crash_totals *tot)
 {
 	struct workload wv = *w0, *w = &wv;
+	struct job j = { .w = &wv };
 	char name[64];
-	struct run x = { 0 };
-	struct base b = { 0 };
-	struct img_io *cio;
-	uint64_t events, npts, *pts, run = 0, passed = 0, budget = full ? 3000 : FAST_BUDGET;
-	unsigned nrandom = full ? 6 : 1;
-	time_t t0 = time(NULL);
+	struct crash_workload cw = {
+		.name = name, .dry = job_dry, .crash = job_crash, .verify = job_verify,
+		.release = job_release, .arg = &j, .fast_budget = FAST_BUDGET,
+	};
 
 	/* Variant k runs the same shape with other random choices. */
 	wv.seed += 1000 * variant;
 	snprintf(name, sizeof(name), "%s#%u", w0->name, variant);
 	wv.name = name;
-	x.buf = malloc(MAXIO);
-	T_ASSERT(x.buf);
-	make_base(w, &x, &b);
-
-	/* Dry run: count the calls, verify without a crash. */
-	T_OK(img_io_crash_new(b.bytes, b.len, &cio));
-	run_on(&x, cio, &b.m, w->open_flags, w->body, w->seed, 0);
-	events = img_io_crash_events(cio);
-	bm_free(&x.m);
-	cio->ops->close(cio);
-
-	pts = calloc(events + 1, sizeof(*pts));
-	T_ASSERT(pts);
-	if (only_n) {
-		pts[0] = only_n;
-		npts = 1;
-	} else {
-		npts = crash_pick_points(events, budget, pts);
-	}
-	for (uint64_t i = 0; i < npts; i++) {
-		T_OK(img_io_crash_new(b.bytes, b.len, &cio));
-		run_on(&x, cio, &b.m, w->open_flags, w->body, w->seed, pts[i]);
-		for (unsigned c = 0; c < (only_n ? 1 : 2 + nrandom); c++) {
-			enum img_crash_mode mode = c == 0 ? IMG_CRASH_DROP_ALL
-						 : c == 1 ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
-			uint64_t seed = c < 2 ? 0 : pts[i] * 1000 + c;
-			if (only_n) {
-				mode = (enum img_crash_mode)only_mode;
-				seed = only_seed;
-			}
-			run++;
-			passed += !verify_point(w, &x, pts[i], mode, seed);
-		}
-		bm_free(&x.m);
-		cio->ops->close(cio);
-	}
-	printf("%-12s %5" PRIu64 " calls, crashed at %4" PRIu64 " of them, %6" PRIu64
-	       " crash points, %6" PRIu64 " passed (%lds)\n", w->name, events, npts, run, passed,
-	       (long)(time(NULL) - t0));
-	fflush(stdout);
-	tot->run += run;
-	tot->passed += passed;
-	free(pts);
-	free(b.bytes);
-	bm_free(&b.m);
-	free(x.buf);
+	j.x.buf = malloc(MAXIO);
+	T_ASSERT(j.x.buf);
+	make_base(w, &j.x, &j.b);
+	crash_run_workload(cs, &cw, tot);
+	free(j.b.bytes);
+	bm_free(&j.b.m);
+	free(j.x.buf);
 }
 
 int main(void)
 {
 	struct crash_settings cs;
 	unsigned nvariants;
-	int full;
-	struct stats tot = { 0 };
+	struct crash_totals tot = { 0 };
 	time_t t0 = time(NULL);
 
 	/* Megabyte buffers come and go at every crash point: keep them in the
@@ -1076,24 +1076,14 @@ int main(void)
 	mallopt(M_MMAP_THRESHOLD, 256 << 20);
 	mallopt(M_TRIM_THRESHOLD, 512 << 20);
 	crash_settings_read(&cs);
-	full = cs.full;
 	verbose = cs.verbose;
-	if (full)
+	if (cs.full)
 		scale = 3;
-	nvariants = full ? 3 : 1;
-	printf("crash points: %s run (CRASH_FULL=1 for the full one)\n", full ? "full" : "fast");
-	for (unsigned v = 0; v < nvariants; v++) {
-		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++) {
-			if (cs.workload && strcmp(cs.workload, workloads[i].name))
-				continue;
-			if (cs.only && v != cs.variant)
-				continue;
-			run_workload(&workloads[i], v, full, &tot, cs.n, cs.mode, cs.seed);
-		}
-	}
-	printf("SUMMARY: crash points run %" PRIu64 ", passed %" PRIu64 " (%lds)\n", tot.run,
-	       tot.passed, (long)(time(NULL) - t0));
-	if (!tot.run)
-		T_FAIL("no crash point run");
-	return tot.passed == tot.run ? 0 : 1;
+	nvariants = cs.full ? 3 : 1;
+	printf("crash points: %s run (CRASH_FULL=1 for the full one)\n", cs.full ? "full" : "fast");
+	for (unsigned v = 0; v < nvariants; v++)
+		for (size_t i = 0; i < sizeof(workloads) / sizeof(workloads[0]); i++)
+			if (crash_selected(&cs, workloads[i].name, v))
+				run_workload(&cs, &workloads[i], v, &tot);
+	return crash_summary("crash points", &tot, (long)(time(NULL) - t0));
 }

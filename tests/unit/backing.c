@@ -14,9 +14,7 @@
 
 #include "libimg.h"
 #include "format.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define VS (4u << 20)
@@ -54,13 +52,13 @@ static void set_ref(const char *name, const char *ref)
 	char why[160];
 	int fd = open(P(name), O_RDWR);
 
-	CHECK(fd >= 0);
-	CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	CHECK(img_header_decode(slot, &h, why, sizeof(why)) == 0);
+	T_CHECK(fd >= 0);
+	T_CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
+	T_CHECK(img_header_decode(slot, &h, why, sizeof(why)) == 0);
 	img_header_set_backing(&h, NULL, ref, strlen(ref));
 	img_header_encode(&h, slot);
-	CHECK(pwrite(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	CHECK(pwrite(fd, slot, sizeof(slot), IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+	T_CHECK(pwrite(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
+	T_CHECK(pwrite(fd, slot, sizeof(slot), IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	close(fd);
 }
 
@@ -94,178 +92,178 @@ int main(void)
 	 * (never written). */
 	fill(base, VS, 1);
 	memset(base + 5 * CS, 0, 3 * CS);
-	CHECK(mk("base.img", VS, NULL, 0) == 0);
-	CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &b) == 0);
-	CHECK(img_pwrite(b, base, VS, 0) == VS);
-	CHECK(img_write_zeroes(b, 5 * CS, CS) == 0);
-	CHECK(img_discard(b, 6 * CS, 2 * CS) == 0);
-	CHECK(img_close(b) == 0);
+	T_CHECK(mk("base.img", VS, NULL, 0) == 0);
+	T_CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &b) == 0);
+	T_CHECK(img_pwrite(b, base, VS, 0) == VS);
+	T_CHECK(img_write_zeroes(b, 5 * CS, CS) == 0);
+	T_CHECK(img_discard(b, 6 * CS, 2 * CS) == 0);
+	T_CHECK(img_close(b) == 0);
 	base_crc = (uint32_t)crc_of("base.img");
 
 	/* A delta with the base's size by default. */
-	CHECK(mk("top.img", 0, "base.img", 0) == 0);
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(mk("top.img", 0, "base.img", 0) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
 	img_info(img, &in);
-	CHECK(in.virtual_size == VS && in.backing_depth == 1 && in.allocated_clusters == 0);
-	CHECK(img_backing_ref(img, ref, sizeof(ref)) == 8 && !strcmp(ref, "base.img"));
-	CHECK(img_backing_ref(img, ref, 4) == -ERANGE);
-	CHECK(img_backing(img) != NULL);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, base, VS));
+	T_CHECK(in.virtual_size == VS && in.backing_depth == 1 && in.allocated_clusters == 0);
+	T_CHECK(img_backing_ref(img, ref, sizeof(ref)) == 8 && !strcmp(ref, "base.img"));
+	T_CHECK(img_backing_ref(img, ref, 4) == -ERANGE);
+	T_CHECK(img_backing(img) != NULL);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, base, VS));
 
 	/* map: the base's data shows at depth 1 */
-	CHECK(img_map(img, 0, &ex) == 0 && ex.type == IMG_EXTENT_DATA && ex.depth == 1 &&
+	T_CHECK(img_map(img, 0, &ex) == 0 && ex.type == IMG_EXTENT_DATA && ex.depth == 1 &&
 	      ex.length == 5 * CS);
-	CHECK(img_map(img, 5 * CS, &ex) == 0 && ex.type == IMG_EXTENT_ZERO && ex.depth == 1);
+	T_CHECK(img_map(img, 5 * CS, &ex) == 0 && ex.type == IMG_EXTENT_ZERO && ex.depth == 1);
 
 	/* Partial write: copy-on-write of the rest of the cluster. */
 	memcpy(want, base, VS);
 	memset(want + 3 * CS + 100, 0xAB, 1000);
-	CHECK(img_pwrite(img, want + 3 * CS + 100, 1000, 3 * CS + 100) == 1000);
+	T_CHECK(img_pwrite(img, want + 3 * CS + 100, 1000, 3 * CS + 100) == 1000);
 	/* A write spanning a partial, a whole and a partial cluster. */
 	memset(want + 8 * CS + 7, 0xCD, 2 * CS);
-	CHECK(img_pwrite(img, want + 8 * CS + 7, 2 * CS, 8 * CS + 7) == 2 * CS);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_map(img, 3 * CS, &ex) == 0 && ex.type == IMG_EXTENT_DATA && ex.depth == 0 &&
+	T_CHECK(img_pwrite(img, want + 8 * CS + 7, 2 * CS, 8 * CS + 7) == 2 * CS);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_map(img, 3 * CS, &ex) == 0 && ex.type == IMG_EXTENT_DATA && ex.depth == 0 &&
 	      ex.length == CS);
 
 	/* Discard and write-zeroes hide the backing: whole clusters become
 	 * zero, partial ones are copied up with zeros. */
-	CHECK(img_discard(img, 12 * CS, CS) == 0);
+	T_CHECK(img_discard(img, 12 * CS, CS) == 0);
 	memset(want + 12 * CS, 0, CS);
-	CHECK(img_write_zeroes(img, 14 * CS + 512, 4096) == 0);
+	T_CHECK(img_write_zeroes(img, 14 * CS + 512, 4096) == 0);
 	memset(want + 14 * CS + 512, 0, 4096);
-	CHECK(img_discard(img, 3 * CS, CS) == 0);         /* allocated -> zero */
+	T_CHECK(img_discard(img, 3 * CS, CS) == 0);         /* allocated -> zero */
 	memset(want + 3 * CS, 0, CS);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_map(img, 12 * CS, &ex) == 0 && ex.type == IMG_EXTENT_ZERO && ex.depth == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_map(img, 12 * CS, &ex) == 0 && ex.type == IMG_EXTENT_ZERO && ex.depth == 0);
 
 	/* Compaction: an all-zero allocated cluster of a delta becomes zero,
 	 * never unallocated (the base has data there). */
 	memset(want + 20 * CS, 0, CS);
-	CHECK(img_pwrite(img, want + 20 * CS, CS, 20 * CS) == CS);
-	CHECK(img_compact(img, NULL, &cs) == 0 && cs.zero_clusters_freed >= 1);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, want + 20 * CS, CS, 20 * CS) == CS);
+	T_CHECK(img_compact(img, NULL, &cs) == 0 && cs.zero_clusters_freed >= 1);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
 
 	/* Reopen: the same; check clean; the base never changed. */
-	CHECK(img_open(P("top.img"), 0, &img) == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-	CHECK(img_close(img) == 0);
-	CHECK(crc_of("base.img") == base_crc);
+	T_CHECK(img_open(P("top.img"), 0, &img) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(crc_of("base.img") == base_crc);
 
 	/* The base is locked shared while a delta is open: no writer. */
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &b) == -EBUSY);
-	CHECK(img_open(P("base.img"), 0, &b) == 0 && img_close(b) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &b) == -EBUSY);
+	T_CHECK(img_open(P("base.img"), 0, &b) == 0 && img_close(b) == 0);
 
 	/* Grow the delta past the base: zeros there; shrink and grow again:
 	 * the dropped part reads zeros, not the base. */
-	CHECK(img_resize(img, 2 * VS, 0) == 0);
-	CHECK(img_pread(img, got, VS, VS) == VS && img_is_zero(got, VS));
-	CHECK(img_resize(img, VS / 2 + 4096, 0) == 0);
-	CHECK(img_resize(img, VS, 0) == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS / 2 + 4096) &&
+	T_CHECK(img_resize(img, 2 * VS, 0) == 0);
+	T_CHECK(img_pread(img, got, VS, VS) == VS && img_is_zero(got, VS));
+	T_CHECK(img_resize(img, VS / 2 + 4096, 0) == 0);
+	T_CHECK(img_resize(img, VS, 0) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS / 2 + 4096) &&
 	      img_is_zero(got + VS / 2 + 4096, VS / 2 - 4096));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 
 	/* Safe rebase onto nothing (flatten in place): the disk is unchanged. */
-	CHECK(mk("top2.img", 0, "base.img", 0) == 0);
-	CHECK(img_open(P("top2.img"), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_pwrite(img, want, 1000, 77) == 1000);
+	T_CHECK(mk("top2.img", 0, "base.img", 0) == 0);
+	T_CHECK(img_open(P("top2.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_pwrite(img, want, 1000, 77) == 1000);
 	memcpy(want, base, VS);
 	memcpy(want + 77, base, 1000);
-	CHECK(img_set_backing(img, NULL, 0, NULL, NULL) == 0);
+	T_CHECK(img_set_backing(img, NULL, 0, NULL, NULL) == 0);
 	img_info(img, &in);
-	CHECK(in.backing_depth == 0 && in.incompat_features == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(P("top2.img"), 0, &img) == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
+	T_CHECK(in.backing_depth == 0 && in.incompat_features == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top2.img"), 0, &img) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
 	/* Safe rebase of top.img onto top2.img: the disk stays the same. */
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_pread(img, want, VS, 0) == VS);
-	CHECK(img_set_backing(img, "top2.img", 0, NULL, NULL) == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(P("top.img"), 0, &img) == 0);
-	CHECK(img_backing_ref(img, ref, sizeof(ref)) == 8 && !strcmp(ref, "top2.img"));
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_pread(img, want, VS, 0) == VS);
+	T_CHECK(img_set_backing(img, "top2.img", 0, NULL, NULL) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top.img"), 0, &img) == 0);
+	T_CHECK(img_backing_ref(img, ref, sizeof(ref)) == 8 && !strcmp(ref, "top2.img"));
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
 
 	/* img_open_io cannot follow a reference; NO_BACKING opens alone and
 	 * refuses data writes. */
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
-	CHECK(img_backing(img) == NULL);
-	CHECK(img_pwrite(img, want, 512, 0) == -EROFS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
+	T_CHECK(img_backing(img) == NULL);
+	T_CHECK(img_pwrite(img, want, 512, 0) == -EROFS);
+	T_CHECK(img_close(img) == 0);
 
 	/* Refusals. */
-	CHECK(mk("abs.img", 0, P("base.img"), 0) == -EPERM);
-	CHECK(strstr(img_last_error(), "absolute") != NULL);
-	CHECK(mk("abs.img", 0, P("base.img"), IMG_CREATE_ALLOW_BACKING_PATH) == 0);
-	CHECK(img_open(P("abs.img"), 0, &img) == -EPERM);
-	CHECK(strstr(img_last_error(), "absolute") && strstr(img_last_error(), "abs.img"));
-	CHECK(img_open(P("abs.img"), IMG_OPEN_ALLOW_BACKING_PATH, &img) == 0 && img_close(img) == 0);
-	CHECK(mk("dots.img", VS, NULL, 0) == 0);
+	T_CHECK(mk("abs.img", 0, P("base.img"), 0) == -EPERM);
+	T_CHECK(strstr(img_last_error(), "absolute") != NULL);
+	T_CHECK(mk("abs.img", 0, P("base.img"), IMG_CREATE_ALLOW_BACKING_PATH) == 0);
+	T_CHECK(img_open(P("abs.img"), 0, &img) == -EPERM);
+	T_CHECK(strstr(img_last_error(), "absolute") && strstr(img_last_error(), "abs.img"));
+	T_CHECK(img_open(P("abs.img"), IMG_OPEN_ALLOW_BACKING_PATH, &img) == 0 && img_close(img) == 0);
+	T_CHECK(mk("dots.img", VS, NULL, 0) == 0);
 	set_ref("dots.img", "x/../base.img");
-	CHECK(img_open(P("dots.img"), 0, &img) == -EPERM);
-	CHECK(strstr(img_last_error(), "..") != NULL);
-	CHECK(img_open(P("dots.img"), IMG_OPEN_ALLOW_BACKING_PATH, &img) == -ENOENT);
+	T_CHECK(img_open(P("dots.img"), 0, &img) == -EPERM);
+	T_CHECK(strstr(img_last_error(), "..") != NULL);
+	T_CHECK(img_open(P("dots.img"), IMG_OPEN_ALLOW_BACKING_PATH, &img) == -ENOENT);
 	set_ref("dots.img", "missing.img");
-	CHECK(img_open(P("dots.img"), 0, &img) == -ENOENT);
-	CHECK(strstr(img_last_error(), "missing.img") != NULL);
+	T_CHECK(img_open(P("dots.img"), 0, &img) == -ENOENT);
+	T_CHECK(strstr(img_last_error(), "missing.img") != NULL);
 	/* issue 14 #7: a chain failure is told from one of the image itself */
-	CHECK(img_last_chain_error() == -ENOENT);
-	CHECK(img_open(P("dots.img"), IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
-	CHECK(img_last_chain_error() == 0);
-	CHECK(img_open(P("abs.img"), 0, &img) == -EPERM && img_last_chain_error() == -EPERM);
-	CHECK(img_open(P("no-such.img"), 0, &img) == -ENOENT && img_last_chain_error() == 0);
+	T_CHECK(img_last_chain_error() == -ENOENT);
+	T_CHECK(img_open(P("dots.img"), IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
+	T_CHECK(img_last_chain_error() == 0);
+	T_CHECK(img_open(P("abs.img"), 0, &img) == -EPERM && img_last_chain_error() == -EPERM);
+	T_CHECK(img_open(P("no-such.img"), 0, &img) == -ENOENT && img_last_chain_error() == 0);
 	/* A loop: a -> b -> a. */
-	CHECK(mk("la.img", VS, NULL, 0) == 0 && mk("lb.img", VS, NULL, 0) == 0);
+	T_CHECK(mk("la.img", VS, NULL, 0) == 0 && mk("lb.img", VS, NULL, 0) == 0);
 	set_ref("la.img", "lb.img");
 	set_ref("lb.img", "la.img");
-	CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
-	CHECK(strstr(img_last_error(), "loop") != NULL);
-	CHECK(img_last_chain_error() == -ELOOP);
+	T_CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
+	T_CHECK(strstr(img_last_error(), "loop") != NULL);
+	T_CHECK(img_last_chain_error() == -ELOOP);
 	set_ref("la.img", "la.img");
-	CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
+	T_CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
 	/* Depth 1000: refused past 64. */
 	for (int i = 0; i < 1000; i++) {
 		char n[32], r[32];
 		snprintf(n, sizeof(n), "d%d.img", i);
-		CHECK(mk(n, 65536, NULL, 0) == 0);
+		T_CHECK(mk(n, 65536, NULL, 0) == 0);
 		if (i) {
 			snprintf(r, sizeof(r), "d%d.img", i - 1);
 			set_ref(n, r);
 		}
 	}
-	CHECK(img_open(P("d999.img"), 0, &img) == -ELOOP);
-	CHECK(strstr(img_last_error(), "deeper than 64") != NULL);
-	CHECK(img_open(P("d64.img"), 0, &img) == 0);
+	T_CHECK(img_open(P("d999.img"), 0, &img) == -ELOOP);
+	T_CHECK(strstr(img_last_error(), "deeper than 64") != NULL);
+	T_CHECK(img_open(P("d64.img"), 0, &img) == 0);
 	img_info(img, &in);
-	CHECK(in.backing_depth == 64);
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(P("d65.img"), 0, &img) == -ELOOP);
+	T_CHECK(in.backing_depth == 64);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("d65.img"), 0, &img) == -ELOOP);
 	/* A replaced base (another image under the same name). */
-	CHECK(mk("b2.img", VS, NULL, 0) == 0 && mk("t2.img", 0, "b2.img", 0) == 0);
-	CHECK(mk("b2.img", VS, NULL, 0) == 0);
-	CHECK(img_open(P("t2.img"), 0, &img) == -EUCLEAN);
-	CHECK(strstr(img_last_error(), "uuid") != NULL);
-	CHECK(img_last_chain_error() == -EUCLEAN);
+	T_CHECK(mk("b2.img", VS, NULL, 0) == 0 && mk("t2.img", 0, "b2.img", 0) == 0);
+	T_CHECK(mk("b2.img", VS, NULL, 0) == 0);
+	T_CHECK(img_open(P("t2.img"), 0, &img) == -EUCLEAN);
+	T_CHECK(strstr(img_last_error(), "uuid") != NULL);
+	T_CHECK(img_last_chain_error() == -EUCLEAN);
 	/* img_create_io and img_open_io do not follow references. */
 	{
 		struct img_io *io;
 		struct img_create_opts o = { .virtual_size = VS };
 		o.backing_file = "base.img";
 		img_io_mem_new(NULL, 0, &io);
-		CHECK(img_create_io(io, &o) == -EINVAL);
+		T_CHECK(img_create_io(io, &o) == -EINVAL);
 		io->ops->close(io);
-		CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
-		CHECK(img_open_io(io, 0, &img) == -EOPNOTSUPP);
-		CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
-		CHECK(img_open_io(io, IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
+		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(img_open_io(io, 0, &img) == -EOPNOTSUPP);
+		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(img_open_io(io, IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
 	}
 
 	{
@@ -274,6 +272,6 @@ int main(void)
 		if (!getenv("KEEP") && system(cmd)) {}
 	}
 	printf("SUMMARY: chain reads, copy-on-write, zero shadows, rebase, refusals: %s\n",
-	       fails ? "FAIL" : "ok");
-	return fails ? 1 : 0;
+	       t_failures() ? "FAIL" : "ok");
+	return t_failures() ? 1 : 0;
 }

@@ -21,9 +21,7 @@
 #include "format.h"
 #include "internal.h"
 #include "../helpers/procstat.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define NV 256u                        /* virtual clusters */
@@ -58,11 +56,11 @@ static void check_clean(const char *path)
 	struct img_check_result res;
 
 	memset(&res, 0, sizeof(res));
-	CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
 	if (!img)
 		return;
-	CHECK(img_check(img, NULL, &res) == 0);
-	CHECK(res.corruptions == 0 && res.leaks == 0 && res.incomplete == 0);
+	T_CHECK(img_check(img, NULL, &res) == 0);
+	T_CHECK(res.corruptions == 0 && res.leaks == 0 && res.incomplete == 0);
 	img_close(img);
 }
 
@@ -72,11 +70,9 @@ static void check_data(struct img *img, const unsigned *gen)
 
 	for (uint64_t v = 0; v < NV; v++) {
 		fill(want, v, gen[v]);
-		CHECK(img_pread(img, got, CS, v * CS) == (ssize_t)CS);
-		if (memcmp(want, got, CS)) {
-			fprintf(stderr, "cluster %llu differs\n", (unsigned long long)v);
-			fails++;
-		}
+		T_CHECK(img_pread(img, got, CS, v * CS) == (ssize_t)CS);
+		if (memcmp(want, got, CS))
+			T_ERROR("cluster %llu differs", (unsigned long long)v);
 	}
 	free(want);
 	free(got);
@@ -98,8 +94,8 @@ static void counts_model(void)
 	uint64_t x = 88172645463325252ull, d0;
 
 #define RND() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
-	CHECK(img_io_mem_new(NULL, 0, &io) == 0 && img_create_io(io, &o) == 0);
-	CHECK(img_open_io(io, 0, &img) == 0);
+	T_CHECK(img_io_mem_new(NULL, 0, &io) == 0 && img_create_io(io, &o) == 0);
+	T_CHECK(img_open_io(io, 0, &img) == 0);
 	if (!img)
 		return;
 	d0 = img->g.data_cluster0 + 64;
@@ -118,43 +114,44 @@ static void counts_model(void)
 			unsigned i = (unsigned)(RND() % span);
 			uint64_t e = IMG_C_MAKE(key[i] * (CS / 512), 1);
 			if (model[i] && RND() % 100 < (phase == 2 ? 70u : 40u)) {
-				CHECK(img_release_entry(img, e) == 0);
+				T_CHECK(img_release_entry(img, e) == 0);
 				model[i]--;
 			} else {
-				CHECK(comp_ref(img, e) == 0);
+				T_CHECK(comp_ref(img, e) == 0);
 				model[i]++;
 			}
 		}
 		if (phase == 3)
 			for (unsigned i = 0; i < POOL; i++)
 				for (; model[i]; model[i]--)
-					CHECK(img_release_entry(img, IMG_C_MAKE(key[i] * (CS / 512), 1)) == 0);
+					T_CHECK(img_release_entry(img, IMG_C_MAKE(key[i] * (CS / 512), 1)) == 0);
 		{
 			uint64_t hosts = 0;
 			for (unsigned i = 0; i < POOL; i++) {
 				hosts += model[i] != 0;
 				if (cref_get(img, key[i]) != model[i]) {
-					fprintf(stderr, "phase %u: host cluster %llu counted %u, not %u\n", phase,
+					T_ERROR("phase %u: host cluster %llu counted %u, not %u", phase,
 						(unsigned long long)key[i], cref_get(img, key[i]), model[i]);
-					fails++;
 					break;
 				}
 			}
-			CHECK(cref_hosts(img) == hosts);
-			CHECK(cref_get(img, d0 - 1) == 0 && cref_get(img, d0 + (1u << 27)) == 0);
+			T_CHECK(cref_hosts(img) == hosts);
+			T_CHECK(cref_get(img, d0 - 1) == 0 && cref_get(img, d0 + (1u << 27)) == 0);
 			/* a window while they lie densely, a table once scattered */
-			CHECK(phase == 0 ? img->cref.cap == 0 : phase == 3 || img->cref.cap > 0);
+			T_CHECK(phase == 0 ? img->cref.cap == 0 : phase == 3 || img->cref.cap > 0);
 		}
 	}
 	/* all dropped: the next count starts a window again */
-	CHECK(comp_ref(img, IMG_C_MAKE(d0 * (CS / 512), 1)) == 0);
-	CHECK(img->cref.cap == 0 && cref_get(img, d0) == 1 && cref_hosts(img) == 1);
+	T_CHECK(comp_ref(img, IMG_C_MAKE(d0 * (CS / 512), 1)) == 0);
+	T_CHECK(img->cref.cap == 0 && cref_get(img, d0) == 1 && cref_hosts(img) == 1);
 	img->npending = 0;
 	img_close(img);
 #undef RND
 }
 
-int main(void)
+/* An image whose compressed payloads sit far apart in the host file:
+ * reads, check, rewrites and compaction, and the open's memory. */
+static void far_payloads(void)
 {
 	char dir[4096], path[4200];
 	const char *tmp = getenv("TMPDIR");
@@ -170,42 +167,39 @@ int main(void)
 	pid_t pid;
 
 	snprintf(dir, sizeof(dir), "%s/libimg-comp-sparse.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
+	if (!mkdtemp(dir))
+		T_FAIL("mkdtemp %s: %s", dir, strerror(errno));
 	snprintf(path, sizeof(path), "%s/far.img", dir);
-	counts_model();
 
 	/* every cluster compressed (1 sector each: one host cluster) */
-	CHECK(img_create(path, &o) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	for (uint64_t v = 0; v < NV && img; v++) {
 		fill(buf, v, 0);
-		CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
+		T_CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
 	}
 	if (img)
 		img_close(img);
 
 	/* move NFAR payloads, each to its own far host cluster */
 	fd = open(path, O_RDWR);
-	CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
-	CHECK(pread(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
-	CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
+	T_CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
+	T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
+	T_CHECK(pread(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
+	T_CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
 	for (unsigned j = 0; j < NFAR; j++) {
 		uint64_t v = j * (NV / NFAR), e = ents[v], n = IMG_C_COUNT(e);
 		uint64_t sct = far_host(j) * (CS / 512) + (j % 5);
-		CHECK(IMG_E_STATE(e) == IMG_E_COMP);
-		CHECK(pread(fd, buf, n * 512, (off_t)(IMG_C_SECTOR(e) * 512)) == (ssize_t)(n * 512));
-		CHECK(pwrite(fd, buf, n * 512, (off_t)(sct * 512)) == (ssize_t)(n * 512));
+		T_CHECK(IMG_E_STATE(e) == IMG_E_COMP);
+		T_CHECK(pread(fd, buf, n * 512, (off_t)(IMG_C_SECTOR(e) * 512)) == (ssize_t)(n * 512));
+		T_CHECK(pwrite(fd, buf, n * 512, (off_t)(sct * 512)) == (ssize_t)(n * 512));
 		ents[v] = IMG_C_MAKE(sct, n);
 	}
 	img_bat_block_encode(0, seq, ents, blk);
-	CHECK(pwrite(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
-	CHECK(ftruncate(fd, (off_t)FAR_END) == 0);
+	T_CHECK(pwrite(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
+	T_CHECK(ftruncate(fd, (off_t)FAR_END) == 0);
 	close(fd);
-	CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == FAR_END);
+	T_CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == FAR_END);
 
 	/* the open's memory, in a fresh process (high-water mark reset) */
 #if defined(__SANITIZE_ADDRESS__)
@@ -232,16 +226,16 @@ int main(void)
 		 * code); the counts themselves are a few KiB */
 		_exit(peak > (long)(FAR_END / CS / 8 / 1024) + 8 * 1024 ? 1 : 0);
 	}
-	CHECK(pid > 0 && waitpid(pid, &ws, 0) == pid && WIFEXITED(ws));
+	T_CHECK(pid > 0 && waitpid(pid, &ws, 0) == pid && WIFEXITED(ws));
 	if (WIFEXITED(ws) && WEXITSTATUS(ws) == 77)
 		fprintf(stderr, "comp_sparse: no /proc/self/clear_refs (memory not measured)\n");
 	else
-		CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+		T_CHECK(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
 #endif
 
 	/* reads; a check finds nothing wrong */
 	img = NULL;
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	if (!img)
 		goto out;
 	check_data(img, gen);
@@ -252,7 +246,7 @@ int main(void)
 	 * writes; every other cluster rewritten compressed, one host cluster
 	 * each (the counts grow well past what the open sized them for,
 	 * and the two clusters first packed are dropped) */
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	if (!img)
 		goto out;
 	for (unsigned j = 0; j < NFAR; j += 2) {
@@ -260,18 +254,18 @@ int main(void)
 		gen[v] = 1;
 		fill(buf, v, 1);
 		if (j % 4)
-			CHECK(img_pwrite(img, buf, CS, v * CS) == (ssize_t)CS);
+			T_CHECK(img_pwrite(img, buf, CS, v * CS) == (ssize_t)CS);
 		else
-			CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
+			T_CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
 	}
 	for (uint64_t v = 0; v < NV; v++) {
 		if (v % (NV / NFAR) == 0)
 			continue;
 		gen[v] = 2;
 		fill(buf, v, 2);
-		CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
+		T_CHECK(img_write_compressed(img, buf, CS, v * CS) == 1);
 	}
-	CHECK(img_flush(img) == 0);
+	T_CHECK(img_flush(img) == 0);
 	check_data(img, gen);
 	img_close(img);
 	check_clean(path);
@@ -280,17 +274,17 @@ int main(void)
 	{
 		struct img_compact_stats cs;
 		memset(&cs, 0, sizeof(cs));
-		CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+		T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 		if (!img)
 			goto out;
-		CHECK(img_compact(img, NULL, &cs) == 0);
+		T_CHECK(img_compact(img, NULL, &cs) == 0);
 		check_data(img, gen);
 		img_close(img);
-		CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < (64ull << 20));
+		T_CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size < (64ull << 20));
 		fprintf(stderr, "comp_sparse: compacted from %llu to %llu bytes\n",
 			(unsigned long long)cs.file_size_before, (unsigned long long)st.st_size);
 		check_clean(path);
-		CHECK(img_open(path, 0, &img) == 0);
+		T_CHECK(img_open(path, 0, &img) == 0);
 		if (img) {
 			check_data(img, gen);
 			img_close(img);
@@ -300,7 +294,13 @@ out:
 	unlink(path);
 	rmdir(dir);
 	free(buf);
-	if (fails)
-		fprintf(stderr, "comp_sparse: %d failure(s)\n", fails);
-	return fails ? 1 : 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(counts_model), T_CASE(far_payloads),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

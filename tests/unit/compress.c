@@ -13,9 +13,7 @@
 
 #include "libimg.h"
 #include "format.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define NC 64u
@@ -34,10 +32,10 @@ static uint64_t bat_off(void)
 	struct img_header h;
 	char why[160];
 	int fd = open(path, O_RDONLY);
-	CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
+	T_CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
 	close(fd);
 	if (img_header_decode(slot, &h, why, sizeof(why)))
-		CHECK(img_header_decode(slot + 0, &h, why, sizeof(why)) == 0);
+		T_CHECK(img_header_decode(slot + 0, &h, why, sizeof(why)) == 0);
 	return h.bat_offset;
 }
 
@@ -47,7 +45,7 @@ static uint64_t get_entry(unsigned v)
 {
 	uint8_t blk[IMG_BLOCK_SIZE];
 	int fd = open(path, O_RDONLY);
-	CHECK(pread(fd, blk, sizeof(blk), (off_t)bat_off()) == (ssize_t)sizeof(blk));
+	T_CHECK(pread(fd, blk, sizeof(blk), (off_t)bat_off()) == (ssize_t)sizeof(blk));
 	close(fd);
 	return get_le64(blk + IMG_BAT_HDR + 8 * v);
 }
@@ -58,25 +56,25 @@ static void set_entry(unsigned v, uint64_t e)
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
 	int fd = open(path, O_RDWR);
 	off_t off = (off_t)bat_off();
-	CHECK(pread(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
-	CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
+	T_CHECK(pread(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
+	T_CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
 	ents[v] = e;
 	img_bat_block_encode(0, seq, ents, blk);
-	CHECK(pwrite(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
+	T_CHECK(pwrite(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
 	close(fd);
 }
 
 static void poke(uint64_t off, const void *b, size_t n)
 {
 	int fd = open(path, O_RDWR);
-	CHECK(pwrite(fd, b, n, (off_t)off) == (ssize_t)n);
+	T_CHECK(pwrite(fd, b, n, (off_t)off) == (ssize_t)n);
 	close(fd);
 }
 
 static void peek(uint64_t off, void *b, size_t n)
 {
 	int fd = open(path, O_RDONLY);
-	CHECK(pread(fd, b, n, (off_t)off) == (ssize_t)n);
+	T_CHECK(pread(fd, b, n, (off_t)off) == (ssize_t)n);
 	close(fd);
 }
 
@@ -94,26 +92,26 @@ int main(void)
 	int fd = mkstemp(path);
 
 	close(fd);
-	CHECK(img_create(path, &o) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	for (unsigned v = 0; v < NC; v++) {
 		text(want + v * CS, CS, v);
 		if (v % 8 == 7)   /* incompressible: stored normally */
 			for (unsigned i = 0; i < CS; i++)
 				want[v * CS + i] = (uint8_t)(rand() >> 7);
-		CHECK(img_write_compressed(img, want + v * CS, CS, (uint64_t)v * CS) == (v % 8 != 7));
+		T_CHECK(img_write_compressed(img, want + v * CS, CS, (uint64_t)v * CS) == (v % 8 != 7));
 	}
-	CHECK(img_write_compressed(img, want, CS, 512) == -EINVAL);
-	CHECK(img_write_compressed(img, want, 4096, 0) == -EINVAL);
+	T_CHECK(img_write_compressed(img, want, CS, 512) == -EINVAL);
+	T_CHECK(img_write_compressed(img, want, 4096, 0) == -EINVAL);
 	img_info(img, &in);
-	CHECK(in.compressed_clusters == NC - NC / 8 && in.allocated_clusters == NC / 8);
-	CHECK((in.incompat_features & 2) != 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_map(img, 0, &ex) == 0 && ex.type == IMG_EXTENT_COMPRESSED && ex.length == CS);
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(in.compressed_clusters == NC - NC / 8 && in.allocated_clusters == NC / 8);
+	T_CHECK((in.incompat_features & 2) != 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_map(img, 0, &ex) == 0 && ex.type == IMG_EXTENT_COMPRESSED && ex.length == CS);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	/* Ranges starting and ending anywhere: runs of compressed clusters
 	 * read with one read of their payloads, whole ones decompressed in
 	 * place, partial ones through a bounce buffer. */
@@ -124,66 +122,66 @@ int main(void)
 		if (i % 5 == 0)
 			len = (VS - off) < 7 * CS ? VS - off : 7 * CS;
 		memset(got, 0xee, len);
-		CHECK(img_pread(img, got, len, off) == (ssize_t)len && !memcmp(got, want + off, len));
+		T_CHECK(img_pread(img, got, len, off) == (ssize_t)len && !memcmp(got, want + off, len));
 	}
 
 	/* A write into a compressed cluster stores it uncompressed. */
 	memset(want + 3 * CS + 1000, 0x5A, 3000);
-	CHECK(img_pwrite(img, want + 3 * CS + 1000, 3000, 3 * CS + 1000) == 3000);
+	T_CHECK(img_pwrite(img, want + 3 * CS + 1000, 3000, 3 * CS + 1000) == 3000);
 	/* partial and whole discard / zeroes */
-	CHECK(img_discard(img, 5 * CS + 4096, 8192) == 0);
+	T_CHECK(img_discard(img, 5 * CS + 4096, 8192) == 0);
 	memset(want + 5 * CS + 4096, 0, 8192);
-	CHECK(img_write_zeroes(img, 6 * CS, CS) == 0);
+	T_CHECK(img_write_zeroes(img, 6 * CS, CS) == 0);
 	memset(want + 6 * CS, 0, CS);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	img_info(img, &in);
-	CHECK(in.compressed_clusters == NC - NC / 8 - 3);
-	CHECK(img_close(img) == 0);
+	T_CHECK(in.compressed_clusters == NC - NC / 8 - 3);
+	T_CHECK(img_close(img) == 0);
 
 	/* Rewrite most compressed clusters: compaction reclaims their
 	 * payloads' space. */
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	for (unsigned v = 8; v < NC; v++) {
 		if (v % 8 == 7 || v % 3 == 0)
 			continue;
 		want[v * CS] ^= 1;
-		CHECK(img_pwrite(img, want + v * CS, 1, (uint64_t)v * CS) == 1);
+		T_CHECK(img_pwrite(img, want + v * CS, 1, (uint64_t)v * CS) == 1);
 	}
-	CHECK(img_compact(img, NULL, &st) == 0);
+	T_CHECK(img_compact(img, NULL, &st) == 0);
 	img_info(img, &in);
 	size_full = in.file_size;
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	/* compact --compress: the allocated clusters become compressed */
 	co.flags = IMG_COMPACT_COMPRESS;
-	CHECK(img_compact(img, &co, &st) == 0 && st.clusters_compressed > 10);
+	T_CHECK(img_compact(img, &co, &st) == 0 && st.clusters_compressed > 10);
 	img_info(img, &in);
-	CHECK(in.file_size < size_full / 2);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(in.file_size < size_full / 2);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	/* Shrink into a compressed cluster and grow back: zeros past the cut. */
-	CHECK(img_resize(img, VS - CS / 2, IMG_RESIZE_DISCARD_DATA) == 0);
-	CHECK(img_resize(img, VS, 0) == 0);
+	T_CHECK(img_resize(img, VS - CS / 2, IMG_RESIZE_DISCARD_DATA) == 0);
+	T_CHECK(img_resize(img, VS, 0) == 0);
 	memset(want + VS - CS / 2, 0, CS / 2);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, 0, &img) == 0);
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-	CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+	T_CHECK(img_close(img) == 0);
 
 	/* Hostile payloads.  Cluster 1 is compressed (state 3). */
 	e = get_entry(1);
-	CHECK(IMG_E_STATE(e) == IMG_E_COMP);
+	T_CHECK(IMG_E_STATE(e) == IMG_E_COMP);
 	peek(IMG_C_SECTOR(e) * 512, saved, sizeof(saved));
 	{
 		uint8_t b[16];
 		memcpy(b, saved, 16);
 		b[12] ^= 0xFF;                  /* lz4 data: crc catches it */
 		poke(IMG_C_SECTOR(e) * 512, b, 16);
-		CHECK(img_open(path, 0, &img) == 0);
-		CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
-		CHECK(strstr(img_last_error(), "compressed cluster 1: bad crc32c") != NULL);
-		CHECK(img_pread(img, got, CS, 0) == CS);   /* others still read */
-		CHECK(img_close(img) == 0);
+		T_CHECK(img_open(path, 0, &img) == 0);
+		T_CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "compressed cluster 1: bad crc32c") != NULL);
+		T_CHECK(img_pread(img, got, CS, 0) == CS);   /* others still read */
+		T_CHECK(img_close(img) == 0);
 		/* malformed lz4 with a matching crc */
 		{
 			uint32_t clen = get_le32(saved);
@@ -192,19 +190,19 @@ int main(void)
 			memset(p + 8, 0xF0, clen > 64 ? 64 : clen);   /* huge literal runs */
 			put_le32(p + 4, img_crc32c(0, p + 8, clen));
 			poke(IMG_C_SECTOR(e) * 512, p, clen + 8);
-			CHECK(img_open(path, 0, &img) == 0);
-			CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
-			CHECK(strstr(img_last_error(), "lz4 data") != NULL);
-			CHECK(img_close(img) == 0);
+			T_CHECK(img_open(path, 0, &img) == 0);
+			T_CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
+			T_CHECK(strstr(img_last_error(), "lz4 data") != NULL);
+			T_CHECK(img_close(img) == 0);
 			free(p);
 		}
 		/* a length past its sectors */
 		put_le32(b, 0x7FFFFFFF);
 		poke(IMG_C_SECTOR(e) * 512, b, 4);
-		CHECK(img_open(path, 0, &img) == 0);
-		CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
-		CHECK(strstr(img_last_error(), "does not fit") != NULL);
-		CHECK(img_close(img) == 0);
+		T_CHECK(img_open(path, 0, &img) == 0);
+		T_CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "does not fit") != NULL);
+		T_CHECK(img_close(img) == 0);
 		poke(IMG_C_SECTOR(e) * 512, saved, sizeof(saved));
 	}
 	/* Entries: overlapping payloads, a payload crossing a cluster, one as
@@ -212,31 +210,31 @@ int main(void)
 	{
 		uint64_t e2 = get_entry(2);
 		set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) + 1, IMG_C_COUNT(e2)));
-		CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		CHECK(strstr(img_last_error(), "overlaps another compressed payload") != NULL);
-		CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "overlaps another compressed payload") != NULL);
+		T_CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
 		{
 			struct img_check_opts ko = { .flags = IMG_CHECK_REPAIR };
-			CHECK(img_check(img, &ko, &cr) == 0 && cr.corruptions >= 1 &&
+			T_CHECK(img_check(img, &ko, &cr) == 0 && cr.corruptions >= 1 &&
 			      cr.corruptions == cr.corruptions_fixed);
 		}
-		CHECK(img_close(img) == 0);
-		CHECK(img_open(path, 0, &img) == 0);
-		CHECK(img_pread(img, got, CS, CS) == CS && !memcmp(got, want + CS, CS));
-		CHECK(img_close(img) == 0);
+		T_CHECK(img_close(img) == 0);
+		T_CHECK(img_open(path, 0, &img) == 0);
+		T_CHECK(img_pread(img, got, CS, CS) == CS && !memcmp(got, want + CS, CS));
+		T_CHECK(img_close(img) == 0);
 		set_entry(2, IMG_C_MAKE((IMG_C_SECTOR(e) | (CS / 512 - 1)), 2));
-		CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		CHECK(strstr(img_last_error(), "crossing") != NULL);
+		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "crossing") != NULL);
 		set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) & ~(uint64_t)(CS / 512 - 1), CS / 512));
-		CHECK(img_open(path, 0, &img) == -EUCLEAN);
+		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
 		set_entry(2, IMG_C_MAKE(8, 1));
-		CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		CHECK(strstr(img_last_error(), "metadata") != NULL);
+		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "metadata") != NULL);
 		set_entry(2, 0);
 	}
 
 	unlink(path);
 	printf("SUMMARY: compressed clusters: round trip, rewrites, compaction, hostile payloads: %s\n",
-	       fails ? "FAIL" : "ok");
-	return fails ? 1 : 0;
+	       t_failures() ? "FAIL" : "ok");
+	return t_failures() ? 1 : 0;
 }

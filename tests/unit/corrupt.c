@@ -10,9 +10,7 @@
 
 #include "libimg.h"
 #include "format.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 /* Layout of a 64 KiB-cluster image: header cluster, 1 MiB log, BAT. */
@@ -61,15 +59,15 @@ static void build_base(int close_it, struct img **left_open)
 	if (base)
 		base->ops->close(base);
 	img_io_mem_new(NULL, 0, &base);
-	CHECK(img_create_io(base, &o) == 0);
-	CHECK(img_open_io(keep(base), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create_io(base, &o) == 0);
+	T_CHECK(img_open_io(keep(base), IMG_OPEN_RDWR, &img) == 0);
 	for (int v = 0; v < 4; v++) {
 		memset(buf, v + 1, sizeof(buf));
-		CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
+		T_CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
 	}
-	CHECK(img_flush(img) == 0);
+	T_CHECK(img_flush(img) == 0);
 	if (close_it)
-		CHECK(img_close(img) == 0);
+		T_CHECK(img_close(img) == 0);
 	else
 		*left_open = img;
 }
@@ -105,102 +103,152 @@ static void expect_corrupt(uint8_t *bytes, size_t len, const char *what, int rep
 	struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
 	struct img_io *io;
 
-	CHECK(open_bytes(bytes, len, IMG_OPEN_RDWR, &img, NULL) == -EUCLEAN);
-	if (!strstr(img_last_error(), what)) {
-		fprintf(stderr, "message '%s' lacks '%s'\n", img_last_error(), what);
-		fails++;
-	}
-	CHECK(open_bytes(bytes, len, IMG_OPEN_CHECK, &img, NULL) == 0);
-	CHECK(img_check(img, NULL, &cr) == 0);
-	CHECK(cr.corruptions >= 1 && cr.corruptions_fixed == 0);
+	T_CHECK(open_bytes(bytes, len, IMG_OPEN_RDWR, &img, NULL) == -EUCLEAN);
+	if (!strstr(img_last_error(), what))
+		T_ERROR("message '%s' lacks '%s'", img_last_error(), what);
+	T_CHECK(open_bytes(bytes, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+	T_CHECK(img_check(img, NULL, &cr) == 0);
+	T_CHECK(cr.corruptions >= 1 && cr.corruptions_fixed == 0);
 	img_close(img);
 	/* repair on a writable check handle */
 	img_io_mem_new(bytes, len, &io);
 	struct img_io *k = keep(io);
-	CHECK(img_open_io(k, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
-	CHECK(img_check(img, &co, &cr) == 0);
-	CHECK(repairable ? cr.corruptions_fixed == cr.corruptions : cr.corruptions_fixed < cr.corruptions);
+	T_CHECK(img_open_io(k, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(img_check(img, &co, &cr) == 0);
+	T_CHECK(repairable ? cr.corruptions_fixed == cr.corruptions : cr.corruptions_fixed < cr.corruptions);
 	img_close(img);
 	if (repairable) {
 		/* afterwards: opens normally, checks clean */
-		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
+		T_CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
 		if (img) {
-			CHECK(img_check(img, NULL, &cr) == 0);
-			CHECK(cr.corruptions == 0 && cr.leaks == 0);
+			T_CHECK(img_check(img, NULL, &cr) == 0);
+			T_CHECK(cr.corruptions == 0 && cr.leaks == 0);
 			img_close(img);
 		}
 	}
 	io->ops->close(io);
 }
 
-int main(void)
+/* A clean base image, and a copy of its bytes to break (malloc'd). */
+static uint8_t *fresh(size_t *len)
+{
+	build_base(1, NULL);
+	return copy_base(len);
+}
+
+static void clean_base(void)
 {
 	struct img *img;
 	struct img_check_result cr;
-	struct img_info info;
-	uint8_t *b, buf[CS];
+	uint8_t *b;
 	size_t len;
 
-	build_base(1, NULL);
-	b = copy_base(&len);
-	CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-	CHECK(cr.allocated_clusters == 4);
+	b = fresh(&len);
+	T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(cr.allocated_clusters == 4);
 	img_close(img);
+	free(b);
+}
 
-	/* Entry inside metadata. */
+/* Entry inside metadata. */
+static void entry_inside_metadata(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1));
 	expect_corrupt(b, len, "inside the metadata", 1);
 	free(b);
+}
 
-	/* Entry past the end of the file. */
-	b = copy_base(&len);
+/* Entry past the end of the file. */
+static void entry_past_eof(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1000));
 	expect_corrupt(b, len, "past the end of the file", 1);
 	free(b);
+}
 
-	/* The first cluster past the end of the file (the bound itself). */
-	b = copy_base(&len);
-	CHECK(len == (DATA0 + 4) * CS);
+/* The first cluster past the end of the file (the bound itself). */
+static void entry_at_eof_bound(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
+	T_CHECK(len == (DATA0 + 4) * CS);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, DATA0 + 4));
 	expect_corrupt(b, len, "past the end of the file", 1);
 	free(b);
+}
 
-	/* A file ending inside its last mapped cluster still maps it. */
-	b = copy_base(&len);
-	CHECK(open_bytes(b, len - 1, 0, &img, NULL) == 0);
+/* A file ending inside its last mapped cluster still maps it. */
+static void file_ends_in_last_cluster(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
+	T_CHECK(open_bytes(b, len - 1, 0, &img, NULL) == 0);
 	img_close(img);
 	free(b);
+}
 
-	/* A duplicate after entries that leave the fast path (a zero entry,
-	 * an unallocated gap) is still found. */
-	b = copy_base(&len);
+/* A duplicate after entries that leave the fast path (a zero entry,
+ * an unallocated gap) is still found. */
+static void duplicate_after_gap(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 6, IMG_E_MAKE(IMG_E_ZERO, 0));
 	set_entry(b, 200, entry(b, 0));
 	expect_corrupt(b, len, "another entry maps", 1);
 	free(b);
+}
 
-	/* Two entries on one cluster: repaired by copying; both keep data. */
-	b = copy_base(&len);
+/* Two entries on one cluster: repaired by copying; both keep data. */
+static void duplicate_repaired_by_copy(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b, buf[CS];
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 9, entry(b, 2));
 	expect_corrupt(b, len, "another entry maps", 1);
 	{
 		struct img_io *io;
 		img_io_mem_new(b, len, &io);
-		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		T_CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
 		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
-		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions_fixed == 1);
-		CHECK(img_pread(img, buf, CS, 9 * CS) == CS && buf[0] == 3 && buf[CS - 1] == 3);
+		T_CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions_fixed == 1);
+		T_CHECK(img_pread(img, buf, CS, 9 * CS) == CS && buf[0] == 3 && buf[CS - 1] == 3);
 		memset(buf, 0x77, CS);
-		CHECK(img_pwrite(img, buf, CS, 9 * CS) == CS);
-		CHECK(img_pread(img, buf, CS, 2 * CS) == CS && buf[0] == 3);   /* independent now */
+		T_CHECK(img_pwrite(img, buf, CS, 9 * CS) == CS);
+		T_CHECK(img_pread(img, buf, CS, 2 * CS) == CS && buf[0] == 3);   /* independent now */
 		img_close(img);
 		io->ops->close(io);
 	}
 	free(b);
+}
 
-	/* Unknown state, and payload on an unallocated entry. */
-	b = copy_base(&len);
+/* Unknown state, and payload on an unallocated entry. */
+static void unknown_state_and_payload(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 6, 7ull << 60);
 	expect_corrupt(b, len, "unknown state", 1);
 	free(b);
@@ -208,27 +256,46 @@ int main(void)
 	set_entry(b, 6, 5);
 	expect_corrupt(b, len, "non-zero payload", 1);
 	free(b);
+}
 
-	/* Entry past the virtual size (16 MiB = 256 clusters). */
-	b = copy_base(&len);
+/* Entry past the virtual size (16 MiB = 256 clusters). */
+static void entry_past_vsize(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	set_entry(b, 300, IMG_E_MAKE(IMG_E_ZERO, 0));
 	expect_corrupt(b, len, "past the virtual size", 1);
 	free(b);
+}
 
-	/* BAT block with a bad crc: not repairable (entries unknown). */
-	b = copy_base(&len);
+/* BAT block with a bad crc: not repairable (entries unknown). */
+static void bat_block_bad_crc(void)
+{
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	b[BAT_OFF + 200] ^= 0x10;
 	expect_corrupt(b, len, "bad crc32c", 0);
 	free(b);
+}
 
-	/* Both headers bad; not an image; unknown incompatible feature. */
-	b = copy_base(&len);
+/* Both headers bad; not an image; unknown incompatible feature. */
+static void bad_headers_and_features(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	b[30] ^= 1;
 	b[IMG_HEADER_SLOT + 30] ^= 1;
-	CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
-	CHECK(strstr(img_last_error(), "no valid header") != NULL);
+	T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
+	T_CHECK(strstr(img_last_error(), "no valid header") != NULL);
 	memset(b, 0, 2 * IMG_HEADER_SLOT);
-	CHECK(open_bytes(b, len, 0, &img, NULL) == -EMEDIUMTYPE);
+	T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EMEDIUMTYPE);
 	free(b);
 	b = copy_base(&len);
 	{
@@ -238,89 +305,133 @@ int main(void)
 			h.incompat = 1ull << 40;
 			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
 		}
-		CHECK(open_bytes(b, len, 0, &img, NULL) == -EOPNOTSUPP);
+		T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EOPNOTSUPP);
 		for (int s = 0; s < 2; s++) {
 			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
 			h.incompat = 0;
 			h.ro_compat = 1;
 			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
 		}
-		CHECK(open_bytes(b, len, IMG_OPEN_RDWR, &img, NULL) == -EROFS);
-		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		T_CHECK(open_bytes(b, len, IMG_OPEN_RDWR, &img, NULL) == -EROFS);
+		T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
 		img_close(img);
 	}
 	free(b);
+}
 
-	/* A torn header copy: the other is used; not corruption. */
-	b = copy_base(&len);
+/* A torn header copy: the other is used; not corruption. */
+static void torn_header_copy(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b, buf[CS];
+	size_t len;
+
+	b = fresh(&len);
 	{
 		struct img_header ha, hb;
 		img_header_decode(b, &ha, NULL, 0);
 		img_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
 		int cur = hb.seq > ha.seq;     /* slot in force */
 		memset(b + cur * IMG_HEADER_SLOT + 256, 0xff, 256);   /* tear it */
-		CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
-		CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0);
-		CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 1);
+		T_CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+		T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0);
+		T_CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 1);
 		img_close(img);
 	}
 	free(b);
+}
 
-	/* Dirty image with log transactions not checkpointed: read-only open
-	 * replays in memory; read-write open replays and checkpoints. */
+/* Dirty image with log transactions not checkpointed: read-only open
+ * replays in memory; read-write open replays and checkpoints. */
+static void dirty_log_replay(void)
+{
+	struct img *img;
+	struct img_info info;
+	uint8_t *b, buf[CS];
+	size_t len;
+
 	{
 		struct img *live;
 		build_base(0, &live);      /* open, flushed, not closed */
 		b = copy_base(&len);
-		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
 		img_info(img, &info);
-		CHECK(info.dirty == 1 && info.log_replayed >= 1 && info.allocated_clusters == 4);
-		CHECK(img_pread(img, buf, CS, 3 * CS) == CS && buf[0] == 4);
+		T_CHECK(info.dirty == 1 && info.log_replayed >= 1 && info.allocated_clusters == 4);
+		T_CHECK(img_pread(img, buf, CS, 3 * CS) == CS && buf[0] == 4);
 		img_close(img);
 		/* the in-place BAT block is still empty: only the log has it */
-		CHECK(entry(b, 3) == 0);
+		T_CHECK(entry(b, 3) == 0);
 		struct img_io *io;
 		img_io_mem_new(b, len, &io);
-		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
+		T_CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
 		img_close(img);
 		const uint8_t *after = img_io_mem_data(io, &len);
-		CHECK(entry((uint8_t *)after, 3) != 0);    /* checkpointed */
+		T_CHECK(entry((uint8_t *)after, 3) != 0);    /* checkpointed */
 		io->ops->close(io);
 		free(b);
 		img_close(live);
 	}
+}
 
-	/* Leaked cluster (data no entry maps): found, repaired. */
-	b = copy_base(&len);
+/* Leaked cluster (data no entry maps): found, repaired. */
+static void leaked_cluster(void)
+{
+	struct img *img;
+	struct img_check_result cr;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
 	{
 		uint64_t h = entry(b, 3);
 		set_entry(b, 3, 0);        /* cluster h now leaked, holds 0x04 */
-		CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
-		CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 1 && cr.corruptions == 0);
+		T_CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+		T_CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 1 && cr.corruptions == 0);
 		img_close(img);
 		struct img_io *io;
 		img_io_mem_new(b, len, &io);
-		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		T_CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
 		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
-		CHECK(img_check(img, &co, &cr) == 0 && cr.leaks == 1 && cr.leaks_fixed == 1);
+		T_CHECK(img_check(img, &co, &cr) == 0 && cr.leaks == 1 && cr.leaks_fixed == 1);
 		img_close(img);
-		CHECK(img_open_io(keep(io), 0, &img) == 0);
-		CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 0);
+		T_CHECK(img_open_io(keep(io), 0, &img) == 0);
+		T_CHECK(img_check(img, NULL, &cr) == 0 && cr.leaks == 0);
 		img_close(img);
 		(void)h;
 		io->ops->close(io);
 	}
 	free(b);
+}
 
-	/* Truncated file: entries past EOF. */
-	b = copy_base(&len);
-	CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
-	CHECK(open_bytes(b, 100, 0, &img, NULL) == -EMEDIUMTYPE || 1);
-	CHECK(open_bytes(b, 0, 0, &img, NULL) == -EMEDIUMTYPE);
+/* Truncated file: entries past EOF. */
+static void truncated_file(void)
+{
+	struct img *img;
+	uint8_t *b;
+	size_t len;
+
+	b = fresh(&len);
+	T_CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
+	T_CHECK(open_bytes(b, 100, 0, &img, NULL) == -EMEDIUMTYPE || 1);
+	T_CHECK(open_bytes(b, 0, 0, &img, NULL) == -EMEDIUMTYPE);
 	free(b);
+}
 
-	base->ops->close(base);
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+static const struct t_case cases[] = {
+	T_CASE(clean_base), T_CASE(entry_inside_metadata), T_CASE(entry_past_eof),
+	T_CASE(entry_at_eof_bound), T_CASE(file_ends_in_last_cluster),
+	T_CASE(duplicate_after_gap), T_CASE(duplicate_repaired_by_copy),
+	T_CASE(unknown_state_and_payload), T_CASE(entry_past_vsize), T_CASE(bat_block_bad_crc),
+	T_CASE(bad_headers_and_features), T_CASE(torn_header_copy), T_CASE(dirty_log_replay),
+	T_CASE(leaked_cluster), T_CASE(truncated_file),
+};
+
+int main(int argc, char **argv)
+{
+	int r = T_MAIN(argc, argv, cases);
+
+	if (base)
+		base->ops->close(base);
+	return r;
 }

@@ -9,9 +9,7 @@
 #include <sys/wait.h>
 
 #include "format.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #c); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 static struct img_header good(void)
 {
@@ -65,54 +63,33 @@ static void check_block_crcs(void)
 			img_block_crcs(base, n, crcs);
 			for (unsigned b = 0; b < n; b++) {
 				const uint8_t *p = base + b * IMG_BLOCK_SIZE;
-				CHECK(crcs[b] == get_le32(p + 4));
-				CHECK(img_bat_block_decode_crc(p, b, crcs[b], o, &seq, why, sizeof(why)) == 0);
-				CHECK(seq == b + 1);
+				T_CHECK(crcs[b] == get_le32(p + 4));
+				T_CHECK(img_bat_block_decode_crc(p, b, crcs[b], o, &seq, why, sizeof(why)) == 0);
+				T_CHECK(seq == b + 1);
 			}
 		}
 		/* a flipped bit shows in that block's crc only */
 		base[2 * IMG_BLOCK_SIZE + 999] ^= 0x10;
 		img_block_crcs(base, 4, crcs);
-		CHECK(crcs[1] == get_le32(base + IMG_BLOCK_SIZE + 4));
-		CHECK(crcs[2] != get_le32(base + 2 * IMG_BLOCK_SIZE + 4));
-		CHECK(crcs[3] == get_le32(base + 3 * IMG_BLOCK_SIZE + 4));
-		CHECK(img_bat_block_decode_crc(base + 2 * IMG_BLOCK_SIZE, 2, crcs[2], o, &seq,
+		T_CHECK(crcs[1] == get_le32(base + IMG_BLOCK_SIZE + 4));
+		T_CHECK(crcs[2] != get_le32(base + 2 * IMG_BLOCK_SIZE + 4));
+		T_CHECK(crcs[3] == get_le32(base + 3 * IMG_BLOCK_SIZE + 4));
+		T_CHECK(img_bat_block_decode_crc(base + 2 * IMG_BLOCK_SIZE, 2, crcs[2], o, &seq,
 					       why, sizeof(why)) == -EUCLEAN);
 		/* the crc field itself is not covered */
 		base[2 * IMG_BLOCK_SIZE + 999] ^= 0x10;
 		base[5] ^= 0xff;
 		img_block_crcs(base, 1, crcs);
 		base[5] ^= 0xff;
-		CHECK(crcs[0] == get_le32(base + 4));
+		T_CHECK(crcs[0] == get_le32(base + 4));
 	}
 }
 
-int main(int argc, char **argv)
+static void crc32c_values(void)
 {
-	uint8_t slot[IMG_HEADER_SLOT], blk[IMG_BLOCK_SIZE];
-	struct img_header h = good(), d;
-	struct img_geom g;
-	char why[160];
-
-	/* Run once more with the portable crc code (the choice is made once
-	 * per process): the same checks must pass with both. */
-	if (argc < 2 && !getenv("LIBIMG_NO_HW_CRC")) {
-		pid_t pid;
-		int st = 0;
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			setenv("LIBIMG_NO_HW_CRC", "1", 1);
-			execl("/proc/self/exe", argv[0], "sw", (char *)NULL);
-			_exit(127);
-		}
-		CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	}
-	fprintf(stderr, "crc32c: %s code\n", getenv("LIBIMG_NO_HW_CRC") ? "portable" : "default");
-
 	/* CRC-32C check value (RFC 3720 / iSCSI). */
-	CHECK(img_crc32c(0, "123456789", 9) == 0xE3069283u);
-	CHECK(img_crc32c(img_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u);
+	T_CHECK(img_crc32c(0, "123456789", 9) == 0xE3069283u);
+	T_CHECK(img_crc32c(img_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u);
 	{
 		/* odd lengths and alignments: byte at a time equals bulk */
 		static uint8_t big[5000];
@@ -122,99 +99,158 @@ int main(int argc, char **argv)
 			uint32_t c = 0;
 			for (unsigned i = off; i < sizeof(big); i++)
 				c = img_crc32c(c, big + i, 1);
-			CHECK(c == img_crc32c(0, big + off, sizeof(big) - off));
+			T_CHECK(c == img_crc32c(0, big + off, sizeof(big) - off));
 		}
 	}
-	check_block_crcs();
+}
+
+static void header_roundtrip(void)
+{
+	uint8_t slot[IMG_HEADER_SLOT];
+	struct img_header h = good(), d;
+	char why[160];
 
 	/* Header round trip. */
 	img_header_encode(&h, slot);
-	CHECK(img_header_decode(slot, &d, why, sizeof(why)) == 0);
-	CHECK(!memcmp(&h, &d, sizeof(h)));
-	CHECK(!memcmp(slot, "\x89LIBIMG\n", 8));
+	T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) == 0);
+	T_CHECK(!memcmp(&h, &d, sizeof(h)));
+	T_CHECK(!memcmp(slot, "\x89LIBIMG\n", 8));
 	/* Every bit flip in the covered bytes is caught by the crc. */
 	for (unsigned i = 0; i < IMG_HEADER_SIZE_V1 * 8; i++) {
 		img_header_encode(&h, slot);
 		slot[i / 8] ^= (uint8_t)(1u << (i % 8));
-		CHECK(img_header_decode(slot, &d, why, sizeof(why)) < 0);
+		T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) < 0);
 	}
 	/* Reserved bytes of the slot must be zero. */
 	img_header_encode(&h, slot);
 	slot[4000] = 1;
-	CHECK(img_header_decode(slot, &d, why, sizeof(why)) == -EUCLEAN);
+	T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) == -EUCLEAN);
+}
+
+static void header_validation(void)
+{
+	struct img_header h = good(), b;
 
 	/* Validation, one bad field at a time (re-encoded so the crc is good). */
-	struct img_header b;
-	b = h; b.version = 2;              CHECK(roundtrip(&b) == -EOPNOTSUPP);
-	b = h; b.cluster_bits = 15;        CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.cluster_bits = 27;        CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.seq = 0;                  CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.flags = 2;                CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.virtual_size = 1000;      CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.virtual_size = 0;         CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.virtual_size = 1ull << 58; CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.virtual_size = 200ull << 30; CHECK(roundtrip(&b) == -EUCLEAN); /* > BAT capacity */
-	b = h; b.log_offset = 4096;        CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.log_size = 12345;         CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.version = 2;              T_CHECK(roundtrip(&b) == -EOPNOTSUPP);
+	b = h; b.cluster_bits = 15;        T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.cluster_bits = 27;        T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.seq = 0;                  T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.flags = 2;                T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 1000;      T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 0;         T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 1ull << 58; T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 200ull << 30; T_CHECK(roundtrip(&b) == -EUCLEAN); /* > BAT capacity */
+	b = h; b.log_offset = 4096;        T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.log_size = 12345;         T_CHECK(roundtrip(&b) == -EUCLEAN);
 	b = h; b.log_size = 128ull << 20; b.bat_offset = b.log_offset + b.log_size;
-					   CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.bat_offset += 1 << 20;    CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.bat_clusters = 0;         CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.bat_clusters = 1ull << 40; CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.bat_clusters = UINT64_MAX; CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.incompat = 1ull << 40;    CHECK(roundtrip(&b) == -EOPNOTSUPP);
+					   T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_offset += 1 << 20;    T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = 0;         T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = 1ull << 40; T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.bat_clusters = UINT64_MAX; T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.incompat = 1ull << 40;    T_CHECK(roundtrip(&b) == -EOPNOTSUPP);
 	/* BACKING (FORMAT.md 3.1): the reference round-trips; bad ones fail. */
 	b = h; img_header_set_backing(&b, h.uuid, "base.img", 8);
-	CHECK(roundtrip(&b) == 0);
+	T_CHECK(roundtrip(&b) == 0);
 	b = h; b.incompat = IMG_INCOMPAT_BACKING;   /* no path: length 0 */
-	CHECK(roundtrip(&b) == -EUCLEAN);
-	b = h; b.ro_compat = 1;            CHECK(roundtrip(&b) == 0);  /* open decides */
-	b = h; b.compat = 1;               CHECK(roundtrip(&b) == 0);
+	T_CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.ro_compat = 1;            T_CHECK(roundtrip(&b) == 0);  /* open decides */
+	b = h; b.compat = 1;               T_CHECK(roundtrip(&b) == 0);
 	/* 2^27 entries is the cap: 128 TiB at 1 MiB clusters fits, more not. */
-	b = h; b.virtual_size = 128ull << 40; b.bat_clusters = 1033; CHECK(roundtrip(&b) == 0);
-	b = h; b.virtual_size = (128ull << 40) + 512; b.bat_clusters = 1034; CHECK(roundtrip(&b) == -EUCLEAN);
+	b = h; b.virtual_size = 128ull << 40; b.bat_clusters = 1033; T_CHECK(roundtrip(&b) == 0);
+	b = h; b.virtual_size = (128ull << 40) + 512; b.bat_clusters = 1034; T_CHECK(roundtrip(&b) == -EUCLEAN);
+}
+
+static void geometry(void)
+{
+	struct img_header h = good();
+	struct img_geom g;
+	char why[160];
 
 	/* Geometry. */
-	CHECK(img_header_validate(&h, &g, why, sizeof(why)) == 0);
-	CHECK(g.cluster_size == 1 << 20);
-	CHECK(g.vclusters == 10240);
-	CHECK(g.bat_blocks == 256);
-	CHECK(g.bat_capacity == 256 * 508);
-	CHECK(g.used_blocks == (10240 + 507) / 508);
-	CHECK(g.data_offset == 3 << 20);
-	CHECK(g.data_cluster0 == 3);
+	T_CHECK(img_header_validate(&h, &g, why, sizeof(why)) == 0);
+	T_CHECK(g.cluster_size == 1 << 20);
+	T_CHECK(g.vclusters == 10240);
+	T_CHECK(g.bat_blocks == 256);
+	T_CHECK(g.bat_capacity == 256 * 508);
+	T_CHECK(g.used_blocks == (10240 + 507) / 508);
+	T_CHECK(g.data_offset == 3 << 20);
+	T_CHECK(g.data_cluster0 == 3);
+}
+
+static void bat_blocks(void)
+{
+	uint8_t blk[IMG_BLOCK_SIZE];
+	uint64_t e[IMG_ENTRIES_PER_BLOCK], o[IMG_ENTRIES_PER_BLOCK], seq;
+	char why[160];
 
 	/* BAT blocks. */
-	uint64_t e[IMG_ENTRIES_PER_BLOCK], o[IMG_ENTRIES_PER_BLOCK], seq;
 	for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++)
 		e[i] = i % 3 ? IMG_E_MAKE(IMG_E_ALLOC, 100 + i) : 0;
 	img_bat_block_encode(7, 42, e, blk);
-	CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == 0);
-	CHECK(seq == 42 && !memcmp(e, o, sizeof(e)));
-	CHECK(img_bat_block_decode(blk, 8, o, &seq, why, sizeof(why)) == -EUCLEAN); /* location */
+	T_CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == 0);
+	T_CHECK(seq == 42 && !memcmp(e, o, sizeof(e)));
+	T_CHECK(img_bat_block_decode(blk, 8, o, &seq, why, sizeof(why)) == -EUCLEAN); /* location */
 	blk[100] ^= 1;
-	CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == -EUCLEAN); /* crc */
+	T_CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == -EUCLEAN); /* crc */
 	memset(blk, 0, sizeof(blk));
-	CHECK(img_bat_block_decode(blk, 9, o, &seq, why, sizeof(why)) == 1);        /* empty */
-	CHECK(o[0] == 0 && o[507] == 0);
+	T_CHECK(img_bat_block_decode(blk, 9, o, &seq, why, sizeof(why)) == 1);        /* empty */
+	T_CHECK(o[0] == 0 && o[507] == 0);
+}
+
+static void log_descriptors(void)
+{
+	uint8_t blk[IMG_BLOCK_SIZE];
+	uint64_t t[3] = { 1, 5, 9 }, ot[IMG_LOG_MAX_TARGETS], seq;
+	uint32_t cnt;
 
 	/* Log descriptors. */
-	uint64_t t[3] = { 1, 5, 9 }, ot[IMG_LOG_MAX_TARGETS];
-	uint32_t cnt;
 	img_log_desc_encode(77, 3, t, blk);
-	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == 0);
-	CHECK(seq == 77 && cnt == 3 && ot[2] == 9);
+	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == 0);
+	T_CHECK(seq == 77 && cnt == 3 && ot[2] == 9);
 	blk[9] ^= 1;
-	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
+	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
 	img_log_desc_encode(77, 0, t, blk);
-	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);                /* count 0 */
+	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);                /* count 0 */
+}
 
+static void entry_encoding(void)
+{
 	/* Entry encoding. */
-	CHECK(IMG_E_STATE(IMG_E_MAKE(IMG_E_ALLOC, 5)) == IMG_E_ALLOC);
-	CHECK(IMG_E_PAYLOAD(IMG_E_MAKE(IMG_E_ALLOC, 5)) == 5);
-	CHECK(IMG_E_MAKE(IMG_E_UNALLOC, 0) == 0);
+	T_CHECK(IMG_E_STATE(IMG_E_MAKE(IMG_E_ALLOC, 5)) == IMG_E_ALLOC);
+	T_CHECK(IMG_E_PAYLOAD(IMG_E_MAKE(IMG_E_ALLOC, 5)) == 5);
+	T_CHECK(IMG_E_MAKE(IMG_E_UNALLOC, 0) == 0);
+}
 
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+static const struct t_case cases[] = {
+	T_CASE(crc32c_values), T_CASE(check_block_crcs), T_CASE(header_roundtrip),
+	T_CASE(header_validation), T_CASE(geometry), T_CASE(bat_blocks), T_CASE(log_descriptors),
+	T_CASE(entry_encoding),
+};
+
+int main(int argc, char **argv)
+{
+	int list = 0, r;
+
+	for (int i = 1; i < argc; i++)
+		list |= !strcmp(argv[i], "-l");
+	/* Run once more with the portable crc code (the choice is made once
+	 * per process), with the same arguments: the same checks must pass
+	 * with both. */
+	if (!list && !getenv("LIBIMG_NO_HW_CRC")) {
+		pid_t pid;
+		int st = 0;
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			setenv("LIBIMG_NO_HW_CRC", "1", 1);
+			execv("/proc/self/exe", argv);
+			_exit(127);
+		}
+		T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	fprintf(stderr, "crc32c: %s code\n", getenv("LIBIMG_NO_HW_CRC") ? "portable" : "default");
+	r = T_MAIN(argc, argv, cases);
+	return t_failures() && !r ? 1 : r;   /* the portable run failed */
 }

@@ -22,9 +22,7 @@
 #include "libimg.h"
 #include "fs_ext2.h"
 #include "../helpers/fs_util.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define NBIG 24          /* files of 640 KiB: 10 clusters each */
@@ -62,17 +60,17 @@ static void make_tree(void)
 	char p[512];
 
 	snprintf(dir, sizeof(dir), "%s/tree", fsu_tmpdir());
-	CHECK(fsu_run("mkdir -p %s/big %s/small %s/keep", dir, dir, dir) == 0);
+	T_CHECK(fsu_run("mkdir -p %s/big %s/small %s/keep", dir, dir, dir) == 0);
 	for (int i = 0; i < NBIG; i++) {
 		snprintf(p, sizeof(p), "%s/big/f%d", dir, i);
-		CHECK(write_file(p, 640u << 10, (unsigned)i) == 0);
+		T_CHECK(write_file(p, 640u << 10, (unsigned)i) == 0);
 	}
 	for (int i = 0; i < NSMALL; i++) {
 		snprintf(p, sizeof(p), "%s/small/s%d", dir, i);
-		CHECK(write_file(p, 6u << 10, 1000u + (unsigned)i) == 0);
+		T_CHECK(write_file(p, 6u << 10, 1000u + (unsigned)i) == 0);
 	}
 	snprintf(p, sizeof(p), "%s/keep/k", dir);
-	CHECK(write_file(p, 3u << 20, 77) == 0);
+	T_CHECK(write_file(p, 3u << 20, 77) == 0);
 }
 
 /* Delete /path through libext2fs (what debugfs "rm" does): unlink, free
@@ -116,31 +114,26 @@ static int rm_ok(ext2_filsys fs, const char *parent, const char *name)
  * files are the originals and whose deleted files are gone. */
 static void verify(struct img *img, uint64_t fs_size, int deleted, const char *when)
 {
-	CHECK(fsu_img_to_raw(img, fs_size, back) == 0);
+	T_CHECK(fsu_img_to_raw(img, fs_size, back) == 0);
 	if (fsu_run("e2fsck -fn %s >%s/fsck.log 2>&1", back, fsu_tmpdir()) != 0) {
-		fprintf(stderr, "e2fsck not clean %s:\n", when);
+		T_ERROR("e2fsck not clean %s:", when);
 		fsu_run("cat %s/fsck.log >&2", fsu_tmpdir());
-		fails++;
 	}
 	/* debugfs rdump of the kept parts, compared with the tree. */
-	CHECK(fsu_run("rm -rf %s/out && mkdir %s/out && debugfs -R 'rdump / %s/out' %s >/dev/null 2>&1",
+	T_CHECK(fsu_run("rm -rf %s/out && mkdir %s/out && debugfs -R 'rdump / %s/out' %s >/dev/null 2>&1",
 		      fsu_tmpdir(), fsu_tmpdir(), fsu_tmpdir(), back) == 0);
-	CHECK(fsu_run("cmp -s %s/keep/k %s/out/keep/k", dir, fsu_tmpdir()) == 0);
+	T_CHECK(fsu_run("cmp -s %s/keep/k %s/out/keep/k", dir, fsu_tmpdir()) == 0);
 	for (int i = 0; i < NBIG; i++) {
 		int gone = deleted && i % 2 == 0;
 		int rc = fsu_run("cmp -s %s/big/f%d %s/out/big/f%d", dir, i, fsu_tmpdir(), i);
-		if (gone ? fsu_run("test -e %s/out/big/f%d", fsu_tmpdir(), i) == 0 : rc != 0) {
-			fprintf(stderr, "%s: big/f%d %s\n", when, i, gone ? "still there" : "differs");
-			fails++;
-		}
+		if (gone ? fsu_run("test -e %s/out/big/f%d", fsu_tmpdir(), i) == 0 : rc != 0)
+			T_ERROR("%s: big/f%d %s", when, i, gone ? "still there" : "differs");
 	}
 	for (int i = 0; i < NSMALL; i++) {
 		int gone = deleted && i % 2 == 1;
 		int rc = fsu_run("cmp -s %s/small/s%d %s/out/small/s%d", dir, i, fsu_tmpdir(), i);
-		if (gone ? fsu_run("test -e %s/out/small/s%d", fsu_tmpdir(), i) == 0 : rc != 0) {
-			fprintf(stderr, "%s: small/s%d %s\n", when, i, gone ? "still there" : "differs");
-			fails++;
-		}
+		if (gone ? fsu_run("test -e %s/out/small/s%d", fsu_tmpdir(), i) == 0 : rc != 0)
+			T_ERROR("%s: small/s%d %s", when, i, gone ? "still there" : "differs");
 	}
 }
 
@@ -148,14 +141,14 @@ static void set_state(struct img *img, int recover, uint16_t state_or, uint16_t 
 {
 	ext2_filsys fs;
 
-	CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	if (recover)
 		ext2fs_set_feature_journal_needs_recovery(fs->super);
 	else
 		ext2fs_clear_feature_journal_needs_recovery(fs->super);
 	fs->super->s_state = (uint16_t)((fs->super->s_state & state_and) | state_or);
 	ext2fs_mark_super_dirty(fs);
-	CHECK(ext2fs_close_free(&fs) == 0);
+	T_CHECK(ext2fs_close_free(&fs) == 0);
 }
 
 static void refusals(struct img *img)
@@ -165,24 +158,24 @@ static void refusals(struct img *img)
 
 	img_info(img, &a);
 	set_state(img, 1, 0, 0xffff);
-	CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "journal recovery") != NULL);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "journal recovery") != NULL);
 	set_state(img, 0, EXT2_ERROR_FS, 0xffff);
-	CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "errors") != NULL);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "errors") != NULL);
 	set_state(img, 0, 0, (uint16_t)~EXT2_VALID_FS & (uint16_t)~EXT2_ERROR_FS);
-	CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "cleanly") != NULL);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "cleanly") != NULL);
 	{
 		struct img_fs_info fi;
-		CHECK(img_fs_probe(img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_STATE) &&
+		T_CHECK(img_fs_probe(img, &fi) == 0 && (fi.flags & IMG_FS_HAVE_STATE) &&
 		      fi.state == IMG_FS_STATE_NOT_CLEAN);
 	}
 	set_state(img, 0, EXT2_VALID_FS, (uint16_t)~EXT2_ERROR_FS);
 	img_info(img, &b);
-	CHECK(b.allocated_clusters == a.allocated_clusters);
-	CHECK(img_fs_trim_free(img, 0x80, &ts) == -EINVAL);
-	CHECK(img_fs_trim_free(img, 0, &ts) == 0);   /* clean again: accepted */
+	T_CHECK(b.allocated_clusters == a.allocated_clusters);
+	T_CHECK(img_fs_trim_free(img, 0x80, &ts) == -EINVAL);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == 0);   /* clean again: accepted */
 }
 
 /* A 1 KiB-block filesystem: block 0 (the boot block) is outside the
@@ -195,15 +188,15 @@ static void small_blocks(void)
 	uint8_t boot[1024], got[1024];
 	ext2_filsys fs;
 
-	CHECK(fsu_run("rm -f %s && mke2fs -t ext4 -b 1024 -F -q -d %s/small %s 16M >/dev/null", raw, dir, raw) == 0);
-	CHECK(fsu_raw_to_img(raw, imgp, CS, 0) == 0);
-	CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(fsu_run("rm -f %s && mke2fs -t ext4 -b 1024 -F -q -d %s/small %s 16M >/dev/null", raw, dir, raw) == 0);
+	T_CHECK(fsu_raw_to_img(raw, imgp, CS, 0) == 0);
+	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 	fill(boot, sizeof(boot), 5);
-	CHECK(img_pwrite(img, boot, sizeof(boot), 0) == sizeof(boot));
-	CHECK(img_fs_probe(img, &fi) == 0);
-	CHECK(fi.block_size == 1024 && fi.size == 16u << 20);
-	CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
-	CHECK(ext2fs_read_bitmaps(fs) == 0);
+	T_CHECK(img_pwrite(img, boot, sizeof(boot), 0) == sizeof(boot));
+	T_CHECK(img_fs_probe(img, &fi) == 0);
+	T_CHECK(fi.block_size == 1024 && fi.size == 16u << 20);
+	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(ext2fs_read_bitmaps(fs) == 0);
 	{
 		/* The channel's block writes, zeroout and discard land in the
 		 * image (on 64 free blocks, given back to zeros after). */
@@ -221,34 +214,34 @@ static void small_blocks(void)
 				break;
 			start = u;
 		}
-		CHECK(b != 0 && ext2fs_test_block_bitmap_range2(fs->block_map, b, 64));
+		T_CHECK(b != 0 && ext2fs_test_block_bitmap_range2(fs->block_map, b, 64));
 		fill(pat, sizeof(pat), 9);
-		CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
-		CHECK(img_pread(img, got, sizeof(got), b * 1024) == sizeof(got) && !memcmp(got, pat, sizeof(got)));
-		CHECK(io_channel_zeroout(fs->io, b, 64) == 0);
-		CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
+		T_CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
+		T_CHECK(img_pread(img, got, sizeof(got), b * 1024) == sizeof(got) && !memcmp(got, pat, sizeof(got)));
+		T_CHECK(io_channel_zeroout(fs->io, b, 64) == 0);
+		T_CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
 		fill(pat, sizeof(pat), 10);
-		CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
-		CHECK(io_channel_discard(fs->io, b, 64) == 0);
-		CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
+		T_CHECK(io_channel_write_blk64(fs->io, b, 64, pat) == 0);
+		T_CHECK(io_channel_discard(fs->io, b, 64) == 0);
+		T_CHECK(img_pread(img, pat, sizeof(pat), b * 1024) == sizeof(pat) && !memcmp(pat, z, sizeof(z)));
 		/* reads and writes past the virtual disk fail cleanly */
-		CHECK(io_channel_read_blk64(fs->io, (16u << 20) / 1024, 1, pat) == EXT2_ET_SHORT_READ);
+		T_CHECK(io_channel_read_blk64(fs->io, (16u << 20) / 1024, 1, pat) == EXT2_ET_SHORT_READ);
 	}
 	for (int i = 0; i < NSMALL; i++) {
 		char n[32];
 		snprintf(n, sizeof(n), "s%d", i);
 		if (!rm_ok(fs, "/", n)) {
-			fails++;
+			T_ERROR("rm small/%s", n);
 			break;
 		}
 	}
-	CHECK(ext2fs_close_free(&fs) == 0);
-	CHECK(img_fs_trim_free(img, 0, &ts) == 0);
-	CHECK(ts.clusters_discarded > 0);
-	CHECK(img_pread(img, got, sizeof(got), 0) == sizeof(got) && !memcmp(got, boot, sizeof(got)));
-	CHECK(fsu_img_to_raw(img, 16u << 20, back) == 0);
-	CHECK(fsu_run("e2fsck -fn %s >/dev/null 2>&1", back) == 0);
-	CHECK(img_close(img) == 0);
+	T_CHECK(ext2fs_close_free(&fs) == 0);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == 0);
+	T_CHECK(ts.clusters_discarded > 0);
+	T_CHECK(img_pread(img, got, sizeof(got), 0) == sizeof(got) && !memcmp(got, boot, sizeof(got)));
+	T_CHECK(fsu_img_to_raw(img, 16u << 20, back) == 0);
+	T_CHECK(fsu_run("e2fsck -fn %s >/dev/null 2>&1", back) == 0);
+	T_CHECK(img_close(img) == 0);
 }
 
 int main(void)
@@ -270,74 +263,74 @@ int main(void)
 	snprintf(imgp, sizeof(imgp), "%s/fs.img", fsu_tmpdir());
 	snprintf(back, sizeof(back), "%s/back.raw", fsu_tmpdir());
 	make_tree();
-	CHECK(fsu_run("mke2fs -t ext4 -b 4096 -F -q -L fs-test -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 "
+	T_CHECK(fsu_run("mke2fs -t ext4 -b 4096 -F -q -L fs-test -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 "
 		      "-E lazy_itable_init=1,nodiscard -d %s %s 128M >/dev/null", dir, raw) == 0);
 	/* The disk is bigger than the filesystem: the probe reports the
 	 * filesystem's size, and the trim never looks past it. */
-	CHECK(fsu_raw_to_img(raw, imgp, CS, 256u << 20) == 0);
-	CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(fsu_raw_to_img(raw, imgp, CS, 256u << 20) == 0);
+	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 
 	/* Probe. */
-	CHECK(img_fs_probe(img, &fi) == 0);
-	CHECK(!strcmp(fi.type, "ext4"));
-	CHECK(!strcmp(fi.label, "fs-test") && (fi.flags & IMG_FS_HAVE_LABEL));
-	CHECK(!strcmp(fi.uuid, "0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11") && (fi.flags & IMG_FS_HAVE_UUID));
-	CHECK(fi.size == fs_size && (fi.flags & IMG_FS_HAVE_SIZE));
-	CHECK(fi.block_size == 4096);
-	CHECK((fi.flags & IMG_FS_HAVE_STATE) && fi.state == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "ext4"));
+	T_CHECK(!strcmp(fi.label, "fs-test") && (fi.flags & IMG_FS_HAVE_LABEL));
+	T_CHECK(!strcmp(fi.uuid, "0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11") && (fi.flags & IMG_FS_HAVE_UUID));
+	T_CHECK(fi.size == fs_size && (fi.flags & IMG_FS_HAVE_SIZE));
+	T_CHECK(fi.block_size == 4096);
+	T_CHECK((fi.flags & IMG_FS_HAVE_STATE) && fi.state == 0);
 	/* used covers the data written (15 MiB + 1.76 MiB + 3 MiB) and is far
 	 * below the size. */
 	used0 = fi.used;
-	CHECK((fi.flags & IMG_FS_HAVE_USED) && used0 >= (NBIG * 640ull << 10) + (3u << 20) + NSMALL * 6ull * 1024);
-	CHECK(used0 < fs_size / 2);
+	T_CHECK((fi.flags & IMG_FS_HAVE_USED) && used0 >= (NBIG * 640ull << 10) + (3u << 20) + NSMALL * 6ull * 1024);
+	T_CHECK(used0 < fs_size / 2);
 	verify(img, fs_size, 0, "converted");
 
 	/* Nothing free is mapped yet except what mke2fs zeroed: a trim now
 	 * must leave every file intact. */
-	CHECK(img_fs_trim_free(img, 0, &ts) == 0);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == 0);
 	verify(img, fs_size, 0, "first trim");
 
 	/* Delete half the files through libext2fs over the image. */
-	CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
-	CHECK(ext2fs_read_bitmaps(fs) == 0);
+	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(ext2fs_read_bitmaps(fs) == 0);
 	for (int i = 0; i < NBIG; i += 2) {
 		char n[32];
 		snprintf(n, sizeof(n), "f%d", i);
-		CHECK(rm_ok(fs, "/big", n));
+		T_CHECK(rm_ok(fs, "/big", n));
 		deleted += 640u << 10;
 	}
 	for (int i = 1; i < NSMALL; i += 2) {
 		char n[32];
 		snprintf(n, sizeof(n), "s%d", i);
-		CHECK(rm_ok(fs, "/small", n));
+		T_CHECK(rm_ok(fs, "/small", n));
 		deleted += 8u << 10;   /* two 4 KiB blocks */
 	}
-	CHECK(ext2fs_close_free(&fs) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0);
-	CHECK(fi.used <= used0 - deleted + (64u << 10) && fi.used >= used0 - deleted - (64u << 10));
+	T_CHECK(ext2fs_close_free(&fs) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0);
+	T_CHECK(fi.used <= used0 - deleted + (64u << 10) && fi.used >= used0 - deleted - (64u << 10));
 	verify(img, fs_size, 1, "after rm");
 
 	/* Give the free blocks back. */
 	img_info(img, &before);
 	/* Whole clusters only, first: nothing is punched. */
-	CHECK(img_fs_trim_free(img, IMG_FS_TRIM_WHOLE_CLUSTERS, &ts2) == 0);
+	T_CHECK(img_fs_trim_free(img, IMG_FS_TRIM_WHOLE_CLUSTERS, &ts2) == 0);
 	img_info(img, &after);
-	CHECK(ts2.clusters_discarded >= (NBIG / 2) * 9);   /* each deleted big file: >= 9 whole clusters */
-	CHECK(ts2.bytes_punched == 0);
-	CHECK(before.allocated_clusters - after.allocated_clusters == ts2.clusters_discarded);
-	CHECK(ts2.disk_usage_before == before.disk_usage && ts2.disk_usage_after == after.disk_usage);
+	T_CHECK(ts2.clusters_discarded >= (NBIG / 2) * 9);   /* each deleted big file: >= 9 whole clusters */
+	T_CHECK(ts2.bytes_punched == 0);
+	T_CHECK(before.allocated_clusters - after.allocated_clusters == ts2.clusters_discarded);
+	T_CHECK(ts2.disk_usage_before == before.disk_usage && ts2.disk_usage_after == after.disk_usage);
 	verify(img, fs_size, 1, "after whole-cluster trim");
 	/* Then the free parts of partly used clusters. */
-	CHECK(img_fs_trim_free(img, 0, &ts) == 0);
+	T_CHECK(img_fs_trim_free(img, 0, &ts) == 0);
 	img_info(img, &after);
-	CHECK(ts.clusters_discarded == 0);
-	CHECK(ts.bytes_punched >= (NSMALL / 2) * 4096ull);   /* deleted small files sit between kept ones */
-	CHECK(ts.disk_usage_after == after.disk_usage && ts.disk_usage_after < ts2.disk_usage_after);
+	T_CHECK(ts.clusters_discarded == 0);
+	T_CHECK(ts.bytes_punched >= (NSMALL / 2) * 4096ull);   /* deleted small files sit between kept ones */
+	T_CHECK(ts.disk_usage_after == after.disk_usage && ts.disk_usage_after < ts2.disk_usage_after);
 	ts.clusters_discarded = ts2.clusters_discarded;
-	CHECK(before.disk_usage - after.disk_usage >= deleted * 9 / 10);
-	CHECK(ts.fs_free_bytes == fs_size - fi.used);
+	T_CHECK(before.disk_usage - after.disk_usage >= deleted * 9 / 10);
+	T_CHECK(ts.fs_free_bytes == fs_size - fi.used);
 	/* Host space is now close to what the filesystem uses. */
-	CHECK(after.disk_usage <= after.metadata_size + fi.used + (2u << 20));
+	T_CHECK(after.disk_usage <= after.metadata_size + fi.used + (2u << 20));
 	fprintf(stderr, "SUMMARY: trim: %llu clusters unmapped, %llu bytes punched, disk usage %llu -> %llu (fs used %llu)\n",
 		(unsigned long long)ts.clusters_discarded, (unsigned long long)ts.bytes_punched,
 		(unsigned long long)before.disk_usage, (unsigned long long)after.disk_usage,
@@ -345,43 +338,43 @@ int main(void)
 	verify(img, fs_size, 1, "after trim");
 
 	/* Again: nothing more to give back. */
-	CHECK(img_fs_trim_free(img, 0, &ts2) == 0);
-	CHECK(ts2.clusters_discarded == 0 && ts2.disk_usage_after == ts.disk_usage_after);
+	T_CHECK(img_fs_trim_free(img, 0, &ts2) == 0);
+	T_CHECK(ts2.clusters_discarded == 0 && ts2.disk_usage_after == ts.disk_usage_after);
 	/* Reopen: the unmapping was committed. */
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 	img_info(img, &before);
-	CHECK(before.allocated_clusters == after.allocated_clusters);
+	T_CHECK(before.allocated_clusters == after.allocated_clusters);
 	verify(img, fs_size, 1, "reopened");
 
 	refusals(img);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 
 	/* Read-only handle; filesystem bigger than the disk. */
-	CHECK(img_open(imgp, 0, &img) == 0);
-	CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
-	CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.type, "ext4"));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_resize(img, 100u << 20, IMG_RESIZE_DISCARD_DATA) == 0);
+	T_CHECK(img_open(imgp, 0, &img) == 0);
+	T_CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
+	T_CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.type, "ext4"));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_resize(img, 100u << 20, IMG_RESIZE_DISCARD_DATA) == 0);
 	img_info(img, &before);
-	CHECK(img_fs_trim_free(img, 0, NULL) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "bigger than the virtual disk") != NULL);
+	T_CHECK(img_fs_trim_free(img, 0, NULL) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "bigger than the virtual disk") != NULL);
 	img_info(img, &after);
-	CHECK(before.allocated_clusters == after.allocated_clusters);
-	CHECK(img_close(img) == 0);
+	T_CHECK(before.allocated_clusters == after.allocated_clusters);
+	T_CHECK(img_close(img) == 0);
 
 	/* No filesystem at all. */
-	CHECK(img_create(imgp, &o) == 0 && img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
-	CHECK(strstr(img_last_error(), "no filesystem") != NULL);
-	CHECK(img_fs_trim_free(img, 0, NULL) == -ENOMEDIUM);
-	CHECK(!strcmp(img_strerror(-ENOMEDIUM), "no filesystem recognised in the image"));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_create(imgp, &o) == 0 && img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
+	T_CHECK(strstr(img_last_error(), "no filesystem") != NULL);
+	T_CHECK(img_fs_trim_free(img, 0, NULL) == -ENOMEDIUM);
+	T_CHECK(!strcmp(img_strerror(-ENOMEDIUM), "no filesystem recognised in the image"));
+	T_CHECK(img_close(img) == 0);
 
 	small_blocks();
 	fsu_cleanup();
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+	if (t_failures())
+		fprintf(stderr, "%lu checks failed\n", t_failures());
+	return t_failures() ? 1 : 0;
 }

@@ -19,9 +19,7 @@
 #include "libimg.h"
 #include "fs_ext2.h"
 #include "../helpers/fs_util.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define FS_SIZE (64u << 20)
@@ -86,7 +84,7 @@ static void make_clone(const char *dir, const char *clone, const char *base)
 	struct img_create_opts o = { .backing_file = base, .flags = IMG_CREATE_OVERWRITE };
 
 	snprintf(path, sizeof(path), "%s/%s", dir, clone);
-	CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_create(path, &o) == 0);
 }
 
 static int fsck_clean(struct img *img, const char *what)
@@ -95,7 +93,7 @@ static int fsck_clean(struct img *img, const char *what)
 	int r;
 
 	snprintf(raw, sizeof(raw), "%s/check.raw", fsu_tmpdir());
-	CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
+	T_CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
 	r = fsu_run("e2fsck -fn %s >%s/fsck.log 2>&1", raw, fsu_tmpdir());
 	if (r != 0) {
 		fprintf(stderr, "%s: e2fsck -fn exit %d:\n", what, r);
@@ -111,7 +109,7 @@ static int has_feature(struct img *img, const char *feature)
 	int r;
 
 	snprintf(raw, sizeof(raw), "%s/feat.raw", fsu_tmpdir());
-	CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
+	T_CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
 	r = fsu_run("dumpe2fs -h %s 2>/dev/null | grep '^Filesystem features:' | grep -qw %s",
 		    raw, feature);
 	unlink(raw);
@@ -125,7 +123,7 @@ static int backup_has_uuid(struct img *img, const char *uuid)
 	int r;
 
 	snprintf(raw, sizeof(raw), "%s/backup.raw", fsu_tmpdir());
-	CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
+	T_CHECK(fsu_img_to_raw(img, FS_SIZE, raw) == 0);
 	r = fsu_run("r=%s; b=$(dumpe2fs $r 2>/dev/null | sed -n 's/.*Backup superblock at \\([0-9]*\\).*/\\1/p' | head -n1); "
 		    "bs=$(dumpe2fs -h $r 2>/dev/null | awk '/^Block size:/ { print $3 }'); "
 		    "[ -n \"$b\" ] && dumpe2fs -o superblock=$b -o blocksize=$bs -h $r 2>/dev/null | "
@@ -138,14 +136,14 @@ static void set_state(struct img *img, int recover, uint16_t state_or, uint16_t 
 {
 	ext2_filsys fs;
 
-	CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	if (recover)
 		ext2fs_set_feature_journal_needs_recovery(fs->super);
 	else
 		ext2fs_clear_feature_journal_needs_recovery(fs->super);
 	fs->super->s_state = (uint16_t)((fs->super->s_state & state_and) | state_or);
 	ext2fs_mark_super_dirty(fs);
-	CHECK(ext2fs_close_free(&fs) == 0);
+	T_CHECK(ext2fs_close_free(&fs) == 0);
 }
 
 static void one_kind(const char *kind, const char *mkfs_opts, const char *seed_feature)
@@ -161,47 +159,47 @@ static void one_kind(const char *kind, const char *mkfs_opts, const char *seed_f
 	snprintf(base, sizeof(base), "%s/%s-base.img", fsu_tmpdir(), kind);
 	snprintf(clone, sizeof(clone), "%s/%s-c1.img", fsu_tmpdir(), kind);
 	snprintf(clone2, sizeof(clone2), "%s/%s-c2.img", fsu_tmpdir(), kind);
-	CHECK(fsu_run("mke2fs -F -q %s -L base -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 %s 64M "
+	T_CHECK(fsu_run("mke2fs -F -q %s -L base -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 %s 64M "
 		      ">/dev/null", mkfs_opts, raw) == 0);
-	CHECK(fsu_raw_to_img(raw, base, CS, FS_SIZE) == 0);
+	T_CHECK(fsu_raw_to_img(raw, base, CS, FS_SIZE) == 0);
 	unlink(raw);
 	before = slurp(base, &n);
-	CHECK(before != NULL);
+	T_CHECK(before != NULL);
 
 	snprintf(raw, sizeof(raw), "%s-base.img", kind);
 	make_clone(fsu_tmpdir(), strrchr(clone, '/') + 1, raw);
-	CHECK(img_open(clone, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_fs_set_identity(img, u1, "clone-one", 0) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0);
-	CHECK(!strcmp(fi.uuid, u1));
-	CHECK(!strcmp(fi.label, "clone-one"));
-	CHECK(fsck_clean(img, kind));
-	CHECK(backup_has_uuid(img, u1));
+	T_CHECK(img_open(clone, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_fs_set_identity(img, u1, "clone-one", 0) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0);
+	T_CHECK(!strcmp(fi.uuid, u1));
+	T_CHECK(!strcmp(fi.label, "clone-one"));
+	T_CHECK(fsck_clean(img, kind));
+	T_CHECK(backup_has_uuid(img, u1));
 	if (seed_feature)
-		CHECK(has_feature(img, seed_feature));
+		T_CHECK(has_feature(img, seed_feature));
 	/* only the UUID, then only the label */
-	CHECK(img_fs_set_identity(img, u2, NULL, 0) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u2) && !strcmp(fi.label, "clone-one"));
-	CHECK(img_fs_set_identity(img, NULL, "", 0) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u2) && !strcmp(fi.label, ""));
-	CHECK(fsck_clean(img, kind));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_fs_set_identity(img, u2, NULL, 0) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u2) && !strcmp(fi.label, "clone-one"));
+	T_CHECK(img_fs_set_identity(img, NULL, "", 0) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u2) && !strcmp(fi.label, ""));
+	T_CHECK(fsck_clean(img, kind));
+	T_CHECK(img_close(img) == 0);
 
 	/* a clone of the clone: the seed feature is there already */
 	snprintf(raw, sizeof(raw), "%s-c1.img", kind);
 	make_clone(fsu_tmpdir(), strrchr(clone2, '/') + 1, raw);
-	CHECK(img_open(clone2, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_fs_set_identity(img, u1, NULL, 0) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u1));
-	CHECK(fsck_clean(img, kind));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_open(clone2, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_fs_set_identity(img, u1, NULL, 0) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0 && !strcmp(fi.uuid, u1));
+	T_CHECK(fsck_clean(img, kind));
+	T_CHECK(img_close(img) == 0);
 
 	/* the base was never written */
-	CHECK(img_open(base, 0, &img) == 0);
-	CHECK(img_fs_probe(img, &fi) == 0);
-	CHECK(!strcmp(fi.uuid, "0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11") && !strcmp(fi.label, "base"));
-	CHECK(img_close(img) == 0);
-	CHECK(same_file(base, before, n));
+	T_CHECK(img_open(base, 0, &img) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == 0);
+	T_CHECK(!strcmp(fi.uuid, "0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11") && !strcmp(fi.label, "base"));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(same_file(base, before, n));
 	free(before);
 }
 
@@ -214,56 +212,72 @@ static void refusals(void)
 
 	snprintf(raw, sizeof(raw), "%s/r.raw", fsu_tmpdir());
 	snprintf(path, sizeof(path), "%s/r.img", fsu_tmpdir());
-	CHECK(fsu_run("mke2fs -F -q -t ext4 %s 64M >/dev/null", raw) == 0);
-	CHECK(fsu_raw_to_img(raw, path, CS, FS_SIZE) == 0);
-	CHECK(img_open(path, 0, &img) == 0);
-	CHECK(img_fs_set_identity(img, u, NULL, 0) == -EROFS);
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(fsu_run("mke2fs -F -q -t ext4 %s 64M >/dev/null", raw) == 0);
+	T_CHECK(fsu_raw_to_img(raw, path, CS, FS_SIZE) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_fs_set_identity(img, u, NULL, 0) == -EROFS);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	before = disk_bytes(img, &n);
-	CHECK(img_fs_set_identity(img, "not-a-uuid", NULL, 0) == -EINVAL);
-	CHECK(img_fs_set_identity(img, "11111111-2222-4333-8444-55555555555g", NULL, 0) == -EINVAL);
-	CHECK(img_fs_set_identity(img, u, NULL, 0x1) == -EINVAL);
-	CHECK(img_fs_set_identity(img, NULL, NULL, 0) == -EINVAL);
-	CHECK(img_fs_set_identity(img, NULL, "seventeen-bytes!!", 0) == -EINVAL);
-	CHECK(same_disk(img, before, n));
+	T_CHECK(img_fs_set_identity(img, "not-a-uuid", NULL, 0) == -EINVAL);
+	T_CHECK(img_fs_set_identity(img, "11111111-2222-4333-8444-55555555555g", NULL, 0) == -EINVAL);
+	T_CHECK(img_fs_set_identity(img, u, NULL, 0x1) == -EINVAL);
+	T_CHECK(img_fs_set_identity(img, NULL, NULL, 0) == -EINVAL);
+	T_CHECK(img_fs_set_identity(img, NULL, "seventeen-bytes!!", 0) == -EINVAL);
+	T_CHECK(same_disk(img, before, n));
 	/* needing recovery, errors recorded: refused, the disk as it was */
 	set_state(img, 1, 0, 0xffff);
 	free(before);
 	before = disk_bytes(img, &n);
-	CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "journal recovery") != NULL);
-	CHECK(same_disk(img, before, n));
+	T_CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "journal recovery") != NULL);
+	T_CHECK(same_disk(img, before, n));
 	free(before);
 	set_state(img, 0, EXT2_ERROR_FS, 0xffff);
-	CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOTRECOVERABLE);
-	CHECK(strstr(img_last_error(), "errors") != NULL);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOTRECOVERABLE);
+	T_CHECK(strstr(img_last_error(), "errors") != NULL);
+	T_CHECK(img_close(img) == 0);
 
 	/* no filesystem */
 	{
 		struct img_create_opts o = { .virtual_size = 8u << 20, .flags = IMG_CREATE_OVERWRITE };
 		snprintf(path, sizeof(path), "%s/empty.img", fsu_tmpdir());
-		CHECK(img_create(path, &o) == 0);
-		CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-		CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOMEDIUM);
-		CHECK(img_close(img) == 0);
+		T_CHECK(img_create(path, &o) == 0);
+		T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+		T_CHECK(img_fs_set_identity(img, u, NULL, 0) == -ENOMEDIUM);
+		T_CHECK(img_close(img) == 0);
 	}
 	unlink(raw);
 }
 
-int main(void)
+static void ext4_csum(void)
 {
+	one_kind("csum", "-t ext4 -O metadata_csum,^metadata_csum_seed", "metadata_csum_seed");
+}
+
+static void ext4_gdt(void)
+{
+	one_kind("gdt", "-t ext4 -O ^metadata_csum,uninit_bg", NULL);
+}
+
+static void ext3(void)
+{
+	one_kind("ext3", "-t ext3", NULL);
+}
+
+static const struct t_case cases[] = {
+	T_CASE(ext4_csum), T_CASE(ext4_gdt), T_CASE(ext3), T_CASE(refusals),
+};
+
+int main(int argc, char **argv)
+{
+	int r;
+
 	if (!fsu_have("mke2fs", "e2fsck", "dumpe2fs", NULL)) {
 		printf("mke2fs, e2fsck or dumpe2fs missing\n");
 		return 77;
 	}
-	one_kind("csum", "-t ext4 -O metadata_csum,^metadata_csum_seed", "metadata_csum_seed");
-	one_kind("gdt", "-t ext4 -O ^metadata_csum,uninit_bg", NULL);
-	one_kind("ext3", "-t ext3", NULL);
-	refusals();
+	r = T_MAIN(argc, argv, cases);
 	fsu_cleanup();
-	if (fails)
-		fprintf(stderr, "fs_identity: %d checks failed\n", fails);
-	return fails ? 1 : 0;
+	return r;
 }

@@ -15,9 +15,7 @@
 
 #include "libimg.h"
 #include "../helpers/fs_util.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 static char raw[256], imgp[256];
 
@@ -32,77 +30,101 @@ static int make_and_probe(const char *mkfs_fmt, uint64_t size, uint64_t vsize, s
 	snprintf(cmd, sizeof(cmd), mkfs_fmt, raw);
 	if (fsu_run("rm -f %s && truncate -s %llu %s && %s >/dev/null 2>&1", raw,
 		    (unsigned long long)size, raw, cmd) != 0) {
-		fprintf(stderr, "failed: %s\n", cmd);
-		fails++;
+		T_ERROR("failed: %s", cmd);
 		return -1;
 	}
-	CHECK(fsu_raw_to_img(raw, imgp, 0, vsize) == 0);
-	CHECK(img_open(imgp, 0, &img) == 0);
+	T_CHECK(fsu_raw_to_img(raw, imgp, 0, vsize) == 0);
+	T_CHECK(img_open(imgp, 0, &img) == 0);
 	r = img_fs_probe(img, fi);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 	return r;
 }
 
-int main(void)
+static void xfs(void)
+{
+	struct img_fs_info fi;
+
+	if (!fsu_have("mkfs.xfs", NULL))
+		T_SKIP("mkfs.xfs missing: xfs not tested");
+	T_CHECK(make_and_probe("mkfs.xfs -q -f -L xlabel -m uuid=3d0a6b1e-5b0e-4b8e-9d55-0123456789ab %s",
+			     300u << 20, 0, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "xfs"));
+	T_CHECK(!strcmp(fi.label, "xlabel") && !strcmp(fi.uuid, "3d0a6b1e-5b0e-4b8e-9d55-0123456789ab"));
+	T_CHECK(fi.size == 300u << 20 && fi.block_size == 4096);
+	T_CHECK((fi.flags & IMG_FS_HAVE_USED) && fi.used > 0 && fi.used < fi.size / 2);
+	T_CHECK(!(fi.flags & IMG_FS_HAVE_STATE));
+}
+
+static void btrfs(void)
+{
+	struct img_fs_info fi;
+
+	if (!fsu_have("mkfs.btrfs", NULL))
+		T_SKIP("mkfs.btrfs missing: btrfs not tested");
+	T_CHECK(make_and_probe("mkfs.btrfs -q -f -L blabel -U 8c4f8a62-93a1-4d6b-8f0e-aabbccddeeff %s",
+			     256u << 20, 0, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "btrfs"));
+	T_CHECK(!strcmp(fi.label, "blabel") && !strcmp(fi.uuid, "8c4f8a62-93a1-4d6b-8f0e-aabbccddeeff"));
+	T_CHECK(fi.size == 256u << 20 && fi.block_size == 4096);
+	T_CHECK((fi.flags & IMG_FS_HAVE_USED) && fi.used > 0 && fi.used < fi.size / 4);
+}
+
+/* ext2 on a 4 GiB virtual disk: size is the filesystem's. */
+static void ext2(void)
+{
+	struct img_fs_info fi;
+
+	if (!fsu_have("mke2fs", NULL))
+		T_SKIP("mke2fs missing: ext2 not tested");
+	T_CHECK(make_and_probe("mke2fs -t ext2 -q -F %s", 32u << 20, 4ull << 30, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "ext2") && fi.size == 32u << 20);
+	T_CHECK((fi.flags & IMG_FS_HAVE_LABEL) && fi.label[0] == 0);
+	T_CHECK((fi.flags & IMG_FS_HAVE_STATE) && fi.state == 0);
+	T_CHECK(fi.used > 0 && fi.used < fi.size);
+}
+
+static void swap(void)
+{
+	struct img_fs_info fi;
+
+	if (!fsu_have("mkswap", NULL))
+		T_SKIP("mkswap missing: swap not tested");
+	T_CHECK(make_and_probe("mkswap -L sw %s", 16u << 20, 0, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "swap") && !strcmp(fi.label, "sw"));
+	T_CHECK(!(fi.flags & IMG_FS_HAVE_SIZE));
+}
+
+static void vfat(void)
+{
+	struct img_fs_info fi;
+
+	if (!fsu_have("mkfs.vfat", NULL))
+		T_SKIP("mkfs.vfat missing: vfat not tested");
+	T_CHECK(make_and_probe("mkfs.vfat -n VLABEL %s", 64u << 20, 0, &fi) == 0);
+	T_CHECK(!strcmp(fi.type, "vfat") && !strcmp(fi.label, "VLABEL"));
+}
+
+/* Nothing at all; an MD superblock past the probe view's head; a DOS
+ * partition table. */
+static void nothing_md_dos(void)
 {
 	struct img_fs_info fi;
 	struct img_create_opts o = { .virtual_size = 1ull << 30, .flags = IMG_CREATE_OVERWRITE };
 	struct img *img = NULL;
 
-	snprintf(raw, sizeof(raw), "%s/p.raw", fsu_tmpdir());
-	snprintf(imgp, sizeof(imgp), "%s/p.img", fsu_tmpdir());
-
-	if (fsu_have("mkfs.xfs", NULL)) {
-		CHECK(make_and_probe("mkfs.xfs -q -f -L xlabel -m uuid=3d0a6b1e-5b0e-4b8e-9d55-0123456789ab %s",
-				     300u << 20, 0, &fi) == 0);
-		CHECK(!strcmp(fi.type, "xfs"));
-		CHECK(!strcmp(fi.label, "xlabel") && !strcmp(fi.uuid, "3d0a6b1e-5b0e-4b8e-9d55-0123456789ab"));
-		CHECK(fi.size == 300u << 20 && fi.block_size == 4096);
-		CHECK((fi.flags & IMG_FS_HAVE_USED) && fi.used > 0 && fi.used < fi.size / 2);
-		CHECK(!(fi.flags & IMG_FS_HAVE_STATE));
-	} else
-		printf("mkfs.xfs missing: xfs not tested\n");
-	if (fsu_have("mkfs.btrfs", NULL)) {
-		CHECK(make_and_probe("mkfs.btrfs -q -f -L blabel -U 8c4f8a62-93a1-4d6b-8f0e-aabbccddeeff %s",
-				     256u << 20, 0, &fi) == 0);
-		CHECK(!strcmp(fi.type, "btrfs"));
-		CHECK(!strcmp(fi.label, "blabel") && !strcmp(fi.uuid, "8c4f8a62-93a1-4d6b-8f0e-aabbccddeeff"));
-		CHECK(fi.size == 256u << 20 && fi.block_size == 4096);
-		CHECK((fi.flags & IMG_FS_HAVE_USED) && fi.used > 0 && fi.used < fi.size / 4);
-	} else
-		printf("mkfs.btrfs missing: btrfs not tested\n");
-	if (fsu_have("mke2fs", NULL)) {
-		/* ext2 on a 4 GiB virtual disk: size is the filesystem's. */
-		CHECK(make_and_probe("mke2fs -t ext2 -q -F %s", 32u << 20, 4ull << 30, &fi) == 0);
-		CHECK(!strcmp(fi.type, "ext2") && fi.size == 32u << 20);
-		CHECK((fi.flags & IMG_FS_HAVE_LABEL) && fi.label[0] == 0);
-		CHECK((fi.flags & IMG_FS_HAVE_STATE) && fi.state == 0);
-		CHECK(fi.used > 0 && fi.used < fi.size);
-	}
-	if (fsu_have("mkswap", NULL)) {
-		CHECK(make_and_probe("mkswap -L sw %s", 16u << 20, 0, &fi) == 0);
-		CHECK(!strcmp(fi.type, "swap") && !strcmp(fi.label, "sw"));
-		CHECK(!(fi.flags & IMG_FS_HAVE_SIZE));
-	}
-	if (fsu_have("mkfs.vfat", NULL)) {
-		CHECK(make_and_probe("mkfs.vfat -n VLABEL %s", 64u << 20, 0, &fi) == 0);
-		CHECK(!strcmp(fi.type, "vfat") && !strcmp(fi.label, "VLABEL"));
-	}
-
-	/* Nothing at all. */
-	CHECK(img_create(imgp, &o) == 0 && img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
-	CHECK(strstr(img_last_error(), "no filesystem") != NULL);
-	CHECK(fi.type[0] == 0 && fi.flags == 0);
+	T_CHECK(img_create(imgp, &o) == 0 && img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
+	T_CHECK(strstr(img_last_error(), "no filesystem") != NULL);
+	T_CHECK(fi.type[0] == 0 && fi.flags == 0);
 	{
 		/* An MD 0.90 superblock: 64 KiB below the end of the disk
 		 * rounded down to 64 KiB, past the probe view's head. */
 		uint32_t sb[14] = { 0xa92b4efc, 0, 90, 0, 0, 0x11223344, 0, 1, 1000, 2, 2, 0, 0, 0x55667788 };
-		CHECK(img_pwrite(img, sb, sizeof(sb), (1ull << 30) - 65536) == sizeof(sb));
-		CHECK(img_fs_probe(img, &fi) == 0);
-		CHECK(!strcmp(fi.type, "linux_raid_member"));
-		CHECK(!strcmp(fi.uuid, "11223344-5566-7788-0000-000000000000"));
-		CHECK(!(fi.flags & (IMG_FS_HAVE_SIZE | IMG_FS_HAVE_USED)));
+		T_CHECK(img_pwrite(img, sb, sizeof(sb), (1ull << 30) - 65536) == sizeof(sb));
+		T_CHECK(img_fs_probe(img, &fi) == 0);
+		T_CHECK(!strcmp(fi.type, "linux_raid_member"));
+		T_CHECK(!strcmp(fi.uuid, "11223344-5566-7788-0000-000000000000"));
+		T_CHECK(!(fi.flags & (IMG_FS_HAVE_SIZE | IMG_FS_HAVE_USED)));
 	}
 	{
 		/* A DOS partition table at sector 0: refused, and said so. */
@@ -112,15 +134,26 @@ int main(void)
 		mbr[446 + 14] = 0x01;                      /* 65536 sectors */
 		mbr[510] = 0x55;
 		mbr[511] = 0xaa;
-		CHECK(img_discard(img, 0, 1ull << 30) == 0);
-		CHECK(img_pwrite(img, mbr, sizeof(mbr), 0) == sizeof(mbr));
-		CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
-		CHECK(strstr(img_last_error(), "dos partition table") != NULL);
+		T_CHECK(img_discard(img, 0, 1ull << 30) == 0);
+		T_CHECK(img_pwrite(img, mbr, sizeof(mbr), 0) == sizeof(mbr));
+		T_CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
+		T_CHECK(strstr(img_last_error(), "dos partition table") != NULL);
 	}
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 
+}
+
+static const struct t_case cases[] = {
+	T_CASE(xfs), T_CASE(btrfs), T_CASE(ext2), T_CASE(swap), T_CASE(vfat), T_CASE(nothing_md_dos),
+};
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	snprintf(raw, sizeof(raw), "%s/p.raw", fsu_tmpdir());
+	snprintf(imgp, sizeof(imgp), "%s/p.img", fsu_tmpdir());
+	r = T_MAIN(argc, argv, cases);
 	fsu_cleanup();
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+	return r;
 }

@@ -10,129 +10,184 @@
 #include <unistd.h>
 
 #include "libimg.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 
 static void pattern(uint8_t *b, uint64_t v) { memset(b, (int)(v * 37 + 1), CS); b[0] = (uint8_t)v; }
 
-int main(void)
+/* A temporary image of 4 MiB; its path in path (a mkstemp template). */
+static void new_image(char *path)
 {
-	char path[] = "/tmp/libimg-grow-XXXXXX";
 	struct img_create_opts o = { .virtual_size = 4u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
+	T_CHECK(img_create(path, &o) == 0);
+}
+
+/* Growth within the BAT's capacity, then beyond it; returns the image open
+ * read-write at 2 GiB with clusters 0..63 and the last one written. */
+static struct img *grown(char *path)
+{
 	struct img *img;
 	struct img_info a, b;
 	struct img_check_result cr;
 	struct img_extent ex;
 	uint8_t buf[CS], want[CS];
-	int fd = mkstemp(path);
 
-	close(fd);
-	CHECK(img_create(path, &o) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	new_image(path);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	/* 64 clusters of data: they sit right after the one-cluster BAT. */
 	for (uint64_t v = 0; v < 64; v++) {
 		pattern(buf, v);
-		CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
+		T_CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
 	}
 	img_info(img, &a);
-	CHECK(a.bat_capacity == 16ull * 508 * CS);          /* 508 MiB */
+	T_CHECK(a.bat_capacity == 16ull * 508 * CS);          /* 508 MiB */
 
 	/* Within capacity: O(1), metadata unchanged. */
-	CHECK(img_resize(img, 100u << 20, 0) == 0);
+	T_CHECK(img_resize(img, 100u << 20, 0) == 0);
 	img_info(img, &b);
-	CHECK(b.virtual_size == 100u << 20 && b.metadata_size == a.metadata_size);
+	T_CHECK(b.virtual_size == 100u << 20 && b.metadata_size == a.metadata_size);
 
 	/* Beyond capacity: the BAT grows into the data, which moves. */
-	CHECK(img_resize(img, 2ull << 30, 0) == 0);
+	T_CHECK(img_resize(img, 2ull << 30, 0) == 0);
 	img_info(img, &b);
-	CHECK(b.virtual_size == 2ull << 30);
-	CHECK(b.metadata_size > a.metadata_size);
-	CHECK(b.bat_capacity >= 2ull << 30);
-	CHECK(b.allocated_clusters == 64);
+	T_CHECK(b.virtual_size == 2ull << 30);
+	T_CHECK(b.metadata_size > a.metadata_size);
+	T_CHECK(b.bat_capacity >= 2ull << 30);
+	T_CHECK(b.allocated_clusters == 64);
 	for (uint64_t v = 0; v < 64; v++) {
 		pattern(want, v);
-		CHECK(img_pread(img, buf, CS, v * CS) == CS && !memcmp(buf, want, CS));
-		CHECK(img_map(img, v * CS, &ex) == 0 && ex.type == IMG_EXTENT_DATA &&
+		T_CHECK(img_pread(img, buf, CS, v * CS) == CS && !memcmp(buf, want, CS));
+		T_CHECK(img_map(img, v * CS, &ex) == 0 && ex.type == IMG_EXTENT_DATA &&
 		      ex.host_offset >= b.metadata_size);
 	}
 	/* Write near the new end, reopen, check. */
 	pattern(buf, 999);
-	CHECK(img_pwrite(img, buf, CS, (2ull << 30) - CS) == CS);
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(img_pwrite(img, buf, CS, (2ull << 30) - CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	pattern(want, 999);
-	CHECK(img_pread(img, buf, CS, (2ull << 30) - CS) == CS && !memcmp(buf, want, CS));
+	T_CHECK(img_pread(img, buf, CS, (2ull << 30) - CS) == CS && !memcmp(buf, want, CS));
 	pattern(want, 5);
-	CHECK(img_pread(img, buf, CS, 5 * CS) == CS && !memcmp(buf, want, CS));
+	T_CHECK(img_pread(img, buf, CS, 5 * CS) == CS && !memcmp(buf, want, CS));
+	return img;
+}
 
-	/* Shrink: refused over data, then allowed; bytes past the new end are
-	 * zero after growing again. */
-	CHECK(img_resize(img, 1u << 20, 0) == -ENOTEMPTY);
-	CHECK(strstr(img_last_error(), "hold data") != NULL);
-	CHECK(img_resize(img, 17ull * CS, IMG_RESIZE_DISCARD_DATA) == 0);
+/* Shrink of the grown image: refused over data, then allowed; bytes past
+ * the new end are zero after growing again.  Closes img. */
+static void shrunk(struct img *img, const char *path)
+{
+	struct img_info b;
+	struct img_check_result cr;
+	uint8_t buf[CS], want[CS];
+
+	T_CHECK(img_resize(img, 1u << 20, 0) == -ENOTEMPTY);
+	T_CHECK(strstr(img_last_error(), "hold data") != NULL);
+	T_CHECK(img_resize(img, 17ull * CS, IMG_RESIZE_DISCARD_DATA) == 0);
 	/* Only the tail of the new last cluster would go: still refused. */
-	CHECK(img_resize(img, (1u << 20) + 512, 0) == -ENOTEMPTY);
-	CHECK(strstr(img_last_error(), "past the new end") != NULL);
-	CHECK(img_resize(img, (1u << 20) + 512, IMG_RESIZE_DISCARD_DATA) == 0);
+	T_CHECK(img_resize(img, (1u << 20) + 512, 0) == -ENOTEMPTY);
+	T_CHECK(strstr(img_last_error(), "past the new end") != NULL);
+	T_CHECK(img_resize(img, (1u << 20) + 512, IMG_RESIZE_DISCARD_DATA) == 0);
 	img_info(img, &b);
-	CHECK(b.virtual_size == (1u << 20) + 512 && b.allocated_clusters == 17);
-	CHECK(b.file_size == b.metadata_size + 17ull * CS);   /* tail given back */
-	CHECK(img_resize(img, 8u << 20, 0) == 0);
-	CHECK(img_pread(img, buf, CS, 16 * CS) == CS);
+	T_CHECK(b.virtual_size == (1u << 20) + 512 && b.allocated_clusters == 17);
+	T_CHECK(b.file_size == b.metadata_size + 17ull * CS);   /* tail given back */
+	T_CHECK(img_resize(img, 8u << 20, 0) == 0);
+	T_CHECK(img_pread(img, buf, CS, 16 * CS) == CS);
 	pattern(want, 16);
-	CHECK(!memcmp(buf, want, 512));
+	T_CHECK(!memcmp(buf, want, 512));
 	for (unsigned i = 512; i < CS; i++)
 		if (buf[i]) {
-			CHECK(!"byte past the shrunk end is not zero");
+			T_CHECK(!"byte past the shrunk end is not zero");
 			break;
 		}
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, 0, &img) == 0);
-	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	img_close(img);
+}
 
-	/* The in-memory BAT grows from a small array (calloc) to a mapped one
-	 * (8 MiB at 64 GiB), then to a larger mapping (the pages move): the
-	 * entries come along, the new ones read as unallocated. */
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_resize(img, 1ull << 30, IMG_RESIZE_DISCARD_DATA) == 0);
+static void grow_beyond_bat(void)
+{
+	char path[] = "/tmp/libimg-grow-XXXXXX";
+
+	T_CHECK(img_close(grown(path)) == 0);
+	unlink(path);
+}
+
+static void shrink(void)
+{
+	char path[] = "/tmp/libimg-grow-XXXXXX";
+
+	shrunk(grown(path), path);
+	unlink(path);
+}
+
+/* The in-memory BAT grows from a small array (calloc) to a mapped one
+ * (8 MiB at 64 GiB), then to a larger mapping (the pages move): the
+ * entries come along, the new ones read as unallocated.  From the image
+ * grown and shrunk as in the two cases above. */
+static void bat_to_mapping(void)
+{
+	char path[] = "/tmp/libimg-grow-XXXXXX";
+	struct img *img;
+	struct img_check_result cr;
+	struct img_extent ex;
+	uint8_t buf[CS], want[CS];
+
+	shrunk(grown(path), path);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_resize(img, 1ull << 30, IMG_RESIZE_DISCARD_DATA) == 0);
 	pattern(buf, 7);
-	CHECK(img_pwrite(img, buf, CS, (1ull << 30) - CS) == CS);
-	CHECK(img_resize(img, 64ull << 30, 0) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, (1ull << 30) - CS) == CS);
+	T_CHECK(img_resize(img, 64ull << 30, 0) == 0);
 	pattern(buf, 8);
-	CHECK(img_pwrite(img, buf, CS, (64ull << 30) - CS) == CS);
-	CHECK(img_resize(img, 256ull << 30, 0) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, (64ull << 30) - CS) == CS);
+	T_CHECK(img_resize(img, 256ull << 30, 0) == 0);
 	pattern(buf, 9);
-	CHECK(img_pwrite(img, buf, CS, (256ull << 30) - CS) == CS);
+	T_CHECK(img_pwrite(img, buf, CS, (256ull << 30) - CS) == CS);
 	for (int pass = 0; pass < 2; pass++) {
 		const uint64_t at[3] = { (1ull << 30) - CS, (64ull << 30) - CS, (256ull << 30) - CS };
 		for (int k = 0; k < 3; k++) {
 			pattern(want, (uint64_t)(7 + k));
-			CHECK(img_pread(img, buf, CS, at[k]) == CS && !memcmp(buf, want, CS));
+			T_CHECK(img_pread(img, buf, CS, at[k]) == CS && !memcmp(buf, want, CS));
 		}
-		CHECK(img_map(img, 128ull << 30, &ex) == 0 && ex.type == IMG_EXTENT_UNALLOCATED);
-		CHECK(img_pread(img, buf, CS, 2ull << 30) == CS && buf[0] == 0 && buf[CS - 1] == 0);
-		CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-		CHECK(img_close(img) == 0);
-		CHECK(img_open(path, 0, &img) == 0);
+		T_CHECK(img_map(img, 128ull << 30, &ex) == 0 && ex.type == IMG_EXTENT_UNALLOCATED);
+		T_CHECK(img_pread(img, buf, CS, 2ull << 30) == CS && buf[0] == 0 && buf[CS - 1] == 0);
+		T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		T_CHECK(img_close(img) == 0);
+		T_CHECK(img_open(path, 0, &img) == 0);
 	}
 	img_close(img);
+	unlink(path);
+}
 
-	/* Bad sizes. */
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_resize(img, 1000, 0) == -EINVAL);
-	CHECK(img_resize(img, 0, 0) == -EINVAL);
-	CHECK(img_resize(img, 1ull << 60, 0) == -EINVAL);
+static void bad_sizes(void)
+{
+	char path[] = "/tmp/libimg-grow-XXXXXX";
+	struct img *img;
+
+	new_image(path);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_resize(img, 1000, 0) == -EINVAL);
+	T_CHECK(img_resize(img, 0, 0) == -EINVAL);
+	T_CHECK(img_resize(img, 1ull << 60, 0) == -EINVAL);
 	img_close(img);
-	CHECK(img_open(path, 0, &img) == 0);
-	CHECK(img_resize(img, 16u << 20, 0) == -EROFS);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_resize(img, 16u << 20, 0) == -EROFS);
 	img_close(img);
 	unlink(path);
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(grow_beyond_bat), T_CASE(shrink), T_CASE(bat_to_mapping), T_CASE(bad_sizes),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

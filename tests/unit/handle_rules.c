@@ -29,9 +29,7 @@
 #include "format.h"
 #include "testio.h"
 #include "../helpers/ioborrow.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 #define VS (4u << 20)
@@ -66,59 +64,59 @@ static void no_backing_changes_nothing(void)
 	struct img *img;
 	uint8_t *b = malloc(2 * VS);
 
-	CHECK(b != NULL);
+	T_CHECK(b != NULL);
 	/* base: 8 MiB of 0xAA; top: a 4 MiB delta over it (smaller than its
 	 * base, so growing it would uncover base bytes if nothing hid them). */
-	CHECK(img_create(P("base.img"), &o) == 0);
-	CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create(P("base.img"), &o) == 0);
+	T_CHECK(img_open(P("base.img"), IMG_OPEN_RDWR, &img) == 0);
 	memset(b, 0xAA, 2 * VS);
-	CHECK(img_pwrite(img, b, 2 * VS, 0) == 2 * VS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, b, 2 * VS, 0) == 2 * VS);
+	T_CHECK(img_close(img) == 0);
 	o.virtual_size = VS;
 	o.backing_file = "base.img";
-	CHECK(img_create(P("top.img"), &o) == 0);
+	T_CHECK(img_create(P("top.img"), &o) == 0);
 
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
-	CHECK(img_resize(img, 2 * VS, 0) == -EROFS);
-	CHECK(strstr(img_last_error(), "without its backing chain") != NULL);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
+	T_CHECK(img_resize(img, 2 * VS, 0) == -EROFS);
+	T_CHECK(strstr(img_last_error(), "without its backing chain") != NULL);
+	T_CHECK(img_close(img) == 0);
 	/* With its chain: still 4 MiB.  (Before the fix the NO_BACKING grow
 	 * went through and the new 4 MiB showed the base's 0xAA.) */
-	CHECK(img_open(P("top.img"), 0, &img) == 0);
-	CHECK(img_info(img, &in) == 0);
-	CHECK(in.virtual_size == VS);
+	T_CHECK(img_open(P("top.img"), 0, &img) == 0);
+	T_CHECK(img_info(img, &in) == 0);
+	T_CHECK(in.virtual_size == VS);
 	if (in.virtual_size == 2 * VS) {
-		CHECK(img_pread(img, b, VS, VS) == VS);
-		CHECK(is_fill(b, VS, 0));
+		T_CHECK(img_pread(img, b, VS, VS) == VS);
+		T_CHECK(is_fill(b, VS, 0));
 	}
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
-	CHECK(img_resize(img, VS / 2, IMG_RESIZE_DISCARD_DATA) == -EROFS);
-	CHECK(img_pwrite(img, b, 4096, 0) == -EROFS);
-	CHECK(img_discard(img, 0, CS) == -EROFS);
-	CHECK(img_write_zeroes(img, 0, CS) == -EROFS);
-	CHECK(img_write_compressed(img, b, CS, 0) == -EROFS);
-	CHECK(img_compact(img, &co, NULL) == -EROFS);
-	CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
-	CHECK(img_set_backing(img, "base.img", 0, NULL, NULL) == -EROFS);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
+	T_CHECK(img_resize(img, VS / 2, IMG_RESIZE_DISCARD_DATA) == -EROFS);
+	T_CHECK(img_pwrite(img, b, 4096, 0) == -EROFS);
+	T_CHECK(img_discard(img, 0, CS) == -EROFS);
+	T_CHECK(img_write_zeroes(img, 0, CS) == -EROFS);
+	T_CHECK(img_write_compressed(img, b, CS, 0) == -EROFS);
+	T_CHECK(img_compact(img, &co, NULL) == -EROFS);
+	T_CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
+	T_CHECK(img_set_backing(img, "base.img", 0, NULL, NULL) == -EROFS);
 	/* A header-only change stays allowed (imgsnap rebase -u). */
-	CHECK(img_set_backing(img, "base.img", IMG_BACKING_UNSAFE, NULL, NULL) == 0);
-	CHECK(img_info(img, &in) == 0 && in.virtual_size == VS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_set_backing(img, "base.img", IMG_BACKING_UNSAFE, NULL, NULL) == 0);
+	T_CHECK(img_info(img, &in) == 0 && in.virtual_size == VS);
+	T_CHECK(img_close(img) == 0);
 
 	/* With its chain: the same 4 MiB of the base's bytes. */
-	CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_info(img, &in) == 0 && in.virtual_size == VS);
-	CHECK(img_pread(img, b, VS, 0) == VS && is_fill(b, VS, 0xAA));
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_info(img, &in) == 0 && in.virtual_size == VS);
+	T_CHECK(img_pread(img, b, VS, 0) == VS && is_fill(b, VS, 0xAA));
 	/* Grown with its chain, the new space reads zeros. */
-	CHECK(img_resize(img, 2 * VS, 0) == 0);
-	CHECK(img_pread(img, b, VS, VS) == VS && is_fill(b, VS, 0));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(P("top.img"), 0, &img) == 0);
-	CHECK(img_pread(img, b, 2 * VS, 0) == 2 * VS);
-	CHECK(is_fill(b, VS, 0xAA) && is_fill(b + VS, VS, 0));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_resize(img, 2 * VS, 0) == 0);
+	T_CHECK(img_pread(img, b, VS, VS) == VS && is_fill(b, VS, 0));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(P("top.img"), 0, &img) == 0);
+	T_CHECK(img_pread(img, b, 2 * VS, 0) == 2 * VS);
+	T_CHECK(is_fill(b, VS, 0xAA) && is_fill(b + VS, VS, 0));
+	T_CHECK(img_close(img) == 0);
 	free(b);
 }
 
@@ -143,54 +141,54 @@ static void failed_sync_is_final(void)
 	struct img *img;
 	uint8_t *a = malloc(3 * CS), *n1 = malloc(CS), *n5 = malloc(CS), *got = malloc(CS);
 
-	CHECK(a && n1 && n5 && got);
-	CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
-	CHECK(img_create_io(mem, &o) == 0);
-	CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
+	T_CHECK(a && n1 && n5 && got);
+	T_CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
+	T_CHECK(img_create_io(mem, &o) == 0);
+	T_CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
 	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
-	CHECK(img_open_io(io_borrow(f), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open_io(io_borrow(f), IMG_OPEN_RDWR, &img) == 0);
 	/* Durable: clusters 0..2. */
 	fill(a, 3 * CS, 1);
-	CHECK(img_pwrite(img, a, 3 * CS, 0) == 3 * CS);
-	CHECK(img_flush(img) == 0);
+	T_CHECK(img_pwrite(img, a, 3 * CS, 0) == 3 * CS);
+	T_CHECK(img_flush(img) == 0);
 	/* Not yet: an overwrite of cluster 1, a new cluster 5. */
 	fill(n1, CS, 2);
 	fill(n5, CS, 3);
-	CHECK(img_pwrite(img, n1, CS, CS) == CS);
-	CHECK(img_pwrite(img, n5, CS, 5 * CS) == CS);
+	T_CHECK(img_pwrite(img, n1, CS, CS) == CS);
+	T_CHECK(img_pwrite(img, n5, CS, 5 * CS) == CS);
 	/* The data sync fails and the host drops the pages. */
 	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
-	CHECK(img_flush(img) == -EIO);
-	CHECK(img_io_fault_dropped(f) > 0);
+	T_CHECK(img_flush(img) == -EIO);
+	T_CHECK(img_io_fault_dropped(f) > 0);
 	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
 	/* The handle is failed: nothing more is written or "made durable"
 	 * (before the fix the retried flush succeeded and mapped cluster 5,
 	 * whose data was gone). */
-	CHECK(img_flush(img) == -EIO);
-	CHECK(strstr(img_last_error(), "earlier sync failed") != NULL);
-	CHECK(img_pwrite(img, n5, CS, 7 * CS) == -EIO);
-	CHECK(img_discard(img, 0, CS) == -EIO);
-	CHECK(img_write_zeroes(img, 0, CS) == -EIO);
-	CHECK(img_resize(img, 2 * VS, 0) == -EIO);
-	CHECK(img_compact(img, &co, NULL) == -EIO);
-	CHECK(img_pread(img, got, CS, 0) == CS && !memcmp(got, a, CS));   /* reads work */
-	CHECK(img_close(img) == -EIO);
+	T_CHECK(img_flush(img) == -EIO);
+	T_CHECK(strstr(img_last_error(), "earlier sync failed") != NULL);
+	T_CHECK(img_pwrite(img, n5, CS, 7 * CS) == -EIO);
+	T_CHECK(img_discard(img, 0, CS) == -EIO);
+	T_CHECK(img_write_zeroes(img, 0, CS) == -EIO);
+	T_CHECK(img_resize(img, 2 * VS, 0) == -EIO);
+	T_CHECK(img_compact(img, &co, NULL) == -EIO);
+	T_CHECK(img_pread(img, got, CS, 0) == CS && !memcmp(got, a, CS));   /* reads work */
+	T_CHECK(img_close(img) == -EIO);
 
 	/* Reopened: consistent, each cluster old or new, nothing mapped to
 	 * lost data. */
-	CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_check(img, &ko, &res) == 0 && res.corruptions == 0 && res.leaks == 0);
-	CHECK(img_pread(img, got, CS, 0) == CS && !memcmp(got, a, CS));
-	CHECK(img_pread(img, got, CS, CS) == CS && (!memcmp(got, a + CS, CS) || !memcmp(got, n1, CS)));
-	CHECK(img_pread(img, got, CS, 2 * CS) == CS && !memcmp(got, a + 2 * CS, CS));
-	CHECK(img_pread(img, got, CS, 5 * CS) == CS && (is_fill(got, CS, 0) || !memcmp(got, n5, CS)));
-	CHECK(img_map(img, 5 * CS, &ex) == 0);
+	T_CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_check(img, &ko, &res) == 0 && res.corruptions == 0 && res.leaks == 0);
+	T_CHECK(img_pread(img, got, CS, 0) == CS && !memcmp(got, a, CS));
+	T_CHECK(img_pread(img, got, CS, CS) == CS && (!memcmp(got, a + CS, CS) || !memcmp(got, n1, CS)));
+	T_CHECK(img_pread(img, got, CS, 2 * CS) == CS && !memcmp(got, a + 2 * CS, CS));
+	T_CHECK(img_pread(img, got, CS, 5 * CS) == CS && (is_fill(got, CS, 0) || !memcmp(got, n5, CS)));
+	T_CHECK(img_map(img, 5 * CS, &ex) == 0);
 	if (ex.type == IMG_EXTENT_DATA)
-		CHECK(!memcmp(got, n5, CS));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open_io(io_borrow(mem), 0, &img) == 0);
-	CHECK(img_check(img, &ko, &res) == 0 && res.corruptions == 0 && res.leaks == 0);
-	CHECK(img_close(img) == 0);
+		T_CHECK(!memcmp(got, n5, CS));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open_io(io_borrow(mem), 0, &img) == 0);
+	T_CHECK(img_check(img, &ko, &res) == 0 && res.corruptions == 0 && res.leaks == 0);
+	T_CHECK(img_close(img) == 0);
 	f->ops->close(f);
 	mem->ops->close(mem);
 	free(a);
@@ -207,27 +205,27 @@ static void fault_drop_mode(void)
 	uint8_t b[8192], want[8192];
 	uint64_t size;
 
-	CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
-	CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
+	T_CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
+	T_CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
 	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
 	memset(want, 1, sizeof(want));
-	CHECK(f->ops->pwrite(f, want, sizeof(want), 0) == 0);
-	CHECK(f->ops->flush(f) == 0);
+	T_CHECK(f->ops->pwrite(f, want, sizeof(want), 0) == 0);
+	T_CHECK(f->ops->flush(f) == 0);
 	memset(b, 2, sizeof(b));
-	CHECK(f->ops->pwrite(f, b, 4096, 4096) == 0);       /* overwrite */
-	CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);      /* extend */
-	CHECK(f->ops->punch(f, 0, 4096) == 0);
+	T_CHECK(f->ops->pwrite(f, b, 4096, 4096) == 0);       /* overwrite */
+	T_CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);      /* extend */
+	T_CHECK(f->ops->punch(f, 0, 4096) == 0);
 	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
-	CHECK(f->ops->flush(f) == -EIO);
-	CHECK(img_io_fault_dropped(f) == 3);
-	CHECK(mem->ops->size(mem, &size) == 0 && size == sizeof(want));
-	CHECK(mem->ops->pread(mem, b, sizeof(b), 0) == 0 && !memcmp(b, want, sizeof(want)));
+	T_CHECK(f->ops->flush(f) == -EIO);
+	T_CHECK(img_io_fault_dropped(f) == 3);
+	T_CHECK(mem->ops->size(mem, &size) == 0 && size == sizeof(want));
+	T_CHECK(mem->ops->pread(mem, b, sizeof(b), 0) == 0 && !memcmp(b, want, sizeof(want)));
 	/* Without DROP a failed flush drops nothing (the old model). */
 	img_io_fault_arm(f, 0, 0, 0, 0);
-	CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);
+	T_CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);
 	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, 0);
-	CHECK(f->ops->flush(f) == -EIO);
-	CHECK(mem->ops->size(mem, &size) == 0 && size == 16384 + 4096);
+	T_CHECK(f->ops->flush(f) == -EIO);
+	T_CHECK(mem->ops->size(mem, &size) == 0 && size == 16384 + 4096);
 	f->ops->close(f);
 	mem->ops->close(mem);
 }
@@ -245,11 +243,11 @@ static uint8_t *clean_image(size_t *len)
 	uint8_t *out;
 
 	memset(buf, 0x77, sizeof(buf));
-	CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
-	CHECK(img_create_io(mem, &o) == 0);
-	CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_pwrite(img, buf, sizeof(buf), CS) == sizeof(buf));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
+	T_CHECK(img_create_io(mem, &o) == 0);
+	T_CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_pwrite(img, buf, sizeof(buf), CS) == sizeof(buf));
+	T_CHECK(img_close(img) == 0);
 	d = img_io_mem_data(mem, len);
 	out = malloc(*len);
 	memcpy(out, d, *len);
@@ -261,8 +259,8 @@ static uint8_t *clean_image(size_t *len)
 static int slot_in_force(const uint8_t *b)
 {
 	struct img_header a, c;
-	CHECK(img_header_decode(b, &a, NULL, 0) == 0);
-	CHECK(img_header_decode(b + IMG_HEADER_SLOT, &c, NULL, 0) == 0);
+	T_CHECK(img_header_decode(b, &a, NULL, 0) == 0);
+	T_CHECK(img_header_decode(b + IMG_HEADER_SLOT, &c, NULL, 0) == 0);
 	return c.seq > a.seq;
 }
 
@@ -271,7 +269,7 @@ static int slot_in_force(const uint8_t *b)
 static void put_copy(uint8_t *b, int s, int from, uint64_t seq, uint32_t version, uint64_t incompat)
 {
 	struct img_header h;
-	CHECK(img_header_decode(b + from * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+	T_CHECK(img_header_decode(b + from * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 	h.seq = seq;
 	h.version = version;
 	h.incompat |= incompat;
@@ -288,7 +286,7 @@ static int open_copy(const uint8_t *bytes, size_t len, unsigned flags, int *unch
 	size_t n;
 	int r;
 
-	CHECK(img_io_mem_new(bytes, len, &mem) == 0);
+	T_CHECK(img_io_mem_new(bytes, len, &mem) == 0);
 	r = img_open_io(io_borrow(mem), flags, &img);
 	if (!r)
 		img_close(img);
@@ -307,29 +305,29 @@ static void newer_header_refuses(void)
 	int cur = slot_in_force(orig), same;
 	struct img_header h;
 
-	CHECK(img_header_decode(orig + cur * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+	T_CHECK(img_header_decode(orig + cur * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 	for (int kind = 0; kind < 2; kind++) {
 		/* The other slot gets a newer copy from a newer writer: an
 		 * unknown incompat bit, or version 2. */
 		memcpy(b, orig, len);
 		put_copy(b, 1 - cur, cur, h.seq + 1, kind ? 2 : 1, kind ? 0 : 1ull << 40);
 		for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
-			CHECK(open_copy(b, len, modes[m], &same) == -EOPNOTSUPP);
-			CHECK(strstr(img_last_error(), "newer libimg") != NULL);
-			CHECK(same);
+			T_CHECK(open_copy(b, len, modes[m], &same) == -EOPNOTSUPP);
+			T_CHECK(strstr(img_last_error(), "newer libimg") != NULL);
+			T_CHECK(same);
 		}
 	}
 	/* An older copy with an unknown bit is superseded: the image opens,
 	 * read-only and for writing. */
 	memcpy(b, orig, len);
 	put_copy(b, 1 - cur, cur, h.seq - 1, 1, 1ull << 40);
-	CHECK(open_copy(b, len, 0, &same) == 0 && same);
-	CHECK(open_copy(b, len, IMG_OPEN_RDWR, &same) == 0);
+	T_CHECK(open_copy(b, len, 0, &same) == 0 && same);
+	T_CHECK(open_copy(b, len, IMG_OPEN_RDWR, &same) == 0);
 	/* A newer copy with an unknown bit but a bad crc is torn: skipped. */
 	memcpy(b, orig, len);
 	put_copy(b, 1 - cur, cur, h.seq + 1, 1, 1ull << 40);
 	b[(1 - cur) * IMG_HEADER_SLOT + 64] ^= 1;
-	CHECK(open_copy(b, len, 0, &same) == 0 && same);
+	T_CHECK(open_copy(b, len, 0, &same) == 0 && same);
 	free(b);
 	free(orig);
 }
@@ -350,48 +348,49 @@ static void seq_never_wraps(void)
 		memcpy(b, orig, len);
 		put_copy(b, cur, cur, top, 1, 0);
 		put_copy(b, 1 - cur, cur, top - 1, 1, 0);
-		CHECK(open_copy(b, len, IMG_OPEN_RDWR, &same) == -EROFS);
-		CHECK(strstr(img_last_error(), "sequence number") != NULL);
-		CHECK(same);
-		CHECK(open_copy(b, len, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &same) == -EROFS && same);
-		CHECK(img_io_mem_new(b, len, &mem) == 0);
-		CHECK(img_open_io(mem, 0, &img) == 0);
-		CHECK(img_info(img, &in) == 0 && in.header_seq == top && !in.dirty);
-		CHECK(img_pread(img, d, sizeof(d), CS) == sizeof(d) && is_fill(d, sizeof(d), 0x77));
-		CHECK(img_close(img) == 0);
+		T_CHECK(open_copy(b, len, IMG_OPEN_RDWR, &same) == -EROFS);
+		T_CHECK(strstr(img_last_error(), "sequence number") != NULL);
+		T_CHECK(same);
+		T_CHECK(open_copy(b, len, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &same) == -EROFS && same);
+		T_CHECK(img_io_mem_new(b, len, &mem) == 0);
+		T_CHECK(img_open_io(mem, 0, &img) == 0);
+		T_CHECK(img_info(img, &in) == 0 && in.header_seq == top && !in.dirty);
+		T_CHECK(img_pread(img, d, sizeof(d), CS) == sizeof(d) && is_fill(d, sizeof(d), 0x77));
+		T_CHECK(img_close(img) == 0);
 	}
 	/* Just below: a writer opens and closes normally, past 2^63. */
 	memcpy(b, orig, len);
 	put_copy(b, cur, cur, IMG_SEQ_WRITE_LIMIT - 1, 1, 0);
 	put_copy(b, 1 - cur, cur, IMG_SEQ_WRITE_LIMIT - 2, 1, 0);
-	CHECK(img_io_mem_new(b, len, &mem) == 0);
-	CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_pwrite(img, d, sizeof(d), 0) == sizeof(d));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open_io(mem, 0, &img) == 0);
-	CHECK(img_info(img, &in) == 0 && in.header_seq > IMG_SEQ_WRITE_LIMIT && !in.dirty);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_io_mem_new(b, len, &mem) == 0);
+	T_CHECK(img_open_io(io_borrow(mem), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_pwrite(img, d, sizeof(d), 0) == sizeof(d));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open_io(mem, 0, &img) == 0);
+	T_CHECK(img_info(img, &in) == 0 && in.header_seq > IMG_SEQ_WRITE_LIMIT && !in.dirty);
+	T_CHECK(img_close(img) == 0);
 	free(b);
 	free(orig);
 }
 
-int main(void)
+static const struct t_case cases[] = {
+	T_CASE(no_backing_changes_nothing), T_CASE(failed_sync_is_final), T_CASE(fault_drop_mode),
+	T_CASE(newer_header_refuses), T_CASE(seq_never_wraps),
+};
+
+int main(int argc, char **argv)
 {
+	int r;
+
 	if (!mkdtemp(dir)) {
 		perror("mkdtemp");
 		return 1;
 	}
-	no_backing_changes_nothing();
-	failed_sync_is_final();
-	fault_drop_mode();
-	newer_header_refuses();
-	seq_never_wraps();
+	r = T_MAIN(argc, argv, cases);
 	{
 		char cmd[600];
 		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 		if (!getenv("KEEP") && system(cmd)) {}
 	}
-	printf("SUMMARY: NO_BACKING changes nothing, failed sync is final, newer header refuses, "
-	       "seq never wraps: %s\n", fails ? "FAIL" : "ok");
-	return fails ? 1 : 0;
+	return r;
 }

@@ -50,11 +50,11 @@ static void reset_model(void)
 	memset(drops, 0, sizeof(drops));
 }
 
-int main(void)
+/* the limit holds whatever the pattern: 32 MiB = 16 chunks */
+static void limit_holds(void)
 {
 	struct hcache c;
 
-	/* the limit holds whatever the pattern: 32 MiB = 16 chunks */
 	reset_model();
 	T_ASSERT(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	T_ASSERT(hcache_chunk_size(&c) == 2 * MIB);
@@ -65,10 +65,16 @@ int main(void)
 			T_FAIL("%u chunks held after %d uses (limit 16)", nheld(), i);
 	}
 	T_ASSERT(hcache_bytes(&c) <= 32 * MIB);
+	hcache_free(&c);
+}
 
-	/* a hot set used again and again survives a one-pass stream */
-	hcache_reset(&c);
+/* a hot set used again and again survives a one-pass stream */
+static void hot_set_survives_stream(void)
+{
+	struct hcache c;
+
 	reset_model();
+	T_ASSERT(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	for (int round = 0; round < 3; round++)
 		for (uint64_t k = 0; k < 8; k++)
 			use(&c, k);
@@ -81,11 +87,17 @@ int main(void)
 	for (uint64_t h = 0; h < 8; h++)
 		T_ASSERT(held[h] && drops[h] == 0);
 	T_ASSERT(nheld() <= 16);
+	hcache_free(&c);
+}
 
-	/* a chunk given back is given back once more HC_LATE evictions
-	 * later (its dirty pages were written out meanwhile)... */
-	hcache_reset(&c);
+/* a chunk given back is given back once more HC_LATE evictions
+ * later (its dirty pages were written out meanwhile)... */
+static void given_back_late_and_resize(void)
+{
+	struct hcache c;
+
 	reset_model();
+	T_ASSERT(hcache_init(&c, 32 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	for (uint64_t k = 0; k < 16 + 1 + HC_LATE; k++)
 		use(&c, 2000 + k);
 	T_ASSERT(drops[2000] == 2);
@@ -114,8 +126,13 @@ int main(void)
 		use(&c, (k * 37) % NCH);
 	T_ASSERT(hcache_bytes(&c) <= 32 * MIB);
 	hcache_free(&c);
+}
 
-	/* a range across chunks counts every chunk it touches */
+/* a range across chunks counts every chunk it touches */
+static void range_across_chunks(void)
+{
+	struct hcache c;
+
 	reset_model();
 	T_ASSERT(hcache_init(&c, 64 * MIB, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	hcache_touch(&c, 2 * MIB - 512, 1024);
@@ -123,8 +140,13 @@ int main(void)
 	hcache_touch(&c, (uint64_t)NCH * 2 * MIB - 4096, 1 << 20);   /* clamped at the end */
 	T_ASSERT(hcache_bytes(&c) == 6 * MIB);
 	hcache_free(&c);
+}
 
-	/* limit 0: nothing is kept, each use is given back at once */
+/* limit 0: nothing is kept, each use is given back at once */
+static void limit_zero(void)
+{
+	struct hcache c;
+
 	reset_model();
 	T_ASSERT(hcache_init(&c, 0, NCH * 2 * MIB, 65536, drop, NULL) == 0);
 	for (uint64_t k = 0; k < 50; k++)
@@ -132,13 +154,25 @@ int main(void)
 	T_ASSERT(nheld() == 0);
 	T_ASSERT(hcache_bytes(&c) == 0);
 	hcache_free(&c);
+}
 
-	/* clusters larger than 2 MiB: chunks of a cluster */
+/* clusters larger than 2 MiB: chunks of a cluster */
+static void big_clusters(void)
+{
+	struct hcache c;
+
 	T_ASSERT(hcache_init(&c, 64 * MIB, 1ull << 40, 8u << 20, drop, NULL) == 0);
 	T_ASSERT(hcache_chunk_size(&c) == 8 * MIB);
 	T_ASSERT(c.cap == 8);
 	hcache_free(&c);
+}
 
-	printf("hcache: ok\n");
-	return 0;
+static const struct t_case cases[] = {
+	T_CASE(limit_holds), T_CASE(hot_set_survives_stream), T_CASE(given_back_late_and_resize),
+	T_CASE(range_across_chunks), T_CASE(limit_zero), T_CASE(big_clusters),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

@@ -271,12 +271,12 @@ static void test_arm(void)
 	c->ops->close(c);
 }
 
-int main(void)
+static const struct t_case cases[] = {
+	T_CASE(test_pending_and_flush), T_CASE(test_punch_truncate_order), T_CASE(test_random),
+	T_CASE(test_random_punch_truncate), T_CASE(test_arm),
+};
+
+int main(int argc, char **argv)
 {
-	test_pending_and_flush();
-	test_punch_truncate_order();
-	test_random();
-	test_random_punch_truncate();
-	test_arm();
-	return 0;
+	return T_MAIN(argc, argv, cases);
 }

@@ -314,16 +314,13 @@ static void test_hook(void)
 	T_OK(rmdir(dir));
 }
 
-int main(void)
+static const struct t_case cases[] = {
+	T_CASE(test_passthrough), T_CASE(test_nth_write_once), T_CASE(test_sticky_and_mask),
+	T_CASE(test_reads_and_truncate), T_CASE(test_partial), T_CASE(test_posix_inner),
+	T_CASE(test_threads), T_CASE(test_env), T_CASE(test_hook),
+};
+
+int main(int argc, char **argv)
 {
-	test_passthrough();
-	test_nth_write_once();
-	test_sticky_and_mask();
-	test_reads_and_truncate();
-	test_partial();
-	test_posix_inner();
-	test_threads();
-	test_env();
-	test_hook();
-	return 0;
+	return T_MAIN(argc, argv, cases);
 }

@@ -292,30 +292,58 @@ static void fallback_when_refused(void)
 	unlink(p);
 }
 
-int main(void)
+static int uring_refused;   /* img_io_uring_open's error here, or 0 */
+
+static void posix_contract(void)
+{
+	contract(img_io_posix_open, "posix");
+}
+
+static void uring_contract(void)
+{
+	if (uring_refused)
+		T_SKIP("io_uring refused here (%s)", img_strerror(uring_refused));
+	contract(img_io_uring_open, "uring");
+}
+
+static void uring_image(void)
+{
+	if (uring_refused)
+		T_SKIP("io_uring refused here (%s)", img_strerror(uring_refused));
+	image_on_uring();
+}
+
+static void uring_under_fault(void)
+{
+	if (uring_refused)
+		T_SKIP("io_uring refused here (%s)", img_strerror(uring_refused));
+	fault_wraps_uring();
+}
+
+static const struct t_case cases[] = {
+	T_CASE(posix_contract), T_CASE(uring_contract), T_CASE(uring_image),
+	T_CASE(uring_under_fault), T_CASE(fallback_when_refused),
+};
+
+int main(int argc, char **argv)
 {
 	struct img_io *probe;
 	char p[256];
 	int r;
 
 	T_ASSERT(mkdtemp(dir));
-	contract(img_io_posix_open, "posix");
 	path_of(p, sizeof(p), "probe");
-	r = img_io_uring_open(p, IMG_IO_CREATE, &probe);
-	if (r) {
+	uring_refused = img_io_uring_open(p, IMG_IO_CREATE, &probe);
+	if (!uring_refused) {
+		probe->ops->close(probe);
+		unlink(p);
+	}
+	r = T_MAIN(argc, argv, cases);
+	rmdir(dir);
+	if (uring_refused && !r) {
 		printf("io_uring refused here (%s): only the posix contract and the fallback ran\n",
-		       img_strerror(r));
-		fallback_when_refused();
-		rmdir(dir);
+		       img_strerror(uring_refused));
 		return T_SKIP_STATUS;
 	}
-	probe->ops->close(probe);
-	unlink(p);
-	contract(img_io_uring_open, "uring");
-	image_on_uring();
-	fault_wraps_uring();
-	fallback_when_refused();
-	rmdir(dir);
-	printf("io_uring backend: contract, image, fault wrapper and fallback passed\n");
-	return 0;
+	return r;
 }

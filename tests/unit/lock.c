@@ -17,9 +17,7 @@
 #include <unistd.h>
 
 #include "libimg.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 /* Child: open with flags, report over the pipe, hold until killed. */
 static pid_t holder(const char *path, unsigned flags)
@@ -102,13 +100,13 @@ static void refused(const char *dir, const char *name, const struct img_create_o
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	before = slurp(path, &l0);
 	r = img_create(path, o);
-	CHECK(r == err);
+	T_CHECK(r == err);
 	if (r != err)
 		fprintf(stderr, "  %s: %d, want %d\n", name, r, err);
-	CHECK(strstr(img_last_error(), want) != NULL);
+	T_CHECK(strstr(img_last_error(), want) != NULL);
 	after = slurp(path, &l1);
-	CHECK(l0 == l1 && (!before || !memcmp(before, after, l0)));
-	CHECK(entries(dir) == n);
+	T_CHECK(l0 == l1 && (!before || !memcmp(before, after, l0)));
+	T_CHECK(entries(dir) == n);
 	free(before);
 	free(after);
 }
@@ -126,19 +124,19 @@ static void replace_tests(void)
 	snprintf(a, sizeof(a), "%s/a.img", dir);
 	snprintf(b, sizeof(b), "%s/b.img", dir);
 	snprintf(c, sizeof(c), "%s/c.img", dir);
-	CHECK(img_create(a, &o) == 0);
+	T_CHECK(img_create(a, &o) == 0);
 
 	/* an image open for writing (served, mounted) is not replaced */
 	pid = holder(a, IMG_OPEN_RDWR);
 	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
 	refused(dir, "a.img", &o, -EBUSY, pidstr);
-	CHECK(img_target_claim(a, IMG_CREATE_OVERWRITE, &t) == -EBUSY);
+	T_CHECK(img_target_claim(a, IMG_CREATE_OVERWRITE, &t) == -EBUSY);
 	stop(pid);
 
 	/* nor the base of an open clone (its shared lock) */
 	o.backing_file = "a.img";
 	o.flags = 0;
-	CHECK(img_create(b, &o) == 0);
+	T_CHECK(img_create(b, &o) == 0);
 	o.backing_file = NULL;
 	o.flags = IMG_CREATE_OVERWRITE;
 	pid = holder(b, 0);
@@ -149,8 +147,8 @@ static void replace_tests(void)
 	refused(dir, "a.img", &o, -EBUSY, "in use");
 	stop(pid);
 	/* free again: replaced */
-	CHECK(img_create(c, &o) == 0);
-	CHECK(img_create(c, &o) == 0);
+	T_CHECK(img_create(c, &o) == 0);
+	T_CHECK(img_create(c, &o) == 0);
 
 	/* a delta over itself, by name or through another name */
 	o.backing_file = "a.img";
@@ -158,7 +156,7 @@ static void replace_tests(void)
 	o.backing_file = "./a.img";
 	refused(dir, "a.img", &o, -EINVAL, "is this file itself");
 	snprintf(tmp, sizeof(tmp), "%s/hard.img", dir);
-	CHECK(link(a, tmp) == 0);
+	T_CHECK(link(a, tmp) == 0);
 	o.backing_file = "hard.img";
 	refused(dir, "a.img", &o, -EINVAL, "is this file itself");
 	unlink(tmp);
@@ -170,13 +168,13 @@ static void replace_tests(void)
 	/* only regular files are replaced: no symlink followed, no FIFO
 	 * opened (that would block), no device */
 	snprintf(tmp, sizeof(tmp), "%s/link.img", dir);
-	CHECK(symlink("a.img", tmp) == 0);
+	T_CHECK(symlink("a.img", tmp) == 0);
 	refused(dir, "link.img", &o, -EINVAL, "a symbolic link, not a regular file");
 	snprintf(tmp, sizeof(tmp), "%s/fifo", dir);
-	CHECK(mkfifo(tmp, 0600) == 0);
+	T_CHECK(mkfifo(tmp, 0600) == 0);
 	refused(dir, "fifo", &o, -EINVAL, "a FIFO, not a regular file");
 	snprintf(tmp, sizeof(tmp), "%s/sub", dir);
-	CHECK(mkdir(tmp, 0700) == 0);
+	T_CHECK(mkdir(tmp, 0700) == 0);
 	refused(dir, "sub", &o, -EINVAL, "a directory, not a regular file");
 	snprintf(tmp, sizeof(tmp), "%s/null", dir);
 	if (mknod(tmp, S_IFCHR | 0600, makedev(1, 3)) == 0)   /* as root only */
@@ -184,26 +182,26 @@ static void replace_tests(void)
 
 	/* img_target_*: a name claimed while empty is not replaced if a file
 	 * appears there meanwhile; a claimed file is replaced */
-	CHECK(img_target_claim(c, 0, &t) == -EEXIST);
+	T_CHECK(img_target_claim(c, 0, &t) == -EEXIST);
 	snprintf(tmp, sizeof(tmp), "%s/new", dir);
-	CHECK(img_target_claim(tmp, 0, &t) == 0);
+	T_CHECK(img_target_claim(tmp, 0, &t) == 0);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);   /* someone else's */
-	CHECK(fd >= 0);
+	T_CHECK(fd >= 0);
 	close(fd);
-	CHECK(img_target_publish(t, c) == -EEXIST);
+	T_CHECK(img_target_publish(t, c) == -EEXIST);
 	img_target_release(t);
-	CHECK(access(c, F_OK) == 0);
-	CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
-	CHECK(img_target_publish(t, c) == 0);
+	T_CHECK(access(c, F_OK) == 0);
+	T_CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
+	T_CHECK(img_target_publish(t, c) == 0);
 	img_target_release(t);
-	CHECK(access(c, F_OK) != 0 && img_probe(tmp) == 1);
+	T_CHECK(access(c, F_OK) != 0 && img_probe(tmp) == 1);
 	/* the claimed file replaced by another process: not replaced */
-	CHECK(img_create(c, &o) == 0);
-	CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
-	CHECK(rename(a, tmp) == 0);
-	CHECK(img_target_publish(t, c) == -EBUSY);
+	T_CHECK(img_create(c, &o) == 0);
+	T_CHECK(img_target_claim(tmp, IMG_CREATE_OVERWRITE, &t) == 0);
+	T_CHECK(rename(a, tmp) == 0);
+	T_CHECK(img_target_publish(t, c) == -EBUSY);
 	img_target_release(t);
-	CHECK(access(c, F_OK) == 0);
+	T_CHECK(access(c, F_OK) == 0);
 
 	{
 		char cmd[400];
@@ -213,68 +211,106 @@ static void replace_tests(void)
 	}
 }
 
-int main(void)
+/* A temporary image; its path in path (a mkstemp template). */
+static void new_image(char *path)
 {
-	char path[] = "/tmp/libimg-lock-XXXXXX", pidstr[32];
+	struct img_create_opts o = { .virtual_size = 1u << 20, .flags = IMG_CREATE_OVERWRITE };
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
+	T_CHECK(img_create(path, &o) == 0);
+}
+
+static void create_needs_overwrite(void)
+{
+	char path[] = "/tmp/libimg-lock-XXXXXX";
 	struct img_create_opts o = { .virtual_size = 1u << 20 };
-	struct img *img;
-	pid_t pid;
 	int fd = mkstemp(path);
 
 	close(fd);
-	CHECK(img_create(path, &o) == -EEXIST);
-	CHECK(strstr(img_last_error(), "already exists") != NULL);
+	T_CHECK(img_create(path, &o) == -EEXIST);
+	T_CHECK(strstr(img_last_error(), "already exists") != NULL);
 	o.flags = IMG_CREATE_OVERWRITE;
-	CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_create(path, &o) == 0);
+	unlink(path);
+}
 
-	/* A writer excludes writers and readers, and is named. */
+/* A writer excludes writers and readers, and is named. */
+static void writer_excludes(void)
+{
+	char path[] = "/tmp/libimg-lock-XXXXXX", pidstr[32];
+	struct img *img;
+	pid_t pid;
+
+	new_image(path);
 	pid = holder(path, IMG_OPEN_RDWR);
 	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == -EBUSY);
-	CHECK(strstr(img_last_error(), pidstr) != NULL);
-	CHECK(img_open(path, 0, &img) == -EBUSY);
-	CHECK(strstr(img_last_error(), pidstr) != NULL);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == -EBUSY);
+	T_CHECK(strstr(img_last_error(), pidstr) != NULL);
+	T_CHECK(img_open(path, 0, &img) == -EBUSY);
+	T_CHECK(strstr(img_last_error(), pidstr) != NULL);
 	/* ... except a reader that asked for no lock (qemu-img -U). */
-	CHECK(img_open(path, IMG_OPEN_NOLOCK, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_NOLOCK, &img) == 0);
 	img_close(img);
-	CHECK(img_open(path, IMG_OPEN_NOLOCK | IMG_OPEN_RDWR, &img) == -EINVAL);
+	T_CHECK(img_open(path, IMG_OPEN_NOLOCK | IMG_OPEN_RDWR, &img) == -EINVAL);
 	stop(pid);
-
-	/* Readers share; a writer waits for them. */
-	pid = holder(path, 0);
-	CHECK(img_open(path, 0, &img) == 0);
-	img_close(img);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == -EBUSY);
-	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
-	CHECK(strstr(img_last_error(), pidstr) != NULL);
-	stop(pid);
-
-	/* The holder died: the lock is gone with it. */
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
-	img_close(img);
-
-	/* A file renamed over the name between the open and the lock (a
-	 * mkimg -f of another process): the lock is refused, not taken on a
-	 * file no name leads to any more (issue 14, red team). */
-	{
-		struct img_io *io;
-		char other[sizeof(path) + 8];
-		pid_t h = 0;
-		snprintf(other, sizeof(other), "%s.new", path);
-		CHECK(img_io_posix_open(path, 0, &io) == 0);
-		CHECK(img_create(other, &o) == 0);
-		CHECK(rename(other, path) == 0);
-		CHECK(io->ops->lock(io, 1, &h) == -EBUSY);
-		io->ops->close(io);
-		/* the name's own file locks as before */
-		CHECK(img_io_posix_open(path, 0, &io) == 0);
-		CHECK(io->ops->lock(io, 1, &h) == 0);
-		io->ops->close(io);
-	}
-
 	unlink(path);
-	replace_tests();
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+}
+
+/* Readers share; a writer waits for them.  The holder died: the lock is
+ * gone with it. */
+static void readers_share(void)
+{
+	char path[] = "/tmp/libimg-lock-XXXXXX", pidstr[32];
+	struct img *img;
+	pid_t pid;
+
+	new_image(path);
+	pid = holder(path, 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	img_close(img);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == -EBUSY);
+	snprintf(pidstr, sizeof(pidstr), "process %d", (int)pid);
+	T_CHECK(strstr(img_last_error(), pidstr) != NULL);
+	stop(pid);
+
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	img_close(img);
+	unlink(path);
+}
+
+/* A file renamed over the name between the open and the lock (a mkimg -f
+ * of another process): the lock is refused, not taken on a file no name
+ * leads to any more (issue 14, red team). */
+static void renamed_over(void)
+{
+	char path[] = "/tmp/libimg-lock-XXXXXX";
+	struct img_create_opts o = { .virtual_size = 1u << 20, .flags = IMG_CREATE_OVERWRITE };
+	struct img_io *io;
+	char other[sizeof(path) + 8];
+	pid_t h = 0;
+
+	new_image(path);
+	snprintf(other, sizeof(other), "%s.new", path);
+	T_CHECK(img_io_posix_open(path, 0, &io) == 0);
+	T_CHECK(img_create(other, &o) == 0);
+	T_CHECK(rename(other, path) == 0);
+	T_CHECK(io->ops->lock(io, 1, &h) == -EBUSY);
+	io->ops->close(io);
+	/* the name's own file locks as before */
+	T_CHECK(img_io_posix_open(path, 0, &io) == 0);
+	T_CHECK(io->ops->lock(io, 1, &h) == 0);
+	io->ops->close(io);
+	unlink(path);
+}
+
+static const struct t_case cases[] = {
+	T_CASE(create_needs_overwrite), T_CASE(writer_excludes), T_CASE(readers_share),
+	T_CASE(renamed_over), T_CASE(replace_tests),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

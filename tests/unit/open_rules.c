@@ -19,13 +19,12 @@
 #include <unistd.h>
 
 #include "libimg.h"
+#include "../helpers/tassert.h"
 
 /* io_posix.c (internal.h) */
 int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out);
 
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
 
 #define CS (64u << 10)
 #define VS (1u << 20)
@@ -55,11 +54,11 @@ static void fill(const char *name, int v)
 	struct img *img;
 
 	memset(b, v, sizeof(b));
-	CHECK(img_open(P(name), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_open(P(name), IMG_OPEN_RDWR, &img) == 0);
 	if (!img)
 		return;
-	CHECK(img_pwrite(img, b, sizeof(b), 0) == (ssize_t)sizeof(b));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, b, sizeof(b), 0) == (ssize_t)sizeof(b));
+	T_CHECK(img_close(img) == 0);
 }
 
 /* img_open of name with flags; the first byte it reads in *byte. */
@@ -74,9 +73,9 @@ static int open_read(const char *name, unsigned flags, int *byte)
 	alarm(0);
 	if (r)
 		return r;
-	CHECK(img_pread(img, &c, 1, 0) == 1);
+	T_CHECK(img_pread(img, &c, 1, 0) == 1);
 	*byte = c;
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 	return 0;
 }
 
@@ -88,7 +87,7 @@ static uint64_t file_sum(const char *name)
 	int fd = open(P(name), O_RDONLY);
 	ssize_t n;
 
-	CHECK(fd >= 0);
+	T_CHECK(fd >= 0);
 	while (fd >= 0 && (n = read(fd, b, sizeof(b))) > 0)
 		for (ssize_t i = 0; i < n; i++)
 			h = (h ^ b[i]) * 1099511628211ull;
@@ -131,88 +130,88 @@ int main(int argc, char **argv)
 			execl("/proc/self/exe", argv[0], "no-openat2", (char *)NULL);
 			_exit(127);
 		}
-		CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	}
 	if (!mkdtemp(top)) {
 		perror("mkdtemp");
 		return 1;
 	}
 	snprintf(buf, sizeof(buf), "%s/ct", top);
-	CHECK(mkdir(buf, 0755) == 0);
+	T_CHECK(mkdir(buf, 0755) == 0);
 	snprintf(buf, sizeof(buf), "%s/tpl", top);
-	CHECK(mkdir(buf, 0755) == 0);
+	T_CHECK(mkdir(buf, 0755) == 0);
 	snprintf(buf, sizeof(buf), "%s/other", top);
-	CHECK(mkdir(buf, 0755) == 0);
+	T_CHECK(mkdir(buf, 0755) == 0);
 
 	/* Issue 15 #12: a FIFO as an image or as a backing file is refused at
 	 * once (it used to block in open() forever, the delta locked). */
-	CHECK(mkfifo(P("fifo.img"), 0644) == 0);
+	T_CHECK(mkfifo(P("fifo.img"), 0644) == 0);
 	alarm(10);
-	CHECK(img_probe(P("fifo.img")) == -EINVAL);
-	CHECK(has("not a regular file: a FIFO"));
-	CHECK(img_open(P("fifo.img"), 0, &img) == -EINVAL);
-	CHECK(has("fifo.img") && has("not a regular file: a FIFO"));
+	T_CHECK(img_probe(P("fifo.img")) == -EINVAL);
+	T_CHECK(has("not a regular file: a FIFO"));
+	T_CHECK(img_open(P("fifo.img"), 0, &img) == -EINVAL);
+	T_CHECK(has("fifo.img") && has("not a regular file: a FIFO"));
 	alarm(0);
-	CHECK(mk("ct/base.img", NULL, 0) == 0);
+	T_CHECK(mk("ct/base.img", NULL, 0) == 0);
 	fill("ct/base.img", 0x11);
-	CHECK(mk("ct/d.img", "base.img", 0) == 0);
-	CHECK(open_read("ct/d.img", 0, &b) == 0 && b == 0x11);
-	CHECK(unlink(P("ct/base.img")) == 0 && mkfifo(P("ct/base.img"), 0644) == 0);
-	CHECK(open_read("ct/d.img", 0, &b) == -EINVAL);
-	CHECK(has("base.img") && has("a FIFO"));
+	T_CHECK(mk("ct/d.img", "base.img", 0) == 0);
+	T_CHECK(open_read("ct/d.img", 0, &b) == 0 && b == 0x11);
+	T_CHECK(unlink(P("ct/base.img")) == 0 && mkfifo(P("ct/base.img"), 0644) == 0);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -EINVAL);
+	T_CHECK(has("base.img") && has("a FIFO"));
 	{
 		/* a refused chain leaves the delta byte for byte as it was,
 		 * even opened for writing */
 		uint64_t before = file_sum("ct/d.img");
-		CHECK(open_read("ct/d.img", IMG_OPEN_RDWR, &b) == -EINVAL);
-		CHECK(file_sum("ct/d.img") == before);
+		T_CHECK(open_read("ct/d.img", IMG_OPEN_RDWR, &b) == -EINVAL);
+		T_CHECK(file_sum("ct/d.img") == before);
 	}
-	CHECK(open_read("ct/d.img", IMG_OPEN_ALLOW_BACKING_PATH, &b) == -EINVAL);
+	T_CHECK(open_read("ct/d.img", IMG_OPEN_ALLOW_BACKING_PATH, &b) == -EINVAL);
 	/* the delta's lock was released: it opens alone read-write */
-	CHECK(open_read("ct/d.img", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &b) == 0);
+	T_CHECK(open_read("ct/d.img", IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &b) == 0);
 	/* A directory, a character device. */
-	CHECK(unlink(P("ct/base.img")) == 0 && mkdir(P("ct/base.img"), 0755) == 0);
-	CHECK(open_read("ct/d.img", 0, &b) == -EISDIR);
-	CHECK(has("a directory"));
-	CHECK(rmdir(P("ct/base.img")) == 0);
-	CHECK(img_open("/dev/null", 0, &img) == -EINVAL);
-	CHECK(has("/dev/null") && has("a character device"));
+	T_CHECK(unlink(P("ct/base.img")) == 0 && mkdir(P("ct/base.img"), 0755) == 0);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -EISDIR);
+	T_CHECK(has("a directory"));
+	T_CHECK(rmdir(P("ct/base.img")) == 0);
+	T_CHECK(img_open("/dev/null", 0, &img) == -EINVAL);
+	T_CHECK(has("/dev/null") && has("a character device"));
 	alarm(10);
-	CHECK(img_probe("/dev/null") == -EINVAL);
+	T_CHECK(img_probe("/dev/null") == -EINVAL);
 	alarm(0);
 
 	/* Issue 15 #1: a backing name in the delta's directory that is a
 	 * symbolic link to an image elsewhere. */
-	CHECK(mk("other/secret.img", NULL, 0) == 0);
+	T_CHECK(mk("other/secret.img", NULL, 0) == 0);
 	fill("other/secret.img", 0x5e);
-	CHECK(symlink("../other/secret.img", P("ct/base.img")) == 0);
-	CHECK(mk("ct/d5.img", "base.img", 0) == -EPERM);
-	CHECK(access(P("ct/d5.img"), F_OK) < 0);
+	T_CHECK(symlink("../other/secret.img", P("ct/base.img")) == 0);
+	T_CHECK(mk("ct/d5.img", "base.img", 0) == -EPERM);
+	T_CHECK(access(P("ct/d5.img"), F_OK) < 0);
 	/* (a header written by someone else: the uuid is secret.img's) */
-	CHECK(mk("ct/d.img", "base.img", IMG_CREATE_ALLOW_BACKING_PATH) == 0);
+	T_CHECK(mk("ct/d.img", "base.img", IMG_CREATE_ALLOW_BACKING_PATH) == 0);
 	b = -1;
-	CHECK(open_read("ct/d.img", 0, &b) == -EPERM && b == -1);
-	CHECK(has("d.img") && has("outside the image's directory") && has("secret.img"));
-	CHECK(open_read("ct/d.img", IMG_OPEN_RDWR, &b) == -EPERM);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -EPERM && b == -1);
+	T_CHECK(has("d.img") && has("outside the image's directory") && has("secret.img"));
+	T_CHECK(open_read("ct/d.img", IMG_OPEN_RDWR, &b) == -EPERM);
 	/* an absolute link too, and through a linked directory */
-	CHECK(unlink(P("ct/base.img")) == 0 && symlink(P("other/secret.img"), P("ct/base.img")) == 0);
-	CHECK(open_read("ct/d.img", 0, &b) == -EPERM);
-	CHECK(unlink(P("ct/base.img")) == 0 && symlink(P("other"), P("ct/sub")) == 0);
-	CHECK(mk("ct/d2.img", "sub/secret.img", IMG_CREATE_ALLOW_BACKING_PATH) == 0);
-	CHECK(open_read("ct/d2.img", 0, &b) == -EPERM);
+	T_CHECK(unlink(P("ct/base.img")) == 0 && symlink(P("other/secret.img"), P("ct/base.img")) == 0);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -EPERM);
+	T_CHECK(unlink(P("ct/base.img")) == 0 && symlink(P("other"), P("ct/sub")) == 0);
+	T_CHECK(mk("ct/d2.img", "sub/secret.img", IMG_CREATE_ALLOW_BACKING_PATH) == 0);
+	T_CHECK(open_read("ct/d2.img", 0, &b) == -EPERM);
 	/* creating a delta over such a name is refused the same way */
-	CHECK(mk("ct/d3.img", "sub/secret.img", 0) == -EPERM);
-	CHECK(has("d3.img") && has("outside"));
-	CHECK(access(P("ct/d3.img"), F_OK) < 0);
+	T_CHECK(mk("ct/d3.img", "sub/secret.img", 0) == -EPERM);
+	T_CHECK(has("d3.img") && has("outside"));
+	T_CHECK(access(P("ct/d3.img"), F_OK) < 0);
 	/* the user's explicit "anything": followed */
-	CHECK(open_read("ct/d2.img", IMG_OPEN_ALLOW_BACKING_PATH, &b) == 0 && b == 0x5e);
+	T_CHECK(open_read("ct/d2.img", IMG_OPEN_ALLOW_BACKING_PATH, &b) == 0 && b == 0x5e);
 	/* a link that stays in the directory is followed */
-	CHECK(mk("ct/real.img", NULL, 0) == 0);
+	T_CHECK(mk("ct/real.img", NULL, 0) == 0);
 	fill("ct/real.img", 0x22);
-	CHECK(mk("ct/d4.img", "real.img", 0) == 0);
-	CHECK(rename(P("ct/real.img"), P("ct/real2.img")) == 0);
-	CHECK(symlink("real2.img", P("ct/real.img")) == 0);
-	CHECK(open_read("ct/d4.img", 0, &b) == 0 && b == 0x22);
+	T_CHECK(mk("ct/d4.img", "real.img", 0) == 0);
+	T_CHECK(rename(P("ct/real.img"), P("ct/real2.img")) == 0);
+	T_CHECK(symlink("real2.img", P("ct/real.img")) == 0);
+	T_CHECK(open_read("ct/d4.img", 0, &b) == 0 && b == 0x22);
 
 	/* The open itself, as if a link changed after the path was resolved:
 	 * it never leaves the directory. */
@@ -220,72 +219,72 @@ int main(int argc, char **argv)
 		struct img_io *io = NULL;
 		char root[600];
 		snprintf(root, sizeof(root), "%s/ct", top);
-		CHECK(symlink("../other/secret.img", P("ct/swapped.img")) == 0);
-		CHECK(img_io_posix_open_beneath(root, "swapped.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
-		CHECK(img_io_posix_open_beneath(root, "sub/secret.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
-		CHECK(has("leads out"));
-		CHECK(img_io_posix_open_beneath(root, "real2.img", "x", IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(symlink("../other/secret.img", P("ct/swapped.img")) == 0);
+		T_CHECK(img_io_posix_open_beneath(root, "swapped.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
+		T_CHECK(img_io_posix_open_beneath(root, "sub/secret.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
+		T_CHECK(has("leads out"));
+		T_CHECK(img_io_posix_open_beneath(root, "real2.img", "x", IMG_IO_RDONLY, &io) == 0);
 		if (io)
 			io->ops->close(io);
-		CHECK(unlink(P("ct/swapped.img")) == 0);
+		T_CHECK(unlink(P("ct/swapped.img")) == 0);
 	}
 
 	/* Issue 14 #6: the policy's allowed directories (a template
 	 * directory beside the containers' one). */
-	CHECK(mk("tpl/base.img", NULL, 0) == 0);
+	T_CHECK(mk("tpl/base.img", NULL, 0) == 0);
 	fill("tpl/base.img", 0x33);
-	CHECK(mk("ct/abs.img", P("tpl/base.img"), 0) == -EPERM);
-	CHECK(has("absolute") && has("LIBIMG_BACKING_DIRS"));
-	CHECK(mk("ct/rel.img", "../tpl/base.img", 0) == -EPERM);
+	T_CHECK(mk("ct/abs.img", P("tpl/base.img"), 0) == -EPERM);
+	T_CHECK(has("absolute") && has("LIBIMG_BACKING_DIRS"));
+	T_CHECK(mk("ct/rel.img", "../tpl/base.img", 0) == -EPERM);
 	dirs[0] = P("tpl");
-	CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
-	CHECK(mk("ct/abs.img", P("tpl/base.img"), 0) == 0);
-	CHECK(mk("ct/rel.img", "../tpl/base.img", 0) == 0);
-	CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
-	CHECK(open_read("ct/rel.img", 0, &b) == 0 && b == 0x33);
+	T_CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
+	T_CHECK(mk("ct/abs.img", P("tpl/base.img"), 0) == 0);
+	T_CHECK(mk("ct/rel.img", "../tpl/base.img", 0) == 0);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
+	T_CHECK(open_read("ct/rel.img", 0, &b) == 0 && b == 0x33);
 	/* a name in the delta's directory linked into the allowed one */
-	CHECK(symlink(P("tpl/base.img"), P("ct/tbase.img")) == 0);
-	CHECK(mk("ct/lnk.img", "tbase.img", 0) == 0);
-	CHECK(open_read("ct/lnk.img", 0, &b) == 0 && b == 0x33);
+	T_CHECK(symlink(P("tpl/base.img"), P("ct/tbase.img")) == 0);
+	T_CHECK(mk("ct/lnk.img", "tbase.img", 0) == 0);
+	T_CHECK(open_read("ct/lnk.img", 0, &b) == 0 && b == 0x33);
 	/* still refused: outside every allowed directory */
-	CHECK(open_read("ct/d2.img", 0, &b) == -EPERM);
-	CHECK(open_read("ct/d.img", 0, &b) == -ENOENT);      /* base.img removed above */
-	CHECK(mk("ct/bad.img", P("other/secret.img"), 0) == -EPERM);
-	CHECK(has("outside the allowed backing directories"));
-	CHECK(mk("ct/bad.img", "../other/secret.img", 0) == -EPERM);
+	T_CHECK(open_read("ct/d2.img", 0, &b) == -EPERM);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -ENOENT);      /* base.img removed above */
+	T_CHECK(mk("ct/bad.img", P("other/secret.img"), 0) == -EPERM);
+	T_CHECK(has("outside the allowed backing directories"));
+	T_CHECK(mk("ct/bad.img", "../other/secret.img", 0) == -EPERM);
 	/* a ".." that climbs out of the allowed directory again */
-	CHECK(mk("ct/bad.img", "../tpl/../other/secret.img", 0) == -EPERM);
+	T_CHECK(mk("ct/bad.img", "../tpl/../other/secret.img", 0) == -EPERM);
 	/* the allowed directory given through a symbolic link */
-	CHECK(symlink(P("tpl"), P("tpl-link")) == 0);
+	T_CHECK(symlink(P("tpl"), P("tpl-link")) == 0);
 	dirs[0] = P("tpl-link");
-	CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
-	CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
+	T_CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
 	/* a directory that does not exist allows nothing; bad arguments */
 	dirs[0] = P("nowhere");
-	CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
-	CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);
-	CHECK(open_read("ct/lnk.img", 0, &b) == -EPERM);
+	T_CHECK(img_set_backing_policy(dirs, 1, 0) == 0);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);
+	T_CHECK(open_read("ct/lnk.img", 0, &b) == -EPERM);
 	dirs[0] = "relative/dir";
-	CHECK(img_set_backing_policy(dirs, 1, 0) == -EINVAL);
-	CHECK(has("relative/dir"));
-	CHECK(img_set_backing_policy(NULL, 0, 0x100) == -EINVAL);
-	CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);    /* unchanged by the refusals */
+	T_CHECK(img_set_backing_policy(dirs, 1, 0) == -EINVAL);
+	T_CHECK(has("relative/dir"));
+	T_CHECK(img_set_backing_policy(NULL, 0, 0x100) == -EINVAL);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);    /* unchanged by the refusals */
 	/* Anything. */
-	CHECK(img_set_backing_policy(NULL, 0, IMG_BACKING_POLICY_ANY) == 0);
-	CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
-	CHECK(open_read("ct/d2.img", 0, &b) == 0 && b == 0x5e);
+	T_CHECK(img_set_backing_policy(NULL, 0, IMG_BACKING_POLICY_ANY) == 0);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == 0 && b == 0x33);
+	T_CHECK(open_read("ct/d2.img", 0, &b) == 0 && b == 0x5e);
 	/* ...but never a FIFO */
-	CHECK(mk("ct/f.img", "base.img", IMG_CREATE_ALLOW_BACKING_PATH) == -ENOENT);
-	CHECK(symlink(P("fifo.img"), P("ct/base.img")) == 0);
-	CHECK(open_read("ct/d.img", 0, &b) == -EINVAL);
+	T_CHECK(mk("ct/f.img", "base.img", IMG_CREATE_ALLOW_BACKING_PATH) == -ENOENT);
+	T_CHECK(symlink(P("fifo.img"), P("ct/base.img")) == 0);
+	T_CHECK(open_read("ct/d.img", 0, &b) == -EINVAL);
 	/* Default again. */
-	CHECK(img_set_backing_policy(NULL, 0, 0) == 0);
-	CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);
+	T_CHECK(img_set_backing_policy(NULL, 0, 0) == 0);
+	T_CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);
 
 	snprintf(buf, sizeof(buf), "rm -rf '%s'", top);
 	if (system(buf) != 0)
 		fprintf(stderr, "could not remove %s\n", top);
-	if (fails)
+	if (t_failures())
 		return 1;
 	printf("SUMMARY: %s: regular files only (FIFO, directory, device refused at once), "
 	       "no symbolic link out of the delta's directory, allowed directories: ok\n",

@@ -12,9 +12,7 @@
 #include <unistd.h>
 
 #include "libimg.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 
@@ -52,14 +50,14 @@ static struct img *make_order(const char *path, int desc)
 	uint8_t buf[CS];
 	struct img *img = NULL;
 
-	CHECK(img_create(path, &o) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	for (uint64_t i = 0; i < 1024; i += 8) {
 		uint64_t v = desc ? 1016 - i : i;
 		pattern(buf, v);
-		CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
+		T_CHECK(img_pwrite(img, buf, CS, v * CS) == CS);
 	}
-	CHECK(img_flush(img) == 0);
+	T_CHECK(img_flush(img) == 0);
 	return img;
 }
 
@@ -83,7 +81,30 @@ static int clean(struct img *img)
 	return img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0;
 }
 
-int main(void)
+/* Growth past the BAT's capacity: the relocation is reported. */
+static void grow_relocation(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
+	img = make(path);
+	memset(&r, 0, sizeof(r));
+	T_CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == 0);
+	T_CHECK(r.calls >= 4);
+	T_CHECK(!r.backwards && !r.total_changed && !r.over);
+	T_CHECK(data_ok(img, 1024));
+	T_CHECK(clean(img));
+	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
+
+/* Cancelled during the relocation: -ECANCELED, the size unchanged,
+ * the data where it reads, the image consistent. */
+static void cancelled_relocation(void)
 {
 	char path[] = "/tmp/libimg-progress-XXXXXX";
 	struct img *img;
@@ -91,70 +112,91 @@ int main(void)
 	struct rec r;
 	int fd = mkstemp(path);
 
+	T_ASSERT(fd >= 0);
 	close(fd);
-
-	/* Growth past the BAT's capacity: the relocation is reported. */
-	img = make(path);
-	memset(&r, 0, sizeof(r));
-	CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == 0);
-	CHECK(r.calls >= 4);
-	CHECK(!r.backwards && !r.total_changed && !r.over);
-	CHECK(data_ok(img, 1024));
-	CHECK(clean(img));
-	CHECK(img_close(img) == 0);
-
-	/* Cancelled during the relocation: -ECANCELED, the size unchanged,
-	 * the data where it reads, the image consistent. */
 	img = make(path);
 	memset(&r, 0, sizeof(r));
 	r.cancel_at = 2;
-	CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == -ECANCELED);
-	CHECK(r.calls == 2);
-	CHECK(img_info(img, &in) == 0 && in.virtual_size == 64u << 20);
-	CHECK(data_ok(img, 1024));
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
-	CHECK(clean(img));
-	CHECK(data_ok(img, 1024));
+	T_CHECK(img_resize_progress(img, 4ull << 30, 0, record, &r) == -ECANCELED);
+	T_CHECK(r.calls == 2);
+	T_CHECK(img_info(img, &in) == 0 && in.virtual_size == 64u << 20);
+	T_CHECK(data_ok(img, 1024));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(clean(img));
+	T_CHECK(data_ok(img, 1024));
 	/* and it can grow afterwards */
-	CHECK(img_resize_progress(img, 4ull << 30, 0, NULL, NULL) == 0);
-	CHECK(data_ok(img, 1024));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_resize_progress(img, 4ull << 30, 0, NULL, NULL) == 0);
+	T_CHECK(data_ok(img, 1024));
+	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Shrink: the packing of the host file is reported (what is kept
-	 * sits at the end of the file: it moves). */
+/* Shrink: the packing of the host file is reported (what is kept
+ * sits at the end of the file: it moves). */
+static void shrink_packing(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make_order(path, 1);
 	memset(&r, 0, sizeof(r));
-	CHECK(img_resize_progress(img, 16u << 20, IMG_RESIZE_DISCARD_DATA, record, &r) == 0);
-	CHECK(r.calls >= 1);
-	CHECK(!r.backwards && !r.total_changed && !r.over);
-	CHECK(r.done == r.total);
-	CHECK(data_ok(img, 256));
-	CHECK(clean(img));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_resize_progress(img, 16u << 20, IMG_RESIZE_DISCARD_DATA, record, &r) == 0);
+	T_CHECK(r.calls >= 1);
+	T_CHECK(!r.backwards && !r.total_changed && !r.over);
+	T_CHECK(r.done == r.total);
+	T_CHECK(data_ok(img, 256));
+	T_CHECK(clean(img));
+	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Check: forward, ending at done == total; cancel -> -ECANCELED. */
+/* Check: forward, ending at done == total; cancel -> -ECANCELED. */
+static void check_progress(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make(path);
-	CHECK(img_close(img) == 0);
-	CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
 	{
 		struct img_check_opts co = { 0 };
 		struct img_check_result cr;
 		memset(&r, 0, sizeof(r));
 		co.progress = record;
 		co.progress_arg = &r;
-		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-		CHECK(r.calls >= 2);
-		CHECK(!r.backwards && !r.total_changed && !r.over);
-		CHECK(r.done == r.total && r.total > 0);
+		T_CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		T_CHECK(r.calls >= 2);
+		T_CHECK(!r.backwards && !r.total_changed && !r.over);
+		T_CHECK(r.done == r.total && r.total > 0);
 		memset(&r, 0, sizeof(r));
 		r.cancel_at = 1;
-		CHECK(img_check(img, &co, &cr) == -ECANCELED);
+		T_CHECK(img_check(img, &co, &cr) == -ECANCELED);
 	}
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Compact: its steps (zero detection, relocation) as one count that
-	 * only goes forward and ends at done == total. */
+/* Compact: its steps (zero detection, relocation) as one count that
+ * only goes forward and ends at done == total. */
+static void compact_progress(void)
+{
+	char path[] = "/tmp/libimg-progress-XXXXXX";
+	struct img *img;
+	struct rec r;
+	int fd = mkstemp(path);
+
+	T_ASSERT(fd >= 0);
+	close(fd);
 	img = make(path);
 	{
 		struct img_compact_opts co = { 0 };
@@ -163,26 +205,29 @@ int main(void)
 		memset(zero, 0, sizeof(zero));
 		/* the front emptied, zeros written over some clusters */
 		for (uint64_t v = 0; v < 512; v += 8)
-			CHECK(img_discard(img, v * CS, CS) == 0);
+			T_CHECK(img_discard(img, v * CS, CS) == 0);
 		for (uint64_t v = 512; v < 600; v += 8)
-			CHECK(img_pwrite(img, zero, CS, v * CS) == CS);
+			T_CHECK(img_pwrite(img, zero, CS, v * CS) == CS);
 		memset(&r, 0, sizeof(r));
 		co.progress = record;
 		co.progress_arg = &r;
-		CHECK(img_compact(img, &co, &st) == 0);
-		CHECK(st.zero_clusters_freed > 0 && st.clusters_moved > 0);
-		CHECK(r.calls >= 3);
-		CHECK(!r.backwards && !r.total_changed && !r.over);
-		CHECK(r.done == r.total);
+		T_CHECK(img_compact(img, &co, &st) == 0);
+		T_CHECK(st.zero_clusters_freed > 0 && st.clusters_moved > 0);
+		T_CHECK(r.calls >= 3);
+		T_CHECK(!r.backwards && !r.total_changed && !r.over);
+		T_CHECK(r.done == r.total);
 	}
-	CHECK(clean(img));
-	CHECK(img_close(img) == 0);
-
+	T_CHECK(clean(img));
+	T_CHECK(img_close(img) == 0);
 	unlink(path);
-	if (fails) {
-		fprintf(stderr, "%d failures\n", fails);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(grow_relocation), T_CASE(cancelled_relocation), T_CASE(shrink_packing),
+	T_CASE(check_progress), T_CASE(compact_progress),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

@@ -17,9 +17,7 @@
 #include "../helpers/procstat.h"
 #include "format.h"
 #include "../helpers/ioborrow.h"
-
-static int fails;
-#define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
+#include "../helpers/tassert.h"
 
 #define CS (64u << 10)
 /* Layout of a 64 KiB-cluster image: header cluster, 1 MiB log, BAT. */
@@ -40,8 +38,8 @@ static struct img *create_mem(uint64_t vsize, struct img_io **io)
 	struct img *img = NULL;
 
 	img_io_mem_new(NULL, 0, io);
-	CHECK(img_create_io(*io, &o) == 0);
-	CHECK(img_open_io(io_borrow(*io), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create_io(*io, &o) == 0);
+	T_CHECK(img_open_io(io_borrow(*io), IMG_OPEN_RDWR, &img) == 0);
 	return img;
 }
 
@@ -137,29 +135,29 @@ static void dup_copy_not_stale(void)
 		/* cluster 2: data in its first 4 KiB only */
 		memset(buf, v == 2 ? 0 : v + 1, sizeof(buf));
 		memset(buf, v + 1, 4096);
-		CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
+		T_CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
 	}
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_close(img) == 0);
 	b = bytes_of(io, &len);
 	io->ops->close(io);
-	CHECK(get_entry(b, 3) == IMG_E_MAKE(IMG_E_ALLOC, d0 + 3));
+	T_CHECK(get_entry(b, 3) == IMG_E_MAKE(IMG_E_ALLOC, d0 + 3));
 	set_entry(b, 3, 0);                       /* d0+3 leaked, holds 0x04 */
 	set_entry(b, 9, get_entry(b, 2));         /* 9 and 2 share d0+2 */
 	img_io_mem_new(b, len, &mio);
 	free(b);
-	CHECK(repair(mio, &cr) == 0);
-	CHECK(cr.corruptions == 1 && cr.corruptions_fixed == 1);
+	T_CHECK(repair(mio, &cr) == 0);
+	T_CHECK(cr.corruptions == 1 && cr.corruptions_fixed == 1);
 	/* both read cluster 2's bytes: 0x03 then zeros */
-	CHECK(reads_as(mio, 9, 4096, 3));
-	CHECK(reads_as(mio, 2, 4096, 3));
+	T_CHECK(reads_as(mio, 9, 4096, 3));
+	T_CHECK(reads_as(mio, 2, 4096, 3));
 	{
 		struct img *r;
-		CHECK(img_open_io(io_borrow(mio), 0, &r) == 0);
-		CHECK(img_pread(r, buf, CS, 9 * CS) == CS);
-		CHECK(img_is_zero(buf + 4096, CS - 4096));
+		T_CHECK(img_open_io(io_borrow(mio), 0, &r) == 0);
+		T_CHECK(img_pread(r, buf, CS, 9 * CS) == CS);
+		T_CHECK(img_is_zero(buf + 4096, CS - 4096));
 		img_close(r);
 	}
-	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0);
+	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0);
 	mio->ops->close(mio);
 }
 
@@ -177,22 +175,22 @@ static void bad_block_clusters_not_reused(void)
 
 	for (int v = 0; v < 4; v++) {
 		memset(buf, v + 1, sizeof(buf));
-		CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
+		T_CHECK(img_pwrite(img, buf, CS, (uint64_t)v * CS) == CS);
 	}
 	memset(buf, 0x60, sizeof(buf));
-	CHECK(img_pwrite(img, buf, CS, 600ull * CS) == CS);   /* BAT block 1 */
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, 600ull * CS) == CS);   /* BAT block 1 */
+	T_CHECK(img_close(img) == 0);
 	b = bytes_of(io, &len);
 	io->ops->close(io);
 	v600 = get_entry(b, 600);
-	CHECK(v600 == IMG_E_MAKE(IMG_E_ALLOC, d0 + 4));
+	T_CHECK(v600 == IMG_E_MAKE(IMG_E_ALLOC, d0 + 4));
 	/* with block 1 unreadable, d0+4 (cluster 600) looks free: the
 	 * lowest free cluster, where a careless repair copies to */
 	set_entry(b, 9, get_entry(b, 2));
 	b[BAT_OFF + IMG_BLOCK_SIZE + 32 + 8 * 500] ^= 0x01;     /* block 1: bad crc */
 	img_io_mem_new(b, len, &mio);
-	CHECK(repair(mio, &cr) == 0);
-	CHECK(cr.corruptions == 2 && cr.corruptions_fixed == 1);   /* the block stays */
+	T_CHECK(repair(mio, &cr) == 0);
+	T_CHECK(cr.corruptions == 2 && cr.corruptions_fixed == 1);   /* the block stays */
 	{
 		/* the block mended by hand: cluster 600 still reads its data */
 		size_t n;
@@ -201,10 +199,10 @@ static void bad_block_clusters_not_reused(void)
 		struct img_io *fixed;
 		img_io_mem_new(after, n, &fixed);
 		free(after);
-		CHECK(reads_as(fixed, 600, CS, 0x60));
-		CHECK(reads_as(fixed, 9, CS, 3));
-		CHECK(reads_as(fixed, 2, CS, 3));
-		CHECK(check_ro(fixed, &cr) == 0 && cr.corruptions == 0);
+		T_CHECK(reads_as(fixed, 600, CS, 0x60));
+		T_CHECK(reads_as(fixed, 9, CS, 3));
+		T_CHECK(reads_as(fixed, 2, CS, 3));
+		T_CHECK(check_ro(fixed, &cr) == 0 && cr.corruptions == 0);
 		fixed->ops->close(fixed);
 	}
 	free(b);
@@ -240,10 +238,10 @@ static void too_many_problems(void)
 	struct img *img = create_mem(vs, &io);
 
 	memset(buf, 0x11, sizeof(buf));
-	CHECK(img_pwrite(img, buf, CS, 0) == CS);
+	T_CHECK(img_pwrite(img, buf, CS, 0) == CS);
 	memset(buf, 0x22, sizeof(buf));
-	CHECK(img_pwrite(img, buf, CS, (nd + 50) * CS) == CS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, (nd + 50) * CS) == CS);
+	T_CHECK(img_close(img) == 0);
 	b = bytes_of(io, &len);
 	io->ops->close(io);
 	/* 100,000 entries of an unknown state (cleared by a repair), then a
@@ -253,23 +251,23 @@ static void too_many_problems(void)
 	img_io_mem_new(b, len, &mio);
 	free(b);
 	memset(&cr, 0, sizeof(cr));
-	CHECK(check_ro(mio, &cr) == 0);
-	CHECK(cr.incomplete == nd - 100000);
-	CHECK(cr.corruptions > nd - 1);
-	CHECK(repair(mio, &cr) == 0);
-	CHECK(cr.incomplete == nd - 100000);
-	CHECK(cr.corruptions_fixed == 0);                /* refused */
-	CHECK(cr.corruptions > cr.corruptions_fixed);
+	T_CHECK(check_ro(mio, &cr) == 0);
+	T_CHECK(cr.incomplete == nd - 100000);
+	T_CHECK(cr.corruptions > nd - 1);
+	T_CHECK(repair(mio, &cr) == 0);
+	T_CHECK(cr.incomplete == nd - 100000);
+	T_CHECK(cr.corruptions_fixed == 0);                /* refused */
+	T_CHECK(cr.corruptions > cr.corruptions_fixed);
 	/* never "clean" with a duplicate left */
-	CHECK(check_ro(mio, &cr) == 0);
-	CHECK(cr.corruptions > 0);
+	T_CHECK(check_ro(mio, &cr) == 0);
+	T_CHECK(cr.corruptions > 0);
 	{
 		/* so a write to one cluster cannot change another */
 		struct img *w;
-		CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &w) == -EUCLEAN);
+		T_CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &w) == -EUCLEAN);
 	}
-	CHECK(reads_as(mio, nd + 50, CS, 0x22));
-	CHECK(reads_as(mio, nd, CS, 0x11));
+	T_CHECK(reads_as(mio, nd + 50, CS, 0x22));
+	T_CHECK(reads_as(mio, nd, CS, 0x11));
 	mio->ops->close(mio);
 }
 
@@ -278,7 +276,7 @@ static void set_vsize(uint8_t *bytes, uint64_t vs)
 {
 	struct img_header h;
 	for (int s = 0; s < 2; s++) {
-		CHECK(img_header_decode(bytes + s * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+		T_CHECK(img_header_decode(bytes + s * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 		h.virtual_size = vs;
 		img_header_encode(&h, bytes + s * IMG_HEADER_SLOT);
 	}
@@ -301,38 +299,38 @@ static void tail_past_vsize(int compressed)
 	memset(buf, 0x55, CS / 2);
 	memset(buf + CS / 2, 0xee, CS / 2);
 	if (compressed)
-		CHECK(img_write_compressed(img, buf, CS, last * CS) == 1);
+		T_CHECK(img_write_compressed(img, buf, CS, last * CS) == 1);
 	else
-		CHECK(img_pwrite(img, buf, CS, last * CS) == CS);
-	CHECK(img_close(img) == 0);
+		T_CHECK(img_pwrite(img, buf, CS, last * CS) == CS);
+	T_CHECK(img_close(img) == 0);
 	b = bytes_of(io, &len);
 	io->ops->close(io);
-	CHECK(IMG_E_STATE(get_entry(b, last)) == (compressed ? IMG_E_COMP : IMG_E_ALLOC));
+	T_CHECK(IMG_E_STATE(get_entry(b, last)) == (compressed ? IMG_E_COMP : IMG_E_ALLOC));
 	set_vsize(b, small);            /* the 0xee half is past the disk now */
 	img_io_mem_new(b, len, &mio);
 
 	/* the check sees it */
-	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 0);
+	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 0);
 	/* growing shows zeros there */
-	CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_resize(img, vs, 0) == 0);
-	CHECK(img_pread(img, buf, CS, last * CS) == CS);
-	CHECK(buf[0] == 0x55 && buf[CS / 2 - 1] == 0x55);
-	CHECK(img_is_zero(buf + CS / 2, CS / 2));
-	CHECK(img_close(img) == 0);
-	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_resize(img, vs, 0) == 0);
+	T_CHECK(img_pread(img, buf, CS, last * CS) == CS);
+	T_CHECK(buf[0] == 0x55 && buf[CS / 2 - 1] == 0x55);
+	T_CHECK(img_is_zero(buf + CS / 2, CS / 2));
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	mio->ops->close(mio);
 
 	/* repair zeroes them; the data before them stays */
 	img_io_mem_new(b, len, &mio);
-	CHECK(repair(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
-	CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-	CHECK(reads_as(mio, last, CS / 2, 0x55));
-	CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(img_resize(img, vs, 0) == 0);
-	CHECK(img_pread(img, buf, CS, last * CS) == CS);
-	CHECK(buf[0] == 0x55 && img_is_zero(buf + CS / 2, CS / 2));
-	CHECK(img_close(img) == 0);
+	T_CHECK(repair(mio, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
+	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+	T_CHECK(reads_as(mio, last, CS / 2, 0x55));
+	T_CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_resize(img, vs, 0) == 0);
+	T_CHECK(img_pread(img, buf, CS, last * CS) == CS);
+	T_CHECK(buf[0] == 0x55 && img_is_zero(buf + CS / 2, CS / 2));
+	T_CHECK(img_close(img) == 0);
 	mio->ops->close(mio);
 	free(b);
 }
@@ -372,12 +370,12 @@ static void dirty_tail_no_punch(void)
 	struct img *img = create_mem(vs, &io);
 
 	memset(buf, 0x31, sizeof(buf));
-	CHECK(img_pwrite(img, buf, CS, 0) == CS && img_pwrite(img, buf, CS, 2 * CS) == CS);
-	CHECK(img_pwrite(img, buf, CS, 4 * CS) == CS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, 0) == CS && img_pwrite(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(img_pwrite(img, buf, CS, 4 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
 	b = bytes_of(io, &len);
 	io->ops->close(io);
-	CHECK(len == (d0 + 3) * CS);
+	T_CHECK(len == (d0 + 3) * CS);
 	set_entry(b, 2, 0);              /* d0+1 leaked, below the last used */
 	set_entry(b, 4, 0);              /* d0+2 leaked: the tail from here */
 	{
@@ -390,14 +388,14 @@ static void dirty_tail_no_punch(void)
 	}
 	img_io_mem_new(b, len, &mio);
 	free(b);
-	CHECK(mio->ops->truncate(mio, 64u << 20) == 0);        /* a long tail */
-	CHECK(img_open_io(nopunch(mio), IMG_OPEN_RDWR, &img) == 0);
-	CHECK(mio->ops->size(mio, &size) == 0 && size <= (d0 + 1) * CS);
-	CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 0x31 && buf[CS - 1] == 0x31);
+	T_CHECK(mio->ops->truncate(mio, 64u << 20) == 0);        /* a long tail */
+	T_CHECK(img_open_io(nopunch(mio), IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(mio->ops->size(mio, &size) == 0 && size <= (d0 + 1) * CS);
+	T_CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 0x31 && buf[CS - 1] == 0x31);
 	memset(buf, 0x32, 100);
-	CHECK(img_pwrite(img, buf, 100, 7 * CS) == 100);       /* a partial write: new cluster */
-	CHECK(img_pread(img, buf, CS, 7 * CS) == CS && buf[99] == 0x32 && img_is_zero(buf + 100, CS - 100));
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, buf, 100, 7 * CS) == 100);       /* a partial write: new cluster */
+	T_CHECK(img_pread(img, buf, CS, 7 * CS) == CS && buf[99] == 0x32 && img_is_zero(buf + 100, CS - 100));
+	T_CHECK(img_close(img) == 0);
 	mio->ops->close(mio);
 }
 
@@ -415,13 +413,13 @@ static void file_set_dirty(const char *path)
 	struct img_header h;
 	int fd = open(path, O_RDWR);
 
-	CHECK(fd >= 0);
+	T_CHECK(fd >= 0);
 	for (int s = 0; s < 2; s++) {
-		CHECK(pread(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
-		CHECK(img_header_decode(slot, &h, NULL, 0) == 0);
+		T_CHECK(pread(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+		T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0);
 		h.flags |= IMG_FLAG_DIRTY;
 		img_header_encode(&h, slot);
-		CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+		T_CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	}
 	close(fd);
 }
@@ -442,11 +440,11 @@ static void sparse_tail(const char *dir, uint64_t tail, int dirty)
 
 	snprintf(path, sizeof(path), "%s/tail.img", dir);
 	unlink(path);
-	CHECK(img_create(path, &o) == 0);
-	CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
+	T_CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	memset(buf, 0x42, sizeof(buf));
-	CHECK(img_pwrite(img, buf, CS, 0) == CS && img_pwrite(img, buf, CS, 10 * CS) == CS);
-	CHECK(img_close(img) == 0);
+	T_CHECK(img_pwrite(img, buf, CS, 0) == CS && img_pwrite(img, buf, CS, 10 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
 	if (truncate(path, (off_t)tail)) {
 		fprintf(stderr, "sparse tail of %llu bytes in %s: %m (skipped)\n",
 			(unsigned long long)tail, dir);
@@ -457,32 +455,32 @@ static void sparse_tail(const char *dir, uint64_t tail, int dirty)
 		file_set_dirty(path);
 	t0 = now();
 	alarm(60);
-	CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
 	if (img) {
-		CHECK(img_info(img, &info) == 0 && info.file_size == tail);
-		CHECK(img_pread(img, buf, CS, 10 * CS) == CS && buf[0] == 0x42);
+		T_CHECK(img_info(img, &info) == 0 && info.file_size == tail);
+		T_CHECK(img_pread(img, buf, CS, 10 * CS) == CS && buf[0] == 0x42);
 		img_close(img);
 	}
-	CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(img_open(path, IMG_OPEN_CHECK, &img) == 0);
 	if (img) {
-		CHECK(img_check(img, NULL, &cr) == 0);
-		CHECK(cr.corruptions == 0 && cr.leaks == 0 && cr.allocated_clusters == 2);
-		CHECK(cr.tail_bytes > tail - (4u << 20));
+		T_CHECK(img_check(img, NULL, &cr) == 0);
+		T_CHECK(cr.corruptions == 0 && cr.leaks == 0 && cr.allocated_clusters == 2);
+		T_CHECK(cr.tail_bytes > tail - (4u << 20));
 		img_close(img);
 	}
 	/* repair trims it; a dirty open for writing reclaims it */
-	CHECK(img_open(path, dirty ? IMG_OPEN_RDWR : IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	T_CHECK(img_open(path, dirty ? IMG_OPEN_RDWR : IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
 	if (img) {
 		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
 		if (!dirty)
-			CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
-		CHECK(img_close(img) == 0);
+			T_CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		T_CHECK(img_close(img) == 0);
 	}
 	alarm(0);
-	CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
 	if (img) {
-		CHECK(img_info(img, &info) == 0 && info.file_size < (8u << 20));
-		CHECK(img_pread(img, buf, CS, 10 * CS) == CS && buf[0] == 0x42);
+		T_CHECK(img_info(img, &info) == 0 && info.file_size < (8u << 20));
+		T_CHECK(img_pread(img, buf, CS, 10 * CS) == CS && buf[0] == 0x42);
 		img_close(img);
 	}
 	fprintf(stderr, "sparse tail of %llu bytes%s in %s: %.2f s\n", (unsigned long long)tail,
@@ -514,15 +512,15 @@ static void compressed_open_memory(const char *dir)
 	return;
 #endif
 	snprintf(path, sizeof(path), "%s/comp.img", dir);
-	CHECK(img_create(path, &o) == 0);
+	T_CHECK(img_create(path, &o) == 0);
 	fd = open(path, O_RDWR);
-	CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
+	T_CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
+	T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
 	h.incompat |= IMG_INCOMPAT_COMPRESSED;
 	for (int s = 0; s < 2; s++) {
 		h.seq = 2 - (uint64_t)s;
 		img_header_encode(&h, slot);
-		CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
+		T_CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	}
 	for (uint64_t b = 0; b < g.used_blocks; b++) {
 		for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++) {
@@ -530,9 +528,9 @@ static void compressed_open_memory(const char *dir)
 			ents[i] = v < n ? IMG_C_MAKE(hc * (CS / 512) + (v % per) * spp, spp) : 0;
 		}
 		img_bat_block_encode(b, 0, ents, blk);
-		CHECK(pwrite(fd, blk, sizeof(blk), (off_t)(h.bat_offset + b * IMG_BLOCK_SIZE)) == (ssize_t)sizeof(blk));
+		T_CHECK(pwrite(fd, blk, sizeof(blk), (off_t)(h.bat_offset + b * IMG_BLOCK_SIZE)) == (ssize_t)sizeof(blk));
 	}
-	CHECK(ftruncate(fd, (off_t)((g.data_cluster0 + n / per) * CS)) == 0);
+	T_CHECK(ftruncate(fd, (off_t)((g.data_cluster0 + n / per) * CS)) == 0);
 	close(fd);
 	pid = fork();
 	if (pid == 0) {
@@ -554,39 +552,74 @@ static void compressed_open_memory(const char *dir)
 		_exit(peak * 1024.0 > 12.5 * (double)n + (4 << 20) ||
 		      held * 1024.0 > 8.5 * (double)n + (4 << 20) ? 1 : 0);
 	}
-	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st));
+	T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st));
 	if (WEXITSTATUS(st) == 77)
 		fprintf(stderr, "compressed open memory: no /proc/self/clear_refs (skipped)\n");
 	else
-		CHECK(WEXITSTATUS(st) == 0);
+		T_CHECK(WEXITSTATUS(st) == 0);
 	unlink(path);
 }
 
-int main(void)
+static void tail_past_vsize_allocated(void) { tail_past_vsize(0); }
+static void tail_past_vsize_compressed(void) { tail_past_vsize(1); }
+
+/* A temporary directory under root; "" when it cannot be made. */
+static void tmp_under(char *d, size_t len, const char *root)
 {
-	dup_copy_not_stale();
-	bad_block_clusters_not_reused();
-	too_many_problems();
-	tail_past_vsize(0);
-	tail_past_vsize(1);
-	dirty_tail_no_punch();
-	{
-		char d1[4096], d2[] = "/dev/shm/libimg-repair.XXXXXX";
-		const char *tmp = getenv("TMPDIR");
-		snprintf(d1, sizeof(d1), "%s/libimg-repair.XXXXXX", tmp && *tmp ? tmp : "/tmp");
-		if (mkdtemp(d2)) {                       /* tmpfs: up to 2^63 */
-			sparse_tail(d2, 1ull << 62, 0);
-			sparse_tail(d2, 1ull << 62, 1);
-			rmdir(d2);
-		}
-		if (mkdtemp(d1)) {
-			compressed_open_memory(d1);
-			sparse_tail(d1, 1ull << 40, 0);         /* ext4's limit is 16 TiB */
-			sparse_tail(d1, 1ull << 40, 1);
-			rmdir(d1);
-		}
-	}
-	if (fails)
-		fprintf(stderr, "%d checks failed\n", fails);
-	return fails ? 1 : 0;
+	snprintf(d, len, "%s/libimg-repair.XXXXXX", root);
+	if (!mkdtemp(d))
+		d[0] = 0;
+}
+
+static const char *tmp_root(void)
+{
+	const char *tmp = getenv("TMPDIR");
+	return tmp && *tmp ? tmp : "/tmp";
+}
+
+static void sparse_tail_tmpfs(void)
+{
+	char d[4096];
+
+	tmp_under(d, sizeof(d), "/dev/shm");
+	if (!*d)
+		return;
+	sparse_tail(d, 1ull << 62, 0);              /* tmpfs: up to 2^63 */
+	sparse_tail(d, 1ull << 62, 1);
+	rmdir(d);
+}
+
+static void open_memory_compressed(void)
+{
+	char d[4096];
+
+	tmp_under(d, sizeof(d), tmp_root());
+	if (!*d)
+		return;
+	compressed_open_memory(d);
+	rmdir(d);
+}
+
+static void sparse_tail_tmpdir(void)
+{
+	char d[4096];
+
+	tmp_under(d, sizeof(d), tmp_root());
+	if (!*d)
+		return;
+	sparse_tail(d, 1ull << 40, 0);         /* ext4's limit is 16 TiB */
+	sparse_tail(d, 1ull << 40, 1);
+	rmdir(d);
+}
+
+static const struct t_case cases[] = {
+	T_CASE(dup_copy_not_stale), T_CASE(bad_block_clusters_not_reused),
+	T_CASE(too_many_problems), T_CASE(tail_past_vsize_allocated),
+	T_CASE(tail_past_vsize_compressed), T_CASE(dirty_tail_no_punch),
+	T_CASE(sparse_tail_tmpfs), T_CASE(open_memory_compressed), T_CASE(sparse_tail_tmpdir),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

@@ -96,23 +96,27 @@ static void build_counted(unsigned flags, struct img_io **mem, unsigned *total, 
 	f->ops->close(f);       /* the view of mem: mem stays */
 }
 
-int main(void)
+/* read-only scratch: refused */
+static void read_only_refused(void)
 {
-	struct img_io *mem, *mem2;
-	struct img *img, *dead;
-	unsigned n_total, n_close, s_total, s_close;
-	size_t len;
-	void *copy;
+	struct img_io *mem;
+	struct img *img;
 
-	/* read-only scratch: refused */
 	T_OK(img_io_mem_new(NULL, 0, &mem));
 	{
 		struct img_create_opts o = { .virtual_size = VS, .cluster_size = CS };
 		T_OK(img_create_io(mem, &o));
 	}
 	T_EQ(img_open_io(mem, IMG_OPEN_SCRATCH, &img), -EINVAL);
+}
 
-	/* the same build, normal and scratch */
+/* the same build, normal and scratch */
+static void scratch_fewer_syncs(void)
+{
+	struct img_io *mem;
+	struct img *img;
+	unsigned n_total, n_close, s_total, s_close;
+
 	build_counted(0, &mem, &n_total, &n_close);
 	T_OK(img_open_io(mem, 0, &img));
 	verify(img, 2);
@@ -126,9 +130,17 @@ int main(void)
 	T_ASSERT(s_close <= 2);
 	T_ASSERT(s_close < n_close);
 	T_ASSERT(s_total < n_total);
+}
 
-	/* a writer dies with transactions in the log; a scratch writer then
-	 * changes every entry: the old transactions must not come back */
+/* a writer dies with transactions in the log; a scratch writer then
+ * changes every entry: the old transactions must not come back */
+static void dead_writer_log_not_replayed(void)
+{
+	struct img_io *mem, *mem2;
+	struct img *img, *dead;
+	size_t len;
+	void *copy;
+
 	T_OK(img_io_mem_new(NULL, 0, &mem));
 	{
 		struct img_create_opts o = { .virtual_size = VS, .cluster_size = CS };
@@ -167,6 +179,14 @@ int main(void)
 		T_EQ(res.leaks, 0);
 	}
 	T_OK(img_close(img));
-	printf("scratch: ok\n");
-	return 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(read_only_refused), T_CASE(scratch_fewer_syncs),
+	T_CASE(dead_writer_log_not_replayed),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

@@ -3,25 +3,15 @@
  * human_size, json_escape, the JSON document and its test log, buffer_is_zero,
  * the progress printer.  Exit 0 pass, 1 fail. */
 #include "../../tools/common.c"
-
-static int failures;
-
-#define CHECK(cond)                                                          \
-	do {                                                                 \
-		if (!(cond)) {                                               \
-			fprintf(stderr, "%s:%d: FAIL: %s\n", __FILE__, __LINE__, #cond); \
-			failures++;                                          \
-		}                                                            \
-	} while (0)
+#include "../helpers/tassert.h"
 
 static void size_ok(const char *s, uint64_t want)
 {
 	uint64_t v = 12345;
 	int r = parse_size(s, &v);
 	if (r != 0 || v != want) {
-		fprintf(stderr, "FAIL: parse_size(\"%s\") = %d, %llu; want %llu\n", s, r,
+		T_ERROR("parse_size(\"%s\") = %d, %llu; want %llu", s, r,
 			(unsigned long long)v, (unsigned long long)want);
-		failures++;
 	}
 }
 
@@ -30,9 +20,8 @@ static void size_bad(const char *s)
 	uint64_t v = 12345;
 	int r = parse_size(s, &v);
 	if (r != -EINVAL || v != 12345) {
-		fprintf(stderr, "FAIL: parse_size(\"%s\") = %d, %llu; want -EINVAL\n", s, r,
+		T_ERROR("parse_size(\"%s\") = %d, %llu; want -EINVAL", s, r,
 			(unsigned long long)v);
-		failures++;
 	}
 }
 
@@ -41,10 +30,9 @@ static void new_ok(const char *s, uint64_t cur, uint64_t want)
 	uint64_t v = 0;
 	int r = parse_new_size(s, cur, &v);
 	if (r != 0 || v != want) {
-		fprintf(stderr, "FAIL: parse_new_size(\"%s\", %llu) = %d, %llu; want %llu\n", s,
+		T_ERROR("parse_new_size(\"%s\", %llu) = %d, %llu; want %llu", s,
 			(unsigned long long)cur, r, (unsigned long long)v,
 			(unsigned long long)want);
-		failures++;
 	}
 }
 
@@ -52,9 +40,8 @@ static void new_bad(const char *s, uint64_t cur)
 {
 	uint64_t v = 0;
 	if (parse_new_size(s, cur, &v) != -EINVAL) {
-		fprintf(stderr, "FAIL: parse_new_size(\"%s\", %llu) accepted\n", s,
+		T_ERROR("parse_new_size(\"%s\", %llu) accepted", s,
 			(unsigned long long)cur);
-		failures++;
 	}
 }
 
@@ -63,9 +50,8 @@ static void human_is(uint64_t b, const char *want)
 	char buf[64];
 	human_size(b, buf, sizeof(buf));
 	if (strcmp(buf, want)) {
-		fprintf(stderr, "FAIL: human_size(%llu) = \"%s\"; want \"%s\"\n",
+		T_ERROR("human_size(%llu) = \"%s\"; want \"%s\"",
 			(unsigned long long)b, buf, want);
-		failures++;
 	}
 }
 
@@ -77,8 +63,7 @@ static void escape_is(const char *s, const char *want)
 	json_escape(f, s);
 	fclose(f);
 	if (strcmp(out, want)) {
-		fprintf(stderr, "FAIL: json_escape -> %s; want %s\n", out, want);
-		failures++;
+		T_ERROR("json_escape -> %s; want %s", out, want);
 	}
 	free(out);
 }
@@ -88,8 +73,7 @@ static void text_is(const char *s, size_t len, const char *want)
 	char buf[256];
 	text_escape(s, buf, len);
 	if (strcmp(buf, want)) {
-		fprintf(stderr, "FAIL: text_escape(len %zu) -> %s; want %s\n", len, buf, want);
-		failures++;
+		T_ERROR("text_escape(len %zu) -> %s; want %s", len, buf, want);
 	}
 }
 
@@ -167,45 +151,44 @@ static void test_progress(void)
 	char line[64];
 	int lines = 0;
 
-	CHECK(progress_value(0, 10000, 0, 100) == 0);
-	CHECK(progress_value(0, 10000, 1, 3) == 3333);
-	CHECK(progress_value(2000, 4000, 1, 2) == 3000);
-	CHECK(progress_value(2000, 4000, 5, 0) == 4000);
-	CHECK(progress_value(0, 10000, UINT64_MAX - 1, UINT64_MAX) == 9999);
-	CHECK(progress_pipe_due(PROGRESS_NONE, 0));
-	CHECK(!progress_pipe_due(0, 99));
-	CHECK(progress_pipe_due(99, 100));
-	CHECK(!progress_pipe_due(500, 400));
-	CHECK(progress_pipe_due(9999, 10000));
+	T_CHECK(progress_value(0, 10000, 0, 100) == 0);
+	T_CHECK(progress_value(0, 10000, 1, 3) == 3333);
+	T_CHECK(progress_value(2000, 4000, 1, 2) == 3000);
+	T_CHECK(progress_value(2000, 4000, 5, 0) == 4000);
+	T_CHECK(progress_value(0, 10000, UINT64_MAX - 1, UINT64_MAX) == 9999);
+	T_CHECK(progress_pipe_due(PROGRESS_NONE, 0));
+	T_CHECK(!progress_pipe_due(0, 99));
+	T_CHECK(progress_pipe_due(99, 100));
+	T_CHECK(!progress_pipe_due(500, 400));
+	T_CHECK(progress_pipe_due(9999, 10000));
 	progress_line(line, sizeof(line), 1234);
-	CHECK(!strcmp(line, "    (12.34/100%)\n"));
+	T_CHECK(!strcmp(line, "    (12.34/100%)\n"));
 	progress_line(line, sizeof(line), 10000);
-	CHECK(!strcmp(line, "    (100.00/100%)\n"));
+	T_CHECK(!strcmp(line, "    (100.00/100%)\n"));
 
 	o = progress_capture(run_fine);
 	for (const char *q = o; (q = strchr(q, '\n')); q++)
 		lines++;
-	CHECK(lines == 101);
-	CHECK(!strncmp(o, "    (0.00/100%)\n    (1.00/100%)\n", 32));
-	CHECK(strstr(o, "    (99.00/100%)\n    (100.00/100%)\n") != NULL);
-	CHECK(!strchr(o, '\r'));
+	T_CHECK(lines == 101);
+	T_CHECK(!strncmp(o, "    (0.00/100%)\n    (1.00/100%)\n", 32));
+	T_CHECK(strstr(o, "    (99.00/100%)\n    (100.00/100%)\n") != NULL);
+	T_CHECK(!strchr(o, '\r'));
 
 	o = progress_capture(run_back);
-	CHECK(!strcmp(o, "    (50.00/100%)\n    (60.00/100%)\n    (100.00/100%)\n"));
+	T_CHECK(!strcmp(o, "    (50.00/100%)\n    (60.00/100%)\n    (100.00/100%)\n"));
 	o = progress_capture(run_failed);
-	CHECK(!strcmp(o, "    (0.00/100%)\n    (30.00/100%)\n"));
+	T_CHECK(!strcmp(o, "    (0.00/100%)\n    (30.00/100%)\n"));
 	o = progress_capture(run_phases);
-	CHECK(!strcmp(o, "    copying...\n    (0.00/100%)\n    (20.00/100%)\n"
+	T_CHECK(!strcmp(o, "    copying...\n    (0.00/100%)\n    (20.00/100%)\n"
 		      "    (40.00/100%)\n    resizing...\n    (70.00/100%)\n"
 		      "    (100.00/100%)\n"));
 	o = progress_capture(run_off);
-	CHECK(!strcmp(o, ""));
+	T_CHECK(!strcmp(o, ""));
 }
 
-int main(void)
+static void parse_size_cases(void)
 {
 	const uint64_t K = 1024, M = K * K, G = M * K, T = G * K, P = T * K, E = P * K;
-	static char zeros[8192];
 
 	size_ok("0", 0);
 	size_ok("512", 512);
@@ -255,6 +238,11 @@ int main(void)
 	size_bad("17179869184G");
 	size_bad("1.00000000000000000001K");
 	size_bad(NULL);
+}
+
+static void parse_new_size_cases(void)
+{
+	const uint64_t K = 1024, M = K * K, G = M * K;
 
 	new_ok("20G", 10 * G, 20 * G);
 	new_ok("5G", 10 * G, 5 * G);
@@ -274,6 +262,11 @@ int main(void)
 	new_bad("", 10 * G);
 	new_bad("-5X", 10 * G);
 	new_bad(NULL, 0);
+}
+
+static void human_size_cases(void)
+{
+	const uint64_t K = 1024, M = K * K, G = M * K;
 
 	human_is(0, "0 bytes");
 	human_is(1, "1 byte");
@@ -283,7 +276,10 @@ int main(void)
 	human_is(10 * G, "10 GiB");
 	human_is(G + G / 4, "1.25 GiB");
 	human_is(UINT64_MAX, "16 EiB");
+}
 
+static void escapes(void)
+{
 	escape_is("plain", "\"plain\"");
 	/* issue 15 #4: strings from images on a terminal */
 	text_is("plain.img", 64, "plain.img");
@@ -302,43 +298,52 @@ int main(void)
 	escape_is("caf\xc3\xa9", "\"caf\xc3\xa9\"");        /* valid UTF-8 kept */
 	escape_is("bad\xff\xc3", "\"bad\\u00ff\\u00c3\"");   /* invalid bytes escaped */
 	escape_is("\xed\xa0\x80", "\"\\u00ed\\u00a0\\u0080\"");  /* surrogate */
+}
 
-	CHECK(buffer_is_zero(zeros, 0));
-	CHECK(buffer_is_zero(zeros, 1));
-	CHECK(buffer_is_zero(zeros, 17));
-	CHECK(buffer_is_zero(zeros, sizeof(zeros)));
+static void buffer_zero(void)
+{
+	static char zeros[8192];
+
+	T_CHECK(buffer_is_zero(zeros, 0));
+	T_CHECK(buffer_is_zero(zeros, 1));
+	T_CHECK(buffer_is_zero(zeros, 17));
+	T_CHECK(buffer_is_zero(zeros, sizeof(zeros)));
 	zeros[8191] = 1;
-	CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
-	CHECK(buffer_is_zero(zeros, 8191));
+	T_CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
+	T_CHECK(buffer_is_zero(zeros, 8191));
 	zeros[8191] = 0;
 	zeros[3] = 1;
-	CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
-	CHECK(!buffer_is_zero(zeros, 4));
+	T_CHECK(!buffer_is_zero(zeros, sizeof(zeros)));
+	T_CHECK(!buffer_is_zero(zeros, 4));
 	zeros[3] = 0;
 	zeros[20] = 1;
-	CHECK(!buffer_is_zero(zeros, 21));
-	CHECK(buffer_is_zero(zeros, 20));
+	T_CHECK(!buffer_is_zero(zeros, 21));
+	T_CHECK(buffer_is_zero(zeros, 20));
+}
 
+static void backing_dirs(void)
+{
 	/* The allowed backing directories (libimg-backing(7)). */
 	{
 		struct backing_dirs d = { 0 };
 		unsigned bad;
 
-		CHECK(backing_dirs_parse(&d, "/a::/b c:rel:/d/:", ':', &bad) == 1 && bad == 4);
-		CHECK(d.n == 3 && !strcmp(d.dir[0], "/a") && !strcmp(d.dir[1], "/b c") &&
+		T_CHECK(backing_dirs_parse(&d, "/a::/b c:rel:/d/:", ':', &bad) == 1 && bad == 4);
+		T_CHECK(d.n == 3 && !strcmp(d.dir[0], "/a") && !strcmp(d.dir[1], "/b c") &&
 		      !strcmp(d.dir[2], "/d/"));
 		backing_dirs_free(&d);
-		CHECK(d.n == 0 && !d.dir);
-		CHECK(backing_dirs_parse(&d, "# comment\n  /t/x  \r\n\n\t#/no\nrel\nrel2\n/y", '\n',
+		T_CHECK(d.n == 0 && !d.dir);
+		T_CHECK(backing_dirs_parse(&d, "# comment\n  /t/x  \r\n\n\t#/no\nrel\nrel2\n/y", '\n',
 					 &bad) == 2 && bad == 5);
-		CHECK(d.n == 2 && !strcmp(d.dir[0], "/t/x") && !strcmp(d.dir[1], "/y"));
+		T_CHECK(d.n == 2 && !strcmp(d.dir[0], "/t/x") && !strcmp(d.dir[1], "/y"));
 		backing_dirs_free(&d);
-		CHECK(backing_dirs_parse(&d, "", ':', &bad) == 0 && bad == 0 && d.n == 0);
+		T_CHECK(backing_dirs_parse(&d, "", ':', &bad) == 0 && bad == 0 && d.n == 0);
 		backing_dirs_free(&d);
 	}
+}
 
-	test_progress();
-
+static void json_document(void)
+{
 	/* A JSON document: built in memory, printed whole by json_finish
 	 * ("schema" first), nothing at all after json_discard; the test log
 	 * gets one line "PROG\tDOC" without the layout (issue 16). */
@@ -349,7 +354,7 @@ int main(void)
 		size_t n;
 		int fd;
 
-		CHECK(f != NULL);
+		T_CHECK(f != NULL);
 		json_start(&j, f);
 		json_doc_begin(&j);
 		json_string(&j, "name", "a \"b\"\n c");
@@ -357,7 +362,7 @@ int main(void)
 		json_u64(&j, NULL, 7);
 		json_array_end(&j);
 		json_object_end(&j);
-		CHECK(ftell(f) == 0);           /* nothing out before json_finish */
+		T_CHECK(ftell(f) == 0);           /* nothing out before json_finish */
 		json_finish(&j);
 		json_start(&j, f);              /* dropped: nothing of it printed */
 		json_doc_begin(&j);
@@ -366,12 +371,12 @@ int main(void)
 		rewind(f);
 		n = fread(text, 1, sizeof(text) - 1, f);
 		text[n] = 0;
-		CHECK(!strcmp(text, "{\n  \"schema\": 1,\n  \"name\": \"a \\\"b\\\"\\n c\",\n"
+		T_CHECK(!strcmp(text, "{\n  \"schema\": 1,\n  \"name\": \"a \\\"b\\\"\\n c\",\n"
 				    "  \"list\": [\n    7\n  ]\n}\n"));
 		fclose(f);
 
 		fd = mkstemp(logname);
-		CHECK(fd >= 0);
+		T_CHECK(fd >= 0);
 		close(fd);
 		progname = "tooltest";
 		setenv("LIBIMG_TEST_JSON_LOG", logname, 1);
@@ -380,48 +385,59 @@ int main(void)
 		unsetenv("LIBIMG_TEST_JSON_LOG");
 		json_test_log("{}\n", 3);      /* not set: not logged */
 		f = fopen(logname, "r");
-		CHECK(f != NULL);
+		T_CHECK(f != NULL);
 		n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
 		text[n] = 0;
-		CHECK(!strcmp(text, "tooltest\t{\"schema\": 1,\"name\": \"a \\\"b\\\"\\n c\","
+		T_CHECK(!strcmp(text, "tooltest\t{\"schema\": 1,\"name\": \"a \\\"b\\\"\\n c\","
 				    "\"list\": [7]}\ntooltest\t[1]\n"));
 		if (f)
 			fclose(f);
 		unlink(logname);
 	}
+}
 
+static void exit_status_cases(void)
+{
 	/* issue 16: the exit status table (libimg(7)), one mapping */
-	CHECK(exit_status(-EBUSY) == EXIT_BUSY);
-	CHECK(exit_status(-ENOENT) == EXIT_NOTFOUND);
-	CHECK(exit_status(-ENOSPC) == EXIT_NOSPACE);
-	CHECK(exit_status(-EDQUOT) == EXIT_NOSPACE);
-	CHECK(exit_status(-EUCLEAN) == EXIT_CORRUPT);
-	CHECK(exit_status(-EMEDIUMTYPE) == EXIT_CORRUPT);
-	CHECK(exit_status(-EIO) == EXIT_ERROR);
-	CHECK(exit_status(-EPERM) == EXIT_ERROR);
-	CHECK(EXIT_USAGE == 2 && EXIT_CHAIN == 4 && EXIT_NOTMOUNTED == 6 && EXIT_PARTIAL == 7);
+	T_CHECK(exit_status(-EBUSY) == EXIT_BUSY);
+	T_CHECK(exit_status(-ENOENT) == EXIT_NOTFOUND);
+	T_CHECK(exit_status(-ENOSPC) == EXIT_NOSPACE);
+	T_CHECK(exit_status(-EDQUOT) == EXIT_NOSPACE);
+	T_CHECK(exit_status(-EUCLEAN) == EXIT_CORRUPT);
+	T_CHECK(exit_status(-EMEDIUMTYPE) == EXIT_CORRUPT);
+	T_CHECK(exit_status(-EIO) == EXIT_ERROR);
+	T_CHECK(exit_status(-EPERM) == EXIT_ERROR);
+	T_CHECK(EXIT_USAGE == 2 && EXIT_CHAIN == 4 && EXIT_NOTMOUNTED == 6 && EXIT_PARTIAL == 7);
+}
+
+static void parse_wait_cases(void)
+{
 	/* --wait=SECONDS */
 	{
 		int64_t ms = -5;
-		CHECK(parse_wait("0", &ms) == 0 && ms == 0);
-		CHECK(parse_wait("10", &ms) == 0 && ms == 10000);
-		CHECK(parse_wait("0.5", &ms) == 0 && ms == 500);
-		CHECK(parse_wait("1.25", &ms) == 0 && ms == 1250);
-		CHECK(parse_wait("2.0009", &ms) == 0 && ms == 2000);
+		T_CHECK(parse_wait("0", &ms) == 0 && ms == 0);
+		T_CHECK(parse_wait("10", &ms) == 0 && ms == 10000);
+		T_CHECK(parse_wait("0.5", &ms) == 0 && ms == 500);
+		T_CHECK(parse_wait("1.25", &ms) == 0 && ms == 1250);
+		T_CHECK(parse_wait("2.0009", &ms) == 0 && ms == 2000);
 		ms = 7;
-		CHECK(parse_wait("", &ms) == -EINVAL && ms == 7);
-		CHECK(parse_wait("-1", &ms) == -EINVAL);
-		CHECK(parse_wait("1.", &ms) == -EINVAL);
-		CHECK(parse_wait(".5", &ms) == -EINVAL);
-		CHECK(parse_wait("5s", &ms) == -EINVAL);
-		CHECK(parse_wait("99999999999", &ms) == -EINVAL);
-		CHECK(parse_wait(NULL, &ms) == -EINVAL && ms == 7);
+		T_CHECK(parse_wait("", &ms) == -EINVAL && ms == 7);
+		T_CHECK(parse_wait("-1", &ms) == -EINVAL);
+		T_CHECK(parse_wait("1.", &ms) == -EINVAL);
+		T_CHECK(parse_wait(".5", &ms) == -EINVAL);
+		T_CHECK(parse_wait("5s", &ms) == -EINVAL);
+		T_CHECK(parse_wait("99999999999", &ms) == -EINVAL);
+		T_CHECK(parse_wait(NULL, &ms) == -EINVAL && ms == 7);
 	}
+}
 
-	if (failures) {
-		fprintf(stderr, "%d failures\n", failures);
-		return 1;
-	}
-	printf("ok\n");
-	return 0;
+static const struct t_case cases[] = {
+	T_CASE(parse_size_cases), T_CASE(parse_new_size_cases), T_CASE(human_size_cases),
+	T_CASE(escapes), T_CASE(buffer_zero), T_CASE(backing_dirs), T_CASE(test_progress), T_CASE(json_document),
+	T_CASE(exit_status_cases), T_CASE(parse_wait_cases),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }
