@@ -275,6 +275,11 @@ int img_header_owned_by(const struct img_header *h, const uint8_t owner[16])
 	       !memcmp(h->owner_uuid, owner, 16);
 }
 
+int img_header_backing_matches(const struct img_header *top, const struct img_header *base)
+{
+	return img_is_zero(top->backing_uuid, 16) || !memcmp(top->backing_uuid, base->uuid, 16);
+}
+
 int img_geom_compute(const struct img_header *h, struct img_geom *g)
 {
 	uint64_t cs, bat_bytes, t;

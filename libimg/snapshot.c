@@ -275,7 +275,7 @@ static int chain_reopens(struct img *img, unsigned of)
 			      "changing anything", img->name, m);
 		return r;
 	}
-	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&img->hdr, &b->hdr)) {
 		r = img_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
 			     "made over (its uuid differs): refused before changing anything",
 			     img->hdr.backing_path);
@@ -647,7 +647,7 @@ static int reattach(struct img *top, unsigned of)
 
 	if (r)
 		return r;
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
 		img_close(b);
 		return -EUCLEAN;
 	}
@@ -746,7 +746,7 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
 		return r;
 	}
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
 			     "over (its uuid differs): refused", top->hdr.backing_path);
 		img_set_chain_error(r);   /* the chain, not the image */
@@ -834,7 +834,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	}
 	if (r)
 		goto fail_top;
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &base->hdr)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
 			     "(its uuid differs): refused", top->hdr.backing_path);
 		img_set_chain_error(r);   /* the chain, not the image */
