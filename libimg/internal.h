@@ -330,6 +330,13 @@ static inline uint64_t bat_get(const struct img *img, uint64_t v)
 	return __atomic_load_n(&img->bat[v], __ATOMIC_ACQUIRE);
 }
 void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
+/* The BAT dirty bit (meta_lock held): BAT block blk changed since the last
+ * commit (bat_set marks it; repair and a failed commit mark blocks
+ * themselves).  bat_take_dirty stores the dirty blocks in ascending order
+ * into blocks (room for img->ndirty), clears every bit and returns their
+ * number. */
+void bat_mark_dirty(struct img *img, uint64_t blk);
+uint64_t bat_take_dirty(struct img *img, uint64_t *blocks);
 int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
 void bat_free_array(struct img *img);
