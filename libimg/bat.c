@@ -4,7 +4,10 @@
  * cluster, nothing else per cluster), plus a bitmap of BAT blocks changed
  * since the last commit (the BAT dirty bit: set only by bat_mark_dirty,
  * taken and cleared only by bat_take_dirty, both under meta_lock).  Blocks
- * go to disk only through the log (journal.c).
+ * go to disk only through the log (journal.c).  bat_dropped is the entry
+ * of a cluster whose contents are dropped (discard, an all-zero cluster
+ * compacted, a filesystem trim): unallocated, or "zero" in a delta, where
+ * unallocated would show the backing image again (FORMAT.md 3.1).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -33,6 +36,11 @@ void bat_set(struct img *img, uint64_t v, uint64_t e)
 		img->ncomp++;
 	__atomic_store_n(&img->bat[v], e, __ATOMIC_RELEASE);
 	bat_mark_dirty(img, blk);
+}
+
+uint64_t bat_dropped(const struct img *img)
+{
+	return img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0;
 }
 
 void bat_mark_dirty(struct img *img, uint64_t blk)

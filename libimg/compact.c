@@ -214,7 +214,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 			if (!r) {
 				/* A delta's zero cluster must keep hiding
 				 * the backing image (FORMAT.md 3.1). */
-				bat_set(img, v, img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
+				bat_set(img, v, bat_dropped(img));
 				(*freed)++;
 			}
 			pthread_mutex_unlock(&img->meta_lock);

@@ -645,7 +645,7 @@ static int unmap_clusters(struct img *img, const uint64_t *v, size_t n, uint64_t
 			r = img_release_entry(img, e);
 			if (!r) {
 				/* a delta's zero cluster hides its backing */
-				bat_set(img, v[i], img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
+				bat_set(img, v[i], bat_dropped(img));
 				(*done)++;
 			}
 		}

@@ -336,6 +336,12 @@ void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
  * into blocks (room for img->ndirty), clears every bit and returns their
  * number. */
 void bat_mark_dirty(struct img *img, uint64_t blk);
+/* The delta discard rule, for every path that drops a cluster's contents
+ * (img_discard, compaction of an all-zero cluster, filesystem trim): the
+ * entry it gets, unallocated in a standalone image, "zero" in a delta
+ * (unallocated would let the backing image show through again, FORMAT.md
+ * 3.1). */
+uint64_t bat_dropped(const struct img *img);
 uint64_t bat_take_dirty(struct img *img, uint64_t *blocks);
 int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);

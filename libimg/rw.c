@@ -353,7 +353,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 		if (whole) {
 			/* In a delta, "zero" hides the backing image; unallocated
 			 * would let it show through again (FORMAT.md 3.1). */
-			uint64_t ne = discard && !img->delta ? 0 : IMG_E_MAKE(IMG_E_ZERO, 0);
+			uint64_t ne = discard ? bat_dropped(img) : IMG_E_MAKE(IMG_E_ZERO, 0);
 			if (e != ne && (discard || img->delta || IMG_E_STATE(e) == IMG_E_ALLOC ||
 					IMG_E_STATE(e) == IMG_E_COMP)) {
 				pthread_mutex_lock(&img->meta_lock);
