@@ -270,6 +270,12 @@ struct img_vfs {
 extern const struct img_vfs *img_vfs;
 extern const struct img_vfs img_vfs_posix;
 
+/* rw.c: reading through the backing chain, the one rule: what an image
+ * over the backing image b shows at [off, off+len) where it holds no
+ * cluster of its own: b's bytes (through b's own chain) below b's virtual
+ * size, zeros at and past it, and zeros everywhere when b is NULL (no
+ * backing).  0 or -errno (b's message). */
+int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off);
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock
  * held. */

@@ -2,6 +2,8 @@
 /*
  * The data path: read, write, compressed write, discard, write-zeroes,
  * flush, map, and the cluster relocation that resize and compact build on.
+ * Reading through the backing chain is img_read_through, for every caller
+ * (a delta's unallocated clusters, copy-up, a rebase comparing chains).
  *
  * Invariants kept here (FORMAT.md §6):
  *  - data before map: a new cluster is reserved in the allocator, written,
@@ -62,12 +64,10 @@ static uint64_t run_length(struct img *img, uint64_t pos, uint64_t end, int k, u
 	return run;
 }
 
-/* Read [off, off+len) of the virtual disk from the backing image: bytes at
- * or past its virtual size read as zeros. */
-static int read_backing(struct img *img, uint8_t *buf, uint64_t len, uint64_t off)
+int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
 {
-	uint64_t bsize = img->backing->vsize, n = off < bsize ? min_u64(len, bsize - off) : 0;
-	ssize_t got = n ? img_pread(img->backing, buf, n, off) : 0;
+	uint64_t n = b && off < b->vsize ? min_u64(len, b->vsize - off) : 0;
+	ssize_t got = n ? img_pread(b, buf, n, off) : 0;
 
 	if (got < 0)
 		return (int)got;
@@ -118,7 +118,8 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 
 	if (!buf)
 		return -ENOMEM;
-	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf) : read_backing(img, buf, clen, cstart);
+	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf)
+					   : img_read_through(img->backing, buf, clen, cstart);
 	if (r) {
 		free(buf);
 		return r;
@@ -193,7 +194,7 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			}
 		} else if (kind(img, e) == K_BACKING) {
 			run = run_length(img, pos, end, K_BACKING, 0);
-			if ((r = read_backing(img, b + (pos - off), run, pos)))
+			if ((r = img_read_through(img->backing, b + (pos - off), run, pos)))
 				goto out;
 		} else if (kind(img, e) == K_COMP) {
 			if ((r = comp_read_run(img, pos, end, b + (pos - off), &run, &cs)))

@@ -91,22 +91,6 @@
 
 #include "internal.h"
 
-/* Read [off, off+len) of what img shows through b (b NULL: zeros). */
-static int read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
-{
-	uint64_t n = 0;
-	ssize_t got = 0;
-
-	if (b) {
-		n = off < b->vsize ? (b->vsize - off < len ? b->vsize - off : len) : 0;
-		got = n ? img_pread(b, buf, n, off) : 0;
-	}
-	if (got < 0)
-		return (int)got;
-	memset(buf + n, 0, len - n);
-	return 0;
-}
-
 static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 			  img_progress_fn progress, void *arg)
 {
@@ -122,7 +106,7 @@ static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 		uint64_t off = v * cs, len = img->vsize - off < cs ? img->vsize - off : cs;
 		if (bat_get(img, v) != 0)
 			continue;       /* the image's own data or zero: unchanged */
-		if ((r = read_through(oldb, a, len, off)) || (r = read_through(newb, b, len, off)))
+		if ((r = img_read_through(oldb, a, len, off)) || (r = img_read_through(newb, b, len, off)))
 			break;
 		if (!memcmp(a, b, len))
 			continue;
