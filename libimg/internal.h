@@ -171,6 +171,20 @@ uint64_t img_file_size(struct img *img);
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The sparse cluster write, the one rule for writing into free host
+ * clusters (copy-up, relocation, compaction, repair): a free cluster reads
+ * as zeros, so of len bytes of buf going to host_off only the runs of
+ * 4 KiB blocks (aligned to buf) that are not all zeros are written, and
+ * when that is nothing and host_off is at or past the end of the file, one
+ * zero byte at host_off (a mapped cluster starts inside the file, FORMAT.md
+ * 4.1).  img_sparse_reqs stores those writes into rq (room for
+ * IMG_SPARSE_MAX_REQS(len)) and returns their number, for a caller that
+ * batches them (img_io_batch); img_write_sparse makes them, one after
+ * another (0 or -errno, no message). */
+#define IMG_SPARSE_MAX_REQS(len) ((size_t)((len) / 8192) + 2)
+size_t img_sparse_reqs(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off,
+		       struct img_io_req *rq);
+int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
 
 /* The one rule for "may this handle change the image" (util.c).  0, or
  * -errno with a message naming doing ("writing", "resizing", ...):
@@ -210,10 +224,6 @@ int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **
 /* Check a backing reference against the rules of FORMAT.md 3.1 (absolute,
  * "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a message. */
 int img_check_backing_ref(const char *owner, const char *ref, int allow);
-/* Write len bytes of buf into a free host area at host_off, skipping
- * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
- * made to exist in the file. */
-int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
 
 /* image.c: create path (atomically, as img_create) as a delta over the
  * image backing, already open (opts->backing_file is its reference), or a

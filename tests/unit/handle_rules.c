@@ -99,6 +99,7 @@ static void no_backing_changes_nothing(void)
 	CHECK(img_discard(img, 0, CS) == -EROFS);
 	CHECK(img_write_zeroes(img, 0, CS) == -EROFS);
 	CHECK(img_write_compressed(img, b, CS, 0) == -EROFS);
+	CHECK(img_pwrite_sparse(img, b, CS, 0, 0) == -EROFS);
 	CHECK(img_compact(img, &co, NULL) == -EROFS);
 	CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
 	CHECK(img_set_backing(img, "base.img", 0, NULL, NULL) == -EROFS);
