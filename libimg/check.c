@@ -312,9 +312,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 	memset(rp.res, 0, sizeof(*rp.res));
 	if (opts && (opts->flags & ~IMG_CHECK_REPAIR))
 		return -EINVAL;
-	if (repair && img->rdonly)
-		return img_fail(img, -EROFS, "repair needs the image opened for writing");
-	if (repair && (r = img_check_failed(img)))   /* a sync failed: reopen first */
+	if (repair && (r = img_check_writable(img, IMG_CHANGE_REPAIR, "repair")))
 		return r;
 	if (!(buf = malloc(img->g.cluster_size)))
 		return -ENOMEM;

@@ -200,10 +200,17 @@ int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t
  * resize, filesystem trim, live snapshot/merge, a safe rebase).
  * IMG_CHANGE_HEADER: a header-only change that keeps the delta's own
  * clusters as they are (an unsafe rebase, img_set_backing with
- * IMG_BACKING_UNSAFE): allowed without the backing chain.  Check repair
- * works on corrupt images and does not use this. */
-enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER };
+ * IMG_BACKING_UNSAFE, a template mark): allowed without the backing chain.
+ * IMG_CHANGE_REPAIR: img_check's repair, which works on corrupt images and
+ * on a delta without its chain (its own metadata only): read-only and a
+ * failed sync refuse it.
+ * img_check_changeable is the same rule but for the open mode: whether
+ * the image could be changed through a handle opened for writing, asked on
+ * a read-only handle before an operation opens it again for writing (a
+ * refusal then touches nothing, not even the header). */
+enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER, IMG_CHANGE_REPAIR };
 int img_check_writable(struct img *img, enum img_change what, const char *doing);
+int img_check_changeable(struct img *img, enum img_change what, const char *doing);
 /* Sync the host file (what: "syncing data", ...).  A failed sync is
  * sticky (FORMAT.md 6, rule 10): the kernel may have dropped the pages it
  * could not write, so nothing written since the last successful sync is

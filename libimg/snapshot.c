@@ -222,10 +222,9 @@ static int usable(struct img *img, int rw)
 {
 	int r;
 
-	if (rw && (r = img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
+	if ((r = rw ? img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")
+		    : img_check_changeable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
 		return r;
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
 	if (!img->dir)
 		return img_fail(img, -EINVAL, "opened without a path");
 	if (img->flags & IMG_OPEN_NO_BACKING)
@@ -740,8 +739,8 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
 		r = img_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
 			     "written (refused)", bpath);
-	else if (b->corrupt)
-		r = img_fail(b, -EUCLEAN, "image is corrupt: repair it first");
+	else
+		r = img_check_changeable(b, IMG_CHANGE_CONTENT, "a merge into it");
 	img_close(b);
 	if (!r)
 		r = dir_writable(top, top->dir);
@@ -831,10 +830,8 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 			     bpath);
 		goto fail_top;
 	}
-	if (base->corrupt) {
-		r = img_fail(base, -EUCLEAN, "image is corrupt: repair it first");
+	if ((r = img_check_writable(base, IMG_CHANGE_CONTENT, "a merge into it")))
 		goto fail_top;
-	}
 	/* A named base that is another delta's own snapshot stops being
 	 * one (FORMAT.md 3.1: the owner field true or cleared). */
 	if (!own && (base->hdr.incompat & IMG_INCOMPAT_OWNER)) {
@@ -987,10 +984,8 @@ IMG_API int img_set_template(const char *path, int on)
 	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,
 				   &img)))
 		return r;
-	if (img->corrupt) {
-		r = img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
+	if ((r = img_check_writable(img, IMG_CHANGE_HEADER, "changing the template mark")))
 		goto out;
-	}
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
 	if (on)

@@ -2,7 +2,8 @@
 /*
  * Handle utilities every layer above the I/O backends uses: the error of a
  * handle (img_fail), "may this handle change the image"
- * (img_check_writable), the failed-sync rule (img_sync: a failed sync is
+ * (img_check_writable; img_check_changeable asks it of a read-only handle
+ * an operation opens again for writing: the one rule, no other copy), the failed-sync rule (img_sync: a failed sync is
  * final for the handle; later changes, flushes and the close return -EIO,
  * img_check_failed), zeroing host bytes (img_zero_host: punch, or write
  * zeros where the host cannot), the host file's size (img_file_size), and
@@ -47,20 +48,27 @@ int img_check_failed(struct img *img)
 	return -EIO;
 }
 
-int img_check_writable(struct img *img, enum img_change what, const char *doing)
+int img_check_changeable(struct img *img, enum img_change what, const char *doing)
 {
 	int r;
 
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
 	if ((r = img_check_failed(img)))
 		return r;
+	if (what == IMG_CHANGE_REPAIR)
+		return 0;
 	if (img->corrupt)
 		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before %s", doing);
 	if (what == IMG_CHANGE_CONTENT && img->delta && !img->backing)
 		return img_fail(img, -EROFS, "a delta opened without its backing chain: %s refused "
 				"(what the disk shows depends on its backing image)", doing);
 	return 0;
+}
+
+int img_check_writable(struct img *img, enum img_change what, const char *doing)
+{
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
+	return img_check_changeable(img, what, doing);
 }
 
 int img_sync(struct img *img, const char *what)
