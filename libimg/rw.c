@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data path: read, write, compressed write, discard, write-zeroes,
- * flush, map, and the cluster relocation that resize and compact build on.
+ * The data path: read, write, compressed write, the sparse write (zeros
+ * not written where the disk reads zeros: img_pwrite_sparse, for the tools
+ * that copy a disk into an image), discard, write-zeroes, flush, map, and
+ * the cluster relocation that resize and compact build on.  Whatever
+ * writes into a free host cluster does it with img_write_sparse (util.c).
  * Reading through the backing chain is img_read_through, for every caller
  * (a delta's unallocated clusters, copy-up, a rebase comparing chains).
  *

@@ -3,15 +3,15 @@
  * Handle utilities every layer above the I/O backends uses: the error of a
  * handle (img_fail), "may this handle change the image"
  * (img_check_writable; img_check_changeable asks it of a read-only handle
- * an operation opens again for writing: the one rule, no other copy), the failed-sync rule (img_sync: a failed sync is
- * final for the handle; later changes, flushes and the close return -EIO,
- * img_check_failed), zeroing host bytes (img_zero_host: punch, or write
- * zeros where the host cannot), the host file's size (img_file_size), and
- * the problems open and replay find for img_check (img_problem_add), and
- * the sparse cluster write (img_sparse_reqs, img_write_sparse: the one rule
- * for writing into free host clusters, for copy-up, relocation, compaction
- * and repair).  They call only error.c, format.c and the handle's I/O
- * table.
+ * an operation opens again for writing: the one rule, no other copy), the
+ * failed-sync rule (img_sync: a failed sync is final for the handle; later
+ * changes, flushes and the close return -EIO, img_check_failed), zeroing
+ * host bytes (img_zero_host: punch, or write zeros where the host cannot),
+ * the host file's size (img_file_size), the problems open and replay find
+ * for img_check (img_problem_add), and the sparse cluster write
+ * (img_sparse_reqs, img_write_sparse: the one rule for writing into free
+ * host clusters, for copy-up, relocation, compaction and repair).  They
+ * call only error.c, format.c and the handle's I/O table.
  */
 #include <errno.h>
 #include <stdarg.h>
