@@ -2,11 +2,14 @@
 /*
  * The in-memory BAT: a flat array of 64-bit entries (8 bytes per virtual
  * cluster, nothing else per cluster), plus a bitmap of BAT blocks changed
- * since the last commit.  Blocks go to disk only through the log
- * (journal.c); at open they are read from the BAT region (bat_load_blocks:
- * crc32c checked, decoded into the array).  The memory for the array and
- * the open's read buffer is allocated here too (img_big_alloc: large areas
- * are mappings aligned for huge pages).
+ * since the last commit (the BAT dirty bit: set only by bat_mark_dirty,
+ * taken and cleared only by bat_take_dirty, both under meta_lock).  Blocks
+ * go to disk only through the log (journal.c).  bat_dropped is the entry
+ * of a cluster whose contents are dropped (discard, an all-zero cluster
+ * compacted, a filesystem trim): unallocated, or "zero" in a delta, where
+ * unallocated would show the backing image again (FORMAT.md 3.1).
+ * The memory for the array and the open's read buffer is allocated here
+ * too (img_big_alloc: large areas are mappings aligned for huge pages).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -34,10 +37,36 @@ void bat_set(struct img *img, uint64_t v, uint64_t e)
 	else if (IMG_E_STATE(e) == IMG_E_COMP)
 		img->ncomp++;
 	__atomic_store_n(&img->bat[v], e, __ATOMIC_RELEASE);
+	bat_mark_dirty(img, blk);
+}
+
+uint64_t bat_dropped(const struct img *img)
+{
+	return img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0;
+}
+
+void bat_mark_dirty(struct img *img, uint64_t blk)
+{
 	if (!(img->dirty[blk / 64] >> (blk % 64) & 1)) {
 		img->dirty[blk / 64] |= 1ull << (blk % 64);
 		img->ndirty++;
 	}
+}
+
+uint64_t bat_take_dirty(struct img *img, uint64_t *blocks)
+{
+	uint64_t n = 0;
+
+	for (uint64_t w = 0; w * 64 < img->bat_alloc / IMG_ENTRIES_PER_BLOCK; w++) {
+		uint64_t bits = img->dirty[w];
+		while (bits) {
+			blocks[n++] = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			bits &= bits - 1;
+		}
+		img->dirty[w] = 0;
+	}
+	img->ndirty = 0;
+	return n;
 }
 
 /*

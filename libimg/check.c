@@ -78,15 +78,6 @@ static void report(struct reporter *rp, enum img_check_severity sev, int fixed, 
 	rp->opts->report(rp->opts->report_arg, sev, fixed, msg);
 }
 
-static void mark_dirty(struct img *img, uint64_t v)
-{
-	uint64_t b = v / IMG_ENTRIES_PER_BLOCK;
-	if (!(img->dirty[b / 64] >> (b % 64) & 1)) {
-		img->dirty[b / 64] |= 1ull << (b % 64);
-		img->ndirty++;
-	}
-}
-
 /* A host cluster for a repair to write a whole cluster into, reading as
  * zeros.  No entry that could exist maps it: while a BAT block is
  * unreadable its entries may map any cluster below the end of the file that
@@ -322,9 +313,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 	memset(rp.res, 0, sizeof(*rp.res));
 	if (opts && (opts->flags & ~IMG_CHECK_REPAIR))
 		return -EINVAL;
-	if (repair && img->rdonly)
-		return img_fail(img, -EROFS, "repair needs the image opened for writing");
-	if (repair && (r = img_check_failed(img)))   /* a sync failed: reopen first */
+	if (repair && (r = img_check_writable(img, IMG_CHANGE_REPAIR, "repair")))
 		return r;
 	if (!(buf = malloc(img->g.cluster_size)))
 		return -ENOMEM;
@@ -371,7 +360,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				pthread_mutex_lock(&img->meta_lock);
 				r = bat_resize_array(img, p->v + 1);
 				if (!r)
-					mark_dirty(img, p->v);
+					bat_mark_dirty(img, p->v / IMG_ENTRIES_PER_BLOCK);
 				pthread_mutex_unlock(&img->meta_lock);
 				fix = !r;
 			}

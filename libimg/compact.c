@@ -41,10 +41,10 @@ static uint64_t group_of(struct img *img)
 static int relocate_group(struct img *img, const uint64_t *list, uint64_t n, uint8_t *buf,
 			  uint64_t *moved)
 {
-	const uint64_t cs = img->g.cluster_size, bs = 4096, size = img_file_size(img);
+	const uint64_t cs = img->g.cluster_size;
 	uint64_t to[BATCH];
 	struct img_io_req *rq;
-	size_t nr = 0, cap = n * (cs / bs / 2 + 2);
+	size_t nr = 0, cap = n * IMG_SPARSE_MAX_REQS(cs);
 	int r = 0;
 
 	rq = malloc(cap * sizeof(*rq));
@@ -74,38 +74,11 @@ static int relocate_group(struct img *img, const uint64_t *list, uint64_t n, uin
 		img_fail(img, r, "reading clusters to move");
 		goto release;
 	}
-	/* The targets are free, so they read as zeros: write only non-zero
-	 * blocks, which keeps holes holes.  An all-zero cluster past the end
-	 * of the file gets its first byte written, so that a mapped cluster
-	 * starts inside the file (FORMAT.md 4.1). */
+	/* The targets are free: the sparse cluster write (img_sparse_reqs). */
 	nr = 0;
-	for (uint64_t k = 0; k < n; k++) {
-		uint8_t *b = buf + k * cs;
-		int wrote = 0;
-		if (to[k] == UINT64_MAX)
-			continue;
-		for (uint64_t o = 0; o < cs; ) {
-			uint64_t s = o, t;
-			while (s < cs && img_is_zero(b + s, bs))
-				s += bs;
-			t = s;
-			while (t < cs && !img_is_zero(b + t, bs))
-				t += bs;
-			if (t > s) {
-				rq[nr++] = (struct img_io_req){ .buf = b + s, .len = t - s,
-								.off = HOST_OFF(img, to[k]) + s,
-								.op = IMG_IO_OP_WRITE };
-				wrote = 1;
-			}
-			o = t;
-		}
-		if (!wrote && HOST_OFF(img, to[k]) >= size) {
-			static uint8_t zero;
-			rq[nr++] = (struct img_io_req){ .buf = &zero, .len = 1,
-							.off = HOST_OFF(img, to[k]),
-							.op = IMG_IO_OP_WRITE };
-		}
-	}
+	for (uint64_t k = 0; k < n; k++)
+		if (to[k] != UINT64_MAX)
+			nr += img_sparse_reqs(img, buf + k * cs, cs, HOST_OFF(img, to[k]), rq + nr);
 	if ((r = img_io_batch(img->io, rq, nr))) {
 		img_fail(img, r, "writing moved clusters");
 		goto release;
@@ -218,7 +191,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 			if (!r) {
 				/* A delta's zero cluster must keep hiding
 				 * the backing image (FORMAT.md 3.1). */
-				bat_set(img, v, img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
+				bat_set(img, v, bat_dropped(img));
 				(*freed)++;
 			}
 			pthread_mutex_unlock(&img->meta_lock);

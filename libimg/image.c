@@ -1457,7 +1457,7 @@ static int attach_backing(struct img *img, unsigned flags, struct chain *ch)
 
 	if (r)
 		return r;
-	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&img->hdr, &b->hdr)) {
 		img_close(b);
 		return img_fail(img, -EUCLEAN, "backing file '%s' is not the image this delta "
 				"was made over (its uuid differs): refused", img->hdr.backing_path);

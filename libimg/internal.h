@@ -171,6 +171,20 @@ uint64_t img_file_size(struct img *img);
  * where the host cannot punch. */
 int img_zero_host(struct img *img, uint64_t off, uint64_t len);
 int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The sparse cluster write, the one rule for writing into free host
+ * clusters (copy-up, relocation, compaction, repair): a free cluster reads
+ * as zeros, so of len bytes of buf going to host_off only the runs of
+ * 4 KiB blocks (aligned to buf) that are not all zeros are written, and
+ * when that is nothing and host_off is at or past the end of the file, one
+ * zero byte at host_off (a mapped cluster starts inside the file, FORMAT.md
+ * 4.1).  img_sparse_reqs stores those writes into rq (room for
+ * IMG_SPARSE_MAX_REQS(len)) and returns their number, for a caller that
+ * batches them (img_io_batch); img_write_sparse makes them, one after
+ * another (0 or -errno, no message). */
+#define IMG_SPARSE_MAX_REQS(len) ((size_t)((len) / 8192) + 2)
+size_t img_sparse_reqs(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off,
+		       struct img_io_req *rq);
+int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
 
 /* The one rule for "may this handle change the image" (util.c).  0, or
  * -errno with a message naming doing ("writing", "resizing", ...):
@@ -186,10 +200,17 @@ int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((form
  * resize, filesystem trim, live snapshot/merge, a safe rebase).
  * IMG_CHANGE_HEADER: a header-only change that keeps the delta's own
  * clusters as they are (an unsafe rebase, img_set_backing with
- * IMG_BACKING_UNSAFE): allowed without the backing chain.  Check repair
- * works on corrupt images and does not use this. */
-enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER };
+ * IMG_BACKING_UNSAFE, a template mark): allowed without the backing chain.
+ * IMG_CHANGE_REPAIR: img_check's repair, which works on corrupt images and
+ * on a delta without its chain (its own metadata only): read-only and a
+ * failed sync refuse it.
+ * img_check_changeable is the same rule but for the open mode: whether
+ * the image could be changed through a handle opened for writing, asked on
+ * a read-only handle before an operation opens it again for writing (a
+ * refusal then touches nothing, not even the header). */
+enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER, IMG_CHANGE_REPAIR };
 int img_check_writable(struct img *img, enum img_change what, const char *doing);
+int img_check_changeable(struct img *img, enum img_change what, const char *doing);
 /* Sync the host file (what: "syncing data", ...).  A failed sync is
  * sticky (FORMAT.md 6, rule 10): the kernel may have dropped the pages it
  * could not write, so nothing written since the last successful sync is
@@ -211,10 +232,6 @@ int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **
  * (absolute, "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a
  * message. */
 int img_check_backing_ref(const char *owner, const char *ref, int allow);
-/* rw.c: write len bytes of buf into a free host area at host_off, skipping
- * 4 KiB blocks of zeros (a free cluster reads as zeros); the first byte is
- * made to exist in the file. */
-int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
 
 /* image.c: create path (atomically, as img_create) as a delta over the
  * image backing, already open (opts->backing_file is its reference), or a
@@ -275,6 +292,12 @@ extern const struct img_vfs img_vfs_posix;
  * one).  On failure inner is still the caller's. */
 int img_io_wrap(struct img_io *inner, struct img_io **out);
 
+/* rw.c: reading through the backing chain, the one rule: what an image
+ * over the backing image b shows at [off, off+len) where it holds no
+ * cluster of its own: b's bytes (through b's own chain) below b's virtual
+ * size, zeros at and past it, and zeros everywhere when b is NULL (no
+ * backing).  0 or -errno (b's message). */
+int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off);
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock
  * held. */
@@ -335,6 +358,19 @@ static inline uint64_t bat_get(const struct img *img, uint64_t v)
 	return __atomic_load_n(&img->bat[v], __ATOMIC_ACQUIRE);
 }
 void bat_set(struct img *img, uint64_t v, uint64_t e);     /* meta_lock held */
+/* The BAT dirty bit (meta_lock held): BAT block blk changed since the last
+ * commit (bat_set marks it; repair and a failed commit mark blocks
+ * themselves).  bat_take_dirty stores the dirty blocks in ascending order
+ * into blocks (room for img->ndirty), clears every bit and returns their
+ * number. */
+void bat_mark_dirty(struct img *img, uint64_t blk);
+/* The delta discard rule, for every path that drops a cluster's contents
+ * (img_discard, compaction of an all-zero cluster, filesystem trim): the
+ * entry it gets, unallocated in a standalone image, "zero" in a delta
+ * (unallocated would let the backing image show through again, FORMAT.md
+ * 3.1). */
+uint64_t bat_dropped(const struct img *img);
+uint64_t bat_take_dirty(struct img *img, uint64_t *blocks);
 int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
 void bat_free_array(struct img *img);

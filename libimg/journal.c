@@ -327,16 +327,7 @@ static int commit_locked(struct img *img)
 			r = -ENOMEM;
 			goto out;
 		}
-		for (uint64_t w = 0; w * 64 < img->bat_alloc / IMG_ENTRIES_PER_BLOCK; w++) {
-			uint64_t bits = img->dirty[w];
-			while (bits) {
-				uint64_t b = w * 64 + (uint64_t)__builtin_ctzll(bits);
-				bits &= bits - 1;
-				targets[n++] = b;
-			}
-			img->dirty[w] = 0;
-		}
-		img->ndirty = 0;
+		n = bat_take_dirty(img, targets);
 	}
 	pending = img->pending;
 	npending = img->npending;
@@ -402,13 +393,8 @@ rollback:
 	img->next_seq = rb_seq;
 restore:
 	pthread_mutex_lock(&img->meta_lock);
-	for (uint64_t i = 0; i < n; i++) {
-		uint64_t b = targets[i];
-		if (!(img->dirty[b / 64] >> (b % 64) & 1)) {
-			img->dirty[b / 64] |= 1ull << (b % 64);
-			img->ndirty++;
-		}
-	}
+	for (uint64_t i = 0; i < n; i++)
+		bat_mark_dirty(img, targets[i]);
 	for (size_t i = 0; i < npending; i++)
 		if (alloc_defer_free(img, pending[i]))
 			break;  /* out of memory: the rest stay leaked (used) */

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The data path: read (a delta's unallocated clusters through its backing
- * chain), write (copy-up into a delta's new cluster), compressed write
- * (compress.c stores the payload), discard, write-zeroes, flush, map; and
- * the cluster copies the operations build on: img_relocate and img_copy_up
- * (resize), img_copy_cluster and img_write_sparse (check's repair).
+ * The data path: read, write, compressed write, the sparse write (zeros
+ * not written where the disk reads zeros: img_pwrite_sparse, for the tools
+ * that copy a disk into an image), discard, write-zeroes, flush, map, and
+ * the cluster copies the operations build on: img_relocate and
+ * img_copy_up (resize), img_copy_cluster (check's repair).  Whatever
+ * writes into a free host cluster does it with img_write_sparse (util.c).
+ * Reading through the backing chain is img_read_through, for every caller
+ * (a delta's unallocated clusters, copy-up, a rebase comparing chains).
  *
  * Invariants kept here (FORMAT.md §6):
  *  - data before map: a new cluster is reserved in the allocator, written,
@@ -65,44 +68,15 @@ static uint64_t run_length(struct img *img, uint64_t pos, uint64_t end, int k, u
 	return run;
 }
 
-/* Read [off, off+len) of the virtual disk from the backing image: bytes at
- * or past its virtual size read as zeros. */
-static int read_backing(struct img *img, uint8_t *buf, uint64_t len, uint64_t off)
+int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
 {
-	uint64_t bsize = img->backing->vsize, n = off < bsize ? min_u64(len, bsize - off) : 0;
-	ssize_t got = n ? img_pread(img->backing, buf, n, off) : 0;
+	uint64_t n = b && off < b->vsize ? min_u64(len, b->vsize - off) : 0;
+	ssize_t got = n ? img_pread(b, buf, n, off) : 0;
 
 	if (got < 0)
 		return (int)got;
 	memset(buf + n, 0, len - n);
 	return 0;
-}
-
-int img_write_sparse(struct img *img, const uint8_t *b, uint64_t len, uint64_t host_off)
-{
-	const uint64_t bs = 4096;
-	int r = 0, wrote = 0;
-
-	for (uint64_t o = 0; !r && o < len; ) {
-		uint64_t s = o;
-		while (s < len && img_is_zero(b + s, min_u64(bs, len - s)))
-			s += min_u64(bs, len - s);
-		uint64_t t = s;
-		while (t < len && !img_is_zero(b + t, min_u64(bs, len - t)))
-			t += min_u64(bs, len - t);
-		if (t > s) {
-			r = img->io->ops->pwrite(img->io, b + s, t - s, host_off + s);
-			wrote = 1;
-		}
-		o = t;
-	}
-	/* Nothing written, but a mapped cluster must start inside the file
-	 * (FORMAT.md 4.1).  The area is free, so it reads as zero already. */
-	if (!r && !wrote && host_off >= img_file_size(img)) {
-		static const uint8_t zero;
-		r = img->io->ops->pwrite(img->io, &zero, 1, host_off);
-	}
-	return r;
 }
 
 /* Copy-on-write: [pos, pos+len) inside cluster v, unallocated in a delta
@@ -121,7 +95,8 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 
 	if (!buf)
 		return -ENOMEM;
-	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf) : read_backing(img, buf, clen, cstart);
+	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf)
+					   : img_read_through(img->backing, buf, clen, cstart);
 	if (r) {
 		free(buf);
 		return r;
@@ -196,7 +171,7 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			}
 		} else if (kind(img, e) == K_BACKING) {
 			run = run_length(img, pos, end, K_BACKING, 0);
-			if ((r = read_backing(img, b + (pos - off), run, pos)))
+			if ((r = img_read_through(img->backing, b + (pos - off), run, pos)))
 				goto out;
 		} else if (kind(img, e) == K_COMP) {
 			if ((r = comp_read_run(img, pos, end, b + (pos - off), &run, &cs)))
@@ -329,6 +304,83 @@ out:
 	return r ? r : (ssize_t)len;
 }
 
+/* The bytes of the block at pos (blocks of g bytes, aligned), at most left. */
+static uint64_t block_len(uint64_t g, uint64_t pos, uint64_t left)
+{
+	return min_u64(g - pos % g, left);
+}
+
+/* [pos, pos + len) of a sparse write: img_pwrite, or with
+ * IMG_SPARSE_COMPRESS each whole cluster (the disk's last one counts as
+ * whole when it ends at vsize) img_write_compressed and each partial one
+ * img_pwrite. */
+static int write_run(struct img *img, const uint8_t *b, uint64_t len, uint64_t pos,
+		     unsigned flags, uint64_t vsize)
+{
+	int comp = (flags & IMG_SPARSE_COMPRESS) != 0;
+
+	while (len) {
+		uint64_t k = comp ? block_len(CS(img), pos, len) : len;
+		ssize_t w = comp && !(pos & MASK(img)) && (k == CS(img) || pos + k == vsize) ?
+			    img_write_compressed(img, b, k, pos) : img_pwrite(img, b, k, pos);
+		if (w < 0)
+			return (int)w;
+		b += k;
+		pos += k;
+		len -= k;
+	}
+	return 0;
+}
+
+IMG_API ssize_t img_pwrite_sparse(struct img *img, const void *buf, size_t len, uint64_t off,
+				  unsigned flags)
+{
+	const uint8_t *b = buf;
+	uint64_t g, vsize, v0, nv = 0, done = 0, written = 0;
+	uint8_t *zero = NULL;     /* per cluster of the range: reads zeros */
+	int r;
+
+	img_clear_error();
+	if (len > SSIZE_MAX || (flags & ~(IMG_SPARSE_CLUSTERS | IMG_SPARSE_COMPRESS)))
+		return img_fail(img, -EINVAL, "a sparse write with unknown flags or too long");
+	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")) || !len)
+		return r;
+	/* What reads zeros is decided as the call starts: the blocks of the
+	 * call do not overlap, and writing one leaves the rest of its cluster
+	 * as it read (a new cluster is a free one, FORMAT.md 6). */
+	v0 = off >> img->g.cluster_bits;
+	pthread_rwlock_rdlock(&img->map_lock);
+	if (!(r = check_range(img, off, len, "write"))) {
+		nv = ((off + len - 1) >> img->g.cluster_bits) - v0 + 1;
+		if (!(zero = malloc(nv)))
+			r = -ENOMEM;
+		for (uint64_t i = 0; zero && i < nv; i++)
+			zero[i] = kind(img, bat_get(img, v0 + i)) == K_ZERO;
+	}
+	vsize = img->vsize;
+	pthread_rwlock_unlock(&img->map_lock);
+	g = flags ? CS(img) : 4096;
+#define SKIP(p, n) (zero[((off + (p)) >> img->g.cluster_bits) - v0] && img_is_zero(b + (p), (n)))
+	while (done < len && !r) {
+		uint64_t k = block_len(g, off + done, len - done), run = 0;
+		if (SKIP(done, k)) {
+			done += k;
+			continue;
+		}
+		/* A run of blocks to write, up to the next one to skip. */
+		do {
+			run += k;
+			k = block_len(g, off + done + run, len - done - run);
+		} while (done + run < len && !SKIP(done + run, k));
+		r = write_run(img, b + done, run, off + done, flags, vsize);
+		written += run;
+		done += run;
+	}
+#undef SKIP
+	free(zero);
+	return r ? r : (ssize_t)written;
+}
+
 /* Discard (whole clusters become unallocated) or write-zeroes (whole
  * allocated clusters become "zero").  Partial clusters are zeroed on the
  * host.  Unallocated clusters already read as zeros and stay as they are,
@@ -356,7 +408,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 		if (whole) {
 			/* In a delta, "zero" hides the backing image; unallocated
 			 * would let it show through again (FORMAT.md 3.1). */
-			uint64_t ne = discard && !img->delta ? 0 : IMG_E_MAKE(IMG_E_ZERO, 0);
+			uint64_t ne = discard ? bat_dropped(img) : IMG_E_MAKE(IMG_E_ZERO, 0);
 			if (e != ne && (discard || img->delta || IMG_E_STATE(e) == IMG_E_ALLOC ||
 					IMG_E_STATE(e) == IMG_E_COMP)) {
 				pthread_mutex_lock(&img->meta_lock);

@@ -92,22 +92,6 @@
 
 #include "internal.h"
 
-/* Read [off, off+len) of what img shows through b (b NULL: zeros). */
-static int read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
-{
-	uint64_t n = 0;
-	ssize_t got = 0;
-
-	if (b) {
-		n = off < b->vsize ? (b->vsize - off < len ? b->vsize - off : len) : 0;
-		got = n ? img_pread(b, buf, n, off) : 0;
-	}
-	if (got < 0)
-		return (int)got;
-	memset(buf + n, 0, len - n);
-	return 0;
-}
-
 static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 			  img_progress_fn progress, void *arg)
 {
@@ -123,7 +107,7 @@ static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 		uint64_t off = v * cs, len = img->vsize - off < cs ? img->vsize - off : cs;
 		if (bat_get(img, v) != 0)
 			continue;       /* the image's own data or zero: unchanged */
-		if ((r = read_through(oldb, a, len, off)) || (r = read_through(newb, b, len, off)))
+		if ((r = img_read_through(oldb, a, len, off)) || (r = img_read_through(newb, b, len, off)))
 			break;
 		if (!memcmp(a, b, len))
 			continue;
@@ -239,10 +223,9 @@ static int usable(struct img *img, int rw)
 {
 	int r;
 
-	if (rw && (r = img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
+	if ((r = rw ? img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")
+		    : img_check_changeable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
 		return r;
-	if (img->corrupt)
-		return img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
 	if (!img->dir)
 		return img_fail(img, -EINVAL, "opened without a path");
 	if (img->flags & IMG_OPEN_NO_BACKING)
@@ -276,7 +259,7 @@ static int chain_reopens(struct img *img, unsigned of)
 			      "changing anything", img->name, m);
 		return r;
 	}
-	if (!img_is_zero(img->hdr.backing_uuid, 16) && memcmp(img->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&img->hdr, &b->hdr)) {
 		r = img_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
 			     "made over (its uuid differs): refused before changing anything",
 			     img->hdr.backing_path);
@@ -648,7 +631,7 @@ static int reattach(struct img *top, unsigned of)
 
 	if (r)
 		return r;
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
 		img_close(b);
 		return -EUCLEAN;
 	}
@@ -747,7 +730,7 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
 		return r;
 	}
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, b->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
 			     "over (its uuid differs): refused", top->hdr.backing_path);
 		img_set_chain_error(r);   /* the chain, not the image */
@@ -757,8 +740,8 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
 		r = img_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
 			     "written (refused)", bpath);
-	else if (b->corrupt)
-		r = img_fail(b, -EUCLEAN, "image is corrupt: repair it first");
+	else
+		r = img_check_changeable(b, IMG_CHANGE_CONTENT, "a merge into it");
 	img_close(b);
 	if (!r)
 		r = dir_writable(top, top->dir);
@@ -835,7 +818,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	}
 	if (r)
 		goto fail_top;
-	if (!img_is_zero(top->hdr.backing_uuid, 16) && memcmp(top->hdr.backing_uuid, base->hdr.uuid, 16)) {
+	if (!img_header_backing_matches(&top->hdr, &base->hdr)) {
 		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
 			     "(its uuid differs): refused", top->hdr.backing_path);
 		img_set_chain_error(r);   /* the chain, not the image */
@@ -848,10 +831,8 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 			     bpath);
 		goto fail_top;
 	}
-	if (base->corrupt) {
-		r = img_fail(base, -EUCLEAN, "image is corrupt: repair it first");
+	if ((r = img_check_writable(base, IMG_CHANGE_CONTENT, "a merge into it")))
 		goto fail_top;
-	}
 	/* A named base that is another delta's own snapshot stops being
 	 * one (FORMAT.md 3.1: the owner field true or cleared). */
 	if (!own && (base->hdr.incompat & IMG_INCOMPAT_OWNER)) {
@@ -1004,10 +985,8 @@ IMG_API int img_set_template(const char *path, int on)
 	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,
 				   &img)))
 		return r;
-	if (img->corrupt) {
-		r = img_fail(img, -EUCLEAN, "image is corrupt: repair it first");
+	if ((r = img_check_writable(img, IMG_CHANGE_HEADER, "changing the template mark")))
 		goto out;
-	}
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
 	if (on)

@@ -2,17 +2,22 @@
 /*
  * Handle utilities every layer above the I/O backends uses: the error of a
  * handle (img_fail), "may this handle change the image"
- * (img_check_writable), the failed-sync rule (img_sync: a failed sync is
- * final for the handle; later changes, flushes and the close return -EIO,
- * img_check_failed), zeroing host bytes (img_zero_host: punch, or write
- * zeros where the host cannot), the host file's size (img_file_size), and
- * the problems open and replay find for img_check (img_problem_add).
- * They call only error.c and the handle's I/O table.
+ * (img_check_writable; img_check_changeable asks it of a read-only handle
+ * an operation opens again for writing: the one rule, no other copy), the
+ * failed-sync rule (img_sync: a failed sync is final for the handle; later
+ * changes, flushes and the close return -EIO, img_check_failed), zeroing
+ * host bytes (img_zero_host: punch, or write zeros where the host cannot),
+ * the host file's size (img_file_size), the problems open and replay find
+ * for img_check (img_problem_add), and the sparse cluster write
+ * (img_sparse_reqs, img_write_sparse: the one rule for writing into free
+ * host clusters, for copy-up, relocation, compaction and repair).  They
+ * call only error.c, format.c and the handle's I/O table.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -43,20 +48,27 @@ int img_check_failed(struct img *img)
 	return -EIO;
 }
 
-int img_check_writable(struct img *img, enum img_change what, const char *doing)
+int img_check_changeable(struct img *img, enum img_change what, const char *doing)
 {
 	int r;
 
-	if (img->rdonly)
-		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
 	if ((r = img_check_failed(img)))
 		return r;
+	if (what == IMG_CHANGE_REPAIR)
+		return 0;
 	if (img->corrupt)
 		return img_fail(img, -EUCLEAN, "image is corrupt: repair it before %s", doing);
 	if (what == IMG_CHANGE_CONTENT && img->delta && !img->backing)
 		return img_fail(img, -EROFS, "a delta opened without its backing chain: %s refused "
 				"(what the disk shows depends on its backing image)", doing);
 	return 0;
+}
+
+int img_check_writable(struct img *img, enum img_change what, const char *doing)
+{
+	if (img->rdonly)
+		return img_fail(img, -EROFS, "opened read-only: %s refused", doing);
+	return img_check_changeable(img, what, doing);
 }
 
 int img_sync(struct img *img, const char *what)
@@ -88,6 +100,49 @@ int img_zero_host(struct img *img, uint64_t off, uint64_t len)
 		off += n;
 		len -= n;
 	}
+	return r;
+}
+
+size_t img_sparse_reqs(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off,
+		       struct img_io_req *rq)
+{
+	static uint8_t zero;
+	const uint64_t bs = 4096;
+	size_t n = 0;
+
+	for (uint64_t o = 0; o < len; ) {
+		uint64_t s = o, t;
+		while (s < len && img_is_zero(buf + s, len - s < bs ? len - s : bs))
+			s += len - s < bs ? len - s : bs;
+		t = s;
+		while (t < len && !img_is_zero(buf + t, len - t < bs ? len - t : bs))
+			t += len - t < bs ? len - t : bs;
+		if (t > s)
+			rq[n++] = (struct img_io_req){ .buf = (uint8_t *)buf + s, .len = t - s,
+						       .off = host_off + s, .op = IMG_IO_OP_WRITE };
+		o = t;
+	}
+	/* Nothing to write, but a mapped cluster must start inside the file
+	 * (FORMAT.md 4.1).  The area is free, so it reads as zero already. */
+	if (!n && host_off >= img_file_size(img))
+		rq[n++] = (struct img_io_req){ .buf = &zero, .len = 1, .off = host_off,
+					       .op = IMG_IO_OP_WRITE };
+	return n;
+}
+
+int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off)
+{
+	struct img_io_req few[8], *rq = few;
+	size_t n, cap = IMG_SPARSE_MAX_REQS(len);
+	int r = 0;
+
+	if (cap > sizeof(few) / sizeof(few[0]) && !(rq = malloc(cap * sizeof(*rq))))
+		return -ENOMEM;
+	n = img_sparse_reqs(img, buf, len, host_off, rq);
+	for (size_t i = 0; i < n && !r; i++)
+		r = img->io->ops->pwrite(img->io, rq[i].buf, rq[i].len, rq[i].off);
+	if (rq != few)
+		free(rq);
 	return r;
 }
 

@@ -228,7 +228,6 @@ int run_silent(char *const argv[])
 }
 
 #define COPY_CHUNK (1u << 20)
-#define COPY_BLOCK 4096u
 
 int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,
 			uint64_t *copied, struct progress *pr)
@@ -266,25 +265,13 @@ int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img
 					   file, strerror(-r));
 				break;
 			}
-			/* Write runs of non-zero 4 KiB blocks. */
-			for (size_t i = 0; i < n && !r; ) {
-				size_t s = i, k;
-				while (s < n && buffer_is_zero(buf + s, n - s < COPY_BLOCK ? n - s : COPY_BLOCK))
-					s += COPY_BLOCK;
-				if (s >= n)
-					break;
-				k = s;
-				while (k < n && !buffer_is_zero(buf + k, n - k < COPY_BLOCK ? n - k : COPY_BLOCK))
-					k += COPY_BLOCK;
-				if (k > n)
-					k = n;
-				ssize_t w = img_pwrite(img, buf + s, k - s, p + s);
-				if (w < 0) {
-					r = (int)w;
-					img_errmsg(file, r);
-				} else
-					*copied += k - s;
-				i = k;
+			/* The image is new: its zero blocks are not written. */
+			ssize_t w = img_pwrite_sparse(img, buf, n, p, 0);
+			if (w < 0) {
+				r = (int)w;
+				img_errmsg(file, r);
+			} else {
+				*copied += (uint64_t)w;
 			}
 			if (pr && !r)
 				progress_update(pr, p + n, size);

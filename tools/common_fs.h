@@ -51,7 +51,8 @@ int run_silent(char *const argv[]);
 
 /* Copies the data of the raw file fd (size bytes) into img at the same
  * offsets: only what SEEK_DATA finds, and within it only the 4 KiB blocks
- * that are not all zero, so the image stays as thin as the raw file.
+ * that are not all zero (img_pwrite_sparse), so the image stays as thin
+ * as the raw file.
  * *copied: bytes written.  pr (may be NULL): progress by offset.  0 or
  * -errno (message printed). */
 int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,

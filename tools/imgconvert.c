@@ -122,7 +122,6 @@ struct end {
 	struct img_io *dio;   /* raw source file: direct I/O backend, or NULL */
 	const char *engine;   /* its engine, for --verbose */
 	int compress;         /* libimg destination: -c */
-	uint64_t ncompressed; /* clusters stored compressed */
 	int probed;           /* libimg source detected by content (no -F) */
 };
 
@@ -225,37 +224,6 @@ static int src_read(struct end *s, void *buf, size_t len, uint64_t off)
 			return r;       /* -EINVAL: direct I/O refused, dio closed */
 	}
 	return raw_read(s, buf, len, off);
-}
-
-static int dst_write(struct end *d, const void *buf, size_t len, uint64_t off)
-{
-	ssize_t n;
-
-	if (d->fmt == FMT_RAW)
-		return raw_write(d, buf, len, off);
-	if (d->compress) {
-		/* whole clusters (the granule): compressed where it saves a
-		 * sector */
-		const char *p = buf;
-		uint64_t g = d->granule;
-		while (len && off % g == 0 && (len >= g || off + len == d->size)) {
-			size_t k = len < g ? len : (size_t)g;
-			int r = img_write_compressed(d->img, p, k, off);
-			if (r < 0)
-				return r;
-			d->ncompressed += (uint64_t)r;
-			p += k;
-			off += k;
-			len -= k;
-		}
-		buf = p;
-		if (!len)
-			return 0;
-	}
-	n = img_pwrite(d->img, buf, len, off);
-	if (n < 0)
-		return (int)n;
-	return (size_t)n == len ? 0 : -EIO;
 }
 
 /* The next run of data at or after off: [*start, *start + *len).  *len is
@@ -413,12 +381,25 @@ out:
 }
 
 /* Writes the granules of one piece that are not all zeros (consecutive
- * ones in one write).  *copied counts the bytes written. */
+ * ones in one write): a libimg output through the library's sparse write
+ * (whole clusters, compressed with -c).  *copied counts the bytes
+ * written. */
 static int write_piece(struct end *d, const char *buf, uint64_t start, size_t n,
 		       uint64_t *copied)
 {
 	const uint64_t g = d->granule;
 	size_t i = 0;
+
+	if (d->fmt == FMT_LIBIMG) {
+		ssize_t w = img_pwrite_sparse(d->img, buf, n, start,
+					      d->compress ? IMG_SPARSE_COMPRESS : IMG_SPARSE_CLUSTERS);
+		if (w < 0) {
+			img_errmsg(d->name, (int)w);
+			return (int)w;
+		}
+		*copied += (uint64_t)w;
+		return 0;
+	}
 
 	while (i < n) {
 		size_t run, j;
@@ -438,7 +419,7 @@ static int write_piece(struct end *d, const char *buf, uint64_t start, size_t n,
 				break;
 			run += step;
 		}
-		r = dst_write(d, buf + i, run, start + i);
+		r = raw_write(d, buf + i, run, start + i);
 		if (r < 0) {
 			img_errmsg(d->name, r);
 			return r;

@@ -379,6 +379,21 @@ int img_flush(struct img *img);
  * readers cannot open it until no compressed cluster is left.  Reads
  * decompress; a later write into the cluster stores it uncompressed. */
 int img_write_compressed(struct img *img, const void *buf, size_t len, uint64_t off);
+/* The sparse write (copying a disk into an image, e.g. a new one): as
+ * img_pwrite of [off, off+len), but buf is cut into blocks aligned in the
+ * virtual disk (4 KiB, or the image's clusters with IMG_SPARSE_CLUSTERS)
+ * and a block of zeros is not written where the image already reads zeros
+ * (by its map: a "zero" cluster, or an unallocated one of an image that
+ * shows no backing image), so it allocates nothing there.  Every other
+ * block is written, zeros included: afterwards the range reads as buf.
+ * IMG_SPARSE_COMPRESS (clusters, as IMG_SPARSE_CLUSTERS): a whole cluster
+ * that is written is stored as img_write_compressed stores it, partial
+ * ones as img_pwrite.  Returns the bytes written (len less the bytes
+ * skipped), or -errno (a part may have been written). */
+#define IMG_SPARSE_CLUSTERS 0x1u
+#define IMG_SPARSE_COMPRESS 0x2u
+ssize_t img_pwrite_sparse(struct img *img, const void *buf, size_t len, uint64_t off,
+			  unsigned flags);
 
 /* ---------------------------------------------------------------------- */
 /* Information                                                             */

@@ -97,6 +97,7 @@ static void no_backing_changes_nothing(void)
 	T_CHECK(img_discard(img, 0, CS) == -EROFS);
 	T_CHECK(img_write_zeroes(img, 0, CS) == -EROFS);
 	T_CHECK(img_write_compressed(img, b, CS, 0) == -EROFS);
+	T_CHECK(img_pwrite_sparse(img, b, CS, 0, 0) == -EROFS);
 	T_CHECK(img_compact(img, &co, NULL) == -EROFS);
 	T_CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
 	T_CHECK(img_set_backing(img, "base.img", 0, NULL, NULL) == -EROFS);
