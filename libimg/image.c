@@ -126,9 +126,13 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 	img_header_encode(&h, slots);
 	h.seq = 1;
 	img_header_encode(&h, slots + IMG_HEADER_SLOT);
-	r = io->ops->pwrite(io, slots, 2 * IMG_HEADER_SLOT, 0);
+	/* The file is data_offset bytes long, durably, before a header can
+	 * name it (FORMAT.md 2 and 6: a shorter file is truncated). */
+	r = io->ops->truncate(io, g.data_offset);
 	if (!r)
-		r = io->ops->truncate(io, g.data_offset);
+		r = io->ops->flush(io);
+	if (!r)
+		r = io->ops->pwrite(io, slots, 2 * IMG_HEADER_SLOT, 0);
 	if (!r)
 		r = io->ops->flush(io);
 	free(slots);
@@ -1293,6 +1297,16 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	}
 	if ((r = read_headers(img)))
 		goto fail;
+	/* FORMAT.md 2: every writer sizes the file to data_offset before the
+	 * header that names it can be read, so a shorter file lost its tail
+	 * (truncated or copied short): its BAT or log read as zeros would
+	 * show an empty disk. */
+	if (file_size < img->g.data_offset) {
+		r = img_fail(img, -EUCLEAN, "truncated: the file is %llu bytes, shorter than its "
+			     "metadata area (header, log and BAT: %llu bytes)",
+			     (unsigned long long)file_size, (unsigned long long)img->g.data_offset);
+		goto fail;
+	}
 	if (rw && (img->hdr.ro_compat & ~IMG_RO_COMPAT_KNOWN)) {
 		r = img_fail(img, -EROFS, "read-only compatible features 0x%llx unknown: opening for writing refused",
 			     (unsigned long long)img->hdr.ro_compat);

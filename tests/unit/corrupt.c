@@ -312,6 +312,41 @@ int main(void)
 	}
 	free(b);
 
+	/* Issue 22 #0: a file shorter than its metadata area (data_offset)
+	 * was cut: refused as corrupt, also for checking, never read as an
+	 * empty disk (its BAT past the end would read as zeros). */
+	b = copy_base(&len);
+	{
+		const size_t cut[] = { 1000, 2 * IMG_HEADER_SLOT, (size_t)BAT_OFF, (size_t)BAT_OFF + 4096,
+				       (size_t)(DATA0 * CS - 1) };
+		for (size_t i = 0; i < sizeof(cut) / sizeof(cut[0]); i++) {
+			CHECK(open_bytes(b, cut[i], 0, &img, NULL) == -EUCLEAN);
+			if (!strstr(img_last_error(), "truncated")) {
+				fprintf(stderr, "cut at %zu: message '%s'\n", cut[i], img_last_error());
+				fails++;
+			}
+			CHECK(open_bytes(b, cut[i], IMG_OPEN_CHECK, &img, NULL) == -EUCLEAN);
+		}
+		char want[160];
+		snprintf(want, sizeof(want), "the file is 1000 bytes, shorter than its metadata area "
+			 "(header, log and BAT: %llu bytes)", (unsigned long long)(DATA0 * CS));
+		CHECK(open_bytes(b, 1000, 0, &img, NULL) == -EUCLEAN);
+		CHECK(strstr(img_last_error(), want) != NULL);
+	}
+	free(b);
+	/* A new image is exactly its metadata area, and opens. */
+	{
+		struct img_create_opts o = { .virtual_size = 16u << 20, .cluster_size = CS };
+		struct img_io *io;
+		img_io_mem_new(NULL, 0, &io);
+		CHECK(img_create_io(io, &o) == 0);
+		img_io_mem_data(io, &len);
+		CHECK(len == DATA0 * CS);
+		CHECK(img_open_io(keep(io), 0, &img) == 0);
+		img_close(img);
+		io->ops->close(io);
+	}
+
 	/* Truncated file: entries past EOF. */
 	b = copy_base(&len);
 	CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
