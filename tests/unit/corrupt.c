@@ -290,6 +290,71 @@ int main(void)
 		img_close(live);
 	}
 
+	/* Issue 22 #1 and FORMAT.md 5: two committed transactions in the log;
+	 * the first descriptor intact (crc fixed) with a reserved byte set.
+	 * Ending the replay there would drop the second, flushed, silently:
+	 * the image is corrupt instead.  Issue 22 #4 (replay before the
+	 * in-place BAT is judged): an in-place block that is torn, or whose
+	 * reserved field is set, but that a replayed payload replaces, is
+	 * never looked at: the image opens with the log's entries. */
+	{
+		struct img *live;
+		struct img_io *lio;
+		struct img_create_opts o = { .virtual_size = 16u << 20, .cluster_size = CS };
+		img_io_mem_new(NULL, 0, &lio);
+		CHECK(img_create_io(lio, &o) == 0);
+		CHECK(img_open_io(keep(lio), IMG_OPEN_RDWR, &live) == 0);
+		memset(buf, 0x11, sizeof(buf));
+		CHECK(img_pwrite(live, buf, CS, 0) == CS && img_flush(live) == 0);
+		memset(buf, 0x22, sizeof(buf));
+		CHECK(img_pwrite(live, buf, CS, 5 * CS) == CS && img_flush(live) == 0);
+		const uint8_t *d = img_io_mem_data(lio, &len);
+		b = malloc(len);
+		memcpy(b, d, len);
+		img_close(live);
+		lio->ops->close(lio);
+		/* as left: two transactions, both replayed */
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		img_info(img, &info);
+		CHECK(info.log_replayed == 2);
+		CHECK(img_pread(img, buf, CS, 5 * CS) == CS && buf[0] == 0x22);
+		img_close(img);
+		/* the in-place block 0 torn, then with its reserved field set:
+		 * the log replaces it */
+		CHECK(entry(b, 0) == 0);
+		uint8_t save[IMG_BLOCK_SIZE];
+		memcpy(save, b + BAT_OFF, sizeof(save));
+		memset(b + BAT_OFF, 0x5a, IMG_BLOCK_SIZE);
+		memcpy(b + BAT_OFF, "BAT1", 4);
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 0x11 && buf[CS - 1] == 0x11);
+		img_close(img);
+		{
+			uint64_t ents[IMG_ENTRIES_PER_BLOCK] = { 0 };
+			img_bat_block_encode(0, 1, ents, b + BAT_OFF);
+			b[BAT_OFF + 24] = 1;
+			put_le32(b + BAT_OFF + 4, 0);
+			put_le32(b + BAT_OFF + 4, img_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
+		}
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		CHECK(img_pread(img, buf, CS, 5 * CS) == CS && buf[0] == 0x22);
+		img_close(img);
+		memcpy(b + BAT_OFF, save, sizeof(save));
+		/* the first descriptor: a reserved byte set, crc fixed */
+		CHECK(memcmp(b + LOG_OFF, "LOG1", 4) == 0);
+		b[LOG_OFF + 24] = 1;
+		put_le32(b + LOG_OFF + 4, 0);
+		put_le32(b + LOG_OFF + 4, img_crc32c(0, b + LOG_OFF, IMG_BLOCK_SIZE));
+		CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
+		CHECK(strstr(img_last_error(), "descriptor is intact but reserved or unused bytes are not zero") != NULL);
+		CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == -EUCLEAN);
+		/* its crc broken instead: torn, the end of the replay (opens) */
+		b[LOG_OFF + 4] ^= 1;
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		img_close(img);
+		free(b);
+	}
+
 	/* Leaked cluster (data no entry maps): found, repaired. */
 	b = copy_base(&len);
 	{

@@ -207,7 +207,16 @@ int main(int argc, char **argv)
 	blk[9] ^= 1;
 	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
 	img_log_desc_encode(77, 0, t, blk);
-	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);                /* count 0 */
+	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);                /* count 0 */
+	CHECK(seq == 77 && cnt == 0);
+	/* issue 22 #1: intact (crc fixed) with reserved bytes set: -EBADMSG,
+	 * not the -EUCLEAN of a torn block */
+	img_log_desc_encode(78, 3, t, blk);
+	blk[25] = 1;
+	put_le32(blk + 4, 0);
+	put_le32(blk + 4, img_crc32c(0, blk, IMG_BLOCK_SIZE));
+	CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);
+	CHECK(seq == 78 && cnt == 3);
 
 	/* Entry encoding. */
 	CHECK(IMG_E_STATE(IMG_E_MAKE(IMG_E_ALLOC, 5)) == IMG_E_ALLOC);
