@@ -1345,21 +1345,24 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	if ((r = journal_replay(img)))
 		goto fail;
 	for (uint64_t b = 0; b < nblocks; b++) {
+		uint64_t tmp[IMG_ENTRIES_PER_BLOCK], seq;
+		uint8_t blk[IMG_BLOCK_SIZE];
+		char why[160];
+
 		if (!(img->bad_map[b / 64] >> (b % 64) & 1))
 			continue;
+		/* The cause, as the decoder names it (magic, crc, index,
+		 * reserved field): issue 22 #2. */
+		snprintf(why, sizeof(why), "BAT block %llu: unreadable", (unsigned long long)b);
+		if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
+			img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
 		if (!(flags & IMG_OPEN_CHECK)) {
-			uint64_t tmp[IMG_ENTRIES_PER_BLOCK], seq;
-			uint8_t blk[IMG_BLOCK_SIZE];
-			char why[160] = "unreadable";
-			if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
-				img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
 			r = img_fail(img, -EUCLEAN, "%s", why);
 			goto fail;
 		}
 		img->bad_blocks++;
-		img_problem_add(img, P_BAD_BLOCK, b, 0,
-				"BAT block %llu is unreadable (bad magic, crc or location): its %u entries are unknown",
-				(unsigned long long)b, IMG_ENTRIES_PER_BLOCK);
+		img_problem_add(img, P_BAD_BLOCK, b, 0, "%s: its %u entries are unknown", why,
+				IMG_ENTRIES_PER_BLOCK);
 	}
 	if ((r = validate_bat(img, file_size)))
 		goto fail;

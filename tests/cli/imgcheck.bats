@@ -95,6 +95,18 @@ add_leak() {
   [[ "$err" == *"truncated"* ]] || [[ "$out" == *"truncated"* ]]
 }
 
+@test "issue 22 #2: a BAT block with its reserved field set is corrupt, and imgcheck names the cause" {
+  image_with_data
+  poke a.img bat-reserved
+  run_split imgcheck a.img
+  [ "$status" -eq 2 ]
+  [[ "$out" == *"BAT block 0: reserved field not zero"* ]] || { echo "$out"; false; }
+  [[ "$out" != *"bad magic, crc or location"* ]]
+  run_split imginfo a.img
+  [ "$status" -eq 3 ]
+  [[ "$err" == *"a.img: image is corrupt (BAT block 0: reserved field not zero)"* ]] || { echo "$err"; false; }
+}
+
 @test "imgcheck: leaked clusters only exit 3; --repair fixes them" {
   image_with_data
   add_leak a.img

@@ -23,6 +23,8 @@ File actions:
                    shorter than its metadata area is truncated, corrupt)
 BAT actions:
   corrupt-bat      a byte of BAT block 0's entries flipped (crc not fixed)
+  bat-reserved     BAT block 0's reserved field (bytes 24..31) set to 1
+                   (crc32c fixed: intact, but no writer writes it)
   bad-entries N    entries 1..N an unknown state, entry N+1 a duplicate of
                    entry 0's mapping (crc32c fixed)
 """
@@ -182,6 +184,17 @@ def main(argv):
             f.write(bytes([b[0] ^ 0x5A]))
         elif action == "pad":
             pad(f)
+        elif action == "bat-reserved":
+            f.seek(0)
+            bat = u64(f.read(HDR), 96)
+            f.seek(bat)
+            blk = bytearray(f.read(HDR))
+            assert blk[:4] == b"BAT1", "BAT block 0 is empty"
+            struct.pack_into("<Q", blk, 24, 1)
+            struct.pack_into("<I", blk, 4, 0)
+            struct.pack_into("<I", blk, 4, crc32c(bytes(blk)))
+            f.seek(bat)
+            f.write(blk)
         elif action == "bad-entries":
             bad_entries(f, int(args[0]))
         else:

@@ -98,6 +98,14 @@ static uint64_t entry(uint8_t *bytes, unsigned v)
 	return ents[v];
 }
 
+/* img_check's report callback: the first corruption's message. */
+static void keep_report(void *arg, enum img_check_severity sev, int fixed, const char *msg)
+{
+	(void)fixed;
+	if (sev == IMG_CHECK_CORRUPT && !*(char *)arg)
+		snprintf(arg, 400, "%s", msg);
+}
+
 static void expect_corrupt(uint8_t *bytes, size_t len, const char *what, int repairable)
 {
 	struct img *img;
@@ -219,6 +227,24 @@ int main(void)
 	b = copy_base(&len);
 	b[BAT_OFF + 200] ^= 0x10;
 	expect_corrupt(b, len, "bad crc32c", 0);
+	free(b);
+
+	/* Issue 22 #2: BAT block with its reserved field set (crc valid):
+	 * corrupt, and the cause named (open and check). */
+	b = copy_base(&len);
+	b[BAT_OFF + 24] = 1;
+	put_le32(b + BAT_OFF + 4, 0);
+	put_le32(b + BAT_OFF + 4, img_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
+	expect_corrupt(b, len, "BAT block 0: reserved field not zero", 0);
+	CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+	{
+		char seen[400] = "";
+		struct img_check_opts co = { .report = keep_report, .report_arg = seen };
+		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions >= 1);
+		CHECK(strstr(seen, "BAT block 0: reserved field not zero") != NULL);
+		CHECK(strstr(seen, "bad magic, crc or location") == NULL);
+	}
+	img_close(img);
 	free(b);
 
 	/* Both headers bad; not an image; unknown incompatible feature. */
