@@ -795,6 +795,14 @@ static int read_headers(struct img *img)
 		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
 	ret = choose_header(slots, h, r, &use);
 	free(slots);
+	/* FORMAT.md 3: both copies carry the image's uuid, which no writer
+	 * changes; an older copy with another one came from another image
+	 * (a damaged copy: ignored, reported, rewritten by the next write). */
+	if (!ret && !r[1 - use] && memcmp(h[0].uuid, h[1].uuid, 16)) {
+		r[1 - use] = -EUCLEAN;
+		snprintf(why[1 - use], sizeof(why[1 - use]), "its uuid differs from header %c's",
+			 use ? 'B' : 'A');
+	}
 	if (ret == -EMEDIUMTYPE)
 		return img_fail(img, ret, "not a libimg image");
 	if (ret == -EUCLEAN && (r[0] && r[0] != -EOPNOTSUPP) && (r[1] && r[1] != -EOPNOTSUPP))
