@@ -946,7 +946,7 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 			bad = "is a compressed payload inside the metadata";
 		else if (h >= IMG_MAX_HOST_CLUSTER)
 			bad = "is a compressed payload past the 2^32 cluster cap";
-		else if (sct * 512 >= file_size)
+		else if ((sct + n) * 512 > file_size)   /* writers write all n sectors */
 			bad = "is a compressed payload past the end of the file";
 		if (bad) {
 			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,

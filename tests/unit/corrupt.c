@@ -483,6 +483,36 @@ int main(void)
 		io->ops->close(io);
 	}
 
+	/* Issue 22 #0/#4: a compressed payload that starts inside the file
+	 * and ends past it (the file cut inside it, here only in its last
+	 * sector): a writer writes all n sectors, so it is corrupt, never
+	 * read with zeros for what was cut. */
+	{
+		struct img_create_opts o = { .virtual_size = 16u << 20, .cluster_size = CS };
+		struct img_io *io;
+		img_io_mem_new(NULL, 0, &io);
+		CHECK(img_create_io(io, &o) == 0);
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR, &img) == 0);
+		for (unsigned i = 0; i < CS; i++)
+			buf[i] = (uint8_t)("compressible text "[i % 18]);
+		CHECK(img_write_compressed(img, buf, CS, 0) == 1);
+		CHECK(img_write_compressed(img, buf, CS, CS) == 1);
+		CHECK(img_close(img) == 0);
+		const uint8_t *d = img_io_mem_data(io, &len);
+		b = malloc(len);
+		memcpy(b, d, len);
+		io->ops->close(io);
+		uint64_t e0 = entry(b, 0), e1 = entry(b, 1), e = e0 > e1 ? e0 : e1;
+		uint64_t end = (IMG_C_SECTOR(e) + IMG_C_COUNT(e)) * 512;
+		CHECK(IMG_E_STATE(e) == IMG_E_COMP && end == len);
+		CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+		img_close(img);
+		CHECK(open_bytes(b, len - 1, 0, &img, NULL) == -EUCLEAN);
+		CHECK(strstr(img_last_error(), "compressed payload past the end of the file") != NULL);
+		CHECK(open_bytes(b, IMG_C_SECTOR(e) * 512 + 1, 0, &img, NULL) == -EUCLEAN);
+		free(b);
+	}
+
 	/* Truncated file: entries past EOF. */
 	b = copy_base(&len);
 	CHECK(open_bytes(b, (size_t)(DATA0 * CS + 10), 0, &img, NULL) == -EUCLEAN);
