@@ -188,7 +188,8 @@ int journal_replay(struct img *img)
 	int r, err;
 
 	/* Read the whole log region (another writer may have used all of it),
-	 * but not past the end of the file: that part reads as zeros. */
+	 * but not past the end of the file (none: the open refused a file
+	 * shorter than data_offset before this, FORMAT.md 2). */
 	{
 		uint64_t size = img_file_size(img), in_file;
 		in_file = size > img->hdr.log_offset ?

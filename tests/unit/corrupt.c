@@ -231,6 +231,31 @@ int main(void)
 	expect_corrupt(b, len, "past the virtual size", 1);
 	free(b);
 
+	/* Issue 22 #4 (FORMAT.md 4): a BAT block past the ones covering the
+	 * virtual size (16 MiB: block 0 only) holding garbage: an open does
+	 * not read it and opens; a check reports it, a repair empties it. */
+	b = copy_base(&len);
+	memset(b + BAT_OFF + 3 * IMG_BLOCK_SIZE, 0x6b, IMG_BLOCK_SIZE);
+	CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
+	CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 1);
+	img_close(img);
+	CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
+	CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 1);
+	img_close(img);
+	{
+		struct img_io *io;
+		struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+		img_io_mem_new(b, len, &io);
+		CHECK(img_open_io(keep(io), IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+		CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
+		img_close(img);
+		CHECK(img_open_io(keep(io), 0, &img) == 0);
+		CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0);
+		img_close(img);
+		io->ops->close(io);
+	}
+	free(b);
+
 	/* BAT block with a bad crc: not repairable (entries unknown). */
 	b = copy_base(&len);
 	b[BAT_OFF + 200] ^= 0x10;
