@@ -167,25 +167,32 @@ static const struct img_io_ops fuzz_io_ops = {
  * bytes, padded the same way when it opens them again.  (The refusal of a
  * short file is one comparison, tested in tests/unit/corrupt.c.)
  */
+/* Header copy slot (0 or 1) of the input, the part past its end read as
+ * zeros, decoded with its geometry: 0, or non-zero (absent, not valid). */
+static inline int fuzz_slot_header(const uint8_t *data, size_t size, size_t slot,
+				   struct img_header *h, struct img_geom *g)
+{
+	uint8_t buf[IMG_HEADER_SLOT];
+	size_t have;
+
+	if (size <= slot * IMG_HEADER_SLOT)
+		return -1;
+	have = size - slot * IMG_HEADER_SLOT;
+	if (have > IMG_HEADER_SLOT)
+		have = IMG_HEADER_SLOT;
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, data + slot * IMG_HEADER_SLOT, have);
+	return img_header_decode(buf, h, NULL, 0) || img_geom_compute(h, g);
+}
+
 static inline uint64_t fuzz_hole_to(const uint8_t *data, size_t size)
 {
 	uint64_t to = 0;
 
 	for (size_t slot = 0; slot < 2; slot++) {
-		uint8_t buf[IMG_HEADER_SLOT];
 		struct img_header h;
 		struct img_geom g;
-		size_t have;
-		if (size <= slot * IMG_HEADER_SLOT)
-			break;
-		have = size - slot * IMG_HEADER_SLOT;
-		if (have > IMG_HEADER_SLOT)
-			have = IMG_HEADER_SLOT;
-		memset(buf, 0, sizeof(buf));
-		memcpy(buf, data + slot * IMG_HEADER_SLOT, have);
-		if (img_header_decode(buf, &h, NULL, 0) || img_geom_compute(&h, &g))
-			continue;
-		if (g.data_offset > to)
+		if (!fuzz_slot_header(data, size, slot, &h, &g) && g.data_offset > to)
 			to = g.data_offset;
 	}
 	return to;
@@ -359,18 +366,9 @@ static inline int fuzz_too_big(const uint8_t *data, size_t size)
 	if (off)
 		return 0;
 	for (size_t slot = 0; slot < 2; slot++) {
-		uint8_t buf[IMG_HEADER_SLOT];
 		struct img_header h;
 		struct img_geom g;
-		size_t have;
-		if (size <= slot * IMG_HEADER_SLOT)
-			break;
-		have = size - slot * IMG_HEADER_SLOT;
-		if (have > IMG_HEADER_SLOT)
-			have = IMG_HEADER_SLOT;
-		memset(buf, 0, sizeof(buf));
-		memcpy(buf, data + slot * IMG_HEADER_SLOT, have);
-		if (img_header_decode(buf, &h, NULL, 0) || img_geom_compute(&h, &g))
+		if (fuzz_slot_header(data, size, slot, &h, &g))
 			continue;
 		if (g.vclusters > FUZZ_MAX_VCLUSTERS || h.log_size > FUZZ_MAX_LOG ||
 		    g.bat_blocks > FUZZ_MAX_BAT_BLOCKS)
