@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "libimg.h"
+#include "testio.h"
+#include "../helpers/ioborrow.h"
 
 static int fails;
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s (%s)\n", __FILE__, __LINE__, #c, img_last_error()); fails++; } } while (0)
@@ -132,6 +134,41 @@ int main(void)
 	CHECK(img_resize(img, 16u << 20, 0) == -EROFS);
 	img_close(img);
 	unlink(path);
+
+	/* Issue 22 #0 (FORMAT.md 2, 6 rule 11): an empty image grown past its
+	 * BAT's capacity (the new BAT lies past the end of the file) keeps a
+	 * file at least data_offset long at every crash point: each state a
+	 * crash can leave opens, with the old size or the new one. */
+	for (uint64_t n = 1, crashed = 1; crashed; n++) {
+		const uint64_t old_size = 4u << 20, new_size = 2ull << 30;
+		struct img_io *cio, *m;
+		uint64_t base;
+		img_io_crash_new(NULL, 0, &cio);
+		CHECK(img_create_io(cio, &o) == 0);
+		base = img_io_crash_events(cio);
+		img_io_crash_arm(cio, base + n);   /* the nth call after creation */
+		if (img_open_io(io_borrow(cio), IMG_OPEN_RDWR, &img) == 0) {
+			img_resize(img, new_size, 0);
+			img_close(img);
+		}
+		crashed = (uint64_t)img_io_crash_crashed(cio);
+		for (int mode = 0; mode < 6; mode++) {
+			struct img_info in;
+			CHECK(img_io_crash_materialize(cio, mode < 2 ? (enum img_crash_mode)mode :
+						       IMG_CRASH_RANDOM, (uint64_t)mode, NULL, &m) == 0);
+			if (img_open_io(m, 0, &img) != 0) {
+				fprintf(stderr, "crash at call %llu (mode %d): %s\n",
+					(unsigned long long)n, mode, img_last_error());
+				fails++;
+				continue;
+			}
+			img_info(img, &in);
+			CHECK(in.virtual_size == old_size || in.virtual_size == new_size);
+			CHECK(crashed || in.virtual_size == new_size);
+			img_close(img);
+		}
+		cio->ops->close(cio);
+	}
 	if (fails)
 		fprintf(stderr, "%d checks failed\n", fails);
 	return fails ? 1 : 0;
