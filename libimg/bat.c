@@ -218,7 +218,9 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 	char why[160];
 	int r = 0;
 
-	/* Blocks past the end of the file read as zero: nothing to read. */
+	/* Blocks past the end of the file: none in an image that opened
+	 * (FORMAT.md 2: a file shorter than data_offset is refused); kept
+	 * as a bound, they would read as zero. */
 	{
 		uint64_t size = img_file_size(img), end_blk;
 		end_blk = size > img->hdr.bat_offset ?

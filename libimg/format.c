@@ -515,15 +515,16 @@ int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
 		return -EUCLEAN;
 	if (get_le32(blk + 4) != block_crc(blk, IMG_BLOCK_SIZE))
 		return -EUCLEAN;
-	n = get_le32(blk + 16);
-	if (n == 0 || n > IMG_LOG_MAX_TARGETS)
-		return -EUCLEAN;
-	if (!img_is_zero(blk + 20, 12))
-		return -EUCLEAN;
-	if (!img_is_zero(blk + IMG_LOG_HDR + 8 * n, IMG_BLOCK_SIZE - IMG_LOG_HDR - 8 * n))
-		return -EUCLEAN;
+	/* Intact: a writer wrote it whole.  The fields it never writes so
+	 * are -EBADMSG (FORMAT.md 5: corruption for the expected seq). */
 	*seq = get_le64(blk + 8);
-	*count = n;
+	*count = n = get_le32(blk + 16);
+	if (n == 0 || n > IMG_LOG_MAX_TARGETS)
+		return -EBADMSG;
+	if (!img_is_zero(blk + 20, 12))
+		return -EBADMSG;
+	if (!img_is_zero(blk + IMG_LOG_HDR + 8 * n, IMG_BLOCK_SIZE - IMG_LOG_HDR - 8 * n))
+		return -EBADMSG;
 	for (uint32_t i = 0; i < n; i++)
 		targets[i] = get_le64(blk + IMG_LOG_HDR + 8 * i);
 	return 0;

@@ -177,8 +177,11 @@ void img_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs);
 /* Log descriptors. */
 void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
 			 uint8_t blk[IMG_BLOCK_SIZE]);
-/* Validates magic, crc, count (<= max_count), reserved bytes; fills seq,
- * count and targets (up to IMG_LOG_MAX_TARGETS). 0 or -EUCLEAN. */
+/* Validates magic, crc, count (1..IMG_LOG_MAX_TARGETS), reserved and
+ * unused bytes; fills seq, count and targets.  0; -EUCLEAN when the block
+ * is not intact (magic or crc wrong: torn, or never a descriptor); -EBADMSG
+ * when it is intact but a field is one no writer writes (count out of
+ * range, reserved or unused bytes not zero): seq and count are filled. */
 int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
 			uint32_t *count, uint64_t *targets);
 

@@ -130,9 +130,13 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 	img_header_encode(&h, slots);
 	h.seq = 1;
 	img_header_encode(&h, slots + IMG_HEADER_SLOT);
-	r = io->ops->pwrite(io, slots, 2 * IMG_HEADER_SLOT, 0);
+	/* The file is data_offset bytes long, durably, before a header can
+	 * name it (FORMAT.md 2 and 6: a shorter file is truncated). */
+	r = io->ops->truncate(io, g.data_offset);
 	if (!r)
-		r = io->ops->truncate(io, g.data_offset);
+		r = io->ops->flush(io);
+	if (!r)
+		r = io->ops->pwrite(io, slots, 2 * IMG_HEADER_SLOT, 0);
 	if (!r)
 		r = io->ops->flush(io);
 	free(slots);
@@ -795,6 +799,14 @@ static int read_headers(struct img *img)
 		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
 	ret = choose_header(slots, h, r, &use);
 	free(slots);
+	/* FORMAT.md 3: both copies carry the image's uuid, which no writer
+	 * changes; an older copy with another one came from another image
+	 * (a damaged copy: ignored, reported, rewritten by the next write). */
+	if (!ret && !r[1 - use] && memcmp(h[0].uuid, h[1].uuid, 16)) {
+		r[1 - use] = -EUCLEAN;
+		snprintf(why[1 - use], sizeof(why[1 - use]), "its uuid differs from header %c's",
+			 use ? 'B' : 'A');
+	}
 	if (ret == -EMEDIUMTYPE)
 		return img_fail(img, ret, "not a libimg image");
 	if (ret == -EUCLEAN && (r[0] && r[0] != -EOPNOTSUPP) && (r[1] && r[1] != -EOPNOTSUPP))
@@ -938,7 +950,7 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 			bad = "is a compressed payload inside the metadata";
 		else if (h >= IMG_MAX_HOST_CLUSTER)
 			bad = "is a compressed payload past the 2^32 cluster cap";
-		else if (sct * 512 >= file_size)
+		else if ((sct + n) * 512 > file_size)   /* writers write all n sectors */
 			bad = "is a compressed payload past the end of the file";
 		if (bad) {
 			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
@@ -1297,6 +1309,16 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	}
 	if ((r = read_headers(img)))
 		goto fail;
+	/* FORMAT.md 2: every writer sizes the file to data_offset before the
+	 * header that names it can be read, so a shorter file lost its tail
+	 * (truncated or copied short): its BAT or log read as zeros would
+	 * show an empty disk. */
+	if (file_size < img->g.data_offset) {
+		r = img_fail(img, -EUCLEAN, "truncated: the file is %llu bytes, shorter than its "
+			     "metadata area (header, log and BAT: %llu bytes)",
+			     (unsigned long long)file_size, (unsigned long long)img->g.data_offset);
+		goto fail;
+	}
 	if (rw && (img->hdr.ro_compat & ~IMG_RO_COMPAT_KNOWN)) {
 		r = img_fail(img, -EROFS, "read-only compatible features 0x%llx unknown: opening for writing refused",
 			     (unsigned long long)img->hdr.ro_compat);
@@ -1335,21 +1357,24 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	if ((r = journal_replay(img)))
 		goto fail;
 	for (uint64_t b = 0; b < nblocks; b++) {
+		uint64_t tmp[IMG_ENTRIES_PER_BLOCK], seq;
+		uint8_t blk[IMG_BLOCK_SIZE];
+		char why[160];
+
 		if (!(img->bad_map[b / 64] >> (b % 64) & 1))
 			continue;
+		/* The cause, as the decoder names it (magic, crc, index,
+		 * reserved field): issue 22 #2. */
+		snprintf(why, sizeof(why), "BAT block %llu: unreadable", (unsigned long long)b);
+		if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
+			img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
 		if (!(flags & IMG_OPEN_CHECK)) {
-			uint64_t tmp[IMG_ENTRIES_PER_BLOCK], seq;
-			uint8_t blk[IMG_BLOCK_SIZE];
-			char why[160] = "unreadable";
-			if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
-				img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
 			r = img_fail(img, -EUCLEAN, "%s", why);
 			goto fail;
 		}
 		img->bad_blocks++;
-		img_problem_add(img, P_BAD_BLOCK, b, 0,
-				"BAT block %llu is unreadable (bad magic, crc or location): its %u entries are unknown",
-				(unsigned long long)b, IMG_ENTRIES_PER_BLOCK);
+		img_problem_add(img, P_BAD_BLOCK, b, 0, "%s: its %u entries are unknown", why,
+				IMG_ENTRIES_PER_BLOCK);
 	}
 	if ((r = validate_bat(img, file_size)))
 		goto fail;

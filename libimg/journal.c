@@ -86,23 +86,44 @@ static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
 	*ntx = 0;
 	*err = 0;
 	while (pos < nblocks) {
-		uint64_t dseq, bseq;
-		uint32_t count;
-		int ok = 1;
+		uint64_t dseq = 0, bseq;
+		uint32_t count = 0;
+		const char *bad = NULL;
+		int ok = 1, d;
 
-		if (img_log_desc_decode(buf + pos * IMG_BLOCK_SIZE, &dseq, &count, targets))
+		/* FORMAT.md 5: a descriptor that is not intact (magic, crc)
+		 * or carries another seq ends the replay (torn, or stale); an
+		 * intact one with the expected seq was written whole, so a
+		 * field no writer writes is corruption, not the end: ending
+		 * there would drop the committed transactions after it. */
+		d = img_log_desc_decode(buf + pos * IMG_BLOCK_SIZE, &dseq, &count, targets);
+		if (d == -EUCLEAN || dseq != seq)
 			break;
-		if (dseq != seq || pos + 1 + count > nblocks)
+		if (d)
+			bad = count == 0 || count > IMG_LOG_MAX_TARGETS ? "its count is out of range"
+									 : "reserved or unused bytes are not zero";
+		else if (pos + 1 + count > nblocks)
+			bad = "the transaction runs past the end of the log";
+		for (uint32_t k = 0; k < count && !bad; k++) {
+			if (targets[k] >= img->g.bat_blocks)
+				bad = "a target is past the BAT";
+			for (uint32_t j = 0; j < k && !bad; j++)
+				if (targets[j] == targets[k])
+					bad = "two targets are the same block";
+		}
+		if (bad) {
+			*err = img_fail(img, -EUCLEAN, "log transaction %llu (log block %llu): the "
+					"descriptor is intact but %s", (unsigned long long)dseq,
+					(unsigned long long)pos, bad);
 			break;
+		}
+		/* A payload that is not a valid block of this transaction
+		 * (torn, stale, or an older attempt's that a retried commit
+		 * did not overwrite) ends the replay: never acknowledged. */
 		for (uint32_t k = 0; k < count && ok; k++) {
 			const uint8_t *p = buf + (pos + 1 + k) * IMG_BLOCK_SIZE;
-			if (targets[k] >= img->g.bat_blocks)
-				ok = 0;
-			for (uint32_t j = 0; j < k && ok; j++)
-				if (targets[j] == targets[k])
-					ok = 0;
-			if (ok && (img_bat_block_decode(p, targets[k], scratch, &bseq, NULL, 0) != 0 ||
-				   bseq != dseq))
+			if (img_bat_block_decode(p, targets[k], scratch, &bseq, NULL, 0) != 0 ||
+			    bseq != dseq)
 				ok = 0;
 		}
 		if (!ok)
@@ -169,7 +190,8 @@ int journal_replay(struct img *img)
 	int r, err;
 
 	/* Read the whole log region (another writer may have used all of it),
-	 * but not past the end of the file: that part reads as zeros. */
+	 * but not past the end of the file (none: the open refused a file
+	 * shorter than data_offset before this, FORMAT.md 2). */
 	{
 		uint64_t size = img_file_size(img), in_file;
 		in_file = size > img->hdr.log_offset ?
@@ -187,7 +209,8 @@ int journal_replay(struct img *img)
 		r = img->io->ops->pread(img->io, first, IMG_BLOCK_SIZE, img->hdr.log_offset);
 		if (r)
 			return img_fail(img, r, "reading the log");
-		if (img_log_desc_decode((const uint8_t *)first, &dseq, &count, targets) ||
+		dseq = 0;
+		if (img_log_desc_decode((const uint8_t *)first, &dseq, &count, targets) == -EUCLEAN ||
 		    dseq != img->hdr.log_seq)
 			nblocks = 0;
 	}

@@ -189,6 +189,13 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 	for (uint64_t h = old_end; h < new_end && !r; h++)
 		r = alloc_mark(img, h);
 	pthread_mutex_unlock(&img->meta_lock);
+	/* The file reaches the new data_offset before the header names it
+	 * (FORMAT.md 2: a shorter file is truncated, corrupt); a punch keeps
+	 * the size, so a file that ended in the new BAT is extended (nothing
+	 * else writes: map_lock is held). */
+	if (!r && img_file_size(img) < HOST_OFF(img, new_end) &&
+	    (r = img->io->ops->truncate(img->io, HOST_OFF(img, new_end))))
+		img_fail(img, r, "extending the file over the new BAT clusters");
 	if (!r && (r = img_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
 		img_fail(img, r, "zeroing the new BAT clusters");
 	if (!r)

@@ -74,6 +74,39 @@ add_leak() {
   [[ "$err" == "imgcheck: a.img: image is corrupt"* ]] || { echo "$err"; false; }
 }
 
+@test "issue 22 #0: an image cut short of its metadata area is corrupt, not an empty disk" {
+  head -c $((4 * M)) /dev/urandom > a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  meta=$(info a.img metadata_size)
+  for size in 1000 8192 $((meta - 1)); do
+    cp a.img b.img
+    truncate -s "$size" b.img
+    run_split imgcheck b.img
+    [ "$status" -eq 2 ] || { echo "size $size: $status $out $err"; false; }
+    [[ "$err" == *"b.img: image is corrupt (truncated: the file is $size bytes, shorter than its metadata area (header, log and BAT: $meta bytes))"* ]] || { echo "$err"; false; }
+    run_split imgconvert -O raw b.img b.raw
+    [ "$status" -eq 3 ]
+    [ ! -e b.raw ]
+    run_split imginfo b.img
+    [ "$status" -eq 3 ]
+  done
+  run_split imgcheck --json b.img
+  [ "$status" -eq 2 ]
+  [[ "$err" == *"truncated"* ]] || [[ "$out" == *"truncated"* ]]
+}
+
+@test "issue 22 #2: a BAT block with its reserved field set is corrupt, and imgcheck names the cause" {
+  image_with_data
+  poke a.img bat-reserved
+  run_split imgcheck a.img
+  [ "$status" -eq 2 ]
+  [[ "$out" == *"BAT block 0: reserved field not zero"* ]] || { echo "$out"; false; }
+  [[ "$out" != *"bad magic, crc or location"* ]]
+  run_split imginfo a.img
+  [ "$status" -eq 3 ]
+  [[ "$err" == *"a.img: image is corrupt (BAT block 0: reserved field not zero)"* ]] || { echo "$err"; false; }
+}
+
 @test "imgcheck: leaked clusters only exit 3; --repair fixes them" {
   image_with_data
   add_leak a.img

@@ -67,6 +67,14 @@ contents_are() {
   contents_are a.img a.raw
 }
 
+@test "issue 22 #0: growing an empty image past the BAT's capacity extends the file to the new metadata area" {
+  "$BIN/mkimg" -q a.img 4G
+  "$BIN/growimg" -q a.img 100T
+  [ "$(stat -c %s a.img)" -ge "$(info a.img metadata_size)" ]
+  run_tool imgcheck a.img
+  [ "$status" -eq 0 ]
+}
+
 @test "growimg refuses to shrink, and bad sizes" {
   "$BIN/mkimg" -q a.img 10G
   run_split growimg a.img 5G

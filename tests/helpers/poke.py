@@ -16,8 +16,15 @@ Header actions (both copies unless said otherwise):
                    seq + 1 and an unknown incompatible bit (bit 40)
   newer-version    the same with version 2
   seq N            the copy in force gets seq N, the other N - 1
+File actions:
+  pad              the file made (sparse) as long as the data_offset its
+                   well-formed header copies name, the larger: images kept
+                   short (fuzz seeds) are whole again (FORMAT.md 2: a file
+                   shorter than its metadata area is truncated, corrupt)
 BAT actions:
   corrupt-bat      a byte of BAT block 0's entries flipped (crc not fixed)
+  bat-reserved     BAT block 0's reserved field (bytes 24..31) set to 1
+                   (crc32c fixed: intact, but no writer writes it)
   bad-entries N    entries 1..N an unknown state, entry N+1 a duplicate of
                    entry 0's mapping (crc32c fixed)
 """
@@ -115,6 +122,28 @@ def bad_entries(f, n):
         f.write(blk)
 
 
+def pad(f):
+    f.seek(0, 2)
+    size = f.tell()
+    want = 0
+    for slot in (0, HDR):
+        f.seek(slot)
+        h = f.read(HDR).ljust(HDR, b"\0")
+        hsize = struct.unpack_from("<I", h, 12)[0]
+        if h[:8] != MAGIC or hsize < 128 or hsize > HDR or hsize % 8:
+            continue
+        z = bytearray(h[:hsize])
+        struct.pack_into("<I", z, 16, 0)
+        if crc32c(bytes(z)) != struct.unpack_from("<I", h, 16)[0]:
+            continue
+        bits = struct.unpack_from("<I", h, 20)[0]
+        if not 16 <= bits <= 26 or u64(h, 104) > (2 << 30) >> bits or u64(h, 96) > (1 << 32):
+            continue
+        want = max(want, u64(h, 96) + (u64(h, 104) << bits))
+    if size < want:
+        f.truncate(want)
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
@@ -153,6 +182,19 @@ def main(argv):
             b = f.read(1) or b"\0"
             f.seek(bat + 100)
             f.write(bytes([b[0] ^ 0x5A]))
+        elif action == "pad":
+            pad(f)
+        elif action == "bat-reserved":
+            f.seek(0)
+            bat = u64(f.read(HDR), 96)
+            f.seek(bat)
+            blk = bytearray(f.read(HDR))
+            assert blk[:4] == b"BAT1", "BAT block 0 is empty"
+            struct.pack_into("<Q", blk, 24, 1)
+            struct.pack_into("<I", blk, 4, 0)
+            struct.pack_into("<I", blk, 4, crc32c(bytes(blk)))
+            f.seek(bat)
+            f.write(blk)
         elif action == "bad-entries":
             bad_entries(f, int(args[0]))
         else:

@@ -100,6 +100,33 @@ int main(void)
 	T_CHECK(img_close(b) == 0);
 	base_crc = (uint32_t)crc_of("base.img");
 
+	/* Issue 22 #4 (FORMAT.md 3.1, 4.2): a delta may have another cluster
+	 * size than its base (reads and copy-up go by bytes) and may hold
+	 * compressed clusters of its own (the features are independent). */
+	{
+		struct img_create_opts o = { .virtual_size = VS, .cluster_size = 1u << 20,
+					     .flags = IMG_CREATE_OVERWRITE, .backing_file = "base.img" };
+		const uint64_t big = 1u << 20;
+		T_CHECK(img_create(P("big.img"), &o) == 0);
+		T_CHECK(img_open(P("big.img"), IMG_OPEN_RDWR, &img) == 0);
+		T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, base, VS));
+		memcpy(want, base, VS);
+		memset(want + 100, 0x3c, 5000);                 /* copy-up of 1 MiB from 64 KiB clusters */
+		T_CHECK(img_pwrite(img, want + 100, 5000, 100) == 5000);
+		for (uint64_t i = 0; i < big; i++)
+			want[2 * big + i] = (uint8_t)("delta text "[i % 11]);
+		T_CHECK(img_write_compressed(img, want + 2 * big, big, 2 * big) == 1);
+		T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+		T_CHECK(img_close(img) == 0);
+		T_CHECK(img_open(P("big.img"), 0, &img) == 0);
+		img_info(img, &in);
+		T_CHECK(in.cluster_size == big && in.compressed_clusters == 1 && in.allocated_clusters == 1);
+		T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
+		T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
+		T_CHECK(img_close(img) == 0);
+		T_CHECK(unlink(P("big.img")) == 0);
+	}
+
 	/* A delta with the base's size by default. */
 	T_CHECK(mk("top.img", 0, "base.img", 0) == 0);
 	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);

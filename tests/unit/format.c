@@ -212,7 +212,16 @@ static void log_descriptors(void)
 	blk[9] ^= 1;
 	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
 	img_log_desc_encode(77, 0, t, blk);
-	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);                /* count 0 */
+	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);                /* count 0 */
+	T_CHECK(seq == 77 && cnt == 0);
+	/* issue 22 #1: intact (crc fixed) with reserved bytes set: -EBADMSG,
+	 * not the -EUCLEAN of a torn block */
+	img_log_desc_encode(78, 3, t, blk);
+	blk[25] = 1;
+	put_le32(blk + 4, 0);
+	put_le32(blk + 4, img_crc32c(0, blk, IMG_BLOCK_SIZE));
+	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);
+	T_CHECK(seq == 78 && cnt == 3);
 }
 
 static void entry_encoding(void)

@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "libimg.h"
+#include "testio.h"
+#include "../helpers/ioborrow.h"
 #include "../helpers/tassert.h"
 
 #define CS (64u << 10)
@@ -183,8 +185,80 @@ static void bad_sizes(void)
 	unlink(path);
 }
 
+/* Issue 22 #0 */
+static void grow_crash(void)
+{
+	struct img_create_opts o = { .virtual_size = 4u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
+	struct img *img;
+
+	/* Issue 22 #0 (FORMAT.md 2, 6 rule 11): an empty image grown past its
+	 * BAT's capacity (the new BAT lies past the end of the file) keeps a
+	 * file at least data_offset long at every crash point: each state a
+	 * crash can leave opens, with the old size or the new one. */
+	for (uint64_t n = 1, crashed = 1; crashed; n++) {
+		const uint64_t old_size = 4u << 20, new_size = 2ull << 30;
+		struct img_io *cio, *m;
+		uint64_t base;
+		img_io_crash_new(NULL, 0, &cio);
+		T_CHECK(img_create_io(cio, &o) == 0);
+		base = img_io_crash_events(cio);
+		img_io_crash_arm(cio, base + n);   /* the nth call after creation */
+		if (img_open_io(io_borrow(cio), IMG_OPEN_RDWR, &img) == 0) {
+			img_resize(img, new_size, 0);
+			img_close(img);
+		}
+		crashed = (uint64_t)img_io_crash_crashed(cio);
+		for (int mode = 0; mode < 6; mode++) {
+			struct img_info in;
+			T_CHECK(img_io_crash_materialize(cio, mode < 2 ? (enum img_crash_mode)mode :
+						       IMG_CRASH_RANDOM, (uint64_t)mode, NULL, &m) == 0);
+			if (img_open_io(m, 0, &img) != 0) {
+				T_ERROR("crash at call %llu (mode %d): does not open",
+					(unsigned long long)n, mode);
+				continue;
+			}
+			img_info(img, &in);
+			T_CHECK(in.virtual_size == old_size || in.virtual_size == new_size);
+			T_CHECK(crashed || in.virtual_size == new_size);
+			img_close(img);
+		}
+		cio->ops->close(cio);
+	}
+}
+
+static void create_crash(void)
+{
+	struct img_create_opts o = { .virtual_size = 4u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
+	struct img *img;
+
+	/* The same for the creation itself (img_create_io writes in place):
+	 * a crash leaves no image or a whole one, never a header naming a
+	 * file shorter than its metadata area (the size is durable first). */
+	for (uint64_t n = 1, crashed = 1; crashed; n++) {
+		struct img_io *cio, *m;
+		img_io_crash_new(NULL, 0, &cio);
+		img_io_crash_arm(cio, n);
+		img_create_io(cio, &o);
+		crashed = (uint64_t)img_io_crash_crashed(cio);
+		for (int mode = 0; mode < 6; mode++) {
+			int r;
+			T_CHECK(img_io_crash_materialize(cio, mode < 2 ? (enum img_crash_mode)mode :
+						       IMG_CRASH_RANDOM, (uint64_t)mode, NULL, &m) == 0);
+			r = img_open_io(m, 0, &img);
+			if (r != 0 && r != -EMEDIUMTYPE)
+				T_ERROR("creation, crash at call %llu (mode %d): does not open",
+					(unsigned long long)n, mode);
+			if (!r)
+				img_close(img);
+			T_CHECK(crashed || r == 0);
+		}
+		cio->ops->close(cio);
+	}
+}
+
 static const struct t_case cases[] = {
 	T_CASE(grow_beyond_bat), T_CASE(shrink), T_CASE(bat_to_mapping), T_CASE(bad_sizes),
+	T_CASE(grow_crash), T_CASE(create_crash),
 };
 
 int main(int argc, char **argv)
