@@ -1,7 +1,8 @@
 # libimg top-level Makefile.
 # Honours CC CFLAGS CPPFLAGS LDFLAGS prefix DESTDIR bashcompdir; quiet unless V=1.
 # Targets: all check install asan ubsan fuzz fuzz-run bench demo clean deps
-#          test-install check-crash
+#          test-install check-crash tsan lib tools tests tool-links
+#          asan-build tsan-build clang-build fuzz-corpus
 
 CC       ?= cc
 CFLAGS   ?= -O2 -g

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the test suites and ends with one line: "N passed, N failed, N skipped".
-# Usage: tests/run.sh [unit] [crash] [fuzz] [cli] [online]   (default: all)
+# Usage: tests/run.sh [unit] [crash] [fuzz] [cli] [online] [asan] [tsan] [install]
+#        (default: unit crash fuzz cli online; BUILD=DIR, TEST_TIMEOUT=SECONDS)
 # Unit and crash tests are C programs: exit 0 pass, 77 skip, anything else fail.
 set -uo pipefail
 cd "$(dirname "$0")/.."

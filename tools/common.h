@@ -32,7 +32,7 @@
                              * over */
 #define EXIT_NOTFOUND   5   /* a named file, image, device or mount does not
                              * exist (ENOENT) */
-#define EXIT_NOTMOUNTED 6   /* imgumount, imgdetach: not mounted/attached */
+#define EXIT_NOTMOUNTED 6   /* imgumount, imgdetach, imgctl: not mounted/attached/served */
 #define EXIT_PARTIAL    7   /* some steps done, the rest not; the message
                              * gives the command that completes it */
 #define EXIT_NOSPACE    8   /* the host is out of space (ENOSPC, EDQUOT) */

@@ -11,10 +11,12 @@
  *   fallocate PUNCH_HOLE         img_discard (partial clusters read back
  *                                as zeros; whole clusters go back to the host)
  *   fallocate ZERO_RANGE         img_write_zeroes
- *   statfs                       f_bsize 4096: the loop driver takes its
- *                                discard granularity from it (imgserve(1))
+ *   statfs                       f_bsize 4096 (--block-size): the loop
+ *                                driver takes its discard granularity
+ *                                from it (imgserve(1))
  *
- * The image stays open read-write (its lock held) for the daemon's life.
+ * The image stays open read-write (its lock held) for the daemon's life;
+ * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
  * grow, shrink, compact, snapshot, merge and stop, one connection at a
  * time; grow and shrink invalidate the export's attributes so that the
@@ -28,9 +30,9 @@
  * first freezes the filesystem mounted from the loop device (FIFREEZE,
  * before taking the lock: the freeze's own writes come through here) and
  * thaws it (FITHAW) on every path out.  A merge holds the lock for the
- * whole copy.  SIGTERM, SIGINT and "stop" end the session loop, then the
- * export is unmounted and the image flushed and closed (dirty flag
- * cleared).
+ * whole copy.  SIGTERM, SIGINT, SIGHUP and "stop" end the session loop,
+ * then the export is unmounted and the image flushed and closed (dirty
+ * flag cleared).
  */
 #define FUSE_USE_VERSION 312
 #include <errno.h>

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The attach / teardown sequences that imgattach, imgmount, imgdetach and
- * imgumount (and growimg, shrinkimg, compact) build on, and the resizing
- * requests to a running daemon. */
+ * imgumount build on (and fs_offline.c's private attach, for growimg,
+ * shrinkimg and mkimg), and the resizing requests to a running daemon
+ * (growimg, shrinkimg). */
 #ifndef TOOLS_ONLINE_DAEMON_H
 #define TOOLS_ONLINE_DAEMON_H
 

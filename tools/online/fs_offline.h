@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * growimg and shrinkimg resize the filesystem in an image offline with the
- * filesystem's own tools: the image is attached (imgserve + loop device, as
- * imgattach does), the tool runs on the device (e2fsck, resize2fs) or on a
- * private mount in a fresh 0700 directory under /tmp (xfs_growfs, btrfs
- * filesystem resize), and everything is undone before returning, on
- * success or failure.  The image must not be served or open elsewhere. */
+ * growimg and shrinkimg resize the filesystem in an image offline, and
+ * mkimg gives a clone's filesystem its own identity (or replays its
+ * journal), with the filesystem's own tools: the image is attached
+ * (imgserve + loop device, as imgattach does), the tool runs on the device
+ * (e2fsck, resize2fs) or on a private mount in a fresh 0700 directory
+ * under /tmp (xfs_growfs, btrfs filesystem resize, xfs_db, btrfstune), and
+ * everything is undone before returning, on success or failure.  The
+ * image must not be served or open elsewhere. */
 #ifndef TOOLS_ONLINE_FS_OFFLINE_H
 #define TOOLS_ONLINE_FS_OFFLINE_H
 

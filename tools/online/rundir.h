@@ -17,6 +17,9 @@
  *               its own as "export"
  *   loop        the loop device over the export (imgattach)
  *   mountpoint  where the filesystem is mounted (imgmount)
+ *   log         imgserve --daemon's messages once it is ready (its
+ *               standard error; kept when it exits with an error)
+ *   disk        an older version's export file (only removed)
  */
 #ifndef TOOLS_ONLINE_RUNDIR_H
 #define TOOLS_ONLINE_RUNDIR_H
