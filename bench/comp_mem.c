@@ -93,8 +93,8 @@ int main(int argc, char **argv)
 	const char *dir = "/var/tmp";
 	uint64_t n = 1ull << 24, spp = 16, per;
 	struct img_create_opts o = { .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
-	struct img_header h;
-	struct img_geom g;
+	struct imgi_header h;
+	struct imgi_geom g;
 	uint8_t slot[IMG_HEADER_SLOT], *blk;
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK];
 	char p[4096];
@@ -121,12 +121,12 @@ int main(int argc, char **argv)
 		die("create");
 	fd = open(p, O_RDWR);
 	if (fd < 0 || pread(fd, slot, sizeof(slot), 0) != (ssize_t)sizeof(slot) ||
-	    img_header_decode(slot, &h, NULL, 0) || img_header_validate(&h, &g, NULL, 0))
+	    imgi_header_decode(slot, &h, NULL, 0) || imgi_header_validate(&h, &g, NULL, 0))
 		die("read header");
 	h.incompat |= IMG_INCOMPAT_COMPRESSED;
 	for (int s = 0; s < 2; s++) {
 		h.seq = 2 - (uint64_t)s;
-		img_header_encode(&h, slot);
+		imgi_header_encode(&h, slot);
 		if (pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) != (ssize_t)sizeof(slot))
 			die("write header");
 	}
@@ -143,7 +143,7 @@ int main(int argc, char **argv)
 						hc = (1ull << 42) / CS - 1, s = 0;
 					ents[i] = v < n ? IMG_C_MAKE(hc * (CS / 512) + s, spp) : 0;
 				}
-				img_bat_block_encode(b, 0, ents, blk + (b - b0) * IMG_BLOCK_SIZE);
+				imgi_bat_block_encode(b, 0, ents, blk + (b - b0) * IMG_BLOCK_SIZE);
 			}
 			if (pwrite(fd, blk, nb * IMG_BLOCK_SIZE, (off_t)(h.bat_offset + b0 * IMG_BLOCK_SIZE)) !=
 			    (ssize_t)(nb * IMG_BLOCK_SIZE))

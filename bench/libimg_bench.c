@@ -246,8 +246,8 @@ static void open_cost_row(const char *dir, uint64_t vsize, uint64_t stride, int 
 {
 	char p[4096], label[64];
 	struct img_create_opts o = { .virtual_size = vsize, .flags = IMG_CREATE_OVERWRITE };
-	struct img_header h;
-	struct img_geom g;
+	struct imgi_header h;
+	struct imgi_geom g;
 	uint8_t slot[IMG_HEADER_SLOT], *blk;
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], nalloc = 0;
 	struct open_cost c[2] = { { 0, 0, 0 }, { 0, 0, 0 } };
@@ -259,7 +259,7 @@ static void open_cost_row(const char *dir, uint64_t vsize, uint64_t stride, int 
 		die("create");
 	fd = open(p, O_RDWR);
 	if (fd < 0 || pread(fd, slot, sizeof(slot), 0) != (ssize_t)sizeof(slot) ||
-	    img_header_decode(slot, &h, NULL, 0) || img_header_validate(&h, &g, NULL, 0))
+	    imgi_header_decode(slot, &h, NULL, 0) || imgi_header_validate(&h, &g, NULL, 0))
 		die("read header");
 	if (stride) {
 		enum { CH = 256 };
@@ -272,7 +272,7 @@ static void open_cost_row(const char *dir, uint64_t vsize, uint64_t stride, int 
 					ents[i] = v < g.vclusters && v % stride == 0 ?
 						IMG_E_MAKE(IMG_E_ALLOC, g.data_cluster0 + v / stride) : 0;
 				}
-				img_bat_block_encode(b, 0, ents, blk + (b - b0) * IMG_BLOCK_SIZE);
+				imgi_bat_block_encode(b, 0, ents, blk + (b - b0) * IMG_BLOCK_SIZE);
 			}
 			if (pwrite(fd, blk, nb * IMG_BLOCK_SIZE,
 				   (off_t)(h.bat_offset + b0 * IMG_BLOCK_SIZE)) != (ssize_t)(nb * IMG_BLOCK_SIZE))

@@ -5,7 +5,7 @@
  *
  * Input: byte 0 picks the depth (2 or 3 images), then a 32-bit length per
  * image but the last, then the images one after another (the last gets
- * the rest).  The chain is built bottom-up with img_open_io_over (a delta
+ * the rest).  The chain is built bottom-up with imgi_open_io_over (a delta
  * over an open image; the bottom image is opened with IMG_OPEN_NO_BACKING
  * when it is itself a delta, so its unallocated clusters read as zeros).
  *
@@ -80,8 +80,8 @@ static int open_chain(struct fuzz_io *f, const struct chain_in *c, uint8_t **byt
 		if (!below) {
 			r = img_open_io(&f[i].io, fl | IMG_OPEN_NO_BACKING, &img);
 		} else {
-			r = img_open_io_over(&f[i].io, fl, below, &img);
-			below = NULL;     /* closed by img_open_io_over on failure */
+			r = imgi_open_io_over(&f[i].io, fl, below, &img);
+			below = NULL;     /* closed by imgi_open_io_over on failure */
 		}
 		if (r > 0)
 			FUZZ_BUG("open returned %d", r);

@@ -170,7 +170,7 @@ static const struct img_io_ops fuzz_io_ops = {
 /* Header copy slot (0 or 1) of the input, the part past its end read as
  * zeros, decoded with its geometry: 0, or non-zero (absent, not valid). */
 static inline int fuzz_slot_header(const uint8_t *data, size_t size, size_t slot,
-				   struct img_header *h, struct img_geom *g)
+				   struct imgi_header *h, struct imgi_geom *g)
 {
 	uint8_t buf[IMG_HEADER_SLOT];
 	size_t have;
@@ -182,7 +182,7 @@ static inline int fuzz_slot_header(const uint8_t *data, size_t size, size_t slot
 		have = IMG_HEADER_SLOT;
 	memset(buf, 0, sizeof(buf));
 	memcpy(buf, data + slot * IMG_HEADER_SLOT, have);
-	return img_header_decode(buf, h, NULL, 0) || img_geom_compute(h, g);
+	return imgi_header_decode(buf, h, NULL, 0) || imgi_geom_compute(h, g);
 }
 
 static inline uint64_t fuzz_hole_to(const uint8_t *data, size_t size)
@@ -190,8 +190,8 @@ static inline uint64_t fuzz_hole_to(const uint8_t *data, size_t size)
 	uint64_t to = 0;
 
 	for (size_t slot = 0; slot < 2; slot++) {
-		struct img_header h;
-		struct img_geom g;
+		struct imgi_header h;
+		struct imgi_geom g;
 		if (!fuzz_slot_header(data, size, slot, &h, &g) && g.data_offset > to)
 			to = g.data_offset;
 	}
@@ -249,9 +249,9 @@ static inline void fuzz_io_release(struct fuzz_io *f)
 static inline uint32_t fuzz_crc_zeroed(const uint8_t *p, size_t len)
 {
 	static const uint8_t zero4[4];
-	uint32_t c = img_crc32c(0, p, 4);
-	c = img_crc32c(c, zero4, 4);
-	return img_crc32c(c, p + 8, len - 8);
+	uint32_t c = imgi_crc32c(0, p, 4);
+	c = imgi_crc32c(c, zero4, 4);
+	return imgi_crc32c(c, p + 8, len - 8);
 }
 
 /* The crc32c of every compressed payload (FORMAT.md 4.2) whose entry sits
@@ -261,18 +261,18 @@ static inline uint32_t fuzz_crc_zeroed(const uint8_t *p, size_t len)
  * changed. */
 static inline int fuzz_fix_payload_crcs(uint8_t *p, size_t len)
 {
-	struct img_header h, best;
-	struct img_geom g;
+	struct imgi_header h, best;
+	struct imgi_geom g;
 	int have = 0, changed = 0;
 
 	for (size_t slot = 0; slot < 2; slot++)
 		if (len >= (slot + 1) * IMG_HEADER_SLOT &&
-		    !img_header_decode(p + slot * IMG_HEADER_SLOT, &h, NULL, 0) &&
+		    !imgi_header_decode(p + slot * IMG_HEADER_SLOT, &h, NULL, 0) &&
 		    (!have || h.seq > best.seq)) {
 			best = h;
 			have = 1;
 		}
-	if (!have || img_geom_compute(&best, &g))
+	if (!have || imgi_geom_compute(&best, &g))
 		return 0;
 	for (uint64_t b = 0; b < g.bat_blocks; b++) {
 		uint64_t off = best.bat_offset + b * IMG_BLOCK_SIZE;
@@ -292,7 +292,7 @@ static inline int fuzz_fix_payload_crcs(uint8_t *p, size_t len)
 			clen = get_le32(p + at);
 			if (!clen || clen > n - IMG_C_HDR)
 				continue;
-			crc = img_crc32c(0, p + at + IMG_C_HDR, (size_t)clen);
+			crc = imgi_crc32c(0, p + at + IMG_C_HDR, (size_t)clen);
 			if (get_le32(p + at + 4) != crc) {
 				put_le32(p + at + 4, crc);
 				changed = 1;
@@ -310,7 +310,7 @@ static inline int fuzz_fix_crcs(uint8_t *p, size_t len)
 		uint8_t *h = p + slot * IMG_HEADER_SLOT;
 		uint32_t hs, crc;
 		if (len < (slot + 1) * IMG_HEADER_SLOT ||
-		    memcmp(h, img_header_magic, 8))
+		    memcmp(h, imgi_header_magic, 8))
 			continue;
 		hs = get_le32(h + 12);
 		if (hs < 24 || hs > IMG_HEADER_SLOT)
@@ -320,7 +320,7 @@ static inline int fuzz_fix_crcs(uint8_t *p, size_t len)
 			uint8_t tmp[IMG_HEADER_SLOT];
 			memcpy(tmp, h, hs);
 			put_le32(tmp + 16, 0);
-			crc = img_crc32c(0, tmp, hs);
+			crc = imgi_crc32c(0, tmp, hs);
 		}
 		if (get_le32(h + 16) != crc) {
 			put_le32(h + 16, crc);
@@ -366,8 +366,8 @@ static inline int fuzz_too_big(const uint8_t *data, size_t size)
 	if (off)
 		return 0;
 	for (size_t slot = 0; slot < 2; slot++) {
-		struct img_header h;
-		struct img_geom g;
+		struct imgi_header h;
+		struct imgi_geom g;
 		if (fuzz_slot_header(data, size, slot, &h, &g))
 			continue;
 		if (g.vclusters > FUZZ_MAX_VCLUSTERS || h.log_size > FUZZ_MAX_LOG ||
@@ -393,7 +393,7 @@ static inline size_t fuzz_empty_image(uint8_t out[2 * IMG_HEADER_SLOT], unsigned
 	memset(out, 0, 2 * IMG_HEADER_SLOT);
 	for (unsigned s = 0; s < 2; s++) {
 		uint8_t *h = out + s * IMG_HEADER_SLOT;
-		memcpy(h, img_header_magic, 8);
+		memcpy(h, imgi_header_magic, 8);
 		put_le32(h + 8, IMG_FORMAT_VERSION);
 		put_le32(h + 12, IMG_HEADER_SIZE_V1);
 		put_le32(h + 20, cbits);

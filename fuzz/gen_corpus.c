@@ -538,7 +538,7 @@ static void comp_variants(struct blob d)
 	{
 		uint32_t clen = get_le32(b.p + p);
 		memset(b.p + p + 8, 0xF0, clen > 32 ? 32 : clen);
-		put_le32(b.p + p + 4, img_crc32c(0, b.p + p + 8, clen));
+		put_le32(b.p + p + 4, imgi_crc32c(0, b.p + p + 8, clen));
 	}
 	emit("ok-comp-bad-lz4", b);
 	free(b.p);
@@ -907,14 +907,14 @@ static struct blob delta_image(struct blob below, struct blob below2, uint64_t v
 	struct fuzz_io f;
 	struct img *back, *img;
 	struct img_io *io;
-	struct img_header h;
+	struct imgi_header h;
 	struct blob r, d;
 
 	back = open_ro(below);
 	if (below2.len) {
 		struct img *b2 = open_ro(below2);
 		img_close(back);
-		if (img_io_mem_new(below.p, below.len, &io) || img_open_io_over(io, 0, b2, &back))
+		if (img_io_mem_new(below.p, below.len, &io) || imgi_open_io_over(io, 0, b2, &back))
 			die("cannot open a generated delta");
 	}
 	/* by hand, with a one-cluster log as the other seeds (small inputs) */
@@ -925,15 +925,15 @@ static struct blob delta_image(struct blob below, struct blob below2, uint64_t v
 	}
 	d = hand(16, vsize, 1 << 16, 1);
 	for (unsigned sl = 0; sl < 2; sl++) {
-		if (img_header_decode(d.p + sl * IMG_HEADER_SLOT, &h, NULL, 0))
+		if (imgi_header_decode(d.p + sl * IMG_HEADER_SLOT, &h, NULL, 0))
 			die("a hand-made header does not decode");
-		img_header_set_backing(&h, fixed_uuid, "base.img", 8);
-		img_header_encode(&h, d.p + sl * IMG_HEADER_SLOT);
+		imgi_header_set_backing(&h, fixed_uuid, "base.img", 8);
+		imgi_header_encode(&h, d.p + sl * IMG_HEADER_SLOT);
 	}
 	fuzz_io_init(&f, d.p, d.len, 1ull << 30);
 	free(d.p);
 	f.save_on_close = 1;
-	if (img_open_io_over(&f.io, IMG_OPEN_RDWR, back, &img))
+	if (imgi_open_io_over(&f.io, IMG_OPEN_RDWR, back, &img))
 		die("cannot open a new delta");
 	for (unsigned i = 0; i < nw; i++) {
 		if (i == 0 && compress_first) {
@@ -1015,7 +1015,7 @@ static void chains(void)
 	imgs[0] = big;
 	imgs[1] = base;
 	emit_chain("valid-2-larger-delta", imgs, 2);
-	/* the backing's uuid does not match (img_open_io_over does not look) */
+	/* the backing's uuid does not match (imgi_open_io_over does not look) */
 	imgs[0] = blob_dup(mid, mid.len);
 	imgs[0].p[128] ^= 0xff;
 	imgs[1] = base;

@@ -95,7 +95,7 @@ static void m_write(struct model *m, uint64_t off, const uint8_t *src, uint64_t 
 		uint64_t c = off >> m->cbits, in = off & (m->cs - 1);
 		uint64_t n = m->cs - in < len ? m->cs - in : len;
 		if (!m->cl[c]) {
-			if (src && img_is_zero(src, n))
+			if (src && imgi_is_zero(src, n))
 				goto next;
 			if (!src)
 				goto next;
@@ -135,7 +135,7 @@ static int m_is_zero(const struct model *m, uint64_t off, uint64_t len)
 	while (len) {
 		uint64_t c = off >> m->cbits, in = off & (m->cs - 1);
 		uint64_t n = m->cs - in < len ? m->cs - in : len;
-		if (m->cl[c] && !img_is_zero(m->cl[c] + in, n))
+		if (m->cl[c] && !imgi_is_zero(m->cl[c] + in, n))
 			return 0;
 		off += n;
 		len -= n;

@@ -203,7 +203,7 @@ void alloc_release_unmapped(struct img *img, uint64_t h)
 	 * zeroing fails the cluster goes to the pending list, so the next
 	 * commit retries (rule 4: never handed out with stale bytes, never
 	 * left unzeroed in an image closed clean). */
-	int r = img_zero_host(img, HOST_OFF(img, h), img->g.cluster_size);
+	int r = imgi_zero_host(img, HOST_OFF(img, h), img->g.cluster_size);
 
 	pthread_mutex_lock(&img->meta_lock);
 	if (!r)

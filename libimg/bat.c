@@ -9,7 +9,7 @@
  * compacted, a filesystem trim): unallocated, or "zero" in a delta, where
  * unallocated would show the backing image again (FORMAT.md 3.1).
  * The memory for the array and the open's read buffer is allocated here
- * too (img_big_alloc: large areas are mappings aligned for huge pages).
+ * too (imgi_big_alloc: large areas are mappings aligned for huge pages).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -91,7 +91,7 @@ struct mem_hdr {
 	size_t pad[2];      /* keeps the area 16-byte aligned */
 };
 
-void *img_big_alloc(size_t len)
+void *imgi_big_alloc(size_t len)
 {
 	size_t want, map_len, head;
 	uint8_t *m, *p;
@@ -125,7 +125,7 @@ void *img_big_alloc(size_t len)
 	return p;
 }
 
-void img_big_free(void *p)
+void imgi_big_free(void *p)
 {
 	struct mem_hdr *h;
 
@@ -146,7 +146,7 @@ static void *big_realloc(void *p, size_t len)
 
 	if (h && len <= h->len)
 		return p;
-	n = img_big_alloc(len);
+	n = imgi_big_alloc(len);
 	if (!n || !p)
 		return n;
 	if (h->map_len && ((struct mem_hdr *)n - 1)->map_len) {
@@ -160,13 +160,13 @@ static void *big_realloc(void *p, size_t len)
 		}
 	}
 	memcpy(n, p, h->len);
-	img_big_free(p);
+	imgi_big_free(p);
 	return n;
 }
 
 void bat_free_array(struct img *img)
 {
-	img_big_free(img->bat);
+	imgi_big_free(img->bat);
 	img->bat = NULL;
 }
 
@@ -208,7 +208,7 @@ int bat_resize_array(struct img *img, uint64_t entries)
  *
  * This is most of the time of opening a large image: 2 MiB reads into one
  * buffer (huge pages, see above), the crc32c of three blocks at a time
- * (img_block_crcs), and each block's entries copied once into the array.
+ * (imgi_block_crcs), and each block's entries copied once into the array.
  */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad)
 {
@@ -222,7 +222,7 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 	 * (FORMAT.md 2: a file shorter than data_offset is refused); kept
 	 * as a bound, they would read as zero. */
 	{
-		uint64_t size = img_file_size(img), end_blk;
+		uint64_t size = imgi_file_size(img), end_blk;
 		end_blk = size > img->hdr.bat_offset ?
 			(size - img->hdr.bat_offset + IMG_BLOCK_SIZE - 1) / IMG_BLOCK_SIZE : 0;
 		if (first + count > end_blk)
@@ -230,7 +230,7 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 	}
 	if (!count)
 		return 0;
-	buf = img_big_alloc((size_t)(count < CHUNK ? count : CHUNK) * IMG_BLOCK_SIZE);
+	buf = imgi_big_alloc((size_t)(count < CHUNK ? count : CHUNK) * IMG_BLOCK_SIZE);
 	if (!buf)
 		return -ENOMEM;
 	for (uint64_t b = first; b < first + count && !r; b += CHUNK) {
@@ -238,16 +238,16 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 		/* A hole in the file reads as zeros: skip it without reading
 		 * (reading a hole still fills the page cache with zero pages:
 		 * 512 MiB for an empty 64 TiB image). */
-		if (img_io_seek_data(img->io, img->hdr.bat_offset + b * IMG_BLOCK_SIZE, &data) == 0 &&
+		if (imgi_io_seek_data(img->io, img->hdr.bat_offset + b * IMG_BLOCK_SIZE, &data) == 0 &&
 		    data >= img->hdr.bat_offset + (b + n) * IMG_BLOCK_SIZE)
 			continue;
 		r = img->io->ops->pread(img->io, buf, n * IMG_BLOCK_SIZE,
 					img->hdr.bat_offset + b * IMG_BLOCK_SIZE);
 		if (r) {
-			img_fail(img, r, "reading BAT blocks");
+			imgi_fail(img, r, "reading BAT blocks");
 			break;
 		}
-		img_block_crcs(buf, (size_t)n, crcs);
+		imgi_block_crcs(buf, (size_t)n, crcs);
 		for (uint64_t i = 0; i < n; i++) {
 			const uint8_t *blk = buf + i * IMG_BLOCK_SIZE;
 			uint64_t seq;
@@ -256,9 +256,9 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 			 * zeros): the array is fresh zeros here, so leave its
 			 * pages untouched and a sparse BAT costs no memory.  A
 			 * block with the magic is not all zero. */
-			if (get_le32(blk) != IMG_BAT_MAGIC && img_is_zero(blk, IMG_BLOCK_SIZE))
+			if (get_le32(blk) != IMG_BAT_MAGIC && imgi_is_zero(blk, IMG_BLOCK_SIZE))
 				continue;
-			d = img_bat_block_decode_crc(blk, b + i, crcs[i],
+			d = imgi_bat_block_decode_crc(blk, b + i, crcs[i],
 						     img->bat + (b + i) * IMG_ENTRIES_PER_BLOCK,
 						     &seq, why, sizeof(why));
 			if (img->blk_seen)
@@ -268,12 +268,12 @@ int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *b
 			memset(img->bat + (b + i) * IMG_ENTRIES_PER_BLOCK, 0,
 			       IMG_ENTRIES_PER_BLOCK * sizeof(uint64_t));
 			if (!bad) {
-				r = img_fail(img, -EUCLEAN, "%s", why);
+				r = imgi_fail(img, -EUCLEAN, "%s", why);
 				break;
 			}
 			bad[(b + i) / 64] |= 1ull << ((b + i) % 64);
 		}
 	}
-	img_big_free(buf);
+	imgi_big_free(buf);
 	return r;
 }

@@ -9,7 +9,7 @@
  *   - img_read_bulk: img_pread for reading large ranges once: the data
  *     clusters' host ranges go to the backend as requests of up to
  *     BULK_REQ bytes submitted together (in flight at once on io_uring),
- *     with IMG_READ_DIRECT past the host page cache (img_io_read_direct);
+ *     with IMG_READ_DIRECT past the host page cache (imgi_io_read_direct);
  *   - img_cache_advise: cache advice for the host ranges holding the data
  *     of a virtual range (a server keeping its host cache bounded).
  *
@@ -51,9 +51,9 @@ IMG_API int img_next_run(struct img *img, uint64_t off, unsigned flags, struct i
 
 	memset(out, 0, sizeof(*out));
 	out->offset = off;
-	img_clear_error();
+	imgi_clear_error();
 	if (flags & ~IMG_RUN_TOP)
-		return img_fail(img, -EINVAL, "unknown run flags %#x", flags);
+		return imgi_fail(img, -EINVAL, "unknown run flags %#x", flags);
 	for (;;) {
 		struct img_extent e;
 		unsigned t;
@@ -89,10 +89,10 @@ static int bulk_submit(struct bulk *b)
 
 	if (!b->n)
 		return 0;
-	r = (b->flags & IMG_READ_DIRECT) ? img_io_read_direct(img->io, b->q, b->n) :
+	r = (b->flags & IMG_READ_DIRECT) ? imgi_io_read_direct(img->io, b->q, b->n) :
 					   img_io_batch(img->io, b->q, b->n);
 	b->n = 0;
-	return r ? img_fail(img, r, "reading") : 0;
+	return r ? imgi_fail(img, r, "reading") : 0;
 }
 
 /* Queue the read of len bytes at host offset host into buf. */
@@ -161,7 +161,7 @@ static ssize_t read_bulk(struct img *img, uint8_t *buf, uint64_t len, uint64_t o
 
 	pthread_rwlock_rdlock(&img->map_lock);
 	if (__builtin_add_overflow(off, len, &end) || end > img->vsize) {
-		r = img_fail(img, -EINVAL, "read of %llu bytes at offset %llu goes past the "
+		r = imgi_fail(img, -EINVAL, "read of %llu bytes at offset %llu goes past the "
 			     "virtual size %llu", (unsigned long long)len, (unsigned long long)off,
 			     (unsigned long long)img->vsize);
 		goto out;
@@ -196,11 +196,11 @@ out:
 IMG_API ssize_t img_read_bulk(struct img *img, void *buf, size_t len, uint64_t off,
 			      unsigned flags)
 {
-	img_clear_error();
+	imgi_clear_error();
 	if (len > SSIZE_MAX)
 		return -EINVAL;
 	if (flags & ~IMG_READ_DIRECT)
-		return img_fail(img, -EINVAL, "unknown read flags %#x", flags);
+		return imgi_fail(img, -EINVAL, "unknown read flags %#x", flags);
 	return read_bulk(img, buf, len, off, flags);
 }
 
@@ -211,9 +211,9 @@ IMG_API int img_cache_advise(struct img *img, uint64_t off, uint64_t len, unsign
 	uint64_t end;
 	int r = 0;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (advice != IMG_ADVISE_DONTNEED && advice != IMG_ADVISE_WILLNEED)
-		return img_fail(img, -EINVAL, "unknown cache advice %u", advice);
+		return imgi_fail(img, -EINVAL, "unknown cache advice %u", advice);
 	if (__builtin_add_overflow(off, len, &end))
 		end = UINT64_MAX;
 	pthread_rwlock_rdlock(&img->map_lock);
@@ -233,8 +233,8 @@ IMG_API int img_cache_advise(struct img *img, uint64_t off, uint64_t len, unsign
 				a &= ~(DROP_ALIGN - 1);
 				z = (z + DROP_ALIGN - 1) & ~(DROP_ALIGN - 1);
 			}
-			if ((r = img_io_advise(img->io, a, z - a, advice)))
-				r = img_fail(img, r, "cache advice");
+			if ((r = imgi_io_advise(img->io, a, z - a, advice)))
+				r = imgi_fail(img, r, "cache advice");
 		}
 		off += n;
 	}

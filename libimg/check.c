@@ -4,7 +4,7 @@
  *
  * Problems found while opening (header copies, BAT blocks, entries) are
  * recorded by the open (image.c) and the log replay (journal.c) through
- * img_problem_add (util.c) when the image is opened with IMG_OPEN_CHECK;
+ * imgi_problem_add (util.c) when the image is opened with IMG_OPEN_CHECK;
  * this module reports them, checks what open does not read (BAT blocks past the
  * virtual size, leaked clusters, the file's tail) and repairs what can be
  * repaired without guessing:
@@ -53,7 +53,7 @@ static int progress(struct img *img, struct reporter *rp, uint64_t done)
 		return 0;
 	if (rp->opts->progress(rp->opts->progress_arg, done < rp->total ? done : rp->total,
 			       rp->total))
-		return img_fail(img, -ECANCELED, "check cancelled");
+		return imgi_fail(img, -ECANCELED, "check cancelled");
 	return 0;
 }
 
@@ -91,7 +91,7 @@ static int repair_cluster_get(struct img *img, uint64_t *q)
 	int r;
 
 	if (img->bad_blocks) {
-		uint64_t fc = (img_file_size(img) + cs - 1) >> img->g.cluster_bits;
+		uint64_t fc = (imgi_file_size(img) + cs - 1) >> img->g.cluster_bits;
 		if (fc > min)
 			min = fc;
 	}
@@ -99,12 +99,12 @@ static int repair_cluster_get(struct img *img, uint64_t *q)
 	r = alloc_get(img, min, q);
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r)
-		return img_fail(img, r, "allocating a cluster for the repair");
-	if (HOST_OFF(img, *q) < img_file_size(img) && (r = img_zero_host(img, HOST_OFF(img, *q), cs))) {
+		return imgi_fail(img, r, "allocating a cluster for the repair");
+	if (HOST_OFF(img, *q) < imgi_file_size(img) && (r = imgi_zero_host(img, HOST_OFF(img, *q), cs))) {
 		pthread_mutex_lock(&img->meta_lock);
 		(void)alloc_defer_free(img, *q);    /* never reused unzeroed */
 		pthread_mutex_unlock(&img->meta_lock);
-		return img_fail(img, r, "zeroing host cluster %llu", (unsigned long long)*q);
+		return imgi_fail(img, r, "zeroing host cluster %llu", (unsigned long long)*q);
 	}
 	return 0;
 }
@@ -126,9 +126,9 @@ static int check_spare_blocks(struct img *img, struct reporter *rp, int repair)
 		if (img->spare_logged && img->spare_logged[b / 64] >> (b % 64) & 1)
 			continue;
 		if ((r = img->io->ops->pread(img->io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE)))
-			return img_fail(img, r, "reading BAT block %llu", (unsigned long long)b);
-		d = img_bat_block_decode(blk, b, ents, &seq, why, sizeof(why));
-		if (d == 1 || (d == 0 && img_is_zero(ents, sizeof(ents))))
+			return imgi_fail(img, r, "reading BAT block %llu", (unsigned long long)b);
+		d = imgi_bat_block_decode(blk, b, ents, &seq, why, sizeof(why));
+		if (d == 1 || (d == 0 && imgi_is_zero(ents, sizeof(ents))))
 			continue;
 		/* Past the virtual size every entry must be zero: writing an
 		 * empty block loses nothing the disk could show. */
@@ -160,22 +160,22 @@ static int check_vsize_tail(struct img *img, struct reporter *rp, int repair, ui
 	e = img->bat[v];
 	if (IMG_E_STATE(e) == IMG_E_ALLOC) {
 		if ((r = img->io->ops->pread(img->io, buf, cs - in, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in)))
-			return img_fail(img, r, "reading host cluster %llu",
+			return imgi_fail(img, r, "reading host cluster %llu",
 					(unsigned long long)IMG_E_PAYLOAD(e));
-		if (img_is_zero(buf, cs - in))
+		if (imgi_is_zero(buf, cs - in))
 			return 0;
-		if (repair && !(r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
+		if (repair && !(r = imgi_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
 			fix = 1;
 	} else if (IMG_E_STATE(e) == IMG_E_COMP) {
-		if (comp_read(img, v, e, buf) || img_is_zero(buf + in, cs - in))
+		if (comp_read(img, v, e, buf) || imgi_is_zero(buf + in, cs - in))
 			return 0;     /* unreadable: reads fail, nothing shows */
 		if (repair && !(r = repair_cluster_get(img, &q))) {
 			memset(buf + in, 0, cs - in);
-			if ((r = img_write_sparse(img, buf, cs, HOST_OFF(img, q)))) {
+			if ((r = imgi_write_sparse(img, buf, cs, HOST_OFF(img, q)))) {
 				alloc_release_unmapped(img, q);
 			} else {
 				pthread_mutex_lock(&img->meta_lock);
-				if (!(r = img_release_entry(img, e)))
+				if (!(r = imgi_release_entry(img, e)))
 					bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, q));
 				pthread_mutex_unlock(&img->meta_lock);
 				fix = !r;
@@ -204,7 +204,7 @@ static uint64_t next_free_data(struct img *img, uint64_t h, uint64_t end)
 	for (;;) {
 		if ((h = alloc_next_free(img, h, end)) >= end)
 			return end;
-		if (img_io_seek_data(img->io, HOST_OFF(img, h), &d))
+		if (imgi_io_seek_data(img->io, HOST_OFF(img, h), &d))
 			return h;                 /* no SEEK_DATA: read it */
 		if (d == UINT64_MAX)
 			return end;
@@ -216,7 +216,7 @@ static uint64_t next_free_data(struct img *img, uint64_t h, uint64_t end)
 
 static int check_leaks(struct img *img, struct reporter *rp, int repair)
 {
-	uint64_t cs = img->g.cluster_size, size = img_file_size(img);
+	uint64_t cs = img->g.cluster_size, size = imgi_file_size(img);
 	uint64_t end = (size + cs - 1) / cs, last, grp = LEAK_GROUP_BYTES / cs;
 	struct img_io_req rq[256];
 	uint64_t at[256];
@@ -245,15 +245,15 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 			at[n++] = h;
 		}
 		if ((r = img_io_batch(img->io, rq, n))) {
-			img_fail(img, r, "reading free clusters");
+			imgi_fail(img, r, "reading free clusters");
 			break;
 		}
 		if ((r = progress(img, rp, rp->file_base + (h - img->g.data_cluster0))))
 			break;
 		for (uint64_t k = 0; k < n && !r; k++) {
-			if (img_is_zero(buf + k * cs, cs))
+			if (imgi_is_zero(buf + k * cs, cs))
 				continue;
-			int fix = repair && !(r = img_zero_host(img, HOST_OFF(img, at[k]), cs));
+			int fix = repair && !(r = imgi_zero_host(img, HOST_OFF(img, at[k]), cs));
 			report(rp, IMG_CHECK_LEAK, fix,
 			       "host cluster %llu holds data but no entry maps it (leaked)",
 			       (unsigned long long)at[k]);
@@ -267,7 +267,7 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
 		rp->res->tail_bytes = size - last;
 		if (repair) {
 			if ((r = img->io->ops->truncate(img->io, last)))
-				return img_fail(img, r, "truncating the tail");
+				return imgi_fail(img, r, "truncating the tail");
 			report(rp, IMG_CHECK_INFO, 1, "%llu bytes past the last used cluster truncated",
 			       (unsigned long long)(size - last));
 		} else {
@@ -283,7 +283,7 @@ static int check_leaks(struct img *img, struct reporter *rp, int repair)
  * so no duplicates or out-of-range entries).  map_lock held exclusive. */
 static int ensure_allocator(struct img *img)
 {
-	uint64_t fc = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
+	uint64_t fc = (imgi_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r;
 
 	if (img->used)
@@ -309,11 +309,11 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 	int repair = opts && (opts->flags & IMG_CHECK_REPAIR), r = 0, unfixed = 0;
 	uint8_t *buf = NULL;
 
-	img_clear_error();
+	imgi_clear_error();
 	memset(rp.res, 0, sizeof(*rp.res));
 	if (opts && (opts->flags & ~IMG_CHECK_REPAIR))
 		return -EINVAL;
-	if (repair && (r = img_check_writable(img, IMG_CHANGE_REPAIR, "repair")))
+	if (repair && (r = imgi_check_writable(img, IMG_CHANGE_REPAIR, "repair")))
 		return r;
 	if (!(buf = malloc(img->g.cluster_size)))
 		return -ENOMEM;
@@ -331,7 +331,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 
 	{
 		uint64_t first = img->bat_alloc / IMG_ENTRIES_PER_BLOCK;
-		uint64_t fc = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
+		uint64_t fc = (imgi_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 		rp.spare_base = img->nproblems;
 		rp.file_base = rp.spare_base + (img->g.bat_blocks > first ? img->g.bat_blocks - first : 0);
 		rp.total = rp.file_base + (fc > img->g.data_cluster0 ? fc - img->g.data_cluster0 : 0);
@@ -339,7 +339,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			r = progress(img, &rp, 0);
 	}
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
-		struct img_problem *p = &img->problems[i];
+		struct imgi_problem *p = &img->problems[i];
 		int fix = 0;
 
 		if (i % 1024 == 0 && i && (r = progress(img, &rp, i)))
@@ -375,7 +375,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				uint64_t q, e = img->bat[p->v];
 				int d = comp_read(img, p->v, e, buf);
 				r = d ? 0 : repair_cluster_get(img, &q);
-				if (!r && !d && (r = img_write_sparse(img, buf, img->g.cluster_size, HOST_OFF(img, q))))
+				if (!r && !d && (r = imgi_write_sparse(img, buf, img->g.cluster_size, HOST_OFF(img, q))))
 					alloc_release_unmapped(img, q);
 				if (!r) {
 					pthread_mutex_lock(&img->meta_lock);
@@ -393,7 +393,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				/* q reads as zeros: the sparse copy leaves nothing
 				 * but p->h's bytes in it */
 				r = repair_cluster_get(img, &q);
-				if (!r && !(r = img_copy_cluster(img, p->h, q, buf))) {
+				if (!r && !(r = imgi_copy_cluster(img, p->h, q, buf))) {
 					pthread_mutex_lock(&img->meta_lock);
 					bat_set(img, p->v, IMG_E_MAKE(IMG_E_ALLOC, q));
 					pthread_mutex_unlock(&img->meta_lock);

@@ -5,7 +5,7 @@
  * cluster is stored compressed where that saves a sector; compressed
  * payloads are repacked into fewer host clusters when they would fit; live
  * clusters and payloads move from the end of the host file into the lowest
- * free clusters (img_compact_relocate, which shrink uses too); the file is
+ * free clusters (imgi_compact_relocate, which shrink uses too); the file is
  * truncated.  Afterwards the file holds the metadata, one host cluster per
  * allocated entry and the host clusters holding compressed payloads.
  *
@@ -62,7 +62,7 @@ static int relocate_group(struct img *img, const uint64_t *list, uint64_t n, uin
 	}
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r) {
-		img_fail(img, r, "allocating clusters");
+		imgi_fail(img, r, "allocating clusters");
 		goto release;
 	}
 	for (uint64_t k = 0; k < n; k++)
@@ -71,16 +71,16 @@ static int relocate_group(struct img *img, const uint64_t *list, uint64_t n, uin
 							.off = HOST_OFF(img, list[2 * k]),
 							.op = IMG_IO_OP_READ };
 	if ((r = img_io_batch(img->io, rq, nr))) {
-		img_fail(img, r, "reading clusters to move");
+		imgi_fail(img, r, "reading clusters to move");
 		goto release;
 	}
-	/* The targets are free: the sparse cluster write (img_sparse_reqs). */
+	/* The targets are free: the sparse cluster write (imgi_sparse_reqs). */
 	nr = 0;
 	for (uint64_t k = 0; k < n; k++)
 		if (to[k] != UINT64_MAX)
-			nr += img_sparse_reqs(img, buf + k * cs, cs, HOST_OFF(img, to[k]), rq + nr);
+			nr += imgi_sparse_reqs(img, buf + k * cs, cs, HOST_OFF(img, to[k]), rq + nr);
 	if ((r = img_io_batch(img->io, rq, nr))) {
-		img_fail(img, r, "writing moved clusters");
+		imgi_fail(img, r, "writing moved clusters");
 		goto release;
 	}
 	pthread_mutex_lock(&img->meta_lock);
@@ -181,10 +181,10 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		}
 		r = img_io_batch(img->io, rq, nr);
 		if (r)
-			img_fail(img, r, "reading clusters");
+			imgi_fail(img, r, "reading clusters");
 		for (uint64_t k = 0; k < nr && !r; k++) {
 			uint64_t h = list[2 * at[k]], v = list[2 * at[k] + 1];
-			if (!img_is_zero(buf + k * cs, cs))
+			if (!imgi_is_zero(buf + k * cs, cs))
 				continue;
 			pthread_mutex_lock(&img->meta_lock);
 			r = alloc_defer_free(img, h);
@@ -198,7 +198,7 @@ static int zero_detect(struct img *img, img_progress_fn progress, void *arg,
 		}
 		pthread_rwlock_unlock(&img->map_lock);
 		if (!r && progress && progress(arg, *done, total))
-			r = img_fail(img, -ECANCELED, "compaction cancelled");
+			r = imgi_fail(img, -ECANCELED, "compaction cancelled");
 		if (!r && IMG_NPENDING(img) >= 4096)
 			r = journal_commit(img);
 	}
@@ -278,7 +278,7 @@ static int compress_all(struct img *img, img_progress_fn progress, void *arg,
 			if (v >= img->g.vclusters || img->bat[v] != IMG_E_MAKE(IMG_E_ALLOC, h))
 				continue;
 			if ((r = img->io->ops->pread(img->io, buf, cs, HOST_OFF(img, h)))) {
-				img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
+				imgi_fail(img, r, "reading cluster %llu", (unsigned long long)h);
 				break;
 			}
 			r = comp_store(img, v, buf);
@@ -290,14 +290,14 @@ static int compress_all(struct img *img, img_progress_fn progress, void *arg,
 		if (!r)
 			r = journal_commit(img);
 		if (!r && progress && progress(arg, (uint64_t)i, (uint64_t)n))
-			r = img_fail(img, -ECANCELED, "compaction cancelled");
+			r = imgi_fail(img, -ECANCELED, "compaction cancelled");
 	}
 	free(list);
 	free(buf);
 	return r;
 }
 
-int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
+int imgi_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			 struct img_compact_stats *stats)
 {
 	uint64_t *list = NULL, n = 0, target, cs = img->g.cluster_size, moved = 0, last, size;
@@ -356,7 +356,7 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 		if (!r)
 			r = journal_commit(img);
 		if (!r && progress && progress(arg, i, n))
-			r = img_fail(img, -ECANCELED, "compaction cancelled");
+			r = imgi_fail(img, -ECANCELED, "compaction cancelled");
 	}
 	free(list);
 	free(buf);
@@ -371,14 +371,14 @@ int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 	 * pending or reserved are marked used, so they are kept. */
 	pthread_rwlock_wrlock(&img->map_lock);
 	pthread_mutex_lock(&img->meta_lock);
-	last = img_used_end(img);
+	last = imgi_used_end(img);
 	pthread_mutex_unlock(&img->meta_lock);
-	size = img_file_size(img);
+	size = imgi_file_size(img);
 	if (last < size) {
 		if ((r = img->io->ops->truncate(img->io, last)))
-			img_fail(img, r, "truncating");
+			imgi_fail(img, r, "truncating");
 		else
-			r = img_sync(img, "syncing the truncated file");
+			r = imgi_sync(img, "syncing the truncated file");
 	}
 	pthread_rwlock_unlock(&img->map_lock);
 	return r;
@@ -412,13 +412,13 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 	struct span sp = { progress, arg, 0, 0, 0 };
 	int r = 0, zd, comp;
 
-	img_clear_error();
+	imgi_clear_error();
 	memset(&st, 0, sizeof(st));
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "compacting")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "compacting")))
 		return r;
 	if (opts && (opts->flags & ~(IMG_COMPACT_NO_ZERO_DETECT | IMG_COMPACT_COMPRESS)))
 		return -EINVAL;
-	st.file_size_before = img_file_size(img);
+	st.file_size_before = imgi_file_size(img);
 	if (img->io->ops->usage)
 		img->io->ops->usage(img->io, &st.disk_usage_before);
 	else
@@ -447,11 +447,11 @@ IMG_API int img_compact(struct img *img, const struct img_compact_opts *opts,
 		r = repack(img, &st);
 	if (!r) {
 		sp.span = share;
-		r = img_compact_relocate(img, progress ? span_cb : NULL, &sp, &st);
+		r = imgi_compact_relocate(img, progress ? span_cb : NULL, &sp, &st);
 	}
 	if (!r && progress)
 		(void)progress(arg, sp.whole, sp.whole);   /* done: nothing to cancel */
-	st.file_size_after = img_file_size(img);
+	st.file_size_after = imgi_file_size(img);
 	if (img->io->ops->usage)
 		img->io->ops->usage(img->io, &st.disk_usage_after);
 	else

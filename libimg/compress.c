@@ -31,13 +31,13 @@ static int comp_decode(struct img *img, uint64_t v, uint64_t e, const uint8_t *p
 	int got;
 
 	if (clen == 0 || clen > n * 512 - IMG_C_HDR)
-		return img_fail(img, -EUCLEAN, "compressed cluster %llu: length %llu does not fit its %llu sectors",
+		return imgi_fail(img, -EUCLEAN, "compressed cluster %llu: length %llu does not fit its %llu sectors",
 				(unsigned long long)v, (unsigned long long)clen, (unsigned long long)n);
-	if (img_crc32c(0, p + IMG_C_HDR, clen) != get_le32(p + 4))
-		return img_fail(img, -EUCLEAN, "compressed cluster %llu: bad crc32c", (unsigned long long)v);
+	if (imgi_crc32c(0, p + IMG_C_HDR, clen) != get_le32(p + 4))
+		return imgi_fail(img, -EUCLEAN, "compressed cluster %llu: bad crc32c", (unsigned long long)v);
 	got = LZ4_decompress_safe((const char *)p + IMG_C_HDR, (char *)out, (int)clen, (int)cs);
 	if (got != (int)cs)
-		return img_fail(img, -EUCLEAN, "compressed cluster %llu: lz4 data %s",
+		return imgi_fail(img, -EUCLEAN, "compressed cluster %llu: lz4 data %s",
 				(unsigned long long)v, got < 0 ? "is malformed" : "has the wrong size");
 	return 0;
 }
@@ -45,7 +45,7 @@ static int comp_decode(struct img *img, uint64_t v, uint64_t e, const uint8_t *p
 static int comp_count_ok(struct img *img, uint64_t v, uint64_t e)
 {
 	if (IMG_C_COUNT(e) * 512 >= img->g.cluster_size)   /* validated at open; never trust twice */
-		return img_fail(img, -EUCLEAN, "compressed cluster %llu: payload too long",
+		return imgi_fail(img, -EUCLEAN, "compressed cluster %llu: payload too long",
 				(unsigned long long)v);
 	return 0;
 }
@@ -61,7 +61,7 @@ int comp_read(struct img *img, uint64_t v, uint64_t e, uint8_t *out)
 	if (!(p = malloc(n * 512)))
 		return -ENOMEM;
 	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(e) * 512)))
-		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
+		imgi_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
 	else
 		r = comp_decode(img, v, e, p, out);
 	free(p);
@@ -107,7 +107,7 @@ int comp_read_run(struct img *img, uint64_t pos, uint64_t end, uint8_t *out, uin
 		s->payload_cap = cap;
 	}
 	if ((r = img->io->ops->pread(img->io, s->payload, bytes, sec0 * 512)))
-		return img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v0);
+		return imgi_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v0);
 	for (uint64_t i = 0; i < k; i++) {
 		uint64_t v = v0 + i, e = bat_get(img, v), cstart = v << bits;
 		uint64_t from = pos > cstart ? pos : cstart;
@@ -372,7 +372,7 @@ int comp_ref(struct img *img, uint64_t e)
 	return r;
 }
 
-int img_release_entry(struct img *img, uint64_t e)
+int imgi_release_entry(struct img *img, uint64_t e)
 {
 	if (IMG_E_STATE(e) == IMG_E_ALLOC)
 		return alloc_defer_free(img, IMG_E_PAYLOAD(e));
@@ -393,14 +393,14 @@ int img_release_entry(struct img *img, uint64_t e)
  * needs it can be committed. */
 static int enable_feature(struct img *img)
 {
-	struct img_header nh;
+	struct imgi_header nh;
 	int r = 0;
 
 	pthread_mutex_lock(&img->commit_lock);
 	if (!(img->hdr.incompat & IMG_INCOMPAT_COMPRESSED)) {
 		nh = img->hdr;
 		nh.incompat |= IMG_INCOMPAT_COMPRESSED;
-		r = img_header_commit(img, &nh);
+		r = imgi_header_commit(img, &nh);
 	}
 	pthread_mutex_unlock(&img->commit_lock);
 	return r;
@@ -451,24 +451,24 @@ int comp_move(struct img *img, uint64_t v, uint64_t min_h, uint64_t max_h)
 	if (!p)
 		return -ENOMEM;
 	if ((r = img->io->ops->pread(img->io, p, n * 512, IMG_C_SECTOR(old) * 512))) {
-		img_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
+		imgi_fail(img, r, "reading compressed cluster %llu", (unsigned long long)v);
 		goto out;
 	}
 	if ((r = comp_place(img, n, min_h, max_h, &e))) {
 		if (r == 1 && !max_h)
-			r = img_fail(img, -ENOSPC, "no room to move compressed cluster %llu",
+			r = imgi_fail(img, -ENOSPC, "no room to move compressed cluster %llu",
 				     (unsigned long long)v);
 		goto out;
 	}
 	if ((r = img->io->ops->pwrite(img->io, p, n * 512, IMG_C_SECTOR(e) * 512))) {
-		img_fail(img, r, "writing compressed cluster %llu", (unsigned long long)v);
+		imgi_fail(img, r, "writing compressed cluster %llu", (unsigned long long)v);
 		pthread_mutex_lock(&img->meta_lock);
-		img_release_entry(img, e);
+		imgi_release_entry(img, e);
 		pthread_mutex_unlock(&img->meta_lock);
 		goto out;
 	}
 	pthread_mutex_lock(&img->meta_lock);
-	if (!(r = img_release_entry(img, old)))
+	if (!(r = imgi_release_entry(img, old)))
 		bat_set(img, v, e);
 	pthread_mutex_unlock(&img->meta_lock);
 out:
@@ -496,7 +496,7 @@ int comp_store(struct img *img, uint64_t v, const uint8_t *data)
 		return 0;
 	}
 	put_le32(p, (uint32_t)clen);
-	put_le32(p + 4, img_crc32c(0, p + IMG_C_HDR, (size_t)clen));
+	put_le32(p + 4, imgi_crc32c(0, p + IMG_C_HDR, (size_t)clen));
 	memset(p + IMG_C_HDR + clen, 0, n * 512 - IMG_C_HDR - (uint64_t)clen);
 	if ((r = enable_feature(img)))
 		goto out;
@@ -506,20 +506,20 @@ int comp_store(struct img *img, uint64_t v, const uint8_t *data)
 		goto out;
 	}
 	if (r) {
-		img_fail(img, r, "allocating space for a compressed cluster");
+		imgi_fail(img, r, "allocating space for a compressed cluster");
 		goto out;
 	}
 	s = IMG_C_SECTOR(e);
 	if ((r = img->io->ops->pwrite(img->io, p, n * 512, s * 512))) {
-		img_fail(img, r, "writing a compressed cluster");
+		imgi_fail(img, r, "writing a compressed cluster");
 		pthread_mutex_lock(&img->meta_lock);
-		img_release_entry(img, e);   /* the sectors are never reused */
+		imgi_release_entry(img, e);   /* the sectors are never reused */
 		pthread_mutex_unlock(&img->meta_lock);
 		goto out;
 	}
 	pthread_mutex_lock(&img->meta_lock);
 	old = img->bat[v];
-	r = img_release_entry(img, old);
+	r = imgi_release_entry(img, old);
 	if (!r)
 		bat_set(img, v, e);
 	pthread_mutex_unlock(&img->meta_lock);
@@ -530,7 +530,7 @@ out:
 	return r;
 }
 
-uint64_t img_used_end(struct img *img)
+uint64_t imgi_used_end(struct img *img)
 {
 	uint64_t last = alloc_last_used(img), end = HOST_OFF(img, last), pend = 0;
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Error texts: img_strerror(), and the per-thread error state the library
- * sets (img_set_error, img_set_chain_error, img_set_holder) and the caller
+ * sets (imgi_set_error, imgi_set_chain_error, imgi_set_holder) and the caller
  * reads (img_last_error, img_last_chain_error, img_last_holder). */
 #include <errno.h>
 #include <stdarg.h>
@@ -13,7 +13,7 @@ static _Thread_local char last_error[512];
 static _Thread_local int last_chain_error;
 static _Thread_local pid_t last_holder;
 
-void img_set_error(const char *fmt, ...)
+void imgi_set_error(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -21,7 +21,7 @@ void img_set_error(const char *fmt, ...)
 	va_end(ap);
 }
 
-void img_clear_error(void)
+void imgi_clear_error(void)
 {
 	last_error[0] = 0;
 	last_holder = 0;
@@ -32,7 +32,7 @@ IMG_API const char *img_last_error(void)
 	return last_error;
 }
 
-void img_set_chain_error(int err)
+void imgi_set_chain_error(int err)
 {
 	last_chain_error = err;
 }
@@ -42,7 +42,7 @@ IMG_API int img_last_chain_error(void)
 	return last_chain_error;
 }
 
-void img_set_holder(pid_t pid)
+void imgi_set_holder(pid_t pid)
 {
 	last_holder = pid;
 }

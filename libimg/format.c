@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Encode, decode and validate the on-disk structures (format-spec/FORMAT.md);
  * crc32c (the CPU's instruction when it has one, else slicing-by-8;
- * LIBIMG_NO_HW_CRC=1 forces the latter) and img_is_zero. */
+ * LIBIMG_NO_HW_CRC=1 forces the latter) and imgi_is_zero. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -10,7 +10,7 @@
 
 #include "format.h"
 
-const uint8_t img_header_magic[8] = { 0x89, 'L', 'I', 'B', 'I', 'M', 'G', '\n' };
+const uint8_t imgi_header_magic[8] = { 0x89, 'L', 'I', 'B', 'I', 'M', 'G', '\n' };
 
 /* ---- CRC-32C -------------------------------------------------------- */
 
@@ -130,7 +130,7 @@ static void crc_choose(void)
 #include <pthread.h>
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
-uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t imgi_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 	pthread_once(&crc_once, crc_choose);
 	return ~crc_impl(~crc, buf, len);
@@ -138,7 +138,7 @@ uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len)
 
 /* ---- helpers -------------------------------------------------------- */
 
-int img_is_zero(const void *buf, size_t len)
+int imgi_is_zero(const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	size_t head = len < 16 ? len : 16;
@@ -168,9 +168,9 @@ static int fail(char *why, size_t whylen, const char *fmt, ...)
 static uint32_t crc_skip(const uint8_t *blk, size_t len, size_t crc_off)
 {
 	static const uint8_t zero4[4];
-	uint32_t c = img_crc32c(0, blk, crc_off);
-	c = img_crc32c(c, zero4, 4);
-	return img_crc32c(c, blk + crc_off + 4, len - crc_off - 4);
+	uint32_t c = imgi_crc32c(0, blk, crc_off);
+	c = imgi_crc32c(c, zero4, 4);
+	return imgi_crc32c(c, blk + crc_off + 4, len - crc_off - 4);
 }
 
 static uint32_t block_crc(const uint8_t *blk, size_t len)
@@ -189,7 +189,7 @@ static size_t owner_offset(uint64_t incompat, uint32_t backing_len)
 }
 
 /* header_size for the fields h carries. */
-static uint32_t header_size_of(const struct img_header *h)
+static uint32_t header_size_of(const struct imgi_header *h)
 {
 	size_t n = owner_offset(h->incompat, h->backing_len);
 
@@ -198,10 +198,10 @@ static uint32_t header_size_of(const struct img_header *h)
 	return (uint32_t)n;
 }
 
-void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT])
+void imgi_header_encode(const struct imgi_header *h, uint8_t slot[IMG_HEADER_SLOT])
 {
 	memset(slot, 0, IMG_HEADER_SLOT);
-	memcpy(slot, img_header_magic, 8);
+	memcpy(slot, imgi_header_magic, 8);
 	put_le32(slot + 8, h->version);
 	put_le32(slot + 12, h->header_size);
 	put_le32(slot + 20, h->cluster_bits);
@@ -227,7 +227,7 @@ void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]
 	put_le32(slot + 16, crc_skip(slot, h->header_size, 16));
 }
 
-void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
+void imgi_header_set_backing(struct imgi_header *h, const uint8_t uuid[16],
 			    const char *path, size_t len)
 {
 	memset(h->backing_uuid, 0, sizeof(h->backing_uuid));
@@ -254,11 +254,11 @@ void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
 	h->header_size = header_size_of(h);
 }
 
-int img_header_set_owner(struct img_header *h, const uint8_t uuid[16])
+int imgi_header_set_owner(struct imgi_header *h, const uint8_t uuid[16])
 {
-	if (uuid && (img_is_zero(uuid, 16) ||
+	if (uuid && (imgi_is_zero(uuid, 16) ||
 		     owner_offset(h->incompat, h->backing_len) + 16 > IMG_HEADER_SLOT))
-		return img_is_zero(uuid, 16) ? -EINVAL : -ENOSPC;
+		return imgi_is_zero(uuid, 16) ? -EINVAL : -ENOSPC;
 	memset(h->owner_uuid, 0, sizeof(h->owner_uuid));
 	h->incompat &= ~IMG_INCOMPAT_OWNER;
 	if (uuid) {
@@ -269,18 +269,18 @@ int img_header_set_owner(struct img_header *h, const uint8_t uuid[16])
 	return 0;
 }
 
-int img_header_owned_by(const struct img_header *h, const uint8_t owner[16])
+int imgi_header_owned_by(const struct imgi_header *h, const uint8_t owner[16])
 {
-	return (h->incompat & IMG_INCOMPAT_OWNER) && !img_is_zero(h->owner_uuid, 16) &&
+	return (h->incompat & IMG_INCOMPAT_OWNER) && !imgi_is_zero(h->owner_uuid, 16) &&
 	       !memcmp(h->owner_uuid, owner, 16);
 }
 
-int img_header_backing_matches(const struct img_header *top, const struct img_header *base)
+int imgi_header_backing_matches(const struct imgi_header *top, const struct imgi_header *base)
 {
-	return img_is_zero(top->backing_uuid, 16) || !memcmp(top->backing_uuid, base->uuid, 16);
+	return imgi_is_zero(top->backing_uuid, 16) || !memcmp(top->backing_uuid, base->uuid, 16);
 }
 
-int img_geom_compute(const struct img_header *h, struct img_geom *g)
+int imgi_geom_compute(const struct imgi_header *h, struct imgi_geom *g)
 {
 	uint64_t cs, bat_bytes, t;
 
@@ -305,7 +305,7 @@ int img_geom_compute(const struct img_header *h, struct img_geom *g)
 	return 0;
 }
 
-int img_header_validate(const struct img_header *h, struct img_geom *g,
+int imgi_header_validate(const struct imgi_header *h, struct imgi_geom *g,
 			char *why, size_t whylen)
 {
 	uint64_t cs;
@@ -336,7 +336,7 @@ int img_header_validate(const struct img_header *h, struct img_geom *g,
 	if (h->bat_clusters == 0 || h->bat_clusters > IMG_MAX_BAT_BYTES / cs)
 		return fail(why, whylen, "BAT cluster count %llu out of range",
 			    (unsigned long long)h->bat_clusters);
-	if (img_geom_compute(h, g) < 0)
+	if (imgi_geom_compute(h, g) < 0)
 		return fail(why, whylen, "geometry overflows");
 	if (g->vclusters > IMG_MAX_ENTRIES)
 		return fail(why, whylen, "virtual size needs %llu clusters, more than the cap 2^27",
@@ -352,13 +352,13 @@ int img_header_validate(const struct img_header *h, struct img_geom *g,
 	return 0;
 }
 
-int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
+int imgi_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct imgi_header *h,
 		      char *why, size_t whylen)
 {
-	struct img_geom g;
+	struct imgi_geom g;
 	size_t used = IMG_HEADER_SIZE_V1;
 
-	if (memcmp(slot, img_header_magic, 8))
+	if (memcmp(slot, imgi_header_magic, 8))
 		return fail(why, whylen, "bad magic");
 	memset(h, 0, sizeof(*h));
 	h->version = get_le32(slot + 8);
@@ -416,21 +416,21 @@ int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
 		if (o + 16 > h->header_size)
 			return fail(why, whylen, "owner field runs past the header size %u",
 				    h->header_size);
-		if (!img_is_zero(slot + used, o - used))
+		if (!imgi_is_zero(slot + used, o - used))
 			return fail(why, whylen, "reserved bytes are not zero");
-		if (img_is_zero(slot + o, 16))
+		if (imgi_is_zero(slot + o, 16))
 			return fail(why, whylen, "owner field is all zero");
 		memcpy(h->owner_uuid, slot + o, 16);
 		used = o + 16;
 	}
-	if (!img_is_zero(slot + used, IMG_HEADER_SLOT - used))
+	if (!imgi_is_zero(slot + used, IMG_HEADER_SLOT - used))
 		return fail(why, whylen, "reserved bytes are not zero");
-	return img_header_validate(h, &g, why, whylen);
+	return imgi_header_validate(h, &g, why, whylen);
 }
 
 /* ---- BAT blocks ----------------------------------------------------- */
 
-void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
+void imgi_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
 			  uint8_t blk[IMG_BLOCK_SIZE])
 {
 	put_le32(blk, IMG_BAT_MAGIC);
@@ -443,7 +443,7 @@ void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
 	put_le32(blk + 4, block_crc(blk, IMG_BLOCK_SIZE));
 }
 
-void img_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs)
+void imgi_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs)
 {
 	pthread_once(&crc_once, crc_choose);
 #if defined(__x86_64__)
@@ -456,19 +456,19 @@ void img_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs)
 		crcs[i] = block_crc(blks + i * IMG_BLOCK_SIZE, IMG_BLOCK_SIZE);
 }
 
-int img_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
+int imgi_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
 			 uint64_t *entries, uint64_t *seq, char *why, size_t whylen)
 {
-	return img_bat_block_decode_crc(blk, index, get_le32(blk) == IMG_BAT_MAGIC ?
+	return imgi_bat_block_decode_crc(blk, index, get_le32(blk) == IMG_BAT_MAGIC ?
 					block_crc(blk, IMG_BLOCK_SIZE) : 0,
 					entries, seq, why, whylen);
 }
 
-int img_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, uint32_t crc,
+int imgi_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, uint32_t crc,
 			     uint64_t *entries, uint64_t *seq, char *why, size_t whylen)
 {
 	/* A block with the magic is not all zero: no need to scan it. */
-	if (get_le32(blk) != IMG_BAT_MAGIC && img_is_zero(blk, IMG_BLOCK_SIZE)) {
+	if (get_le32(blk) != IMG_BAT_MAGIC && imgi_is_zero(blk, IMG_BLOCK_SIZE)) {
 		memset(entries, 0, IMG_ENTRIES_PER_BLOCK * sizeof(*entries));
 		*seq = 0;
 		return 1;
@@ -494,7 +494,7 @@ int img_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, 
 
 /* ---- log descriptors ------------------------------------------------ */
 
-void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
+void imgi_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
 			 uint8_t blk[IMG_BLOCK_SIZE])
 {
 	memset(blk, 0, IMG_BLOCK_SIZE);
@@ -506,7 +506,7 @@ void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
 	put_le32(blk + 4, block_crc(blk, IMG_BLOCK_SIZE));
 }
 
-int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
+int imgi_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
 			uint32_t *count, uint64_t *targets)
 {
 	uint32_t n;
@@ -521,9 +521,9 @@ int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
 	*count = n = get_le32(blk + 16);
 	if (n == 0 || n > IMG_LOG_MAX_TARGETS)
 		return -EBADMSG;
-	if (!img_is_zero(blk + 20, 12))
+	if (!imgi_is_zero(blk + 20, 12))
 		return -EBADMSG;
-	if (!img_is_zero(blk + IMG_LOG_HDR + 8 * n, IMG_BLOCK_SIZE - IMG_LOG_HDR - 8 * n))
+	if (!imgi_is_zero(blk + IMG_LOG_HDR + 8 * n, IMG_BLOCK_SIZE - IMG_LOG_HDR - 8 * n))
 		return -EBADMSG;
 	for (uint32_t i = 0; i < n; i++)
 		targets[i] = get_le64(blk + IMG_LOG_HDR + 8 * i);

@@ -49,7 +49,7 @@
 #define IMG_COMPAT_OWN_SNAPSHOT 0x1ull /* §3.1: the backing image is this image's own snapshot */
 #define IMG_COMPAT_KNOWN      IMG_COMPAT_OWN_SNAPSHOT
 
-extern const uint8_t img_header_magic[8];
+extern const uint8_t imgi_header_magic[8];
 #define IMG_BAT_MAGIC 0x31544142u   /* "BAT1" read as little-endian u32 */
 #define IMG_LOG_MAGIC 0x31474f4cu   /* "LOG1" */
 
@@ -68,7 +68,7 @@ extern const uint8_t img_header_magic[8];
 #define IMG_E_PAYLOAD(e) ((e) & ((1ull << 60) - 1))
 #define IMG_E_MAKE(s, p) (((uint64_t)(s) << 60) | (p))
 
-struct img_header {
+struct imgi_header {
 	uint32_t version;
 	uint32_t header_size;
 	uint32_t cluster_bits;
@@ -93,22 +93,22 @@ struct img_header {
  * not the image's own snapshot).  len must be 1..IMG_MAX_BACKING_LEN (checked by the
  * caller).  The owner field (who is above the image) is kept when it still
  * fits in the slot, else cleared (§3.1: cleared is always safe). */
-void img_header_set_backing(struct img_header *h, const uint8_t uuid[16],
+void imgi_header_set_backing(struct imgi_header *h, const uint8_t uuid[16],
 			    const char *path, size_t len);
 /* Records (uuid != NULL, not all zero) or clears the owner field (§3.1,
  * IMG_INCOMPAT_OWNER) and sets header_size.  -ENOSPC (h unchanged) when the
  * backing path leaves no room for it in the slot. */
-int img_header_set_owner(struct img_header *h, const uint8_t uuid[16]);
+int imgi_header_set_owner(struct imgi_header *h, const uint8_t uuid[16]);
 /* 1 when h records owner as the delta whose own snapshot it is. */
-int img_header_owned_by(const struct img_header *h, const uint8_t owner[16]);
+int imgi_header_owned_by(const struct imgi_header *h, const uint8_t owner[16]);
 /* The backing uuid check (§3.1), the one rule for every open of a chain,
  * reattach and merge: 1 when base (the header of the image top's backing
  * reference names) is the image top was made over (its uuid is top's
  * backing_uuid) or top records none (backing_uuid all zero), else 0. */
-int img_header_backing_matches(const struct img_header *top, const struct img_header *base);
+int imgi_header_backing_matches(const struct imgi_header *top, const struct imgi_header *base);
 
 /* Derived geometry, computed (and checked) from a header. */
-struct img_geom {
+struct imgi_geom {
 	uint64_t cluster_size;
 	unsigned cluster_bits;
 	uint64_t vclusters;       /* ceil(virtual_size / cluster_size) */
@@ -120,7 +120,7 @@ struct img_geom {
 	uint64_t data_cluster0;   /* first data cluster index */
 };
 
-uint32_t img_crc32c(uint32_t crc, const void *buf, size_t len);
+uint32_t imgi_crc32c(uint32_t crc, const void *buf, size_t len);
 
 static inline uint16_t get_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static inline uint32_t get_le32(const uint8_t *p)
@@ -146,46 +146,46 @@ static inline void put_le64(uint8_t *p, uint64_t v)
  * from a newer writer (another version, an unknown incompat bit) gives
  * -EOPNOTSUPP with h->seq, h->version and h->incompat filled in, so the
  * caller can tell whether it is the newest copy (FORMAT.md 3, "Choosing a
- * copy"); then every field (img_header_validate, -EUCLEAN).  A reason goes
+ * copy"); then every field (imgi_header_validate, -EUCLEAN).  A reason goes
  * into why. */
-void img_header_encode(const struct img_header *h, uint8_t slot[IMG_HEADER_SLOT]);
-int img_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct img_header *h,
+void imgi_header_encode(const struct imgi_header *h, uint8_t slot[IMG_HEADER_SLOT]);
+int imgi_header_decode(const uint8_t slot[IMG_HEADER_SLOT], struct imgi_header *h,
 		      char *why, size_t whylen);
 /* Field rules of §2/§3 and the derived geometry. */
-int img_header_validate(const struct img_header *h, struct img_geom *g,
+int imgi_header_validate(const struct imgi_header *h, struct imgi_geom *g,
 			char *why, size_t whylen);
 /* Geometry for a virtual size given the other header fields. */
-int img_geom_compute(const struct img_header *h, struct img_geom *g);
+int imgi_geom_compute(const struct imgi_header *h, struct imgi_geom *g);
 
 /* BAT blocks.  entries: IMG_ENTRIES_PER_BLOCK values. */
-void img_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
+void imgi_bat_block_encode(uint64_t index, uint64_t seq, const uint64_t *entries,
 			  uint8_t blk[IMG_BLOCK_SIZE]);
 /* Returns 0 (entries filled; *seq set), 1 if the block is all zero (entries
  * zeroed, *seq 0), or -EUCLEAN with a reason. */
-int img_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
+int imgi_bat_block_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index,
 			 uint64_t *entries, uint64_t *seq, char *why, size_t whylen);
-/* The same with the block's crc32c already computed (img_block_crcs). */
-int img_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, uint32_t crc,
+/* The same with the block's crc32c already computed (imgi_block_crcs). */
+int imgi_bat_block_decode_crc(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t index, uint32_t crc,
 			     uint64_t *entries, uint64_t *seq, char *why, size_t whylen);
 /* The crc32c of each of n consecutive metadata blocks (IMG_BLOCK_SIZE bytes
  * each, the crc field at bytes 4..7 taken as zero): what the block's crc
  * field must hold.  Uses the CPU's crc32 instruction on three blocks at a
  * time where it exists (checked at run time; LIBIMG_NO_HW_CRC=1 forces the
  * portable slicing-by-8 code, for tests), else the table code. */
-void img_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs);
+void imgi_block_crcs(const uint8_t *blks, size_t n, uint32_t *crcs);
 
 /* Log descriptors. */
-void img_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
+void imgi_log_desc_encode(uint64_t seq, uint32_t count, const uint64_t *targets,
 			 uint8_t blk[IMG_BLOCK_SIZE]);
 /* Validates magic, crc, count (1..IMG_LOG_MAX_TARGETS), reserved and
  * unused bytes; fills seq, count and targets.  0; -EUCLEAN when the block
  * is not intact (magic or crc wrong: torn, or never a descriptor); -EBADMSG
  * when it is intact but a field is one no writer writes (count out of
  * range, reserved or unused bytes not zero): seq and count are filled. */
-int img_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
+int imgi_log_desc_decode(const uint8_t blk[IMG_BLOCK_SIZE], uint64_t *seq,
 			uint32_t *count, uint64_t *targets);
 
 /* Is the buffer all zero bytes? */
-int img_is_zero(const void *buf, size_t len);
+int imgi_is_zero(const void *buf, size_t len);
 
 #endif

@@ -8,7 +8,7 @@
  * libimg images hold one filesystem each, like ploop and container images.
  *
  * This module calls the public data API (img_pread, img_pwrite, img_map,
- * img_discard, ...) and img_check_writable (util.c), with one exception,
+ * img_discard, ...) and imgi_check_writable (util.c), with one exception,
  * unmap_clusters() below, which unmaps many whole clusters under one
  * commit (see there).
  */
@@ -33,26 +33,26 @@ static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 /* libext2fs io_manager over an image                                     */
 /* ====================================================================== */
 
-struct img_chan {
+struct imgi_chan {
 	struct img *img;
 	int rw;
 	struct struct_io_stats stats;
 };
 
-/* The image the next channel opens on (set by img_ext2fs_open() around
+/* The image the next channel opens on (set by imgi_ext2fs_open() around
  * ext2fs_open2(), which passes only a name to the manager's open). */
 static _Thread_local struct img *opening_img;
 
 static errcode_t ic_open(const char *name, int flags, io_channel *out)
 {
 	struct img *img = opening_img;
-	struct img_chan *c = NULL;
+	struct imgi_chan *c = NULL;
 	io_channel ch = NULL;
 
 	if (!img)
 		return EXT2_ET_BAD_DEVICE_NAME;
 	if (flags & IO_FLAG_RW) {
-		int r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing the filesystem");
+		int r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "writing the filesystem");
 		if (r)
 			return -r;
 	}
@@ -67,7 +67,7 @@ static errcode_t ic_open(const char *name, int flags, io_channel *out)
 	c->rw = !!(flags & IO_FLAG_RW);
 	c->stats.num_fields = 2;
 	ch->magic = EXT2_ET_MAGIC_IO_CHANNEL;
-	ch->manager = &img_ext2_io_manager;
+	ch->manager = &imgi_ext2_io_manager;
 	ch->block_size = 1024;
 	ch->refcount = 1;
 	ch->private_data = c;
@@ -116,7 +116,7 @@ static errcode_t ic_err(ssize_t r, int reading)
 
 static errcode_t ic_read64(io_channel ch, unsigned long long block, int count, void *data)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 	uint64_t off;
 	size_t len;
 	errcode_t e = ic_span(ch, block, count, &off, &len);
@@ -137,7 +137,7 @@ static errcode_t ic_read64(io_channel ch, unsigned long long block, int count, v
 
 static errcode_t ic_write64(io_channel ch, unsigned long long block, int count, const void *data)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 	uint64_t off;
 	size_t len;
 	errcode_t e;
@@ -170,7 +170,7 @@ static errcode_t ic_write(io_channel ch, unsigned long block, int count, const v
 
 static errcode_t ic_write_byte(io_channel ch, unsigned long offset, int count, const void *data)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 	ssize_t r;
 
 	if (!c->rw)
@@ -186,7 +186,7 @@ static errcode_t ic_write_byte(io_channel ch, unsigned long offset, int count, c
 
 static errcode_t ic_flush(io_channel ch)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 	int r = c->rw ? img_flush(c->img) : 0;
 
 	return r ? (errcode_t)-r : 0;
@@ -195,7 +195,7 @@ static errcode_t ic_flush(io_channel ch)
 static errcode_t ic_blocks(io_channel ch, unsigned long long block, unsigned long long count,
 			   uint64_t *off, uint64_t *len)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 
 	if (!c->rw)
 		return EXT2_ET_RO_FILSYS;
@@ -209,7 +209,7 @@ static errcode_t ic_blocks(io_channel ch, unsigned long long block, unsigned lon
 static errcode_t ic_zero(io_channel ch, unsigned long long block, unsigned long long count,
 			 int discard)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 	uint64_t off, len;
 	errcode_t e = ic_blocks(ch, block, count, &off, &len);
 	int r;
@@ -237,14 +237,14 @@ static errcode_t ic_set_option(io_channel ch, const char *option, const char *ar
 
 static errcode_t ic_get_stats(io_channel ch, io_stats *stats)
 {
-	struct img_chan *c = ch->private_data;
+	struct imgi_chan *c = ch->private_data;
 
 	if (stats)
 		*stats = &c->stats;
 	return 0;
 }
 
-struct struct_io_manager img_ext2_io_manager = {
+struct struct_io_manager imgi_ext2_io_manager = {
 	.magic = EXT2_ET_MAGIC_IO_MANAGER,
 	.name = "libimg I/O manager",
 	.open = ic_open,
@@ -307,7 +307,7 @@ static errcode_t ext_fits_disk(struct img *img)
 	return 0;
 }
 
-errcode_t img_ext2fs_open(struct img *img, int ext2_flags, ext2_filsys *out)
+errcode_t imgi_ext2fs_open(struct img *img, int ext2_flags, ext2_filsys *out)
 {
 	errcode_t e;
 
@@ -316,18 +316,18 @@ errcode_t img_ext2fs_open(struct img *img, int ext2_flags, ext2_filsys *out)
 		return e;
 	opening_img = img;
 	e = ext2fs_open2(img->name, NULL, ext2_flags | EXT2_FLAG_64BITS, 0, 0,
-			 &img_ext2_io_manager, out);
+			 &imgi_ext2_io_manager, out);
 	opening_img = NULL;
 	return e;
 }
 
-int img_ext2fs_error(const char *name, const char *what, errcode_t code)
+int imgi_ext2fs_error(const char *name, const char *what, errcode_t code)
 {
 	int err;
 
 	pthread_once(&et_once, et_init);
 	if (code == EFBIG) {                       /* ext_fits_disk */
-		img_set_error("%s: %s: its superblock claims a filesystem bigger than the "
+		imgi_set_error("%s: %s: its superblock claims a filesystem bigger than the "
 			      "virtual disk (damaged, or not made for this disk): not opened",
 			      name, what);
 		return -ENOTRECOVERABLE;
@@ -342,7 +342,7 @@ int img_ext2fs_error(const char *name, const char *what, errcode_t code)
 		err = -ENOMEDIUM;
 	else
 		err = -ENOTRECOVERABLE;            /* damaged metadata, short read */
-	img_set_error("%s: %s: %s", name, what, error_message(code));
+	imgi_set_error("%s: %s: %s", name, what, error_message(code));
 	return err;
 }
 
@@ -386,8 +386,8 @@ static int copy_view(struct img *img, int fd, uint64_t off, uint64_t end, uint8_
 			ssize_t rr = img_pread(img, buf, k, p);
 			if (rr < 0)
 				return (int)rr;
-			if (!img_is_zero(buf, k) && pwrite(fd, buf, k, (off_t)p) != (ssize_t)k) {
-				img_set_error("%s: writing the probe view: %s", img->name, strerror(errno));
+			if (!imgi_is_zero(buf, k) && pwrite(fd, buf, k, (off_t)p) != (ssize_t)k) {
+				imgi_set_error("%s: writing the probe view: %s", img->name, strerror(errno));
 				return -errno ? -errno : -EIO;
 			}
 			p += k;
@@ -502,7 +502,7 @@ static void ext_sizes(struct img *img, struct img_fs_info *fi)
 	ext2_filsys fs = NULL;
 	uint64_t size, nfree;
 
-	if (img_ext2fs_open(img, EXT2_FLAG_IGNORE_CSUM_ERRORS | EXT2_FLAG_SKIP_MMP, &fs))
+	if (imgi_ext2fs_open(img, EXT2_FLAG_IGNORE_CSUM_ERRORS | EXT2_FLAG_SKIP_MMP, &fs))
 		return;
 	if (!__builtin_mul_overflow(ext2fs_blocks_count(fs->super), (uint64_t)fs->blocksize, &size)) {
 		nfree = ext_free_blocks(fs) * fs->blocksize;
@@ -531,12 +531,12 @@ IMG_API int img_fs_probe(struct img *img, struct img_fs_info *out)
 	fd = memfd_create("libimg-probe", MFD_CLOEXEC);
 	if (!buf || fd < 0) {
 		r = !buf ? -ENOMEM : -errno;
-		img_set_error("%s: making the probe view: %s", img->name, strerror(-r));
+		imgi_set_error("%s: making the probe view: %s", img->name, strerror(-r));
 		goto out;
 	}
 	if (ftruncate(fd, (off_t)ii.virtual_size) < 0) {
 		r = -errno;
-		img_set_error("%s: sizing the probe view: %s", img->name, strerror(-r));
+		imgi_set_error("%s: sizing the probe view: %s", img->name, strerror(-r));
 		goto out;
 	}
 	if ((r = copy_view(img, fd, 0, min_u64(PROBE_HEAD, ii.virtual_size), buf)) ||
@@ -550,7 +550,7 @@ IMG_API int img_fs_probe(struct img *img, struct img_fs_info *out)
 	}
 	if (blkid_probe_set_device(pr, fd, 0, (blkid_loff_t)ii.virtual_size)) {
 		r = -EIO;
-		img_set_error("%s: libblkid refused the probe view", img->name);
+		imgi_set_error("%s: libblkid refused the probe view", img->name);
 		goto out;
 	}
 	blkid_probe_enable_superblocks(pr, 1);
@@ -561,12 +561,12 @@ IMG_API int img_fs_probe(struct img *img, struct img_fs_info *out)
 	r = blkid_do_safeprobe(pr);
 	if (r == -2) {
 		r = -ENOMEDIUM;
-		img_set_error("%s: several conflicting signatures found (wipefs shows them)", img->name);
+		imgi_set_error("%s: several conflicting signatures found (wipefs shows them)", img->name);
 		goto out;
 	}
 	if (r < 0) {
 		r = -EIO;
-		img_set_error("%s: libblkid failed to probe the virtual disk", img->name);
+		imgi_set_error("%s: libblkid failed to probe the virtual disk", img->name);
 		goto out;
 	}
 	copy_tag(pr, "TYPE", out->type, sizeof(out->type), &have);
@@ -574,10 +574,10 @@ IMG_API int img_fs_probe(struct img *img, struct img_fs_info *out)
 		copy_tag(pr, "PTTYPE", pttype, sizeof(pttype), NULL);
 		r = -ENOMEDIUM;
 		if (pttype[0])
-			img_set_error("%s: the virtual disk holds a %s partition table; filesystems inside partitions are not supported",
+			imgi_set_error("%s: the virtual disk holds a %s partition table; filesystems inside partitions are not supported",
 				      img->name, pttype);
 		else
-			img_set_error("%s: no filesystem found on the virtual disk", img->name);
+			imgi_set_error("%s: no filesystem found on the virtual disk", img->name);
 		goto out;
 	}
 	have = 0;
@@ -637,7 +637,7 @@ static int unmap_clusters(struct img *img, const uint64_t *v, size_t n, uint64_t
 		pthread_mutex_lock(&img->meta_lock);
 		e = img->bat[v[i]];
 		if (IMG_E_STATE(e) == IMG_E_ALLOC || IMG_E_STATE(e) == IMG_E_COMP) {
-			r = img_release_entry(img, e);
+			r = imgi_release_entry(img, e);
 			if (!r) {
 				/* a delta's zero cluster hides its backing */
 				bat_set(img, v[i], bat_dropped(img));
@@ -648,7 +648,7 @@ static int unmap_clusters(struct img *img, const uint64_t *v, size_t n, uint64_t
 	}
 	pthread_rwlock_unlock(&img->map_lock);
 	if (r)
-		img_set_error("%s: unmapping free clusters: %s", img->name, img_strerror(r));
+		imgi_set_error("%s: unmapping free clusters: %s", img->name, img_strerror(r));
 	/* Commit even after a failure: what was unmapped must become durable
 	 * (or be rolled back into the pending list by the commit). */
 	{
@@ -688,27 +688,27 @@ IMG_API int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim
 
 	memset(&st, 0, sizeof(st));
 	if (flags & ~IMG_FS_TRIM_WHOLE_CLUSTERS) {
-		img_set_error("%s: unknown trim flags 0x%x", img->name, flags);
+		imgi_set_error("%s: unknown trim flags 0x%x", img->name, flags);
 		return -EINVAL;
 	}
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "giving back free blocks")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "giving back free blocks")))
 		return r;
 	if ((r = img_fs_probe(img, &fi)))
 		return r;
 	if (!is_ext(fi.type)) {
-		img_set_error("%s: giving back free blocks needs an ext2/3/4 filesystem, not %s",
+		imgi_set_error("%s: giving back free blocks needs an ext2/3/4 filesystem, not %s",
 			      img->name, fi.type);
 		return -EOPNOTSUPP;
 	}
-	if ((e = img_ext2fs_open(img, 0, &fs)))
-		return img_ext2fs_error(img->name, "opening the ext2/3/4 filesystem", e);
+	if ((e = imgi_ext2fs_open(img, 0, &fs)))
+		return imgi_ext2fs_error(img->name, "opening the ext2/3/4 filesystem", e);
 	if ((r = img_info(img, &ii)))
 		goto out;
 	st.disk_usage_before = ii.disk_usage;
 	state = ext_state(fs);
 	if (state) {
 		r = -ENOTRECOVERABLE;
-		img_set_error("%s: the %s filesystem %s: run e2fsck -f on it first", img->name, fi.type,
+		imgi_set_error("%s: the %s filesystem %s: run e2fsck -f on it first", img->name, fi.type,
 			      state & IMG_FS_STATE_NEEDS_RECOVERY ? "needs journal recovery (mounted, or not cleanly unmounted)" :
 			      state & IMG_FS_STATE_ERRORS ? "has errors recorded" :
 			      "was not cleanly unmounted");
@@ -719,13 +719,13 @@ IMG_API int img_fs_trim_free(struct img *img, unsigned flags, struct img_fs_trim
 	if (__builtin_mul_overflow(ext2fs_blocks_count(fs->super), bs, &fs_bytes) ||
 	    fs_bytes > ii.virtual_size) {
 		r = -ENOTRECOVERABLE;
-		img_set_error("%s: the filesystem (%llu blocks of %llu bytes) is bigger than the virtual disk (%llu bytes)",
+		imgi_set_error("%s: the filesystem (%llu blocks of %llu bytes) is bigger than the virtual disk (%llu bytes)",
 			      img->name, (unsigned long long)ext2fs_blocks_count(fs->super),
 			      (unsigned long long)bs, (unsigned long long)ii.virtual_size);
 		goto out;
 	}
 	if ((e = ext2fs_read_block_bitmap(fs))) {
-		r = img_ext2fs_error(img->name, "reading the block bitmaps", e);
+		r = imgi_ext2fs_error(img->name, "reading the block bitmaps", e);
 		goto out;
 	}
 	st.fs_free_bytes = ext_free_blocks(fs) * bs;
@@ -848,43 +848,43 @@ IMG_API int img_fs_set_identity(struct img *img, const char *uuid, const char *l
 	int r = 0, set_csum = 0;
 
 	if (flags || (!uuid && !label) || (uuid && parse_uuid(uuid, u))) {
-		img_set_error("%s: setting the filesystem identity: invalid arguments", img->name);
+		imgi_set_error("%s: setting the filesystem identity: invalid arguments", img->name);
 		return -EINVAL;
 	}
 	if (label && strlen(label) > EXT2_LABEL_LEN) {
-		img_set_error("%s: an ext2/3/4 label has at most %d bytes, '%s' has %zu", img->name,
+		imgi_set_error("%s: an ext2/3/4 label has at most %d bytes, '%s' has %zu", img->name,
 			      EXT2_LABEL_LEN, label, strlen(label));
 		return -EINVAL;
 	}
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "setting the filesystem identity")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "setting the filesystem identity")))
 		return r;
 	if ((r = img_fs_probe(img, &fi)))
 		return r;
 	if (!is_ext(fi.type)) {
-		img_set_error("%s: setting the UUID or label here needs an ext2/3/4 filesystem, not %s",
+		imgi_set_error("%s: setting the UUID or label here needs an ext2/3/4 filesystem, not %s",
 			      img->name, fi.type);
 		return -EOPNOTSUPP;
 	}
-	if ((e = img_ext2fs_open(img, EXT2_FLAG_RW, &fs)))
-		return img_ext2fs_error(img->name, "opening the ext2/3/4 filesystem", e);
+	if ((e = imgi_ext2fs_open(img, EXT2_FLAG_RW, &fs)))
+		return imgi_ext2fs_error(img->name, "opening the ext2/3/4 filesystem", e);
 	state = ext_state(fs);
 	if (state & (IMG_FS_STATE_NEEDS_RECOVERY | IMG_FS_STATE_ERRORS)) {
 		r = -ENOTRECOVERABLE;
-		img_set_error("%s: the %s filesystem %s: run e2fsck -f on it first", img->name, fi.type,
+		imgi_set_error("%s: the %s filesystem %s: run e2fsck -f on it first", img->name, fi.type,
 			      state & IMG_FS_STATE_NEEDS_RECOVERY ? "needs journal recovery (mounted, or not cleanly unmounted)" :
 			      "has errors recorded");
 		goto out;
 	}
 	if (uuid && ext2fs_has_feature_stable_inodes(fs->super)) {
 		r = -EOPNOTSUPP;
-		img_set_error("%s: the %s filesystem has the stable_inodes feature: its UUID cannot change",
+		imgi_set_error("%s: the %s filesystem has the stable_inodes feature: its UUID cannot change",
 			      img->name, fi.type);
 		goto out;
 	}
 	if (uuid && ext2fs_has_feature_ea_inode(fs->super) &&
 	    !ext2fs_has_feature_metadata_csum(fs->super)) {
 		r = -EOPNOTSUPP;
-		img_set_error("%s: the %s filesystem has ea_inode without metadata_csum: changing its UUID "
+		imgi_set_error("%s: the %s filesystem has ea_inode without metadata_csum: changing its UUID "
 			      "would mean rewriting its extended attributes", img->name, fi.type);
 		goto out;
 	}
@@ -919,7 +919,7 @@ IMG_API int img_fs_set_identity(struct img *img, const char *uuid, const char *l
 	ext2fs_mark_super_dirty(fs);
 	e = ext2fs_close_free(&fs);
 	if (e) {
-		r = img_ext2fs_error(img->name, "writing the superblocks", e);
+		r = imgi_ext2fs_error(img->name, "writing the superblocks", e);
 		goto out;
 	}
 	r = img_flush(img);

@@ -8,7 +8,7 @@
  * outputs go through) and the file-mode protection of bases.
  *
  * Invariants kept here (FORMAT.md §3, §6; a header is never written over
- * the copy in force: img_header_commit() in journal.c):
+ * the copy in force: imgi_header_commit() in journal.c):
  *  - DIRTY is set durably before the first change and cleared on a clean
  *    close after the last commit and checkpoint;
  *  - opening a dirty image for writing punches every free cluster below
@@ -18,7 +18,7 @@
  *  - the header copy in force is the newest well-formed one; one from a
  *    newer writer refuses the image, never falls back (read_headers);
  *  - seq never wraps: no write open at seq >= 2^63 (IMG_SEQ_WRITE_LIMIT).
- * The handle utilities (img_fail, img_check_writable, img_sync, ...) are
+ * The handle utilities (imgi_fail, imgi_check_writable, imgi_sync, ...) are
  * in util.c.
  */
 #include <errno.h>
@@ -37,7 +37,7 @@
 
 /* ---- create ------------------------------------------------------- */
 
-static int create_header(const struct img_create_opts *o, struct img_header *h)
+static int create_header(const struct img_create_opts *o, struct imgi_header *h)
 {
 	uint64_t cs, vc, want, blocks, bat_bytes;
 	unsigned bits = IMG_DEFAULT_CLUSTER_BITS;
@@ -50,7 +50,7 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	if (o->cluster_size) {
 		if (o->cluster_size & (o->cluster_size - 1) || o->cluster_size < IMG_MIN_CLUSTER_SIZE ||
 		    o->cluster_size > IMG_MAX_CLUSTER_SIZE) {
-			img_set_error("cluster size %u is not a power of two from 64 KiB to 64 MiB",
+			imgi_set_error("cluster size %u is not a power of two from 64 KiB to 64 MiB",
 				      o->cluster_size);
 			return -EINVAL;
 		}
@@ -58,7 +58,7 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 	}
 	cs = 1ull << bits;
 	if (o->virtual_size < 512 || o->virtual_size % 512 || o->virtual_size > IMG_MAX_VIRTUAL_SIZE) {
-		img_set_error("virtual size %llu is not a positive multiple of 512 (at most 2^57)",
+		imgi_set_error("virtual size %llu is not a positive multiple of 512 (at most 2^57)",
 			      (unsigned long long)o->virtual_size);
 		return -EINVAL;
 	}
@@ -72,12 +72,12 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 		while (need < IMG_MAX_CLUSTER_SIZE && (size + need - 1) / need > IMG_MAX_ENTRIES)
 			need <<= 1;
 		if ((size + need - 1) / need > IMG_MAX_ENTRIES)
-			img_set_error("virtual size %llu needs more than 2^27 clusters even of the "
+			imgi_set_error("virtual size %llu needs more than 2^27 clusters even of the "
 				      "largest cluster size (64 MiB): at most %llu bytes",
 				      (unsigned long long)size,
 				      (unsigned long long)(IMG_MAX_ENTRIES * IMG_MAX_CLUSTER_SIZE));
 		else
-			img_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: "
+			imgi_set_error("virtual size %llu needs more than 2^27 clusters of %llu bytes: "
 				      "use a cluster size of at least %llu", (unsigned long long)size,
 				      (unsigned long long)cs, (unsigned long long)need);
 		return -EINVAL;
@@ -106,8 +106,8 @@ static int create_header(const struct img_create_opts *o, struct img_header *h)
 static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 			struct img *backing, uint64_t compat)
 {
-	struct img_header h;
-	struct img_geom g;
+	struct imgi_header h;
+	struct imgi_geom g;
 	uint8_t *slots;
 	char why[160];
 	int r;
@@ -115,11 +115,11 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 	if ((r = create_header(opts, &h)))
 		return r;
 	if (backing)
-		img_header_set_backing(&h, backing->hdr.uuid, opts->backing_file,
+		imgi_header_set_backing(&h, backing->hdr.uuid, opts->backing_file,
 				       strlen(opts->backing_file));
 	h.compat |= compat;
-	if ((r = img_header_validate(&h, &g, why, sizeof(why)))) {
-		img_set_error("%s: %s", io->name, why);
+	if ((r = imgi_header_validate(&h, &g, why, sizeof(why)))) {
+		imgi_set_error("%s: %s", io->name, why);
 		return r;
 	}
 	slots = calloc(1, 2 * IMG_HEADER_SLOT);
@@ -127,9 +127,9 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 		return -ENOMEM;
 	/* Both copies valid: A in force (seq 2), B one older (seq 1). */
 	h.seq = 2;
-	img_header_encode(&h, slots);
+	imgi_header_encode(&h, slots);
 	h.seq = 1;
-	img_header_encode(&h, slots + IMG_HEADER_SLOT);
+	imgi_header_encode(&h, slots + IMG_HEADER_SLOT);
 	/* The file is data_offset bytes long, durably, before a header can
 	 * name it (FORMAT.md 2 and 6: a shorter file is truncated). */
 	r = io->ops->truncate(io, g.data_offset);
@@ -141,21 +141,21 @@ static int create_on_io(struct img_io *io, const struct img_create_opts *opts,
 		r = io->ops->flush(io);
 	free(slots);
 	if (r)
-		img_set_error("%s: writing the new image: %s", io->name, img_strerror(r));
+		imgi_set_error("%s: writing the new image: %s", io->name, img_strerror(r));
 	return r;
 }
 
 static int open_io(struct img_io *io, unsigned flags, struct img **out);
 
-int img_create_io_over(struct img_io *io, const struct img_create_opts *opts, struct img *backing)
+int imgi_create_io_over(struct img_io *io, const struct img_create_opts *opts, struct img *backing)
 {
-	img_clear_error();
+	imgi_clear_error();
 	if (!opts->backing_file)
 		return -EINVAL;
 	return create_on_io(io, opts, backing, 0);
 }
 
-int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out)
+int imgi_open_io_over(struct img_io *io, unsigned flags, struct img *backing, struct img **out)
 {
 	int r = open_io(io, flags | IMG_OPEN_NO_BACKING, out);
 
@@ -171,9 +171,9 @@ int img_open_io_over(struct img_io *io, unsigned flags, struct img *backing, str
 
 IMG_API int img_create_io(struct img_io *io, const struct img_create_opts *opts)
 {
-	img_clear_error();
+	imgi_clear_error();
 	if (opts->backing_file) {
-		img_set_error("%s: a backing file needs a path to resolve against: use img_create",
+		imgi_set_error("%s: a backing file needs a path to resolve against: use img_create",
 			      io->name);
 		return -EINVAL;
 	}
@@ -187,7 +187,7 @@ static int fsync_dir_of(const char *path)
 
 	if (!copy)
 		return -ENOMEM;
-	r = img_vfs->sync_dir(dirname(copy));
+	r = imgi_vfs->sync_dir(dirname(copy));
 	free(copy);
 	return r;
 }
@@ -232,27 +232,27 @@ static int ref_leaves_dir(const char *ref)
 	return 0;
 }
 
-int img_check_backing_ref(const char *owner, const char *ref, int allow)
+int imgi_check_backing_ref(const char *owner, const char *ref, int allow)
 {
 	size_t n = strlen(ref);
 
 	if (n == 0) {
-		img_set_error("%s: the backing file reference is empty", owner);
+		imgi_set_error("%s: the backing file reference is empty", owner);
 		return -EINVAL;
 	}
 	if (n > IMG_MAX_BACKING_LEN) {
-		img_set_error("%s: the backing file reference is %zu bytes long (at most %u)",
+		imgi_set_error("%s: the backing file reference is %zu bytes long (at most %u)",
 			      owner, n, IMG_MAX_BACKING_LEN);
 		return -ENAMETOOLONG;
 	}
 	if (allow || !ref_leaves_dir(ref))
 		return 0;
 	if (ref[0] == '/')
-		img_set_error("%s: backing file '%s' is an absolute path: refused (allow its "
+		imgi_set_error("%s: backing file '%s' is an absolute path: refused (allow its "
 			      "directory in LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any "
 			      "path with --allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
 	else
-		img_set_error("%s: backing file '%s' climbs out of the image's directory "
+		imgi_set_error("%s: backing file '%s' climbs out of the image's directory "
 			      "(a '..' component): refused (allow its directory in "
 			      "LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any path with "
 			      "--allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref);
@@ -271,12 +271,12 @@ IMG_API int img_set_backing_policy(const char *const *dirs, size_t ndirs, unsign
 	char **copy = NULL, **old;
 	size_t i, oldn;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (flags & ~IMG_BACKING_POLICY_ANY || (ndirs && !dirs))
 		return -EINVAL;
 	for (i = 0; i < ndirs; i++)
 		if (!dirs[i] || dirs[i][0] != '/') {
-			img_set_error("%s: an allowed backing directory must be an absolute path",
+			imgi_set_error("%s: an allowed backing directory must be an absolute path",
 				      dirs[i] ? dirs[i] : "(null)");
 			return -EINVAL;
 		}
@@ -326,7 +326,7 @@ static int backing_root(const char *owner, const char *ref, const char *full, co
 	*root = NULL;
 	if (!(*real = realpath(full, NULL))) {
 		r = -errno;
-		img_set_error("%s: %s", full, strerror(-r));
+		imgi_set_error("%s: %s", full, strerror(-r));
 		return r;
 	}
 	if (dir && (*root = realpath(dir, NULL)) && beneath(*real, *root))
@@ -344,7 +344,7 @@ static int backing_root(const char *owner, const char *ref, const char *full, co
 	pthread_mutex_unlock(&policy_lock);
 	if (*root)
 		return 0;
-	img_set_error("%s: backing file '%s' is %s, outside %s%s: refused (allow its "
+	imgi_set_error("%s: backing file '%s' is %s, outside %s%s: refused (allow its "
 		      "directory in LIBIMG_BACKING_DIRS or /etc/libimg/backing-dirs, or any path "
 		      "with --allow-backing-path, IMG_OPEN_ALLOW_BACKING_PATH)", owner, ref, *real,
 		      dir ? "the image's directory" : "",
@@ -383,11 +383,11 @@ static int open_backing(const char *owner, const char *dir, const char *ref, uns
 	any = (policy_flags & IMG_BACKING_POLICY_ANY) || (flags & IMG_OPEN_ALLOW_BACKING_PATH);
 	ndirs = policy_ndirs;
 	pthread_mutex_unlock(&policy_lock);
-	if ((r = img_check_backing_ref(owner, ref, any || ndirs)))
+	if ((r = imgi_check_backing_ref(owner, ref, any || ndirs)))
 		return r;
 	if (!(full = resolve_ref(dir, ref)))
 		return -ENOMEM;
-	if (any || !img_vfs->open_beneath)
+	if (any || !imgi_vfs->open_beneath)
 		r = open_path(full, flags, NULL, NULL, ch, out);
 	else if (!(r = backing_root(owner, ref, full, ref_leaves_dir(ref) ? NULL : dir,
 				    &real, &root)))
@@ -423,22 +423,22 @@ static void describe_holder(pid_t pid, char *buf, size_t len);
  * Returns -EROFS with the message set, or 0. */
 static int target_protected(const char *path, const struct stat *st)
 {
-	struct img_header h;
+	struct imgi_header h;
 
-	if (img_mode_protected(st->st_mode)) {
-		img_set_error("%s: read-only (mode %04o): a protected image is not replaced (make "
+	if (imgi_mode_protected(st->st_mode)) {
+		imgi_set_error("%s: read-only (mode %04o): a protected image is not replaced (make "
 			      "it writable first if you mean to replace it)", path,
 			      (unsigned)(st->st_mode & 07777));
 		return -EROFS;
 	}
 	/* the header in force is enough: no lock, no BAT, no chain */
-	if (img_read_header(path, &h)) {
-		img_clear_error();   /* not an image we can read: nothing to protect */
+	if (imgi_read_header(path, &h)) {
+		imgi_clear_error();   /* not an image we can read: nothing to protect */
 		return 0;
 	}
 	if (!(h.ro_compat & IMG_RO_COMPAT_TEMPLATE))
 		return 0;
-	img_set_error("%s: a template (a shared base of clones): not replaced (imgsnap template "
+	imgi_set_error("%s: a template (a shared base of clones): not replaced (imgsnap template "
 		      "--clear %s first if you mean to replace it)", path, path);
 	return -EROFS;
 }
@@ -450,29 +450,29 @@ IMG_API int img_target_claim(const char *path, unsigned flags, struct img_target
 	pid_t holder = 0;
 	int fd = -1, r;
 
-	img_clear_error();
+	imgi_clear_error();
 	*out = NULL;
 	if (flags & ~IMG_CREATE_OVERWRITE) {
-		img_set_error("%s: unknown flags 0x%x", path, flags & ~IMG_CREATE_OVERWRITE);
+		imgi_set_error("%s: unknown flags 0x%x", path, flags & ~IMG_CREATE_OVERWRITE);
 		return -EINVAL;
 	}
-	r = img_vfs->claim ? img_vfs->claim(path, &st, &fd, &holder) : img_vfs->stat(path, &st);
+	r = imgi_vfs->claim ? imgi_vfs->claim(path, &st, &fd, &holder) : imgi_vfs->stat(path, &st);
 	if (r == -EBUSY) {
 		char who[128];
 		describe_holder(holder, who, sizeof(who));
-		img_set_error("%s: in use: locked by %s: not replaced", path, who);
+		imgi_set_error("%s: in use: locked by %s: not replaced", path, who);
 		return r;
 	}
 	if (r && r != -ENOENT) {
-		img_set_error("%s: %s", path, strerror(-r));
+		imgi_set_error("%s: %s", path, strerror(-r));
 		return r;
 	}
 	if (!r && !(flags & IMG_CREATE_OVERWRITE)) {
-		img_set_error("%s: already exists", path);
+		imgi_set_error("%s: already exists", path);
 		r = -EEXIST;
 	} else if (!r && !S_ISREG(st.st_mode)) {
-		img_set_error("%s: exists and is %s, not a regular file: refused", path,
-			      img_file_kind(st.st_mode));
+		imgi_set_error("%s: exists and is %s, not a regular file: refused", path,
+			      imgi_file_kind(st.st_mode));
 		r = -EINVAL;
 	} else if (!r && (r = target_protected(path, &st))) {
 		;
@@ -501,23 +501,23 @@ IMG_API int img_target_publish(struct img_target *t, const char *tmp)
 	struct stat st;
 	int r;
 
-	img_clear_error();
+	imgi_clear_error();
 	/* the name still holds the file we locked (a rename by another
 	 * process in between would put an unlocked one there) */
 	if (t->fd >= 0 && (lstat(t->path, &st) < 0 || st.st_dev != t->dev || st.st_ino != t->ino)) {
-		img_set_error("%s: replaced or removed by another process since it was locked: "
+		imgi_set_error("%s: replaced or removed by another process since it was locked: "
 			      "not replaced", t->path);
 		return -EBUSY;
 	}
 	/* nothing was there: nothing may be replaced */
-	r = img_vfs->rename(tmp, t->path, !t->existed);
+	r = imgi_vfs->rename(tmp, t->path, !t->existed);
 	if (r) {
-		img_set_error("%s: %s", t->path, r == -EEXIST ?
+		imgi_set_error("%s: %s", t->path, r == -EEXIST ?
 			      "already exists (made by another process meanwhile)" : strerror(-r));
 		return r;
 	}
 	if ((r = fsync_dir_of(t->path)))
-		img_set_error("%s: syncing its directory: %s", t->path, strerror(-r));
+		imgi_set_error("%s: syncing its directory: %s", t->path, strerror(-r));
 	return r;
 }
 
@@ -562,7 +562,7 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 	char *full = NULL;
 	int r;
 
-	img_clear_error();
+	imgi_clear_error();
 	if ((r = img_target_claim(path, opts->flags & IMG_CREATE_OVERWRITE, &t)))
 		return r;
 	if (opts->backing_file) {
@@ -576,9 +576,9 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 		}
 		/* a delta over itself: the file would be gone once replaced */
 		if (same_entry(full, path) ||
-		    (t->existed && img_vfs->stat(full, &bst) == 0 && bst.st_dev == t->dev &&
+		    (t->existed && imgi_vfs->stat(full, &bst) == 0 && bst.st_dev == t->dev &&
 		     bst.st_ino == t->ino)) {
-			img_set_error("%s: the backing file '%s' is this file itself: refused", path,
+			imgi_set_error("%s: the backing file '%s' is this file itself: refused", path,
 				      opts->backing_file);
 			free(dir);
 			r = -EINVAL;
@@ -599,7 +599,7 @@ IMG_API int img_create(const char *path, const struct img_create_opts *opts)
 			char m[512];
 			snprintf(m, sizeof(m), "%s", img_last_error());
 			if (strncmp(m, path, strlen(path)))
-				img_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
+				imgi_set_error("%s: backing file %s: %s", path, opts->backing_file, m);
 			goto out;
 		}
 	}
@@ -612,18 +612,18 @@ out:
 	return r;
 }
 
-int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing)
+int imgi_create_over(const char *path, const struct img_create_opts *opts, struct img *backing)
 {
-	return img_create_over_mode(path, opts, backing, 0);
+	return imgi_create_over_mode(path, opts, backing, 0);
 }
 
-int img_create_over_mode(const char *path, const struct img_create_opts *opts,
+int imgi_create_over_mode(const char *path, const struct img_create_opts *opts,
 			 struct img *backing, mode_t mode)
 {
-	return img_create_over_ext(path, opts, backing, mode, 0);
+	return imgi_create_over_ext(path, opts, backing, mode, 0);
 }
 
-int img_create_over_ext(const char *path, const struct img_create_opts *opts,
+int imgi_create_over_ext(const char *path, const struct img_create_opts *opts,
 			struct img *backing, mode_t mode, uint64_t compat)
 {
 	struct img_target *t;
@@ -661,14 +661,14 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 		umask(um);
 		mode = 0666 & ~um;
 	}
-	if ((r = img_vfs->mktemp(tmp, mode))) {
-		img_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
+	if ((r = imgi_vfs->mktemp(tmp, mode))) {
+		imgi_set_error("%s: cannot create a file in its directory: %s", path, strerror(-r));
 		goto out;
 	}
-	if ((r = img_vfs->open(tmp, 0, &io)))
+	if ((r = imgi_vfs->open(tmp, 0, &io)))
 		goto out_unlink;
-	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
-	if ((r = img_io_wrap(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h imgi_io_wrap_set) */
+	if ((r = imgi_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		goto out_unlink;
 	}
@@ -683,7 +683,7 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 		if (!strncmp(m, tmp, tl) && m[tl] == ':' && m[tl + 1] == ' ')
 			m += tl + 2;
 		snprintf(buf, sizeof(buf), "%s", m);
-		img_set_error("%s: %s", path, buf);
+		imgi_set_error("%s: %s", path, buf);
 		goto out_unlink;
 	}
 	/* (after a rename whose directory sync failed, tmp is gone) */
@@ -691,7 +691,7 @@ static int create_claimed(const struct img_create_opts *opts, struct img *backin
 		goto out_unlink;
 	goto out;
 out_unlink:
-	img_vfs->unlink(tmp);
+	imgi_vfs->unlink(tmp);
 out:
 	free(tmp);
 	free(copy);
@@ -700,7 +700,7 @@ out:
 
 /* ---- open --------------------------------------------------------- */
 
-char *img_resolve_ref(struct img *img, const char *ref)
+char *imgi_resolve_ref(struct img *img, const char *ref)
 {
 	return img->dir ? resolve_ref(img->dir, ref) : NULL;
 }
@@ -714,7 +714,7 @@ IMG_API int img_probe(const char *path)
 
 	if (fd < 0 || fstat(fd, &st) < 0) {
 		r = -errno;
-		img_set_error("%s: %s", path, strerror(-r));
+		imgi_set_error("%s: %s", path, strerror(-r));
 		if (fd >= 0)
 			close(fd);
 		return r;
@@ -722,13 +722,13 @@ IMG_API int img_probe(const char *path)
 	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
 		/* a block device is read (a raw source for imgconvert);
 		 * img_open refuses it */
-		img_set_error("%s: not a regular file: %s", path, img_file_kind(st.st_mode));
+		imgi_set_error("%s: not a regular file: %s", path, imgi_file_kind(st.st_mode));
 		close(fd);
 		return S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
 	}
-	if (pread(fd, a, 8, 0) == 8 && !memcmp(a, img_header_magic, 8))
+	if (pread(fd, a, 8, 0) == 8 && !memcmp(a, imgi_header_magic, 8))
 		r = 1;
-	else if (pread(fd, b, 8, IMG_HEADER_SLOT) == 8 && !memcmp(b, img_header_magic, 8))
+	else if (pread(fd, b, 8, IMG_HEADER_SLOT) == 8 && !memcmp(b, imgi_header_magic, 8))
 		r = 1;
 	close(fd);
 	return r;
@@ -739,7 +739,7 @@ static void describe_holder(pid_t pid, char *buf, size_t len)
 	char path[64], comm[64] = "";
 	FILE *f;
 
-	img_set_holder(pid);   /* every -EBUSY naming a holder passes here */
+	imgi_set_holder(pid);   /* every -EBUSY naming a holder passes here */
 	if (!pid) {
 		snprintf(buf, len, "another process");
 		return;
@@ -757,20 +757,20 @@ static void describe_holder(pid_t pid, char *buf, size_t len)
 }
 
 /* FORMAT.md 3, "Choosing a copy", over the two slots decoded into h[]
- * (r[]: what img_header_decode returned): the well-formed copy (magic,
+ * (r[]: what imgi_header_decode returned): the well-formed copy (magic,
  * size, crc) with the highest seq is in force, also when it comes from a
  * newer writer (r == -EOPNOTSUPP): then the image is refused, never read
  * (or overwritten) through the older copy.  0 and *use, or -EMEDIUMTYPE
  * (no magic), -EUCLEAN (no copy well-formed and valid, or two different
  * ones with one seq), -EOPNOTSUPP (the newest is from a newer writer). */
-static int choose_header(const uint8_t *slots, const struct img_header h[2], const int r[2],
+static int choose_header(const uint8_t *slots, const struct imgi_header h[2], const int r[2],
 			 int *use)
 {
 	int ok0 = !r[0] || r[0] == -EOPNOTSUPP, ok1 = !r[1] || r[1] == -EOPNOTSUPP;
 
 	if (!ok0 && !ok1)
-		return memcmp(slots, img_header_magic, 8) &&
-		       memcmp(slots + IMG_HEADER_SLOT, img_header_magic, 8) ? -EMEDIUMTYPE : -EUCLEAN;
+		return memcmp(slots, imgi_header_magic, 8) &&
+		       memcmp(slots + IMG_HEADER_SLOT, imgi_header_magic, 8) ? -EMEDIUMTYPE : -EUCLEAN;
 	if (ok0 && ok1 && h[0].seq == h[1].seq) {
 		if (memcmp(slots, slots + IMG_HEADER_SLOT, IMG_HEADER_SLOT))
 			return -EUCLEAN;
@@ -784,7 +784,7 @@ static int choose_header(const uint8_t *slots, const struct img_header h[2], con
 static int read_headers(struct img *img)
 {
 	uint8_t *slots = malloc(2 * IMG_HEADER_SLOT);
-	struct img_header h[2];
+	struct imgi_header h[2];
 	char why[2][160];
 	int r[2], use = 0, ret = 0;
 
@@ -793,10 +793,10 @@ static int read_headers(struct img *img)
 	ret = img->io->ops->pread(img->io, slots, 2 * IMG_HEADER_SLOT, 0);
 	if (ret) {
 		free(slots);
-		return img_fail(img, ret, "reading the header");
+		return imgi_fail(img, ret, "reading the header");
 	}
 	for (int i = 0; i < 2; i++)
-		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
+		r[i] = imgi_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
 	ret = choose_header(slots, h, r, &use);
 	free(slots);
 	/* FORMAT.md 3: both copies carry the image's uuid, which no writer
@@ -808,48 +808,48 @@ static int read_headers(struct img *img)
 			 use ? 'B' : 'A');
 	}
 	if (ret == -EMEDIUMTYPE)
-		return img_fail(img, ret, "not a libimg image");
+		return imgi_fail(img, ret, "not a libimg image");
 	if (ret == -EUCLEAN && (r[0] && r[0] != -EOPNOTSUPP) && (r[1] && r[1] != -EOPNOTSUPP))
-		return img_fail(img, ret, "no valid header (A: %s; B: %s)", why[0], why[1]);
+		return imgi_fail(img, ret, "no valid header (A: %s; B: %s)", why[0], why[1]);
 	if (ret == -EUCLEAN)
-		return img_fail(img, ret, "headers A and B differ with the same sequence number");
+		return imgi_fail(img, ret, "headers A and B differ with the same sequence number");
 	if (ret)
-		return img_fail(img, ret, "header %c (sequence number %llu, the newest): %s",
+		return imgi_fail(img, ret, "header %c (sequence number %llu, the newest): %s",
 				use ? 'B' : 'A', (unsigned long long)h[use].seq, why[use]);
 	if (r[1 - use])
-		img_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
+		imgi_problem_add(img, P_HEADER_COPY, (uint64_t)(1 - use), 0,
 				"header %c is invalid (%s); header %c is in use",
 				use ? 'A' : 'B', why[1 - use], use ? 'B' : 'A');
 	img->hdr = h[use];
 	img->hdr_slot = use;
-	img_geom_compute(&img->hdr, &img->g);
+	imgi_geom_compute(&img->hdr, &img->g);
 	return 0;
 }
 
-int img_read_header(const char *path, struct img_header *out)
+int imgi_read_header(const char *path, struct imgi_header *out)
 {
 	uint8_t *slots = malloc(2 * IMG_HEADER_SLOT);
-	struct img_header h[2];
+	struct imgi_header h[2];
 	struct img_io *io = NULL;
 	char why[2][160];
 	int r[2], use = 0, ret;
 
 	if (!slots)
 		return -ENOMEM;
-	if ((ret = img_vfs->open(path, IMG_IO_RDONLY, &io))) {
-		img_set_error("%s: %s", path, img_strerror(ret));
+	if ((ret = imgi_vfs->open(path, IMG_IO_RDONLY, &io))) {
+		imgi_set_error("%s: %s", path, img_strerror(ret));
 		goto out;
 	}
 	ret = io->ops->pread(io, slots, 2 * IMG_HEADER_SLOT, 0);
 	io->ops->close(io);
 	if (ret) {
-		img_set_error("%s: reading the header: %s", path, img_strerror(ret));
+		imgi_set_error("%s: reading the header: %s", path, img_strerror(ret));
 		goto out;
 	}
 	for (int i = 0; i < 2; i++)
-		r[i] = img_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
+		r[i] = imgi_header_decode(slots + i * IMG_HEADER_SLOT, &h[i], why[i], sizeof(why[i]));
 	if ((ret = choose_header(slots, h, r, &use)))
-		img_set_error("%s: %s", path, ret == -EMEDIUMTYPE ? "not a libimg image" :
+		imgi_set_error("%s: %s", path, ret == -EMEDIUMTYPE ? "not a libimg image" :
 			      ret == -EOPNOTSUPP ? why[use] : "no valid header");
 	else
 		*out = h[use];
@@ -858,7 +858,7 @@ out:
 	return ret;
 }
 
-int img_mode_protected(mode_t mode)
+int imgi_mode_protected(mode_t mode)
 {
 	return !(mode & 0222);
 }
@@ -866,9 +866,9 @@ int img_mode_protected(mode_t mode)
 IMG_API int img_file_readonly(const char *path)
 {
 	struct stat st;
-	int r = img_vfs->stat(path, &st);
+	int r = imgi_vfs->stat(path, &st);
 
-	return r ? r : img_mode_protected(st.st_mode);
+	return r ? r : imgi_mode_protected(st.st_mode);
 }
 
 /* Compressed entry of virtual cluster a sorts before b's: by first
@@ -921,7 +921,7 @@ static void centry_sort(const struct img *img, uint32_t *x, uint64_t n)
  * sorted by sector. */
 static int validate_compressed(struct img *img, uint64_t file_size, uint64_t count)
 {
-	const struct img_geom *g = &img->g;
+	const struct imgi_geom *g = &img->g;
 	int check = img->flags & IMG_OPEN_CHECK, r = 0;
 	uint64_t k = 0, min_h = UINT64_MAX, max_h = 0, pos = 0, span, hosts = 0, lo = 0, hi = 0;
 	uint32_t *idx = NULL, *bk;
@@ -956,8 +956,8 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
 				 (unsigned long long)e, bad);
 			if (!check)
-				return img_fail(img, -EUCLEAN, "%s", buf);
-			img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+				return imgi_fail(img, -EUCLEAN, "%s", buf);
+			imgi_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
 			img->bat[v] = 0;
 			img->ncomp--;
 			continue;
@@ -1043,10 +1043,10 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 				 in_alloc ? "lies in a host cluster an allocated entry maps"
 					  : "overlaps another compressed payload");
 			if (!check) {
-				r = img_fail(img, -EUCLEAN, "%s", buf);
+				r = imgi_fail(img, -EUCLEAN, "%s", buf);
 				goto out;
 			}
-			img_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
+			imgi_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
 			idx[i] |= CENTRY_DUP;
 		}
 		if (kept) {
@@ -1069,7 +1069,7 @@ out:
  * cleared in memory and recorded; otherwise the first one fails the open. */
 static int validate_bat(struct img *img, uint64_t file_size)
 {
-	const struct img_geom *g = &img->g;
+	const struct imgi_geom *g = &img->g;
 	uint64_t file_clusters = (file_size + g->cluster_size - 1) >> g->cluster_bits;
 	int check = img->flags & IMG_OPEN_CHECK, r;
 	uint64_t fast_lo, fast_hi;
@@ -1122,8 +1122,8 @@ static int validate_bat(struct img *img, uint64_t file_size)
 			snprintf(buf, sizeof(buf), "BAT entry %llu past the virtual size is not empty",
 				 (unsigned long long)v);
 			if (!check)
-				return img_fail(img, -EUCLEAN, "%s", buf);
-			img_problem_add(img, P_PAST_VSIZE, v, 0, "%s", buf);
+				return imgi_fail(img, -EUCLEAN, "%s", buf);
+			imgi_problem_add(img, P_PAST_VSIZE, v, 0, "%s", buf);
 			img->bat[v] = 0;
 			continue;
 		}
@@ -1146,8 +1146,8 @@ static int validate_bat(struct img *img, uint64_t file_size)
 				snprintf(buf, sizeof(buf), "BAT entry %llu maps host cluster %llu, which another entry maps",
 					 (unsigned long long)v, (unsigned long long)h);
 				if (!check)
-					return img_fail(img, -EUCLEAN, "%s", buf);
-				img_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
+					return imgi_fail(img, -EUCLEAN, "%s", buf);
+				imgi_problem_add(img, P_DUPLICATE, v, h, "%s", buf);
 				img->nalloc++;
 				continue;
 			} else {
@@ -1163,8 +1163,8 @@ static int validate_bat(struct img *img, uint64_t file_size)
 		snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
 			 (unsigned long long)e, bad);
 		if (!check)
-			return img_fail(img, -EUCLEAN, "%s", buf);
-		img_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+			return imgi_fail(img, -EUCLEAN, "%s", buf);
+		imgi_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
 		img->bat[v] = 0;
 	}
 	return validate_compressed(img, file_size, img->ncomp);
@@ -1173,16 +1173,16 @@ static int validate_bat(struct img *img, uint64_t file_size)
 /* One punch per run of free clusters (the run past the last mapped
  * cluster, however long, is one): the cost follows the mappings, not the
  * file's length. */
-int img_reclaim_free(struct img *img)
+int imgi_reclaim_free(struct img *img)
 {
-	uint64_t end = (img_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
+	uint64_t end = (imgi_file_size(img) + img->g.cluster_size - 1) >> img->g.cluster_bits;
 	int r = 0;
 
 	for (uint64_t h = alloc_next_free(img, img->g.data_cluster0, end); h < end && !r; ) {
 		uint64_t k = alloc_next_used(img, h, end);
 		uint64_t len = (k - h) * img->g.cluster_size;
 		if (k < end) {
-			r = img_zero_host(img, HOST_OFF(img, h), len);
+			r = imgi_zero_host(img, HOST_OFF(img, h), len);
 		} else {
 			/* The tail: on a host that cannot punch, writing zeros
 			 * would cost its length (a sparse terabyte); nothing maps
@@ -1197,7 +1197,7 @@ int img_reclaim_free(struct img *img)
 		h = alloc_next_free(img, k, end);
 	}
 	if (r)
-		img_fail(img, r, "reclaiming free clusters");
+		imgi_fail(img, r, "reclaiming free clusters");
 	return r;
 }
 
@@ -1207,7 +1207,7 @@ static uint64_t count_free_below_eof(struct img *img, uint64_t file_size)
 	return alloc_count_free(img, img->g.data_cluster0, end);
 }
 
-static void img_free(struct img *img)
+static void imgi_free(struct img *img)
 {
 	if (!img)
 		return;
@@ -1250,7 +1250,7 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	uint64_t file_size, nblocks;
 	int r, rw = flags & IMG_OPEN_RDWR;
 
-	img_clear_error();
+	imgi_clear_error();
 	*out = NULL;
 	if (flags & ~(OPEN_FLAGS | OPEN_DEFER_WRITABLE)) {
 		io->ops->close(io);
@@ -1277,11 +1277,11 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 		goto fail;
 	}
 	if ((flags & IMG_OPEN_SCRATCH) && !rw) {
-		r = img_fail(img, -EINVAL, "a scratch open must be read-write");
+		r = imgi_fail(img, -EINVAL, "a scratch open must be read-write");
 		goto fail;
 	}
 	if ((flags & IMG_OPEN_NOLOCK) && rw) {
-		r = img_fail(img, -EINVAL, "opening without a lock is allowed read-only only");
+		r = imgi_fail(img, -EINVAL, "opening without a lock is allowed read-only only");
 		goto fail;
 	}
 	if (io->ops->lock && !(flags & IMG_OPEN_NOLOCK)) {
@@ -1290,21 +1290,21 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 		if (r == -EBUSY) {
 			char who[128];
 			describe_holder(holder, who, sizeof(who));
-			img_set_error("%s: in use: locked %s by %s", img->name,
+			imgi_set_error("%s: in use: locked %s by %s", img->name,
 				      rw ? "against writers" : "for writing", who);
 			goto fail;
 		}
 		if (r) {
-			img_fail(img, r, "locking");
+			imgi_fail(img, r, "locking");
 			goto fail;
 		}
 	}
 	if ((r = io->ops->size(io, &file_size))) {
-		img_fail(img, r, "reading the file size");
+		imgi_fail(img, r, "reading the file size");
 		goto fail;
 	}
 	if (file_size > IMG_MAX_FILE_SIZE) {
-		r = img_fail(img, -EUCLEAN, "file size %llu exceeds 2^62", (unsigned long long)file_size);
+		r = imgi_fail(img, -EUCLEAN, "file size %llu exceeds 2^62", (unsigned long long)file_size);
 		goto fail;
 	}
 	if ((r = read_headers(img)))
@@ -1314,18 +1314,18 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	 * (truncated or copied short): its BAT or log read as zeros would
 	 * show an empty disk. */
 	if (file_size < img->g.data_offset) {
-		r = img_fail(img, -EUCLEAN, "truncated: the file is %llu bytes, shorter than its "
+		r = imgi_fail(img, -EUCLEAN, "truncated: the file is %llu bytes, shorter than its "
 			     "metadata area (header, log and BAT: %llu bytes)",
 			     (unsigned long long)file_size, (unsigned long long)img->g.data_offset);
 		goto fail;
 	}
 	if (rw && (img->hdr.ro_compat & ~IMG_RO_COMPAT_KNOWN)) {
-		r = img_fail(img, -EROFS, "read-only compatible features 0x%llx unknown: opening for writing refused",
+		r = imgi_fail(img, -EROFS, "read-only compatible features 0x%llx unknown: opening for writing refused",
 			     (unsigned long long)img->hdr.ro_compat);
 		goto fail;
 	}
 	if (rw && img->hdr.seq >= IMG_SEQ_WRITE_LIMIT) {
-		r = img_fail(img, -EROFS, "header sequence number %llu is at the end of its range "
+		r = imgi_fail(img, -EROFS, "header sequence number %llu is at the end of its range "
 			     "(2^63 or more): opening for writing refused; the image can be read "
 			     "(copy it to a new image with imgconvert)",
 			     (unsigned long long)img->hdr.seq);
@@ -1334,7 +1334,7 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	/* A template (FORMAT.md 3.2) is never opened for writing, but by
 	 * img_set_template to set or clear the flag itself. */
 	if (rw && (img->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE) && !(flags & IMG_OPEN_TEMPLATE_)) {
-		r = img_fail(img, -EROFS, "is a template (a shared base of clones): opening for "
+		r = imgi_fail(img, -EROFS, "is a template (a shared base of clones): opening for "
 			     "writing refused (imgsnap template --clear undoes the mark)");
 		goto fail;
 	}
@@ -1367,13 +1367,13 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 		 * reserved field): issue 22 #2. */
 		snprintf(why, sizeof(why), "BAT block %llu: unreadable", (unsigned long long)b);
 		if (!io->ops->pread(io, blk, sizeof(blk), img->hdr.bat_offset + b * IMG_BLOCK_SIZE))
-			img_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
+			imgi_bat_block_decode(blk, b, tmp, &seq, why, sizeof(why));
 		if (!(flags & IMG_OPEN_CHECK)) {
-			r = img_fail(img, -EUCLEAN, "%s", why);
+			r = imgi_fail(img, -EUCLEAN, "%s", why);
 			goto fail;
 		}
 		img->bad_blocks++;
-		img_problem_add(img, P_BAD_BLOCK, b, 0, "%s: its %u entries are unknown", why,
+		imgi_problem_add(img, P_BAD_BLOCK, b, 0, "%s: its %u entries are unknown", why,
 				IMG_ENTRIES_PER_BLOCK);
 	}
 	if ((r = validate_bat(img, file_size)))
@@ -1402,20 +1402,20 @@ static int open_io(struct img_io *io, unsigned flags, struct img **out)
 	*out = img;
 	return 0;
 fail:
-	img_free(img);
+	imgi_free(img);
 	return r;
 }
 
 /* The dirty flag set durably before anything else is written. */
 static int open_writable(struct img *img, unsigned flags)
 {
-	struct img_header nh = img->hdr;
+	struct imgi_header nh = img->hdr;
 	int r;
 
 	nh.flags |= IMG_FLAG_DIRTY;
 	nh.compat &= IMG_COMPAT_KNOWN;   /* §3: a writer clears what it does not know */
 	pthread_mutex_lock(&img->commit_lock);
-	r = img_header_commit(img, &nh);
+	r = imgi_header_commit(img, &nh);
 	if (!r)
 		r = journal_checkpoint(img);
 	pthread_mutex_unlock(&img->commit_lock);
@@ -1424,7 +1424,7 @@ static int open_writable(struct img *img, unsigned flags)
 	/* Rule 4: leaks of a crash become zero before any allocation.
 	 * Not in check mode: the check reports leaks and repair
 	 * reclaims them, and never while BAT blocks are unreadable. */
-	if (!(flags & IMG_OPEN_CHECK) && (r = img_reclaim_free(img)))
+	if (!(flags & IMG_OPEN_CHECK) && (r = imgi_reclaim_free(img)))
 		return r;
 	return 0;
 }
@@ -1451,7 +1451,7 @@ IMG_API int img_open_io(struct img_io *io, unsigned flags, struct img **out)
 	r = open_io(io, flags, out);
 
 	if (!r && (*out)->delta && !(flags & IMG_OPEN_NO_BACKING)) {
-		r = img_fail(*out, -EOPNOTSUPP, "is a delta over '%s': opening its backing file "
+		r = imgi_fail(*out, -EOPNOTSUPP, "is a delta over '%s': opening its backing file "
 			     "needs img_open (or IMG_OPEN_NO_BACKING)", (*out)->hdr.backing_path);
 		img_close(*out);
 		*out = NULL;
@@ -1466,9 +1466,9 @@ static int open_ref(struct img *img, const char *ref, unsigned flags, struct cha
 	int r;
 
 	if (!img->dir) {
-		if ((r = img_check_backing_ref(img->name, ref, 1)))
+		if ((r = imgi_check_backing_ref(img->name, ref, 1)))
 			return r;
-		return img_fail(img, -EINVAL, "opened without a path: cannot resolve '%s'", ref);
+		return imgi_fail(img, -EINVAL, "opened without a path: cannot resolve '%s'", ref);
 	}
 	return open_backing(img->name, img->dir, ref,
 			    flags & (IMG_OPEN_NOLOCK | IMG_OPEN_ALLOW_BACKING_PATH), ch, out);
@@ -1482,9 +1482,9 @@ static int attach_backing(struct img *img, unsigned flags, struct chain *ch)
 
 	if (r)
 		return r;
-	if (!img_header_backing_matches(&img->hdr, &b->hdr)) {
+	if (!imgi_header_backing_matches(&img->hdr, &b->hdr)) {
 		img_close(b);
-		return img_fail(img, -EUCLEAN, "backing file '%s' is not the image this delta "
+		return imgi_fail(img, -EUCLEAN, "backing file '%s' is not the image this delta "
 				"was made over (its uuid differs): refused", img->hdr.backing_path);
 	}
 	img->backing = b;
@@ -1492,12 +1492,12 @@ static int attach_backing(struct img *img, unsigned flags, struct chain *ch)
 	return 0;
 }
 
-int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out)
+int imgi_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out)
 {
 	struct chain ch = { 0 };
 	struct stat st;
 
-	if (img_vfs->stat(img->name, &st) == 0) {
+	if (imgi_vfs->stat(img->name, &st) == 0) {
 		ch.dev[0] = st.st_dev;
 		ch.ino[0] = st.st_ino;
 	}
@@ -1519,14 +1519,14 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 
 	*out = NULL;
 	if (ch->n > IMG_MAX_BACKING_DEPTH) {
-		img_set_error("%s: the backing chain is deeper than %u images: refused",
+		imgi_set_error("%s: the backing chain is deeper than %u images: refused",
 			      path, IMG_MAX_BACKING_DEPTH);
 		return -ELOOP;
 	}
-	if (img_vfs->stat(path, &st) == 0) {
+	if (imgi_vfs->stat(path, &st) == 0) {
 		for (unsigned i = 0; i < ch->n; i++)
 			if (ch->dev[i] == st.st_dev && ch->ino[i] == st.st_ino) {
-				img_set_error("%s: the backing chain loops back to this image: refused",
+				imgi_set_error("%s: the backing chain loops back to this image: refused",
 					      path);
 				return -ELOOP;
 			}
@@ -1536,8 +1536,8 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	ch->n++;
 	if ((flags & IMG_OPEN_NO_WRITE_BEHIND) && (flags & IMG_OPEN_RDWR))
 		ioflags |= IMG_IO_NO_WRITE_BEHIND;
-	if (img_vfs == &img_vfs_posix && want_uring(flags)) {
-		r = root ? img_io_uring_open_beneath(root, rel, path, ioflags, &io) :
+	if (imgi_vfs == &imgi_vfs_posix && want_uring(flags)) {
+		r = root ? imgi_io_uring_open_beneath(root, rel, path, ioflags, &io) :
 			   img_io_uring_open(path, ioflags, &io);
 		if (!r)
 			engine = IMG_IO_ENGINE_URING;
@@ -1546,13 +1546,13 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 			uring_err = r;      /* the kernel refused the ring: posix */
 		else
 			return r;           /* the file itself: same error as posix */
-		img_clear_error();
+		imgi_clear_error();
 	}
-	if (!io && (r = root ? img_vfs->open_beneath(root, rel, path, ioflags, &io) :
-			 img_vfs->open(path, ioflags, &io)))
+	if (!io && (r = root ? imgi_vfs->open_beneath(root, rel, path, ioflags, &io) :
+			 imgi_vfs->open(path, ioflags, &io)))
 		return r;
-	/* a test's wrapper, if one is set (testio.h img_io_wrap_set) */
-	if ((r = img_io_wrap(io, &fio))) {
+	/* a test's wrapper, if one is set (testio.h imgi_io_wrap_set) */
+	if ((r = imgi_io_wrap(io, &fio))) {
 		io->ops->close(io);
 		return r;
 	}
@@ -1570,12 +1570,12 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	}
 	if (img->delta && !(flags & IMG_OPEN_NO_BACKING) && (r = attach_backing(img, flags, ch))) {
 		if (level == 0)
-			img_set_chain_error(r);   /* the image itself opened */
+			imgi_set_chain_error(r);   /* the image itself opened */
 		if (level == 0 && strncmp(img_last_error(), img->name, strlen(img->name))) {
 			/* The failure is further down: say whose chain it is. */
 			char m[512];
 			snprintf(m, sizeof(m), "%s", img_last_error());
-			img_set_error("%s: backing chain: %s", img->name, m);
+			imgi_set_error("%s: backing chain: %s", img->name, m);
 		}
 		goto fail;
 	}
@@ -1587,7 +1587,7 @@ fail:
 	/* A delta whose chain was refused is left as it was; any other
 	 * image had only its dirty flag set, which img_close clears. */
 	if (deferred)
-		img_free(img);
+		imgi_free(img);
 	else
 		img_close(img);
 	return r;
@@ -1597,8 +1597,8 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 {
 	struct chain ch = { 0 };
 
-	img_clear_error();
-	img_set_chain_error(0);
+	imgi_clear_error();
+	imgi_set_chain_error(0);
 	*out = NULL;
 	if ((flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND)) ||
 	    (flags & IMG_OPEN_TEMPLATE_))
@@ -1606,11 +1606,11 @@ IMG_API int img_open(const char *path, unsigned flags, struct img **out)
 	return open_path(path, flags, NULL, NULL, &ch, out);
 }
 
-int img_open_internal(const char *path, unsigned flags, struct img **out)
+int imgi_open_internal(const char *path, unsigned flags, struct img **out)
 {
 	struct chain ch = { 0 };
 
-	img_clear_error();
+	imgi_clear_error();
 	*out = NULL;
 	if (flags & ~(OPEN_FLAGS | IMG_OPEN_IO_URING | IMG_OPEN_NO_WRITE_BEHIND))
 		return -EINVAL;
@@ -1649,10 +1649,10 @@ IMG_API int img_close(struct img *img)
 
 	if (!img)
 		return 0;
-	/* A failed handle (img_sync) writes nothing more: the image stays
+	/* A failed handle (imgi_sync) writes nothing more: the image stays
 	 * dirty and the next open recovers it. */
-	if (!img->rdonly && (r = img_check_failed(img))) {
-		img_free(img);
+	if (!img->rdonly && (r = imgi_check_failed(img))) {
+		imgi_free(img);
 		return r;
 	}
 	if (!img->rdonly) {
@@ -1662,31 +1662,31 @@ IMG_API int img_close(struct img *img)
 			r = journal_checkpoint(img);
 		if (!r && !img->corrupt) {
 			/* Drop free clusters at the end of the file. */
-			uint64_t last = img_used_end(img);
-			if (last < img_file_size(img))
+			uint64_t last = imgi_used_end(img);
+			if (last < imgi_file_size(img))
 				r = img->io->ops->truncate(img->io, last);
 			if (r)
-				img_fail(img, r, "truncating");
+				imgi_fail(img, r, "truncating");
 		}
 		if (!r && !img->corrupt && !img->bad_blocks) {
-			struct img_header nh = img->hdr;
+			struct imgi_header nh = img->hdr;
 			nh.flags &= ~IMG_FLAG_DIRTY;
 			/* Every entry is durable: no compressed one left, no
 			 * feature needed (older readers can open it again). */
 			if (!img->ncomp)
 				nh.incompat &= ~IMG_INCOMPAT_COMPRESSED;
-			r = img_header_commit(img, &nh);
+			r = imgi_header_commit(img, &nh);
 		}
 		pthread_mutex_unlock(&img->commit_lock);
 	}
 	r2 = r;
-	img_free(img);
+	imgi_free(img);
 	return r2;
 }
 
 IMG_API int img_info(struct img *img, struct img_info *out)
 {
-	struct img_header h;
+	struct imgi_header h;
 
 	memset(out, 0, sizeof(*out));
 	pthread_mutex_lock(&img->commit_lock);

@@ -30,7 +30,7 @@
 #define IMG_API __attribute__((visibility("default")))
 
 /* A problem found when opening with IMG_OPEN_CHECK. */
-enum img_problem_kind {
+enum imgi_problem_kind {
 	P_HEADER_COPY,    /* one header copy invalid (info; rewritten on repair) */
 	P_BAD_BLOCK,      /* BAT block unreadable: its entries are unknown */
 	P_BAD_ENTRY,      /* entry invalid: cleared in memory; repair commits that */
@@ -38,8 +38,8 @@ enum img_problem_kind {
 	P_DUPLICATE,      /* entry maps a host cluster another entry maps */
 };
 
-struct img_problem {
-	enum img_problem_kind kind;
+struct imgi_problem {
+	enum imgi_problem_kind kind;
 	uint64_t v;           /* virtual cluster (or block index for P_BAD_BLOCK) */
 	uint64_t h;           /* host cluster for P_DUPLICATE */
 	char msg[160];
@@ -64,8 +64,8 @@ struct img {
 	unsigned flags;
 	int rdonly;
 
-	struct img_header hdr;      /* the header in force (durable); commit_lock */
-	struct img_geom g;          /* changes only under map_lock exclusive */
+	struct imgi_header hdr;      /* the header in force (durable); commit_lock */
+	struct imgi_geom g;          /* changes only under map_lock exclusive */
 	uint64_t vsize;             /* virtual size: as g, for the data path */
 	int hdr_slot;               /* slot holding hdr: 0 (A) or 1 (B) */
 	int hdr_unsure;             /* a header commit failed after its write: the
@@ -104,8 +104,8 @@ struct img {
 	int was_dirty;
 	int failed;                 /* a sync failed: the -errno it returned;
 	                             * the handle refuses every later change
-	                             * and flush with -EIO (img_check_writable,
-	                             * img_sync); atomic */
+	                             * and flush with -EIO (imgi_check_writable,
+	                             * imgi_sync); atomic */
 	int corrupt;
 	int bad_blocks;
 	uint64_t *bad_map;          /* at open: BAT blocks that failed to decode */
@@ -113,7 +113,7 @@ struct img {
 	                             * rest of the array is untouched zeros) */
 	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
 	                             * replayed log rewrote (checked zero there) */
-	struct img_problem *problems;
+	struct imgi_problem *problems;
 	size_t nproblems;
 	uint64_t problems_dropped;  /* found at open past the cap (or without
 	                             * memory) and not recorded: the check is
@@ -139,58 +139,58 @@ struct img {
 #define IMG_SHOWS_BACKING(img) ((img)->backing != NULL)
 
 /* error.c */
-void img_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void img_clear_error(void);
+void imgi_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void imgi_clear_error(void);
 /* What img_last_chain_error() returns: set by img_open. */
-void img_set_chain_error(int err);
+void imgi_set_chain_error(int err);
 /* The lock holder named by the last -EBUSY (img_last_holder); 0 unknown. */
-void img_set_holder(pid_t pid);
+void imgi_set_holder(pid_t pid);
 /* lock.c: the pid holding a conflicting lock on fd's file, or 0. */
-pid_t img_lock_holder_from_proc(int fd);
+pid_t imgi_lock_holder_from_proc(int fd);
 
 /* journal.c: write the header nh to the other slot (seq + 1) and sync. */
-int img_header_commit(struct img *img, struct img_header *nh); /* commit_lock held */
+int imgi_header_commit(struct img *img, struct imgi_header *nh); /* commit_lock held */
 
 /* image.c */
 /* The header in force of the image at path (FORMAT.md 3, "Choosing a
- * copy"), read through img_vfs without opening the image (no lock, no BAT,
+ * copy"), read through imgi_vfs without opening the image (no lock, no BAT,
  * no chain): 0, or -errno with the message set (-EMEDIUMTYPE not an
  * image, -EUCLEAN no valid copy, -EOPNOTSUPP from a newer writer). */
-int img_read_header(const char *path, struct img_header *h);
+int imgi_read_header(const char *path, struct imgi_header *h);
 /* FORMAT.md 3.2: a file whose mode has no write bit is protected (a
  * snapshot, a base made read-only): no tool opens it for writing or
  * replaces it, root included, and a merge writes it only when it is the
  * delta's own snapshot.  The one rule, for every caller (the tools through
  * img_file_readonly). */
-int img_mode_protected(mode_t mode);
-int img_reclaim_free(struct img *img);    /* punch free clusters below EOF */
+int imgi_mode_protected(mode_t mode);
+int imgi_reclaim_free(struct img *img);    /* punch free clusters below EOF */
 
-/* util.c: the handle utilities, down to img_check_failed. */
-uint64_t img_file_size(struct img *img);
+/* util.c: the handle utilities, down to imgi_check_failed. */
+uint64_t imgi_file_size(struct img *img);
 /* Make [off, off+len) of the host file read as zeros: punch, or write zeros
  * where the host cannot punch. */
-int img_zero_host(struct img *img, uint64_t off, uint64_t len);
-int img_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int imgi_zero_host(struct img *img, uint64_t off, uint64_t len);
+int imgi_fail(struct img *img, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* The sparse cluster write, the one rule for writing into free host
  * clusters (copy-up, relocation, compaction, repair): a free cluster reads
  * as zeros, so of len bytes of buf going to host_off only the runs of
  * 4 KiB blocks (aligned to buf) that are not all zeros are written, and
  * when that is nothing and host_off is at or past the end of the file, one
  * zero byte at host_off (a mapped cluster starts inside the file, FORMAT.md
- * 4.1).  img_sparse_reqs stores those writes into rq (room for
+ * 4.1).  imgi_sparse_reqs stores those writes into rq (room for
  * IMG_SPARSE_MAX_REQS(len)) and returns their number, for a caller that
- * batches them (img_io_batch); img_write_sparse makes them, one after
+ * batches them (img_io_batch); imgi_write_sparse makes them, one after
  * another (0 or -errno, no message). */
 #define IMG_SPARSE_MAX_REQS(len) ((size_t)((len) / 8192) + 2)
-size_t img_sparse_reqs(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off,
+size_t imgi_sparse_reqs(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off,
 		       struct img_io_req *rq);
-int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
+int imgi_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t host_off);
 
 /* The one rule for "may this handle change the image" (util.c).  0, or
  * -errno with a message naming doing ("writing", "resizing", ...):
  *   -EROFS    opened read-only;
  *   -EIO      an earlier sync failed (the handle is failed until reopened,
- *             see img_sync);
+ *             see imgi_sync);
  *   -EUCLEAN  the image is corrupt (repair first);
  *   -EROFS    IMG_CHANGE_CONTENT on a delta whose backing chain is not open
  *             (IMG_OPEN_NO_BACKING): what the disk shows depends on the
@@ -204,13 +204,13 @@ int img_write_sparse(struct img *img, const uint8_t *buf, uint64_t len, uint64_t
  * IMG_CHANGE_REPAIR: img_check's repair, which works on corrupt images and
  * on a delta without its chain (its own metadata only): read-only and a
  * failed sync refuse it.
- * img_check_changeable is the same rule but for the open mode: whether
+ * imgi_check_changeable is the same rule but for the open mode: whether
  * the image could be changed through a handle opened for writing, asked on
  * a read-only handle before an operation opens it again for writing (a
  * refusal then touches nothing, not even the header). */
-enum img_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER, IMG_CHANGE_REPAIR };
-int img_check_writable(struct img *img, enum img_change what, const char *doing);
-int img_check_changeable(struct img *img, enum img_change what, const char *doing);
+enum imgi_change { IMG_CHANGE_CONTENT, IMG_CHANGE_HEADER, IMG_CHANGE_REPAIR };
+int imgi_check_writable(struct img *img, enum imgi_change what, const char *doing);
+int imgi_check_changeable(struct img *img, enum imgi_change what, const char *doing);
 /* Sync the host file (what: "syncing data", ...).  A failed sync is
  * sticky (FORMAT.md 6, rule 10): the kernel may have dropped the pages it
  * could not write, so nothing written since the last successful sync is
@@ -220,48 +220,48 @@ int img_check_changeable(struct img *img, enum img_change what, const char *doin
  * without committing; reads still work.  Reopening recovers (replay and
  * leak reclaim).  Returns 0, the sync's -errno, or -EIO when already
  * failed. */
-int img_sync(struct img *img, const char *what);
+int imgi_sync(struct img *img, const char *what);
 /* -EIO with a message if a sync of img failed earlier, else 0. */
-int img_check_failed(struct img *img);
+int imgi_check_failed(struct img *img);
 
 /* image.c: open (read-only, shared lock, with its chain) the image that
  * backing reference ref names, resolved in img's directory; the loop check
  * counts img.  For img_set_backing. */
-int img_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
+int imgi_open_ref(struct img *img, const char *ref, unsigned flags, struct img **out);
 /* image.c: check a backing reference against the rules of FORMAT.md 3.1
  * (absolute, "..", empty, NUL, length).  0 or -EPERM/-EINVAL with a
  * message. */
-int img_check_backing_ref(const char *owner, const char *ref, int allow);
+int imgi_check_backing_ref(const char *owner, const char *ref, int allow);
 
 /* image.c: create path (atomically, as img_create) as a delta over the
  * image backing, already open (opts->backing_file is its reference), or a
  * standalone image when backing is NULL. */
-int img_create_over(const char *path, const struct img_create_opts *opts, struct img *backing);
-/* img_create_over with the new file's mode (0: 0666 & ~umask). */
-int img_create_over_mode(const char *path, const struct img_create_opts *opts,
+int imgi_create_over(const char *path, const struct img_create_opts *opts, struct img *backing);
+/* imgi_create_over with the new file's mode (0: 0666 & ~umask). */
+int imgi_create_over_mode(const char *path, const struct img_create_opts *opts,
 			 struct img *backing, mode_t mode);
-/* img_create_over_mode with compat feature bits set in the new header
+/* imgi_create_over_mode with compat feature bits set in the new header
  * (IMG_COMPAT_OWN_SNAPSHOT: the snapshot's new top). */
-int img_create_over_ext(const char *path, const struct img_create_opts *opts,
+int imgi_create_over_ext(const char *path, const struct img_create_opts *opts,
 			struct img *backing, mode_t mode, uint64_t compat);
 /* Internal open flag: with IMG_OPEN_RDWR, open a template (FORMAT.md 3.2)
  * for writing, to set or clear the mark (img_set_template only).  The
  * public img_open refuses it. */
 #define IMG_OPEN_TEMPLATE_ 0x40000000u
 /* img_open that also takes the internal flags above. */
-int img_open_internal(const char *path, unsigned flags, struct img **out);
+int imgi_open_internal(const char *path, unsigned flags, struct img **out);
 /* ref resolved in img's directory (malloc'd), NULL without a directory. */
-char *img_resolve_ref(struct img *img, const char *ref);
+char *imgi_resolve_ref(struct img *img, const char *ref);
 
 /* vfs.c: the file and directory operations of path-based calls; 0 or
- * -errno each.  POSIX unless a test installed another (img_vfs_set). */
+ * -errno each.  POSIX unless a test installed another (imgi_vfs_set). */
 struct stat;
-struct img_vfs {
+struct imgi_vfs {
 	int (*stat)(const char *path, struct stat *st);
 	/* an existing file (IMG_IO_RDONLY or 0) */
 	int (*open)(const char *path, unsigned ioflags, struct img_io **out);
 	/* an existing file rel beneath the directory root, never leaving it
-	 * (img_io_posix_open_beneath); name for messages.  NULL: backing
+	 * (imgi_io_posix_open_beneath); name for messages.  NULL: backing
 	 * references are checked by their text only (FORMAT.md 3.1) */
 	int (*open_beneath)(const char *root, const char *rel, const char *name,
 			    unsigned ioflags, struct img_io **out);
@@ -285,23 +285,23 @@ struct img_vfs {
 	 * symlinks */
 	int (*lstat)(const char *path, struct stat *st);
 };
-extern const struct img_vfs *img_vfs;
-extern const struct img_vfs img_vfs_posix;
+extern const struct imgi_vfs *imgi_vfs;
+extern const struct imgi_vfs imgi_vfs_posix;
 /* The backend of an image file just opened by path, or the test hook's
- * wrapper around it (testio.h img_io_wrap_set; none unless a test set
+ * wrapper around it (testio.h imgi_io_wrap_set; none unless a test set
  * one).  On failure inner is still the caller's. */
-int img_io_wrap(struct img_io *inner, struct img_io **out);
+int imgi_io_wrap(struct img_io *inner, struct img_io **out);
 
 /* rw.c: reading through the backing chain, the one rule: what an image
  * over the backing image b shows at [off, off+len) where it holds no
  * cluster of its own: b's bytes (through b's own chain) below b's virtual
  * size, zeros at and past it, and zeros everywhere when b is NULL (no
  * backing).  0 or -errno (b's message). */
-int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off);
+int imgi_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off);
 /* rw.c: allocate unallocated cluster v of a delta with the backing
  * image's bytes up to the virtual size (the rest reads zero).  map_lock
  * held. */
-int img_copy_up(struct img *img, uint64_t v);
+int imgi_copy_up(struct img *img, uint64_t v);
 
 /* compress.c */
 /* Read and decompress compressed entry e (of virtual cluster v) into out
@@ -335,7 +335,7 @@ void cref_free(struct img *img);
 /* Release what entry e holds (meta_lock held): an allocated cluster goes
  * to the pending list; a compressed payload drops its host cluster's count,
  * and the cluster goes to the pending list when nothing points into it. */
-int img_release_entry(struct img *img, uint64_t e);
+int imgi_release_entry(struct img *img, uint64_t e);
 /* Store data (cluster_size bytes) as compressed cluster v when that saves
  * a sector: 1 stored, 0 not worth it (nothing changed), -errno.  The old
  * entry is released.  map_lock held exclusive. */
@@ -348,7 +348,7 @@ int comp_store(struct img *img, uint64_t v, const uint8_t *data);
 int comp_move(struct img *img, uint64_t v, uint64_t min_h, uint64_t max_h);
 /* Where the host file may end: past the last used cluster, or past the
  * last payload when that cluster holds compressed payloads. */
-uint64_t img_used_end(struct img *img);
+uint64_t imgi_used_end(struct img *img);
 /* Host cluster of a compressed entry. */
 #define COMP_HOST(img, e) ((IMG_C_SECTOR(e) * 512) >> (img)->g.cluster_bits)
 
@@ -375,11 +375,11 @@ int bat_resize_array(struct img *img, uint64_t entries);   /* map_lock excl */
 int bat_load_blocks(struct img *img, uint64_t first, uint64_t count, uint64_t *bad);
 void bat_free_array(struct img *img);
 /* Zeroed memory; large areas are mapped, aligned for huge pages (bat.c). */
-void *img_big_alloc(size_t len);
-void img_big_free(void *p);
+void *imgi_big_alloc(size_t len);
+void imgi_big_free(void *p);
 
 /* Read a counter that meta_lock protects. */
-static inline uint64_t img_locked_read(struct img *img, const void *field, int size_t_field)
+static inline uint64_t imgi_locked_read(struct img *img, const void *field, int size_t_field)
 {
 	uint64_t v;
 	pthread_mutex_lock(&img->meta_lock);
@@ -387,8 +387,8 @@ static inline uint64_t img_locked_read(struct img *img, const void *field, int s
 	pthread_mutex_unlock(&img->meta_lock);
 	return v;
 }
-#define IMG_NPENDING(img) img_locked_read((img), &(img)->npending, 1)
-#define IMG_NALLOC(img)   img_locked_read((img), &(img)->nalloc, 0)
+#define IMG_NPENDING(img) imgi_locked_read((img), &(img)->npending, 1)
+#define IMG_NALLOC(img)   imgi_locked_read((img), &(img)->nalloc, 0)
 
 /* alloc.c (meta_lock held) */
 int alloc_init(struct img *img, uint64_t nbits);
@@ -421,7 +421,7 @@ void alloc_release_unmapped(struct img *img, uint64_t h);
 /* io_posix.c: count one write of len bytes on fd (writes under 64 KiB do
  * not count); every 32 MiB counted, start the write-out of the file's
  * dirty pages without waiting (write-behind, a hint). */
-void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
+void imgi_io_write_behind(int fd, uint64_t *counter, uint64_t len);
 
 /* io_posix.c: a posix backend on the existing file rel beneath the
  * directory root (a canonical path), opened without leaving root, even
@@ -429,38 +429,38 @@ void img_io_write_behind(int fd, uint64_t *counter, uint64_t len);
  * file found is checked to be beneath root): -EPERM with a message
  * otherwise.  name is what messages and io->name call the file.  Regular
  * files only, as img_io_posix_open.  io_uring.c: the same for io_uring. */
-int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
+int imgi_io_posix_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out);
-int img_io_uring_open_beneath(const char *root, const char *rel, const char *name,
+int imgi_io_uring_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out);
 
 /* io_posix.c: what a file of type m (st_mode) is, for messages ("a FIFO",
  * "a block device", ...). */
-const char *img_file_kind(mode_t m);
+const char *imgi_file_kind(mode_t m);
 
 /* io_posix.c: the descriptor of a posix backend. */
-int img_io_posix_fd(struct img_io *io);
+int imgi_io_posix_fd(struct img_io *io);
 /* io.c: the first byte of data at or after off (SEEK_DATA) in the file
  * (UINT64_MAX: only a hole is left), through the backend's seek_data
  * operation (posix, io_uring); -EOPNOTSUPP for backends without one. */
-int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
+int imgi_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data);
 /* io.c: cache advice (IMG_ADVISE_*) on the file's bytes [off, off + len)
  * through the backend's advise operation; 0 without one (a hint), -EINVAL
  * for an unknown advice. */
-int img_io_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice);
+int imgi_io_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice);
 /* io.c: reads (IMG_IO_OP_READ only, else -EINVAL) past the host page
  * cache: the requests whose buffer, offset and length are multiples of
  * IMG_IO_DIRECT_ALIGN through the backend's read_direct operation, the
  * others (and all of them without one) through img_io_batch.  Results as
  * img_io_batch. */
 #define IMG_IO_DIRECT_ALIGN 4096u
-int img_io_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n);
+int imgi_io_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n);
 /* io_posix.c: the O_DIRECT descriptor of a posix backend (the same file
  * opened again at the first call, through /proc/self/fd), or -1 when the
  * file system or the system refuses direct I/O. */
-int img_io_posix_direct_fd(struct img_io *io);
+int imgi_io_posix_direct_fd(struct img_io *io);
 /* io.c: img_io_batch for backends without a batch op. */
-int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
+int imgi_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n);
 
 /* journal.c */
 int journal_commit(struct img *img);       /* the whole of img_flush */
@@ -470,18 +470,18 @@ int journal_replay(struct img *img);       /* at open */
 /* util.c: record a problem for img_check (open and replay; IMG_OPEN_CHECK
  * handles only), at most MAX_PROBLEMS of them. */
 #define MAX_PROBLEMS 100000
-void img_problem_add(struct img *img, enum img_problem_kind kind, uint64_t v,
+void imgi_problem_add(struct img *img, enum imgi_problem_kind kind, uint64_t v,
 		     uint64_t h, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /* rw.c: copy one host cluster to another (relocation). */
-int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf);
+int imgi_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf);
 /* Relocate the mapping of virtual cluster v to a free cluster >= min (or
  * below max if max != 0).  map_lock must be held exclusive. */
-int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf);
+int imgi_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf);
 
 /* compact.c: move live clusters out of the host file's tail, truncate it.
  * Takes map_lock itself (exclusive, in batches). stats may be NULL. */
-int img_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
+int imgi_compact_relocate(struct img *img, img_progress_fn progress, void *arg,
 			 struct img_compact_stats *stats);
 
 #define HOST_OFF(img, h) ((uint64_t)(h) << (img)->g.cluster_bits)

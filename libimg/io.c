@@ -2,11 +2,11 @@
 /*
  * The generic I/O entry points over any backend's table (struct
  * img_io_ops): img_io_batch runs a batch through the backend's batch
- * operation, or one call after another (img_io_batch_loop) where it has
- * none; img_io_seek_data asks the backend's seek_data operation
- * (-EOPNOTSUPP without one); img_io_advise passes cache advice to the
+ * operation, or one call after another (imgi_io_batch_loop) where it has
+ * none; imgi_io_seek_data asks the backend's seek_data operation
+ * (-EOPNOTSUPP without one); imgi_io_advise passes cache advice to the
  * backend's advise operation (nothing to do without one: 0);
- * img_io_read_direct runs reads past the page cache through the backend's
+ * imgi_io_read_direct runs reads past the page cache through the backend's
  * read_direct operation, and through img_io_batch where the backend has
  * none or a request is not aligned for direct I/O.  No code here or above
  * tests which backend a handle has.
@@ -24,7 +24,7 @@
 /* ---- the generic batch entry point ------------------------------------ */
 
 /* Backends without batches: one call after another. */
-int img_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n)
+int imgi_io_batch_loop(struct img_io *io, struct img_io_req *reqs, size_t n)
 {
 	int first = 0;
 
@@ -46,17 +46,17 @@ IMG_API int img_io_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 {
 	if (io->ops->batch)
 		return io->ops->batch(io, reqs, n);
-	return img_io_batch_loop(io, reqs, n);
+	return imgi_io_batch_loop(io, reqs, n);
 }
 
-int img_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
+int imgi_io_seek_data(struct img_io *io, uint64_t off, uint64_t *data)
 {
 	if (!io->ops->seek_data)
 		return -EOPNOTSUPP;
 	return io->ops->seek_data(io, off, data);
 }
 
-int img_io_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice)
+int imgi_io_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned advice)
 {
 	if (advice != IMG_ADVISE_DONTNEED && advice != IMG_ADVISE_WILLNEED)
 		return -EINVAL;
@@ -71,7 +71,7 @@ static int direct_ok(const struct img_io_req *q)
 	return ((uintptr_t)q->buf | q->len | q->off) % IMG_IO_DIRECT_ALIGN == 0;
 }
 
-int img_io_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
+int imgi_io_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
 {
 	int first = 0, r;
 	size_t i = 0;

@@ -33,7 +33,7 @@ struct crash_io {
 	struct img_io *cur, *durable;
 	struct pending *q;
 	size_t nq, capq;
-	struct img_crash_clock own, *clk;   /* clk: &own, or shared */
+	struct imgi_crash_clock own, *clk;   /* clk: &own, or shared */
 };
 
 static int crash_queue(struct crash_io *c, int type, const void *buf, uint64_t off, uint64_t len)
@@ -61,7 +61,7 @@ static int crash_queue(struct crash_io *c, int type, const void *buf, uint64_t o
 }
 
 /* Counts a mutating call; -EIO when power is (or was already) lost. */
-int img_crash_clock_tick(struct img_crash_clock *k)
+int imgi_crash_clock_tick(struct imgi_crash_clock *k)
 {
 	if (k->crashed)
 		return -EIO;
@@ -75,7 +75,7 @@ int img_crash_clock_tick(struct img_crash_clock *k)
 
 static int crash_event(struct crash_io *c, int type, const void *buf, uint64_t off, uint64_t len)
 {
-	int r = img_crash_clock_tick(c->clk);
+	int r = imgi_crash_clock_tick(c->clk);
 
 	if (r == -ECANCELED) {
 		if (type >= 0)
@@ -190,12 +190,12 @@ static const struct img_io_ops crash_ops = {
 	.close = crash_close,
 };
 
-int img_io_crash_new(const void *init, size_t len, struct img_io **out)
+int imgi_io_crash_new(const void *init, size_t len, struct img_io **out)
 {
-	return img_io_crash_new_clocked(init, len, NULL, out);
+	return imgi_io_crash_new_clocked(init, len, NULL, out);
 }
 
-int img_io_crash_new_clocked(const void *init, size_t len, struct img_crash_clock *clk,
+int imgi_io_crash_new_clocked(const void *init, size_t len, struct imgi_crash_clock *clk,
 			     struct img_io **out)
 {
 	struct crash_io *c = calloc(1, sizeof(*c));
@@ -222,7 +222,7 @@ fail:
 	return r;
 }
 
-void img_io_crash_arm(struct img_io *io, uint64_t n)
+void imgi_io_crash_arm(struct img_io *io, uint64_t n)
 {
 	struct crash_io *c = (struct crash_io *)io;
 
@@ -231,7 +231,7 @@ void img_io_crash_arm(struct img_io *io, uint64_t n)
 	pthread_mutex_unlock(&c->lock);
 }
 
-uint64_t img_io_crash_events(struct img_io *io)
+uint64_t imgi_io_crash_events(struct img_io *io)
 {
 	struct crash_io *c = (struct crash_io *)io;
 	uint64_t n;
@@ -242,7 +242,7 @@ uint64_t img_io_crash_events(struct img_io *io)
 	return n;
 }
 
-int img_io_crash_crashed(struct img_io *io)
+int imgi_io_crash_crashed(struct img_io *io)
 {
 	struct crash_io *c = (struct crash_io *)io;
 	int n;
@@ -253,7 +253,7 @@ int img_io_crash_crashed(struct img_io *io)
 	return n;
 }
 
-size_t img_io_crash_pending(struct img_io *io)
+size_t imgi_io_crash_pending(struct img_io *io)
 {
 	struct crash_io *c = (struct crash_io *)io;
 	size_t n;
@@ -295,11 +295,11 @@ static int apply_torn(struct img_io *m, const struct pending *p, uint64_t *rs)
 	return r;
 }
 
-int img_io_crash_materialize(struct img_io *io, enum img_crash_mode mode, uint64_t seed,
-			     struct img_crash_stats *stats, struct img_io **out)
+int imgi_io_crash_materialize(struct img_io *io, enum imgi_crash_mode mode, uint64_t seed,
+			     struct imgi_crash_stats *stats, struct img_io **out)
 {
 	struct crash_io *c = (struct crash_io *)io;
-	struct img_crash_stats st = { 0 };
+	struct imgi_crash_stats st = { 0 };
 	struct img_io *m = NULL;
 	uint64_t rs = seed;
 	const void *data;

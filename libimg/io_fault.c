@@ -2,9 +2,9 @@
 /*
  * Fault-injecting I/O backend (tests only; testio.h): wraps another backend
  * and fails the nth matching call with a chosen errno, once or from then on.
- * Nothing in the library creates one: the tests do (img_io_fault_new), and
+ * Nothing in the library creates one: the tests do (imgi_io_fault_new), and
  * the tools built for tests/cli/faults.bats get one around every file the
- * library opens by path through the test hook img_io_wrap_set, armed from
+ * library opens by path through the test hook imgi_io_wrap_set, armed from
  * LIBIMG_FAULT (tests/helpers/fault_env.c).  A failed call does not reach the
  * inner backend, except that a partial write (IMG_FAULT_PARTIAL) writes its
  * first half first, as a file system that runs out of space midway does.
@@ -294,7 +294,7 @@ static void fault_close(struct img_io *io)
 	free(f);
 }
 
-int img_io_fault_new(struct img_io *inner, struct img_io **out)
+int imgi_io_fault_new(struct img_io *inner, struct img_io **out)
 {
 	struct fault_io *f = calloc(1, sizeof(*f));
 
@@ -319,7 +319,7 @@ int img_io_fault_new(struct img_io *inner, struct img_io **out)
 	return 0;
 }
 
-void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err,
+void imgi_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err,
 		      unsigned flags)
 {
 	struct fault_io *f = (struct fault_io *)io;
@@ -342,7 +342,7 @@ void img_io_fault_arm(struct img_io *io, unsigned op_mask, uint64_t nth, int err
 	pthread_mutex_unlock(&f->dlock);
 }
 
-uint64_t img_io_fault_calls(struct img_io *io)
+uint64_t imgi_io_fault_calls(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
 	uint64_t n;
@@ -353,7 +353,7 @@ uint64_t img_io_fault_calls(struct img_io *io)
 	return n;
 }
 
-unsigned img_io_fault_fired_ops(struct img_io *io)
+unsigned imgi_io_fault_fired_ops(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
 	unsigned m;
@@ -364,7 +364,7 @@ unsigned img_io_fault_fired_ops(struct img_io *io)
 	return m;
 }
 
-uint64_t img_io_fault_dropped(struct img_io *io)
+uint64_t imgi_io_fault_dropped(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
 	uint64_t n;
@@ -375,7 +375,7 @@ uint64_t img_io_fault_dropped(struct img_io *io)
 	return n;
 }
 
-uint64_t img_io_fault_fired(struct img_io *io)
+uint64_t imgi_io_fault_fired(struct img_io *io)
 {
 	struct fault_io *f = (struct fault_io *)io;
 	uint64_t n;

@@ -69,7 +69,7 @@ struct posix_io {
 #define DFD_UNTRIED (-2)
 
 /* Shared with io_uring.c (internal.h). */
-void img_io_write_behind(int fd, uint64_t *counter, uint64_t len)
+void imgi_io_write_behind(int fd, uint64_t *counter, uint64_t len)
 {
 	if (len < WRITE_BEHIND_MIN ||
 	    __atomic_add_fetch(counter, len, __ATOMIC_RELAXED) < WRITEBACK_BYTES)
@@ -124,7 +124,7 @@ static int px_pwrite(struct img_io *io, const void *buf, size_t len, uint64_t of
 		len -= (size_t)n;
 	}
 	if (p->write_behind)
-		img_io_write_behind(p->fd, &p->unkicked, total);
+		imgi_io_write_behind(p->fd, &p->unkicked, total);
 	return 0;
 }
 
@@ -198,7 +198,7 @@ static int px_lock(struct img_io *io, int exclusive, pid_t *holder)
 	if (fcntl(p->fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK && fl.l_pid > 0)
 		*holder = fl.l_pid;
 	if (!*holder)
-		*holder = img_lock_holder_from_proc(p->fd);
+		*holder = imgi_lock_holder_from_proc(p->fd);
 	return -EBUSY;
 }
 
@@ -230,7 +230,7 @@ static int px_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned adv
 	return -posix_fadvise(((struct posix_io *)io)->fd, (off_t)off, (off_t)len, a);
 }
 
-int img_io_posix_direct_fd(struct img_io *io)
+int imgi_io_posix_direct_fd(struct img_io *io)
 {
 	struct posix_io *p = (struct posix_io *)io;
 	int d = __atomic_load_n(&p->dfd, __ATOMIC_ACQUIRE), fd, expected = DFD_UNTRIED;
@@ -280,7 +280,7 @@ static int px_direct_one(struct posix_io *p, int dfd, uint8_t *b, size_t len, ui
 static int px_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
 {
 	struct posix_io *p = (struct posix_io *)io;
-	int dfd = img_io_posix_direct_fd(io), first = 0;
+	int dfd = imgi_io_posix_direct_fd(io), first = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct img_io_req *q = &reqs[i];
@@ -299,12 +299,12 @@ static const struct img_io_ops posix_ops = {
 	.read_direct = px_read_direct,
 };
 
-int img_io_posix_fd(struct img_io *io)
+int imgi_io_posix_fd(struct img_io *io)
 {
 	return ((struct posix_io *)io)->fd;
 }
 
-const char *img_file_kind(mode_t m)
+const char *imgi_file_kind(mode_t m)
 {
 	if (S_ISDIR(m))
 		return "a directory";
@@ -334,18 +334,18 @@ static int px_adopt(int fd, const char *name, unsigned flags, struct img_io **ou
 
 	if (fstat(fd, &st) < 0 || (fl = fcntl(fd, F_GETFL)) < 0) {
 		r = -errno;
-		img_set_error("%s: %s", name, strerror(-r));
+		imgi_set_error("%s: %s", name, strerror(-r));
 		goto fail;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		r = S_ISDIR(st.st_mode) ? -EISDIR : -EINVAL;
-		img_set_error("%s: not a regular file: %s (an image must be a regular file)",
-			      name, img_file_kind(st.st_mode));
+		imgi_set_error("%s: not a regular file: %s (an image must be a regular file)",
+			      name, imgi_file_kind(st.st_mode));
 		goto fail;
 	}
 	if (fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
 		r = -errno;
-		img_set_error("%s: %s", name, strerror(-r));
+		imgi_set_error("%s: %s", name, strerror(-r));
 		goto fail;
 	}
 	p = calloc(1, sizeof(*p));
@@ -389,7 +389,7 @@ IMG_API int img_io_posix_open(const char *path, unsigned flags, struct img_io **
 	fd = open(path, open_flags(flags), 0644);
 	if (fd < 0) {
 		int e = -errno;
-		img_set_error("%s: %s", path, strerror(-e));
+		imgi_set_error("%s: %s", path, strerror(-e));
 		return e;
 	}
 	return px_adopt(fd, path, flags, out);
@@ -412,7 +412,7 @@ static int fd_beneath(int fd, const char *root)
 	return in;
 }
 
-int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
+int imgi_io_posix_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out)
 {
 	struct open_how how = { .flags = (uint64_t)open_flags(flags),
@@ -424,7 +424,7 @@ int img_io_posix_open_beneath(const char *root, const char *rel, const char *nam
 	dfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0) {
 		r = -errno;
-		img_set_error("%s: %s", root, strerror(-r));
+		imgi_set_error("%s: %s", root, strerror(-r));
 		return r;
 	}
 	/* LIBIMG_NO_OPENAT2 (tests): take the path of kernels without
@@ -451,12 +451,12 @@ int img_io_posix_open_beneath(const char *root, const char *rel, const char *nam
 	r = fd < 0 ? -errno : 0;
 	close(dfd);
 	if (r == -EXDEV) {
-		img_set_error("%s: leads out of %s (a symbolic link changed while it was "
+		imgi_set_error("%s: leads out of %s (a symbolic link changed while it was "
 			      "opened?): refused", name, root);
 		return -EPERM;
 	}
 	if (r) {
-		img_set_error("%s: %s", name, strerror(-r));
+		imgi_set_error("%s: %s", name, strerror(-r));
 		return r;
 	}
 	return px_adopt(fd, name, flags, out);

@@ -10,7 +10,7 @@
  *     come; short transfers are resubmitted for the rest, a read that
  *     reaches the end of the file fills the rest with zeros;
  *   - direct reads (read_direct): the same, on the posix backend's
- *     O_DIRECT descriptor (img_io_posix_direct_fd), so the disk sees the
+ *     O_DIRECT descriptor (imgi_io_posix_direct_fd), so the disk sees the
  *     requests queued together, as qemu-img's parallel requests give it;
  *     through the cache in the ring where direct I/O is refused, and a
  *     request direct I/O cannot finish (a short read at the end of the
@@ -196,14 +196,14 @@ static int ur_batch(struct img_io *io, struct img_io_req *reqs, size_t n)
 	pthread_mutex_lock(&u->lock);
 	if (u->broken) {
 		pthread_mutex_unlock(&u->lock);
-		return img_io_batch_loop(io, reqs, n);
+		return imgi_io_batch_loop(io, reqs, n);
 	}
 	r = ring_run(u, u->fd, ring_reqs, nring);
 	pthread_mutex_unlock(&u->lock);
 	if (rw && u->write_behind)
 		for (size_t i = 0; i < n; i++)
 			if (reqs[i].op == IMG_IO_OP_WRITE)
-				img_io_write_behind(u->fd, &u->unkicked, reqs[i].len);
+				imgi_io_write_behind(u->fd, &u->unkicked, reqs[i].len);
 	return r;
 }
 
@@ -266,7 +266,7 @@ static int ur_advise(struct img_io *io, uint64_t off, uint64_t len, unsigned adv
 static int ur_read_direct(struct img_io *io, struct img_io_req *reqs, size_t n)
 {
 	struct uring_io *u = U(io);
-	int dfd = img_io_posix_direct_fd(u->px), r, broken;
+	int dfd = imgi_io_posix_direct_fd(u->px), r, broken;
 
 	for (size_t i = 0; i < n; i++)
 		if (reqs[i].op != IMG_IO_OP_READ || reqs[i].len > (1u << 30))
@@ -319,17 +319,17 @@ static int uring_open(const char *root, const char *path, const char *name, unsi
 	r = io_uring_queue_init(DEPTH, &u->ring, 0);
 	if (r < 0) {
 		free(u);
-		img_set_error("%s: io_uring unavailable: %s", name, img_strerror(r));
+		imgi_set_error("%s: io_uring unavailable: %s", name, img_strerror(r));
 		return r;
 	}
-	r = root ? img_io_posix_open_beneath(root, path, name, flags, &u->px) :
+	r = root ? imgi_io_posix_open_beneath(root, path, name, flags, &u->px) :
 		   img_io_posix_open(path, flags, &u->px);
 	if (r) {
 		io_uring_queue_exit(&u->ring);
 		free(u);
 		return r;
 	}
-	u->fd = img_io_posix_fd(u->px);
+	u->fd = imgi_io_posix_fd(u->px);
 	u->direct = !!(flags & IMG_IO_DIRECT);
 	u->write_behind = !(flags & IMG_IO_NO_WRITE_BEHIND);
 	pthread_mutex_init(&u->lock, NULL);
@@ -344,7 +344,7 @@ IMG_API int img_io_uring_open(const char *path, unsigned flags, struct img_io **
 	return uring_open(NULL, path, path, flags, out);
 }
 
-int img_io_uring_open_beneath(const char *root, const char *rel, const char *name,
+int imgi_io_uring_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out)
 {
 	return uring_open(root, rel, name, flags, out);

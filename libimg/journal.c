@@ -19,11 +19,11 @@
  *  - A failed sync is never retried (FORMAT.md 6, rule 10): the host may
  *    have dropped the pages it could not write and reported them clean, so
  *    a later sync that succeeds proves nothing about them.  Every sync goes
- *    through img_sync(), which marks the handle failed: later commits,
+ *    through imgi_sync(), which marks the handle failed: later commits,
  *    checkpoints and header writes refuse with -EIO, and only a reopen
  *    (replay, leak reclaim) goes on from what the disk really holds.
  *
- *  - A header is never written over the copy in force: img_header_commit()
+ *  - A header is never written over the copy in force: imgi_header_commit()
  *    writes the other slot (A/B) with seq + 1 and syncs; it is the one
  *    header writer of an open handle (the DIRTY bit at open and close in
  *    image.c, checkpoint, resize, compress's feature bit, snapshot.c's
@@ -41,27 +41,27 @@
 /* Blocks of the log a writer uses before it checkpoints (1 MiB). */
 #define LOG_USE_MAX 256u
 
-int img_header_commit(struct img *img, struct img_header *nh)
+int imgi_header_commit(struct img *img, struct imgi_header *nh)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
 	int other = 1 - img->hdr_slot, r;
 
-	if ((r = img_check_failed(img)))
+	if ((r = imgi_check_failed(img)))
 		return r;
 	/* Never wraps to 0 (an invalid seq): a write open needs seq < 2^63. */
 	if (img->hdr.seq == UINT64_MAX)
-		return img_fail(img, -EOVERFLOW, "header sequence number at its maximum");
+		return imgi_fail(img, -EOVERFLOW, "header sequence number at its maximum");
 	nh->seq = img->hdr.seq + 1;
-	img_header_encode(nh, slot);
+	imgi_header_encode(nh, slot);
 	r = img->io->ops->pwrite(img->io, slot, sizeof(slot), (uint64_t)other * IMG_HEADER_SLOT);
 	if (r) {
 		/* The write may sit in the host's cache and become durable with
 		 * any later sync: the next commit rewrites that slot first. */
 		img->hdr_unsure = 1;
-		return img_fail(img, r, "writing header %c", other ? 'B' : 'A');
+		return imgi_fail(img, r, "writing header %c", other ? 'B' : 'A');
 	}
-	if ((r = img_sync(img, other ? "syncing header B" : "syncing header A"))) {
-		/* Failed sync: the handle is failed (img_sync) and writes no
+	if ((r = imgi_sync(img, other ? "syncing header B" : "syncing header A"))) {
+		/* Failed sync: the handle is failed (imgi_sync) and writes no
 		 * more; the slot holds this header or the one before it. */
 		img->hdr_unsure = 1;
 		return r;
@@ -96,7 +96,7 @@ static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
 		 * intact one with the expected seq was written whole, so a
 		 * field no writer writes is corruption, not the end: ending
 		 * there would drop the committed transactions after it. */
-		d = img_log_desc_decode(buf + pos * IMG_BLOCK_SIZE, &dseq, &count, targets);
+		d = imgi_log_desc_decode(buf + pos * IMG_BLOCK_SIZE, &dseq, &count, targets);
 		if (d == -EUCLEAN || dseq != seq)
 			break;
 		if (d)
@@ -112,7 +112,7 @@ static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
 					bad = "two targets are the same block";
 		}
 		if (bad) {
-			*err = img_fail(img, -EUCLEAN, "log transaction %llu (log block %llu): the "
+			*err = imgi_fail(img, -EUCLEAN, "log transaction %llu (log block %llu): the "
 					"descriptor is intact but %s", (unsigned long long)dseq,
 					(unsigned long long)pos, bad);
 			break;
@@ -122,7 +122,7 @@ static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
 		 * did not overwrite) ends the replay: never acknowledged. */
 		for (uint32_t k = 0; k < count && ok; k++) {
 			const uint8_t *p = buf + (pos + 1 + k) * IMG_BLOCK_SIZE;
-			if (img_bat_block_decode(p, targets[k], scratch, &bseq, NULL, 0) != 0 ||
+			if (imgi_bat_block_decode(p, targets[k], scratch, &bseq, NULL, 0) != 0 ||
 			    bseq != dseq)
 				ok = 0;
 		}
@@ -148,7 +148,7 @@ static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 	uint64_t *dst = target < img->bat_alloc / IMG_ENTRIES_PER_BLOCK ?
 		img->bat + target * IMG_ENTRIES_PER_BLOCK : tmp;
 
-	img_bat_block_decode(blk, target, dst, &seq, NULL, 0);
+	imgi_bat_block_decode(blk, target, dst, &seq, NULL, 0);
 	if (dst != tmp && img->blk_seen)
 		img->blk_seen[target / 64] |= 1ull << (target % 64);
 	if (dst == tmp && target < img->g.bat_blocks) {
@@ -158,8 +158,8 @@ static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 			return -ENOMEM;
 		img->spare_logged[target / 64] |= 1ull << (target % 64);
 	}
-	if (dst == tmp && !img_is_zero(tmp, sizeof(tmp)))
-		img_problem_add(img, P_PAST_VSIZE, target * IMG_ENTRIES_PER_BLOCK, 0,
+	if (dst == tmp && !imgi_is_zero(tmp, sizeof(tmp)))
+		imgi_problem_add(img, P_PAST_VSIZE, target * IMG_ENTRIES_PER_BLOCK, 0,
 				"log transaction maps clusters in BAT block %llu, past the virtual size",
 				(unsigned long long)target);
 	if (img->bad_map && target < img->bat_alloc / IMG_ENTRIES_PER_BLOCK)
@@ -193,7 +193,7 @@ int journal_replay(struct img *img)
 	 * but not past the end of the file (none: the open refused a file
 	 * shorter than data_offset before this, FORMAT.md 2). */
 	{
-		uint64_t size = img_file_size(img), in_file;
+		uint64_t size = imgi_file_size(img), in_file;
 		in_file = size > img->hdr.log_offset ?
 			(size - img->hdr.log_offset + IMG_BLOCK_SIZE - 1) / IMG_BLOCK_SIZE : 0;
 		if (nblocks > in_file)
@@ -208,9 +208,9 @@ int journal_replay(struct img *img)
 		uint32_t count;
 		r = img->io->ops->pread(img->io, first, IMG_BLOCK_SIZE, img->hdr.log_offset);
 		if (r)
-			return img_fail(img, r, "reading the log");
+			return imgi_fail(img, r, "reading the log");
 		dseq = 0;
-		if (img_log_desc_decode((const uint8_t *)first, &dseq, &count, targets) == -EUCLEAN ||
+		if (imgi_log_desc_decode((const uint8_t *)first, &dseq, &count, targets) == -EUCLEAN ||
 		    dseq != img->hdr.log_seq)
 			nblocks = 0;
 	}
@@ -224,7 +224,7 @@ int journal_replay(struct img *img)
 	r = img->io->ops->pread(img->io, buf, nblocks * IMG_BLOCK_SIZE, img->hdr.log_offset);
 	if (r) {
 		free(buf);
-		return img_fail(img, r, "reading the log");
+		return imgi_fail(img, r, "reading the log");
 	}
 	pos = log_walk(img, buf, nblocks, img->hdr.log_seq, apply_to_memory, &ntx, &next, &err);
 	img->log_replayed = ntx;
@@ -244,24 +244,24 @@ int journal_replay(struct img *img)
 int journal_checkpoint(struct img *img)
 {
 	uint64_t ntx, next;
-	struct img_header nh;
+	struct imgi_header nh;
 	int r, err;
 
 	if (img->log_pos == 0)
 		return 0;
 	/* Every logged transaction durable before any in-place write. */
-	if ((r = img_sync(img, "syncing the log")))
+	if ((r = imgi_sync(img, "syncing the log")))
 		return r;
 	log_walk(img, img->logbuf, img->log_pos, img->hdr.log_seq, apply_in_place, &ntx, &next, &err);
 	if (err)
-		return img_fail(img, err, "writing BAT blocks in place");
+		return imgi_fail(img, err, "writing BAT blocks in place");
 	if (next != img->next_seq)
-		return img_fail(img, -EIO, "log copy inconsistent (internal error)");
-	if ((r = img_sync(img, "syncing BAT blocks")))
+		return imgi_fail(img, -EIO, "log copy inconsistent (internal error)");
+	if ((r = imgi_sync(img, "syncing BAT blocks")))
 		return r;
 	nh = img->hdr;
 	nh.log_seq = img->next_seq;
-	if ((r = img_header_commit(img, &nh)))
+	if ((r = imgi_header_commit(img, &nh)))
 		return r;
 	img->log_pos = 0;
 	return 0;
@@ -277,12 +277,12 @@ static int log_append(struct img *img, const uint64_t *targets, uint32_t count,
 	if ((r = logbuf_reserve(img, img->log_pos + 1 + count)))
 		return r;
 	tx = img->logbuf + img->log_pos * IMG_BLOCK_SIZE;
-	img_log_desc_encode(img->next_seq, count, targets, tx);
+	imgi_log_desc_encode(img->next_seq, count, targets, tx);
 	memcpy(tx + IMG_BLOCK_SIZE, blocks, (size_t)count * IMG_BLOCK_SIZE);
 	r = img->io->ops->pwrite(img->io, tx, (size_t)(1 + count) * IMG_BLOCK_SIZE,
 				 img->hdr.log_offset + img->log_pos * IMG_BLOCK_SIZE);
 	if (r)
-		return img_fail(img, r, "writing the log");
+		return imgi_fail(img, r, "writing the log");
 	img->log_pos += 1 + count;
 	img->next_seq++;
 	return 0;
@@ -302,7 +302,7 @@ static int release_pending(struct img *img, uint64_t *list, size_t n)
 		int r;
 		while (j < n && list[j] == list[j - 1] + 1)
 			j++;
-		r = img_zero_host(img, HOST_OFF(img, list[i]), (j - i) * img->g.cluster_size);
+		r = imgi_zero_host(img, HOST_OFF(img, list[i]), (j - i) * img->g.cluster_size);
 		pthread_mutex_lock(&img->meta_lock);
 		for (size_t k = i; k < j; k++) {
 			if (!r)
@@ -312,7 +312,7 @@ static int release_pending(struct img *img, uint64_t *list, size_t n)
 		}
 		pthread_mutex_unlock(&img->meta_lock);
 		if (r && !err)
-			err = img_fail(img, r, "punching freed clusters");
+			err = imgi_fail(img, r, "punching freed clusters");
 		i = j;
 	}
 	return err;
@@ -335,8 +335,8 @@ static int commit_locked(struct img *img)
 	 *    is synced, put this handle's header there (with a higher seq), or
 	 *    the sync could make the other one durable. */
 	if (img->hdr_unsure) {
-		struct img_header nh = img->hdr;
-		if ((r = img_header_commit(img, &nh)))
+		struct imgi_header nh = img->hdr;
+		if ((r = imgi_header_commit(img, &nh)))
 			return r;
 	}
 
@@ -359,7 +359,7 @@ static int commit_locked(struct img *img)
 	/* Encode while holding the lock: the images are consistent. */
 	maxc = img->log_limit - 1 < IMG_LOG_MAX_TARGETS ? img->log_limit - 1 : IMG_LOG_MAX_TARGETS;
 	for (uint64_t i = 0; i < n; i++)
-		img_bat_block_encode(targets[i], img->next_seq + i / maxc,
+		imgi_bat_block_encode(targets[i], img->next_seq + i / maxc,
 				     img->bat + targets[i] * IMG_ENTRIES_PER_BLOCK,
 				     blocks + i * IMG_BLOCK_SIZE);
 	pthread_mutex_unlock(&img->meta_lock);
@@ -373,16 +373,16 @@ static int commit_locked(struct img *img)
 		for (uint64_t i = 0; i < n && !r; i++)
 			r = apply_in_place(img, targets[i], blocks + i * IMG_BLOCK_SIZE);
 		if (r)
-			img_fail(img, r, "writing BAT blocks in place");
+			imgi_fail(img, r, "writing BAT blocks in place");
 		else
-			r = img_sync(img, "syncing BAT blocks written in place");
+			r = imgi_sync(img, "syncing BAT blocks written in place");
 		if (r)
 			goto restore;
 		goto done;
 	}
 
 	/* 2. Data durable before the map that points at it. */
-	if ((r = img_sync(img, "syncing data")))
+	if ((r = imgi_sync(img, "syncing data")))
 		goto restore;
 	if (n == 0)
 		goto done;
@@ -401,7 +401,7 @@ static int commit_locked(struct img *img)
 		if ((r = log_append(img, targets + i, c, blocks + i * IMG_BLOCK_SIZE)))
 			goto rollback;
 	}
-	if ((r = img_sync(img, "syncing the log")))
+	if ((r = imgi_sync(img, "syncing the log")))
 		goto rollback;
 done:
 	/* 4. Now the frees are durable: punch and reuse. */
@@ -435,7 +435,7 @@ int journal_commit(struct img *img)
 
 	if (img->rdonly)
 		return 0;
-	if ((r = img_check_failed(img)))
+	if ((r = imgi_check_failed(img)))
 		return r;
 	pthread_mutex_lock(&img->commit_lock);
 	r = commit_locked(img);

@@ -78,7 +78,7 @@ static pid_t from_fdinfo(dev_t dev, ino_t ino)
 	return found;
 }
 
-pid_t img_lock_holder_from_proc(int fd)
+pid_t imgi_lock_holder_from_proc(int fd)
 {
 	struct stat st;
 	pid_t p;

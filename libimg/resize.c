@@ -26,16 +26,16 @@
 
 static int set_size_header(struct img *img, uint64_t new_size, uint64_t bat_clusters)
 {
-	struct img_header nh = img->hdr;
+	struct imgi_header nh = img->hdr;
 	int r;
 
 	nh.virtual_size = new_size;
 	nh.bat_clusters = bat_clusters;
 	pthread_mutex_lock(&img->commit_lock);
-	r = img_header_commit(img, &nh);
+	r = imgi_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 	if (!r) {
-		img_geom_compute(&img->hdr, &img->g);
+		imgi_geom_compute(&img->hdr, &img->g);
 		img->vsize = new_size;
 	}
 	return r;
@@ -58,7 +58,7 @@ static int load_new_entries(struct img *img, uint64_t to)
 	for (uint64_t v = old_alloc; v < img->bat_alloc; v++)
 		if (img->bat[v]) {
 			memset(img->bat + old_alloc, 0, (img->bat_alloc - old_alloc) * sizeof(uint64_t));
-			return img_fail(img, -EUCLEAN, "BAT entry %llu past the virtual size is not empty",
+			return imgi_fail(img, -EUCLEAN, "BAT entry %llu past the virtual size is not empty",
 					(unsigned long long)v);
 		}
 	return 0;
@@ -76,9 +76,9 @@ static int tail_is_zero(struct img *img, uint64_t h, uint64_t from)
 		return -ENOMEM;
 	r = img->io->ops->pread(img->io, buf, cs - from, HOST_OFF(img, h) + from);
 	if (r)
-		img_fail(img, r, "reading cluster %llu", (unsigned long long)h);
+		imgi_fail(img, r, "reading cluster %llu", (unsigned long long)h);
 	else
-		r = !img_is_zero(buf, cs - from);
+		r = !imgi_is_zero(buf, cs - from);
 	free(buf);
 	return r;
 }
@@ -94,7 +94,7 @@ static int comp_tail_is_zero(struct img *img, uint64_t v, uint64_t from)
 		return -ENOMEM;
 	r = comp_read(img, v, img->bat[v], buf);
 	if (!r)
-		r = !img_is_zero(buf + from, img->g.cluster_size - from);
+		r = !imgi_is_zero(buf + from, img->g.cluster_size - from);
 	free(buf);
 	return r;
 }
@@ -117,16 +117,16 @@ static int zero_old_tail(struct img *img, uint64_t old_size)
 	if (IMG_E_STATE(e) == IMG_E_COMP) {
 		if ((r = comp_tail_is_zero(img, v, in)) <= 0)
 			return r;
-		if ((r = img_copy_up(img, v)) || (r = journal_commit(img)))
+		if ((r = imgi_copy_up(img, v)) || (r = journal_commit(img)))
 			return r;
 		e = img->bat[v];
 	}
 	if (IMG_E_STATE(e) != IMG_E_ALLOC)
 		return 0;
-	if ((r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
-		return img_fail(img, r, "zeroing past the old end");
+	if ((r = imgi_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + in, cs - in)))
+		return imgi_fail(img, r, "zeroing past the old end");
 	if ((r = img->io->ops->flush(img->io)))
-		return img_fail(img, r, "syncing");
+		return imgi_fail(img, r, "syncing");
 	return 0;
 }
 
@@ -140,7 +140,7 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 	int r = 0, cancelled = 0;
 
 	if (new_bc * cs > IMG_MAX_BAT_BYTES)
-		return img_fail(img, -EINVAL, "new size needs a BAT larger than 2 GiB");
+		return imgi_fail(img, -EINVAL, "new size needs a BAT larger than 2 GiB");
 	if (!(buf = malloc(cs)))
 		return -ENOMEM;
 	/* 1. Move the data clusters in the way (copy; the commit syncs the
@@ -152,7 +152,7 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 			break;
 		}
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && h >= old_end && h < new_end)
-			r = img_relocate(img, v, new_end, 0, buf);
+			r = imgi_relocate(img, v, new_end, 0, buf);
 		else if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= old_end &&
 			 COMP_HOST(img, e) < new_end)
 			r = comp_move(img, v, new_end, 0);
@@ -161,7 +161,7 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 	if (!r)
 		r = journal_commit(img);
 	if (!r && cancelled)
-		r = img_fail(img, -ECANCELED, "growth cancelled (the size is unchanged)");
+		r = imgi_fail(img, -ECANCELED, "growth cancelled (the size is unchanged)");
 	if (r)
 		return r;
 	/* 2. The new BAT clusters: reserved, zeroed, durable.  Nothing may map
@@ -172,15 +172,15 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 	pthread_mutex_lock(&img->meta_lock);
 	for (size_t i = 0; i < img->npending && !r; i++)
 		if (img->pending[i] >= old_end && img->pending[i] < new_end)
-			r = img_fail(img, -EIO, "cluster %llu in the new BAT is still waiting to be freed",
+			r = imgi_fail(img, -EIO, "cluster %llu in the new BAT is still waiting to be freed",
 				     (unsigned long long)img->pending[i]);
 	for (uint64_t v = 0; v < img->g.vclusters && !r; v++) {
 		uint64_t e = img->bat[v];
 		if (IMG_E_STATE(e) == IMG_E_ALLOC && IMG_E_PAYLOAD(e) >= old_end && IMG_E_PAYLOAD(e) < new_end)
-			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
+			r = imgi_fail(img, -EIO, "cluster %llu still in use after relocation",
 				     (unsigned long long)IMG_E_PAYLOAD(e));
 		if (IMG_E_STATE(e) == IMG_E_COMP && COMP_HOST(img, e) >= old_end && COMP_HOST(img, e) < new_end)
-			r = img_fail(img, -EIO, "cluster %llu still in use after relocation",
+			r = imgi_fail(img, -EIO, "cluster %llu still in use after relocation",
 				     (unsigned long long)COMP_HOST(img, e));
 	}
 	/* the packing cluster must not be one of the new BAT's */
@@ -193,13 +193,13 @@ static int grow_bat(struct img *img, uint64_t new_size, uint64_t new_vc,
 	 * (FORMAT.md 2: a shorter file is truncated, corrupt); a punch keeps
 	 * the size, so a file that ended in the new BAT is extended (nothing
 	 * else writes: map_lock is held). */
-	if (!r && img_file_size(img) < HOST_OFF(img, new_end) &&
+	if (!r && imgi_file_size(img) < HOST_OFF(img, new_end) &&
 	    (r = img->io->ops->truncate(img->io, HOST_OFF(img, new_end))))
-		img_fail(img, r, "extending the file over the new BAT clusters");
-	if (!r && (r = img_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
-		img_fail(img, r, "zeroing the new BAT clusters");
+		imgi_fail(img, r, "extending the file over the new BAT clusters");
+	if (!r && (r = imgi_zero_host(img, HOST_OFF(img, old_end), (new_end - old_end) * cs)))
+		imgi_fail(img, r, "zeroing the new BAT clusters");
 	if (!r)
-		r = img_sync(img, "syncing the new BAT clusters");
+		r = imgi_sync(img, "syncing the new BAT clusters");
 	if (r)
 		return r;
 	/* 3. The header. */
@@ -239,18 +239,18 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 	uint64_t old_size, cs, new_vc, old_vc;
 	int r, shrunk = 0;
 
-	img_clear_error();
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "resizing")))
+	imgi_clear_error();
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "resizing")))
 		return r;
 	if (flags & ~IMG_RESIZE_DISCARD_DATA)
 		return -EINVAL;
 	if (new_size < 512 || new_size % 512 || new_size > IMG_MAX_VIRTUAL_SIZE)
-		return img_fail(img, -EINVAL, "new size %llu is not a positive multiple of 512",
+		return imgi_fail(img, -EINVAL, "new size %llu is not a positive multiple of 512",
 				(unsigned long long)new_size);
 	cs = img->g.cluster_size;
 	new_vc = (new_size + cs - 1) / cs;
 	if (new_vc > IMG_MAX_ENTRIES)
-		return img_fail(img, -EINVAL, "new size needs more than 2^27 clusters of %llu bytes",
+		return imgi_fail(img, -EINVAL, "new size needs more than 2^27 clusters of %llu bytes",
 				(unsigned long long)cs);
 
 	pthread_rwlock_wrlock(&img->map_lock);
@@ -260,7 +260,7 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 	    !img->bat[old_vc - 1]) {
 		/* The old last cluster's tail past the old size would show the
 		 * backing image: copy the cluster up (its tail zero). */
-		if ((r = img_copy_up(img, old_vc - 1)))
+		if ((r = imgi_copy_up(img, old_vc - 1)))
 			goto out;
 	}
 	if (new_size > old_size && (r = zero_old_tail(img, old_size)))
@@ -282,7 +282,7 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 		for (uint64_t v = new_vc; v < old_vc; v++)
 			data += IMG_E_STATE(img->bat[v]) == IMG_E_ALLOC || IMG_E_STATE(img->bat[v]) == IMG_E_COMP;
 		if (data && !(flags & IMG_RESIZE_DISCARD_DATA)) {
-			r = img_fail(img, -ENOTEMPTY,
+			r = imgi_fail(img, -ENOTEMPTY,
 				     "%llu clusters past the new end (%llu bytes) hold data",
 				     (unsigned long long)data, (unsigned long long)new_size);
 			goto out;
@@ -293,7 +293,7 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 		    IMG_E_STATE(img->bat[new_vc - 1]) == IMG_E_ALLOC &&
 		    (r = tail_is_zero(img, IMG_E_PAYLOAD(img->bat[new_vc - 1]), new_size % cs)) != 0) {
 			if (r > 0)
-				r = img_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
+				r = imgi_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
 					     (unsigned long long)new_size);
 			goto out;
 		}
@@ -304,17 +304,17 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 			if (!(flags & IMG_RESIZE_DISCARD_DATA) &&
 			    (r = comp_tail_is_zero(img, new_vc - 1, new_size % cs)) != 0) {
 				if (r > 0)
-					r = img_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
+					r = imgi_fail(img, -ENOTEMPTY, "bytes past the new end (%llu bytes) hold data",
 						     (unsigned long long)new_size);
 				goto out;
 			}
-			if ((r = img_copy_up(img, new_vc - 1)))
+			if ((r = imgi_copy_up(img, new_vc - 1)))
 				goto out;
 		}
 		pthread_mutex_lock(&img->meta_lock);
 		for (uint64_t v = new_vc; v < old_vc && !r; v++) {
 			uint64_t e = img->bat[v];
-			r = img_release_entry(img, e);
+			r = imgi_release_entry(img, e);
 			if (!r)
 				bat_set(img, v, 0);
 		}
@@ -322,8 +322,8 @@ IMG_API int img_resize_progress(struct img *img, uint64_t new_size, unsigned fla
 		/* Bytes of the new last cluster past the new size read as zero. */
 		if (!r && new_size % cs && IMG_E_STATE(img->bat[new_vc - 1]) == IMG_E_ALLOC) {
 			uint64_t h = IMG_E_PAYLOAD(img->bat[new_vc - 1]), in = new_size % cs;
-			if ((r = img_zero_host(img, HOST_OFF(img, h) + in, cs - in)))
-				img_fail(img, r, "zeroing past the new end");
+			if ((r = imgi_zero_host(img, HOST_OFF(img, h) + in, cs - in)))
+				imgi_fail(img, r, "zeroing past the new end");
 		}
 		if (!r)
 			r = journal_commit(img);
@@ -337,6 +337,6 @@ out:
 	pthread_rwlock_unlock(&img->map_lock);
 	/* Give the host file's tail back. */
 	if (shrunk)
-		r = img_compact_relocate(img, progress, progress_arg, NULL);
+		r = imgi_compact_relocate(img, progress, progress_arg, NULL);
 	return r;
 }

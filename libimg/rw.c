@@ -3,10 +3,10 @@
  * The data path: read, write, compressed write, the sparse write (zeros
  * not written where the disk reads zeros: img_pwrite_sparse, for the tools
  * that copy a disk into an image), discard, write-zeroes, flush, map, and
- * the cluster copies the operations build on: img_relocate and
- * img_copy_up (resize), img_copy_cluster (check's repair).  Whatever
- * writes into a free host cluster does it with img_write_sparse (util.c).
- * Reading through the backing chain is img_read_through, for every caller
+ * the cluster copies the operations build on: imgi_relocate and
+ * imgi_copy_up (resize), imgi_copy_cluster (check's repair).  Whatever
+ * writes into a free host cluster does it with imgi_write_sparse (util.c).
+ * Reading through the backing chain is imgi_read_through, for every caller
  * (a delta's unallocated clusters, copy-up, a rebase comparing chains).
  *
  * Invariants kept here (FORMAT.md §6):
@@ -36,7 +36,7 @@ static int check_range(struct img *img, uint64_t off, uint64_t len, const char *
 	uint64_t end;
 
 	if (__builtin_add_overflow(off, len, &end) || end > img->vsize)
-		return img_fail(img, -EINVAL, "%s of %llu bytes at offset %llu goes past the virtual size %llu",
+		return imgi_fail(img, -EINVAL, "%s of %llu bytes at offset %llu goes past the virtual size %llu",
 				what, (unsigned long long)len, (unsigned long long)off,
 				(unsigned long long)img->vsize);
 	return 0;
@@ -68,7 +68,7 @@ static uint64_t run_length(struct img *img, uint64_t pos, uint64_t end, int k, u
 	return run;
 }
 
-int img_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
+int imgi_read_through(struct img *b, uint8_t *buf, uint64_t len, uint64_t off)
 {
 	uint64_t n = b && off < b->vsize ? min_u64(len, b->vsize - off) : 0;
 	ssize_t got = n ? img_pread(b, buf, n, off) : 0;
@@ -96,7 +96,7 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 	if (!buf)
 		return -ENOMEM;
 	r = IMG_E_STATE(e0) == IMG_E_COMP ? comp_read(img, v, e0, buf)
-					   : img_read_through(img->backing, buf, clen, cstart);
+					   : imgi_read_through(img->backing, buf, clen, cstart);
 	if (r) {
 		free(buf);
 		return r;
@@ -110,18 +110,18 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r) {
 		free(buf);
-		return img_fail(img, r, "allocating a cluster");
+		return imgi_fail(img, r, "allocating a cluster");
 	}
-	if ((r = img_write_sparse(img, buf, clen, HOST_OFF(img, h)))) {
+	if ((r = imgi_write_sparse(img, buf, clen, HOST_OFF(img, h)))) {
 		free(buf);
 		alloc_release_unmapped(img, h);
-		return img_fail(img, r, "writing");
+		return imgi_fail(img, r, "writing");
 	}
 	pthread_mutex_lock(&img->meta_lock);
 	e = img->bat[v];
 	if (e == e0) {
 		/* ENOMEM: the old cluster stays marked used (a leak, not a loss) */
-		(void)img_release_entry(img, e0);
+		(void)imgi_release_entry(img, e0);
 		bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, h));
 	} else {
 		lost = 1;
@@ -135,13 +135,13 @@ static int cow_write(struct img *img, uint64_t v, uint64_t pos, uint64_t len, co
 					 HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart));
 		alloc_release_unmapped(img, h);
 		if (r)
-			img_fail(img, r, "writing");
+			imgi_fail(img, r, "writing");
 	}
 	free(buf);
 	return r;
 }
 
-int img_copy_up(struct img *img, uint64_t v)
+int imgi_copy_up(struct img *img, uint64_t v)
 {
 	return cow_write(img, v, v << img->g.cluster_bits, 0, NULL);
 }
@@ -166,12 +166,12 @@ IMG_API ssize_t img_pread(struct img *img, void *buf, size_t len, uint64_t off)
 			run = run_length(img, pos, end, K_DATA, h);
 			r = img->io->ops->pread(img->io, b + (pos - off), run, HOST_OFF(img, h) + (pos & MASK(img)));
 			if (r) {
-				img_fail(img, r, "reading");
+				imgi_fail(img, r, "reading");
 				goto out;
 			}
 		} else if (kind(img, e) == K_BACKING) {
 			run = run_length(img, pos, end, K_BACKING, 0);
-			if ((r = img_read_through(img->backing, b + (pos - off), run, pos)))
+			if ((r = imgi_read_through(img->backing, b + (pos - off), run, pos)))
 				goto out;
 		} else if (kind(img, e) == K_COMP) {
 			if ((r = comp_read_run(img, pos, end, b + (pos - off), &run, &cs)))
@@ -215,13 +215,13 @@ static int write_new(struct img *img, uint64_t pos, uint64_t end, const uint8_t 
 	}
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r)
-		return img_fail(img, r, "allocating a cluster");
+		return imgi_fail(img, r, "allocating a cluster");
 
 	r = img->io->ops->pwrite(img->io, src, run, HOST_OFF(img, h0) + (pos & MASK(img)));
 	if (r) {
 		for (uint64_t k = 0; k < n; k++)
 			alloc_release_unmapped(img, h0 + k);
-		return img_fail(img, r, "writing");
+		return imgi_fail(img, r, "writing");
 	}
 
 	pthread_mutex_lock(&img->meta_lock);
@@ -243,7 +243,7 @@ static int write_new(struct img *img, uint64_t pos, uint64_t end, const uint8_t 
 					 HOST_OFF(img, IMG_E_PAYLOAD(e)) + (s & MASK(img)));
 		alloc_release_unmapped(img, h0 + k);
 		if (r)
-			return img_fail(img, r, "writing");
+			return imgi_fail(img, r, "writing");
 	}
 	*runp = run;
 	return 0;
@@ -257,7 +257,7 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 
 	if (len > SSIZE_MAX)
 		return -EINVAL;
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
 		return r;
 	pthread_rwlock_rdlock(&img->map_lock);
 	if ((r = check_range(img, off, len, "write")))
@@ -284,7 +284,7 @@ IMG_API ssize_t img_pwrite(struct img *img, const void *buf, size_t len, uint64_
 			r = img->io->ops->pwrite(img->io, b + (pos - off), run,
 						 HOST_OFF(img, h) + (pos & MASK(img)));
 			if (r) {
-				img_fail(img, r, "writing");
+				imgi_fail(img, r, "writing");
 				goto out;
 			}
 		} else if (kind(img, e) == K_COMP ||
@@ -340,10 +340,10 @@ IMG_API ssize_t img_pwrite_sparse(struct img *img, const void *buf, size_t len, 
 	uint8_t *zero = NULL;     /* per cluster of the range: reads zeros */
 	int r;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (len > SSIZE_MAX || (flags & ~(IMG_SPARSE_CLUSTERS | IMG_SPARSE_COMPRESS)))
-		return img_fail(img, -EINVAL, "a sparse write with unknown flags or too long");
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")) || !len)
+		return imgi_fail(img, -EINVAL, "a sparse write with unknown flags or too long");
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "writing")) || !len)
 		return r;
 	/* What reads zeros is decided as the call starts: the blocks of the
 	 * call do not overlap, and writing one leaves the rest of its cluster
@@ -360,7 +360,7 @@ IMG_API ssize_t img_pwrite_sparse(struct img *img, const void *buf, size_t len, 
 	vsize = img->vsize;
 	pthread_rwlock_unlock(&img->map_lock);
 	g = flags ? CS(img) : 4096;
-#define SKIP(p, n) (zero[((off + (p)) >> img->g.cluster_bits) - v0] && img_is_zero(b + (p), (n)))
+#define SKIP(p, n) (zero[((off + (p)) >> img->g.cluster_bits) - v0] && imgi_is_zero(b + (p), (n)))
 	while (done < len && !r) {
 		uint64_t k = block_len(g, off + done, len - done), run = 0;
 		if (SKIP(done, k)) {
@@ -392,7 +392,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 	size_t npending;
 	int r;
 
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, discard ? "discard" : "write-zeroes")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, discard ? "discard" : "write-zeroes")))
 		return r;
 	pthread_rwlock_wrlock(&img->map_lock);
 	if ((r = check_range(img, off, len, discard ? "discard" : "write-zeroes")))
@@ -413,7 +413,7 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 					IMG_E_STATE(e) == IMG_E_COMP)) {
 				pthread_mutex_lock(&img->meta_lock);
 				if (IMG_E_STATE(e) == IMG_E_ALLOC || IMG_E_STATE(e) == IMG_E_COMP) {
-					r = img_release_entry(img, e);
+					r = imgi_release_entry(img, e);
 					freed++;
 				}
 				if (!r)
@@ -421,9 +421,9 @@ static int zero_range(struct img *img, uint64_t off, uint64_t len, int discard)
 				pthread_mutex_unlock(&img->meta_lock);
 			}
 		} else if (IMG_E_STATE(e) == IMG_E_ALLOC) {
-			r = img_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart), stop - pos);
+			r = imgi_zero_host(img, HOST_OFF(img, IMG_E_PAYLOAD(e)) + (pos - cstart), stop - pos);
 			if (r)
-				img_fail(img, r, "zeroing part of a cluster");
+				imgi_fail(img, r, "zeroing part of a cluster");
 		} else if (kind(img, e) == K_BACKING || kind(img, e) == K_COMP) {
 			r = cow_write(img, v, pos, stop - pos, NULL);
 		}
@@ -474,7 +474,7 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 	vsize = img->vsize;
 	if (off >= vsize) {
 		pthread_rwlock_unlock(&img->map_lock);
-		return off == vsize ? 0 : img_fail(img, -EINVAL, "map offset past the virtual size");
+		return off == vsize ? 0 : imgi_fail(img, -EINVAL, "map offset past the virtual size");
 	}
 	nv = off >> bits;
 	e = bat_get(img, nv);
@@ -517,16 +517,16 @@ IMG_API int img_map(struct img *img, uint64_t off, struct img_extent *out)
 
 /* ---- relocation ----------------------------------------------------- */
 
-int img_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf)
+int imgi_copy_cluster(struct img *img, uint64_t from, uint64_t to, void *buf)
 {
 	int r = img->io->ops->pread(img->io, buf, CS(img), HOST_OFF(img, from));
 
 	/* The target is free, so it reads as zeros: write only non-zero
 	 * blocks, which keeps holes holes. */
-	return r ? r : img_write_sparse(img, buf, CS(img), HOST_OFF(img, to));
+	return r ? r : imgi_write_sparse(img, buf, CS(img), HOST_OFF(img, to));
 }
 
-int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf)
+int imgi_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *buf)
 {
 	uint64_t e = img->bat[v], h = IMG_E_PAYLOAD(e), q;
 	int r;
@@ -540,9 +540,9 @@ int img_relocate(struct img *img, uint64_t v, uint64_t min, uint64_t max, void *
 	pthread_mutex_unlock(&img->meta_lock);
 	if (r)
 		return r;
-	if ((r = img_copy_cluster(img, h, q, buf))) {
+	if ((r = imgi_copy_cluster(img, h, q, buf))) {
 		alloc_release_unmapped(img, q);
-		return img_fail(img, r, "copying cluster %llu", (unsigned long long)h);
+		return imgi_fail(img, r, "copying cluster %llu", (unsigned long long)h);
 	}
 	pthread_mutex_lock(&img->meta_lock);
 	bat_set(img, v, IMG_E_MAKE(IMG_E_ALLOC, q));
@@ -561,12 +561,12 @@ IMG_API int img_write_compressed(struct img *img, const void *buf, size_t len, u
 	const uint8_t *data = buf;
 	int r;
 
-	img_clear_error();
-	if ((r = img_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
+	imgi_clear_error();
+	if ((r = imgi_check_writable(img, IMG_CHANGE_CONTENT, "writing")))
 		return r;
 	pthread_rwlock_wrlock(&img->map_lock);
 	if (off % cs || off >= img->vsize || len != (img->vsize - off < cs ? img->vsize - off : cs)) {
-		r = img_fail(img, -EINVAL, "a compressed write covers one whole cluster");
+		r = imgi_fail(img, -EINVAL, "a compressed write covers one whole cluster");
 		goto out;
 	}
 	if (len < cs) {   /* the last cluster: past the disk is zeros */

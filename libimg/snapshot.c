@@ -6,7 +6,7 @@
  * its base, which then takes the top's name), the last two offline (by
  * path) and on an open handle (img_snapshot_live, img_merge_live: the
  * export daemon); the template mark of a base (img_set_template).
- * Files and names go through img_vfs (vfs.c), so the crash test runs these
+ * Files and names go through imgi_vfs (vfs.c), so the crash test runs these
  * on a directory in memory that loses unsynced names and writes.
  *
  * Invariant (snapshot): the name the user keeps using always names a
@@ -107,11 +107,11 @@ static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 		uint64_t off = v * cs, len = img->vsize - off < cs ? img->vsize - off : cs;
 		if (bat_get(img, v) != 0)
 			continue;       /* the image's own data or zero: unchanged */
-		if ((r = img_read_through(oldb, a, len, off)) || (r = img_read_through(newb, b, len, off)))
+		if ((r = imgi_read_through(oldb, a, len, off)) || (r = imgi_read_through(newb, b, len, off)))
 			break;
 		if (!memcmp(a, b, len))
 			continue;
-		if (img_is_zero(a, len)) {
+		if (imgi_is_zero(a, len)) {
 			pthread_mutex_lock(&img->meta_lock);
 			bat_set(img, v, IMG_E_MAKE(IMG_E_ZERO, 0));
 			pthread_mutex_unlock(&img->meta_lock);
@@ -123,7 +123,7 @@ static int copy_differing(struct img *img, struct img *oldb, struct img *newb,
 				r = (int)w;
 		}
 		if (!r && progress && progress(arg, v + 1, n))
-			r = img_fail(img, -ECANCELED, "rebase cancelled");
+			r = imgi_fail(img, -ECANCELED, "rebase cancelled");
 	}
 	if (!r)
 		r = journal_commit(img);
@@ -137,26 +137,26 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 			    img_progress_fn progress, void *progress_arg)
 {
 	struct img *newb = NULL;
-	struct img_header nh;
+	struct imgi_header nh;
 	int r;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (flags & ~(IMG_BACKING_UNSAFE | IMG_BACKING_ALLOW_PATH | IMG_BACKING_CHECK_ONLY))
 		return -EINVAL;
 	/* A safe rebase reads the old chain and copies what differs; an
 	 * unsafe one changes the header only, so it is allowed on a delta
 	 * opened without its chain (imgsnap rebase -u). */
 	if (!(flags & IMG_BACKING_CHECK_ONLY) &&
-	    (r = img_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
+	    (r = imgi_check_writable(img, flags & IMG_BACKING_UNSAFE ? IMG_CHANGE_HEADER :
 				    IMG_CHANGE_CONTENT, flags & IMG_BACKING_UNSAFE ? "rebasing" :
 				    "a safe rebase (open the image with its chain, or rebase unsafely)")))
 		return r;
-	if (ref && (r = img_open_ref(img, ref, flags & IMG_BACKING_ALLOW_PATH ?
+	if (ref && (r = imgi_open_ref(img, ref, flags & IMG_BACKING_ALLOW_PATH ?
 				     IMG_OPEN_ALLOW_BACKING_PATH : 0, &newb))) {
 		if (strncmp(img_last_error(), img->name, strlen(img->name))) {
 			char m[512];
 			snprintf(m, sizeof(m), "%s", img_last_error());
-			img_set_error("%s: new backing file %s: %s", img->name, ref, m);
+			imgi_set_error("%s: new backing file %s: %s", img->name, ref, m);
 		}
 		return r;
 	}
@@ -170,8 +170,8 @@ IMG_API int img_set_backing(struct img *img, const char *ref, unsigned flags,
 		goto fail;
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
-	img_header_set_backing(&nh, newb ? newb->hdr.uuid : NULL, ref, ref ? strlen(ref) : 0);
-	r = img_header_commit(img, &nh);
+	imgi_header_set_backing(&nh, newb ? newb->hdr.uuid : NULL, ref, ref ? strlen(ref) : 0);
+	r = imgi_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 	if (r)
 		goto fail;
@@ -213,7 +213,7 @@ static void reopen(const char *path, unsigned flags, struct img **imgp)
 	snprintf(m, sizeof(m), "%s", img_last_error());
 	if (img_open(path, flags, imgp))
 		*imgp = NULL;
-	img_set_error("%s", m);
+	imgi_set_error("%s", m);
 }
 
 /* Checks shared by the live operations (rw 0: the check an offline
@@ -223,13 +223,13 @@ static int usable(struct img *img, int rw)
 {
 	int r;
 
-	if ((r = rw ? img_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")
-		    : img_check_changeable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
+	if ((r = rw ? imgi_check_writable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")
+		    : imgi_check_changeable(img, IMG_CHANGE_CONTENT, "a snapshot or merge")))
 		return r;
 	if (!img->dir)
-		return img_fail(img, -EINVAL, "opened without a path");
+		return imgi_fail(img, -EINVAL, "opened without a path");
 	if (img->flags & IMG_OPEN_NO_BACKING)
-		return img_fail(img, -EINVAL, "opened without its backing chain");
+		return imgi_fail(img, -EINVAL, "opened without its backing chain");
 	return 0;
 }
 
@@ -237,8 +237,8 @@ static int usable(struct img *img, int rw)
  * has no permissions). */
 static int dir_writable(struct img *img, const char *dir)
 {
-	if (img_vfs == &img_vfs_posix && access(dir, W_OK) < 0)
-		return img_fail(img, -errno, "cannot create files in %s", dir);
+	if (imgi_vfs == &imgi_vfs_posix && access(dir, W_OK) < 0)
+		return imgi_fail(img, -errno, "cannot create files in %s", dir);
 	return 0;
 }
 
@@ -251,19 +251,19 @@ static int chain_reopens(struct img *img, unsigned of)
 
 	if (!img->delta)
 		return 0;
-	r = img_open_ref(img, img->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
+	r = imgi_open_ref(img, img->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
 	if (r) {
 		char m[512];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		img_set_error("%s: its backing chain cannot be opened again (%s): refused before "
+		imgi_set_error("%s: its backing chain cannot be opened again (%s): refused before "
 			      "changing anything", img->name, m);
 		return r;
 	}
-	if (!img_header_backing_matches(&img->hdr, &b->hdr)) {
-		r = img_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
+	if (!imgi_header_backing_matches(&img->hdr, &b->hdr)) {
+		r = imgi_fail(img, -EUCLEAN, "backing file '%s' is no longer the image this delta was "
 			     "made over (its uuid differs): refused before changing anything",
 			     img->hdr.backing_path);
-		img_set_chain_error(r);   /* the chain, not the image */
+		imgi_set_chain_error(r);   /* the chain, not the image */
 	}
 	img_close(b);
 	return r;
@@ -286,15 +286,15 @@ static int link_snapshot(struct img *img, const char *path, const char *dir,
 		free(snap);
 		if (!(snap = join(dir, name ? name : gen)))
 			return -ENOMEM;
-		r = img_vfs->link(path, snap);
-		if (r == -EEXIST && img_vfs->stat(snap, &st) == 0 && st.st_dev == pst->st_dev &&
+		r = imgi_vfs->link(path, snap);
+		if (r == -EEXIST && imgi_vfs->stat(snap, &st) == 0 && st.st_dev == pst->st_dev &&
 		    st.st_ino == pst->st_ino)
 			r = 0;
 		if (r == -EEXIST && name)
 			break;
 	}
 	if (r) {
-		img_fail(img, r, "linking %s", snap);
+		imgi_fail(img, r, "linking %s", snap);
 		free(snap);
 		return r;
 	}
@@ -309,11 +309,11 @@ static int space_for_top(struct img *img, const char *dir)
 	struct statvfs sv;
 	uint64_t need = 2 * img->g.cluster_size, have;
 
-	if (img_vfs != &img_vfs_posix || statvfs(dir, &sv) < 0)
+	if (imgi_vfs != &imgi_vfs_posix || statvfs(dir, &sv) < 0)
 		return 0;
 	have = (uint64_t)sv.f_bavail * sv.f_frsize;
 	if (have < need)
-		return img_fail(img, -ENOSPC, "%s has %llu bytes free, a new top needs %llu: refused",
+		return imgi_fail(img, -ENOSPC, "%s has %llu bytes free, a new top needs %llu: refused",
 				dir, (unsigned long long)have, (unsigned long long)need);
 	return 0;
 }
@@ -324,18 +324,18 @@ static int space_for_top(struct img *img, const char *dir)
  * wants the snapshot named, the safe side). */
 static int record_owner(struct img *img, const char *path)
 {
-	struct img_header th, nh;
+	struct imgi_header th, nh;
 	int r;
 
-	if ((r = img_read_header(path, &th)))
+	if ((r = imgi_read_header(path, &th)))
 		return r;
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
-	r = img_header_set_owner(&nh, th.uuid);
+	r = imgi_header_set_owner(&nh, th.uuid);
 	if (r == -ENOSPC)
 		r = 0;
 	else if (!r)
-		r = img_header_commit(img, &nh);
+		r = imgi_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 	return r;
 }
@@ -347,16 +347,16 @@ static int record_owner(struct img *img, const char *path)
 static int drop_owner(const char *path, unsigned of)
 {
 	struct img *img = NULL;
-	struct img_header nh;
+	struct imgi_header nh;
 	int r, r2;
 
-	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING |
+	if ((r = imgi_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING |
 				   (of & IMG_OPEN_ALLOW_BACKING_PATH), &img)))
 		return r;
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
-	img_header_set_owner(&nh, NULL);
-	r = nh.incompat == img->hdr.incompat ? 0 : img_header_commit(img, &nh);
+	imgi_header_set_owner(&nh, NULL);
+	r = nh.incompat == img->hdr.incompat ? 0 : imgi_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 	r2 = img_close(img);
 	return r ? r : r2;
@@ -379,24 +379,24 @@ static int snapshot_check(struct img *img, const char *name, unsigned flags, int
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	if (name && (!*name || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, "..") ||
 		     !strcmp(name, base)))
-		return img_fail(img, -EINVAL, "snapshot name '%s' must be another file name in the "
+		return imgi_fail(img, -EINVAL, "snapshot name '%s' must be another file name in the "
 				"image's directory", name);
-	if ((r = img_vfs->stat(path, &st)))
-		return img_fail(img, r, "stat");
+	if ((r = imgi_vfs->stat(path, &st)))
+		return imgi_fail(img, r, "stat");
 	if (!S_ISREG(st.st_mode))
-		return img_fail(img, -EINVAL, "not a regular file");
-	if (img_mode_protected(st.st_mode))
-		return img_fail(img, -EROFS, "is read-only (mode %04o): a snapshot would put a new "
+		return imgi_fail(img, -EINVAL, "not a regular file");
+	if (imgi_mode_protected(st.st_mode))
+		return imgi_fail(img, -EROFS, "is read-only (mode %04o): a snapshot would put a new "
 				"image under its name: refused", (unsigned)(st.st_mode & 07777));
 	if (name) {
 		if (!(snap = join(img->dir, name)))
 			return -ENOMEM;
-		r = img_vfs->stat(snap, &nst);
+		r = imgi_vfs->stat(snap, &nst);
 		free(snap);
 		/* a link to this very file: a leftover of an interrupted
 		 * snapshot, taken over */
 		if (r == 0 && (nst.st_dev != st.st_dev || nst.st_ino != st.st_ino))
-			return img_fail(img, -EEXIST, "snapshot name '%s' is taken", name);
+			return imgi_fail(img, -EEXIST, "snapshot name '%s' is taken", name);
 	}
 	if ((r = dir_writable(img, img->dir)) || (r = space_for_top(img, img->dir)))
 		return r;
@@ -405,7 +405,7 @@ static int snapshot_check(struct img *img, const char *name, unsigned flags, int
 
 IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags)
 {
-	img_clear_error();
+	imgi_clear_error();
 	return snapshot_check(img, name, flags, 1);
 }
 
@@ -413,7 +413,7 @@ IMG_API int img_snapshot_check(struct img *img, const char *name, unsigned flags
  * Snapshot of an open image (see the invariants at the top):
  *   0. snapshot_check: nothing changes unless everything can be done.
  *   1. flush; a second name (link) for the image: the snapshot; dir synced.
- *   2. the new empty top over it in DIR/.NAME.snapnew (img_create_over_ext:
+ *   2. the new empty top over it in DIR/.NAME.snapnew (imgi_create_over_ext:
  *      OWN_SNAPSHOT set; synced, renamed into that name, dir synced).
  *   2b. the image records the new top's uuid as its owner (record_owner:
  *      header A/B, synced; FORMAT.md 3.1).
@@ -439,7 +439,7 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	unsigned of;
 	int r, linked = 0, switched = 0, owned = 0, back = 0;
 
-	img_clear_error();
+	imgi_clear_error();
 	if ((r = img_snapshot_check(img, name, flags)))
 		return r;
 	of = reopen_flags(img) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
@@ -450,16 +450,16 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	if ((r = img_flush(img)))
 		goto out;
-	if ((r = img_vfs->stat(path, &st))) {
-		img_fail(img, r, "stat");
+	if ((r = imgi_vfs->stat(path, &st))) {
+		imgi_fail(img, r, "stat");
 		goto out;
 	}
 	/* 1. */
 	if ((r = link_snapshot(img, path, dir, name, &st, &snap)))
 		goto out;
 	linked = 1;
-	if ((r = img_vfs->sync_dir(dir))) {
-		img_fail(img, r, "syncing the directory");
+	if ((r = imgi_vfs->sync_dir(dir))) {
+		imgi_fail(img, r, "syncing the directory");
 		goto out;
 	}
 	/* 2. */
@@ -474,7 +474,7 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	o.flags = IMG_CREATE_OVERWRITE;
 	o.backing_file = strrchr(snap, '/') + 1;
 	/* The new top's backing is its own snapshot: merge may consume it. */
-	if ((r = img_create_over_ext(tmp, &o, img, st.st_mode & 07777, IMG_COMPAT_OWN_SNAPSHOT)))
+	if ((r = imgi_create_over_ext(tmp, &o, img, st.st_mode & 07777, IMG_COMPAT_OWN_SNAPSHOT)))
 		goto out;
 	/* 2b. */
 	if ((r = record_owner(img, tmp)))
@@ -484,12 +484,12 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	r = img_close(img);
 	*imgp = img = NULL;
 	if (r) {
-		img_set_error("%s: closing: %s", path, img_strerror(r));
+		imgi_set_error("%s: closing: %s", path, img_strerror(r));
 		goto out;
 	}
 	/* 4. */
-	if ((r = img_vfs->rename(tmp, path, 0))) {
-		img_set_error("%s: renaming the new top into place: %s", path, img_strerror(r));
+	if ((r = imgi_vfs->rename(tmp, path, 0))) {
+		imgi_set_error("%s: renaming the new top into place: %s", path, img_strerror(r));
 		goto out;
 	}
 	free(tmp);
@@ -497,34 +497,34 @@ IMG_API int img_snapshot_live(struct img **imgp, const char *name, unsigned flag
 	owned = 0;    /* it is the new top's snapshot now */
 	linked = 0;   /* the snapshot is in use from here on: kept */
 	switched = 1;
-	if ((r = img_vfs->sync_dir(dir))) {
-		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
+	if ((r = imgi_vfs->sync_dir(dir))) {
+		imgi_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
 		goto out;
 	}
 	/* 5. */
 	if ((r = img_open(path, of, imgp)))
 		goto out;
 	switched = 0;
-	if ((r = img_vfs->chmod(snap, st.st_mode & 07555))) {
-		img_set_error("%s: making it read-only: %s", snap, img_strerror(r));
+	if ((r = imgi_vfs->chmod(snap, st.st_mode & 07555))) {
+		imgi_set_error("%s: making it read-only: %s", snap, img_strerror(r));
 		goto out;
 	}
 	if (out && snprintf(out, outlen, "%s", strrchr(snap, '/') + 1) >= (int)outlen)
 		r = -ERANGE;
 out:
 	if (tmp)
-		img_vfs->unlink(tmp);
+		imgi_vfs->unlink(tmp);
 	if (linked)
-		img_vfs->unlink(snap);
+		imgi_vfs->unlink(snap);
 	if (switched && !*imgp) {
 		/* The new top could not be opened (nothing wrote to it): the
 		 * old image goes back under the name, the snapshot name goes. */
 		char m[1024];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		back = img_vfs->rename(snap, path, 0) == 0;
+		back = imgi_vfs->rename(snap, path, 0) == 0;
 		if (back)
-			img_vfs->sync_dir(dir);
-		img_set_error("%s%s", m, back ? " (the image was put back as it was)" : "");
+			imgi_vfs->sync_dir(dir);
+		imgi_set_error("%s%s", m, back ? " (the image was put back as it was)" : "");
 	}
 	if ((owned || back) && !*imgp) {
 		/* The image is under its name again and nobody's snapshot:
@@ -533,7 +533,7 @@ out:
 		char m[1024];
 		snprintf(m, sizeof(m), "%s", img_last_error());
 		drop_owner(path, of);
-		img_set_error("%s", m);
+		imgi_set_error("%s", m);
 	}
 	if (!*imgp && path)
 		reopen(path, of, imgp);
@@ -550,7 +550,7 @@ IMG_API int img_snapshot(const char *path, const char *name, unsigned flags,
 	struct img *img = NULL;
 	int r, r2;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
 	/* Checked on a read-only handle first: a refusal leaves even the
@@ -609,7 +609,7 @@ static int copy_down(struct img *top, struct img *base, img_progress_fn progress
 		}
 		off += e.length;
 		if (!r && progress && progress(arg, off, tsize))
-			r = img_fail(top, -ECANCELED, "merge cancelled");
+			r = imgi_fail(top, -ECANCELED, "merge cancelled");
 	}
 	/* A smaller top: the base shrinks to it. */
 	if (!r && tsize < bsize)
@@ -627,11 +627,11 @@ out:
 static int reattach(struct img *top, unsigned of)
 {
 	struct img *b = NULL;
-	int r = img_open_ref(top, top->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
+	int r = imgi_open_ref(top, top->hdr.backing_path, of & IMG_OPEN_ALLOW_BACKING_PATH, &b);
 
 	if (r)
 		return r;
-	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
+	if (!imgi_header_backing_matches(&top->hdr, &b->hdr)) {
 		img_close(b);
 		return -EUCLEAN;
 	}
@@ -651,14 +651,14 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 		       struct stat *bst)
 {
 	struct img *b = NULL;
-	struct img_header bh;
+	struct imgi_header bh;
 	struct stat nst;
 	int r, own;
 
 	/* the top's name gets the base: a protected top (a snapshot, with
 	 * an image over it that recorded its uuid) is not replaced */
-	if (img_vfs->stat(top->name, &nst) == 0 && img_mode_protected(nst.st_mode))
-		return img_fail(top, -EROFS, "is read-only (mode %04o): a merge would put its base "
+	if (imgi_vfs->stat(top->name, &nst) == 0 && imgi_mode_protected(nst.st_mode))
+		return imgi_fail(top, -EROFS, "is read-only (mode %04o): a merge would put its base "
 				"under its name, and an image over it (a snapshot's top) would lose "
 				"it: refused (merge the image at the top of the chain)",
 				(unsigned)(nst.st_mode & 07777));
@@ -668,80 +668,80 @@ static int merge_check(struct img *top, const char *named, const char *bpath, un
 	 * leaves, so a field on a top that is nobody's snapshot only remains
 	 * after a crash (or a failed clear) */
 	if (top->hdr.incompat & IMG_INCOMPAT_OWNER)
-		return img_fail(top, -EPERM, "is the snapshot of another image (it records an owner, "
+		return imgi_fail(top, -EPERM, "is the snapshot of another image (it records an owner, "
 				"the image a snapshot put over it): a merge would put its base under "
 				"its name and that image would lose its backing file: refused (merge "
 				"the image at the top of the chain; if none lies over it any more, "
 				"'imgsnap template' then 'template --clear' forgets the owner)");
-	if ((r = img_vfs->stat(bpath, bst)))
-		return img_fail(top, r, "backing file %s", bpath);
+	if ((r = imgi_vfs->stat(bpath, bst)))
+		return imgi_fail(top, r, "backing file %s", bpath);
 	if (!S_ISREG(bst->st_mode))
-		return img_fail(top, -EINVAL, "backing file %s is not a regular file", bpath);
+		return imgi_fail(top, -EINVAL, "backing file %s is not a regular file", bpath);
 	/* the base's name is renamed over the top's: a link would be
 	 * renamed, and the image it points to changed under another name */
-	if (img_vfs->lstat && !img_vfs->lstat(bpath, &nst) && S_ISLNK(nst.st_mode))
-		return img_fail(top, -EINVAL, "backing file %s is a symbolic link: a merge would "
+	if (imgi_vfs->lstat && !imgi_vfs->lstat(bpath, &nst) && S_ISLNK(nst.st_mode))
+		return imgi_fail(top, -EINVAL, "backing file %s is a symbolic link: a merge would "
 				"put the link, not the image, under the image's name (refused; "
 				"point the image at the file itself with imgsnap rebase -u)", bpath);
 	/* Its own snapshot: the top says so (OWN_SNAPSHOT) and the base
 	 * records the top as its owner (FORMAT.md 3.1); the top alone is
 	 * untrusted, a bit anyone can set. */
-	if ((r = img_read_header(bpath, &bh))) {
+	if ((r = imgi_read_header(bpath, &bh))) {
 		char m[512];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
+		imgi_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
 		return r;
 	}
-	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) && img_header_owned_by(&bh, top->hdr.uuid);
+	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) && imgi_header_owned_by(&bh, top->hdr.uuid);
 	if (named) {
-		if ((r = img_vfs->stat(named, &nst)))
-			return img_fail(top, r, "the base named, %s", named);
+		if ((r = imgi_vfs->stat(named, &nst)))
+			return imgi_fail(top, r, "the base named, %s", named);
 		if (nst.st_dev != bst->st_dev || nst.st_ino != bst->st_ino)
-			return img_fail(top, -EINVAL, "the base named, %s, is not its backing file "
+			return imgi_fail(top, -EINVAL, "the base named, %s, is not its backing file "
 					"(%s): refused", named, bpath);
 	} else if (!own && !(top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT)) {
-		return img_fail(top, -EPERM, "its backing file %s is a base it was made over, not "
+		return imgi_fail(top, -EPERM, "its backing file %s is a base it was made over, not "
 				"its own snapshot: merging would change it under every other image "
 				"made over it (refused; flatten the image instead, or name the base "
 				"to merge into it)", bpath);
 	} else if (!own && !(bh.incompat & IMG_INCOMPAT_OWNER)) {
-		return img_fail(top, -EPERM, "its backing file %s records no owner, so it is not "
+		return imgi_fail(top, -EPERM, "its backing file %s records no owner, so it is not "
 				"known to be this image's own snapshot (a snapshot taken before "
 				"libimg recorded owners, or a base the image was made over with its "
 				"mark set by hand): not its own snapshot, refused.  If it is this "
 				"image's own snapshot and no other image uses it, name it to merge "
-				"into it%s", bpath, img_mode_protected(bst->st_mode) ?
+				"into it%s", bpath, imgi_mode_protected(bst->st_mode) ?
 				" (make it writable first: it is read-only)" : "");
 	} else if (!own) {
-		return img_fail(top, -EPERM, "its backing file %s is the own snapshot of another "
+		return imgi_fail(top, -EPERM, "its backing file %s is the own snapshot of another "
 				"image (the owner it records is not this image): not its own "
 				"snapshot, refused (flatten the image instead, or name the base to "
 				"merge into it)", bpath);
 	}
-	if (!own && img_mode_protected(bst->st_mode))
-		return img_fail(top, -EROFS, "backing file %s is read-only (mode %04o): not written "
+	if (!own && imgi_mode_protected(bst->st_mode))
+		return imgi_fail(top, -EROFS, "backing file %s is read-only (mode %04o): not written "
 				"(make it writable first if you mean to change it)", bpath,
 				(unsigned)(bst->st_mode & 07777));
 	/* The base with its own chain, as path will open after the rename;
 	 * a shared lock, as top holds one. */
-	if ((r = img_open_internal(bpath, of & IMG_OPEN_ALLOW_BACKING_PATH, &b))) {
+	if ((r = imgi_open_internal(bpath, of & IMG_OPEN_ALLOW_BACKING_PATH, &b))) {
 		char m[512];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		img_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
+		imgi_set_error("%s: backing file: %s: refused before changing anything", top->name, m);
 		return r;
 	}
-	if (!img_header_backing_matches(&top->hdr, &b->hdr)) {
-		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
+	if (!imgi_header_backing_matches(&top->hdr, &b->hdr)) {
+		r = imgi_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made "
 			     "over (its uuid differs): refused", top->hdr.backing_path);
-		img_set_chain_error(r);   /* the chain, not the image */
-	} else if (own && !img_header_owned_by(&b->hdr, top->hdr.uuid))
-		r = img_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
+		imgi_set_chain_error(r);   /* the chain, not the image */
+	} else if (own && !imgi_header_owned_by(&b->hdr, top->hdr.uuid))
+		r = imgi_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
 			     bpath);
 	else if (b->hdr.ro_compat & IMG_RO_COMPAT_TEMPLATE)
-		r = img_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
+		r = imgi_fail(top, -EROFS, "backing file %s is a template (a shared base): never "
 			     "written (refused)", bpath);
 	else
-		r = img_check_changeable(b, IMG_CHANGE_CONTENT, "a merge into it");
+		r = imgi_check_changeable(b, IMG_CHANGE_CONTENT, "a merge into it");
 	img_close(b);
 	if (!r)
 		r = dir_writable(top, top->dir);
@@ -780,11 +780,11 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	if ((r = usable(top, rw)))
 		return r;
 	if (!top->delta || !top->backing)
-		return img_fail(top, -EINVAL, "has no backing image to merge into");
+		return imgi_fail(top, -EINVAL, "has no backing image to merge into");
 	of = reopen_flags(top) | (flags & IMG_BACKING_ALLOW_PATH ? IMG_OPEN_ALLOW_BACKING_PATH : 0);
 	bof = IMG_OPEN_RDWR | (of & IMG_OPEN_ALLOW_BACKING_PATH);
 	if (!(path = strdup(top->name)) || !(dir = strdup(top->dir)) ||
-	    !(bpath = img_resolve_ref(top, top->hdr.backing_path))) {
+	    !(bpath = imgi_resolve_ref(top, top->hdr.backing_path))) {
 		r = -ENOMEM;
 		goto out;
 	}
@@ -793,8 +793,8 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 		goto out;
 	if ((r = img_flush(top)))
 		goto out;
-	if ((r = img_vfs->stat(path, &st))) {
-		img_fail(top, r, "stat");
+	if ((r = imgi_vfs->stat(path, &st))) {
+		imgi_fail(top, r, "stat");
 		goto out;
 	}
 	/* 1.  The caller keeps every other user of the handle out: reads of
@@ -809,8 +809,8 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	 * under path's name, and its own back on a failure below. */
 	r = img_open(bpath, bof, &base);
 	if (r == -EACCES && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
-		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
-			img_fail(top, r, "giving %s the mode of the image", bpath);
+		if ((r = imgi_vfs->chmod(bpath, st.st_mode & 07777))) {
+			imgi_fail(top, r, "giving %s the mode of the image", bpath);
 			goto fail_top;
 		}
 		moded = 1;
@@ -818,29 +818,29 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	}
 	if (r)
 		goto fail_top;
-	if (!img_header_backing_matches(&top->hdr, &base->hdr)) {
-		r = img_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
+	if (!imgi_header_backing_matches(&top->hdr, &base->hdr)) {
+		r = imgi_fail(top, -EUCLEAN, "backing file '%s' is not the image this delta was made over "
 			     "(its uuid differs): refused", top->hdr.backing_path);
-		img_set_chain_error(r);   /* the chain, not the image */
+		imgi_set_chain_error(r);   /* the chain, not the image */
 		goto fail_top;
 	}
 	own = (top->hdr.compat & IMG_COMPAT_OWN_SNAPSHOT) &&
-	      img_header_owned_by(&base->hdr, top->hdr.uuid);
+	      imgi_header_owned_by(&base->hdr, top->hdr.uuid);
 	if (!named && !own) {
-		r = img_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
+		r = imgi_fail(top, -EUCLEAN, "backing file %s changed while it was checked: refused",
 			     bpath);
 		goto fail_top;
 	}
-	if ((r = img_check_writable(base, IMG_CHANGE_CONTENT, "a merge into it")))
+	if ((r = imgi_check_writable(base, IMG_CHANGE_CONTENT, "a merge into it")))
 		goto fail_top;
 	/* A named base that is another delta's own snapshot stops being
 	 * one (FORMAT.md 3.1: the owner field true or cleared). */
 	if (!own && (base->hdr.incompat & IMG_INCOMPAT_OWNER)) {
-		struct img_header nh;
+		struct imgi_header nh;
 		pthread_mutex_lock(&base->commit_lock);
 		nh = base->hdr;
-		img_header_set_owner(&nh, NULL);
-		r = img_header_commit(base, &nh);
+		imgi_header_set_owner(&nh, NULL);
+		r = imgi_header_commit(base, &nh);
 		pthread_mutex_unlock(&base->commit_lock);
 		if (r)
 			goto fail_top;
@@ -859,25 +859,25 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	r = img_close(top);
 	*imgp = top = NULL;
 	if (r) {
-		img_set_error("%s: closing: %s", path, img_strerror(r));
+		imgi_set_error("%s: closing: %s", path, img_strerror(r));
 		goto fail_mode;
 	}
 	/* The base becomes the image under path's name: its mode too. */
 	if (!moded && (bst.st_mode & 07777) != (st.st_mode & 07777)) {
-		if ((r = img_vfs->chmod(bpath, st.st_mode & 07777))) {
-			img_set_error("%s: giving %s the mode of the image: %s", path, bpath,
+		if ((r = imgi_vfs->chmod(bpath, st.st_mode & 07777))) {
+			imgi_set_error("%s: giving %s the mode of the image: %s", path, bpath,
 				      img_strerror(r));
 			goto out;
 		}
 		moded = 1;
 	}
-	if ((r = img_vfs->rename(bpath, path, 0))) {
-		img_set_error("%s: renaming %s over it: %s", path, bpath, img_strerror(r));
+	if ((r = imgi_vfs->rename(bpath, path, 0))) {
+		imgi_set_error("%s: renaming %s over it: %s", path, bpath, img_strerror(r));
 		goto fail_mode;
 	}
 	moded = 0;
-	if ((r = img_vfs->sync_dir(dir))) {
-		img_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
+	if ((r = imgi_vfs->sync_dir(dir))) {
+		imgi_set_error("%s: syncing the directory: %s", dir, img_strerror(r));
 		goto out;
 	}
 	/* 3b. The merged image is nobody's snapshot any more: the owner it
@@ -885,7 +885,7 @@ static int merge_run(struct img **imgp, const char *named, unsigned flags,
 	if (owned && (r = drop_owner(path, of))) {
 		char m[512];
 		snprintf(m, sizeof(m), "%s", img_last_error());
-		img_set_error("%s: merged, but clearing the owner field the merged image kept from "
+		imgi_set_error("%s: merged, but clearing the owner field the merged image kept from "
 			      "the snapshot failed: %s (the merged image is complete; the stale "
 			      "field names no image, the next snapshot of it replaces it)", path, m);
 		goto out;
@@ -900,18 +900,18 @@ fail_top:
 		if (base)
 			img_close(base);
 		base = NULL;
-		if (moded && !img_vfs->chmod(bpath, bst.st_mode & 07777))
+		if (moded && !imgi_vfs->chmod(bpath, bst.st_mode & 07777))
 			moded = 0;
 		/* The handle the caller had, with its chain again. */
 		if (reattach(top, of)) {
 			img_close(top);
 			*imgp = NULL;
 		}
-		img_set_error("%s", m);
+		imgi_set_error("%s", m);
 	}
 fail_mode:
 	if (moded)
-		img_vfs->chmod(bpath, bst.st_mode & 07777);
+		imgi_vfs->chmod(bpath, bst.st_mode & 07777);
 out:
 	if (!*imgp && path)
 		reopen(path, of, imgp);
@@ -924,7 +924,7 @@ out:
 IMG_API int img_merge_live_into(struct img **imgp, const char *named, unsigned flags,
 				img_progress_fn progress, void *arg)
 {
-	img_clear_error();
+	imgi_clear_error();
 	return merge_run(imgp, named, flags, progress, arg, 1);
 }
 
@@ -939,7 +939,7 @@ IMG_API int img_merge_into(const char *path, const char *base, unsigned flags,
 	struct img *top = NULL;
 	int r, r2;
 
-	img_clear_error();
+	imgi_clear_error();
 	if (flags & ~IMG_BACKING_ALLOW_PATH)
 		return -EINVAL;
 	/* The top is only read, then replaced by the rename: opened
@@ -963,29 +963,29 @@ IMG_API int img_merge(const char *path, unsigned flags, img_progress_fn progress
 IMG_API int img_set_template(const char *path, int on)
 {
 	struct img *img = NULL;
-	struct img_header nh;
+	struct imgi_header nh;
 	struct stat st;
 	int r, r2;
 
-	img_clear_error();
+	imgi_clear_error();
 	/* A file whose mode has no write bit is written by no tool, root
 	 * included (the same answer a user without root gets). */
-	if ((r = img_vfs->stat(path, &st))) {
-		img_set_error("%s: %s", path, img_strerror(r));
+	if ((r = imgi_vfs->stat(path, &st))) {
+		imgi_set_error("%s: %s", path, img_strerror(r));
 		return r;
 	}
-	if (img_mode_protected(st.st_mode)) {
-		img_set_error("%s: is read-only (mode %04o): not written (make it writable to "
+	if (imgi_mode_protected(st.st_mode)) {
+		imgi_set_error("%s: is read-only (mode %04o): not written (make it writable to "
 			      "change the mark, then read-only again if you like)", path,
 			      (unsigned)(st.st_mode & 07777));
 		return -EROFS;
 	}
 	/* Only the header changes: the chain is not needed.  The exclusive
 	 * lock refuses while any delta over it (or anyone else) has it open. */
-	if ((r = img_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,
+	if ((r = imgi_open_internal(path, IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING | IMG_OPEN_TEMPLATE_,
 				   &img)))
 		return r;
-	if ((r = img_check_writable(img, IMG_CHANGE_HEADER, "changing the template mark")))
+	if ((r = imgi_check_writable(img, IMG_CHANGE_HEADER, "changing the template mark")))
 		goto out;
 	pthread_mutex_lock(&img->commit_lock);
 	nh = img->hdr;
@@ -996,9 +996,9 @@ IMG_API int img_set_template(const char *path, int on)
 	/* A template is shared by its clones: nobody's own snapshot any
 	 * more (FORMAT.md 3.1), also after the mark is cleared. */
 	if (on)
-		img_header_set_owner(&nh, NULL);
+		imgi_header_set_owner(&nh, NULL);
 	r = nh.ro_compat == img->hdr.ro_compat && nh.incompat == img->hdr.incompat ? 0 :
-	    img_header_commit(img, &nh);
+	    imgi_header_commit(img, &nh);
 	pthread_mutex_unlock(&img->commit_lock);
 out:
 	r2 = img_close(img);

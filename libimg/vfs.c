@@ -2,15 +2,15 @@
 /*
  * The file and directory operations of the path-based calls (img_open,
  * img_create, img_snapshot, img_merge and their chains).  POSIX here; the
- * crash test installs an in-memory directory (testio.h img_vfs_set) whose
+ * crash test installs an in-memory directory (testio.h imgi_vfs_set) whose
  * names and files lose what was not synced at a simulated power loss, so
  * operations spanning several files and renames are crash-tested like the
  * rest.  Every function returns 0 or -errno.
  *
- * The test hook img_io_wrap_set (testio.h) lives here too: a function that
+ * The test hook imgi_io_wrap_set (testio.h) lives here too: a function that
  * wraps the backend of every image file img_create and img_open open by
  * path.  The library never sets it (the tools built for tests/cli/faults.bats
- * do, to arm LIBIMG_FAULT); without it img_io_wrap passes the backend on.
+ * do, to arm LIBIMG_FAULT); without it imgi_io_wrap passes the backend on.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,7 +40,7 @@ static int p_open(const char *path, unsigned ioflags, struct img_io **out)
 static int p_open_beneath(const char *root, const char *rel, const char *name, unsigned ioflags,
 			  struct img_io **out)
 {
-	return img_io_posix_open_beneath(root, rel, name, ioflags, out);
+	return imgi_io_posix_open_beneath(root, rel, name, ioflags, out);
 }
 
 static int p_mktemp(char *tmpl, mode_t mode)
@@ -141,7 +141,7 @@ static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
 			r = -EBUSY;
 	}
 	if (r == -EBUSY)
-		*holder = img_lock_holder_from_proc(f);
+		*holder = imgi_lock_holder_from_proc(f);
 	if (r)
 		close(f);
 	else
@@ -149,27 +149,27 @@ static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
 	return r;
 }
 
-const struct img_vfs img_vfs_posix = {
+const struct imgi_vfs imgi_vfs_posix = {
 	.stat = p_stat, .lstat = p_lstat, .open = p_open, .open_beneath = p_open_beneath, .mktemp = p_mktemp, .link = p_link,
 	.rename = p_rename, .unlink = p_unlink, .chmod = p_chmod, .sync_dir = p_sync_dir,
 	.claim = p_claim,
 };
 
-const struct img_vfs *img_vfs = &img_vfs_posix;
+const struct imgi_vfs *imgi_vfs = &imgi_vfs_posix;
 
-void img_vfs_set(const struct img_vfs *vfs)
+void imgi_vfs_set(const struct imgi_vfs *vfs)
 {
-	img_vfs = vfs ? vfs : &img_vfs_posix;
+	imgi_vfs = vfs ? vfs : &imgi_vfs_posix;
 }
 
 static int (*io_wrap)(struct img_io *inner, struct img_io **out);
 
-void img_io_wrap_set(int (*wrap)(struct img_io *inner, struct img_io **out))
+void imgi_io_wrap_set(int (*wrap)(struct img_io *inner, struct img_io **out))
 {
 	io_wrap = wrap;
 }
 
-int img_io_wrap(struct img_io *inner, struct img_io **out)
+int imgi_io_wrap(struct img_io *inner, struct img_io **out)
 {
 	if (!io_wrap) {
 		*out = inner;

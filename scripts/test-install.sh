@@ -48,7 +48,7 @@ readelf -d "$stage/usr/lib/libimg.so" | grep -q 'SONAME.*libimg.so.0' || { echo 
 # The fault hook is the tests' (tests/helpers/fault_env.c, linked only into
 # $(BUILD)/faultbin and the tests): nothing installed reads LIBIMG_FAULT.
 for f in "$stage"/usr/lib/libimg.so "$stage"/usr/lib/libimg.a "$stage"/usr/bin/*; do
-  if strings -a "$f" | grep -q LIBIMG_FAULT || nm -A "$f" 2>/dev/null | grep -q img_io_fault_from_env; then
+  if strings -a "$f" | grep -q LIBIMG_FAULT || nm -A "$f" 2>/dev/null | grep -q imgi_io_fault_from_env; then
     echo "$f: reads LIBIMG_FAULT (the test-only fault hook is installed)" >&2; exit 1
   fi
 done

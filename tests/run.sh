@@ -69,7 +69,8 @@ for s in "${suites[@]}"; do
         run_prog "$s/$(basename "$t")" "$t"
       done
       # the library's layer order, on the objects (CONTRIBUTING.md, Layers)
-      [ "$s" = unit ] && run_prog "unit/layers" scripts/check-layers.py "$BUILD" ;;
+      [ "$s" = unit ] && run_prog "unit/layers" scripts/check-layers.py "$BUILD"
+      [ "$s" = unit ] && run_prog "unit/internal_names" scripts/check-internal.sh "$BUILD" ;;
     fuzz)
       for t in "$BUILD"/fuzz/*_fuzzer; do
         [ -x "$t" ] || continue

@@ -35,7 +35,7 @@ static struct {
 static char cur_file[1024];
 static int have_cur_file;
 /* How long the last wait for a lock (--wait) waited before it gave up,
- * -1: none (img_errmsg says it for -EBUSY). */
+ * -1: none (lib_errmsg says it for -EBUSY). */
 static int64_t busy_waited = -1;
 /* -j or --json is among the arguments (tool_init). */
 static int json_asked;
@@ -464,7 +464,7 @@ void verbose_msg(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-void img_errmsg(const char *file, int err)
+void lib_errmsg(const char *file, int err)
 {
 	const char *what = img_strerror(err);
 	const char *detail = img_last_error();
@@ -696,7 +696,7 @@ int lock_wait_again(int64_t *start_ms, int64_t *waited_ms)
 	if (wait_ms != WAIT_FOREVER) {
 		left = wait_ms - *waited_ms;
 		if (left <= 0) {
-			busy_waited = *waited_ms;   /* img_errmsg says it */
+			busy_waited = *waited_ms;   /* lib_errmsg says it */
 			return 0;
 		}
 		if (left < nap)
@@ -771,7 +771,7 @@ int probe_image(const char *path)
 	if (r > 0)
 		return 0;
 	if (r < 0) {
-		img_errmsg(path, r);
+		lib_errmsg(path, r);
 		return r;
 	}
 	errmsg_err(path, -EMEDIUMTYPE, "%s: not a libimg image", text_escape(path, ef, sizeof(ef)));
@@ -813,7 +813,7 @@ static int open_with_messages(const char *path, unsigned flags, struct img **out
 			   text_escape(path, ef, sizeof(ef)),
 			   text_escape(chain_detail(path), ed, sizeof(ed)));
 	} else if (r < 0) {
-		img_errmsg(path, r);
+		lib_errmsg(path, r);
 		if (r == -EUCLEAN && !(flags & IMG_OPEN_CHECK))
 			fprintf(stderr, "%s: %s: run 'imgcheck %s' for details\n",
 				progname, path, path);
@@ -848,7 +848,7 @@ int close_image(const char *path, struct img *img)
 	int r = img_close(img);
 
 	if (r < 0)
-		img_errmsg(path, r);
+		lib_errmsg(path, r);
 	return r;
 }
 

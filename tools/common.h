@@ -51,7 +51,7 @@ int exit_status(int err);
 
 /* Every tool's main ends with "return tool_exit(status)": a plain
  * EXIT_ERROR becomes exit_status() of the first error printed by errmsg_err,
- * img_errmsg, open_image... (so that one condition has one status in every
+ * lib_errmsg, open_image... (so that one condition has one status in every
  * tool); with --json and a failure for which no JSON document was printed
  * (json_finish), stdout gets the JSON error object (libimg(7)), also
  * appended to $LIBIMG_TEST_JSON_LOG.  Returns the status to exit with. */
@@ -150,12 +150,12 @@ void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * img_last_error() without a leading "FILE: " and only when it adds
  * something.  FILE and the detail go through text_escape (the library's
  * messages quote backing references read from images). */
-void img_errmsg(const char *file, int err);
+void lib_errmsg(const char *file, int err);
 /* "PROG: message\n" on stderr, only with --verbose. */
 void verbose_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* errmsg that also records err (-errno, 0 none) and file (may be NULL) as
  * the error tool_exit maps to a status and puts in the JSON error object
- * (errmsg records 0 and the file of the last open_image/img_errmsg). */
+ * (errmsg records 0 and the file of the last open_image/lib_errmsg). */
 void errmsg_err(const char *file, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Forgets the error recorded so far: the next one printed is the one

@@ -269,7 +269,7 @@ int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img
 			ssize_t w = img_pwrite_sparse(img, buf, n, p, 0);
 			if (w < 0) {
 				r = (int)w;
-				img_errmsg(file, r);
+				lib_errmsg(file, r);
 			} else {
 				*copied += (uint64_t)w;
 			}

@@ -211,7 +211,7 @@ static int run(int argc, char **argv)
 		r = img_compact(img, &opts, &st);
 	progress_finish(&pr, r >= 0);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		if (r == -ENOTRECOVERABLE || r == -EOPNOTSUPP)
 			errmsg("%s: nothing was changed; check the filesystem (e2fsck -f) "
 			       "or compact with --no-fs-trim", file);

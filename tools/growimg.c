@@ -227,7 +227,7 @@ static int run(int argc, char **argv)
 	memset(&fi, 0, sizeof(fi));
 	r = img_info(img, &in);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 	if (parse_new_size(size_arg, in.virtual_size, &new_size)) {
@@ -272,7 +272,7 @@ static int run(int argc, char **argv)
 		progress_phase(&pr, 0, grow_fs ? 50 : 100, grow_fs ? "growing the image" : NULL);
 		r = img_resize_progress(img, new_size, 0, pr.enabled ? progress_cb : NULL, &pr);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			goto out;
 		}
 	}

@@ -261,7 +261,7 @@ static int run(int argc, char **argv)
 	r = img_check(img, &opts, &res);
 	progress_finish(&pr, r >= 0);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		img_close(img);
 		ret = r == -EOPNOTSUPP ? EXIT_UNSUPPORTED : EXIT_CHECK_FAIL;
 		goto out;

@@ -267,7 +267,7 @@ static int next_data(struct end *s, uint64_t off, uint64_t *start, uint64_t *len
 		int r = img_next_run(s->img, off, 0, &run);
 
 		if (r < 0) {
-			img_errmsg(s->name, r);
+			lib_errmsg(s->name, r);
 			return r;
 		}
 		if (run.length == 0 || run.offset != off || run.length > s->size - off) {
@@ -359,7 +359,7 @@ static void *reader(void *arg)
 				return NULL;
 			r = src_read(s, pc->buf, n, start);
 			if (r < 0) {
-				img_errmsg(s->name, r);
+				lib_errmsg(s->name, r);
 				goto out;
 			}
 			pc->off = start;
@@ -394,7 +394,7 @@ static int write_piece(struct end *d, const char *buf, uint64_t start, size_t n,
 		ssize_t w = img_pwrite_sparse(d->img, buf, n, start,
 					      d->compress ? IMG_SPARSE_COMPRESS : IMG_SPARSE_CLUSTERS);
 		if (w < 0) {
-			img_errmsg(d->name, (int)w);
+			lib_errmsg(d->name, (int)w);
 			return (int)w;
 		}
 		*copied += (uint64_t)w;
@@ -421,7 +421,7 @@ static int write_piece(struct end *d, const char *buf, uint64_t start, size_t n,
 		}
 		r = raw_write(d, buf + i, run, start + i);
 		if (r < 0) {
-			img_errmsg(d->name, r);
+			lib_errmsg(d->name, r);
 			return r;
 		}
 		*copied += run;
@@ -591,7 +591,7 @@ static int open_source(struct end *s, int nolock, int srcfmt)
 		memset(&in, 0, sizeof(in));
 		r = img_info(s->img, &in);
 		if (r < 0) {
-			img_errmsg(s->name, r);
+			lib_errmsg(s->name, r);
 			return r;
 		}
 		s->size = in.virtual_size;
@@ -669,7 +669,7 @@ static int check_target(const char *dst, int force, const struct end *s,
 	if (r == -EEXIST)
 		errmsg_err(dst, -EEXIST, "%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
-		img_errmsg(dst, r);
+		lib_errmsg(dst, r);
 	return r;
 }
 
@@ -718,7 +718,7 @@ static int publish(const char *dst, struct img_target *target)
 	if (r == -EEXIST)
 		errmsg_err(dst, -EEXIST, "%s: already exists (use --force to overwrite)", dst);
 	else if (r < 0)
-		img_errmsg(dst, r);
+		lib_errmsg(dst, r);
 	if (r < 0 && !access(tmp_path, F_OK))
 		return r;
 	tmp_live = 0;   /* renamed (a failed directory sync after) */
@@ -862,18 +862,18 @@ static int run(int argc, char **argv)
 		co.flags = IMG_CREATE_OVERWRITE;   /* replaces our placeholder */
 		r = img_create(tmp_path, &co);
 		if (r < 0) {
-			img_errmsg(dst, r);
+			lib_errmsg(dst, r);
 			goto out;
 		}
 		r = img_open(tmp_path, IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &d.img);
 		if (r < 0) {
-			img_errmsg(dst, r);
+			lib_errmsg(dst, r);
 			goto out;
 		}
 		memset(&in, 0, sizeof(in));
 		r = img_info(d.img, &in);
 		if (r < 0) {
-			img_errmsg(dst, r);
+			lib_errmsg(dst, r);
 			goto out;
 		}
 		d.granule = in.cluster_size ? in.cluster_size : IMG_DEFAULT_CLUSTER_SIZE;
@@ -902,13 +902,13 @@ static int run(int argc, char **argv)
 	} else {
 		r = img_flush(d.img);
 		if (r < 0) {
-			img_errmsg(dst, r);
+			lib_errmsg(dst, r);
 			goto out;
 		}
 		r = img_close(d.img);
 		d.img = NULL;
 		if (r < 0) {
-			img_errmsg(dst, r);
+			lib_errmsg(dst, r);
 			goto out;
 		}
 	}

@@ -157,7 +157,7 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 
 	memset(&in, 0, sizeof(in));
 	if ((r = img_info(img, &in)) < 0 || (n = img_backing_ref(img, ref, sizeof(ref))) < 0) {
-		img_errmsg(name, r < 0 ? r : -ERANGE);
+		lib_errmsg(name, r < 0 ? r : -ERANGE);
 		return -1;
 	}
 	/* A filesystem that cannot be probed is a warning, not a failure:

@@ -77,7 +77,7 @@ static int run(int argc, char **argv)
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 
@@ -95,7 +95,7 @@ static int run(int argc, char **argv)
 		memset(&e, 0, sizeof(e));
 		r = img_map(img, off, &e);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			break;
 		}
 		if (e.length == 0)

@@ -218,13 +218,13 @@ static void *tbuf_get(size_t len)
 /* ---- FUSE operations --------------------------------------------------- */
 
 /* Every use of S.img from a request: between these two. */
-static struct img *img_get(void)
+static struct img *served_get(void)
 {
 	pthread_rwlock_rdlock(&S.io_lock);
 	return S.img;
 }
 
-static void img_put(void)
+static void served_put(void)
 {
 	pthread_rwlock_unlock(&S.io_lock);
 }
@@ -242,9 +242,9 @@ static void fill_attr(struct stat *st)
 	st->st_gid = S.gid;
 	st->st_size = (off_t)size;
 	st->st_blksize = block_size;
-	if (img_get() && img_info(S.img, &in) == 0)
+	if (served_get() && img_info(S.img, &in) == 0)
 		st->st_blocks = (blkcnt_t)(in.allocated_clusters * in.cluster_size / 512);
-	img_put();
+	served_put();
 }
 
 /* How long the kernel may trust the attributes it got.  The size changes
@@ -359,10 +359,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = img_get() ? img_pread(S.img, buf, size, (uint64_t)off) : -EIO;
+	n = served_get() ? img_pread(S.img, buf, size, (uint64_t)off) : -EIO;
 	if (n > 0)
 		cache_touch((uint64_t)off, (uint64_t)n);
-	img_put();
+	served_put();
 	if (n < 0) {
 		io_failed(n);
 		fuse_reply_err(req, (int)-n);
@@ -387,10 +387,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, (uint64_t)off >= vs ? ENOSPC : EFBIG);
 		return;
 	}
-	n = img_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
+	n = served_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
 	if (n > 0)
 		cache_touch((uint64_t)off, (uint64_t)n);
-	img_put();
+	served_put();
 	if (n < 0) {
 		io_failed(n);
 		fuse_reply_err(req, (int)-n);
@@ -403,10 +403,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 
 static int do_flush(void)
 {
-	int r = S.read_only ? 0 : img_get() ? img_flush(S.img) : -EIO;
+	int r = S.read_only ? 0 : served_get() ? img_flush(S.img) : -EIO;
 
 	if (!S.read_only)
-		img_put();
+		served_put();
 	atomic_fetch_add(&S.n_flush, 1);
 	io_failed(r);
 	return r;
@@ -449,8 +449,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		}
 		if (end > vs)
 			end = vs;
-		r = img_get() ? img_discard(S.img, (uint64_t)off, end - (uint64_t)off) : -EIO;
-		img_put();
+		r = served_get() ? img_discard(S.img, (uint64_t)off, end - (uint64_t)off) : -EIO;
+		served_put();
 		atomic_fetch_add(&S.n_discard, 1);
 	} else if (mode == FALLOC_FL_ZERO_RANGE ||
 		   mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
@@ -459,8 +459,8 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			fuse_reply_err(req, (mode & FALLOC_FL_KEEP_SIZE) ? EINVAL : EFBIG);
 			return;
 		}
-		r = img_get() ? img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len) : -EIO;
-		img_put();
+		r = served_get() ? img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len) : -EIO;
+		served_put();
 		atomic_fetch_add(&S.n_zero, 1);
 	} else {
 		r = -EOPNOTSUPP;
@@ -476,9 +476,9 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct img_info in;
 	uint64_t vs = atomic_load(&S.vsize), used = 0;
 
-	if (img_get() && img_info(S.img, &in) == 0)
+	if (served_get() && img_info(S.img, &in) == 0)
 		used = in.allocated_clusters * in.cluster_size;
-	img_put();
+	served_put();
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = block_size;
 	sv.f_frsize = block_size;
@@ -1101,7 +1101,7 @@ static int open_served_image(const char *file, struct session *ss)
 	memset(&in, 0, sizeof(in));
 	r = img_info(S.img, &in);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		return EXIT_ERROR;
 	}
 	atomic_store(&S.vsize, in.virtual_size);
@@ -1318,7 +1318,7 @@ static int serve_end(const char *file, struct session *ss, int ret)
 	} else if (S.img) {
 		r = img_flush(S.img);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			ret = EXIT_ERROR;
 		}
 		if (close_image(file, S.img) < 0)

@@ -106,7 +106,7 @@ static int do_list(const char *file, unsigned oflags)
 		ssize_t n;
 		memset(&in, 0, sizeof(in));
 		if ((r = img_info(p, &in)) < 0 || (n = img_backing_ref(p, ref, sizeof(ref))) < 0) {
-			img_errmsg(img_name(p), r < 0 ? r : -ERANGE);
+			lib_errmsg(img_name(p), r < 0 ? r : -ERANGE);
 			r = -1;
 			break;
 		}
@@ -293,7 +293,7 @@ static int run(int argc, char **argv)
 		       lock_wait_again(&start, &waited))
 			;
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			return exit_status(r);
 		}
 		if (json)
@@ -328,7 +328,7 @@ static int run(int argc, char **argv)
 		r = img_set_backing(img, NULL, bflags, pr.enabled ? progress_cb : NULL, &pr);
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			img_close(img);
 			return exit_status(r);
 		}
@@ -350,7 +350,7 @@ static int run(int argc, char **argv)
 		       lock_wait_again(&start, &waited))
 			;
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			return exit_status(r);
 		}
 		if (json) {
@@ -380,7 +380,7 @@ static int run(int argc, char **argv)
 		}
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			return exit_status(r);
 		}
 		if (json)
@@ -399,7 +399,7 @@ static int run(int argc, char **argv)
 			return exit_status(r);
 		r = img_set_backing(img, *arg2 ? arg2 : NULL, bflags | IMG_BACKING_CHECK_ONLY, NULL, NULL);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			img_close(img);
 			return exit_status(r);
 		}
@@ -410,7 +410,7 @@ static int run(int argc, char **argv)
 				    pr.enabled ? progress_cb : NULL, &pr);
 		progress_finish(&pr, r == 0);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			img_close(img);
 			return EXIT_ERROR;
 		}

@@ -320,7 +320,7 @@ static int publish(const char *file, struct img_target *target)
 	if (r == -EEXIST)
 		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 	if (r < 0 && !access(tmp[T_IMG], F_OK))
 		return r;
 	tmp_live[T_IMG] = 0;   /* renamed (a failed directory sync after) */
@@ -374,7 +374,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 		if (r == -EEXIST)
 			errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 		else
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 		return exit_status(r);
 	}
 	catch_signals();
@@ -453,11 +453,11 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 			;
 	}
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 	if ((r = img_open(tmp[T_IMG], IMG_OPEN_RDWR | IMG_OPEN_SCRATCH, &img)) < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 	progress_phase(&pr, 50, 100, "copying the filesystem into the image");
@@ -473,7 +473,7 @@ static int make_with_fs(const char *file, struct img_create_opts *o, const char 
 	r = img_close(img);
 	img = NULL;
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 	if ((r = publish(file, target)) == 0)
@@ -511,7 +511,7 @@ static const char *detail(void)
 	return d;
 }
 
-/* img_errmsg for the temporary clone: "FILE: what (detail)". */
+/* lib_errmsg for the temporary clone: "FILE: what (detail)". */
 static void new_errmsg(const char *file, int r)
 {
 	char e[TEXT_ESCAPE_LEN(1024)], d[1024];
@@ -622,7 +622,7 @@ static int claim(const char *file, int force, struct img_target **target)
 	if (r == -EEXIST)
 		errmsg_err(file, -EEXIST, "%s: already exists (use --force to overwrite)", file);
 	else if (r < 0)
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 	return r;
 }
 
@@ -906,7 +906,7 @@ static int run(int argc, char **argv)
 			return EXIT_ERROR;
 		}
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			return exit_status(r);   /* EXIT_BUSY: FILE is in use */
 		}
 	}

@@ -289,7 +289,7 @@ static int plan_fs(const char *file, const char *size_arg, int to_min, unsigned 
 		return r;
 	r = img_info(img, &in);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		img_close(img);
 		return -1;
 	}
@@ -479,7 +479,7 @@ static int run(int argc, char **argv)
 	memset(&in, 0, sizeof(in));
 	r = img_info(img, &in);
 	if (r < 0) {
-		img_errmsg(file, r);
+		lib_errmsg(file, r);
 		goto out;
 	}
 	if (!fs_step && !to_min &&
@@ -506,7 +506,7 @@ static int run(int argc, char **argv)
 		progress_phase(&pr, 60, 70, "giving back the filesystem's free blocks");
 		r = img_fs_trim_free(img, 0, &ts);
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			goto out;
 		}
 		fr.trimmed = ts.disk_usage_before > ts.disk_usage_after ?
@@ -524,7 +524,7 @@ static int run(int argc, char **argv)
 			goto out;
 		}
 		if (r < 0) {
-			img_errmsg(file, r);
+			lib_errmsg(file, r);
 			goto out;
 		}
 	}

@@ -119,8 +119,8 @@ struct img_io_ops {
 	 * pwrite one after another. */
 	int (*batch)(struct img_io *io, struct img_io_req *reqs, size_t n);
 	/* The first byte of data at or after off (SEEK_DATA), UINT64_MAX when
-	 * only a hole is left.  May be NULL: img_io_seek_data then gives
-	 * -EOPNOTSUPP (the callers then read instead). */
+	 * only a hole is left.  May be NULL: the library then reads the data
+	 * instead of skipping holes. */
 	int (*seek_data)(struct img_io *io, uint64_t off, uint64_t *data);
 	/* Advice about the host page cache of the file's bytes [off, off +
 	 * len), as posix_fadvise: IMG_ADVISE_DONTNEED (give the clean pages

@@ -77,7 +77,7 @@
 #define MERGE_TAIL 16
 
 struct run {
-	struct img_crash_clock clk;
+	struct imgi_crash_clock clk;
 	struct memfs *fs;
 	struct img *img;
 	struct bytemodel m;
@@ -472,7 +472,7 @@ static int check_all(struct memfs *fs, const char *where)
 }
 
 static int verify_point(const struct workload *w, struct run *x, uint64_t n,
-			enum img_crash_mode mode, uint64_t seed)
+			enum imgi_crash_mode mode, uint64_t seed)
 {
 	struct memfs *fs = memfs_materialize(x->fs, mode, seed);
 	struct img *img = NULL;
@@ -637,7 +637,7 @@ static void job_crash(void *arg, uint64_t n)
 	run_on(&j->x, &j->b, j->w->body, j->w->seed, n);
 }
 
-static int job_verify(void *arg, uint64_t n, enum img_crash_mode mode, uint64_t seed)
+static int job_verify(void *arg, uint64_t n, enum imgi_crash_mode mode, uint64_t seed)
 {
 	struct job *j = arg;
 

@@ -112,7 +112,7 @@ static int open_chain(struct img_io *io, unsigned flags, struct img **out)
 		io->ops->close(io);
 		return r;
 	}
-	return img_open_io_over(io, flags, b, out);
+	return imgi_open_io_over(io, flags, b, out);
 }
 
 /* ---- operations: the model first (the call may reach the disk even if it
@@ -134,7 +134,7 @@ static int op_close(struct run *x)
 	int r = img_close(x->img);
 
 	x->img = NULL;
-	if (!r && !img_io_crash_crashed(x->cio))
+	if (!r && !imgi_io_crash_crashed(x->cio))
 		bm_flush(&x->m);
 	if (r && x->dry)
 		T_FAIL("dry run: close: %s (%s)", img_strerror(r), img_last_error());
@@ -661,7 +661,7 @@ static void run_on(struct run *x, struct img_io *cio, const struct bytemodel *m0
 	x->dry = !arm;
 	prng_seed(&x->r, seed);
 	T_OK(bm_copy(&x->m, m0));
-	img_io_crash_arm(cio, arm);
+	imgi_io_crash_arm(cio, arm);
 	r = op_open(x);
 	if (!r)
 		r = fn(x);
@@ -672,20 +672,20 @@ static void run_on(struct run *x, struct img_io *cio, const struct bytemodel *m0
 	}
 	if (x->dry && r)
 		T_FAIL("dry run failed: %s", img_strerror(r));
-	if (arm && !img_io_crash_crashed(cio))
+	if (arm && !imgi_io_crash_crashed(cio))
 		T_FAIL("crash point %" PRIu64 " not reached (%" PRIu64 " calls): the workload "
-		       "is not deterministic", arm, img_io_crash_events(cio));
+		       "is not deterministic", arm, imgi_io_crash_events(cio));
 	if (arm && !r)
 		T_FAIL("crash point %" PRIu64 ": the workload reported success after power loss", arm);
 }
 
-static void take_bytes(struct img_io *cio, struct img_crash_stats *st, enum img_crash_mode mode,
+static void take_bytes(struct img_io *cio, struct imgi_crash_stats *st, enum imgi_crash_mode mode,
 		       uint64_t seed, struct base *b)
 {
 	struct img_io *m;
 	const void *d;
 
-	T_OK(img_io_crash_materialize(cio, mode, seed, st, &m));
+	T_OK(imgi_io_crash_materialize(cio, mode, seed, st, &m));
 	d = img_io_mem_data(m, &b->len);
 	b->bytes = malloc(b->len ? b->len : 1);
 	T_ASSERT(b->bytes);
@@ -699,25 +699,25 @@ static void take_bytes(struct img_io *cio, struct img_crash_stats *st, enum img_
  * reads cluster 2's bytes, cluster 7 reads zeros. */
 static void corrupt_base(struct base *b)
 {
-	struct img_header ha, hb, *h;
+	struct imgi_header ha, hb, *h;
 	uint64_t entries[IMG_ENTRIES_PER_BLOCK], seq;
 	char why[160];
 	uint8_t *blk;
 	int ra, rb;
 
-	ra = img_header_decode(b->bytes, &ha, why, sizeof(why));
-	rb = img_header_decode(b->bytes + IMG_HEADER_SLOT, &hb, why, sizeof(why));
+	ra = imgi_header_decode(b->bytes, &ha, why, sizeof(why));
+	rb = imgi_header_decode(b->bytes + IMG_HEADER_SLOT, &hb, why, sizeof(why));
 	T_ASSERT(!ra || !rb);
 	h = ra ? &hb : rb ? &ha : ha.seq > hb.seq ? &ha : &hb;
 	T_ASSERT(!(h->flags & IMG_FLAG_DIRTY) && h->bat_offset + IMG_BLOCK_SIZE <= b->len);
 	blk = b->bytes + h->bat_offset;
-	T_EQ(img_bat_block_decode(blk, 0, entries, &seq, why, sizeof(why)), 0);
+	T_EQ(imgi_bat_block_decode(blk, 0, entries, &seq, why, sizeof(why)), 0);
 	T_ASSERT(IMG_E_STATE(entries[2]) == IMG_E_ALLOC && IMG_E_STATE(entries[5]) == IMG_E_ALLOC);
 	T_ASSERT(VSIZE / CLUSTER < 70);
 	entries[5] = entries[2];
 	entries[7] = IMG_E_MAKE(5, 0);
 	entries[70] = IMG_E_MAKE(IMG_E_ZERO, 0);
-	img_bat_block_encode(0, seq, entries, blk);
+	imgi_bat_block_encode(0, seq, entries, blk);
 	T_OK(bm_write(&b->m, 5 * CLUSTER, b->m.cur + 2 * CLUSTER, CLUSTER));
 	T_OK(bm_zero(&b->m, 7 * CLUSTER, CLUSTER));
 	bm_flush(&b->m);
@@ -731,7 +731,7 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 	struct img_io *cio;
 	uint64_t events;
 
-	T_OK(img_io_crash_new(NULL, 0, &cio));
+	T_OK(imgi_io_crash_new(NULL, 0, &cio));
 	/* Only grow writes past the starting size: smaller models elsewhere. */
 	T_OK(bm_init(&empty, w->vsize, w->body == wl_grow ? MODEL_CAP : w->vsize));
 	free(bk_bytes);
@@ -766,7 +766,7 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 		T_OK(img_io_mem_new(bk_bytes, bk_len, &bio));
 		T_OK(img_open_io(bio, 0, &bi));
 		o.backing_file = "base.img";
-		T_OK(img_create_io_over(cio, &o, bi));
+		T_OK(imgi_create_io_over(cio, &o, bi));
 		img_close(bi);
 	} else {
 		T_OK(img_create_io(cio, &o));
@@ -789,7 +789,7 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 	}
 	/* A crash in the second half of prep that leaves both a log to replay
 	 * and leaked clusters: the first found, deterministically. */
-	events = img_io_crash_events(cio);
+	events = imgi_io_crash_events(cio);
 	cio->ops->close(cio);
 	bm_free(&x->m);
 	for (uint64_t n = events / 2; n < events; n++) {
@@ -800,10 +800,10 @@ static void make_base(const struct workload *w, struct run *x, struct base *b)
 			const void *d;
 			size_t len;
 
-			T_OK(img_io_crash_new(NULL, 0, &cio));
+			T_OK(imgi_io_crash_new(NULL, 0, &cio));
 			T_OK(img_create_io(cio, &o));
 			run_on(x, cio, &empty, IMG_OPEN_RDWR, w->prep, w->seed ^ 0x5eed, n);
-			T_OK(img_io_crash_materialize(cio, IMG_CRASH_RANDOM, seed, NULL, &m));
+			T_OK(imgi_io_crash_materialize(cio, IMG_CRASH_RANDOM, seed, NULL, &m));
 			d = img_io_mem_data(m, &len);
 			b->bytes = malloc(len);
 			T_ASSERT(b->bytes);
@@ -898,9 +898,9 @@ static int repair_first(struct img_io *m, const char *where)
  * Reopens read-write (recovery), checks, compares with the model, closes;
  * then reopens read-only: clean, nothing to replay, the same contents. */
 static int verify_point(const struct workload *w, struct run *x, uint64_t n,
-			enum img_crash_mode mode, uint64_t seed)
+			enum imgi_crash_mode mode, uint64_t seed)
 {
-	struct img_crash_stats cst;
+	struct imgi_crash_stats cst;
 	struct img_info info, info2;
 	struct img_io *m;
 	struct img *img = NULL;
@@ -911,7 +911,7 @@ static int verify_point(const struct workload *w, struct run *x, uint64_t n,
 
 	snprintf(where, sizeof(where), "%s:%" PRIu64 ":%s:%" PRIu64, w->name, n,
 		 crash_mode_name(mode), seed);
-	T_OK(img_io_crash_materialize(x->cio, mode, seed, &cst, &m));
+	T_OK(imgi_io_crash_materialize(x->cio, mode, seed, &cst, &m));
 	if (verbose)
 		printf("  %s: pending kept %" PRIu64 " dropped %" PRIu64 " torn %" PRIu64 "\n",
 		       where, cst.kept, cst.dropped, cst.torn);
@@ -1009,9 +1009,9 @@ static uint64_t job_dry(void *arg)
 	uint64_t events;
 
 	/* Dry run: count the calls, verify without a crash. */
-	T_OK(img_io_crash_new(j->b.bytes, j->b.len, &j->cio));
+	T_OK(imgi_io_crash_new(j->b.bytes, j->b.len, &j->cio));
 	run_on(&j->x, j->cio, &j->b.m, j->w->open_flags, j->w->body, j->w->seed, 0);
-	events = img_io_crash_events(j->cio);
+	events = imgi_io_crash_events(j->cio);
 	bm_free(&j->x.m);
 	j->cio->ops->close(j->cio);
 	return events;
@@ -1021,11 +1021,11 @@ static void job_crash(void *arg, uint64_t n)
 {
 	struct job *j = arg;
 
-	T_OK(img_io_crash_new(j->b.bytes, j->b.len, &j->cio));
+	T_OK(imgi_io_crash_new(j->b.bytes, j->b.len, &j->cio));
 	run_on(&j->x, j->cio, &j->b.m, j->w->open_flags, j->w->body, j->w->seed, n);
 }
 
-static int job_verify(void *arg, uint64_t n, enum img_crash_mode mode, uint64_t seed)
+static int job_verify(void *arg, uint64_t n, enum imgi_crash_mode mode, uint64_t seed)
 {
 	struct job *j = arg;
 

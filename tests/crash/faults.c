@@ -274,7 +274,7 @@ static void make_base_crashed(struct base *b, uint8_t *buf)
 	struct prng r;
 
 	prng_seed(&r, 43);
-	T_OK(img_io_crash_new(NULL, 0, &cio));
+	T_OK(imgi_io_crash_new(NULL, 0, &cio));
 	T_OK(img_create_io(cio, &o));
 	T_OK(img_open_io(borrow(cio), IMG_OPEN_RDWR, &img));
 	fill(img, &r, buf, 2 * MIB);
@@ -285,8 +285,8 @@ static void make_base_crashed(struct base *b, uint8_t *buf)
 	T_EQ(img_pwrite(img, buf, 3 * CLUSTER, 3 * MIB), 3 * CLUSTER);
 	/* Power lost now, every write kept: the last one is in the file but
 	 * not in the BAT. */
-	T_OK(img_io_crash_materialize(cio, IMG_CRASH_KEEP_ALL, 0, NULL, &mem));
-	img_io_crash_arm(cio, img_io_crash_events(cio) + 1);
+	T_OK(imgi_io_crash_materialize(cio, IMG_CRASH_KEEP_ALL, 0, NULL, &mem));
+	imgi_io_crash_arm(cio, imgi_io_crash_events(cio) + 1);
 	T_ASSERT(img_close(img) != 0);
 	cio->ops->close(cio);
 	take(mem, b);
@@ -459,7 +459,7 @@ static int crash_after(struct fctx *c, struct img_io *cio)
 		struct img *img;
 		int bad;
 
-		T_OK(img_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
+		T_OK(imgi_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
 					      seed, NULL, &m));
 		r = img_open_io(m, IMG_OPEN_RDWR, &img);
 		if (r) {
@@ -510,7 +510,7 @@ static int recover_after_power_loss(struct fctx *c, struct img_io *cio)
 		struct img *img;
 		int bad, r;
 
-		T_OK(img_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
+		T_OK(imgi_io_crash_materialize(cio, seed ? IMG_CRASH_RANDOM : IMG_CRASH_DROP_ALL,
 					      seed, NULL, &m));
 		r = img_open_io(m, IMG_OPEN_RDWR, &img);
 		if (r) {
@@ -541,13 +541,13 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 	c.buf = malloc(4 * CLUSTER);
 	T_ASSERT(c.buf);
 	if (st == CRASH)
-		T_OK(img_io_crash_new(o->base->bytes, o->base->len, &cio));
+		T_OK(imgi_io_crash_new(o->base->bytes, o->base->len, &cio));
 	else
 		T_OK(img_io_mem_new(o->base ? o->base->bytes : NULL, o->base ? o->base->len : 0, &mem));
 	if (cio)
 		mem = cio;
-	T_OK(img_io_fault_new(mem, &c.f));
-	img_io_fault_arm(c.f, 0, 0, 0, IMG_FAULT_DROP);   /* keep what a failed flush drops */
+	T_OK(imgi_io_fault_new(mem, &c.f));
+	imgi_io_fault_arm(c.f, 0, 0, 0, IMG_FAULT_DROP);   /* keep what a failed flush drops */
 	T_OK(bm_init(&c.m, VSIZE, MODEL_CAP));
 	if (o->base) {
 		T_OK(bm_write(&c.m, 0, o->base->content, VSIZE));
@@ -559,16 +559,16 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 			T_OK(o->pre(&c));
 	}
 
-	img_io_fault_arm(c.f, mask, nth, err, flags | IMG_FAULT_DROP);
+	imgi_io_fault_arm(c.f, mask, nth, err, flags | IMG_FAULT_DROP);
 	r = o->op(&c);
-	*fired = img_io_fault_fired(c.f) != 0;
-	sync_failed = c.img && (img_io_fault_fired_ops(c.f) & IMG_FAULT_FLUSH);
+	*fired = imgi_io_fault_fired(c.f) != 0;
+	sync_failed = c.img && (imgi_io_fault_fired_ops(c.f) & IMG_FAULT_FLUSH);
 	if (sync_failed) {
 		sync_points++;
-		drop_points += img_io_fault_dropped(c.f) != 0;
+		drop_points += imgi_io_fault_dropped(c.f) != 0;
 	}
 	if (!*fired) {
-		img_io_fault_arm(c.f, 0, 0, 0, 0);
+		imgi_io_fault_arm(c.f, 0, 0, 0, 0);
 		if (r) {
 			fprintf(stderr, "FAIL %s: failed without a fault: %s (%s)\n", where,
 				img_strerror(r), img_last_error());
@@ -584,7 +584,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 			r ? img_strerror(r) : "success", img_last_error(), img_strerror(-err));
 		/* A swallowed fault: see what it leaves behind. */
 		if (!r) {
-			img_io_fault_arm(c.f, 0, 0, 0, 0);
+			imgi_io_fault_arm(c.f, 0, 0, 0, 0);
 			finish_exact(&c);
 		}
 		goto out;
@@ -594,7 +594,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 
 	if (sync_failed && st != STICKY) {
 		/* The sync failed: the handle is done writing (rule 10). */
-		img_io_fault_arm(c.f, 0, 0, 0, 0);
+		imgi_io_fault_arm(c.f, 0, 0, 0, 0);
 		if (handle_failed(&c))
 			goto out;
 		if (st == CRASH) {
@@ -608,7 +608,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 			img_close(c.img);
 			c.img = NULL;
 		}
-		img_io_fault_arm(c.f, 0, 0, 0, 0);
+		imgi_io_fault_arm(c.f, 0, 0, 0, 0);
 		if (o->kind == K_CREATE) {
 			if ((r = op_create(&c))) {
 				fprintf(stderr, "FAIL %s: create after the fault: %s\n", where,
@@ -638,7 +638,7 @@ static int run_point(const struct fop *o, int err, unsigned mask, enum style st,
 	}
 
 	/* Once: lifted at once; the handle stays usable. */
-	img_io_fault_arm(c.f, 0, 0, 0, 0);
+	imgi_io_fault_arm(c.f, 0, 0, 0, 0);
 	if (st == CRASH) {
 		fail = check_data(&c, c.img, 0, "after the failure") || crash_after(&c, cio);
 		goto out;

@@ -11,5 +11,5 @@
 
 __attribute__((constructor)) static void fault_on(void)
 {
-	img_io_wrap_set(img_io_fault_from_env);
+	imgi_io_wrap_set(imgi_io_fault_from_env);
 }

@@ -54,7 +54,7 @@ uint64_t crash_pick_points(uint64_t events, uint64_t budget, uint64_t *pts)
 	return k;
 }
 
-const char *crash_mode_name(enum img_crash_mode m)
+const char *crash_mode_name(enum imgi_crash_mode m)
 {
 	return m == IMG_CRASH_DROP_ALL ? "drop" : m == IMG_CRASH_KEEP_ALL ? "keep" : "random";
 }
@@ -91,11 +91,11 @@ void crash_run_workload(const struct crash_settings *s, const struct crash_workl
 	for (uint64_t i = 0; i < npts; i++) {
 		w->crash(w->arg, pts[i]);
 		for (unsigned c = 0; c < (s->only ? 1 : 2 + nrandom); c++) {
-			enum img_crash_mode mode = c == 0 ? IMG_CRASH_DROP_ALL
+			enum imgi_crash_mode mode = c == 0 ? IMG_CRASH_DROP_ALL
 						 : c == 1 ? IMG_CRASH_KEEP_ALL : IMG_CRASH_RANDOM;
 			uint64_t seed = c < 2 ? 0 : pts[i] * 1000 + c;
 			if (s->only) {
-				mode = (enum img_crash_mode)s->mode;
+				mode = (enum imgi_crash_mode)s->mode;
 				seed = s->seed;
 			}
 			run++;

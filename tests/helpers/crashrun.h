@@ -18,7 +18,7 @@ struct crash_settings {
 	int only;
 	unsigned variant;
 	uint64_t n, seed;
-	int mode;             /* enum img_crash_mode */
+	int mode;             /* enum imgi_crash_mode */
 	char name[64];
 };
 
@@ -32,7 +32,7 @@ void crash_settings_read(struct crash_settings *s);
 uint64_t crash_pick_points(uint64_t events, uint64_t budget, uint64_t *pts);
 
 /* "drop", "keep" or "random", as CRASH_ONLY spells the mode. */
-const char *crash_mode_name(enum img_crash_mode m);
+const char *crash_mode_name(enum imgi_crash_mode m);
 
 /* One workload as the driver sees it; arg is the program's own state. */
 struct crash_workload {
@@ -46,7 +46,7 @@ struct crash_workload {
 	void (*crash)(void *arg, uint64_t n);
 	/* Reopens what the crash at n left, taken with mode and seed, and
 	 * checks it against the model: 0 if it passes. */
-	int (*verify)(void *arg, uint64_t n, enum img_crash_mode mode, uint64_t seed);
+	int (*verify)(void *arg, uint64_t n, enum imgi_crash_mode mode, uint64_t seed);
 	void (*release)(void *arg);
 	/* Optional: after the sample is chosen (never with CRASH_ONLY), sets
 	 * on[n] for the events that must be run too (on[1..events]). */

@@ -87,7 +87,7 @@ static int fault_parse(const char *spec, unsigned *mask, uint64_t *nth, int *err
 	return 0;
 }
 
-int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
+int imgi_io_fault_from_env(struct img_io *inner, struct img_io **out)
 {
 	const char *spec = getenv("LIBIMG_FAULT");
 	unsigned mask, flags;
@@ -99,13 +99,13 @@ int img_io_fault_from_env(struct img_io *inner, struct img_io **out)
 		return 0;
 	}
 	if (fault_parse(spec, &mask, &nth, &err, &flags)) {
-		img_set_error("LIBIMG_FAULT=%s: expected op:N:ERRNO[,sticky][,partial][,drop] with op "
+		imgi_set_error("LIBIMG_FAULT=%s: expected op:N:ERRNO[,sticky][,partial][,drop] with op "
 			      "read|write|flush|punch|truncate|mutating|any", spec);
 		return -EINVAL;
 	}
-	r = img_io_fault_new(inner, out);
+	r = imgi_io_fault_new(inner, out);
 	if (r)
 		return r;
-	img_io_fault_arm(*out, mask, nth, err, flags);
+	imgi_io_fault_arm(*out, mask, nth, err, flags);
 	return 0;
 }

@@ -2,7 +2,7 @@
 /*
  * LIBIMG_FAULT: the fault backend (libimg/testio.h) armed from the
  * environment.  Test code only: the library never reads the variable.  A
- * program that wants it sets the hook, img_io_wrap_set(img_io_fault_from_env),
+ * program that wants it sets the hook, imgi_io_wrap_set(imgi_io_fault_from_env),
  * before it opens anything; the tools built for tests/cli/faults.bats
  * ($(BUILD)/faultbin, tests/faultbin/fault_on.c) do it at start-up.
  */
@@ -18,8 +18,8 @@
  * fault backend armed that way (taking ownership of inner) and stores it in
  * *out.  Unset or empty: *out = inner.  A malformed value: -EINVAL, a
  * message in img_last_error(), and inner still belongs to the caller.
- * Fits img_io_wrap_set.
+ * Fits imgi_io_wrap_set.
  */
-int img_io_fault_from_env(struct img_io *inner, struct img_io **out);
+int imgi_io_fault_from_env(struct img_io *inner, struct img_io **out);
 
 #endif

@@ -27,7 +27,7 @@ struct dirop {
 };
 
 struct memfs {
-	struct img_crash_clock own, *clk;
+	struct imgi_crash_clock own, *clk;
 	struct img_io **files;       /* by inode number - 1 */
 	mode_t *modes;
 	size_t nfiles, capfiles;
@@ -131,7 +131,7 @@ static void apply(struct names *ns, const struct dirop *d)
 static int dirop(struct memfs *fs, int type, const char *a, const char *b, size_t ino)
 {
 	struct dirop d = { type, xstrdup(a), b ? xstrdup(b) : NULL, ino };
-	int r = img_crash_clock_tick(fs->clk);
+	int r = imgi_crash_clock_tick(fs->clk);
 
 	if (r == -EIO) {
 		free(d.a);
@@ -166,7 +166,7 @@ static size_t new_file(struct memfs *fs, struct img_io *io, mode_t mode)
 	return ++fs->nfiles;
 }
 
-struct memfs *memfs_new(struct img_crash_clock *clk)
+struct memfs *memfs_new(struct imgi_crash_clock *clk)
 {
 	struct memfs *fs = calloc(1, sizeof(*fs));
 
@@ -198,7 +198,7 @@ int memfs_add(struct memfs *fs, const char *path, const void *bytes, size_t len)
 {
 	struct img_io *io;
 	size_t ino;
-	int r = img_io_crash_new_clocked(bytes, len, fs->clk, &io);
+	int r = imgi_io_crash_new_clocked(bytes, len, fs->clk, &io);
 
 	if (r)
 		return r;
@@ -249,7 +249,7 @@ uint8_t *memfs_read(struct memfs *fs, const char *path, size_t *len)
 	return b;
 }
 
-struct memfs *memfs_materialize(struct memfs *fs, enum img_crash_mode mode, uint64_t seed)
+struct memfs *memfs_materialize(struct memfs *fs, enum imgi_crash_mode mode, uint64_t seed)
 {
 	struct memfs *m = memfs_new(NULL);
 	uint64_t rs = seed * 0x9e3779b97f4a7c15ull + 1;
@@ -270,10 +270,10 @@ struct memfs *memfs_materialize(struct memfs *fs, enum img_crash_mode mode, uint
 		struct img_io *mem, *io;
 		const void *d;
 		size_t len;
-		if (img_io_crash_materialize(fs->files[i], mode, seed + i, NULL, &mem))
+		if (imgi_io_crash_materialize(fs->files[i], mode, seed + i, NULL, &mem))
 			abort();
 		d = img_io_mem_data(mem, &len);
-		if (img_io_crash_new_clocked(d, len, m->clk, &io))
+		if (imgi_io_crash_new_clocked(d, len, m->clk, &io))
 			abort();
 		mem->ops->close(mem);
 		new_file(m, io, fs->modes[i]);
@@ -286,7 +286,7 @@ struct memfs *memfs_materialize(struct memfs *fs, enum img_crash_mode mode, uint
 	return m;
 }
 
-/* ---- the img_vfs -------------------------------------------------------- */
+/* ---- the imgi_vfs -------------------------------------------------------- */
 
 static int lookup(const char *path, size_t *ino)
 {
@@ -397,7 +397,7 @@ static int m_mktemp(char *tmpl, mode_t mode)
 	do
 		snprintf(tmpl + n - 6, 7, "%06u", ++cur_fs->tmpseq % 1000000);
 	while (find(&cur_fs->cur, tmpl) >= 0);
-	if ((r = img_io_crash_new_clocked(NULL, 0, cur_fs->clk, &io)))
+	if ((r = imgi_io_crash_new_clocked(NULL, 0, cur_fs->clk, &io)))
 		return r;
 	ino = new_file(cur_fs, io, mode);
 	return dirop(cur_fs, D_NEW, tmpl, NULL, ino);
@@ -443,7 +443,7 @@ static int m_chmod(const char *path, mode_t mode)
 	if (r)
 		return r;
 	/* metadata of the file: counted, applied at once */
-	if ((r = img_crash_clock_tick(cur_fs->clk)))
+	if ((r = imgi_crash_clock_tick(cur_fs->clk)))
 		return -EIO;
 	cur_fs->modes[ino - 1] = mode & 07777;
 	return 0;
@@ -451,7 +451,7 @@ static int m_chmod(const char *path, mode_t mode)
 
 static int m_sync_dir(const char *dir)
 {
-	int r = img_crash_clock_tick(cur_fs->clk);
+	int r = imgi_crash_clock_tick(cur_fs->clk);
 
 	(void)dir;
 	if (r)
@@ -462,7 +462,7 @@ static int m_sync_dir(const char *dir)
 	return 0;
 }
 
-static const struct img_vfs memfs_vfs = {
+static const struct imgi_vfs memfs_vfs = {
 	.stat = m_stat, .open = m_open, .mktemp = m_mktemp, .link = m_link,
 	.rename = m_rename, .unlink = m_unlink, .chmod = m_chmod, .sync_dir = m_sync_dir,
 };
@@ -470,5 +470,5 @@ static const struct img_vfs memfs_vfs = {
 void memfs_install(struct memfs *fs)
 {
 	cur_fs = fs;
-	img_vfs_set(fs ? &memfs_vfs : NULL);
+	imgi_vfs_set(fs ? &memfs_vfs : NULL);
 }

@@ -48,15 +48,15 @@ static void fill(uint8_t *b, size_t n, unsigned seed)
 static void set_ref(const char *name, const char *ref)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header h;
+	struct imgi_header h;
 	char why[160];
 	int fd = open(P(name), O_RDWR);
 
 	T_CHECK(fd >= 0);
 	T_CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	T_CHECK(img_header_decode(slot, &h, why, sizeof(why)) == 0);
-	img_header_set_backing(&h, NULL, ref, strlen(ref));
-	img_header_encode(&h, slot);
+	T_CHECK(imgi_header_decode(slot, &h, why, sizeof(why)) == 0);
+	imgi_header_set_backing(&h, NULL, ref, strlen(ref));
+	imgi_header_encode(&h, slot);
 	T_CHECK(pwrite(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
 	T_CHECK(pwrite(fd, slot, sizeof(slot), IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	close(fd);
@@ -69,7 +69,7 @@ static uint64_t crc_of(const char *name)
 	ssize_t n;
 	uint32_t c = 0;
 	while ((n = read(fd, b, sizeof(b))) > 0)
-		c = img_crc32c(c, b, (size_t)n);
+		c = imgi_crc32c(c, b, (size_t)n);
 	close(fd);
 	return c;
 }
@@ -187,11 +187,11 @@ int main(void)
 	/* Grow the delta past the base: zeros there; shrink and grow again:
 	 * the dropped part reads zeros, not the base. */
 	T_CHECK(img_resize(img, 2 * VS, 0) == 0);
-	T_CHECK(img_pread(img, got, VS, VS) == VS && img_is_zero(got, VS));
+	T_CHECK(img_pread(img, got, VS, VS) == VS && imgi_is_zero(got, VS));
 	T_CHECK(img_resize(img, VS / 2 + 4096, 0) == 0);
 	T_CHECK(img_resize(img, VS, 0) == 0);
 	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS / 2 + 4096) &&
-	      img_is_zero(got + VS / 2 + 4096, VS / 2 - 4096));
+	      imgi_is_zero(got + VS / 2 + 4096, VS / 2 - 4096));
 	T_CHECK(img_close(img) == 0);
 
 	/* Safe rebase onto nothing (flatten in place): the disk is unchanged. */

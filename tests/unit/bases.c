@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"   /* struct img_vfs: a wrapper that fails one open */
+#include "internal.h"   /* struct imgi_vfs: a wrapper that fails one open */
 #include "libimg.h"
 #include "testio.h"
 #include "../helpers/tassert.h"
@@ -106,7 +106,7 @@ static int armed;
 static const char *fail_name;
 static int w_rename(const char *from, const char *to, int noreplace)
 {
-	int r = img_vfs_posix.rename(from, to, noreplace);
+	int r = imgi_vfs_posix.rename(from, to, noreplace);
 	if (!r && strstr(from, ".snapnew"))
 		armed = 1;
 	return r;
@@ -117,7 +117,7 @@ static int w_open(const char *path, unsigned ioflags, struct img_io **out)
 		armed = 0;
 		return -EIO;
 	}
-	return img_vfs_posix.open(path, ioflags, out);
+	return imgi_vfs_posix.open(path, ioflags, out);
 }
 /* (backing files are opened beneath their directory) */
 static int w_open_beneath(const char *root, const char *rel, const char *name,
@@ -127,7 +127,7 @@ static int w_open_beneath(const char *root, const char *rel, const char *name,
 		armed = 0;
 		return -EIO;
 	}
-	return img_vfs_posix.open_beneath(root, rel, name, ioflags, out);
+	return imgi_vfs_posix.open_beneath(root, rel, name, ioflags, out);
 }
 
 static char byte_at(struct img *img, uint64_t off)
@@ -144,13 +144,13 @@ static char byte_at(struct img *img, uint64_t off)
 static void forge(const char *name, uint64_t compat_set, int drop_owner)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header h;
+	struct imgi_header h;
 	int fd = open(P(name), O_RDWR);
 
 	T_CHECK(fd >= 0);
 	for (int i = 0; fd >= 0 && i < 2; i++) {
 		T_CHECK(pread(fd, slot, sizeof(slot), i * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
-		T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0);
+		T_CHECK(imgi_header_decode(slot, &h, NULL, 0) == 0);
 		h.compat |= compat_set;
 		if (drop_owner) {
 			h.incompat &= ~IMG_FEATURE_INCOMPAT_OWNER;
@@ -159,7 +159,7 @@ static void forge(const char *name, uint64_t compat_set, int drop_owner)
 					(uint32_t)((IMG_BACKING_OFF + h.backing_len + 7) & ~7u) :
 					IMG_HEADER_SIZE_V1;
 		}
-		img_header_encode(&h, slot);
+		imgi_header_encode(&h, slot);
 		T_CHECK(pwrite(fd, slot, sizeof(slot), i * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	}
 	if (fd >= 0)
@@ -213,9 +213,9 @@ static void owner_cases(void)
 	T_CHECK(incompat_of("d.img.snap1") == IMG_FEATURE_INCOMPAT_OWNER);
 	T_CHECK(incompat_of("d.img") == IMG_INCOMPAT_BACKING);
 	{
-		struct img_header th, sh;
-		T_CHECK(img_read_header(P("d.img"), &th) == 0 && img_read_header(P("d.img.snap1"), &sh) == 0);
-		T_CHECK(img_header_owned_by(&sh, th.uuid));
+		struct imgi_header th, sh;
+		T_CHECK(imgi_read_header(P("d.img"), &th) == 0 && imgi_read_header(P("d.img.snap1"), &sh) == 0);
+		T_CHECK(imgi_header_owned_by(&sh, th.uuid));
 	}
 	/* a clone made over the snapshot file, its bit forged: refused */
 	T_CHECK(mk("x.img", "d.img.snap1") == 0);
@@ -398,33 +398,33 @@ static void owner_cleared_cases(void)
 static void owner_format(void)
 {
 	uint8_t slot[IMG_HEADER_SLOT], u[16];
-	struct img_header h, d;
+	struct imgi_header h, d;
 	char path[IMG_MAX_BACKING_LEN + 1];
 
 	memset(u, 0xab, sizeof(u));
 	T_CHECK(mk("fmt.img", NULL) == 0);
-	T_CHECK(img_read_header(P("fmt.img"), &h) == 0);
-	T_CHECK(img_header_set_owner(&h, u) == 0 && h.header_size == 144);
-	img_header_encode(&h, slot);
-	T_CHECK(img_header_decode(slot, &d, NULL, 0) == 0 && img_header_owned_by(&d, u));
-	img_header_set_backing(&h, u, "b.img", 5);
-	T_CHECK(h.header_size == 176 && img_header_owned_by(&h, u));
-	img_header_encode(&h, slot);
-	T_CHECK(img_header_decode(slot, &d, NULL, 0) == 0 && img_header_owned_by(&d, u) &&
+	T_CHECK(imgi_read_header(P("fmt.img"), &h) == 0);
+	T_CHECK(imgi_header_set_owner(&h, u) == 0 && h.header_size == 144);
+	imgi_header_encode(&h, slot);
+	T_CHECK(imgi_header_decode(slot, &d, NULL, 0) == 0 && imgi_header_owned_by(&d, u));
+	imgi_header_set_backing(&h, u, "b.img", 5);
+	T_CHECK(h.header_size == 176 && imgi_header_owned_by(&h, u));
+	imgi_header_encode(&h, slot);
+	T_CHECK(imgi_header_decode(slot, &d, NULL, 0) == 0 && imgi_header_owned_by(&d, u) &&
 	      !strcmp(d.backing_path, "b.img"));
 	T_CHECK(slot[157] == 0 && slot[160] == 0xab);
 	slot[158] = 1;          /* padding before the field: reserved */
-	T_CHECK(img_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
-	img_header_encode(&h, slot);
+	T_CHECK(imgi_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
+	imgi_header_encode(&h, slot);
 	memset(slot + 160, 0, 16);     /* an all-zero owner: invalid */
 	put_le32(slot + 16, 0);
-	put_le32(slot + 16, img_crc32c(0, slot, h.header_size));
-	T_CHECK(img_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
+	put_le32(slot + 16, imgi_crc32c(0, slot, h.header_size));
+	T_CHECK(imgi_header_decode(slot, &d, NULL, 0) == -EUCLEAN);
 	memset(path, 'p', sizeof(path));
-	img_header_set_backing(&h, u, path, 3928);
-	T_CHECK(img_header_owned_by(&h, u) && h.header_size == IMG_HEADER_SLOT);
-	img_header_set_backing(&h, u, path, 3929);
-	T_CHECK(!(h.incompat & IMG_INCOMPAT_OWNER) && img_header_set_owner(&h, u) == -ENOSPC);
+	imgi_header_set_backing(&h, u, path, 3928);
+	T_CHECK(imgi_header_owned_by(&h, u) && h.header_size == IMG_HEADER_SLOT);
+	imgi_header_set_backing(&h, u, path, 3929);
+	T_CHECK(!(h.incompat & IMG_INCOMPAT_OWNER) && imgi_header_set_owner(&h, u) == -ENOSPC);
 }
 
 /* A clone's base, a template, own snapshots, and the refusals on the
@@ -565,17 +565,17 @@ static void clones_templates_snapshots(void)
 	 * old image is renamed back and opened again; the snapshot name is
 	 * gone, nothing is left in the directory. */
 	{
-		static struct img_vfs w;
+		static struct imgi_vfs w;
 		char ref[256] = "";
 		unsigned m0 = mode_of("ct1.img");
-		w = img_vfs_posix;
+		w = imgi_vfs_posix;
 		w.open = w_open;
 		w.open_beneath = w_open_beneath;
 		w.rename = w_rename;
 		fail_name = "ct1.img.snap3";
-		img_vfs_set(&w);
+		imgi_vfs_set(&w);
 		T_CHECK(img_snapshot_live(&img, NULL, 0, NULL, 0) == -EIO);
-		img_vfs_set(NULL);
+		imgi_vfs_set(NULL);
 		T_CHECK(img != NULL);
 		T_CHECK(strstr(img_last_error(), "put back") != NULL);
 		T_CHECK(access(P("ct1.img.snap3"), F_OK) != 0);

@@ -451,7 +451,7 @@ static void t_table(void)
 	table_reads(io, 1);
 	io->ops->close(io);
 	T_OK(img_io_posix_open(at("odd.bin"), IMG_IO_RDONLY, &io));
-	T_OK(img_io_fault_new(io, &f));
+	T_OK(imgi_io_fault_new(io, &f));
 	table_reads(f, 1);
 	f->ops->close(f);
 	r = img_io_uring_open(at("odd.bin"), IMG_IO_RDONLY, &io);
@@ -464,25 +464,25 @@ static void t_table(void)
 	T_OK(img_io_mem_new("abc", 3, &io));
 	table_reads(io, 0);
 	io->ops->close(io);
-	T_OK(img_io_crash_new("abc", 3, &io));
+	T_OK(imgi_io_crash_new("abc", 3, &io));
 	table_reads(io, 0);
 	io->ops->close(io);
 
 	/* the fault wrapper fails the request it is armed for (each
 	 * request a read), and only that one */
 	T_OK(img_io_posix_open(at("odd.bin"), IMG_IO_RDONLY, &io));
-	T_OK(img_io_fault_new(io, &f));
+	T_OK(imgi_io_fault_new(io, &f));
 	T_ASSERT(!posix_memalign((void **)&mem, 4096, 3 * 4096));
 	for (int i = 0; i < 3; i++)
 		q[i] = (struct img_io_req){ .buf = mem + i * 4096, .len = 4096,
 					    .off = (uint64_t)i * 4096, .op = IMG_IO_OP_READ };
-	img_io_fault_arm(f, IMG_FAULT_READ, 2, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_READ, 2, EIO, 0);
 	T_EQ(f->ops->read_direct(f, q, 3), -EIO);
 	T_OK(q[0].result);
 	T_EQ(q[1].result, -EIO);
 	T_OK(q[2].result);
-	T_EQ(img_io_fault_fired(f), 1);
-	T_EQ(img_io_fault_calls(f), 3);
+	T_EQ(imgi_io_fault_fired(f), 1);
+	T_EQ(imgi_io_fault_calls(f), 3);
 	free(mem);
 	f->ops->close(f);
 }

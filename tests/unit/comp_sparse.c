@@ -81,7 +81,7 @@ static void check_data(struct img *img, const unsigned *gen)
 /* The counts against a model: a pool of host clusters, half close
  * together (a dense window) and half scattered over 2^26 clusters (a
  * table), counted and dropped at random through comp_ref and
- * img_release_entry on a read-only handle of a memory image (nothing is
+ * imgi_release_entry on a read-only handle of a memory image (nothing is
  * written); every count and the number of host clusters counted checked. */
 #define POOL 4096u
 static void counts_model(void)
@@ -114,7 +114,7 @@ static void counts_model(void)
 			unsigned i = (unsigned)(RND() % span);
 			uint64_t e = IMG_C_MAKE(key[i] * (CS / 512), 1);
 			if (model[i] && RND() % 100 < (phase == 2 ? 70u : 40u)) {
-				T_CHECK(img_release_entry(img, e) == 0);
+				T_CHECK(imgi_release_entry(img, e) == 0);
 				model[i]--;
 			} else {
 				T_CHECK(comp_ref(img, e) == 0);
@@ -124,7 +124,7 @@ static void counts_model(void)
 		if (phase == 3)
 			for (unsigned i = 0; i < POOL; i++)
 				for (; model[i]; model[i]--)
-					T_CHECK(img_release_entry(img, IMG_C_MAKE(key[i] * (CS / 512), 1)) == 0);
+					T_CHECK(imgi_release_entry(img, IMG_C_MAKE(key[i] * (CS / 512), 1)) == 0);
 		{
 			uint64_t hosts = 0;
 			for (unsigned i = 0; i < POOL; i++) {
@@ -156,8 +156,8 @@ static void far_payloads(void)
 	char dir[4096], path[4200];
 	const char *tmp = getenv("TMPDIR");
 	struct img_create_opts o = { .virtual_size = (uint64_t)NV * CS, .cluster_size = CS };
-	struct img_header h;
-	struct img_geom g;
+	struct imgi_header h;
+	struct imgi_geom g;
 	uint8_t slot[IMG_HEADER_SLOT], blk[IMG_BLOCK_SIZE], *buf = malloc(CS);
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
 	unsigned gen[NV] = { 0 };
@@ -184,9 +184,9 @@ static void far_payloads(void)
 	/* move NFAR payloads, each to its own far host cluster */
 	fd = open(path, O_RDWR);
 	T_CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
+	T_CHECK(imgi_header_decode(slot, &h, NULL, 0) == 0 && imgi_header_validate(&h, &g, NULL, 0) == 0);
 	T_CHECK(pread(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
-	T_CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
+	T_CHECK(imgi_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
 	for (unsigned j = 0; j < NFAR; j++) {
 		uint64_t v = j * (NV / NFAR), e = ents[v], n = IMG_C_COUNT(e);
 		uint64_t sct = far_host(j) * (CS / 512) + (j % 5);
@@ -195,7 +195,7 @@ static void far_payloads(void)
 		T_CHECK(pwrite(fd, buf, n * 512, (off_t)(sct * 512)) == (ssize_t)(n * 512));
 		ents[v] = IMG_C_MAKE(sct, n);
 	}
-	img_bat_block_encode(0, seq, ents, blk);
+	imgi_bat_block_encode(0, seq, ents, blk);
 	T_CHECK(pwrite(fd, blk, sizeof(blk), (off_t)h.bat_offset) == (ssize_t)sizeof(blk));
 	T_CHECK(ftruncate(fd, (off_t)FAR_END) == 0);
 	close(fd);

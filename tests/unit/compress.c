@@ -29,13 +29,13 @@ static void text(uint8_t *b, size_t n, unsigned seed)
 static uint64_t bat_off(void)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header h;
+	struct imgi_header h;
 	char why[160];
 	int fd = open(path, O_RDONLY);
 	T_CHECK(pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
 	close(fd);
-	if (img_header_decode(slot, &h, why, sizeof(why)))
-		T_CHECK(img_header_decode(slot + 0, &h, why, sizeof(why)) == 0);
+	if (imgi_header_decode(slot, &h, why, sizeof(why)))
+		T_CHECK(imgi_header_decode(slot + 0, &h, why, sizeof(why)) == 0);
 	return h.bat_offset;
 }
 
@@ -57,9 +57,9 @@ static void set_entry(unsigned v, uint64_t e)
 	int fd = open(path, O_RDWR);
 	off_t off = (off_t)bat_off();
 	T_CHECK(pread(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
-	T_CHECK(img_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
+	T_CHECK(imgi_bat_block_decode(blk, 0, ents, &seq, NULL, 0) == 0);
 	ents[v] = e;
-	img_bat_block_encode(0, seq, ents, blk);
+	imgi_bat_block_encode(0, seq, ents, blk);
 	T_CHECK(pwrite(fd, blk, sizeof(blk), off) == (ssize_t)sizeof(blk));
 	close(fd);
 }
@@ -188,7 +188,7 @@ int main(void)
 			uint8_t *p = malloc(clen + 8);
 			peek(IMG_C_SECTOR(e) * 512, p, clen + 8);
 			memset(p + 8, 0xF0, clen > 64 ? 64 : clen);   /* huge literal runs */
-			put_le32(p + 4, img_crc32c(0, p + 8, clen));
+			put_le32(p + 4, imgi_crc32c(0, p + 8, clen));
 			poke(IMG_C_SECTOR(e) * 512, p, clen + 8);
 			T_CHECK(img_open(path, 0, &img) == 0);
 			T_CHECK(img_pread(img, got, CS, CS) == -EUCLEAN);

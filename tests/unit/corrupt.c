@@ -84,15 +84,15 @@ static uint8_t *copy_base(size_t *len)
 static void set_entry(uint8_t *bytes, unsigned v, uint64_t e)
 {
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
-	img_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
+	imgi_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
 	ents[v] = e;
-	img_bat_block_encode(0, seq, ents, bytes + BAT_OFF);
+	imgi_bat_block_encode(0, seq, ents, bytes + BAT_OFF);
 }
 
 static uint64_t entry(uint8_t *bytes, unsigned v)
 {
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq;
-	img_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
+	imgi_bat_block_decode(bytes + BAT_OFF, 0, ents, &seq, NULL, 0);
 	return ents[v];
 }
 
@@ -315,18 +315,18 @@ static void bad_headers_and_features(void)
 	free(b);
 	b = copy_base(&len);
 	{
-		struct img_header h;
+		struct imgi_header h;
 		for (int s = 0; s < 2; s++) {
-			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			imgi_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
 			h.incompat = 1ull << 40;
-			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+			imgi_header_encode(&h, b + s * IMG_HEADER_SLOT);
 		}
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EOPNOTSUPP);
 		for (int s = 0; s < 2; s++) {
-			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			imgi_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
 			h.incompat = 0;
 			h.ro_compat = 1;
-			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+			imgi_header_encode(&h, b + s * IMG_HEADER_SLOT);
 		}
 		T_CHECK(open_bytes(b, len, IMG_OPEN_RDWR, &img, NULL) == -EROFS);
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
@@ -345,9 +345,9 @@ static void torn_header_copy(void)
 
 	b = fresh(&len);
 	{
-		struct img_header ha, hb;
-		img_header_decode(b, &ha, NULL, 0);
-		img_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
+		struct imgi_header ha, hb;
+		imgi_header_decode(b, &ha, NULL, 0);
+		imgi_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
 		int cur = hb.seq > ha.seq;     /* slot in force */
 		memset(b + cur * IMG_HEADER_SLOT + 256, 0xff, 256);   /* tear it */
 		T_CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
@@ -481,7 +481,7 @@ static void bat_block_reserved(void)
 	b = fresh(&len);
 	b[BAT_OFF + 24] = 1;
 	put_le32(b + BAT_OFF + 4, 0);
-	put_le32(b + BAT_OFF + 4, img_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
+	put_le32(b + BAT_OFF + 4, imgi_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
 	expect_corrupt(b, len, "BAT block 0: reserved field not zero", 0);
 	T_CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == 0);
 	{
@@ -509,13 +509,13 @@ static void header_copy_uuid_and_cluster0(void)
 	 * replaces it.  Junk in cluster 0 past the two slots: ignored. */
 	b = fresh(&len);
 	{
-		struct img_header ha, hb, h;
-		img_header_decode(b, &ha, NULL, 0);
-		img_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
+		struct imgi_header ha, hb, h;
+		imgi_header_decode(b, &ha, NULL, 0);
+		imgi_header_decode(b + IMG_HEADER_SLOT, &hb, NULL, 0);
 		int old = hb.seq > ha.seq ? 0 : 1;     /* the slot not in force */
-		img_header_decode(b + old * IMG_HEADER_SLOT, &h, NULL, 0);
+		imgi_header_decode(b + old * IMG_HEADER_SLOT, &h, NULL, 0);
 		h.uuid[3] ^= 0x40;
-		img_header_encode(&h, b + old * IMG_HEADER_SLOT);
+		imgi_header_encode(&h, b + old * IMG_HEADER_SLOT);
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
 		T_CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 1);
 		img_close(img);
@@ -527,7 +527,7 @@ static void header_copy_uuid_and_cluster0(void)
 		img_close(img);
 		/* equal seq and another uuid: different contents, corrupt */
 		h.seq = old ? ha.seq : hb.seq;
-		img_header_encode(&h, b + old * IMG_HEADER_SLOT);
+		imgi_header_encode(&h, b + old * IMG_HEADER_SLOT);
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
 		T_CHECK(strstr(img_last_error(), "differ with the same sequence number") != NULL);
 	}
@@ -590,10 +590,10 @@ static void log_descriptor_reserved(void)
 		img_close(img);
 		{
 			uint64_t ents[IMG_ENTRIES_PER_BLOCK] = { 0 };
-			img_bat_block_encode(0, 1, ents, b + BAT_OFF);
+			imgi_bat_block_encode(0, 1, ents, b + BAT_OFF);
 			b[BAT_OFF + 24] = 1;
 			put_le32(b + BAT_OFF + 4, 0);
-			put_le32(b + BAT_OFF + 4, img_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
+			put_le32(b + BAT_OFF + 4, imgi_crc32c(0, b + BAT_OFF, IMG_BLOCK_SIZE));
 		}
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == 0);
 		T_CHECK(img_pread(img, buf, CS, 5 * CS) == CS && buf[0] == 0x22);
@@ -603,7 +603,7 @@ static void log_descriptor_reserved(void)
 		T_CHECK(memcmp(b + LOG_OFF, "LOG1", 4) == 0);
 		b[LOG_OFF + 24] = 1;
 		put_le32(b + LOG_OFF + 4, 0);
-		put_le32(b + LOG_OFF + 4, img_crc32c(0, b + LOG_OFF, IMG_BLOCK_SIZE));
+		put_le32(b + LOG_OFF + 4, imgi_crc32c(0, b + LOG_OFF, IMG_BLOCK_SIZE));
 		T_CHECK(open_bytes(b, len, 0, &img, NULL) == -EUCLEAN);
 		T_CHECK(strstr(img_last_error(), "descriptor is intact but reserved or unused bytes are not zero") != NULL);
 		T_CHECK(open_bytes(b, len, IMG_OPEN_CHECK, &img, NULL) == -EUCLEAN);

@@ -11,9 +11,9 @@
 #include "format.h"
 #include "../helpers/tassert.h"
 
-static struct img_header good(void)
+static struct imgi_header good(void)
 {
-	struct img_header h = { 0 };
+	struct imgi_header h = { 0 };
 	h.version = 1;
 	h.header_size = IMG_HEADER_SIZE_V1;
 	h.cluster_bits = 20;
@@ -29,16 +29,16 @@ static struct img_header good(void)
 }
 
 /* Encode h, decode, expect result r. */
-static int roundtrip(const struct img_header *h)
+static int roundtrip(const struct imgi_header *h)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header d;
+	struct imgi_header d;
 	char why[160];
-	img_header_encode(h, slot);
-	return img_header_decode(slot, &d, why, sizeof(why));
+	imgi_header_encode(h, slot);
+	return imgi_header_decode(slot, &d, why, sizeof(why));
 }
 
-/* img_block_crcs against the block's own encode, for runs of 1..8 blocks
+/* imgi_block_crcs against the block's own encode, for runs of 1..8 blocks
  * (three at a time with a remainder of 0, 1 and 2), from an unaligned
  * buffer too; and each block of a run accepted by decode with its crc. */
 static void check_block_crcs(void)
@@ -56,30 +56,30 @@ static void check_block_crcs(void)
 				x ^= x << 13; x ^= x >> 7; x ^= x << 17;
 				e[i] = x;
 			}
-			img_bat_block_encode(b, b + 1, e, base + b * IMG_BLOCK_SIZE);
+			imgi_bat_block_encode(b, b + 1, e, base + b * IMG_BLOCK_SIZE);
 		}
 		for (unsigned n = 1; n <= N; n++) {
 			memset(crcs, 0, sizeof(crcs));
-			img_block_crcs(base, n, crcs);
+			imgi_block_crcs(base, n, crcs);
 			for (unsigned b = 0; b < n; b++) {
 				const uint8_t *p = base + b * IMG_BLOCK_SIZE;
 				T_CHECK(crcs[b] == get_le32(p + 4));
-				T_CHECK(img_bat_block_decode_crc(p, b, crcs[b], o, &seq, why, sizeof(why)) == 0);
+				T_CHECK(imgi_bat_block_decode_crc(p, b, crcs[b], o, &seq, why, sizeof(why)) == 0);
 				T_CHECK(seq == b + 1);
 			}
 		}
 		/* a flipped bit shows in that block's crc only */
 		base[2 * IMG_BLOCK_SIZE + 999] ^= 0x10;
-		img_block_crcs(base, 4, crcs);
+		imgi_block_crcs(base, 4, crcs);
 		T_CHECK(crcs[1] == get_le32(base + IMG_BLOCK_SIZE + 4));
 		T_CHECK(crcs[2] != get_le32(base + 2 * IMG_BLOCK_SIZE + 4));
 		T_CHECK(crcs[3] == get_le32(base + 3 * IMG_BLOCK_SIZE + 4));
-		T_CHECK(img_bat_block_decode_crc(base + 2 * IMG_BLOCK_SIZE, 2, crcs[2], o, &seq,
+		T_CHECK(imgi_bat_block_decode_crc(base + 2 * IMG_BLOCK_SIZE, 2, crcs[2], o, &seq,
 					       why, sizeof(why)) == -EUCLEAN);
 		/* the crc field itself is not covered */
 		base[2 * IMG_BLOCK_SIZE + 999] ^= 0x10;
 		base[5] ^= 0xff;
-		img_block_crcs(base, 1, crcs);
+		imgi_block_crcs(base, 1, crcs);
 		base[5] ^= 0xff;
 		T_CHECK(crcs[0] == get_le32(base + 4));
 	}
@@ -88,8 +88,8 @@ static void check_block_crcs(void)
 static void crc32c_values(void)
 {
 	/* CRC-32C check value (RFC 3720 / iSCSI). */
-	T_CHECK(img_crc32c(0, "123456789", 9) == 0xE3069283u);
-	T_CHECK(img_crc32c(img_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u);
+	T_CHECK(imgi_crc32c(0, "123456789", 9) == 0xE3069283u);
+	T_CHECK(imgi_crc32c(imgi_crc32c(0, "1234", 4), "56789", 5) == 0xE3069283u);
 	{
 		/* odd lengths and alignments: byte at a time equals bulk */
 		static uint8_t big[5000];
@@ -98,8 +98,8 @@ static void crc32c_values(void)
 		for (unsigned off = 0; off < 9; off++) {
 			uint32_t c = 0;
 			for (unsigned i = off; i < sizeof(big); i++)
-				c = img_crc32c(c, big + i, 1);
-			T_CHECK(c == img_crc32c(0, big + off, sizeof(big) - off));
+				c = imgi_crc32c(c, big + i, 1);
+			T_CHECK(c == imgi_crc32c(0, big + off, sizeof(big) - off));
 		}
 	}
 }
@@ -107,29 +107,29 @@ static void crc32c_values(void)
 static void header_roundtrip(void)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header h = good(), d;
+	struct imgi_header h = good(), d;
 	char why[160];
 
 	/* Header round trip. */
-	img_header_encode(&h, slot);
-	T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) == 0);
+	imgi_header_encode(&h, slot);
+	T_CHECK(imgi_header_decode(slot, &d, why, sizeof(why)) == 0);
 	T_CHECK(!memcmp(&h, &d, sizeof(h)));
 	T_CHECK(!memcmp(slot, "\x89LIBIMG\n", 8));
 	/* Every bit flip in the covered bytes is caught by the crc. */
 	for (unsigned i = 0; i < IMG_HEADER_SIZE_V1 * 8; i++) {
-		img_header_encode(&h, slot);
+		imgi_header_encode(&h, slot);
 		slot[i / 8] ^= (uint8_t)(1u << (i % 8));
-		T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) < 0);
+		T_CHECK(imgi_header_decode(slot, &d, why, sizeof(why)) < 0);
 	}
 	/* Reserved bytes of the slot must be zero. */
-	img_header_encode(&h, slot);
+	imgi_header_encode(&h, slot);
 	slot[4000] = 1;
-	T_CHECK(img_header_decode(slot, &d, why, sizeof(why)) == -EUCLEAN);
+	T_CHECK(imgi_header_decode(slot, &d, why, sizeof(why)) == -EUCLEAN);
 }
 
 static void header_validation(void)
 {
-	struct img_header h = good(), b;
+	struct imgi_header h = good(), b;
 
 	/* Validation, one bad field at a time (re-encoded so the crc is good). */
 	b = h; b.version = 2;              T_CHECK(roundtrip(&b) == -EOPNOTSUPP);
@@ -151,7 +151,7 @@ static void header_validation(void)
 	b = h; b.bat_clusters = UINT64_MAX; T_CHECK(roundtrip(&b) == -EUCLEAN);
 	b = h; b.incompat = 1ull << 40;    T_CHECK(roundtrip(&b) == -EOPNOTSUPP);
 	/* BACKING (FORMAT.md 3.1): the reference round-trips; bad ones fail. */
-	b = h; img_header_set_backing(&b, h.uuid, "base.img", 8);
+	b = h; imgi_header_set_backing(&b, h.uuid, "base.img", 8);
 	T_CHECK(roundtrip(&b) == 0);
 	b = h; b.incompat = IMG_INCOMPAT_BACKING;   /* no path: length 0 */
 	T_CHECK(roundtrip(&b) == -EUCLEAN);
@@ -164,12 +164,12 @@ static void header_validation(void)
 
 static void geometry(void)
 {
-	struct img_header h = good();
-	struct img_geom g;
+	struct imgi_header h = good();
+	struct imgi_geom g;
 	char why[160];
 
 	/* Geometry. */
-	T_CHECK(img_header_validate(&h, &g, why, sizeof(why)) == 0);
+	T_CHECK(imgi_header_validate(&h, &g, why, sizeof(why)) == 0);
 	T_CHECK(g.cluster_size == 1 << 20);
 	T_CHECK(g.vclusters == 10240);
 	T_CHECK(g.bat_blocks == 256);
@@ -188,14 +188,14 @@ static void bat_blocks(void)
 	/* BAT blocks. */
 	for (unsigned i = 0; i < IMG_ENTRIES_PER_BLOCK; i++)
 		e[i] = i % 3 ? IMG_E_MAKE(IMG_E_ALLOC, 100 + i) : 0;
-	img_bat_block_encode(7, 42, e, blk);
-	T_CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == 0);
+	imgi_bat_block_encode(7, 42, e, blk);
+	T_CHECK(imgi_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == 0);
 	T_CHECK(seq == 42 && !memcmp(e, o, sizeof(e)));
-	T_CHECK(img_bat_block_decode(blk, 8, o, &seq, why, sizeof(why)) == -EUCLEAN); /* location */
+	T_CHECK(imgi_bat_block_decode(blk, 8, o, &seq, why, sizeof(why)) == -EUCLEAN); /* location */
 	blk[100] ^= 1;
-	T_CHECK(img_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == -EUCLEAN); /* crc */
+	T_CHECK(imgi_bat_block_decode(blk, 7, o, &seq, why, sizeof(why)) == -EUCLEAN); /* crc */
 	memset(blk, 0, sizeof(blk));
-	T_CHECK(img_bat_block_decode(blk, 9, o, &seq, why, sizeof(why)) == 1);        /* empty */
+	T_CHECK(imgi_bat_block_decode(blk, 9, o, &seq, why, sizeof(why)) == 1);        /* empty */
 	T_CHECK(o[0] == 0 && o[507] == 0);
 }
 
@@ -206,21 +206,21 @@ static void log_descriptors(void)
 	uint32_t cnt;
 
 	/* Log descriptors. */
-	img_log_desc_encode(77, 3, t, blk);
-	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == 0);
+	imgi_log_desc_encode(77, 3, t, blk);
+	T_CHECK(imgi_log_desc_decode(blk, &seq, &cnt, ot) == 0);
 	T_CHECK(seq == 77 && cnt == 3 && ot[2] == 9);
 	blk[9] ^= 1;
-	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
-	img_log_desc_encode(77, 0, t, blk);
-	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);                /* count 0 */
+	T_CHECK(imgi_log_desc_decode(blk, &seq, &cnt, ot) == -EUCLEAN);
+	imgi_log_desc_encode(77, 0, t, blk);
+	T_CHECK(imgi_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);                /* count 0 */
 	T_CHECK(seq == 77 && cnt == 0);
 	/* issue 22 #1: intact (crc fixed) with reserved bytes set: -EBADMSG,
 	 * not the -EUCLEAN of a torn block */
-	img_log_desc_encode(78, 3, t, blk);
+	imgi_log_desc_encode(78, 3, t, blk);
 	blk[25] = 1;
 	put_le32(blk + 4, 0);
-	put_le32(blk + 4, img_crc32c(0, blk, IMG_BLOCK_SIZE));
-	T_CHECK(img_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);
+	put_le32(blk + 4, imgi_crc32c(0, blk, IMG_BLOCK_SIZE));
+	T_CHECK(imgi_log_desc_decode(blk, &seq, &cnt, ot) == -EBADMSG);
 	T_CHECK(seq == 78 && cnt == 3);
 }
 

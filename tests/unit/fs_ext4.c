@@ -141,7 +141,7 @@ static void set_state(struct img *img, int recover, uint16_t state_or, uint16_t 
 {
 	ext2_filsys fs;
 
-	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(imgi_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	if (recover)
 		ext2fs_set_feature_journal_needs_recovery(fs->super);
 	else
@@ -195,7 +195,7 @@ static void small_blocks(void)
 	T_CHECK(img_pwrite(img, boot, sizeof(boot), 0) == sizeof(boot));
 	T_CHECK(img_fs_probe(img, &fi) == 0);
 	T_CHECK(fi.block_size == 1024 && fi.size == 16u << 20);
-	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(imgi_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	T_CHECK(ext2fs_read_bitmaps(fs) == 0);
 	{
 		/* The channel's block writes, zeroout and discard land in the
@@ -291,7 +291,7 @@ int main(void)
 	verify(img, fs_size, 0, "first trim");
 
 	/* Delete half the files through libext2fs over the image. */
-	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(imgi_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	T_CHECK(ext2fs_read_bitmaps(fs) == 0);
 	for (int i = 0; i < NBIG; i += 2) {
 		char n[32];

@@ -136,7 +136,7 @@ static void set_state(struct img *img, int recover, uint16_t state_or, uint16_t 
 {
 	ext2_filsys fs;
 
-	T_CHECK(img_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
+	T_CHECK(imgi_ext2fs_open(img, EXT2_FLAG_RW, &fs) == 0);
 	if (recover)
 		ext2fs_set_feature_journal_needs_recovery(fs->super);
 	else

@@ -199,18 +199,18 @@ static void grow_crash(void)
 		const uint64_t old_size = 4u << 20, new_size = 2ull << 30;
 		struct img_io *cio, *m;
 		uint64_t base;
-		img_io_crash_new(NULL, 0, &cio);
+		imgi_io_crash_new(NULL, 0, &cio);
 		T_CHECK(img_create_io(cio, &o) == 0);
-		base = img_io_crash_events(cio);
-		img_io_crash_arm(cio, base + n);   /* the nth call after creation */
+		base = imgi_io_crash_events(cio);
+		imgi_io_crash_arm(cio, base + n);   /* the nth call after creation */
 		if (img_open_io(io_borrow(cio), IMG_OPEN_RDWR, &img) == 0) {
 			img_resize(img, new_size, 0);
 			img_close(img);
 		}
-		crashed = (uint64_t)img_io_crash_crashed(cio);
+		crashed = (uint64_t)imgi_io_crash_crashed(cio);
 		for (int mode = 0; mode < 6; mode++) {
 			struct img_info in;
-			T_CHECK(img_io_crash_materialize(cio, mode < 2 ? (enum img_crash_mode)mode :
+			T_CHECK(imgi_io_crash_materialize(cio, mode < 2 ? (enum imgi_crash_mode)mode :
 						       IMG_CRASH_RANDOM, (uint64_t)mode, NULL, &m) == 0);
 			if (img_open_io(m, 0, &img) != 0) {
 				T_ERROR("crash at call %llu (mode %d): does not open",
@@ -236,13 +236,13 @@ static void create_crash(void)
 	 * file shorter than its metadata area (the size is durable first). */
 	for (uint64_t n = 1, crashed = 1; crashed; n++) {
 		struct img_io *cio, *m;
-		img_io_crash_new(NULL, 0, &cio);
-		img_io_crash_arm(cio, n);
+		imgi_io_crash_new(NULL, 0, &cio);
+		imgi_io_crash_arm(cio, n);
 		img_create_io(cio, &o);
-		crashed = (uint64_t)img_io_crash_crashed(cio);
+		crashed = (uint64_t)imgi_io_crash_crashed(cio);
 		for (int mode = 0; mode < 6; mode++) {
 			int r;
-			T_CHECK(img_io_crash_materialize(cio, mode < 2 ? (enum img_crash_mode)mode :
+			T_CHECK(imgi_io_crash_materialize(cio, mode < 2 ? (enum imgi_crash_mode)mode :
 						       IMG_CRASH_RANDOM, (uint64_t)mode, NULL, &m) == 0);
 			r = img_open_io(m, 0, &img);
 			if (r != 0 && r != -EMEDIUMTYPE)

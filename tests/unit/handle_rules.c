@@ -145,8 +145,8 @@ static void failed_sync_is_final(void)
 	T_CHECK(a && n1 && n5 && got);
 	T_CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
 	T_CHECK(img_create_io(mem, &o) == 0);
-	T_CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
-	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
+	T_CHECK(imgi_io_fault_new(io_borrow(mem), &f) == 0);
+	imgi_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
 	T_CHECK(img_open_io(io_borrow(f), IMG_OPEN_RDWR, &img) == 0);
 	/* Durable: clusters 0..2. */
 	fill(a, 3 * CS, 1);
@@ -158,10 +158,10 @@ static void failed_sync_is_final(void)
 	T_CHECK(img_pwrite(img, n1, CS, CS) == CS);
 	T_CHECK(img_pwrite(img, n5, CS, 5 * CS) == CS);
 	/* The data sync fails and the host drops the pages. */
-	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
 	T_CHECK(img_flush(img) == -EIO);
-	T_CHECK(img_io_fault_dropped(f) > 0);
-	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
+	T_CHECK(imgi_io_fault_dropped(f) > 0);
+	imgi_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
 	/* The handle is failed: nothing more is written or "made durable"
 	 * (before the fix the retried flush succeeded and mapped cluster 5,
 	 * whose data was gone). */
@@ -207,8 +207,8 @@ static void fault_drop_mode(void)
 	uint64_t size;
 
 	T_CHECK(img_io_mem_new(NULL, 0, &mem) == 0);
-	T_CHECK(img_io_fault_new(io_borrow(mem), &f) == 0);
-	img_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
+	T_CHECK(imgi_io_fault_new(io_borrow(mem), &f) == 0);
+	imgi_io_fault_arm(f, 0, 0, 0, IMG_FAULT_DROP);
 	memset(want, 1, sizeof(want));
 	T_CHECK(f->ops->pwrite(f, want, sizeof(want), 0) == 0);
 	T_CHECK(f->ops->flush(f) == 0);
@@ -216,15 +216,15 @@ static void fault_drop_mode(void)
 	T_CHECK(f->ops->pwrite(f, b, 4096, 4096) == 0);       /* overwrite */
 	T_CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);      /* extend */
 	T_CHECK(f->ops->punch(f, 0, 4096) == 0);
-	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, IMG_FAULT_DROP);
 	T_CHECK(f->ops->flush(f) == -EIO);
-	T_CHECK(img_io_fault_dropped(f) == 3);
+	T_CHECK(imgi_io_fault_dropped(f) == 3);
 	T_CHECK(mem->ops->size(mem, &size) == 0 && size == sizeof(want));
 	T_CHECK(mem->ops->pread(mem, b, sizeof(b), 0) == 0 && !memcmp(b, want, sizeof(want)));
 	/* Without DROP a failed flush drops nothing (the old model). */
-	img_io_fault_arm(f, 0, 0, 0, 0);
+	imgi_io_fault_arm(f, 0, 0, 0, 0);
 	T_CHECK(f->ops->pwrite(f, b, 4096, 16384) == 0);
-	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, 0);
 	T_CHECK(f->ops->flush(f) == -EIO);
 	T_CHECK(mem->ops->size(mem, &size) == 0 && size == 16384 + 4096);
 	f->ops->close(f);
@@ -259,9 +259,9 @@ static uint8_t *clean_image(size_t *len)
 /* The slot in force (higher seq) of a clean image. */
 static int slot_in_force(const uint8_t *b)
 {
-	struct img_header a, c;
-	T_CHECK(img_header_decode(b, &a, NULL, 0) == 0);
-	T_CHECK(img_header_decode(b + IMG_HEADER_SLOT, &c, NULL, 0) == 0);
+	struct imgi_header a, c;
+	T_CHECK(imgi_header_decode(b, &a, NULL, 0) == 0);
+	T_CHECK(imgi_header_decode(b + IMG_HEADER_SLOT, &c, NULL, 0) == 0);
 	return c.seq > a.seq;
 }
 
@@ -269,12 +269,12 @@ static int slot_in_force(const uint8_t *b)
  * extra incompat bit. */
 static void put_copy(uint8_t *b, int s, int from, uint64_t seq, uint32_t version, uint64_t incompat)
 {
-	struct img_header h;
-	T_CHECK(img_header_decode(b + from * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+	struct imgi_header h;
+	T_CHECK(imgi_header_decode(b + from * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 	h.seq = seq;
 	h.version = version;
 	h.incompat |= incompat;
-	img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+	imgi_header_encode(&h, b + s * IMG_HEADER_SLOT);
 }
 
 /* Opens a copy of bytes with flags: the result, and whether the bytes
@@ -304,9 +304,9 @@ static void newer_header_refuses(void)
 	size_t len;
 	uint8_t *orig = clean_image(&len), *b = malloc(len);
 	int cur = slot_in_force(orig), same;
-	struct img_header h;
+	struct imgi_header h;
 
-	T_CHECK(img_header_decode(orig + cur * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+	T_CHECK(imgi_header_decode(orig + cur * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 	for (int kind = 0; kind < 2; kind++) {
 		/* The other slot gets a newer copy from a newer writer: an
 		 * unknown incompat bit, or version 2. */

@@ -36,11 +36,11 @@ static uint8_t byte_at(struct img_io *io, uint64_t off)
 	return b;
 }
 
-static struct img_io *mat(struct img_io *c, enum img_crash_mode mode, uint64_t seed,
-			  struct img_crash_stats *st)
+static struct img_io *mat(struct img_io *c, enum imgi_crash_mode mode, uint64_t seed,
+			  struct imgi_crash_stats *st)
 {
 	struct img_io *m;
-	T_OK(img_io_crash_materialize(c, mode, seed, st, &m));
+	T_OK(imgi_io_crash_materialize(c, mode, seed, st, &m));
 	return m;
 }
 
@@ -49,18 +49,18 @@ static void test_pending_and_flush(void)
 {
 	uint8_t init[2 * S];
 	struct img_io *c, *m;
-	struct img_crash_stats st;
+	struct imgi_crash_stats st;
 
 	memset(init, 0x11, sizeof(init));
-	T_OK(img_io_crash_new(init, sizeof(init), &c));
+	T_OK(imgi_io_crash_new(init, sizeof(init), &c));
 	T_ASSERT(c->ops->lock == NULL && c->ops->usage == NULL);
 	T_EQ(io_size(c), 2 * S);
 	T_OK(wr(c, 0x22, S, S));
 	T_OK(wr(c, 0x33, S, 4 * S));
 	T_EQ(byte_at(c, S), 0x22);
 	T_EQ(io_size(c), 5 * S);
-	T_EQ(img_io_crash_pending(c), 2);
-	T_EQ(img_io_crash_events(c), 2);
+	T_EQ(imgi_io_crash_pending(c), 2);
+	T_EQ(imgi_io_crash_events(c), 2);
 
 	m = mat(c, IMG_CRASH_DROP_ALL, 0, &st);
 	T_EQ(io_size(m), 2 * S);
@@ -78,8 +78,8 @@ static void test_pending_and_flush(void)
 	m->ops->close(m);
 
 	T_OK(c->ops->flush(c));
-	T_EQ(img_io_crash_pending(c), 0);
-	T_EQ(img_io_crash_events(c), 3);
+	T_EQ(imgi_io_crash_pending(c), 0);
+	T_EQ(imgi_io_crash_events(c), 3);
 	T_OK(wr(c, 0x44, S, 0));
 	m = mat(c, IMG_CRASH_DROP_ALL, 0, NULL);
 	T_EQ(io_size(m), 5 * S);
@@ -95,7 +95,7 @@ static void test_punch_truncate_order(void)
 {
 	struct img_io *c, *m;
 
-	T_OK(img_io_crash_new(NULL, 0, &c));
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
 	T_OK(wr(c, 0x55, 16 * S, 0));
 	T_OK(c->ops->flush(c));
 	T_OK(c->ops->punch(c, 2 * S, 2 * S));
@@ -132,13 +132,13 @@ static void test_random(void)
 	uint64_t seen_kept = 0, seen_dropped = 0, seen_torn = 0, mixed = 0;
 	int seen_val[4] = { 0 };
 
-	T_OK(img_io_crash_new(NULL, 0, &c));
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
 	T_OK(wr(c, 0x10, N * S, 0));
 	T_OK(c->ops->flush(c));
 	T_OK(wr(c, 0x20, N * S, 0));          /* op 1 */
 	T_OK(wr(c, 0x30, 1, 0));              /* op 2: first byte only */
 	for (uint64_t seed = 1; seed <= 300; seed++) {
-		struct img_crash_stats st;
+		struct imgi_crash_stats st;
 		uint8_t a[N * S], b[N * S];
 		int old = 0, new = 0;
 
@@ -178,7 +178,7 @@ static void test_random(void)
 	/* The crash backend itself is unchanged by materializing. */
 	T_EQ(byte_at(c, 0), 0x30);
 	T_EQ(byte_at(c, S), 0x20);
-	T_EQ(img_io_crash_pending(c), 2);
+	T_EQ(imgi_io_crash_pending(c), 2);
 	c->ops->close(c);
 }
 
@@ -188,7 +188,7 @@ static void test_random_punch_truncate(void)
 	struct img_io *c, *m;
 	int punch_mixed = 0, sizes[2] = { 0 };
 
-	T_OK(img_io_crash_new(NULL, 0, &c));
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
 	T_OK(wr(c, 0x77, 8 * S, 0));
 	T_OK(c->ops->flush(c));
 	T_OK(c->ops->punch(c, 0, 4 * S));
@@ -221,21 +221,21 @@ static void test_arm(void)
 	struct img_io *c, *m;
 	uint8_t b;
 
-	T_OK(img_io_crash_new(NULL, 0, &c));
-	img_io_crash_arm(c, 4);
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
+	imgi_io_crash_arm(c, 4);
 	T_OK(wr(c, 1, S, 0));                 /* 1 */
 	T_OK(c->ops->flush(c));               /* 2 */
 	T_OK(c->ops->pread(c, &b, 1, 0));     /* reads are not events */
 	T_OK(wr(c, 2, S, S));                 /* 3 */
-	T_ASSERT(!img_io_crash_crashed(c));
+	T_ASSERT(!imgi_io_crash_crashed(c));
 	T_EQ(wr(c, 3, S, 2 * S), -EIO);       /* 4: power lost */
-	T_ASSERT(img_io_crash_crashed(c));
+	T_ASSERT(imgi_io_crash_crashed(c));
 	T_EQ(c->ops->pread(c, &b, 1, 0), -EIO);
 	T_EQ(c->ops->flush(c), -EIO);
 	T_EQ(wr(c, 4, S, 3 * S), -EIO);
 	T_EQ(c->ops->punch(c, 0, S), -EIO);
-	T_EQ(img_io_crash_events(c), 4);
-	T_EQ(img_io_crash_pending(c), 2);     /* write 3 and the interrupted one */
+	T_EQ(imgi_io_crash_events(c), 4);
+	T_EQ(imgi_io_crash_pending(c), 2);     /* write 3 and the interrupted one */
 
 	m = mat(c, IMG_CRASH_KEEP_ALL, 0, NULL);
 	T_EQ(io_size(m), 3 * S);
@@ -249,25 +249,25 @@ static void test_arm(void)
 	c->ops->close(c);
 
 	/* Power lost at a flush: nothing it would have made durable is. */
-	T_OK(img_io_crash_new(NULL, 0, &c));
-	img_io_crash_arm(c, 2);
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
+	imgi_io_crash_arm(c, 2);
 	T_OK(wr(c, 9, S, 0));
 	T_EQ(c->ops->flush(c), -EIO);
-	T_EQ(img_io_crash_pending(c), 1);
+	T_EQ(imgi_io_crash_pending(c), 1);
 	m = mat(c, IMG_CRASH_DROP_ALL, 0, NULL);
 	T_EQ(io_size(m), 0);
 	m->ops->close(m);
 	c->ops->close(c);
 
 	/* Disarmed: runs through; arming again later counts from creation. */
-	T_OK(img_io_crash_new(NULL, 0, &c));
-	img_io_crash_arm(c, 1);
-	img_io_crash_arm(c, 0);
+	T_OK(imgi_io_crash_new(NULL, 0, &c));
+	imgi_io_crash_arm(c, 1);
+	imgi_io_crash_arm(c, 0);
 	T_OK(wr(c, 1, S, 0));
 	T_OK(c->ops->punch(c, 0, S));
-	img_io_crash_arm(c, 3);
+	imgi_io_crash_arm(c, 3);
 	T_EQ(c->ops->truncate(c, 0), -EIO);
-	T_EQ(img_io_crash_pending(c), 3);
+	T_EQ(imgi_io_crash_pending(c), 3);
 	c->ops->close(c);
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The fault-injecting backend: which call fails, with what, and that a failed
  * call does not reach the inner backend; LIBIMG_FAULT parsing; the library
- * ignores LIBIMG_FAULT unless a test hook (img_io_wrap_set) asks for it. */
+ * ignores LIBIMG_FAULT unless a test hook (imgi_io_wrap_set) asks for it. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -17,7 +17,7 @@ static struct img_io *new_mem_fault(void)
 {
 	struct img_io *m, *f;
 	T_OK(img_io_mem_new(NULL, 0, &m));
-	T_OK(img_io_fault_new(m, &f));
+	T_OK(imgi_io_fault_new(m, &f));
 	return f;
 }
 
@@ -52,8 +52,8 @@ static void test_passthrough(void)
 	T_EQ(byte_at(f, 0), 0);
 	T_EQ(byte_at(f, 512), 0xaa);
 	/* Unarmed: every call counted (size is not a call class). */
-	T_EQ(img_io_fault_calls(f), 6);
-	T_EQ(img_io_fault_fired(f), 0);
+	T_EQ(imgi_io_fault_calls(f), 6);
+	T_EQ(imgi_io_fault_fired(f), 0);
 	f->ops->close(f);
 }
 
@@ -61,7 +61,7 @@ static void test_nth_write_once(void)
 {
 	struct img_io *f = new_mem_fault();
 
-	img_io_fault_arm(f, IMG_FAULT_WRITE, 3, ENOSPC, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_WRITE, 3, ENOSPC, 0);
 	T_OK(wr(f, 1, 512, 0));
 	T_OK(f->ops->flush(f));           /* not a write: not counted */
 	T_OK(wr(f, 2, 512, 512));
@@ -70,8 +70,8 @@ static void test_nth_write_once(void)
 	T_EQ(byte_at(f, 1024), 0);        /* the failed write never landed */
 	T_OK(wr(f, 4, 512, 1024));        /* once only */
 	T_EQ(byte_at(f, 1024), 4);
-	T_EQ(img_io_fault_calls(f), 4);
-	T_EQ(img_io_fault_fired(f), 1);
+	T_EQ(imgi_io_fault_calls(f), 4);
+	T_EQ(imgi_io_fault_fired(f), 1);
 	f->ops->close(f);
 }
 
@@ -81,7 +81,7 @@ static void test_sticky_and_mask(void)
 	uint8_t b[16];
 
 	T_OK(wr(f, 7, 4096, 0));
-	img_io_fault_arm(f, IMG_FAULT_FLUSH | IMG_FAULT_PUNCH, 2, EIO, IMG_FAULT_STICKY);
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH | IMG_FAULT_PUNCH, 2, EIO, IMG_FAULT_STICKY);
 	T_OK(f->ops->flush(f));
 	T_OK(wr(f, 8, 512, 0));
 	T_EQ(f->ops->punch(f, 0, 512), -EIO);
@@ -90,14 +90,14 @@ static void test_sticky_and_mask(void)
 	T_EQ(f->ops->punch(f, 512, 512), -EIO);
 	T_OK(f->ops->truncate(f, 4096));  /* not in the mask */
 	T_OK(f->ops->pread(f, b, sizeof(b), 0));
-	T_EQ(img_io_fault_calls(f), 4);
-	T_EQ(img_io_fault_fired(f), 3);
+	T_EQ(imgi_io_fault_calls(f), 4);
+	T_EQ(imgi_io_fault_fired(f), 3);
 	/* Disarming lifts the fault. */
-	img_io_fault_arm(f, 0, 0, 0, 0);
+	imgi_io_fault_arm(f, 0, 0, 0, 0);
 	T_OK(f->ops->flush(f));
 	T_OK(f->ops->punch(f, 0, 512));
 	T_EQ(byte_at(f, 0), 0);
-	T_EQ(img_io_fault_fired(f), 0);
+	T_EQ(imgi_io_fault_fired(f), 0);
 	f->ops->close(f);
 }
 
@@ -108,16 +108,16 @@ static void test_reads_and_truncate(void)
 	uint64_t sz;
 
 	T_OK(wr(f, 5, 4096, 0));
-	img_io_fault_arm(f, IMG_FAULT_READ, 1, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_READ, 1, EIO, 0);
 	T_EQ(f->ops->pread(f, b, sizeof(b), 0), -EIO);
 	T_OK(f->ops->pread(f, b, sizeof(b), 0));
 	T_EQ(b[0], 5);
-	img_io_fault_arm(f, IMG_FAULT_TRUNCATE, 1, ENOSPC, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_TRUNCATE, 1, ENOSPC, 0);
 	T_EQ(f->ops->truncate(f, 1 << 20), -ENOSPC);
 	T_OK(f->ops->size(f, &sz));
 	T_EQ(sz, 4096);
 	/* A negative errno is accepted as well. */
-	img_io_fault_arm(f, IMG_FAULT_ANY, 2, -EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_ANY, 2, -EIO, 0);
 	T_OK(f->ops->size(f, &sz));       /* size never fails */
 	T_OK(f->ops->flush(f));
 	T_EQ(f->ops->pread(f, b, 1, 0), -EIO);
@@ -129,7 +129,7 @@ static void test_partial(void)
 	struct img_io *f = new_mem_fault();
 	uint64_t sz;
 
-	img_io_fault_arm(f, IMG_FAULT_WRITE, 1, ENOSPC, IMG_FAULT_PARTIAL);
+	imgi_io_fault_arm(f, IMG_FAULT_WRITE, 1, ENOSPC, IMG_FAULT_PARTIAL);
 	T_EQ(wr(f, 9, 4096 + 1100, 0), -ENOSPC);
 	/* Half of 5196 is 2598, rounded down to 2560. */
 	T_OK(f->ops->size(f, &sz));
@@ -137,7 +137,7 @@ static void test_partial(void)
 	T_EQ(byte_at(f, 2559), 9);
 	T_EQ(byte_at(f, 2560), 0);
 	/* Too short to split: nothing written. */
-	img_io_fault_arm(f, IMG_FAULT_WRITE, 1, ENOSPC, IMG_FAULT_PARTIAL);
+	imgi_io_fault_arm(f, IMG_FAULT_WRITE, 1, ENOSPC, IMG_FAULT_PARTIAL);
 	T_EQ(wr(f, 10, 1000, 8192), -ENOSPC);
 	T_OK(f->ops->size(f, &sz));
 	T_EQ(sz, 2560);
@@ -155,7 +155,7 @@ static void test_posix_inner(void)
 	T_ASSERT(fd >= 0);
 	close(fd);
 	T_OK(img_io_posix_open(path, 0, &p));
-	T_OK(img_io_fault_new(p, &f));
+	T_OK(imgi_io_fault_new(p, &f));
 	T_ASSERT(f->ops->usage != NULL && f->ops->lock != NULL);
 	T_ASSERT(strcmp(f->name, path) == 0);
 	T_OK(f->ops->lock(f, 1, &holder));
@@ -163,7 +163,7 @@ static void test_posix_inner(void)
 	T_OK(f->ops->flush(f));
 	T_OK(f->ops->usage(f, &used));
 	T_ASSERT(used >= 8192);
-	img_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH, 1, EIO, 0);
 	T_EQ(f->ops->flush(f), -EIO);
 	f->ops->close(f);
 	unlink(path);
@@ -191,13 +191,13 @@ static void test_threads(void)
 	struct thr t[2] = { { f, 0 }, { f, 0 } };
 	pthread_t id[2];
 
-	img_io_fault_arm(f, IMG_FAULT_WRITE, 7777, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_WRITE, 7777, EIO, 0);
 	for (int i = 0; i < 2; i++)
 		T_OK(pthread_create(&id[i], NULL, thr_main, &t[i]));
 	for (int i = 0; i < 2; i++)
 		T_OK(pthread_join(id[i], NULL));
-	T_EQ(img_io_fault_calls(f), 10000);
-	T_EQ(img_io_fault_fired(f), 1);
+	T_EQ(imgi_io_fault_calls(f), 10000);
+	T_EQ(imgi_io_fault_fired(f), 1);
 	T_EQ(t[0].failures + t[1].failures, 1);
 	f->ops->close(f);
 }
@@ -212,7 +212,7 @@ static struct img_io *from_env(const char *spec, int *r, struct img_io **inner)
 		T_OK(setenv("LIBIMG_FAULT", spec, 1));
 	else
 		T_OK(unsetenv("LIBIMG_FAULT"));
-	*r = img_io_fault_from_env(*inner, &out);
+	*r = imgi_io_fault_from_env(*inner, &out);
 	return out;
 }
 
@@ -293,7 +293,7 @@ static void test_hook(void)
 	T_EQ(img_pwrite(img, "x", 1, 0), 1);
 	T_OK(img_close(img));
 
-	img_io_wrap_set(img_io_fault_from_env);
+	imgi_io_wrap_set(imgi_io_fault_from_env);
 	T_OK(unlink(path));
 	T_EQ(img_create(path, &o), -EIO);
 	T_ASSERT(access(path, F_OK) < 0);
@@ -308,7 +308,7 @@ static void test_hook(void)
 		T_EQ(r, -EIO);
 	}
 
-	img_io_wrap_set(NULL);
+	imgi_io_wrap_set(NULL);
 	T_OK(unsetenv("LIBIMG_FAULT"));
 	T_OK(unlink(path));
 	T_OK(rmdir(dir));

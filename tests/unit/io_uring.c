@@ -221,17 +221,17 @@ static void fault_wraps_uring(void)
 	path_of(p, sizeof(p), "fault-uring");
 	unlink(p);
 	T_OK(img_io_uring_open(p, IMG_IO_CREATE, &u));
-	T_OK(img_io_fault_new(u, &f));
+	T_OK(imgi_io_fault_new(u, &f));
 	memset(buf, 0x5a, sizeof(buf));
 	for (int i = 0; i < 3; i++)
 		q[i] = (struct img_io_req){ .buf = buf[i], .len = 4096, .off = (uint64_t)i * 4096,
 					    .op = IMG_IO_OP_WRITE };
-	img_io_fault_arm(f, IMG_FAULT_WRITE, 2, EIO, 0);
+	imgi_io_fault_arm(f, IMG_FAULT_WRITE, 2, EIO, 0);
 	T_EQ(img_io_batch(f, q, 3), -EIO);
 	T_EQ(q[0].result, 0);
 	T_EQ(q[1].result, -EIO);
 	T_EQ(q[2].result, 0);
-	T_EQ(img_io_fault_fired(f), 1);
+	T_EQ(imgi_io_fault_fired(f), 1);
 	memset(buf, 0, sizeof(buf));
 	T_OK(f->ops->pread(f, buf[0], 4096, 4096));
 	T_ASSERT(zeros(buf[0], 4096));      /* the failed one never landed */

@@ -22,7 +22,7 @@
 #include "../helpers/tassert.h"
 
 /* io_posix.c (internal.h) */
-int img_io_posix_open_beneath(const char *root, const char *rel, const char *name,
+int imgi_io_posix_open_beneath(const char *root, const char *rel, const char *name,
 			      unsigned flags, struct img_io **out);
 
 
@@ -220,10 +220,10 @@ int main(int argc, char **argv)
 		char root[600];
 		snprintf(root, sizeof(root), "%s/ct", top);
 		T_CHECK(symlink("../other/secret.img", P("ct/swapped.img")) == 0);
-		T_CHECK(img_io_posix_open_beneath(root, "swapped.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
-		T_CHECK(img_io_posix_open_beneath(root, "sub/secret.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
+		T_CHECK(imgi_io_posix_open_beneath(root, "swapped.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
+		T_CHECK(imgi_io_posix_open_beneath(root, "sub/secret.img", "x", IMG_IO_RDONLY, &io) == -EPERM);
 		T_CHECK(has("leads out"));
-		T_CHECK(img_io_posix_open_beneath(root, "real2.img", "x", IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(imgi_io_posix_open_beneath(root, "real2.img", "x", IMG_IO_RDONLY, &io) == 0);
 		if (io)
 			io->ops->close(io);
 		T_CHECK(unlink(P("ct/swapped.img")) == 0);

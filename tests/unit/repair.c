@@ -55,7 +55,7 @@ static uint8_t *bytes_of(struct img_io *io, size_t *len)
 static uint64_t get_entry(const uint8_t *bytes, uint64_t v)
 {
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq, b = v / IMG_ENTRIES_PER_BLOCK;
-	img_bat_block_decode(bytes + BAT_OFF + b * IMG_BLOCK_SIZE, b, ents, &seq, NULL, 0);
+	imgi_bat_block_decode(bytes + BAT_OFF + b * IMG_BLOCK_SIZE, b, ents, &seq, NULL, 0);
 	return ents[v % IMG_ENTRIES_PER_BLOCK];
 }
 
@@ -63,12 +63,12 @@ static void set_entry(uint8_t *bytes, uint64_t v, uint64_t e)
 {
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK], seq = 1, b = v / IMG_ENTRIES_PER_BLOCK;
 	uint8_t *blk = bytes + BAT_OFF + b * IMG_BLOCK_SIZE;
-	if (img_is_zero(blk, IMG_BLOCK_SIZE))
+	if (imgi_is_zero(blk, IMG_BLOCK_SIZE))
 		memset(ents, 0, sizeof(ents));
 	else
-		img_bat_block_decode(blk, b, ents, &seq, NULL, 0);
+		imgi_bat_block_decode(blk, b, ents, &seq, NULL, 0);
 	ents[v % IMG_ENTRIES_PER_BLOCK] = e;
-	img_bat_block_encode(b, seq, ents, blk);
+	imgi_bat_block_encode(b, seq, ents, blk);
 }
 
 static int repair(struct img_io *io, struct img_check_result *cr)
@@ -154,7 +154,7 @@ static void dup_copy_not_stale(void)
 		struct img *r;
 		T_CHECK(img_open_io(io_borrow(mio), 0, &r) == 0);
 		T_CHECK(img_pread(r, buf, CS, 9 * CS) == CS);
-		T_CHECK(img_is_zero(buf + 4096, CS - 4096));
+		T_CHECK(imgi_is_zero(buf + 4096, CS - 4096));
 		img_close(r);
 	}
 	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0);
@@ -215,13 +215,13 @@ static void fill_entries(uint8_t *bytes, uint64_t from, uint64_t to, uint64_t e)
 	while (from < to) {
 		uint64_t b = from / IMG_ENTRIES_PER_BLOCK, ents[IMG_ENTRIES_PER_BLOCK], seq = 1;
 		uint8_t *blk = bytes + BAT_OFF + b * IMG_BLOCK_SIZE;
-		if (img_is_zero(blk, IMG_BLOCK_SIZE))
+		if (imgi_is_zero(blk, IMG_BLOCK_SIZE))
 			memset(ents, 0, sizeof(ents));
 		else
-			img_bat_block_decode(blk, b, ents, &seq, NULL, 0);
+			imgi_bat_block_decode(blk, b, ents, &seq, NULL, 0);
 		for (; from < to && from / IMG_ENTRIES_PER_BLOCK == b; from++)
 			ents[from % IMG_ENTRIES_PER_BLOCK] = e;
-		img_bat_block_encode(b, seq, ents, blk);
+		imgi_bat_block_encode(b, seq, ents, blk);
 	}
 }
 
@@ -274,11 +274,11 @@ static void too_many_problems(void)
 /* Both header copies of bytes get virtual size vs (crc fixed). */
 static void set_vsize(uint8_t *bytes, uint64_t vs)
 {
-	struct img_header h;
+	struct imgi_header h;
 	for (int s = 0; s < 2; s++) {
-		T_CHECK(img_header_decode(bytes + s * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
+		T_CHECK(imgi_header_decode(bytes + s * IMG_HEADER_SLOT, &h, NULL, 0) == 0);
 		h.virtual_size = vs;
-		img_header_encode(&h, bytes + s * IMG_HEADER_SLOT);
+		imgi_header_encode(&h, bytes + s * IMG_HEADER_SLOT);
 	}
 }
 
@@ -316,7 +316,7 @@ static void tail_past_vsize(int compressed)
 	T_CHECK(img_resize(img, vs, 0) == 0);
 	T_CHECK(img_pread(img, buf, CS, last * CS) == CS);
 	T_CHECK(buf[0] == 0x55 && buf[CS / 2 - 1] == 0x55);
-	T_CHECK(img_is_zero(buf + CS / 2, CS / 2));
+	T_CHECK(imgi_is_zero(buf + CS / 2, CS / 2));
 	T_CHECK(img_close(img) == 0);
 	T_CHECK(check_ro(mio, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	mio->ops->close(mio);
@@ -329,7 +329,7 @@ static void tail_past_vsize(int compressed)
 	T_CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &img) == 0);
 	T_CHECK(img_resize(img, vs, 0) == 0);
 	T_CHECK(img_pread(img, buf, CS, last * CS) == CS);
-	T_CHECK(buf[0] == 0x55 && img_is_zero(buf + CS / 2, CS / 2));
+	T_CHECK(buf[0] == 0x55 && imgi_is_zero(buf + CS / 2, CS / 2));
 	T_CHECK(img_close(img) == 0);
 	mio->ops->close(mio);
 	free(b);
@@ -379,11 +379,11 @@ static void dirty_tail_no_punch(void)
 	set_entry(b, 2, 0);              /* d0+1 leaked, below the last used */
 	set_entry(b, 4, 0);              /* d0+2 leaked: the tail from here */
 	{
-		struct img_header h;
+		struct imgi_header h;
 		for (int s = 0; s < 2; s++) {
-			img_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
+			imgi_header_decode(b + s * IMG_HEADER_SLOT, &h, NULL, 0);
 			h.flags |= IMG_FLAG_DIRTY;
-			img_header_encode(&h, b + s * IMG_HEADER_SLOT);
+			imgi_header_encode(&h, b + s * IMG_HEADER_SLOT);
 		}
 	}
 	img_io_mem_new(b, len, &mio);
@@ -394,7 +394,7 @@ static void dirty_tail_no_punch(void)
 	T_CHECK(img_pread(img, buf, CS, 0) == CS && buf[0] == 0x31 && buf[CS - 1] == 0x31);
 	memset(buf, 0x32, 100);
 	T_CHECK(img_pwrite(img, buf, 100, 7 * CS) == 100);       /* a partial write: new cluster */
-	T_CHECK(img_pread(img, buf, CS, 7 * CS) == CS && buf[99] == 0x32 && img_is_zero(buf + 100, CS - 100));
+	T_CHECK(img_pread(img, buf, CS, 7 * CS) == CS && buf[99] == 0x32 && imgi_is_zero(buf + 100, CS - 100));
 	T_CHECK(img_close(img) == 0);
 	mio->ops->close(mio);
 }
@@ -410,15 +410,15 @@ static double now(void)
 static void file_set_dirty(const char *path)
 {
 	uint8_t slot[IMG_HEADER_SLOT];
-	struct img_header h;
+	struct imgi_header h;
 	int fd = open(path, O_RDWR);
 
 	T_CHECK(fd >= 0);
 	for (int s = 0; s < 2; s++) {
 		T_CHECK(pread(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
-		T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0);
+		T_CHECK(imgi_header_decode(slot, &h, NULL, 0) == 0);
 		h.flags |= IMG_FLAG_DIRTY;
-		img_header_encode(&h, slot);
+		imgi_header_encode(&h, slot);
 		T_CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	}
 	close(fd);
@@ -496,8 +496,8 @@ static void compressed_open_memory(const char *dir)
 {
 	uint64_t n = 1u << 20, spp = 16, per = CS / 512 / spp;
 	struct img_create_opts o = { .virtual_size = n * CS, .cluster_size = CS };
-	struct img_header h;
-	struct img_geom g;
+	struct imgi_header h;
+	struct imgi_geom g;
 	uint8_t slot[IMG_HEADER_SLOT], blk[IMG_BLOCK_SIZE];
 	uint64_t ents[IMG_ENTRIES_PER_BLOCK];
 	char path[4200];
@@ -515,11 +515,11 @@ static void compressed_open_memory(const char *dir)
 	T_CHECK(img_create(path, &o) == 0);
 	fd = open(path, O_RDWR);
 	T_CHECK(fd >= 0 && pread(fd, slot, sizeof(slot), 0) == (ssize_t)sizeof(slot));
-	T_CHECK(img_header_decode(slot, &h, NULL, 0) == 0 && img_header_validate(&h, &g, NULL, 0) == 0);
+	T_CHECK(imgi_header_decode(slot, &h, NULL, 0) == 0 && imgi_header_validate(&h, &g, NULL, 0) == 0);
 	h.incompat |= IMG_INCOMPAT_COMPRESSED;
 	for (int s = 0; s < 2; s++) {
 		h.seq = 2 - (uint64_t)s;
-		img_header_encode(&h, slot);
+		imgi_header_encode(&h, slot);
 		T_CHECK(pwrite(fd, slot, sizeof(slot), s * IMG_HEADER_SLOT) == (ssize_t)sizeof(slot));
 	}
 	for (uint64_t b = 0; b < g.used_blocks; b++) {
@@ -527,7 +527,7 @@ static void compressed_open_memory(const char *dir)
 			uint64_t v = b * IMG_ENTRIES_PER_BLOCK + i, hc = g.data_cluster0 + v / per;
 			ents[i] = v < n ? IMG_C_MAKE(hc * (CS / 512) + (v % per) * spp, spp) : 0;
 		}
-		img_bat_block_encode(b, 0, ents, blk);
+		imgi_bat_block_encode(b, 0, ents, blk);
 		T_CHECK(pwrite(fd, blk, sizeof(blk), (off_t)(h.bat_offset + b * IMG_BLOCK_SIZE)) == (ssize_t)sizeof(blk));
 	}
 	T_CHECK(ftruncate(fd, (off_t)((g.data_cluster0 + n / per) * CS)) == 0);

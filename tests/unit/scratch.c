@@ -30,8 +30,8 @@ static struct img_io *flush_counter(struct img_io *mem)
 {
 	struct img_io *f;
 
-	T_OK(img_io_fault_new(io_borrow(mem), &f));
-	img_io_fault_arm(f, IMG_FAULT_FLUSH, UINT64_MAX, EIO, 0);
+	T_OK(imgi_io_fault_new(io_borrow(mem), &f));
+	imgi_io_fault_arm(f, IMG_FAULT_FLUSH, UINT64_MAX, EIO, 0);
 	return f;
 }
 
@@ -88,11 +88,11 @@ static void build_counted(unsigned flags, struct img_io **mem, unsigned *total, 
 	build(img, 1);
 	T_OK(img_flush(img));
 	build(img, 2);
-	before = img_io_fault_calls(f);
+	before = imgi_io_fault_calls(f);
 	T_OK(img_close(img));
-	*total = (unsigned)img_io_fault_calls(f);
-	*at_close = (unsigned)(img_io_fault_calls(f) - before);
-	T_EQ(img_io_fault_fired(f), 0);
+	*total = (unsigned)imgi_io_fault_calls(f);
+	*at_close = (unsigned)(imgi_io_fault_calls(f) - before);
+	T_EQ(imgi_io_fault_fired(f), 0);
 	f->ops->close(f);       /* the view of mem: mem stays */
 }
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The sparse cluster write, one rule for every caller (issue 17):
- *   host      img_sparse_reqs (util.c): into a free host area, only the runs
+ *   host      imgi_sparse_reqs (util.c): into a free host area, only the runs
  *             of non-zero 4 KiB blocks are written; nothing to write past
  *             the end of the file gives one zero byte at the cluster's
  *             start (FORMAT.md 4.1), inside the file nothing at all.
@@ -59,7 +59,7 @@ static unsigned type_at(struct img *img, uint64_t off)
 static void host(void)
 {
 	struct img *img = fresh("host.img", NULL);
-	uint64_t end = img_file_size(img);
+	uint64_t end = imgi_file_size(img);
 	struct img_io_req rq[IMG_SPARSE_MAX_REQS(CS)];
 	uint8_t *b = calloc(1, CS);
 
@@ -67,20 +67,20 @@ static void host(void)
 	/* data in blocks 1, 2 and 15: two runs */
 	memset(b + 4096, 1, 8192);
 	b[15 * 4096 + 7] = 2;
-	T_EQ(img_sparse_reqs(img, b, CS, end + CS, rq), 2);
+	T_EQ(imgi_sparse_reqs(img, b, CS, end + CS, rq), 2);
 	T_EQ(rq[0].off, end + CS + 4096);
 	T_EQ(rq[0].len, 8192);
 	T_EQ(rq[1].off, end + CS + 15 * 4096);
 	T_EQ(rq[1].len, 4096);
 	/* all zeros: past the end one byte, inside the file nothing */
 	memset(b, 0, CS);
-	T_EQ(img_sparse_reqs(img, b, CS, end, rq), 1);
+	T_EQ(imgi_sparse_reqs(img, b, CS, end, rq), 1);
 	T_EQ(rq[0].off, end);
 	T_EQ(rq[0].len, 1);
-	T_EQ(img_sparse_reqs(img, b, CS, 0, rq), 0);
+	T_EQ(imgi_sparse_reqs(img, b, CS, 0, rq), 0);
 	/* a length that is not a multiple of 4 KiB */
 	b[CS - 8192 + 10] = 3;
-	T_EQ(img_sparse_reqs(img, b, CS - 4096 - 100, end, rq), 1);
+	T_EQ(imgi_sparse_reqs(img, b, CS - 4096 - 100, end, rq), 1);
 	T_EQ(rq[0].off, end + CS - 8192);
 	T_EQ(rq[0].len, 4096 - 100);
 	T_OK(img_close(img));
@@ -130,14 +130,14 @@ static void over(void)
 	memset(b, 0, CS);
 	T_EQ(img_pwrite_sparse(img, b, CS, 0, 0), CS);
 	T_EQ(img_pread(img, r, CS, 0), CS);
-	T_ASSERT(img_is_zero(r, CS));
+	T_ASSERT(imgi_is_zero(r, CS));
 	T_OK(img_close(img));
 
 	/* a delta: its unallocated clusters show the base's 0xAA */
 	img = fresh("top.img", "base.img");
 	T_EQ(img_pwrite_sparse(img, b, CS, 2 * CS, IMG_SPARSE_CLUSTERS), CS);
 	T_EQ(img_pread(img, r, CS, 2 * CS), CS);
-	T_ASSERT(img_is_zero(r, CS));
+	T_ASSERT(imgi_is_zero(r, CS));
 	/* a zero cluster of the delta reads zeros: skipped */
 	T_OK(img_write_zeroes(img, 4 * CS, CS));
 	T_EQ(img_pwrite_sparse(img, b, CS, 4 * CS, 0), 0);
