@@ -1536,9 +1536,8 @@ static int open_path(const char *path, unsigned flags, const char *root, const c
 	ch->n++;
 	if ((flags & IMG_OPEN_NO_WRITE_BEHIND) && (flags & IMG_OPEN_RDWR))
 		ioflags |= IMG_IO_NO_WRITE_BEHIND;
-	if (imgi_vfs == &imgi_vfs_posix && want_uring(flags)) {
-		r = root ? imgi_io_uring_open_beneath(root, rel, path, ioflags, &io) :
-			   img_io_uring_open(path, ioflags, &io);
+	if (imgi_vfs->open_uring && want_uring(flags)) {
+		r = imgi_vfs->open_uring(root, rel, path, ioflags, &io);
 		if (!r)
 			engine = IMG_IO_ENGINE_URING;
 		else if (r == -ENOSYS || r == -EPERM || r == -ENOMEM || r == -EACCES ||

@@ -284,6 +284,19 @@ struct imgi_vfs {
 	/* what path is, without following a symlink.  NULL: a vfs without
 	 * symlinks */
 	int (*lstat)(const char *path, struct stat *st);
+	/* an existing file opened through io_uring (IMG_OPEN_IO_URING or
+	 * LIBIMG_IO=uring): path when root is NULL, else rel beneath root as
+	 * open_beneath.  -ENOSYS, -EPERM, -ENOMEM, -EACCES, -EOPNOTSUPP or
+	 * -EINVAL: the kernel refused the ring (open is used instead).  NULL:
+	 * a vfs without io_uring, open is used */
+	int (*open_uring)(const char *root, const char *rel, const char *path,
+			  unsigned ioflags, struct img_io **out);
+	/* 0 when this process may create names in dir, else -errno.  NULL: a
+	 * vfs without permissions, every directory is writable */
+	int (*dir_writable)(const char *dir);
+	/* *bytes: the space an unprivileged writer has left in dir's
+	 * filesystem.  NULL or an error: unknown, and not checked */
+	int (*space_free)(const char *dir, uint64_t *bytes);
 };
 extern const struct imgi_vfs *imgi_vfs;
 extern const struct imgi_vfs imgi_vfs_posix;

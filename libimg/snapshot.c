@@ -87,7 +87,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -233,12 +232,14 @@ static int usable(struct img *img, int rw)
 	return 0;
 }
 
-/* The directory can take a new name (posix only: the crash test's memfs
- * has no permissions). */
+/* The directory can take a new name (a vfs without permissions, such as
+ * the crash test's memfs, has no dir_writable: always). */
 static int dir_writable(struct img *img, const char *dir)
 {
-	if (imgi_vfs == &imgi_vfs_posix && access(dir, W_OK) < 0)
-		return imgi_fail(img, -errno, "cannot create files in %s", dir);
+	int r;
+
+	if (imgi_vfs->dir_writable && (r = imgi_vfs->dir_writable(dir)))
+		return imgi_fail(img, r, "cannot create files in %s", dir);
 	return 0;
 }
 
@@ -306,12 +307,10 @@ static int link_snapshot(struct img *img, const char *path, const char *dir,
  * a cluster's worth for the first writes after the switch. */
 static int space_for_top(struct img *img, const char *dir)
 {
-	struct statvfs sv;
 	uint64_t need = 2 * img->g.cluster_size, have;
 
-	if (imgi_vfs != &imgi_vfs_posix || statvfs(dir, &sv) < 0)
+	if (!imgi_vfs->space_free || imgi_vfs->space_free(dir, &have) < 0)
 		return 0;
-	have = (uint64_t)sv.f_bavail * sv.f_frsize;
 	if (have < need)
 		return imgi_fail(img, -ENOSPC, "%s has %llu bytes free, a new top needs %llu: refused",
 				dir, (unsigned long long)have, (unsigned long long)need);

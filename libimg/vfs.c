@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -149,10 +150,33 @@ static int p_claim(const char *path, struct stat *st, int *fd, pid_t *holder)
 	return r;
 }
 
+static int p_open_uring(const char *root, const char *rel, const char *path, unsigned ioflags,
+			struct img_io **out)
+{
+	return root ? imgi_io_uring_open_beneath(root, rel, path, ioflags, out) :
+		      img_io_uring_open(path, ioflags, out);
+}
+
+static int p_dir_writable(const char *dir)
+{
+	return access(dir, W_OK) < 0 ? -errno : 0;
+}
+
+static int p_space_free(const char *dir, uint64_t *bytes)
+{
+	struct statvfs sv;
+
+	if (statvfs(dir, &sv) < 0)
+		return -errno;
+	*bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
+	return 0;
+}
+
 const struct imgi_vfs imgi_vfs_posix = {
 	.stat = p_stat, .lstat = p_lstat, .open = p_open, .open_beneath = p_open_beneath, .mktemp = p_mktemp, .link = p_link,
 	.rename = p_rename, .unlink = p_unlink, .chmod = p_chmod, .sync_dir = p_sync_dir,
-	.claim = p_claim,
+	.claim = p_claim, .open_uring = p_open_uring, .dir_writable = p_dir_writable,
+	.space_free = p_space_free,
 };
 
 const struct imgi_vfs *imgi_vfs = &imgi_vfs_posix;

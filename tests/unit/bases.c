@@ -572,6 +572,7 @@ static void clones_templates_snapshots(void)
 		w.open = w_open;
 		w.open_beneath = w_open_beneath;
 		w.rename = w_rename;
+		w.open_uring = NULL;   /* every open goes through w_open */
 		fail_name = "ct1.img.snap3";
 		imgi_vfs_set(&w);
 		T_CHECK(img_snapshot_live(&img, NULL, 0, NULL, 0) == -EIO);
