@@ -332,7 +332,10 @@ int progress_line(char *buf, size_t len, unsigned value);
 
 /* ---- misc ------------------------------------------------------------- */
 
-/* 1 if len bytes at buf are all zero. */
+/* 1 if len bytes at buf are all zero.  The tools' one zero test, for what
+ * they write outside an image (imgconvert -O raw skips zero granules);
+ * data written into an image goes through img_pwrite_sparse, which skips
+ * zero clusters with the library's own test. */
 int buffer_is_zero(const void *buf, size_t len);
 
 #endif /* TOOLS_COMMON_H */
