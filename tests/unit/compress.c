@@ -3,7 +3,8 @@
  * stored normally, writes and discards into compressed clusters, reopen and
  * check, compaction reclaiming rewritten payloads, shrink/grow, and hostile
  * payloads (bad crc, malformed lz4, lengths, overlapping or misplaced
- * entries) refused with -EUCLEAN and a message, never read past. */
+ * entries) refused with -EUCLEAN and a message, never read past.  Named
+ * sub-tests (tassert.h), each on an image of its own (make_image). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +19,9 @@
 #define CS (64u << 10)
 #define NC 64u
 #define VS (NC * CS)
-static char path[] = "/tmp/libimg-compress-XXXXXX";
+static char path[sizeof("/tmp/libimg-compress-XXXXXX")];
+/* what the image holds */
+static uint8_t want[VS], got[VS];
 
 static void text(uint8_t *b, size_t n, unsigned seed)
 {
@@ -78,19 +81,18 @@ static void peek(uint64_t off, void *b, size_t n)
 	close(fd);
 }
 
-int main(void)
+/* A new image at path (a new name) with every cluster written through
+ * img_write_compressed: 7 of 8 compress, each 8th is incompressible and
+ * stored normally.  Closed. */
+static void make_image(void)
 {
-	static uint8_t want[VS], got[VS], saved[4096];
 	struct img_create_opts o = { .virtual_size = VS, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
-	struct img_compact_opts co = { 0 };
-	struct img_compact_stats st;
-	struct img_check_result cr;
-	struct img_info in;
-	struct img_extent ex;
 	struct img *img;
-	uint64_t e, size_full;
-	int fd = mkstemp(path);
+	int fd;
 
+	strcpy(path, "/tmp/libimg-compress-XXXXXX");
+	fd = mkstemp(path);
+	T_ASSERT(fd >= 0);
 	close(fd);
 	T_CHECK(img_create(path, &o) == 0);
 	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
@@ -103,6 +105,18 @@ int main(void)
 	}
 	T_CHECK(img_write_compressed(img, want, CS, 512) == -EINVAL);
 	T_CHECK(img_write_compressed(img, want, 4096, 0) == -EINVAL);
+	T_CHECK(img_close(img) == 0);
+}
+
+static void round_trip(void)
+{
+	struct img_check_result cr;
+	struct img_info in;
+	struct img_extent ex;
+	struct img *img;
+
+	make_image();
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	img_info(img, &in);
 	T_CHECK(in.compressed_clusters == NC - NC / 8 && in.allocated_clusters == NC / 8);
 	T_CHECK((in.incompat_features & 2) != 0);
@@ -124,11 +138,21 @@ int main(void)
 		memset(got, 0xee, len);
 		T_CHECK(img_pread(img, got, len, off) == (ssize_t)len && !memcmp(got, want + off, len));
 	}
+	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* A write into a compressed cluster stores it uncompressed. */
+/* A write into a compressed cluster stores it uncompressed; partial and
+ * whole discard / zeroes. */
+static void writes_into_compressed(void)
+{
+	struct img_info in;
+	struct img *img;
+
+	make_image();
+	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	memset(want + 3 * CS + 1000, 0x5A, 3000);
 	T_CHECK(img_pwrite(img, want + 3 * CS + 1000, 3000, 3 * CS + 1000) == 3000);
-	/* partial and whole discard / zeroes */
 	T_CHECK(img_discard(img, 5 * CS + 4096, 8192) == 0);
 	memset(want + 5 * CS + 4096, 0, 8192);
 	T_CHECK(img_write_zeroes(img, 6 * CS, CS) == 0);
@@ -137,9 +161,22 @@ int main(void)
 	img_info(img, &in);
 	T_CHECK(in.compressed_clusters == NC - NC / 8 - 3);
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Rewrite most compressed clusters: compaction reclaims their
-	 * payloads' space. */
+/* Rewrite most compressed clusters: compaction reclaims their payloads'
+ * space; compact --compress; shrink into a compressed cluster and grow
+ * back. */
+static void compaction_and_resize(void)
+{
+	struct img_compact_opts co = { 0 };
+	struct img_compact_stats st;
+	struct img_check_result cr;
+	struct img_info in;
+	struct img *img;
+	uint64_t size_full;
+
+	make_image();
 	T_CHECK(img_open(path, IMG_OPEN_RDWR, &img) == 0);
 	for (unsigned v = 8; v < NC; v++) {
 		if (v % 8 == 7 || v % 3 == 0)
@@ -167,8 +204,17 @@ int main(void)
 	T_CHECK(img_check(img, NULL, &cr) == 0 && cr.corruptions == 0 && cr.leaks == 0);
 	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	T_CHECK(img_close(img) == 0);
+	unlink(path);
+}
 
-	/* Hostile payloads.  Cluster 1 is compressed (state 3). */
+/* Hostile payloads.  Cluster 1 is compressed (state 3). */
+static void hostile_payloads(void)
+{
+	static uint8_t saved[4096];
+	struct img *img;
+	uint64_t e;
+
+	make_image();
 	e = get_entry(1);
 	T_CHECK(IMG_E_STATE(e) == IMG_E_COMP);
 	peek(IMG_C_SECTOR(e) * 512, saved, sizeof(saved));
@@ -205,36 +251,52 @@ int main(void)
 		T_CHECK(img_close(img) == 0);
 		poke(IMG_C_SECTOR(e) * 512, saved, sizeof(saved));
 	}
-	/* Entries: overlapping payloads, a payload crossing a cluster, one as
-	 * long as a cluster, one inside the metadata. */
-	{
-		uint64_t e2 = get_entry(2);
-		set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) + 1, IMG_C_COUNT(e2)));
-		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		T_CHECK(strstr(img_last_error(), "overlaps another compressed payload") != NULL);
-		T_CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
-		{
-			struct img_check_opts ko = { .flags = IMG_CHECK_REPAIR };
-			T_CHECK(img_check(img, &ko, &cr) == 0 && cr.corruptions >= 1 &&
-			      cr.corruptions == cr.corruptions_fixed);
-		}
-		T_CHECK(img_close(img) == 0);
-		T_CHECK(img_open(path, 0, &img) == 0);
-		T_CHECK(img_pread(img, got, CS, CS) == CS && !memcmp(got, want + CS, CS));
-		T_CHECK(img_close(img) == 0);
-		set_entry(2, IMG_C_MAKE((IMG_C_SECTOR(e) | (CS / 512 - 1)), 2));
-		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		T_CHECK(strstr(img_last_error(), "crossing") != NULL);
-		set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) & ~(uint64_t)(CS / 512 - 1), CS / 512));
-		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		set_entry(2, IMG_C_MAKE(8, 1));
-		T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
-		T_CHECK(strstr(img_last_error(), "metadata") != NULL);
-		set_entry(2, 0);
-	}
-
 	unlink(path);
-	printf("SUMMARY: compressed clusters: round trip, rewrites, compaction, hostile payloads: %s\n",
-	       t_failures() ? "FAIL" : "ok");
-	return t_failures() ? 1 : 0;
+}
+
+/* Entries: overlapping payloads, a payload crossing a cluster, one as
+ * long as a cluster, one inside the metadata. */
+static void hostile_entries(void)
+{
+	struct img_check_result cr;
+	struct img *img;
+	uint64_t e, e2;
+
+	make_image();
+	e = get_entry(1);
+	e2 = get_entry(2);
+	T_CHECK(IMG_E_STATE(e) == IMG_E_COMP);
+	set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) + 1, IMG_C_COUNT(e2)));
+	T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+	T_CHECK(strstr(img_last_error(), "overlaps another compressed payload") != NULL);
+	T_CHECK(img_open(path, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	{
+		struct img_check_opts ko = { .flags = IMG_CHECK_REPAIR };
+		T_CHECK(img_check(img, &ko, &cr) == 0 && cr.corruptions >= 1 &&
+		      cr.corruptions == cr.corruptions_fixed);
+	}
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(path, 0, &img) == 0);
+	T_CHECK(img_pread(img, got, CS, CS) == CS && !memcmp(got, want + CS, CS));
+	T_CHECK(img_close(img) == 0);
+	set_entry(2, IMG_C_MAKE((IMG_C_SECTOR(e) | (CS / 512 - 1)), 2));
+	T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+	T_CHECK(strstr(img_last_error(), "crossing") != NULL);
+	set_entry(2, IMG_C_MAKE(IMG_C_SECTOR(e) & ~(uint64_t)(CS / 512 - 1), CS / 512));
+	T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+	set_entry(2, IMG_C_MAKE(8, 1));
+	T_CHECK(img_open(path, 0, &img) == -EUCLEAN);
+	T_CHECK(strstr(img_last_error(), "metadata") != NULL);
+	set_entry(2, 0);
+	unlink(path);
+}
+
+static const struct t_case cases[] = {
+	T_CASE(round_trip), T_CASE(writes_into_compressed), T_CASE(compaction_and_resize),
+	T_CASE(hostile_payloads), T_CASE(hostile_entries),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }

@@ -2,7 +2,8 @@
 /* Unit test of the client side of imgserve's control protocol
  * (tools/online/control.c): online_reply_parse, the reader of the daemon's
  * "ok" objects that imgctl prints again, and the command table.
- * Linked with tools/common.o and tools/online/control.o (Makefile).  Exit 0 pass, 1 fail. */
+ * Linked with tools/common.o and tools/online/control.o (Makefile).  Exit 0 pass, 1 fail.
+ * Named sub-tests (tassert.h): -l lists them, -t NAME runs one. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,12 +46,12 @@ static void round_trip(const char *s)
 	free(buf);
 }
 
-int main(void)
+/* what the daemon answers */
+static void daemon_answers(void)
 {
 	struct online_reply r;
 	const struct online_kv *kv;
 
-	/* what the daemon answers */
 	T_ASSERT(online_reply_parse("{}", &r) == 0 && r.n == 0);
 	online_reply_free(&r);
 	T_ASSERT(online_reply_parse(" { } ", &r) == 0 && r.n == 0);
@@ -69,22 +70,33 @@ int main(void)
 	T_ASSERT(online_reply_get(&r, "nope") == NULL);
 	online_reply_free(&r);
 	T_ASSERT(r.n == 0 && r.kv == NULL);
+}
 
-	/* escapes, \u with surrogate pairs */
+/* escapes, \u with surrogate pairs */
+static void escapes(void)
+{
+	struct online_reply r;
+
 	T_ASSERT(online_reply_parse("{\"a\\\"b\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\\u001f\"}",
 				 &r) == 0);
 	T_ASSERT(r.n == 1 && !strcmp(r.kv[0].key, "a\"b"));
 	T_ASSERT(r.n == 1 && !strcmp(r.kv[0].str, "q\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80\x1f"));
 	online_reply_free(&r);
+}
 
+static void json_escape_round_trips(void)
+{
 	round_trip("");
 	round_trip("/srv/images/ct1.img");
 	round_trip("tab\there \"quoted\" back\\slash");
 	round_trip("\x01\x1f\x7f new\nline");
 	round_trip("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80");
 	round_trip("c1 \xc2\x85 control");
+}
 
-	/* not a flat object: refused, nothing kept */
+/* not a flat object: refused, nothing kept */
+static void malformed_refused(void)
+{
 	bad("");
 	bad("ok {}");
 	bad("{");
@@ -113,8 +125,10 @@ int main(void)
 	bad("{\"a\": \"\\udc00\"}");
 	bad("{\"a\": \"\\ud800\\u0041\"}");
 	bad("{\"a\": 1, \"b\": \"\\q\"}");
+}
 
-	/* the command table */
+static void command_table(void)
+{
 	T_ASSERT(online_command_find("status") && online_command_find("status")->flags == 0);
 	T_ASSERT(online_command_find("grow")->flags & ONLINE_CMD_RESIZE);
 	T_ASSERT(online_command_find("shrink")->max_args == 2);
@@ -122,6 +136,14 @@ int main(void)
 	T_ASSERT(online_command_find("merge")->flags & ONLINE_CMD_WRITES);
 	T_ASSERT(online_command_find("nope") == NULL);
 	T_ASSERT(online_command_find("") == NULL);
+}
 
-	return 0;
+static const struct t_case cases[] = {
+	T_CASE(daemon_answers), T_CASE(escapes), T_CASE(json_escape_round_trips),
+	T_CASE(malformed_refused), T_CASE(command_table),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }
