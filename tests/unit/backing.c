@@ -3,7 +3,9 @@
  * (zeros past its size), partial writes copy the cluster up, discard and
  * write-zeroes hide the backing, compaction keeps zero shadows, map shows
  * where bytes come from, safe rebase keeps the disk, and hostile chains are
- * refused: absolute path, "..", a loop, depth 1000, a replaced base. */
+ * refused: absolute path, "..", a loop, depth 1000, a replaced base.
+ * Named sub-tests (tassert.h), each in a directory of its own with the
+ * same base (setup). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -18,7 +20,8 @@
 
 #define CS (64u << 10)
 #define VS (4u << 20)
-static char dir[] = "/tmp/libimg-backing-XXXXXX";
+static char dir[sizeof("/tmp/libimg-backing-XXXXXX")];
+static uint8_t base[VS], want[VS], got[VS];
 
 static char *P(const char *name)
 {
@@ -74,22 +77,14 @@ static uint64_t crc_of(const char *name)
 	return c;
 }
 
-int main(void)
+/* A new directory (dir) with the base: data everywhere but cluster 5
+ * (zero cluster) and 6..7 (never written).  The crc32c of its file. */
+static uint32_t setup(void)
 {
-	static uint8_t base[VS], want[VS], got[VS];
-	struct img *img, *b;
-	struct img_info in;
-	struct img_extent ex;
-	struct img_check_result cr;
-	struct img_compact_stats cs;
-	char ref[64];
-	uint32_t base_crc;
+	struct img *b;
 
-	if (!mkdtemp(dir))
-		return 1;
-
-	/* The base: data everywhere but cluster 5 (zero cluster) and 6..7
-	 * (never written). */
+	strcpy(dir, "/tmp/libimg-backing-XXXXXX");
+	T_ASSERT(mkdtemp(dir) != NULL);
 	fill(base, VS, 1);
 	memset(base + 5 * CS, 0, 3 * CS);
 	T_CHECK(mk("base.img", VS, NULL, 0) == 0);
@@ -98,8 +93,24 @@ int main(void)
 	T_CHECK(img_write_zeroes(b, 5 * CS, CS) == 0);
 	T_CHECK(img_discard(b, 6 * CS, 2 * CS) == 0);
 	T_CHECK(img_close(b) == 0);
-	base_crc = (uint32_t)crc_of("base.img");
+	return (uint32_t)crc_of("base.img");
+}
 
+static void cleanup(void)
+{
+	char cmd[600];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (!getenv("KEEP") && system(cmd)) {}
+}
+
+static void other_cluster_size(void)
+{
+	struct img_check_result cr;
+	struct img_info in;
+	struct img *img;
+
+	setup();
 	/* Issue 22 #4 (FORMAT.md 3.1, 4.2): a delta may have another cluster
 	 * size than its base (reads and copy-up go by bytes) and may hold
 	 * compressed clusters of its own (the features are independent). */
@@ -126,6 +137,21 @@ int main(void)
 		T_CHECK(img_close(img) == 0);
 		T_CHECK(unlink(P("big.img")) == 0);
 	}
+
+	cleanup();
+}
+
+/* Reads through, copy-up, discard, zeroes, compaction, the base's lock,
+ * resize: one delta's story. */
+static void delta_story(void)
+{
+	struct img *img, *b;
+	struct img_info in;
+	struct img_extent ex;
+	struct img_check_result cr;
+	struct img_compact_stats cs;
+	char ref[64];
+	uint32_t base_crc = setup();
 
 	/* A delta with the base's size by default. */
 	T_CHECK(mk("top.img", 0, "base.img", 0) == 0);
@@ -194,6 +220,23 @@ int main(void)
 	      imgi_is_zero(got + VS / 2 + 4096, VS / 2 - 4096));
 	T_CHECK(img_close(img) == 0);
 
+	cleanup();
+}
+
+static void safe_rebase(void)
+{
+	struct img *img;
+	struct img_info in;
+	char ref[64];
+
+	setup();
+	/* top.img: a delta over base.img with data of its own */
+	T_CHECK(mk("top.img", 0, "base.img", 0) == 0);
+	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR, &img) == 0);
+	memset(want, 0xAB, 3 * CS);
+	T_CHECK(img_pwrite(img, want, 3 * CS, 3 * CS + 100) == 3 * CS);
+	T_CHECK(img_close(img) == 0);
+	memcpy(want, base, VS);
 	/* Safe rebase onto nothing (flatten in place): the disk is unchanged. */
 	T_CHECK(mk("top2.img", 0, "base.img", 0) == 0);
 	T_CHECK(img_open(P("top2.img"), IMG_OPEN_RDWR, &img) == 0);
@@ -219,14 +262,45 @@ int main(void)
 	T_CHECK(img_pread(img, got, VS, 0) == VS && !memcmp(got, want, VS));
 	T_CHECK(img_close(img) == 0);
 
-	/* img_open_io cannot follow a reference; NO_BACKING opens alone and
-	 * refuses data writes. */
+	cleanup();
+}
+
+/* img_open_io cannot follow a reference; NO_BACKING opens alone and
+ * refuses data writes. */
+static void open_without_following(void)
+{
+	struct img *img;
+
+	setup();
+	T_CHECK(mk("top.img", 0, "base.img", 0) == 0);
 	T_CHECK(img_open(P("top.img"), IMG_OPEN_RDWR | IMG_OPEN_NO_BACKING, &img) == 0);
 	T_CHECK(img_backing(img) == NULL);
 	T_CHECK(img_pwrite(img, want, 512, 0) == -EROFS);
 	T_CHECK(img_close(img) == 0);
 
-	/* Refusals. */
+	/* img_create_io and img_open_io do not follow references. */
+	{
+		struct img_io *io;
+		struct img_create_opts o = { .virtual_size = VS };
+		o.backing_file = "base.img";
+		img_io_mem_new(NULL, 0, &io);
+		T_CHECK(img_create_io(io, &o) == -EINVAL);
+		io->ops->close(io);
+		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(img_open_io(io, 0, &img) == -EOPNOTSUPP);
+		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
+		T_CHECK(img_open_io(io, IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
+	}
+	cleanup();
+}
+
+/* An absolute path, "..", a missing base; a chain failure is told from
+ * one of the image itself. */
+static void refused_references(void)
+{
+	struct img *img;
+
+	setup();
 	T_CHECK(mk("abs.img", 0, P("base.img"), 0) == -EPERM);
 	T_CHECK(strstr(img_last_error(), "absolute") != NULL);
 	T_CHECK(mk("abs.img", 0, P("base.img"), IMG_CREATE_ALLOW_BACKING_PATH) == 0);
@@ -247,6 +321,14 @@ int main(void)
 	T_CHECK(img_last_chain_error() == 0);
 	T_CHECK(img_open(P("abs.img"), 0, &img) == -EPERM && img_last_chain_error() == -EPERM);
 	T_CHECK(img_open(P("no-such.img"), 0, &img) == -ENOENT && img_last_chain_error() == 0);
+	cleanup();
+}
+
+static void refused_loop(void)
+{
+	struct img *img;
+
+	setup();
 	/* A loop: a -> b -> a. */
 	T_CHECK(mk("la.img", VS, NULL, 0) == 0 && mk("lb.img", VS, NULL, 0) == 0);
 	set_ref("la.img", "lb.img");
@@ -256,6 +338,15 @@ int main(void)
 	T_CHECK(img_last_chain_error() == -ELOOP);
 	set_ref("la.img", "la.img");
 	T_CHECK(img_open(P("la.img"), 0, &img) == -ELOOP);
+	cleanup();
+}
+
+static void refused_depth(void)
+{
+	struct img_info in;
+	struct img *img;
+
+	setup();
 	/* Depth 1000: refused past 64. */
 	for (int i = 0; i < 1000; i++) {
 		char n[32], r[32];
@@ -273,32 +364,30 @@ int main(void)
 	T_CHECK(in.backing_depth == 64);
 	T_CHECK(img_close(img) == 0);
 	T_CHECK(img_open(P("d65.img"), 0, &img) == -ELOOP);
+	cleanup();
+}
+
+static void refused_replaced_base(void)
+{
+	struct img *img;
+
+	setup();
 	/* A replaced base (another image under the same name). */
 	T_CHECK(mk("b2.img", VS, NULL, 0) == 0 && mk("t2.img", 0, "b2.img", 0) == 0);
 	T_CHECK(mk("b2.img", VS, NULL, 0) == 0);
 	T_CHECK(img_open(P("t2.img"), 0, &img) == -EUCLEAN);
 	T_CHECK(strstr(img_last_error(), "uuid") != NULL);
 	T_CHECK(img_last_chain_error() == -EUCLEAN);
-	/* img_create_io and img_open_io do not follow references. */
-	{
-		struct img_io *io;
-		struct img_create_opts o = { .virtual_size = VS };
-		o.backing_file = "base.img";
-		img_io_mem_new(NULL, 0, &io);
-		T_CHECK(img_create_io(io, &o) == -EINVAL);
-		io->ops->close(io);
-		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
-		T_CHECK(img_open_io(io, 0, &img) == -EOPNOTSUPP);
-		T_CHECK(img_io_posix_open(P("top.img"), IMG_IO_RDONLY, &io) == 0);
-		T_CHECK(img_open_io(io, IMG_OPEN_NO_BACKING, &img) == 0 && img_close(img) == 0);
-	}
+	cleanup();
+}
 
-	{
-		char cmd[600];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-		if (!getenv("KEEP") && system(cmd)) {}
-	}
-	printf("SUMMARY: chain reads, copy-on-write, zero shadows, rebase, refusals: %s\n",
-	       t_failures() ? "FAIL" : "ok");
-	return t_failures() ? 1 : 0;
+static const struct t_case cases[] = {
+	T_CASE(other_cluster_size), T_CASE(delta_story), T_CASE(safe_rebase),
+	T_CASE(open_without_following), T_CASE(refused_references), T_CASE(refused_loop),
+	T_CASE(refused_depth), T_CASE(refused_replaced_base),
+};
+
+int main(int argc, char **argv)
+{
+	return T_MAIN(argc, argv, cases);
 }
