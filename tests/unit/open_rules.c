@@ -6,7 +6,11 @@
  * backing-path policy (img_set_backing_policy) lets absolute, ".." and
  * linked references into allowed directories, and IMG_BACKING_POLICY_ANY
  * anything.  Issue 15 #1, #7, #12 and issue 14 #6 (library part).  Every
- * open runs under alarm(): a hang fails the test instead of blocking it. */
+ * open runs under alarm(): a hang fails the test instead of blocking it.
+ * Named sub-tests (tassert.h), each in a directory of its own (new_top);
+ * the last, without_openat2, runs the program again with
+ * LIBIMG_NO_OPENAT2=1 (the path of kernels without openat2: O_NOFOLLOW and
+ * a check of the file opened), where the same rules must hold. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -28,7 +32,7 @@ int imgi_io_posix_open_beneath(const char *root, const char *rel, const char *na
 
 #define CS (64u << 10)
 #define VS (1u << 20)
-static char top[] = "/tmp/libimg-open-rules-XXXXXX";
+static char top[sizeof("/tmp/libimg-open-rules-XXXXXX")];
 
 static char *P(const char *name)
 {
@@ -110,39 +114,39 @@ static void on_alarm(int sig)
 	_exit(1);
 }
 
-int main(int argc, char **argv)
+/* A new directory (top) with ct/ (the containers'), tpl/ (templates) and
+ * other/ in it. */
+static void new_top(void)
 {
-	const char *dirs[2];
-	struct img *img = NULL;
 	char buf[1024];
-	int b = -1;
 
-	signal(SIGALRM, on_alarm);
-	/* Once more on the path of kernels without openat2 (O_NOFOLLOW and
-	 * a check of the file opened): the same rules must hold. */
-	if (argc < 2 && !getenv("LIBIMG_NO_OPENAT2")) {
-		pid_t pid;
-		int st = 0;
-		fflush(NULL);
-		pid = fork();
-		if (pid == 0) {
-			setenv("LIBIMG_NO_OPENAT2", "1", 1);
-			execl("/proc/self/exe", argv[0], "no-openat2", (char *)NULL);
-			_exit(127);
-		}
-		T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
-	}
-	if (!mkdtemp(top)) {
-		perror("mkdtemp");
-		return 1;
-	}
+	strcpy(top, "/tmp/libimg-open-rules-XXXXXX");
+	if (!mkdtemp(top))
+		T_FAIL("mkdtemp: %s", strerror(errno));
 	snprintf(buf, sizeof(buf), "%s/ct", top);
 	T_CHECK(mkdir(buf, 0755) == 0);
 	snprintf(buf, sizeof(buf), "%s/tpl", top);
 	T_CHECK(mkdir(buf, 0755) == 0);
 	snprintf(buf, sizeof(buf), "%s/other", top);
 	T_CHECK(mkdir(buf, 0755) == 0);
+}
 
+static void remove_top(void)
+{
+	char buf[1024];
+
+	snprintf(buf, sizeof(buf), "rm -rf '%s'", top);
+	if (system(buf) != 0)
+		fprintf(stderr, "could not remove %s\n", top);
+}
+
+/* A FIFO, a directory, a device: refused at once, as image or backing. */
+static void non_regular_refused(void)
+{
+	struct img *img = NULL;
+	int b = -1;
+
+	new_top();
 	/* Issue 15 #12: a FIFO as an image or as a backing file is refused at
 	 * once (it used to block in open() forever, the delta locked). */
 	T_CHECK(mkfifo(P("fifo.img"), 0644) == 0);
@@ -180,6 +184,15 @@ int main(int argc, char **argv)
 	T_CHECK(img_probe("/dev/null") == -EINVAL);
 	alarm(0);
 
+	remove_top();
+}
+
+/* A backing name that is a symbolic link out of the delta's directory. */
+static void link_out_refused(void)
+{
+	int b = -1;
+
+	new_top();
 	/* Issue 15 #1: a backing name in the delta's directory that is a
 	 * symbolic link to an image elsewhere. */
 	T_CHECK(mk("other/secret.img", NULL, 0) == 0);
@@ -228,6 +241,27 @@ int main(int argc, char **argv)
 			io->ops->close(io);
 		T_CHECK(unlink(P("ct/swapped.img")) == 0);
 	}
+
+	remove_top();
+}
+
+static void policy_allowed_dirs(void)
+{
+	const char *dirs[2];
+	int b = -1;
+
+	new_top();
+	/* what the cases above leave: other/secret.img (0x5e), ct/sub linked
+	 * to other/, ct/d2.img over sub/secret.img, ct/d.img over a missing
+	 * base.img, a FIFO fifo.img */
+	T_CHECK(mkfifo(P("fifo.img"), 0644) == 0);
+	T_CHECK(mk("other/secret.img", NULL, 0) == 0);
+	fill("other/secret.img", 0x5e);
+	T_CHECK(symlink(P("other"), P("ct/sub")) == 0);
+	T_CHECK(mk("ct/d2.img", "sub/secret.img", IMG_CREATE_ALLOW_BACKING_PATH) == 0);
+	T_CHECK(mk("ct/base.img", NULL, 0) == 0);
+	T_CHECK(mk("ct/d.img", "base.img", 0) == 0);
+	T_CHECK(unlink(P("ct/base.img")) == 0);
 
 	/* Issue 14 #6: the policy's allowed directories (a template
 	 * directory beside the containers' one). */
@@ -280,14 +314,35 @@ int main(int argc, char **argv)
 	/* Default again. */
 	T_CHECK(img_set_backing_policy(NULL, 0, 0) == 0);
 	T_CHECK(open_read("ct/abs.img", 0, &b) == -EPERM);
+	remove_top();
+}
 
-	snprintf(buf, sizeof(buf), "rm -rf '%s'", top);
-	if (system(buf) != 0)
-		fprintf(stderr, "could not remove %s\n", top);
-	if (t_failures())
-		return 1;
-	printf("SUMMARY: %s: regular files only (FIFO, directory, device refused at once), "
-	       "no symbolic link out of the delta's directory, allowed directories: ok\n",
-	       getenv("LIBIMG_NO_OPENAT2") ? "without openat2" : "openat2");
-	return 0;
+/* All of the above again on the path of kernels without openat2. */
+static void without_openat2(void)
+{
+	if (getenv("LIBIMG_NO_OPENAT2"))
+		T_SKIP("this is the pass without openat2");
+	{
+		pid_t pid;
+		int st = 0;
+		fflush(NULL);
+		pid = fork();
+		if (pid == 0) {
+			setenv("LIBIMG_NO_OPENAT2", "1", 1);
+			execl("/proc/self/exe", "open_rules", (char *)NULL);
+			_exit(127);
+		}
+		T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+static const struct t_case cases[] = {
+	T_CASE(non_regular_refused), T_CASE(link_out_refused), T_CASE(policy_allowed_dirs),
+	T_CASE(without_openat2),
+};
+
+int main(int argc, char **argv)
+{
+	signal(SIGALRM, on_alarm);
+	return T_MAIN(argc, argv, cases);
 }
