@@ -19,8 +19,9 @@
  *     read what pread reads, past the end of the file too; the memory
  *     backend has neither; the fault wrapper forwards them and fails the
  *     request it is armed for.
- * Runs in a temporary directory under TMPDIR (default /var/tmp: tmpfs
- * refuses direct I/O and keeps its pages; both are then only told).
+ * Named sub-tests (tassert.h), each in a temporary directory of its own
+ * under TMPDIR (default /var/tmp: tmpfs refuses direct I/O and keeps its
+ * pages; both are then only told).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -487,34 +488,77 @@ static void t_table(void)
 	f->ops->close(f);
 }
 
-/* The temporary directory goes on every exit (T_FAIL included). */
+/* The temporary directory goes at the end of its sub-test and on every
+ * exit (T_FAIL included). */
 static void cleanup(void)
 {
 	char cmd[4200];
+
+	if (!dir[0])
+		return;
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	if (system(cmd))
 		fprintf(stderr, "%s: not removed\n", dir);
+	dir[0] = 0;
 }
 
-int main(void)
+static void new_dir(void)
 {
 	const char *tmp = getenv("TMPDIR");
 
+	cleanup();
 	snprintf(dir, sizeof(dir), "%s/libimg-bulk.XXXXXX", tmp && *tmp ? tmp : "/var/tmp");
-	if (!mkdtemp(dir))
+	if (!mkdtemp(dir)) {
+		dir[0] = 0;
 		T_FAIL("mkdtemp %s", dir);
-	atexit(cleanup);
+	}
+}
+
+static void chain_posix(void)
+{
+	new_dir();
 	make_chain();
-	printf("chain, posix\n");
 	t_chain(0);
-	printf("chain, io_uring\n");
+	cleanup();
+}
+
+static void chain_io_uring(void)
+{
+	new_dir();
+	make_chain();
 	t_chain(IMG_OPEN_IO_URING);
-	printf("hostile\n");
+	cleanup();
+}
+
+static void hostile(void)
+{
+	new_dir();
+	make_chain();   /* base.img, whose compressed payload is damaged */
 	t_hostile();
-	printf("cache advice\n");
+	cleanup();
+}
+
+static void cache_advice(void)
+{
+	new_dir();
 	t_cache_advise();
-	printf("I/O table\n");
+	cleanup();
+}
+
+static void io_table(void)
+{
+	new_dir();
 	t_table();
-	printf("SUMMARY: bulk reads, runs, cache advice and the I/O table's advise and read_direct\n");
-	return 0;
+	cleanup();
+}
+
+static const struct t_case cases[] = {
+	T_CASE(chain_posix), T_CASE(chain_io_uring), T_CASE(hostile), T_CASE(cache_advice),
+	T_CASE(io_table),
+};
+
+int main(int argc, char **argv)
+{
+	atexit(cleanup);
+	return T_MAIN(argc, argv, cases);
 }
