@@ -9,6 +9,9 @@
  * refusals: a filesystem needing recovery, one with errors, one bigger
  * than the disk, a read-only handle, and an image with no filesystem.
  * A 1 KiB-block filesystem checks that the boot block is never touched.
+ * Named sub-tests (tassert.h): the first is one story (probe, delete,
+ * trim, reopen), the others each start from a filesystem of their own
+ * made from the same tree (setup).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -180,6 +183,8 @@ static void refusals(struct img *img)
 
 /* A 1 KiB-block filesystem: block 0 (the boot block) is outside the
  * bitmap; whatever is written there survives a trim. */
+static void setup(void);
+
 static void small_blocks(void)
 {
 	struct img *img;
@@ -188,6 +193,7 @@ static void small_blocks(void)
 	uint8_t boot[1024], got[1024];
 	ext2_filsys fs;
 
+	setup();
 	T_CHECK(fsu_run("rm -f %s && mke2fs -t ext4 -b 1024 -F -q -d %s/small %s 16M >/dev/null", raw, dir, raw) == 0);
 	T_CHECK(fsu_raw_to_img(raw, imgp, CS, 0) == 0);
 	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
@@ -244,30 +250,40 @@ static void small_blocks(void)
 	T_CHECK(img_close(img) == 0);
 }
 
-int main(void)
+/* The tools are there (else the sub-test is skipped), the tree made
+ * (once: it is only read), and imgp a new image holding a new 128 MiB
+ * ext4 of the tree, on a 256 MiB disk: the disk is bigger than the
+ * filesystem, the probe reports the filesystem's size, and the trim never
+ * looks past it. */
+static void setup(void)
+{
+	static int tree_made;
+
+	if (!fsu_have("mke2fs", "e2fsck", "debugfs", "cmp", NULL))
+		T_SKIP("mke2fs, e2fsck or debugfs missing");
+	snprintf(raw, sizeof(raw), "%s/fs.raw", fsu_tmpdir());
+	snprintf(imgp, sizeof(imgp), "%s/fs.img", fsu_tmpdir());
+	snprintf(back, sizeof(back), "%s/back.raw", fsu_tmpdir());
+	if (!tree_made) {
+		make_tree();
+		tree_made = 1;
+	}
+	T_CHECK(fsu_run("mke2fs -t ext4 -b 4096 -F -q -L fs-test -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 "
+		      "-E lazy_itable_init=1,nodiscard -d %s %s 128M >/dev/null", dir, raw) == 0);
+	T_CHECK(fsu_raw_to_img(raw, imgp, CS, 256u << 20) == 0);
+}
+
+static void probe_delete_trim(void)
 {
 	struct img *img;
 	struct img_fs_info fi;
 	struct img_info before, after;
 	struct img_fs_trim_stats ts, ts2;
-	struct img_create_opts o = { .virtual_size = 64u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
 	ext2_filsys fs;
 	const uint64_t fs_size = 128u << 20;
 	uint64_t used0, deleted = 0;
 
-	if (!fsu_have("mke2fs", "e2fsck", "debugfs", "cmp", NULL)) {
-		printf("mke2fs, e2fsck or debugfs missing\n");
-		return 77;
-	}
-	snprintf(raw, sizeof(raw), "%s/fs.raw", fsu_tmpdir());
-	snprintf(imgp, sizeof(imgp), "%s/fs.img", fsu_tmpdir());
-	snprintf(back, sizeof(back), "%s/back.raw", fsu_tmpdir());
-	make_tree();
-	T_CHECK(fsu_run("mke2fs -t ext4 -b 4096 -F -q -L fs-test -U 0f6ee1d6-0e39-4a6e-9c1c-4f6b7d0f0a11 "
-		      "-E lazy_itable_init=1,nodiscard -d %s %s 128M >/dev/null", dir, raw) == 0);
-	/* The disk is bigger than the filesystem: the probe reports the
-	 * filesystem's size, and the trim never looks past it. */
-	T_CHECK(fsu_raw_to_img(raw, imgp, CS, 256u << 20) == 0);
+	setup();
 	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 
 	/* Probe. */
@@ -347,9 +363,27 @@ int main(void)
 	T_CHECK(before.allocated_clusters == after.allocated_clusters);
 	verify(img, fs_size, 1, "reopened");
 
+	T_CHECK(img_close(img) == 0);
+}
+
+/* Needing recovery, with errors, not clean: refused, nothing changed. */
+static void refused_states(void)
+{
+	struct img *img;
+
+	setup();
+	T_CHECK(img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 	refusals(img);
 	T_CHECK(img_close(img) == 0);
+}
 
+static void read_only_and_too_big(void)
+{
+	struct img *img;
+	struct img_fs_info fi;
+	struct img_info before, after;
+
+	setup();
 	/* Read-only handle; filesystem bigger than the disk. */
 	T_CHECK(img_open(imgp, 0, &img) == 0);
 	T_CHECK(img_fs_trim_free(img, 0, NULL) == -EROFS);
@@ -364,6 +398,15 @@ int main(void)
 	T_CHECK(before.allocated_clusters == after.allocated_clusters);
 	T_CHECK(img_close(img) == 0);
 
+}
+
+static void no_filesystem(void)
+{
+	struct img *img;
+	struct img_fs_info fi;
+	struct img_create_opts o = { .virtual_size = 64u << 20, .cluster_size = CS, .flags = IMG_CREATE_OVERWRITE };
+
+	setup();
 	/* No filesystem at all. */
 	T_CHECK(img_create(imgp, &o) == 0 && img_open(imgp, IMG_OPEN_RDWR, &img) == 0);
 	T_CHECK(img_fs_probe(img, &fi) == -ENOMEDIUM);
@@ -372,9 +415,15 @@ int main(void)
 	T_CHECK(!strcmp(img_strerror(-ENOMEDIUM), "no filesystem recognised in the image"));
 	T_CHECK(img_close(img) == 0);
 
-	small_blocks();
-	fsu_cleanup();
-	if (t_failures())
-		fprintf(stderr, "%lu checks failed\n", t_failures());
-	return t_failures() ? 1 : 0;
+}
+
+static const struct t_case cases[] = {
+	T_CASE(probe_delete_trim), T_CASE(refused_states), T_CASE(read_only_and_too_big),
+	T_CASE(no_filesystem), T_CASE(small_blocks),
+};
+
+int main(int argc, char **argv)
+{
+	atexit(fsu_cleanup);
+	return T_MAIN(argc, argv, cases);
 }
