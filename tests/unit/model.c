@@ -7,6 +7,10 @@
  *   model [SEED [OPS]]    one run with that seed (replay a failure)
  *   model                 the fixed seeds of `make check`
  * Env MODEL_SEEDS=N adds N random seeds (each printed before it runs).
+ * Not made of named sub-tests (tassert.h): each seed is one random story
+ * whose steps depend on all before them, and the unit that can be run
+ * alone is the seed (model SEED OPS), which its FAIL line names with the
+ * operation, going on with the next seed.
  */
 #include <errno.h>
 #include <inttypes.h>

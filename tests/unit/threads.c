@@ -2,7 +2,11 @@
 /* Many threads on one handle: each owns interleaved half-cluster chunks (so
  * neighbours race to allocate the same new cluster), writes, zeroes and
  * reads back its own bytes, flushes; meanwhile another thread compacts and
- * checks.  Every read must match the thread's own model. */
+ * checks.  Every read must match the thread's own model.  One run, not
+ * named sub-tests: the threads race in one process on one handle, which is
+ * the point; it is built alone with -fsanitize=thread (make tsan-build),
+ * and the workers report through one atomic flag, not tassert.h, whose
+ * failure count is not meant for several threads. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
