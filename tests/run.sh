@@ -70,7 +70,9 @@ for s in "${suites[@]}"; do
       done
       # the library's layer order, on the objects (CONTRIBUTING.md, Layers)
       [ "$s" = unit ] && run_prog "unit/layers" scripts/check-layers.py "$BUILD"
-      [ "$s" = unit ] && run_prog "unit/internal_names" scripts/check-internal.sh "$BUILD" ;;
+      [ "$s" = unit ] && run_prog "unit/internal_names" scripts/check-internal.sh "$BUILD"
+      # no code compares a table of operations (scripts/check-type-tests.sh)
+      [ "$s" = unit ] && run_prog "unit/no_type_tests" scripts/check-type-tests.sh ;;
     fuzz)
       for t in "$BUILD"/fuzz/*_fuzzer; do
         [ -x "$t" ] || continue
