@@ -1114,6 +1114,69 @@ def chain_len_zero():
     return "BACKING with backing_len 0", [top], None
 
 
+def _tail(im):
+    bu, path = im.backing
+    return bu + struct.pack("<II", len(path), 0) + path
+
+
+@vector("chain", "3.1", "corrupt")
+def chain_backing_reserved():
+    base = Image("chain-backing-reserved-base", 2 * 64 * K)
+    top = Image("chain-backing-reserved", 2 * 64 * K)
+    top.back(base)
+    t = bytearray(_tail(top))
+    t[20] = 1                                  # header bytes 148..151
+    top.slot_a = top.slot_b = {"tail": bytes(t)}
+    return "a delta whose reserved bytes 148..151 are not zero", [top, base], None
+
+
+@vector("chain", "3.1", "corrupt")
+def chain_path_past_header_size():
+    base = Image("chain-path-past-header-size-base", 2 * 64 * K)
+    top = Image("chain-path-past-header-size", 2 * 64 * K)
+    top.back(base)
+    top.slot_a = top.slot_b = {"header_size": 160}
+    return "a backing path that runs past header_size (152 + backing_len > 160)", [top, base], None
+
+
+@vector("chain", "3.1", "corrupt")
+def chain_owner_padding():
+    base = Image("chain-owner-padding-base", 2 * 64 * K)
+    top = Image("chain-owner-padding", 2 * 64 * K)
+    top.back(base)                             # path of 28 bytes: 4 bytes of padding
+    top.h["incompat"] |= INC_OWNER
+    top.owner = uuid_of("chain-owner-padding owner")
+    t = bytearray(_tail(top))
+    t += b"\x01\0\0\0" + top.owner             # a non-zero padding byte
+    top.slot_a = top.slot_b = {"tail": bytes(t)}
+    return "OWNER after a backing path, with a non-zero byte in the padding between them", [top, base], None
+
+
+def depth_chain():
+    """d00 (a base with data) under d01..d65, each a delta over the one below."""
+    ims = [Image("edge-depth-d00", 2 * 64 * K)]
+    data = ims[0].alloc(0)
+    for k in range(1, 66):
+        im = Image("edge-depth-d%02d" % k, 2 * 64 * K)
+        im.back(ims[-1])
+        ims.append(im)
+    return ims, data
+
+
+@vector("edge", "3.1", "opens", "clean")
+def edge_depth_64():
+    ims, data = depth_chain()
+    d = Disk(2 * 64 * K)
+    d.put(0, data)
+    return "a delta with 64 backing images below it (the depth cap): opens", list(reversed(ims[:65])), d
+
+
+@vector("edge", "3.1", "chain-error")
+def edge_depth_65():
+    ims, data = depth_chain()
+    return "a delta with 65 backing images below it: one past the depth cap, refused", list(reversed(ims)), None
+
+
 # corruption of the BAT (sections 4, 4.1)
 
 def bat_bad(name, desc, verdict="corrupt", check=None, section="4.1", fix=None, vsize=4 * 64 * K):
@@ -1235,6 +1298,13 @@ def edge_bat_capacity():
     d = Disk(vs)
     d.put(vs - im.cs, im.alloc(16 * EPB - 1))
     return "virtual_size exactly the BAT's capacity (bat_clusters*cluster_size/4096*508 entries), data in the last entry", [im], d
+
+
+@vector("edge", "2", "corrupt")
+def edge_bat_capacity_plus():
+    im, d = simple("edge-bat-capacity-plus")
+    im.h["virtual_size"] = 16 * EPB * 64 * K + 512
+    return "virtual_size one sector more than the BAT's capacity: needs 8129 entries where the BAT holds 8128", [im], None
 
 
 @vector("edge", "2", "corrupt")

@@ -10,14 +10,19 @@ load helpers
 
 V=$ROOT/format-spec/vectors
 
+# The tools open the vectors read-only, but a copy is checked anyway (one
+# for the file, compared with the originals after each test): a dirty
+# vector must never be replayed into the checked-in file.
+setup_file() {
+  mkdir -p "$BATS_FILE_TMPDIR/v"
+  cp -P "$ROOT/format-spec/vectors"/*.img "$BATS_FILE_TMPDIR/v/"
+}
+
 setup() {
   common_setup
   [ -n "$PY" ] || skip "python3 missing"
   command -v jq >/dev/null || skip "jq missing"
-  # The tools open the vectors read-only, but a copy is checked anyway:
-  # a dirty vector must never be replayed into the checked-in file.
-  mkdir -p "$T/v"
-  cp -P "$V"/*.img "$T/v/"
+  C=$BATS_FILE_TMPDIR/v
 }
 teardown() { common_teardown; }
 
@@ -43,7 +48,7 @@ verify_category() {
   while IFS=$'\t' read -r name file verdict check size sum; do
     n=$((n + 1))
     rm -f "$T/out.raw"
-    "$BIN/imgconvert" -q -F libimg -O raw "$T/v/$file" "$T/out.raw" 2>"$T/err" && st=0 || st=$?
+    "$BIN/imgconvert" -q -F libimg -O raw "$C/$file" "$T/out.raw" 2>"$T/err" && st=0 || st=$?
     want=$(convert_status "$verdict")
     if [ "$st" -ne "$want" ]; then
       bad+=("$name: imgconvert -O raw exited $st, want $want ($verdict): $(head -c 300 "$T/err")")
@@ -55,7 +60,7 @@ verify_category() {
       got=$(sha256sum "$T/out.raw" | cut -d' ' -f1)
       [ "$got" = "$sum" ] || bad+=("$name: sha256 of the raw disk $got, want $sum")
     fi
-    "$BIN/imgcheck" "$T/v/$file" >"$T/out" 2>&1 && st=0 || st=$?
+    "$BIN/imgcheck" "$C/$file" >"$T/out" 2>&1 && st=0 || st=$?
     want=$(check_status "$verdict" "$check")
     [ "$st" -eq "$want" ] ||
       bad+=("$name: imgcheck exited $st, want $want ($verdict/$check): $(head -c 300 "$T/out" | tr '\n' ' ')")
@@ -64,7 +69,7 @@ verify_category() {
            "$V/vectors.json")
   [ "$n" -gt 0 ] || { echo "no vectors in category $cat"; return 1; }
   # read-only: nothing the tools did changed a vector
-  (cd "$V" && for f in *.img; do cmp -s "$f" "$T/v/$f" || echo "$f changed"; done) >"$T/changed"
+  (cd "$V" && for f in *.img; do cmp -s "$f" "$C/$f" || echo "$f changed"; done) >"$T/changed"
   [ ! -s "$T/changed" ] || bad+=("vectors changed by the tools: $(tr '\n' ' ' <"$T/changed")")
   if [ ${#bad[@]} -gt 0 ]; then
     printf '%s\n' "${bad[@]}"
@@ -106,9 +111,9 @@ verify_category() {
 @test "issue 22: a vector marked read-only is not opened for writing" {
   local name file
   for file in $(jq -r '.vectors[] | select(.read_only == true) | .file' "$V/vectors.json"); do
-    cp "$T/v/$file" "$T/before"
-    run_split growimg "$T/v/$file" 1M
+    cp "$C/$file" "$T/before"
+    run_split growimg "$C/$file" 1M
     [ "$status" -ne 0 ] || { echo "$file: growimg succeeded"; false; }
-    cmp "$T/v/$file" "$T/before"
+    cmp "$C/$file" "$T/before"
   done
 }
