@@ -640,6 +640,12 @@ bad_field("hdr-log-offset", "log_offset not equal to cluster_size", log_offset=4
 bad_field("hdr-log-size", "log_size not a multiple of cluster_size", log_size=64 * K + 4096)
 bad_field("hdr-bat-offset", "bat_offset not log_offset + log_size", bat_offset=3 * 64 * K)
 bad_field("hdr-bat-clusters-zero", "bat_clusters 0", bat_clusters=0)
+bad_field("hdr-bat-region-big", "a BAT region over 2 GiB (32769 clusters)", bat_clusters=32769)
+bad_field("hdr-log-size-big", "log_size over 64 MiB (1025 clusters; bat_offset follows it)",
+          log_size=1025 * 64 * K, bat_offset=1026 * 64 * K)
+bad_field("hdr-vsize-over-2-57", "virtual_size over 2^57", virtual_size=2**57 + 512)
+bad_field("hdr-header-size-small", "header_size 120, below 128 (not well-formed)", header_size=120)
+bad_field("hdr-header-size-big", "header_size 4104, past the slot (not well-formed)", header_size=4104)
 bad_field("hdr-slot-not-zero", "a non-zero byte in the slot past header_size",
           junk=(1000, b"\x01"))
 bad_field("hdr-reserved-tail", "a non-zero byte at 128..header_size without a feature defining it",
