@@ -816,8 +816,8 @@ def log_wrong_seq_tail():
 
 
 @vector("edge", "5", "corrupt")
-def log_payload_index():
-    im, d = torn_after_two("log-payload-index")
+def edge_log_payload_index():
+    im, d = torn_after_two("edge-log-payload-index")
     im.log[-1] = im.bat_block(0, 12, {})       # payload for target 1 claims index 0
     return "after two transactions, one intact (crc right, seq right) whose payload's index is not its target: corrupt, not the end of replay", [im], None
 
@@ -830,8 +830,8 @@ def log_payload_seq():
 
 
 @vector("edge", "5", "corrupt")
-def log_target_range():
-    im, d = log_image("log-target-range")
+def edge_log_target_range():
+    im, d = log_image("edge-log-target-range")
     h1, x1 = extra_cluster(im)
     e = dict(im.entries)
     e[1] = S_ALLOC << 60 | h1
