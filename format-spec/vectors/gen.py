@@ -373,9 +373,13 @@ VECTORS = []
 
 
 def vector(category, section, verdict, check=None, read_only=False):
-    """Registers a function that returns (description, [Image...], top,
-    virtual disk bytes or None); the first image is the one to open unless
-    top names another."""
+    """Registers a vector: a function that returns (description, [Image...],
+    Disk or None).  The first image is the one to open, the others are the
+    files it needs (its backing chain); the Disk is what a reader must show
+    (verdict "opens") and None otherwise.  check: with "opens", what a full
+    check finds ("clean", "leaks", "damaged"); with "corrupt", when the
+    damage is detected ("open", the default, or "read").  The vector's name
+    is the function's, with "-" for "_"."""
     def reg(fn):
         VECTORS.append(dict(fn=fn, name=fn.__name__.replace("_", "-"), category=category,
                             section=section, verdict=verdict, check=check,
@@ -1091,10 +1095,12 @@ def chain_absolute():
 
 @vector("chain", "3.1", "chain-error")
 def chain_dotdot():
-    top = Image("chain-dotdot", 2 * 64 * K)
+    top = Image("sub/chain-dotdot", 2 * 64 * K)
     base = Image("chain-dotdot-base", 2 * 64 * K)
-    top.back(base, path="../vectors/chain-dotdot-base.img")
-    return "a backing path with a '..' component (refused unless the user allows it)", [top, base], None
+    top.back(base, path="../chain-dotdot-base.img")
+    top.alloc(0)
+    return ("a delta in sub/ whose backing path '../chain-dotdot-base.img' has a '..' component "
+            "(the file exists: refused unless the user allows the directory)"), [top, base], None
 
 
 @vector("chain", "3.1", "chain-error")
@@ -1447,6 +1453,18 @@ def edge_chain_symlink():
     return "the backing path names a symbolic link in the delta's directory to the base beside it: followed", [top, base], d
 
 
+@vector("edge", "3.1", "chain-error")
+def edge_chain_symlink_out():
+    vs = 2 * 64 * K
+    base = Image("edge-chain-symlink-out-base", vs)
+    top = Image("sub/edge-chain-symlink-out", vs)
+    top.back(base, path="edge-chain-symlink-out-link.img")
+    top.links = {"sub/edge-chain-symlink-out-link.img": "../edge-chain-symlink-out-base.img"}
+    base.alloc(0)
+    return ("a delta in sub/ whose backing path names a symbolic link beside it that leads out of "
+            "its directory (to ../edge-chain-symlink-out-base.img, which exists): refused"), [top, base], None
+
+
 # ---- output ---------------------------------------------------------------
 
 def main():
@@ -1486,6 +1504,7 @@ def main():
     assert len(set(names)) == len(names)
     for fn, blob in sorted(files.items()):
         path = os.path.join(out, fn)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         if isinstance(blob, str):              # a symbolic link
             if os.path.lexists(path):
                 os.unlink(path)
