@@ -906,6 +906,15 @@ def comp_partial_last():
     return "a compressed partial last cluster (decompresses to zeros past virtual_size)", [im], d
 
 
+@vector("compressed", "4.1, 4.2", "opens", "damaged")
+def comp_tail_past_vsize():
+    vs = 64 * K + 1024
+    im = Image("comp-tail-past-vsize", vs)
+    d = Disk(vs)
+    d.put(64 * K, im.comp(1))                  # not zero past virtual_size
+    return "a compressed last cluster that decompresses to non-zero bytes past virtual_size: never shown (a check reports them)", [im], d
+
+
 @vector("compressed", "4.2", "opens", "clean")
 def comp_payload_offsets():
     im = Image("comp-payload-offsets", 4 * 64 * K)
@@ -1259,6 +1268,14 @@ def leak_dirty():
     d.put(0, im.alloc(0))
     extra_cluster(im)                          # written, never mapped
     return "DIRTY, a host cluster holding data that no entry maps (a leak a crash left)", [im], d
+
+
+@vector("bat", "1, 6", "opens", "leaks")
+def leak_clean():
+    im, d = simple("leak-clean")
+    extra_cluster(im)                          # unmapped, between mapped clusters
+    im.alloc(3, bytes(im.cs))                  # an all-zero mapped cluster after it
+    return "DIRTY clear, yet a host cluster no entry maps holds data (rule 4 broken by a writer): readable, a check reports a leak", [im], d
 
 
 # the edges issue 22 decided (FORMAT.md sentences added for them)
