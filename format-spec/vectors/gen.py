@@ -182,9 +182,11 @@ def lz4_decompress(src, size):
 # ---- an image, written from FORMAT.md ------------------------------------
 
 class Image:
-    """One host file.  Fields are the header's (section 3); entries maps a
-    virtual cluster to its 64-bit BAT entry; data holds the host file's
-    bytes past the metadata.  build() lays it all out."""
+    """One host file.  h holds the header's fields (section 3); entries maps
+    a virtual cluster to its 64-bit BAT entry (written in place, section 4);
+    host maps a host byte offset to what is stored there (clusters,
+    payloads); log holds the log's blocks (section 5); extra, bytes written
+    over everything last (damage).  build() lays it all out."""
 
     def __init__(self, name, vsize, cluster_bits=16, log_clusters=1, bat_clusters=1):
         self.name = name
