@@ -821,11 +821,12 @@ def log_wrong_seq_tail():
     return "after two transactions, one whose seq skips a number (14 where 12 is expected): replay stops there", [im], d
 
 
-@vector("edge", "5", "corrupt")
+@vector("edge", "5", "opens", "leaks")
 def edge_log_payload_index():
     im, d = torn_after_two("edge-log-payload-index")
     im.log[-1] = im.bat_block(0, 12, {})       # payload for target 1 claims index 0
-    return "after two transactions, one intact (crc right, seq right) whose payload's index is not its target: corrupt, not the end of replay", [im], None
+    return ("after two transactions, a third whose descriptor is intact but whose second payload (crc and seq right) "
+            "has the wrong index: the end of replay (an older attempt's payload), not corruption"), [im], d
 
 
 @vector("log", "5", "opens", "leaks")
@@ -1412,8 +1413,8 @@ def _payload_reserved(im):
     im.log[-1] = with_crc(bytes(b), 4)
 
 
-log_edge("edge-log-payload-reserved", "after two transactions, an intact payload (crc and seq right) with a non-zero reserved field: corrupt",
-         _payload_reserved)
+log_edge("edge-log-payload-reserved", "after two transactions, a third whose second payload (crc and seq right) has a non-zero reserved field: the end of replay, not corruption",
+         _payload_reserved, verdict="opens")
 log_edge("edge-log-payload-zero", "after two transactions, a descriptor whose last payload is 4096 zero bytes (never written): the end of replay",
          lambda im: im.log.__setitem__(-1, bytes(B)), verdict="opens")
 log_edge("edge-log-bad-desc-crc", "after two transactions, a descriptor that fails its crc (torn): the end of replay",
