@@ -347,6 +347,7 @@ class Image:
         b = self.slot_b if self.slot_b is not None else {}
         f[0:B] = a if isinstance(a, bytes) else self.header(a)
         f[B:2 * B] = b if isinstance(b, bytes) else self.header(b)
+        assert len(self.log) * B <= self.h["log_size"], self.name
         for k, blk in enumerate(self.log):
             o = self.h["log_offset"] + k * B
             f[o:o + B] = blk
@@ -846,6 +847,44 @@ def edge_log_target_range():
     d.put(im.cs, x1)
     im.log_tx(11, [(16, {})])                 # the BAT has 16 blocks: 0..15
     return "after one transaction, an intact one whose target (16) is past the BAT's blocks: corrupt, not the end of replay", [im], None
+
+
+@vector("log", "5", "opens", "clean")
+def log_fills_log():
+    im, d = log_image("log-fills-log")
+    e = dict(im.entries)
+    for k in range(8):                         # 8 x 2 blocks: the whole 16-block log
+        if k == 7:
+            h, x = extra_cluster(im)
+            e[1] = S_ALLOC << 60 | h
+            d.put(im.cs, x)
+        else:
+            e[1] = S_ZERO << 60 if k % 2 else 0
+        im.log_tx(10 + k, [(0, dict(e))])
+    assert len(im.log) * B == im.h["log_size"]
+    return "eight transactions that fill the log to its last block; the last one maps cluster 1", [im], d
+
+
+@vector("edge", "5", "opens", "clean")
+def edge_log_long():
+    im = Image("edge-log-long", 4 * 64 * K, log_clusters=40)
+    d = Disk(4 * 64 * K)
+    im.h["flags"] |= FLAG_DIRTY
+    im.h["log_seq"] = 10
+    im.bat_seq = 9
+    d.put(0, im.alloc(0))
+    e = dict(im.entries)
+    for k in range(300):                       # 600 blocks: past a writer's 256-block budget
+        if k == 299:
+            h, x = extra_cluster(im)
+            e[1] = S_ALLOC << 60 | h
+            d.put(im.cs, x)
+        else:
+            e[1] = S_ZERO << 60 if k % 2 else 0
+        im.log_tx(10 + k, [(0, dict(e))])
+    assert len(im.log) * B <= im.h["log_size"]
+    return ("a log of 40 clusters (2.5 MiB) holding 300 transactions (600 blocks, past libimg's own "
+            "writing budget of 256): a reader replays the whole region; the last one maps cluster 1"), [im], d
 
 
 @vector("log", "5", "opens", "leaks")
