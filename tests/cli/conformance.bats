@@ -83,7 +83,7 @@ verify_category() {
 @test "issue 22: gen.py reproduces the checked-in vectors byte for byte" {
   "$PY" "$V/gen.py" "$T/gen"
   (cd "$T/gen" && find . ! -type d | sort) >"$T/new"
-  (cd "$V" && find . ! -type d ! -name gen.py ! -name README.md | sort) >"$T/old"
+  (cd "$V" && find . ! -type d ! -name gen.py ! -name run.py ! -name README.md | sort) >"$T/old"
   diff "$T/old" "$T/new"
   for f in $(cat "$T/new"); do
     cmp "$V/$f" "$T/gen/$f"
@@ -121,4 +121,26 @@ verify_category() {
     [ "$status" -ne 0 ] || { echo "$file: growimg succeeded"; false; }
     cmp "$C/$file" "$T/before"
   done
+}
+
+@test "issue 22: run.py, the runner for other implementations, agrees with libimg's reader and catches a wrong one" {
+  cat >"$T/reader" <<EOF
+#!/bin/sh
+"$BIN/imgconvert" -q -F libimg -O raw "\$1" "\$2" 2>"$T/rerr"
+case \$? in
+  0) exit 0 ;; 3) exit 10 ;; 4) exit 12 ;;
+  1) grep -q "needs a newer libimg" "$T/rerr" && exit 11; exit 1 ;;
+  *) exit 1 ;;
+esac
+EOF
+  chmod +x "$T/reader"
+  run "$PY" "$V/run.py" --category clean --category header --category features --category chain "$T/reader"
+  [ "$status" -eq 0 ] || { echo "$output"; false; }
+  [[ "$output" == *" vectors agree" ]]
+  # a reader that shows every image as an empty disk fails the suite
+  printf '#!/bin/sh\n: > "$2"\n' >"$T/empty-reader"
+  chmod +x "$T/empty-reader"
+  run "$PY" "$V/run.py" --category clean "$T/empty-reader"
+  [ "$status" -eq 1 ]
+  [[ "$output" == *"FAIL data: disk of 0 bytes"* ]] || { echo "$output"; false; }
 }
