@@ -1053,6 +1053,14 @@ comp_bad("comp-short", "lz4 data that decompresses to less than cluster_size (fo
 
 # chains (section 3.1)
 
+def pair(name, vs=2 * 64 * K):
+    """A delta `name` over `name`-base (by its file name), both of vs bytes."""
+    base = Image(name + "-base", vs)
+    top = Image(name, vs)
+    top.back(base)
+    return top, base
+
+
 @vector("chain", "3.1", "opens", "clean")
 def chain_top():
     vs = 6 * 64 * K
@@ -1111,8 +1119,7 @@ def chain_compressed_top():
 
 @vector("chain", "3.1", "opens", "clean")
 def chain_uuid_zero():
-    base = Image("chain-uuid-zero-base", 2 * 64 * K)
-    top = Image("chain-uuid-zero", 2 * 64 * K)
+    top, base = pair("chain-uuid-zero")
     top.back(base, buuid=bytes(16))
     d = Disk(2 * 64 * K)
     d.put(0, base.alloc(0))
@@ -1121,8 +1128,7 @@ def chain_uuid_zero():
 
 @vector("chain", "3.1", "chain-error")
 def chain_missing():
-    base = Image("chain-missing-base", 2 * 64 * K)
-    top = Image("chain-missing", 2 * 64 * K)
+    top, base = pair("chain-missing")
     top.back(base, path="no-such-file.img")
     top.alloc(0)
     return "the backing file does not exist", [top], None
@@ -1130,16 +1136,14 @@ def chain_missing():
 
 @vector("chain", "3.1", "chain-error")
 def chain_uuid_mismatch():
-    base = Image("chain-uuid-mismatch-base", 2 * 64 * K)
-    top = Image("chain-uuid-mismatch", 2 * 64 * K)
+    top, base = pair("chain-uuid-mismatch")
     top.back(base, buuid=uuid_of("someone else"))
     return "the backing file's uuid is not backing_uuid", [top, base], None
 
 
 @vector("chain", "3.1", "chain-error")
 def chain_absolute():
-    top = Image("chain-absolute", 2 * 64 * K)
-    base = Image("chain-absolute-base", 2 * 64 * K)
+    top, base = pair("chain-absolute")
     top.back(base, path="/nonexistent/libimg-vectors/chain-absolute-base.img")
     return "an absolute backing path (refused unless the user allows it)", [top], None
 
@@ -1163,16 +1167,14 @@ def chain_loop():
 
 @vector("chain", "3.1", "corrupt")
 def chain_nul_path():
-    top = Image("chain-nul-path", 2 * 64 * K)
-    base = Image("chain-nul-path-base", 2 * 64 * K)
+    top, base = pair("chain-nul-path")
     top.back(base, path="chain-nul-path-base.img\0x")
     return "a backing path containing a NUL byte", [top], None
 
 
 @vector("chain", "3.1", "corrupt")
 def chain_len_zero():
-    top = Image("chain-len-zero", 2 * 64 * K)
-    base = Image("chain-len-zero-base", 2 * 64 * K)
+    top, base = pair("chain-len-zero")
     top.back(base, path="")
     return "BACKING with backing_len 0", [top], None
 
@@ -1184,9 +1186,7 @@ def _tail(im):
 
 @vector("chain", "3.1", "corrupt")
 def chain_backing_reserved():
-    base = Image("chain-backing-reserved-base", 2 * 64 * K)
-    top = Image("chain-backing-reserved", 2 * 64 * K)
-    top.back(base)
+    top, base = pair("chain-backing-reserved")
     t = bytearray(_tail(top))
     t[20] = 1                                  # header bytes 148..151
     top.slot_a = top.slot_b = {"tail": bytes(t)}
@@ -1195,17 +1195,14 @@ def chain_backing_reserved():
 
 @vector("chain", "3.1", "corrupt")
 def chain_path_past_header_size():
-    base = Image("chain-path-past-header-size-base", 2 * 64 * K)
-    top = Image("chain-path-past-header-size", 2 * 64 * K)
-    top.back(base)
+    top, base = pair("chain-path-past-header-size")
     top.slot_a = top.slot_b = {"header_size": 160}
     return "a backing path that runs past header_size (152 + backing_len > 160)", [top, base], None
 
 
 @vector("chain", "3.1", "corrupt")
 def chain_owner_padding():
-    base = Image("chain-owner-padding-base", 2 * 64 * K)
-    top = Image("chain-owner-padding", 2 * 64 * K)
+    top, base = pair("chain-owner-padding")
     top.back(base)                             # path of 28 bytes: 4 bytes of padding
     top.h["incompat"] |= INC_OWNER
     top.owner = uuid_of("chain-owner-padding owner")
