@@ -627,7 +627,7 @@ def hdr_seq_high():
 def bad_field(name, desc, **over):
     @vector("header", "2, 3", "corrupt")
     def f():
-        im, d = simple(name)
+        im, d = simple(name, nclusters=0)   # refused at the header: no data needed
         im.slot_a = im.slot_b = dict(over)
         return desc + " (both copies)", [im], None
     f.__name__ = name
