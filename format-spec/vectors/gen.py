@@ -1437,6 +1437,8 @@ log_edge("edge-log-desc-tail", "after two transactions, an intact descriptor wit
          _desc(lambda b: b.__setitem__(4000, 1)))
 log_edge("edge-log-count-zero", "after two transactions, an intact descriptor with count 0: corrupt",
          _desc(lambda b: (struct.pack_into("<I", b, 16, 0), b.__setitem__(slice(32, 48), bytes(16)))))
+log_edge("edge-log-count-big", "after two transactions, an intact descriptor with count 509 (above 508): corrupt",
+         _desc(lambda b: struct.pack_into("<I", b, 16, 509)))
 log_edge("edge-log-dup-targets", "after two transactions, an intact descriptor naming BAT block 0 twice: corrupt",
          _desc(lambda b: struct.pack_into("<Q", b, 40, 0)))
 log_edge("edge-log-overflow", "after two transactions, an intact descriptor whose count (16) runs past the end of the log: corrupt",
