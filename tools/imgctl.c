@@ -30,6 +30,7 @@
 #include "common.h"
 #include "online/control.h"
 #include "online/loop.h"
+#include "online/qos.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */
@@ -42,8 +43,13 @@ static const struct option longopts[] = {
 	{ "quiet",   no_argument,       NULL, 'q' },
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
+	{ "strict",  no_argument,       NULL, 'S' },
+	QOS_OPTIONS,
 	{ NULL, 0, NULL, 0 }
 };
+
+/* qos: the settings the options named, comma-separated ("" none) */
+static char qos_settings[CTL_LINE_MAX / 2];
 
 static int answer_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
 static int wait_given;                    /* --wait was given */
@@ -567,6 +573,13 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 		if (n == 2 && strcmp(args[1], CTL_DISCARD_DATA))
 			return usage_error("expected '" CTL_DISCARD_DATA "', not '%s'", args[1]);
 	}
+	if (!strcmp(oc->name, CTL_QOS) && qos_settings[0]) {
+		if (n)
+			return usage_error("qos: give the settings as options or as one "
+					   "KEY=VALUE,... word, not both");
+		args[0] = qos_settings;
+		n = 1;
+	}
 	if (!strcmp(oc->name, CTL_COMPACT) && n == 1 && strcmp(args[0], CTL_NO_ZERO_DETECT))
 		return usage_error("expected '" CTL_NO_ZERO_DETECT "', not '%s'", args[0]);
 	/* the daemon runs in /: a base named relative to here */
@@ -592,6 +605,18 @@ static int run(int argc, char **argv)
 	if (!ops)
 		return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
 	while ((c = tool_getopt(&g, argc, argv, "jw::qhV", longopts)) != -1) {
+		char word[256];
+		int q = qos_option_word(c, optarg, word, sizeof(word));
+		if (q) {
+			size_t used = strlen(qos_settings);
+			if (q < 0 || (size_t)snprintf(qos_settings + used, sizeof(qos_settings) - used,
+						      "%s%s", used ? "," : "", word) >=
+			    sizeof(qos_settings) - used) {
+				free(ops);
+				return q < 0 ? EXIT_USAGE : usage_error("QoS settings too long");
+			}
+			continue;
+		}
 		switch (c) {
 		case 1: ops[nops++] = optarg; break;
 		case 'j': json = 1; break;
@@ -628,6 +653,8 @@ static int run(int argc, char **argv)
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
 		    usage_error("usage: send IMAGE COMMAND [ARGS...]");
+	} else if (qos_settings[0] && strcmp(ops[0], CTL_QOS)) {
+		c = usage_error("the QoS options go with the qos command");
 	} else if ((oc = online_command_find(ops[0]))) {
 		c = cmd_named(oc, ops, nops);
 	} else {

@@ -289,26 +289,43 @@ int qos_format(const struct qos_limits *l, char *buf, size_t len)
 	return 0;
 }
 
-int qos_option(int c, const char *arg, struct qos_limits *l, int *set)
+int qos_option_word(int c, const char *arg, char *buf, size_t len)
 {
-	char word[256], err[256];
-	struct qos_limits t = *l;
+	char err[256];
+	struct qos_limits t;
+	int n;
 
 	if (c < OPT_QOS_BASE || c > OPT_QOS_BASE + 7)
 		return 0;
-	if (c == OPT_QOS_BASE + 7)
-		snprintf(word, sizeof(word), "%s", arg);
-	else
-		snprintf(word, sizeof(word), "%s=%s", keys[c - OPT_QOS_BASE].key, arg);
-	if (strchr(arg, ',') && c != OPT_QOS_BASE + 7) {
+	if (c != OPT_QOS_BASE + 7 && strchr(arg, ',')) {
 		usage_error("invalid --%s '%s'", keys[c - OPT_QOS_BASE].key, arg);
 		return -1;
 	}
-	if (qos_parse(word, &t, err, sizeof(err)) < 0) {
+	n = c == OPT_QOS_BASE + 7 ? snprintf(buf, len, "%s", arg) :
+	    snprintf(buf, len, "%s=%s", keys[c - OPT_QOS_BASE].key, arg);
+	if (n < 0 || (size_t)n >= len) {
+		usage_error("QoS settings too long: '%.64s'", arg);
+		return -1;
+	}
+	qos_limits_default(&t);
+	if (qos_parse(buf, &t, err, sizeof(err)) < 0) {
 		usage_error("%s", err);
 		return -1;
 	}
-	*l = t;
+	return 1;
+}
+
+int qos_option(int c, const char *arg, struct qos_limits *l, int *set)
+{
+	char word[256], err[256];
+	int r = qos_option_word(c, arg, word, sizeof(word));
+
+	if (r <= 0)
+		return r;
+	if (qos_parse(word, l, err, sizeof(err)) < 0) {
+		usage_error("%s", err);
+		return -1;
+	}
 	*set = 1;
 	return 1;
 }

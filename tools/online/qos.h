@@ -134,5 +134,9 @@ int qos_any(const struct qos_limits *l);
 	"      --qos SETTINGS  the same as KEY=VALUE,... (iops-read=N,bps=B,...)\n"
 /* With optarg; *set is made 1 when an option was taken. */
 int qos_option(int c, const char *arg, struct qos_limits *l, int *set);
+/* The option c with its argument arg as a checked settings word
+ * ("bps-write=2M") in buf, for a client that sends only what was named
+ * (imgctl qos).  1, 0 (not a QoS option), -1 (invalid, printed). */
+int qos_option_word(int c, const char *arg, char *buf, size_t len);
 
 #endif
