@@ -65,25 +65,32 @@ static void usage(void)
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
 	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
+	       "       %s [OPTIONS] pool [DIR...]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
 	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
-	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
+	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], qos\n"
+	       "[SETTINGS], stop.  pool: images, virtual size, allocated, host free space and\n"
+	       "overcommit of each DIR (default: the directories of the served images).\n"
 	       "\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
 	       "                        no SECONDS: no limit)\n"
 	       "  -q, --quiet           print nothing on success (JSON is still printed)\n"
+	       "      --strict          pool: exit 8 when the host cannot absorb the growth\n"
+	       QOS_HELP
 	       "  -h, --help            show this help\n"
 	       "  -V, --version         show the version\n"
 	       "\n"
 	       "stop is refused while a loop device or mount uses the image (imgumount),\n"
 	       "shrink while it is attached (shrinkimg); grow, shrink resize no filesystem.\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 5 IMAGE does not exist, 6 not\n"
-	       "served, 7 resized but the loop device did not follow, 75 busy or in use.\n"
+	       "served, 7 resized but the loop device did not follow, 8 pool --strict: no\n"
+	       "room for the growth, 75 busy or in use.\n"
 	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */

@@ -32,7 +32,7 @@ pj() { "$PY" -c "import json,sys; d=json.load(sys.stdin); p=d['pools'][0]; print
   head -c 8192 pool/b.img > pool/broken.img
   dd if=/dev/urandom of=pool/data bs=4k count=8 oflag=append conv=notrunc status=none
   dd if=/dev/urandom of=x bs=1M count=3 status=none
-  "$BIN/imgconvert" -q -O libimg x pool/c.img 2>/dev/null || "$BIN/imgconvert" -q x pool/c.img
+  "$BIN/imgconvert" -q x pool/c.img
   run timeout 20 "$BIN/imgctl" -j pool pool
   [ "$status" -eq 0 ]
   echo "$output"
