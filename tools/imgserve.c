@@ -176,6 +176,19 @@ static void qos_wait(int dir, uint64_t bytes)
 	qos_charge(&qos_q, dir, bytes);
 }
 
+/* A request waiting for a limit holds its FUSE worker: with a limit set at
+ * start, the session may start this many workers beyond --threads (the
+ * kernel's background requests, op_init's max_background), so that
+ * requests waiting for a write limit cannot take every worker and hold
+ * the reads back.  Without one, --threads alone (the extra workers would
+ * change an unlimited export's behaviour). */
+#define QOS_SPARE_THREADS 64u
+
+static unsigned qos_threads(unsigned threads)
+{
+	return qos_any(&qos_start) ? threads + QOS_SPARE_THREADS : threads;
+}
+
 /* hcache's drop callback (S.img held): gives back the host pages of the
  * data the virtual range [off, off + len) maps to in the image file (the
  * library maps the range; img_cache_advise).  Data of a backing image is
@@ -1402,7 +1415,7 @@ static int serve(const struct options *o)
 	ret = serve_start(o, &ss);
 	if (ret == EXIT_OK) {
 		announce(o, &ss);
-		ret = session_loop(o->threads);
+		ret = session_loop(qos_threads(o->threads));
 	}
 	return serve_end(o->file, &ss, ret);
 }

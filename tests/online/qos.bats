@@ -89,3 +89,29 @@ write_ms() {
   [ "$status" -eq 2 ]
   assert_nothing_left
 }
+
+@test "issue 18 QoS: reads go on while more writes than imgserve has workers wait for a write limit" {
+  mkimg -q a.img 64M
+  dev=$(imgattach --iops-write=20 --burst=0 a.img)
+  dd if=/dev/zero of="$dev" bs=1M count=2 oflag=direct status=none
+  # 32 writers, each with one direct 4 KiB write after another: 32 requests
+  # waiting at once (imgserve runs 16 workers)
+  for i in $(seq 32); do
+    dd if=/dev/zero of="$dev" bs=4k count=50 seek=$((1024 + i * 64)) oflag=direct \
+       status=none 2>/dev/null &
+    BG_PIDS+=($!)
+  done
+  sleep 2
+  run imgctl -j status a.img
+  [ "$(echo "$output" | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"]["qos_waited"] > 0)')" = True ]
+  t0=$(date +%s%N)
+  dd if="$dev" of=/dev/null bs=64k count=32 iflag=direct status=none
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  echo "2 MiB read in $ms ms"
+  [ "$ms" -lt 1500 ]
+  for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  imgctl -q qos a.img --iops-write=0
+  wait
+  imgdetach -q a.img
+  assert_nothing_left
+}
