@@ -632,7 +632,7 @@ struct pool {
  * but unreadable. */
 static int pool_probe(int dfd, const char *name, struct pool_image *pi)
 {
-	char path[64];
+	char path[64], ref[PATH_MAX];
 	struct img_info in;
 	struct img *img;
 	struct stat sb;
@@ -660,7 +660,7 @@ static int pool_probe(int dfd, const char *name, struct pool_image *pi)
 			pi->data = in.allocated_clusters * in.cluster_size;
 			pi->disk_usage = (uint64_t)sb.st_blocks * 512;
 			pi->growth = pi->virtual_size > pi->data ? pi->virtual_size - pi->data : 0;
-			pi->backing = img_backing_ref(img, path, sizeof(path)) > 0;
+			pi->backing = img_backing_ref(img, ref, sizeof(ref)) > 0;
 			img_close(img);
 		}
 		r = r == 0 ? 1 : -1;
