@@ -152,7 +152,7 @@ static void runtime_change(void)
 {
 	struct qos q = { 0 };
 	struct qos_limits l = lim("bps-write=1M,burst=0"), up = lim("bps-write=100M,burst=0");
-	struct qos_limits off = lim(NULL);
+	struct qos_limits off = lim(NULL), slow = lim("bps-write=1,burst=0");
 	uint64_t now = 0, n;
 
 	qos_set(&q, &l, now);
@@ -164,6 +164,10 @@ static void runtime_change(void)
 	T_EQ(qos_admit(&q, QOS_WRITE, 4096, now), 0);
 	n = run_for(&q, QOS_WRITE, 1 << 20, &now, 10 * SEC);
 	T_CHECK(n >= 999 && n <= 1002);
+	/* a huge debt at a low rate: asked again within a minute */
+	qos_set(&q, &slow, now);
+	T_EQ(qos_admit(&q, QOS_WRITE, 1ull << 50, now), 0);
+	T_EQ(qos_admit(&q, QOS_WRITE, 1, now), 60 * SEC + 1);
 	/* no limit at all */
 	qos_set(&q, &off, now);
 	T_EQ(qos_admit(&q, QOS_WRITE, 1ull << 40, now), 0);

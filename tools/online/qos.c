@@ -83,8 +83,11 @@ uint64_t qos_admit(struct qos *q, int dir, uint64_t bytes, uint64_t now)
 				wait = -b->tokens / b->rate;
 		}
 	if (wait > 0) {
-		uint64_t ns = (uint64_t)(wait * NS) + 1;
-		return ns;
+		/* asked again after at most a minute (a huge debt at a low rate
+		 * must not overflow the conversion) */
+		if (wait > 60.0)
+			wait = 60.0;
+		return (uint64_t)(wait * NS) + 1;
 	}
 	for (int k = 0; k < 2; k++)
 		for (int i = 0; i < 2; i++) {
