@@ -17,6 +17,10 @@
  * export (imgumount or imgdetach stop the daemon after them), shrink
  * while a loop device is attached (shrinkimg shrinks the filesystem
  * first), and after grow or shrink the loop device follows the new size.
+ *
+ * pool [DIR...] reads the images of directories (the library, read-only,
+ * without lock nor backing chain; a served image's sizes from its daemon)
+ * and the host's free space: no daemon is needed for it.
  */
 #include <dirent.h>
 #include <errno.h>

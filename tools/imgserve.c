@@ -18,8 +18,8 @@
  * The image stays open read-write (its lock held) for the daemon's life;
  * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
- * grow, shrink, compact, snapshot, merge and stop, one connection at a
- * time; grow and shrink invalidate the export's attributes so that the
+ * grow, shrink, compact, snapshot, merge, qos and stop, one connection at
+ * a time; grow and shrink invalidate the export's attributes so that the
  * kernel fetches the new size.
  *
  * Quiescing: every FUSE request that uses the image handle holds io_lock
@@ -33,6 +33,9 @@
  * whole copy.  SIGTERM, SIGINT, SIGHUP and "stop" end the session loop,
  * then the export is unmounted and the image flushed and closed (dirty
  * flag cleared).
+ *
+ * QoS (online/qos.h): reads, writes, discards and write-zeroes wait for
+ * the export's token buckets before they take io_lock.
  */
 #define FUSE_USE_VERSION 312
 #include <errno.h>
