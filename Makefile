@@ -69,18 +69,18 @@ TOOL_COMMON := $(patsubst %.c,$(BUILD)/obj/%.o,$(TOOL_COMMON_SRCS))
 # a line an object needs only objects after it: online/fs_offline needs
 # online/daemon, which needs online/loop, online/control, online/rundir;
 # online/mount and online/fs_offline need common_fs; online/control needs
-# tools/common.c alone.  tests/cli/build.bats checks the binaries against
+# tools/common.c alone; online/qos needs online/control.  tests/cli/build.bats checks the binaries against
 # this table (make tool-links prints it).
 ONLINE_CLIENT := online/control online/rundir
 ONLINE_DAEMON := online/daemon online/loop $(ONLINE_CLIENT)
 TOOL_USES_compact   := online/mount $(ONLINE_CLIENT) common_fs
 TOOL_USES_growimg   := online/fs_offline online/mount $(ONLINE_DAEMON) common_fs
-TOOL_USES_imgattach := $(ONLINE_DAEMON)
-TOOL_USES_imgctl    := online/loop $(ONLINE_CLIENT)
+TOOL_USES_imgattach := online/qos $(ONLINE_DAEMON)
+TOOL_USES_imgctl    := online/qos online/loop $(ONLINE_CLIENT)
 TOOL_USES_imgdetach := $(ONLINE_DAEMON)
 TOOL_USES_imginfo   := online/rundir common_fs
-TOOL_USES_imgmount  := online/mount $(ONLINE_DAEMON) common_fs
-TOOL_USES_imgserve  := $(ONLINE_CLIENT) common_cache
+TOOL_USES_imgmount  := online/mount online/qos $(ONLINE_DAEMON) common_fs
+TOOL_USES_imgserve  := online/qos $(ONLINE_CLIENT) common_cache
 TOOL_USES_imgsnap   := $(ONLINE_CLIENT)
 TOOL_USES_imgumount := $(ONLINE_DAEMON)
 TOOL_USES_mkimg     := online/fs_offline $(ONLINE_DAEMON) common_fs
@@ -200,6 +200,13 @@ $(BUILD)/tests/unit/online_reply: $(BUILD)/obj/tests/unit/online_reply.o $(TEST_
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(call tool_objs,online_reply) $(STATIC) $(LIBS)
+
+# Unit test of the QoS token buckets (tools/online/qos.c) links them.
+TOOL_USES_qos := online/qos online/control
+$(BUILD)/tests/unit/qos: $(BUILD)/obj/tests/unit/qos.o $(TEST_HELPERS) $(call tool_objs,qos) $(STATIC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LINK    $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(TEST_HELPERS) $(call tool_objs,qos) $(STATIC) $(LIBS)
 
 $(BUILD)/tests/crash/%: $(BUILD)/obj/tests/crash/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)

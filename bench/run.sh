@@ -13,8 +13,8 @@
 #   compact  bench/compact_bench.c     compact vs the data copy (posix, io_uring)
 #   fs       bench/fs_compact.sh       compact of ext4 after deletions vs qemu
 #   mkfs     bench/mkfs.sh             mkimg --fs ext4 vs qemu-img create + mkfs
-#   online   the scripts in BENCH_ONLINE (default: bench/fio-online.sh when it
-#            exists): the hook for the export's benchmarks.  Any script can
+#   online   the scripts in BENCH_ONLINE (default: bench/fio-online.sh and
+#            bench/qos-online.sh, those that exist): the hook for the export's benchmarks.  Any script can
 #            join the table by printing RATIO lines (it gets BENCH_SUMMARY=1).
 # Settings (all explicit, printed at the start):
 #   BENCH_DIR (/var/tmp)  BENCH_PARTS (all of the above)  BENCH_REPS (3)
@@ -35,7 +35,9 @@ export RUNS=${RUNS:-3}
 export FSBENCH_GIB=${FSBENCH_GIB:-2} FSBENCH_LIVE_MIB=${FSBENCH_LIVE_MIB:-256}
 if [ -z "${BENCH_ONLINE+x}" ]; then
   BENCH_ONLINE=
-  [ -f bench/fio-online.sh ] && BENCH_ONLINE=bench/fio-online.sh
+  for s in bench/fio-online.sh bench/qos-online.sh; do
+    [ -f "$s" ] && BENCH_ONLINE="${BENCH_ONLINE:+$BENCH_ONLINE }$s"
+  done
 fi
 LOGS=${BENCH_LOG_DIR:-$BUILD/bench-logs}
 mkdir -p "$LOGS"

@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "online/daemon.h"
+#include "online/qos.h"
 
 static const struct option longopts[] = {
 	{ "json",    no_argument, NULL, 'j' },
@@ -15,6 +16,7 @@ static const struct option longopts[] = {
 	{ "version", no_argument, NULL, 'V' },
 	BACKING_PATH_OPTION,
 	WAIT_OPTION,
+	QOS_OPTIONS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -27,6 +29,7 @@ static void usage(void)
 	       "\n"
 	       "  -r, --read-only  serve read-only (the image is not changed)\n"
 	       "  -j, --json     print the result as a JSON object (also with -q)\n"
+	       QOS_HELP
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet    print nothing on success\n"
@@ -38,11 +41,21 @@ static void usage(void)
 	       progname);
 }
 
-static int attach_option(int c, void *ro)
+struct attach_opts {
+	int ro, qos_set;
+	struct qos_limits qos;
+};
+
+static int attach_option(int c, void *ctx)
 {
+	struct attach_opts *o = ctx;
+	int r = qos_option(c, optarg, &o->qos, &o->qos_set);
+
+	if (r)
+		return r > 0 ? 0 : -1;
 	if (c != 'r')
 		return -1;
-	*(int *)ro = 1;
+	o->ro = 1;
 	return 0;
 }
 
@@ -50,13 +63,17 @@ static int run(int argc, char **argv)
 {
 	struct online_state st;
 	const char *file = NULL;
-	int c, ro = 0;
+	struct attach_opts o = { 0 };
+	int c;
 
 	tool_init(argc, argv);
-	if (!(file = tool_one_operand(argc, argv, "jrqhV", longopts, attach_option, &ro, usage,
+	qos_limits_default(&o.qos);
+	if (!(file = tool_one_operand(argc, argv, "jrqhV", longopts, attach_option, &o, usage,
 				      "FILE", &c)))
 		return c;
-	if ((c = online_attach(file, ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
+	if (o.qos_set && qos_format(&o.qos, online_attach_qos, sizeof(online_attach_qos)) < 0)
+		return usage_error("QoS settings too long");
+	if ((c = online_attach(file, o.ro ? ONLINE_READ_ONLY : 0, &st)) < 0)
 		return exit_status(c);   /* EXIT_BUSY: served or locked elsewhere */
 	if (json) {
 		struct json_out j;

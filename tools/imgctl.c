@@ -17,19 +17,27 @@
  * export (imgumount or imgdetach stop the daemon after them), shrink
  * while a loop device is attached (shrinkimg shrinks the filesystem
  * first), and after grow or shrink the loop device follows the new size.
+ *
+ * pool [DIR...] reads the images of directories (the library, read-only,
+ * without lock nor backing chain; a served image's sizes from its daemon)
+ * and the host's free space: no daemon is needed for it.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "online/control.h"
 #include "online/loop.h"
+#include "online/qos.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */
@@ -42,9 +50,15 @@ static const struct option longopts[] = {
 	{ "quiet",   no_argument,       NULL, 'q' },
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
+	{ "strict",  no_argument,       NULL, 'S' },
+	QOS_OPTIONS,
 	{ NULL, 0, NULL, 0 }
 };
 
+/* qos: the settings the options named, comma-separated ("" none) */
+static char qos_settings[CTL_LINE_MAX / 2];
+
+static int strict;                        /* pool --strict */
 static int answer_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
 static int wait_given;                    /* --wait was given */
 
@@ -55,25 +69,32 @@ static void usage(void)
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
 	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
+	       "       %s [OPTIONS] pool [DIR...]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
 	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
-	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
+	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], qos\n"
+	       "[SETTINGS], stop.  pool: images, virtual size, allocated, host free space and\n"
+	       "overcommit of each DIR (default: the directories of the served images).\n"
 	       "\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
 	       "                        no SECONDS: no limit)\n"
 	       "  -q, --quiet           print nothing on success (JSON is still printed)\n"
+	       "      --strict          pool: exit 8 when the host cannot absorb the growth\n"
+	       QOS_HELP
 	       "  -h, --help            show this help\n"
 	       "  -V, --version         show the version\n"
 	       "\n"
 	       "stop is refused while a loop device or mount uses the image (imgumount),\n"
 	       "shrink while it is attached (shrinkimg); grow, shrink resize no filesystem.\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 5 IMAGE does not exist, 6 not\n"
-	       "served, 7 resized but the loop device did not follow, 75 busy or in use.\n"
+	       "served, 7 resized but the loop device did not follow, 8 pool --strict: no\n"
+	       "room for the growth, 75 busy or in use.\n"
 	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */
@@ -567,6 +588,13 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 		if (n == 2 && strcmp(args[1], CTL_DISCARD_DATA))
 			return usage_error("expected '" CTL_DISCARD_DATA "', not '%s'", args[1]);
 	}
+	if (!strcmp(oc->name, CTL_QOS) && qos_settings[0]) {
+		if (n)
+			return usage_error("qos: give the settings as options or as one "
+					   "KEY=VALUE,... word, not both");
+		args[0] = qos_settings;
+		n = 1;
+	}
 	if (!strcmp(oc->name, CTL_COMPACT) && n == 1 && strcmp(args[0], CTL_NO_ZERO_DETECT))
 		return usage_error("expected '" CTL_NO_ZERO_DETECT "', not '%s'", args[0]);
 	/* the daemon runs in /: a base named relative to here */
@@ -577,6 +605,309 @@ static int cmd_named(const struct online_command *oc, char **ops, int nops)
 		args[0] = base;
 	}
 	return cmd_send(ops[1], oc->name, args, n);
+}
+
+
+/* ---- pool ------------------------------------------------------------------ */
+
+/* One image of a pool directory. */
+struct pool_image {
+	char name[NAME_MAX + 1];
+	uint64_t virtual_size, data, disk_usage, growth;
+	int backing;               /* a delta (its backing chain is not opened) */
+	int served;                /* sizes from its daemon's status */
+};
+
+/* The images of one directory and the host filesystem under them. */
+struct pool {
+	char dir[PATH_MAX];
+	struct pool_image *img;
+	size_t n, cap;
+	uint64_t virtual_size, data, disk_usage, growth;
+	uint64_t host_free, host_size;
+	uint64_t unreadable;       /* files with the magic that did not open */
+};
+
+/* The file name in the open directory dfd, if it is an image: opened
+ * without following a symlink nor blocking (a FIFO, a device: skipped),
+ * then read through the library from the descriptor (read-only, no lock:
+ * a served image is read as the daemon left it; no backing chain: a
+ * reference is never followed).  1 image, 0 not one, -1 with the magic
+ * but unreadable. */
+static int pool_probe(int dfd, const char *name, struct pool_image *pi)
+{
+	char path[64], ref[PATH_MAX];
+	struct img_info in;
+	struct img *img;
+	struct stat sb;
+	int fd, r;
+
+	if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(sb.st_mode))
+		return 0;
+	fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		return 0;
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	r = img_probe(path);
+	if (r == 1) {
+		r = img_open(path, IMG_OPEN_NOLOCK | IMG_OPEN_NO_BACKING, &img);
+		if (r == 0) {
+			memset(&in, 0, sizeof(in));
+			r = img_info(img, &in);
+			memset(pi, 0, sizeof(*pi));
+			snprintf(pi->name, sizeof(pi->name), "%s", name);
+			pi->virtual_size = in.virtual_size;
+			pi->data = in.allocated_clusters * in.cluster_size;
+			pi->disk_usage = (uint64_t)sb.st_blocks * 512;
+			pi->growth = pi->virtual_size > pi->data ? pi->virtual_size - pi->data : 0;
+			pi->backing = img_backing_ref(img, ref, sizeof(ref)) > 0;
+			img_close(img);
+		}
+		r = r == 0 ? 1 : -1;
+	} else {
+		r = 0;
+	}
+	close(fd);
+	return r;
+}
+
+static int pool_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct pool_image *)a)->name, ((const struct pool_image *)b)->name);
+}
+
+/* A served image's sizes from its daemon (status), which knows what its
+ * log holds and the file does not say yet. */
+static void pool_served(const char *dir, struct pool_image *pi)
+{
+	char path[PATH_MAX], reply[REPLY_MAX];
+	struct online_state st;
+	struct online_reply rep = { 0 };
+	const struct online_kv *vs, *ac, *cs;
+
+	if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, pi->name) >= sizeof(path) ||
+	    online_state_load(path, &st) <= 0 || !st.alive ||
+	    online_request_timeout(&st, CTL_STATUS, reply, sizeof(reply), answer_ms) < 0 ||
+	    online_reply_parse(reply, &rep) < 0)
+		goto out;
+	vs = online_reply_get(&rep, CTL_KEY_VIRTUAL_SIZE);
+	ac = online_reply_get(&rep, "allocated_clusters");
+	cs = online_reply_get(&rep, "cluster_size");
+	if (vs && ac && cs && vs->type == ONLINE_NUM && ac->type == ONLINE_NUM &&
+	    cs->type == ONLINE_NUM && ac->num <= UINT64_MAX / (cs->num ? cs->num : 1)) {
+		pi->served = 1;
+		pi->virtual_size = vs->num;
+		pi->data = ac->num * cs->num;
+		pi->growth = pi->virtual_size > pi->data ? pi->virtual_size - pi->data : 0;
+	}
+out:
+	online_reply_free(&rep);
+}
+
+/* Scans dir into p.  0, or the exit status (message printed). */
+static int pool_scan(const char *dir, struct pool *p)
+{
+	struct statvfs sv;
+	struct dirent *de;
+	DIR *d;
+	int dfd, r;
+
+	memset(p, 0, sizeof(*p));
+	if (!realpath(dir, p->dir)) {
+		r = errno;
+		return fail(r == ENOENT || r == ENOTDIR ? EXIT_NOTFOUND : EXIT_ERROR, r, dir, 0,
+			    "%s: %s", dir, strerror(r));
+	}
+	dfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || fstatvfs(dfd, &sv) < 0 || !(d = fdopendir(dfd))) {
+		r = errno;
+		if (dfd >= 0)
+			close(dfd);
+		return fail(r == ENOENT ? EXIT_NOTFOUND : EXIT_ERROR, r, dir, 0, "%s: %s", dir,
+			    strerror(r));
+	}
+	p->host_free = (uint64_t)sv.f_bavail * sv.f_frsize;
+	p->host_size = (uint64_t)sv.f_blocks * sv.f_frsize;
+	while ((de = readdir(d))) {
+		struct pool_image pi;
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		r = pool_probe(dirfd(d), de->d_name, &pi);
+		if (r < 0)
+			p->unreadable++;
+		if (r <= 0)
+			continue;
+		pool_served(p->dir, &pi);
+		if (p->n == p->cap) {
+			size_t cap = p->cap ? 2 * p->cap : 16;
+			struct pool_image *ni = realloc(p->img, cap * sizeof(*ni));
+			if (!ni) {
+				closedir(d);
+				return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
+			}
+			p->img = ni;
+			p->cap = cap;
+		}
+		p->img[p->n++] = pi;
+		p->virtual_size += pi.virtual_size;
+		p->data += pi.data;
+		p->disk_usage += pi.disk_usage;
+		p->growth += pi.growth;
+	}
+	closedir(d);
+	if (p->n)
+		qsort(p->img, p->n, sizeof(*p->img), pool_cmp);
+	return 0;
+}
+
+/* virtual / (allocated + free), in hundredths. */
+static uint64_t pool_overcommit(const struct pool *p)
+{
+	uint64_t room = p->disk_usage + p->host_free;
+
+	return room ? (uint64_t)((long double)p->virtual_size * 100 / room + 0.5L) : 0;
+}
+
+static int pool_absorbs(const struct pool *p)
+{
+	return p->host_free >= p->growth;
+}
+
+static void pool_json(struct json_out *j, const struct pool *p)
+{
+	json_object_begin(j, NULL);
+	json_string(j, "directory", p->dir);
+	json_u64(j, "image_count", p->n);
+	json_u64(j, "virtual_size", p->virtual_size);
+	json_u64(j, "data", p->data);
+	json_u64(j, "disk_usage", p->disk_usage);
+	json_u64(j, "growth", p->growth);
+	json_u64(j, "host_free", p->host_free);
+	json_u64(j, "host_size", p->host_size);
+	json_u64(j, "overcommit_percent", pool_overcommit(p));
+	json_bool(j, "absorbs_growth", pool_absorbs(p));
+	json_u64(j, "unreadable", p->unreadable);
+	json_array_begin(j, "images");
+	for (size_t i = 0; i < p->n; i++) {
+		json_object_begin(j, NULL);
+		json_string(j, "name", p->img[i].name);
+		json_u64(j, "virtual_size", p->img[i].virtual_size);
+		json_u64(j, "data", p->img[i].data);
+		json_u64(j, "disk_usage", p->img[i].disk_usage);
+		json_u64(j, "growth", p->img[i].growth);
+		json_bool(j, "delta", p->img[i].backing);
+		json_bool(j, "served", p->img[i].served);
+		json_object_end(j);
+	}
+	json_array_end(j);
+	json_object_end(j);
+}
+
+static void pool_text(const struct pool *p)
+{
+	char a[64], b[64];
+	uint64_t oc = pool_overcommit(p);
+
+	print_kv("directory:", p->dir);
+	printf("%-21s %zu\n", "images:", p->n);
+	if (p->unreadable)
+		printf("%-21s %llu\n", "unreadable:", (unsigned long long)p->unreadable);
+	printf("%-21s %s\n", "virtual size:", human_size(p->virtual_size, a, sizeof(a)));
+	printf("%-21s %s\n", "allocated:", human_size(p->disk_usage, a, sizeof(a)));
+	printf("%-21s %s\n", "growth:", human_size(p->growth, a, sizeof(a)));
+	printf("%-21s %s of %s\n", "host free:", human_size(p->host_free, a, sizeof(a)),
+	       human_size(p->host_size, b, sizeof(b)));
+	printf("%-21s %llu.%02llu\n", "overcommit:", (unsigned long long)(oc / 100),
+	       (unsigned long long)(oc % 100));
+}
+
+/* pool [DIR...]: the directories given, else those of the served images. */
+static int cmd_pool(char **dirs, int ndirs)
+{
+	struct online_state *sts = NULL;
+	char **own = NULL;
+	size_t n = 0, i, k;
+	int status = EXIT_OK, short_of_space = 0, r;
+	struct json_out j;
+
+	if (ndirs == 0) {
+		r = online_state_list(&sts, &n);
+		if (r < 0)
+			return fail(EXIT_ERROR, -r, online_rundir_base(), 0, "%s: %s%s",
+				    online_rundir_base(), strerror(-r),
+				    r == -EACCES ? " (the run directories are root's)" : "");
+		own = calloc(n + 1, sizeof(char *));
+		if (!own) {
+			free(sts);
+			return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
+		}
+		for (i = 0; i < n; i++) {
+			char *slash, *d;
+			if (!sts[i].image[0] || !(d = strdup(sts[i].image)))
+				continue;
+			slash = strrchr(d, '/');
+			if (slash)
+				*(slash == d ? slash + 1 : slash) = 0;
+			for (k = 0; k < (size_t)ndirs && strcmp(own[k], d); k++)
+				;
+			if (k < (size_t)ndirs)
+				free(d);
+			else
+				own[ndirs++] = d;
+		}
+		free(sts);
+		dirs = own;
+	}
+	if (json) {
+		json_start(&j, stdout);
+		json_object_begin(&j, NULL);
+		json_u64(&j, "schema", 1);
+		json_array_begin(&j, "pools");
+	}
+	for (i = 0; i < (size_t)ndirs; i++) {
+		struct pool p;
+		char a[64], b[64], buf[TEXT_ESCAPE_LEN(PATH_MAX)];
+		r = pool_scan(dirs[i], &p);
+		if (r) {
+			status = r;
+			free(p.img);
+			continue;
+		}
+		if (!pool_absorbs(&p)) {
+			short_of_space = 1;
+			errmsg("warning: %s: the host cannot absorb the images' growth: %s free, %s more "
+				"can be written", text_escape(p.dir, buf, sizeof(buf)),
+				human_size(p.host_free, a, sizeof(a)), human_size(p.growth, b, sizeof(b)));
+		}
+		if (json)
+			pool_json(&j, &p);
+		else if (!quiet) {
+			if (i)
+				printf("\n");
+			pool_text(&p);
+		}
+		free(p.img);
+	}
+	if (json) {
+		json_array_end(&j);
+		json_object_end(&j);
+		if (status == EXIT_OK)
+			json_finish(&j);
+		else
+			json_discard(&j);
+	}
+	if (own) {
+		for (i = 0; i < (size_t)ndirs; i++)
+			free(own[i]);
+		free(own);
+	}
+	if (status == EXIT_OK && strict && short_of_space)
+		status = EXIT_NOSPACE;
+	return status;
 }
 
 static int run(int argc, char **argv)
@@ -592,10 +923,23 @@ static int run(int argc, char **argv)
 	if (!ops)
 		return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
 	while ((c = tool_getopt(&g, argc, argv, "jw::qhV", longopts)) != -1) {
+		char word[256];
+		int q = qos_option_word(c, optarg, word, sizeof(word));
+		if (q) {
+			size_t used = strlen(qos_settings);
+			if (q < 0 || (size_t)snprintf(qos_settings + used, sizeof(qos_settings) - used,
+						      "%s%s", used ? "," : "", word) >=
+			    sizeof(qos_settings) - used) {
+				free(ops);
+				return q < 0 ? EXIT_USAGE : usage_error("QoS settings too long");
+			}
+			continue;
+		}
 		switch (c) {
 		case 1: ops[nops++] = optarg; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'S': strict = 1; break;
 		case 'w':
 			wait_given = 1;
 			if (!optarg) {
@@ -621,13 +965,19 @@ static int run(int argc, char **argv)
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
 				 "snapshot, merge or stop");
 	}
-	if (!strcmp(ops[0], "list")) {
+	if (strict && strcmp(ops[0], "pool")) {
+		c = usage_error("--strict goes with the pool command");
+	} else if (!strcmp(ops[0], "list")) {
 		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");
 	} else if (!strcmp(ops[0], "status")) {
 		c = nops == 2 ? cmd_status(ops[1]) : usage_error("usage: status IMAGE");
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
 		    usage_error("usage: send IMAGE COMMAND [ARGS...]");
+	} else if (!strcmp(ops[0], "pool")) {
+		c = cmd_pool(ops + 1, nops - 1);
+	} else if (qos_settings[0] && strcmp(ops[0], CTL_QOS)) {
+		c = usage_error("the QoS options go with the qos command");
 	} else if ((oc = online_command_find(ops[0]))) {
 		c = cmd_named(oc, ops, nops);
 	} else {

@@ -9,6 +9,7 @@
 #include "common.h"
 #include "common_fs.h"
 #include "online/daemon.h"
+#include "online/qos.h"
 #include "online/mount.h"
 
 enum { OPT_ALLOW_SUID_DEV = 256 };
@@ -23,6 +24,7 @@ static const struct option longopts[] = {
 	{ "version", no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
 	WAIT_OPTION,
+	QOS_OPTIONS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -44,6 +46,7 @@ static void usage(void)
 	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
 	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print the result as a JSON object (also with -q)\n"
+	       QOS_HELP
 	       BACKING_PATH_HELP
 	       WAIT_HELP
 	       "  -q, --quiet         print nothing on success\n"
@@ -74,10 +77,17 @@ static int run(int argc, char **argv)
 	const char *file = NULL, *mp = NULL, *user_opts = NULL, *def;
 	char mpc[PATH_MAX], type[64], opts[4096];
 	struct stat sb;
-	int c, r, ro = 0, allow_suid_dev = 0;
+	int c, r, ro = 0, allow_suid_dev = 0, qos_set = 0;
+	struct qos_limits qos;
 
 	tool_init(argc, argv);
+	qos_limits_default(&qos);
 	while ((c = tool_getopt(&g, argc, argv, "o:jrqhV", longopts)) != -1) {
+		if ((r = qos_option(c, optarg, &qos, &qos_set)) != 0) {
+			if (r < 0)
+				return EXIT_USAGE;
+			continue;
+		}
 		switch (c) {
 		case 1:
 			if (!file)
@@ -100,6 +110,8 @@ static int run(int argc, char **argv)
 	}
 	if (!file || !mp)
 		return usage_error("expected FILE and MOUNTPOINT");
+	if (qos_set && qos_format(&qos, online_attach_qos, sizeof(online_attach_qos)) < 0)
+		return usage_error("QoS settings too long");
 	/* an image is untrusted input: its setuid programs and device nodes
 	 * work only when asked for by name (issue 15 #3) */
 	if (!allow_suid_dev && user_opts && (has_option(user_opts, "suid") ||

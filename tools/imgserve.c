@@ -18,8 +18,8 @@
  * The image stays open read-write (its lock held) for the daemon's life;
  * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
- * grow, shrink, compact, snapshot, merge and stop, one connection at a
- * time; grow and shrink invalidate the export's attributes so that the
+ * grow, shrink, compact, snapshot, merge, qos and stop, one connection at
+ * a time; grow and shrink invalidate the export's attributes so that the
  * kernel fetches the new size.
  *
  * Quiescing: every FUSE request that uses the image handle holds io_lock
@@ -33,6 +33,9 @@
  * whole copy.  SIGTERM, SIGINT, SIGHUP and "stop" end the session loop,
  * then the export is unmounted and the image flushed and closed (dirty
  * flag cleared).
+ *
+ * QoS (online/qos.h): reads, writes, discards and write-zeroes wait for
+ * the export's token buckets before they take io_lock.
  */
 #define FUSE_USE_VERSION 312
 #include <errno.h>
@@ -56,6 +59,7 @@
 #include "common.h"
 #include "common_cache.h"
 #include "online/control.h"
+#include "online/qos.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01
@@ -97,6 +101,7 @@ static const struct option longopts[] = {
 	{ "version",   no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
 	WAIT_OPTION,
+	QOS_OPTIONS,
 	{ NULL, 0, NULL, 0 }
 };
 
@@ -117,6 +122,7 @@ static void usage(void)
 	       "                     granularity (default 4096)\n"
 	       "  -r, --read-only    open the image read-only (shared lock); the export\n"
 	       "                     refuses writes and the image is not changed\n"
+	       QOS_HELP
 	       BACKING_PATH_HELP
 	       "  -j, --json         once the export is up, print it as a JSON object\n"
 	       WAIT_HELP
@@ -157,6 +163,34 @@ static struct server {
 	atomic_int last_io_err;
 	atomic_uint_fast64_t bytes_read, bytes_written;
 } S = { .ctl_fd = -1, .cache_limit = CACHE_LIMIT_DEFAULT };
+
+/* ---- QoS (online/qos.h) ------------------------------------------------ */
+
+/* The export's limits: set by the options, changed by "qos". */
+static struct qos qos_q;
+static struct qos_limits qos_start = { .burst_ms = QOS_BURST_MS_DEFAULT };
+
+/* A request of bytes bytes in direction dir (QOS_READ, QOS_WRITE) waits
+ * for its tokens before it touches the image (and before io_lock: a
+ * waiting request holds no snapshot or merge back).  Discard and
+ * write-zeroes count as one write request of no bytes. */
+static void qos_wait(int dir, uint64_t bytes)
+{
+	qos_charge(&qos_q, dir, bytes);
+}
+
+/* A request waiting for a limit holds its FUSE worker: with a limit set at
+ * start, the session may start this many workers beyond --threads (the
+ * kernel's background requests, op_init's max_background), so that
+ * requests waiting for a write limit cannot take every worker and hold
+ * the reads back.  Without one, --threads alone (the extra workers would
+ * change an unlimited export's behaviour). */
+#define QOS_SPARE_THREADS 64u
+
+static unsigned qos_threads(unsigned threads)
+{
+	return qos_any(&qos_start) ? threads + QOS_SPARE_THREADS : threads;
+}
 
 /* hcache's drop callback (S.img held): gives back the host pages of the
  * data the virtual range [off, off + len) maps to in the image file (the
@@ -359,6 +393,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	qos_wait(QOS_READ, size);
 	n = served_get() ? img_pread(S.img, buf, size, (uint64_t)off) : -EIO;
 	if (n > 0)
 		cache_touch((uint64_t)off, (uint64_t)n);
@@ -387,6 +422,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, (uint64_t)off >= vs ? ENOSPC : EFBIG);
 		return;
 	}
+	qos_wait(QOS_WRITE, size);
 	n = served_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
 	if (n > 0)
 		cache_touch((uint64_t)off, (uint64_t)n);
@@ -449,6 +485,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		}
 		if (end > vs)
 			end = vs;
+		qos_wait(QOS_WRITE, 0);
 		r = served_get() ? img_discard(S.img, (uint64_t)off, end - (uint64_t)off) : -EIO;
 		served_put();
 		atomic_fetch_add(&S.n_discard, 1);
@@ -459,6 +496,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			fuse_reply_err(req, (mode & FALLOC_FL_KEEP_SIZE) ? EINVAL : EFBIG);
 			return;
 		}
+		qos_wait(QOS_WRITE, 0);
 		r = served_get() ? img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len) : -EIO;
 		served_put();
 		atomic_fetch_add(&S.n_zero, 1);
@@ -563,6 +601,7 @@ static void status_fields(struct json_out *j)
 		int e = atomic_load(&S.last_io_err);
 		json_string(j, "last_io_error", e ? strerrorname_np(e) : NULL);
 	}
+	qos_status_json(&qos_q, j);
 }
 
 /* Before the handle is switched (io_lock held for writing): the data
@@ -805,6 +844,14 @@ static char *cmd_merge(struct request *rq)
 	return cmd_switch(rq, do_merge, CTL_KEY_MERGED_INTO);
 }
 
+/* qos [SETTINGS] */
+static char *cmd_qos(struct request *rq)
+{
+	if (rq->arg2)
+		return online_error_reply(EINVAL, "usage: %s %s", rq->oc->name, rq->oc->args);
+	return qos_command(&qos_q, rq->arg);
+}
+
 static char *cmd_stop(struct request *rq)
 {
 	rq->stop = 1;
@@ -824,6 +871,7 @@ static const struct handler {
 	{ CTL_COMPACT,  cmd_compact,  0 },
 	{ CTL_SNAPSHOT, cmd_snapshot, 0 },
 	{ CTL_MERGE,    cmd_merge,    0 },
+	{ CTL_QOS,      cmd_qos,      SERVE_WITHOUT_IMAGE },
 	{ CTL_STOP,     cmd_stop,     SERVE_WITHOUT_IMAGE },
 };
 
@@ -1004,9 +1052,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 {
 	struct tool_getopt g = { 0 };
 	uint64_t tmp;
-	int c;
+	int c, q, qos_set_by_options = 0;
 
 	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:jqhV", longopts)) != -1) {
+		if ((q = qos_option(c, optarg, &qos_start, &qos_set_by_options)) != 0) {
+			if (q < 0)
+				return EXIT_USAGE;
+			continue;
+		}
 		switch (c) {
 		case 1:
 			if (!o->file)
@@ -1358,14 +1411,14 @@ static int serve(const struct options *o)
 		pthread_rwlock_init(&S.io_lock, &ra);
 		pthread_rwlockattr_destroy(&ra);
 	}
-	if (pthread_key_create(&buf_key, tbuf_free)) {
+	if (pthread_key_create(&buf_key, tbuf_free) || qos_init(&qos_q, &qos_start) < 0) {
 		errmsg("out of memory");
 		return EXIT_ERROR;
 	}
 	ret = serve_start(o, &ss);
 	if (ret == EXIT_OK) {
 		announce(o, &ss);
-		ret = session_loop(o->threads);
+		ret = session_loop(qos_threads(o->threads));
 	}
 	return serve_end(o->file, &ss, ret);
 }

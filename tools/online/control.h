@@ -13,7 +13,7 @@
  * full path), words separated by spaces or tabs: a command of
  * online_commands and its arguments, "status", "grow SIZE", "shrink SIZE
  * [discard-data]", "compact [no-zero-detect]", "snapshot [NAME]", "merge
- * [BASE]" or "stop".  imgserve takes from online_commands which commands
+ * [BASE]", "qos [SETTINGS]" or "stop".  imgserve takes from online_commands which commands
  * a read-only daemon refuses, clients such as imgctl what to check.  The
  * server waits CTL_READ_TIMEOUT_S seconds at most for the line.
  *
@@ -41,6 +41,7 @@
 #define CTL_SNAPSHOT        "snapshot"
 #define CTL_MERGE           "merge"
 #define CTL_STOP            "stop"
+#define CTL_QOS             "qos"       /* qos [SETTINGS]: online/qos.h */
 #define CTL_DISCARD_DATA    "discard-data"      /* shrink SIZE discard-data */
 #define CTL_NO_ZERO_DETECT  "no-zero-detect"    /* compact no-zero-detect */
 
@@ -60,6 +61,17 @@
 #define CTL_KEY_IO_ERRORS   "io_errors"
 #define CTL_KEY_SNAPSHOT    "snapshot"
 #define CTL_KEY_MERGED_INTO "merged_into"
+/* status and qos: the export's QoS limits (online/qos.h; 0: no limit)
+ * and the requests that waited for them */
+#define CTL_KEY_QOS_IOPS_READ  "qos_iops_read"
+#define CTL_KEY_QOS_IOPS_WRITE "qos_iops_write"
+#define CTL_KEY_QOS_IOPS       "qos_iops"
+#define CTL_KEY_QOS_BPS_READ   "qos_bps_read"
+#define CTL_KEY_QOS_BPS_WRITE  "qos_bps_write"
+#define CTL_KEY_QOS_BPS        "qos_bps"
+#define CTL_KEY_QOS_BURST_MS   "qos_burst_ms"
+#define CTL_KEY_QOS_WAITED     "qos_waited"
+#define CTL_KEY_QOS_WAIT_MS    "qos_wait_ms"
 /* grow and shrink */
 #define CTL_KEY_OLD_SIZE    "old_size"
 #define CTL_KEY_NEW_SIZE    "new_size"

@@ -174,6 +174,8 @@ static void relay_daemon_stderr(int efd, char *why, size_t len)
 	why[have] = 0;
 }
 
+char online_attach_qos[256];
+
 /* The child of start_daemon: runs imgserve --daemon on disk. */
 static void __attribute__((noreturn)) exec_daemon(const char *serve, unsigned flags,
 						  const struct online_state *st,
@@ -183,8 +185,8 @@ static void __attribute__((noreturn)) exec_daemon(const char *serve, unsigned fl
 		dup2(efd, STDERR_FILENO);
 	/* The daemon loads the allowed backing directories itself (same
 	 * environment); --allow-backing-path is passed on. */
-	const char *av[10];
-	char w[64];
+	const char *av[12];
+	char w[64], qos[sizeof(online_attach_qos) + 8];
 	int n = 0;
 
 	av[n++] = "imgserve";
@@ -201,6 +203,10 @@ static void __attribute__((noreturn)) exec_daemon(const char *serve, unsigned fl
 			snprintf(w, sizeof(w), "--wait=%lld.%03lld",
 				 (long long)(wait_ms / 1000), (long long)(wait_ms % 1000));
 		av[n++] = w;
+	}
+	if (online_attach_qos[0]) {
+		snprintf(qos, sizeof(qos), "--qos=%s", online_attach_qos);
+		av[n++] = qos;
 	}
 	av[n++] = st->image;
 	av[n++] = disk;

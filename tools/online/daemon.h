@@ -20,6 +20,10 @@
 #define ONLINE_READ_ONLY 0x1u
 int online_attach(const char *file, unsigned flags, struct online_state *st);
 
+/* The QoS settings word (online/qos.h) online_attach passes to the
+ * daemon it starts (imgserve --qos); "" (the default): none. */
+extern char online_attach_qos[256];
+
 /* Undoes whatever st records, in order: unmounts the filesystem, detaches
  * the loop device, stops the daemon (or, when it is dead, lazily unmounts
  * its export) and removes the run directory.  Copes with a dead daemon.
