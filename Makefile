@@ -95,6 +95,7 @@ TEST_HELPERS := $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tests/helpers/*.c))
 # have no such hook and ignore the variable.
 FAULT_TOOLS := $(patsubst tools/%.c,$(BUILD)/faultbin/%,$(TOOL_SRCS))
 FAULT_HOOK := $(BUILD)/obj/tests/faultbin/fault_on.o $(BUILD)/obj/tests/helpers/fault_env.o
+FAULT_SO := $(BUILD)/faultbin/libimg.so
 UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRCS))
 CRASH_SRCS := $(sort $(wildcard tests/crash/*.c))
@@ -148,7 +149,7 @@ $(BUILD_DEPS_STAMP): scripts/deps.sh
 
 lib: $(STATIC) $(SHARED) $(BUILD)/lib/libimg.pc
 tools: $(TOOLS)
-tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS) $(FAULT_TOOLS)
+tests: $(UNIT_BINS) $(CRASH_BINS) $(FUZZ_REPLAY) $(BENCH_BINS) $(FAULT_TOOLS) $(FAULT_SO)
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
@@ -188,6 +189,14 @@ $(BUILD)/faultbin/%: $(BUILD)/obj/tools/%.o $(FAULT_HOOK) $(TOOL_COMMON) $(STATI
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  LINK    $@")
 	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(FAULT_HOOK) $(TOOL_COMMON) $(STATIC) $(LIBS_$*) $(LIBS)
+
+# The shared library with the same hook, for the tests that call libimg.so
+# from python (tests/cli/handle_rules.bats): never installed.
+$(FAULT_SO): $(LIB_OBJS) $(FAULT_HOOK) libimg/libimg.map
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(ALL_CFLAGS) $(LDFLAGS) -shared -Wl,-soname,libimg.so.$(SOVERSION) \
+		-Wl,--version-script=libimg/libimg.map -Wl,-z,defs -o $@ $(LIB_OBJS) $(FAULT_HOOK) $(LIBS)
 
 $(BUILD)/tests/unit/%: $(BUILD)/obj/tests/unit/%.o $(TEST_HELPERS) $(STATIC)
 	@mkdir -p $(dir $@)

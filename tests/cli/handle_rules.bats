@@ -10,12 +10,13 @@ load helpers
 setup() { common_setup; }
 teardown() { common_teardown; }
 
-# lib SCRIPT ARGS...: runs the python SCRIPT with `lib` (libimg.so), `h`
-# (opened by open_img(path, flags)) and a few helpers defined.
+# lib SCRIPT ARGS...: runs the python SCRIPT with `lib` (libimg.so, or
+# $LIBIMG_SO), `h` (opened by open_img(path, flags)) and a few helpers
+# defined.
 lib() {
   [ -n "$PY" ] || skip "python3 is needed to call libimg"
   local script=$1; shift
-  "$PY" - "$BUILD/lib/libimg.so" "$@" <<PYEOF
+  "$PY" - "${LIBIMG_SO:-$BUILD/lib/libimg.so}" "$@" <<PYEOF
 import ctypes, errno, sys
 lib = ctypes.CDLL(sys.argv[1])
 lib.img_last_error.restype = ctypes.c_char_p
@@ -70,8 +71,11 @@ assert lib.img_close(h) == 0
   printf 'old' > old
   write_at a.img old 0
   # the open syncs once (its header); the data sync of img_flush is the
-  # second: it fails, and what was written since the open is dropped
-  LIBIMG_FAULT=flush:2:EIO,drop lib '
+  # second: it fails, and what was written since the open is dropped.  The
+  # library with the test hook reads LIBIMG_FAULT (the installed one does
+  # not: CONTRIBUTING.md, the fault hook).
+  [ -e "$BUILD/faultbin/libimg.so" ] || { echo "$BUILD/faultbin/libimg.so missing (make tests)" >&2; return 1; }
+  LIBIMG_SO=$BUILD/faultbin/libimg.so LIBIMG_FAULT=flush:2:EIO,drop lib '
 h = open_img(sys.argv[2], RDWR)
 assert lib.img_pwrite(h, b"new" * 1000, 3000, 0) == 3000
 assert lib.img_pwrite(h, b"x" * 4096, 4096, 3 << 20) == 4096
