@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ static const struct option longopts[] = {
 	{ "json",    no_argument,       NULL, 'j' },
 	{ "wait",    optional_argument, NULL, 'w' },
 	{ "quiet",   no_argument,       NULL, 'q' },
+	{ "all",     no_argument,       NULL, 'a' },
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
 	{ NULL, 0, NULL, 0 }
@@ -47,6 +49,7 @@ static const struct option longopts[] = {
 
 static int answer_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
 static int wait_given;                    /* --wait was given */
+static int all_images;                    /* events --all */
 
 static void usage(void)
 {
@@ -55,16 +58,20 @@ static void usage(void)
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
 	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] events [IMAGE|--all]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
 	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
 	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
+	       "events follows the events of IMAGE's daemon (until it stops) or of every\n"
+	       "daemon (--all, the default; until interrupted), one line each.\n"
 	       "\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
 	       "                        no SECONDS: no limit)\n"
 	       "  -q, --quiet           print nothing on success (JSON is still printed)\n"
+	       "  -a, --all             events: of every daemon, also those started later\n"
 	       "  -h, --help            show this help\n"
 	       "  -V, --version         show the version\n"
 	       "\n"
@@ -73,7 +80,7 @@ static void usage(void)
 	       "Exit status: 0 success, 1 error, 2 usage, 5 IMAGE does not exist, 6 not\n"
 	       "served, 7 resized but the loop device did not follow, 75 busy or in use.\n"
 	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */
@@ -545,6 +552,176 @@ out:
 	return status;
 }
 
+/* ---- events --------------------------------------------------------------- */
+
+#define EVENT_LINE_MAX 65536
+
+struct stream {
+	int fd;
+	char rundir[PATH_MAX];
+	char *buf;
+	size_t len;
+};
+
+/* One event line: as it is (--json, also to the test log), or "TIME IMAGE
+ * EVENT key=value...". */
+static void print_event(char *line)
+{
+	struct online_reply r;
+	char buf[TEXT_ESCAPE_LEN(PATH_MAX)];
+
+	if (json) {
+		printf("%s\n", line);
+		json_test_log(line, strlen(line));
+	} else if (online_reply_parse(line, &r) == 0) {
+		const struct online_kv *t = online_reply_get(&r, "time"),
+			*im = online_reply_get(&r, "image"), *ev = online_reply_get(&r, "event");
+		printf("%s %s %s", t && t->str ? t->str : "-",
+		       text_escape(im && im->str ? im->str : "-", buf, sizeof(buf)),
+		       ev && ev->str ? ev->str : "-");
+		for (size_t i = 0; i < r.n; i++) {
+			const struct online_kv *kv = &r.kv[i];
+			if (kv == t || kv == im || kv == ev || !strcmp(kv->key, "schema") ||
+			    !strcmp(kv->key, "seq") || kv->type == ONLINE_NULL)
+				continue;
+			if (kv->type == ONLINE_STR)
+				printf(" %s=%s", kv->key, text_escape(kv->str, buf, sizeof(buf)));
+			else if (kv->type == ONLINE_NUM)
+				printf(" %s=%llu", kv->key, (unsigned long long)kv->num);
+			else
+				printf(" %s=%s", kv->key, kv->num ? "true" : "false");
+		}
+		printf("\n");
+		online_reply_free(&r);
+	}
+	fflush(stdout);
+}
+
+/* Subscribes to every live daemon not followed yet. */
+static void subscribe_all(struct stream **ss, size_t *n)
+{
+	struct online_state *sts = NULL;
+	size_t k = 0;
+	char err[512];
+
+	if (online_state_list(&sts, &k) < 0)
+		return;
+	for (size_t i = 0; i < k; i++) {
+		size_t j;
+		struct stream *nss;
+		int fd;
+		if (!sts[i].alive)
+			continue;
+		for (j = 0; j < *n && strcmp((*ss)[j].rundir, sts[i].rundir); j++)
+			;
+		if (j < *n || (fd = online_subscribe(&sts[i], err, sizeof(err))) < 0)
+			continue;
+		if (!(nss = realloc(*ss, (*n + 1) * sizeof(**ss)))) {
+			close(fd);
+			break;
+		}
+		*ss = nss;
+		memset(&nss[*n], 0, sizeof(nss[*n]));
+		nss[*n].fd = fd;
+		snprintf(nss[*n].rundir, sizeof(nss[*n].rundir), "%s", sts[i].rundir);
+		(*n)++;
+	}
+	free(sts);
+}
+
+/* Reads what came on s; prints its complete lines.  0, or -1 at its end. */
+static int stream_read(struct stream *s)
+{
+	char *nl;
+	ssize_t r;
+
+	if (!s->buf && !(s->buf = malloc(EVENT_LINE_MAX)))
+		return -1;
+	r = read(s->fd, s->buf + s->len, EVENT_LINE_MAX - 1 - s->len);
+	if (r < 0 && errno == EINTR)
+		return 0;
+	if (r <= 0)
+		return -1;
+	s->len += (size_t)r;
+	s->buf[s->len] = 0;
+	while ((nl = memchr(s->buf, '\n', s->len))) {
+		*nl = 0;
+		print_event(s->buf);
+		s->len -= (size_t)(nl + 1 - s->buf);
+		memmove(s->buf, nl + 1, s->len);
+	}
+	if (s->len == EVENT_LINE_MAX - 1)
+		s->len = 0;   /* no line is that long: dropped */
+	return 0;
+}
+
+/* events [IMAGE]: follows one daemon until it stops, or (no IMAGE,
+ * --all) every daemon, looking for new ones every second, until
+ * interrupted. */
+static int cmd_events(const char *arg)
+{
+	struct stream *ss = NULL;
+	size_t n = 0;
+	int status = EXIT_OK;
+
+	if (arg) {
+		struct entry e;
+		char err[1024];
+		int r, fd;
+		if ((r = resolve(arg, &e)))
+			return r;
+		if (!e.st.alive) {
+			entry_free(&e);
+			return fail(EXIT_NOTMOUNTED, ESRCH, e.st.image, 0, "%s: not served: no "
+				    "daemon runs", e.st.image);
+		}
+		fd = online_subscribe(&e.st, err, sizeof(err));
+		if (fd < 0) {
+			status = fail(exit_status(fd), -fd, e.st.image, e.st.pid, "%s: events: %s",
+				      e.st.image, err);
+			entry_free(&e);
+			return status;
+		}
+		entry_free(&e);
+		if (!(ss = calloc(1, sizeof(*ss)))) {
+			close(fd);
+			return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
+		}
+		ss[0].fd = fd;
+		n = 1;
+	} else {
+		subscribe_all(&ss, &n);
+	}
+	while (n || !arg) {
+		struct pollfd *p = calloc(n + 1, sizeof(*p));
+		int pr;
+		if (!p)
+			break;
+		for (size_t i = 0; i < n; i++)
+			p[i] = (struct pollfd){ .fd = ss[i].fd, .events = POLLIN };
+		pr = poll(p, n, arg ? -1 : 1000);
+		for (size_t i = 0; pr > 0 && i < n;) {
+			if (p[i].revents && stream_read(&ss[i]) < 0) {
+				close(ss[i].fd);
+				free(ss[i].buf);
+				ss[i] = ss[--n];
+				p[i] = p[n];
+				continue;
+			}
+			i++;
+		}
+		free(p);
+		if (!arg)
+			subscribe_all(&ss, &n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		close(ss[i].fd);
+		free(ss[i].buf);
+	}
+	free(ss);
+	return status;
+}
+
 /* A named subcommand: its arguments checked, then cmd_send. */
 static int cmd_named(const struct online_command *oc, char **ops, int nops)
 {
@@ -591,11 +768,12 @@ static int run(int argc, char **argv)
 	ops = calloc((size_t)argc + 1, sizeof(char *));
 	if (!ops)
 		return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
-	while ((c = tool_getopt(&g, argc, argv, "jw::qhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "jw::qahV", longopts)) != -1) {
 		switch (c) {
 		case 1: ops[nops++] = optarg; break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case 'a': all_images = 1; break;
 		case 'w':
 			wait_given = 1;
 			if (!optarg) {
@@ -619,12 +797,15 @@ static int run(int argc, char **argv)
 	if (nops == 0) {
 		free(ops);
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
-				 "snapshot, merge or stop");
+				 "snapshot, merge, events or stop");
 	}
 	if (!strcmp(ops[0], "list")) {
 		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");
 	} else if (!strcmp(ops[0], "status")) {
 		c = nops == 2 ? cmd_status(ops[1]) : usage_error("usage: status IMAGE");
+	} else if (!strcmp(ops[0], CTL_EVENTS)) {
+		c = nops == 2 && !all_images ? cmd_events(ops[1]) :
+		    nops == 1 ? cmd_events(NULL) : usage_error("usage: events [IMAGE|--all]");
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
 		    usage_error("usage: send IMAGE COMMAND [ARGS...]");
