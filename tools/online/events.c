@@ -350,6 +350,9 @@ int events_subscribe(int fd)
 	else if (!(s = calloc(1, sizeof(*s))))
 		r = -ENOMEM;
 	if (r == 0) {
+		/* what the socket holds beyond the queue: bounded too */
+		int sndbuf = EVENTS_SNDBUF;
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 		s->fd = fd;
 		E.subs[E.nsubs++] = s;
 		wake_writer();

@@ -26,6 +26,7 @@ struct json_out;
 
 #define EVENTS_QUEUE       256    /* lines queued per subscriber */
 #define EVENTS_MAX_SUBS    64     /* subscribers at once */
+#define EVENTS_SNDBUF      32768  /* a subscriber's socket send buffer */
 #define EVENTS_BURST_MS    1000   /* io_error: one event a burst (below) */
 #define EVENTS_FLUSH_MS    2000   /* events_stop: time left to subscribers */
 
