@@ -211,3 +211,31 @@ for i in range(1, 1001):
   imgctl -q stop a.img
   assert_nothing_left
 }
+
+@test "issue 18 events: failed requests give one io_error event a burst" {
+  [ -x "$BUILD/faultbin/imgserve" ] || skip "no $BUILD/faultbin/imgserve (make tests)"
+  mkimg a.img 64M >/dev/null
+  : > export
+  # the first write or two are the open's (the dirty flag): every later one fails
+  for n in 1 2 3 4 5; do
+    LIBIMG_FAULT=write:$n:EIO,sticky "$BUILD/faultbin/imgserve" -d -q a.img export 2>/dev/null && break
+  done
+  [ -S "$(rundir)/ctl" ]
+  imgctl -j events a.img > ev &
+  BG_PIDS+=("$!")
+  wait_for 5 subscribers_are a.img 1
+  for i in 1 2 3; do
+    ! dd if=/dev/zero of=export bs=64k count=1 seek=$i conv=notrunc oflag=direct 2>/dev/null
+  done
+  wait_for 3 has_event ev io_error
+  sleep 1.2
+  ! dd if=/dev/zero of=export bs=64k count=1 seek=9 conv=notrunc oflag=direct 2>/dev/null
+  wait_for 3 sh -c '[ "$(grep -c io_error ev)" -eq 2 ]'
+  cat ev
+  validate ev
+  [ "$(jq -r .error ev | sort -u)" = EIO ]
+  [ "$(jq -r .io_errors ev | head -n1)" -eq 1 ]
+  [ "$(jq -r .io_errors ev | tail -n1)" -eq "$(status_key a.img io_errors)" ]
+  [ "$(status_key a.img io_errors)" -ge 4 ]
+  imgctl -q stop a.img 2>/dev/null || true
+}
