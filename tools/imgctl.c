@@ -25,12 +25,15 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "common_fs.h"
 #include "online/control.h"
 #include "online/loop.h"
+#include "online/mount.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */
@@ -59,6 +62,7 @@ static void usage(void)
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
 	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
 	       "       %s [OPTIONS] events [IMAGE|--all]\n"
+	       "       %s [OPTIONS] fsck IMAGE [yes]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
@@ -66,6 +70,8 @@ static void usage(void)
 	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
 	       "events follows the events of IMAGE's daemon (until it stops) or of every\n"
 	       "daemon (--all, the default; until interrupted), one line each.\n"
+	       "fsck unmounts IMAGE's filesystem, runs e2fsck -f -p (yes: -y) on its loop\n"
+	       "device and mounts it again, with the same options; other images go on.\n"
 	       "\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
@@ -77,10 +83,11 @@ static void usage(void)
 	       "\n"
 	       "stop is refused while a loop device or mount uses the image (imgumount),\n"
 	       "shrink while it is attached (shrinkimg); grow, shrink resize no filesystem.\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 5 IMAGE does not exist, 6 not\n"
-	       "served, 7 resized but the loop device did not follow, 75 busy or in use.\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 fsck left errors, 5 IMAGE does\n"
+	       "not exist, 6 not served, 7 resized but the loop device did not follow (fsck:\n"
+	       "not mounted again), 75 busy or in use.\n"
 	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */
@@ -722,6 +729,121 @@ static int cmd_events(const char *arg)
 	return status;
 }
 
+/* ---- fsck ----------------------------------------------------------------- */
+
+/* The options and type of the filesystem mounted on mp from dev
+ * (/proc/self/mounts).  0, or -ENOENT when dev is not mounted there. */
+static int mount_options_of(const char *mp, const char *dev, char *type, size_t tlen,
+			    char *opts, size_t olen)
+{
+	char line[2 * PATH_MAX + 512], d[PATH_MAX], m[PATH_MAX], t[64], o[1024];
+	FILE *f = fopen("/proc/self/mounts", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%4095s %4095s %63s %1023s", d, m, t, o) == 4 && !strcmp(d, dev) &&
+		    !strcmp(m, mp)) {
+			snprintf(type, tlen, "%s", t);
+			snprintf(opts, olen, "%s", o);
+			r = 0;   /* the last one: the one on top */
+		}
+	fclose(f);
+	return r;
+}
+
+/* fsck IMAGE [yes]: the repair path of one image.  Its filesystem is
+ * unmounted (refused while busy: nothing changed), e2fsck -f -p (-y)
+ * runs on its loop device, served by its daemon as before, and it is
+ * mounted again with the options it had.  The mount point stays recorded
+ * throughout (a failure leaves imgumount what to clean up). */
+static int cmd_fsck(const char *arg, const char *mode)
+{
+	char type[64] = "", opts[1024] = "", out[4096], buf[TEXT_ESCAPE_LEN(PATH_MAX)];
+	struct entry e;
+	int r, ec, status = EXIT_OK, mounted;
+
+	if (mode && strcmp(mode, "yes"))
+		return usage_error("expected 'yes', not '%s'", mode);
+	if ((r = resolve(arg, &e)))
+		return r;
+	if (!e.st.alive || !e.st.loop[0]) {
+		status = fail(EXIT_NOTMOUNTED, ENXIO, e.st.image, 0, "%s: not attached: fsck "
+			      "works on an image imgmount or imgattach serves (offline: imgattach, "
+			      "e2fsck, imgdetach)", e.st.image);
+		goto out;
+	}
+	mounted = e.st.mountpoint[0] != 0;
+	if (mounted && (r = mount_options_of(e.st.mountpoint, e.st.loop, type, sizeof(type), opts,
+					     sizeof(opts))) < 0) {
+		status = fail(EXIT_ERROR, -r, e.st.image, 0, "%s: %s is not mounted on %s (imgumount "
+			      "cleans up)", e.st.image, e.st.loop, e.st.mountpoint);
+		goto out;
+	}
+	if (!mounted && (online_blkid_type(e.st.loop, type, sizeof(type)) < 0 || !type[0]))
+		type[0] = 0;
+	if (!fs_is_ext(type)) {
+		status = fail(EXIT_ERROR, EOPNOTSUPP, e.st.image, 0, "%s: fsck repairs ext2/3/4, "
+			      "not %s", e.st.image, type[0] ? type : "an unknown filesystem");
+		goto out;
+	}
+	if (mounted && umount(e.st.mountpoint) < 0) {
+		r = errno;
+		status = fail(r == EBUSY ? EXIT_BUSY : EXIT_ERROR, r, e.st.image, 0,
+			      "%s: cannot unmount %s: %s (nothing was changed)", e.st.image,
+			      e.st.mountpoint, strerror(r));
+		goto out;
+	}
+	{
+		char *av[] = { "e2fsck", "-f", mode ? "-y" : "-p", e.st.loop, NULL };
+		ec = run_capture_silent(av, out, sizeof(out));
+	}
+	if (mounted) {
+		char *av[] = { "mount", "-t", type, "-o", opts, e.st.loop, e.st.mountpoint, NULL };
+		if (run_quiet(av) != 0) {
+			status = fail(EXIT_PARTIAL, EIO, e.st.image, 0, "%s: e2fsck done (exit status "
+				      "%d), but %s could not be mounted on %s again", e.st.image, ec,
+				      e.st.loop, e.st.mountpoint);
+			goto out;
+		}
+	}
+	/* e2fsck: 0 clean, 1 errors corrected, 2 corrected (reboot), 4 and
+	 * more errors left or it failed */
+	if (ec < 0 || ec >= 4)
+		status = fail(EXIT_CORRUPT, EUCLEAN, e.st.image, 0, "%s: e2fsck left errors on %s "
+			      "(exit status %d)%s%s", e.st.image, e.st.loop, ec,
+			      mode ? "" : "; 'imgctl fsck IMAGE yes' answers yes to every repair",
+			      mounted ? "; mounted again as it was" : "");
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", e.st.image);
+		json_string(&j, "device", e.st.loop);
+		json_string(&j, "mountpoint", mounted ? e.st.mountpoint : NULL);
+		json_string(&j, "filesystem", type);
+		json_u64(&j, "e2fsck_status", (uint64_t)(ec < 0 ? 8 : ec));
+		json_bool(&j, "repaired", ec == 1 || ec == 2);
+		json_bool(&j, "clean", ec >= 0 && ec < 4);
+		json_object_end(&j);
+		if (status == EXIT_OK)
+			json_finish(&j);
+		else
+			json_discard(&j);
+	} else if (!quiet && status == EXIT_OK) {
+		printf("%s: e2fsck -f %s %s: %s%s%s\n", text_escape(e.st.image, buf, sizeof(buf)),
+		       mode ? "-y" : "-p", e.st.loop,
+		       ec == 0 ? "clean" : "errors corrected", mounted ? "; mounted again on " : "",
+		       mounted ? e.st.mountpoint : "");
+	}
+	if (status != EXIT_OK && out[0])
+		fprintf(stderr, "%s", out);
+out:
+	entry_free(&e);
+	return status;
+}
+
 /* A named subcommand: its arguments checked, then cmd_send. */
 static int cmd_named(const struct online_command *oc, char **ops, int nops)
 {
@@ -797,7 +919,7 @@ static int run(int argc, char **argv)
 	if (nops == 0) {
 		free(ops);
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
-				 "snapshot, merge, events or stop");
+				 "snapshot, merge, events, fsck or stop");
 	}
 	if (!strcmp(ops[0], "list")) {
 		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");
@@ -806,6 +928,9 @@ static int run(int argc, char **argv)
 	} else if (!strcmp(ops[0], CTL_EVENTS)) {
 		c = nops == 2 && !all_images ? cmd_events(ops[1]) :
 		    nops == 1 ? cmd_events(NULL) : usage_error("usage: events [IMAGE|--all]");
+	} else if (!strcmp(ops[0], "fsck")) {
+		c = nops == 2 || nops == 3 ? cmd_fsck(ops[1], nops == 3 ? ops[2] : NULL) :
+		    usage_error("usage: fsck IMAGE [yes]");
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
 		    usage_error("usage: send IMAGE COMMAND [ARGS...]");

@@ -239,3 +239,44 @@ for i in range(1, 1001):
   [ "$(status_key a.img io_errors)" -ge 4 ]
   imgctl -q stop a.img 2>/dev/null || true
 }
+
+@test "issue 18 fs errors: imgctl fsck repairs one image's filesystem (unmount, e2fsck, mount again) and leaves the others alone" {
+  corrupt_image
+  mkimg --fs ext4 b.img 64M >/dev/null
+  mkdir -p mb
+  imgmount -q b.img mb
+  echo other > mb/f
+  bpid=$(imgctl -j status b.img | jq -r .pid)
+  imgmount -q a.img mnt
+  ! ls mnt/d
+  # busy: refused, nothing changed
+  (cd mnt && sleep 3) &
+  BG_PIDS+=("$!")
+  sleep 0.3
+  run_split imgctl fsck a.img
+  [ "$status" -eq 75 ] || { echo "$err"; false; }
+  grep -q " $T/mnt ext4 " /proc/mounts
+  wait
+  # preen mode does not repair a damaged directory: exit 3, mounted again
+  run_split imgctl fsck a.img
+  [ "$status" -eq 3 ] || { echo "$status $err"; false; }
+  [[ $err == *"e2fsck left errors"* ]]
+  grep -q " $T/mnt ext4 " /proc/mounts
+  run_split imgctl -j fsck a.img yes
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ "$(jq -r .repaired <<<"$out")" = true ]
+  [ "$(jq -r .mountpoint <<<"$out")" = "$T/mnt" ]
+  [ "$(jq -r .e2fsck_status <<<"$out")" -eq 1 ]
+  ls mnt/d
+  grep -q " $T/mnt ext4 rw,nosuid,nodev" /proc/mounts
+  run_split imgctl fsck a.img
+  [ "$status" -eq 0 ]
+  [[ $out == *": clean; mounted again on $T/mnt" ]] || { echo "$out"; false; }
+  # the other image: untouched
+  [ "$(cat mb/f)" = other ]
+  [ "$(imgctl -j status b.img | jq -r .pid)" = "$bpid" ]
+  imgumount -q mnt
+  imgumount -q mb
+  [ "$(imginfo -j a.img | jq -r .filesystem_errors.count)" -eq 0 ]
+  assert_nothing_left
+}

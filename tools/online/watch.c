@@ -50,6 +50,7 @@ static struct {
 	uint64_t host_free, low_water;
 	/* the watched filesystem */
 	char mountpoint[PATH_MAX], dev[64];
+	uint64_t mnt_id;            /* the mount watched (a remount is another) */
 	const char *how;            /* "fanotify", "errors_count", NULL */
 	int fan_fd;
 	uint64_t errors_seen;       /* errors_count when last read */
@@ -165,6 +166,16 @@ static void unwatch_fs(void)
 	pthread_mutex_unlock(&W.lock);
 }
 
+/* The mount id of what is mounted on mp (statx), 0 when unknown. */
+static uint64_t mount_id(const char *mp)
+{
+	struct statx sx;
+
+	if (statx(AT_FDCWD, mp, 0, STATX_MNT_ID, &sx) < 0 || !(sx.stx_mask & STATX_MNT_ID))
+		return 0;
+	return sx.stx_mnt_id;
+}
+
 /* Starts watching the filesystem mounted on mp: the block device under it
  * must be our loop device. */
 static void watch_fs(const char *mp, const char *loop)
@@ -186,6 +197,7 @@ static void watch_fs(const char *mp, const char *loop)
 	pthread_mutex_lock(&W.lock);
 	snprintf(W.dev, sizeof(W.dev), "%.63s", base ? base + 1 : target);
 	snprintf(W.mountpoint, sizeof(W.mountpoint), "%s", mp);
+	W.mnt_id = mount_id(mp);
 	pthread_mutex_unlock(&W.lock);
 	if (read_errors_count(&count) < 0) {
 		/* not ext4: nothing to watch, but remembered as watched */
@@ -218,7 +230,9 @@ static void check_mount(void)
 	snprintf(st.rundir, sizeof(st.rundir), "%s", W.rundir);
 	snprintf(st.image, sizeof(st.image), "%s", W.image);
 	online_state_reload(&st);
-	if (W.mountpoint[0] && strcmp(W.mountpoint, st.mountpoint))
+	/* unmounted, or mounted again (imgctl fsck): the watch starts over */
+	if (W.mountpoint[0] && (strcmp(W.mountpoint, st.mountpoint) ||
+				mount_id(W.mountpoint) != W.mnt_id))
 		unwatch_fs();
 	if (!W.mountpoint[0] && st.mountpoint[0] && st.loop[0])
 		watch_fs(st.mountpoint, st.loop);
