@@ -61,13 +61,15 @@ static void usage(void)
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
 	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] low-water IMAGE BYTES|PCT%%\n"
 	       "       %s [OPTIONS] events [IMAGE|--all]\n"
 	       "       %s [OPTIONS] fsck IMAGE [yes]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
 	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
-	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
+	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE],\n"
+	       "low-water BYTES|PCT%% (the host's low-water mark; 0: none), events, stop.\n"
 	       "events follows the events of IMAGE's daemon (until it stops) or of every\n"
 	       "daemon (--all, the default; until interrupted), one line each.\n"
 	       "fsck unmounts IMAGE's filesystem, runs e2fsck -f -p (yes: -y) on its loop\n"
@@ -87,7 +89,7 @@ static void usage(void)
 	       "not exist, 6 not served, 7 resized but the loop device did not follow (fsck:\n"
 	       "not mounted again), 75 busy or in use.\n"
 	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */

@@ -852,6 +852,26 @@ static char *cmd_events(struct request *rq)
 	return NULL;
 }
 
+/* low-water BYTES|PCT%: the host's low-water mark from now on (0: none) */
+static char *cmd_low_water(struct request *rq)
+{
+	struct watch_conf c = { 0 };
+	struct online_ok ok;
+	int r;
+
+	if (!rq->arg || rq->arg2 || watch_parse_low_water(rq->arg, &c))
+		return online_error_reply(EINVAL, "usage: %s %s (a size, or a percentage of the "
+					  "host filesystem)", rq->oc->name, rq->oc->args);
+	watch_set_low_water(&c);
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	if (c.low_water_pct)
+		json_u64(&ok.j, "low_water_percent", c.low_water_pct);
+	else
+		json_u64(&ok.j, "low_water", c.low_water);
+	return online_ok_end(&ok);
+}
+
 static char *cmd_stop(struct request *rq)
 {
 	rq->stop = 1;
@@ -872,6 +892,7 @@ static const struct handler {
 	{ CTL_SNAPSHOT, cmd_snapshot, 0 },
 	{ CTL_MERGE,    cmd_merge,    0 },
 	{ CTL_EVENTS,   cmd_events,   SERVE_WITHOUT_IMAGE },
+	{ CTL_LOW_WATER, cmd_low_water, SERVE_WITHOUT_IMAGE },
 	{ CTL_STOP,     cmd_stop,     SERVE_WITHOUT_IMAGE },
 };
 

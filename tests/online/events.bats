@@ -141,6 +141,20 @@ for i in range(1, 1001):
   sleep 1.5
   ! grep -q '"event":"low_space"' "$(rundir)/log"
   [ "$(status_key a.img low_water)" = 1 ]
+  # changed at run time (a daemon imgmount started has no option)
+  run_split imgctl -j low-water a.img 100%
+  [ "$status" -eq 0 ] || { echo "$err"; false; }
+  [ "$(jq -r .reply.low_water_percent <<<"$out")" = 100 ]
+  wait_for 5 grep -q '"event":"low_space"' "$(rundir)/log"
+  imgctl -q low-water a.img 1
+  wait_for 5 grep -q '"event":"space_ok"' "$(rundir)/log"
+  grep '"event":"space_ok"' "$(rundir)/log" | sed 's/^imgserve: event: //' > ev
+  validate ev
+  [ "$(jq -r .low_water ev)" = 1 ]
+  imgctl -q low-water a.img 0
+  [ "$(status_key a.img low_water)" = null ]
+  run imgctl low-water a.img 101%
+  [ "$status" -eq 1 ]
   imgctl -q stop a.img
   assert_nothing_left
 }

@@ -202,6 +202,7 @@ const struct online_command online_commands[] = {
 	{ CTL_SNAPSHOT, "[NAME]",                     0, 1, ONLINE_CMD_WRITES },
 	{ CTL_MERGE,    "[BASE]",                     0, 1, ONLINE_CMD_WRITES },
 	{ CTL_EVENTS,   "",                           0, 0, ONLINE_CMD_STREAM },
+	{ CTL_LOW_WATER, "BYTES|PCT%",                1, 1, 0 },
 	{ CTL_STOP,     "",                           0, 0, ONLINE_CMD_STOP },
 	{ NULL, NULL, 0, 0, 0 }
 };

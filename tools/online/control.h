@@ -13,7 +13,7 @@
  * full path), words separated by spaces or tabs: a command of
  * online_commands and its arguments, "status", "grow SIZE", "shrink SIZE
  * [discard-data]", "compact [no-zero-detect]", "snapshot [NAME]", "merge
- * [BASE]", "events" or "stop".  imgserve takes from online_commands which commands
+ * [BASE]", "events", "low-water BYTES|PCT%" or "stop".  imgserve takes from online_commands which commands
  * a read-only daemon refuses, clients such as imgctl what to check.  The
  * server waits CTL_READ_TIMEOUT_S seconds at most for the line.
  *
@@ -48,6 +48,7 @@
 #define CTL_MERGE           "merge"
 #define CTL_STOP            "stop"
 #define CTL_EVENTS          "events"
+#define CTL_LOW_WATER       "low-water"         /* low-water BYTES|PCT% (0: none) */
 #define CTL_DISCARD_DATA    "discard-data"      /* shrink SIZE discard-data */
 #define CTL_NO_ZERO_DETECT  "no-zero-detect"    /* compact no-zero-detect */
 

@@ -95,17 +95,33 @@ int watch_parse_fs_mode(const char *arg, struct watch_conf *c)
 
 /* ---- the host ------------------------------------------------------------ */
 
+void watch_set_low_water(const struct watch_conf *c)
+{
+	pthread_mutex_lock(&W.lock);
+	W.c.low_water = c->low_water;
+	W.c.low_water_pct = c->low_water_pct;
+	W.low_water = c->low_water;
+	if (!c->low_water && !c->low_water_pct)
+		W.below = 0;   /* no mark: nothing to be below */
+	pthread_mutex_unlock(&W.lock);
+}
+
 static void check_host(void)
 {
 	struct statvfs sv;
-	uint64_t avail, total, mark;
+	uint64_t avail, total, mark, bytes;
+	unsigned pct;
 	int below;
 
-	if ((!W.c.low_water && !W.c.low_water_pct) || statvfs(W.host_dir, &sv) < 0)
+	pthread_mutex_lock(&W.lock);
+	bytes = W.c.low_water;
+	pct = W.c.low_water_pct;
+	pthread_mutex_unlock(&W.lock);
+	if ((!bytes && !pct) || statvfs(W.host_dir, &sv) < 0)
 		return;
 	avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	total = (uint64_t)sv.f_blocks * sv.f_frsize;
-	mark = W.c.low_water_pct ? total / 100 * W.c.low_water_pct : W.c.low_water;
+	mark = pct ? total / 100 * pct : bytes;
 	below = avail < mark;
 	pthread_mutex_lock(&W.lock);
 	W.host_free = avail;

@@ -40,6 +40,10 @@ int watch_parse_low_water(const char *arg, struct watch_conf *c);
 /* "auto", "poll" or "off".  0 or -EINVAL. */
 int watch_parse_fs_mode(const char *arg, struct watch_conf *c);
 
+/* Changes the low-water mark of the running watch to c's (0: none); the
+ * next check (within WATCH_TICK_MS) compares against it. */
+void watch_set_low_water(const struct watch_conf *c);
+
 /* Starts the watch thread (c is copied).  0 or -errno (printed). */
 int watch_start(const struct watch_conf *c);
 /* Stops it (before events_stop). */
