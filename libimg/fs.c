@@ -516,6 +516,41 @@ static void ext_sizes(struct img *img, struct img_fs_info *fi)
 	ext2fs_close_free(&fs);
 }
 
+static void ext_error_at(struct img_fs_error_at *at, uint32_t t, uint8_t t_hi, uint64_t block,
+			 uint32_t ino, uint32_t line, const uint8_t *func)
+{
+	at->time = (uint64_t)t | (uint64_t)t_hi << 32;
+	at->block = block;
+	at->ino = ino;
+	at->line = line;
+	/* 32 bytes, not always terminated */
+	memcpy(at->func, func, 32);
+	at->func[32] = 0;
+}
+
+IMG_API int img_fs_errors(struct img *img, struct img_fs_errors *out)
+{
+	ext2_filsys fs = NULL;
+	struct ext2_super_block *sb;
+	errcode_t e;
+
+	memset(out, 0, sizeof(*out));
+	if ((e = imgi_ext2fs_open(img, EXT2_FLAG_IGNORE_CSUM_ERRORS | EXT2_FLAG_SKIP_MMP, &fs)))
+		return imgi_ext2fs_error(img->name, "reading the ext2/3/4 superblock", e);
+	sb = fs->super;
+	out->count = sb->s_error_count;
+	if (sb->s_state & EXT2_ERROR_FS)
+		out->flags |= IMG_FS_STATE_ERRORS;
+	ext_error_at(&out->first, sb->s_first_error_time, sb->s_first_error_time_hi,
+		     sb->s_first_error_block, sb->s_first_error_ino, sb->s_first_error_line,
+		     sb->s_first_error_func);
+	ext_error_at(&out->last, sb->s_last_error_time, sb->s_last_error_time_hi,
+		     sb->s_last_error_block, sb->s_last_error_ino, sb->s_last_error_line,
+		     sb->s_last_error_func);
+	ext2fs_close_free(&fs);
+	return 0;
+}
+
 IMG_API int img_fs_probe(struct img *img, struct img_fs_info *out)
 {
 	struct img_info ii;

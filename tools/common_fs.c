@@ -227,6 +227,11 @@ int run_silent(char *const argv[])
 	return run_logged(argv, NULL, 0, 1);
 }
 
+int run_capture_silent(char *const argv[], char *out, size_t len)
+{
+	return run_logged(argv, out, len, 1);
+}
+
 #define COPY_CHUNK (1u << 20)
 
 int copy_raw_into_image(const char *file, int fd, uint64_t size, struct img *img,

@@ -48,6 +48,9 @@ int run_quiet(char *const argv[]);
 int run_capture(char *const argv[], char *out, size_t len);
 /* run_quiet that prints nothing, even on failure. */
 int run_silent(char *const argv[]);
+/* run_capture that prints nothing, even on failure (the caller decides
+ * what of out to show: e2fsck's exit status 1 is a success). */
+int run_capture_silent(char *const argv[], char *out, size_t len);
 
 /* Copies the data of the raw file fd (size bytes) into img at the same
  * offsets: only what SEEK_DATA finds, and within it only the 4 KiB blocks

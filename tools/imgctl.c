@@ -26,18 +26,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "common_fs.h"
 #include "online/control.h"
 #include "online/loop.h"
 #include "online/qos.h"
+#include "online/mount.h"
 
 #define DEFAULT_WAIT_MS 5000       /* status: a busy daemon */
 #define STOP_WAIT_MS    60000      /* stop: the daemon flushes and exits */
@@ -48,6 +52,7 @@ static const struct option longopts[] = {
 	{ "json",    no_argument,       NULL, 'j' },
 	{ "wait",    optional_argument, NULL, 'w' },
 	{ "quiet",   no_argument,       NULL, 'q' },
+	{ "all",     no_argument,       NULL, 'a' },
 	{ "help",    no_argument,       NULL, 'h' },
 	{ "version", no_argument,       NULL, 'V' },
 	{ "strict",  no_argument,       NULL, 'S' },
@@ -61,40 +66,34 @@ static char qos_settings[CTL_LINE_MAX / 2];
 static int strict;                        /* pool --strict */
 static int answer_ms = DEFAULT_WAIT_MS;    /* -1: no limit */
 static int wait_given;                    /* --wait was given */
+static int all_images;                    /* events --all */
 
 static void usage(void)
 {
-	printf("Usage: %s [OPTIONS] list\n"
-	       "       %s [OPTIONS] status IMAGE\n"
+	printf("Usage: %s [OPTIONS] list | pool [DIR...] | events [IMAGE|--all]\n"
+	       "       %s [OPTIONS] status|compact|snapshot|merge|stop|fsck IMAGE [ARG]\n"
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
-	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
 	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
-	       "       %s [OPTIONS] pool [DIR...]\n"
-	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
-	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
-	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
-	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
-	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], qos\n"
-	       "[SETTINGS], stop.  pool: images, virtual size, allocated, host free space and\n"
-	       "overcommit of each DIR (default: the directories of the served images).\n"
-	       "\n"
+	       "       %s [OPTIONS] low-water IMAGE BYTES|PCT%%\n"
+	       "List the libimg images served, attached or mounted here and send commands to\n"
+	       "their daemons; IMAGE: the image file, its loop device or mount point.\n"
+	       "COMMAND: status, grow|shrink SIZE [discard-data], compact [no-zero-detect],\n"
+	       "snapshot [NAME], merge [BASE], qos [SETTINGS], low-water, events, stop.\n"
+	       "pool: size, allocation, host space and overcommit of each DIR.  events:\n"
+	       "follows the daemons' events.  fsck [yes]: e2fsck -f -p (-y) of IMAGE's\n"
+	       "filesystem, unmounted and mounted again; other images go on.\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
-	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
-	       "                        no SECONDS: no limit)\n"
+	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s)\n"
 	       "  -q, --quiet           print nothing on success (JSON is still printed)\n"
+	       "  -a, --all             events: of every daemon, also those started later\n"
 	       "      --strict          pool: exit 8 when the host cannot absorb the growth\n"
-	       QOS_HELP
-	       "  -h, --help            show this help\n"
-	       "  -V, --version         show the version\n"
-	       "\n"
-	       "stop is refused while a loop device or mount uses the image (imgumount),\n"
-	       "shrink while it is attached (shrinkimg); grow, shrink resize no filesystem.\n"
-	       "Exit status: 0 success, 1 error, 2 usage, 5 IMAGE does not exist, 6 not\n"
-	       "served, 7 resized but the loop device did not follow, 8 pool --strict: no\n"
-	       "room for the growth, 75 busy or in use.\n"
-	       "See imgctl(1).\n",
-	       progname, progname, progname, progname, progname, progname, progname);
+	       "      --iops-*, --bps-*, --burst, --qos  qos: the limits (imgserve(1))\n"
+	       "  -h, --help            show this help;  -V, --version  show the version\n"
+	       "Exit status: 0 success, 1 error, 2 usage, 3 fsck left errors, 5 IMAGE does\n"
+	       "not exist, 6 not served, 7 the loop device did not follow (fsck: not mounted\n"
+	       "again), 8 pool --strict: no room for the growth, 75 busy.  See imgctl(1).\n",
+	       progname, progname, progname, progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */
@@ -566,6 +565,291 @@ out:
 	return status;
 }
 
+/* ---- events --------------------------------------------------------------- */
+
+#define EVENT_LINE_MAX 65536
+
+struct stream {
+	int fd;
+	char rundir[PATH_MAX];
+	char *buf;
+	size_t len;
+};
+
+/* One event line: as it is (--json, also to the test log), or "TIME IMAGE
+ * EVENT key=value...". */
+static void print_event(char *line)
+{
+	struct online_reply r;
+	char buf[TEXT_ESCAPE_LEN(PATH_MAX)];
+
+	if (json) {
+		printf("%s\n", line);
+		json_test_log(line, strlen(line));
+	} else if (online_reply_parse(line, &r) == 0) {
+		const struct online_kv *t = online_reply_get(&r, "time"),
+			*im = online_reply_get(&r, "image"), *ev = online_reply_get(&r, "event");
+		printf("%s %s %s", t && t->str ? t->str : "-",
+		       text_escape(im && im->str ? im->str : "-", buf, sizeof(buf)),
+		       ev && ev->str ? ev->str : "-");
+		for (size_t i = 0; i < r.n; i++) {
+			const struct online_kv *kv = &r.kv[i];
+			if (kv == t || kv == im || kv == ev || !strcmp(kv->key, "schema") ||
+			    !strcmp(kv->key, "seq") || kv->type == ONLINE_NULL)
+				continue;
+			if (kv->type == ONLINE_STR)
+				printf(" %s=%s", kv->key, text_escape(kv->str, buf, sizeof(buf)));
+			else if (kv->type == ONLINE_NUM)
+				printf(" %s=%llu", kv->key, (unsigned long long)kv->num);
+			else
+				printf(" %s=%s", kv->key, kv->num ? "true" : "false");
+		}
+		printf("\n");
+		online_reply_free(&r);
+	}
+	fflush(stdout);
+}
+
+/* Subscribes to every live daemon not followed yet. */
+static void subscribe_all(struct stream **ss, size_t *n)
+{
+	struct online_state *sts = NULL;
+	size_t k = 0;
+	char err[512];
+
+	if (online_state_list(&sts, &k) < 0)
+		return;
+	for (size_t i = 0; i < k; i++) {
+		size_t j;
+		struct stream *nss;
+		int fd;
+		if (!sts[i].alive)
+			continue;
+		for (j = 0; j < *n && strcmp((*ss)[j].rundir, sts[i].rundir); j++)
+			;
+		if (j < *n || (fd = online_subscribe(&sts[i], err, sizeof(err))) < 0)
+			continue;
+		if (!(nss = realloc(*ss, (*n + 1) * sizeof(**ss)))) {
+			close(fd);
+			break;
+		}
+		*ss = nss;
+		memset(&nss[*n], 0, sizeof(nss[*n]));
+		nss[*n].fd = fd;
+		snprintf(nss[*n].rundir, sizeof(nss[*n].rundir), "%s", sts[i].rundir);
+		(*n)++;
+	}
+	free(sts);
+}
+
+/* Reads what came on s; prints its complete lines.  0, or -1 at its end. */
+static int stream_read(struct stream *s)
+{
+	char *nl;
+	ssize_t r;
+
+	if (!s->buf && !(s->buf = malloc(EVENT_LINE_MAX)))
+		return -1;
+	r = read(s->fd, s->buf + s->len, EVENT_LINE_MAX - 1 - s->len);
+	if (r < 0 && errno == EINTR)
+		return 0;
+	if (r <= 0)
+		return -1;
+	s->len += (size_t)r;
+	s->buf[s->len] = 0;
+	while ((nl = memchr(s->buf, '\n', s->len))) {
+		*nl = 0;
+		print_event(s->buf);
+		s->len -= (size_t)(nl + 1 - s->buf);
+		memmove(s->buf, nl + 1, s->len);
+	}
+	if (s->len == EVENT_LINE_MAX - 1)
+		s->len = 0;   /* no line is that long: dropped */
+	return 0;
+}
+
+/* events [IMAGE]: follows one daemon until it stops, or (no IMAGE,
+ * --all) every daemon, looking for new ones every second, until
+ * interrupted. */
+static int cmd_events(const char *arg)
+{
+	struct stream *ss = NULL;
+	size_t n = 0;
+	int status = EXIT_OK;
+
+	if (arg) {
+		struct entry e;
+		char err[1024];
+		int r, fd;
+		if ((r = resolve(arg, &e)))
+			return r;
+		if (!e.st.alive) {
+			entry_free(&e);
+			return fail(EXIT_NOTMOUNTED, ESRCH, e.st.image, 0, "%s: not served: no "
+				    "daemon runs", e.st.image);
+		}
+		fd = online_subscribe(&e.st, err, sizeof(err));
+		if (fd < 0) {
+			status = fail(exit_status(fd), -fd, e.st.image, e.st.pid, "%s: events: %s",
+				      e.st.image, err);
+			entry_free(&e);
+			return status;
+		}
+		entry_free(&e);
+		if (!(ss = calloc(1, sizeof(*ss)))) {
+			close(fd);
+			return fail(EXIT_ERROR, ENOMEM, NULL, 0, "out of memory");
+		}
+		ss[0].fd = fd;
+		n = 1;
+	} else {
+		subscribe_all(&ss, &n);
+	}
+	while (n || !arg) {
+		struct pollfd *p = calloc(n + 1, sizeof(*p));
+		int pr;
+		if (!p)
+			break;
+		for (size_t i = 0; i < n; i++)
+			p[i] = (struct pollfd){ .fd = ss[i].fd, .events = POLLIN };
+		pr = poll(p, n, arg ? -1 : 1000);
+		for (size_t i = 0; pr > 0 && i < n;) {
+			if (p[i].revents && stream_read(&ss[i]) < 0) {
+				close(ss[i].fd);
+				free(ss[i].buf);
+				ss[i] = ss[--n];
+				p[i] = p[n];
+				continue;
+			}
+			i++;
+		}
+		free(p);
+		if (!arg)
+			subscribe_all(&ss, &n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		close(ss[i].fd);
+		free(ss[i].buf);
+	}
+	free(ss);
+	return status;
+}
+
+/* ---- fsck ----------------------------------------------------------------- */
+
+/* The options and type of the filesystem mounted on mp from dev
+ * (/proc/self/mounts).  0, or -ENOENT when dev is not mounted there. */
+static int mount_options_of(const char *mp, const char *dev, char *type, size_t tlen,
+			    char *opts, size_t olen)
+{
+	char line[2 * PATH_MAX + 512], d[PATH_MAX], m[PATH_MAX], t[64], o[1024];
+	FILE *f = fopen("/proc/self/mounts", "re");
+	int r = -ENOENT;
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%4095s %4095s %63s %1023s", d, m, t, o) == 4 && !strcmp(d, dev) &&
+		    !strcmp(m, mp)) {
+			snprintf(type, tlen, "%s", t);
+			snprintf(opts, olen, "%s", o);
+			r = 0;   /* the last one: the one on top */
+		}
+	fclose(f);
+	return r;
+}
+
+/* fsck IMAGE [yes]: the repair path of one image.  Its filesystem is
+ * unmounted (refused while busy: nothing changed), e2fsck -f -p (-y)
+ * runs on its loop device, served by its daemon as before, and it is
+ * mounted again with the options it had.  The mount point stays recorded
+ * throughout (a failure leaves imgumount what to clean up). */
+static int cmd_fsck(const char *arg, const char *mode)
+{
+	char type[64] = "", opts[1024] = "", out[4096], buf[TEXT_ESCAPE_LEN(PATH_MAX)];
+	struct entry e;
+	int r, ec, status = EXIT_OK, mounted;
+
+	if (mode && strcmp(mode, "yes"))
+		return usage_error("expected 'yes', not '%s'", mode);
+	if ((r = resolve(arg, &e)))
+		return r;
+	if (!e.st.alive || !e.st.loop[0]) {
+		status = fail(EXIT_NOTMOUNTED, ENXIO, e.st.image, 0, "%s: not attached: fsck "
+			      "works on an image imgmount or imgattach serves (offline: imgattach, "
+			      "e2fsck, imgdetach)", e.st.image);
+		goto out;
+	}
+	mounted = e.st.mountpoint[0] != 0;
+	if (mounted && (r = mount_options_of(e.st.mountpoint, e.st.loop, type, sizeof(type), opts,
+					     sizeof(opts))) < 0) {
+		status = fail(EXIT_ERROR, -r, e.st.image, 0, "%s: %s is not mounted on %s (imgumount "
+			      "cleans up)", e.st.image, e.st.loop, e.st.mountpoint);
+		goto out;
+	}
+	if (!mounted && (online_blkid_type(e.st.loop, type, sizeof(type)) < 0 || !type[0]))
+		type[0] = 0;
+	if (!fs_is_ext(type)) {
+		status = fail(EXIT_ERROR, EOPNOTSUPP, e.st.image, 0, "%s: fsck repairs ext2/3/4, "
+			      "not %s", e.st.image, type[0] ? type : "an unknown filesystem");
+		goto out;
+	}
+	if (mounted && umount(e.st.mountpoint) < 0) {
+		r = errno;
+		status = fail(r == EBUSY ? EXIT_BUSY : EXIT_ERROR, r, e.st.image, 0,
+			      "%s: cannot unmount %s: %s (nothing was changed)", e.st.image,
+			      e.st.mountpoint, strerror(r));
+		goto out;
+	}
+	{
+		char *av[] = { "e2fsck", "-f", mode ? "-y" : "-p", e.st.loop, NULL };
+		ec = run_capture_silent(av, out, sizeof(out));
+	}
+	if (mounted) {
+		char *av[] = { "mount", "-t", type, "-o", opts, e.st.loop, e.st.mountpoint, NULL };
+		if (run_quiet(av) != 0) {
+			status = fail(EXIT_PARTIAL, EIO, e.st.image, 0, "%s: e2fsck done (exit status "
+				      "%d), but %s could not be mounted on %s again", e.st.image, ec,
+				      e.st.loop, e.st.mountpoint);
+			goto out;
+		}
+	}
+	/* e2fsck: 0 clean, 1 errors corrected, 2 corrected (reboot), 4 and
+	 * more errors left or it failed */
+	if (ec < 0 || ec >= 4)
+		status = fail(EXIT_CORRUPT, EUCLEAN, e.st.image, 0, "%s: e2fsck left errors on %s "
+			      "(exit status %d)%s%s", e.st.image, e.st.loop, ec,
+			      mode ? "" : "; 'imgctl fsck IMAGE yes' answers yes to every repair",
+			      mounted ? "; mounted again as it was" : "");
+	if (json) {
+		struct json_out j;
+		json_start(&j, stdout);
+		json_doc_begin(&j);
+		json_string(&j, "filename", e.st.image);
+		json_string(&j, "device", e.st.loop);
+		json_string(&j, "mountpoint", mounted ? e.st.mountpoint : NULL);
+		json_string(&j, "filesystem", type);
+		json_u64(&j, "e2fsck_status", (uint64_t)(ec < 0 ? 8 : ec));
+		json_bool(&j, "repaired", ec == 1 || ec == 2);
+		json_bool(&j, "clean", ec >= 0 && ec < 4);
+		json_object_end(&j);
+		if (status == EXIT_OK)
+			json_finish(&j);
+		else
+			json_discard(&j);
+	} else if (!quiet && status == EXIT_OK) {
+		printf("%s: e2fsck -f %s %s: %s%s%s\n", text_escape(e.st.image, buf, sizeof(buf)),
+		       mode ? "-y" : "-p", e.st.loop,
+		       ec == 0 ? "clean" : "errors corrected", mounted ? "; mounted again on " : "",
+		       mounted ? e.st.mountpoint : "");
+	}
+	if (status != EXIT_OK && out[0])
+		fprintf(stderr, "%s", out);
+out:
+	entry_free(&e);
+	return status;
+}
+
 /* A named subcommand: its arguments checked, then cmd_send. */
 static int cmd_named(const struct online_command *oc, char **ops, int nops)
 {
@@ -940,6 +1224,7 @@ static int run(int argc, char **argv)
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
 		case 'S': strict = 1; break;
+		case 'a': all_images = 1; break;
 		case 'w':
 			wait_given = 1;
 			if (!optarg) {
@@ -963,7 +1248,7 @@ static int run(int argc, char **argv)
 	if (nops == 0) {
 		free(ops);
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
-				 "snapshot, merge or stop");
+				 "snapshot, merge, events, fsck or stop");
 	}
 	if (strict && strcmp(ops[0], "pool")) {
 		c = usage_error("--strict goes with the pool command");
@@ -971,6 +1256,12 @@ static int run(int argc, char **argv)
 		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");
 	} else if (!strcmp(ops[0], "status")) {
 		c = nops == 2 ? cmd_status(ops[1]) : usage_error("usage: status IMAGE");
+	} else if (!strcmp(ops[0], CTL_EVENTS)) {
+		c = nops == 2 && !all_images ? cmd_events(ops[1]) :
+		    nops == 1 ? cmd_events(NULL) : usage_error("usage: events [IMAGE|--all]");
+	} else if (!strcmp(ops[0], "fsck")) {
+		c = nops == 2 || nops == 3 ? cmd_fsck(ops[1], nops == 3 ? ops[2] : NULL) :
+		    usage_error("usage: fsck IMAGE [yes]");
 	} else if (!strcmp(ops[0], "send")) {
 		c = nops >= 3 ? cmd_send(ops[1], ops[2], ops + 3, nops - 3) :
 		    usage_error("usage: send IMAGE COMMAND [ARGS...]");

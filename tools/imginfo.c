@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -43,9 +44,71 @@ static void usage(void)
 	       "  75 in use.  See imginfo(1), libimg(7).\n", progname);
 }
 
+/* An ext4 error time: "YYYY-MM-DDTHH:MM:SSZ" (UTC) into buf. */
+static const char *error_time(uint64_t t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (!gmtime_r(&tt, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(buf, len, "%llu", (unsigned long long)t);
+	return buf;
+}
+
+static void error_at_json(struct json_out *j, const char *key, const struct img_fs_error_at *at)
+{
+	char t[64];
+
+	if (!at->time && !at->func[0]) {
+		json_null(j, key);
+		return;
+	}
+	json_object_begin(j, key);
+	json_string(j, "time", error_time(at->time, t, sizeof(t)));
+	json_string(j, "function", at->func);
+	json_u64(j, "line", at->line);
+	json_u64(j, "inode", at->ino);
+	json_u64(j, "block", at->block);
+	json_object_end(j);
+}
+
+/* The ext2/3/4 filesystem's recorded errors (img_fs_errors); null
+ * without one. */
+static void errors_json(struct json_out *j, const struct img_fs_errors *fe)
+{
+	if (!fe) {
+		json_null(j, "filesystem_errors");
+		return;
+	}
+	json_object_begin(j, "filesystem_errors");
+	json_u64(j, "count", fe->count);
+	json_bool(j, "marked", !!(fe->flags & IMG_FS_STATE_ERRORS));
+	error_at_json(j, "first", &fe->first);
+	error_at_json(j, "last", &fe->last);
+	json_object_end(j);
+}
+
+static void errors_human(const struct img_fs_errors *fe)
+{
+	char t[64], f[TEXT_ESCAPE_LEN(33)];
+
+	if (!fe || (!fe->count && !(fe->flags & IMG_FS_STATE_ERRORS)))
+		return;
+	printf("filesystem errors: %u recorded%s", fe->count,
+	       fe->flags & IMG_FS_STATE_ERRORS ? " (marked: run e2fsck)" : "");
+	if (fe->first.time || fe->first.func[0])
+		printf(", first %s in %s:%u", error_time(fe->first.time, t, sizeof(t)),
+		       text_escape(fe->first.func, f, sizeof(f)), fe->first.line);
+	if (fe->last.time || fe->last.func[0])
+		printf(", last %s in %s:%u", error_time(fe->last.time, t, sizeof(t)),
+		       text_escape(fe->last.func, f, sizeof(f)), fe->last.line);
+	printf("\n");
+}
+
 static void print_json(struct json_out *jp, const char *file, const struct img_info *in,
 		       const char *backing, const char *chain_error,
-		       const struct img_fs_info *fi, const struct online_state *use)
+		       const struct img_fs_info *fi, const struct img_fs_errors *fe,
+		       const struct online_state *use)
 {
 	struct json_out j = *jp;
 
@@ -74,6 +137,7 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 	json_u64(&j, "backing_depth", in->backing_depth);
 	json_string(&j, "backing_chain_error", chain_error);
 	fs_json(&j, "filesystem", fi);
+	errors_json(&j, fe);
 	if (use) {
 		json_object_begin(&j, "in_use");
 		json_u64(&j, "pid", (uint64_t)use->pid);
@@ -92,7 +156,7 @@ static void print_json(struct json_out *jp, const char *file, const struct img_i
 
 static void print_human(const char *file, const struct img_info *in, const char *backing,
 			const char *chain_error, const struct img_fs_info *fi,
-			const struct online_state *use)
+			const struct img_fs_errors *fe, const struct online_state *use)
 {
 	char b[64], fb[1024], e[TEXT_ESCAPE_LEN(4096)];
 
@@ -133,6 +197,7 @@ static void print_human(const char *file, const struct img_info *in, const char 
 		printf("filesystem: unknown (the backing chain cannot be opened)\n");
 	else
 		printf("filesystem: %s\n", fi ? fs_describe(fi, fb, sizeof(fb)) : "none recognised");
+	errors_human(fe);
 	if (use) {
 		printf("in use: by imgserve (pid %ld)%s\n", (long)use->pid,
 		       use->alive ? "" : ", which is no longer running (run imgumount)");
@@ -151,6 +216,8 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 {
 	struct img_info in;
 	struct img_fs_info fi;
+	struct img_fs_errors fe;
+	int have_fe = 0;
 	char ref[4096];
 	ssize_t n;
 	int r;
@@ -165,10 +232,15 @@ static int describe(struct img *img, const char *name, struct json_out *j, int w
 	r = with_fs && (!quiet || json) ? fs_probe(name, img, &fi) : 1;
 	if (quiet && !json)   /* -j -q: the JSON still */
 		return 0;
+	/* ext2/3/4: the errors its superblock records */
+	if (r == 0 && !strncmp(fi.type, "ext", 3))
+		have_fe = img_fs_errors(img, &fe) == 0;
 	if (json)
-		print_json(j, name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL, use);
+		print_json(j, name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL,
+			   have_fe ? &fe : NULL, use);
 	else
-		print_human(name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL, use);
+		print_human(name, &in, n ? ref : NULL, chain_error, r == 0 ? &fi : NULL,
+			    have_fe ? &fe : NULL, use);
 	return 0;
 }
 

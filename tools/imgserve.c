@@ -19,7 +19,9 @@
  * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
  * grow, shrink, compact, snapshot, merge, qos and stop, one connection at
- * a time; grow and shrink invalidate the export's attributes so that the
+ * a time ("events" keeps its connection: online/events.h streams the
+ * events to it; online/watch.h watches the host's free space and the
+ * filesystem inside for errors); grow and shrink invalidate the export's attributes so that the
  * kernel fetches the new size.
  *
  * Quiescing: every FUSE request that uses the image handle holds io_lock
@@ -60,6 +62,8 @@
 #include "common_cache.h"
 #include "online/control.h"
 #include "online/qos.h"
+#include "online/events.h"
+#include "online/watch.h"
 
 #ifndef FALLOC_FL_KEEP_SIZE
 #define FALLOC_FL_KEEP_SIZE 0x01
@@ -87,6 +91,9 @@ static uint32_t block_size = EXPORT_BLOCK_SIZE;
  * --host-cache lifts it (the kernel alone decides). */
 #define CACHE_LIMIT_DEFAULT (1ull << 30)
 
+#define OPT_LOW_WATER 0x4c57
+#define OPT_FS_WATCH  0x4657
+
 static const struct option longopts[] = {
 	{ "daemon",    no_argument,       NULL, 'd' },
 	{ "threads",   required_argument, NULL, 't' },
@@ -97,6 +104,8 @@ static const struct option longopts[] = {
 	{ "cache-size", required_argument, NULL, 'C' },
 	{ "json",      no_argument,       NULL, 'j' },
 	{ "quiet",     no_argument,       NULL, 'q' },
+	{ "low-water", required_argument, NULL, OPT_LOW_WATER },
+	{ "fs-watch",  required_argument, NULL, OPT_FS_WATCH },
 	{ "help",      no_argument,       NULL, 'h' },
 	{ "version",   no_argument,       NULL, 'V' },
 	BACKING_PATH_OPTION,
@@ -125,6 +134,11 @@ static void usage(void)
 	       QOS_HELP
 	       BACKING_PATH_HELP
 	       "  -j, --json         once the export is up, print it as a JSON object\n"
+	       "      --low-water=BYTES|PCT%%  a low_space event when the host filesystem\n"
+	       "                     holding FILE has less free space (checked every second)\n"
+	       "      --fs-watch=auto|poll|off  watch the filesystem mounted from the image\n"
+	       "                     for errors: fanotify, else ext4's error counter (auto),\n"
+	       "                     the counter alone (poll), or not at all\n"
 	       WAIT_HELP
 	       "  -q, --quiet        print nothing on success\n"
 	       "  -h, --help / -V, --version  show this help / the version\n"
@@ -373,6 +387,7 @@ static void io_failed(long err)
 	if (err == -ENOSPC || err == -EDQUOT)
 		atomic_fetch_add(&S.n_nospace, 1);
 	atomic_store(&S.last_io_err, (int)-err);
+	event_io_error((int)-err, atomic_load(&S.n_io_err), atomic_load(&S.n_nospace));
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -602,6 +617,8 @@ static void status_fields(struct json_out *j)
 		json_string(j, "last_io_error", e ? strerrorname_np(e) : NULL);
 	}
 	qos_status_json(&qos_q, j);
+	events_status_fields(j);
+	watch_status_fields(j);
 }
 
 /* Before the handle is switched (io_lock held for writing): the data
@@ -736,6 +753,7 @@ struct request {
 	const struct online_command *oc;   /* the protocol's entry */
 	const char *arg, *arg2;            /* NULL when absent */
 	int stop;                          /* the handler asks the daemon to stop */
+	int conn;                          /* the connection; -1: a handler kept it */
 };
 
 /* The "error" reply of a failed library call (r: -errno). */
@@ -780,6 +798,8 @@ static char *cmd_resize(struct request *rq)
 		if (r < 0)
 			return fail_reply(r);
 		size_changed(old, size);
+		event_emit(EV_RESIZED, EV_U64(CTL_KEY_OLD_SIZE, old), EV_U64(CTL_KEY_NEW_SIZE, size),
+			   EV_END);
 	}
 	if ((r = online_ok_begin(&ok)) < 0)
 		return fail_reply(r);
@@ -810,6 +830,12 @@ static char *cmd_compact(struct request *rq)
 	json_u64(&ok.j, CTL_KEY_DISK_USAGE_AFTER, cs.disk_usage_after);
 	json_u64(&ok.j, CTL_KEY_ZERO_CLUSTERS_FREED, cs.zero_clusters_freed);
 	json_u64(&ok.j, CTL_KEY_CLUSTERS_MOVED, cs.clusters_moved);
+	event_emit(EV_COMPACTED, EV_U64(CTL_KEY_FILE_SIZE_BEFORE, cs.file_size_before),
+		   EV_U64(CTL_KEY_FILE_SIZE_AFTER, cs.file_size_after),
+		   EV_U64(CTL_KEY_DISK_USAGE_BEFORE, cs.disk_usage_before),
+		   EV_U64(CTL_KEY_DISK_USAGE_AFTER, cs.disk_usage_after),
+		   EV_U64(CTL_KEY_ZERO_CLUSTERS_FREED, cs.zero_clusters_freed),
+		   EV_U64(CTL_KEY_CLUSTERS_MOVED, cs.clusters_moved), EV_END);
 	return online_ok_end(&ok);
 }
 
@@ -827,6 +853,8 @@ static char *cmd_switch(struct request *rq,
 	r = op(rq->arg, name, sizeof(name), msg, sizeof(msg));
 	if (r < 0)
 		return online_error_reply(-r, "%s: %s\n", img_strerror(r), msg);
+	event_emit(!strcmp(key, CTL_KEY_SNAPSHOT) ? EV_SNAPSHOT : EV_MERGED, EV_STR(key, name),
+		   EV_END);
 	if ((r = online_ok_begin(&ok)) < 0)
 		return fail_reply(r);
 	json_string(&ok.j, key, name);
@@ -852,6 +880,45 @@ static char *cmd_qos(struct request *rq)
 	return qos_command(&qos_q, rq->arg);
 }
 
+/* events: the connection goes to the events' writer (events.h), after
+ * the "ok" line */
+static char *cmd_events(struct request *rq)
+{
+	char *ok;
+	int r;
+
+	if (rq->arg)
+		return online_error_reply(EINVAL, "usage: %s", rq->oc->name);
+	if (!(ok = online_ok_empty()))
+		return NULL;
+	online_ctl_write(rq->conn, ok);
+	free(ok);
+	r = events_subscribe(rq->conn);
+	rq->conn = -1;   /* the events' now, closed there even on failure */
+	(void)r;
+	return NULL;
+}
+
+/* low-water BYTES|PCT%: the host's low-water mark from now on (0: none) */
+static char *cmd_low_water(struct request *rq)
+{
+	struct watch_conf c = { 0 };
+	struct online_ok ok;
+	int r;
+
+	if (!rq->arg || rq->arg2 || watch_parse_low_water(rq->arg, &c))
+		return online_error_reply(EINVAL, "usage: %s %s (a size, or a percentage of the "
+					  "host filesystem)", rq->oc->name, rq->oc->args);
+	watch_set_low_water(&c);
+	if ((r = online_ok_begin(&ok)) < 0)
+		return fail_reply(r);
+	if (c.low_water_pct)
+		json_u64(&ok.j, "low_water_percent", c.low_water_pct);
+	else
+		json_u64(&ok.j, "low_water", c.low_water);
+	return online_ok_end(&ok);
+}
+
 static char *cmd_stop(struct request *rq)
 {
 	rq->stop = 1;
@@ -872,6 +939,8 @@ static const struct handler {
 	{ CTL_SNAPSHOT, cmd_snapshot, 0 },
 	{ CTL_MERGE,    cmd_merge,    0 },
 	{ CTL_QOS,      cmd_qos,      SERVE_WITHOUT_IMAGE },
+	{ CTL_EVENTS,   cmd_events,   SERVE_WITHOUT_IMAGE },
+	{ CTL_LOW_WATER, cmd_low_water, SERVE_WITHOUT_IMAGE },
 	{ CTL_STOP,     cmd_stop,     SERVE_WITHOUT_IMAGE },
 };
 
@@ -897,11 +966,13 @@ static char *unknown_reply(const char *cmd)
 	return online_error_reply(EINVAL, "unknown command '%.64s' (%s)\n", cmd, names);
 }
 
-/* Runs one command line; returns the reply line (malloc'd) and sets *stop. */
-static char *run_command(char *line, int *stop)
+/* Runs one command line that came on the connection *conn; returns the
+ * reply line (malloc'd; NULL: none) and sets *stop, and *conn to -1 when
+ * a handler kept the connection. */
+static char *run_command(char *line, int *conn, int *stop)
 {
 	char *cmd = strtok(line, " \t"), *arg = strtok(NULL, " \t"), *arg2 = strtok(NULL, " \t");
-	struct request rq = { .arg = arg, .arg2 = arg2 };
+	struct request rq = { .arg = arg, .arg2 = arg2, .conn = *conn };
 	const struct handler *h;
 	char *reply;
 
@@ -918,6 +989,7 @@ static char *run_command(char *line, int *stop)
 		return unknown_reply(cmd);
 	reply = h->run(&rq);
 	*stop = rq.stop;
+	*conn = rq.conn;
 	return reply;
 }
 
@@ -942,12 +1014,12 @@ static void *ctl_main(void *arg)
 			break;   /* shut down */
 		}
 		online_ctl_read(c, line, sizeof(line));
-		reply = run_command(line, &stop);
-		if (reply) {
+		reply = run_command(line, &c, &stop);
+		if (reply && c >= 0)
 			online_ctl_write(c, reply);
-			free(reply);
-		}
-		close(c);
+		free(reply);
+		if (c >= 0)
+			close(c);
 		if (stop)
 			request_stop();
 	}
@@ -1045,6 +1117,7 @@ struct options {
 	const char *file, *export_arg;
 	int go_daemon;
 	unsigned threads;
+	struct watch_conf watch;    /* --low-water, --fs-watch */
 };
 
 /* -1: go on; else the exit status (--help, --version, bad usage). */
@@ -1091,6 +1164,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'j': json = 1; break;
 		case 'q': quiet = 1; break;
+		case OPT_LOW_WATER:
+			if (watch_parse_low_water(optarg, &o->watch))
+				return usage_error("invalid --low-water '%s' (BYTES or PCT%%)", optarg);
+			break;
+		case OPT_FS_WATCH:
+			if (watch_parse_fs_mode(optarg, &o->watch))
+				return usage_error("invalid --fs-watch '%s' (auto, poll or off)", optarg);
+			break;
 		case 'h': usage(); return EXIT_OK;
 		case 'V': print_version(); return EXIT_OK;
 		default:
@@ -1139,6 +1220,7 @@ struct session {
 	pthread_t ctl_thread;
 	int ready_fd;               /* -d: the pipe to the waiting parent */
 	int mounted, handlers, ctl_started, state_written, cache_inited;
+	int events_started, watch_started;
 };
 
 /* Opens the image (its lock decides who serves it) and sets up the host
@@ -1268,6 +1350,34 @@ static int start_ctl_thread(struct session *ss)
 	return EXIT_OK;
 }
 
+/* The events (online/events.h), logged to RUNDIR/log and standard error.
+ * EXIT_OK or EXIT_ERROR. */
+static int start_events(const struct options *o, struct session *ss)
+{
+	char log[PATH_MAX];
+
+	(void)o;
+	if (online_path(S.rundir, RUNDIR_LOG, log, sizeof(log)) < 0 ||
+	    events_start(S.image, log) < 0)
+		return EXIT_ERROR;
+	ss->events_started = 1;
+	return EXIT_OK;
+}
+
+/* The watch over the host's space and the filesystem inside
+ * (online/watch.h).  EXIT_OK or EXIT_ERROR. */
+static int start_watch(const struct options *o, struct session *ss)
+{
+	struct watch_conf c = o->watch;
+
+	c.image = S.image;
+	c.rundir = S.rundir;
+	if (watch_start(&c) < 0)
+		return EXIT_ERROR;
+	ss->watch_started = 1;
+	return EXIT_OK;
+}
+
 /* Everything up to the session loop, in order.  EXIT_OK or the exit
  * status. */
 static int serve_start(const struct options *o, struct session *ss)
@@ -1276,8 +1386,10 @@ static int serve_start(const struct options *o, struct session *ss)
 
 	if ((ret = open_served_image(o->file, ss)) != EXIT_OK ||
 	    (ret = start_control(o->file, ss)) != EXIT_OK ||
+	    (ret = start_events(o, ss)) != EXIT_OK ||
 	    (ret = mount_export(ss)) != EXIT_OK ||
-	    (ret = record_state(ss)) != EXIT_OK)
+	    (ret = record_state(ss)) != EXIT_OK ||
+	    (ret = start_watch(o, ss)) != EXIT_OK)
 		return ret;
 	return start_ctl_thread(ss);
 }
@@ -1348,6 +1460,9 @@ static int serve_end(const char *file, struct session *ss, int ret)
 {
 	int r;
 
+	event_emit(EV_STOPPING, EV_STR("reason", ret == EXIT_OK ? "stop" : "error"), EV_END);
+	if (ss->watch_started)
+		watch_stop();
 	atomic_store(&S.stopping, 1);
 	if (ss->ctl_started) {
 		shutdown(S.ctl_fd, SHUT_RDWR);
@@ -1379,6 +1494,8 @@ static int serve_end(const char *file, struct session *ss, int ret)
 	}
 	if (ss->cache_inited)
 		hcache_free(&S.cache);
+	if (ss->events_started)
+		events_stop();   /* before RUNDIR/log goes */
 	if (ss->state_written) {
 		/* only records that are still ours (rundir.h) */
 		int lk = online_state_lock(S.rundir);

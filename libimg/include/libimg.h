@@ -798,6 +798,31 @@ struct img_fs_info {
  * -errno. */
 int img_fs_probe(struct img *img, struct img_fs_info *out);
 
+/* The errors an ext2/3/4 filesystem records in its superblock (what the
+ * kernel saves when it meets one: ext4's s_error_count and its first and
+ * last error).  Times are seconds since the epoch, 0 when none; func is
+ * the kernel function that reported it ("" when none), line its line. */
+struct img_fs_error_at {
+	uint64_t time;
+	uint64_t block;        /* the block involved, 0 when none */
+	uint32_t ino;          /* the inode involved, 0 when none */
+	uint32_t line;
+	char func[33];
+	uint8_t reserved[7];
+};
+struct img_fs_errors {
+	uint32_t count;        /* errors recorded since the last e2fsck */
+	uint32_t flags;        /* IMG_FS_STATE_ERRORS when the filesystem is
+	                        * marked as having errors */
+	struct img_fs_error_at first, last;
+	uint64_t reserved[4];
+};
+
+/* The recorded error state of the ext2/3/4 filesystem at the start of the
+ * virtual disk (read only, through libext2fs; needs no privileges).  0,
+ * -ENOMEDIUM (no ext2/3/4 filesystem there), or -errno. */
+int img_fs_errors(struct img *img, struct img_fs_errors *out);
+
 /* ext2/3/4: gives the filesystem at the start of the virtual disk the
  * UUID uuid ("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"; NULL: kept) and the
  * label label (at most 16 bytes; NULL: kept), as tune2fs -U / -L would.

@@ -5,7 +5,8 @@
  * used, block size from their superblocks), ext2 (type, size from
  * libext2fs), swap and vfat (reported, no sizes), an MD RAID member whose
  * superblock sits near the end of the disk (past the probe view's head),
- * and what is refused: a partition table, an empty disk.  The part of a
+ * and what is refused: a partition table, an empty disk; the errors an
+ * ext4 superblock records (img_fs_errors).  The part of a
  * program that is missing is skipped.
  */
 #include <errno.h>
@@ -83,6 +84,44 @@ static void ext2(void)
 	T_CHECK(fi.used > 0 && fi.used < fi.size);
 }
 
+/* img_fs_errors: none on a new ext4; what debugfs set in the superblock
+ * (as the kernel saves an error); -ENOMEDIUM without ext2/3/4. */
+static void ext4_errors(void)
+{
+	struct img_fs_errors fe;
+	struct img_fs_info fi;
+	struct img *img;
+
+	if (!fsu_have("mke2fs", NULL) || !fsu_have("debugfs", NULL))
+		T_SKIP("mke2fs or debugfs missing: ext4 errors not tested");
+	T_ASSERT(make_and_probe("mke2fs -t ext4 -q -F %s", 32u << 20, 0, &fi) == 0);
+	T_ASSERT(img_open(imgp, 0, &img) == 0);
+	T_CHECK(img_fs_errors(img, &fe) == 0);
+	T_CHECK(fe.count == 0 && fe.flags == 0 && fe.first.time == 0 && fe.last.func[0] == 0);
+	T_CHECK(img_close(img) == 0);
+	T_ASSERT(fsu_run("for c in 'ssv error_count 3' 'ssv first_error_time 1700000000' "
+			 "'ssv first_error_func ext4_readdir' 'ssv first_error_line 213' "
+			 "'ssv first_error_ino 12' 'ssv last_error_time 20250101' "
+			 "'ssv last_error_func ext4_function_name_of_31_bytes_' "
+			 "'ssv last_error_block 4242' 'ssv state 3'; do "
+			 "debugfs -w -R \"$c\" %s >/dev/null 2>&1 || exit 1; done", raw) == 0);
+	T_ASSERT(fsu_raw_to_img(raw, imgp, 0, 0) == 0);
+	T_ASSERT(img_open(imgp, 0, &img) == 0);
+	T_CHECK(img_fs_errors(img, &fe) == 0);
+	T_CHECK(fe.count == 3);
+	T_CHECK(fe.flags == IMG_FS_STATE_ERRORS);
+	T_CHECK(fe.first.time == 1700000000u && fe.first.line == 213 && fe.first.ino == 12);
+	T_CHECK(!strcmp(fe.first.func, "ext4_readdir"));
+	T_CHECK(fe.last.block == 4242);
+	T_CHECK(!strcmp(fe.last.func, "ext4_function_name_of_31_bytes_"));
+	T_CHECK(fe.last.time == 1735689600u);   /* 2025-01-01 */
+	T_CHECK(img_close(img) == 0);
+	T_ASSERT(make_and_probe("mkswap %s", 16u << 20, 0, &fi) == 0);
+	T_ASSERT(img_open(imgp, 0, &img) == 0);
+	T_CHECK(img_fs_errors(img, &fe) == -ENOMEDIUM);
+	T_CHECK(img_close(img) == 0);
+}
+
 static void swap(void)
 {
 	struct img_fs_info fi;
@@ -144,7 +183,7 @@ static void nothing_md_dos(void)
 }
 
 static const struct t_case cases[] = {
-	T_CASE(xfs), T_CASE(btrfs), T_CASE(ext2), T_CASE(swap), T_CASE(vfat), T_CASE(nothing_md_dos),
+	T_CASE(xfs), T_CASE(btrfs), T_CASE(ext2), T_CASE(ext4_errors), T_CASE(swap), T_CASE(vfat), T_CASE(nothing_md_dos),
 };
 
 int main(int argc, char **argv)

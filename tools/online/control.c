@@ -153,6 +153,47 @@ out:
 	return r;
 }
 
+int online_subscribe(const struct online_state *st, char *err, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char path[PATH_MAX], line[256];
+	size_t off = 0;
+	int fd, r;
+
+	if (online_ctl_path(st->rundir, path, sizeof(path)) < 0) {
+		snprintf(err, len, "control socket path too long: %s/%s", st->rundir, CTL_SOCKET);
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, CTL_EVENTS "\n", strlen(CTL_EVENTS) + 1) != (ssize_t)strlen(CTL_EVENTS) + 1) {
+		r = -errno;
+		snprintf(err, len, "cannot reach the daemon at %s: %s", path, strerror(-r));
+		goto fail;
+	}
+	/* the "ok" line, read a byte at a time: the events follow it */
+	while (off + 1 < sizeof(line)) {
+		ssize_t n = read(fd, line + off, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (line[off++] == '\n')
+			break;
+	}
+	line[off] = 0;
+	if ((r = reply_line(line, sizeof(line), CTL_EVENTS)) < 0) {
+		snprintf(err, len, "%s", line);
+		goto fail;
+	}
+	return fd;
+fail:
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
 const struct online_command online_commands[] = {
 	{ CTL_STATUS,   "",                           0, 0, 0 },
 	{ CTL_GROW,     "SIZE",                       1, 1, ONLINE_CMD_WRITES | ONLINE_CMD_RESIZE },
@@ -161,6 +202,8 @@ const struct online_command online_commands[] = {
 	{ CTL_SNAPSHOT, "[NAME]",                     0, 1, ONLINE_CMD_WRITES },
 	{ CTL_MERGE,    "[BASE]",                     0, 1, ONLINE_CMD_WRITES },
 	{ CTL_QOS,      "[SETTINGS]",                 0, 1, 0 },
+	{ CTL_EVENTS,   "",                           0, 0, ONLINE_CMD_STREAM },
+	{ CTL_LOW_WATER, "BYTES|PCT%",                1, 1, 0 },
 	{ CTL_STOP,     "",                           0, 0, ONLINE_CMD_STOP },
 	{ NULL, NULL, 0, 0, 0 }
 };

@@ -13,13 +13,19 @@
  * full path), words separated by spaces or tabs: a command of
  * online_commands and its arguments, "status", "grow SIZE", "shrink SIZE
  * [discard-data]", "compact [no-zero-detect]", "snapshot [NAME]", "merge
- * [BASE]", "qos [SETTINGS]" or "stop".  imgserve takes from online_commands which commands
+ * [BASE]", "qos [SETTINGS]", "events", "low-water BYTES|PCT%" or "stop".  imgserve takes from online_commands which commands
  * a read-only daemon refuses, clients such as imgctl what to check.  The
  * server waits CTL_READ_TIMEOUT_S seconds at most for the line.
  *
  * Reply: one line, "ok" (CTL_OK) followed by a space and one flat JSON
  * object (online_reply_parse; CTL_KEY_* name the keys clients read), or
  * "error ERRNO message" (CTL_ERROR).
+ *
+ * "events" (ONLINE_CMD_STREAM) keeps the connection: after its "ok" line
+ * come the daemon's events, one JSON object a line (online/events.h), until
+ * the daemon stops (its last event is "stopping") or the client closes
+ * the connection; the socket then takes the next request at once (the
+ * events go out from another thread).  online_subscribe is its client.
  */
 #ifndef TOOLS_ONLINE_CONTROL_H
 #define TOOLS_ONLINE_CONTROL_H
@@ -42,6 +48,8 @@
 #define CTL_MERGE           "merge"
 #define CTL_STOP            "stop"
 #define CTL_QOS             "qos"       /* qos [SETTINGS]: online/qos.h */
+#define CTL_EVENTS          "events"
+#define CTL_LOW_WATER       "low-water"         /* low-water BYTES|PCT% (0: none) */
 #define CTL_DISCARD_DATA    "discard-data"      /* shrink SIZE discard-data */
 #define CTL_NO_ZERO_DETECT  "no-zero-detect"    /* compact no-zero-detect */
 
@@ -104,11 +112,16 @@ int online_json_u64(const char *json, const char *key, uint64_t *out);
 int online_request_timeout(const struct online_state *st, const char *cmd, char *reply,
 			   size_t len, int timeout_ms);
 
+/* Sends "events" and reads the "ok" line: the connected socket (its
+ * events follow, one JSON object a line), or -errno with a message in err. */
+int online_subscribe(const struct online_state *st, char *err, size_t len);
+
 /* The commands of the control protocol (above), for clients (imgctl);
  * the list ends with a NULL name. */
 #define ONLINE_CMD_WRITES 0x1u   /* changes the image: refused read-only */
 #define ONLINE_CMD_RESIZE 0x2u   /* changes the size: online_refresh_size */
 #define ONLINE_CMD_STOP   0x4u   /* stops the daemon */
+#define ONLINE_CMD_STREAM 0x8u   /* the answer goes on: a stream of lines */
 struct online_command {
 	const char *name;
 	const char *args;      /* synopsis of the arguments, "" when none */
