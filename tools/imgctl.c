@@ -70,30 +70,30 @@ static int all_images;                    /* events --all */
 
 static void usage(void)
 {
-	printf("Usage: %s [OPTIONS] list | pool [DIR...] | events [IMAGE|--all]\n"
-	       "       %s [OPTIONS] status|compact|snapshot|merge|stop|fsck IMAGE [ARG]\n"
+	printf("Usage: %s [OPTIONS] list\n"
+	       "       %s [OPTIONS] status IMAGE\n"
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
+	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
 	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
 	       "       %s [OPTIONS] low-water IMAGE BYTES|PCT%%\n"
-	       "List the libimg images served, attached or mounted here and send commands to\n"
-	       "their daemons; IMAGE: the image file, its loop device or mount point.\n"
-	       "COMMAND: status, grow|shrink SIZE [discard-data], compact [no-zero-detect],\n"
-	       "snapshot [NAME], merge [BASE], qos [SETTINGS], low-water, events, stop.\n"
-	       "pool: size, allocation, host space and overcommit of each DIR.  events:\n"
-	       "follows the daemons' events.  fsck [yes]: e2fsck -f -p (-y) of IMAGE's\n"
-	       "filesystem, unmounted and mounted again; other images go on.\n"
+	       "       %s [OPTIONS] events [IMAGE|--all]\n"
+	       "       %s [OPTIONS] fsck IMAGE [yes]\n"
+	       "       %s [OPTIONS] pool [DIR...]\n"
+	       "List the images served, attached or mounted here and send commands to their\n"
+	       "daemons (IMAGE: the image file, its loop device or mount point; COMMAND: a\n"
+	       "control command of imgserve(1)); pool: the host space of each DIR.\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s)\n"
-	       "  -q, --quiet           print nothing on success (JSON is still printed)\n"
 	       "  -a, --all             events: of every daemon, also those started later\n"
 	       "      --strict          pool: exit 8 when the host cannot absorb the growth\n"
-	       "      --iops-*, --bps-*, --burst, --qos  qos: the limits (imgserve(1))\n"
-	       "  -h, --help            show this help;  -V, --version  show the version\n"
+	       QOS_HELP
+	       "  -q, --quiet           print nothing on success (-h, --help; -V, --version)\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 3 fsck left errors, 5 IMAGE does\n"
 	       "not exist, 6 not served, 7 the loop device did not follow (fsck: not mounted\n"
 	       "again), 8 pool --strict: no room for the growth, 75 busy.  See imgctl(1).\n",
-	       progname, progname, progname, progname, progname, progname);
+	       progname, progname, progname, progname, progname, progname, progname, progname,
+	       progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */

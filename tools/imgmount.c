@@ -35,25 +35,18 @@ static void usage(void)
 	       "the filesystem it holds (ext2/3/4, xfs or btrfs, found with libblkid) on\n"
 	       "MOUNTPOINT.  Discard is on by default so that deleted files give their host\n"
 	       "space back at once.  Undo with imgumount.\n"
-	       "\n"
 	       "  -o, --options OPTS  mount options, added after the defaults (nosuid,nodev;\n"
 	       "                      ext and xfs: discard; btrfs: discard=async);\n"
 	       "                      'nodiscard' turns the discard default off\n"
 	       "      --allow-suid-dev  mount without nosuid,nodev: setuid programs and\n"
-	       "                      device nodes in the image work.  Unsafe for an image\n"
-	       "                      you do not trust (it can give root to whoever runs\n"
-	       "                      its programs)\n"
+	       "                      device nodes work (unsafe for an untrusted image)\n"
 	       "  -r, --read-only     serve and mount read-only (the image is not changed;\n"
 	       "                      ext filesystems are mounted with noload)\n"
 	       "  -j, --json          print the result as a JSON object (also with -q)\n"
 	       QOS_HELP
 	       BACKING_PATH_HELP
 	       WAIT_HELP
-	       "  -q, --quiet         print nothing on success\n"
-	       "  -h, --help          show this help\n"
-	       "  -V, --version       show the version\n"
-	       "\n"
-
+	       "  -q, --quiet         print nothing on success (-h, --help; -V, --version)\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 3 corrupt, 4 broken chain,\n"
 	       "  5 not found, 75 in use; nothing is left behind.  See libimg(7).\n",
 	       progname);

@@ -127,11 +127,9 @@ int qos_any(const struct qos_limits *l);
 	{ "burst",      required_argument, NULL, OPT_QOS_BASE + 6 }, \
 	{ "qos",        required_argument, NULL, OPT_QOS_BASE + 7 }
 #define QOS_HELP \
-	"      --iops-read N, --iops-write N, --iops N  requests a second, read,\n" \
-	"                     write, both (default 0: no limit)\n" \
-	"      --bps-read B, --bps-write B, --bps B  bytes a second (K, M, G)\n" \
-	"      --burst SECONDS  what a limit lets through at once (default 1)\n" \
-	"      --qos SETTINGS  the same as KEY=VALUE,... (iops-read=N,bps=B,...)\n"
+	"      --iops-read N  --iops-write N  --iops N  QoS: requests a second\n" \
+	"      --bps-read B  --bps-write B  --bps B  QoS: bytes a second (K, M, G)\n" \
+	"      --burst SECONDS  --qos SETTINGS  QoS: burst (default 1); KEY=VALUE,...\n"
 /* With optarg; *set is made 1 when an option was taken. */
 int qos_option(int c, const char *arg, struct qos_limits *l, int *set);
 /* The option c with its argument arg as a checked settings word
