@@ -10,6 +10,13 @@
  * repaired without guessing:
  *   - invalid entries and entries past the virtual size: cleared (they were
  *     unreadable or outside the disk, so no visible data changes);
+ *   - an entry that maps past the end of the file (FORMAT.md 4.1 and 4.2: the
+ *     file was cut, by a copy or a host out of space, past its metadata
+ *     area): nothing is repaired, like a file shorter than its metadata
+ *     area, which the open refuses.  Clearing would make a disk that checks
+ *     clean with zeros where the data was, and destroy the entries that
+ *     tell what was lost; the data is not in this file, but may be in the
+ *     file it was copied from;
  *   - two entries on one host cluster: the later one gets a copy, so both
  *     keep reading what they read now.  The copy goes into a cluster that
  *     is zeroed first (in check mode free clusters were not reclaimed and
@@ -338,6 +345,13 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		if (!r)
 			r = progress(img, &rp, 0);
 	}
+	for (size_t i = 0; repair && i < img->nproblems; i++) {
+		if (img->problems[i].kind != P_PAST_EOF)
+			continue;
+		report(&rp, IMG_CHECK_INFO, 0, "the file (%llu bytes) was cut short: entries map "
+		       "clusters past its end: nothing repaired", (unsigned long long)imgi_file_size(img));
+		repair = 0;
+	}
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct imgi_problem *p = &img->problems[i];
 		int fix = 0;
@@ -351,6 +365,10 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			report(&rp, IMG_CHECK_INFO, !img->rdonly, "%s", p->msg);
 			break;
 		case P_BAD_BLOCK:
+			report(&rp, IMG_CHECK_CORRUPT, 0, "%s", p->msg);
+			unfixed++;
+			break;
+		case P_PAST_EOF:
 			report(&rp, IMG_CHECK_CORRUPT, 0, "%s", p->msg);
 			unfixed++;
 			break;

@@ -36,6 +36,8 @@ enum imgi_problem_kind {
 	P_BAD_ENTRY,      /* entry invalid: cleared in memory; repair commits that */
 	P_PAST_VSIZE,     /* non-zero entry past the virtual size: cleared */
 	P_DUPLICATE,      /* entry maps a host cluster another entry maps */
+	P_PAST_EOF,       /* entry maps past the end of the file: the file was
+	                   * cut; cleared in memory, never by a repair */
 };
 
 struct imgi_problem {
