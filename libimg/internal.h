@@ -115,6 +115,8 @@ struct img {
 	                             * rest of the array is untouched zeros) */
 	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
 	                             * replayed log rewrote (checked zero there) */
+	uint64_t *spare_mapped;     /* during the replay: of those, the ones whose
+	                             * last payload so far holds a non-zero entry */
 	struct imgi_problem *problems;
 	size_t nproblems;
 	uint64_t problems_dropped;  /* found at open past the cap (or without
