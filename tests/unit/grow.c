@@ -261,7 +261,7 @@ static void create_crash(void)
  * opens, and a check finds no corruption in it: replaying the log goes
  * through the older transaction (entries in a block now past the virtual
  * size) before the one that clears them, and only the result counts. */
-static void shrink_crash(void)
+static void shrink_crash_(int in_place)
 {
 	const uint64_t old_size = 64u << 20, new_size = 16u << 20;
 	struct img_create_opts o = { .virtual_size = old_size, .cluster_size = CS,
@@ -281,6 +281,10 @@ static void shrink_crash(void)
 			T_CHECK(img_pwrite(img, buf, CS, (600 + v) * CS) == CS);
 		}
 		T_CHECK(img_flush(img) == 0);    /* in the log, not in place */
+		if (in_place) {                   /* in place, the log empty */
+			img_close(img);
+			T_CHECK(img_open_io(io_borrow(cio), IMG_OPEN_RDWR, &img) == 0);
+		}
 		base = imgi_io_crash_events(cio);
 		imgi_io_crash_arm(cio, base + n);
 		if (img_resize(img, new_size, IMG_RESIZE_DISCARD_DATA) == 0)
@@ -317,9 +321,12 @@ static void shrink_crash(void)
 	}
 }
 
+static void shrink_crash(void) { shrink_crash_(0); }
+static void shrink_crash_in_place(void) { shrink_crash_(1); }
+
 static const struct t_case cases[] = {
 	T_CASE(grow_beyond_bat), T_CASE(shrink), T_CASE(bat_to_mapping), T_CASE(bad_sizes),
-	T_CASE(grow_crash), T_CASE(create_crash), T_CASE(shrink_crash),
+	T_CASE(grow_crash), T_CASE(create_crash), T_CASE(shrink_crash), T_CASE(shrink_crash_in_place),
 };
 
 int main(int argc, char **argv)
