@@ -119,6 +119,26 @@ add_leak() {
   done
 }
 
+@test "issue 22: a file an older growimg left shorter than its metadata area is refused unchanged, and made whole as FORMAT.md 8 says" {
+  # libimg 0.1 before the rule grew an empty image past its table's
+  # capacity without extending the file: it ended at the old metadata area
+  "$BIN/mkimg" -q --cluster-size 64K a.img 512
+  old=$(stat -c %s a.img)
+  "$BIN/growimg" -q --no-fs a.img 100G
+  meta=$(info a.img metadata_size)
+  [ "$meta" -gt "$old" ]
+  truncate -s "$old" a.img
+  cp a.img b.img
+  run_split imgcheck -r a.img
+  [ "$status" -eq 2 ]
+  [[ "$err" == *"a.img: image is corrupt (truncated: the file is $old bytes, shorter than its metadata area (header, log and BAT: $meta bytes))"* ]] || { echo "$err"; false; }
+  cmp a.img b.img
+  truncate -s "$meta" a.img
+  run_split imgcheck a.img
+  [ "$status" -eq 0 ]
+  [ "$(info a.img virtual_size)" -eq $((100 << 30)) ]
+}
+
 @test "issue 22 #2: a BAT block with its reserved field set is corrupt, and imgcheck names the cause" {
   image_with_data
   poke a.img bat-reserved
