@@ -348,8 +348,9 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 	for (size_t i = 0; repair && i < img->nproblems; i++) {
 		if (img->problems[i].kind != P_PAST_EOF)
 			continue;
-		report(&rp, IMG_CHECK_INFO, 0, "the file (%llu bytes) was cut short: entries map "
-		       "clusters past its end: nothing repaired", (unsigned long long)imgi_file_size(img));
+		report(&rp, IMG_CHECK_INFO, 0, "entries map clusters past the end of the file (%llu "
+		       "bytes: cut or copied short?): nothing repaired",
+		       (unsigned long long)imgi_file_size(img));
 		repair = 0;
 	}
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
