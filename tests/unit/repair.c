@@ -674,12 +674,73 @@ static void sparse_tail_tmpdir(void)
 	rmdir(d);
 }
 
+/* A repair that clears an invalid entry of a delta gives it the entry a
+ * dropped cluster gets there (zero, bat_dropped), never unallocated: the
+ * cluster read nothing (the image was refused) and must not start to read
+ * the backing image's older data, silently.  bad: an unknown state, or
+ * (dup) a compressed entry sharing sectors that does not decompress. */
+static void delta_bad_entry_not_backing(void)
+{
+	char d[4096], pb[4200], pt[4200];
+	struct img_create_opts ob = { .virtual_size = 8 * CS, .cluster_size = CS };
+	struct img_check_result cr;
+	struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+	uint8_t buf[CS];
+	struct img *img;
+	FILE *f;
+	long len;
+	uint8_t *b;
+
+	tmp_under(d, sizeof(d), tmp_root());
+	T_ASSERT(*d);
+	snprintf(pb, sizeof(pb), "%s/base.img", d);
+	snprintf(pt, sizeof(pt), "%s/top.img", d);
+	T_CHECK(img_create(pb, &ob) == 0);
+	T_CHECK(img_open(pb, IMG_OPEN_RDWR, &img) == 0);
+	memset(buf, 0xbb, CS);
+	T_CHECK(img_pwrite(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	{
+		struct img_create_opts ot = { .cluster_size = CS, .backing_file = "base.img" };
+		T_CHECK(img_create(pt, &ot) == 0);
+	}
+	T_CHECK(img_open(pt, IMG_OPEN_RDWR, &img) == 0);
+	memset(buf, 0x11, CS);
+	T_CHECK(img_pwrite(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	/* entry 2 gets an unknown state */
+	T_ASSERT((f = fopen(pt, "r+b")) != NULL);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	b = malloc((size_t)len);
+	fseek(f, 0, SEEK_SET);
+	T_CHECK(fread(b, 1, (size_t)len, f) == (size_t)len);
+	T_CHECK(get_entry(b, 2) != 0);
+	set_entry(b, 2, 7ull << 60);
+	fseek(f, 0, SEEK_SET);
+	T_CHECK(fwrite(b, 1, (size_t)len, f) == (size_t)len);
+	fclose(f);
+	free(b);
+	T_CHECK(img_open(pt, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	memset(&cr, 0, sizeof(cr));
+	T_CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(pt, 0, &img) == 0);
+	T_CHECK(img_pread(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(buf[0] != 0xbb);                        /* never the backing's */
+	T_CHECK(buf[0] == 0 && imgi_is_zero(buf, CS));
+	img_close(img);
+	unlink(pt);
+	unlink(pb);
+	rmdir(d);
+}
+
 static const struct t_case cases[] = {
 	T_CASE(dup_copy_not_stale), T_CASE(bad_block_clusters_not_reused),
 	T_CASE(too_many_problems), T_CASE(tail_past_vsize_allocated),
 	T_CASE(tail_past_vsize_compressed), T_CASE(dirty_tail_no_punch),
 	T_CASE(sparse_tail_tmpfs), T_CASE(open_memory_compressed), T_CASE(sparse_tail_tmpdir),
-	T_CASE(cut_file_allocated), T_CASE(cut_file_compressed),
+	T_CASE(cut_file_allocated), T_CASE(cut_file_compressed), T_CASE(delta_bad_entry_not_backing),
 };
 
 int main(int argc, char **argv)
