@@ -9,7 +9,16 @@
  * virtual size, leaked clusters, the file's tail) and repairs what can be
  * repaired without guessing:
  *   - invalid entries and entries past the virtual size: cleared (they were
- *     unreadable or outside the disk, so no visible data changes);
+ *     unreadable or outside the disk, so no visible data changes); in a
+ *     delta an invalid entry inside the disk becomes zero (bat_dropped), as
+ *     unallocated it would read the backing image's older data;
+ *   - an entry that maps past the end of the file (FORMAT.md 4.1 and 4.2: the
+ *     file was cut, by a copy or a host out of space, past its metadata
+ *     area): nothing is repaired, like a file shorter than its metadata
+ *     area, which the open refuses.  Clearing would make a disk that checks
+ *     clean with zeros where the data was, and destroy the entries that
+ *     tell what was lost; the data is not in this file, but may be in the
+ *     file it was copied from;
  *   - two entries on one host cluster: the later one gets a copy, so both
  *     keep reading what they read now.  The copy goes into a cluster that
  *     is zeroed first (in check mode free clusters were not reclaimed and
@@ -338,6 +347,14 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 		if (!r)
 			r = progress(img, &rp, 0);
 	}
+	for (size_t i = 0; repair && i < img->nproblems; i++) {
+		if (img->problems[i].kind != P_PAST_EOF)
+			continue;
+		report(&rp, IMG_CHECK_INFO, 0, "entries map clusters past the end of the file (%llu "
+		       "bytes: cut or copied short?): nothing repaired",
+		       (unsigned long long)imgi_file_size(img));
+		repair = 0;
+	}
 	for (size_t i = 0; i < img->nproblems && !r; i++) {
 		struct imgi_problem *p = &img->problems[i];
 		int fix = 0;
@@ -354,6 +371,10 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 			report(&rp, IMG_CHECK_CORRUPT, 0, "%s", p->msg);
 			unfixed++;
 			break;
+		case P_PAST_EOF:
+			report(&rp, IMG_CHECK_CORRUPT, 0, "%s", p->msg);
+			unfixed++;
+			break;
 		case P_BAD_ENTRY:
 		case P_PAST_VSIZE:
 			if (repair) {
@@ -361,10 +382,16 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 				r = bat_resize_array(img, p->v + 1);
 				if (!r)
 					bat_mark_dirty(img, p->v / IMG_ENTRIES_PER_BLOCK);
+				/* inside the disk of a delta: zero, as a dropped
+				 * cluster, never the backing image's older data */
+				if (!r && p->kind == P_BAD_ENTRY)
+					bat_set(img, p->v, bat_dropped(img));
 				pthread_mutex_unlock(&img->meta_lock);
 				fix = !r;
 			}
-			report(&rp, IMG_CHECK_CORRUPT, fix, "%s%s", p->msg, fix ? ": cleared" : "");
+			report(&rp, IMG_CHECK_CORRUPT, fix, "%s%s", p->msg,
+			       !fix ? "" : p->kind == P_BAD_ENTRY && bat_dropped(img) ?
+			       ": cleared (reads as zeros, not from the backing image)" : ": cleared");
 			unfixed += !fix;
 			break;
 		case P_DUPLICATE:
@@ -379,7 +406,7 @@ IMG_API int img_check(struct img *img, const struct img_check_opts *opts,
 					alloc_release_unmapped(img, q);
 				if (!r) {
 					pthread_mutex_lock(&img->meta_lock);
-					bat_set(img, p->v, d ? 0 : IMG_E_MAKE(IMG_E_ALLOC, q));
+					bat_set(img, p->v, d ? bat_dropped(img) : IMG_E_MAKE(IMG_E_ALLOC, q));
 					pthread_mutex_unlock(&img->meta_lock);
 					fix = 1;
 				}

@@ -932,6 +932,7 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 	/* 1. bounds; the last host cluster that holds a payload */
 	for (uint64_t v = 0; v < g->vclusters && k < count; v++) {
 		uint64_t e = img->bat[v], sct, n, h, hl;
+		enum imgi_problem_kind kind = P_BAD_ENTRY;
 		const char *bad = NULL;
 		if (IMG_E_STATE(e) != IMG_E_COMP)
 			continue;
@@ -950,14 +951,16 @@ static int validate_compressed(struct img *img, uint64_t file_size, uint64_t cou
 			bad = "is a compressed payload inside the metadata";
 		else if (h >= IMG_MAX_HOST_CLUSTER)
 			bad = "is a compressed payload past the 2^32 cluster cap";
-		else if ((sct + n) * 512 > file_size)   /* writers write all n sectors */
+		else if ((sct + n) * 512 > file_size) {   /* writers write all n sectors */
 			bad = "is a compressed payload past the end of the file";
+			kind = P_PAST_EOF;
+		}
 		if (bad) {
 			snprintf(buf, sizeof(buf), "BAT entry %llu (0x%016llx) %s", (unsigned long long)v,
 				 (unsigned long long)e, bad);
 			if (!check)
 				return imgi_fail(img, -EUCLEAN, "%s", buf);
-			imgi_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+			imgi_problem_add(img, kind, v, h, "%s", buf);
 			img->bat[v] = 0;
 			img->ncomp--;
 			continue;
@@ -1092,6 +1095,7 @@ static int validate_bat(struct img *img, uint64_t file_size)
 	for (uint64_t v = 0; v < img->bat_alloc; v++) {
 		uint64_t e, h, blk = v / IMG_ENTRIES_PER_BLOCK;
 		unsigned s;
+		enum imgi_problem_kind kind = P_BAD_ENTRY;
 		const char *bad = NULL;
 		char buf[160];
 
@@ -1140,8 +1144,10 @@ static int validate_bat(struct img *img, uint64_t file_size)
 				bad = "maps a cluster inside the metadata";
 			else if (h >= IMG_MAX_HOST_CLUSTER)
 				bad = "maps a host cluster past the 2^32 cap";
-			else if (HOST_OFF(img, h) >= file_size)
+			else if (HOST_OFF(img, h) >= file_size) {
 				bad = "maps a cluster past the end of the file";
+				kind = P_PAST_EOF;
+			}
 			else if (alloc_test(img, h)) {
 				snprintf(buf, sizeof(buf), "BAT entry %llu maps host cluster %llu, which another entry maps",
 					 (unsigned long long)v, (unsigned long long)h);
@@ -1164,7 +1170,7 @@ static int validate_bat(struct img *img, uint64_t file_size)
 			 (unsigned long long)e, bad);
 		if (!check)
 			return imgi_fail(img, -EUCLEAN, "%s", buf);
-		imgi_problem_add(img, P_BAD_ENTRY, v, h, "%s", buf);
+		imgi_problem_add(img, kind, v, h, "%s", buf);
 		img->bat[v] = 0;
 	}
 	return validate_compressed(img, file_size, img->ncomp);

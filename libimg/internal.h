@@ -36,6 +36,8 @@ enum imgi_problem_kind {
 	P_BAD_ENTRY,      /* entry invalid: cleared in memory; repair commits that */
 	P_PAST_VSIZE,     /* non-zero entry past the virtual size: cleared */
 	P_DUPLICATE,      /* entry maps a host cluster another entry maps */
+	P_PAST_EOF,       /* entry maps past the end of the file: the file was
+	                   * cut; cleared in memory, never by a repair */
 };
 
 struct imgi_problem {
@@ -113,6 +115,8 @@ struct img {
 	                             * rest of the array is untouched zeros) */
 	uint64_t *spare_logged;     /* at open: blocks past the live BAT that the
 	                             * replayed log rewrote (checked zero there) */
+	uint64_t *spare_mapped;     /* during the replay: of those, the ones whose
+	                             * last payload so far holds a non-zero entry */
 	struct imgi_problem *problems;
 	size_t nproblems;
 	uint64_t problems_dropped;  /* found at open past the cap (or without

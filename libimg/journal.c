@@ -141,7 +141,10 @@ static uint64_t log_walk(struct img *img, const uint8_t *buf, uint64_t nblocks,
 }
 
 /* Replay into memory.  Blocks past the live BAT must hold only zero entries
- * (FORMAT.md §4.1); they are checked, not stored. */
+ * (FORMAT.md §4.1); they are checked, not stored.  Only the last payload of
+ * such a block counts (spare_mapped, reported after the replay): a shrink
+ * logs the block with its entries cleared after older transactions that
+ * mapped them, and a crash before the checkpoint leaves both in the log. */
 static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 {
 	uint64_t seq, tmp[IMG_ENTRIES_PER_BLOCK];
@@ -157,11 +160,15 @@ static int apply_to_memory(struct img *img, uint64_t target, const uint8_t *blk)
 		if (!img->spare_logged)
 			return -ENOMEM;
 		img->spare_logged[target / 64] |= 1ull << (target % 64);
+		if (!img->spare_mapped)
+			img->spare_mapped = calloc((img->g.bat_blocks + 63) / 64, 8);
+		if (!img->spare_mapped)
+			return -ENOMEM;
+		if (imgi_is_zero(tmp, sizeof(tmp)))
+			img->spare_mapped[target / 64] &= ~(1ull << (target % 64));
+		else
+			img->spare_mapped[target / 64] |= 1ull << (target % 64);
 	}
-	if (dst == tmp && !imgi_is_zero(tmp, sizeof(tmp)))
-		imgi_problem_add(img, P_PAST_VSIZE, target * IMG_ENTRIES_PER_BLOCK, 0,
-				"log transaction maps clusters in BAT block %llu, past the virtual size",
-				(unsigned long long)target);
 	if (img->bad_map && target < img->bat_alloc / IMG_ENTRIES_PER_BLOCK)
 		img->bad_map[target / 64] &= ~(1ull << (target % 64));
 	return 0;
@@ -227,6 +234,13 @@ int journal_replay(struct img *img)
 		return imgi_fail(img, r, "reading the log");
 	}
 	pos = log_walk(img, buf, nblocks, img->hdr.log_seq, apply_to_memory, &ntx, &next, &err);
+	for (uint64_t b = 0; img->spare_mapped && b < img->g.bat_blocks; b++)
+		if (img->spare_mapped[b / 64] >> (b % 64) & 1)
+			imgi_problem_add(img, P_PAST_VSIZE, b * IMG_ENTRIES_PER_BLOCK, 0,
+					"log transaction maps clusters in BAT block %llu, past the virtual size",
+					(unsigned long long)b);
+	free(img->spare_mapped);
+	img->spare_mapped = NULL;
 	img->log_replayed = ntx;
 	img->next_seq = next;
 	/* Keep the replayed transactions for the checkpoint a writer does. */

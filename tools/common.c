@@ -469,13 +469,21 @@ void lib_errmsg(const char *file, int err)
 	const char *what = img_strerror(err);
 	const char *detail = img_last_error();
 	size_t fl = file ? strlen(file) : 0;
-	int dlen = INT_MAX;
+	int dlen = INT_MAX, chain = 0;
 
 	if (detail && file && !strncmp(detail, file, fl) && detail[fl] == ':' &&
 	    detail[fl + 1] == ' ')
 		detail += fl + 2;
 	if (!detail || !*detail || !strcmp(detail, what) || strstr(what, detail))
 		detail = NULL;
+	/* The chain failed inside an operation (merge, rebase, snapshot open
+	 * it themselves): the image is intact, so say it as open_image does,
+	 * not "FILE: image is corrupt" for another file's corruption. */
+	if (file && detail && img_last_chain_error() && !strncmp(detail, "backing chain: ", 15)) {
+		what = "its backing chain cannot be opened";
+		detail += 15;
+		chain = 1;
+	}
 	/* "...: Invalid argument" repeats what we print first */
 	if (detail) {
 		size_t dl = strlen(detail), wl = strlen(strerror(-err));
@@ -494,7 +502,7 @@ void lib_errmsg(const char *file, int err)
 		if (detail && n < sizeof(msg)) {
 			char d[1024], ed[TEXT_ESCAPE_LEN(sizeof(d))];
 			snprintf(d, sizeof(d), "%.*s", dlen, detail);
-			n += (size_t)snprintf(msg + n, sizeof(msg) - n, " (%s)",
+			n += (size_t)snprintf(msg + n, sizeof(msg) - n, chain ? ": %s" : " (%s)",
 					      text_escape(d, ed, sizeof(ed)));
 		}
 		if (err == -EBUSY && busy_waited >= 0 && n < sizeof(msg)) {

@@ -110,3 +110,18 @@ check_described() {
   [ "$(jget .corruptions)" -ge 1 ]
   [[ $(jget .backing_chain_error) == *"base.img"* ]]
 }
+
+@test "issue 22: a base cut short of its metadata area: imgsnap merge says the chain cannot be opened, naming the base and the cause, not that the delta is corrupt" {
+  "$BIN/mkimg" -q base.img 10M
+  "$BIN/mkimg" -q --backing base.img top.img
+  truncate -s 100000 base.img
+  cp top.img top.copy
+  for op in "merge top.img" "flatten top.img" "create top.img"; do
+    run_split imgsnap $op
+    [ "$status" -eq 4 ] || { echo "$op: $status $err"; false; }
+    [[ "$err" == "imgsnap: top.img: its backing chain cannot be opened: ./base.img: truncated: the file is 100000 bytes, shorter than its metadata area"* ]] || { echo "$op: $err"; false; }
+    [[ "$err" != *"image is corrupt"* ]] || { echo "$op: $err"; false; }
+  done
+  cmp top.img top.copy
+  [ "$(stat -c %s base.img)" -eq 100000 ]
+}

@@ -95,6 +95,50 @@ add_leak() {
   [[ "$err" == *"truncated"* ]] || [[ "$out" == *"truncated"* ]]
 }
 
+@test "issue 22: imgcheck -r of an image cut past its metadata area repairs nothing, never an empty disk that checks clean" {
+  head -c $((4 * M)) /dev/urandom > a.raw
+  "$BIN/imgconvert" -q a.raw a.img
+  meta=$(info a.img metadata_size)
+  cs=$(info a.img cluster_size)
+  for size in "$meta" $((meta + cs + 4096)); do
+    cp a.img b.img
+    truncate -s "$size" b.img
+    cp b.img c.img
+    run_split imgcheck -r b.img
+    [ "$status" -eq 2 ] || { echo "size $size: $status $out $err"; false; }
+    [[ "$out" == *"entries map clusters past the end of the file ($size bytes: cut or copied short?): nothing repaired"* ]] || { echo "$out"; false; }
+    [[ "$out" == *"maps a cluster past the end of the file"* ]] || { echo "$out"; false; }
+    # only the header (cluster 0) may change: the entries stay
+    cmp -i "$cs" b.img c.img
+    [ "$(stat -c %s b.img)" -eq "$size" ]
+    run_split imgcheck b.img
+    [ "$status" -eq 2 ]
+    run_split imgconvert -O raw b.img b.raw
+    [ "$status" -eq 3 ]
+    [ ! -e b.raw ]
+  done
+}
+
+@test "issue 22: a file an older growimg left shorter than its metadata area is refused unchanged, and made whole as FORMAT.md 8 says" {
+  # libimg 0.1 before the rule grew an empty image past its table's
+  # capacity without extending the file: it ended at the old metadata area
+  "$BIN/mkimg" -q --cluster-size 64K a.img 512
+  old=$(stat -c %s a.img)
+  "$BIN/growimg" -q --no-fs a.img 100G
+  meta=$(info a.img metadata_size)
+  [ "$meta" -gt "$old" ]
+  truncate -s "$old" a.img
+  cp a.img b.img
+  run_split imgcheck -r a.img
+  [ "$status" -eq 2 ]
+  [[ "$err" == *"a.img: image is corrupt (truncated: the file is $old bytes, shorter than its metadata area (header, log and BAT: $meta bytes))"* ]] || { echo "$err"; false; }
+  cmp a.img b.img
+  truncate -s "$meta" a.img
+  run_split imgcheck a.img
+  [ "$status" -eq 0 ]
+  [ "$(info a.img virtual_size)" -eq $((100 << 30)) ]
+}
+
 @test "issue 22 #2: a BAT block with its reserved field set is corrupt, and imgcheck names the cause" {
   image_with_data
   poke a.img bat-reserved

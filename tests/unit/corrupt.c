@@ -179,7 +179,9 @@ static void entry_inside_metadata(void)
 	free(b);
 }
 
-/* Entry past the end of the file. */
+/* Entry past the end of the file: not repaired (issue 22, FORMAT.md
+ * 4.1: the file was cut, or the entry is damaged and its cluster looks
+ * leaked; clearing it would read zeros in an image that checks clean). */
 static void entry_past_eof(void)
 {
 	uint8_t *b;
@@ -187,7 +189,7 @@ static void entry_past_eof(void)
 
 	b = fresh(&len);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, 1000));
-	expect_corrupt(b, len, "past the end of the file", 1);
+	expect_corrupt(b, len, "past the end of the file", 0);
 	free(b);
 }
 
@@ -200,7 +202,7 @@ static void entry_at_eof_bound(void)
 	b = fresh(&len);
 	T_CHECK(len == (DATA0 + 4) * CS);
 	set_entry(b, 5, IMG_E_MAKE(IMG_E_ALLOC, DATA0 + 4));
-	expect_corrupt(b, len, "past the end of the file", 1);
+	expect_corrupt(b, len, "past the end of the file", 0);
 	free(b);
 }
 

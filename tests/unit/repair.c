@@ -271,6 +271,68 @@ static void too_many_problems(void)
 	mio->ops->close(mio);
 }
 
+/* Issue 22: a file cut past its metadata area but before a cluster an
+ * entry maps (a copy cut short, a host that ran out of space) is corrupt
+ * (FORMAT.md 4.1: it "never reads as zeros").  A repair must not clear
+ * those entries into an empty disk that checks clean: the data is not in
+ * this file, so it changes nothing (the entries, the evidence, stay) and
+ * the image stays refused.  compressed: the cut is inside the last
+ * compressed payload. */
+static void cut_file(int compressed)
+{
+	struct img_io *io, *mio;
+	struct img_check_result cr;
+	uint8_t buf[CS], *b;
+	size_t len, cut;
+	uint64_t e1;
+	struct img *img = create_mem(8 * CS, &io);
+
+	memset(buf, 0x11, sizeof(buf));
+	T_CHECK(img_pwrite(img, buf, CS, 0) == CS);
+	memset(buf, 0x22, sizeof(buf));
+	if (compressed)
+		T_CHECK(img_write_compressed(img, buf, CS, CS) == 1);
+	else
+		T_CHECK(img_pwrite(img, buf, CS, CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	b = bytes_of(io, &len);
+	io->ops->close(io);
+	e1 = get_entry(b, 1);
+	T_CHECK(e1 != 0);
+	/* allocated: cut at the start of cluster 1's host cluster; compressed:
+	 * one sector short of the end of its payload */
+	cut = compressed ? len - 512 : (size_t)(e1 & ((1ull << 60) - 1)) * CS;
+	T_CHECK(cut > data0(8 * CS) * CS && cut < len);
+	img_io_mem_new(b, cut, &mio);
+	memset(&cr, 0, sizeof(cr));
+	T_CHECK(check_ro(mio, &cr) == 0);
+	T_CHECK(cr.corruptions > 0);
+	T_CHECK(repair(mio, &cr) == 0);
+	T_CHECK(cr.corruptions > 0);
+	T_CHECK(cr.corruptions_fixed == 0);             /* nothing cleared */
+	{
+		size_t l2;
+		uint8_t *after = bytes_of(mio, &l2);
+		T_CHECK(l2 == cut);
+		T_CHECK(get_entry(after, 1) == e1);      /* the evidence stays */
+		T_CHECK(get_entry(after, 0) == get_entry(b, 0));
+		free(after);
+	}
+	memset(&cr, 0, sizeof(cr));
+	T_CHECK(check_ro(mio, &cr) == 0);
+	T_CHECK(cr.corruptions > 0);                    /* never "clean" */
+	{
+		struct img *w = NULL;
+		T_CHECK(img_open_io(io_borrow(mio), IMG_OPEN_RDWR, &w) == -EUCLEAN);
+		T_CHECK(strstr(img_last_error(), "past the end of the file") != NULL);
+	}
+	free(b);
+	mio->ops->close(mio);
+}
+
+static void cut_file_allocated(void) { cut_file(0); }
+static void cut_file_compressed(void) { cut_file(1); }
+
 /* Both header copies of bytes get virtual size vs (crc fixed). */
 static void set_vsize(uint8_t *bytes, uint64_t vs)
 {
@@ -612,11 +674,73 @@ static void sparse_tail_tmpdir(void)
 	rmdir(d);
 }
 
+/* A repair that clears an invalid entry of a delta gives it the entry a
+ * dropped cluster gets there (zero, bat_dropped), never unallocated: the
+ * cluster read nothing (the image was refused) and must not start to read
+ * the backing image's older data, silently.  bad: an unknown state, or
+ * (dup) a compressed entry sharing sectors that does not decompress. */
+static void delta_bad_entry_not_backing(void)
+{
+	char d[4096], pb[4200], pt[4200];
+	struct img_create_opts ob = { .virtual_size = 8 * CS, .cluster_size = CS };
+	struct img_check_result cr;
+	struct img_check_opts co = { .flags = IMG_CHECK_REPAIR };
+	uint8_t buf[CS];
+	struct img *img;
+	FILE *f;
+	long len;
+	uint8_t *b;
+
+	tmp_under(d, sizeof(d), tmp_root());
+	T_ASSERT(*d);
+	snprintf(pb, sizeof(pb), "%s/base.img", d);
+	snprintf(pt, sizeof(pt), "%s/top.img", d);
+	T_CHECK(img_create(pb, &ob) == 0);
+	T_CHECK(img_open(pb, IMG_OPEN_RDWR, &img) == 0);
+	memset(buf, 0xbb, CS);
+	T_CHECK(img_pwrite(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	{
+		struct img_create_opts ot = { .cluster_size = CS, .backing_file = "base.img" };
+		T_CHECK(img_create(pt, &ot) == 0);
+	}
+	T_CHECK(img_open(pt, IMG_OPEN_RDWR, &img) == 0);
+	memset(buf, 0x11, CS);
+	T_CHECK(img_pwrite(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(img_close(img) == 0);
+	/* entry 2 gets an unknown state */
+	T_ASSERT((f = fopen(pt, "r+b")) != NULL);
+	fseek(f, 0, SEEK_END);
+	len = ftell(f);
+	b = malloc((size_t)len);
+	fseek(f, 0, SEEK_SET);
+	T_CHECK(fread(b, 1, (size_t)len, f) == (size_t)len);
+	T_CHECK(get_entry(b, 2) != 0);
+	set_entry(b, 2, 7ull << 60);
+	fseek(f, 0, SEEK_SET);
+	T_CHECK(fwrite(b, 1, (size_t)len, f) == (size_t)len);
+	fclose(f);
+	free(b);
+	T_CHECK(img_open(pt, IMG_OPEN_RDWR | IMG_OPEN_CHECK, &img) == 0);
+	memset(&cr, 0, sizeof(cr));
+	T_CHECK(img_check(img, &co, &cr) == 0 && cr.corruptions == 1 && cr.corruptions_fixed == 1);
+	T_CHECK(img_close(img) == 0);
+	T_CHECK(img_open(pt, 0, &img) == 0);
+	T_CHECK(img_pread(img, buf, CS, 2 * CS) == CS);
+	T_CHECK(buf[0] != 0xbb);                        /* never the backing's */
+	T_CHECK(buf[0] == 0 && imgi_is_zero(buf, CS));
+	img_close(img);
+	unlink(pt);
+	unlink(pb);
+	rmdir(d);
+}
+
 static const struct t_case cases[] = {
 	T_CASE(dup_copy_not_stale), T_CASE(bad_block_clusters_not_reused),
 	T_CASE(too_many_problems), T_CASE(tail_past_vsize_allocated),
 	T_CASE(tail_past_vsize_compressed), T_CASE(dirty_tail_no_punch),
 	T_CASE(sparse_tail_tmpfs), T_CASE(open_memory_compressed), T_CASE(sparse_tail_tmpdir),
+	T_CASE(cut_file_allocated), T_CASE(cut_file_compressed), T_CASE(delta_bad_entry_not_backing),
 };
 
 int main(int argc, char **argv)
