@@ -160,6 +160,8 @@ const struct online_command online_commands[] = {
 	{ CTL_COMPACT,  "[" CTL_NO_ZERO_DETECT "]",    0, 1, ONLINE_CMD_WRITES },
 	{ CTL_SNAPSHOT, "[NAME]",                     0, 1, ONLINE_CMD_WRITES },
 	{ CTL_MERGE,    "[BASE]",                     0, 1, ONLINE_CMD_WRITES },
+	{ CTL_RESUME,   "",                           0, 0, 0 },
+	{ CTL_ON_NOSPACE, "pause|error|pause:SECONDS", 1, 1, 0 },
 	{ CTL_STOP,     "",                           0, 0, ONLINE_CMD_STOP },
 	{ NULL, NULL, 0, 0, 0 }
 };

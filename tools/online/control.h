@@ -13,7 +13,7 @@
  * full path), words separated by spaces or tabs: a command of
  * online_commands and its arguments, "status", "grow SIZE", "shrink SIZE
  * [discard-data]", "compact [no-zero-detect]", "snapshot [NAME]", "merge
- * [BASE]" or "stop".  imgserve takes from online_commands which commands
+ * [BASE]", "resume", "on-nospace POLICY" or "stop".  imgserve takes from online_commands which commands
  * a read-only daemon refuses, clients such as imgctl what to check.  The
  * server waits CTL_READ_TIMEOUT_S seconds at most for the line.
  *
@@ -41,6 +41,8 @@
 #define CTL_SNAPSHOT        "snapshot"
 #define CTL_MERGE           "merge"
 #define CTL_STOP            "stop"
+#define CTL_RESUME          "resume"            /* retry the requests held on a full host */
+#define CTL_ON_NOSPACE      "on-nospace"        /* on-nospace pause|error|pause:SECONDS */
 #define CTL_DISCARD_DATA    "discard-data"      /* shrink SIZE discard-data */
 #define CTL_NO_ZERO_DETECT  "no-zero-detect"    /* compact no-zero-detect */
 
@@ -60,6 +62,10 @@
 #define CTL_KEY_IO_ERRORS   "io_errors"
 #define CTL_KEY_SNAPSHOT    "snapshot"
 #define CTL_KEY_MERGED_INTO "merged_into"
+/* the host out of space (imgserve --on-nospace) */
+#define CTL_KEY_NOSPACE_POLICY "nospace_policy"
+#define CTL_KEY_PAUSED      "paused"
+#define CTL_KEY_HELD_REQUESTS "held_requests"
 /* grow and shrink */
 #define CTL_KEY_OLD_SIZE    "old_size"
 #define CTL_KEY_NEW_SIZE    "new_size"
