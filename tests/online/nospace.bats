@@ -94,7 +94,7 @@ paused() { [ "$(st paused)" = true ]; }
   [ "$(sha256sum < mnt/f)" = "$(sha256sum < data.bin)" ]
   imgumount -q mnt
   assert_nothing_left
-  "$BIN/imgcheck" -q "$HOSTFS/a.img"
+  "$BIN/imgcheck" "$HOSTFS/a.img"
   imgmount -q -r "$HOSTFS/a.img" mnt
   [ "$(sha256sum < mnt/f)" = "$(sha256sum < data.bin)" ]
   imgumount -q mnt
