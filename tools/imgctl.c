@@ -54,12 +54,13 @@ static void usage(void)
 	       "       %s [OPTIONS] status IMAGE\n"
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
-	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] compact|snapshot|merge|resume|on-nospace|stop IMAGE [ARG]\n"
 	       "List the libimg images served (imgserve), attached (imgattach) or mounted\n"
 	       "(imgmount) here, with daemon pid, state, export, loop device, mount point\n"
 	       "and counters; send commands to their daemons.  IMAGE: the image file, its\n"
 	       "loop device or mount point.  COMMAND: status, grow SIZE, shrink SIZE\n"
-	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE], stop.\n"
+	       "[discard-data], compact [no-zero-detect], snapshot [NAME], merge [BASE],\n"
+	       "resume, on-nospace pause|error|pause:SECONDS (the host out of space), stop.\n"
 	       "\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s;\n"
@@ -619,7 +620,7 @@ static int run(int argc, char **argv)
 	if (nops == 0) {
 		free(ops);
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
-				 "snapshot, merge or stop");
+				 "snapshot, merge, resume, on-nospace or stop");
 	}
 	if (!strcmp(ops[0], "list")) {
 		c = nops == 1 ? cmd_list() : usage_error("list takes no operand");

@@ -18,9 +18,11 @@
  * The image stays open read-write (its lock held) for the daemon's life;
  * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
- * grow, shrink, compact, snapshot, merge and stop, one connection at a
- * time; grow and shrink invalidate the export's attributes so that the
- * kernel fetches the new size.
+ * grow, shrink, compact, snapshot, merge, resume, on-nospace and stop, one
+ * connection at a time; grow and shrink invalidate the export's attributes
+ * so that the kernel fetches the new size.  The host out of space pauses
+ * the requests that need new space instead of failing them (--on-nospace;
+ * "the host out of space" below).
  *
  * Quiescing: every FUSE request that uses the image handle holds io_lock
  * for reading; snapshot and merge take it for writing (writer-preferring,
