@@ -74,7 +74,7 @@ static void usage(void)
 	       "       %s [OPTIONS] status IMAGE\n"
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
-	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] compact|snapshot|merge|resume|on-nospace|stop IMAGE [ARG]\n"
 	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
 	       "       %s [OPTIONS] low-water IMAGE BYTES|PCT%%\n"
 	       "       %s [OPTIONS] events [IMAGE|--all]\n"
@@ -1248,7 +1248,7 @@ static int run(int argc, char **argv)
 	if (nops == 0) {
 		free(ops);
 		return usage_error("expected a command: list, status, send, grow, shrink, compact, "
-				 "snapshot, merge, events, fsck or stop");
+				 "snapshot, merge, events, fsck, resume, on-nospace or stop");
 	}
 	if (strict && strcmp(ops[0], "pool")) {
 		c = usage_error("--strict goes with the pool command");

@@ -18,11 +18,13 @@
  * The image stays open read-write (its lock held) for the daemon's life;
  * with --read-only, read-only (a shared lock) and writes are refused.
  * A control socket in the run directory (online/control.h) takes status,
- * grow, shrink, compact, snapshot, merge, qos and stop, one connection at
- * a time ("events" keeps its connection: online/events.h streams the
- * events to it; online/watch.h watches the host's free space and the
- * filesystem inside for errors); grow and shrink invalidate the export's attributes so that the
- * kernel fetches the new size.
+ * grow, shrink, compact, snapshot, merge, qos, resume, on-nospace and
+ * stop, one connection at a time ("events" keeps its connection:
+ * online/events.h streams the events to it; online/watch.h watches the
+ * host's free space and the filesystem inside for errors); grow and shrink
+ * invalidate the export's attributes so that the kernel fetches the new
+ * size.  The host out of space pauses the requests that need new space
+ * instead of failing them (--on-nospace; "the host out of space" below).
  *
  * Quiescing: every FUSE request that uses the image handle holds io_lock
  * for reading; snapshot and merge take it for writing (writer-preferring,
@@ -46,9 +48,12 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -102,6 +107,7 @@ static const struct option longopts[] = {
 	{ "block-size", required_argument, NULL, 'b' },
 	{ "host-cache", no_argument,       NULL, 'c' },
 	{ "cache-size", required_argument, NULL, 'C' },
+	{ "on-nospace", required_argument, NULL, 'N' },
 	{ "json",      no_argument,       NULL, 'j' },
 	{ "quiet",     no_argument,       NULL, 'q' },
 	{ "low-water", required_argument, NULL, OPT_LOW_WATER },
@@ -126,6 +132,7 @@ static void usage(void)
 	       "  -c, --host-cache   no cache limit: the kernel alone decides\n"
 	       "  -b, --block-size N statfs block size, the discard granularity (default 4096)\n"
 	       "  -r, --read-only    open FILE read-only (shared lock); writes are refused\n"
+	       "  -N, --on-nospace POLICY  host out of space: pause (default), error, pause:SECS\n"
 	       QOS_HELP
 	       BACKING_PATH_HELP
 	       "  -j, --json         once the export is up, print it as a JSON object\n"
@@ -381,6 +388,373 @@ static void io_failed(long err)
 	event_io_error((int)-err, atomic_load(&S.n_io_err), atomic_load(&S.n_nospace));
 }
 
+/* ---- the host out of space: pause, don't fail (--on-nospace) -------------
+ * A request the image fails with ENOSPC or EDQUOT (a write that needs a
+ * new host cluster, a write-zeroes or discard that copies up, a flush whose
+ * commit could not write the log or a BAT block) is held, not failed: it
+ * goes on a FIFO list without a reply, and the FUSE worker goes back to
+ * the kernel, so reads and writes that need no new space keep flowing.
+ * A new write, write-zeroes or discard that overlaps a held one is held
+ * behind it untried, so the held data never lands over newer data.  The
+ * retry thread (nospace_main) tries the list again, oldest first, every
+ * NOSPACE_RETRY_MS and at once on "resume"; the first that still finds no
+ * space ends the pass.  What succeeds is answered as if it had succeeded
+ * at once.  With pause:SECONDS a request held that long is failed with
+ * its error; with "error" (the old behaviour) nothing is held.  Retrying
+ * is safe: a failed write into a new cluster gives the cluster back and
+ * maps nothing, a commit that could not write the log or a BAT block
+ * changes nothing and is retried at the same log position (journal.c);
+ * only a failed sync is final (FORMAT.md 6 rule 10), and it fails with
+ * EIO, never held.  The state (paused, held requests, since when) is in
+ * status and every change of it in the daemon's log (stderr: RUNDIR/log
+ * with -d). */
+
+#define NOSPACE_RETRY_MS 1000
+
+enum nospace_policy { NOSPACE_PAUSE, NOSPACE_ERROR };
+enum held_op { HELD_WRITE, HELD_FLUSH, HELD_ZERO, HELD_DISCARD };
+
+struct held {
+	struct held *next;
+	fuse_req_t req;
+	enum held_op op;
+	uint64_t off, len;
+	int err;                    /* the errno it failed with (> 0) */
+	struct timespec since;      /* CLOCK_MONOTONIC */
+	char data[];                /* HELD_WRITE: the bytes */
+};
+
+static struct nospace {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;        /* the retry thread: kick, stop, new held */
+	pthread_cond_t passed;      /* a retry pass ended */
+	enum nospace_policy policy;
+	unsigned timeout_s;         /* pause:SECONDS; 0: no limit */
+	struct held *head, **tail;
+	uint64_t n_held, held_bytes;
+	struct timespec since;      /* paused since (monotonic) */
+	uint64_t n_pauses, n_timeouts, passes;
+	int kick, stop, started;
+	pthread_t thread;
+} NS = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+	 .passed = PTHREAD_COND_INITIALIZER, .tail = &NS.head };
+
+static int is_nospace(long err)
+{
+	return err == -ENOSPC || err == -EDQUOT;
+}
+
+static double since_s(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) + (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+/* A line in the daemon's log (stderr), with the time. */
+static void __attribute__((format(printf, 1, 2))) ns_log(const char *fmt, ...)
+{
+	char msg[1024], when[32];
+	struct tm tm;
+	time_t t = time(NULL);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	fprintf(stderr, "%s %s: %s: %s\n", when, progname, S.image, msg);
+	fflush(stderr);
+}
+
+/* "pause", "error" or "pause:SECONDS" into *pol and *timeout.  0 or -1. */
+static int nospace_parse(const char *s, enum nospace_policy *pol, unsigned *timeout)
+{
+	uint64_t v;
+	char *end;
+
+	*timeout = 0;
+	if (!strcmp(s, "pause")) {
+		*pol = NOSPACE_PAUSE;
+	} else if (!strcmp(s, "error")) {
+		*pol = NOSPACE_ERROR;
+	} else if (!strncmp(s, "pause:", 6) && s[6] >= '0' && s[6] <= '9') {
+		errno = 0;
+		v = strtoull(s + 6, &end, 10);
+		if (errno || *end || v < 1 || v > 86400 * 365)
+			return -1;
+		*pol = NOSPACE_PAUSE;
+		*timeout = (unsigned)v;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+/* The policy as the option spells it, into buf. */
+static const char *nospace_policy_name(char *buf, size_t len)
+{
+	if (NS.policy == NOSPACE_ERROR)
+		return "error";
+	if (!NS.timeout_s)
+		return "pause";
+	snprintf(buf, len, "pause:%u", NS.timeout_s);
+	return buf;
+}
+
+/* Runs a held request once against the image: 0 or -errno. */
+static long held_run(struct held *h)
+{
+	long r;
+
+	if (!served_get()) {
+		served_put();
+		return -EIO;
+	}
+	switch (h->op) {
+	case HELD_WRITE:
+		r = img_pwrite(S.img, h->data, h->len, h->off);
+		if (r > 0)
+			cache_touch(h->off, (uint64_t)r);
+		break;
+	case HELD_FLUSH:
+		r = img_flush(S.img);
+		break;
+	case HELD_ZERO:
+		r = img_write_zeroes(S.img, h->off, h->len);
+		break;
+	default:
+		r = img_discard(S.img, h->off, h->len);
+		break;
+	}
+	served_put();
+	return r < 0 ? r : 0;
+}
+
+/* The answer of a held request that ended with r (0 or -errno). */
+static void held_reply(struct held *h, long r)
+{
+	if (r < 0) {
+		io_failed(r);
+		fuse_reply_err(h->req, (int)-r);
+	} else if (h->op == HELD_WRITE) {
+		atomic_fetch_add(&S.n_write, 1);
+		atomic_fetch_add(&S.bytes_written, h->len);
+		fuse_reply_write(h->req, (size_t)h->len);
+	} else {
+		if (h->op == HELD_FLUSH)
+			atomic_fetch_add(&S.n_flush, 1);
+		fuse_reply_err(h->req, 0);
+	}
+}
+
+/* A held request that [off, off + len) must wait behind (NS.lock held). */
+static int held_overlaps(uint64_t off, uint64_t len)
+{
+	for (struct held *h = NS.head; h; h = h->next)
+		if (h->op != HELD_FLUSH && off < h->off + h->len && h->off < off + len)
+			return 1;
+	return 0;
+}
+
+/* Called by a request before it runs: 1 when it must wait behind a held
+ * request (then held with nospace_hold(..., 0)). */
+static int nospace_must_wait(enum held_op op, uint64_t off, uint64_t len)
+{
+	int r;
+
+	if (op == HELD_FLUSH)
+		return 0;
+	pthread_mutex_lock(&NS.lock);
+	r = NS.head && held_overlaps(off, len);
+	pthread_mutex_unlock(&NS.lock);
+	return r;
+}
+
+/* A request that got r (-errno; 0: not tried, it waits behind another):
+ * 1 when it is now held (no reply yet: the retry thread answers it), 0
+ * when the caller answers it as usual. */
+static int nospace_hold(fuse_req_t req, enum held_op op, const void *buf, uint64_t off,
+			uint64_t len, long r)
+{
+	struct held *h;
+
+	if (r < 0 && !is_nospace(r))
+		return 0;
+	pthread_mutex_lock(&NS.lock);
+	if (NS.policy == NOSPACE_ERROR || !NS.started || NS.stop) {
+		pthread_mutex_unlock(&NS.lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&NS.lock);
+	h = malloc(sizeof(*h) + (op == HELD_WRITE ? len : 0));
+	if (!h)
+		return 0;
+	memset(h, 0, sizeof(*h));
+	h->req = req;
+	h->op = op;
+	h->off = off;
+	h->len = len;
+	h->err = r < 0 ? (int)-r : ENOSPC;
+	if (op == HELD_WRITE)
+		memcpy(h->data, buf, len);
+	clock_gettime(CLOCK_MONOTONIC, &h->since);
+	pthread_mutex_lock(&NS.lock);
+	if (!NS.head) {
+		NS.since = h->since;
+		NS.n_pauses++;
+		char pb[32];
+		ns_log("host out of space (%s): paused: requests that need new space are held "
+		       "until space appears (--on-nospace=%s; 'resume' retries at once)",
+		       strerrorname_np(h->err), nospace_policy_name(pb, sizeof(pb)));
+		event_emit(EV_PAUSED, EV_STR("reason", "nospace"),
+			   EV_STR("error", strerrorname_np(h->err)), EV_END);
+	}
+	*NS.tail = h;
+	NS.tail = &h->next;
+	NS.n_held++;
+	NS.held_bytes += h->len;
+	pthread_cond_broadcast(&NS.wake);
+	pthread_mutex_unlock(&NS.lock);
+	return 1;
+}
+
+/* Removes the head (NS.lock held). */
+static struct held *held_pop(void)
+{
+	struct held *h = NS.head;
+
+	NS.head = h->next;
+	if (!NS.head)
+		NS.tail = &NS.head;
+	NS.n_held--;
+	NS.held_bytes -= h->len;
+	return h;
+}
+
+/* One pass over the held requests, oldest first (NS.lock held; dropped
+ * while a request runs).  final: the daemon stops, everything left fails. */
+static void nospace_pass(int final)
+{
+	uint64_t done = 0, failed = 0;
+	int was_paused = NS.head != NULL;
+	double paused_for = was_paused ? since_s(&NS.since) : 0;
+
+	while (NS.head) {
+		struct held *h = NS.head;
+		int give_up = final || NS.policy == NOSPACE_ERROR ||
+			      (NS.timeout_s && since_s(&h->since) >= NS.timeout_s);
+		long r;
+
+		pthread_mutex_unlock(&NS.lock);
+		r = held_run(h);
+		pthread_mutex_lock(&NS.lock);
+		if (is_nospace(r) && !give_up)
+			break;   /* still full: the rest waits too */
+		held_pop();
+		if (r < 0 && is_nospace(r))
+			NS.n_timeouts++;
+		if (r < 0)
+			failed++;
+		else
+			done++;
+		pthread_mutex_unlock(&NS.lock);
+		held_reply(h, r);
+		free(h);
+		pthread_mutex_lock(&NS.lock);
+	}
+	if (was_paused && !NS.head) {
+		ns_log("resumed after %.1f s: %llu held requests completed, %llu failed", paused_for,
+		       (unsigned long long)done, (unsigned long long)failed);
+		event_emit(EV_RESUMED, EV_STR("reason", "nospace"), EV_END);
+	}
+	else if (done || failed)
+		ns_log("still out of space: %llu held requests completed, %llu failed, %llu held",
+		       (unsigned long long)done, (unsigned long long)failed,
+		       (unsigned long long)NS.n_held);
+	NS.passes++;
+	pthread_cond_broadcast(&NS.passed);
+}
+
+static void *nospace_main(void *arg)
+{
+	pthread_mutex_lock(&NS.lock);
+	while (!NS.stop) {
+		struct timespec dl;
+
+		if (!NS.head && !NS.kick) {
+			pthread_cond_wait(&NS.wake, &NS.lock);
+			continue;
+		}
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += NOSPACE_RETRY_MS / 1000;
+		dl.tv_nsec += (NOSPACE_RETRY_MS % 1000) * 1000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		while (!NS.kick && !NS.stop &&
+		       pthread_cond_timedwait(&NS.wake, &NS.lock, &dl) != ETIMEDOUT)
+			;
+		NS.kick = 0;
+		nospace_pass(0);
+	}
+	nospace_pass(1);
+	pthread_mutex_unlock(&NS.lock);
+	return NULL;
+}
+
+/* The retry thread.  0 or -1 (printed). */
+static int nospace_start(void)
+{
+	sigset_t block, old;
+	int r;
+
+	if (S.read_only)
+		return 0;
+	sigfillset(&block);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	r = pthread_create(&NS.thread, NULL, nospace_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r) {
+		errmsg("cannot start the retry thread: %s", strerror(r));
+		return -1;
+	}
+	NS.started = 1;
+	return 0;
+}
+
+/* Stops the retry thread; what is still held fails with its error (the
+ * kernel must get an answer before the export goes). */
+static void nospace_stop(void)
+{
+	if (!NS.started)
+		return;
+	pthread_mutex_lock(&NS.lock);
+	NS.stop = 1;
+	pthread_cond_broadcast(&NS.wake);
+	pthread_mutex_unlock(&NS.lock);
+	pthread_join(NS.thread, NULL);
+	NS.started = 0;
+}
+
+/* The keys of status. */
+static void nospace_status(struct json_out *j)
+{
+	char buf[32];
+
+	pthread_mutex_lock(&NS.lock);
+	json_string(j, CTL_KEY_NOSPACE_POLICY, nospace_policy_name(buf, sizeof(buf)));
+	json_bool(j, CTL_KEY_PAUSED, NS.head != NULL);
+	json_u64(j, "paused_seconds", NS.head ? (uint64_t)since_s(&NS.since) : 0);
+	json_u64(j, CTL_KEY_HELD_REQUESTS, NS.n_held);
+	json_u64(j, "held_bytes", NS.held_bytes);
+	json_u64(j, "pauses", NS.n_pauses);
+	json_u64(j, "nospace_timeouts", NS.n_timeouts);
+	pthread_mutex_unlock(&NS.lock);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
@@ -429,10 +803,15 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		return;
 	}
 	qos_wait(QOS_WRITE, size);
+	if (nospace_must_wait(HELD_WRITE, (uint64_t)off, size) &&
+	    nospace_hold(req, HELD_WRITE, buf, (uint64_t)off, size, 0))
+		return;
 	n = served_get() ? img_pwrite(S.img, buf, size, (uint64_t)off) : -EIO;
 	if (n > 0)
 		cache_touch((uint64_t)off, (uint64_t)n);
 	served_put();
+	if (n < 0 && nospace_hold(req, HELD_WRITE, buf, (uint64_t)off, size, n))
+		return;
 	if (n < 0) {
 		io_failed(n);
 		fuse_reply_err(req, (int)-n);
@@ -443,25 +822,28 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	fuse_reply_write(req, (size_t)n);
 }
 
-static int do_flush(void)
+/* Flushes for req; answers it, or holds it (the host out of space). */
+static void do_flush(fuse_req_t req)
 {
 	int r = S.read_only ? 0 : served_get() ? img_flush(S.img) : -EIO;
 
 	if (!S.read_only)
 		served_put();
+	if (r < 0 && nospace_hold(req, HELD_FLUSH, NULL, 0, 0, r))
+		return;
 	atomic_fetch_add(&S.n_flush, 1);
 	io_failed(r);
-	return r;
+	fuse_reply_err(req, -r);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -do_flush());
+	do_flush(req);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-	fuse_reply_err(req, -do_flush());
+	do_flush(req);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -492,9 +874,15 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 		if (end > vs)
 			end = vs;
 		qos_wait(QOS_WRITE, 0);
+		atomic_fetch_add(&S.n_discard, 1);
+		if (nospace_must_wait(HELD_DISCARD, (uint64_t)off, end - (uint64_t)off) &&
+		    nospace_hold(req, HELD_DISCARD, NULL, (uint64_t)off, end - (uint64_t)off, 0))
+			return;
 		r = served_get() ? img_discard(S.img, (uint64_t)off, end - (uint64_t)off) : -EIO;
 		served_put();
-		atomic_fetch_add(&S.n_discard, 1);
+		if (r < 0 && nospace_hold(req, HELD_DISCARD, NULL, (uint64_t)off,
+					  end - (uint64_t)off, r))
+			return;
 	} else if (mode == FALLOC_FL_ZERO_RANGE ||
 		   mode == (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)) {
 		if (end > vs) {
@@ -503,9 +891,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 			return;
 		}
 		qos_wait(QOS_WRITE, 0);
+		atomic_fetch_add(&S.n_zero, 1);
+		if (nospace_must_wait(HELD_ZERO, (uint64_t)off, (uint64_t)len) &&
+		    nospace_hold(req, HELD_ZERO, NULL, (uint64_t)off, (uint64_t)len, 0))
+			return;
 		r = served_get() ? img_write_zeroes(S.img, (uint64_t)off, (uint64_t)len) : -EIO;
 		served_put();
-		atomic_fetch_add(&S.n_zero, 1);
+		if (r < 0 && nospace_hold(req, HELD_ZERO, NULL, (uint64_t)off, (uint64_t)len, r))
+			return;
 	} else {
 		r = -EOPNOTSUPP;
 	}
@@ -610,6 +1003,7 @@ static void status_fields(struct json_out *j)
 	qos_status_json(&qos_q, j);
 	events_status_fields(j);
 	watch_status_fields(j);
+	nospace_status(j);
 }
 
 /* Before the handle is switched (io_lock held for writing): the data
@@ -916,6 +1310,46 @@ static char *cmd_stop(struct request *rq)
 	return online_ok_empty();
 }
 
+/* resume: the held requests are tried again now; the reply (the status)
+ * comes after that pass (at most NOSPACE_RESUME_WAIT_S seconds later). */
+#define NOSPACE_RESUME_WAIT_S 10
+static char *cmd_resume(struct request *rq)
+{
+	struct timespec dl;
+	uint64_t pass;
+
+	pthread_mutex_lock(&NS.lock);
+	pass = NS.passes;
+	NS.kick = 1;
+	pthread_cond_broadcast(&NS.wake);
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += NOSPACE_RESUME_WAIT_S;
+	while (NS.started && NS.passes == pass &&
+	       pthread_cond_timedwait(&NS.passed, &NS.lock, &dl) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&NS.lock);
+	return cmd_status(rq);
+}
+
+/* on-nospace pause|error|pause:SECONDS: the policy from now on; "error"
+ * fails what is held (at once: a pass runs). */
+static char *cmd_on_nospace(struct request *rq)
+{
+	enum nospace_policy pol;
+	unsigned t;
+
+	if (!rq->arg || rq->arg2 || nospace_parse(rq->arg, &pol, &t))
+		return online_error_reply(EINVAL, "usage: %s %s", rq->oc->name, rq->oc->args);
+	pthread_mutex_lock(&NS.lock);
+	NS.policy = pol;
+	NS.timeout_s = t;
+	NS.kick = 1;
+	pthread_cond_broadcast(&NS.wake);
+	pthread_mutex_unlock(&NS.lock);
+	ns_log("policy on a full host: --on-nospace=%s", rq->arg);
+	return cmd_resume(rq);
+}
+
 #define SERVE_WITHOUT_IMAGE 0x1u   /* works while the handle is closed */
 
 static const struct handler {
@@ -932,6 +1366,8 @@ static const struct handler {
 	{ CTL_QOS,      cmd_qos,      SERVE_WITHOUT_IMAGE },
 	{ CTL_EVENTS,   cmd_events,   SERVE_WITHOUT_IMAGE },
 	{ CTL_LOW_WATER, cmd_low_water, SERVE_WITHOUT_IMAGE },
+	{ CTL_RESUME,   cmd_resume,   0 },
+	{ CTL_ON_NOSPACE, cmd_on_nospace, 0 },
 	{ CTL_STOP,     cmd_stop,     SERVE_WITHOUT_IMAGE },
 };
 
@@ -1118,7 +1554,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	uint64_t tmp;
 	int c, q, qos_set_by_options = 0;
 
-	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:jqhV", longopts)) != -1) {
+	while ((c = tool_getopt(&g, argc, argv, "dt:Drb:cC:N:jqhV", longopts)) != -1) {
 		if ((q = qos_option(c, optarg, &qos_start, &qos_set_by_options)) != 0) {
 			if (q < 0)
 				return EXIT_USAGE;
@@ -1145,6 +1581,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'C':
 			if (parse_size(optarg, &S.cache_limit))
 				return usage_error("invalid cache size '%s'", optarg);
+			break;
+		case 'N':
+			if (nospace_parse(optarg, &NS.policy, &NS.timeout_s))
+				return usage_error("invalid --on-nospace '%s' (pause, error or "
+						   "pause:SECONDS)", optarg);
 			break;
 		case 'b':
 			if (parse_size(optarg, &tmp) || tmp < 512 || tmp > (64u << 20) ||
@@ -1382,6 +1823,8 @@ static int serve_start(const struct options *o, struct session *ss)
 	    (ret = record_state(ss)) != EXIT_OK ||
 	    (ret = start_watch(o, ss)) != EXIT_OK)
 		return ret;
+	if (nospace_start() < 0)
+		return EXIT_ERROR;
 	return start_ctl_thread(ss);
 }
 
@@ -1464,6 +1907,7 @@ static int serve_end(const char *file, struct session *ss, int ret)
 		online_ctl_path(S.rundir, ss->ctl_path, sizeof(ss->ctl_path));
 		unlink(ss->ctl_path);
 	}
+	nospace_stop();
 	if (ss->mounted)
 		fuse_session_unmount(S.se);
 	if (ss->handlers)

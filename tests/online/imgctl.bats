@@ -298,6 +298,8 @@ jimg() { printf '%s\n' "$output" | jq -r --arg i "$T/$1" ".images[] | select(.fi
   mount -t tmpfs -o size=24M tmpfs "$SMALL"
   mkimg -q "$SMALL/a.img" 64M
   imgattach -q "$SMALL/a.img"
+  # the old behaviour (issue 18: the default holds the writes instead)
+  "$BIN/imgctl" on-nospace "$SMALL/a.img" error >/dev/null
   run_split imgctl status -j "$SMALL/a.img"
   [ "$status" -eq 0 ]
   valid

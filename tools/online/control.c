@@ -204,6 +204,8 @@ const struct online_command online_commands[] = {
 	{ CTL_QOS,      "[SETTINGS]",                 0, 1, 0 },
 	{ CTL_EVENTS,   "",                           0, 0, ONLINE_CMD_STREAM },
 	{ CTL_LOW_WATER, "BYTES|PCT%",                1, 1, 0 },
+	{ CTL_RESUME,   "",                           0, 0, 0 },
+	{ CTL_ON_NOSPACE, "pause|error|pause:SECONDS", 1, 1, 0 },
 	{ CTL_STOP,     "",                           0, 0, ONLINE_CMD_STOP },
 	{ NULL, NULL, 0, 0, 0 }
 };

@@ -13,7 +13,8 @@
  * full path), words separated by spaces or tabs: a command of
  * online_commands and its arguments, "status", "grow SIZE", "shrink SIZE
  * [discard-data]", "compact [no-zero-detect]", "snapshot [NAME]", "merge
- * [BASE]", "qos [SETTINGS]", "events", "low-water BYTES|PCT%" or "stop".  imgserve takes from online_commands which commands
+ * [BASE]", "qos [SETTINGS]", "events", "low-water BYTES|PCT%", "resume",
+ * "on-nospace POLICY" or "stop".  imgserve takes from online_commands which commands
  * a read-only daemon refuses, clients such as imgctl what to check.  The
  * server waits CTL_READ_TIMEOUT_S seconds at most for the line.
  *
@@ -50,6 +51,8 @@
 #define CTL_QOS             "qos"       /* qos [SETTINGS]: online/qos.h */
 #define CTL_EVENTS          "events"
 #define CTL_LOW_WATER       "low-water"         /* low-water BYTES|PCT% (0: none) */
+#define CTL_RESUME          "resume"            /* retry the requests held on a full host */
+#define CTL_ON_NOSPACE      "on-nospace"        /* on-nospace pause|error|pause:SECONDS */
 #define CTL_DISCARD_DATA    "discard-data"      /* shrink SIZE discard-data */
 #define CTL_NO_ZERO_DETECT  "no-zero-detect"    /* compact no-zero-detect */
 
@@ -80,6 +83,10 @@
 #define CTL_KEY_QOS_BURST_MS   "qos_burst_ms"
 #define CTL_KEY_QOS_WAITED     "qos_waited"
 #define CTL_KEY_QOS_WAIT_MS    "qos_wait_ms"
+/* the host out of space (imgserve --on-nospace) */
+#define CTL_KEY_NOSPACE_POLICY "nospace_policy"
+#define CTL_KEY_PAUSED      "paused"
+#define CTL_KEY_HELD_REQUESTS "held_requests"
 /* grow and shrink */
 #define CTL_KEY_OLD_SIZE    "old_size"
 #define CTL_KEY_NEW_SIZE    "new_size"
