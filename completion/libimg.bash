@@ -262,7 +262,7 @@ _libimg()
         # imgctl send IMAGE COMMAND [ARGS...]: the control socket's commands
         # (imgserve(1)) and their words
         case $n:${pos[1]:-} in
-        1:*) mapfile -t COMPREPLY < <(compgen -W "status grow shrink compact snapshot merge qos events low-water stop" -- "$cur") ;;
+        1:*) mapfile -t COMPREPLY < <(compgen -W "status grow shrink compact snapshot merge qos events low-water resume on-nospace stop" -- "$cur") ;;
         3:shrink) mapfile -t COMPREPLY < <(compgen -W "discard-data" -- "$cur") ;;
         2:compact) mapfile -t COMPREPLY < <(compgen -W "no-zero-detect" -- "$cur") ;;
         esac

@@ -74,26 +74,26 @@ static void usage(void)
 	       "       %s [OPTIONS] status IMAGE\n"
 	       "       %s [OPTIONS] send IMAGE COMMAND [ARGS...]\n"
 	       "       %s [OPTIONS] grow|shrink IMAGE SIZE [discard-data]\n"
-	       "       %s [OPTIONS] compact|snapshot|merge|resume|on-nospace|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] compact|snapshot|merge|stop IMAGE [ARG]\n"
+	       "       %s [OPTIONS] resume|on-nospace IMAGE [POLICY]\n"
 	       "       %s [OPTIONS] qos IMAGE [--bps-write=B ...|KEY=VALUE,...]\n"
 	       "       %s [OPTIONS] low-water IMAGE BYTES|PCT%%\n"
 	       "       %s [OPTIONS] events [IMAGE|--all]\n"
 	       "       %s [OPTIONS] fsck IMAGE [yes]\n"
 	       "       %s [OPTIONS] pool [DIR...]\n"
 	       "List the images served, attached or mounted here and send commands to their\n"
-	       "daemons (IMAGE: the image file, its loop device or mount point; COMMAND: a\n"
-	       "control command of imgserve(1)); pool: the host space of each DIR.\n"
+	       "daemons (IMAGE: the image file, its loop device or mount point; COMMAND: one\n"
+	       "of imgserve(1), e.g. compact no-zero-detect); pool: the host space of DIRs.\n"
 	       "  -j, --json            print JSON (see imgctl(1))\n"
 	       "  -w, --wait[=SECONDS]  list, status: wait for a busy daemon (default 5 s)\n"
-	       "  -a, --all             events: of every daemon, also those started later\n"
-	       "      --strict          pool: exit 8 when the host cannot absorb the growth\n"
+	       "  -a, --all  events: of every daemon;  --strict  pool: exit 8 without room\n"
 	       QOS_HELP
 	       "  -q, --quiet           print nothing on success (-h, --help; -V, --version)\n"
 	       "Exit status: 0 success, 1 error, 2 usage, 3 fsck left errors, 5 IMAGE does\n"
 	       "not exist, 6 not served, 7 the loop device did not follow (fsck: not mounted\n"
 	       "again), 8 pool --strict: no room for the growth, 75 busy.  See imgctl(1).\n",
 	       progname, progname, progname, progname, progname, progname, progname, progname,
-	       progname, progname);
+	       progname, progname, progname);
 }
 
 /* ---- failures --------------------------------------------------------- */

@@ -200,7 +200,7 @@ EOF
   [ "$(comp imgsnap rebase a.img "")" = a.img ]
   [[ "$(comp imgsnap merge --in)" == --into ]]
   [ "$(comp imgctl "" | LC_ALL=C sort)" = \
-    "$(sorted compact events fsck grow list low-water merge pool qos send shrink snapshot status stop)" ]
+    "$(sorted compact events fsck grow list low-water merge on-nospace pool qos resume send shrink snapshot status stop)" ]
   [ "$(comp imgctl "s" | LC_ALL=C sort)" = "$(sorted send shrink snapshot status stop)" ]
   [ "$(comp imgctl -j --wait=3 "sta")" = status ]
   [ "$(comp imgctl status "")" = a.img ]
@@ -213,7 +213,7 @@ EOF
   [ -z "$output" ]
   [ "$(comp imgctl shrink a.img 1G "")" = discard-data ]
   [ "$(comp imgctl send a.img "" | LC_ALL=C sort)" = \
-    "$(sorted compact events grow low-water merge qos shrink snapshot status stop)" ]
+    "$(sorted compact events grow low-water merge on-nospace qos resume shrink snapshot status stop)" ]
   [ "$(comp imgctl send a.img gr)" = grow ]
   [ "$(comp imgctl fsck a.img "")" = yes ]
   run comp imgctl send a.img grow ""
