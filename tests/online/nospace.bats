@@ -76,6 +76,8 @@ paused() { [ "$(st paused)" = true ]; }
   # the container's ext4 is still read-write and recorded no error
   [[ ",$(findmnt -n -o OPTIONS "$T/mnt")," == *",rw,"* ]]
   grep -q "paused" "$(rundir)/log"
+  # the paused event (imgctl events; also in the log)
+  grep -q '"event":"paused","reason":"nospace","error":"ENOSPC"' "$(rundir)/log"
   # reads keep flowing while writes are held
   timeout 10 dd if="$(cat "$(rundir)/loop")" of=/dev/null bs=1M count=8 iflag=direct status=none
   # space appears: the writes complete by themselves
@@ -88,6 +90,7 @@ paused() { [ "$(st paused)" = true ]; }
   [ "$(st paused)" = false ] && [ "$(st held_requests)" = 0 ]
   [ "$(st io_errors)" = 0 ]
   grep -q "resumed after" "$(rundir)/log"
+  grep -q '"event":"resumed","reason":"nospace"' "$(rundir)/log"
   [[ ",$(findmnt -n -o OPTIONS "$T/mnt")," == *",rw,"* ]]
   sync
   echo 3 > /proc/sys/vm/drop_caches
