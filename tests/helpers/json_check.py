@@ -5,9 +5,11 @@
       LOG holds one line per document a tool printed on stdout with -j,
       "TOOL<TAB>DOCUMENT" (LIBIMG_TEST_JSON_LOG, tools/common.c json_finish).
       Each document is checked against SCHEMADIR/TOOL.json, an error object
-      (a document with an "error" key) against SCHEMADIR/error.json.  Fails
-      (exit 1) naming the tool, the document and the violation; also when a
-      tool has no schema file, a line is not JSON, or LOG is empty.
+      (a document whose "error" key holds an object) against
+      SCHEMADIR/error.json; an imgctl event with an "error" string is no
+      error object.  Fails (exit 1) naming the tool, the document and the
+      violation; also when a tool has no schema file, a line is not JSON, or
+      LOG is empty.
 
   json_check.py --schemas SCHEMADIR MANDIR
       Checks the schemas themselves: valid draft 2020-12 schemas, every
@@ -68,7 +70,7 @@ def check_log(log, schemadir):
             print("line %d: %s printed text that is not JSON (%s): %s" % (no, tool, e, short(doc)))
             fails += 1
             continue
-        name = "error" if isinstance(value, dict) and "error" in value else tool
+        name = "error" if isinstance(value, dict) and isinstance(value.get("error"), dict) else tool
         v = load_schema(schemadir, name, cache)
         if v is None:
             print("line %d: %s: no schema %s" % (no, tool, os.path.join(schemadir, name + ".json")))
