@@ -228,11 +228,20 @@ static void read_view(struct img *img, struct view *v, uint64_t vsize,
 				FUZZ_BUG("img_next_run(%llu): %llu bytes of type %u",
 					 (unsigned long long)off, (unsigned long long)run.length,
 					 run.type);
-			for (uint64_t i = off; run.type == IMG_RUN_ZERO && i < v->len &&
-			     i < off + run.length; i++)
-				if (v->ok[i / CHUNK] && v->buf[i])
-					FUZZ_BUG("virtual byte %llu is not zero in an IMG_RUN_ZERO run",
+			/* chunk by chunk with memcmp: a loop over the bytes, each
+			 * compare instrumented, took 90% of the harness's time */
+			for (uint64_t i = off, z; run.type == IMG_RUN_ZERO && i < v->len &&
+			     i < off + run.length; i = z) {
+				static const uint8_t zeros[CHUNK];
+				z = (i / CHUNK + 1) * CHUNK;
+				if (z > v->len)
+					z = v->len;
+				if (z > off + run.length)
+					z = off + run.length;
+				if (v->ok[i / CHUNK] && memcmp(v->buf + i, zeros, z - i))
+					FUZZ_BUG("virtual bytes at %llu are not zero in an IMG_RUN_ZERO run",
 						 (unsigned long long)i);
+			}
 			last = run.type;
 			off += run.length;
 		}
