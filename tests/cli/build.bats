@@ -71,8 +71,11 @@ compiled() { sed -n 's/^echo "  CC  *\(.*\)"$/\1/p'; }
     [ -f "$ROOT/$h" ] || continue
     got=$(cd "$ROOT" && mk -n -W "$h" BUILD="$REL" V= lib tools tests | compiled | sort)
     # the includers, by the compiler's own record (.d: "OBJ: SRC HEADERS...")
+    # (objects of sources that no longer exist, left by an older build,
+    # are no includers)
     want=$(cd "$ROOT" && grep -l -- "$h" "$REL"/obj/*/*.d "$REL"/obj/*/*/*.d |
-           sed -e "s|^$REL/obj/||" -e 's|\.d$|.c|' | sort)
+           sed -e "s|^$REL/obj/||" -e 's|\.d$|.c|' | while read -r c; do
+             [ ! -f "$c" ] || echo "$c"; done | sort)
     [ -n "$want" ] || { echo "no object records including $h"; false; }
     [ "$got" = "$want" ] || { echo "$h: compiled:"; echo "$got"; echo "includers:"; echo "$want"; false; }
     n=$(printf '%s\n' "$got" | wc -l)
@@ -103,7 +106,9 @@ compiled() { sed -n 's/^echo "  CC  *\(.*\)"$/\1/p'; }
   table=$(cd "$ROOT" && mk -s tool-links BUILD="$REL")
   [ -n "$table" ]
   # the functions each shared object defines (linked as objects, whole)
-  objs=$(cd "$ROOT/$REL/obj/tools" && ls common*.o online/*.o | sed 's/\.o$//')
+  # (of the sources that exist: an older build may have left others)
+  objs=$(cd "$ROOT/$REL/obj/tools" && ls common*.o online/*.o | sed 's/\.o$//' |
+         while read -r o; do [ ! -f "$ROOT/tools/$o.c" ] || echo "$o"; done)
   [[ $objs == *online/control* ]]
   while IFS= read -r line; do
     tool=${line%%:*}
