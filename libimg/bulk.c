@@ -208,7 +208,7 @@ IMG_API ssize_t img_read_bulk(struct img *img, void *buf, size_t len, uint64_t o
 
 IMG_API int img_cache_advise(struct img *img, uint64_t off, uint64_t len, unsigned advice)
 {
-	uint64_t end;
+	uint64_t end, pa = 0, pz = 0;   /* [pa, pz): host bytes not advised yet */
 	int r = 0;
 
 	imgi_clear_error();
@@ -233,10 +233,23 @@ IMG_API int img_cache_advise(struct img *img, uint64_t off, uint64_t len, unsign
 				a &= ~(DROP_ALIGN - 1);
 				z = (z + DROP_ALIGN - 1) & ~(DROP_ALIGN - 1);
 			}
-			if ((r = imgi_io_advise(img->io, a, z - a, advice)))
-				r = imgi_fail(img, r, "cache advice");
+			/* one call for host ranges that touch (clusters laid
+			 * out in order, or widened into the same 2 MiB): a
+			 * whole disk is advised in a few calls, not one a
+			 * cluster */
+			if (pz > pa && a <= pz && z >= pa) {
+				pa = a < pa ? a : pa;
+				pz = z > pz ? z : pz;
+			} else {
+				if (pz > pa && (r = imgi_io_advise(img->io, pa, pz - pa, advice)))
+					return imgi_fail(img, r, "cache advice");
+				pa = a;
+				pz = z;
+			}
 		}
 		off += n;
 	}
+	if (!r && pz > pa && (r = imgi_io_advise(img->io, pa, pz - pa, advice)))
+		r = imgi_fail(img, r, "cache advice");
 	return r;
 }
